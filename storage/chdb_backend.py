@@ -1,0 +1,153 @@
+"""Embedded ClickHouse through chDB. One engine per process (chDB's own rule): stores opened on
+the same directory share it; a different directory while one is open is an error."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .backend import Result, check_params
+from .errors import ConfigError, QueryError, QueryTimeout, StorageError
+from .schema import Table
+
+_engine_lock = threading.Lock()
+_engine: dict[str, Any] = {"path": None, "session": None, "refs": 0, "lock": threading.RLock()}
+
+
+def _open_session(path: str):
+    from chdb import session as chdb_session
+
+    with _engine_lock:
+        if _engine["session"] is not None:
+            if _engine["path"] != path:
+                raise ConfigError(
+                    f"chDB is already open on {_engine['path']} in this process; one embedded store per process"
+                )
+            _engine["refs"] += 1
+            return _engine["session"], _engine["lock"]
+        import os
+
+        os.makedirs(path, exist_ok=True)
+        try:
+            sess = chdb_session.Session(path)
+        except Exception as e:  # chDB raises RuntimeError subclasses
+            raise StorageError(f"cannot open chDB at {path}: {e}") from e
+        _engine.update(path=path, session=sess, refs=1)
+        return sess, _engine["lock"]
+
+
+def _release_session() -> None:
+    with _engine_lock:
+        _engine["refs"] -= 1
+        if _engine["refs"] <= 0 and _engine["session"] is not None:
+            try:
+                _engine["session"].close()
+            finally:
+                _engine.update(path=None, session=None, refs=0)
+
+
+def _translate(e: Exception) -> StorageError:
+    text = str(e)
+    if "Code: 159" in text or "TIMEOUT_EXCEEDED" in text:
+        return QueryTimeout(text)
+    return QueryError(text)
+
+
+def _arrow_type(chtype: str):
+    import pyarrow as pa
+
+    t = chtype.replace("LC(String)", "String")
+    if t.startswith("Array(") and t.endswith(")"):
+        return pa.list_(_arrow_type(t[6:-1]))
+    if t.startswith("FixedString("):
+        return pa.binary(int(t[12:-1]))
+    return {
+        "String": pa.string(),
+        "UInt8": pa.uint8(),
+        "UInt16": pa.uint16(),
+        "UInt32": pa.uint32(),
+        "UInt64": pa.uint64(),
+        "Int32": pa.int32(),
+        "Int64": pa.int64(),
+        "Float64": pa.float64(),
+        "DateTime": pa.uint32(),
+    }[t]
+
+
+class ChdbBackend:
+    kind = "chdb"
+
+    def __init__(self, path: str):
+        self.path = path
+        self._session, self._lock = _open_session(path)
+        self._closed = False
+        self._schemas: dict[str, Any] = {}
+
+    def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
+        check_params(sql, params)
+        if settings:
+            sql = sql + " SETTINGS " + ", ".join(f"{k} = {_setting(v)}" for k, v in settings.items())
+        with self._lock:
+            if self._closed:
+                raise StorageError("store is closed")
+            try:
+                tbl = self._session.query(sql, "ArrowTable", params=params or None)
+            except Exception as e:
+                raise _translate(e) from e
+        if tbl is None or not hasattr(tbl, "column_names"):
+            return Result([], [])
+        names = list(tbl.column_names)
+        if not names:
+            return Result([], [])
+        cols = [c.to_pylist() for c in tbl.columns]
+        return Result(names, list(zip(*cols)))
+
+    def _schema(self, table: Table):
+        import pyarrow as pa
+
+        sch = self._schemas.get(table.name)
+        if sch is None:
+            sch = pa.schema([(c.name, _arrow_type(c.type)) for c in table.columns])
+            self._schemas[table.name] = sch
+        return sch
+
+    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]]) -> int:
+        import pyarrow as pa
+
+        schema = self._schema(table)
+        arrays = [pa.array(col, type=schema.field(i).type) for i, col in enumerate(columns)]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, schema) as w:
+            w.write_batch(batch)
+        cols = ", ".join(table.column_names)
+        with self._lock:
+            if self._closed:
+                raise StorageError("store is closed")
+            try:
+                ins = self._session.send_insert(f"INSERT INTO {qualified_name} ({cols})", "ArrowStream")
+                ins.append(sink.getvalue())
+                res = ins.finish()
+            except Exception as e:
+                raise _translate(e) from e
+        return int(getattr(res, "rows_written", batch.num_rows) or batch.num_rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _release_session()
+
+
+def _setting(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, (int, float)):
+        return str(v)
+    s = str(v)
+    if not all(ch.isalnum() or ch in "_-." for ch in s):
+        raise ValueError(f"bad setting value {s!r}")
+    return f"'{s}'"

@@ -1,0 +1,52 @@
+"""Exceptions raised by :mod:`tracehouse.storage`.
+
+Callers (collector, dashboard, alerts) catch these and never the backends' own errors:
+
+- ``StorageError``: base class.
+  - ``StorageUnavailable``: the store cannot be reached or is not answering (retry later).
+  - ``QueryError``: the database rejected a statement (a bug, or a bad user query).
+    - ``QueryTimeout``: the statement ran past its time limit.
+  - ``InvalidParameter``: a user-supplied value is not acceptable (answer 400).
+  - ``NotFound``: an id that does not exist (answer 404).
+  - ``ConfigError``: a bad storage URL or setting.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StorageError",
+    "StorageUnavailable",
+    "QueryError",
+    "QueryTimeout",
+    "InvalidParameter",
+    "NotFound",
+    "ConfigError",
+]
+
+
+class StorageError(Exception):
+    """Base of every error raised by tracehouse.storage."""
+
+
+class StorageUnavailable(StorageError):
+    """The store cannot be reached, or it stopped answering."""
+
+
+class QueryError(StorageError):
+    """The database rejected a statement."""
+
+
+class QueryTimeout(QueryError):
+    """A statement exceeded its time limit."""
+
+
+class InvalidParameter(StorageError, ValueError):
+    """A user-supplied value (filter, time range, id) is not acceptable."""
+
+
+class NotFound(StorageError, LookupError):
+    """The requested object does not exist."""
+
+
+class ConfigError(StorageError, ValueError):
+    """A bad storage URL or setting."""

@@ -1,0 +1,130 @@
+"""Schema versions. Each migration is a list of statements rendered for the server's capabilities;
+``migrate`` applies the ones not yet recorded in ``schema_versions``, in order, idempotently."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .backend import Backend
+from .capabilities import Capabilities
+from .schema import (
+    ALERT_HISTORY,
+    ALERT_STATE,
+    DEFAULT_RETENTION_DAYS,
+    EDGES_1M,
+    LOGS,
+    METRIC_POINTS,
+    RED_1M,
+    SCHEMA_VERSIONS,
+    SERVICE_ENDPOINTS,
+    SETTINGS,
+    SPANS,
+    TRACE_SUMMARY,
+    C,
+    Table,
+    render_create,
+    render_distributed,
+    render_views,
+)
+
+ALERT_RULES = Table(
+    name="alert_rules",
+    columns=(
+        C("id", "String"),
+        C("updated_ns", "UInt64"),
+        C("deleted", "UInt8"),
+        C("body", "String"),
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="updated_ns",
+    order_by="id",
+)
+
+SILENCES = Table(
+    name="silences",
+    columns=(
+        C("id", "String"),
+        C("updated_ns", "UInt64"),
+        C("deleted", "UInt8"),
+        C("starts_ns", "UInt64"),
+        C("ends_ns", "UInt64"),
+        C("body", "String"),
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="updated_ns",
+    order_by="id",
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    db: str
+    caps: Capabilities
+    cluster: str
+    retention: dict[str, int]
+
+    def tables(self, *tables: Table) -> list[str]:
+        out = []
+        for t in tables:
+            days = self.retention.get(t.signal) if t.signal else None
+            out.append(render_create(t, self.db, self.caps, days, self.cluster))
+            if self.cluster:
+                out.append(render_distributed(t, self.db, self.cluster))
+        return out
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: Callable[[Context], list[str]]
+
+
+def _initial(ctx: Context) -> list[str]:
+    return ctx.tables(SETTINGS, SPANS, LOGS, METRIC_POINTS, RED_1M, EDGES_1M, SERVICE_ENDPOINTS,
+                      TRACE_SUMMARY, ALERT_STATE, ALERT_HISTORY) + render_views(ctx.db, ctx.cluster)
+
+
+def _alert_config(ctx: Context) -> list[str]:
+    return ctx.tables(ALERT_RULES, SILENCES)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "spans, logs, metric points, rollups, alert state and history", _initial),
+    Migration(2, "alert rules and silences", _alert_config),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def applied_versions(backend: Backend, db: str) -> list[int]:
+    res = backend.query(f"SELECT version FROM {db}.schema_versions ORDER BY version")
+    return sorted({int(r[0]) for r in res.rows})
+
+
+def migrate(backend: Backend, db: str, caps: Capabilities, cluster: str = "",
+            retention: dict[str, int] | None = None, target: int | None = None) -> list[int]:
+    """Bring the schema to ``target`` (default: latest). Returns the versions applied now."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    backend.query(f"CREATE DATABASE IF NOT EXISTS {db}{on}")
+    ctx0 = Context(db, caps, cluster, {})
+    for stmt in ctx0.tables(SCHEMA_VERSIONS):
+        backend.query(stmt)
+    done = set(applied_versions(backend, db))
+    ret = dict(DEFAULT_RETENTION_DAYS)
+    ret.update(retention or {})
+    ctx = Context(db, caps, cluster, ret)
+    applied = []
+    for m in MIGRATIONS:
+        if m.version in done or (target is not None and m.version > target):
+            continue
+        for stmt in m.statements(ctx):
+            backend.query(stmt)
+        backend.query(
+            f"INSERT INTO {db}.schema_versions (version, applied, description) "
+            "SELECT {v:UInt32}, toDateTime({t:UInt32}), {d:String}",
+            {"v": m.version, "t": int(time.time()), "d": m.description},
+        )
+        applied.append(m.version)
+    return applied

@@ -1,0 +1,449 @@
+"""The ClickHouse schema: one definition, rendered for what the server supports.
+
+Tables are described as data (``TABLES``) so the DDL, the insert column order and the Arrow
+schema all come from one place. ``render_*`` functions are pure: they take capabilities and
+return SQL text; nothing here talks to a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .capabilities import Capabilities
+
+ZERO_SPAN_ID = b"\x00" * 8
+ZERO_TRACE_ID = b"\x00" * 16
+
+# Signals with a retention setting, and the tables each one covers.
+RETENTION_TABLES: dict[str, tuple[str, ...]] = {
+    "spans": ("spans", "red_1m", "edges_1m", "trace_summary", "service_endpoints"),
+    "metrics": ("metric_points",),
+    "logs": ("logs",),
+    "alerts": ("alert_history",),
+}
+DEFAULT_RETENTION_DAYS = {"spans": 7, "metrics": 30, "logs": 7, "alerts": 90}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # ClickHouse type; "LC(String)" becomes LowCardinality(String) where supported
+    codec: str = ""  # applied only where codecs are supported
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    engine: str  # MergeTree family, without parameters for the replicated form
+    order_by: str
+    partition_by: str = ""
+    engine_args: str = ""
+    ttl_column: str = ""  # DateTime column for TTL/partition-drop retention; "" = kept
+    signal: str = ""
+    indexes: tuple[str, ...] = ()  # data-skipping indexes, only where supported
+    settings: str = "index_granularity = 8192"
+    insertable: bool = True  # written by the store (False: filled by a materialized view)
+    shard_key: str = "rand()"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def C(name: str, type_: str, codec: str = "") -> Column:
+    return Column(name, type_, codec)
+
+
+_ATTRS = (
+    C("attr_keys", "Array(LC(String))"),
+    C("attr_values", "Array(String)", "ZSTD(1)"),
+    C("attr_types", "Array(UInt8)", "ZSTD(1)"),
+)
+_RESOURCE = (
+    C("resource_keys", "Array(LC(String))"),
+    C("resource_values", "Array(String)", "ZSTD(1)"),
+    C("scope_name", "LC(String)"),
+    C("scope_version", "LC(String)"),
+)
+
+SPANS = Table(
+    name="spans",
+    signal="spans",
+    columns=(
+        C("timestamp", "DateTime", "Delta, ZSTD(1)"),
+        C("trace_id", "FixedString(16)"),
+        C("span_id", "FixedString(8)"),
+        C("parent_span_id", "FixedString(8)"),
+        C("trace_state", "String", "ZSTD(1)"),
+        C("service", "LC(String)"),
+        C("name", "LC(String)"),
+        C("kind", "UInt8", "ZSTD(1)"),
+        C("status_code", "UInt8", "ZSTD(1)"),
+        C("status_message", "String", "ZSTD(1)"),
+        C("start_ns", "UInt64", "Delta, ZSTD(1)"),
+        C("duration_ns", "UInt64", "ZSTD(1)"),
+        *_ATTRS,
+        *_RESOURCE,
+        C("events_time_ns", "Array(UInt64)", "ZSTD(1)"),
+        C("events_name", "Array(String)", "ZSTD(1)"),
+        C("events_attrs", "Array(String)", "ZSTD(1)"),
+        C("links_trace_id", "Array(FixedString(16))", "ZSTD(1)"),
+        C("links_span_id", "Array(FixedString(8))", "ZSTD(1)"),
+        C("links_attrs", "Array(String)", "ZSTD(1)"),
+        C("batch_id", "UInt64", "ZSTD(1)"),
+    ),
+    engine="MergeTree",
+    partition_by="toDate(timestamp)",
+    # A trace's spans sit together inside an hour: trace lookup reads one or two granules.
+    order_by="(toStartOfHour(timestamp), trace_id, span_id)",
+    ttl_column="timestamp",
+    shard_key="cityHash64(trace_id)",
+)
+
+LOGS = Table(
+    name="logs",
+    signal="logs",
+    columns=(
+        C("timestamp", "DateTime", "Delta, ZSTD(1)"),
+        C("ts_ns", "UInt64", "Delta, ZSTD(1)"),
+        C("observed_ns", "UInt64", "Delta, ZSTD(1)"),
+        C("trace_id", "FixedString(16)"),
+        C("span_id", "FixedString(8)"),
+        C("flags", "UInt32", "ZSTD(1)"),
+        C("severity_number", "UInt8"),
+        C("severity_text", "LC(String)"),
+        C("service", "LC(String)"),
+        C("instance", "LC(String)"),
+        C("event_name", "LC(String)"),
+        C("body", "String", "ZSTD(1)"),
+        *_ATTRS,
+        *_RESOURCE,
+        C("batch_id", "UInt64", "ZSTD(1)"),
+    ),
+    engine="MergeTree",
+    partition_by="toDate(timestamp)",
+    order_by="(service, timestamp, ts_ns)",
+    ttl_column="timestamp",
+    indexes=("INDEX idx_trace trace_id TYPE bloom_filter(0.01) GRANULARITY 4",),
+    shard_key="cityHash64(trace_id)",
+)
+
+METRIC_POINTS = Table(
+    name="metric_points",
+    signal="metrics",
+    columns=(
+        C("timestamp", "DateTime", "Delta, ZSTD(1)"),
+        C("ts_ns", "UInt64", "Delta, ZSTD(1)"),
+        C("start_ns", "UInt64", "Delta, ZSTD(1)"),
+        C("service", "LC(String)"),
+        C("instance", "LC(String)"),
+        C("name", "LC(String)"),
+        C("description", "LC(String)"),
+        C("unit", "LC(String)"),
+        # 1 gauge, 2 sum, 3 histogram, 4 exponential histogram, 5 summary
+        C("type", "UInt8"),
+        C("temporality", "UInt8"),  # 0 unspecified, 1 delta, 2 cumulative
+        C("is_monotonic", "UInt8"),
+        C("flags", "UInt32"),
+        *_ATTRS,
+        *_RESOURCE,
+        C("value", "Float64", "ZSTD(1)"),
+        C("count", "UInt64", "ZSTD(1)"),
+        C("sum", "Float64", "ZSTD(1)"),
+        C("min", "Float64", "ZSTD(1)"),
+        C("max", "Float64", "ZSTD(1)"),
+        C("bucket_counts", "Array(UInt64)", "ZSTD(1)"),
+        C("explicit_bounds", "Array(Float64)", "ZSTD(1)"),
+        C("exp_scale", "Int32"),
+        C("exp_zero_count", "UInt64"),
+        C("exp_positive_offset", "Int32"),
+        C("exp_positive_counts", "Array(UInt64)", "ZSTD(1)"),
+        C("exp_negative_offset", "Int32"),
+        C("exp_negative_counts", "Array(UInt64)", "ZSTD(1)"),
+        C("quantiles", "Array(Float64)", "ZSTD(1)"),
+        C("quantile_values", "Array(Float64)", "ZSTD(1)"),
+        C("exemplar_trace_ids", "Array(FixedString(16))"),
+        C("exemplar_span_ids", "Array(FixedString(8))"),
+        C("exemplar_values", "Array(Float64)"),
+        C("exemplar_times_ns", "Array(UInt64)"),
+        C("batch_id", "UInt64", "ZSTD(1)"),
+    ),
+    engine="MergeTree",
+    partition_by="toDate(timestamp)",
+    order_by="(name, service, timestamp, ts_ns)",
+    ttl_column="timestamp",
+    shard_key="cityHash64(name, service)",
+)
+
+# --- rollups, filled by materialized views over spans ---------------------------------------
+
+RED_1M = Table(
+    name="red_1m",
+    signal="spans",
+    insertable=False,
+    columns=(
+        C("minute", "DateTime"),
+        C("service", "LC(String)"),
+        C("name", "LC(String)"),
+        C("kind", "UInt8"),
+        C("is_entry", "UInt8"),
+        C("calls", "AggregateFunction(count)"),
+        C("errors", "AggregateFunction(sum, UInt64)"),
+        C("duration_sum", "AggregateFunction(sum, UInt64)"),
+        C("duration_q", "AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), UInt64)"),
+    ),
+    engine="AggregatingMergeTree",
+    partition_by="toDate(minute)",
+    order_by="(service, is_entry, name, kind, minute)",
+    ttl_column="minute",
+    shard_key="cityHash64(service)",
+)
+
+EDGES_1M = Table(
+    name="edges_1m",
+    signal="spans",
+    insertable=False,
+    columns=(
+        C("minute", "DateTime"),
+        C("service", "LC(String)"),
+        C("target", "String"),
+        C("target_kind", "LC(String)"),
+        C("calls", "AggregateFunction(count)"),
+        C("errors", "AggregateFunction(sum, UInt64)"),
+        C("duration_q", "AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), UInt64)"),
+    ),
+    engine="AggregatingMergeTree",
+    partition_by="toDate(minute)",
+    order_by="(service, target, target_kind, minute)",
+    ttl_column="minute",
+    shard_key="cityHash64(service)",
+)
+
+SERVICE_ENDPOINTS = Table(
+    name="service_endpoints",
+    signal="spans",
+    insertable=False,
+    columns=(
+        C("minute", "DateTime"),
+        C("address", "String"),
+        C("service", "LC(String)"),
+        C("hits", "AggregateFunction(count)"),
+    ),
+    engine="AggregatingMergeTree",
+    partition_by="toDate(minute)",
+    order_by="(address, service, minute)",
+    ttl_column="minute",
+    shard_key="cityHash64(address)",
+)
+
+TRACE_SUMMARY = Table(
+    name="trace_summary",
+    signal="spans",
+    insertable=False,
+    columns=(
+        C("hour", "DateTime"),
+        C("trace_id", "FixedString(16)"),
+        C("first_start_ns", "AggregateFunction(min, UInt64)"),
+        C("last_end_ns", "AggregateFunction(max, UInt64)"),
+        C("span_count", "AggregateFunction(count)"),
+        C("errors", "AggregateFunction(max, UInt8)"),
+        C("root_service", "AggregateFunction(argMin, String, UInt64)"),
+        C("root_name", "AggregateFunction(argMin, String, UInt64)"),
+        C("services", "AggregateFunction(groupUniqArray, String)"),
+    ),
+    engine="AggregatingMergeTree",
+    partition_by="toDate(hour)",
+    order_by="(hour, trace_id)",
+    ttl_column="hour",
+    shard_key="cityHash64(trace_id)",
+)
+
+# --- bookkeeping and alerting ----------------------------------------------------------------
+
+SCHEMA_VERSIONS = Table(
+    name="schema_versions",
+    columns=(C("version", "UInt32"), C("applied", "DateTime"), C("description", "String")),
+    engine="MergeTree",
+    order_by="version",
+    insertable=False,
+)
+
+SETTINGS = Table(
+    name="settings",
+    columns=(C("key", "String"), C("value", "String"), C("updated_ns", "UInt64")),
+    engine="ReplacingMergeTree",
+    engine_args="updated_ns",
+    order_by="key",
+    insertable=False,
+)
+
+ALERT_STATE = Table(
+    name="alert_state",
+    columns=(
+        C("rule_id", "String"),
+        C("fingerprint", "String"),
+        C("updated_ns", "UInt64"),
+        C("state", "LC(String)"),
+        C("labels", "String"),
+        C("body", "String"),  # JSON: value, active_since, last_eval, annotations, ...
+        C("deleted", "UInt8"),
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="updated_ns",
+    order_by="(rule_id, fingerprint)",
+)
+
+ALERT_HISTORY = Table(
+    name="alert_history",
+    signal="alerts",
+    columns=(
+        C("timestamp", "DateTime"),
+        C("ts_ns", "UInt64"),
+        C("rule_id", "String"),
+        C("alertname", "LC(String)"),
+        C("fingerprint", "String"),
+        C("labels", "String"),
+        C("from_state", "LC(String)"),
+        C("to_state", "LC(String)"),
+        C("value", "Float64"),
+        C("body", "String"),
+    ),
+    engine="MergeTree",
+    partition_by="toYYYYMM(timestamp)",
+    order_by="(rule_id, ts_ns)",
+    ttl_column="timestamp",
+)
+
+TABLES: tuple[Table, ...] = (
+    SCHEMA_VERSIONS,
+    SETTINGS,
+    SPANS,
+    LOGS,
+    METRIC_POINTS,
+    RED_1M,
+    EDGES_1M,
+    SERVICE_ENDPOINTS,
+    TRACE_SUMMARY,
+    ALERT_STATE,
+    ALERT_HISTORY,
+)
+TABLES_BY_NAME = {t.name: t for t in TABLES}
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def render_type(type_: str, caps: Capabilities) -> str:
+    if caps.low_cardinality:
+        return type_.replace("LC(String)", "LowCardinality(String)")
+    return type_.replace("LC(String)", "String")
+
+
+def render_create(
+    table: Table, db: str, caps: Capabilities, retention_days: int | None = None, cluster: str = ""
+) -> str:
+    """CREATE TABLE for one table; with ``cluster``, the local replicated table behind a Distributed one."""
+    cols = []
+    for c in table.columns:
+        col = f"    {c.name} {render_type(c.type, caps)}"
+        if c.codec and caps.codecs:
+            col += f" CODEC({c.codec})"
+        cols.append(col)
+    if caps.skip_indexes:
+        cols.extend(f"    {ix}" for ix in table.indexes)
+    name = f"{db}.{table.name}_local" if cluster else f"{db}.{table.name}"
+    on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+    if cluster:
+        zk = f"'/clickhouse/tables/{{shard}}/{db}/{table.name}', '{{replica}}'"
+        args = f"{zk}, {table.engine_args}" if table.engine_args else zk
+        engine = f"Replicated{table.engine}({args})"
+    else:
+        engine = f"{table.engine}({table.engine_args})"
+    parts = [f"CREATE TABLE IF NOT EXISTS {name}{on_cluster}\n(\n" + ",\n".join(cols) + "\n)", f"ENGINE = {engine}"]
+    if table.partition_by:
+        parts.append(f"PARTITION BY {table.partition_by}")
+    parts.append(f"ORDER BY {table.order_by}")
+    if caps.ttl and table.ttl_column and retention_days:
+        parts.append(f"TTL {table.ttl_column} + toIntervalDay({int(retention_days)})")
+    if table.settings:
+        parts.append(f"SETTINGS {table.settings}")
+    return "\n".join(parts)
+
+
+def render_distributed(table: Table, db: str, cluster: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {db}.{table.name} ON CLUSTER {cluster} AS {db}.{table.name}_local "
+        f"ENGINE = Distributed({cluster}, {db}, {table.name}_local, {table.shard_key})"
+    )
+
+
+def _attr(key: str) -> str:
+    # The value of a span attribute, '' when absent (indexOf gives 0, element 0 is the default).
+    return f"attr_values[indexOf(attr_keys, '{key}')]"
+
+
+def _first_nonempty(*keys: str) -> str:
+    expr = "''"
+    for key in reversed(keys):
+        expr = f"if({_attr(key)} != '', {_attr(key)}, {expr})"
+    return expr
+
+
+_HOST = _first_nonempty("server.address", "net.peer.name", "net.sock.peer.addr", "network.peer.address")
+_PORT = _first_nonempty("server.port", "net.peer.port", "net.sock.peer.port", "network.peer.port")
+_URL = _first_nonempty("url.full", "http.url")
+_DB = _first_nonempty("db.system.name", "db.system")
+_MSG = _first_nonempty("messaging.system")
+_MSG_DEST = _first_nonempty("messaging.destination.name", "messaging.destination")
+_HOST_PORT = f"if({_HOST} != '', concat({_HOST}, if({_PORT} != '', concat(':', {_PORT}), '')), extract({_URL}, '^[a-zA-Z]+://([^/?#@]+)'))"
+EDGE_TARGET = (
+    f"multiIf({_attr('peer.service')} != '', {_attr('peer.service')}, "
+    f"{_DB} != '', concat({_DB}, if({_attr('db.name')} != '', concat('/', {_attr('db.name')}), '')), "
+    f"{_MSG} != '', concat({_MSG}, if({_MSG_DEST} != '', concat('/', {_MSG_DEST}), '')), "
+    f"{_HOST_PORT})"
+)
+EDGE_KIND = (
+    f"multiIf({_attr('peer.service')} != '', 'service', "
+    f"{_DB} IN ('redis', 'memcached', 'valkey'), 'cache', {_DB} != '', 'database', "
+    f"{_MSG} != '', 'queue', 'external')"
+)
+_SERVER_HOST = _first_nonempty("server.address", "net.host.name", "http.host")
+_SERVER_PORT = _first_nonempty("server.port", "net.host.port")
+SERVER_ADDRESS = (
+    f"if(position({_SERVER_HOST}, ':') > 0 OR {_SERVER_PORT} = '', {_SERVER_HOST}, "
+    f"concat({_SERVER_HOST}, ':', {_SERVER_PORT}))"
+)
+IS_ENTRY = "(kind IN (2, 5) OR parent_span_id = toFixedString(unhex('0000000000000000'), 8))"
+
+
+def render_views(db: str, cluster: str = "") -> list[str]:
+    """Materialized views that keep the rollups current as spans arrive."""
+    src = f"{db}.spans_local" if cluster else f"{db}.spans"
+    dst = (lambda t: f"{db}.{t}_local") if cluster else (lambda t: f"{db}.{t}")
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    return [
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.red_1m_mv{on} TO {dst('red_1m')} AS "
+        f"SELECT toStartOfMinute(timestamp) AS minute, service, name, kind, toUInt8({IS_ENTRY}) AS is_entry, "
+        "countState() AS calls, sumState(toUInt64(status_code = 2)) AS errors, "
+        "sumState(duration_ns) AS duration_sum, "
+        "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q "
+        f"FROM {src} GROUP BY minute, service, name, kind, is_entry",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.edges_1m_mv{on} TO {dst('edges_1m')} AS "
+        f"SELECT toStartOfMinute(timestamp) AS minute, service, {EDGE_TARGET} AS target, "
+        f"{EDGE_KIND} AS target_kind, countState() AS calls, sumState(toUInt64(status_code = 2)) AS errors, "
+        "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q "
+        f"FROM {src} WHERE kind IN (3, 4) AND target != '' GROUP BY minute, service, target, target_kind",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.service_endpoints_mv{on} TO {dst('service_endpoints')} AS "
+        f"SELECT toStartOfMinute(timestamp) AS minute, {SERVER_ADDRESS} AS address, service, countState() AS hits "
+        f"FROM {src} WHERE kind = 2 AND address != '' GROUP BY minute, address, service",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.trace_summary_mv{on} TO {dst('trace_summary')} AS "
+        "SELECT toStartOfHour(timestamp) AS hour, trace_id, minState(start_ns) AS first_start_ns, "
+        "maxState(start_ns + duration_ns) AS last_end_ns, countState() AS span_count, "
+        "maxState(toUInt8(status_code = 2)) AS errors, "
+        "argMinState(CAST(service AS String), start_ns) AS root_service, "
+        "argMinState(CAST(name AS String), start_ns) AS root_name, "
+        "groupUniqArrayState(CAST(service AS String)) AS services "
+        f"FROM {src} GROUP BY hour, trace_id",
+    ]

@@ -1,0 +1,217 @@
+"""The Store: one object per ClickHouse (embedded or server) that the collector writes through
+and the dashboard and alerts read through. Queries live in ``queries_*`` modules as functions of
+a Store; this module owns opening, migrating, inserting and retention."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .backend import Backend, Result
+from .capabilities import Capabilities, capabilities_for
+from .errors import ConfigError, InvalidParameter, StorageError
+from .migrations import ALERT_RULES, LATEST, SILENCES, applied_versions, migrate
+from .schema import DEFAULT_RETENTION_DAYS, RETENTION_TABLES, TABLES_BY_NAME, Table
+from .url import DEFAULT_URL, StorageURL, parse_storage_url
+
+log = logging.getLogger("tracehouse.storage")
+
+ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES)
+_PARTITION_DAY = re.compile(r"^(\d{8})$")
+_PARTITION_MONTH = re.compile(r"^(\d{6})$")
+
+
+class Store:
+    """Typed inserts and queries over one ClickHouse database."""
+
+    def __init__(self, backend: Backend, url: StorageURL):
+        self.backend = backend
+        self.url = url
+        self.db = url.database
+        self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
+
+    # -- opening -----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str | StorageURL = DEFAULT_URL, **backend_options: Any) -> Store:
+        u = parse_storage_url(url) if isinstance(url, str) else url
+        if u.scheme == "chdb":
+            from .chdb_backend import ChdbBackend
+
+            backend: Backend = ChdbBackend(u.path)
+        else:
+            from .server_backend import ServerBackend
+
+            backend = ServerBackend(u, **backend_options)
+        try:
+            return cls(backend, u)
+        except BaseException:
+            backend.close()
+            raise
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- statements --------------------------------------------------------------------------
+    def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
+        return self.backend.query(sql, params, settings)
+
+    def t(self, name: str) -> str:
+        """Qualified table name."""
+        return f"{self.db}.{name}"
+
+    # -- schema ------------------------------------------------------------------------------
+    def migrate(self, target: int | None = None, retention: dict[str, int] | None = None) -> list[int]:
+        applied = migrate(self.backend, self.db, self.caps, self.url.cluster, retention, target)
+        if 1 in applied:
+            current = dict(DEFAULT_RETENTION_DAYS, **(retention or {}))
+            for signal, days in current.items():
+                self._put_setting(f"retention.{signal}", str(days))
+        return applied
+
+    def schema_version(self) -> int:
+        try:
+            versions = applied_versions(self.backend, self.db)
+        except StorageError:
+            return 0
+        return max(versions) if versions else 0
+
+    def is_current(self) -> bool:
+        return self.schema_version() >= LATEST
+
+    def ping(self) -> bool:
+        try:
+            return self.query("SELECT 1").scalar() == 1
+        except StorageError:
+            return False
+
+    # -- settings and retention ----------------------------------------------------------------
+    def _put_setting(self, key: str, value: str) -> None:
+        self.query(
+            f"INSERT INTO {self.t('settings')} (key, value, updated_ns) SELECT {{k:String}}, {{v:String}}, {{u:UInt64}}",
+            {"k": key, "v": value, "u": time.time_ns()},
+        )
+
+    def settings(self) -> dict[str, str]:
+        res = self.query(f"SELECT key, argMax(value, updated_ns) FROM {self.t('settings')} GROUP BY key")
+        return {k: v for k, v in res.rows}
+
+    def retention(self) -> dict[str, int]:
+        """Retention in days per signal, as recorded on the server."""
+        s = self.settings()
+        return {sig: int(s.get(f"retention.{sig}", d)) for sig, d in DEFAULT_RETENTION_DAYS.items()}
+
+    def table_ttl(self, table: str) -> str:
+        """The TTL clause the server reports for a table ('' where it has none)."""
+        res = self.query(
+            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            {"db": self.db, "t": table + ("_local" if self.url.cluster else "")},
+        )
+        full = str(res.scalar() or "")
+        m = re.search(r"\bTTL\s+(.*?)(?:\s+SETTINGS\b|$)", full)
+        return m.group(1).strip() if m else ""
+
+    def set_retention(self, signal: str, days: int) -> None:
+        if signal not in RETENTION_TABLES:
+            raise InvalidParameter(f"unknown signal {signal!r}: one of {sorted(RETENTION_TABLES)}")
+        days = int(days)
+        if not 1 <= days <= 3650:
+            raise InvalidParameter("retention must be 1 to 3650 days")
+        if self.caps.ttl:
+            on = f" ON CLUSTER {self.url.cluster}" if self.url.cluster else ""
+            suffix = "_local" if self.url.cluster else ""
+            for name in RETENTION_TABLES[signal]:
+                tbl = ALL_TABLES[name]
+                self.query(f"ALTER TABLE {self.t(name)}{suffix}{on} MODIFY TTL {tbl.ttl_column} + toIntervalDay({days})")
+        self._put_setting(f"retention.{signal}", str(days))
+
+    def enforce_retention(self, now_s: float | None = None) -> list[tuple[str, str]]:
+        """Drop whole partitions past retention (the path for servers without TTL; harmless with it)."""
+        now_s = time.time() if now_s is None else now_s
+        dropped = []
+        ret = self.retention()
+        for signal, tables in RETENTION_TABLES.items():
+            cutoff = time.strftime("%Y%m%d", time.gmtime(now_s - ret[signal] * 86400))
+            for name in tables:
+                local = name + ("_local" if self.url.cluster else "")
+                res = self.query(
+                    "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} "
+                    "AND table = {t:String} AND active",
+                    {"db": self.db, "t": local},
+                )
+                for (pid,) in res.rows:
+                    pid = str(pid)
+                    if _PARTITION_DAY.match(pid):
+                        old = pid < cutoff
+                    elif _PARTITION_MONTH.match(pid):
+                        old = pid < cutoff[:6]
+                    else:
+                        continue
+                    if old:
+                        on = f" ON CLUSTER {self.url.cluster}" if self.url.cluster else ""
+                        self.query(f"ALTER TABLE {self.t(local)}{on} DROP PARTITION ID '{pid}'")
+                        dropped.append((local, pid))
+        return dropped
+
+    # -- inserts -----------------------------------------------------------------------------
+    def columns_for(self, table: str) -> dict[str, list]:
+        """Empty column lists, in insert order, for a batch of ``table``."""
+        return {c.name: [] for c in _table(table).columns}
+
+    def batch_present(self, table: str, batch_id: int) -> bool:
+        res = self.query(f"SELECT count() FROM {self.t(table)} WHERE batch_id = {{b:UInt64}}", {"b": batch_id})
+        return int(res.scalar() or 0) > 0
+
+    def insert(self, table: str, columns: dict[str, Sequence[Any]], batch_id: int | None = None,
+               verify: bool = False) -> int:
+        """Insert one columnar batch. With ``batch_id``, the batch is tagged; with ``verify`` (a retry,
+        or a replay after a crash), a batch already present is not written again."""
+        tbl = _table(table)
+        names = tbl.column_names
+        n = len(next(iter(columns.values()))) if columns else 0
+        if n == 0:
+            return 0
+        cols = dict(columns)
+        if "batch_id" in names:
+            cols["batch_id"] = [int(batch_id or 0)] * n
+            if verify and batch_id and self.batch_present(table, int(batch_id)):
+                log.info("batch %s already in %s; not written again", batch_id, table)
+                return 0
+        missing = [c for c in names if c not in cols]
+        if missing:
+            raise ValueError(f"batch for {table} lacks columns {missing}")
+        ordered = [cols[c] for c in names]
+        for name, col in zip(names, ordered):
+            if len(col) != n:
+                raise ValueError(f"column {table}.{name} has {len(col)} values, expected {n}")
+        return self.backend.insert(tbl, self.t(table), ordered)
+
+    # -- small JSON documents (rules, silences, state) ----------------------------------------
+    def put_document(self, table: str, doc_id: str, body: dict[str, Any], deleted: bool = False, **extra: Any) -> None:
+        cols = {"id": [doc_id], "updated_ns": [time.time_ns()], "deleted": [int(deleted)],
+                "body": [json.dumps(body, separators=(",", ":"))]}
+        for k, v in extra.items():
+            cols[k] = [v]
+        self.insert(table, cols)
+
+    def documents(self, table: str) -> list[dict[str, Any]]:
+        res = self.query(
+            f"SELECT id, argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {self.t(table)} GROUP BY id ORDER BY id"
+        )
+        return [dict(json.loads(b), id=i) for i, b, d in res.rows if not d]
+
+
+def _table(name: str) -> Table:
+    try:
+        return ALL_TABLES[name]
+    except KeyError:
+        raise ConfigError(f"unknown table {name!r}") from None

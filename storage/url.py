@@ -1,0 +1,73 @@
+"""Storage URLs: ``chdb:///path/to/dir`` and ``clickhouse://user:password@host:9000/database``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .errors import ConfigError
+
+DEFAULT_URL = "chdb://./tracehouse-data"
+DEFAULT_DATABASE = "tracehouse"
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    scheme: str  # "chdb" or "clickhouse"
+    path: str = ""  # chdb: data directory
+    host: str = "127.0.0.1"
+    port: int = 9000
+    user: str = "default"
+    password: str = field(default="", repr=False)
+    database: str = DEFAULT_DATABASE
+    cluster: str = ""  # ClickHouse cluster name for ON CLUSTER / Distributed tables
+    secure: bool = False
+
+    def redacted(self) -> str:
+        if self.scheme == "chdb":
+            return f"chdb://{self.path}?database={self.database}"
+        return f"{self.scheme}://{self.user}:***@{self.host}:{self.port}/{self.database}"
+
+
+def _check_identifier(name: str, what: str) -> str:
+    if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
+        raise ConfigError(f"{what} {name!r} must be letters, digits and underscores")
+    return name
+
+
+def parse_storage_url(url: str) -> StorageURL:
+    """Parse a storage URL; raise ConfigError with a reason if it is not one."""
+    if not url:
+        raise ConfigError("empty storage URL")
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    database = _check_identifier(query.get("database", DEFAULT_DATABASE), "database")
+    cluster = query.get("cluster", "")
+    if cluster:
+        _check_identifier(cluster, "cluster")
+    if parts.scheme == "chdb":
+        # chdb:///abs/path, chdb://./rel/path, chdb://rel
+        path = unquote((parts.netloc or "") + (parts.path or ""))
+        if not path:
+            raise ConfigError("chdb URL needs a directory: chdb:///path/to/dir")
+        return StorageURL("chdb", path=os.path.abspath(path), database=database)
+    if parts.scheme in ("clickhouse", "clickhouses"):
+        if not parts.hostname:
+            raise ConfigError("clickhouse URL needs a host: clickhouse://user:password@host:9000/database")
+        db = parts.path.strip("/") or query.get("database", DEFAULT_DATABASE)
+        try:
+            port = parts.port or (9440 if parts.scheme == "clickhouses" else 9000)
+        except ValueError as e:
+            raise ConfigError(f"bad port in storage URL: {e}") from None
+        return StorageURL(
+            "clickhouse",
+            host=parts.hostname,
+            port=port,
+            user=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            database=_check_identifier(db, "database"),
+            cluster=cluster,
+            secure=parts.scheme == "clickhouses",
+        )
+    raise ConfigError(f"unknown storage URL scheme {parts.scheme!r}: use chdb:///path or clickhouse://host:9000/db")
