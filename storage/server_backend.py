@@ -7,7 +7,6 @@ have no server-side parameters). Clients are pooled; every call has connect and 
 from __future__ import annotations
 
 import queue
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,7 +97,7 @@ class ServerBackend:
             if e.code == 159:
                 raise QueryTimeout(str(e)) from e
             raise QueryError(str(e)) from e
-        except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, socket.timeout, OSError, EOFError) as e:
+        except (TimeoutError, ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as e:
             broken = True
             raise StorageUnavailable(f"ClickHouse at {self.url.host}:{self.url.port} unavailable: {e}") from e
         except ch_errors.Error as e:

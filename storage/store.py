@@ -193,7 +193,8 @@ class Store:
         for name, col in zip(names, ordered):
             if len(col) != n:
                 raise ValueError(f"column {table}.{name} has {len(col)} values, expected {n}")
-        return self.backend.insert(tbl, self.t(table), ordered)
+        self.backend.insert(tbl, self.t(table), ordered)
+        return n
 
     # -- small JSON documents (rules, silences, state) ----------------------------------------
     def put_document(self, table: str, doc_id: str, body: dict[str, Any], deleted: bool = False, **extra: Any) -> None:

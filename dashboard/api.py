@@ -1,0 +1,142 @@
+"""The JSON query API (``/api/...``): thin FastAPI glue over the storage query functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from tracehouse.storage import (
+    InvalidParameter,
+    NotFound,
+    QueryTimeout,
+    StorageError,
+    StorageUnavailable,
+    parse_duration,
+    parse_range,
+)
+from tracehouse.storage import queries_map as qmap
+from tracehouse.storage import queries_services as qsvc
+from tracehouse.storage import queries_telemetry as qtel
+from tracehouse.storage import queries_traces as qtr
+
+SINCE = Query(None, description="RFC 3339 time or relative (15m, 2h, 7d, now); default 15m ago")
+UNTIL = Query(None, description="RFC 3339 time or relative; default now")
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, InvalidParameter):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    if isinstance(exc, NotFound):
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    if isinstance(exc, QueryTimeout):
+        return JSONResponse({"error": "query timed out"}, status_code=504)
+    if isinstance(exc, StorageUnavailable):
+        return JSONResponse({"error": "storage unavailable", "detail": str(exc)}, status_code=503,
+                            headers={"Retry-After": "5"})
+    return JSONResponse({"error": "storage error", "detail": str(exc)[:500]}, status_code=500)
+
+
+def install_error_handlers(app) -> None:
+    for exc in (InvalidParameter, NotFound, QueryTimeout, StorageUnavailable, StorageError):
+        app.add_exception_handler(exc, lambda request, e: error_response(e))
+
+
+def _step(step: str | None) -> int | None:
+    if not step:
+        return None
+    return int(parse_duration(step)) if not step.isdigit() else int(step)
+
+
+def _float(name: str, v: str | None) -> float | None:
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise InvalidParameter(f"{name} must be a number") from None
+
+
+def _int(name: str, v: str | None, default: int) -> int:
+    if v is None or v == "":
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise InvalidParameter(f"{name} must be an integer") from None
+
+
+def api_router(get_store) -> APIRouter:
+    """``get_store(request)`` returns the Store; routes hold no state of their own."""
+    r = APIRouter(prefix="/api", tags=["query"])
+
+    @r.get("/services")
+    def list_services(request: Request, since: str | None = SINCE, until: str | None = UNTIL) -> dict[str, Any]:
+        tr = parse_range(since, until)
+        return {"since_ns": tr.start_ns, "until_ns": tr.end_ns, "services": qsvc.services(get_store(request), tr)}
+
+    @r.get("/services/{service}/operations")
+    def service_operations(request: Request, service: str, since: str | None = SINCE,
+                           until: str | None = UNTIL) -> dict[str, Any]:
+        tr = parse_range(since, until)
+        return {"service": service, "operations": qsvc.operations(get_store(request), service, tr)}
+
+    @r.get("/services/{service}/series")
+    def service_series(request: Request, service: str, since: str | None = SINCE, until: str | None = UNTIL,
+                       step: str | None = Query(None, description="bucket width, e.g. 1m, 5m (minimum 1m)"),
+                       operation: str | None = None) -> dict[str, Any]:
+        tr = parse_range(since, until)
+        return qsvc.series(get_store(request), service, tr, _step(step), operation)
+
+    @r.get("/traces")
+    def search_traces(request: Request, since: str | None = SINCE, until: str | None = UNTIL,
+                      service: str | None = None, operation: str | None = None,
+                      min_duration_ms: str | None = None, max_duration_ms: str | None = None,
+                      status: str | None = Query(None, description="ok or error"),
+                      attr: list[str] = Query([], description="key=value, repeatable"),
+                      limit: str | None = None) -> dict[str, Any]:
+        tr = parse_range(since, until)
+        traces = qtr.search(
+            get_store(request), tr, service=service or None, operation=operation or None,
+            min_duration_ms=_float("min_duration_ms", min_duration_ms),
+            max_duration_ms=_float("max_duration_ms", max_duration_ms), status=status or None,
+            attrs=qtr.parse_attr_filters(attr), limit=_int("limit", limit, 50))
+        return {"traces": traces}
+
+    @r.get("/traces/{trace_id}")
+    def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
+        return qtr.trace(get_store(request), trace_id)
+
+    @r.get("/service-map")
+    def service_map(request: Request, since: str | None = SINCE, until: str | None = UNTIL) -> dict[str, Any]:
+        return qmap.service_map(get_store(request), parse_range(since, until))
+
+    @r.get("/metrics/names")
+    def metric_names(request: Request, since: str | None = SINCE, until: str | None = UNTIL,
+                     service: str | None = None) -> dict[str, Any]:
+        return {"metrics": qtel.metric_names(get_store(request), parse_range(since, until), service or None)}
+
+    @r.get("/metrics")
+    def metrics(request: Request, name: str = Query(..., description="metric name"), since: str | None = SINCE,
+                until: str | None = UNTIL, service: str | None = None,
+                label: list[str] = Query([], description="k=v, repeatable"), step: str | None = None,
+                agg: str = Query("avg", description="avg|min|max|sum|last|count|rate"),
+                group_by: list[str] = Query([], description="labels to group series by")) -> dict[str, Any]:
+        return qtel.metric_series(get_store(request), name, parse_range(since, until), service or None, label,
+                                  _step(step), agg, group_by or None)
+
+    @r.get("/logs")
+    def logs(request: Request, since: str | None = SINCE, until: str | None = UNTIL, service: str | None = None,
+             trace_id: str | None = None, severity: str | None = None, q: str | None = None,
+             event_name: str | None = None, limit: str | None = None) -> dict[str, Any]:
+        tr = parse_range(since, until, default="1h")
+        return {"logs": qtel.logs(get_store(request), tr, service or None, trace_id or None, severity or None,
+                                  q or None, event_name or None, _int("limit", limit, 100))}
+
+    @r.get("/storage")
+    def storage_info(request: Request) -> dict[str, Any]:
+        s = get_store(request)
+        return {"backend": s.backend.kind, "url": s.url.redacted(), "server_version": s.caps.version_string,
+                "schema_version": s.schema_version(), "retention_days": s.retention()}
+
+    return r

@@ -1,0 +1,137 @@
+"""RED overview queries over the ``red_1m`` rollup (never raw spans)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import InvalidParameter
+from .timerange import TimeRange
+
+MAX_POINTS = 2000
+
+
+def _f(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+def _ms(ns: Any) -> float | None:
+    v = _f(ns)
+    return None if v is None else round(v / 1e6, 3)
+
+
+def _window(tr: TimeRange) -> dict[str, int]:
+    return {"start": tr.start_s - tr.start_s % 60, "end": tr.end_s}
+
+
+def _red(row: dict[str, Any], seconds: float) -> dict[str, Any]:
+    calls = int(row["calls"] or 0)
+    errors = int(row["errors"] or 0)
+    q = row.get("q") or [None, None, None]
+    return {
+        "requests": calls,
+        "errors": errors,
+        "rate": round(calls / seconds, 4),
+        "error_rate": round(errors / calls, 4) if calls else 0.0,
+        "p50_ms": _ms(q[0]),
+        "p95_ms": _ms(q[1]),
+        "p99_ms": _ms(q[2]),
+    }
+
+
+def services(store, tr: TimeRange) -> list[dict[str, Any]]:
+    """Per service: request rate, error rate, p50/p95/p99 and span count. Requests are the service's
+    entry spans (server/consumer/root); a service with none (a batch worker, say) is measured by
+    all its spans."""
+    res = store.query(
+        f"SELECT service, is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
+        f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
+        "WHERE minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) "
+        "GROUP BY service, is_entry",
+        _window(tr),
+    )
+    by_service: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in res.dicts():
+        by_service.setdefault(row["service"], {})[int(row["is_entry"])] = row
+    out = []
+    for name, rows in sorted(by_service.items()):
+        main = rows.get(1) or rows[0]
+        item = {"service": name, **_red(main, tr.seconds)}
+        item["span_count"] = sum(int(r["calls"] or 0) for r in rows.values())
+        out.append(item)
+    return out
+
+
+def operations(store, service: str, tr: TimeRange) -> list[dict[str, Any]]:
+    res = store.query(
+        f"SELECT name, kind, max(is_entry) AS is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
+        f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
+        "WHERE service = {service:String} AND minute >= toDateTime({start:UInt32}) "
+        "AND minute < toDateTime({end:UInt32}) GROUP BY name, kind ORDER BY calls DESC LIMIT 500",
+        {"service": service, **_window(tr)},
+    )
+    return [
+        {"operation": r["name"], "kind": _KINDS.get(int(r["kind"]), "unspecified"), "entry": bool(r["is_entry"]),
+         **_red(r, tr.seconds)}
+        for r in res.dicts()
+    ]
+
+
+_KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+
+
+def pick_step(tr: TimeRange, step_s: int | None) -> int:
+    if step_s is None:
+        step_s = max(60, int(tr.seconds / 120))
+    step_s = max(60, int(step_s) - int(step_s) % 60)
+    if tr.seconds / step_s > MAX_POINTS:
+        raise InvalidParameter(f"step too small: more than {MAX_POINTS} points")
+    return step_s
+
+
+def series(store, service: str, tr: TimeRange, step_s: int | None = None, operation: str | None = None) -> dict[str, Any]:
+    """Rate, errors and latency quantiles over time for a service's requests (or one operation)."""
+    step = pick_step(tr, step_s)
+    params: dict[str, Any] = {"service": service, "step": step, **_window(tr)}
+    cond = "is_entry = 1"
+    if operation:
+        cond = "name = {op:String}"
+        params["op"] = operation
+    else:
+        has_entry = store.query(
+            f"SELECT count() FROM {store.t('red_1m')} WHERE service = {{service:String}} AND is_entry = 1 "
+            "AND minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32})",
+            {"service": service, **_window(tr)},
+        ).scalar()
+        if not has_entry:
+            cond = "1"
+    res = store.query(
+        f"SELECT intDiv(toUInt32(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, countMerge(calls) AS calls, "
+        f"sumMerge(errors) AS errors, quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q "
+        f"FROM {store.t('red_1m')} WHERE service = {{service:String}} AND {cond} "
+        "AND minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) GROUP BY t ORDER BY t",
+        params,
+    )
+    points = []
+    for r in res.dicts():
+        red = _red(r, step)
+        points.append({"t": int(r["t"]), **red})
+    return {"service": service, "operation": operation, "step_s": step, "points": points}
+
+
+def sparklines(store, tr: TimeRange, step_s: int | None = None) -> dict[str, list[tuple[int, float]]]:
+    """Request-rate series for every service, for the overview's sparklines (one query)."""
+    step = pick_step(tr, step_s)
+    res = store.query(
+        f"SELECT service, intDiv(toUInt32(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, countMerge(calls) AS calls "
+        f"FROM {store.t('red_1m')} WHERE is_entry = 1 AND minute >= toDateTime({{start:UInt32}}) "
+        "AND minute < toDateTime({end:UInt32}) GROUP BY service, t ORDER BY service, t",
+        {"step": step, **_window(tr)},
+    )
+    out: dict[str, list[tuple[int, float]]] = {}
+    for service, t, calls in res.rows:
+        out.setdefault(service, []).append((int(t), round(int(calls) / step, 4)))
+    return out

@@ -1,0 +1,189 @@
+"""Trace search (over the ``trace_summary`` rollup) and trace lookup (spans of one trace)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .attrs import decode_map
+from .errors import InvalidParameter, NotFound
+from .ids import hex_id, parse_trace_id
+from .timerange import TimeRange
+
+MAX_TRACE_SPANS = 50_000
+KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+STATUS = {0: "unset", 1: "ok", 2: "error"}
+
+
+def parse_attr_filters(values: list[str] | None) -> list[tuple[str, str]]:
+    out = []
+    for v in values or []:
+        key, sep, val = v.partition("=")
+        if not sep or not key.strip():
+            raise InvalidParameter(f"bad attribute filter {v!r}: use key=value")
+        out.append((key.strip(), val))
+    if len(out) > 20:
+        raise InvalidParameter("at most 20 attribute filters")
+    return out
+
+
+def search(store, tr: TimeRange, service: str | None = None, operation: str | None = None,
+           min_duration_ms: float | None = None, max_duration_ms: float | None = None,
+           status: str | None = None, attrs: list[tuple[str, str]] | None = None,
+           limit: int = 50) -> list[dict[str, Any]]:
+    """Traces that started in ``tr`` and match the filters; durations are of the whole trace."""
+    if not 1 <= int(limit) <= 1000:
+        raise InvalidParameter("limit must be 1 to 1000")
+    if status not in (None, "", "ok", "error"):
+        raise InvalidParameter("status must be ok or error")
+    for name, v in (("min_duration_ms", min_duration_ms), ("max_duration_ms", max_duration_ms)):
+        if v is not None and not 0 <= v <= 1e10:
+            raise InvalidParameter(f"{name} out of range")
+    params: dict[str, Any] = {
+        "hstart": tr.start_s - tr.start_s % 3600,
+        "hend": tr.end_s,
+        "start_ns": tr.start_ns,
+        "end_ns": tr.end_ns,
+        "limit": int(limit),
+    }
+    where = ["hour >= toDateTime({hstart:UInt32})", "hour < toDateTime({hend:UInt32})"]
+    having = ["start_ns >= {start_ns:UInt64}", "start_ns < {end_ns:UInt64}"]
+    span_conds = []
+    if operation:
+        span_conds.append("name = {operation:String}")
+        params["operation"] = operation
+    for i, (k, v) in enumerate(attrs or []):
+        span_conds.append(
+            f"(attr_values[indexOf(attr_keys, {{ak{i}:String}})] = {{av{i}:String}} "
+            f"OR resource_values[indexOf(resource_keys, {{ak{i}:String}})] = {{av{i}:String}})"
+        )
+        params[f"ak{i}"], params[f"av{i}"] = k, v
+    if service:
+        params["service"] = service
+        if span_conds:
+            span_conds.insert(0, "service = {service:String}")
+        else:
+            having.append("has(services, {service:String})")
+    if span_conds:
+        params["sstart"], params["send"] = tr.start_s, tr.end_s + 3600
+        where.append(
+            f"trace_id IN (SELECT trace_id FROM {store.t('spans')} WHERE timestamp >= toDateTime({{sstart:UInt32}}) "
+            f"AND timestamp < toDateTime({{send:UInt32}}) AND {' AND '.join(span_conds)})"
+        )
+    if min_duration_ms is not None:
+        having.append("(end_ns - start_ns) >= {min_d:UInt64}")
+        params["min_d"] = int(min_duration_ms * 1e6)
+    if max_duration_ms is not None:
+        having.append("(end_ns - start_ns) <= {max_d:UInt64}")
+        params["max_d"] = int(max_duration_ms * 1e6)
+    if status == "error":
+        having.append("err = 1")
+    elif status == "ok":
+        having.append("err = 0")
+    sql = (
+        "SELECT lower(hex(trace_id)) AS tid, minMerge(first_start_ns) AS start_ns, maxMerge(last_end_ns) AS end_ns, "
+        "countMerge(span_count) AS spans, maxMerge(errors) AS err, argMinMerge(root_service) AS root_service, "
+        "argMinMerge(root_name) AS root_name, groupUniqArrayMerge(services) AS services "
+        f"FROM {store.t('trace_summary')} WHERE {' AND '.join(where)} GROUP BY trace_id "
+        f"HAVING {' AND '.join(having)} ORDER BY start_ns DESC LIMIT {{limit:UInt32}}"
+    )
+    return [
+        {
+            "trace_id": r["tid"],
+            "root_service": r["root_service"],
+            "root_operation": r["root_name"],
+            "start_ns": int(r["start_ns"]),
+            "duration_ms": round((int(r["end_ns"]) - int(r["start_ns"])) / 1e6, 3),
+            "span_count": int(r["spans"]),
+            "error": bool(r["err"]),
+            "services": sorted(r["services"]),
+        }
+        for r in store.query(sql, params).dicts()
+    ]
+
+
+_SPAN_COLUMNS = (
+    "lower(hex(span_id)) AS span_hex, lower(hex(parent_span_id)) AS parent_hex, service, name, kind, start_ns, duration_ns, status_code, "
+    "status_message, trace_state, attr_keys, attr_values, attr_types, resource_keys, resource_values, scope_name, "
+    "scope_version, events_time_ns, events_name, events_attrs, arrayMap(x -> lower(hex(x)), links_trace_id) AS links_trace_hex, "
+    "arrayMap(x -> lower(hex(x)), links_span_id) AS links_span_hex, links_attrs"
+)
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {"_raw": text}
+
+
+def span_dict(r: dict[str, Any], trace_id: str) -> dict[str, Any]:
+    start = int(r["start_ns"])
+    dur = int(r["duration_ns"])
+    return {
+        "trace_id": trace_id,
+        "span_id": r["span_hex"],
+        "parent_span_id": hex_id(r["parent_hex"]),
+        "service": r["service"],
+        "name": r["name"],
+        "kind": KINDS.get(int(r["kind"]), "unspecified"),
+        "start_ns": start,
+        "end_ns": start + dur,
+        "duration_ms": round(dur / 1e6, 3),
+        "status": {"code": STATUS.get(int(r["status_code"]), "unset"), "message": r["status_message"]},
+        "trace_state": r["trace_state"],
+        "attributes": decode_map(r["attr_keys"], r["attr_values"], r["attr_types"]),
+        "resource": {k: _maybe_json(v) for k, v in zip(r["resource_keys"], r["resource_values"])},
+        "scope": {"name": r["scope_name"], "version": r["scope_version"]},
+        "events": [
+            {"time_ns": int(t), "name": n, "attributes": _json(a)}
+            for t, n, a in zip(r["events_time_ns"], r["events_name"], r["events_attrs"])
+        ],
+        "links": [
+            {"trace_id": hex_id(t), "span_id": hex_id(s), "attributes": _json(a)}
+            for t, s, a in zip(r["links_trace_hex"], r["links_span_hex"], r["links_attrs"])
+        ],
+    }
+
+
+def _maybe_json(v: str) -> Any:
+    if v[:1] in ("[", "{"):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+def trace(store, trace_id: str) -> dict[str, Any]:
+    """Every span of one trace, by start time. Raises NotFound for an unknown id."""
+    tid = parse_trace_id(trace_id)
+    bounds = store.query(
+        f"SELECT count() AS n, toUInt32(min(hour)) AS lo, toUInt32(max(hour)) AS hi FROM {store.t('trace_summary')} "
+        "WHERE trace_id = toFixedString(unhex({tid:String}), 16)",
+        {"tid": tid},
+    ).dicts()[0]
+    if not bounds["n"]:
+        raise NotFound(f"trace {tid} not found")
+    res = store.query(
+        f"SELECT {_SPAN_COLUMNS} FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
+        "AND timestamp >= toDateTime({lo:UInt32}) AND timestamp < toDateTime({hi:UInt32}) "
+        "ORDER BY start_ns, span_id LIMIT 1 BY span_id LIMIT {cap:UInt32}",
+        {"tid": tid, "lo": int(bounds["lo"]), "hi": int(bounds["hi"]) + 3600, "cap": MAX_TRACE_SPANS},
+    )
+    spans = [span_dict(r, tid) for r in res.dicts()]
+    if not spans:
+        raise NotFound(f"trace {tid} not found")
+    start = min(s["start_ns"] for s in spans)
+    end = max(s["end_ns"] for s in spans)
+    return {
+        "trace_id": tid,
+        "start_ns": start,
+        "duration_ms": round((end - start) / 1e6, 3),
+        "span_count": len(spans),
+        "services": sorted({s["service"] for s in spans}),
+        "error": any(s["status"]["code"] == "error" for s in spans),
+        "truncated": len(spans) >= MAX_TRACE_SPANS,
+        "spans": spans,
+    }
+

@@ -1,0 +1,83 @@
+"""The ``tracehouse`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from .config import load_settings
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help="chdb:///path or clickhouse://user:password@host:9000/db")
+    p.add_argument("--config", help="YAML configuration file")
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--otlp-port", type=int, dest="otlp_port", help="OTLP/HTTP port (default 4318)")
+    p.add_argument("--http-port", type=int, dest="http_port", help="dashboard/API port (default 8080)")
+    p.add_argument("--rules", action="append", default=[], help="alert rules file (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tracehouse", description="tracehouse observability server")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="run collector, dashboard and alerts in one process")
+    _server_flags(serve)
+    serve.add_argument("--demo", action="store_true", default=None, help="also run the demo shop")
+    col = sub.add_parser("collector", help="run the OTLP collector alone")
+    _server_flags(col)
+    dash = sub.add_parser("dashboard", help="run the dashboard and JSON API alone")
+    _server_flags(dash)
+    mig = sub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
+    _common(mig)
+    mig.add_argument("--cluster", help="ClickHouse cluster name: replicated tables behind Distributed ones")
+    return p
+
+
+def _flags(ns: argparse.Namespace) -> dict:
+    keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo")
+    return {k: getattr(ns, k) for k in keep if hasattr(ns, k)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    settings = load_settings(_flags(ns), ns.config)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if ns.cmd == "migrate":
+        from tracehouse.storage import Store, parse_storage_url
+
+        url = parse_storage_url(settings.storage)
+        if ns.cluster:
+            from dataclasses import replace
+
+            url = replace(url, cluster=ns.cluster)
+        with Store.open(url) as store:
+            applied = store.migrate(retention=settings.retention or None)
+            print(f"schema at version {store.schema_version()} on {url.redacted()}"
+                  + (f" (applied {applied})" if applied else " (already current)"))
+        return 0
+    from . import server
+
+    roles = {"serve": ("collector", "dashboard", "alerts"), "collector": ("collector",),
+             "dashboard": ("dashboard",)}[ns.cmd]
+
+    def started() -> None:
+        if "dashboard" in roles:
+            print(f"tracehouse dashboard: http://{settings.host}:{settings.http_port}/", flush=True)
+        if "collector" in roles:
+            print(f"tracehouse OTLP/HTTP: http://{settings.host}:{settings.otlp_port}/v1/traces", flush=True)
+
+    try:
+        asyncio.run(server.run(settings, roles, on_started=started))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Server settings: flags, then ``TRACEHOUSE_*`` environment variables, then a YAML file, then defaults.
+
+Every setting is declared once below with its environment variable. A bad environment or file value
+is logged and the default used; a bad flag raises at once (argparse does that).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+log = logging.getLogger("tracehouse.config")
+
+
+@dataclass
+class Settings:
+    #: TRACEHOUSE_STORAGE: chdb:///path (embedded) or clickhouse://user:password@host:9000/db
+    storage: str = "chdb://./tracehouse-data"
+    #: TRACEHOUSE_HOST: address both servers listen on
+    host: str = "127.0.0.1"
+    #: TRACEHOUSE_OTLP_PORT: OTLP/HTTP receiver
+    otlp_port: int = 4318
+    #: TRACEHOUSE_HTTP_PORT: dashboard and JSON API
+    http_port: int = 8080
+    #: TRACEHOUSE_BUFFER_DIR: the collector's durable buffer ('' = <chdb dir>/buffer or ./tracehouse-buffer)
+    buffer_dir: str = ""
+    #: TRACEHOUSE_BUFFER_MAX_BYTES: cap of the durable buffer; past it OTLP requests get 503
+    buffer_max_bytes: int = 1 << 30
+    #: TRACEHOUSE_INGEST_TOKENS: comma-separated tokens accepted on OTLP ('' = open)
+    ingest_tokens: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_INGEST_TOKEN_HEADER: header carrying the token when not Authorization: Bearer
+    ingest_token_header: str = "authorization"
+    #: TRACEHOUSE_RATE_LIMIT_SPANS_PER_S: per-service token bucket for items/s (0 = off)
+    rate_limit_per_service: float = 0.0
+    #: TRACEHOUSE_REDACT_KEYS: extra attribute key patterns to mask
+    redact_keys: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_MAX_BODY_BYTES: largest accepted (compressed) OTLP body
+    max_body_bytes: int = 16 << 20
+    #: TRACEHOUSE_MAX_DECOMPRESSED_BYTES: largest accepted body after gunzip
+    max_decompressed_bytes: int = 64 << 20
+    #: TRACEHOUSE_RULES: alert rule files
+    rules: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_DEMO: start the demo shop next to the server
+    demo: bool = False
+    #: TRACEHOUSE_API_TOKENS: tokens accepted by the JSON API ('' = open)
+    api_tokens: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_USERS: dashboard users from the config file (name → {password_hash, role})
+    users: dict[str, Any] = field(default_factory=dict)
+    #: TRACEHOUSE_RETENTION: days per signal, e.g. spans=7,metrics=30
+    retention: dict[str, int] = field(default_factory=dict)
+    #: TRACEHOUSE_LOG_LEVEL
+    log_level: str = "info"
+
+    @property
+    def resolved_buffer_dir(self) -> str:
+        if self.buffer_dir:
+            return self.buffer_dir
+        if self.storage.startswith("chdb://"):
+            from tracehouse.storage import parse_storage_url
+
+            return os.path.join(parse_storage_url(self.storage).path + "-buffer")
+        return os.path.abspath("./tracehouse-buffer")
+
+
+def _convert(name: str, default: Any, raw: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        s = str(raw).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{raw!r} is not a boolean")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, list):
+        if isinstance(raw, list):
+            return [str(x) for x in raw]
+        return [p.strip() for p in str(raw).split(",") if p.strip()]
+    if isinstance(default, dict):
+        if isinstance(raw, dict):
+            return raw
+        out = {}
+        for part in str(raw).split(","):
+            if part.strip():
+                k, _, v = part.partition("=")
+                out[k.strip()] = int(v) if v.strip().isdigit() else v.strip()
+        return out
+    return str(raw)
+
+
+def load_settings(flags: dict[str, Any] | None = None, config_file: str | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Merge defaults ← YAML file ← environment ← flags (flags win)."""
+    env = os.environ if environ is None else environ
+    s = Settings()
+    file_values: dict[str, Any] = {}
+    path = config_file or env.get("TRACEHOUSE_CONFIG")
+    if path:
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            file_values = yaml.safe_load(f) or {}
+        if not isinstance(file_values, dict):
+            raise ValueError(f"{path}: top level must be a mapping")
+    for f in fields(Settings):
+        default = getattr(s, f.name)
+        for source, raw in (("file", file_values.get(f.name)), ("env", env.get("TRACEHOUSE_" + f.name.upper()))):
+            if raw is None:
+                continue
+            try:
+                setattr(s, f.name, _convert(f.name, default, raw))
+            except (ValueError, TypeError) as e:
+                log.warning("ignoring bad %s value for %s (%s); using %r", source, f.name, e, getattr(s, f.name))
+    for k, v in (flags or {}).items():
+        if v is None or (isinstance(v, list) and not v):
+            continue
+        if not hasattr(s, k):
+            raise ValueError(f"unknown setting {k}")
+        setattr(s, k, _convert(k, getattr(Settings(), k), v))
+    return s
