@@ -1,0 +1,63 @@
+"""Composition of the collector from settings: WAL, writer, app, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .app import CollectorApp
+from .auth import TokenCheck
+from .convert import Limits
+from .metrics import Registry
+from .ratelimit import RateLimiter
+from .redact import Redactor
+from .wal import Wal
+from .writer import Writer
+
+__all__ = ["Collector", "build_collector"]
+
+
+@dataclass
+class Collector:
+    app: CollectorApp
+    wal: Wal
+    writer: Writer
+    metrics: Registry
+
+    @property
+    def background(self) -> list[Any]:
+        # Stopped in reverse order by the server: the writer drains first, then the WAL closes.
+        return [self.wal, self.writer]
+
+
+def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20, max_batch_items: int = 50_000,
+                     max_batch_age: float = 1.0, grace: float = 10.0, limits: Limits | None = None) -> Collector:
+    metrics = Registry()
+    wal = Wal(settings.resolved_buffer_dir, segment_bytes=segment_bytes)
+    writer = Writer(wal, store, metrics, Redactor(settings.redact_keys), limits, max_items=max_batch_items,
+                    max_age=max_batch_age, grace=grace)
+    metrics.gauge("tracehouse_collector_buffer_bytes", wal.pending_bytes)
+    metrics.gauge("tracehouse_collector_buffer_max_bytes", lambda: settings.buffer_max_bytes)
+    metrics.gauge("tracehouse_collector_buffer_age_seconds", wal.oldest_age)
+    metrics.gauge("tracehouse_collector_wal_fsyncs_total", lambda: wal.fsyncs)
+    metrics.gauge("tracehouse_collector_wal_records_total", lambda: wal.records)
+
+    def ready() -> tuple[bool, str]:
+        if wal.closed:
+            return False, "buffer closed"
+        if wal.pending_bytes() >= settings.buffer_max_bytes:
+            return False, "buffer full"
+        if not store.ping():
+            return False, "store unreachable"
+        return True, "ready"
+
+    app = CollectorApp(wal, metrics, TokenCheck(settings.ingest_tokens, settings.ingest_token_header),
+                       RateLimiter(settings.rate_limit_per_service), settings.max_body_bytes,
+                       settings.max_decompressed_bytes, settings.buffer_max_bytes, ready=ready)
+    return Collector(app, wal, writer, metrics)
+
+
+def build_collector(settings: Any, store: Any) -> tuple[CollectorApp, list[Any]]:
+    """The ASGI app and the background services (``start()``/``stop()``) for ``tracehouse serve``."""
+    c = create_collector(settings, store)
+    return c.app, c.background

@@ -1,0 +1,337 @@
+"""OTLP messages → columnar batches for ``Store.insert``: pure functions, the collector's hot path.
+
+Rows are built as tuples in the table's column order and transposed once per batch (``zip``),
+which costs less than appending to thirty lists per span. Attribute values become (text, type
+code) as in ``tracehouse.storage.attrs``; arrays and kvlists become JSON. Limits truncate absurd
+attribute counts and lengths, and ``Stats`` counts what was truncated. Redaction happens here,
+so nothing credential-like reaches the store.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from tracehouse.storage.attrs import ARRAY, BOOL, BYTES, DOUBLE, EMPTY, INT, KVLIST, STR
+from tracehouse.storage.schema import LOGS, METRIC_POINTS, SPANS
+
+from .redact import MASK, Redactor
+
+__all__ = ["Limits", "Stats", "Batch", "convert_traces", "convert_logs", "convert_metrics", "CONVERTERS"]
+
+_ZERO16 = b"\x00" * 16
+_ZERO8 = b"\x00" * 8
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_attributes: int = 256  # per item; the rest are dropped
+    max_value_len: int = 16384  # characters per attribute value, name, body
+    max_key_len: int = 256
+    max_events: int = 256
+    max_links: int = 128
+
+
+@dataclass
+class Stats:
+    truncated: dict[str, int] = field(default_factory=dict)
+
+    def add(self, what: str, n: int = 1) -> None:
+        self.truncated[what] = self.truncated.get(what, 0) + n
+
+
+class Batch:
+    """Rows of one table, accumulated over many requests and turned into columns once."""
+
+    def __init__(self, table: str, names: list[str]):
+        self.table = table
+        self.names = names
+        self.rows: list[tuple] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def columns(self) -> dict[str, list]:
+        if not self.rows:
+            return {n: [] for n in self.names}
+        return dict(zip(self.names, map(list, zip(*self.rows, strict=True)), strict=True))
+
+
+def new_batch(table: str) -> Batch:
+    t = {"spans": SPANS, "logs": LOGS, "metric_points": METRIC_POINTS}[table]
+    return Batch(table, [c for c in t.column_names if c != "batch_id"])
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+def _py(v, red: Redactor, depth: int = 0) -> Any:
+    """An AnyValue as a plain Python value (for JSON)."""
+    k = v.WhichOneof("value")
+    if k == "string_value":
+        return red.text(v.string_value)
+    if k in ("int_value", "bool_value", "double_value"):
+        return getattr(v, k)
+    if k == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode()
+    if depth > 16:
+        return None
+    if k == "array_value":
+        return [_py(x, red, depth + 1) for x in v.array_value.values]
+    if k == "kvlist_value":
+        return {kv.key: (MASK if red.key_is_secret(kv.key) else _py(kv.value, red, depth + 1))
+                for kv in v.kvlist_value.values}
+    return None
+
+
+def _json(obj: Any) -> str:
+    return orjson.dumps(obj).decode() if obj is not None else ""
+
+
+def _value(v, k: str | None, red: Redactor) -> tuple[str, int]:
+    """A non-string AnyValue → (text, type code)."""
+    if k == "int_value":
+        return str(v.int_value), INT
+    if k == "bool_value":
+        return ("true" if v.bool_value else "false"), BOOL
+    if k == "double_value":
+        return repr(v.double_value), DOUBLE
+    if k == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode(), BYTES
+    if k == "array_value":
+        return _json([_py(x, red) for x in v.array_value.values]), ARRAY
+    if k == "kvlist_value":
+        return _json(_py(v, red)), KVLIST
+    return "", EMPTY
+
+
+def _attrs(attrs, red: Redactor, lim: Limits, st: Stats) -> tuple[list[str], list[str], list[int]]:
+    n = len(attrs)
+    if n > lim.max_attributes:
+        st.add("attributes", n - lim.max_attributes)
+        attrs = attrs[: lim.max_attributes]
+    keys: list[str] = []
+    vals: list[str] = []
+    types: list[int] = []
+    secret = red.key_is_secret
+    maxv = lim.max_value_len
+    for kv in attrs:
+        key = kv.key
+        v = kv.value
+        k = v.WhichOneof("value")
+        if k == "string_value":
+            s = v.string_value
+            t = STR
+            if "=" in s or "@" in s:
+                s = red.text(s)
+        else:
+            s, t = _value(v, k, red)
+        if len(s) > maxv:
+            st.add("attribute values")
+            s = s[:maxv]
+        if len(key) > lim.max_key_len:
+            st.add("attribute keys")
+            key = key[: lim.max_key_len]
+        if secret(key):
+            s = MASK
+        keys.append(key)
+        vals.append(s)
+        types.append(t)
+    return keys, vals, types
+
+
+def _attr_dict(attrs, red: Redactor, lim: Limits, st: Stats) -> str:
+    if not attrs:
+        return "{}"
+    if len(attrs) > lim.max_attributes:
+        st.add("attributes", len(attrs) - lim.max_attributes)
+        attrs = attrs[: lim.max_attributes]
+    return _json({kv.key: (MASK if red.key_is_secret(kv.key) else _py(kv.value, red)) for kv in attrs})
+
+
+def _resource(resource, red: Redactor, lim: Limits, st: Stats) -> tuple[list[str], list[str], str, str]:
+    keys, vals, _ = _attrs(resource.attributes, red, lim, st)
+    service = instance = ""
+    for k, v in zip(keys, vals, strict=True):
+        if k == "service.name":
+            service = v
+        elif k == "service.instance.id":
+            instance = v
+    return keys, vals, service or "unknown_service", instance
+
+
+def _text(s: str, lim: Limits, st: Stats, what: str) -> str:
+    if len(s) > lim.max_value_len:
+        st.add(what)
+        return s[: lim.max_value_len]
+    return s
+
+
+# --- spans -------------------------------------------------------------------------------------
+
+
+def convert_traces(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
+    """Append the spans of an ExportTraceServiceRequest to ``batch``; returns spans added."""
+    rows = batch.rows
+    before = len(rows)
+    append = rows.append
+    for rs in req.resource_spans:
+        rkeys, rvals, service, _ = _resource(rs.resource, red, lim, st)
+        for ss in rs.scope_spans:
+            scope = ss.scope
+            sname, sver = scope.name, scope.version
+            for s in ss.spans:
+                start = s.start_time_unix_nano
+                end = s.end_time_unix_nano
+                ak, av, at = _attrs(s.attributes, red, lim, st)
+                ev_t: list[int] = []
+                ev_n: list[str] = []
+                ev_a: list[str] = []
+                if s.events:
+                    evs = s.events
+                    if len(evs) > lim.max_events:
+                        st.add("events", len(evs) - lim.max_events)
+                        evs = evs[: lim.max_events]
+                    for e in evs:
+                        ev_t.append(e.time_unix_nano)
+                        ev_n.append(_text(e.name, lim, st, "event names"))
+                        ev_a.append(_attr_dict(e.attributes, red, lim, st))
+                lk_t: list[bytes] = []
+                lk_s: list[bytes] = []
+                lk_a: list[str] = []
+                if s.links:
+                    links = s.links
+                    if len(links) > lim.max_links:
+                        st.add("links", len(links) - lim.max_links)
+                        links = links[: lim.max_links]
+                    for lk in links:
+                        lk_t.append(lk.trace_id)
+                        lk_s.append(lk.span_id)
+                        d = {kv.key: (MASK if red.key_is_secret(kv.key) else _py(kv.value, red))
+                             for kv in lk.attributes}
+                        if lk.trace_state:
+                            d["trace_state"] = lk.trace_state
+                        lk_a.append(_json(d))
+                name = s.name
+                if len(name) > lim.max_value_len:
+                    name = _text(name, lim, st, "span names")
+                status = s.status
+                append((
+                    start // _NS, s.trace_id, s.span_id, s.parent_span_id or _ZERO8, s.trace_state, service,
+                    name, s.kind, status.code, _text(status.message, lim, st, "status messages"), start,
+                    end - start if end > start else 0, ak, av, at, rkeys, rvals, sname, sver,
+                    ev_t, ev_n, ev_a, lk_t, lk_s, lk_a,
+                ))
+    return len(rows) - before
+
+
+# --- logs --------------------------------------------------------------------------------------
+
+
+def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
+    rows = batch.rows
+    before = len(rows)
+    for rl in req.resource_logs:
+        rkeys, rvals, service, instance = _resource(rl.resource, red, lim, st)
+        for sl in rl.scope_logs:
+            sname, sver = sl.scope.name, sl.scope.version
+            for r in sl.log_records:
+                ts = r.time_unix_nano or r.observed_time_unix_nano
+                body = r.body
+                k = body.WhichOneof("value")
+                if k == "string_value":
+                    text = red.text(body.string_value)
+                elif k is None:
+                    text = ""
+                else:
+                    text = _json(_py(body, red))
+                ak, av, at = _attrs(r.attributes, red, lim, st)
+                rows.append((
+                    ts // _NS, ts, r.observed_time_unix_nano, r.trace_id or _ZERO16, r.span_id or _ZERO8,
+                    r.flags, min(r.severity_number, 255), r.severity_text, service, instance,
+                    r.event_name, _text(text, lim, st, "log bodies"), ak, av, at, rkeys, rvals, sname, sver,
+                ))
+    return len(rows) - before
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+_TYPES = {"gauge": 1, "sum": 2, "histogram": 3, "exponential_histogram": 4, "summary": 5}
+
+
+def _exemplars(p) -> tuple[list[bytes], list[bytes], list[float], list[int]]:
+    tids, sids, vals, times = [], [], [], []
+    for e in p.exemplars:
+        tid, sid = e.trace_id, e.span_id
+        tids.append(tid if len(tid) == 16 else _ZERO16)
+        sids.append(sid if len(sid) == 8 else _ZERO8)
+        vals.append(float(e.as_int) if e.WhichOneof("value") == "as_int" else e.as_double)
+        times.append(e.time_unix_nano)
+    return tids, sids, vals, times
+
+
+def convert_metrics(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
+    rows = batch.rows
+    before = len(rows)
+    for rm in req.resource_metrics:
+        rkeys, rvals, service, instance = _resource(rm.resource, red, lim, st)
+        for sm in rm.scope_metrics:
+            sname, sver = sm.scope.name, sm.scope.version
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                if kind is None:
+                    continue
+                data = getattr(m, kind)
+                mtype = _TYPES[kind]
+                temporality = getattr(data, "aggregation_temporality", 0)
+                mono = int(getattr(data, "is_monotonic", False))
+                head = (service, instance, m.name, m.description, m.unit, mtype, temporality, mono)
+                for p in data.data_points:
+                    ts = p.time_unix_nano
+                    ak, av, at = _attrs(p.attributes, red, lim, st)
+                    value = 0.0
+                    count = 0
+                    total = mn = mx = 0.0
+                    bc: list[int] = []
+                    bounds: list[float] = []
+                    scale = zero = poff = noff = 0
+                    pc: list[int] = []
+                    nc: list[int] = []
+                    qs: list[float] = []
+                    qv: list[float] = []
+                    if mtype <= 2:
+                        value = float(p.as_int) if p.WhichOneof("value") == "as_int" else p.as_double
+                    elif mtype == 5:
+                        count, total = p.count, p.sum
+                        for q in p.quantile_values:
+                            qs.append(q.quantile)
+                            qv.append(q.value)
+                    else:
+                        count, total = p.count, p.sum
+                        mn = p.min if p.HasField("min") else 0.0
+                        mx = p.max if p.HasField("max") else 0.0
+                        if mtype == 3:
+                            bc = list(p.bucket_counts)
+                            bounds = list(p.explicit_bounds)
+                        else:
+                            scale, zero = p.scale, p.zero_count
+                            poff, pc = p.positive.offset, list(p.positive.bucket_counts)
+                            noff, nc = p.negative.offset, list(p.negative.bucket_counts)
+                    ex = _exemplars(p) if mtype != 5 else ([], [], [], [])
+                    rows.append((
+                        ts // _NS, ts, p.start_time_unix_nano, *head, p.flags, ak, av, at, rkeys, rvals,
+                        sname, sver, value, count, total, mn, mx, bc, bounds, scale, zero, poff, pc, noff, nc,
+                        qs, qv, *ex,
+                    ))
+    return len(rows) - before
+
+
+# signal name → (table, converter)
+CONVERTERS = {
+    "traces": ("spans", convert_traces),
+    "metrics": ("metric_points", convert_metrics),
+    "logs": ("logs", convert_logs),
+}

@@ -1,0 +1,177 @@
+"""OTLP/HTTP request bodies → opentelemetry.proto messages, and responses back to the wire.
+
+Pure functions, no framework: content types, gzip with a cap on the decompressed size, protobuf
+through the generated classes, OTLP/JSON through ``json_format`` after turning the hex ids that
+OTLP/JSON uses into the base64 that proto3 JSON expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+__all__ = ["SIGNALS", "Signal", "BadRequest", "decode_body", "encode_response", "to_json", "PROTOBUF", "JSON"]
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+class BadRequest(Exception):
+    """The body cannot be accepted; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Signal:
+    """One OTLP signal: its request/response classes and the name of its rejected counter."""
+
+    def __init__(self, name: str, code: int, request: type[Message], response: type[Message], rejected_field: str):
+        self.name = name
+        self.code = code  # the record kind in the WAL
+        self.request = request
+        self.response = response
+        self.rejected_field = rejected_field
+
+
+SIGNALS: dict[str, Signal] = {
+    "traces": Signal("traces", 1, trace_service_pb2.ExportTraceServiceRequest,
+                     trace_service_pb2.ExportTraceServiceResponse, "rejected_spans"),
+    "metrics": Signal("metrics", 2, metrics_service_pb2.ExportMetricsServiceRequest,
+                      metrics_service_pb2.ExportMetricsServiceResponse, "rejected_data_points"),
+    "logs": Signal("logs", 3, logs_service_pb2.ExportLogsServiceRequest,
+                   logs_service_pb2.ExportLogsServiceResponse, "rejected_log_records"),
+}
+BY_CODE = {s.code: s for s in SIGNALS.values()}
+
+# JSON keys (both spellings) whose values are ids: hex in OTLP/JSON, base64 in proto3 JSON.
+_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+
+
+def media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress gzip (or zlib) data, refusing to produce more than ``limit`` bytes."""
+    d = zlib.decompressobj(wbits=47)  # 32 + 15: auto-detect gzip or zlib header
+    try:
+        out = d.decompress(body, limit + 1)
+        if len(out) > limit or d.unconsumed_tail:
+            raise BadRequest(413, f"decompressed body exceeds {limit} bytes")
+        out += d.flush()
+    except zlib.error as e:
+        raise BadRequest(400, f"bad gzip body: {e}") from None
+    if len(out) > limit:
+        raise BadRequest(413, f"decompressed body exceeds {limit} bytes")
+    if not d.eof:
+        raise BadRequest(400, "truncated gzip body")
+    return out
+
+
+def decode_body(signal: Signal, content_type: str, content_encoding: str, body: bytes,
+                max_decompressed: int) -> tuple[Message, bool]:
+    """Parse one request body; returns (message, is_json). Raises BadRequest."""
+    mt = media_type(content_type)
+    if mt not in (PROTOBUF, JSON):
+        raise BadRequest(415, f"unsupported content type {content_type!r}: use {PROTOBUF} or {JSON}")
+    enc = content_encoding.strip().lower()
+    if enc == "gzip":
+        body = gunzip(body, max_decompressed)
+    elif enc not in ("", "identity"):
+        raise BadRequest(415, f"unsupported content encoding {content_encoding!r}")
+    if len(body) > max_decompressed:
+        raise BadRequest(413, f"body exceeds {max_decompressed} bytes")
+    if mt == PROTOBUF:
+        try:
+            return signal.request.FromString(body), False
+        except (DecodeError, ValueError) as e:
+            raise BadRequest(400, f"malformed protobuf: {e}") from None
+    return _from_json(signal, body), True
+
+
+def _from_json(signal: Signal, body: bytes) -> Message:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(400, f"malformed JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(400, "malformed JSON: the body must be an object")
+    try:
+        _ids_hex_to_b64(doc)
+        msg = signal.request()
+        json_format.ParseDict(doc, msg, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as e:
+        raise BadRequest(400, f"malformed OTLP/JSON: {e}") from None
+    return msg
+
+
+def _ids_hex_to_b64(node: Any) -> None:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            for k, v in n.items():
+                if k in _ID_KEYS and isinstance(v, str):
+                    n[k] = _hex_to_b64(v)
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+        elif isinstance(n, list):
+            stack.extend(x for x in n if isinstance(x, (dict, list)))
+
+
+def _hex_to_b64(v: str) -> str:
+    if not v:
+        return v
+    try:
+        raw = bytes.fromhex(v)
+    except ValueError:
+        # Some senders use base64 despite the spec; accept it if it decodes to an id length.
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"id {v[:40]!r} is neither hex nor base64") from None
+    return base64.b64encode(raw).decode()
+
+
+def _ids_b64_to_hex(node: Any) -> None:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            for k, v in n.items():
+                if k in _ID_KEYS and isinstance(v, str):
+                    n[k] = base64.b64decode(v).hex()
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+        elif isinstance(n, list):
+            stack.extend(x for x in n if isinstance(x, (dict, list)))
+
+
+def to_json(msg: Message) -> bytes:
+    """A message as OTLP/JSON (hex ids, lowerCamel names, enums as ints)."""
+    doc = json_format.MessageToDict(msg, use_integers_for_enums=True)
+    _ids_b64_to_hex(doc)
+    return orjson.dumps(doc)
+
+
+def encode_response(signal: Signal, rejected: int, message: str, as_json: bool) -> bytes:
+    resp = signal.response()
+    if rejected or message:
+        ps = resp.partial_success
+        setattr(ps, signal.rejected_field, rejected)
+        ps.error_message = message
+    if as_json:
+        return to_json(resp)
+    return resp.SerializeToString()

@@ -1,0 +1,59 @@
+"""Per-service token buckets: ``rate`` items per second, bursts up to ``burst`` items.
+
+A request is admitted while every service in it has a positive balance; its items are then
+taken (the balance may go negative, so one large request is not refused for ever), and a refused
+request learns how long until the balance is positive again (its Retry-After).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 max_services: int = 10_000):
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(rate, 1.0))
+        self.clock = clock
+        self.max_services = max_services
+        self._buckets: dict[str, list[float]] = {}  # service → [tokens, last refill]
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def admit(self, per_service: dict[str, int]) -> float:
+        """0 when admitted (tokens taken); otherwise seconds to wait before retrying."""
+        if self.rate <= 0 or not per_service:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            wait = 0.0
+            buckets = []
+            for svc in per_service:
+                b = self._buckets.get(svc)
+                if b is None:
+                    if len(self._buckets) >= self.max_services:
+                        self._buckets.clear()  # bounded memory under a flood of service names
+                    b = self._buckets[svc] = [self.burst, now]
+                b[0] = min(self.burst, b[0] + (now - b[1]) * self.rate)
+                b[1] = now
+                if b[0] <= 0:
+                    wait = max(wait, -b[0] / self.rate)
+                buckets.append((b, per_service[svc]))
+            if wait > 0:
+                return max(wait, 1e-3)
+            for b, n in buckets:
+                b[0] -= n
+            return 0.0
+
+    @staticmethod
+    def retry_after(wait: float) -> int:
+        return max(1, math.ceil(wait))

@@ -1,0 +1,144 @@
+"""Request-side checks on a decoded OTLP message, before it is made durable.
+
+Pure functions. Each returns a ``Checked``: items accepted per service (for rate limits and
+counters), how many items were rejected and why (for partial success). Invalid items are removed
+from the message in place, so the WAL holds only what will be stored. Attribute limits (counts,
+lengths) are applied later by the conversion, which truncates and counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+__all__ = ["Checked", "check", "service_name"]
+
+_ZERO16 = b"\x00" * 16
+_ZERO8 = b"\x00" * 8
+
+
+@dataclass
+class Checked:
+    per_service: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    modified: bool = False
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.per_service.values())
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        self.rejected += n
+        self.reasons[reason] = self.reasons.get(reason, 0) + n
+        self.modified = True
+
+    def message(self) -> str:
+        return "; ".join(f"{n} {r}" for r, n in sorted(self.reasons.items()))
+
+
+def service_name(resource) -> str:
+    for kv in resource.attributes:
+        if kv.key == "service.name":
+            return kv.value.string_value or "unknown_service"
+    return "unknown_service"
+
+
+def _span_problem(s) -> str | None:
+    tid, sid, pid = s.trace_id, s.span_id, s.parent_span_id
+    if len(tid) != 16 or tid == _ZERO16:
+        return "spans with an invalid trace_id"
+    if len(sid) != 8 or sid == _ZERO8:
+        return "spans with an invalid span_id"
+    if pid and len(pid) != 8:
+        return "spans with an invalid parent_span_id"
+    for link in s.links:
+        if len(link.trace_id) != 16 or len(link.span_id) != 8:
+            return "spans with an invalid link"
+    return None
+
+
+def check_traces(req: Message) -> Checked:
+    out = Checked()
+    per = out.per_service
+    for rs in req.resource_spans:
+        svc = service_name(rs.resource)
+        n = 0
+        for ss in rs.scope_spans:
+            spans = ss.spans
+            bad = [i for i, s in enumerate(spans) if _span_problem(s)]
+            if bad:
+                for i in reversed(bad):
+                    out.reject(_span_problem(spans[i]) or "invalid spans")
+                    del spans[i]
+            n += len(spans)
+        if n:
+            per[svc] = per.get(svc, 0) + n
+    return out
+
+
+def _log_problem(r) -> str | None:
+    if r.trace_id and len(r.trace_id) != 16:
+        return "log records with an invalid trace_id"
+    if r.span_id and len(r.span_id) != 8:
+        return "log records with an invalid span_id"
+    return None
+
+
+def check_logs(req: Message) -> Checked:
+    out = Checked()
+    per = out.per_service
+    for rl in req.resource_logs:
+        svc = service_name(rl.resource)
+        n = 0
+        for sl in rl.scope_logs:
+            recs = sl.log_records
+            bad = [i for i, r in enumerate(recs) if _log_problem(r)]
+            for i in reversed(bad):
+                out.reject(_log_problem(recs[i]) or "invalid log records")
+                del recs[i]
+            n += len(recs)
+        if n:
+            per[svc] = per.get(svc, 0) + n
+    return out
+
+
+
+def points_of(metric) -> list:
+    kind = metric.WhichOneof("data")
+    if kind is None:
+        return []
+    return getattr(metric, kind).data_points
+
+
+def check_metrics(req: Message) -> Checked:
+    out = Checked()
+    per = out.per_service
+    for rm in req.resource_metrics:
+        svc = service_name(rm.resource)
+        n = 0
+        for sm in rm.scope_metrics:
+            metrics = sm.metrics
+            bad = []
+            for i, m in enumerate(metrics):
+                pts = points_of(m)
+                if not m.name:
+                    bad.append((i, "data points of a metric without a name", max(len(pts), 1)))
+                elif m.WhichOneof("data") is None:
+                    bad.append((i, "metrics without data", 1))
+                else:
+                    n += len(pts)
+            for i, reason, k in reversed(bad):
+                out.reject(reason, k)
+                del metrics[i]
+        if n:
+            per[svc] = per.get(svc, 0) + n
+    return out
+
+
+CHECKS = {"traces": check_traces, "metrics": check_metrics, "logs": check_logs}
+
+
+def check(signal: str, req: Message) -> Checked:
+    return CHECKS[signal](req)

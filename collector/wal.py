@@ -1,0 +1,313 @@
+"""The durable buffer: an append-only, segmented write-ahead log with group commit.
+
+A record is ``<u32 length><u32 crc32><u8 kind><u32 items>`` followed by ``length`` payload bytes;
+the CRC covers kind, items and payload. Segments are files named by a sequence number; a new
+segment starts when the current one passes ``segment_bytes``. A position is ``(segment, offset)``.
+
+``append`` queues a record and returns at once; one flusher thread writes everything queued,
+calls ``fdatasync`` once for the lot (group commit) and then reports each record's position to
+its callback. Nothing is acknowledged before that fsync. On open, a torn tail (a record cut by a
+crash, never acknowledged) is truncated away and appends continue in a fresh segment.
+
+The writer reads records back with ``read`` (only up to the durable end), and ``release``-s
+what it has stored; ``delete_before`` removes fully-written segments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["Wal", "Record", "WalClosed"]
+
+log = logging.getLogger("tracehouse.collector.wal")
+
+_HEADER = struct.Struct("<IIBI")
+_SUFFIX = ".wal"
+Pos = tuple[int, int]
+Callback = Callable[[Pos | None, BaseException | None], None]
+
+
+class WalClosed(Exception):
+    """The WAL is closed (shutting down); the record was not written."""
+
+
+class Record:
+    __slots__ = ("pos", "end", "kind", "items", "payload")
+
+    def __init__(self, pos: Pos, end: Pos, kind: int, items: int, payload: bytes):
+        self.pos, self.end, self.kind, self.items, self.payload = pos, end, kind, items, payload
+
+
+def _crc(kind: int, items: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(struct.pack("<BI", kind, items)))
+
+
+def encode(kind: int, items: int, payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload), _crc(kind, items, payload), kind, items) + payload
+
+
+def scan(data: bytes) -> tuple[list[tuple[int, int, int, int, int]], int]:
+    """Valid records at the start of ``data``: (offset, end, kind, items, payload offset); and the
+    offset of the end of the last valid record."""
+    out = []
+    off, n = 0, len(data)
+    hs = _HEADER.size
+    while off + hs <= n:
+        length, crc, kind, items = _HEADER.unpack_from(data, off)
+        end = off + hs + length
+        if end > n or _crc(kind, items, data[off + hs:end]) != crc:
+            break
+        out.append((off, end, kind, items, off + hs))
+        off = end
+    return out, off
+
+
+class Wal:
+    def __init__(self, directory: str, segment_bytes: int = 64 << 20):
+        self.dir = directory
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._durable = threading.Condition(threading.Lock())
+        self._queue: list[tuple[bytes, Callback]] = []
+        self._queued_bytes = 0
+        self._sizes: dict[int, int] = {}  # segment → durable size
+        self._seg = 0
+        self._fd = -1
+        self._released: Pos = (0, 0)
+        self._ages: deque[list] = deque()  # [end pos, monotonic time of the first record up to it]
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.closed = True
+        self.fsyncs = 0
+        self.records = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def open(self) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        for seq in self.segments():
+            path = self._path(seq)
+            with open(path, "rb") as f:
+                data = f.read()
+            _, valid = scan(data)
+            if valid < len(data):
+                log.warning("WAL segment %s: truncating a torn tail of %d bytes", path, len(data) - valid)
+                with open(path, "r+b") as f:
+                    f.truncate(valid)
+                    os.fsync(f.fileno())
+            self._sizes[seq] = valid
+        self._seg = max(self._sizes, default=0)
+        self._roll()
+        if self._sizes and sum(self._sizes.values()):
+            self._ages.append([self.durable_end, time.monotonic()])
+        self.closed = False
+        self._closing = False
+
+    def start(self) -> None:
+        if self.closed:
+            self.open()
+        self._thread = threading.Thread(target=self._run, name="tracehouse-wal-flusher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write and fsync everything queued, then close."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._durable:
+            self._durable.notify_all()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.closed = True
+
+    # -- appending ----------------------------------------------------------------------------
+    def append(self, kind: int, items: int, payload: bytes, callback: Callback) -> None:
+        rec = encode(kind, items, payload)
+        with self._cond:
+            if self._closing or self.closed:
+                raise WalClosed("the buffer is closed")
+            self._queue.append((rec, callback))
+            self._queued_bytes += len(rec)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                batch, self._queue = self._queue, []
+                self._queued_bytes = 0
+                closing = self._closing
+            if batch:
+                self._commit(batch)
+            if closing and not batch:
+                return
+
+    def _commit(self, batch: list[tuple[bytes, Callback]]) -> None:
+        positions: list[Pos] = []
+        try:
+            if self._sizes[self._seg] >= self.segment_bytes:
+                self._roll()
+            seg, off = self._seg, self._sizes[self._seg]
+            for rec, _ in batch:
+                positions.append((seg, off))
+                off += len(rec)
+            data = b"".join(rec for rec, _ in batch)
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            os.fdatasync(self._fd)
+        except OSError as e:
+            log.error("WAL write failed: %s", e)
+            self._recover_after_error()
+            for _, cb in batch:
+                cb(None, e)
+            return
+        self.fsyncs += 1
+        self.records += len(batch)
+        now = time.monotonic()
+        with self._durable:
+            self._sizes[seg] = off
+            if self._ages and now - self._ages[-1][1] < 0.1:
+                self._ages[-1][0] = (seg, off)
+            else:
+                self._ages.append([(seg, off), now])
+            self._durable.notify_all()
+        for (_, cb), pos in zip(batch, positions, strict=True):
+            cb(pos, None)
+
+    def _recover_after_error(self) -> None:
+        # A failed write may have left part of a record: cut the file back to its durable size.
+        try:
+            os.ftruncate(self._fd, self._sizes[self._seg])
+        except OSError:
+            pass
+
+    def _roll(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+        self._seg += 1
+        self._fd = os.open(self._path(self._seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._sizes[self._seg] = 0
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    # -- reading ------------------------------------------------------------------------------
+    @property
+    def durable_end(self) -> Pos:
+        return (self._seg, self._sizes.get(self._seg, 0))
+
+    def wait_durable(self, beyond: Pos, timeout: float) -> bool:
+        """Wait until there is durable data past ``beyond``."""
+        with self._durable:
+            if self.durable_end > beyond or self.closed:
+                return self.durable_end > beyond
+            self._durable.wait(timeout)
+            return self.durable_end > beyond
+
+    def read(self, start: Pos, max_items: int, max_bytes: int) -> list[Record]:
+        """Durable records from ``start`` on, up to roughly ``max_items`` items and ``max_bytes``."""
+        out: list[Record] = []
+        seg, off = start
+        items = size = 0
+        while items < max_items and size < max_bytes:
+            sizes = dict(self._sizes)
+            if seg not in sizes:
+                later = [s for s in sizes if s > seg]
+                if not later:
+                    break
+                seg, off = min(later), 0
+                continue
+            limit = sizes[seg]
+            if off >= limit:
+                if seg >= self._seg:
+                    break
+                later = [s for s in sizes if s > seg]
+                if not later:
+                    break
+                seg, off = min(later), 0
+                continue
+            with open(self._path(seg), "rb") as f:
+                f.seek(off)
+                data = f.read(min(limit - off, max(max_bytes - size, 1 << 20)))
+            recs, _ = scan(data)
+            if not recs:
+                if len(data) >= limit - off:
+                    raise OSError(f"WAL segment {seg} is corrupt at offset {off}")
+                # A record bigger than the read window: read it whole.
+                with open(self._path(seg), "rb") as f:
+                    f.seek(off)
+                    data = f.read(limit - off)
+                recs, _ = scan(data)
+                if not recs:
+                    raise OSError(f"WAL segment {seg} is corrupt at offset {off}")
+            for r_off, r_end, kind, n, p_off in recs:
+                out.append(Record((seg, off + r_off), (seg, off + r_end), kind, n, data[p_off:r_end]))
+                items += n
+                size += r_end - r_off
+                if items >= max_items or size >= max_bytes:
+                    break
+            off = out[-1].end[1]
+        return out
+
+    def release(self, upto: Pos) -> None:
+        """Everything before ``upto`` is stored; it no longer counts against the cap."""
+        with self._durable:
+            self._released = upto
+            while self._ages and self._ages[0][0] <= upto:
+                self._ages.popleft()
+
+    def delete_before(self, upto: Pos) -> int:
+        """Delete segments wholly before ``upto`` (never the one being appended to)."""
+        n = 0
+        for seq in self.segments():
+            if seq < upto[0] and seq < self._seg:
+                try:
+                    os.unlink(self._path(seq))
+                except FileNotFoundError:
+                    pass
+                with self._durable:
+                    self._sizes.pop(seq, None)
+                n += 1
+        return n
+
+    # -- accounting ---------------------------------------------------------------------------
+    def pending_bytes(self) -> int:
+        """Bytes not yet stored: durable but unreleased, plus queued for the next fsync."""
+        seg, off = self._released
+        total = sum(size for s, size in list(self._sizes.items()) if s >= seg)
+        if seg in self._sizes:
+            total -= min(off, self._sizes[seg])
+        return total + self._queued_bytes
+
+    def oldest_age(self) -> float:
+        ages = self._ages
+        try:
+            return max(0.0, time.monotonic() - ages[0][1]) if ages else 0.0
+        except IndexError:
+            return 0.0
+
+    def segments(self) -> list[int]:
+        out = []
+        for name in os.listdir(self.dir):
+            if name.endswith(_SUFFIX) and name[: -len(_SUFFIX)].isdigit():
+                out.append(int(name[: -len(_SUFFIX)]))
+        return sorted(out)
+
+    def _path(self, seq: int) -> str:
+        return os.path.join(self.dir, f"{seq:016d}{_SUFFIX}")

@@ -1,0 +1,234 @@
+"""The writer: drains the WAL into the store in large batches.
+
+A batch is the WAL range ``[start, end)``; its ``batch_id`` is derived from ``start`` (segment,
+offset), so it is the same on every attempt. Before inserting, the range is recorded in the
+checkpoint file as *pending*; after every table of the batch is stored, the checkpoint moves to
+``end``. A retry, or a replay of a pending range after a crash, inserts with ``verify=True``, so a
+batch that already reached the store is not written twice. Ranges after the checkpoint that were
+never attempted get fresh ids. Store errors are retried with backoff while data waits on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from tracehouse.storage import StorageError, StorageUnavailable
+
+from .convert import CONVERTERS, Batch, Limits, Stats, new_batch
+from .decode import BY_CODE
+from .metrics import Registry
+from .redact import Redactor
+from .wal import Pos, Record, Wal
+
+__all__ = ["Writer", "batch_id_for"]
+
+log = logging.getLogger("tracehouse.collector.writer")
+
+
+def batch_id_for(pos: Pos) -> int:
+    return (pos[0] << 32) | pos[1] | (1 << 63)
+
+
+class Checkpoint:
+    """``{"done": [seg, off], "pending": [[seg, off], [seg, off]] | null}``, replaced atomically."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def load(self) -> tuple[Pos, tuple[Pos, Pos] | None]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.load(f)
+            done = tuple(doc["done"])
+            pend = doc.get("pending")
+            return done, (tuple(pend[0]), tuple(pend[1])) if pend else None  # type: ignore[return-value]
+        except FileNotFoundError:
+            return (0, 0), None
+
+    def save(self, done: Pos, pending: tuple[Pos, Pos] | None = None) -> None:
+        tmp = self.path + ".tmp"
+        body = json.dumps({"done": list(done), "pending": [list(pending[0]), list(pending[1])] if pending else None})
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+class Writer:
+    def __init__(self, wal: Wal, store: Any, metrics: Registry, redactor: Redactor,
+                 limits: Limits | None = None, max_items: int = 50_000, max_age: float = 1.0,
+                 max_bytes: int = 32 << 20, grace: float = 10.0):
+        self.wal = wal
+        self.store = store
+        self.m = metrics
+        self.red = redactor
+        self.lim = limits or Limits()
+        self.max_items = max_items
+        self.max_age = max_age
+        self.max_bytes = max_bytes
+        self.grace = grace
+        self.checkpoint = Checkpoint(os.path.join(wal.dir, "checkpoint.json"))
+        self._stop = threading.Event()
+        self._deadline = float("inf")
+        self._thread: threading.Thread | None = None
+        self.cursor: Pos = (0, 0)
+        self.stored = {"traces": 0, "metrics": 0, "logs": 0}
+        self.caught_up = threading.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.wal.closed:
+            self.wal.open()
+        self._thread = threading.Thread(target=self._run, name="tracehouse-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain what is buffered within the grace period; what is left stays in the WAL."""
+        grace = self.grace if timeout is None else timeout
+        self._deadline = time.monotonic() + grace
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(grace + 5)
+
+    def _give_up(self) -> bool:
+        return self._stop.is_set() and time.monotonic() >= self._deadline
+
+    # -- main loop ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            done, pending = self.checkpoint.load()
+            self.cursor = done
+            self.wal.release(done)
+            if pending:
+                log.info("replaying batch %s..%s with verification", pending[0], pending[1])
+                recs = self._read_range(pending[0], pending[1])
+                if not self._write(pending[0], pending[1], recs, verify=True):
+                    return
+            while not self._give_up():
+                recs = self._collect()
+                if recs:
+                    if not self._write(self.cursor, recs[-1].end, recs, verify=False):
+                        return
+                elif self._stop.is_set():
+                    return
+        except Exception:
+            log.exception("writer stopped by an unexpected error; data stays in the buffer")
+            self.m.inc("tracehouse_collector_writer_errors_total", 1, kind="crash")
+
+    def _read_range(self, start: Pos, end: Pos) -> list[Record]:
+        out: list[Record] = []
+        pos = start
+        while pos < end:
+            recs = [r for r in self.wal.read(pos, 1 << 62, 1 << 62) if r.pos < end]
+            if not recs:
+                break
+            out.extend(recs)
+            pos = recs[-1].end
+        return out
+
+    def _collect(self) -> list[Record]:
+        """Records from the cursor until the size threshold, the age threshold, or a stop."""
+        recs: list[Record] = []
+        items = size = 0
+        first = 0.0
+        pos = self.cursor
+        while True:
+            if self.wal.durable_end <= pos:
+                if not recs:
+                    self.caught_up.set()
+                if self._stop.is_set():
+                    return recs
+                wait = 0.2 if not recs else max(0.0, first + self.max_age - time.monotonic())
+                if recs and wait <= 0:
+                    return recs
+                self.wal.wait_durable(pos, min(wait, 0.2))
+                continue
+            self.caught_up.clear()
+            more = self.wal.read(pos, self.max_items - items, self.max_bytes - size)
+            if not more:
+                return recs
+            if not recs:
+                first = time.monotonic()
+            recs.extend(more)
+            items += sum(r.items for r in more)
+            size += sum(len(r.payload) for r in more)
+            pos = more[-1].end
+            if items >= self.max_items or size >= self.max_bytes or time.monotonic() - first >= self.max_age:
+                return recs
+
+    def _convert(self, recs: list[Record]) -> dict[str, Batch]:
+        batches: dict[str, Batch] = {}
+        st = Stats()
+        for r in recs:
+            sig = BY_CODE.get(r.kind)
+            if sig is None:
+                self.m.inc("tracehouse_collector_dropped_items_total", r.items, signal="unknown", reason="bad_record")
+                continue
+            table, fn = CONVERTERS[sig.name]
+            b = batches.get(sig.name)
+            if b is None:
+                b = batches[sig.name] = new_batch(table)
+            try:
+                fn(sig.request.FromString(r.payload), b, self.red, self.lim, st)
+            except (DecodeError, ValueError, TypeError, OverflowError) as e:
+                log.error("dropping a WAL record at %s that does not convert: %s", r.pos, e)
+                self.m.inc("tracehouse_collector_dropped_items_total", r.items, signal=sig.name,
+                           reason="conversion_error")
+        for what, n in st.truncated.items():
+            self.m.inc("tracehouse_collector_truncated_total", n, what=what)
+        return batches
+
+    def _write(self, start: Pos, end: Pos, recs: list[Record], verify: bool) -> bool:
+        """Store one batch; False when giving up at shutdown (the batch stays pending)."""
+        t0 = time.monotonic()
+        batches = self._convert(recs)
+        bid = batch_id_for(start)
+        self.checkpoint.save(start, (start, end))
+        todo = [(sig, b) for sig, b in batches.items() if len(b)]
+        delay = 0.2
+        failures = 0
+        while todo:
+            sig, b = todo[0]
+            try:
+                self.store.insert(b.table, b.columns(), batch_id=bid, verify=verify)
+            except (StorageError, ValueError) as e:
+                verify = True  # the failed insert may have landed: check before writing again
+                failures += 1
+                kind = "unavailable" if isinstance(e, StorageUnavailable) else "rejected"
+                self.m.inc("tracehouse_collector_writer_errors_total", 1, kind=kind)
+                if kind == "rejected" and failures >= 8:
+                    log.error("store rejected batch %x for %s %d times; dropping %d rows: %s",
+                              bid, b.table, failures, len(b), e)
+                    self.m.inc("tracehouse_collector_dropped_items_total", len(b), signal=sig,
+                               reason="store_rejected")
+                    todo.pop(0)
+                    failures = 0
+                    continue
+                log.warning("insert into %s failed (%s); retrying in %.1fs", b.table, e, delay)
+                if self._give_up():
+                    return False
+                if self._stop.is_set():
+                    time.sleep(min(delay, 0.5))
+                else:
+                    self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.stored[sig] += len(b)
+            self.m.inc("tracehouse_collector_written_items_total", len(b), signal=sig)
+            self.m.observe("tracehouse_collector_writer_batch_items", len(b), signal=sig)
+            todo.pop(0)
+            failures = 0
+        self.checkpoint.save(end)
+        self.cursor = end
+        self.wal.release(end)
+        self.wal.delete_before(end)
+        self.m.inc("tracehouse_collector_writer_batches_total", 1)
+        self.m.observe("tracehouse_collector_writer_batch_seconds", time.monotonic() - t0)
+        return True
