@@ -1,0 +1,41 @@
+"""Started by ``tracehouse-agent run``: start the agent before the application's code runs.
+
+Any ``sitecustomize`` that was shadowed by this one is imported afterwards, and a failure to
+start never stops the application.
+"""
+
+import os
+import sys
+
+
+def _start():
+    if os.environ.get("TRACEHOUSE_AGENT_AUTOSTART") != "1":
+        return
+    try:
+        import tracehouse.agent
+
+        tracehouse.agent.start()
+    except Exception as exc:  # the application must run even when the agent cannot
+        print(f"tracehouse agent did not start: {exc!r}", file=sys.stderr)
+
+
+def _chain():
+    here = os.path.dirname(os.path.abspath(__file__))
+    import importlib.util
+
+    saved = sys.path[:]
+    try:
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+        spec = importlib.util.find_spec("sitecustomize")
+    finally:
+        sys.path[:] = saved
+    if spec is not None and spec.origin and os.path.dirname(os.path.abspath(spec.origin)) != here:
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            print(f"sitecustomize {spec.origin} failed: {exc!r}", file=sys.stderr)
+
+
+_chain()
+_start()

@@ -1,0 +1,138 @@
+"""Agent settings: argument, then ``OTEL_*``, then ``TRACEHOUSE_*``, then default."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from tracehouse.agent import environment as env
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    service: str
+    endpoint: str = DEFAULT_ENDPOINT
+    headers: dict[str, str] = field(default_factory=dict)
+    resource_attributes: dict[str, str] = field(default_factory=dict)
+    sample_ratio: float = 1.0
+    metrics_interval: float = 15.0
+    export_timeout: float = 3.0
+    queue_size: int = 2048
+    log_level: int | None = logging.WARNING
+    probes: tuple[str, ...] = ()
+    probe_interval: float = 15.0
+    probe_timeout: float = 2.0
+    cgroup_root: str = "/sys/fs/cgroup"
+    disabled_instrumentations: frozenset[str] = frozenset()
+    traces: bool = True
+    metrics: bool = True
+    logs: bool = True
+    instrument: bool = True
+
+
+def _check_endpoint(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"endpoint must be an http(s) URL, got {url!r}")
+    return url.rstrip("/")
+
+
+def _log_level(raw: str | None) -> int | None:
+    if raw is None:
+        return logging.WARNING
+    if raw.lower() in ("off", "none", "disabled"):
+        return None
+    if raw.isdigit():
+        return int(raw)
+    if raw.lower() in _LEVELS:
+        return _LEVELS[raw.lower()]
+    logging.getLogger("tracehouse.agent").warning(
+        "tracehouse: ignoring %s=%r; using WARNING", env.TRACEHOUSE_LOG_LEVEL, raw)
+    return logging.WARNING
+
+
+def _default(value, fallback):
+    return fallback if value is None else value
+
+
+def resolve(service: str | None = None, endpoint: str | None = None, *, sample_ratio: float | None = None,
+            metrics_interval: float | None = None, probes: list[str] | None = None,
+            log_level: int | str | None = None, **overrides) -> AgentConfig:
+    """Build the configuration. Bad arguments raise ``ValueError``; bad env values fall back."""
+    if endpoint is not None:
+        endpoint = _check_endpoint(endpoint)
+    else:
+        raw = env.get_str(env.OTEL_EXPORTER_OTLP_ENDPOINT, env.TRACEHOUSE_ENDPOINT)
+        try:
+            endpoint = _check_endpoint(raw) if raw else DEFAULT_ENDPOINT
+        except ValueError:
+            logging.getLogger("tracehouse.agent").warning(
+                "tracehouse: ignoring endpoint %r; using %s", raw, DEFAULT_ENDPOINT)
+            endpoint = DEFAULT_ENDPOINT
+    if sample_ratio is not None and not 0.0 <= sample_ratio <= 1.0:
+        raise ValueError("sample_ratio must be within 0..1")
+    if metrics_interval is not None and metrics_interval <= 0:
+        raise ValueError("metrics_interval must be > 0")
+
+    headers = env.get_pairs(env.OTEL_EXPORTER_OTLP_HEADERS)
+    token = env.get_str(env.TRACEHOUSE_TOKEN)
+    if token and not any(k.lower() == "authorization" for k in headers):
+        headers["authorization"] = f"Bearer {token}"
+
+    attrs = {}
+    if v := env.get_str(env.TRACEHOUSE_ENVIRONMENT):
+        attrs["deployment.environment"] = v
+    if v := env.get_str(env.TRACEHOUSE_SERVICE_VERSION):
+        attrs["service.version"] = v
+    attrs.update(env.get_pairs(env.OTEL_RESOURCE_ATTRIBUTES))
+    service = (service or env.get_str(env.OTEL_SERVICE_NAME, env.TRACEHOUSE_SERVICE)
+               or attrs.get("service.name") or _program_name())
+
+    ratio = sample_ratio
+    if ratio is None:
+        ratio = _default(env.get_float(env.OTEL_TRACES_SAMPLER_ARG, 1.0, lo=0, hi=1), None)
+    if ratio is None:
+        ratio = _default(env.get_float(env.TRACEHOUSE_SAMPLE_RATIO, 1.0, lo=0, hi=1), 1.0)
+
+    interval = metrics_interval
+    if interval is None:
+        interval = env.get_float(env.OTEL_METRIC_EXPORT_INTERVAL, 15.0, lo=0.001, scale=0.001)
+    if interval is None:
+        interval = _default(env.get_float(env.TRACEHOUSE_METRICS_INTERVAL, 15.0, lo=0.05), 15.0)
+
+    if isinstance(log_level, str):
+        level = _log_level(log_level)
+    elif log_level is not None:
+        level = log_level
+    else:
+        level = _log_level(env.get_str(env.TRACEHOUSE_LOG_LEVEL))
+
+    cfg = dict(
+        service=service, endpoint=endpoint, headers=headers, resource_attributes=attrs,
+        sample_ratio=ratio, metrics_interval=interval,
+        export_timeout=_default(env.get_float(env.TRACEHOUSE_EXPORT_TIMEOUT, 3.0, lo=0.05, hi=60), 3.0),
+        queue_size=int(_default(env.get_float(env.TRACEHOUSE_QUEUE_SIZE, 2048, lo=1, hi=1e6), 2048)),
+        log_level=level,
+        probes=tuple(probes if probes is not None else env.get_list(env.TRACEHOUSE_PROBES)),
+        probe_interval=_default(env.get_float(env.TRACEHOUSE_PROBE_INTERVAL, 15.0, lo=0.05), 15.0),
+        probe_timeout=_default(env.get_float(env.TRACEHOUSE_PROBE_TIMEOUT, 2.0, lo=0.01, hi=60), 2.0),
+        cgroup_root=env.get_str(env.TRACEHOUSE_CGROUP_ROOT, default="/sys/fs/cgroup"),
+        disabled_instrumentations=frozenset(
+            env.get_list(env.OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, env.TRACEHOUSE_DISABLED_INSTRUMENTATIONS)),
+    )
+    cfg.update(overrides)
+    return AgentConfig(**cfg)
+
+
+def _program_name() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(argv0)
+    if name in ("", "-c", "-m", "__main__.py") or name.endswith(".py") is False and name == "python":
+        return "unknown_service:python"
+    return name.removesuffix(".py") or "unknown_service:python"

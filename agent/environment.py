@@ -1,0 +1,137 @@
+"""Every environment variable the agent reads, declared once.
+
+The standard ``OTEL_*`` variables are honoured first; the ``TRACEHOUSE_*`` ones fill what OTel
+has no variable for (or act as a fallback). Nothing is read at import: :mod:`.config` calls
+the typed readers below when the agent starts. A value that does not parse is logged once
+and the default is used (a bad *argument* to :func:`tracehouse.agent.start` raises instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+_log = logging.getLogger("tracehouse.agent")
+
+OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
+"""Service name (``service.name``). Falls back to ``TRACEHOUSE_SERVICE``, then the program name."""
+
+OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+"""Base OTLP/HTTP URL; ``/v1/traces`` etc. are appended. Default ``http://127.0.0.1:4318``."""
+
+OTEL_EXPORTER_OTLP_HEADERS = "OTEL_EXPORTER_OTLP_HEADERS"
+"""``key=value,key2=value2`` headers sent with every export: where the ingestion token goes."""
+
+OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+"""``key=value,...`` extra resource attributes (e.g. ``deployment.environment=prod``)."""
+
+OTEL_TRACES_SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
+"""Ratio of root traces sampled, 0..1. Falls back to ``TRACEHOUSE_SAMPLE_RATIO``; default 1."""
+
+OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
+"""Metric export interval in milliseconds. Falls back to ``TRACEHOUSE_METRICS_INTERVAL`` (s)."""
+
+OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
+"""``true`` turns the agent into a no-op."""
+
+TRACEHOUSE_SERVICE = "TRACEHOUSE_SERVICE"
+"""Service name when ``OTEL_SERVICE_NAME`` is unset."""
+
+TRACEHOUSE_ENDPOINT = "TRACEHOUSE_ENDPOINT"
+"""Collector base URL when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is unset."""
+
+TRACEHOUSE_TOKEN = "TRACEHOUSE_TOKEN"
+"""Ingestion token, sent as ``Authorization: Bearer …`` unless the OTLP headers already carry one."""
+
+TRACEHOUSE_ENVIRONMENT = "TRACEHOUSE_ENVIRONMENT"
+"""``deployment.environment`` when the resource attributes do not set it."""
+
+TRACEHOUSE_SERVICE_VERSION = "TRACEHOUSE_SERVICE_VERSION"
+"""``service.version`` when the resource attributes do not set it."""
+
+TRACEHOUSE_SAMPLE_RATIO = "TRACEHOUSE_SAMPLE_RATIO"
+"""Sampling ratio when ``OTEL_TRACES_SAMPLER_ARG`` is unset. Error traces are kept regardless."""
+
+TRACEHOUSE_METRICS_INTERVAL = "TRACEHOUSE_METRICS_INTERVAL"
+"""Seconds between metric collections/exports. Default 15."""
+
+TRACEHOUSE_EXPORT_TIMEOUT = "TRACEHOUSE_EXPORT_TIMEOUT"
+"""Seconds allowed for one export request. Default 3."""
+
+TRACEHOUSE_QUEUE_SIZE = "TRACEHOUSE_QUEUE_SIZE"
+"""Maximum spans/log records held in memory before new ones are dropped (counted). Default 2048."""
+
+TRACEHOUSE_LOG_LEVEL = "TRACEHOUSE_LOG_LEVEL"
+"""Lowest Python logging level exported as OTLP logs (name or number). Default WARNING; ``off`` disables."""
+
+TRACEHOUSE_PROBES = "TRACEHOUSE_PROBES"
+"""Comma-separated dependency URLs to health-check: redis://, postgresql://, mysql://, amqp://,
+kafka://, http(s)://, tcp://."""
+
+TRACEHOUSE_PROBE_INTERVAL = "TRACEHOUSE_PROBE_INTERVAL"
+"""Seconds between probe rounds. Default 15."""
+
+TRACEHOUSE_PROBE_TIMEOUT = "TRACEHOUSE_PROBE_TIMEOUT"
+"""Seconds allowed for one probe. Default 2."""
+
+TRACEHOUSE_CGROUP_ROOT = "TRACEHOUSE_CGROUP_ROOT"
+"""Where the cgroup filesystem is mounted. Default ``/sys/fs/cgroup``."""
+
+TRACEHOUSE_DISABLED_INSTRUMENTATIONS = "TRACEHOUSE_DISABLED_INSTRUMENTATIONS"
+"""Comma-separated instrumentor entry-point names not to load (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` too)."""
+
+OTEL_PYTHON_DISABLED_INSTRUMENTATIONS = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+"""Standard list of instrumentations not to load."""
+
+
+def get_str(*names: str, default: str | None = None) -> str | None:
+    """First non-empty value among ``names``."""
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return default
+
+
+def get_float(name: str, default: float, *, lo: float | None = None, hi: float | None = None,
+              scale: float = 1.0) -> float | None:
+    """Parse ``name`` as a float (times ``scale``); ``None`` when unset; default when invalid."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        _log.warning("tracehouse: ignoring %s=%r (not a number); using %s", name, raw, default)
+        return default
+    if (lo is not None and value < lo) or (hi is not None and value > hi) or value != value:
+        _log.warning("tracehouse: ignoring %s=%r (out of range); using %s", name, raw, default)
+        return default
+    return value
+
+
+def get_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def get_list(*names: str) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        out.extend(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
+    return out
+
+
+def get_pairs(name: str) -> dict[str, str]:
+    """Parse ``k=v,k2=v2`` (values URL-decoded); malformed items are logged and skipped."""
+    from urllib.parse import unquote
+
+    out: dict[str, str] = {}
+    for item in os.environ.get(name, "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _log.warning("tracehouse: ignoring malformed item %r in %s", item, name)
+            continue
+        out[key.strip()] = unquote(value.strip())
+    return out

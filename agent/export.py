@@ -1,0 +1,163 @@
+"""Exporters wrapped so that the host never pays for a broken collector.
+
+Each wrapper builds its real OTLP/HTTP exporter lazily through a factory, re-creates it in a
+forked child (an HTTP connection pool must not be shared across processes), swallows every
+failure at the export boundary, counts dropped items with a reason, and stops trying for a
+growing pause after a failure (a circuit breaker), so that a dead or hung collector costs one
+timed-out request per pause, and a shutdown never waits for more than one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    ResourceMetrics,
+)
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from tracehouse.agent import errors, stats
+
+MAX_PAUSE = 30.0
+
+
+class ExportFailed(Exception):
+    """An export the collector did not accept (connection error, timeout, non-2xx)."""
+
+
+class _Guard:
+    """Fork-aware, failure-absorbing holder of one real exporter."""
+
+    def __init__(self, signal: str, factory: Callable[[], object]):
+        self.signal = signal
+        self._factory = factory
+        self._inner = None
+        self._pid = -1
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._paused_until = 0.0
+        self._shutdown = False
+
+    def inner(self):
+        pid = os.getpid()
+        if self._inner is None or self._pid != pid:
+            self._inner = self._factory()
+            self._pid = pid
+            self._failures = 0
+            self._paused_until = 0.0
+        return self._inner
+
+    def run(self, n: int, call: Callable[[object], bool]) -> bool:
+        if self._shutdown:
+            stats.add(f"{self.signal}.dropped.shutdown", n)
+            return False
+        if time.monotonic() < self._paused_until:
+            stats.add(f"{self.signal}.dropped.collector_unavailable", n)
+            return False
+        try:
+            ok = call(self.inner())
+            err: BaseException | None = None if ok else ExportFailed(f"{self.signal} export was not accepted")
+        except Exception as exc:
+            ok, err = False, exc
+        if ok:
+            self._failures = 0
+            stats.add(f"{self.signal}.exported", n)
+            return True
+        self._failures += 1
+        self._paused_until = time.monotonic() + min(MAX_PAUSE, 2.0 ** (self._failures - 1))
+        stats.add(f"{self.signal}.dropped.export_failed", n)
+        errors.swallow(f"export {self.signal}", err)
+        return False
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+        inner = self._inner
+        if inner is not None and self._pid == os.getpid():
+            try:
+                inner.shutdown()
+            except Exception as exc:
+                errors.swallow(f"shutdown {self.signal} exporter", exc)
+
+
+class GuardedSpanExporter(SpanExporter):
+    def __init__(self, factory: Callable[[], SpanExporter]):
+        self._guard = _Guard("spans", factory)
+
+    def export(self, spans: Sequence) -> SpanExportResult:
+        ok = self._guard.run(len(spans), lambda e: e.export(spans) == SpanExportResult.SUCCESS)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._guard.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class GuardedLogExporter(LogRecordExporter):
+    def __init__(self, factory: Callable[[], LogRecordExporter]):
+        self._guard = _Guard("logs", factory)
+
+    def export(self, batch: Sequence) -> LogRecordExportResult:
+        ok = self._guard.run(len(batch), lambda e: e.export(batch) == LogRecordExportResult.SUCCESS)
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._guard.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class GuardedMetricExporter(MetricExporter):
+    """Also stamps the current resource on each batch (it changes in a forked worker)."""
+
+    def __init__(self, factory: Callable[[], MetricExporter], resource: Callable[[], object] | None = None):
+        probe = factory()
+        super().__init__(preferred_temporality=probe._preferred_temporality,
+                         preferred_aggregation=probe._preferred_aggregation)
+        self._guard = _Guard("metrics", lambda: probe if self._guard._inner is None else factory())
+        self._resource = resource
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+        if self._resource is not None:
+            res = self._resource()
+            metrics_data = MetricsData(resource_metrics=[
+                ResourceMetrics(resource=res, scope_metrics=rm.scope_metrics, schema_url=rm.schema_url)
+                for rm in metrics_data.resource_metrics])
+        n = sum(len(sm.metrics) for rm in metrics_data.resource_metrics for sm in rm.scope_metrics)
+        ok = self._guard.run(n, lambda e: e.export(metrics_data) == MetricExportResult.SUCCESS)
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        self._guard.shutdown()
+
+
+def otlp_factories(endpoint: str, headers: dict[str, str], timeout: float) -> dict[str, Callable[[], object]]:
+    """Factories of the real OTLP/HTTP protobuf exporters (imported only when called)."""
+
+    def spans():
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers, timeout=timeout)
+
+    def metrics():
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", headers=headers, timeout=timeout)
+
+    def logs():
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter(endpoint=f"{endpoint}/v1/logs", headers=headers, timeout=timeout)
+
+    return {"spans": spans, "metrics": metrics, "logs": logs}

@@ -1,0 +1,184 @@
+"""Instrumentors that put the lean middlewares into web frameworks and servers.
+
+* Starlette/FastAPI: ``Starlette.build_middleware_stack`` is wrapped so the app's outermost
+  layer is :class:`~tracehouse.agent.asgi.TracehouseASGIMiddleware` (the router fills
+  ``scope["route"]``, which names the span). FastAPI's own native telemetry (0.16x) is turned
+  off while this is instrumented, so a request has one server span, not two (disable the
+  ``starlette`` instrumentation to get FastAPI's back).
+* uvicorn: ``Config.load`` wraps any other ASGI app it loads.
+* gunicorn: ``BaseApplication.wsgi`` wraps the WSGI app it loads (ASGI apps are left alone).
+* Flask: ``Flask.wsgi_app`` is wrapped and a ``request_started`` hook names the route.
+
+A request is traced once whichever layers saw it (the middlewares mark the scope/environ).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from tracehouse.agent.asgi import TracehouseASGIMiddleware
+from tracehouse.agent.wsgi import ROUTE_KEY, TracehouseWSGIMiddleware
+
+_ORIGINAL = "_tracehouse_original"
+
+
+def _patch(owner, name: str, make):
+    current = getattr(owner, name)
+    if getattr(current, _ORIGINAL, None) is not None:
+        return
+    wrapper = make(current)
+    setattr(wrapper, _ORIGINAL, current)
+    setattr(owner, name, wrapper)
+
+
+def _unpatch(owner, name: str) -> None:
+    original = getattr(getattr(owner, name), _ORIGINAL, None)
+    if original is not None:
+        setattr(owner, name, original)
+
+
+def is_asgi(app) -> bool:
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app)
+
+
+class StarletteInstrumentor(BaseInstrumentor):
+    """FastAPI and every other Starlette application."""
+
+    def instrumentation_dependencies(self):
+        return ("starlette >= 0.13",)
+
+    def _instrument(self, **kwargs):
+        from starlette.applications import Starlette
+
+        def make(original):
+            @functools.wraps(original)
+            def build_middleware_stack(self):
+                return TracehouseASGIMiddleware(original(self))
+            return build_middleware_stack
+
+        _patch(Starlette, "build_middleware_stack", make)
+        try:
+            from fastapi import FastAPI
+
+            if "build_middleware_stack" in FastAPI.__dict__:
+                _patch(FastAPI, "build_middleware_stack", make)
+        except ImportError:
+            pass
+        try:  # FastAPI >= 0.16x traces natively once a provider is set: one server span is enough.
+            from fastapi.telemetry._asgi import NativeTelemetry
+
+            _patch(NativeTelemetry, "enabled", lambda original: lambda self: False)
+        except ImportError:
+            pass
+
+    def _uninstrument(self, **kwargs):
+        from starlette.applications import Starlette
+
+        _unpatch(Starlette, "build_middleware_stack")
+        try:
+            from fastapi import FastAPI
+
+            _unpatch(FastAPI, "build_middleware_stack")
+            from fastapi.telemetry._asgi import NativeTelemetry
+
+            _unpatch(NativeTelemetry, "enabled")
+        except ImportError:
+            pass
+
+
+class UvicornInstrumentor(BaseInstrumentor):
+    def instrumentation_dependencies(self):
+        return ("uvicorn >= 0.13",)
+
+    def _instrument(self, **kwargs):
+        from uvicorn.config import Config
+
+        def make(original):
+            @functools.wraps(original)
+            def load(self):
+                original(self)
+                if not _is_starlette(self.loaded_app):
+                    self.loaded_app = TracehouseASGIMiddleware(self.loaded_app)
+            return load
+
+        _patch(Config, "load", make)
+
+    def _uninstrument(self, **kwargs):
+        from uvicorn.config import Config
+
+        _unpatch(Config, "load")
+
+
+def _is_starlette(app) -> bool:
+    """Look through uvicorn's own wrappers for a Starlette app (instrumented at its own layer)."""
+    seen = 0
+    while app is not None and seen < 8:
+        if any(c.__module__.startswith(("starlette.", "fastapi.")) for c in type(app).__mro__[:-1]):
+            return True
+        app = getattr(app, "app", None)
+        seen += 1
+    return False
+
+
+class GunicornInstrumentor(BaseInstrumentor):
+    def instrumentation_dependencies(self):
+        return ("gunicorn >= 19",)
+
+    def _instrument(self, **kwargs):
+        from gunicorn.app.base import BaseApplication
+
+        def make(original):
+            @functools.wraps(original)
+            def wsgi(self):
+                app = original(self)
+                if isinstance(app, TracehouseWSGIMiddleware) or is_asgi(app):
+                    return app
+                self.callable = TracehouseWSGIMiddleware(app)
+                return self.callable
+            return wsgi
+
+        _patch(BaseApplication, "wsgi", make)
+
+    def _uninstrument(self, **kwargs):
+        from gunicorn.app.base import BaseApplication
+
+        _unpatch(BaseApplication, "wsgi")
+
+
+class FlaskInstrumentor(BaseInstrumentor):
+    def instrumentation_dependencies(self):
+        return ("flask >= 1.0",)
+
+    def _instrument(self, **kwargs):
+        import flask
+
+        def make(original):
+            @functools.wraps(original)
+            def wsgi_app(self, environ, start_response):
+                return TracehouseWSGIMiddleware(functools.partial(original, self))(environ, start_response)
+            return wsgi_app
+
+        def name_route(sender, **extra):
+            rule = getattr(flask.request, "url_rule", None)
+            if rule is not None:
+                flask.request.environ[ROUTE_KEY] = rule.rule
+
+        flask.request_started.connect(name_route, weak=False)
+        self._hook = name_route
+        _patch(flask.Flask, "wsgi_app", make)
+
+    def _uninstrument(self, **kwargs):
+        import flask
+
+        flask.request_started.disconnect(self._hook)
+        _unpatch(flask.Flask, "wsgi_app")
+
+
+LEAN = {"starlette": StarletteInstrumentor, "uvicorn": UvicornInstrumentor,
+        "gunicorn": GunicornInstrumentor, "flask": FlaskInstrumentor}
+# Stock entry points the lean instrumentors replace (skipped when the lean one loaded).
+REPLACES = {"starlette": ("fastapi", "starlette", "asgi"), "uvicorn": ("asgi",),
+            "gunicorn": ("wsgi",), "flask": ("flask", "wsgi")}

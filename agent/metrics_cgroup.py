@@ -1,0 +1,227 @@
+"""Container figures from the cgroup filesystem, v2 (unified) and v1, read below ``root``.
+
+Pure reading functions: ``read(root)`` returns a flat dict of what the tree offers (missing
+files are simply absent), so tests point it at fake trees of either version.
+"""
+
+from __future__ import annotations
+
+import os
+
+USER_HZ_NS = 1e9
+
+
+def _text(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _int(path: str) -> int | None:
+    t = _text(path)
+    if t is None or t == "max":
+        return None
+    try:
+        return int(t.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _kv(path: str) -> dict[str, int]:
+    out = {}
+    for line in (_text(path) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
+def _psi(path: str) -> dict[str, float]:
+    """``some avg10=0.00 avg60=0.00 avg300=0.00 total=123`` → {"some": total_seconds, ...}."""
+    out = {}
+    for line in (_text(path) or "").splitlines():
+        kind, *fields = line.split()
+        for f in fields:
+            if f.startswith("total="):
+                out[kind] = int(f[6:]) / 1e6
+    return out
+
+
+def version(root: str) -> int | None:
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
+        return 2
+    if os.path.isdir(os.path.join(root, "cpuacct")) or os.path.isdir(os.path.join(root, "cpu,cpuacct")) \
+            or os.path.isdir(os.path.join(root, "memory")):
+        return 1
+    return None
+
+
+def read(root: str = "/sys/fs/cgroup") -> dict[str, float]:
+    v = version(root)
+    if v == 2:
+        return _read_v2(root)
+    if v == 1:
+        return _read_v1(root)
+    return {}
+
+
+def _read_v2(root: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    cpu = _kv(os.path.join(root, "cpu.stat"))
+    if "usage_usec" in cpu:
+        out["cpu.time"] = cpu["usage_usec"] / 1e6
+    if "user_usec" in cpu:
+        out["cpu.time.user"] = cpu["user_usec"] / 1e6
+    if "system_usec" in cpu:
+        out["cpu.time.system"] = cpu["system_usec"] / 1e6
+    if "nr_throttled" in cpu:
+        out["cpu.throttled.periods"] = cpu["nr_throttled"]
+    if "throttled_usec" in cpu:
+        out["cpu.throttled.time"] = cpu["throttled_usec"] / 1e6
+    quota = (_text(os.path.join(root, "cpu.max")) or "").split()
+    if len(quota) == 2 and quota[0] != "max":
+        try:
+            out["cpu.limit"] = int(quota[0]) / int(quota[1])
+        except (ValueError, ZeroDivisionError):
+            pass
+    usage = _int(os.path.join(root, "memory.current"))
+    if usage is not None:
+        out["memory.usage"] = usage
+        mstat = _kv(os.path.join(root, "memory.stat"))
+        out["memory.working_set"] = max(0, usage - mstat.get("inactive_file", 0))
+    limit = _int(os.path.join(root, "memory.max"))
+    if limit is not None:
+        out["memory.limit"] = limit
+    events = _kv(os.path.join(root, "memory.events"))
+    if "oom_kill" in events:
+        out["memory.oom_kills"] = events["oom_kill"]
+    rb = wb = rio = wio = 0
+    found = False
+    for line in (_text(os.path.join(root, "io.stat")) or "").splitlines():
+        for f in line.split()[1:]:
+            k, _, val = f.partition("=")
+            if k in ("rbytes", "wbytes", "rios", "wios"):
+                found = True
+                n = int(val)
+                if k == "rbytes":
+                    rb += n
+                elif k == "wbytes":
+                    wb += n
+                elif k == "rios":
+                    rio += n
+                else:
+                    wio += n
+    if found:
+        out.update({"disk.io.read": rb, "disk.io.write": wb, "disk.operations.read": rio,
+                    "disk.operations.write": wio})
+    for res in ("cpu", "memory", "io"):
+        for kind, total in _psi(os.path.join(root, f"{res}.pressure")).items():
+            out[f"pressure.{res}.{kind}"] = total
+    return out
+
+
+def _v1_dir(root: str, *names: str) -> str | None:
+    for n in names:
+        p = os.path.join(root, n)
+        if os.path.isdir(p):
+            return p
+    return None
+
+
+def _read_v1(root: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    acct = _v1_dir(root, "cpuacct", "cpu,cpuacct")
+    if acct:
+        usage = _int(os.path.join(acct, "cpuacct.usage"))
+        if usage is not None:
+            out["cpu.time"] = usage / 1e9
+        st = _kv(os.path.join(acct, "cpuacct.stat"))
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        if "user" in st:
+            out["cpu.time.user"] = st["user"] / ticks
+        if "system" in st:
+            out["cpu.time.system"] = st["system"] / ticks
+    cpu = _v1_dir(root, "cpu", "cpu,cpuacct")
+    if cpu:
+        quota = _int(os.path.join(cpu, "cpu.cfs_quota_us"))
+        period = _int(os.path.join(cpu, "cpu.cfs_period_us"))
+        if quota is not None and quota > 0 and period:
+            out["cpu.limit"] = quota / period
+        st = _kv(os.path.join(cpu, "cpu.stat"))
+        if "nr_throttled" in st:
+            out["cpu.throttled.periods"] = st["nr_throttled"]
+        if "throttled_time" in st:
+            out["cpu.throttled.time"] = st["throttled_time"] / 1e9
+    mem = _v1_dir(root, "memory")
+    if mem:
+        usage = _int(os.path.join(mem, "memory.usage_in_bytes"))
+        if usage is not None:
+            out["memory.usage"] = usage
+            st = _kv(os.path.join(mem, "memory.stat"))
+            inactive = st.get("total_inactive_file", st.get("inactive_file", 0))
+            out["memory.working_set"] = max(0, usage - inactive)
+        limit = _int(os.path.join(mem, "memory.limit_in_bytes"))
+        if limit is not None and limit < 1 << 62:
+            out["memory.limit"] = limit
+        oom = _kv(os.path.join(mem, "memory.oom_control"))
+        if "oom_kill" in oom:
+            out["memory.oom_kills"] = oom["oom_kill"]
+    blk = _v1_dir(root, "blkio")
+    if blk:
+        totals = {"Read": 0, "Write": 0}
+        ops = {"Read": 0, "Write": 0}
+        found = False
+        for fname, acc in (("blkio.throttle.io_service_bytes", totals), ("blkio.throttle.io_serviced", ops)):
+            for line in (_text(os.path.join(blk, fname)) or "").splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[1] in acc:
+                    acc[parts[1]] += int(parts[2])
+                    found = True
+        if found:
+            out.update({"disk.io.read": totals["Read"], "disk.io.write": totals["Write"],
+                        "disk.operations.read": ops["Read"], "disk.operations.write": ops["Write"]})
+    return out
+
+
+def _dir(prefix: str) -> list[tuple[str, dict]]:
+    return [(f"{prefix}.read", {"disk.io.direction": "read"}), (f"{prefix}.write", {"disk.io.direction": "write"})]
+
+
+SPEC = [
+    ("counter", "container.cpu.time", "s", "CPU time of the container's cgroup.",
+     [("cpu.time.user", {"cpu.mode": "user"}), ("cpu.time.system", {"cpu.mode": "system"})]),
+    ("counter", "tracehouse.container.cpu.usage_time", "s", "Total CPU time of the container's cgroup.",
+     [("cpu.time", {})]),
+    ("updown", "tracehouse.container.cpu.limit", "{cpu}", "CPU quota in cores.", [("cpu.limit", {})]),
+    ("counter", "tracehouse.container.cpu.throttled.periods", "{period}", "Throttled CFS periods.",
+     [("cpu.throttled.periods", {})]),
+    ("counter", "tracehouse.container.cpu.throttled.time", "s", "Time spent throttled.",
+     [("cpu.throttled.time", {})]),
+    ("updown", "container.memory.usage", "By", "Memory charged to the cgroup.", [("memory.usage", {})]),
+    ("updown", "container.memory.working_set", "By", "Usage minus inactive file cache.",
+     [("memory.working_set", {})]),
+    ("updown", "tracehouse.container.memory.limit", "By", "Memory limit of the cgroup.", [("memory.limit", {})]),
+    ("counter", "tracehouse.container.memory.oom_kills", "{kill}", "OOM kills in the cgroup.",
+     [("memory.oom_kills", {})]),
+    ("counter", "container.disk.io", "By", "Bytes read and written by the cgroup.", _dir("disk.io")),
+    ("counter", "tracehouse.container.disk.operations", "{operation}", "IO operations of the cgroup.",
+     _dir("disk.operations")),
+    ("counter", "tracehouse.container.pressure.stall.time", "s", "PSI stall time (some/full).",
+     [(f"pressure.{r}.{k}", {"pressure.resource": r, "pressure.kind": k})
+      for r in ("cpu", "memory", "io") for k in ("some", "full")]),
+]
+
+
+def register(meter, root: str = "/sys/fs/cgroup") -> list:
+    """Container instruments on ``meter``; nothing when ``root`` holds no cgroup tree."""
+    from tracehouse.agent.metrics_observe import CachedReading
+    from tracehouse.agent.metrics_observe import register as reg
+
+    if version(root) is None:
+        return []
+    return reg(meter, CachedReading("container", lambda: read(root)), SPEC)

@@ -1,0 +1,270 @@
+"""Build, run and stop the agent: providers, exporters, instrumentations, metrics, probes.
+
+One agent per process. In a forked child (gunicorn/uWSGI workers) the after-fork hook gives the
+process a new ``service.instance.id`` and ``process.pid``, drops inherited buffers, and restarts
+the probe thread; the SDK's batch processors and metric reader restart their own threads, and
+the guarded exporters build fresh HTTP sessions on first use in the child.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+
+from tracehouse.agent import errors, stats
+from tracehouse.agent.config import AgentConfig
+
+_log = logging.getLogger("tracehouse.agent")
+
+
+class _RateLimit(logging.Filter):
+    """At most one record per logger and message every minute (the exporters' own lines)."""
+
+    def __init__(self):
+        super().__init__()
+        self._seen: dict = {}
+
+    def filter(self, record):
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        if now - self._seen.get(key, -1e9) < 60:
+            return False
+        self._seen[key] = now
+        return True
+
+
+_EXPORT_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                   "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+                   "opentelemetry.exporter.otlp.proto.http._log_exporter",
+                   "opentelemetry.exporter.otlp.common.http",
+                   "opentelemetry.sdk._shared_internal")
+
+
+class Agent:
+    """The running agent; :meth:`shutdown` stops it within a bounded time."""
+
+    def __init__(self, config: AgentConfig, *, span_exporter=None, metric_exporter=None, log_exporter=None,
+                 set_global: bool = True, entry_points=None):
+        from opentelemetry.sdk.resources import Resource
+        from tracehouse.agent import export, resource
+
+        self.config = config
+        self.resource = Resource(resource.attributes(config.service, config.resource_attributes))
+        factories = export.otlp_factories(config.endpoint, config.headers, config.export_timeout)
+        self._closers: list = []
+        self.tracer_provider = self.meter_provider = self.logger_provider = None
+        self.instrumentation = None
+        self.probes = None
+        self.gc_timer = None
+        self._log_handler = None
+        self._pid = os.getpid()
+        self._shut = False
+        for name in _EXPORT_LOGGERS:
+            logging.getLogger(name).addFilter(_RateLimit())
+        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+        if config.traces:
+            self._start_traces(span_exporter or export.GuardedSpanExporter(factories["spans"]), set_global)
+        if config.metrics:
+            self._start_metrics(metric_exporter or export.GuardedMetricExporter(
+                factories["metrics"], resource=lambda: self.resource), set_global)
+        if config.logs and config.log_level is not None:
+            self._start_logs(log_exporter or export.GuardedLogExporter(factories["logs"]), set_global)
+        from tracehouse.agent import http_server
+
+        http_server.configure(http_server.Instruments(self.tracer_provider, self.meter_provider))
+        if config.instrument:
+            from tracehouse.agent import instrument
+
+            self.instrumentation = instrument.load_all(self.tracer_provider, self.meter_provider,
+                                                       config.disabled_instrumentations, entry_points)
+            stats.add("instrumentations.loaded", len(self.instrumentation.loaded))
+            stats.add("instrumentations.failed", len(self.instrumentation.failed))
+
+    # -- signals -------------------------------------------------------------------------------
+    def _start_traces(self, exporter, set_global):
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from tracehouse.agent.sampling import ErrorKeepingProcessor, make_sampler
+
+        tp = TracerProvider(resource=self.resource, sampler=make_sampler(self.config.sample_ratio),
+                            shutdown_on_exit=False)
+        batch = BatchSpanProcessor(exporter, max_queue_size=self.config.queue_size,
+                                   max_export_batch_size=min(512, self.config.queue_size),
+                                   export_timeout_millis=self.config.export_timeout * 1000)
+        self.error_keeper = None
+        if self.config.sample_ratio < 1.0:
+            self.error_keeper = ErrorKeepingProcessor(batch)
+            tp.add_span_processor(self.error_keeper)
+        else:
+            tp.add_span_processor(batch)
+        self.span_processor = batch
+        self.tracer_provider = tp
+        if set_global:
+            trace.set_tracer_provider(tp)
+
+    def _start_metrics(self, exporter, set_global):
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from tracehouse.agent import metrics_cgroup, metrics_host, metrics_process, probes
+
+        reader = PeriodicExportingMetricReader(
+            exporter, export_interval_millis=self.config.metrics_interval * 1000,
+            export_timeout_millis=self.config.export_timeout * 1000)
+        mp = MeterProvider(resource=self.resource, metric_readers=[reader], shutdown_on_exit=False)
+        self.metric_reader = reader
+        self.meter_provider = mp
+        meter = mp.get_meter("tracehouse.agent.resources")
+        self.gc_timer = metrics_process.GcTimer().install()
+        for register in (lambda: metrics_cgroup.register(meter, self.config.cgroup_root),
+                         lambda: metrics_process.register(meter, self.gc_timer),
+                         lambda: metrics_host.register(meter)):
+            try:
+                register()
+            except Exception as exc:
+                errors.swallow("register resource metrics", exc)
+        if self.config.probes:
+            self.probes = probes.ProbeRunner(self.config.probes, self.config.probe_interval,
+                                             self.config.probe_timeout)
+            self.probes.register(meter)
+            self.probes.start()
+        if set_global:
+            metrics.set_meter_provider(mp)
+
+    def _start_logs(self, exporter, set_global):
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+        from tracehouse.agent import logs
+
+        lp = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        lp.add_log_record_processor(BatchLogRecordProcessor(
+            exporter, max_queue_size=self.config.queue_size, max_export_batch_size=min(512, self.config.queue_size),
+            export_timeout_millis=self.config.export_timeout * 1000))
+        self.logger_provider = lp
+        if set_global:
+            from opentelemetry._logs import set_logger_provider
+
+            set_logger_provider(lp)
+        self._log_handler = logs.install(lp, self.config.log_level)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def after_fork(self) -> None:
+        """Run in a forked child: new instance id, fresh buffers and threads."""
+        from opentelemetry.sdk.resources import Resource
+
+        errors.reset()
+        stats.reset()
+        changed = Resource({"service.instance.id": str(uuid.uuid4()), "process.pid": os.getpid(),
+                            "process.parent_pid": os.getppid()})
+        self.resource = self.resource.merge(changed)
+        for provider in (self.tracer_provider, self.logger_provider):
+            if provider is not None and hasattr(provider, "_update_resource"):
+                provider._update_resource(changed)
+        if getattr(self, "error_keeper", None) is not None:
+            self.error_keeper.after_fork()
+        if self.probes is not None:
+            self.probes.after_fork()
+        self._pid = os.getpid()
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        ok = True
+        for p in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            if p is not None:
+                try:
+                    ok = bool(p.force_flush(int(timeout * 1000))) and ok
+                except Exception as exc:
+                    errors.swallow("force_flush", exc)
+                    ok = False
+        return ok
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Stop everything; returns within ``timeout`` seconds even with a hung collector."""
+        if self._shut:
+            return True
+        self._shut = True
+        if self.probes is not None:
+            self.probes.stop(0.2)
+        if self._log_handler is not None:
+            from tracehouse.agent import logs
+
+            logs.uninstall(self._log_handler)
+        if self.gc_timer is not None:
+            self.gc_timer.uninstall()
+        from tracehouse.agent import http_server
+
+        http_server.configure(None)
+        if self.instrumentation is not None:
+            from tracehouse.agent import instrument
+
+            instrument.unload(self.instrumentation)
+        budget = max(0.1, timeout - 0.1)
+        threads = []
+        for p in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            if p is None:
+                continue
+            t = threading.Thread(target=_quiet_shutdown, args=(p, budget), daemon=True,
+                                 name="tracehouse-shutdown")
+            t.start()
+            threads.append(t)
+        deadline = time.monotonic() + budget
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        done = not any(t.is_alive() for t in threads)
+        if not done:
+            stats.add("shutdown.timed_out")
+        return done
+
+
+def _quiet_shutdown(provider, budget: float) -> None:
+    try:
+        try:
+            provider.shutdown(timeout_millis=budget * 1000)
+        except TypeError:
+            provider.shutdown()
+    except Exception as exc:
+        errors.swallow("shutdown", exc)
+
+
+_lock = threading.Lock()
+_agent: Agent | None = None
+_fork_hook_registered = False
+
+
+def start(config: AgentConfig, **kwargs) -> Agent:
+    global _agent, _fork_hook_registered
+    with _lock:
+        if _agent is not None and not _agent._shut:
+            return _agent
+        _agent = Agent(config, **kwargs)
+        if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork)
+            atexit.register(_at_exit)
+            _fork_hook_registered = True
+        return _agent
+
+
+def current() -> Agent | None:
+    return _agent
+
+
+def _after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+    agent = _agent
+    if agent is not None and not agent._shut:
+        try:
+            agent.after_fork()
+        except Exception as exc:
+            errors.swallow("after fork", exc)
+
+
+def _at_exit() -> None:
+    agent = _agent
+    if agent is not None and not agent._shut:
+        agent.shutdown(timeout=5.0)

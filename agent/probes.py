@@ -1,0 +1,209 @@
+"""Health probes of the middleware a service depends on (Redis, PostgreSQL, HTTP, any TCP port).
+
+Each target URL is checked every ``interval`` seconds within ``timeout``: at protocol level
+when the client library is importable (Redis ``PING`` via redis-py, ``SELECT 1`` via psycopg2 or
+psycopg, MySQL ``SELECT 1`` via PyMySQL, HTTP status via urllib), otherwise by a TCP connect.
+Results feed two gauges, ``tracehouse.probe.up`` (1/0) and ``tracehouse.probe.duration`` (s),
+with ``probe.target`` (the URL without its password) and ``probe.kind``. Checks run under
+``suppress_instrumentation`` so they create no spans.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from tracehouse.agent import errors
+
+DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "postgresql": 5432, "postgres": 5432, "mysql": 3306,
+                 "amqp": 5672, "amqps": 5671, "kafka": 9092, "http": 80, "https": 443}
+KINDS = {"rediss": "redis", "postgres": "postgresql", "amqps": "amqp", "https": "http"}
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    kind: str
+    host: str
+    port: int
+    display: str
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}@{host}" if user else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def parse(url: str) -> Target:
+    """Raise ``ValueError`` for a URL that names no host or an unknown scheme."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS and scheme != "tcp":
+        raise ValueError(f"unsupported probe scheme in {redact(url)!r}")
+    if not parts.hostname:
+        raise ValueError(f"probe URL without a host: {redact(url)!r}")
+    port = parts.port or DEFAULT_PORTS.get(scheme)
+    if port is None:
+        raise ValueError(f"tcp probe needs a port: {url!r}")
+    return Target(url.strip(), KINDS.get(scheme, scheme), parts.hostname, port, redact(url.strip()))
+
+
+def _tcp(t: Target, timeout: float) -> None:
+    with socket.create_connection((t.host, t.port), timeout=timeout):
+        pass
+
+
+def _redis(t: Target, timeout: float) -> None:
+    try:
+        import redis
+    except ImportError:
+        return _tcp(t, timeout)
+    client = redis.Redis.from_url(t.url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                  retry_on_timeout=False)
+    try:
+        if not client.ping():
+            raise ConnectionError("PING was not answered with PONG")
+    finally:
+        client.close()
+
+
+def _postgresql(t: Target, timeout: float) -> None:
+    secs = max(1, math.ceil(timeout))
+    try:
+        import psycopg2 as driver
+    except ImportError:
+        try:
+            import psycopg as driver
+        except ImportError:
+            return _tcp(t, timeout)
+    url = t.url.replace("postgres://", "postgresql://", 1)
+    conn = driver.connect(url, connect_timeout=secs, options=f"-c statement_timeout={int(timeout * 1000)}")
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        cur.fetchone()
+    finally:
+        conn.close()
+
+
+def _mysql(t: Target, timeout: float) -> None:
+    try:
+        import pymysql
+    except ImportError:
+        return _tcp(t, timeout)
+    p = urlsplit(t.url)
+    conn = pymysql.connect(host=t.host, port=t.port, user=p.username or "root", password=p.password or "",
+                           connect_timeout=timeout, read_timeout=timeout)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        conn.close()
+
+
+def _http(t: Target, timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(t.url, timeout=timeout) as resp:  # noqa: S310 - configured URL
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    if status >= 500:
+        raise ConnectionError(f"HTTP {status}")
+
+
+CHECKS = {"redis": _redis, "postgresql": _postgresql, "mysql": _mysql, "http": _http}
+
+
+def check(t: Target, timeout: float) -> tuple[bool, float, str | None]:
+    """Run one probe: (up, seconds, reason when down). Never raises."""
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+
+    token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    start = time.perf_counter()
+    try:
+        CHECKS.get(t.kind, _tcp)(t, timeout)
+        return True, time.perf_counter() - start, None
+    except Exception as exc:
+        return False, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
+    finally:
+        detach(token)
+
+
+class ProbeRunner:
+    """Checks every target each ``interval`` in one daemon thread; holds the latest results."""
+
+    def __init__(self, urls, interval: float = 15.0, timeout: float = 2.0):
+        self.targets: list[Target] = []
+        for u in urls:
+            try:
+                self.targets.append(parse(u))
+            except ValueError as exc:
+                errors.swallow("probe configuration", exc)
+        self.interval = interval
+        self.timeout = timeout
+        self.results: dict[Target, tuple[bool, float, str | None]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> None:
+        for t in self.targets:
+            if self._stop.is_set():
+                return
+            self.results[t] = check(t, self.timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception as exc:
+                errors.swallow("probe round", exc)
+            self._stop.wait(self.interval)
+
+    def start(self) -> ProbeRunner:
+        if self.targets and (self._thread is None or not self._thread.is_alive()):
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._loop, name="tracehouse-probes", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def after_fork(self) -> None:
+        self._thread = None
+        self.start()
+
+    def register(self, meter) -> list:
+        from opentelemetry.metrics import Observation
+
+        def attrs(t: Target):
+            return {"probe.target": t.display, "probe.kind": t.kind}
+
+        def up(options):
+            return [Observation(1 if r[0] else 0, attrs(t)) for t, r in list(self.results.items())]
+
+        def duration(options):
+            return [Observation(r[1], attrs(t)) for t, r in list(self.results.items())]
+
+        return [meter.create_observable_gauge("tracehouse.probe.up", [up], unit="1",
+                                              description="1 when the dependency answered its probe."),
+                meter.create_observable_gauge("tracehouse.probe.duration", [duration], unit="s",
+                                              description="Time the last probe took.")]

@@ -1,0 +1,124 @@
+"""A lean WSGI middleware: one SERVER span and one duration record per HTTP request.
+
+The span ends when the server closes the response iterable (PEP 3333), so streamed bodies
+count in the duration. ``environ["tracehouse.route"]`` may be set by a framework hook (the
+Flask instrumentor does) to name the route.
+"""
+
+from __future__ import annotations
+
+from time import time_ns
+
+from tracehouse.agent import errors
+from tracehouse.agent import http_server as hs
+
+ROUTE_KEY = "tracehouse.route"
+_MARK = "tracehouse.instrumented"
+
+
+class TracehouseWSGIMiddleware:
+    def __init__(self, app):
+        self.app = app
+        self.wrapped_app = app
+
+    def __call__(self, environ, start_response):
+        if _MARK in environ:
+            return self.app(environ, start_response)
+        try:
+            req = _Request(environ, start_response)
+        except Exception as exc:
+            errors.swallow("wsgi request start", exc)
+            return self.app(environ, start_response)
+        try:
+            result = self.app(environ, req.start_response)
+        except BaseException as exc:
+            req.end(exc)
+            raise
+        return _Body(result, req)
+
+
+class _Request:
+    __slots__ = ("inst", "span", "token", "method", "start", "status", "environ", "_start_response", "done")
+
+    def __init__(self, environ, start_response):
+        self.start = time_ns()
+        self.inst = inst = hs.current()
+        self.environ = environ
+        self._start_response = start_response
+        self.status = 0
+        self.done = False
+        self.method = method = hs.method_of(environ.get("REQUEST_METHOD", "GET"))
+        parent = None
+        tp = environ.get("HTTP_TRACEPARENT")
+        if tp:
+            parent = hs.parent_context(tp, environ.get("HTTP_TRACESTATE"))
+        attrs = {"http.request.method": method, "url.path": environ.get("PATH_INFO", "") or "/",
+                 "url.scheme": environ.get("wsgi.url_scheme", "http")}
+        try:
+            default_port = int(environ.get("SERVER_PORT") or 0) or None
+        except ValueError:
+            default_port = None
+        name, port = hs.split_host(environ.get("HTTP_HOST") or environ.get("SERVER_NAME"), default_port)
+        if name:
+            attrs["server.address"] = name
+        if port:
+            attrs["server.port"] = port
+        if environ.get("REMOTE_ADDR"):
+            attrs["client.address"] = environ["REMOTE_ADDR"]
+        if environ.get("HTTP_USER_AGENT"):
+            attrs["user_agent.original"] = environ["HTTP_USER_AGENT"]
+        self.span = inst.tracer.start_span(method, context=parent, kind=hs.SERVER, attributes=attrs,
+                                           start_time=self.start)
+        self.token = hs.attach(self.span, parent)
+        environ[_MARK] = True
+        inst.active.add(1, {"http.request.method": method})
+
+    def start_response(self, status, headers, exc_info=None):
+        try:
+            self.status = int(status[:3])
+        except (ValueError, TypeError):
+            self.status = 0
+        return self._start_response(status, headers, exc_info) if exc_info else \
+            self._start_response(status, headers)
+
+    def end(self, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            end = time_ns()
+            status = self.status or (500 if error is not None else 0)
+            try:
+                hs.detach(self.token)
+            except Exception:  # noqa: S110 - closed from another context (streamed body): harmless
+                pass
+            self.inst.active.add(-1, {"http.request.method": self.method})
+            hs.finish(self.inst, self.span, self.method, self.environ.get(ROUTE_KEY), status, self.start, end,
+                      error)
+        except Exception as exc:
+            errors.swallow("wsgi request end", exc)
+
+
+class _Body:
+    """Wraps the response iterable; ends the request span on ``close()``."""
+
+    __slots__ = ("_it", "_req")
+
+    def __init__(self, it, req: _Request):
+        self._it = it
+        self._req = req
+
+    def __iter__(self):
+        try:
+            yield from self._it
+        except BaseException as exc:
+            self._req.end(exc)
+            raise
+
+    def close(self):
+        try:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._req.end()

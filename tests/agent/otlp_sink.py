@@ -1,0 +1,147 @@
+"""A tiny OTLP/HTTP receiver for tests: records POST bodies and decodes them with opentelemetry.proto.
+
+It stands in for the network peer (the collector) until `tracehouse serve` can take its place.
+``mode="hang"`` accepts connections and never answers (a hung collector).
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+KINDS = {"/v1/traces": ExportTraceServiceRequest, "/v1/metrics": ExportMetricsServiceRequest,
+         "/v1/logs": ExportLogsServiceRequest}
+
+
+def attrs(kvs) -> dict:
+    out = {}
+    for kv in kvs:
+        v = kv.value
+        out[kv.key] = getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
+    return out
+
+
+class Sink:
+    def __init__(self):
+        self.requests: list[tuple[str, object, dict]] = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                cls = KINDS.get(self.path)
+                if cls is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                msg = cls()
+                msg.ParseFromString(body)
+                with sink.lock:
+                    sink.requests.append((self.path, msg, dict(self.headers)))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def spans(self) -> list[tuple[dict, object]]:
+        """(resource attributes, span) for every span received."""
+        out = []
+        with self.lock:
+            reqs = [r for r in self.requests if r[0] == "/v1/traces"]
+        for _, msg, _ in reqs:
+            for rs in msg.resource_spans:
+                ra = attrs(rs.resource.attributes)
+                for ss in rs.scope_spans:
+                    out.extend((ra, s) for s in ss.spans)
+        return out
+
+    def metrics(self) -> list[tuple[dict, object]]:
+        out = []
+        with self.lock:
+            reqs = [r for r in self.requests if r[0] == "/v1/metrics"]
+        for _, msg, _ in reqs:
+            for rm in msg.resource_metrics:
+                ra = attrs(rm.resource.attributes)
+                for sm in rm.scope_metrics:
+                    out.extend((ra, m) for m in sm.metrics)
+        return out
+
+    def logs(self) -> list[tuple[dict, object]]:
+        out = []
+        with self.lock:
+            reqs = [r for r in self.requests if r[0] == "/v1/logs"]
+        for _, msg, _ in reqs:
+            for rl in msg.resource_logs:
+                ra = attrs(rl.resource.attributes)
+                for sl in rl.scope_logs:
+                    out.extend((ra, r) for r in sl.log_records)
+        return out
+
+    def wait(self, predicate, timeout: float = 20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate(self)
+            if result:
+                return result
+            time.sleep(0.1)
+        return predicate(self)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HangingServer:
+    """Accepts TCP connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.conns = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def close(self):
+        self._stop = True
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def closed_port_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
