@@ -127,7 +127,8 @@ class ChdbBackend:
             if self._closed:
                 raise StorageError("store is closed")
             try:
-                ins = self._session.send_insert(f"INSERT INTO {qualified_name} ({cols})", "ArrowStream")
+                ins = self._session.send_insert(
+                    f"INSERT INTO {qualified_name} ({cols}) SETTINGS parallel_view_processing = 1", "ArrowStream")
                 ins.append(sink.getvalue())
                 res = ins.finish()
             except Exception as e:
