@@ -57,9 +57,9 @@ def start(service: str | None = None, endpoint: str | None = None, **options) ->
 
 def stats() -> dict[str, int]:
     """Counters: items exported, dropped (by reason), errors swallowed, instrumentations loaded."""
-    from tracehouse.agent import stats as _stats
+    from tracehouse.agent import counters
 
-    return _stats.snapshot()
+    return counters.snapshot()
 
 
 def shutdown(timeout: float = 5.0) -> bool:

@@ -37,7 +37,7 @@ class TracehouseASGIMiddleware:
                     route = scope["root_path"] + route
                 status = status_box[0] or (500 if error is not None else 0)
                 hs.detach(token)
-                inst.active.add(-1, {"http.request.method": method})
+                inst.active.add(-1, method)
                 hs.finish(inst, span, method, route, status, start, end, error)
             except Exception as exc:
                 errors.swallow("asgi request end", exc)
@@ -71,10 +71,11 @@ def _begin(scope, send):
         attrs["client.address"] = client[0]
     if agent:
         attrs["user_agent.original"] = agent
-    span = inst.tracer.start_span(method, context=parent, kind=hs.SERVER, attributes=attrs, start_time=start)
+    span = inst.tracer.start_span(method, context=parent, kind=hs.SERVER, start_time=start)
+    hs.set_attributes(span, attrs)
     token = hs.attach(span, parent)
     scope[_MARK] = True
-    inst.active.add(1, {"http.request.method": method})
+    inst.active.add(1, method)
     status_box = [0]
 
     async def send_wrapper(message):

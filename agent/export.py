@@ -22,7 +22,7 @@ from opentelemetry.sdk.metrics.export import (
     ResourceMetrics,
 )
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from tracehouse.agent import errors, stats
+from tracehouse.agent import counters, errors
 
 MAX_PAUSE = 30.0
 
@@ -55,10 +55,10 @@ class _Guard:
 
     def run(self, n: int, call: Callable[[object], bool]) -> bool:
         if self._shutdown:
-            stats.add(f"{self.signal}.dropped.shutdown", n)
+            counters.add(f"{self.signal}.dropped.shutdown", n)
             return False
         if time.monotonic() < self._paused_until:
-            stats.add(f"{self.signal}.dropped.collector_unavailable", n)
+            counters.add(f"{self.signal}.dropped.collector_unavailable", n)
             return False
         try:
             ok = call(self.inner())
@@ -67,11 +67,11 @@ class _Guard:
             ok, err = False, exc
         if ok:
             self._failures = 0
-            stats.add(f"{self.signal}.exported", n)
+            counters.add(f"{self.signal}.exported", n)
             return True
         self._failures += 1
         self._paused_until = time.monotonic() + min(MAX_PAUSE, 2.0 ** (self._failures - 1))
-        stats.add(f"{self.signal}.dropped.export_failed", n)
+        counters.add(f"{self.signal}.dropped.export_failed", n)
         errors.swallow(f"export {self.signal}", err)
         return False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
@@ -21,7 +22,7 @@ _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "
 class Instruments:
     """The tracer and the two HTTP server instruments, created once per provider pair."""
 
-    __slots__ = ("tracer", "duration", "active")
+    __slots__ = ("tracer", "duration", "active", "__weakref__")
 
     def __init__(self, tracer_provider=None, meter_provider=None):
         from opentelemetry import metrics
@@ -32,8 +33,27 @@ class Instruments:
         self.duration = meter.create_histogram(
             "http.server.request.duration", unit="s", description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS))
-        self.active = meter.create_up_down_counter(
-            "http.server.active_requests", unit="{request}", description="Number of active HTTP server requests.")
+        self.active = ActiveRequests()
+        meter.create_observable_up_down_counter(
+            "http.server.active_requests", callbacks=[self.active.observe], unit="{request}",
+            description="Number of active HTTP server requests.")
+
+
+class ActiveRequests:
+    """In-flight requests by method: a plain dict on the request path, observed at collection."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def add(self, n: int, method: str) -> None:
+        self.counts[method] = self.counts.get(method, 0) + n
+
+    def observe(self, options):
+        from opentelemetry.metrics import Observation
+
+        return [Observation(v, {"http.request.method": m}) for m, v in list(self.counts.items())]
 
 
 _current: Instruments | None = None
@@ -108,7 +128,7 @@ def finish(inst: Instruments, span, method: str, route: str | None, status: int,
     if span.is_recording():
         if route:
             span.update_name(f"{method} {route}" if method != "_OTHER" else f"HTTP {route}")
-        span.set_attributes(attrs)
+        set_attributes(span, attrs)
         if error is not None:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
@@ -116,6 +136,21 @@ def finish(inst: Instruments, span, method: str, route: str | None, status: int,
             span.set_status(ERROR_STATUS)
     span.end(end_ns)
     inst.duration.record((end_ns - start_ns) / 1e9, attrs)
+
+
+def set_attributes(span, attrs: dict) -> None:
+    """Add attributes whose types we control (str/int) without the SDK's per-value validation.
+
+    Falls back to ``span.set_attributes`` whenever the span's attribute store is not the SDK's
+    plain, unlimited-length ``BoundedAttributes`` or the count limit would be reached.
+    """
+    store = getattr(span, "_attributes", None)
+    if type(store) is BoundedAttributes and store.max_value_len is None and \
+            (store.maxlen is None or len(store) + len(attrs) <= store.maxlen) and not span._end_time:
+        with store._lock:
+            store._dict.update(attrs)
+    else:
+        span.set_attributes(attrs)
 
 
 def attach(span, parent):

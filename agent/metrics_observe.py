@@ -12,10 +12,12 @@ from tracehouse.agent import errors
 class CachedReading:
     """Call ``read()`` at most once per ``ttl`` seconds; errors are swallowed (empty reading)."""
 
-    def __init__(self, name: str, read: Callable[[], dict], ttl: float = 1.0):
+    DEFAULT_TTL = 1.0
+
+    def __init__(self, name: str, read: Callable[[], dict], ttl: float | None = None):
         self.name = name
         self._read = read
-        self._ttl = ttl
+        self._ttl = self.DEFAULT_TTL if ttl is None else ttl
         self._at = -1e18
         self._value: dict = {}
 

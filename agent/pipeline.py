@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from tracehouse.agent import errors, stats
+from tracehouse.agent import counters, errors
 from tracehouse.agent.config import AgentConfig
 
 _log = logging.getLogger("tracehouse.agent")
@@ -82,8 +82,8 @@ class Agent:
 
             self.instrumentation = instrument.load_all(self.tracer_provider, self.meter_provider,
                                                        config.disabled_instrumentations, entry_points)
-            stats.add("instrumentations.loaded", len(self.instrumentation.loaded))
-            stats.add("instrumentations.failed", len(self.instrumentation.failed))
+            counters.add("instrumentations.loaded", len(self.instrumentation.loaded))
+            counters.add("instrumentations.failed", len(self.instrumentation.failed))
 
     # -- signals -------------------------------------------------------------------------------
     def _start_traces(self, exporter, set_global):
@@ -117,7 +117,11 @@ class Agent:
         reader = PeriodicExportingMetricReader(
             exporter, export_interval_millis=self.config.metrics_interval * 1000,
             export_timeout_millis=self.config.export_timeout * 1000)
-        mp = MeterProvider(resource=self.resource, metric_readers=[reader], shutdown_on_exit=False)
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+        # Exemplars cost a context lookup per measurement on the request path; traces link by time.
+        mp = MeterProvider(resource=self.resource, metric_readers=[reader], shutdown_on_exit=False,
+                           exemplar_filter=AlwaysOffExemplarFilter())
         self.metric_reader = reader
         self.meter_provider = mp
         meter = mp.get_meter("tracehouse.agent.resources")
@@ -159,7 +163,7 @@ class Agent:
         from opentelemetry.sdk.resources import Resource
 
         errors.reset()
-        stats.reset()
+        counters.reset()
         changed = Resource({"service.instance.id": str(uuid.uuid4()), "process.pid": os.getpid(),
                             "process.parent_pid": os.getppid()})
         self.resource = self.resource.merge(changed)
@@ -217,7 +221,7 @@ class Agent:
             t.join(max(0.0, deadline - time.monotonic()))
         done = not any(t.is_alive() for t in threads)
         if not done:
-            stats.add("shutdown.timed_out")
+            counters.add("shutdown.timed_out")
         return done
 
 

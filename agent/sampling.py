@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.trace import SpanContext, StatusCode, TraceFlags, get_current_span
-from tracehouse.agent import stats
+from tracehouse.agent import counters
 
 
 class _RecordOnly(Sampler):
@@ -81,22 +81,22 @@ class ErrorKeepingProcessor(SpanProcessor):
                 else:
                     if len(self._traces) >= self._max_traces:
                         self._traces.popitem(last=False)
-                        stats.add("spans.dropped.unsampled_buffer_full")
+                        counters.add("spans.dropped.unsampled_buffer_full")
                     entry = self._traces[ctx.trace_id] = [False, []]
             entry[0] = entry[0] or errored
             if len(entry[1]) < self._max_spans:
                 entry[1].append(span)
             else:
-                stats.add("spans.dropped.unsampled_trace_too_long")
+                counters.add("spans.dropped.unsampled_trace_too_long")
             if is_local_root:
                 self._traces.pop(ctx.trace_id, None)
         if is_local_root:
             if entry[0]:
-                stats.add("traces.kept_for_error")
+                counters.add("traces.kept_for_error")
                 for s in entry[1]:
                     self._downstream.on_end(_as_sampled(s))
             else:
-                stats.add("spans.unsampled", len(entry[1]))
+                counters.add("spans.unsampled", len(entry[1]))
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()

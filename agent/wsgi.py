@@ -67,11 +67,11 @@ class _Request:
             attrs["client.address"] = environ["REMOTE_ADDR"]
         if environ.get("HTTP_USER_AGENT"):
             attrs["user_agent.original"] = environ["HTTP_USER_AGENT"]
-        self.span = inst.tracer.start_span(method, context=parent, kind=hs.SERVER, attributes=attrs,
-                                           start_time=self.start)
+        self.span = inst.tracer.start_span(method, context=parent, kind=hs.SERVER, start_time=self.start)
+        hs.set_attributes(self.span, attrs)
         self.token = hs.attach(self.span, parent)
         environ[_MARK] = True
-        inst.active.add(1, {"http.request.method": method})
+        inst.active.add(1, method)
 
     def start_response(self, status, headers, exc_info=None):
         try:
@@ -92,7 +92,7 @@ class _Request:
                 hs.detach(self.token)
             except Exception:  # noqa: S110 - closed from another context (streamed body): harmless
                 pass
-            self.inst.active.add(-1, {"http.request.method": self.method})
+            self.inst.active.add(-1, self.method)
             hs.finish(self.inst, self.span, self.method, self.environ.get(ROUTE_KEY), status, self.start, end,
                       error)
         except Exception as exc:

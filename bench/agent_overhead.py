@@ -1,0 +1,205 @@
+"""Per-request overhead of the tracehouse agent against bare FastAPI and stock OpenTelemetry.
+
+Runs one trivial FastAPI endpoint under uvicorn three ways in the same run — bare, stock OTel
+(opentelemetry-instrumentation-fastapi + SDK + BatchSpanProcessor + OTLP/HTTP exporter), and
+``tracehouse-agent run`` — and drives each from a separate client process over loopback (a
+sequential keep-alive http.client, concurrency 1). Spans and metrics go to a local OTLP sink
+that answers 200 (or to ``--endpoint``, e.g. a running ``tracehouse serve``). Also measures the
+CPU cost of one resource-metrics collection and scales it to the default 15 s interval.
+
+    .venv/bin/python bench/agent_overhead.py [--requests 3000] [--endpoint URL] [--json]
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BIN = os.path.dirname(sys.executable)
+
+APP = textwrap.dedent("""
+    from fastapi import FastAPI
+    app = FastAPI()
+
+    @app.get("/hello/{name}")
+    async def hello(name: str):
+        return {"hello": name}
+""")
+
+OTEL_APP = textwrap.dedent("""
+    import os
+    from opentelemetry import metrics, trace
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    ep = os.environ["BENCH_ENDPOINT"]
+    res = Resource.create({"service.name": "bench-otel"})
+    tp = TracerProvider(resource=res)
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=ep + "/v1/traces")))
+    trace.set_tracer_provider(tp)
+    metrics.set_meter_provider(MeterProvider(resource=res, metric_readers=[
+        PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=ep + "/v1/metrics"))]))
+    from app import app
+    FastAPIInstrumentor.instrument_app(app)
+""")
+
+CLIENT = textwrap.dedent("""
+    import http.client, json, sys, time
+    port, warm, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    def one(i):
+        c.request("GET", f"/hello/u{i % 50}")
+        r = c.getresponse(); r.read()
+        assert r.status == 200, r.status
+    for i in range(warm):
+        one(i)
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        s = time.perf_counter_ns(); one(i); lat.append(time.perf_counter_ns() - s)
+    wall = time.perf_counter() - t0
+    print(json.dumps({"lat_ns": lat, "wall": wall}))
+""")
+
+
+class _Sink(BaseHTTPRequestHandler):
+    posts = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        _Sink.posts += 1
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on {port} did not start")
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+def run_mode(mode: str, workdir: str, endpoint: str, warm: int, n: int) -> dict:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=workdir, BENCH_ENDPOINT=endpoint, OTEL_SERVICE_NAME=f"bench-{mode}")
+    uvicorn = [os.path.join(BIN, "uvicorn"), "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    if mode == "bare":
+        cmd = uvicorn + ["app:app"]
+    elif mode == "otel":
+        cmd = uvicorn + ["otel_app:app"]
+    else:
+        cmd = [os.path.join(BIN, "tracehouse-agent"), "run", "--endpoint", endpoint, "--"] + uvicorn + ["app:app"]
+    server = subprocess.Popen(cmd, env=env, cwd=workdir)
+    try:
+        wait_port(port)
+        out = subprocess.run([sys.executable, "-c", CLIENT, str(port), str(warm), str(n)],
+                             capture_output=True, text=True, check=True, timeout=600)
+        data = json.loads(out.stdout)
+    finally:
+        server.terminate()
+        server.wait(15)
+    lat = [x / 1000 for x in data["lat_ns"]]
+    return {"p50_us": pct(lat, 50), "p90_us": pct(lat, 90), "p99_us": pct(lat, 99), "rps": n / data["wall"]}
+
+
+def metrics_cost(interval: float = 15.0, rounds: int = 40) -> dict:
+    """CPU seconds of one collection of every resource instrument (cache bypassed), as % of a core."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from tracehouse.agent import metrics_cgroup, metrics_host, metrics_observe, metrics_process
+
+    metrics_observe.CachedReading.DEFAULT_TTL = 0.0
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("bench")
+    metrics_cgroup.register(meter)
+    metrics_process.register(meter, metrics_process.GcTimer())
+    metrics_host.register(meter)
+    reader.get_metrics_data()
+    c0 = time.process_time()
+    for _ in range(rounds):
+        reader.get_metrics_data()
+    per = (time.process_time() - c0) / rounds
+    return {"collection_cpu_ms": per * 1000, "cpu_percent": per / interval * 100}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--endpoint", help="OTLP/HTTP base URL (default: a local sink answering 200)")
+    ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = ap.parse_args()
+    sink = None
+    endpoint = args.endpoint
+    if not endpoint:
+        sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "app.py"), "w") as f:
+            f.write(APP)
+        with open(os.path.join(d, "otel_app.py"), "w") as f:
+            f.write(OTEL_APP)
+        results = {m: run_mode(m, d, endpoint, args.warmup, args.requests) for m in ("bare", "otel", "agent")}
+    cost = metrics_cost()
+    if not args.json:
+        for m, r in results.items():
+            print(f"{m:6s} p50 {r['p50_us']:7.1f} us  p90 {r['p90_us']:7.1f}  p99 {r['p99_us']:7.1f}  "
+                  f"{r['rps']:7.0f} req/s")
+        print(f"metrics collection: {cost['collection_cpu_ms']:.2f} ms CPU each; sink POSTs: {_Sink.posts}")
+    base = results["bare"]["p50_us"]
+    print(json.dumps({
+        "baseline_p50_us": round(base, 1),
+        "otel_default_added_us_p50": round(results["otel"]["p50_us"] - base, 1),
+        "agent_added_us_p50": round(results["agent"]["p50_us"] - base, 1),
+        "baseline_rps": round(results["bare"]["rps"]),
+        "otel_rps": round(results["otel"]["rps"]),
+        "agent_rps": round(results["agent"]["rps"]),
+        "agent_p99_us": round(results["agent"]["p99_us"], 1),
+        "metrics_collection_cpu_ms": round(cost["collection_cpu_ms"], 3),
+        "metrics_collection_cpu_percent": round(cost["cpu_percent"], 4),
+        "requests": args.requests,
+    }))
+    if sink is not None:
+        sink.shutdown()
+
+
+if __name__ == "__main__":
+    main()
