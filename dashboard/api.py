@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+
 from tracehouse.storage import (
     InvalidParameter,
     NotFound,

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import plotly
 from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
-from .api import api_router, install_error_handlers
+from tracehouse.storage import InvalidParameter, NotFound, QueryTimeout, StorageError, StorageUnavailable
+
+from .api import api_router, error_response, install_error_handlers
+from .pages import pages_router
+from .pages_traces import traces_router
+from .security import SecurityHeaders
+
+STATIC = os.path.join(os.path.dirname(__file__), "static")
+PLOTLY_JS = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
 
 
 def create_app(settings: Any, store: Any) -> FastAPI:
@@ -19,10 +31,35 @@ def create_app(settings: Any, store: Any) -> FastAPI:
         return request.app.state.store
 
     install_error_handlers(app)
+    for exc in (InvalidParameter, NotFound, QueryTimeout, StorageUnavailable, StorageError):
+        app.add_exception_handler(exc, _error_page)
     app.include_router(api_router(get_store))
+    app.include_router(pages_router())
+    app.include_router(traces_router())
+
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        # served from the installed plotly package: no CDN, works offline
+        return FileResponse(PLOTLY_JS, media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+def _error_page(request: Request, exc: Exception):
+    """JSON for /api, an HTML page (same status) for everything else."""
+    resp = error_response(exc)
+    if request.url.path.startswith("/api"):
+        return resp
+    from .render import render
+
+    assert isinstance(resp, JSONResponse)
+    return render(request, "error.html", None, status_code=resp.status_code, title=f"Error {resp.status_code}",
+                  message=str(exc) if isinstance(exc, (InvalidParameter, NotFound)) else resp.body.decode())

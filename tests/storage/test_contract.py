@@ -6,6 +6,8 @@ import os
 import time
 
 import pytest
+
+from tests.support.spangen import Gen, generate
 from tracehouse.storage import InvalidParameter, NotFound, parse_range
 from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_services as qsvc
@@ -13,8 +15,6 @@ from tracehouse.storage import queries_telemetry as qtel
 from tracehouse.storage import queries_traces as qtr
 from tracehouse.storage.attrs import encode_map
 from tracehouse.storage.migrations import LATEST
-
-from tests.support.spangen import Gen, generate
 
 NS = 1_000_000_000
 

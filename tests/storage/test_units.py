@@ -1,0 +1,97 @@
+"""URLs, time ranges, attribute encoding, schema rendering, migrations and error translation."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.support.servers import free_port
+from tracehouse.storage import (
+    ConfigError,
+    InvalidParameter,
+    QueryError,
+    StorageUnavailable,
+    Store,
+    parse_range,
+    parse_storage_url,
+)
+from tracehouse.storage.attrs import decode_map, encode_map
+from tracehouse.storage.capabilities import capabilities_for
+from tracehouse.storage.migrations import LATEST
+from tracehouse.storage.schema import SPANS, render_create
+from tracehouse.storage.server_backend import to_driver_sql
+
+NS = 1_000_000_000
+
+
+def test_storage_urls():
+    u = parse_storage_url("clickhouse://alice:s%40cret@db.example:9001/traces")
+    assert (u.scheme, u.host, u.port, u.user, u.password, u.database) == (
+        "clickhouse", "db.example", 9001, "alice", "s@cret", "traces")
+    assert "s@cret" not in u.redacted() and "s@cret" not in repr(u)
+    c = parse_storage_url("chdb:///var/lib/th?database=x1")
+    assert (c.scheme, c.path, c.database) == ("chdb", "/var/lib/th", "x1")
+    assert parse_storage_url("clickhouse://h/db?cluster=main").cluster == "main"
+    for bad in ("", "mysql://h/db", "clickhouse:///db", "chdb://", "clickhouse://h/db;drop", "chdb:///x?database=a-b"):
+        with pytest.raises(ConfigError):
+            parse_storage_url(bad)
+
+
+def test_time_ranges():
+    now = 1_800_000_000 * NS
+    tr = parse_range("15m", None, now_ns=now)
+    assert (tr.start_ns, tr.end_ns) == (now - 900 * NS, now)
+    tr = parse_range("2026-01-02T03:04:05Z", "2026-01-02T04:04:05+00:00", now_ns=now)
+    assert tr.seconds == 3600
+    assert parse_range(None, None, now_ns=now).seconds == 900
+    assert parse_range("1799990000", "now", now_ns=now).start_ns == 1_799_990_000 * NS
+    for since, until in (("soon", None), ("now", "1h"), ("3000d", None), ("2026-13-01", None)):
+        with pytest.raises(InvalidParameter):
+            parse_range(since, until, now_ns=now)
+
+
+def test_attribute_values_keep_their_type():
+    d = {"s": "x", "b": True, "i": -3, "f": 1.5, "a": [1, "two", False], "kv": {"k": [1]}, "n": None}
+    assert decode_map(*encode_map(d)) == d
+
+
+def test_ddl_follows_capabilities():
+    old = render_create(SPANS, "db", capabilities_for("18.16.1"), 7)
+    new = render_create(SPANS, "db", capabilities_for("26.9.2.1"), 7)
+    assert "LowCardinality" not in old and "CODEC" not in old and "TTL" not in old
+    assert "LowCardinality(String)" in new and "CODEC(Delta, ZSTD(1))" in new and "toIntervalDay(7)" in new
+    clustered = render_create(SPANS, "db", capabilities_for("18.16.1"), 7, cluster="main")
+    assert "ReplicatedMergeTree('/clickhouse/tables/{shard}/db/spans', '{replica}')" in clustered
+    assert "db.spans_local ON CLUSTER main" in clustered
+
+
+def test_driver_placeholders():
+    assert to_driver_sql("SELECT {a:String} LIKE '%x%'") == "SELECT %(a)s LIKE '%%x%%'"
+
+
+def test_migrate_upgrades_an_older_schema_in_place(chdb_dir, clickhouse_url):
+    for base, sep in ((f"chdb://{chdb_dir}", "?database="), (clickhouse_url.rsplit("/", 1)[0], "/")):
+        db = "m_" + uuid.uuid4().hex[:10]
+        with Store.open(f"{base}{sep}{db}") as s:
+            try:
+                assert s.schema_version() == 0
+                assert s.migrate(target=1) == [1]
+                assert s.schema_version() == 1
+                s.query(f"INSERT INTO {db}.settings (key, value, updated_ns) SELECT 'keep', 'me', 1")
+                assert s.migrate() == list(range(2, LATEST + 1))
+                assert s.schema_version() == LATEST and s.migrate() == []
+                assert s.settings()["keep"] == "me"
+                s.put_document("alert_rules", "r", {"alert": "x"})
+                assert s.documents("alert_rules") == [{"alert": "x", "id": "r"}]
+            finally:
+                s.query(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_errors_are_storage_errors(chdb_store, server_store):
+    for s in (chdb_store, server_store):
+        with pytest.raises(QueryError):
+            s.query("SELECT no_such_column FROM system.one")
+    port = free_port()
+    with pytest.raises(StorageUnavailable):
+        Store.open(f"clickhouse://default:@127.0.0.1:{port}/x", connect_timeout=1.0)
