@@ -1,0 +1,61 @@
+"""tracehouse.alerts: alert rules over the stored telemetry, their lifecycle, and notifications.
+
+``build_engine(settings, store)`` gives the server its background objects; ``get_engine()``
+returns the engine built last in this process (the dashboard mounts
+``alerts_router(get_engine)``, which answers 503 until the engine exists).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import AlertConfig, build_config, load_files
+from .engine import Engine
+from .notifiers import EmailNotifier, Notifier, NotifyError, SlackNotifier, WebhookNotifier
+from .rules import Rule, RuleError, parse_rule
+from .ssrf import DestinationRefused, check_url
+from .state import Alert, AlertingRule
+
+__all__ = [
+    "Alert",
+    "AlertConfig",
+    "AlertingRule",
+    "DestinationRefused",
+    "EmailNotifier",
+    "Engine",
+    "Notifier",
+    "NotifyError",
+    "Rule",
+    "RuleError",
+    "SlackNotifier",
+    "WebhookNotifier",
+    "alerts_router",
+    "build_config",
+    "build_engine",
+    "check_url",
+    "get_engine",
+    "load_files",
+    "parse_rule",
+]
+
+_current: dict[str, Engine | None] = {"engine": None}
+
+
+def alerts_router(engine: Any, require_role: Any = None):
+    from .api import alerts_router as _router
+
+    return _router(engine, require_role)
+
+
+def get_engine() -> Engine | None:
+    return _current["engine"]
+
+
+def build_engine(settings: Any, store: Any, request_snapshot: Any = None) -> list[Engine]:
+    """The alert engine for the server: rules from ``settings.rules``, dashboard links to the HTTP port."""
+    config = load_files(list(getattr(settings, "rules", []) or []))
+    host = getattr(settings, "host", "127.0.0.1")
+    url = str(getattr(settings, "external_url", "") or f"http://{host}:{getattr(settings, 'http_port', 8080)}")
+    engine = Engine(store, config, dashboard_url=url, request_snapshot=request_snapshot)
+    _current["engine"] = engine
+    return [engine]

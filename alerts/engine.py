@@ -1,0 +1,234 @@
+"""The engine: rules grouped by (group, interval), a scheduling loop in a background thread, the
+notification loop in another, state persisted in ClickHouse and reloaded on start.
+
+Collaborators are passed in (Prometheus's rule manager takes a QueryFunc, a NotifyFunc and a
+clock): ``store`` for persistence, ``query`` (default ``store.query``), ``clock`` (ns), and
+``request_snapshot`` for the ``action: {snapshot: ...}`` of a rule. Tests call
+:meth:`Engine.run_once` with explicit times; ``start()``/``stop()`` run the same code on threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from . import persist
+from .config import AlertConfig
+from .expr import NS, QueryFunc, evaluate
+from .notify import Dispatcher
+from .rules import Rule, RuleError, compare, parse_rule
+from .silences import Silence, parse_silence, silence_from_doc
+from .state import Alert, AlertingRule, SnapshotFunc, Transition
+from .templates import check
+
+log = logging.getLogger("tracehouse.alerts")
+
+
+class Engine:
+    def __init__(self, store: Any, config: AlertConfig | None = None, clock: Callable[[], int] = time.time_ns,
+                 query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
+                 rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0):
+        self.store, self.config = store, config or AlertConfig()
+        self.clock, self.query = clock, query or store.query
+        self.db = store.db
+        self.dashboard_url, self.request_snapshot = dashboard_url, request_snapshot
+        self._lock = threading.RLock()
+        self.rules: dict[str, AlertingRule] = {}
+        self._next_due: dict[tuple[str, float], int] = {}
+        self._silences: list[Silence] = []
+        self.dispatcher = Dispatcher(self.config.route, self.config.receivers, self.config.inhibit_rules,
+                                     lambda: self._silences, dashboard_url, backoff_base_s, backoff_max_s, rng)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        for r in self.config.rules:
+            self._add(r)
+        self.reload()
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _add(self, rule: Rule) -> AlertingRule:
+        ar = AlertingRule(rule, self.dashboard_url, self.request_snapshot)
+        old = self.rules.get(rule.id)
+        if old is not None:
+            ar.alerts = old.alerts
+        self.rules[rule.id] = ar
+        return ar
+
+    def reload(self) -> None:
+        """Read API rules, silences and persisted alert state from the store."""
+        with self._lock:
+            for doc in self.store.documents("alert_rules"):
+                try:
+                    self._add(parse_rule(doc["rule"], rule_id=doc["id"], source="api"))
+                except (RuleError, KeyError) as e:
+                    log.error("stored rule %s is invalid: %s", doc.get("id"), e)
+            for rule_id, alerts in persist.load_alerts(self.store).items():
+                if rule_id in self.rules:
+                    self.rules[rule_id].alerts.update(alerts)
+            self.reload_silences()
+            self.dispatcher.update(self.current_alerts(), self.clock())
+
+    def reload_silences(self) -> None:
+        self._silences = [silence_from_doc(d) for d in self.store.documents("silences")]
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def eval_rule(self, ar: AlertingRule, now_ns: int) -> list[Transition]:
+        transitions, health = ar.eval(now_ns, self.query, self.db)
+        if health is not None:
+            pseudo = Alert(ar.rule.id, "", {"alertname": ar.rule.alert}, health, annotations={"error": ar.last_error})
+            persist.record_history(self.store, [Transition(pseudo, "ok" if health == "error" else "error", health)],
+                                   now_ns)
+        if transitions:
+            persist.save_alerts(self.store, [(t.alert, t.to_state in ("inactive", "deleted")) for t in transitions])
+            persist.record_history(self.store, transitions, now_ns)
+        return transitions
+
+    def run_once(self, now_ns: int | None = None, force: bool = False) -> list[Transition]:
+        """Evaluate every group that is due at ``now_ns`` (all of them with ``force``), then notify."""
+        now = self.clock() if now_ns is None else now_ns
+        out: list[Transition] = []
+        with self._lock:
+            groups: dict[tuple[str, float], list[AlertingRule]] = {}
+            for ar in self.rules.values():
+                if ar.rule.enabled:
+                    groups.setdefault((ar.rule.group, ar.rule.interval), []).append(ar)
+            for key, members in groups.items():
+                due = self._next_due.get(key, 0)
+                if not force and now < due:
+                    continue
+                self._next_due[key] = now + int(key[1] * NS)
+                for ar in members:
+                    try:
+                        out.extend(self.eval_rule(ar, now))
+                    except Exception:  # persistence failure: keep evaluating the others
+                        log.exception("evaluating %s", ar.rule.id)
+            alerts = self.current_alerts()
+        self.dispatcher.update(alerts, now)
+        self.dispatcher.tick(now)
+        return out
+
+    def next_due_ns(self) -> int:
+        with self._lock:
+            return min(self._next_due.values(), default=0)
+
+    def current_alerts(self) -> list[Alert]:
+        with self._lock:
+            return [a for ar in self.rules.values() for a in ar.alerts.values()]
+
+    # -- background ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        for name, fn in (("tracehouse-alerts-eval", self._eval_loop), ("tracehouse-alerts-notify", self._notify_loop)):
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=15)
+        self._threads.clear()
+
+    def _eval_loop(self) -> None:
+        last_silences = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - last_silences > 30:
+                    self.reload_silences()
+                    last_silences = time.monotonic()
+                self.run_once()
+            except Exception:
+                log.exception("alert evaluation loop")
+            wait = (self.next_due_ns() - self.clock()) / NS
+            self._stop.wait(min(1.0, max(0.05, wait)))
+
+    def _notify_loop(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self.dispatcher.tick(self.clock())
+            except Exception:
+                log.exception("alert notification loop")
+
+    # -- API operations --------------------------------------------------------------------------
+    def list_rules(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [ar.to_dict() for ar in self.rules.values()]
+
+    def get_rule(self, rule_id: str) -> AlertingRule | None:
+        return self.rules.get(rule_id)
+
+    def put_rule(self, body: dict[str, Any], rule_id: str | None = None) -> AlertingRule:
+        """Create or replace an API rule (raises RuleError for a bad rule, PermissionError for a YAML one)."""
+        rid = rule_id or str(body.get("id") or uuid.uuid4().hex[:16])
+        with self._lock:
+            old = self.rules.get(rid)
+            if old is not None and old.rule.read_only:
+                raise PermissionError(f"rule {rid} comes from {old.rule.source[5:]} and is read-only")
+            body = {k: v for k, v in body.items() if k not in ("id", "source", "read_only")}
+            rule = parse_rule(body, group=str(body.get("group", "api")), rule_id=rid, source="api")
+            for text in rule.annotations.values():
+                check(text)
+            self.store.put_document("alert_rules", rid, {"rule": body})
+            if old is not None and old.rule.raw != rule.raw:
+                old.alerts.clear()  # a changed expression starts afresh
+            return self._add(rule)
+
+    def delete_rule(self, rule_id: str) -> bool:
+        with self._lock:
+            ar = self.rules.get(rule_id)
+            if ar is None:
+                return False
+            if ar.rule.read_only:
+                raise PermissionError(f"rule {rule_id} comes from {ar.rule.source[5:]} and is read-only")
+            self.store.put_document("alert_rules", rule_id, {}, deleted=True)
+            persist.save_alerts(self.store, [(a, True) for a in ar.alerts.values()])
+            del self.rules[rule_id]
+            return True
+
+    def preview(self, body: dict[str, Any], now_ns: int | None = None) -> dict[str, Any]:
+        rule = parse_rule(dict(body), rule_id="preview", source="api")
+        now = self.clock() if now_ns is None else now_ns
+        samples = evaluate(rule, self.query, self.db, now)
+        return {"now_ns": now, "op": rule.op, "threshold": rule.threshold, "samples": [
+            {"labels": s.labels, "value": s.value if s.value == s.value else None,
+             "matches": compare(rule.op, s.value, rule.threshold)} for s in samples]}
+
+    def silences(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [s.to_dict(now) for s in self._silences]
+
+    def add_silence(self, body: dict[str, Any]) -> dict[str, Any]:
+        s = parse_silence(body, self.clock())
+        doc = s.to_dict()
+        self.store.put_document("silences", s.id, doc, starts_ns=s.starts_ns, ends_ns=s.ends_ns)
+        self.reload_silences()
+        return s.to_dict(self.clock())
+
+    def delete_silence(self, silence_id: str) -> bool:
+        if not any(s.id == silence_id for s in self._silences):
+            return False
+        self.store.put_document("silences", silence_id, {}, deleted=True, starts_ns=0, ends_ns=0)
+        self.reload_silences()
+        return True
+
+    def history(self, rule_id: str = "", limit: int = 200) -> list[dict[str, Any]]:
+        return persist.history(self.store, rule_id, limit)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        firing = [a.labels for a in self.current_alerts() if a.state == "firing"]
+        out = []
+        for a in self.current_alerts():
+            d = a.to_dict()
+            d["muted"] = self.dispatcher.muted(a, firing, self._silences, now)
+            out.append(d)
+        return out
+
+    def router(self, require_role: Callable[[str], Any] | None = None):
+        from .api import alerts_router
+
+        return alerts_router(self, require_role)

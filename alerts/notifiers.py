@@ -1,0 +1,152 @@
+"""Notifiers: webhook (Alertmanager-like JSON), Slack-compatible incoming webhook, email (SMTP).
+
+All sit behind :class:`Notifier`: ``notify(message) -> None`` raising :class:`NotifyError` on
+failure (``retryable`` says whether a retry may help). Each call checks its destination with the
+SSRF guard first, has a timeout, and never follows redirects.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+from email.message import EmailMessage
+from typing import Any, Protocol
+
+import httpx
+
+from .rules import RuleError
+from .ssrf import DestinationRefused, check_host, check_url
+
+TIMEOUT_S = 5.0
+
+
+class NotifyError(Exception):
+    def __init__(self, message: str, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Notifier(Protocol):
+    """Sends one notification (a group of alerts, Alertmanager's webhook payload) somewhere."""
+
+    name: str
+
+    def notify(self, message: dict[str, Any]) -> None: ...
+
+
+def _post(url: str, body: dict[str, Any], allow_private: bool, headers: dict[str, str] | None = None) -> None:
+    try:
+        check_url(url, allow_private)
+    except DestinationRefused as e:
+        raise NotifyError(str(e), retryable=False) from None
+    try:
+        with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as c:
+            r = c.post(url, content=json.dumps(body), headers={"content-type": "application/json", **(headers or {})})
+    except httpx.HTTPError as e:
+        raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
+    if 300 <= r.status_code < 400:
+        raise NotifyError(f"POST {_redact(url)}: redirect {r.status_code} refused (redirects are not followed)",
+                          retryable=False)
+    if r.status_code >= 400:
+        raise NotifyError(f"POST {_redact(url)}: HTTP {r.status_code}",
+                          retryable=r.status_code >= 500 or r.status_code in (408, 429))
+
+
+def _redact(url: str) -> str:
+    u = httpx.URL(url)
+    return str(u.copy_with(query=None, username=None, password=None))
+
+
+class WebhookNotifier:
+    def __init__(self, name: str, url: str, allow_private: bool = False, headers: dict[str, str] | None = None):
+        self.name, self.url, self.allow_private, self.headers = name, url, allow_private, headers or {}
+
+    def notify(self, message: dict[str, Any]) -> None:
+        _post(self.url, message, self.allow_private, self.headers)
+
+
+def slack_text(message: dict[str, Any]) -> str:
+    status = message["status"].upper()
+    lines = [f"[{status}:{len(message['alerts'])}] " + ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())]
+    for a in message["alerts"][:20]:
+        ann = a.get("annotations", {})
+        text = ann.get("summary") or ann.get("description") or a["labels"].get("alertname", "")
+        link = ann.get("dashboard", "")
+        lines.append(f"• {a['status']}: {text}" + (f" <{link}|dashboard>" if link else ""))
+    return "\n".join(lines)
+
+
+class SlackNotifier:
+    def __init__(self, name: str, url: str, allow_private: bool = False, channel: str = ""):
+        self.name, self.url, self.allow_private, self.channel = name, url, allow_private, channel
+
+    def notify(self, message: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"text": slack_text(message)}
+        if self.channel:
+            body["channel"] = self.channel
+        _post(self.url, body, self.allow_private)
+
+
+class EmailNotifier:
+    def __init__(self, name: str, to: list[str], sender: str, smarthost: str, allow_private: bool = False,
+                 starttls: bool = False, username: str = "", password: str = ""):
+        host, _, port = smarthost.rpartition(":")
+        if not host or not port.isdigit():
+            raise RuleError(f"receiver {name}: smarthost must be host:port")
+        self.name, self.to, self.sender, self.host, self.port = name, to, sender, host, int(port)
+        self.allow_private, self.starttls, self.username, self.password = allow_private, starttls, username, password
+
+    def notify(self, message: dict[str, Any]) -> None:
+        try:
+            addrs = check_host(self.host, self.port, self.allow_private)
+        except DestinationRefused as e:
+            raise NotifyError(str(e), retryable=False) from None
+        msg = EmailMessage()
+        labels = ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())
+        msg["Subject"] = f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}"[:200]
+        msg["From"], msg["To"] = self.sender, ", ".join(self.to)
+        msg.set_content(slack_text(message) + "\n\n" + json.dumps(message, indent=2))
+        try:  # connect to the checked address, not to a second resolution of the name
+            with smtplib.SMTP(addrs[0], self.port, timeout=TIMEOUT_S) as s:
+                if self.starttls:
+                    s.starttls()
+                if self.username:
+                    s.login(self.username, self.password)
+                s.send_message(msg)
+        except (smtplib.SMTPException, OSError) as e:
+            raise NotifyError(f"SMTP {self.host}:{self.port}: {type(e).__name__}: {e}") from None
+
+
+def build_notifiers(d: dict[str, Any], allow_private: bool) -> list[Notifier]:
+    """Notifiers for one ``receivers:`` entry."""
+    name = str(d.get("name") or "")
+    if not name:
+        raise RuleError("a receiver needs a name")
+    out: list[Notifier] = []
+    for key in ("webhook", "slack"):
+        for cfg in _list(d.get(key) or d.get(f"{key}_configs")):
+            url = str(cfg.get("url") or "")
+            if not url.startswith(("http://", "https://")):
+                raise RuleError(f"receiver {name}: {key} url must be http(s)")
+            if key == "webhook":
+                out.append(WebhookNotifier(name, url, allow_private, {str(k): str(v) for k, v in (cfg.get("headers") or {}).items()}))
+            else:
+                out.append(SlackNotifier(name, url, allow_private, str(cfg.get("channel") or "")))
+    for cfg in _list(d.get("email") or d.get("email_configs")):
+        to = cfg.get("to") or []
+        to = [to] if isinstance(to, str) else [str(x) for x in to]
+        if not to or not cfg.get("smarthost"):
+            raise RuleError(f"receiver {name}: email needs to and smarthost")
+        out.append(EmailNotifier(name, to, str(cfg.get("from") or "tracehouse@localhost"), str(cfg["smarthost"]),
+                                 allow_private, bool(cfg.get("starttls", False)), str(cfg.get("username") or ""),
+                                 str(cfg.get("password") or "")))
+    return out
+
+
+def _list(v: Any) -> list[dict[str, Any]]:
+    if v is None:
+        return []
+    items = v if isinstance(v, list) else [v]
+    if not all(isinstance(x, dict) for x in items):
+        raise RuleError("receiver settings must be mappings")
+    return items

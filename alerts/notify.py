@@ -1,0 +1,218 @@
+"""The notification path, after Alertmanager's ``dispatch`` and ``notify``: routing, grouping by
+labels (group_wait, group_interval, repeat_interval), silences and inhibition, resolved
+notifications, and retries with exponential backoff and jitter.
+
+A group holds the latest state of its alerts, so a retry sends what is true *now*: when a
+receiver comes back after an outage each group sends one message (at its own jittered time),
+never the backlog of every missed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .notifiers import Notifier, NotifyError
+from .rules import RuleError, duration
+from .silences import InhibitRule, Matcher, Silence, inhibited, parse_matcher
+from .state import Alert
+
+log = logging.getLogger("tracehouse.alerts.notify")
+NS = 1_000_000_000
+
+
+def rfc3339(ns: int) -> str:
+    if not ns:
+        return "0001-01-01T00:00:00Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // NS)) + f".{(ns % NS) // 1_000_000:03d}Z"
+
+
+@dataclass
+class Route:
+    receiver: str
+    group_by: list[str] = field(default_factory=lambda: ["alertname"])
+    group_wait: float = 10.0
+    group_interval: float = 60.0
+    repeat_interval: float = 4 * 3600.0
+    matchers: list[Matcher] = field(default_factory=list)
+    continue_: bool = False
+    routes: list[Route] = field(default_factory=list)
+
+    def match(self, labels: dict[str, str]) -> list[Route]:
+        """The routes an alert goes to (Alertmanager: first matching child unless ``continue``)."""
+        if not all(m.matches(labels) for m in self.matchers):
+            return []
+        out: list[Route] = []
+        for child in self.routes:
+            hit = child.match(labels)
+            out.extend(hit)
+            if hit and not child.continue_:
+                break
+        return out or [self]
+
+
+def parse_route(d: Any, parent: Route | None = None) -> Route:
+    if not isinstance(d, dict):
+        raise RuleError("route must be a mapping")
+    p = parent or Route(receiver="")
+    r = Route(
+        receiver=str(d.get("receiver") or p.receiver),
+        group_by=[str(x) for x in d.get("group_by", p.group_by)],
+        group_wait=duration(d.get("group_wait", p.group_wait), "route.group_wait"),
+        group_interval=duration(d.get("group_interval", p.group_interval), "route.group_interval"),
+        repeat_interval=duration(d.get("repeat_interval", p.repeat_interval), "route.repeat_interval"),
+        continue_=bool(d.get("continue", False)),
+    )
+    if not r.receiver:
+        raise RuleError("route needs a receiver")
+    r.matchers = [parse_matcher({"name": k, "value": str(v)}) for k, v in (d.get("match") or {}).items()]
+    r.matchers += [parse_matcher(m) for m in d.get("matchers") or []]
+    r.routes = [parse_route(c, r) for c in d.get("routes") or []]
+    return r
+
+
+@dataclass
+class Group:
+    receiver: str
+    route: Route
+    labels: dict[str, str]
+    next_flush_ns: int
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    notified_firing: set[str] = field(default_factory=set)
+    last_sent_ns: int = 0
+    attempts: int = 0
+    next_attempt_ns: int = 0
+    last_error: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.receiver + ":" + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(self.labels.items())) + "}"
+
+
+class Dispatcher:
+    def __init__(self, route: Route | None, receivers: dict[str, list[Notifier]],
+                 inhibit_rules: list[InhibitRule] | None = None,
+                 silences: Callable[[], list[Silence]] | None = None, external_url: str = "",
+                 backoff_base_s: float = 1.0, backoff_max_s: float = 300.0, rng: random.Random | None = None):
+        self.route, self.receivers = route, receivers
+        self.inhibit_rules = inhibit_rules or []
+        self.silences = silences or (lambda: [])
+        self.external_url = external_url
+        self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
+        self.rng = rng or random.Random()
+        self.groups: dict[str, Group] = {}
+        self.sent: list[dict[str, Any]] = []  # the last few messages, for the API
+        self._lock = threading.RLock()
+
+    def update(self, alerts: list[Alert], now_ns: int) -> None:
+        """Take the current alerts (firing and recently resolved) of every rule."""
+        if self.route is None:
+            return
+        with self._lock:
+            for a in alerts:
+                if a.state not in ("firing", "resolved"):
+                    continue
+                for r in self.route.match(a.labels):
+                    labels = {k: a.labels.get(k, "") for k in r.group_by}
+                    g = Group(r.receiver, r, labels, now_ns + int(r.group_wait * NS))
+                    g = self.groups.setdefault(g.key, g)
+                    if a.state == "firing" or a.fingerprint in g.alerts:
+                        g.alerts[a.fingerprint] = a
+
+    def muted(self, a: Alert, firing: list[dict[str, str]], silences: list[Silence], now_ns: int) -> str:
+        if any(s.mutes(a.labels, now_ns) for s in silences):
+            return "silenced"
+        if inhibited(a.labels, firing, self.inhibit_rules):
+            return "inhibited"
+        return ""
+
+    def tick(self, now_ns: int) -> int:
+        """Flush the groups that are due; return the number of messages sent."""
+        with self._lock:
+            silences = self.silences()
+            firing = [a.labels for g in self.groups.values() for a in g.alerts.values() if a.state == "firing"]
+            due = [g for g in self.groups.values() if g.next_flush_ns <= now_ns and g.next_attempt_ns <= now_ns]
+            sent = 0
+            for g in due:
+                sent += self._flush(g, now_ns, firing, silences)
+                if not g.alerts:
+                    self.groups.pop(g.key, None)
+            return sent
+
+    def _flush(self, g: Group, now_ns: int, firing_labels: list[dict[str, str]], silences: list[Silence]) -> int:
+        live = {fp: a for fp, a in g.alerts.items() if not self.muted(a, firing_labels, silences, now_ns)}
+        firing = {fp for fp, a in live.items() if a.state == "firing"}
+        resolved = {fp for fp, a in g.alerts.items() if a.state == "resolved" and fp in g.notified_firing}
+        repeat = bool(firing) and now_ns - g.last_sent_ns >= int(g.route.repeat_interval * NS)
+        if not (firing - g.notified_firing or resolved or repeat):
+            self._done(g, now_ns, firing, sent=False)
+            return 0
+        msg = self.message(g, [live[fp] for fp in sorted(firing)] + [g.alerts[fp] for fp in sorted(resolved)])
+        try:
+            for n in self.receivers.get(g.receiver, []):
+                n.notify(msg)
+        except NotifyError as e:
+            g.last_error = str(e)
+            if e.retryable:
+                g.attempts += 1
+                delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (g.attempts - 1))
+                g.next_attempt_ns = now_ns + int(delay * (0.5 + 0.5 * self.rng.random()) * NS)
+                log.warning("notification to %s failed (attempt %d, next in %.1fs): %s", g.receiver, g.attempts,
+                            (g.next_attempt_ns - now_ns) / NS, e)
+                return 0
+            log.error("notification to %s refused, not retried: %s", g.receiver, e)
+            self._done(g, now_ns, firing, sent=True)
+            return 0
+        g.last_error = ""
+        self.sent = (self.sent + [msg])[-50:]
+        self._done(g, now_ns, firing, sent=True)
+        return 1
+
+    def _done(self, g: Group, now_ns: int, firing: set[str], sent: bool) -> None:
+        if sent:
+            g.notified_firing, g.last_sent_ns = set(firing), now_ns
+        g.attempts, g.next_attempt_ns = 0, 0
+        g.next_flush_ns = now_ns + int(g.route.group_interval * NS)
+        for fp in [fp for fp, a in g.alerts.items() if a.state == "resolved"]:
+            if sent or fp not in g.notified_firing:
+                g.alerts.pop(fp)
+                g.notified_firing.discard(fp)
+
+    def message(self, g: Group, alerts: list[Alert]) -> dict[str, Any]:
+        """Alertmanager's webhook payload (version 4)."""
+        items = []
+        for a in alerts:
+            items.append({
+                "status": "firing" if a.state == "firing" else "resolved",
+                "labels": dict(a.labels),
+                "annotations": dict(a.annotations, **a.extra_annotations),
+                "startsAt": rfc3339(a.fired_at_ns or a.active_at_ns),
+                "endsAt": rfc3339(a.resolved_at_ns if a.state == "resolved" else 0),
+                "generatorURL": f"{self.external_url.rstrip('/')}/alerts?rule={a.rule_id}" if self.external_url else "",
+                "fingerprint": a.fingerprint,
+                "value": a.value if a.value == a.value else None,
+            })
+
+        def common(key: str) -> dict[str, str]:
+            if not items:
+                return {}
+            first = items[0][key]
+            return {k: v for k, v in first.items() if all(i[key].get(k) == v for i in items)}
+
+        return {
+            "version": "4", "groupKey": g.key, "truncatedAlerts": 0,
+            "status": "firing" if any(i["status"] == "firing" for i in items) else "resolved",
+            "receiver": g.receiver, "groupLabels": dict(g.labels), "commonLabels": common("labels"),
+            "commonAnnotations": common("annotations"), "externalURL": self.external_url, "alerts": items,
+        }
+
+    def status(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"key": g.key, "receiver": g.receiver, "labels": g.labels, "alerts": sorted(g.alerts),
+                     "last_sent_ns": g.last_sent_ns, "attempts": g.attempts, "last_error": g.last_error}
+                    for g in self.groups.values()]

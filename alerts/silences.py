@@ -1,0 +1,144 @@
+"""Silences (label matchers over a time window, stored in ClickHouse) and inhibition rules
+(a firing alert matching ``source_match`` mutes alerts matching ``target_match`` that share the
+``equal`` labels), as in Alertmanager."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracehouse.storage import parse_duration
+from tracehouse.storage.timerange import parse_time
+
+from .rules import RuleError
+
+_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*\"?(.*?)\"?\s*$")
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Matcher:
+    name: str
+    value: str
+    op: str = "="  # = != =~ !~
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        v = labels.get(self.name, "")
+        if self.op == "=":
+            return v == self.value
+        if self.op == "!=":
+            return v != self.value
+        hit = re.fullmatch(self.value, v) is not None
+        return hit if self.op == "=~" else not hit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "isRegex": "~" in self.op, "isEqual": not self.op.startswith("!")}
+
+
+def parse_matcher(m: Any) -> Matcher:
+    """``'service=payments'`` / ``'severity=~"warn|info"'`` or ``{name, value, isRegex, isEqual}``."""
+    if isinstance(m, str):
+        hit = _MATCHER.match(m)
+        if not hit:
+            raise RuleError(f"bad matcher {m!r}: use name=value, name!=value, name=~regex or name!~regex")
+        name, op, value = hit.groups()
+    elif isinstance(m, dict) and "name" in m:
+        name, value = str(m["name"]), str(m.get("value", ""))
+        regex, equal = bool(m.get("isRegex", False)), bool(m.get("isEqual", True))
+        op = ("=~" if equal else "!~") if regex else ("=" if equal else "!=")
+    else:
+        raise RuleError(f"bad matcher {m!r}")
+    if "~" in op:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise RuleError(f"bad regex in matcher {name}: {e}") from None
+    return Matcher(name, value, op)
+
+
+@dataclass
+class Silence:
+    id: str
+    matchers: list[Matcher]
+    starts_ns: int
+    ends_ns: int
+    created_by: str = ""
+    comment: str = ""
+
+    def active(self, now_ns: int) -> bool:
+        return self.starts_ns <= now_ns < self.ends_ns
+
+    def mutes(self, labels: dict[str, str], now_ns: int) -> bool:
+        return self.active(now_ns) and all(m.matches(labels) for m in self.matchers)
+
+    def to_dict(self, now_ns: int | None = None) -> dict[str, Any]:
+        d = {"id": self.id, "matchers": [m.to_dict() for m in self.matchers], "starts_ns": self.starts_ns,
+             "ends_ns": self.ends_ns, "createdBy": self.created_by, "comment": self.comment}
+        if now_ns is not None:
+            d["status"] = "active" if self.active(now_ns) else ("pending" if now_ns < self.starts_ns else "expired")
+        return d
+
+
+def parse_silence(d: Any, now_ns: int) -> Silence:
+    if not isinstance(d, dict):
+        raise RuleError("a silence must be a mapping")
+    matchers = [parse_matcher(m) for m in d.get("matchers") or []]
+    if not matchers:
+        raise RuleError("a silence needs at least one matcher")
+    if "starts_ns" in d or "ends_ns" in d:
+        start, end = int(d.get("starts_ns") or now_ns), int(d.get("ends_ns") or 0)
+    else:
+        start = parse_time(str(d["startsAt"]), now_ns, now_ns) if d.get("startsAt") else now_ns
+        ends = str(d.get("endsAt") or d.get("duration") or "2h")
+        try:  # a duration ("2h") counts from the start; anything else is a time
+            end = start + int(parse_duration(ends) * NS)
+        except ValueError:
+            end = parse_time(ends, now_ns, now_ns)
+    if end <= start:
+        raise RuleError("a silence must end after it starts")
+    return Silence(str(d.get("id") or uuid.uuid4().hex), matchers, start, end, str(d.get("createdBy", "")),
+                   str(d.get("comment", "")))
+
+
+def silence_from_doc(doc: dict[str, Any]) -> Silence:
+    return Silence(doc["id"], [parse_matcher(m) for m in doc.get("matchers", [])], int(doc["starts_ns"]),
+                   int(doc["ends_ns"]), doc.get("createdBy", ""), doc.get("comment", ""))
+
+
+@dataclass
+class InhibitRule:
+    source: list[Matcher] = field(default_factory=list)
+    target: list[Matcher] = field(default_factory=list)
+    equal: list[str] = field(default_factory=list)
+
+
+def parse_inhibit_rule(d: Any) -> InhibitRule:
+    if not isinstance(d, dict):
+        raise RuleError("an inhibit rule must be a mapping")
+
+    def ms(key: str, op: str) -> list[Matcher]:
+        v = d.get(key) or {}
+        if not isinstance(v, dict):
+            raise RuleError(f"inhibit_rules.{key} must be a mapping")
+        return [parse_matcher({"name": k, "value": str(x), "isRegex": op == "=~"}) for k, x in v.items()]
+
+    src = ms("source_match", "=") + ms("source_match_re", "=~") + [parse_matcher(m) for m in d.get("source_matchers") or []]
+    tgt = ms("target_match", "=") + ms("target_match_re", "=~") + [parse_matcher(m) for m in d.get("target_matchers") or []]
+    if not src or not tgt:
+        raise RuleError("an inhibit rule needs source and target matchers")
+    return InhibitRule(src, tgt, [str(x) for x in d.get("equal") or []])
+
+
+def inhibited(labels: dict[str, str], firing: list[dict[str, str]], rules: list[InhibitRule]) -> bool:
+    """Is an alert with ``labels`` muted by one of the ``firing`` alerts' labels?"""
+    for r in rules:
+        if not all(m.matches(labels) for m in r.target):
+            continue
+        for src in firing:
+            if src is labels or src == labels:
+                continue
+            if all(m.matches(src) for m in r.source) and all(src.get(k, "") == labels.get(k, "") for k in r.equal):
+                return True
+    return False

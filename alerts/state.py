@@ -1,0 +1,185 @@
+"""The alerting rule's state machine, in the manner of Prometheus's ``rules/alerting.go``.
+
+Per series (fingerprint of its labels): inactive → pending → firing → resolved, with ``for``
+counted from the first evaluation where the condition held (firing at the first evaluation with
+``now - active_at >= for``), ``keep_firing_for`` counted from the first evaluation where it no
+longer held, and resolved alerts kept for ``RESOLVED_RETENTION_S`` so notifiers and the API can
+see them. A query error leaves every alert as it was (no false resolve) and marks the rule's
+health ``err``; a rule that returns no rows is ``nodata`` (and can be made to alert).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .expr import NS, QueryFunc, Sample, evaluate
+from .rules import Rule, compare
+from .templates import render_all
+
+RESOLVED_RETENTION_S = 15 * 60
+SnapshotFunc = Callable[[str, str, dict], "str | None"]
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    return hashlib.sha1(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Alert:
+    rule_id: str
+    fingerprint: str
+    labels: dict[str, str]
+    state: str  # pending | firing | resolved
+    value: float = 0.0
+    annotations: dict[str, str] = field(default_factory=dict)
+    extra_annotations: dict[str, str] = field(default_factory=dict)
+    active_at_ns: int = 0
+    fired_at_ns: int = 0
+    resolved_at_ns: int = 0
+    keep_firing_since_ns: int = 0
+    last_eval_ns: int = 0
+
+    def body(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("rule_id", "fingerprint", "labels", "state"):
+            d.pop(k)
+        if d["value"] != d["value"]:
+            d["value"] = None
+        return d
+
+    @classmethod
+    def from_row(cls, rule_id: str, fp: str, state: str, labels: dict, body: dict) -> Alert:
+        body = dict(body)
+        if body.get("value") is None:
+            body["value"] = float("nan")
+        known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
+        return cls(rule_id=rule_id, fingerprint=fp, labels=labels, state=state, **known)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.body()
+        d.update(rule_id=self.rule_id, fingerprint=self.fingerprint, labels=self.labels, state=self.state,
+                 annotations=dict(self.annotations, **self.extra_annotations))
+        d.pop("extra_annotations")
+        return d
+
+
+@dataclass
+class Transition:
+    alert: Alert
+    from_state: str
+    to_state: str
+
+
+class AlertingRule:
+    """One rule, its alerts, and its health. ``eval`` is called by the group loop."""
+
+    def __init__(self, rule: Rule, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None):
+        self.rule = rule
+        self.dashboard_url = dashboard_url
+        self.request_snapshot = request_snapshot
+        self.alerts: dict[str, Alert] = {}
+        self.health = "unknown"  # unknown | ok | err
+        self.last_error = ""
+        self.last_eval_ns = 0
+        self.last_duration_s = 0.0
+        self.nodata = False
+        self.last_samples: list[Sample] = []
+
+    @property
+    def state(self) -> str:
+        """The rule's summary state: error, firing, pending, nodata or inactive."""
+        if self.health == "err":
+            return "error"
+        states = {a.state for a in self.alerts.values()}
+        for s in ("firing", "pending"):
+            if s in states:
+                return s
+        return "nodata" if self.nodata else "inactive"
+
+    def eval(self, now_ns: int, query: QueryFunc, db: str) -> tuple[list[Transition], str | None]:
+        """Evaluate at ``now_ns``. Returns the alert transitions and a health change (or None)."""
+        t0 = time.perf_counter()
+        before = self.health
+        try:
+            samples = evaluate(self.rule, query, db, now_ns)
+        except Exception as e:
+            self.health, self.last_error = "err", str(e)[:2000]
+            self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
+            return [], ("error" if before != "err" else None)
+        self.health, self.last_error = "ok", ""
+        self.last_samples = samples
+        self.nodata = not samples and self.rule.kind != "absence"
+        active = [s for s in samples if compare(self.rule.op, s.value, self.rule.threshold)]
+        if self.nodata and self.rule.nodata_state == "alerting":
+            active = [Sample({"nodata": "true"}, float("nan"))]
+        out = self._advance(now_ns, active)
+        self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
+        return out, ("ok" if before == "err" else None)
+
+    def labels_for(self, sample: Sample) -> dict[str, str]:
+        labels = dict(sample.labels)
+        labels.update(self.rule.labels)
+        labels["alertname"] = self.rule.alert
+        return labels
+
+    def _advance(self, now_ns: int, active: list[Sample]) -> list[Transition]:
+        r = self.rule
+        out: list[Transition] = []
+        seen = set()
+        for s in active:
+            labels = self.labels_for(s)
+            fp = fingerprint(labels)
+            seen.add(fp)
+            a = self.alerts.get(fp)
+            if a is None or a.state == "resolved":
+                a = Alert(r.id, fp, labels, "pending", active_at_ns=now_ns)
+                self.alerts[fp] = a
+                out.append(Transition(a, "inactive", "pending"))
+            a.value, a.last_eval_ns, a.keep_firing_since_ns = s.value, now_ns, 0
+            a.annotations = render_all(r.annotations, s.value, labels, self.dashboard_url, r.id)
+            if a.state == "pending" and now_ns - a.active_at_ns >= int(r.for_s * NS):
+                a.state, a.fired_at_ns = "firing", now_ns
+                self._on_firing(a)
+                out.append(Transition(a, "pending", "firing"))
+        for fp, a in list(self.alerts.items()):
+            if fp in seen:
+                continue
+            if a.state == "pending":
+                del self.alerts[fp]
+                out.append(Transition(a, "pending", "inactive"))
+            elif a.state == "firing":
+                if r.keep_firing_for_s > 0:
+                    if not a.keep_firing_since_ns:
+                        a.keep_firing_since_ns = now_ns
+                    if now_ns - a.keep_firing_since_ns < int(r.keep_firing_for_s * NS):
+                        a.last_eval_ns = now_ns
+                        continue
+                a.state, a.resolved_at_ns, a.last_eval_ns = "resolved", now_ns, now_ns
+                out.append(Transition(a, "firing", "resolved"))
+            elif a.state == "resolved" and now_ns - a.resolved_at_ns > RESOLVED_RETENTION_S * NS:
+                del self.alerts[fp]
+                out.append(Transition(a, "resolved", "deleted"))
+        return out
+
+    def _on_firing(self, a: Alert) -> None:
+        kind = self.rule.action.get("snapshot")
+        if not kind or self.request_snapshot is None:
+            return
+        reason = {"rule_id": self.rule.id, "alertname": self.rule.alert, "labels": a.labels, "value": a.value}
+        try:
+            snap = self.request_snapshot(a.labels.get("service", self.rule.service), kind, reason)
+        except Exception as e:
+            a.extra_annotations["snapshot_error"] = str(e)[:300]
+            return
+        if snap:
+            a.extra_annotations["snapshot_id"] = str(snap)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.rule.to_dict(), state=self.state, health=self.health, last_error=self.last_error,
+                    last_eval_ns=self.last_eval_ns, last_duration_s=round(self.last_duration_s, 6),
+                    alerts=[a.to_dict() for a in self.alerts.values()])
