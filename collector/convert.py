@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from tracehouse.storage.attrs import ARRAY, BOOL, BYTES, DOUBLE, EMPTY, INT, KVLIST, STR
 from tracehouse.storage.schema import LOGS, METRIC_POINTS, SPANS
 
@@ -116,26 +117,33 @@ def _attrs(attrs, red: Redactor, lim: Limits, st: Stats) -> tuple[list[str], lis
     keys: list[str] = []
     vals: list[str] = []
     types: list[int] = []
-    secret = red.key_is_secret
+    secret = red.secret_keys  # key → bool, filled by red.key_is_secret
     maxv = lim.max_value_len
+    maxk = lim.max_key_len
     for kv in attrs:
         key = kv.key
         v = kv.value
-        k = v.WhichOneof("value")
-        if k == "string_value":
-            s = v.string_value
+        s = v.string_value  # most values are strings: one upb call instead of two
+        if s:
             t = STR
             if "=" in s or "@" in s:
                 s = red.text(s)
         else:
-            s, t = _value(v, k, red)
+            k = v.WhichOneof("value")
+            if k == "string_value":
+                t = STR
+            else:
+                s, t = _value(v, k, red)
         if len(s) > maxv:
             st.add("attribute values")
             s = s[:maxv]
-        if len(key) > lim.max_key_len:
+        if len(key) > maxk:
             st.add("attribute keys")
-            key = key[: lim.max_key_len]
-        if secret(key):
+            key = key[:maxk]
+        hit = secret.get(key)
+        if hit is None:
+            hit = red.key_is_secret(key)
+        if hit:
             s = MASK
         keys.append(key)
         vals.append(s)
@@ -172,6 +180,35 @@ def _text(s: str, lim: Limits, st: Stats, what: str) -> str:
 
 # --- spans -------------------------------------------------------------------------------------
 
+_NONE3: tuple = ((), (), ())  # shared by every span without events or links: no per-span empty lists
+
+
+def _events(evs, red: Redactor, lim: Limits, st: Stats) -> tuple[list[int], list[str], list[str]]:
+    if len(evs) > lim.max_events:
+        st.add("events", len(evs) - lim.max_events)
+        evs = evs[: lim.max_events]
+    ts, names, attrs = [], [], []
+    for e in evs:
+        ts.append(e.time_unix_nano)
+        names.append(_text(e.name, lim, st, "event names"))
+        attrs.append(_attr_dict(e.attributes, red, lim, st))
+    return ts, names, attrs
+
+
+def _links(links, red: Redactor, lim: Limits, st: Stats) -> tuple[list[bytes], list[bytes], list[str]]:
+    if len(links) > lim.max_links:
+        st.add("links", len(links) - lim.max_links)
+        links = links[: lim.max_links]
+    tids, sids, attrs = [], [], []
+    for lk in links:
+        tids.append(lk.trace_id)
+        sids.append(lk.span_id)
+        d = {kv.key: (MASK if red.key_is_secret(kv.key) else _py(kv.value, red)) for kv in lk.attributes}
+        if lk.trace_state:
+            d["trace_state"] = lk.trace_state
+        attrs.append(_json(d))
+    return tids, sids, attrs
+
 
 def convert_traces(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
     """Append the spans of an ExportTraceServiceRequest to ``batch``; returns spans added."""
@@ -187,34 +224,8 @@ def convert_traces(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> 
                 start = s.start_time_unix_nano
                 end = s.end_time_unix_nano
                 ak, av, at = _attrs(s.attributes, red, lim, st)
-                ev_t: list[int] = []
-                ev_n: list[str] = []
-                ev_a: list[str] = []
-                if s.events:
-                    evs = s.events
-                    if len(evs) > lim.max_events:
-                        st.add("events", len(evs) - lim.max_events)
-                        evs = evs[: lim.max_events]
-                    for e in evs:
-                        ev_t.append(e.time_unix_nano)
-                        ev_n.append(_text(e.name, lim, st, "event names"))
-                        ev_a.append(_attr_dict(e.attributes, red, lim, st))
-                lk_t: list[bytes] = []
-                lk_s: list[bytes] = []
-                lk_a: list[str] = []
-                if s.links:
-                    links = s.links
-                    if len(links) > lim.max_links:
-                        st.add("links", len(links) - lim.max_links)
-                        links = links[: lim.max_links]
-                    for lk in links:
-                        lk_t.append(lk.trace_id)
-                        lk_s.append(lk.span_id)
-                        d = {kv.key: (MASK if red.key_is_secret(kv.key) else _py(kv.value, red))
-                             for kv in lk.attributes}
-                        if lk.trace_state:
-                            d["trace_state"] = lk.trace_state
-                        lk_a.append(_json(d))
+                ev = _events(s.events, red, lim, st) if s.events else _NONE3
+                lk = _links(s.links, red, lim, st) if s.links else _NONE3
                 name = s.name
                 if len(name) > lim.max_value_len:
                     name = _text(name, lim, st, "span names")
@@ -223,7 +234,7 @@ def convert_traces(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> 
                     start // _NS, s.trace_id, s.span_id, s.parent_span_id or _ZERO8, s.trace_state, service,
                     name, s.kind, status.code, _text(status.message, lim, st, "status messages"), start,
                     end - start if end > start else 0, ak, av, at, rkeys, rvals, sname, sver,
-                    ev_t, ev_n, ev_a, lk_t, lk_s, lk_a,
+                    *ev, *lk,
                 ))
     return len(rows) - before
 

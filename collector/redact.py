@@ -40,14 +40,14 @@ class Redactor:
         names = set(_URL_PARAMS) | {w.replace(" ", "_") for w in words}
         params = "|".join(re.escape(p) for p in sorted(names, key=len, reverse=True))
         self._param_re = re.compile(r"(?i)([?&;](?:" + params + r")=)[^&#;\s]*")
-        self._cache: dict[str, bool] = {}
+        self.secret_keys: dict[str, bool] = {}
 
     def key_is_secret(self, key: str) -> bool:
-        hit = self._cache.get(key)
+        hit = self.secret_keys.get(key)
         if hit is None:
             hit = bool(self._key_re.search(_words(key)))
-            if len(self._cache) < 100_000:
-                self._cache[key] = hit
+            if len(self.secret_keys) < 100_000:
+                self.secret_keys[key] = hit
         return hit
 
     def text(self, s: str) -> str:

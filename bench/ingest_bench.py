@@ -1,0 +1,280 @@
+"""Ingest benchmark: OTLP/HTTP protobuf into a real ``tracehouse`` server with embedded chDB.
+
+    python bench/ingest_bench.py --spans 300000 --concurrency 8 --json
+
+Starts ``tracehouse serve`` (or ``tracehouse collector`` when the dashboard is not there) on free
+ports and temporary directories, sends pre-encoded requests (multi-service traces of 5-30 spans,
+~10 attributes per span, a few hundred spans per request) from a separate process over C
+connections, waits until the collector reports every span written, stops the server, opens the
+chDB store here and counts the spans exactly. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SERVICES = ["frontend", "checkout", "cart", "payments", "inventory", "shipping", "users", "search"]
+ROUTES = ["/api/cart", "/api/checkout", "/api/items/{id}", "/api/users/{id}", "/api/search", "/health"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kv(key, value):
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    kv = KeyValue(key=key)
+    if isinstance(value, bool):
+        kv.value.bool_value = value
+    elif isinstance(value, int):
+        kv.value.int_value = value
+    elif isinstance(value, float):
+        kv.value.double_value = value
+    else:
+        kv.value.string_value = value
+    return kv
+
+
+def build_requests(total: int, per_request: int, seed: int = 7) -> list[bytes]:
+    """Pre-encoded ExportTraceServiceRequests holding ``total`` spans in all."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    rnd = random.Random(seed)
+    out: list[bytes] = []
+    made = 0
+    base = time.time_ns() - 60_000_000_000
+    while made < total:
+        req = ExportTraceServiceRequest()
+        by_service: dict[str, object] = {}
+        n_req = 0
+        while n_req < per_request and made + n_req < total:
+            n = min(rnd.randint(5, 30), per_request - n_req, total - made - n_req)
+            trace_id = rnd.randbytes(16)
+            parent = b""
+            t0 = base + rnd.randint(0, 50_000_000_000)
+            for i in range(n):
+                svc = SERVICES[(i + len(out)) % len(SERVICES)] if i else "frontend"
+                ss = by_service.get(svc)
+                if ss is None:
+                    rs = req.resource_spans.add()
+                    rs.resource.attributes.extend([_kv("service.name", svc), _kv("service.version", "1.4.2"),
+                                                   _kv("host.name", f"host-{rnd.randint(1, 4)}"),
+                                                   _kv("service.instance.id", f"{svc}-{rnd.randint(1, 3)}")])
+                    ss = rs.scope_spans.add()
+                    ss.scope.name = "opentelemetry.instrumentation.bench"
+                    ss.scope.version = "0.1"
+                    by_service[svc] = ss
+                s = ss.spans.add()
+                s.trace_id = trace_id
+                s.span_id = rnd.randbytes(8)
+                if parent:
+                    s.parent_span_id = parent
+                parent = s.span_id if rnd.random() < 0.6 else parent
+                route = rnd.choice(ROUTES)
+                s.name = f"GET {route}" if i == 0 else rnd.choice(["SELECT orders", "redis GET", f"GET {route}",
+                                                                    "process", "publish"])
+                s.kind = 2 if i == 0 else rnd.choice([1, 3])
+                s.start_time_unix_nano = t0 + i * 1_000_000
+                s.end_time_unix_nano = s.start_time_unix_nano + rnd.randint(100_000, 90_000_000)
+                s.attributes.extend([
+                    _kv("http.request.method", "GET"), _kv("http.route", route),
+                    _kv("url.full", f"https://shop.example.com{route}?q={rnd.randint(1, 999)}"),
+                    _kv("http.response.status_code", rnd.choice([200, 200, 200, 404, 500])),
+                    _kv("server.address", "shop.example.com"), _kv("server.port", 443),
+                    _kv("network.protocol.version", "1.1"), _kv("user_agent.original", "bench/1.0"),
+                    _kv("db.system", "postgresql"), _kv("thread.id", rnd.randint(1, 64)),
+                ])
+                if rnd.random() < 0.1:
+                    ev = s.events.add()
+                    ev.name = "exception"
+                    ev.time_unix_nano = s.start_time_unix_nano + 5
+                    ev.attributes.extend([_kv("exception.type", "ValueError"), _kv("exception.message", "bad")])
+                    s.status.code = 2
+            n_req += n
+        made += n_req
+        out.append(req.SerializeToString())
+    return out
+
+
+# --- the sender (a separate process) -------------------------------------------------------------
+
+
+async def _send_all(url: str, bodies: list[bytes], concurrency: int) -> dict:
+    import httpx
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+    stats = {"requests": 0, "retries": 0, "errors": 0}
+    headers = {"content-type": "application/x-protobuf"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            while True:
+                try:
+                    body = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                while True:
+                    try:
+                        r = await client.post(url, content=body, headers=headers)
+                    except httpx.HTTPError:
+                        stats["errors"] += 1
+                        await asyncio.sleep(0.5)
+                        continue
+                    if r.status_code == 200:
+                        stats["requests"] += 1
+                        break
+                    if r.status_code in (429, 503):
+                        stats["retries"] += 1
+                        await asyncio.sleep(min(float(r.headers.get("retry-after", "1")), 2.0))
+                        continue
+                    raise RuntimeError(f"unexpected status {r.status_code}: {r.content[:200]!r}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return stats
+
+
+def sender_main(args: argparse.Namespace) -> int:
+    bodies = build_requests(args.spans, args.per_request)
+    print("ready", flush=True)
+    sys.stdin.readline()  # the bench says go
+    t0 = time.time()
+    stats = asyncio.run(_send_all(args.url, bodies, args.concurrency))
+    stats.update(t0=t0, t1=time.time(), bytes=sum(map(len, bodies)))
+    print(json.dumps(stats), flush=True)
+    return 0
+
+
+# --- the bench -----------------------------------------------------------------------------------
+
+
+def _stored(url: str) -> int:
+    import httpx
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith('tracehouse_collector_written_items_total{signal="traces"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def _wait_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    import psutil
+
+    tmp = tempfile.mkdtemp(prefix="th-bench-")
+    data = os.path.join(tmp, "data")
+    storage = f"chdb://{data}?database=bench"
+    otlp, http = _free_port(), _free_port()
+    try:
+        import tracehouse.dashboard  # noqa: F401
+
+        role = "serve"
+    except ImportError:
+        role = "collector"
+    env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "buffer"), TRACEHOUSE_LOG_LEVEL="warning")
+    cmd = [sys.executable, "-m", "tracehouse.cli", role, "--storage", storage, "--otlp-port", str(otlp),
+           "--http-port", str(http)]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{otlp}"
+    try:
+        if not _wait_port(otlp, 90):
+            raise RuntimeError("server did not start")
+        sender = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sender", "--url", url + "/v1/traces",
+                                   "--spans", str(args.spans), "--concurrency", str(args.concurrency),
+                                   "--per-request", str(args.per_request)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert sender.stdout is not None and sender.stdin is not None
+        if sender.stdout.readline().strip() != "ready":
+            raise RuntimeError("sender failed")
+        proc = psutil.Process(server.pid)
+        cpu0 = proc.cpu_times()
+        w0 = time.time()
+        sender.stdin.write("go\n")
+        sender.stdin.flush()
+        rss = 0.0
+        stored_at = None
+        while True:
+            rss = max(rss, proc.memory_info().rss / 2**20)
+            if sender.poll() is not None and stored_at is None:
+                if _stored(url) >= args.spans:
+                    stored_at = time.time()
+                    break
+            if time.time() - w0 > args.timeout:
+                raise RuntimeError(f"timed out: {_stored(url)} of {args.spans} stored")
+            time.sleep(0.05)
+        cpu1 = proc.cpu_times()
+        sent = json.loads(sender.stdout.read().strip().splitlines()[-1])
+        server.send_signal(signal.SIGTERM)
+        server.wait(120)
+        from tracehouse.storage import Store
+
+        with Store.open(storage) as store:
+            count = int(store.query("SELECT count() FROM bench.spans").scalar())
+            distinct = int(store.query("SELECT uniqExact(span_id) FROM bench.spans").scalar())
+        send_s = sent["t1"] - sent["t0"]
+        store_s = stored_at - sent["t0"]
+        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(stored_at - w0, 1e-9)
+        result = {
+            "spans": args.spans, "concurrency": args.concurrency, "role": role,
+            "requests": sent["requests"], "retries": sent["retries"], "mb_sent": round(sent["bytes"] / 2**20, 1),
+            "accepted_spans_per_s": round(args.spans / send_s),
+            "stored_spans_per_s": round(args.spans / store_s),
+            "stored_rows": count, "duplicates": count - distinct,
+            "lost": args.spans - distinct,
+            "collector_cpu_cores": round(cpu, 2),
+            "collector_rss_mb": round(rss, 1),
+        }
+        if not args.json:
+            for k, v in result.items():
+                print(f"{k:>22}: {v}")
+        print(json.dumps(result))
+        return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spans", type=int, default=200_000)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--per-request", type=int, default=300, dest="per_request")
+    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--json", action="store_true", help="print only the JSON result line")
+    p.add_argument("--sender", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    return sender_main(args) if args.sender else bench_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
