@@ -22,6 +22,7 @@ from opentelemetry.sdk.metrics.export import (
     ResourceMetrics,
 )
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
 from tracehouse.agent import counters, errors
 
 MAX_PAUSE = 30.0

@@ -18,6 +18,7 @@ import functools
 import inspect
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
 from tracehouse.agent.asgi import TracehouseASGIMiddleware
 from tracehouse.agent.wsgi import ROUTE_KEY, TracehouseWSGIMiddleware
 

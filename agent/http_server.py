@@ -26,6 +26,7 @@ class Instruments:
 
     def __init__(self, tracer_provider=None, meter_provider=None):
         from opentelemetry import metrics
+
         from tracehouse.agent import __version__
 
         self.tracer = trace.get_tracer("tracehouse.agent.http", __version__, tracer_provider=tracer_provider)

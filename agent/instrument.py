@@ -43,6 +43,7 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
         get_dependency_conflicts,
         get_dist_dependency_conflicts,
     )
+
     from tracehouse.agent import frameworks
 
     report = Report()

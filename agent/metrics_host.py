@@ -43,6 +43,7 @@ SPEC = [
 
 def register(meter) -> list:
     import psutil
+
     from tracehouse.agent.metrics_observe import CachedReading
     from tracehouse.agent.metrics_observe import register as reg
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from opentelemetry.metrics import CallbackOptions, Observation
+
 from tracehouse.agent import errors
 
 

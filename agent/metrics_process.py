@@ -114,6 +114,7 @@ SPEC = [
 
 def register(meter, gc_timer: GcTimer | None = None) -> list:
     import psutil
+
     from tracehouse.agent.metrics_observe import CachedReading
     from tracehouse.agent.metrics_observe import register as reg
 

@@ -50,6 +50,7 @@ class Agent:
     def __init__(self, config: AgentConfig, *, span_exporter=None, metric_exporter=None, log_exporter=None,
                  set_global: bool = True, entry_points=None):
         from opentelemetry.sdk.resources import Resource
+
         from tracehouse.agent import export, resource
 
         self.config = config
@@ -90,6 +91,7 @@ class Agent:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
         from tracehouse.agent.sampling import ErrorKeepingProcessor, make_sampler
 
         tp = TracerProvider(resource=self.resource, sampler=make_sampler(self.config.sample_ratio),
@@ -112,6 +114,7 @@ class Agent:
         from opentelemetry import metrics
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
         from tracehouse.agent import metrics_cgroup, metrics_host, metrics_process, probes
 
         reader = PeriodicExportingMetricReader(
@@ -144,6 +147,7 @@ class Agent:
     def _start_logs(self, exporter, set_global):
         from opentelemetry.sdk._logs import LoggerProvider
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
         from tracehouse.agent import logs
 
         lp = LoggerProvider(resource=self.resource, shutdown_on_exit=False)

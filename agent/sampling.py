@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.trace import SpanContext, StatusCode, TraceFlags, get_current_span
+
 from tracehouse.agent import counters
 
 

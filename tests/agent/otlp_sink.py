@@ -53,6 +53,12 @@ class Sink:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
             def log_message(self, *a):
                 pass
 

@@ -1,0 +1,78 @@
+import tempfile
+import time
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from tests.agent.otlp_sink import HangingServer, closed_port_url
+from tests.support import servers
+from tracehouse.agent import probes
+
+
+def test_parse_and_redact():
+    t = probes.parse("postgresql://app:hunter2@db.local/shop")
+    assert (t.kind, t.host, t.port) == ("postgresql", "db.local", 5432)
+    assert t.display == "postgresql://app@db.local/shop" and "hunter2" not in t.display
+    assert probes.parse("rediss://:pw@cache:7000").display == "rediss://cache:7000"
+    assert probes.parse("kafka://broker").port == 9092
+    for bad in ("ftp://x", "tcp://host", "redis://"):
+        try:
+            probes.parse(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
+
+
+def test_real_redis_and_postgres_are_up(redis_server, postgres_server, sink):
+    runner = probes.ProbeRunner([redis_server.url, postgres_server.url, sink.url + "/health",
+                                 f"tcp://127.0.0.1:{redis_server.port}"], timeout=2)
+    runner.run_once()
+    assert [r[0] for r in runner.results.values()] == [True, True, True, True], runner.results
+    reader = InMemoryMetricReader()
+    runner.register(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    data = reader.get_metrics_data()
+    pts = {m.name: m.data.data_points for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    kinds = sorted(p.attributes["probe.kind"] for p in pts["tracehouse.probe.up"])
+    assert kinds == ["http", "postgresql", "redis", "tcp"]
+    assert all(p.value == 1 for p in pts["tracehouse.probe.up"])
+    assert all(0 < p.value < 2 for p in pts["tracehouse.probe.duration"])
+
+
+def test_wrong_password_and_stopped_servers_are_down(tmp_path):
+    redis = servers.start_redis(str(tmp_path / "redis"))
+    runner = probes.ProbeRunner([redis.url, closed_port_url().replace("http", "tcp")], interval=0.2, timeout=1)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(runner.results) < 2:
+            time.sleep(0.05)
+        up = {t.kind: r[0] for t, r in runner.results.items()}
+        assert up == {"redis": True, "tcp": False}
+        redis.stop()
+        deadline = time.monotonic() + 3  # interval + timeout, with margin
+        while time.monotonic() < deadline and runner.results[runner.targets[0]][0]:
+            time.sleep(0.05)
+        up, seconds, reason = runner.results[runner.targets[0]]
+        assert up is False and seconds <= 1.5 and reason
+    finally:
+        runner.stop()
+        redis.stop()
+
+
+def test_postgres_stopped_mid_test():
+    pg = servers.start_postgres(tempfile.mkdtemp(prefix="th-pg-agent-"))
+    target = probes.parse(pg.url)
+    assert probes.check(target, 2)[0] is True
+    pg.stop()
+    up, seconds, reason = probes.check(target, 2)
+    assert up is False and seconds < 2.5 and reason
+
+
+def test_hanging_peer_is_down_within_the_timeout():
+    hang = HangingServer()
+    try:
+        t0 = time.monotonic()
+        up, _, reason = probes.check(probes.parse(hang.url.replace("http", "redis")), 0.5)
+        assert up is False and time.monotonic() - t0 < 2 and "imeout" in reason
+    finally:
+        hang.close()
