@@ -1,0 +1,155 @@
+"""HTML pages: services overview, service detail, service map, infrastructure, alerts.
+Routes are glue: parse the view, call storage queries, hand results to pure figure/layout code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from tracehouse.storage import StorageError
+from tracehouse.storage import queries_map as qmap
+from tracehouse.storage import queries_services as qsvc
+from tracehouse.storage import queries_telemetry as qtel
+from tracehouse.storage import queries_traces as qtr
+
+from . import figures, queries_extra, servicemap_layout, snapshots
+from .render import render, view_from
+
+RESOURCE_PREFIXES = ("container.cpu.", "container.memory.", "process.")
+PROBE_UP, PROBE_DURATION = "tracehouse.probe.up", "tracehouse.probe.duration"
+
+
+def _store(request: Request):
+    return request.app.state.store
+
+
+def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    names = [m["name"] for m in qtel.metric_names(store, tr, service)]
+    figs = []
+    for name in [n for n in names if n.startswith(RESOURCE_PREFIXES)][:8]:
+        s = qtel.metric_series(store, name, tr, service, agg="avg")
+        figs.append({"id": f"res-{len(figs)}", "fig": figures.metric_figure(name, s, ("instance",))})
+    probes: dict[str, dict[str, Any]] = {}
+    for metric, key in ((PROBE_UP, "up"), (PROBE_DURATION, "duration")):
+        if metric not in names:
+            continue
+        s = qtel.metric_series(store, metric, tr, service, agg="last", group_by=["probe.target"])
+        for ser in s["series"]:
+            target = ser["labels"].get("probe.target") or "(unknown)"
+            vals = [p[1] for p in ser["points"] if p[1] is not None]
+            row = probes.setdefault(target, {"target": target, "up": None, "duration": None, "uptime": None})
+            if vals:
+                row[key] = vals[-1]
+                if key == "up":
+                    row["uptime"] = sum(1 for v in vals if v >= 1) / len(vals)
+    return figs, sorted(probes.values(), key=lambda p: p["target"])
+
+
+def pages_router() -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+
+    @r.get("/", response_class=HTMLResponse)
+    def home(request: Request):
+        qs = request.url.query
+        return RedirectResponse("/services" + (f"?{qs}" if qs else ""), status_code=307)
+
+    @r.get("/services", response_class=HTMLResponse)
+    def services_page(request: Request):
+        view = view_from(request)
+        store = _store(request)
+        rows = qsvc.services(store, view.tr)
+        sparks = qsvc.sparklines(store, view.tr)
+        for row in rows:
+            row["spark"] = figures.sparkline(sparks.get(row["service"], []))
+        return render(request, "services.html", view, title="Services", services=rows)
+
+    @r.get("/services/{service}", response_class=HTMLResponse)
+    def service_page(request: Request, service: str):
+        view = view_from(request)
+        store = _store(request)
+        tr = view.tr
+        ops = qsvc.operations(store, service, tr)
+        series = qsvc.series(store, service, tr)
+        summary = next((s for s in qsvc.services(store, tr) if s["service"] == service), None)
+        red = figures.red_figures(series)
+        res_figs, probes = _resources(store, tr, service)
+        failing = qtr.search(store, tr, service=service, status="error", limit=10)
+        slowest = queries_extra.slowest_traces(store, tr, service, 10)
+        snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
+                                                      limit=20)]
+        return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
+                      red=red, ops_fig=figures.operations_figure(ops) if ops else None, res_figs=res_figs,
+                      probes=probes, failing=failing, slowest=slowest, snaps=snaps)
+
+    @r.get("/service-map", response_class=HTMLResponse)
+    def service_map_page(request: Request):
+        view = view_from(request)
+        graph = qmap.service_map(_store(request), view.tr)
+        lay = servicemap_layout.layout(graph)
+        kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
+        for e in lay["edges"]:
+            # traces through the caller; for service → service edges, through the callee too
+            e["filters"] = {"service": e["source"]}
+            if kinds.get(e["target"]) == "service":
+                e["filters"]["calls"] = e["target"]
+        return render(request, "service_map.html", view, title="Service map", graph=graph, lay=lay)
+
+    @r.get("/infrastructure", response_class=HTMLResponse)
+    def infrastructure_page(request: Request):
+        view = view_from(request)
+        store = _store(request)
+        grouped = queries_extra.group_infra(queries_extra.infra_latest(store, view.tr))
+        step = qsvc.pick_step(view.tr, None)
+        figs = []
+        if grouped["hosts"] or grouped["containers"]:
+            for name in ("system.cpu.utilization", "system.memory.usage", "container.cpu.utilization",
+                         "container.memory.usage"):
+                lines = queries_extra.infra_series(store, view.tr, name, step)
+                if lines:
+                    figs.append({"id": f"infra-{len(figs)}", "fig": figures.xy_figure(name, lines)})
+        return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs)
+
+    @r.get("/alerts", response_class=HTMLResponse)
+    def alerts_page(request: Request):
+        view = view_from(request)
+        engine = getattr(request.app.state, "alert_engine", None)
+        info: dict[str, Any] = {"rules": [], "states": [], "history": [], "error": None}
+        if engine is not None:
+            try:
+                info.update(_engine_info(engine))
+            except (StorageError, AttributeError, TypeError, ValueError) as e:
+                info["error"] = f"{type(e).__name__}: {e}"
+        return render(request, "alerts.html", view, title="Alerts", engine=engine, info=info)
+
+    return r
+
+
+def _as_dict(x: Any) -> dict[str, Any]:
+    if isinstance(x, dict):
+        return x
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
+    if hasattr(x, "__dict__"):
+        return {k: v for k, v in vars(x).items() if not k.startswith("_")}
+    return {"value": x}
+
+
+def _call_or_get(engine: Any, *names: str) -> list[Any]:
+    for n in names:
+        v = getattr(engine, n, None)
+        if v is None:
+            continue
+        v = v() if callable(v) else v
+        if isinstance(v, dict):
+            v = list(v.values())
+        return list(v or [])
+    return []
+
+
+def _engine_info(engine: Any) -> dict[str, Any]:
+    """The alert engine's interface is not settled yet: read what it offers, defensively."""
+    return {"rules": [_as_dict(x) for x in _call_or_get(engine, "rules", "list_rules")],
+            "states": [_as_dict(x) for x in _call_or_get(engine, "states", "state", "active_alerts", "alerts")],
+            "history": [_as_dict(x) for x in _call_or_get(engine, "history", "recent_history")][:200]}

@@ -1,0 +1,91 @@
+"""HTML pages: trace search, the trace waterfall, snapshots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from tracehouse.storage import InvalidParameter, NotFound, TimeRange
+from tracehouse.storage import queries_telemetry as qtel
+from tracehouse.storage import queries_traces as qtr
+
+from . import figures, snapshots, waterfall
+from .render import render, view_from
+
+_NS = 1_000_000_000
+
+
+def _float(name: str, v: str | None) -> float | None:
+    if v is None or v.strip() == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise InvalidParameter(f"{name} must be a number") from None
+
+
+def traces_router() -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+
+    @r.get("/traces", response_class=HTMLResponse)
+    def traces_page(request: Request):
+        view = view_from(request)
+        q = request.query_params
+        f = {k: (q.get(k) or "").strip() for k in ("service", "operation", "min_ms", "max_ms", "status", "calls")}
+        attrs = [a for a in q.getlist("attr") if a.strip()]
+        limit = 50
+        results = qtr.search(
+            request.app.state.store, view.tr, service=f["service"] or None, operation=f["operation"] or None,
+            min_duration_ms=_float("min_ms", f["min_ms"]), max_duration_ms=_float("max_ms", f["max_ms"]),
+            status=f["status"] or None, attrs=qtr.parse_attr_filters(attrs), limit=400 if f["calls"] else limit)
+        if f["calls"]:  # an edge of the service map: traces through both services
+            results = [t for t in results if f["calls"] in t["services"]][:limit]
+        longest = max((t["duration_ms"] for t in results), default=0) or 1
+        for t in results:
+            t["bar_pct"] = max(0.5, round(100 * t["duration_ms"] / longest, 2))
+        services = sorted({s for t in results for s in t["services"]})
+        return render(request, "traces.html", view, title="Traces", f=f, attrs=attrs, results=results,
+                      fig=figures.trace_scatter(results), services=services)
+
+    @r.get("/traces/{trace_id}", response_class=HTMLResponse)
+    def trace_page(request: Request, trace_id: str):
+        view = view_from(request)
+        t = qtr.trace(request.app.state.store, trace_id)
+        lay = waterfall.layout(t["spans"])
+        # logs of the trace: around its own time, not the page's range
+        start = t["start_ns"]
+        tr = TimeRange(start - 60 * _NS, start + int(t["duration_ms"] * 1e6) + 600 * _NS)
+        logs = qtel.logs(request.app.state.store, tr, trace_id=t["trace_id"], limit=500)
+        snaps = [snapshots.brief(x) for x in logs if x["event_name"] == snapshots.EVENT]
+        logs = [x for x in logs if x["event_name"] != snapshots.EVENT]
+        return render(request, "trace.html", view, title=f"Trace {t['trace_id'][:12]}", t=t, lay=lay,
+                      ticks=waterfall.ticks(lay["duration_ns"]), details=waterfall.span_details(t["spans"]),
+                      logs=logs, snaps=snaps)
+
+    @r.get("/snapshots", response_class=HTMLResponse)
+    def snapshots_page(request: Request):
+        view = view_from(request, default="24h")
+        service = (request.query_params.get("service") or "").strip()
+        recs = qtel.logs(request.app.state.store, view.tr, service=service or None, event_name=snapshots.EVENT,
+                         limit=200)
+        return render(request, "snapshots.html", view, title="Snapshots", service=service,
+                      snaps=[snapshots.brief(x) for x in recs])
+
+    @r.get("/snapshots/{sid:path}", response_class=HTMLResponse)
+    def snapshot_page(request: Request, sid: str):
+        view = view_from(request, default="24h")
+        parsed = snapshots.parse_id(sid)
+        if parsed is None:
+            raise InvalidParameter("snapshot id must be <ts_ns>-<service>")
+        ts, service = parsed
+        recs = qtel.logs(request.app.state.store, TimeRange(ts, ts + 1), service=service,
+                         event_name=snapshots.EVENT, limit=1000)
+        rec = next((x for x in recs if x["time_ns"] == ts), None)
+        if rec is None:
+            raise NotFound(f"snapshot {sid} not found")
+        snap: dict[str, Any] = snapshots.summarize(rec)
+        return render(request, "snapshot.html", view, title=f"Snapshot {service}", snap=snap)
+
+    return r

@@ -1,0 +1,102 @@
+"""Queries the dashboard needs that ``tracehouse.storage`` does not (yet) offer.
+
+Each is a function of a Store using ``store.query`` with bound parameters only, in SQL that runs
+on ClickHouse 18.16 and current ClickHouse alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tracehouse.storage import TimeRange
+
+HOST = "resource_values[indexOf(resource_keys, 'host.name')]"
+CONTAINER = "resource_values[indexOf(resource_keys, 'container.id')]"
+CONTAINER_NAME = "resource_values[indexOf(resource_keys, 'container.name')]"
+INFRA_METRICS = (
+    "system.cpu.utilization", "system.memory.usage", "system.memory.utilization", "system.disk.io",
+    "system.network.io", "container.cpu.utilization", "container.cpu.usage", "container.memory.usage",
+    "container.memory.working_set", "container.blockio.io_service_bytes_recursive", "container.network.io",
+    "process.cpu.utilization", "process.memory.usage",
+)
+_VALUE = "if(type IN (3, 4, 5), if(count > 0, sum / count, 0), value)"
+
+
+def slowest_traces(store, tr: TimeRange, service: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The longest traces in ``tr`` that involve ``service``, slowest first."""
+    res = store.query(
+        "SELECT lower(hex(trace_id)) AS tid, minMerge(first_start_ns) AS start_ns, maxMerge(last_end_ns) AS end_ns, "
+        "countMerge(span_count) AS spans, maxMerge(errors) AS err, argMinMerge(root_service) AS root_service, "
+        f"argMinMerge(root_name) AS root_name FROM {store.t('trace_summary')} "
+        "WHERE hour >= toDateTime({hstart:UInt32}) AND hour < toDateTime({hend:UInt32}) GROUP BY trace_id "
+        "HAVING has(groupUniqArrayMerge(services), {service:String}) AND start_ns >= {s:UInt64} "
+        "AND start_ns < {e:UInt64} ORDER BY end_ns - start_ns DESC LIMIT {limit:UInt32}",
+        {"hstart": tr.start_s - tr.start_s % 3600, "hend": tr.end_s, "service": service, "s": tr.start_ns,
+         "e": tr.end_ns, "limit": int(limit)},
+    )
+    return [{"trace_id": r["tid"], "start_ns": int(r["start_ns"]), "root_service": r["root_service"],
+             "root_operation": r["root_name"], "span_count": int(r["spans"]), "error": bool(r["err"]),
+             "duration_ms": round((int(r["end_ns"]) - int(r["start_ns"])) / 1e6, 3)}
+            for r in res.dicts()]
+
+
+def infra_latest(store, tr: TimeRange) -> list[dict[str, Any]]:
+    """Per (host, container, metric): latest and average value over ``tr`` for the infra metrics."""
+    names = ", ".join(f"'{n}'" for n in INFRA_METRICS)  # constants, not user input
+    res = store.query(
+        f"SELECT {HOST} AS host, {CONTAINER} AS container, any({CONTAINER_NAME}) AS container_name, name, "
+        f"any(unit) AS unit, argMax({_VALUE}, ts_ns) AS last, avg({_VALUE}) AS mean, "
+        f"groupUniqArray(service) AS services FROM {store.t('metric_points')} "
+        "WHERE timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32}) "
+        f"AND name IN ({names}) GROUP BY host, container, name ORDER BY host, container, name LIMIT 5000",
+        {"start": tr.start_s, "end": tr.end_s},
+    )
+    return [{"host": r["host"], "container": r["container"], "container_name": r["container_name"],
+             "name": r["name"], "unit": r["unit"], "last": _num(r["last"]), "mean": _num(r["mean"]),
+             "services": sorted(r["services"])} for r in res.dicts()]
+
+
+def infra_series(store, tr: TimeRange, name: str, step_s: int) -> dict[str, list[tuple[int, float]]]:
+    """One series per host (or container, when the points carry one) of metric ``name``."""
+    res = store.query(
+        f"SELECT if({CONTAINER} != '', concat('container ', {CONTAINER}), concat('host ', {HOST})) AS who, "
+        "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, "
+        f"avg({_VALUE}) AS v FROM {store.t('metric_points')} WHERE name = {{name:String}} "
+        "AND timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32}) "
+        "GROUP BY who, t ORDER BY who, t LIMIT 20000",
+        {"name": name, "start": tr.start_s, "end": tr.end_s, "step": int(step_s)},
+    )
+    out: dict[str, list[tuple[int, float]]] = {}
+    for who, t, v in res.rows:
+        if len(out) >= 30 and who not in out:
+            continue
+        out.setdefault(who, []).append((int(t), _num(v)))
+    return out
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if v != v else v
+
+
+def group_infra(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pure: latest rows → {hosts: [{host, metrics{name: row}, services}], containers: [...]}."""
+    hosts: dict[str, dict[str, Any]] = {}
+    containers: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["container"]:
+            c = containers.setdefault(r["container"], {"id": r["container"], "name": r["container_name"],
+                                                       "host": r["host"], "metrics": {}, "services": set()})
+            c["metrics"][r["name"]] = r
+            c["services"].update(r["services"])
+        else:
+            h = hosts.setdefault(r["host"] or "(unknown host)", {"host": r["host"] or "(unknown host)",
+                                                                "metrics": {}, "services": set()})
+            h["metrics"][r["name"]] = r
+            h["services"].update(r["services"])
+    for d in (*hosts.values(), *containers.values()):
+        d["services"] = sorted(d["services"])
+    return {"hosts": sorted(hosts.values(), key=lambda h: h["host"]),
+            "containers": sorted(containers.values(), key=lambda c: c["id"])}

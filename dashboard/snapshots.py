@@ -1,0 +1,114 @@
+"""Fault snapshots (log records with event name ``tracehouse.snapshot``) → what the pages show.
+
+The body format is owned by the agent and still moving, so everything here is defensive: known
+parts (threads, groups, memory) are summarised; anything else is shown as pretty JSON.
+
+Snapshot ids in URLs are ``<ts_ns>-<service>`` (the record's timestamp in nanoseconds and its
+service): every log record has both, they are what ``queries_telemetry.logs`` can look up, and
+they need no agreement with the agent. A ``snapshot.id`` attribute, when the agent sends one, is
+shown on the page but not used for addressing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+EVENT = "tracehouse.snapshot"
+
+
+def snapshot_id(rec: dict[str, Any]) -> str:
+    return f"{rec['time_ns']}-{rec['service']}"
+
+
+def parse_id(sid: str) -> tuple[int, str] | None:
+    ts, sep, service = sid.partition("-")
+    if not sep or not ts.isdigit() or not service:
+        return None
+    return int(ts), service
+
+
+def parse_body(body: str) -> tuple[Any, str | None]:
+    try:
+        return json.loads(body), None
+    except (ValueError, TypeError) as e:
+        return None, f"body is not JSON: {e}"
+
+
+def _frames(stack: Any) -> list[dict[str, Any]]:
+    out = []
+    for f in stack if isinstance(stack, list) else []:
+        if isinstance(f, dict):
+            out.append({"file": str(f.get("file", "")), "line": f.get("line", ""),
+                        "function": str(f.get("function", "")), "code": str(f.get("code", "") or "")})
+        else:
+            out.append({"file": "", "line": "", "function": str(f), "code": ""})
+    return out
+
+
+def thread_groups(threads: Any) -> list[dict[str, Any]]:
+    """Threads grouped by identical stack, biggest group first; each group's frames innermost first."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for t in threads if isinstance(threads, list) else []:
+        if not isinstance(t, dict):
+            continue
+        frames = _frames(t.get("stack"))
+        key = tuple((f["file"], f["line"], f["function"]) for f in frames)
+        g = groups.setdefault(key, {"frames": frames, "threads": []})
+        g["threads"].append({"name": str(t.get("name", "")), "id": t.get("id", ""), "daemon": bool(t.get("daemon"))})
+    out = sorted(groups.values(), key=lambda g: -len(g["threads"]))
+    for g in out:
+        g["count"] = len(g["threads"])
+    return out
+
+
+def hot_frames(threads: Any, top: int = 10) -> list[tuple[str, int]]:
+    """Frames (function file:line) by how many thread stacks they appear in."""
+    c: Counter[str] = Counter()
+    for t in threads if isinstance(threads, list) else []:
+        if isinstance(t, dict):
+            c.update({f"{f['function']} ({f['file']}:{f['line']})" for f in _frames(t.get("stack"))})
+    return c.most_common(top)
+
+
+def summarize(rec: dict[str, Any]) -> dict[str, Any]:
+    body, error = parse_body(rec.get("body", ""))
+    out: dict[str, Any] = {"id": snapshot_id(rec), "record": rec, "error": error, "kind": "unknown",
+                           "raw": json.dumps(body, indent=2, sort_keys=True, default=str) if body is not None
+                           else rec.get("body", ""),
+                           "snapshot_attr_id": (rec.get("attributes") or {}).get("snapshot.id")}
+    if not isinstance(body, dict):
+        return out
+    out["kind"] = str(body.get("kind") or ("threads" if "threads" in body else "memory" if "memory" in body
+                                            else "unknown"))
+    if isinstance(body.get("threads"), list):
+        out["groups"] = thread_groups(body["threads"])
+        out["hot"] = hot_frames(body["threads"])
+        out["thread_count"] = len(body["threads"])
+    mem = body.get("memory")
+    if isinstance(mem, dict):
+        out["memory"] = {
+            "rss": mem.get("rss") if isinstance(mem.get("rss"), (int, float)) else None,
+            "top": [m for m in mem.get("top", []) if isinstance(m, dict)][:50]
+            if isinstance(mem.get("top"), list) else [],
+            "growth": [m for m in mem.get("growth", []) if isinstance(m, dict)][:50]
+            if isinstance(mem.get("growth"), list) else [],
+        }
+    known = {"kind", "threads", "memory", "groups"}
+    out["other"] = {k: v for k, v in body.items() if k not in known}
+    return out
+
+
+def brief(rec: dict[str, Any]) -> dict[str, Any]:
+    """One list row: id, time, service, kind, reason."""
+    body, _ = parse_body(rec.get("body", ""))
+    kind = body.get("kind") if isinstance(body, dict) else None
+    attrs = rec.get("attributes") or {}
+    threads = body.get("threads") if isinstance(body, dict) else None
+    return {"id": snapshot_id(rec), "time_ns": rec["time_ns"], "service": rec["service"],
+            "instance": rec.get("instance", ""), "kind": str(kind or "unknown"),
+            "reason": str(attrs.get("snapshot.reason") or attrs.get("reason") or
+                          (body.get("reason", "") if isinstance(body, dict) else "")),
+            "threads": len(threads) if isinstance(threads, list) else None,
+            "trace_id": rec.get("trace_id")}
