@@ -19,6 +19,7 @@ AGGREGATIONS = ("avg", "max", "min", "sum", "last", "count")
 OPS = (">", ">=", "<", "<=", "==", "!=")
 SNAPSHOT_KINDS = ("threads", "memory")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.\-]*$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KNOWN = {
     "alert", "kind", "id", "group", "interval", "service", "operation", "signal", "window", "op", "threshold",
@@ -36,8 +37,12 @@ def duration(value: Any, what: str) -> float:
         if value < 0:
             raise RuleError(f"{what}: negative duration")
         return float(value)
+    text = str(value).strip()
+    parts = _PART.findall(text)
+    if parts and "".join(n + u for n, u in parts) == text:  # Prometheus style: 1h30m, 5m10s
+        return sum(parse_duration(n + u) for n, u in parts)
     try:
-        return parse_duration(str(value))
+        return parse_duration(text)
     except InvalidParameter as e:
         raise RuleError(f"{what}: {e}") from None
 

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(col)
     dash = sub.add_parser("dashboard", help="run the dashboard and JSON API alone")
     _server_flags(dash)
+    # --- alerts subcommand (help entry only; dispatched in main) ---
+    sub.add_parser("alerts", help="alert rules: test FILE..., check FILE..., run (see tracehouse alerts -h)")
+    # --- end alerts subcommand ---
     mig = sub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
     _common(mig)
     mig.add_argument("--cluster", help="ClickHouse cluster name: replicated tables behind Distributed ones")
@@ -45,6 +48,13 @@ def _flags(ns: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # --- alerts subcommand (owned by tracehouse.alerts; see alerts/cli.py) ---
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["alerts"]:
+        from tracehouse.alerts.cli import main as alerts_main
+
+        return alerts_main(args[1:])
+    # --- end alerts subcommand ---
     ns = build_parser().parse_args(argv)
     settings = load_settings(_flags(ns), ns.config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,7 +6,14 @@ import socket
 
 import pytest
 
-from tracehouse.alerts import DestinationRefused, NotifyError, RuleError, WebhookNotifier, check_url, parse_rule
+from tracehouse.alerts import (
+    DestinationRefused,
+    NotifyError,
+    RuleError,
+    WebhookNotifier,
+    check_url,
+    parse_rule,
+)
 from tracehouse.alerts.expr import evaluate
 from tracehouse.alerts.sqlguard import UnsafeQuery, prepare
 

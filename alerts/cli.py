@@ -1,0 +1,92 @@
+"""``tracehouse alerts ...``: ``test FILE...`` (rule unit tests), ``check FILE...`` (validate rule
+files), ``run`` (the engine alone, against a storage URL)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tracehouse alerts", description="alert rules: test, check, run")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("test", help="run rule unit tests (promtool test rules style)")
+    t.add_argument("files", nargs="+")
+    t.add_argument("--storage", help="chdb:///dir for the test databases (default: a temporary directory)")
+    c = sub.add_parser("check", help="validate rule files")
+    c.add_argument("files", nargs="+")
+    r = sub.add_parser("run", help="run the alert engine alone")
+    r.add_argument("--storage", help="chdb:///path or clickhouse://user:password@host:9000/db")
+    r.add_argument("--rules", action="append", default=[], help="rule file (repeatable)")
+    r.add_argument("--config", help="YAML configuration file")
+    return p
+
+
+def cmd_test(files: list[str], storage: str | None = None) -> int:
+    from .ruletest import run_files
+
+    outcomes = run_files(files, storage)
+    failed = 0
+    for o in outcomes:
+        if o.ok:
+            print(f"  SUCCESS  {o.file} ({o.checks} checks)")
+        else:
+            failed += 1
+            print(f"  FAILED   {o.file}")
+            for f in o.failures:
+                print("    " + f.replace("\n", "\n    "))
+    return 1 if failed else 0
+
+
+def cmd_check(files: list[str]) -> int:
+    from .config import load_files
+    from .rules import RuleError
+
+    try:
+        cfg = load_files(files)
+    except RuleError as e:
+        print(f"  FAILED: {e}")
+        return 1
+    print(f"  SUCCESS: {len(cfg.rules)} rules, {len(cfg.receivers)} receivers")
+    return 0
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from tracehouse.config import load_settings
+    from tracehouse.server import open_store
+
+    from . import build_engine
+
+    settings = load_settings({"storage": ns.storage, "rules": ns.rules}, ns.config)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = open_store(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    engines = build_engine(settings, store)
+    try:
+        for e in engines:
+            e.start()
+        print(f"tracehouse alerts: {sum(len(e.rules) for e in engines)} rules", flush=True)
+        stop.wait()
+    finally:
+        for e in engines:
+            e.stop()
+        store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.cmd == "test":
+        return cmd_test(ns.files, ns.storage)
+    if ns.cmd == "check":
+        return cmd_check(ns.files)
+    return cmd_run(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
