@@ -1,0 +1,84 @@
+"""Public surface, the server's build_engine, and the snapshot action on firing."""
+
+from __future__ import annotations
+
+import pytest
+
+import tracehouse.alerts as alerts
+from tracehouse.alerts import (
+    Engine,
+    RuleError,
+    build_config,
+    build_engine,
+    get_engine,
+    load_files,
+    parse_rule,
+)
+from tracehouse.config import Settings
+
+from .helpers import Clock
+from .spanfactory import add_spans
+
+
+def test_public_names_exist():
+    assert sorted(alerts.__all__) == sorted(set(alerts.__all__))
+    for name in alerts.__all__:
+        assert hasattr(alerts, name), name
+
+
+def test_build_engine_from_settings(chdb_store, tmp_path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("groups: [{name: g, rules: [{alert: A, kind: red, signal: rate, threshold: 1}]}]\n"
+                 "receivers: [{name: ops, slack: {url: 'https://hooks.example.com/x'}}]\nroute: {receiver: ops}\n")
+    [engine] = build_engine(Settings(rules=[str(f)], host="0.0.0.0", http_port=9999), chdb_store)
+    assert get_engine() is engine and engine.dashboard_url == "http://0.0.0.0:9999"
+    assert list(engine.rules) == ["g/A"]
+    engine.start()
+    engine.stop()
+
+
+@pytest.mark.parametrize("doc, reason", [
+    ({"groups": [{"name": "g", "rules": [{"alert": "A", "kind": "red"}]}]}, "signal"),
+    ({"groups": [{"name": "g", "rules": [{"alert": "A", "kind": "red", "signal": "rate", "for": "soon"}]}]}, "for"),
+    ({"groups": [{"name": "g", "rules": [{"alert": "A", "kind": "metric"}]}]}, "metric"),
+    ({"groups": [{"name": "g", "rules": [{"alert": "A", "kind": "red", "signal": "rate", "bogus": 1}]}]}, "bogus"),
+    ({"route": {"receiver": "nobody"}}, "unknown receiver"),
+    ({"receivers": [{"name": "x", "webhook": {"url": "ftp://x"}}]}, "http"),
+    ({"groups": [{"name": "g", "rules": [{"alert": "A", "kind": "red", "signal": "rate",
+                                          "annotations": {"s": "{{ value "}}]}]}, "template"),
+])
+def test_bad_rule_files_refused_with_reason(doc, reason):
+    with pytest.raises(RuleError) as e:
+        build_config([("f.yaml", doc)])
+    assert reason in str(e.value)
+
+
+def test_missing_file_is_a_rule_error(tmp_path):
+    with pytest.raises(RuleError):
+        load_files([str(tmp_path / "nope.yaml")])
+
+
+def test_snapshot_action_on_firing(chdb_store):
+    calls = []
+
+    def request_snapshot(service, kind, reason):
+        calls.append((service, kind, reason["alertname"]))
+        return "snap-123"
+
+    clock = Clock()
+    add_spans(chdb_store, clock.s, service="payments", every="1s", **{"for": "2m"}, error_ratio=1.0)
+    rule = {"alert": "E", "kind": "red", "service": "payments", "signal": "error_rate", "threshold": 0.5,
+            "for": "20s", "action": {"snapshot": "threads"}}
+    e = Engine(chdb_store, build_config([("f", {"groups": [{"name": "g", "rules": [rule]}]})]), clock=clock,
+               request_snapshot=request_snapshot)
+    clock.advance(60)
+    e.run_once()
+    assert calls == []  # pending: no snapshot yet
+    clock.advance(20)
+    e.run_once()
+    assert calls == [("payments", "threads", "E")]
+    [a] = e.alerts()
+    assert a["annotations"]["snapshot_id"] == "snap-123"
+    assert Engine(chdb_store, e.config, clock=clock).alerts()[0]["annotations"]["snapshot_id"] == "snap-123"
+    with pytest.raises(RuleError):
+        parse_rule(dict(rule, action={"snapshot": "heap"}))
