@@ -106,8 +106,11 @@ class EmailNotifier:
         msg["Subject"] = f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}"[:200]
         msg["From"], msg["To"] = self.sender, ", ".join(self.to)
         msg.set_content(slack_text(message) + "\n\n" + json.dumps(message, indent=2))
-        try:  # connect to the checked address, not to a second resolution of the name
-            with smtplib.SMTP(addrs[0], self.port, timeout=TIMEOUT_S) as s:
+        # connect to the checked address, not to a second resolution of the name (with STARTTLS the
+        # name is needed for certificate checks, so it is resolved again: a small rebinding window)
+        host = self.host if self.starttls else addrs[0]
+        try:
+            with smtplib.SMTP(host, self.port, timeout=TIMEOUT_S) as s:
                 if self.starttls:
                     s.starttls()
                 if self.username:
