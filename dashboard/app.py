@@ -45,6 +45,10 @@ def create_app(settings: Any, store: Any) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(os.path.join(STATIC, "favicon.svg"), media_type="image/svg+xml")
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

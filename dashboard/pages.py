@@ -65,7 +65,7 @@ def pages_router() -> APIRouter:
             row["spark"] = figures.sparkline(sparks.get(row["service"], []))
         return render(request, "services.html", view, title="Services", services=rows)
 
-    @r.get("/services/{service}", response_class=HTMLResponse)
+    @r.get("/services/{service:path}", response_class=HTMLResponse)
     def service_page(request: Request, service: str):
         view = view_from(request)
         store = _store(request)

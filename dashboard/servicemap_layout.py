@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 NODE_W, NODE_H = 170, 54
-COL_GAP, ROW_GAP = 110, 34
+COL_GAP, ROW_GAP = 200, 40
 MARGIN = 24
 
 
@@ -95,7 +95,7 @@ def layout(graph: dict[str, Any]) -> dict[str, Any]:
         else:
             mx = (x1 + x2) / 2
             path = f"M{x1:.0f},{y1:.0f} C{mx:.0f},{y1:.0f} {mx:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
-            lx, ly = mx, (y1 + y2) / 2 - 6
+            lx, ly = mx, (y1 + y2) / 2 - 5
         out_edges.append({**e, "path": path, "lx": round(lx), "ly": round(ly),
                           "health": health_of({"kind": "edge", "error_rate": e.get("error_rate")})})
     width = MARGIN * 2 + (max(cols) + 1 if cols else 1) * (NODE_W + COL_GAP)

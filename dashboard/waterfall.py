@@ -44,9 +44,11 @@ def build_tree(spans: list[dict[str, Any]]) -> tuple[list[int], dict[int, list[i
     for lst in children.values():
         lst.sort(key=key)
     # a parent cycle (corrupt data) would leave spans unreachable: surface them as roots
-    seen = set(_walk(roots, children))
-    if len(seen) < len(spans):
-        roots.extend(i for i in range(len(spans)) if i not in seen and i not in roots)
+    seen = {i for i, _ in _walk(roots, children)}
+    for i in range(len(spans)):
+        if i not in seen:
+            roots.append(i)
+            seen.update(j for j, _ in _walk([i], children))
     return roots, children
 
 

@@ -1,0 +1,66 @@
+"""One seeded chDB store per dashboard test module, a TestClient and a real uvicorn server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from tests.dashboard.seed import seed_all
+from tracehouse.dashboard.app import create_app
+from tracehouse.storage import Store
+
+
+@pytest.fixture(scope="module")
+def seeded_store(chdb_dir):
+    db = "d_" + uuid.uuid4().hex[:12]
+    store = Store.open(f"chdb://{chdb_dir}?database={db}")
+    store.migrate()
+    info = seed_all(store)
+    yield store, info
+    try:
+        store.query(f"DROP DATABASE IF EXISTS {db}")
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def app(seeded_store):
+    return create_app(None, seeded_store[0])
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def info(seeded_store):
+    return seeded_store[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(app):
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
