@@ -76,10 +76,10 @@ class Registry:
         self._gauges[name] = fn
 
     def get(self, name: str, **labels: str) -> float:
+        """The sum of the series of ``name`` that carry the given labels."""
+        want = set(labels.items())
         with self._lock:
-            if labels:
-                return self._values.get(name, {}).get(_labels(labels), 0)
-            return sum(self._values.get(name, {}).values())
+            return sum(v for k, v in self._values.get(name, {}).items() if want <= set(k))
 
     def render(self) -> bytes:
         lines: list[str] = []

@@ -1,8 +1,8 @@
 """Per-service token buckets: ``rate`` items per second, bursts up to ``burst`` items.
 
-A request is admitted while every service in it has a positive balance; its items are then
-taken (the balance may go negative, so one large request is not refused for ever), and a refused
-request learns how long until the balance is positive again (its Retry-After).
+A request is admitted when every service in it has tokens for its items (a request larger than
+the burst needs a full bucket, and leaves the balance negative, so it is not refused for ever);
+a refused request learns how long until it would be admitted (its Retry-After).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ class RateLimiter:
                     b = self._buckets[svc] = [self.burst, now]
                 b[0] = min(self.burst, b[0] + (now - b[1]) * self.rate)
                 b[1] = now
-                if b[0] <= 0:
-                    wait = max(wait, -b[0] / self.rate)
+                need = min(float(per_service[svc]), self.burst)
+                if b[0] < need:
+                    wait = max(wait, (need - b[0]) / self.rate)
                 buckets.append((b, per_service[svc]))
             if wait > 0:
                 return max(wait, 1e-3)

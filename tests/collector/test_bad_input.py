@@ -1,0 +1,179 @@
+"""Bad input gets a clear 4xx (or 503/429 with Retry-After), changes nothing else, and never a 500."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+import zlib
+
+import httpx
+import pytest
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceResponse,
+)
+
+from tests.collector.harness import run_collector
+from tests.collector.payloads import kv, traces
+from tracehouse.collector.convert import Limits
+
+PB = {"content-type": "application/x-protobuf"}
+
+
+@pytest.fixture
+def running(chdb_store, tmp_path):
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), max_body_bytes=200_000, max_decompressed_bytes=400_000,
+                      max_batch_age=0.1, limits=Limits(max_attributes=8, max_value_len=100))
+    yield r
+    r.stop()
+
+
+def _count(store) -> int:
+    return int(store.query(f"SELECT count() FROM {store.db}.spans").scalar())
+
+
+def _post(r, body: bytes, headers=None, path="/v1/traces") -> httpx.Response:
+    return httpx.post(r.url + path, content=body, headers=headers if headers is not None else PB, timeout=30)
+
+
+def _status(resp: httpx.Response) -> status_pb2.Status:
+    assert resp.headers["content-type"] == "application/x-protobuf"
+    return status_pb2.Status.FromString(resp.content)
+
+
+def test_every_bad_body_is_refused_and_nothing_is_stored(running, chdb_store):
+    m = running.collector.metrics
+    good, _ = traces(3)
+    cases = [
+        (b"\xff\xfe not protobuf", PB, 400, "malformed protobuf"),
+        (b"{not json", {"content-type": "application/json"}, 400, "malformed JSON"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+         {"content-type": "application/json"}, 400, "neither hex nor base64"),
+        (b'{"resourceSpans": 5}', {"content-type": "application/json"}, 400, "OTLP/JSON"),
+        (good.SerializeToString(), {"content-type": "text/plain"}, 415, "unsupported content type"),
+        (good.SerializeToString(), {"content-type": "application/x-protobuf", "content-encoding": "br"}, 415,
+         "content encoding"),
+        (b"\x1f\x8b\x08\x00garbage", {"content-type": "application/x-protobuf", "content-encoding": "gzip"}, 400,
+         "gzip"),
+        (os.urandom(200_001), PB, 413, "exceeds"),
+    ]
+    for body, headers, status, text in cases:
+        resp = _post(running, body, headers)
+        assert resp.status_code == status, (text, resp.content)
+        msg = resp.json()["message"] if "json" in headers.get("content-type", "") else _status(resp).message
+        assert text in msg
+    # String fields must be UTF-8 in protobuf: a span name with invalid UTF-8 fails the parse.
+    bad_utf8 = good.SerializeToString().replace(b"op-0", b"op\xff0")
+    resp = _post(running, bad_utf8)
+    assert resp.status_code == 400 and "UTF-8" in _status(resp).message
+    assert _post(running, b"", {"content-type": "application/x-protobuf"}, "/v1/nope").status_code == 404
+    assert httpx.get(running.url + "/v1/traces").status_code == 405
+    time.sleep(0.3)
+    assert _count(chdb_store) == 0 and running.collector.wal.records == 0
+    assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="malformed") == 6
+    assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="unsupported") == 2
+    assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="too_large") == 1
+
+
+def test_gzip_bomb_is_cut_off_without_inflating(running):
+    bomb = gzip.compress(b"\x00" * (50 << 20), 9)  # 50 MiB of zeros in ~50 kB
+    assert len(bomb) < 200_000
+    t0 = time.perf_counter()
+    resp = _post(running, bomb, {"content-type": "application/x-protobuf", "content-encoding": "gzip"})
+    assert resp.status_code == 413 and "decompressed body exceeds 400000" in _status(resp).message
+    assert time.perf_counter() - t0 < 2
+    zbomb = zlib.compress(b"\x00" * (10 << 20))  # zlib-wrapped, as some clients send with "gzip"
+    resp = _post(running, zbomb, {"content-type": "application/x-protobuf", "content-encoding": "gzip"})
+    assert resp.status_code == 413
+
+
+def test_oversized_body_without_content_length(running):
+    def chunks():
+        for _ in range(30):
+            yield b"\x00" * 10_000
+
+    resp = httpx.post(running.url + "/v1/traces", content=chunks(), headers=PB)
+    assert resp.status_code == 413
+
+
+def test_partial_success_rejects_only_invalid_spans(running, chdb_store):
+    req, ids = traces(6)
+    spans = req.resource_spans[0].scope_spans[0].spans
+    spans[0].trace_id = b""  # empty trace id
+    spans[1].span_id = b"\x00" * 8  # all-zero span id
+    spans[2].parent_span_id = b"\x01\x02"  # wrong length
+    resp = _post(running, req.SerializeToString())
+    assert resp.status_code == 200
+    out = ExportTraceServiceResponse.FromString(resp.content)
+    assert out.partial_success.rejected_spans == 3
+    assert "invalid trace_id" in out.partial_success.error_message
+    assert "invalid span_id" in out.partial_success.error_message
+    running.wait_stored("traces", 3)
+    stored = {r[0] for r in chdb_store.query(f"SELECT span_id FROM {chdb_store.db}.spans").rows}
+    assert stored == set(ids[3:])
+    m = running.collector.metrics
+    assert m.get("tracehouse_collector_rejected_items_total", signal="traces") == 3
+    assert m.get("tracehouse_collector_accepted_items_total", signal="traces") == 3
+
+    # A request where every item is invalid: 200 with everything rejected, nothing buffered.
+    records = running.collector.wal.records
+    req, _ = traces(2)
+    for s in req.resource_spans[0].scope_spans[0].spans:
+        s.span_id = b"short"
+    out = ExportTraceServiceResponse.FromString(_post(running, req.SerializeToString()).content)
+    assert out.partial_success.rejected_spans == 2
+    assert running.collector.wal.records == records
+
+
+def test_absurd_attributes_are_truncated_and_counted(running, chdb_store):
+    req, _ = traces(1)
+    s = req.resource_spans[0].scope_spans[0].spans[0]
+    del s.attributes[:]
+    s.attributes.extend(kv(f"k{i}", "v" * (1000 if i == 0 else 1)) for i in range(50))
+    s.attributes[1].key = "x" * 1000
+    assert _post(running, req.SerializeToString()).status_code == 200
+    running.wait_stored("traces", 1)
+    keys, values = chdb_store.query(f"SELECT attr_keys, attr_values FROM {chdb_store.db}.spans").rows[0]
+    assert len(keys) == 8 and len(values[0]) == 100 and len(keys[1]) == 256
+    m = running.collector.metrics
+    assert m.get("tracehouse_collector_truncated_total", what="attributes") == 42
+    assert m.get("tracehouse_collector_truncated_total", what="attribute values") == 1
+    assert m.get("tracehouse_collector_truncated_total", what="attribute keys") == 1
+
+
+def test_tokens(chdb_store, tmp_path):
+    r = run_collector(chdb_store, str(tmp_path / "b"), ingest_tokens=["s3cret", "other"],
+                      ingest_token_header="x-tracehouse-token", max_batch_age=0.1)
+    try:
+        body = traces(2)[0].SerializeToString()
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"x-tracehouse-token": "nope"},
+                        {"authorization": "s3cret"}):
+            resp = _post(r, body, dict(PB, **headers))
+            assert resp.status_code == 401 and "token" in _status(resp).message
+        assert r.collector.wal.records == 0
+        assert _post(r, body, dict(PB, authorization="Bearer s3cret")).status_code == 200
+        assert _post(r, body, dict(PB, **{"x-tracehouse-token": "other"})).status_code == 200
+        r.wait_stored("traces", 4)
+        # health endpoints are not behind the token
+        assert httpx.get(r.url + "/healthz").status_code == 200
+        assert httpx.get(r.url + "/readyz").text.strip() == "ready"
+    finally:
+        r.stop()
+    assert _count(chdb_store) == 4
+
+
+def test_rate_limit_per_service(chdb_store, tmp_path):
+    r = run_collector(chdb_store, str(tmp_path / "b"), rate_limit_per_service=100.0, max_batch_age=0.1)
+    try:
+        assert _post(r, traces(100, service="a")[0].SerializeToString()).status_code == 200
+        resp = _post(r, traces(10, service="a")[0].SerializeToString())
+        assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
+        # another service has its own bucket
+        assert _post(r, traces(10, service="b")[0].SerializeToString()).status_code == 200
+        r.wait_stored("traces", 110)
+        assert r.collector.metrics.get("tracehouse_collector_rejected_items_total", signal="traces",
+                                       reason="rate_limited") == 10
+    finally:
+        r.stop()
+    assert _count(chdb_store) == 110
