@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from asyncio import get_running_loop
 from time import time_ns
 
 from tracehouse.agent import errors
 from tracehouse.agent import http_server as hs
+from tracehouse.agent.metrics_process import LOOP_LAG
 
 _MARK = "tracehouse.instrumented"
 
@@ -46,6 +48,7 @@ class TracehouseASGIMiddleware:
 def _begin(scope, send):
     start = time_ns()
     inst = hs.current()
+    LOOP_LAG.ensure(get_running_loop())
     traceparent = tracestate = host = agent = None
     for k, v in scope["headers"]:
         if k == b"traceparent":

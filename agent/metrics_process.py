@@ -36,7 +36,9 @@ class GcTimer:
 
 
 class LoopLag:
-    """Measures how late a 0.5 s timer fires on the running asyncio loop (the middleware arms it)."""
+    """Measures how late a 0.5 s timer fires on the running asyncio loop (the middleware arms it).
+
+    ``lag`` is the worst lateness since the last :meth:`take`."""
 
     interval = 0.5
 
@@ -50,11 +52,16 @@ class LoopLag:
         self._loop = loop
         self._schedule(loop)
 
+    def take(self):
+        lag, self.lag = self.lag, None
+        return lag
+
     def _schedule(self, loop):
         expected = loop.time() + self.interval
 
         def tick():
-            self.lag = max(0.0, loop.time() - expected)
+            late = max(0.0, loop.time() - expected)
+            self.lag = late if self.lag is None else max(self.lag, late)
             if self._loop is loop and not loop.is_closed():
                 self._schedule(loop)
 
@@ -83,8 +90,9 @@ def read(proc, gc_timer: GcTimer | None) -> dict:
         out[f"gc.uncollectable.{g}"] = st["uncollectable"]
         if gc_timer is not None:
             out[f"gc.pause.{g}"] = gc_timer.pause[g]
-    if LOOP_LAG.lag is not None:
-        out["asyncio.lag"] = LOOP_LAG.lag
+    lag = LOOP_LAG.take()
+    if lag is not None:
+        out["asyncio.lag"] = lag
     return out
 
 

@@ -92,8 +92,9 @@ def test_gunicorn_workers_each_get_their_own_instance_id(tmp_path, sink):
         while len(pids) < 2 and time.monotonic() < deadline:
             pids.add(int(get(port, "/x")[1]))  # a new connection each time: both workers answer
         assert len(pids) == 2
-        sink.wait(lambda s: {ra["process.pid"] for ra, _ in s.spans()} >= pids)
-        sink.wait(lambda s: {ra["process.pid"] for ra, _ in s.metrics()} >= pids)
+        assert sink.wait(lambda s: {ra["process.pid"] for ra, _ in s.spans()} >= pids, 30)
+        assert sink.wait(lambda s: {ra["process.pid"] for ra, _ in s.metrics()} >= pids, 30), \
+            ({ra["process.pid"] for ra, _ in sink.metrics()}, pids)
     finally:
         stop(proc)
     by_pid = {}
