@@ -1,0 +1,169 @@
+"""The dashboard in headless Chromium against a real uvicorn server over seeded chDB data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.dashboard.seed import CRITICAL, TREE
+
+pytestmark = pytest.mark.browser
+SHOTS = os.path.join(os.path.dirname(__file__), "..", "..", "test-artifacts", "screenshots")
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", args=ARGS,
+                                                   headless=True, viewport={"width": 1400, "height": 900})
+        yield ctx
+        ctx.close()
+
+
+@pytest.fixture
+def page(browser):
+    pg = browser.new_page()
+    pg.problems = []  # console errors, page errors and any dialog (an executed XSS payload would open one)
+    pg.on("console", lambda m: pg.problems.append(f"console: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.problems.append(f"pageerror: {e}"))
+
+    def on_dialog(d):
+        pg.problems.append(f"dialog: {d.message}")
+        d.dismiss()
+
+    pg.on("dialog", on_dialog)
+    yield pg
+    pg.close()
+
+
+def _open(page, url: str, shot: str | None = None):
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    if shot:
+        os.makedirs(SHOTS, exist_ok=True)
+        page.screenshot(path=os.path.join(SHOTS, f"{shot}.png"), full_page=True)
+
+
+def test_every_page_loads_cleanly_and_draws_its_figures(page, live_server, info):
+    pages = {"services": "/services", "service": "/services/orders", "service-map": "/service-map",
+             "traces": "/traces", "trace": f"/traces/{info['trace_id']}", "snapshots": "/snapshots",
+             "snapshot": "/snapshots/" + quote(info["snapshot_ids"][0], safe=""), "infrastructure": "/infrastructure",
+             "alerts": "/alerts"}
+    for name, path in pages.items():
+        _open(page, live_server + path, name)
+        assert page.title().endswith("tracehouse"), name
+        figs = page.locator("[data-fig]")
+        n = figs.count()
+        if n:
+            page.wait_for_function(f"document.querySelectorAll('[data-fig][data-rendered]').length === {n}")
+            assert page.locator("[data-fig] .main-svg").count() >= n, name
+            assert page.evaluate("typeof Plotly") == "object"
+        else:  # plotly.js (4.8 MB) is only fetched by pages that draw figures
+            assert page.evaluate("typeof Plotly") == "undefined"
+        assert page.problems == [], (name, page.problems)
+
+
+def test_waterfall_nests_every_span_collapses_and_shows_details(page, live_server, info):
+    _open(page, f"{live_server}/traces/{info['trace_id']}")
+    ids = info["span_ids"]
+    rows = page.locator(".wf-row")
+    assert rows.count() == len(TREE)
+    depth = {}
+    for key, parent, *_ in TREE:
+        depth[key] = 0 if parent is None else depth[parent] + 1
+        row = page.locator(f".wf-row[data-span='{ids[key]}']")
+        assert row.get_attribute("data-depth") == str(depth[key])
+        pad = row.locator(".wf-name").evaluate("e => parseInt(getComputedStyle(e).paddingLeft)")
+        assert pad == depth[key] * 14 + 4
+        assert ("crit" in row.get_attribute("class")) == (key in CRITICAL)
+    # collapse "payments call": its 3 descendants hide, the rest stay
+    page.locator(f".wf-row[data-span='{ids['pay']}'] .tog").click()
+    assert page.locator(".wf-row:visible").count() == len(TREE) - 3
+    page.locator(f".wf-row[data-span='{ids['pay']}'] .tog").click()
+    assert page.locator(".wf-row:visible").count() == len(TREE)
+    page.locator("#collapse-all").click()
+    assert page.locator(".wf-row:visible").count() == 1
+    page.locator("#expand-all").click()
+    page.locator(f".wf-row[data-span='{ids['db']}']").click()
+    details = page.locator("#details")
+    assert details.is_visible() and "SELECT cart" in page.locator("#d-title").inner_text()
+    assert "postgresql" in details.inner_text() and "order.id" in details.inner_text()
+    assert page.problems == []
+
+
+def test_trace_filters_change_results_and_scatter_click_opens_a_trace(page, live_server, info):
+    _open(page, f"{live_server}/traces?since=1h")
+    all_rows = page.locator("#trace-results tbody tr").count()
+    page.select_option("#f-status", "error")
+    page.locator("#f-submit").click()
+    page.wait_for_load_state("networkidle")
+    assert "status=error" in page.url and "min_ms" not in page.url  # empty fields are not submitted
+    err_rows = page.locator("#trace-results tbody tr")
+    assert 0 < err_rows.count() and err_rows.count() == page.locator("#trace-results tbody tr.err").count()
+    assert all_rows > 0
+    page.fill("#f-service", "auth")
+    page.locator("#add-attr").click()
+    page.locator("#attr-list input[name=attr]").last.fill("order.id=o-42")
+    page.locator("#f-submit").click()
+    page.wait_for_load_state("networkidle")
+    assert page.locator("#trace-results tbody tr").count() == 1
+    assert page.locator("#trace-results tbody tr").get_attribute("data-trace") == info["trace_id"]
+    # the scatter point of that trace opens it
+    page.wait_for_selector("[data-fig=scatter][data-rendered] .point")
+    page.locator("[data-fig=scatter] .point").first.click(force=True)
+    page.wait_for_url(f"**/traces/{info['trace_id']}*")
+    assert page.locator(".wf-row").count() == len(TREE)
+    assert page.problems == []
+
+
+def test_range_picker_and_refresh_stay_in_the_url(page, live_server):
+    _open(page, f"{live_server}/traces?since=1h&service=orders")
+    page.select_option("#range-since", "6h")
+    page.wait_for_url("**since=6h**")
+    assert "service=orders" in page.url
+    page.select_option("#refresh", "10s")
+    page.wait_for_url("**refresh=10s**")
+    assert "since=6h" in page.url and page.locator("body").get_attribute("data-refresh") == "10"
+    assert "refresh=10s" in page.locator("nav a[href^='/services']").first.get_attribute("href")
+
+
+def test_services_table_sorts(page, live_server):
+    _open(page, f"{live_server}/services")
+    page.locator("#services-table th", has_text="Spans").click()
+    values = [int(v) for v in page.locator("#services-table tbody td:last-child").all_inner_texts()]
+    assert values == sorted(values)
+    page.locator("#services-table th", has_text="Spans").click()
+    values = [int(v) for v in page.locator("#services-table tbody td:last-child").all_inner_texts()]
+    assert values == sorted(values, reverse=True)
+
+
+def test_service_map_shows_seeded_dependencies_and_links(page, live_server):
+    _open(page, f"{live_server}/service-map")
+    for node in ("gateway", "orders", "payments", "inventory", "users", "cache:redis"):
+        assert page.locator(f"svg#service-map [data-node='{node}']").count() == 1
+    assert page.locator("svg#service-map a.edge[data-source='gateway'][data-target='orders']").count() == 1
+    page.locator("svg#service-map [data-node='orders'] rect").click()
+    page.wait_for_url("**/services/orders**")
+    assert page.problems == []
+
+
+def test_hostile_payloads_do_not_execute(page, live_server, info):
+    from tests.dashboard.seed import XSS_SERVICE
+
+    for path in ("/services", f"/traces/{info['xss_trace_id']}", "/traces", "/service-map",
+                 "/services/" + quote(XSS_SERVICE, safe=""), "/snapshots",
+                 "/snapshots/" + quote(info["snapshot_ids"][2], safe="")):
+        _open(page, live_server + path, "xss" if path.startswith("/traces/") else None)
+        if path.startswith("/traces/"):
+            for row in page.locator(".wf-row").all():
+                row.click()  # renders hostile attribute keys/values into the details panel
+            assert "<script>alert(1)</script>" in page.locator("#details").inner_text()
+        assert page.locator("img").count() == 0
+        assert page.evaluate("window.__xss === undefined")
+        assert page.problems == [], (path, page.problems)
