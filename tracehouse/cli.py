@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     # --- alerts subcommand (help entry only; dispatched in main) ---
     sub.add_parser("alerts", help="alert rules: test FILE..., check FILE..., run (see tracehouse alerts -h)")
     # --- end alerts subcommand ---
+    demo = sub.add_parser("demo", help="run the demo shop alone against a running tracehouse server")
+    demo.add_argument("--endpoint", default="http://127.0.0.1:4318", help="the server's OTLP/HTTP base URL")
+    demo.add_argument("--rps", type=float, default=12.0, help="requests per second sent to the shop")
+    demo.add_argument("--config", help=argparse.SUPPRESS)
     mig = sub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
     _common(mig)
     mig.add_argument("--cluster", help="ClickHouse cluster name: replicated tables behind Distributed ones")
@@ -71,12 +75,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"schema at version {store.schema_version()} on {url.redacted()}"
                   + (f" (applied {applied})" if applied else " (already current)"))
         return 0
+    if ns.cmd == "demo":
+        return _run_demo(ns)
     from . import server
 
     roles = {"serve": ("collector", "dashboard", "alerts"), "collector": ("collector",),
              "dashboard": ("dashboard",)}[ns.cmd]
 
+    shop = None
+    if ns.cmd == "serve" and settings.demo:
+        from .demo.launcher import DEMO_RULES
+
+        settings.rules = [*settings.rules, DEMO_RULES]
+
     def started() -> None:
+        nonlocal shop
+        if settings.demo and ns.cmd == "serve":
+            from .demo import DemoShop
+
+            shop = DemoShop(endpoint=f"http://{_client_host(settings.host)}:{settings.otlp_port}")
+            shop.start()
+            print(f"demo shop running: {len(shop.procs)} processes, traffic to the gateway on port "
+                  f"{shop.ports['gateway']}", flush=True)
         if "dashboard" in roles:
             print(f"tracehouse dashboard: http://{settings.host}:{settings.http_port}/", flush=True)
         if "collector" in roles:
@@ -86,6 +106,34 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(server.run(settings, roles, on_started=started))
     except KeyboardInterrupt:
         pass
+    finally:
+        if shop is not None:
+            shop.stop()
+    return 0
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _run_demo(ns: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .demo import DemoShop
+
+    shop = DemoShop(endpoint=ns.endpoint.rstrip("/"), rps=ns.rps)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    shop.start()
+    print(f"demo shop sending to {ns.endpoint}: gateway on http://127.0.0.1:{shop.ports['gateway']}/ "
+          "(Ctrl-C stops it)", flush=True)
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        shop.stop()
     return 0
 
 
