@@ -26,6 +26,8 @@ HELP = {
     "tracehouse_collector_written_items_total": ("counter", "Items written to the store."),
     "tracehouse_collector_writer_batches_total": ("counter", "Batches written to the store."),
     "tracehouse_collector_writer_errors_total": ("counter", "Failed inserts, by kind."),
+    "tracehouse_collector_writer_batches_already_stored_total": (
+        "counter", "Replayed or retried batches the store already had (not written twice)."),
     "tracehouse_collector_writer_batch_items": ("summary", "Rows per insert."),
     "tracehouse_collector_writer_batch_seconds": ("summary", "Time to convert and store one batch."),
     "tracehouse_collector_buffer_bytes": ("gauge", "Bytes in the durable buffer not yet stored."),

@@ -86,12 +86,14 @@ class Wal:
         self._thread: threading.Thread | None = None
         self._closing = False
         self.closed = True
+        self.ident = ""  # random, created with the directory: part of every batch id
         self.fsyncs = 0
         self.records = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
+        self.ident = self._identity()
         for seq in self.segments():
             path = self._path(seq)
             with open(path, "rb") as f:
@@ -301,6 +303,24 @@ class Wal:
             return max(0.0, time.monotonic() - ages[0][1]) if ages else 0.0
         except IndexError:
             return 0.0
+
+    def _identity(self) -> str:
+        path = os.path.join(self.dir, "wal.id")
+        try:
+            with open(path, encoding="ascii") as f:
+                ident = f.read().strip()
+            if ident:
+                return ident
+        except FileNotFoundError:
+            pass
+        ident = os.urandom(12).hex()
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(ident)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return ident
 
     def segments(self) -> list[int]:
         out = []

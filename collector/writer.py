@@ -11,6 +11,7 @@ never attempted get fresh ids. Store errors are retried with backoff while data 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -34,8 +35,11 @@ __all__ = ["Writer", "batch_id_for"]
 log = logging.getLogger("tracehouse.collector.writer")
 
 
-def batch_id_for(pos: Pos) -> int:
-    return (pos[0] << 32) | pos[1] | (1 << 63)
+def batch_id_for(wal_id: str, pos: Pos) -> int:
+    """A batch id from the WAL's identity and the batch's first record: the same on every replay,
+    and different for every collector and buffer directory writing to the same store."""
+    h = hashlib.blake2b(f"{wal_id}:{pos[0]}:{pos[1]}".encode(), digest_size=8).digest()
+    return (int.from_bytes(h, "big") & ((1 << 63) - 1)) | 1
 
 
 class Checkpoint:
@@ -207,7 +211,7 @@ class Writer:
         t0 = time.monotonic()
         with _no_gc():
             todo = [(sig, b.table, b.columns(), len(b)) for sig, b in self._convert(recs).items() if len(b)]
-        bid = batch_id_for(start)
+        bid = batch_id_for(self.wal.ident, recs[0].pos if recs else start)
         self.checkpoint.save(start, (start, end))
         delay = 0.2
         failures = 0
@@ -215,7 +219,7 @@ class Writer:
             sig, table, cols, n = todo[0]
             try:
                 with _no_gc():
-                    self.store.insert(table, cols, batch_id=bid, verify=verify)
+                    written = self.store.insert(table, cols, batch_id=bid, verify=verify)
             except (StorageError, ValueError) as e:
                 verify = True  # the failed insert may have landed: check before writing again
                 failures += 1
@@ -238,9 +242,12 @@ class Writer:
                     self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self.stored[sig] += n
-            self.m.inc("tracehouse_collector_written_items_total", n, signal=sig)
-            self.m.observe("tracehouse_collector_writer_batch_items", n, signal=sig)
+            if verify and not written:  # already stored before a crash or a failed answer
+                self.m.inc("tracehouse_collector_writer_batches_already_stored_total", 1, signal=sig)
+            else:
+                self.stored[sig] += n
+                self.m.inc("tracehouse_collector_written_items_total", n, signal=sig)
+                self.m.observe("tracehouse_collector_writer_batch_items", n, signal=sig)
             todo.pop(0)
             failures = 0
         self.checkpoint.save(end)

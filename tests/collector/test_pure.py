@@ -1,0 +1,175 @@
+"""The pure parts: redaction, rate limits, gzip limits, conversion of every AnyValue kind and
+metric type, batch ids."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from tests.collector.payloads import kv, traces
+from tracehouse.collector.convert import (
+    Limits,
+    Stats,
+    convert_logs,
+    convert_metrics,
+    convert_traces,
+    new_batch,
+)
+from tracehouse.collector.decode import SIGNALS, BadRequest, decode_body, gunzip, to_json
+from tracehouse.collector.ratelimit import RateLimiter
+from tracehouse.collector.redact import Redactor
+from tracehouse.collector.wal import Wal
+from tracehouse.collector.writer import batch_id_for
+from tracehouse.storage.attrs import ARRAY, BOOL, BYTES, DOUBLE, EMPTY, INT, KVLIST, STR, decode_map
+
+
+@pytest.mark.parametrize("key,secret", [
+    ("db.password", True), ("passwd", True), ("client_secret", True), ("auth.token", True),
+    ("http.request.header.authorization", True), ("Cookie", True), ("apiKey", True), ("x-api-key", True),
+    ("API_KEY", True), ("private_key", True), ("session_id", True), ("aws.secret.access.key", True),
+    ("gen_ai.usage.input_tokens", False), ("author", False), ("http.route", False), ("url.full", False),
+])
+def test_secret_keys(key, secret):
+    assert Redactor().key_is_secret(key) is secret
+
+
+def test_configurable_keys_and_urls():
+    r = Redactor(["tenant_pin"])
+    assert r.key_is_secret("app.tenant_pin") and not Redactor().key_is_secret("app.tenant_pin")
+    assert r.text("postgres://app:s3cr3t@db:5432/x") == "postgres://app:[REDACTED]@db:5432/x"
+    assert r.text("https://h/p?a=1&access_token=xyz&key=k#frag") == "https://h/p?a=1&access_token=[REDACTED]&key=[REDACTED]#frag"
+    assert r.text("GET /p?tenant_pin=1234") == "GET /p?tenant_pin=[REDACTED]"
+    assert r.text("user@example.com wrote a = b") == "user@example.com wrote a = b"
+
+
+def test_rate_limiter_with_a_clock():
+    now = [100.0]
+    rl = RateLimiter(10, clock=lambda: now[0])
+    assert rl.admit({"a": 10}) == 0
+    wait = rl.admit({"a": 5})
+    assert wait == pytest.approx(0.5) and RateLimiter.retry_after(wait) == 1
+    now[0] += 0.5
+    assert rl.admit({"a": 5}) == 0
+    assert rl.admit({"b": 1}) == 0  # services have their own buckets
+    now[0] += 10
+    assert rl.admit({"a": 50}) == 0  # bigger than the burst: admitted from a full bucket...
+    assert rl.admit({"a": 1}) == pytest.approx(4.1)  # ...and paid back before the next one
+    assert RateLimiter(0).admit({"a": 10**9}) == 0
+
+
+def test_gunzip_limits():
+    data = b"abc" * 1000
+    assert gunzip(gzip.compress(data), 3000) == data
+    with pytest.raises(BadRequest) as e:
+        gunzip(gzip.compress(data), 2999)
+    assert e.value.status == 413
+    with pytest.raises(BadRequest) as e:
+        gunzip(gzip.compress(data)[:-12], 10_000)
+    assert e.value.status == 400
+
+
+def test_json_decoding_accepts_both_field_spellings():
+    req, ids = traces(2)
+    doc = json.loads(to_json(req))
+    span = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["trace_id"] = span.pop("traceId")  # the proto field name is accepted too
+    span["unknownField"] = 1
+    msg, is_json = decode_body(SIGNALS["traces"], "application/json; charset=utf-8", "", json.dumps(doc).encode(),
+                               1 << 20)
+    assert is_json and msg == req
+
+
+def _one_span_attrs(values: dict, lim: Limits = Limits()):
+    req, _ = traces(1)
+    s = req.resource_spans[0].scope_spans[0].spans[0]
+    del s.attributes[:]
+    s.attributes.extend(kv(k, v) for k, v in values.items())
+    b = new_batch("spans")
+    assert convert_traces(req, b, Redactor(), lim, Stats()) == 1
+    cols = b.columns()
+    return cols["attr_keys"][0], cols["attr_values"][0], cols["attr_types"][0], cols
+
+
+def test_every_anyvalue_kind_keeps_its_meaning():
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    values = {"s": "text", "b": False, "i": -7, "d": 2.5, "raw": b"\x01\x02", "arr": ["x", 1, True, 1.5],
+              "kv": {"inner": {"deep": [1]}, "password": "p"}}
+    keys, vals, types, _ = _one_span_attrs(values)
+    assert types == [STR, BOOL, INT, DOUBLE, BYTES, ARRAY, KVLIST]
+    decoded = decode_map(keys, vals, types)
+    assert decoded["raw"] == "AQI=" and decoded["arr"] == ["x", 1, True, 1.5]
+    assert decoded["kv"] == {"inner": {"deep": [1]}, "password": "[REDACTED]"}
+    assert {k: decoded[k] for k in ("s", "b", "i", "d")} == {"s": "text", "b": False, "i": -7, "d": 2.5}
+    # an attribute with no value at all
+    req, _ = traces(1)
+    s = req.resource_spans[0].scope_spans[0].spans[0]
+    s.attributes.append(KeyValue(key="nothing", value=AnyValue()))
+    b = new_batch("spans")
+    convert_traces(req, b, Redactor(), Limits(), Stats())
+    assert b.columns()["attr_types"][0][-1] == EMPTY
+
+
+def test_logs_keep_trace_context_and_structured_bodies():
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.extend([kv("service.name", "l"), kv("service.instance.id", "i")])
+    sl = rl.scope_logs.add()
+    sl.scope.name = "log.scope"
+    r = sl.log_records.add()
+    r.observed_time_unix_nano = 5_000_000_000
+    r.trace_id, r.span_id = b"t" * 16, b"s" * 8
+    r.body.kvlist_value.values.append(kv("token", "abc"))
+    r.event_name = "exception.snapshot"
+    b = new_batch("logs")
+    assert convert_logs(req, b, Redactor(), Limits(), Stats()) == 1
+    row = {k: v[0] for k, v in b.columns().items()}
+    assert row["timestamp"] == 5 and row["ts_ns"] == 5_000_000_000  # observed time when time is unset
+    assert row["trace_id"] == b"t" * 16 and row["span_id"] == b"s" * 8
+    assert json.loads(row["body"]) == {"token": "[REDACTED]"}
+    assert row["event_name"] == "exception.snapshot" and row["instance"] == "i" and row["scope_name"] == "log.scope"
+
+
+def test_metric_types_and_exemplars():
+    req = ExportMetricsServiceRequest()
+    sm = req.resource_metrics.add().scope_metrics.add()
+    g = sm.metrics.add(name="g")
+    p = g.gauge.data_points.add(as_int=4, time_unix_nano=3_000_000_000)
+    ex = p.exemplars.add(as_double=1.5, time_unix_nano=1, trace_id=b"a" * 16, span_id=b"b" * 8)
+    ex.filtered_attributes.append(kv("x", 1))
+    p.exemplars.add(as_int=2)  # without trace context: zero ids
+    h = sm.metrics.add(name="h").histogram
+    h.aggregation_temporality = 1
+    h.data_points.add(count=3, sum=6, bucket_counts=[1, 2], explicit_bounds=[5.0])  # no min/max
+    e = sm.metrics.add(name="e").exponential_histogram
+    ep = e.data_points.add(count=4, scale=3, zero_count=1)
+    ep.positive.offset, ep.negative.offset = -2, 1
+    ep.positive.bucket_counts.extend([1, 1])
+    ep.negative.bucket_counts.extend([1])
+    b = new_batch("metric_points")
+    assert convert_metrics(req, b, Redactor(), Limits(), Stats()) == 3
+    rows = [dict(zip(b.names, row, strict=True)) for row in b.rows]
+    gr, hr, er = rows
+    assert gr["value"] == 4.0 and gr["type"] == 1 and gr["service"] == "unknown_service"
+    assert gr["exemplar_trace_ids"] == [b"a" * 16, b"\x00" * 16] and gr["exemplar_values"] == [1.5, 2.0]
+    assert hr["type"] == 3 and hr["temporality"] == 1 and hr["bucket_counts"] == [1, 2] and hr["min"] == 0.0
+    assert er["exp_scale"] == 3 and er["exp_zero_count"] == 1 and er["exp_positive_offset"] == -2
+    assert er["exp_positive_counts"] == [1, 1] and er["exp_negative_counts"] == [1]
+
+
+def test_batch_ids_are_stable_per_buffer_and_distinct_across_buffers(tmp_path):
+    a, b = Wal(str(tmp_path / "a")), Wal(str(tmp_path / "b"))
+    a.open()
+    b.open()
+    assert batch_id_for(a.ident, (1, 0)) != batch_id_for(b.ident, (1, 0))
+    assert batch_id_for(a.ident, (1, 0)) != batch_id_for(a.ident, (1, 13))
+    a.stop()
+    again = Wal(str(tmp_path / "a"))
+    again.open()
+    assert batch_id_for(again.ident, (1, 0)) == batch_id_for(a.ident, (1, 0)) > 0
+    again.stop()
+    b.stop()

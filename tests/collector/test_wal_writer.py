@@ -1,0 +1,138 @@
+"""The WAL and the writer on their own: torn tails, corruption, segment rolling and deletion, and
+the replay of a batch that reached the store just before a crash."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from tests.collector.load import span_id_counts
+from tests.collector.payloads import traces
+from tracehouse.collector.metrics import Registry
+from tracehouse.collector.redact import Redactor
+from tracehouse.collector.wal import Wal
+from tracehouse.collector.writer import Checkpoint, Writer
+
+
+def _append(wal: Wal, kind: int, items: int, payload: bytes) -> tuple[int, int]:
+    done = threading.Event()
+    out: list = []
+
+    def cb(pos, err):
+        out.append((pos, err))
+        done.set()
+
+    wal.append(kind, items, payload, cb)
+    assert done.wait(10)
+    pos, err = out[0]
+    assert err is None
+    return pos
+
+
+def test_group_commit_shares_one_fsync(tmp_path):
+    wal = Wal(str(tmp_path))
+    wal.open()  # appends queue up while the flusher is not running yet
+    events = [threading.Event() for _ in range(10)]
+    for i, ev in enumerate(events):
+        wal.append(1, 1, b"x" * i, lambda pos, err, ev=ev: ev.set())
+    assert not any(ev.is_set() for ev in events)  # nothing acknowledged before the fsync
+    wal.start()
+    assert all(ev.wait(10) for ev in events)
+    assert wal.fsyncs == 1 and wal.records == 10
+    wal.stop()
+
+
+def test_records_roundtrip_across_segments(tmp_path):
+    wal = Wal(str(tmp_path), segment_bytes=1000)
+    wal.start()
+    payloads = [os.urandom(300 + i) for i in range(10)]
+    for p in payloads:
+        _append(wal, 1, 3, p)
+    recs = wal.read((0, 0), 10**9, 10**9)
+    assert [r.payload for r in recs] == payloads
+    assert len({r.pos[0] for r in recs}) > 2  # rolled over several segments
+    assert wal.pending_bytes() > 3000
+    n_segments = len(wal.segments())
+    wal.release(recs[5].pos)
+    assert wal.delete_before(recs[5].pos) >= 1
+    assert len(wal.segments()) < n_segments
+    assert wal.pending_bytes() < sum(len(p) for p in payloads[4:]) + 200
+    assert [r.payload for r in wal.read(recs[5].pos, 10**9, 10**9)] == payloads[5:]
+    # reads stop at the size limits, on record boundaries
+    assert [r.payload for r in wal.read(recs[5].pos, 4, 10**9)] == payloads[5:7]
+    wal.stop()
+
+
+def test_torn_tail_and_corruption_are_cut_on_open(tmp_path, caplog):
+    wal = Wal(str(tmp_path))
+    wal.start()
+    positions = [_append(wal, 1, 1, f"record-{i}".encode() * 10) for i in range(5)]
+    wal.stop()
+    seg = positions[0][0]
+    path = wal._path(seg)
+    with open(path, "ab") as f:
+        f.write(b"\x50\x00\x00\x00partial record cut by a crash")
+    wal2 = Wal(str(tmp_path))
+    wal2.open()
+    assert [r.payload for r in wal2.read((seg, 0), 10**9, 10**9)] == [
+        f"record-{i}".encode() * 10 for i in range(5)]
+    assert "torn tail" in caplog.text
+    wal2.stop()
+    # flip a byte inside record 3: records 3.. of that segment are no longer trusted
+    with open(path, "r+b") as f:
+        f.seek(positions[3][1] + 20)
+        b = f.read(1)
+        f.seek(positions[3][1] + 20)
+        f.write(bytes([b[0] ^ 0xFF]))
+    wal3 = Wal(str(tmp_path))
+    wal3.open()
+    assert len(wal3.read((seg, 0), 10**9, 10**9)) == 3
+    wal3.stop()
+
+
+def test_replay_of_a_batch_stored_just_before_a_crash_does_not_duplicate(chdb_store, tmp_path):
+    buf = str(tmp_path)
+    wal = Wal(buf)
+    writer = Writer(wal, chdb_store, Registry(), Redactor(), max_age=0.05)
+    wal.start()
+    req, ids = traces(50)
+    start = _append(wal, 1, 50, req.SerializeToString())
+    writer.start()
+    deadline = time.monotonic() + 20
+    while writer.stored["traces"] < 50 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.stop(2)
+    wal.stop()
+    assert writer.stored["traces"] == 50
+    end = writer.cursor
+    # The crash: the insert landed, but the checkpoint still says the batch is pending.
+    Checkpoint(os.path.join(buf, "checkpoint.json")).save(start, (start, end))
+    wal = Wal(buf)
+    metrics = Registry()
+    writer = Writer(wal, chdb_store, metrics, Redactor(), max_age=0.05)
+    wal.start()
+    writer.start()
+    deadline = time.monotonic() + 20
+    while Checkpoint(os.path.join(buf, "checkpoint.json")).load()[1] is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.stop(2)
+    wal.stop()
+    # replayed, but the store already had that batch id: skipped
+    assert writer.stored["traces"] == 0
+    assert metrics.get("tracehouse_collector_writer_batches_already_stored_total") == 1
+    counts = span_id_counts(chdb_store)
+    assert sorted(counts) == sorted(i.hex() for i in ids) and set(counts.values()) == {1}
+    # Same crash, but the insert had not happened: the replay writes it.
+    chdb_store.query(f"TRUNCATE TABLE {chdb_store.db}.spans")
+    Checkpoint(os.path.join(buf, "checkpoint.json")).save(start, (start, end))
+    wal = Wal(buf)
+    writer = Writer(wal, chdb_store, Registry(), Redactor(), max_age=0.05)
+    wal.start()
+    writer.start()
+    deadline = time.monotonic() + 20
+    while writer.stored["traces"] < 50 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.stop(2)
+    wal.stop()
+    assert set(span_id_counts(chdb_store).values()) == {1} and len(span_id_counts(chdb_store)) == 50
