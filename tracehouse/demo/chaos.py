@@ -1,11 +1,12 @@
 """The demo's schedule of faults: a pure function of the seconds since the demo started, so every
 process agrees on what is happening without talking to each other.
 
-One cycle lasts ``CYCLE_S``; in each cycle:
-- 15–35 s: bursts of payment errors (the card processor declines 40% of charges with a 500);
-- 40–60 s: a latency spike in inventory (300–900 ms per stock check);
-- 70–95 s: the external bank is down (the launcher stops it; payments fail, its probe reports down);
-- 100–104 s: a report request hangs on a lock held by another thread (a slow-request snapshot);
+One cycle lasts ``CYCLE_S``; in each cycle (so a newcomer sees everything in the first minute
+or two):
+- 10–30 s: bursts of payment errors (the card processor declines 40% of charges with a 500);
+- 20–24 s: a report request hangs on a lock held by another thread (a slow-request snapshot);
+- 30–50 s: a latency spike in inventory (300–900 ms per stock check);
+- 55–80 s: the external bank is down (the launcher stops it; payments fail, its probe reports down);
 - always: orders leaks a little memory per request (a slow leak, capped).
 """
 
@@ -29,10 +30,10 @@ class Faults:
 def faults_at(elapsed_s: float) -> Faults:
     cycle, t = divmod(max(0.0, elapsed_s), CYCLE_S)
     return Faults(
-        payment_errors=15 <= t < 35,
-        inventory_slow=40 <= t < 60,
-        bank_down=70 <= t < 95,
-        report_hangs=100 <= t < 104,
+        payment_errors=10 <= t < 30,
+        inventory_slow=30 <= t < 50,
+        bank_down=55 <= t < 80,
+        report_hangs=20 <= t < 24,
         cycle=int(cycle),
         second=t,
     )
