@@ -76,7 +76,7 @@ def pages_router() -> APIRouter:
         red = figures.red_figures(series)
         res_figs, probes = _resources(store, tr, service)
         failing = qtr.search(store, tr, service=service, status="error", limit=10)
-        slowest = queries_extra.slowest_traces(store, tr, service, 10)
+        slowest = queries_extra.slowest_requests(store, tr, service, 10)
         snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
                                                       limit=20)]
         return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,

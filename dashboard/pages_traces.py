@@ -61,6 +61,7 @@ def traces_router() -> APIRouter:
         snaps = [snapshots.brief(x) for x in logs if x["event_name"] == snapshots.EVENT]
         logs = [x for x in logs if x["event_name"] != snapshots.EVENT]
         return render(request, "trace.html", view, title=f"Trace {t['trace_id'][:12]}", t=t, lay=lay,
+                      rows_html=waterfall.rows_html(lay["rows"]),
                       ticks=waterfall.ticks(lay["duration_ns"]), details=waterfall.span_details(t["spans"]),
                       logs=logs, snaps=snaps)
 

@@ -55,7 +55,14 @@ def test_service_page_shows_red_operations_resources_probes_and_traces(client):
     assert "GET /orders" in body and "SELECT orders" in body
     assert "container.cpu.utilization" in body and "process.cpu.utilization" in body
     assert "postgresql://db:5432" in body and ">down<" in body  # redis probe was down at the last point
-    assert "Slowest traces" in body and "/traces/" in body
+    assert "Slowest requests" in body and "/traces/" in body
+
+
+def test_service_page_lists_slowest_and_failing_requests(client, info):
+    body = _main(client.get("/services/shop").text)
+    slow, failing = body.split("Slowest requests", 1)[1].split("Failing traces", 1)
+    assert f"/traces/{info['trace_id']}" in slow and "GET /checkout" in slow
+    assert f"/traces/{info['trace_id']}" in failing.split("<h2>Snapshots", 1)[0]
 
 
 def test_service_page_for_a_quiet_service_has_empty_states(client):
