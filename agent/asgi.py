@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from asyncio import get_running_loop
+from asyncio import current_task, get_running_loop
+from threading import get_ident
 from time import time_ns
 
 from tracehouse.agent import errors
 from tracehouse.agent import http_server as hs
 from tracehouse.agent.metrics_process import LOOP_LAG
+from tracehouse.agent.watchdog import INFLIGHT, Inflight
 
 _MARK = "tracehouse.instrumented"
 
@@ -24,6 +26,8 @@ class TracehouseASGIMiddleware:
         except Exception as exc:
             errors.swallow("asgi request start", exc)
             return await self.app(scope, receive, send)
+        key = id(scope)
+        INFLIGHT[key] = Inflight(start, span, get_ident(), current_task(), method, scope["path"])
         error = None
         try:
             await self.app(scope, receive, send_wrapper)
@@ -31,6 +35,7 @@ class TracehouseASGIMiddleware:
             error = exc
             raise
         finally:
+            INFLIGHT.pop(key, None)
             try:
                 end = time_ns()
                 route = scope.get("route")

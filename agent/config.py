@@ -34,6 +34,13 @@ class AgentConfig:
     metrics: bool = True
     logs: bool = True
     instrument: bool = True
+    snapshots: bool = True
+    snapshot_slow_ms: float = 5000.0
+    snapshot_memory_mb: float | None = None
+    snapshot_locals: bool = False
+    snapshot_memory_window_s: float = 2.0
+    snapshot_max_bytes: int = 262144
+    command_poll_s: float = 5.0
 
 
 def _check_endpoint(url: str) -> str:
@@ -125,9 +132,25 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
         cgroup_root=env.get_str(env.TRACEHOUSE_CGROUP_ROOT, default="/sys/fs/cgroup"),
         disabled_instrumentations=frozenset(
             env.get_list(env.OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, env.TRACEHOUSE_DISABLED_INSTRUMENTATIONS)),
+        **_snapshot_settings(),
     )
     cfg.update(overrides)
     return AgentConfig(**cfg)
+
+
+def _snapshot_settings() -> dict:
+    switch = (env.get_str(env.TRACEHOUSE_SNAPSHOTS) or "on").lower()
+    return dict(
+        snapshots=switch not in ("0", "false", "no", "off"),
+        snapshot_slow_ms=_default(env.get_float(env.TRACEHOUSE_SNAPSHOT_SLOW_MS, 5000.0, lo=0), 5000.0),
+        snapshot_memory_mb=env.get_float(env.TRACEHOUSE_SNAPSHOT_MEMORY_MB, None, lo=1) or None,
+        snapshot_locals=env.get_bool(env.TRACEHOUSE_SNAPSHOT_LOCALS),
+        snapshot_memory_window_s=_default(env.get_float(env.TRACEHOUSE_SNAPSHOT_MEMORY_WINDOW_S, 2.0, lo=0, hi=60),
+                                          2.0),
+        snapshot_max_bytes=int(_default(env.get_float(env.TRACEHOUSE_SNAPSHOT_MAX_BYTES, 262144, lo=4096,
+                                                      hi=4 << 20), 262144)),
+        command_poll_s=_default(env.get_float(env.TRACEHOUSE_COMMAND_POLL_S, 5.0, lo=0, hi=3600), 5.0),
+    )
 
 
 def _program_name() -> str:

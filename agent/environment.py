@@ -83,6 +83,31 @@ TRACEHOUSE_DISABLED_INSTRUMENTATIONS = "TRACEHOUSE_DISABLED_INSTRUMENTATIONS"
 OTEL_PYTHON_DISABLED_INSTRUMENTATIONS = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 """Standard list of instrumentations not to load."""
 
+TRACEHOUSE_SNAPSHOTS = "TRACEHOUSE_SNAPSHOTS"
+"""Fault snapshots (thread and memory captures, command polling, watchdog, exception hooks):
+on by default; ``0``/``false``/``off`` switches all of them off."""
+
+TRACEHOUSE_SNAPSHOT_SLOW_MS = "TRACEHOUSE_SNAPSHOT_SLOW_MS"
+"""A request still in flight after this many milliseconds gets a thread snapshot linked to its
+trace. Default 5000; ``0`` turns the slow-request watchdog off."""
+
+TRACEHOUSE_SNAPSHOT_MEMORY_MB = "TRACEHOUSE_SNAPSHOT_MEMORY_MB"
+"""Process RSS (MiB) above which a memory snapshot is taken (at most one per 30 s). Default off."""
+
+TRACEHOUSE_SNAPSHOT_LOCALS = "TRACEHOUSE_SNAPSHOT_LOCALS"
+"""``1`` adds local variables (``repr``, cut short; credential-looking names masked) to snapshot
+frames. Default off: snapshots carry no variable values."""
+
+TRACEHOUSE_SNAPSHOT_MEMORY_WINDOW_S = "TRACEHOUSE_SNAPSHOT_MEMORY_WINDOW_S"
+"""Seconds tracemalloc traces for a memory snapshot's growth diff. Default 2."""
+
+TRACEHOUSE_SNAPSHOT_MAX_BYTES = "TRACEHOUSE_SNAPSHOT_MAX_BYTES"
+"""Largest snapshot body sent; bigger ones are cut (frames, then threads) and flagged
+``truncated``. Default 262144."""
+
+TRACEHOUSE_COMMAND_POLL_S = "TRACEHOUSE_COMMAND_POLL_S"
+"""Seconds between polls of the collector for snapshot requests. Default 5; ``0`` disables polling."""
+
 
 def get_str(*names: str, default: str | None = None) -> str | None:
     """First non-empty value among ``names``."""

@@ -62,6 +62,7 @@ class Agent:
         self.probes = None
         self.gc_timer = None
         self._log_handler = None
+        self.snapshots = None
         self._pid = os.getpid()
         self._shut = False
         for name in _EXPORT_LOGGERS:
@@ -73,7 +74,7 @@ class Agent:
         if config.metrics:
             self._start_metrics(metric_exporter or export.GuardedMetricExporter(
                 factories["metrics"], resource=lambda: self.resource), set_global)
-        if config.logs and config.log_level is not None:
+        if config.logs and (config.log_level is not None or config.snapshots):
             self._start_logs(log_exporter or export.GuardedLogExporter(factories["logs"]), set_global)
         from tracehouse.agent import http_server
 
@@ -85,6 +86,11 @@ class Agent:
                                                        config.disabled_instrumentations, entry_points)
             counters.add("instrumentations.loaded", len(self.instrumentation.loaded))
             counters.add("instrumentations.failed", len(self.instrumentation.failed))
+        if config.snapshots and self.logger_provider is not None:
+            try:
+                self._start_snapshots()
+            except Exception as exc:
+                errors.swallow("start snapshots", exc)
 
     # -- signals -------------------------------------------------------------------------------
     def _start_traces(self, exporter, set_global):
@@ -159,7 +165,17 @@ class Agent:
             from opentelemetry._logs import set_logger_provider
 
             set_logger_provider(lp)
-        self._log_handler = logs.install(lp, self.config.log_level)
+        if self.config.log_level is not None:
+            self._log_handler = logs.install(lp, self.config.log_level)
+
+    def _start_snapshots(self):
+        from tracehouse.agent.snapshots import Snapshots
+
+        def identity():
+            attrs = self.resource.attributes
+            return str(attrs.get("service.name", self.config.service)), str(attrs.get("service.instance.id", ""))
+
+        self.snapshots = Snapshots(self.config, self.logger_provider, identity).start()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def after_fork(self) -> None:
@@ -178,6 +194,8 @@ class Agent:
             self.error_keeper.after_fork()
         if self.probes is not None:
             self.probes.after_fork()
+        if self.snapshots is not None:
+            self.snapshots.after_fork()
         self._pid = os.getpid()
 
     def force_flush(self, timeout: float = 5.0) -> bool:
@@ -198,6 +216,8 @@ class Agent:
         self._shut = True
         if self.probes is not None:
             self.probes.stop(0.2)
+        if self.snapshots is not None:
+            self.snapshots.stop(0.2)
         if self._log_handler is not None:
             from tracehouse.agent import logs
 

@@ -7,10 +7,12 @@ Flask instrumentor does) to name the route.
 
 from __future__ import annotations
 
+from threading import get_ident
 from time import time_ns
 
 from tracehouse.agent import errors
 from tracehouse.agent import http_server as hs
+from tracehouse.agent.watchdog import INFLIGHT, Inflight
 
 ROUTE_KEY = "tracehouse.route"
 _MARK = "tracehouse.instrumented"
@@ -38,7 +40,8 @@ class TracehouseWSGIMiddleware:
 
 
 class _Request:
-    __slots__ = ("inst", "span", "token", "method", "start", "status", "environ", "_start_response", "done")
+    __slots__ = ("inst", "span", "token", "method", "start", "status", "environ", "_start_response", "done",
+                 "key")
 
     def __init__(self, environ, start_response):
         self.start = time_ns()
@@ -72,6 +75,8 @@ class _Request:
         self.token = hs.attach(self.span, parent)
         environ[_MARK] = True
         inst.active.add(1, method)
+        self.key = key = get_ident()
+        INFLIGHT[key] = Inflight(self.start, self.span, key, None, method, attrs["url.path"])
 
     def start_response(self, status, headers, exc_info=None):
         try:
@@ -85,6 +90,7 @@ class _Request:
         if self.done:
             return
         self.done = True
+        INFLIGHT.pop(self.key, None)
         try:
             end = time_ns()
             status = self.status or (500 if error is not None else 0)

@@ -32,7 +32,7 @@ _GRPC_CODES = {400: 3, 401: 16, 413: 3, 415: 3, 429: 8, 503: 14, 404: 5, 405: 12
 class CollectorApp:
     def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
                  max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
-                 ready: Any = None):
+                 ready: Any = None, commands: Any = None):
         self.wal = wal
         self.m = metrics
         self.tokens = tokens
@@ -41,6 +41,7 @@ class CollectorApp:
         self.max_decompressed = max_decompressed_bytes
         self.buffer_max = buffer_max_bytes
         self.ready = ready  # () -> (ok, reason)
+        self.commands = commands  # the agent command channel (an ASGI callable), when a store backs it
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -57,6 +58,8 @@ class CollectorApp:
                 await _plain(send, 405, b"use POST\n", [(b"allow", b"POST")])
                 return
             await self._ingest(sig, scope, receive, send)
+        elif path == "/v1/tracehouse/commands" and self.commands is not None:
+            await self.commands(scope, receive, send)
         elif path == "/healthz" and method in ("GET", "HEAD"):
             await _plain(send, 200, b"ok\n")
         elif path == "/readyz" and method in ("GET", "HEAD"):

@@ -7,6 +7,7 @@ from typing import Any
 
 from .app import CollectorApp
 from .auth import TokenCheck
+from .commands import CommandEndpoint
 from .convert import Limits
 from .metrics import Registry
 from .ratelimit import RateLimiter
@@ -30,7 +31,7 @@ class Collector:
         return [self.wal, self.writer]
 
 
-def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20, max_batch_items: int = 50_000,
+def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20, max_batch_items: int = 25_000,
                      max_batch_age: float = 1.0, grace: float = 10.0, limits: Limits | None = None) -> Collector:
     metrics = Registry()
     wal = Wal(settings.resolved_buffer_dir, segment_bytes=segment_bytes)
@@ -51,9 +52,10 @@ def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20
             return False, "store unreachable"
         return True, "ready"
 
-    app = CollectorApp(wal, metrics, TokenCheck(settings.ingest_tokens, settings.ingest_token_header),
-                       RateLimiter(settings.rate_limit_per_service), settings.max_body_bytes,
-                       settings.max_decompressed_bytes, settings.buffer_max_bytes, ready=ready)
+    tokens = TokenCheck(settings.ingest_tokens, settings.ingest_token_header)
+    app = CollectorApp(wal, metrics, tokens, RateLimiter(settings.rate_limit_per_service), settings.max_body_bytes,
+                       settings.max_decompressed_bytes, settings.buffer_max_bytes, ready=ready,
+                       commands=CommandEndpoint(store, tokens))
     return Collector(app, wal, writer, metrics)
 
 

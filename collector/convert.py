@@ -34,6 +34,7 @@ class Limits:
     max_key_len: int = 256
     max_events: int = 256
     max_links: int = 128
+    max_snapshot_body_len: int = 1 << 20  # bodies of ``tracehouse.snapshot`` records (JSON; not cut at 16 KiB)
 
 
 @dataclass
@@ -178,6 +179,16 @@ def _text(s: str, lim: Limits, st: Stats, what: str) -> str:
     return s
 
 
+SNAPSHOT_EVENT = "tracehouse.snapshot"
+
+
+def _snapshot_text(s: str, lim: Limits, st: Stats) -> str:
+    if len(s) > lim.max_snapshot_body_len:
+        st.add("snapshot bodies")
+        return s[: lim.max_snapshot_body_len]
+    return s
+
+
 # --- spans -------------------------------------------------------------------------------------
 
 _NONE3: tuple = ((), (), ())  # shared by every span without events or links: no per-span empty lists
@@ -251,6 +262,12 @@ def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> in
             sname, sver = sl.scope.name, sl.scope.version
             for r in sl.log_records:
                 ts = r.time_unix_nano or r.observed_time_unix_nano
+                event = r.event_name
+                if not event:
+                    for kv in r.attributes:
+                        if kv.key == "event.name":
+                            event = kv.value.string_value
+                            break
                 body = r.body
                 k = body.WhichOneof("value")
                 if k == "string_value":
@@ -263,7 +280,9 @@ def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> in
                 rows.append((
                     ts // _NS, ts, r.observed_time_unix_nano, r.trace_id or _ZERO16, r.span_id or _ZERO8,
                     r.flags, min(r.severity_number, 255), r.severity_text, service, instance,
-                    r.event_name, _text(text, lim, st, "log bodies"), ak, av, at, rkeys, rvals, sname, sver,
+                    _text(event, lim, st, "event names"),
+                    _snapshot_text(text, lim, st) if event == SNAPSHOT_EVENT else _text(text, lim, st, "log bodies"),
+                    ak, av, at, rkeys, rvals, sname, sver,
                 ))
     return len(rows) - before
 

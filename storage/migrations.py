@@ -57,6 +57,26 @@ SILENCES = Table(
     order_by="id",
 )
 
+# Snapshot requests (version 3). One row per request (``claimed_by`` = '') and one per instance
+# that took it (``claimed_by`` = its service.instance.id); ``updated_ns`` versions replacements.
+SNAPSHOT_REQUESTS = Table(
+    name="snapshot_requests",
+    columns=(
+        C("id", "String"),
+        C("claimed_by", "String"),
+        C("updated_ns", "UInt64"),
+        C("service", "String"),
+        C("instance", "String"),
+        C("kind", "String"),
+        C("reason", "String"),
+        C("requested_by", "String"),
+        C("requested_ns", "UInt64"),
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="updated_ns",
+    order_by="(service, id, claimed_by)",
+)
+
 
 @dataclass(frozen=True)
 class Context:
@@ -91,9 +111,14 @@ def _alert_config(ctx: Context) -> list[str]:
     return ctx.tables(ALERT_RULES, SILENCES)
 
 
+def _snapshot_requests(ctx: Context) -> list[str]:
+    return ctx.tables(SNAPSHOT_REQUESTS)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "spans, logs, metric points, rollups, alert state and history", _initial),
     Migration(2, "alert rules and silences", _alert_config),
+    Migration(3, "snapshot requests (agent command channel)", _snapshot_requests),
 )
 LATEST = MIGRATIONS[-1].version
 

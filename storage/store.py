@@ -14,13 +14,13 @@ from typing import Any
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
 from .errors import ConfigError, InvalidParameter, StorageError
-from .migrations import ALERT_RULES, LATEST, SILENCES, applied_versions, migrate
+from .migrations import ALERT_RULES, LATEST, SILENCES, SNAPSHOT_REQUESTS, applied_versions, migrate
 from .schema import DEFAULT_RETENTION_DAYS, RETENTION_TABLES, TABLES_BY_NAME, Table
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
 
 log = logging.getLogger("tracehouse.storage")
 
-ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES)
+ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS)
 _PARTITION_DAY = re.compile(r"^(\d{8})$")
 _PARTITION_MONTH = re.compile(r"^(\d{6})$")
 

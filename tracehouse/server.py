@@ -63,13 +63,21 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             background.extend(collector_bg)
         if "dashboard" in roles:
             from tracehouse.dashboard import create_app
+            from tracehouse.dashboard.api_snapshots import snapshots_router
 
-            servers.append(_Server(create_app(settings, store), settings.host, settings.http_port))
+            dash = create_app(settings, store)
+            dash.include_router(snapshots_router(lambda request: request.app.state.store,
+                                                 getattr(dash.state, "require_editor", None)))
+            servers.append(_Server(dash, settings.host, settings.http_port))
         if "alerts" in roles:
             with contextlib.suppress(ImportError):
                 from tracehouse.alerts import build_engine
+                from tracehouse.storage.queries_snapshots import queue_request
 
-                background.extend(build_engine(settings, store))
+                def snapshot_hook(service: str, kind: str, reason: str) -> str:
+                    return queue_request(store, service, kind, reason, requested_by="alert")
+
+                background.extend(build_engine(settings, store, request_snapshot=snapshot_hook))
         for b in background:
             b.start()
         loop = asyncio.get_running_loop()

@@ -1,0 +1,52 @@
+"""What may leave the process in a snapshot: credential-looking names are masked, values are
+cut short, and text that carries ``key=value`` credentials is masked (no environment, ever)."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MASK", "is_secret_name", "mask_text", "safe_repr"]
+
+MASK = "[REDACTED]"
+_WORDS = ("password", "passwd", "pwd", "secret", "token", "authorization", "auth", "cookie", "api key",
+          "apikey", "private key", "privatekey", "session", "sessionid", "credential", "credentials",
+          "access key", "secret key", "signature", "key", "bearer", "dsn")
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_SEP = re.compile(r"[^a-z0-9]+")
+_KEY_RE = re.compile("(?:^| )(?:" + "|".join(re.escape(w) for w in sorted(_WORDS, key=len, reverse=True))
+                     + ")(?: |$)")
+# key=value / key: value pairs whose key looks like a credential, and user:password@ in URLs.
+_PAIR_RE = re.compile(r"(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|authorization|bearer|"
+                      r"credential|session)[\w.-]*[\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;]+)")
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*):[^@/?#\s]*@")
+_cache: dict[str, bool] = {}
+
+
+def is_secret_name(name: str) -> bool:
+    """``db_password``, ``apiKey``, ``X-Api-Key``, ``session_id`` → True; ``tokens_used`` → False."""
+    hit = _cache.get(name)
+    if hit is None:
+        words = _SEP.sub(" ", _CAMEL.sub(r"\1 \2", name).lower()).strip()
+        hit = bool(_KEY_RE.search(words))
+        if len(_cache) < 10_000:
+            _cache[name] = hit
+    return hit
+
+
+def mask_text(s: str) -> str:
+    """Mask ``password=…``-style pairs and URL passwords inside free text (exception messages)."""
+    if "=" in s or ":" in s:
+        s = _PAIR_RE.sub(lambda m: m.group(1) + MASK, s)
+        s = _USERINFO.sub(lambda m: m.group(1) + ":" + MASK + "@", s)
+    return s
+
+
+def safe_repr(name: str, value: object, limit: int = 200) -> str:
+    """The ``repr`` of a local variable, masked when its name looks like a credential."""
+    if is_secret_name(name):
+        return MASK
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ is the application's business, not ours
+        text = f"<repr failed: {type(exc).__name__}>"
+    return mask_text(text[:limit])

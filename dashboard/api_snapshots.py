@@ -1,0 +1,87 @@
+"""Snapshot requests over the JSON API: queue one, list them, read one back with its snapshots.
+
+``POST /api/snapshots`` ``{"service", "instance"?, "kind": "threads"|"memory", "reason"?}`` → 201
+``{"id", "status": "pending", ...}``; 400 on bad input. ``GET /api/snapshots[?service=&limit=]``
+lists requests with their status (pending → taken by N instances, or expired);
+``GET /api/snapshots/{id}`` adds the captured snapshots (the ``tracehouse.snapshot`` log records
+whose ``snapshot.request_id`` is the id), bodies parsed.
+
+Requesting is an editor action: pass ``require_role`` (a FastAPI dependency) to guard the POST
+once dashboard users exist; the default leaves it open, like the rest of the API on loopback.
+Who asked is recorded as ``requested_by``: ``request.state.user`` when an auth layer sets it,
+else ``api@<client address>``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from tracehouse.storage import InvalidParameter
+from tracehouse.storage import queries_snapshots as qsnap
+
+__all__ = ["snapshots_router"]
+
+
+def _who(request: Request) -> str:
+    user = getattr(request.state, "user", None)
+    if user:
+        return str(getattr(user, "name", user))[:200]
+    client = request.client.host if request.client else "unknown"
+    return f"api@{client}"
+
+
+def _parsed(rec: dict[str, Any]) -> dict[str, Any]:
+    try:
+        body = json.loads(rec["body"])
+    except (ValueError, TypeError):
+        body = None
+    return dict(rec, body=body if body is not None else rec["body"])
+
+
+def snapshots_router(get_store, require_role: Any = None) -> APIRouter:
+    r = APIRouter(prefix="/api/snapshots", tags=["snapshots"])
+    guard = [Depends(require_role)] if require_role is not None else []
+
+    @r.post("", status_code=201, dependencies=guard)
+    async def create(request: Request) -> JSONResponse:
+        try:
+            data = await request.json()
+        except ValueError:
+            raise InvalidParameter("body must be JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidParameter("body must be a JSON object")
+        unknown = set(data) - {"service", "instance", "kind", "reason"}
+        if unknown:
+            raise InvalidParameter(f"unknown fields {sorted(unknown)}")
+        for k in ("service", "instance", "kind", "reason"):
+            if data.get(k) is not None and not isinstance(data[k], str):
+                raise InvalidParameter(f"{k} must be a string")
+        store = get_store(request)
+        rid = uuid.uuid4().hex
+        row = qsnap.create_request(store, rid, data.get("service") or "", data.get("kind") or "",
+                                   instance=data.get("instance") or "", reason=data.get("reason") or "",
+                                   requested_by=_who(request))
+        return JSONResponse({"id": rid, "status": "pending", "service": row["service"],
+                             "instance": row["instance"] or None, "kind": row["kind"],
+                             "requested_by": row["requested_by"], "requested_ns": row["requested_ns"]},
+                            status_code=201)
+
+    @r.get("")
+    def list_all(request: Request, service: str | None = None, limit: int = 50) -> dict[str, Any]:
+        return {"requests": qsnap.list_requests(get_store(request), service or None, limit)}
+
+    @r.get("/{request_id}")
+    def get_one(request: Request, request_id: str) -> dict[str, Any]:
+        store = get_store(request)
+        req = qsnap.get_request(store, request_id)
+        snaps = [_parsed(s) for s in qsnap.snapshots_for(store, request_id, req["requested_ns"])]
+        if snaps:
+            req["status"] = "captured"
+        return dict(req, snapshots=snaps)
+
+    return r
