@@ -91,6 +91,8 @@ def main() -> None:
                     samples.append((time.perf_counter() - t) * 1000)
                     assert r.status_code == 200
                 results[name] = p95(samples)
+                if os.environ.get("BENCH_DEBUG"):
+                    print(name, [round(x) for x in samples])
                 if not a.json:
                     print(f"{name:16s} p95 {results[name]:8.1f} ms  {sizes[name] / 1024:8.1f} KiB")
         rows = store.query(f"SELECT count() FROM {store.t('spans')}").scalar()

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import jinja2
+import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
@@ -114,11 +115,18 @@ def health(row: dict[str, Any]) -> str:
     return "ok"
 
 
+def _dumps(obj: Any, **_: Any) -> str:
+    """orjson for ``|tojson`` (several times faster on a 5,000-span trace); Jinja's htmlsafe wrapper
+    still escapes ``<``, ``>``, ``&`` and ``'`` in the result."""
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+
+
 def make_env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(ms=fmt_ms, pct=fmt_pct, rate=fmt_rate, ts=fmt_ns, bytes=fmt_bytes,
                        urlpart=lambda s: quote(str(s), safe=""))
+    env.policies["json.dumps_function"] = _dumps
     env.globals.update(RANGES=RANGES, REFRESH=list(REFRESH), health=health)
     return env
 
