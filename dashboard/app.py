@@ -13,6 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from tracehouse.storage import InvalidParameter, NotFound, QueryTimeout, StorageError, StorageUnavailable
 
 from .api import api_router, error_response, install_error_handlers
+from .auth import Auth
+from .auth_routes import install_auth
 from .pages import pages_router
 from .pages_traces import traces_router
 from .security import SecurityHeaders
@@ -53,6 +55,9 @@ def create_app(settings: Any, store: Any) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    auth = Auth(settings)
+    if auth.enabled:
+        install_auth(app, auth)
     app.add_middleware(SecurityHeaders)
     return app
 

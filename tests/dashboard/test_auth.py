@@ -1,0 +1,88 @@
+"""Login, sessions, CSRF, roles and API tokens when users / tokens are configured."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from types import SimpleNamespace
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tracehouse.dashboard.app import create_app
+from tracehouse.dashboard.auth import Auth, hash_password, verify_password
+
+
+def test_password_hashes():
+    h = hash_password("s3cret", n=2**10)
+    assert h.startswith("scrypt$") and verify_password("s3cret", h) and not verify_password("S3cret", h)
+    salt = b"0123456789abcdef"
+    dk = hashlib.pbkdf2_hmac("sha256", b"pw", salt, 1000, 32)
+    b = lambda x: base64.urlsafe_b64encode(x).decode().rstrip("=")  # noqa: E731
+    assert verify_password("pw", f"pbkdf2_sha256$1000${b(salt)}${b(dk)}")
+    assert not verify_password("pw", "md5$abc") and not verify_password("pw", "scrypt$x$y")
+
+
+def test_sessions_expire_and_cannot_be_forged():
+    now = [1000.0]
+    auth = Auth(SimpleNamespace(users={"ann": {"password_hash": hash_password("pw", n=2**10), "role": "admin"}},
+                                api_tokens=[], secret_key="k"), clock=lambda: now[0])
+    s = auth.login("ann", "pw")
+    cookie = auth.sign(s)
+    assert auth.session(cookie)["r"] == "admin"
+    payload, sig = cookie.rsplit(".", 1)
+    forged = base64.urlsafe_b64encode(b'{"u":"ann","r":"admin","exp":9999999999,"csrf":"x"}').decode().rstrip("=")
+    assert auth.session(f"{forged}.{sig}") is None and auth.session("garbage") is None
+    assert Auth(SimpleNamespace(users=auth.users, secret_key="other")).session(cookie) is None
+    now[0] += 13 * 3600
+    assert auth.session(cookie) is None
+    assert auth.login("ann", "nope") is None and auth.login("bob", "pw") is None
+
+
+@pytest.fixture(scope="module")
+def secured(seeded_store):
+    settings = SimpleNamespace(users={"ann": {"password_hash": hash_password("pw", n=2**10), "role": "viewer"},
+                                      "ed": {"password_hash": hash_password("pw2", n=2**10), "role": "editor"}},
+                               api_tokens=["tok-123"], secret_key="test-key")
+    return create_app(settings, seeded_store[0])
+
+
+def _login(c: TestClient, user: str, pw: str, next_: str = "/services"):
+    form = c.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)[1]
+    return c.post("/login", data={"csrf": csrf, "username": user, "password": pw, "next": next_},
+                  follow_redirects=False)
+
+
+def test_pages_need_login_and_api_needs_a_token_or_session(secured):
+    with TestClient(secured) as c:
+        r = c.get("/services?since=6h", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fservices%3Fsince%3D6h"
+        assert r.headers["content-security-policy"]
+        assert c.get("/api/services").status_code == 401
+        assert c.get("/api/services", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/api/services", headers={"Authorization": "Bearer tok-123"}).status_code == 200
+        assert c.get("/static/app.js").status_code == 200 and c.get("/healthz").status_code == 200
+        # a login without the form's CSRF cookie/token is refused; a wrong password too
+        assert c.post("/login", data={"csrf": "x", "username": "ann", "password": "pw"}).status_code == 403
+        assert _login(c, "ann", "bad").status_code == 401
+        r = _login(c, "ann", "pw", "//evil.example/")
+        assert r.status_code == 303 and r.headers["location"] == "/services"
+        page = c.get("/services")
+        assert page.status_code == 200 and "ann (viewer)" in page.text
+        assert c.get("/api/services").status_code == 200
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+        # viewers cannot change anything, even with the right CSRF token
+        assert c.post("/api/services", headers={"X-CSRF-Token": csrf}).status_code == 403
+        assert c.post("/logout", data={"csrf": "wrong"}, follow_redirects=False).status_code == 403
+        assert c.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+        assert c.get("/services", follow_redirects=False).status_code == 303
+
+
+def test_editor_unsafe_requests_need_the_csrf_token(secured):
+    with TestClient(secured) as c:
+        assert _login(c, "ed", "pw2").status_code == 303
+        csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/services").text)[1]
+        assert c.post("/api/services").status_code == 403  # no token: refused before routing
+        assert c.post("/api/services", headers={"X-CSRF-Token": csrf}).status_code == 405  # passed the gate
