@@ -10,7 +10,9 @@ __all__ = ["MASK", "is_secret_name", "mask_text", "safe_repr"]
 MASK = "[REDACTED]"
 _WORDS = ("password", "passwd", "pwd", "secret", "token", "authorization", "auth", "cookie", "api key",
           "apikey", "private key", "privatekey", "session", "sessionid", "credential", "credentials",
-          "access key", "secret key", "signature", "key", "bearer", "dsn")
+          "access key", "secret key", "signature", "key", "bearer", "dsn",
+          # containers of credentials: request headers, WSGI environ, process environment
+          "headers", "header", "environ", "env", "cookies")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _SEP = re.compile(r"[^a-z0-9]+")
 _KEY_RE = re.compile("(?:^| )(?:" + "|".join(re.escape(w) for w in sorted(_WORDS, key=len, reverse=True))
@@ -18,6 +20,7 @@ _KEY_RE = re.compile("(?:^| )(?:" + "|".join(re.escape(w) for w in sorted(_WORDS
 # key=value / key: value pairs whose key looks like a credential, and user:password@ in URLs.
 _PAIR_RE = re.compile(r"(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|authorization|bearer|"
                       r"credential|session)[\w.-]*[\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;]+)")
+_SCHEME_RE = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{6,}")
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*):[^@/?#\s]*@")
 _cache: dict[str, bool] = {}
 
@@ -35,6 +38,7 @@ def is_secret_name(name: str) -> bool:
 
 def mask_text(s: str) -> str:
     """Mask ``password=…``-style pairs and URL passwords inside free text (exception messages)."""
+    s = _SCHEME_RE.sub(lambda m: m.group(1) + " " + MASK, s)
     if "=" in s or ":" in s:
         s = _PAIR_RE.sub(lambda m: m.group(1) + MASK, s)
         s = _USERINFO.sub(lambda m: m.group(1) + ":" + MASK + "@", s)
