@@ -12,7 +12,6 @@ from tracehouse.storage import StorageError
 from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
-from tracehouse.storage import queries_traces as qtr
 
 from . import figures, queries_extra, servicemap_layout, snapshots
 from .render import render, view_from
@@ -75,7 +74,7 @@ def pages_router() -> APIRouter:
         summary = next((s for s in qsvc.services(store, tr) if s["service"] == service), None)
         red = figures.red_figures(series)
         res_figs, probes = _resources(store, tr, service)
-        failing = qtr.search(store, tr, service=service, status="error", limit=10)
+        failing = queries_extra.failing_requests(store, tr, service, 10)
         slowest = queries_extra.slowest_requests(store, tr, service, 10)
         snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
                                                       limit=20)]

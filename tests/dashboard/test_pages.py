@@ -60,9 +60,11 @@ def test_service_page_shows_red_operations_resources_probes_and_traces(client):
 
 def test_service_page_lists_slowest_and_failing_requests(client, info):
     body = _main(client.get("/services/shop").text)
-    slow, failing = body.split("Slowest requests", 1)[1].split("Failing traces", 1)
+    slow, failing = body.split("Slowest requests", 1)[1].split("Failing requests", 1)
     assert f"/traces/{info['trace_id']}" in slow and "GET /checkout" in slow
-    assert f"/traces/{info['trace_id']}" in failing.split("<h2>Snapshots", 1)[0]
+    failing = failing.split("<h2>Snapshots", 1)[0]
+    assert f"/traces/{info['trace_id']}" in failing and "payments call" in failing  # shop's own error span
+    assert failing.count(f"/traces/{info['trace_id']}") == 1  # one row per trace
 
 
 def test_service_page_for_a_quiet_service_has_empty_states(client):
