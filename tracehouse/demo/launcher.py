@@ -90,6 +90,7 @@ class DemoShop:
             "OTEL_METRIC_EXPORT_INTERVAL": "5000",
             "OTEL_BSP_SCHEDULE_DELAY": "1000",
             "TRACEHOUSE_LOG_LEVEL": "WARNING",
+            "TRACEHOUSE_SNAPSHOT_SLOW_MS": "2000",  # the hanging /api/report (6 s on a lock) gets a snapshot
         })
         probes = {"payments": f"http://127.0.0.1:{self.ports['bank']}/health",
                   "inventory": self.redis_url}.get(service)
