@@ -114,6 +114,9 @@ def pages_router() -> APIRouter:
     def alerts_page(request: Request):
         view = view_from(request)
         engine = getattr(request.app.state, "alert_engine", None)
+        getter = getattr(request.app.state, "alert_engine_getter", None)
+        if engine is None and getter is not None:
+            engine = getter()
         info: dict[str, Any] = {"rules": [], "states": [], "history": [], "error": None}
         if engine is not None:
             try:
@@ -149,6 +152,6 @@ def _call_or_get(engine: Any, *names: str) -> list[Any]:
 
 def _engine_info(engine: Any) -> dict[str, Any]:
     """The alert engine's interface is not settled yet: read what it offers, defensively."""
-    return {"rules": [_as_dict(x) for x in _call_or_get(engine, "rules", "list_rules")],
+    return {"rules": [_as_dict(x) for x in _call_or_get(engine, "list_rules", "rules")],
             "states": [_as_dict(x) for x in _call_or_get(engine, "states", "state", "active_alerts", "alerts")],
             "history": [_as_dict(x) for x in _call_or_get(engine, "history", "recent_history")][:200]}

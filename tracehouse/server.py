@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,12 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             dash = create_app(settings, store)
             dash.include_router(snapshots_router(lambda request: request.app.state.store,
                                                  getattr(dash.state, "require_editor", None)))
+            with contextlib.suppress(ImportError):
+                from tracehouse.alerts import alerts_router, get_engine
+
+                # answers 503 until the engine exists (alone, a dashboard has no engine in-process)
+                dash.include_router(alerts_router(get_engine))
+                dash.state.alert_engine_getter = get_engine
             servers.append(_Server(dash, settings.host, settings.http_port))
         if "alerts" in roles:
             with contextlib.suppress(ImportError):
@@ -80,6 +87,10 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
                 background.extend(build_engine(settings, store, request_snapshot=snapshot_hook))
         for b in background:
             b.start()
+        # Long-lived objects built so far (modules, schema, app) need no more collection passes:
+        # fewer and shorter GC pauses under the dashboard's big query results.
+        gc.collect()
+        gc.freeze()
         loop = asyncio.get_running_loop()
 
         def stop(*_: Any) -> None:
