@@ -192,12 +192,14 @@ def bench_main(args: argparse.Namespace) -> int:
     data = os.path.join(tmp, "data")
     storage = f"chdb://{data}?database=bench"
     otlp, http = _free_port(), _free_port()
-    try:
-        import tracehouse.dashboard  # noqa: F401
+    role = args.role
+    if role == "auto":
+        try:
+            import tracehouse.dashboard  # noqa: F401
 
-        role = "serve"
-    except ImportError:
-        role = "collector"
+            role = "serve"
+        except ImportError:
+            role = "collector"
     env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "buffer"), TRACEHOUSE_LOG_LEVEL="warning")
     cmd = [sys.executable, "-m", "tracehouse.cli", role, "--storage", storage, "--otlp-port", str(otlp),
            "--http-port", str(http)]
@@ -270,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-request", type=int, default=300, dest="per_request")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--json", action="store_true", help="print only the JSON result line")
+    p.add_argument("--role", choices=["auto", "serve", "collector"], default="auto",
+                   help="serve (whole server) or collector alone; auto = serve when the dashboard exists")
     p.add_argument("--sender", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

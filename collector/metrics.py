@@ -30,6 +30,7 @@ HELP = {
         "counter", "Replayed or retried batches the store already had (not written twice)."),
     "tracehouse_collector_writer_batch_items": ("summary", "Rows per insert."),
     "tracehouse_collector_writer_batch_seconds": ("summary", "Time to convert and store one batch."),
+    "tracehouse_collector_writer_convert_seconds": ("summary", "Time to convert one batch to columns."),
     "tracehouse_collector_buffer_bytes": ("gauge", "Bytes in the durable buffer not yet stored."),
     "tracehouse_collector_buffer_max_bytes": ("gauge", "Cap of the durable buffer."),
     "tracehouse_collector_buffer_age_seconds": ("gauge", "Age of the oldest data not yet stored (writer lag)."),

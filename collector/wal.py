@@ -29,6 +29,7 @@ __all__ = ["Wal", "Record", "WalClosed"]
 log = logging.getLogger("tracehouse.collector.wal")
 
 _HEADER = struct.Struct("<IIBI")
+_READ_CHUNK = 4 << 20
 _SUFFIX = ".wal"
 Pos = tuple[int, int]
 Callback = Callable[[Pos | None, BaseException | None], None]
@@ -246,25 +247,28 @@ class Wal:
                 continue
             with open(self._path(seg), "rb") as f:
                 f.seek(off)
-                data = f.read(min(limit - off, max(max_bytes - size, 1 << 20)))
-            recs, _ = scan(data)
-            if not recs:
-                if len(data) >= limit - off:
-                    raise OSError(f"WAL segment {seg} is corrupt at offset {off}")
-                # A record bigger than the read window: read it whole.
-                with open(self._path(seg), "rb") as f:
-                    f.seek(off)
-                    data = f.read(limit - off)
-                recs, _ = scan(data)
-                if not recs:
-                    raise OSError(f"WAL segment {seg} is corrupt at offset {off}")
-            for r_off, r_end, kind, n, p_off in recs:
-                out.append(Record((seg, off + r_off), (seg, off + r_end), kind, n, data[p_off:r_end]))
-                items += n
-                size += r_end - r_off
-                if items >= max_items or size >= max_bytes:
+                data = f.read(min(limit - off, _READ_CHUNK))
+                length = _HEADER.unpack_from(data, 0)[0] if len(data) >= _HEADER.size else 0
+                if _HEADER.size + length > len(data):  # one record bigger than the chunk
+                    data += f.read(_HEADER.size + length - len(data))
+            # Parse only as many records as asked for: the CRC is the cost, not the read.
+            p, n = 0, len(data)
+            hs = _HEADER.size
+            while p + hs <= n and items < max_items and size < max_bytes:
+                length, crc, kind, k = _HEADER.unpack_from(data, p)
+                e = p + hs + length
+                if e > n:
                     break
-            off = out[-1].end[1]
+                payload = data[p + hs:e]
+                if _crc(kind, k, payload) != crc:
+                    raise OSError(f"WAL segment {seg} is corrupt at offset {off + p}")
+                out.append(Record((seg, off + p), (seg, off + e), kind, k, payload))
+                items += k
+                size += e - p
+                p = e
+            if p == 0:
+                raise OSError(f"WAL segment {seg} is corrupt at offset {off}")
+            off += p
         return out
 
     def release(self, upto: Pos) -> None:

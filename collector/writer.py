@@ -133,9 +133,12 @@ class Writer:
                 if not self._write(pending[0], pending[1], recs, verify=True):
                     return
             while not self._give_up():
-                recs = self._collect()
+                # The cyclic GC stays off while a batch is collected and converted; it runs
+                # between batches, and while an insert is retried (see _no_gc).
+                with _no_gc():
+                    recs, batches = self._collect()
                 if recs:
-                    if not self._write(self.cursor, recs[-1].end, recs, verify=False):
+                    if not self._write(self.cursor, recs[-1].end, recs, verify=False, batches=batches):
                         return
                 elif self._stop.is_set():
                     return
@@ -154,9 +157,11 @@ class Writer:
             pos = recs[-1].end
         return out
 
-    def _collect(self) -> list[Record]:
-        """Records from the cursor until the size threshold, the age threshold, or a stop."""
+    def _collect(self) -> tuple[list[Record], dict[str, Batch]]:
+        """Records from the cursor until the size threshold, the age threshold, or a stop; they are
+        converted as they arrive, so conversion overlaps with waiting for the batch to fill."""
         recs: list[Record] = []
+        batches: dict[str, Batch] = {}
         items = size = 0
         first = 0.0
         pos = self.cursor
@@ -165,27 +170,34 @@ class Writer:
                 if not recs:
                     self.caught_up.set()
                 if self._stop.is_set():
-                    return recs
-                wait = 0.2 if not recs else max(0.0, first + self.max_age - time.monotonic())
-                if recs and wait <= 0:
-                    return recs
+                    return recs, batches
+                if not recs:
+                    self.wal.wait_durable(pos, 0.2)
+                    if self.wal.durable_end <= pos:
+                        return recs, batches  # idle: back to the loop (and the GC) now and then
+                    continue
+                wait = first + self.max_age - time.monotonic()
+                if wait <= 0:
+                    return recs, batches
                 self.wal.wait_durable(pos, min(wait, 0.2))
                 continue
             self.caught_up.clear()
             more = self.wal.read(pos, self.max_items - items, self.max_bytes - size)
             if not more:
-                return recs
+                return recs, batches
             if not recs:
                 first = time.monotonic()
+            t0 = time.monotonic()
+            self._convert(more, batches)
+            self.m.observe("tracehouse_collector_writer_convert_seconds", time.monotonic() - t0)
             recs.extend(more)
             items += sum(r.items for r in more)
             size += sum(len(r.payload) for r in more)
             pos = more[-1].end
             if items >= self.max_items or size >= self.max_bytes or time.monotonic() - first >= self.max_age:
-                return recs
+                return recs, batches
 
-    def _convert(self, recs: list[Record]) -> dict[str, Batch]:
-        batches: dict[str, Batch] = {}
+    def _convert(self, recs: list[Record], batches: dict[str, Batch]) -> dict[str, Batch]:
         st = Stats()
         for r in recs:
             sig = BY_CODE.get(r.kind)
@@ -206,11 +218,15 @@ class Writer:
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)
         return batches
 
-    def _write(self, start: Pos, end: Pos, recs: list[Record], verify: bool) -> bool:
+    def _write(self, start: Pos, end: Pos, recs: list[Record], verify: bool,
+               batches: dict[str, Batch] | None = None) -> bool:
         """Store one batch; False when giving up at shutdown (the batch stays pending)."""
         t0 = time.monotonic()
         with _no_gc():
-            todo = [(sig, b.table, b.columns(), len(b)) for sig, b in self._convert(recs).items() if len(b)]
+            if batches is None:
+                batches = self._convert(recs, {})
+            todo = [(sig, b.table, b.columns(), len(b)) for sig, b in batches.items() if len(b)]
+            del batches
         bid = batch_id_for(self.wal.ident, recs[0].pos if recs else start)
         self.checkpoint.save(start, (start, end))
         delay = 0.2
