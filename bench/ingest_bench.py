@@ -190,7 +190,7 @@ def bench_main(args: argparse.Namespace) -> int:
 
     tmp = tempfile.mkdtemp(prefix="th-bench-")
     data = os.path.join(tmp, "data")
-    storage = f"chdb://{data}?database=bench"
+    storage = args.storage or f"chdb://{data}?database=bench"
     otlp, http = _free_port(), _free_port()
     role = args.role
     if role == "auto":
@@ -238,8 +238,10 @@ def bench_main(args: argparse.Namespace) -> int:
         from tracehouse.storage import Store
 
         with Store.open(storage) as store:
-            count = int(store.query("SELECT count() FROM bench.spans").scalar())
-            distinct = int(store.query("SELECT uniqExact(span_id) FROM bench.spans").scalar())
+            count = int(store.query(f"SELECT count() FROM {store.db}.spans").scalar())
+            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans").scalar())
+            if args.storage:
+                store.query(f"DROP DATABASE IF EXISTS {store.db}")
         send_s = sent["t1"] - sent["t0"]
         store_s = stored_at - sent["t0"]
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(stored_at - w0, 1e-9)
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-request", type=int, default=300, dest="per_request")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--json", action="store_true", help="print only the JSON result line")
+    p.add_argument("--storage", help="a clickhouse:// URL (its database is dropped afterwards) instead of "
+                   "embedded chDB in a temporary directory")
     p.add_argument("--role", choices=["auto", "serve", "collector"], default="auto",
                    help="serve (whole server) or collector alone; auto = serve when the dashboard exists")
     p.add_argument("--sender", action="store_true", help=argparse.SUPPRESS)

@@ -46,6 +46,8 @@ def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20
     def ready() -> tuple[bool, str]:
         if wal.closed:
             return False, "buffer closed"
+        if not writer.running:
+            return False, "writer stopped"
         if wal.pending_bytes() >= settings.buffer_max_bytes:
             return False, "buffer full"
         if not store.ping():

@@ -118,6 +118,10 @@ class Writer:
         if self._thread is not None:
             self._thread.join(grace + 5)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def _give_up(self) -> bool:
         return self._stop.is_set() and time.monotonic() >= self._deadline
 
@@ -181,7 +185,8 @@ class Writer:
                     return recs, batches
                 self.wal.wait_durable(pos, min(wait, 0.2))
                 continue
-            self.caught_up.clear()
+            if self.caught_up.is_set():
+                self.caught_up.clear()
             more = self.wal.read(pos, self.max_items - items, self.max_bytes - size)
             if not more:
                 return recs, batches
