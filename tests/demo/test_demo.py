@@ -1,0 +1,153 @@
+"""The first minute: `tracehouse serve --demo` brings up the server and the demo shop; through the
+JSON API we see traces from every demo service, the expected service-map edges, a fired alert and
+an automatically captured snapshot; Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TRACEHOUSE = str(Path(sys.executable).with_name("tracehouse"))
+SERVICES = {"gateway", "orders", "payments", "inventory", "worker"}
+
+
+def _get(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _wait(what: str, fn, timeout: float, proc: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited while waiting for {what}: {log.read_text()[-3000:]}"
+        try:
+            last = fn()
+            if last:
+                return last
+        except OSError as e:
+            last = e
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}; last: {str(last)[:2000]}")
+
+
+@pytest.fixture
+def demo(tmp_path):
+    assert shutil.which("redis-server"), "the demo test expects redis-server (installed by .ci/run)"
+    otlp, http = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([TRACEHOUSE, "serve", "--demo", "--otlp-port", str(otlp), "--http-port", str(http)],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        _wait("the dashboard", lambda: "tracehouse dashboard:" in log.read_text(), 90, proc, log)
+        yield proc, http, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_demo_shows_everything_and_stops_cleanly(demo):
+    proc, http, log = demo
+    children = psutil.Process(proc.pid).children(recursive=True)
+    names = " ".join(" ".join(c.cmdline()) for c in children)
+    assert len(children) >= 7 and "tracehouse.demo.shop" in names and "redis-server" in names
+
+    services = _wait("traces from every demo service",
+                     lambda: SERVICES <= {s["service"] for s in _get(http, "/api/services?since=15m")["services"]},
+                     120, proc, log)
+    assert services
+    # a checkout is one trace across gateway → orders → payments (and inventory)
+    _wait("a trace across services", lambda: [t for t in _get(http, "/api/traces?service=payments&limit=50")["traces"]
+                                             if {"gateway", "orders", "payments"} <= set(t["services"])], 60, proc, log)
+
+    expected = {("gateway", "orders"), ("gateway", "inventory"), ("orders", "payments"), ("orders", "inventory"),
+                ("worker", "orders"), ("inventory", "cache:redis"), ("orders", "database:sqlite/orders"),
+                ("orders", "queue:sqlite-queue/fulfilment")}
+
+    def edges():
+        m = _get(http, "/api/service-map?since=15m")
+        got = {(e["source"], e["target"]) for e in m["edges"]}
+        return got if expected <= got and any(s == "payments" and t.startswith("external:") for s, t in got) else None
+
+    _wait("the service map's edges", edges, 90, proc, log)
+
+    def fired():
+        history = _get(http, "/api/alerts/history")
+        items = history.get("history", history) if isinstance(history, dict) else history
+        return [h for h in items if h.get("to_state") == "firing"]
+
+    firing = _wait("an alert to fire", fired, 150, proc, log)
+    assert any(h.get("alertname") in ("PaymentsErrorRate", "FailedPaymentsByRegion", "InventorySlow", "BankDown")
+               for h in firing)
+
+    def snapshots():
+        logs = _get(http, "/api/logs?event_name=tracehouse.snapshot&since=15m")["logs"]
+        return [s for s in logs if s.get("trace_id")]
+
+    snaps = _wait("an automatic snapshot linked to a trace", snapshots, 150, proc, log)
+
+    def linked_trace():
+        # the snapshot is taken while the slow request is still in flight; its spans land when it ends
+        try:
+            return _get(http, f"/api/traces/{snaps[0]['trace_id']}")
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+
+    trace = _wait("the snapshot's trace", linked_trace, 60, proc, log)
+    assert trace["span_count"] >= 1 and snaps[0]["span_id"] in {s["span_id"] for s in trace["spans"]}
+
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=45)
+    time.sleep(1)
+    alive = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"processes left running: {alive}"
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def test_demo_alone_against_a_running_server(tmp_path):
+    """`tracehouse demo --endpoint URL` sends the shop's telemetry to an existing server."""
+    otlp, http = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([TRACEHOUSE, "serve", "--otlp-port", str(otlp), "--http-port", str(http)],
+                                  cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    shop = None
+    try:
+        _wait("the server", lambda: "tracehouse dashboard:" in log.read_text(), 90, server, log)
+        shop = subprocess.Popen([TRACEHOUSE, "demo", "--endpoint", f"http://127.0.0.1:{otlp}", "--rps", "20"],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                env=dict(os.environ))
+        _wait("demo traffic", lambda: {"gateway", "orders"} <= {
+            s["service"] for s in _get(http, "/api/services")["services"]}, 120, server, log)
+        kids = psutil.Process(shop.pid).children(recursive=True)
+        assert len(kids) >= 6
+        shop.send_signal(signal.SIGINT)
+        assert shop.wait(timeout=45) == 0
+        time.sleep(1)
+        assert [k.pid for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE] == []
+    finally:
+        for p in (shop, server):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
