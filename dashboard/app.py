@@ -16,6 +16,7 @@ from .api import api_router, error_response, install_error_handlers
 from .auth import Auth
 from .auth_routes import install_auth
 from .pages import pages_router
+from .pages_alerts import alerts_pages_router
 from .pages_traces import traces_router
 from .security import SecurityHeaders
 
@@ -37,6 +38,7 @@ def create_app(settings: Any, store: Any) -> FastAPI:
         app.add_exception_handler(exc, _error_page)
     app.include_router(api_router(get_store))
     app.include_router(pages_router())
+    app.include_router(alerts_pages_router())
     app.include_router(traces_router())
 
     @app.get("/static/plotly.min.js", include_in_schema=False)

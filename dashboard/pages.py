@@ -1,4 +1,4 @@
-"""HTML pages: services overview, service detail, service map, infrastructure, alerts.
+"""HTML pages: services overview, service detail, service map, infrastructure (alerts: pages_alerts).
 Routes are glue: parse the view, call storage queries, hand results to pure figure/layout code."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from tracehouse.storage import StorageError
 from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
 
 from . import figures, queries_extra, servicemap_layout, snapshots
+from .pages_alerts import firing_for_service
 from .render import render, view_from
 
 RESOURCE_PREFIXES = ("container.cpu.", "container.memory.", "process.")
@@ -79,6 +79,7 @@ def pages_router() -> APIRouter:
         snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
                                                       limit=20)]
         return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
+                      firing=firing_for_service(request, service),
                       red=red, ops_fig=figures.operations_figure(ops) if ops else None, res_figs=res_figs,
                       probes=probes, failing=failing, slowest=slowest, snaps=snaps)
 
@@ -110,48 +111,5 @@ def pages_router() -> APIRouter:
                     figs.append({"id": f"infra-{len(figs)}", "fig": figures.xy_figure(name, lines)})
         return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs)
 
-    @r.get("/alerts", response_class=HTMLResponse)
-    def alerts_page(request: Request):
-        view = view_from(request)
-        engine = getattr(request.app.state, "alert_engine", None)
-        getter = getattr(request.app.state, "alert_engine_getter", None)
-        if engine is None and getter is not None:
-            engine = getter()
-        info: dict[str, Any] = {"rules": [], "states": [], "history": [], "error": None}
-        if engine is not None:
-            try:
-                info.update(_engine_info(engine))
-            except (StorageError, AttributeError, TypeError, ValueError) as e:
-                info["error"] = f"{type(e).__name__}: {e}"
-        return render(request, "alerts.html", view, title="Alerts", engine=engine, info=info)
-
     return r
 
-
-def _as_dict(x: Any) -> dict[str, Any]:
-    if isinstance(x, dict):
-        return x
-    if hasattr(x, "to_dict"):
-        return x.to_dict()
-    if hasattr(x, "__dict__"):
-        return {k: v for k, v in vars(x).items() if not k.startswith("_")}
-    return {"value": x}
-
-
-def _call_or_get(engine: Any, *names: str) -> list[Any]:
-    for n in names:
-        v = getattr(engine, n, None)
-        if v is None:
-            continue
-        v = v() if callable(v) else v
-        if isinstance(v, dict):
-            v = list(v.values())
-        return list(v or [])
-    return []
-
-
-def _engine_info(engine: Any) -> dict[str, Any]:
-    """The alert engine's interface is not settled yet: read what it offers, defensively."""
-    return {"rules": [_as_dict(x) for x in _call_or_get(engine, "list_rules", "rules")],
-            "states": [_as_dict(x) for x in _call_or_get(engine, "states", "state", "active_alerts", "alerts")],
-            "history": [_as_dict(x) for x in _call_or_get(engine, "history", "recent_history")][:200]}

@@ -91,6 +91,21 @@ def fmt_ns(ns: Any) -> str:
     return datetime.fromtimestamp(int(ns) / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+def fmt_num(v: Any) -> str:
+    """A measured value: integers as such, 4 significant digits otherwise, NaN/None spelled out."""
+    if v is None:
+        return "–"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if f != f:
+        return "NaN"
+    if f == int(f) and abs(f) < 1e15:
+        return str(int(f))
+    return f"{f:,.0f}" if abs(f) >= 1000 else f"{f:.4g}"
+
+
 def fmt_bytes(v: Any) -> str:
     if v is None:
         return "–"
@@ -124,7 +139,7 @@ def _dumps(obj: Any, **_: Any) -> str:
 def make_env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(ms=fmt_ms, pct=fmt_pct, rate=fmt_rate, ts=fmt_ns, bytes=fmt_bytes,
+    env.filters.update(ms=fmt_ms, pct=fmt_pct, rate=fmt_rate, ts=fmt_ns, bytes=fmt_bytes, num=fmt_num,
                        urlpart=lambda s: quote(str(s), safe=""))
     env.policies["json.dumps_function"] = _dumps
     env.globals.update(RANGES=RANGES, REFRESH=list(REFRESH), health=health)

@@ -1,8 +1,10 @@
-"""One seeded chDB store per dashboard test module, a TestClient and a real uvicorn server."""
+"""One seeded chDB store per dashboard test module, a TestClient, a real uvicorn server and
+headless Chromium (Debian's, driven by Playwright)."""
 
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -10,6 +12,7 @@ import uuid
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from playwright.sync_api import sync_playwright
 
 from tests.dashboard.seed import seed_all
 from tracehouse.dashboard.app import create_app
@@ -64,3 +67,33 @@ def live_server(app):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
+
+
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", args=ARGS,
+                                                   headless=True, viewport={"width": 1400, "height": 900})
+        yield ctx
+        ctx.close()
+
+
+@pytest.fixture
+def page(browser):
+    pg = browser.new_page()
+    pg.problems = []  # console errors, page errors and any dialog (an executed XSS payload would open one)
+    pg.on("console", lambda m: pg.problems.append(f"console: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.problems.append(f"pageerror: {e}"))
+
+    def on_dialog(d):
+        pg.problems.append(f"dialog: {d.message}")
+        d.dismiss()
+
+    pg.on("dialog", on_dialog)
+    yield pg
+    pg.close()
+

@@ -1,53 +1,20 @@
-"""The dashboard in headless Chromium against a real uvicorn server over seeded chDB data."""
+"""The dashboard in headless Chromium against a real uvicorn server over seeded chDB data
+(the ``browser`` and ``page`` fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import sync_playwright
 
+from tests.dashboard.browsing import open_page
 from tests.dashboard.seed import CRITICAL, TREE
 
 pytestmark = pytest.mark.browser
-SHOTS = os.path.join(os.path.dirname(__file__), "..", "..", "test-artifacts", "screenshots")
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        ctx = p.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", args=ARGS,
-                                                   headless=True, viewport={"width": 1400, "height": 900})
-        yield ctx
-        ctx.close()
-
-
-@pytest.fixture
-def page(browser):
-    pg = browser.new_page()
-    pg.problems = []  # console errors, page errors and any dialog (an executed XSS payload would open one)
-    pg.on("console", lambda m: pg.problems.append(f"console: {m.text}") if m.type == "error" else None)
-    pg.on("pageerror", lambda e: pg.problems.append(f"pageerror: {e}"))
-
-    def on_dialog(d):
-        pg.problems.append(f"dialog: {d.message}")
-        d.dismiss()
-
-    pg.on("dialog", on_dialog)
-    yield pg
-    pg.close()
 
 
 def _open(page, url: str, shot: str | None = None):
-    page.goto(url)
-    page.wait_for_load_state("networkidle")
-    if shot:
-        os.makedirs(SHOTS, exist_ok=True)
-        page.screenshot(path=os.path.join(SHOTS, f"{shot}.png"), full_page=True)
+    open_page(page, url, shot)
 
 
 def test_every_page_loads_cleanly_and_draws_its_figures(page, live_server, info):
