@@ -29,7 +29,7 @@ HELP = {
     "tracehouse_collector_writer_batches_already_stored_total": (
         "counter", "Replayed or retried batches the store already had (not written twice)."),
     "tracehouse_collector_writer_batch_items": ("summary", "Rows per insert."),
-    "tracehouse_collector_writer_batch_seconds": ("summary", "Time to convert and store one batch."),
+    "tracehouse_collector_writer_batch_seconds": ("summary", "Time to store one converted batch (all its inserts and retries)."),
     "tracehouse_collector_writer_convert_seconds": ("summary", "Time to convert one batch to columns."),
     "tracehouse_collector_buffer_bytes": ("gauge", "Bytes in the durable buffer not yet stored."),
     "tracehouse_collector_buffer_max_bytes": ("gauge", "Cap of the durable buffer."),

@@ -134,15 +134,22 @@ class Writer:
             if pending:
                 log.info("replaying batch %s..%s with verification", pending[0], pending[1])
                 recs = self._read_range(pending[0], pending[1])
-                if not self._write(pending[0], pending[1], recs, verify=True):
+                first = recs[0].pos if recs else pending[0]
+                with _no_gc():
+                    todo = self._columns(self._convert(recs, {}))
+                del recs
+                if not self._write(pending[0], pending[1], first, todo, verify=True):
                     return
             while not self._give_up():
                 # The cyclic GC stays off while a batch is collected and converted; it runs
                 # between batches, and while an insert is retried (see _no_gc).
                 with _no_gc():
                     recs, batches = self._collect()
+                    todo = self._columns(batches)
                 if recs:
-                    if not self._write(self.cursor, recs[-1].end, recs, verify=False, batches=batches):
+                    first, end = recs[0].pos, recs[-1].end
+                    del recs, batches  # only the columns stay alive during the insert
+                    if not self._write(self.cursor, end, first, todo, verify=False):
                         return
                 elif self._stop.is_set():
                     return
@@ -223,16 +230,17 @@ class Writer:
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)
         return batches
 
-    def _write(self, start: Pos, end: Pos, recs: list[Record], verify: bool,
-               batches: dict[str, Batch] | None = None) -> bool:
-        """Store one batch; False when giving up at shutdown (the batch stays pending)."""
+    @staticmethod
+    def _columns(batches: dict[str, Batch]) -> list[tuple[str, str, dict[str, list], int]]:
+        todo = [(sig, b.table, b.columns(), len(b)) for sig, b in batches.items() if len(b)]
+        batches.clear()
+        return todo
+
+    def _write(self, start: Pos, end: Pos, first: Pos, todo: list, verify: bool) -> bool:
+        """Store one batch (the WAL range ``[start, end)`` whose first record is at ``first``);
+        False when giving up at shutdown (the batch stays pending)."""
         t0 = time.monotonic()
-        with _no_gc():
-            if batches is None:
-                batches = self._convert(recs, {})
-            todo = [(sig, b.table, b.columns(), len(b)) for sig, b in batches.items() if len(b)]
-            del batches
-        bid = batch_id_for(self.wal.ident, recs[0].pos if recs else start)
+        bid = batch_id_for(self.wal.ident, first)
         self.checkpoint.save(start, (start, end))
         delay = 0.2
         failures = 0
