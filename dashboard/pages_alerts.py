@@ -283,6 +283,7 @@ def _overview(engine: Any, start_ns: int, end_ns: int, now_ns: int) -> dict[str,
 
 def _editor(request: Request, rule_id: str | None):
     view = view_from(request)
+    view.refresh = "off"  # an auto-refresh would throw away the edits
     engine = engine_of(request)
     ctx = _ctx()
     rule, history, error = None, [], None

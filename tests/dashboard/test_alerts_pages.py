@@ -6,7 +6,9 @@ tracehouse/server.py does (``app.state.alert_engine`` + ``alerts_router``)."""
 
 from __future__ import annotations
 
+import ast
 import html
+import os
 import re
 import time
 from types import SimpleNamespace
@@ -58,6 +60,10 @@ groups:
       - alert: ProbeDown
         kind: middleware
         service: orders
+      - alert: EarlyWarning
+        kind: sql
+        query: SELECT toFloat64({{end:UInt32}} < toUInt32(now()) - 300) AS value
+        labels: {{severity: warning}}
 """
 
 
@@ -65,7 +71,9 @@ groups:
 def engine(seeded_store):
     cfg = build_config([(RULES_FILE, yaml.safe_load(RULES))])
     eng = Engine(seeded_store[0], cfg)
-    eng.run_once(time.time_ns())
+    now = time.time_ns()
+    for minutes_ago in (8, 4, 0):  # EarlyWarning fires 8 minutes ago and resolves 4 minutes ago
+        eng.run_once(now - minutes_ago * 60 * NS)
     return eng
 
 
@@ -88,13 +96,14 @@ def test_alerts_page_lists_firing_first_then_rules_history_and_silences(client, 
     rows = re.findall(r'<tr class="alert-row st-(\w+)" data-state="\w+" data-rule="([^"]+)"', body)
     states = [s for s, _ in rows]
     assert ("firing", "shop/PaymentsErrors") in rows and ("pending", "shop/SlowShop") in rows
+    assert ("resolved", "shop/EarlyWarning") in rows
     assert states == sorted(states, key=["firing", "pending", "resolved"].index)
     assert "firing for" in body and "severity</b>=critical" in body
     # rules: every rule, its source file, state, health and last evaluation
     rules = body.split('id="alert-rules"', 1)[1].split("</table>", 1)[0]
-    for name in ("PaymentsErrors", "SlowShop", "HostileTraffic", "BrokenQuery", "ProbeDown"):
+    for name in ("PaymentsErrors", "SlowShop", "HostileTraffic", "BrokenQuery", "ProbeDown", "EarlyWarning"):
         assert f">{name}</a>" in rules
-    assert rules.count("class=\"src file\">rules.yaml<") == 5 and "never" not in rules
+    assert rules.count("class=\"src file\">rules.yaml<") == 6 and "never" not in rules
     broken = rules.split('data-rule="shop/BrokenQuery"', 1)[1].split("</tr>", 1)[0]
     assert "badge critical\">error" in broken and "no_such_column" in broken
     assert "error_rate of payments over 15m &gt; 0.01" in rules
@@ -102,6 +111,7 @@ def test_alerts_page_lists_firing_first_then_rules_history_and_silences(client, 
     hist = body.split('id="alert-history"', 1)[1].split("</table>", 1)[0]
     assert "PaymentsErrors" in hist and "st-pending" in hist and "st-firing" in hist
     assert 'data-fig="alert-timeline"' in body
+    assert "firing for 8m" in body and "resolved 4m" in body
     assert 'id="silence-form"' in body and 'id="no-silences"' in body
 
 
@@ -120,7 +130,9 @@ def test_silence_created_through_the_api_is_listed_and_mutes_the_alert(client, e
 
 
 def test_rule_editor_new_and_read_only_yaml_rule(client):
-    body = _main(client.get("/alerts/rules/new").text)
+    page = client.get("/alerts/rules/new?refresh=10s").text
+    assert 'data-refresh="0"' in page  # an auto-refresh would throw the edits away
+    body = _main(page)
     assert 'id="rule-form"' in body and 'data-rule-id=""' in body and 'id="r-save"' in body
     assert '<option value="red" selected>' in body and 'id="r-preview"' in body
     # kind-dependent fields: only the red ones are visible at first
@@ -179,6 +191,18 @@ def test_with_login_the_page_carries_the_csrf_token_the_api_requires(seeded_stor
         r = c.post("/api/alerts/silences", json=body, headers={"X-CSRF-Token": token})
         assert r.status_code == 201
         assert c.delete(f"/api/alerts/silences/{r.json()['id']}", headers={"X-CSRF-Token": token}).status_code == 200
+
+
+def test_the_dashboard_does_not_import_the_alerts_package():
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "dashboard")
+    for name in os.listdir(root):
+        if name.endswith(".py"):
+            with open(os.path.join(root, name), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                assert not any(m.startswith(("tracehouse.alerts", "alerts")) for m in mods), (name, mods)
 
 
 def test_expression_and_timeline_are_pure():
