@@ -117,7 +117,7 @@ class ChdbBackend:
         import pyarrow as pa
 
         schema = self._schema(table)
-        arrays = [pa.array(col, type=schema.field(i).type) for i, col in enumerate(columns)]
+        arrays = [_to_arrow(col, schema.field(i).type) for i, col in enumerate(columns)]
         batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, schema) as w:
@@ -141,6 +141,16 @@ class ChdbBackend:
                 return
             self._closed = True
         _release_session()
+
+
+def _to_arrow(col: Sequence[Any], type_):
+    import pyarrow as pa
+
+    # Array columns that are empty in every row (links, events, exemplars: the common case) skip
+    # pyarrow's per-row walk: all-zero offsets over an empty child array.
+    if pa.types.is_list(type_) and not any(col):
+        return pa.ListArray.from_arrays(pa.array([0] * (len(col) + 1), pa.int32()), pa.array([], type_.value_type))
+    return pa.array(col, type=type_)
 
 
 def _setting(v: Any) -> str:
