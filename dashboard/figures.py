@@ -45,8 +45,9 @@ def red_figures(series: dict[str, Any]) -> dict[str, dict[str, Any]]:
     rate = {"data": [{"type": "scatter", "mode": "lines", "x": x, "y": [p["rate"] for p in pts], "name": "req/s",
                       "line": {"color": OK}, "fill": "tozeroy"}],
             "layout": _layout("Requests per second")}
+    width_ms = float(series.get("step_s") or 60) * 1000 * 0.8  # bars one bucket wide on the date axis
     errors = {"data": [{"type": "bar", "x": x, "y": [p["errors"] for p in pts], "name": "errors",
-                        "marker": {"color": ERROR}},
+                        "marker": {"color": ERROR}, "width": width_ms},
                        {"type": "scatter", "mode": "lines", "x": x, "y": [p["error_rate"] * 100 for p in pts],
                         "name": "error %", "yaxis": "y2", "line": {"color": "#ff7f0e"}}],
               "layout": _layout("Errors", yaxis2={"overlaying": "y", "side": "right", "title": "%",
@@ -114,3 +115,15 @@ def sparkline(points: list[tuple[int, float]], width: int = 120, height: int = 2
     hi = max(vs) or 1.0
     span = (t1 - t0) or 1
     return " ".join(f"{(t - t0) * width / span:.1f},{height - 2 - (v / hi) * (height - 4):.1f}" for t, v in points)
+
+
+def in_window(fig: dict[str, Any], start_s: float, end_s: float) -> dict[str, Any]:
+    """Pin a time-series figure's x axis to the page's time range, and show markers on sparse
+    series (one or a few buckets draw no visible line on their own)."""
+    lay = fig.setdefault("layout", {})
+    lay.setdefault("xaxis", {})["range"] = [_iso(start_s), _iso(end_s)]
+    for trace in fig.get("data", []):
+        if trace.get("type") == "scatter" and trace.get("mode") == "lines" and len(trace.get("x") or ()) <= 30:
+            trace["mode"] = "lines+markers"
+            trace.setdefault("marker", {"size": 5})
+    return fig

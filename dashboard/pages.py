@@ -29,7 +29,8 @@ def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict
     figs = []
     for name in [n for n in names if n.startswith(RESOURCE_PREFIXES)][:8]:
         s = qtel.metric_series(store, name, tr, service, agg="avg")
-        figs.append({"id": f"res-{len(figs)}", "fig": figures.metric_figure(name, s, ("instance",))})
+        fig = figures.in_window(figures.metric_figure(name, s, ("instance",)), tr.start_s, tr.end_s)
+        figs.append({"id": f"res-{len(figs)}", "fig": fig})
     probes: dict[str, dict[str, Any]] = {}
     for metric, key in ((PROBE_UP, "up"), (PROBE_DURATION, "duration")):
         if metric not in names:
@@ -72,7 +73,7 @@ def pages_router() -> APIRouter:
         ops = qsvc.operations(store, service, tr)
         series = qsvc.series(store, service, tr)
         summary = next((s for s in qsvc.services(store, tr) if s["service"] == service), None)
-        red = figures.red_figures(series)
+        red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
         res_figs, probes = _resources(store, tr, service)
         failing = queries_extra.failing_requests(store, tr, service, 10)
         slowest = queries_extra.slowest_requests(store, tr, service, 10)
@@ -108,7 +109,8 @@ def pages_router() -> APIRouter:
                          "container.memory.usage"):
                 lines = queries_extra.infra_series(store, view.tr, name, step)
                 if lines:
-                    figs.append({"id": f"infra-{len(figs)}", "fig": figures.xy_figure(name, lines)})
+                    fig = figures.in_window(figures.xy_figure(name, lines), view.tr.start_s, view.tr.end_s)
+                    figs.append({"id": f"infra-{len(figs)}", "fig": fig})
         return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs)
 
     return r

@@ -114,12 +114,46 @@ def test_demo_shows_everything_and_stops_cleanly(demo):
     trace = _wait("the snapshot's trace", linked_trace, 60, proc, log)
     assert trace["span_count"] >= 1 and snaps[0]["span_id"] in {s["span_id"] for s in trace["spans"]}
 
+    _screenshots(http, snaps[0]["trace_id"])
+
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=45)
     time.sleep(1)
     alive = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"processes left running: {alive}"
     assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PAGES = {"services": "/services", "service": "/services/payments", "service-map": "/service-map",
+         "traces": "/traces?service=payments", "snapshots": "/snapshots", "alerts": "/alerts",
+         "infrastructure": "/infrastructure"}
+
+
+def _screenshots(http: int, trace_id: str) -> None:
+    """Every main page of the running demo loads in Chromium without errors; the screenshots are
+    the README's (test-artifacts/screenshots/demo-*.png)."""
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.dashboard.browsing import screenshot
+
+    problems: list[str] = []
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
+                                                   headless=True, viewport={"width": 1400, "height": 900})
+        page = ctx.new_page()
+        page.on("console", lambda m: problems.append(f"{page.url} console: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"{page.url} pageerror: {e}"))
+        for name, path in {**PAGES, "trace": f"/traces/{trace_id}"}.items():
+            page.goto(f"http://127.0.0.1:{http}{path}{'&' if '?' in path else '?'}since=15m")
+            page.wait_for_load_state("networkidle")
+            assert page.locator("h1").count() >= 1, name
+            screenshot(page, f"demo-{name}")
+        ctx.close()
+    assert problems == []
 
 
 def test_demo_alone_against_a_running_server(tmp_path):
