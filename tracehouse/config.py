@@ -32,7 +32,7 @@ class Settings:
     ingest_tokens: list[str] = field(default_factory=list)
     #: TRACEHOUSE_INGEST_TOKEN_HEADER: header carrying the token when not Authorization: Bearer
     ingest_token_header: str = "authorization"
-    #: TRACEHOUSE_RATE_LIMIT_SPANS_PER_S: per-service token bucket for items/s (0 = off)
+    #: TRACEHOUSE_RATE_LIMIT_PER_SERVICE: per-service token bucket for items/s (0 = off)
     rate_limit_per_service: float = 0.0
     #: TRACEHOUSE_REDACT_KEYS: extra attribute key patterns to mask
     redact_keys: list[str] = field(default_factory=list)
