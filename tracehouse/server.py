@@ -69,22 +69,20 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             dash = create_app(settings, store)
             dash.include_router(snapshots_router(lambda request: request.app.state.store,
                                                  getattr(dash.state, "require_editor", None)))
-            with contextlib.suppress(ImportError):
-                from tracehouse.alerts import alerts_router, get_engine
+            from tracehouse.alerts import alerts_router, get_engine
 
-                # answers 503 until the engine exists (alone, a dashboard has no engine in-process)
-                dash.include_router(alerts_router(get_engine))
-                dash.state.alert_engine_getter = get_engine
+            # answers 503 until the engine exists (alone, a dashboard has no engine in-process)
+            dash.include_router(alerts_router(get_engine))
+            dash.state.alert_engine_getter = get_engine
             servers.append(_Server(dash, settings.host, settings.http_port))
         if "alerts" in roles:
-            with contextlib.suppress(ImportError):
-                from tracehouse.alerts import build_engine
-                from tracehouse.storage.queries_snapshots import queue_request
+            from tracehouse.alerts import build_engine
+            from tracehouse.storage.queries_snapshots import queue_request
 
-                def snapshot_hook(service: str, kind: str, reason: str) -> str:
-                    return queue_request(store, service, kind, reason, requested_by="alert")
+            def snapshot_hook(service: str, kind: str, reason: str) -> str:
+                return queue_request(store, service, kind, reason, requested_by="alert")
 
-                background.extend(build_engine(settings, store, request_snapshot=snapshot_hook))
+            background.extend(build_engine(settings, store, request_snapshot=snapshot_hook))
         for b in background:
             b.start()
         # Long-lived objects built so far (modules, schema, app) need no more collection passes:
