@@ -18,20 +18,16 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support.servers import free_port, wait_port  # noqa: E402
+
 SERVICES = ["frontend", "checkout", "cart", "payments", "inventory", "shipping", "users", "search"]
 ROUTES = ["/api/cart", "/api/checkout", "/api/items/{id}", "/api/users/{id}", "/api/search", "/health"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kv(key, value):
@@ -174,24 +170,13 @@ def _stored(url: str) -> int:
     return 0
 
 
-def _wait_port(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
 def bench_main(args: argparse.Namespace) -> int:
     import psutil
 
     tmp = tempfile.mkdtemp(prefix="th-bench-")
     data = os.path.join(tmp, "data")
     storage = args.storage or f"chdb://{data}?database=bench"
-    otlp, http = _free_port(), _free_port()
+    otlp, http = free_port(), free_port()
     role = args.role
     if role == "auto":
         try:
@@ -206,7 +191,7 @@ def bench_main(args: argparse.Namespace) -> int:
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{otlp}"
     try:
-        if not _wait_port(otlp, 90):
+        if not wait_port(otlp, 90):
             raise RuntimeError("server did not start")
         sender = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sender", "--url", url + "/v1/traces",
                                    "--spans", str(args.spans), "--concurrency", str(args.concurrency),
