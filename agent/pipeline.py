@@ -2,7 +2,7 @@
 
 One agent per process. In a forked child (gunicorn/uWSGI workers) the after-fork hook gives the
 process a new ``service.instance.id`` and ``process.pid``, drops inherited buffers, and restarts
-the probe thread; the SDK's batch processors and metric reader restart their own threads, and
+the probe thread; the span batch processor, the SDK's log processor and metric reader restart their own threads, and
 the guarded exporters build fresh HTTP sessions on first use in the child.
 """
 
@@ -96,15 +96,15 @@ class Agent:
     def _start_traces(self, exporter, set_global):
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+        from tracehouse.agent.batching import LeanBatchSpanProcessor
         from tracehouse.agent.sampling import ErrorKeepingProcessor, make_sampler
 
         tp = TracerProvider(resource=self.resource, sampler=make_sampler(self.config.sample_ratio),
                             shutdown_on_exit=False)
-        batch = BatchSpanProcessor(exporter, max_queue_size=self.config.queue_size,
-                                   max_export_batch_size=min(512, self.config.queue_size),
-                                   export_timeout_millis=self.config.export_timeout * 1000)
+        # Batches of 512 as before: 1024-2048-span batches measured slightly worse at p50 (longer GIL bursts).
+        batch = LeanBatchSpanProcessor(exporter, max_queue_size=self.config.queue_size,
+                                       max_export_batch_size=min(512, self.config.queue_size))
         self.error_keeper = None
         if self.config.sample_ratio < 1.0:
             self.error_keeper = ErrorKeepingProcessor(batch)

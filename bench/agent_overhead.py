@@ -4,10 +4,14 @@ Runs one trivial FastAPI endpoint under uvicorn three ways in the same run — b
 (opentelemetry-instrumentation-fastapi + SDK + BatchSpanProcessor + OTLP/HTTP exporter), and
 ``tracehouse-agent run`` — and drives each from a separate client process over loopback (a
 sequential keep-alive http.client, concurrency 1). Spans and metrics go to a local OTLP sink
-that answers 200 (or to ``--endpoint``, e.g. a running ``tracehouse serve``). Also measures the
-CPU cost of one resource-metrics collection and scales it to the default 15 s interval.
+that answers 200 (or to ``--endpoint``, e.g. a running ``tracehouse serve``). The three modes
+run ``--rounds`` times, interleaved (the order rotates each round), and each figure is the
+median over the rounds, so that a change of machine load during the run does not land on one
+mode only. Also reports the server process's CPU time per request (all its threads: request
+path plus export), and measures the CPU cost of one resource-metrics collection and scales it
+to the default 15 s interval.
 
-    .venv/bin/python bench/agent_overhead.py [--requests 3000] [--endpoint URL] [--json]
+    .venv/bin/python bench/agent_overhead.py [--requests 3000] [--rounds 3] [--endpoint URL] [--json]
 
 The last line printed is one JSON object with the figures.
 """
@@ -126,16 +130,48 @@ def run_mode(mode: str, workdir: str, endpoint: str, warm: int, n: int) -> dict:
     else:
         cmd = [os.path.join(BIN, "tracehouse-agent"), "run", "--endpoint", endpoint, "--"] + uvicorn + ["app:app"]
     server = subprocess.Popen(cmd, env=env, cwd=workdir)
+    cpu = None
     try:
         wait_port(port)
+        cpu0 = _cpu_seconds(server.pid)
         out = subprocess.run([sys.executable, "-c", CLIENT, str(port), str(warm), str(n)],
                              capture_output=True, text=True, check=True, timeout=600)
         data = json.loads(out.stdout)
     finally:
         server.terminate()
-        server.wait(15)
+        # The CPU count runs to the exit, so it includes exporting what was still queued.
+        total = _reap(server, 15)
+        cpu = None if total is None else total - cpu0
     lat = [x / 1000 for x in data["lat_ns"]]
-    return {"p50_us": pct(lat, 50), "p90_us": pct(lat, 90), "p99_us": pct(lat, 99), "rps": n / data["wall"]}
+    return {"p50_us": pct(lat, 50), "p90_us": pct(lat, 90), "p99_us": pct(lat, 99), "rps": n / data["wall"],
+            "cpu_us": cpu / (warm + n) * 1e6 if cpu is not None else float("nan")}
+
+
+def _reap(proc: subprocess.Popen, timeout: float) -> float | None:
+    """Wait for the process to exit; its lifetime user + system CPU seconds (``wait4``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    return None
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(values):
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 def metrics_cost(interval: float = 15.0, rounds: int = 40) -> dict:
@@ -163,6 +199,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three modes (median)")
     ap.add_argument("--endpoint", help="OTLP/HTTP base URL (default: a local sink answering 200)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args()
@@ -177,12 +214,17 @@ def main() -> None:
             f.write(APP)
         with open(os.path.join(d, "otel_app.py"), "w") as f:
             f.write(OTEL_APP)
-        results = {m: run_mode(m, d, endpoint, args.warmup, args.requests) for m in ("bare", "otel", "agent")}
+        modes = ("bare", "otel", "agent")
+        runs: dict[str, list[dict]] = {m: [] for m in modes}
+        for r in range(max(1, args.rounds)):
+            for m in modes[r % 3:] + modes[:r % 3]:
+                runs[m].append(run_mode(m, d, endpoint, args.warmup, args.requests))
+        results = {m: {k: median([x[k] for x in runs[m]]) for k in runs[m][0]} for m in modes}
     cost = metrics_cost()
     if not args.json:
         for m, r in results.items():
             print(f"{m:6s} p50 {r['p50_us']:7.1f} us  p90 {r['p90_us']:7.1f}  p99 {r['p99_us']:7.1f}  "
-                  f"{r['rps']:7.0f} req/s")
+                  f"{r['rps']:7.0f} req/s  {r['cpu_us']:6.1f} us CPU/req")
         print(f"metrics collection: {cost['collection_cpu_ms']:.2f} ms CPU each; sink POSTs: {_Sink.posts}")
     base = results["bare"]["p50_us"]
     print(json.dumps({
@@ -193,9 +235,13 @@ def main() -> None:
         "otel_rps": round(results["otel"]["rps"]),
         "agent_rps": round(results["agent"]["rps"]),
         "agent_p99_us": round(results["agent"]["p99_us"], 1),
+        "baseline_cpu_us_per_req": round(results["bare"]["cpu_us"], 1),
+        "otel_added_cpu_us_per_req": round(results["otel"]["cpu_us"] - results["bare"]["cpu_us"], 1),
+        "agent_added_cpu_us_per_req": round(results["agent"]["cpu_us"] - results["bare"]["cpu_us"], 1),
         "metrics_collection_cpu_ms": round(cost["collection_cpu_ms"], 3),
         "metrics_collection_cpu_percent": round(cost["cpu_percent"], 4),
         "requests": args.requests,
+        "rounds": max(1, args.rounds),
     }))
     if sink is not None:
         sink.shutdown()

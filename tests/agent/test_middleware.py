@@ -156,3 +156,58 @@ def test_starlette_instrumentor_wraps_fastapi_once(rec):
         inst.uninstrument()
     (span,) = rec.spans.get_finished_spans()
     assert span.name == "GET /hello/{name}" and span.attributes["http.route"] == "/hello/{name}"
+
+
+def test_duration_histogram_counts_per_thread_and_stays_cumulative(rec):
+    import threading
+
+    from tracehouse.agent import http_server as hs
+
+    hist = hs.current().duration
+    assert not hist.direct  # the lean path is in use with this SDK
+
+    def work(n):
+        for i in range(n):
+            hist.record(0.003 if i % 2 else 0.2, "GET", "/a", 200, None)
+
+    threads = [threading.Thread(target=work, args=(100,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    hist.record(1.5, "POST", None, 503, "503")
+    points = {p.attributes.get("http.route"): p for p in rec.points("http.server.request.duration")}
+    a = points["/a"]
+    assert a.count == 400 and abs(a.sum - 200 * 0.203) < 1e-9 and a.min == 0.003 and a.max == 0.2
+    assert a.explicit_bounds == hs.DURATION_BUCKETS
+    assert a.bucket_counts[0] == 200 and a.bucket_counts[hs.DURATION_BUCKETS.index(0.25)] == 200
+    assert dict(points[None].attributes) == {"http.request.method": "POST", "http.response.status_code": 503,
+                                             "error.type": "503"}
+    hist.record(0.003, "GET", "/a", 200, None)
+    (a,) = [p for p in rec.points("http.server.request.duration") if p.attributes.get("http.route") == "/a"]
+    assert a.count == 401  # cumulative, nothing counted twice
+
+
+def test_lean_batch_processor_bounds_counts_and_flushes_on_shutdown():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tracehouse.agent import counters
+    from tracehouse.agent.batching import LeanBatchSpanProcessor
+
+    counters.reset()
+    mem = InMemorySpanExporter()
+    proc = LeanBatchSpanProcessor(mem, max_queue_size=10, max_export_batch_size=4, schedule_delay_millis=60_000)
+    proc._export_lock.acquire()  # hold the export thread back: the queue fills up
+    tp = TracerProvider()
+    tp.add_span_processor(proc)
+    tracer = tp.get_tracer("t")
+    for i in range(15):
+        tracer.start_span(f"s{i}").end()
+    assert counters.snapshot().get("spans.dropped.queue_full") == 5
+    proc._export_lock.release()
+    proc.shutdown()
+    names = [s.name for s in mem.get_finished_spans()]
+    assert sorted(names, key=lambda n: int(n[1:])) == [f"s{i}" for i in range(10)]
+    tracer.start_span("late").end()
+    assert counters.snapshot().get("spans.dropped.shutdown") == 1

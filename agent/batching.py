@@ -1,0 +1,130 @@
+"""A lean batch span processor: the request thread only appends to a deque.
+
+Compared with the SDK's ``BatchSpanProcessor`` the per-span work on the request thread is one
+``deque.append`` and two length checks (no ``os.getpid()`` per span — a fork hook resets the
+processor instead — and no lock or event unless a batch is due). The export thread wakes on
+its timer (``OTEL_BSP_SCHEDULE_DELAY``, 5 s by default) or when a batch is queued (at most
+half the queue), and exports batches of up to ``max_export_batch_size``. Bounded: when the queue is full new spans
+are dropped and counted (``spans.dropped.queue_full`` in ``tracehouse.agent.stats()``).
+Shutdown exports what is queued within its time bound.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections import deque
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+from tracehouse.agent import counters, errors
+
+_DEFAULT_DELAY_MS = 5000.0
+
+
+def _env_delay_ms() -> float:
+    raw = os.environ.get("OTEL_BSP_SCHEDULE_DELAY")
+    try:
+        value = float(raw) if raw else _DEFAULT_DELAY_MS
+    except ValueError:
+        value = _DEFAULT_DELAY_MS
+    return value if value > 0 else _DEFAULT_DELAY_MS
+
+
+class LeanBatchSpanProcessor(SpanProcessor):
+    def __init__(self, exporter, max_queue_size: int = 2048, max_export_batch_size: int = 512,
+                 schedule_delay_millis: float | None = None):
+        self._exporter = exporter
+        self._max_queue = max(1, int(max_queue_size))
+        self._max_batch = max(1, min(int(max_export_batch_size), self._max_queue))
+        self._wake_at = max(1, min(self._max_batch, self._max_queue // 2))
+        self._delay = (schedule_delay_millis if schedule_delay_millis is not None else _env_delay_ms()) / 1000.0
+        self._shutdown = False
+        self._start()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+
+            def after_in_child():
+                p = ref()
+                if p is not None and not p._shutdown:
+                    p._start()
+
+            os.register_at_fork(after_in_child=after_in_child)
+
+    def _start(self) -> None:
+        self._queue: deque = deque()
+        self._woken = False
+        self._wake = threading.Event()
+        self._export_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._worker, name="tracehouse-spans", daemon=True)
+        self._thread.start()
+
+    # -- request thread --------------------------------------------------------------------------
+    def on_start(self, span, parent_context=None) -> None:
+        pass
+
+    def _on_ending(self, span) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not span.context.trace_flags.sampled:
+            return
+        q = self._queue
+        if len(q) >= self._max_queue or self._shutdown:
+            counters.add("spans.dropped.shutdown" if self._shutdown else "spans.dropped.queue_full")
+            return
+        q.append(span)
+        if len(q) >= self._wake_at and not self._woken:
+            self._woken = True
+            self._wake.set()
+
+    # -- export thread ---------------------------------------------------------------------------
+    def _worker(self) -> None:
+        wake = self._wake
+        while not self._shutdown:
+            wake.wait(self._delay)
+            wake.clear()
+            self._woken = False
+            if self._shutdown:
+                break
+            self._export(everything=False)
+
+    def _export(self, everything: bool, deadline: float | None = None) -> None:
+        with self._export_lock:
+            q = self._queue
+            first = True
+            # On the timer: at least one batch; then only while a full wake-up's worth is queued.
+            while q and (everything or first or len(q) >= self._wake_at):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                first = False
+                n = min(self._max_batch, len(q))
+                popleft = q.popleft
+                batch = [popleft() for _ in range(n)]
+                token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+                try:
+                    self._exporter.export(batch)
+                except Exception as exc:
+                    errors.swallow("export spans", exc)
+                finally:
+                    detach(token)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self._shutdown:
+            return False
+        self._export(everything=True, deadline=time.monotonic() + timeout_millis / 1000.0)
+        return not self._queue
+
+    def shutdown(self) -> None:
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self._wake.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(self._delay + 1.0)
+        self._export(everything=True)
+        self._exporter.shutdown()
