@@ -31,7 +31,7 @@ class Collector:
         return [self.wal, self.writer]
 
 
-def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20, max_batch_items: int = 25_000,
+def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20, max_batch_items: int = 15_000,
                      max_batch_age: float = 1.0, grace: float = 10.0, limits: Limits | None = None) -> Collector:
     metrics = Registry()
     wal = Wal(settings.resolved_buffer_dir, segment_bytes=segment_bytes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from sys import intern as _intern
 from typing import Any
 
 import orjson
@@ -122,7 +123,7 @@ def _attrs(attrs, red: Redactor, lim: Limits, st: Stats) -> tuple[list[str], lis
     maxv = lim.max_value_len
     maxk = lim.max_key_len
     for kv in attrs:
-        key = kv.key
+        key = _intern(kv.key)  # a handful of distinct keys repeat on every span: keep one copy each
         v = kv.value
         s = v.string_value  # most values are strings: one upb call instead of two
         if s:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from .backend import Result, check_params
 from .errors import ConfigError, QueryError, QueryTimeout, StorageError
 from .schema import Table
 
+PURGE_INTERVAL_S = 0.5
 _engine_lock = threading.Lock()
 _engine: dict[str, Any] = {"path": None, "session": None, "refs": 0, "lock": threading.RLock()}
 
@@ -84,6 +86,8 @@ class ChdbBackend:
         self._session, self._lock = _open_session(path)
         self._closed = False
         self._schemas: dict[str, Any] = {}
+        self._last_purge = 0.0
+        self._purge_ok = True
 
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
         check_params(sql, params)
@@ -133,7 +137,21 @@ class ChdbBackend:
                 res = ins.finish()
             except Exception as e:
                 raise _translate(e) from e
+            self._purge_allocator()
         return int(getattr(res, "rows_written", batch.num_rows) or batch.num_rows)
+
+    def _purge_allocator(self) -> None:
+        """Give the memory a big insert used back to the OS. The engine's allocator (jemalloc) keeps
+        freed pages for reuse; inside a host process that is a few hundred MB of RSS for nothing.
+        At most every 0.5 s, ~25 ms after a 25k-span insert; called with the engine lock held."""
+        now = time.monotonic()
+        if not self._purge_ok or now - self._last_purge < PURGE_INTERVAL_S:
+            return
+        self._last_purge = now
+        try:
+            self._session.query("SYSTEM JEMALLOC PURGE")
+        except Exception:  # an engine built without jemalloc: nothing to purge
+            self._purge_ok = False
 
     def close(self) -> None:
         with self._lock:
