@@ -117,7 +117,12 @@ class ChdbBackend:
             self._schemas[table.name] = sch
         return sch
 
-    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]]) -> int:
+    #: Store.insert may overlap preparing one chunk with inserting the previous one (the engine
+    #: releases the GIL while it works).
+    pipelined = True
+
+    def prepare(self, table: Table, columns: Sequence[Sequence[Any]]) -> bytes:
+        """Columns → one Arrow stream (Python-bound work, no engine lock)."""
         import pyarrow as pa
 
         schema = self._schema(table)
@@ -126,6 +131,9 @@ class ChdbBackend:
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, schema) as w:
             w.write_batch(batch)
+        return sink.getvalue()
+
+    def insert_prepared(self, table: Table, qualified_name: str, payload: bytes) -> None:
         cols = ", ".join(table.column_names)
         with self._lock:
             if self._closed:
@@ -133,12 +141,15 @@ class ChdbBackend:
             try:
                 ins = self._session.send_insert(
                     f"INSERT INTO {qualified_name} ({cols}) SETTINGS parallel_view_processing = 1", "ArrowStream")
-                ins.append(sink.getvalue())
-                res = ins.finish()
+                ins.append(payload)
+                ins.finish()
             except Exception as e:
                 raise _translate(e) from e
             self._purge_allocator()
-        return int(getattr(res, "rows_written", batch.num_rows) or batch.num_rows)
+
+    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]]) -> int:
+        self.insert_prepared(table, qualified_name, self.prepare(table, columns))
+        return len(columns[0]) if columns else 0
 
     def _purge_allocator(self) -> None:
         """Give the memory a big insert used back to the OS. The engine's allocator (jemalloc) keeps

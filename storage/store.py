@@ -20,6 +20,17 @@ from .url import DEFAULT_URL, StorageURL, parse_storage_url
 
 log = logging.getLogger("tracehouse.storage")
 
+#: Batches of at least twice this many rows are inserted in pipelined chunks of about this size.
+PIPELINE_CHUNK_ROWS = 25_000
+
+
+def chunk_batch_id(batch_id: int, i: int) -> int:
+    """The id of chunk ``i`` of a batch: the batch's own id for the first chunk, then a mix."""
+    if i == 0:
+        return batch_id
+    return ((batch_id * 0x9E3779B97F4A7C15) + i * 0xBF58476D1CE4E5B9) & 0x7FFFFFFFFFFFFFFF or 1
+
+
 ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS)
 _PARTITION_DAY = re.compile(r"^(\d{8})$")
 _PARTITION_MONTH = re.compile(r"^(\d{6})$")
@@ -181,9 +192,10 @@ class Store:
         if n == 0:
             return 0
         cols = dict(columns)
+        pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and getattr(self.backend, "pipelined", False)
         if "batch_id" in names:
             cols["batch_id"] = [int(batch_id or 0)] * n
-            if verify and batch_id and self.batch_present(table, int(batch_id)):
+            if verify and batch_id and not pipelined and self.batch_present(table, int(batch_id)):
                 log.info("batch %s already in %s; not written again", batch_id, table)
                 return 0
         missing = [c for c in names if c not in cols]
@@ -193,8 +205,41 @@ class Store:
         for name, col in zip(names, ordered):
             if len(col) != n:
                 raise ValueError(f"column {table}.{name} has {len(col)} values, expected {n}")
+        if pipelined:
+            return self._insert_pipelined(tbl, table, names, ordered, n, batch_id, verify)
         self.backend.insert(tbl, self.t(table), ordered)
         return n
+
+    def _insert_pipelined(self, tbl: Table, table: str, names: list[str], ordered: list[Sequence[Any]], n: int,
+                          batch_id: int | None, verify: bool) -> int:
+        """A large batch in chunks: preparing chunk i+1 (Python) overlaps inserting chunk i (the
+        engine, which releases the GIL). Each chunk carries its own id derived from ``batch_id``,
+        so a retry or a replay skips exactly the chunks already stored."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        k = max(2, round(n / PIPELINE_CHUNK_ROWS))
+        bounds = [n * i // k for i in range(k + 1)]
+        has_id = "batch_id" in names
+        id_at = names.index("batch_id") if has_id else -1
+        written = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracehouse-insert") as pool:
+            pending = None
+            for i in range(k):
+                lo, hi = bounds[i], bounds[i + 1]
+                chunk = [col[lo:hi] for col in ordered]
+                if has_id:
+                    cid = chunk_batch_id(int(batch_id or 0), i) if batch_id else 0
+                    chunk[id_at] = [cid] * (hi - lo)
+                    if verify and cid and self.batch_present(table, cid):
+                        continue
+                payload = self.backend.prepare(tbl, chunk)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(self.backend.insert_prepared, tbl, self.t(table), payload)
+                written += hi - lo
+            if pending is not None:
+                pending.result()
+        return written
 
     # -- small JSON documents (rules, silences, state) ----------------------------------------
     def put_document(self, table: str, doc_id: str, body: dict[str, Any], deleted: bool = False, **extra: Any) -> None:
