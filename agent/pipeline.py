@@ -121,7 +121,7 @@ class Agent:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-        from tracehouse.agent import metrics_cgroup, metrics_host, metrics_process, probes
+        from tracehouse.agent import metrics_cgroup, metrics_host, metrics_process, pools, probes
 
         reader = PeriodicExportingMetricReader(
             exporter, export_interval_millis=self.config.metrics_interval * 1000,
@@ -137,7 +137,8 @@ class Agent:
         self.gc_timer = metrics_process.GcTimer().install()
         for register in (lambda: metrics_cgroup.register(meter, self.config.cgroup_root),
                          lambda: metrics_process.register(meter, self.gc_timer),
-                         lambda: metrics_host.register(meter)):
+                         lambda: metrics_host.register(meter),
+                         lambda: (pools.install(), pools.register(meter))):
             try:
                 register()
             except Exception as exc:
