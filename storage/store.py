@@ -25,7 +25,7 @@ PIPELINE_CHUNK_ROWS = 25_000
 
 
 def chunk_batch_id(batch_id: int, i: int) -> int:
-    """The id of chunk ``i`` of a batch: the batch's own id for the first chunk, then a mix."""
+    """The id of part ``i`` of a batch: the batch's own id for the first part, then a mix."""
     if i == 0:
         return batch_id
     return ((batch_id * 0x9E3779B97F4A7C15) + i * 0xBF58476D1CE4E5B9) & 0x7FFFFFFFFFFFFFFF or 1
@@ -185,19 +185,20 @@ class Store:
     def insert(self, table: str, columns: dict[str, Sequence[Any]], batch_id: int | None = None,
                verify: bool = False) -> int:
         """Insert one columnar batch. With ``batch_id``, the batch is tagged; with ``verify`` (a retry,
-        or a replay after a crash), a batch already present is not written again."""
+        or a replay after a crash), what is already present is not written again.
+
+        ClickHouse makes an insert atomic only within one partition, so a batch whose rows fall on
+        several days (daily partitions), and a large batch (written in pipelined chunks), go in
+        parts, each tagged with its own id derived from ``batch_id``: a replay after a crash
+        between two parts writes exactly the parts that are missing."""
         tbl = _table(table)
         names = tbl.column_names
         n = len(next(iter(columns.values()))) if columns else 0
         if n == 0:
             return 0
         cols = dict(columns)
-        pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and getattr(self.backend, "pipelined", False)
         if "batch_id" in names:
             cols["batch_id"] = [int(batch_id or 0)] * n
-            if verify and batch_id and not pipelined and self.batch_present(table, int(batch_id)):
-                log.info("batch %s already in %s; not written again", batch_id, table)
-                return 0
         missing = [c for c in names if c not in cols]
         if missing:
             raise ValueError(f"batch for {table} lacks columns {missing}")
@@ -205,38 +206,55 @@ class Store:
         for name, col in zip(names, ordered):
             if len(col) != n:
                 raise ValueError(f"column {table}.{name} has {len(col)} values, expected {n}")
-        if pipelined:
-            return self._insert_pipelined(tbl, table, names, ordered, n, batch_id, verify)
-        self.backend.insert(tbl, self.t(table), ordered)
-        return n
+        days = _split_by_day(tbl, names, ordered)
+        pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and getattr(self.backend, "pipelined", False)
+        if len(days) == 1 and not pipelined:
+            if verify and batch_id and "batch_id" in names and self.batch_present(table, int(batch_id)):
+                log.info("batch %s already in %s; not written again", batch_id, table)
+                return 0
+            self.backend.insert(tbl, self.t(table), ordered)
+            return n
+        return self._insert_parts(tbl, table, names, days, batch_id, verify)
 
-    def _insert_pipelined(self, tbl: Table, table: str, names: list[str], ordered: list[Sequence[Any]], n: int,
-                          batch_id: int | None, verify: bool) -> int:
-        """A large batch in chunks: preparing chunk i+1 (Python) overlaps inserting chunk i (the
-        engine, which releases the GIL). Each chunk carries its own id derived from ``batch_id``,
-        so a retry or a replay skips exactly the chunks already stored."""
+    def _parts(self, days: list[list[Sequence[Any]]]):
+        """(part number, columns) for every part: each day, cut into chunks when the backend
+        pipelines large inserts."""
+        pipelined = getattr(self.backend, "pipelined", False)
+        for d, day in enumerate(days):
+            rows = len(day[0])
+            k = max(1, round(rows / PIPELINE_CHUNK_ROWS)) if pipelined and rows >= 2 * PIPELINE_CHUNK_ROWS else 1
+            bounds = [rows * i // k for i in range(k + 1)]
+            for i in range(k):
+                lo, hi = bounds[i], bounds[i + 1]
+                yield (d << 16) + i, (day if k == 1 else [col[lo:hi] for col in day])
+
+    def _insert_parts(self, tbl: Table, table: str, names: list[str], days: list[list[Sequence[Any]]],
+                      batch_id: int | None, verify: bool) -> int:
+        """Write the parts in order. With a pipelining backend, preparing part i+1 (Python) overlaps
+        inserting part i (the engine, which releases the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        k = max(2, round(n / PIPELINE_CHUNK_ROWS))
-        bounds = [n * i // k for i in range(k + 1)]
-        has_id = "batch_id" in names
-        id_at = names.index("batch_id") if has_id else -1
+        id_at = names.index("batch_id") if "batch_id" in names else -1
+        pipelined = getattr(self.backend, "pipelined", False)
         written = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracehouse-insert") as pool:
             pending = None
-            for i in range(k):
-                lo, hi = bounds[i], bounds[i + 1]
-                chunk = [col[lo:hi] for col in ordered]
-                if has_id:
-                    cid = chunk_batch_id(int(batch_id or 0), i) if batch_id else 0
-                    chunk[id_at] = [cid] * (hi - lo)
-                    if verify and cid and self.batch_present(table, cid):
+            for part_no, part in self._parts(days):
+                rows = len(part[0])
+                if id_at >= 0:
+                    pid = chunk_batch_id(int(batch_id), part_no) if batch_id else 0
+                    part = list(part)
+                    part[id_at] = [pid] * rows
+                    if verify and pid and self.batch_present(table, pid):
                         continue
-                payload = self.backend.prepare(tbl, chunk)
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(self.backend.insert_prepared, tbl, self.t(table), payload)
-                written += hi - lo
+                if pipelined:
+                    payload = self.backend.prepare(tbl, part)
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(self.backend.insert_prepared, tbl, self.t(table), payload)
+                else:
+                    self.backend.insert(tbl, self.t(table), part)
+                written += rows
             if pending is not None:
                 pending.result()
         return written
@@ -254,6 +272,21 @@ class Store:
             f"SELECT id, argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {self.t(table)} GROUP BY id ORDER BY id"
         )
         return [dict(json.loads(b), id=i) for i, b, d in res.rows if not d]
+
+
+def _split_by_day(tbl: Table, names: list[str], ordered: list[Sequence[Any]]) -> list[list[Sequence[Any]]]:
+    """The batch's columns per day for tables partitioned by day (one entry when all rows share a
+    day, the common case, without copying)."""
+    if not tbl.partition_by.startswith("toDate(") or "timestamp" not in names:
+        return [ordered]
+    ts = ordered[names.index("timestamp")]
+    first = int(ts[0]) // 86400
+    if all(int(t) // 86400 == first for t in ts):
+        return [ordered]
+    by_day: dict[int, list[int]] = {}
+    for i, t in enumerate(ts):
+        by_day.setdefault(int(t) // 86400, []).append(i)
+    return [[[col[i] for i in idx] for col in ordered] for _, idx in sorted(by_day.items())]
 
 
 def _table(name: str) -> Table:
