@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,9 @@ import textwrap
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support.servers import free_port, wait_port  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 
@@ -97,23 +99,6 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server on {port} did not start")
-
-
 def pct(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
@@ -132,7 +117,8 @@ def run_mode(mode: str, workdir: str, endpoint: str, warm: int, n: int) -> dict:
     server = subprocess.Popen(cmd, env=env, cwd=workdir)
     cpu = None
     try:
-        wait_port(port)
+        if not wait_port(port):
+            raise RuntimeError(f"server on {port} did not start")
         cpu0 = _cpu_seconds(server.pid)
         out = subprocess.run([sys.executable, "-c", CLIENT, str(port), str(warm), str(n)],
                              capture_output=True, text=True, check=True, timeout=600)

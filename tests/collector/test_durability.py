@@ -12,15 +12,12 @@ from tests.collector.harness import run_collector, start_collector_process
 from tests.collector.load import Load, assert_exactly_once, span_id_counts
 from tests.collector.payloads import traces
 from tests.support import servers
+from tests.support.waiting import wait_for
 from tracehouse.storage import Store
 
 
 def _wait(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    wait_for(cond, timeout, every=0.1, what=what)
 
 
 @pytest.fixture

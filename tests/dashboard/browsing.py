@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# Debian's Chromium on a closed network: no background connections, no sandbox as root.
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = os.path.join(os.path.dirname(__file__), "..", "..", "test-artifacts", "screenshots")
 
 

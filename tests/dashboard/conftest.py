@@ -3,7 +3,6 @@ headless Chromium (Debian's, driven by Playwright)."""
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import threading
 import time
@@ -14,7 +13,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import sync_playwright
 
+from tests.dashboard.browsing import CHROMIUM_ARGS
 from tests.dashboard.seed import seed_all
+from tests.support.servers import free_port
 from tracehouse.dashboard.app import create_app
 from tracehouse.storage import Store
 
@@ -48,15 +49,9 @@ def info(seeded_store):
     return seeded_store[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(app):
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -69,14 +64,10 @@ def live_server(app):
     thread.join(10)
 
 
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        ctx = p.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", args=ARGS,
+        ctx = p.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
                                                    headless=True, viewport={"width": 1400, "height": 900})
         yield ctx
         ctx.close()

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ import psutil
 import pytest
 
 from tests.support.servers import free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACEHOUSE = str(Path(sys.executable).with_name("tracehouse"))
@@ -31,18 +31,16 @@ def _get(port: int, path: str):
 
 
 def _wait(what: str, fn, timeout: float, proc: subprocess.Popen, log: Path):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
+    """Wait for ``fn`` while the server is alive (a dead server fails at once, with its log)."""
+
+    def attempt():
         assert proc.poll() is None, f"server exited while waiting for {what}: {log.read_text()[-3000:]}"
         try:
-            last = fn()
-            if last:
-                return last
-        except OSError as e:
-            last = e
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}; last: {str(last)[:2000]}")
+            return fn()
+        except OSError:
+            return None
+
+    return wait_for(attempt, timeout, every=2, what=what)
 
 
 @pytest.fixture
@@ -118,14 +116,11 @@ def test_demo_shows_everything_and_stops_cleanly(demo):
 
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=45)
-    time.sleep(1)
-    alive = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    assert alive == [], f"processes left running: {alive}"
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert [c.pid for c in alive] == [], "processes left running"
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAGES = {"services": "/services", "service": "/services/payments", "service-map": "/service-map",
          "traces": "/traces?service=payments", "snapshots": "/snapshots", "alerts": "/alerts",
          "infrastructure": "/infrastructure"}
@@ -138,7 +133,7 @@ def _screenshots(http: int, trace_id: str) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from tests.dashboard.browsing import screenshot
+    from tests.dashboard.browsing import CHROMIUM_ARGS, screenshot
 
     problems: list[str] = []
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
@@ -175,8 +170,8 @@ def test_demo_alone_against_a_running_server(tmp_path):
         assert len(kids) >= 6
         shop.send_signal(signal.SIGINT)
         assert shop.wait(timeout=45) == 0
-        time.sleep(1)
-        assert [k.pid for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE] == []
+        _, alive = psutil.wait_procs(kids, timeout=10)
+        assert [k.pid for k in alive] == [], "processes left running"
     finally:
         for p in (shop, server):
             if p is not None and p.poll() is None:

@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tests.support.servers import free_port, wait_port
+from tests.support.waiting import wait_for  # noqa: F401 (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -37,17 +37,6 @@ def http(method: str, url: str, body: dict | None = None, timeout: float = 30.0)
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
-
-
-def wait_for(fn, timeout: float, every: float = 0.3, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 class Proc:
