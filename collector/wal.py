@@ -194,8 +194,9 @@ class Wal:
         # A failed write may have left part of a record: cut the file back to its durable size.
         try:
             os.ftruncate(self._fd, self._sizes[self._seg])
-        except OSError:
-            pass
+        except OSError as e:  # the torn tail is cut again by the CRC check when the segment is read
+            log.error("cannot cut segment %d back to %d bytes after a failed write: %s",
+                      self._seg, self._sizes[self._seg], e)
 
     def _roll(self) -> None:
         if self._fd >= 0:

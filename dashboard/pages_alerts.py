@@ -9,6 +9,7 @@ from the browser through the JSON API under ``/api/alerts`` (see ``static/app.js
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import defaultdict
@@ -23,6 +24,8 @@ from tracehouse.storage import NotFound, StorageError
 from .figures import _iso, _layout
 from .render import fmt_num as fmt_value
 from .render import render, view_from
+
+log = logging.getLogger("tracehouse.dashboard")
 
 NS = 1_000_000_000
 ENGINE_ERRORS = (StorageError, AttributeError, TypeError, ValueError, KeyError)
@@ -56,7 +59,8 @@ def firing_for_service(request: Request, service: str) -> list[dict[str, Any]]:
         return []
     try:
         alerts = list(engine.alerts())
-    except ENGINE_ERRORS:
+    except ENGINE_ERRORS as e:  # the page still renders; the banner is left out
+        log.warning("cannot read firing alerts for %s: %s", service, e)
         return []
     out = [a for a in alerts if a.get("state") == "firing" and (a.get("labels") or {}).get("service") == service]
     return sorted(out, key=lambda a: -(a.get("fired_at_ns") or 0))

@@ -4,6 +4,7 @@ the same directory share it; a different directory while one is open is an error
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -12,6 +13,8 @@ from typing import Any
 from .backend import Result, check_params
 from .errors import ConfigError, QueryError, QueryTimeout, StorageError
 from .schema import Table
+
+log = logging.getLogger("tracehouse.storage")
 
 PURGE_INTERVAL_S = 0.5
 _engine_lock = threading.Lock()
@@ -161,8 +164,9 @@ class ChdbBackend:
         self._last_purge = now
         try:
             self._session.query("SYSTEM JEMALLOC PURGE")
-        except Exception:  # an engine built without jemalloc: nothing to purge
+        except Exception as e:  # an engine built without jemalloc: nothing to purge
             self._purge_ok = False
+            log.info("chDB allocator purge unavailable (%s); not tried again", str(e)[:200])
 
     def close(self) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
-from .errors import ConfigError, InvalidParameter, StorageError
+from .errors import ConfigError, InvalidParameter, QueryError, StorageError
 from .migrations import ALERT_RULES, LATEST, SILENCES, SNAPSHOT_REQUESTS, applied_versions, migrate
 from .schema import DEFAULT_RETENTION_DAYS, RETENTION_TABLES, TABLES_BY_NAME, Table
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
@@ -92,7 +92,7 @@ class Store:
     def schema_version(self) -> int:
         try:
             versions = applied_versions(self.backend, self.db)
-        except StorageError:
+        except QueryError:  # no schema_versions table yet; an unreachable store still raises
             return 0
         return max(versions) if versions else 0
 
@@ -280,8 +280,7 @@ def _split_by_day(tbl: Table, names: list[str], ordered: list[Sequence[Any]]) ->
     if not tbl.partition_by.startswith("toDate(") or "timestamp" not in names:
         return [ordered]
     ts = ordered[names.index("timestamp")]
-    first = int(ts[0]) // 86400
-    if all(int(t) // 86400 == first for t in ts):
+    if int(min(ts)) // 86400 == int(max(ts)) // 86400:  # C-level scans: the common one-day case
         return [ordered]
     by_day: dict[int, list[int]] = {}
     for i, t in enumerate(ts):
