@@ -111,7 +111,7 @@ def _value(v, k: str | None, red: Redactor) -> tuple[str, int]:
     return "", EMPTY
 
 
-def _attrs(attrs, red: Redactor, lim: Limits, st: Stats) -> tuple[list[str], list[str], list[int]]:
+def _attrs(attrs, red: Redactor, lim: Limits, st: Stats) -> tuple[tuple[str, ...], list[str], tuple[int, ...]]:
     n = len(attrs)
     if n > lim.max_attributes:
         st.add("attributes", n - lim.max_attributes)
@@ -150,7 +150,22 @@ def _attrs(attrs, red: Redactor, lim: Limits, st: Stats) -> tuple[list[str], lis
         keys.append(key)
         vals.append(s)
         types.append(t)
-    return keys, vals, types
+    return _shared(tuple(keys)), vals, _shared(tuple(types))
+
+
+_SHAPES: dict[tuple, tuple] = {}
+
+
+def _shared(t: tuple) -> tuple:
+    """One object per distinct key list (and type-code list). Spans from one instrumentation carry
+    the same keys in the same order, so a batch holds a few dozen distinct lists, and the store
+    converts each once instead of once per span. Bounded: cleared past 4096 shapes."""
+    s = _SHAPES.get(t)
+    if s is None:
+        if len(_SHAPES) >= 4096:
+            _SHAPES.clear()
+        _SHAPES[t] = s = t
+    return s
 
 
 def _attr_dict(attrs, red: Redactor, lim: Limits, st: Stats) -> str:

@@ -16,6 +16,7 @@ class Capabilities:
     ttl: bool
     skip_indexes: bool
     server_side_params: bool
+    view_subqueries: bool  # a materialized view may select from a subquery over its source
 
     @property
     def version_string(self) -> str:
@@ -41,4 +42,5 @@ def capabilities_for(version_text: str) -> Capabilities:
         ttl=v >= (19, 11),
         skip_indexes=v >= (20, 1),
         server_side_params=v >= (21, 1),
+        view_subqueries=v >= (21, 1),
     )

@@ -143,7 +143,7 @@ class ChdbBackend:
                 raise StorageError("store is closed")
             try:
                 ins = self._session.send_insert(
-                    f"INSERT INTO {qualified_name} ({cols}) SETTINGS parallel_view_processing = 1", "ArrowStream")
+                    f"INSERT INTO {qualified_name} ({cols}) SETTINGS parallel_view_processing = 1, short_circuit_function_evaluation = 'disable'", "ArrowStream")
                 ins.append(payload)
                 ins.finish()
             except Exception as e:
@@ -179,11 +179,33 @@ class ChdbBackend:
 def _to_arrow(col: Sequence[Any], type_):
     import pyarrow as pa
 
-    # Array columns that are empty in every row (links, events, exemplars: the common case) skip
-    # pyarrow's per-row walk: all-zero offsets over an empty child array.
-    if pa.types.is_list(type_) and not any(col):
-        return pa.ListArray.from_arrays(pa.array([0] * (len(col) + 1), pa.int32()), pa.array([], type_.value_type))
+    if pa.types.is_list(type_):
+        # Array columns that are empty in every row (links, events, exemplars: the common case) skip
+        # pyarrow's per-row walk: all-zero offsets over an empty child array.
+        if not any(col):
+            return pa.ListArray.from_arrays(pa.array([0] * (len(col) + 1), pa.int32()), pa.array([], type_.value_type))
+        shared = _shared_rows(col, type_)
+        if shared is not None:
+            return shared
     return pa.array(col, type=type_)
+
+
+def _shared_rows(col: Sequence[Any], type_):
+    """Columns whose rows are a few shared objects (a resource's attributes on every span of a
+    request, interned attribute-key lists, one empty tuple for every span without events) convert
+    each distinct object once and repeat it by index, in C. None when rows are not shared."""
+    import pyarrow as pa
+
+    n = len(col)
+    if n < 64 or len(set(map(id, col[:64]))) > 16:
+        return None
+    ids = list(map(id, col))
+    first = dict(zip(ids, col))  # id → object, in first-seen order
+    if len(first) * 4 > n:
+        return None
+    where = dict(zip(first, range(len(first))))
+    index = pa.array(list(map(where.__getitem__, ids)), pa.int32())
+    return pa.array(list(first.values()), type=type_).take(index)
 
 
 def _setting(v: Any) -> str:

@@ -104,7 +104,7 @@ class Migration:
 
 def _initial(ctx: Context) -> list[str]:
     return ctx.tables(SETTINGS, SPANS, LOGS, METRIC_POINTS, RED_1M, EDGES_1M, SERVICE_ENDPOINTS,
-                      TRACE_SUMMARY, ALERT_STATE, ALERT_HISTORY) + render_views(ctx.db, ctx.cluster)
+                      TRACE_SUMMARY, ALERT_STATE, ALERT_HISTORY) + render_views(ctx.db, ctx.cluster, ctx.caps)
 
 
 def _alert_config(ctx: Context) -> list[str]:
@@ -115,10 +115,19 @@ def _snapshot_requests(ctx: Context) -> list[str]:
     return ctx.tables(SNAPSHOT_REQUESTS)
 
 
+def _views_looked_up_once(ctx: Context) -> list[str]:
+    # CREATE ... IF NOT EXISTS would keep the old definitions: drop the two views and create them
+    # again. Spans inserted in between miss these two rollups; run it with ingestion quiet.
+    on = f" ON CLUSTER {ctx.cluster}" if ctx.cluster else ""
+    views = [v for v in render_views(ctx.db, ctx.cluster, ctx.caps) if "edges_1m_mv" in v or "service_endpoints_mv" in v]
+    return [f"DROP TABLE IF EXISTS {ctx.db}.{name}{on}" for name in ("edges_1m_mv", "service_endpoints_mv")] + views
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "spans, logs, metric points, rollups, alert state and history", _initial),
     Migration(2, "alert rules and silences", _alert_config),
     Migration(3, "snapshot requests (agent command channel)", _snapshot_requests),
+    Migration(4, "edge and endpoint views filter first and look each attribute up once", _views_looked_up_once),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -384,42 +384,86 @@ def _attr(key: str) -> str:
     return f"attr_values[indexOf(attr_keys, '{key}')]"
 
 
-def _first_nonempty(*keys: str) -> str:
+# Attributes the edge and endpoint rollups read, in order of preference within each group (new
+# semantic conventions first, then the older names instrumentations still send).
+_LOOKUPS = {
+    "peer": "peer.service",
+    "host1": "server.address", "host2": "net.peer.name", "host3": "net.sock.peer.addr",
+    "host4": "network.peer.address",
+    "port1": "server.port", "port2": "net.peer.port", "port3": "net.sock.peer.port", "port4": "network.peer.port",
+    "url1": "url.full", "url2": "http.url",
+    "db1": "db.system.name", "db2": "db.system", "dbname": "db.name",
+    "msg": "messaging.system", "dest1": "messaging.destination.name", "dest2": "messaging.destination",
+    "shost1": "server.address", "shost2": "net.host.name", "shost3": "http.host",
+    "sport1": "server.port", "sport2": "net.host.port",
+}
+_EDGE_NAMES = ("peer", "host1", "host2", "host3", "host4", "port1", "port2", "port3", "port4", "url1", "url2",
+               "db1", "db2", "dbname", "msg", "dest1", "dest2")
+_ENDPOINT_NAMES = ("shost1", "shost2", "shost3", "sport1", "sport2")
+
+
+def _inline(name: str) -> str:
+    return _attr(_LOOKUPS[name])
+
+
+def _column(name: str) -> str:
+    return f"a_{name}"
+
+
+def _first_nonempty(ref, *names: str) -> str:
     expr = "''"
-    for key in reversed(keys):
-        expr = f"if({_attr(key)} != '', {_attr(key)}, {expr})"
+    for n in reversed(names):
+        expr = f"if({ref(n)} != '', {ref(n)}, {expr})"
     return expr
 
 
-_HOST = _first_nonempty("server.address", "net.peer.name", "net.sock.peer.addr", "network.peer.address")
-_PORT = _first_nonempty("server.port", "net.peer.port", "net.sock.peer.port", "network.peer.port")
-_URL = _first_nonempty("url.full", "http.url")
-_DB = _first_nonempty("db.system.name", "db.system")
-_MSG = _first_nonempty("messaging.system")
-_MSG_DEST = _first_nonempty("messaging.destination.name", "messaging.destination")
-_HOST_PORT = f"if({_HOST} != '', concat({_HOST}, if({_PORT} != '', concat(':', {_PORT}), '')), extract({_URL}, '^[a-zA-Z]+://([^/?#@]+)'))"
-EDGE_TARGET = (
-    f"multiIf({_attr('peer.service')} != '', {_attr('peer.service')}, "
-    f"{_DB} != '', concat({_DB}, if({_attr('db.name')} != '', concat('/', {_attr('db.name')}), '')), "
-    f"{_MSG} != '', concat({_MSG}, if({_MSG_DEST} != '', concat('/', {_MSG_DEST}), '')), "
-    f"{_HOST_PORT})"
-)
-EDGE_KIND = (
-    f"multiIf({_attr('peer.service')} != '', 'service', "
-    f"{_DB} IN ('redis', 'memcached', 'valkey'), 'cache', {_DB} != '', 'database', "
-    f"{_MSG} != '', 'queue', 'external')"
-)
-_SERVER_HOST = _first_nonempty("server.address", "net.host.name", "http.host")
-_SERVER_PORT = _first_nonempty("server.port", "net.host.port")
-SERVER_ADDRESS = (
-    f"if(position({_SERVER_HOST}, ':') > 0 OR {_SERVER_PORT} = '', {_SERVER_HOST}, "
-    f"concat({_SERVER_HOST}, ':', {_SERVER_PORT}))"
-)
+def edge_target(ref=_inline) -> str:
+    """The dependency a client span calls: peer.service, else db system/name, else messaging
+    system/destination, else host:port, else the URL's host. ``ref`` renders one attribute: inline
+    lookups, or ``a_<name>`` columns of an inner projection."""
+    host = _first_nonempty(ref, "host1", "host2", "host3", "host4")
+    port = _first_nonempty(ref, "port1", "port2", "port3", "port4")
+    url = _first_nonempty(ref, "url1", "url2")
+    db = _first_nonempty(ref, "db1", "db2")
+    dest = _first_nonempty(ref, "dest1", "dest2")
+    return (
+        f"multiIf({ref('peer')} != '', {ref('peer')}, "
+        f"{db} != '', concat({db}, if({ref('dbname')} != '', concat('/', {ref('dbname')}), '')), "
+        f"{ref('msg')} != '', concat({ref('msg')}, if({dest} != '', concat('/', {dest}), '')), "
+        f"{host} != '', concat({host}, if({port} != '', concat(':', {port}), '')), "
+        f"extract({url}, '^[a-zA-Z]+://([^/?#@]+)'))"
+    )
+
+
+def edge_kind(ref=_inline) -> str:
+    db = _first_nonempty(ref, "db1", "db2")
+    return (
+        f"multiIf({ref('peer')} != '', 'service', "
+        f"{db} IN ('redis', 'memcached', 'valkey'), 'cache', {db} != '', 'database', "
+        f"{ref('msg')} != '', 'queue', 'external')"
+    )
+
+
+def server_address(ref=_inline) -> str:
+    """host:port a server span was reached at (how client targets resolve to services)."""
+    host = _first_nonempty(ref, "shost1", "shost2", "shost3")
+    port = _first_nonempty(ref, "sport1", "sport2")
+    return f"if(position({host}, ':') > 0 OR {port} = '', {host}, concat({host}, ':', {port}))"
+
+
+def _lookup_columns(names: tuple[str, ...]) -> str:
+    return ", ".join(f"{_inline(n)} AS {_column(n)}" for n in names)
+
+
 IS_ENTRY = "(kind IN (2, 5) OR parent_span_id = toFixedString(unhex('0000000000000000'), 8))"
 
 
-def render_views(db: str, cluster: str = "") -> list[str]:
-    """Materialized views that keep the rollups current as spans arrive."""
+def render_views(db: str, cluster: str = "", caps: Capabilities | None = None) -> list[str]:
+    """Materialized views that keep the rollups current as spans arrive. Where the server allows a
+    subquery in a view (not 18.16: only its first column resolves), the edge and endpoint views
+    filter to the span kind they need and look each attribute up once in an inner projection; the
+    flat form repeats the lookups, which costs ~5 ms more per insert to analyse and more to run."""
+    nested = caps is None or caps.view_subqueries
     src = f"{db}.spans_local" if cluster else f"{db}.spans"
     dst = (lambda t: f"{db}.{t}_local") if cluster else (lambda t: f"{db}.{t}")
     on = f" ON CLUSTER {cluster}" if cluster else ""
@@ -430,14 +474,8 @@ def render_views(db: str, cluster: str = "") -> list[str]:
         "sumState(duration_ns) AS duration_sum, "
         "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q "
         f"FROM {src} GROUP BY minute, service, name, kind, is_entry",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.edges_1m_mv{on} TO {dst('edges_1m')} AS "
-        f"SELECT toStartOfMinute(timestamp) AS minute, service, {EDGE_TARGET} AS target, "
-        f"{EDGE_KIND} AS target_kind, countState() AS calls, sumState(toUInt64(status_code = 2)) AS errors, "
-        "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q "
-        f"FROM {src} WHERE kind IN (3, 4) AND target != '' GROUP BY minute, service, target, target_kind",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.service_endpoints_mv{on} TO {dst('service_endpoints')} AS "
-        f"SELECT toStartOfMinute(timestamp) AS minute, {SERVER_ADDRESS} AS address, service, countState() AS hits "
-        f"FROM {src} WHERE kind = 2 AND address != '' GROUP BY minute, address, service",
+        _edges_view(db, on, src, dst('edges_1m'), nested),
+        _endpoints_view(db, on, src, dst('service_endpoints'), nested),
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.trace_summary_mv{on} TO {dst('trace_summary')} AS "
         "SELECT toStartOfHour(timestamp) AS hour, trace_id, minState(start_ns) AS first_start_ns, "
         "maxState(start_ns + duration_ns) AS last_end_ns, countState() AS span_count, "
@@ -447,3 +485,28 @@ def render_views(db: str, cluster: str = "") -> list[str]:
         "groupUniqArrayState(CAST(service AS String)) AS services "
         f"FROM {src} GROUP BY hour, trace_id",
     ]
+
+
+def _edges_view(db: str, on: str, src: str, dst: str, nested: bool) -> str:
+    head = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.edges_1m_mv{on} TO {dst} AS "
+    aggs = ("countState() AS calls, sumState(toUInt64(status_code = 2)) AS errors, "
+            "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q")
+    group = "GROUP BY minute, service, target, target_kind"
+    if not nested:
+        return (head + f"SELECT toStartOfMinute(timestamp) AS minute, service, {edge_target()} AS target, "
+                f"{edge_kind()} AS target_kind, {aggs} FROM {src} WHERE kind IN (3, 4) AND target != '' {group}")
+    return (head + f"SELECT toStartOfMinute(timestamp) AS minute, service, {edge_target(_column)} AS target, "
+            f"{edge_kind(_column)} AS target_kind, {aggs} FROM ("
+            f"SELECT timestamp, service, status_code, duration_ns, {_lookup_columns(_EDGE_NAMES)} "
+            f"FROM {src} WHERE kind IN (3, 4)) WHERE target != '' {group}")
+
+
+def _endpoints_view(db: str, on: str, src: str, dst: str, nested: bool) -> str:
+    head = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.service_endpoints_mv{on} TO {dst} AS "
+    group = "GROUP BY minute, address, service"
+    if not nested:
+        return (head + f"SELECT toStartOfMinute(timestamp) AS minute, {server_address()} AS address, service, "
+                f"countState() AS hits FROM {src} WHERE kind = 2 AND address != '' {group}")
+    return (head + f"SELECT toStartOfMinute(timestamp) AS minute, {server_address(_column)} AS address, service, "
+            f"countState() AS hits FROM (SELECT timestamp, service, {_lookup_columns(_ENDPOINT_NAMES)} "
+            f"FROM {src} WHERE kind = 2) WHERE address != '' {group}")

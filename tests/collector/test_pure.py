@@ -100,7 +100,7 @@ def test_every_anyvalue_kind_keeps_its_meaning():
     values = {"s": "text", "b": False, "i": -7, "d": 2.5, "raw": b"\x01\x02", "arr": ["x", 1, True, 1.5],
               "kv": {"inner": {"deep": [1]}, "password": "p"}}
     keys, vals, types, _ = _one_span_attrs(values)
-    assert types == [STR, BOOL, INT, DOUBLE, BYTES, ARRAY, KVLIST]
+    assert list(types) == [STR, BOOL, INT, DOUBLE, BYTES, ARRAY, KVLIST]
     decoded = decode_map(keys, vals, types)
     assert decoded["raw"] == "AQI=" and decoded["arr"] == ["x", 1, True, 1.5]
     assert decoded["kv"] == {"inner": {"deep": [1]}, "password": "[REDACTED]"}
@@ -173,3 +173,18 @@ def test_batch_ids_are_stable_per_buffer_and_distinct_across_buffers(tmp_path):
     assert batch_id_for(again.ident, (1, 0)) == batch_id_for(a.ident, (1, 0)) > 0
     again.stop()
     b.stop()
+
+
+def test_spans_with_the_same_attribute_keys_share_one_key_list():
+    req, _ = traces(3)
+    b = new_batch("spans")
+    convert_traces(req, b, Redactor(), Limits(), Stats())
+    cols = b.columns()
+    keys, types = cols["attr_keys"], cols["attr_types"]
+    assert keys[0] == keys[1] and keys[0] is keys[1] and types[0] is types[1]
+    # a different key set is its own object, with its own content
+    req.resource_spans[0].scope_spans[0].spans[2].attributes.add(key="extra").value.string_value = "x"
+    b2 = new_batch("spans")
+    convert_traces(req, b2, Redactor(), Limits(), Stats())
+    k2 = b2.columns()["attr_keys"]
+    assert k2[2] == (*keys[0], "extra") and k2[0] is keys[0]

@@ -23,6 +23,7 @@ CALLS = {"gateway": ["orders", "users", "inventory"], "orders": ["payments", "in
 DEPS = {"orders": ("postgresql", "orders"), "inventory": ("redis", ""), "payments": ("postgresql", "payments"),
         "users": ("postgresql", "users")}
 REGIONS = ["eu-west", "us-east", "ap-south"]
+_SHAPES: dict[tuple, tuple] = {}
 
 
 @dataclass
@@ -41,6 +42,9 @@ def _span(cols, res_cache, g: Gen, trace_id: bytes, parent: bytes, service: str,
           start: int, dur: int, attrs: dict, error: bool) -> bytes:
     span_id = os.urandom(8)
     k, v, t = encode_map(attrs)
+    # as the collector builds them: one shared tuple per distinct key list and type-code list
+    k = _SHAPES.setdefault(tuple(k), tuple(k))
+    t = _SHAPES.setdefault(tuple(t), tuple(t))
     rk, rv = res_cache.setdefault(service, g.resource(service))
     cols["timestamp"].append(start // 1_000_000_000)
     cols["trace_id"].append(trace_id)
@@ -66,12 +70,12 @@ def _span(cols, res_cache, g: Gen, trace_id: bytes, parent: bytes, service: str,
         cols["events_name"].append(["exception"])
         cols["events_attrs"].append([json.dumps({"exception.type": "TimeoutError", "exception.message": "timed out"})])
     else:
-        cols["events_time_ns"].append([])
-        cols["events_name"].append([])
-        cols["events_attrs"].append([])
-    cols["links_trace_id"].append([])
-    cols["links_span_id"].append([])
-    cols["links_attrs"].append([])
+        cols["events_time_ns"].append(())  # the collector shares one empty tuple too
+        cols["events_name"].append(())
+        cols["events_attrs"].append(())
+    cols["links_trace_id"].append(())
+    cols["links_span_id"].append(())
+    cols["links_attrs"].append(())
     return span_id
 
 
