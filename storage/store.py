@@ -21,7 +21,7 @@ from .url import DEFAULT_URL, StorageURL, parse_storage_url
 log = logging.getLogger("tracehouse.storage")
 
 #: Batches of at least twice this many rows are inserted in pipelined chunks of about this size.
-PIPELINE_CHUNK_ROWS = 25_000
+PIPELINE_CHUNK_ROWS = 50_000
 
 
 def chunk_batch_id(batch_id: int, i: int) -> int:
@@ -65,6 +65,13 @@ class Store:
 
     def close(self) -> None:
         self.backend.close()
+
+    def release_startup_memory(self) -> None:
+        """For long-running servers, once started: give back memory only start-up used (the
+        embedded engine's library pages; nothing for a ClickHouse server)."""
+        release = getattr(self.backend, "release_startup_memory", None)
+        if release is not None:
+            release()
 
     def __enter__(self) -> Store:
         return self

@@ -46,6 +46,7 @@ def open_store(settings: Settings):
 
     store = Store.open(settings.storage)
     store.migrate(retention=settings.retention or None)
+    store.release_startup_memory()
     return store
 
 

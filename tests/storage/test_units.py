@@ -119,3 +119,36 @@ def test_shared_rows_convert_like_plain_rows():
     assert _to_arrow(fresh, pa.list_(pa.string())).to_pylist() == fresh
     ints = [(1, 2)] * 100 + [(3,)] * 100
     assert _to_arrow(ints, pa.list_(pa.uint8())).to_pylist() == [list(r) for r in ints]
+
+
+def test_a_server_gives_back_the_engine_start_up_pages(tmp_path):
+    # MADV_PAGEOUT reclaims the library pages only this process maps (this test process has chDB
+    # loaded too, so pages both touched stay): measure the child's private clean library pages.
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json
+from tracehouse.storage import Store
+def private_clean_mb():
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):
+            inside = line.rstrip().endswith("_chdb.abi3.so")
+        elif inside and head[0] == "Private_Clean:":
+            total += int(head[1])
+    return total // 1024
+s = Store.open("chdb://{tmp_path}?database=p")
+s.migrate()
+before = private_clean_mb()
+s.release_startup_memory()
+after = private_clean_mb()
+ok = s.query("SELECT count() FROM p.spans").scalar() == 0
+s.close()
+print(json.dumps([before, after, ok]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    before, after, ok = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ok and after <= before // 5 + 2, (before, after)
