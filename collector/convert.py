@@ -150,13 +150,13 @@ def _attrs(attrs, red: Redactor, lim: Limits, st: Stats) -> tuple[tuple[str, ...
         keys.append(key)
         vals.append(s)
         types.append(t)
-    return _shared(tuple(keys)), vals, _shared(tuple(types))
+    return shared_tuple(tuple(keys)), vals, shared_tuple(tuple(types))
 
 
 _SHAPES: dict[tuple, tuple] = {}
 
 
-def _shared(t: tuple) -> tuple:
+def shared_tuple(t: tuple) -> tuple:
     """One object per distinct key list (and type-code list). Spans from one instrumentation carry
     the same keys in the same order, so a batch holds a few dozen distinct lists, and the store
     converts each once instead of once per span. Bounded: cleared past 4096 shapes."""

@@ -8,6 +8,7 @@ import os
 import random
 from dataclasses import dataclass, field
 
+from tracehouse.collector.convert import shared_tuple
 from tracehouse.storage.attrs import encode_map
 
 ZERO8 = b"\x00" * 8
@@ -23,7 +24,6 @@ CALLS = {"gateway": ["orders", "users", "inventory"], "orders": ["payments", "in
 DEPS = {"orders": ("postgresql", "orders"), "inventory": ("redis", ""), "payments": ("postgresql", "payments"),
         "users": ("postgresql", "users")}
 REGIONS = ["eu-west", "us-east", "ap-south"]
-_SHAPES: dict[tuple, tuple] = {}
 
 
 @dataclass
@@ -43,8 +43,7 @@ def _span(cols, res_cache, g: Gen, trace_id: bytes, parent: bytes, service: str,
     span_id = os.urandom(8)
     k, v, t = encode_map(attrs)
     # as the collector builds them: one shared tuple per distinct key list and type-code list
-    k = _SHAPES.setdefault(tuple(k), tuple(k))
-    t = _SHAPES.setdefault(tuple(t), tuple(t))
+    k, t = shared_tuple(tuple(k)), shared_tuple(tuple(t))
     rk, rv = res_cache.setdefault(service, g.resource(service))
     cols["timestamp"].append(start // 1_000_000_000)
     cols["trace_id"].append(trace_id)
