@@ -17,6 +17,7 @@ class Capabilities:
     skip_indexes: bool
     server_side_params: bool
     view_subqueries: bool  # a materialized view may select from a subquery over its source
+    compact_parts: bool  # small parts may keep all columns in one file (min_bytes_for_wide_part)
 
     @property
     def version_string(self) -> str:
@@ -43,4 +44,5 @@ def capabilities_for(version_text: str) -> Capabilities:
         skip_indexes=v >= (20, 1),
         server_side_params=v >= (21, 1),
         view_subqueries=v >= (21, 1),
+        compact_parts=v >= (20, 3),
     )

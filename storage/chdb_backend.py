@@ -233,7 +233,10 @@ def _shared_rows(col: Sequence[Any], type_):
     import pyarrow as pa
 
     n = len(col)
-    if n < 64 or len(set(map(id, col[:64]))) > 16:
+    head = col[:64]
+    if n < 64 or len(set(map(id, head))) > 16:
+        return None
+    if sum(map(len, head)) < 64:  # mostly empty rows (events): pyarrow's own walk is cheaper
         return None
     ids = list(map(id, col))
     first = dict(zip(ids, col))  # id → object, in first-seen order

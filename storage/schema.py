@@ -44,6 +44,7 @@ class Table:
     indexes: tuple[str, ...] = ()  # data-skipping indexes, only where supported
     settings: str = "index_granularity = 8192"
     insertable: bool = True  # written by the store (False: filled by a materialized view)
+    wide_part_bytes: int = 0  # parts smaller than this (uncompressed) are compact, where supported
     shard_key: str = "rand()"
     extra: dict = field(default_factory=dict)
 
@@ -103,6 +104,10 @@ SPANS = Table(
     # Merge column by column even for small parts: a merge then holds one column's buffers, not all
     # ~40 streams of every part at once (≈35 MB less peak memory while ingesting).
     settings="index_granularity = 8192, vertical_merge_algorithm_min_rows_to_activate = 1",
+    # Inserted chunks (≈ 20 MB uncompressed per 50k spans) are written as compact parts, one file
+    # for all ~30 columns instead of two per column: ≈ 8% less engine time per insert. Parts
+    # merged past 64 MB are wide, so queries still read only the columns they need.
+    wide_part_bytes=64 << 20,
 )
 
 LOGS = Table(
@@ -370,8 +375,11 @@ def render_create(
     parts.append(f"ORDER BY {table.order_by}")
     if caps.ttl and table.ttl_column and retention_days:
         parts.append(f"TTL {table.ttl_column} + toIntervalDay({int(retention_days)})")
-    if table.settings:
-        parts.append(f"SETTINGS {table.settings}")
+    settings = [table.settings] if table.settings else []
+    if table.wide_part_bytes and caps.compact_parts:
+        settings.append(f"min_bytes_for_wide_part = {int(table.wide_part_bytes)}")
+    if settings:
+        parts.append("SETTINGS " + ", ".join(settings))
     return "\n".join(parts)
 
 

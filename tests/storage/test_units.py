@@ -64,6 +64,7 @@ def test_ddl_follows_capabilities():
     new = render_create(SPANS, "db", capabilities_for("26.9.2.1"), 7)
     assert "LowCardinality" not in old and "CODEC" not in old and "TTL" not in old
     assert "LowCardinality(String)" in new and "CODEC(Delta, ZSTD(1))" in new and "toIntervalDay(7)" in new
+    assert "min_bytes_for_wide_part = 67108864" in new and "min_bytes_for_wide_part" not in old
     clustered = render_create(SPANS, "db", capabilities_for("18.16.1"), 7, cluster="main")
     assert "ReplicatedMergeTree('/clickhouse/tables/{shard}/db/spans', '{replica}')" in clustered
     assert "db.spans_local ON CLUSTER main" in clustered
@@ -117,6 +118,8 @@ def test_shared_rows_convert_like_plain_rows():
     assert _to_arrow(col, pa.list_(pa.string())).to_pylist() == [list(r) for r in col]
     fresh = [[str(i)] for i in range(200)]  # every row its own object: the plain path
     assert _to_arrow(fresh, pa.list_(pa.string())).to_pylist() == fresh
+    events = [()] * 150 + [["exception"]] * 3 + [()] * 47  # mostly empty rows: pyarrow's own walk
+    assert _to_arrow(events, pa.list_(pa.string())).to_pylist() == [list(r) for r in events]
     ints = [(1, 2)] * 100 + [(3,)] * 100
     assert _to_arrow(ints, pa.list_(pa.uint8())).to_pylist() == [list(r) for r in ints]
 
@@ -152,3 +155,19 @@ print(json.dumps([before, after, ok]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     before, after, ok = json.loads(out.stdout.strip().splitlines()[-1])
     assert ok and after <= before // 5 + 2, (before, after)
+
+
+def test_inserted_spans_are_compact_parts_and_merged_ones_wide(chdb_store):
+    """Inserts write one file for all columns (cheaper per insert); a part merged past the
+    threshold is wide again, so a query reads only the columns it names."""
+    s = chdb_store
+    cols, _ = generate(2000, time.time_ns() - 60 * 1_000_000_000, 30 * 1_000_000_000, Gen(rng=random.Random(3)))
+    s.insert("spans", cols, batch_id=1)
+    kinds = s.query("SELECT part_type FROM system.parts WHERE database = {db:String} AND table = 'spans' AND active",
+                    {"db": s.db}).rows
+    assert kinds == [("Compact",)]
+    s.query(f"ALTER TABLE {s.t('spans')} MODIFY SETTING min_bytes_for_wide_part = 0")
+    s.query(f"OPTIMIZE TABLE {s.t('spans')} FINAL")
+    kinds = s.query("SELECT part_type FROM system.parts WHERE database = {db:String} AND table = 'spans' AND active",
+                    {"db": s.db}).rows
+    assert kinds == [("Wide",)]
