@@ -123,11 +123,23 @@ def _views_looked_up_once(ctx: Context) -> list[str]:
     return [f"DROP TABLE IF EXISTS {ctx.db}.{name}{on}" for name in ("edges_1m_mv", "service_endpoints_mv")] + views
 
 
+def _span_part_settings(ctx: Context) -> list[str]:
+    # Tables created before these settings existed get them too (metadata only, no rewrite). Servers
+    # without compact parts (before 20.3) keep what they have.
+    if not ctx.caps.compact_parts:
+        return []
+    on = f" ON CLUSTER {ctx.cluster}" if ctx.cluster else ""
+    name = f"{ctx.db}.spans_local" if ctx.cluster else f"{ctx.db}.spans"
+    return [f"ALTER TABLE {name}{on} MODIFY SETTING vertical_merge_algorithm_min_rows_to_activate = 1, "
+            f"min_bytes_for_wide_part = {int(SPANS.wide_part_bytes)}"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "spans, logs, metric points, rollups, alert state and history", _initial),
     Migration(2, "alert rules and silences", _alert_config),
     Migration(3, "snapshot requests (agent command channel)", _snapshot_requests),
     Migration(4, "edge and endpoint views filter first and look each attribute up once", _views_looked_up_once),
+    Migration(5, "spans merge column by column; inserted chunks are compact parts", _span_part_settings),
 )
 LATEST = MIGRATIONS[-1].version
 
