@@ -66,6 +66,16 @@ class Store:
     def close(self) -> None:
         self.backend.close()
 
+    @staticmethod
+    def prefer_low_memory(url: str | StorageURL) -> None:
+        """For long-running servers, before opening ``url``: an embedded engine returns freed
+        memory to the OS at once (lower peak RSS for some throughput). Nothing for a server."""
+        u = parse_storage_url(url) if isinstance(url, str) else url
+        if u.scheme == "chdb":
+            from .chdb_backend import prefer_low_memory
+
+            prefer_low_memory()
+
     def release_startup_memory(self) -> None:
         """For long-running servers, once started: give back memory only start-up used (the
         embedded engine's library pages; nothing for a ClickHouse server)."""

@@ -44,6 +44,7 @@ class _Server:
 def open_store(settings: Settings):
     from tracehouse.storage import Store
 
+    Store.prefer_low_memory(settings.storage)
     store = Store.open(settings.storage)
     store.migrate(retention=settings.retention or None)
     store.release_startup_memory()

@@ -166,6 +166,45 @@ print(json.dumps([before, after, ok]))
     assert ok and after <= before // 5 + 2, (before, after)
 
 
+def test_a_server_engine_returns_freed_memory_at_once(tmp_path):
+    """With prefer_low_memory (what the server roles call), memory a query frees leaves the process
+    at once; without it, the engine's allocator keeps it for seconds. Two child processes, since
+    the allocator is configured when chDB loads."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, sys, time
+from tracehouse.storage import Store
+def anon_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) // 1024
+if sys.argv[1] == "lean":
+    Store.prefer_low_memory(sys.argv[2])
+s = Store.open(sys.argv[2])
+s.query("SELECT 1")
+base = anon_mb()
+s.query("SELECT length(groupArray(number)) FROM numbers(30000000)")  # ~240 MB of array, freed at the end
+time.sleep(0.3)
+after = anon_mb()
+s.close()
+print(json.dumps([base, after]))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "JE_MALLOC_CONF"}
+    res = {}
+    for mode in ("lean", "default"):
+        url = f"chdb://{tmp_path / mode}?database=m"
+        out = subprocess.run([sys.executable, "-c", code, mode, url], capture_output=True, text=True, timeout=120,
+                             env=env)
+        res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    (lean_base, lean_after), (def_base, def_after) = res["lean"], res["default"]
+    assert lean_after - lean_base < 60, res
+    assert def_after - def_base > 120, res  # the default keeps it: the difference is the setting
+
+
 def test_inserted_spans_are_compact_parts_and_merged_ones_wide(chdb_store):
     """Inserts write one file for all columns (cheaper per insert); a part merged past the
     threshold is wide again, so a query reads only the columns it names."""
