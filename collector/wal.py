@@ -216,6 +216,22 @@ class Wal:
     def durable_end(self) -> Pos:
         return (self._seg, self._sizes.get(self._seg, 0))
 
+    def normalize(self, pos: Pos) -> Pos:
+        """The same place in the log, moved past segments read to their end: the end of a full
+        segment and the start of the next (empty) one compare equal to ``durable_end`` only
+        this way. A reader that compared the old form would see data that is not there."""
+        seg, off = pos
+        with self._durable:
+            while seg < self._seg:
+                size = self._sizes.get(seg)
+                if size is not None and off < size:
+                    break
+                later = [s for s in self._sizes if s > seg]
+                if not later:
+                    break
+                seg, off = min(later), 0
+        return (seg, off)
+
     def wait_durable(self, beyond: Pos, timeout: float) -> bool:
         """Wait until there is durable data past ``beyond``."""
         with self._durable:

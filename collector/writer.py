@@ -181,6 +181,7 @@ class Writer:
         first = 0.0
         pos = self.cursor
         while True:
+            pos = self.wal.normalize(pos)
             if self.wal.durable_end <= pos:
                 if not recs:
                     self.caught_up.set()

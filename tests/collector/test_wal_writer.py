@@ -136,3 +136,42 @@ def test_replay_of_a_batch_stored_just_before_a_crash_does_not_duplicate(chdb_st
     writer.stop(2)
     wal.stop()
     assert set(span_id_counts(chdb_store).values()) == {1} and len(span_id_counts(chdb_store)) == 50
+
+
+def test_an_idle_writer_waits_instead_of_spinning(chdb_store, tmp_path):
+    """After a start (or a segment roll) the log ends at offset 0 of an empty segment while the
+    cursor sits at the end of the previous one: the same place. The writer must see no data and
+    sleep, not poll in a loop (it once burnt a whole core while the collector was idle)."""
+    buf = str(tmp_path)
+    wal = Wal(buf)
+    wal.start()
+    req, _ = traces(20)
+    end = _append(wal, 1, 20, req.SerializeToString())
+    wal.stop()
+    wal = Wal(buf)  # reopened: rolls to a new, empty segment
+    wal.start()
+    assert wal.durable_end[1] == 0 and wal.durable_end[0] > end[0]
+    writer = Writer(wal, chdb_store, Registry(), Redactor(), max_age=0.05)
+    writer.start()
+    deadline = time.monotonic() + 20
+    while writer.stored["traces"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.stored["traces"] == 20
+    assert writer.caught_up.wait(5)
+    time.sleep(0.3)  # let it settle into waiting
+    t0 = time.monotonic()
+    calls = {"n": 0}
+    orig = wal.read
+
+    def counting_read(*a, **k):
+        calls["n"] += 1
+        return orig(*a, **k)
+
+    wal.read = counting_read
+    time.sleep(1.0)
+    idle_s = time.monotonic() - t0
+    writer.stop(2)
+    wal.stop()
+    # waiting wakes every 0.2 s at most; a spinning writer reads thousands of times a second
+    assert calls["n"] <= 2 * idle_s / 0.2 + 2, calls
+    assert writer.caught_up.is_set()
