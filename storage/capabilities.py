@@ -18,6 +18,7 @@ class Capabilities:
     server_side_params: bool
     view_subqueries: bool  # a materialized view may select from a subquery over its source
     compact_parts: bool  # small parts may keep all columns in one file (min_bytes_for_wide_part)
+    packed_parts: bool  # small parts may be one file on disk (min_bytes_for_full_part_storage)
 
     @property
     def version_string(self) -> str:
@@ -45,4 +46,5 @@ def capabilities_for(version_text: str) -> Capabilities:
         server_side_params=v >= (21, 1),
         view_subqueries=v >= (21, 1),
         compact_parts=v >= (20, 3),
+        packed_parts=v >= (24, 1),
     )

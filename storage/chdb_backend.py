@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +15,6 @@ from .schema import Table
 
 log = logging.getLogger("tracehouse.storage")
 
-PURGE_INTERVAL_S = 0.5
 _engine_lock = threading.Lock()
 _engine: dict[str, Any] = {"path": None, "session": None, "refs": 0, "lock": threading.RLock()}
 
@@ -76,7 +74,8 @@ _MADV_PAGEOUT = 21
 
 #: jemalloc options for the engine in a long-running server: freed pages go back to the OS at once
 #: instead of after ClickHouse's 5 s decay. Measured on the ingest benchmark: peak RSS 490-523 →
-#: 443-470 MB, for ~10% fewer stored spans/s (pages fault in again on the next insert).
+#: 443-470 MB, for ~10% fewer stored spans/s (pages fault in again on the next insert). This
+#: replaced a `SYSTEM JEMALLOC PURGE` every 0.5 s, which cost in-process bulk loads ~12%.
 LEAN_ALLOCATOR = "dirty_decay_ms:0"
 _ALLOCATOR_ENV = "JE_MALLOC_CONF"  # what chDB's jemalloc reads (not MALLOC_CONF); measured
 
@@ -141,8 +140,6 @@ class ChdbBackend:
         self._session, self._lock = _open_session(path)
         self._closed = False
         self._schemas: dict[str, Any] = {}
-        self._last_purge = 0.0
-        self._purge_ok = True
 
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
         check_params(sql, params)
@@ -200,25 +197,10 @@ class ChdbBackend:
                 ins.finish()
             except Exception as e:
                 raise _translate(e) from e
-            self._purge_allocator()
 
     def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]]) -> int:
         self.insert_prepared(table, qualified_name, self.prepare(table, columns))
         return len(columns[0]) if columns else 0
-
-    def _purge_allocator(self) -> None:
-        """Give the memory a big insert used back to the OS. The engine's allocator (jemalloc) keeps
-        freed pages for reuse; inside a host process that is a few hundred MB of RSS for nothing.
-        At most every 0.5 s, ~25 ms after a 25k-span insert; called with the engine lock held."""
-        now = time.monotonic()
-        if not self._purge_ok or now - self._last_purge < PURGE_INTERVAL_S:
-            return
-        self._last_purge = now
-        try:
-            self._session.query("SYSTEM JEMALLOC PURGE")
-        except Exception as e:  # an engine built without jemalloc: nothing to purge
-            self._purge_ok = False
-            log.info("chDB allocator purge unavailable (%s); not tried again", str(e)[:200])
 
     def release_startup_memory(self) -> None:
         page_out_library()

@@ -27,6 +27,7 @@ from .schema import (
     render_create,
     render_distributed,
     render_views,
+    small_part_settings,
 )
 
 ALERT_RULES = Table(
@@ -123,15 +124,21 @@ def _views_looked_up_once(ctx: Context) -> list[str]:
     return [f"DROP TABLE IF EXISTS {ctx.db}.{name}{on}" for name in ("edges_1m_mv", "service_endpoints_mv")] + views
 
 
-def _span_part_settings(ctx: Context) -> list[str]:
-    # Tables created before these settings existed get them too (metadata only, no rewrite). Servers
-    # without compact parts (before 20.3) keep what they have.
+def _part_settings(ctx: Context) -> list[str]:
+    # Tables created before these settings existed get them too (metadata only, no rewrite): spans
+    # merge column by column, and small parts of the tables every insert writes are compact and
+    # packed. Servers without compact parts (before 20.3) keep what they have.
     if not ctx.caps.compact_parts:
         return []
     on = f" ON CLUSTER {ctx.cluster}" if ctx.cluster else ""
-    name = f"{ctx.db}.spans_local" if ctx.cluster else f"{ctx.db}.spans"
-    return [f"ALTER TABLE {name}{on} MODIFY SETTING vertical_merge_algorithm_min_rows_to_activate = 1, "
-            f"min_bytes_for_wide_part = {int(SPANS.wide_part_bytes)}"]
+    out = []
+    for t in (SPANS, LOGS, METRIC_POINTS, RED_1M, EDGES_1M, SERVICE_ENDPOINTS, TRACE_SUMMARY):
+        settings = small_part_settings(t, ctx.caps)
+        if t is SPANS:
+            settings.insert(0, "vertical_merge_algorithm_min_rows_to_activate = 1")
+        name = f"{ctx.db}.{t.name}_local" if ctx.cluster else f"{ctx.db}.{t.name}"
+        out.append(f"ALTER TABLE {name}{on} MODIFY SETTING " + ", ".join(settings))
+    return out
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -139,7 +146,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "alert rules and silences", _alert_config),
     Migration(3, "snapshot requests (agent command channel)", _snapshot_requests),
     Migration(4, "edge and endpoint views filter first and look each attribute up once", _views_looked_up_once),
-    Migration(5, "spans merge column by column; inserted chunks are compact parts", _span_part_settings),
+    Migration(5, "small parts are compact and packed; spans merge column by column", _part_settings),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -19,6 +19,7 @@ from tracehouse.storage import (
     parse_range,
     parse_storage_url,
 )
+from tracehouse.storage import queries_traces as qtr
 from tracehouse.storage.attrs import decode_map, encode_map
 from tracehouse.storage.capabilities import capabilities_for
 from tracehouse.storage.migrations import LATEST
@@ -64,7 +65,8 @@ def test_ddl_follows_capabilities():
     new = render_create(SPANS, "db", capabilities_for("26.9.2.1"), 7)
     assert "LowCardinality" not in old and "CODEC" not in old and "TTL" not in old
     assert "LowCardinality(String)" in new and "CODEC(Delta, ZSTD(1))" in new and "toIntervalDay(7)" in new
-    assert "min_bytes_for_wide_part = 67108864" in new and "min_bytes_for_wide_part" not in old
+    assert "min_bytes_for_wide_part = 67108864" in new and "min_bytes_for_full_part_storage = 67108864" in new
+    assert "min_bytes_for_wide_part" not in old and "full_part_storage" not in old
     clustered = render_create(SPANS, "db", capabilities_for("18.16.1"), 7, cluster="main")
     assert "ReplicatedMergeTree('/clickhouse/tables/{shard}/db/spans', '{replica}')" in clustered
     assert "db.spans_local ON CLUSTER main" in clustered
@@ -82,19 +84,18 @@ def test_migrate_upgrades_an_older_schema_in_place(chdb_dir, clickhouse_url):
                 assert s.schema_version() == 0
                 assert s.migrate(target=1) == [1]
                 assert s.schema_version() == 1
-                if s.caps.compact_parts:  # a spans table from before migration 5's settings
-                    s.query(f"ALTER TABLE {db}.spans RESET SETTING min_bytes_for_wide_part")
-                    assert "min_bytes_for_wide_part" not in s.query(
-                        "SELECT engine_full FROM system.tables WHERE database = {d:String} AND name = 'spans'",
-                        {"d": db}).scalar()
+                small = [n for n, ok in (("min_bytes_for_wide_part", s.caps.compact_parts),
+                                         ("min_bytes_for_full_part_storage", s.caps.packed_parts)) if ok]
+                for table in ("spans", "trace_summary"):  # tables from before migration 5's settings
+                    for name in small:
+                        s.query(f"ALTER TABLE {db}.{table} RESET SETTING {name}")
+                    assert not any(n in _engine_full(s, db, table) for n in small)
                 s.query(f"INSERT INTO {db}.settings (key, value, updated_ns) SELECT 'keep', 'me', 1")
                 assert s.migrate() == list(range(2, LATEST + 1))
                 assert s.schema_version() == LATEST and s.migrate() == []
                 assert s.settings()["keep"] == "me"
-                if s.caps.compact_parts:
-                    assert "min_bytes_for_wide_part = 67108864" in s.query(
-                        "SELECT engine_full FROM system.tables WHERE database = {d:String} AND name = 'spans'",
-                        {"d": db}).scalar()
+                for table in ("spans", "trace_summary"):
+                    assert all(f"{n} = 67108864" in _engine_full(s, db, table) for n in small)
                 s.put_document("alert_rules", "r", {"alert": "x"})
                 assert s.documents("alert_rules") == [{"alert": "x", "id": "r"}]
                 # the views migration 4 recreated roll up spans written after it
@@ -106,6 +107,11 @@ def test_migrate_upgrades_an_older_schema_in_place(chdb_dir, clickhouse_url):
                 assert "127.0.0.1:8001" in addresses
             finally:
                 s.query(f"DROP DATABASE IF EXISTS {db}")
+
+
+def _engine_full(s: Store, db: str, table: str) -> str:
+    return str(s.query("SELECT engine_full FROM system.tables WHERE database = {d:String} AND name = {t:String}",
+                       {"d": db, "t": table}).scalar())
 
 
 def test_errors_are_storage_errors(chdb_store, server_store):
@@ -205,17 +211,26 @@ print(json.dumps([base, after]))
     assert def_after - def_base > 120, res  # the default keeps it: the difference is the setting
 
 
-def test_inserted_spans_are_compact_parts_and_merged_ones_wide(chdb_store):
-    """Inserts write one file for all columns (cheaper per insert); a part merged past the
-    threshold is wide again, so a query reads only the columns it names."""
+def test_inserted_parts_are_compact_and_packed_and_merged_big_ones_wide(chdb_store):
+    """An insert writes each table's part as one file (cheaper per insert); a part merged past the
+    threshold is wide and in full storage again, so a query reads only the columns it names.
+    Mutations and queries work on packed parts."""
+    import os
+
     s = chdb_store
-    cols, _ = generate(2000, time.time_ns() - 60 * 1_000_000_000, 30 * 1_000_000_000, Gen(rng=random.Random(3)))
+    cols, tids = generate(2000, time.time_ns() - 60 * 1_000_000_000, 30 * 1_000_000_000, Gen(rng=random.Random(3)))
     s.insert("spans", cols, batch_id=1)
-    kinds = s.query("SELECT part_type FROM system.parts WHERE database = {db:String} AND table = 'spans' AND active",
-                    {"db": s.db}).rows
-    assert kinds == [("Compact",)]
-    s.query(f"ALTER TABLE {s.t('spans')} MODIFY SETTING min_bytes_for_wide_part = 0")
+    parts = "SELECT table, part_type, part_storage_type, path FROM system.parts WHERE database = {db:String} " \
+            "AND table IN ('spans', 'red_1m', 'edges_1m', 'service_endpoints', 'trace_summary') AND active"
+    rows = s.query(parts, {"db": s.db}).rows
+    assert len(rows) == 5 and {(k, st) for _, k, st, _ in rows} == {("Compact", "Packed")}, rows
+    assert all(os.listdir(p) == ["data.packed"] for *_, p in rows)
+    assert qtr.trace(s, tids[0].hex())["span_count"] >= 1
+    s.query(f"ALTER TABLE {s.t('spans')} DELETE WHERE trace_id = unhex({{t:String}}) SETTINGS mutations_sync = 1",
+            {"t": tids[0].hex()})
+    assert s.query(f"SELECT count() FROM {s.t('spans')} WHERE trace_id = unhex({{t:String}})",
+                   {"t": tids[0].hex()}).scalar() == 0
+    s.query(f"ALTER TABLE {s.t('spans')} MODIFY SETTING min_bytes_for_wide_part = 0, min_bytes_for_full_part_storage = 0")
     s.query(f"OPTIMIZE TABLE {s.t('spans')} FINAL")
-    kinds = s.query("SELECT part_type FROM system.parts WHERE database = {db:String} AND table = 'spans' AND active",
-                    {"db": s.db}).rows
-    assert kinds == [("Wide",)]
+    rows = s.query(parts + " AND table = 'spans'", {"db": s.db}).rows
+    assert [(k, st) for _, k, st, _ in rows] == [("Wide", "Full")]
