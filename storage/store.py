@@ -241,7 +241,7 @@ class Store:
             rows = len(day[0])
             k = max(1, round(rows / PIPELINE_CHUNK_ROWS)) if pipelined and rows >= 2 * PIPELINE_CHUNK_ROWS else 1
             # The first chunk is half the size of the others: nothing overlaps its preparation, so
-            # the engine starts sooner (≈6% faster for a 100k-row batch than two even halves).
+            # the engine starts sooner (modelled at ≈6% for a 100k-row batch; within the host's noise).
             bounds = [0] + [rows * (2 * i - 1) // (2 * k - 1) for i in range(1, k + 1)]
             for i in range(k):
                 lo, hi = bounds[i], bounds[i + 1]
