@@ -108,6 +108,12 @@ def test_search_filters_whole_trace_duration_status_and_attributes(seeded):
         assert any(s["service"] == "payments" and s["attributes"].get("region") == "eu-west" for s in spans)
     by_service = qtr.search(store, tr, service="users", limit=1000)
     assert by_service and all("users" in t["services"] for t in by_service)
+    want_users = {t.hex() for t, svc in zip(cols["trace_id"], cols["service"]) if svc == "users"}
+    assert {t["trace_id"] for t in by_service} == want_users
+    # the limit keeps the newest traces, newest first, with their whole summaries
+    newest = qtr.search(store, tr, limit=5)
+    assert [t["start_ns"] for t in newest] == sorted((t["start_ns"] for t in all_traces), reverse=True)[:5]
+    assert newest == sorted(all_traces, key=lambda t: t["start_ns"], reverse=True)[:5]
     op = qtr.search(store, tr, operation="POST /charge", limit=1000)
     assert op and len(op) < len(all_traces)
 
