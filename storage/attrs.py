@@ -66,6 +66,6 @@ def encode_map(d: dict[str, Any]) -> tuple[list[str], list[str], list[int]]:
 
 
 def decode_map(keys: list[str], values: list[str], types: list[int] | None = None) -> dict[str, Any]:
-    if types is None:
+    if types is None or not any(types):  # all strings (STR is 0): the common case, no per-value call
         return dict(zip(keys, values))
-    return {k: decode_value(v, c) for k, v, c in zip(keys, values, types)}
+    return {k: v if c == STR else decode_value(v, c) for k, v, c in zip(keys, values, types)}

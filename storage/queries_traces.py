@@ -145,17 +145,24 @@ def span_dict(r: dict[str, Any], trace_id: str) -> dict[str, Any]:
         "status": {"code": STATUS.get(int(r["status_code"]), "unset"), "message": r["status_message"]},
         "trace_state": r["trace_state"],
         "attributes": decode_map(r["attr_keys"], r["attr_values"], r["attr_types"]),
-        "resource": {k: _maybe_json(v) for k, v in zip(r["resource_keys"], r["resource_values"])},
+        "resource": _resource(r["resource_keys"], r["resource_values"]),
         "scope": {"name": r["scope_name"], "version": r["scope_version"]},
         "events": [
             {"time_ns": int(t), "name": n, "attributes": _json(a)}
             for t, n, a in zip(r["events_time_ns"], r["events_name"], r["events_attrs"])
-        ],
+        ] if r["events_name"] else [],
         "links": [
             {"trace_id": hex_id(t), "span_id": hex_id(s), "attributes": _json(a)}
             for t, s, a in zip(r["links_trace_hex"], r["links_span_hex"], r["links_attrs"])
-        ],
+        ] if r["links_trace_hex"] else [],
     }
+
+
+def _resource(keys: list[str], values: list[str]) -> dict[str, Any]:
+    # Resource values are stored as text; arrays and maps were stored as JSON.
+    if not any(v[:1] in ("[", "{") for v in values):
+        return dict(zip(keys, values))
+    return {k: _maybe_json(v) for k, v in zip(keys, values)}
 
 
 def _maybe_json(v: str) -> Any:
