@@ -515,25 +515,30 @@ def render_views(db: str, cluster: str = "", caps: Capabilities | None = None) -
 
 
 def _edges_view(db: str, on: str, src: str, dst: str, nested: bool) -> str:
-    head = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.edges_1m_mv{on} TO {dst} AS "
-    aggs = ("countState() AS calls, sumState(toUInt64(status_code = 2)) AS errors, "
-            "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q")
-    group = "GROUP BY minute, service, target, target_kind"
-    if not nested:
-        return (head + f"SELECT toStartOfMinute(timestamp) AS minute, service, {edge_target()} AS target, "
-                f"{edge_kind()} AS target_kind, {aggs} FROM {src} WHERE kind IN (3, 4) AND target != '' {group}")
-    return (head + f"SELECT toStartOfMinute(timestamp) AS minute, service, {edge_target(_column)} AS target, "
-            f"{edge_kind(_column)} AS target_kind, {aggs} FROM ("
-            f"SELECT timestamp, service, status_code, duration_ns, {_lookup_columns(_EDGE_NAMES)} "
-            f"FROM {src} WHERE kind IN (3, 4)) WHERE target != '' {group}")
+    return _lookup_view(
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.edges_1m_mv{on} TO {dst} AS ", src, nested,
+        select=lambda ref: (f"toStartOfMinute(timestamp) AS minute, service, {edge_target(ref)} AS target, "
+                            f"{edge_kind(ref)} AS target_kind, countState() AS calls, "
+                            "sumState(toUInt64(status_code = 2)) AS errors, "
+                            "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q"),
+        passthrough="timestamp, service, status_code, duration_ns", names=_EDGE_NAMES,
+        kinds="kind IN (3, 4)", keep="target != ''", group="GROUP BY minute, service, target, target_kind")
 
 
 def _endpoints_view(db: str, on: str, src: str, dst: str, nested: bool) -> str:
-    head = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.service_endpoints_mv{on} TO {dst} AS "
-    group = "GROUP BY minute, address, service"
+    return _lookup_view(
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.service_endpoints_mv{on} TO {dst} AS ", src, nested,
+        select=lambda ref: (f"toStartOfMinute(timestamp) AS minute, {server_address(ref)} AS address, service, "
+                            "countState() AS hits"),
+        passthrough="timestamp, service", names=_ENDPOINT_NAMES,
+        kinds="kind = 2", keep="address != ''", group="GROUP BY minute, address, service")
+
+
+def _lookup_view(head: str, src: str, nested: bool, select, passthrough: str, names: tuple[str, ...],
+                 kinds: str, keep: str, group: str) -> str:
+    """A rollup view over the spans of some kinds that reads attributes: flat (every lookup inline,
+    for 18.16), or nested (filter by kind first, each attribute looked up once as ``a_<name>``)."""
     if not nested:
-        return (head + f"SELECT toStartOfMinute(timestamp) AS minute, {server_address()} AS address, service, "
-                f"countState() AS hits FROM {src} WHERE kind = 2 AND address != '' {group}")
-    return (head + f"SELECT toStartOfMinute(timestamp) AS minute, {server_address(_column)} AS address, service, "
-            f"countState() AS hits FROM (SELECT timestamp, service, {_lookup_columns(_ENDPOINT_NAMES)} "
-            f"FROM {src} WHERE kind = 2) WHERE address != '' {group}")
+        return head + f"SELECT {select(_inline)} FROM {src} WHERE {kinds} AND {keep} {group}"
+    return (head + f"SELECT {select(_column)} FROM (SELECT {passthrough}, {_lookup_columns(names)} "
+            f"FROM {src} WHERE {kinds}) WHERE {keep} {group}")
