@@ -69,25 +69,21 @@ def search(store, tr: TimeRange, service: str | None = None, operation: str | No
             f"trace_id IN (SELECT trace_id FROM {store.t('spans')} WHERE timestamp >= toDateTime({{sstart:UInt32}}) "
             f"AND timestamp < toDateTime({{send:UInt32}}) AND {' AND '.join(span_conds)})"
         )
+    # Two phases: pick the newest matching trace ids merging only the states the filters need,
+    # then merge every state (root names, service sets: the costly ones) for those ids alone.
+    # At 1.5M spans an hour this takes an unfiltered search from ~145 to ~27 ms.
+    pick = ["minMerge(first_start_ns) AS start_ns"]
+    if min_duration_ms is not None or max_duration_ms is not None:
+        pick.append("maxMerge(last_end_ns) AS end_ns")
     if min_duration_ms is not None:
         having.append("(end_ns - start_ns) >= {min_d:UInt64}")
         params["min_d"] = int(min_duration_ms * 1e6)
     if max_duration_ms is not None:
         having.append("(end_ns - start_ns) <= {max_d:UInt64}")
         params["max_d"] = int(max_duration_ms * 1e6)
-    if status == "error":
-        having.append("err = 1")
-    elif status == "ok":
-        having.append("err = 0")
-    # Two phases: pick the newest matching trace ids merging only the states the filters need,
-    # then merge every state (root names, service sets: the costly ones) for those ids alone.
-    # At 1.5M spans an hour this takes an unfiltered search from ~145 to ~27 ms.
-    cond = " ".join(having)
-    pick = ", ".join(["minMerge(first_start_ns) AS start_ns"] + [
-        agg for name, agg in (("end_ns", "maxMerge(last_end_ns) AS end_ns"), ("err", "maxMerge(errors) AS err"),
-                              ("services", "groupUniqArrayMerge(services) AS services"))
-        if name in cond
-    ])
+    if status:
+        pick.append("maxMerge(errors) AS err")
+        having.append("err = 1" if status == "error" else "err = 0")
     table = store.t("trace_summary")
     hours = " AND ".join(where[:2])
     sql = (
@@ -95,7 +91,7 @@ def search(store, tr: TimeRange, service: str | None = None, operation: str | No
         "countMerge(span_count) AS spans, maxMerge(errors) AS err, argMinMerge(root_service) AS root_service, "
         "argMinMerge(root_name) AS root_name, groupUniqArrayMerge(services) AS services "
         f"FROM {table} WHERE {hours} AND trace_id IN (SELECT trace_id FROM ("
-        f"SELECT trace_id, {pick} FROM {table} WHERE {' AND '.join(where)} GROUP BY trace_id "
+        f"SELECT trace_id, {', '.join(pick)} FROM {table} WHERE {' AND '.join(where)} GROUP BY trace_id "
         f"HAVING {' AND '.join(having)} ORDER BY start_ns DESC LIMIT {{limit:UInt32}})) "
         "GROUP BY trace_id ORDER BY start_ns DESC"
     )
