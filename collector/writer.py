@@ -135,11 +135,11 @@ class Writer:
                 log.info("replaying batch %s..%s with verification", pending[0], pending[1])
                 recs = self._read_range(pending[0], pending[1])
                 first = recs[0].pos if recs else pending[0]
-                with _no_gc():
+                with _no_gc():  # as for every batch below
                     todo = self._columns(self._convert(recs, {}))
-                del recs
-                if not self._write(pending[0], pending[1], first, todo, verify=True):
-                    return
+                    del recs
+                    if not self._write(pending[0], pending[1], first, todo, verify=True):
+                        return
             while not self._give_up():
                 # The cyclic GC stays off while a batch is collected, converted and stored, and runs
                 # between batches, once the batch is freed (a collection while it is alive would
@@ -252,8 +252,7 @@ class Writer:
         while todo:
             sig, table, cols, n = todo[0]
             try:
-                with _no_gc():
-                    written = self.store.insert(table, cols, batch_id=bid, verify=verify)
+                written = self.store.insert(table, cols, batch_id=bid, verify=verify)
             except (StorageError, ValueError) as e:
                 verify = True  # the failed insert may have landed: check before writing again
                 failures += 1
@@ -268,7 +267,7 @@ class Writer:
                     failures = 0
                     continue
                 log.warning("insert into %s failed (%s); retrying in %.1fs", table, e, delay)
-                gc.collect()  # the GC may be off for this batch; other threads' garbage goes now
+                gc.collect()  # the GC is off for this batch (see _run); other threads' garbage goes now
                 if self._give_up():
                     return False
                 if self._stop.is_set():
