@@ -51,7 +51,8 @@ def _sqlalchemy_figures(pool: Any) -> tuple[int, int, int, int] | None:
         size = int(pool.size())
         return int(pool.checkedout()), int(pool.checkedin()), size + max(0, int(getattr(pool, "_max_overflow", 0))), \
             max(0, int(pool.overflow()))
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError) as exc:  # a pool class we do not know: no figures
+        errors.swallow("read SQLAlchemy pool figures", exc)
         return None
 
 

@@ -176,7 +176,7 @@ def _rss_anon_mb(pid: int) -> float:
             for line in f:
                 if line.startswith("RssAnon:"):
                     return int(line.split()[1]) / 1024
-    except OSError:
+    except OSError:  # the server has exited: nothing to add to the peak
         pass
     return 0.0
 

@@ -41,6 +41,10 @@ def _open_session(path: str):
         return sess, _engine["lock"]
 
 
+_MADV_PAGEOUT = 21
+_LIBRARY_SUFFIX = "_chdb.abi3.so"
+
+
 def page_out_library() -> None:
     """Drop the engine library's pages from this process's resident set.
 
@@ -70,8 +74,6 @@ def page_out_library() -> None:
         log.info("could not page out chDB start-up code: %s", e)
 
 
-_MADV_PAGEOUT = 21
-
 #: jemalloc options for the engine in a long-running server: freed pages go back to the OS at once
 #: instead of after ClickHouse's 5 s decay. Measured on the ingest benchmark: peak RSS 490-523 →
 #: 443-470 MB, for ~10% fewer stored spans/s (pages fault in again on the next insert). This
@@ -80,7 +82,7 @@ LEAN_ALLOCATOR = "dirty_decay_ms:0"
 _ALLOCATOR_ENV = "JE_MALLOC_CONF"  # what chDB's jemalloc reads (not MALLOC_CONF); measured
 
 
-def prefer_low_memory() -> bool:
+def prefer_low_memory() -> None:
     """Configure the engine's allocator to return freed memory at once. Effective only before
     chDB is loaded in this process; an allocator configuration already in the environment wins."""
     import os
@@ -88,10 +90,8 @@ def prefer_low_memory() -> bool:
 
     if "chdb" in sys.modules:
         log.info("chDB already loaded; its allocator keeps its configuration")
-        return False
+        return
     os.environ.setdefault(_ALLOCATOR_ENV, LEAN_ALLOCATOR)
-    return True
-_LIBRARY_SUFFIX = "_chdb.abi3.so"
 
 
 def _release_session() -> None:

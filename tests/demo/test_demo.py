@@ -35,12 +35,9 @@ def _wait(what: str, fn, timeout: float, proc: subprocess.Popen, log: Path):
 
     def attempt():
         assert proc.poll() is None, f"server exited while waiting for {what}: {log.read_text()[-3000:]}"
-        try:
-            return fn()
-        except OSError:
-            return None
+        return fn()
 
-    return wait_for(attempt, timeout, every=2, what=what)
+    return wait_for(attempt, timeout, every=2, what=what, tolerate=(OSError,))
 
 
 @pytest.fixture
