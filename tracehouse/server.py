@@ -64,6 +64,15 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             collector_app, collector_bg = build_collector(settings, store)
             servers.append(_Server(collector_app, settings.host, settings.otlp_port))
             background.extend(collector_bg)
+            if settings.otlp_grpc_port:
+                from tracehouse.collector.grpc_receiver import GrpcReceiver
+
+                servers.append(GrpcReceiver(collector_app.core, settings.host, settings.otlp_grpc_port,
+                                            settings.max_decompressed_bytes))
+            if settings.zipkin_port:
+                from tracehouse.collector.zipkin_app import ZipkinApp
+
+                servers.append(_Server(ZipkinApp(collector_app.core), settings.host, settings.zipkin_port))
         if "dashboard" in roles:
             from tracehouse.dashboard import create_app
             from tracehouse.dashboard.api_snapshots import snapshots_router
