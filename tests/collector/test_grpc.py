@@ -269,3 +269,38 @@ def test_bad_input_gets_clear_codes_and_nothing_acknowledged_is_lost(chdb_store,
     assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="malformed") == 3
     assert m.get("tracehouse_collector_rejected_items_total", signal="traces") == 3
     assert m.get("tracehouse_collector_truncated_total", what="attribute keys") == 1  # the same limits
+
+
+def test_tracehouse_collector_serves_grpc_and_zipkin_on_the_ports_it_is_given(tmp_path):
+    """The composition in tracehouse/server.py, as `tracehouse collector --otlp-grpc-port --zipkin-port`
+    runs it: both receivers feed the process's one buffer and writer."""
+    from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+    from tests.collector.harness import start_collector_process
+    from tests.support.servers import free_port, wait_port
+    from tracehouse.storage import Store
+
+    gport, zport = free_port(), free_port()
+    storage = f"chdb://{tmp_path}/data?database=proc"
+    proc = start_collector_process(storage, str(tmp_path / "buffer"), env={
+        "TRACEHOUSE_OTLP_GRPC_PORT": str(gport), "TRACEHOUSE_ZIPKIN_PORT": str(zport)})
+    try:
+        assert wait_port(gport, 30) and wait_port(zport, 30)
+        spans, ids = _spans(3, "via-grpc")
+        exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{gport}", insecure=True, compression=grpc.Compression.Gzip)
+        assert exporter.export(spans).name == "SUCCESS"
+        exporter.shutdown()
+        zspans, zids = _spans(2, "via-zipkin")
+        zexp = ZipkinExporter(endpoint=f"http://127.0.0.1:{zport}/api/v2/spans")
+        assert zexp.export(zspans).name == "SUCCESS"
+        zexp.shutdown()
+        deadline = time.monotonic() + 60
+        while proc.stored("traces") < 5:
+            assert time.monotonic() < deadline, "spans were not stored"
+            time.sleep(0.1)
+    finally:
+        assert proc.terminate() == 0
+    with Store.open(storage) as store:
+        rows = store.query(f"SELECT service, span_id FROM {store.db}.spans").rows
+    assert sorted((svc, _b(sid)) for svc, sid in rows) == sorted(
+        [("via-grpc", i) for i in ids] + [("via-zipkin", i) for i in zids])
