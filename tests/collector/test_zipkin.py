@@ -144,7 +144,8 @@ def test_json_gzip_token_and_partial_refusal(store, tmp_path):
     try:
         url = r.zipkin_url + "/api/v2/spans"
         span = {"traceId": os.urandom(16).hex(), "id": os.urandom(8).hex(), "name": "get", "kind": "SERVER",
-                "timestamp": time.time_ns() // 1000, "duration": 10, "localEndpoint": {"serviceName": "z"}}
+                "timestamp": time.time_ns() // 1000, "duration": 10, "localEndpoint": {"serviceName": "z"},
+                "tags": {"db.password": "hunter2", "http.url": "https://u:pw@shop.example/x?token=abc&q=1"}}
         zero = dict(span, id="0000000000000000")
         body = gzip.compress(orjson.dumps([span, zero]))
         headers = {"content-type": "application/json", "content-encoding": "gzip"}
@@ -154,6 +155,10 @@ def test_json_gzip_token_and_partial_refusal(store, tmp_path):
         r.wait_stored("traces", 1)
     finally:
         r.stop()
+    row = store.query(f"SELECT attr_keys, attr_values FROM {store.db}.spans").rows[0]
+    attrs = dict(zip(row[0], row[1]))
+    # the same redaction as OTLP: credential-looking keys, and credentials inside URLs
+    assert attrs["db.password"] == "[REDACTED]" and "pw" not in attrs["http.url"] and "abc" not in attrs["http.url"]
 
 
 def test_bad_input_is_refused_clearly_and_nothing_is_stored(chdb_store, tmp_path):
