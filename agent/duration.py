@@ -156,19 +156,30 @@ class DurationHistogram:
         if not streams.still_plain(DURATION_BUCKETS):
             self.direct = True  # e.g. a reader added later with another aggregation
             return
-        for match in streams.matches():
-            sent = self._sent.get(match)
-            if sent is None:
-                sent = self._sent[match] = {}
-            for key, cell in totals.items():
+        matches = streams.matches()
+        for key, cell in totals.items():
+            attrs = self._attrs.get(key) or attributes_of(*key)
+            if all(streams.find(m, attrs) is None for m in matches):
+                # a new series: the SDK builds its aggregation from one real observation (the minimum)
+                self.instrument.record(cell[_MIN], attrs)
+                seed = [0] * _N
+                seed[bisect_left(DURATION_BUCKETS, cell[_MIN])] = 1
+                for m in matches:
+                    self._sent.setdefault(m, {})[key] = (1, tuple(seed), cell[_MIN])
+            for match in matches:
+                sent = self._sent.get(match)
+                if sent is None:
+                    sent = self._sent[match] = {}
                 before = sent.get(key)
                 count = sum(cell[:_N])
                 if before is not None and before[0] == count:
                     continue
-                attrs = self._attrs.get(key) or attributes_of(*key)
+                agg = streams.find(match, attrs)
+                if agg is None:
+                    continue  # a reader added after this series started: it sees the series from the next one
                 buckets = [cell[i] - (before[1][i] if before else 0) for i in range(_N)]
-                streams.add(match, attrs, buckets, cell[_SUM] - (before[2] if before else 0.0), cell[_MIN],
-                            cell[_MAX], exemplars.get(key, []))
+                streams.add(agg, buckets, cell[_SUM] - (before[2] if before else 0.0), cell[_MIN], cell[_MAX],
+                            exemplars.get(key, []))
                 sent[key] = (count, tuple(cell[:_N]), cell[_SUM])
 
 

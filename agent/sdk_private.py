@@ -5,7 +5,9 @@ Three shortcuts keep the request path short; each is used only with an SDK relea
 ``pyproject.toml`` pins), and each has a public-API fallback for any other release:
 
 * :class:`HistogramStreams` adds pre-counted request durations (bucket counts, sum, min, max
-  and exemplars) to the explicit-bucket aggregations of ``http.server.request.duration``.
+  and exemplars) to the explicit-bucket aggregations of ``http.server.request.duration``. The
+  SDK creates each aggregation itself: the first flush of a series records its minimum through
+  the public ``Histogram.record`` (a real observation) and adds the rest.
   Fallback: ``Histogram.record`` per request, with the request's span context for exemplars.
 * :func:`add_attributes` updates a live span's attribute store in one locked ``dict.update``
   (the values are str/int we built, so the SDK's per-value validation has nothing to do).
@@ -69,16 +71,16 @@ class HistogramStreams:
     """The SDK aggregations behind one histogram instrument (one per reader/view), or ``None``
     from :meth:`of` when the private path does not apply."""
 
-    def __init__(self, instrument, matches: list):
+    def __init__(self, instrument):
         self.instrument = instrument
-        self._matches = matches
+        self._found: dict[int, dict] = {}
 
     @classmethod
     def of(cls, instrument, boundaries: tuple[float, ...]) -> HistogramStreams | None:
         if not supported():
             return None
         try:
-            streams = cls(instrument, [])
+            streams = cls(instrument)
             if all(_is_plain_histogram(m, boundaries) for m in streams.matches()):
                 return streams
         except Exception as exc:  # an SDK shaped otherwise than the releases we test
@@ -93,18 +95,29 @@ class HistogramStreams:
     def still_plain(self, boundaries: tuple[float, ...]) -> bool:
         return all(_is_plain_histogram(m, boundaries) for m in self.matches())
 
-    @staticmethod
-    def add(match, attrs: dict, buckets: list[int], total: float, lo: float, hi: float,
-            exemplars: list[tuple[float, int, int, int]]) -> None:
-        """Add ``buckets``/``total`` to the point of ``attrs``; ``lo``/``hi`` fold into min/max;
-        ``exemplars`` are (value, time ns, trace id, span id) offered to the point's reservoir."""
-        from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
-
+    def find(self, match, attrs: dict):
+        """The SDK aggregation of ``attrs`` in ``match`` (filtered by the view), or ``None``."""
         keys = match._view._attribute_keys
         if keys is not None:
             attrs = {k: v for k, v in attrs.items() if k in keys}
+        cache = self._found.setdefault(id(match), {})
+        ck = tuple(attrs.items())
+        table = match._attributes_aggregation
+        hit = cache.get(ck)
+        if hit is not None and table.get(hit[0]) is hit[1]:
+            return hit[1]
         with match._lock:
-            agg = match._get_or_create_aggregation(_hash_attributes(attrs), attrs)
+            for k, agg in list(table.items()):
+                if agg._attributes == attrs:
+                    cache[ck] = (k, agg)
+                    return agg
+        return None
+
+    @staticmethod
+    def add(agg, buckets: list[int], total: float, lo: float, hi: float,
+            exemplars: list[tuple[float, int, int, int]]) -> None:
+        """Add ``buckets``/``total`` to an aggregation; ``lo``/``hi`` fold into min/max;
+        ``exemplars`` are (value, time ns, trace id, span id) offered to its reservoir."""
         with agg._lock:
             if agg._value is None:
                 agg._value = agg._get_empty_bucket_counts()
@@ -120,7 +133,7 @@ class HistogramStreams:
             reservoir = getattr(agg, "_reservoir", None)
             if reservoir is not None:
                 for v, t, tid, sid in exemplars:
-                    reservoir.offer(v, t, attrs, exemplar_context(tid, sid))
+                    reservoir.offer(v, t, agg._attributes, exemplar_context(tid, sid))
 
 
 def _is_plain_histogram(match, boundaries: tuple[float, ...]) -> bool:
@@ -128,7 +141,7 @@ def _is_plain_histogram(match, boundaries: tuple[float, ...]) -> bool:
 
     agg = match._aggregation
     return type(agg) is _ExplicitBucketHistogramAggregation and tuple(agg._boundaries) == boundaries and \
-        hasattr(match, "_get_or_create_aggregation") and hasattr(match, "_lock")
+        isinstance(getattr(match, "_attributes_aggregation", None), dict) and hasattr(match, "_lock")
 
 
 def exemplar_context(trace_id: int, span_id: int):

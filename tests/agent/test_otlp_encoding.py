@@ -21,8 +21,16 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace import set_span_in_context
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 from opentelemetry.trace.span import TraceState
 
 from tracehouse.agent import otlp_exporters, otlp_metrics, otlp_spans
@@ -161,8 +169,9 @@ def test_http_transport_retries_503_after_retry_after_and_gives_up_at_its_deadli
 
 
 def test_grpc_transport_sends_the_lean_bytes_to_a_real_grpc_server():
-    import grpc
     from concurrent import futures
+
+    import grpc
 
     got = []
 

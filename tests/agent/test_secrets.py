@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 
-from tests.agent.otlp_sink import attrs
 from tracehouse.agent.snapshot_redact import MASK, mask_argv, mask_source_line
 from tracehouse.agent.snapshot_threads import Limits, capture_threads
 
