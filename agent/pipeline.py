@@ -289,12 +289,34 @@ def start(config: AgentConfig, **kwargs) -> Agent:
     with _lock:
         if _agent is not None and not _agent._shut:
             return _agent
+        _check_uwsgi()
         _agent = Agent(config, **kwargs)
         if not _fork_hook_registered and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork)
             atexit.register(_at_exit)
             _fork_hook_registered = True
         return _agent
+
+
+def _check_uwsgi() -> None:
+    """Say clearly when uWSGI workers forked from this process would share its identity."""
+    try:
+        import uwsgi  # only importable inside a uWSGI process
+    except ImportError:
+        return
+    opt = getattr(uwsgi, "opt", {}) or {}
+
+    def on(name: str) -> bool:
+        v = opt.get(name)
+        return v not in (None, False, b"0", b"false", "0", "false")
+
+    if getattr(uwsgi, "worker_id", lambda: 0)() == 0 and not (on("lazy-apps") or on("lazy")) and \
+            not on("py-call-osafterfork"):
+        _log.warning("tracehouse: the agent started in the uWSGI master and uWSGI will fork the workers without "
+                     "running Python's after-fork hooks, so the workers would share one instance id and have no "
+                     "export threads (their telemetry would not be sent). Start uWSGI with --py-call-osafterfork (what "
+                     "tracehouse-agent run sets) or --lazy-apps.")
+        counters.add("uwsgi.unsupported_fork")
 
 
 def current() -> Agent | None:
