@@ -21,6 +21,12 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--otlp-port", type=int, dest="otlp_port", help="OTLP/HTTP port (default 4318)")
     p.add_argument("--http-port", type=int, dest="http_port", help="dashboard/API port (default 8080)")
     p.add_argument("--rules", action="append", default=[], help="alert rules file (repeatable)")
+    insecure_flag(p)
+
+
+def insecure_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure-allow-open", action="store_true", default=None, dest="insecure_allow_open",
+                   help="listen on a non-loopback address without authentication (logged as INSECURE)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flags(ns: argparse.Namespace) -> dict:
-    keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo")
+    keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo", "insecure_allow_open")
     return {k: getattr(ns, k) for k in keep if hasattr(ns, k)}
 
 
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.cmd == "demo":
         return _run_demo(ns)
     from . import server
+    from .exposure import ExposureError
 
     roles = {"serve": ("collector", "dashboard", "alerts"), "collector": ("collector",),
              "dashboard": ("dashboard",)}[ns.cmd]
@@ -104,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(server.run(settings, roles, on_started=started))
+    except ExposureError as e:
+        print(f"tracehouse {ns.cmd}: {e}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         pass
     finally:
