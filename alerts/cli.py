@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--storage", help="chdb:///path or clickhouse://user:password@host:9000/db")
     r.add_argument("--rules", action="append", default=[], help="rule file (repeatable)")
     r.add_argument("--config", help="YAML configuration file")
+    from tracehouse.cli import insecure_flag
+
+    insecure_flag(r)
     return p
 
 
@@ -56,12 +59,19 @@ def cmd_check(files: list[str]) -> int:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from tracehouse.config import load_settings
+    from tracehouse.exposure import ExposureError, check
     from tracehouse.server import open_store
 
     from . import build_engine
 
-    settings = load_settings({"storage": ns.storage, "rules": ns.rules}, ns.config)
+    settings = load_settings({"storage": ns.storage, "rules": ns.rules,
+                              "insecure_allow_open": ns.insecure_allow_open}, ns.config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # the same rule as the other roles, for whatever port this role listens on (see exposure.LISTENERS)
+        check(settings, ("alerts",))
+    except ExposureError as e:
+        print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
+        return 2
     store = open_store(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -67,6 +67,9 @@ class CollectorApp:
             ok, reason = self.ready() if self.ready else (True, "ok")
             await _plain(send, 200 if ok else 503, (reason + "\n").encode())
         elif path == "/metrics" and method in ("GET", "HEAD"):
+            if not self.tokens.allows(dict(scope["headers"])):  # the ingest token, whenever one is configured
+                await _plain(send, 401, b"missing or invalid ingestion token\n", [(b"www-authenticate", b"Bearer")])
+                return
             await _send(send, 200, self.m.render(), CONTENT_TYPE.encode())
         else:
             await _plain(send, 404, b"not found\n")

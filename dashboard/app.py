@@ -15,6 +15,7 @@ from tracehouse.storage import InvalidParameter, NotFound, QueryTimeout, Storage
 from .api import api_router, error_response, install_error_handlers
 from .auth import Auth
 from .auth_routes import install_auth
+from .crosssite import CrossSiteGuard
 from .pages import pages_router
 from .pages_alerts import alerts_pages_router
 from .pages_traces import traces_router
@@ -57,9 +58,8 @@ def create_app(settings: Any, store: Any) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    auth = Auth(settings)
-    if auth.enabled:
-        install_auth(app, auth)
+    install_auth(app, Auth(settings))
+    app.add_middleware(CrossSiteGuard, allowed_hosts=getattr(settings, "allowed_hosts", None))
     app.add_middleware(SecurityHeaders)
     return app
 

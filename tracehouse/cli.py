@@ -24,6 +24,12 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zipkin-port", type=int, dest="zipkin_port",
                    help="Zipkin v2 receiver port, e.g. 9411 (default 0 = off)")
     p.add_argument("--rules", action="append", default=[], help="alert rules file (repeatable)")
+    insecure_flag(p)
+
+
+def insecure_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure-allow-open", action="store_true", default=None, dest="insecure_allow_open",
+                   help="listen on a non-loopback address without authentication (logged as INSECURE)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flags(ns: argparse.Namespace) -> dict:
-    keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo", "otlp_grpc_port", "zipkin_port")
+    keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo", "insecure_allow_open", "otlp_grpc_port",
+            "zipkin_port")
     return {k: getattr(ns, k) for k in keep if hasattr(ns, k)}
 
 
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.cmd == "demo":
         return _run_demo(ns)
     from . import server
+    from .exposure import ExposureError
 
     roles = {"serve": ("collector", "dashboard", "alerts"), "collector": ("collector",),
              "dashboard": ("dashboard",)}[ns.cmd]
@@ -111,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(server.run(settings, roles, on_started=started))
+    except ExposureError as e:
+        print(f"tracehouse {ns.cmd}: {e}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         pass
     finally:

@@ -48,14 +48,27 @@ class Settings:
     rules: list[str] = field(default_factory=list)
     #: TRACEHOUSE_DEMO: start the demo shop next to the server
     demo: bool = False
-    #: TRACEHOUSE_API_TOKENS: tokens accepted by the JSON API ('' = open)
-    api_tokens: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_API_TOKENS: tokens for the JSON API and sign-in, each ``name:role:secret`` (role viewer,
+    #: editor or admin; a bare ``secret`` acts as editor); YAML also takes ``{name: {role, token}}`` ('' = none)
+    api_tokens: list[Any] = field(default_factory=list)
     #: TRACEHOUSE_USERS: dashboard users from the config file (name → {password_hash, role})
     users: dict[str, Any] = field(default_factory=dict)
     #: TRACEHOUSE_RETENTION: days per signal, e.g. spans=7,metrics=30
     retention: dict[str, int] = field(default_factory=dict)
     #: TRACEHOUSE_LOG_LEVEL
     log_level: str = "info"
+    #: TRACEHOUSE_INSECURE_ALLOW_OPEN: let a role listen on a non-loopback address without authentication
+    insecure_allow_open: bool = False
+    #: TRACEHOUSE_ALLOWED_HOSTS: Host header values accepted on both ports (``*.example.com`` matches
+    #: subdomains, ``*`` any); '' = loopback names when listening on loopback, any otherwise
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_SECRET_KEY: signs dashboard sessions (same value on every replica; '' = random per process)
+    secret_key: str = ""
+    #: TRACEHOUSE_SECRET_KEY_FILE: a file holding the session key (wins over TRACEHOUSE_SECRET_KEY)
+    secret_key_file: str = ""
+    #: TRACEHOUSE_TRUSTED_PROXIES: addresses/networks of TLS-terminating proxies whose X-Forwarded-Proto and
+    #: X-Forwarded-For are believed; when set, session cookies are marked Secure ('' = believe no proxy)
+    trusted_proxies: list[str] = field(default_factory=list)
 
     @property
     def resolved_buffer_dir(self) -> str:
@@ -84,7 +97,9 @@ def _convert(name: str, default: Any, raw: Any) -> Any:
         return float(raw)
     if isinstance(default, list):
         if isinstance(raw, list):
-            return [str(x) for x in raw]
+            return [x if isinstance(x, dict) else str(x) for x in raw]
+        if isinstance(raw, dict):  # a YAML mapping of named entries: name → {..} or name → "value"
+            return [dict(v, name=str(k)) if isinstance(v, dict) else f"{k}:{v}" for k, v in raw.items()]
         return [p.strip() for p in str(raw).split(",") if p.strip()]
     if isinstance(default, dict):
         if isinstance(raw, dict):

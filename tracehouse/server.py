@@ -11,6 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import exposure
 from .config import Settings
 
 log = logging.getLogger("tracehouse.server")
@@ -19,7 +20,7 @@ log = logging.getLogger("tracehouse.server")
 class _Server:
     """A uvicorn server whose signals are handled by the composition, not by itself."""
 
-    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning"):
+    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning", **options: Any):
         import uvicorn
 
         class Quiet(uvicorn.Server):
@@ -28,7 +29,8 @@ class _Server:
                 yield
 
         self.server = Quiet(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                           access_log=False, lifespan="on", timeout_graceful_shutdown=10))
+                                           access_log=False, lifespan="on", timeout_graceful_shutdown=10,
+                                           **options))
 
     async def serve(self) -> None:
         await self.server.serve()
@@ -53,7 +55,10 @@ def open_store(settings: Settings):
 
 async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashboard", "alerts"),
               on_started: Callable[[], Awaitable[None] | None] | None = None) -> None:
-    """Run the given roles until SIGINT/SIGTERM."""
+    """Run the given roles until SIGINT/SIGTERM. Raises :class:`~tracehouse.exposure.ExposureError`
+    before anything starts when a role would listen openly on a non-loopback address."""
+    exposure.check(settings, roles)
+    listen = exposure.uvicorn_options(settings)
     store = open_store(settings)
     servers: list[_Server] = []
     background: list[Any] = []  # objects with start()/stop() run beside the servers
@@ -62,7 +67,8 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             from tracehouse.collector import build_collector
 
             collector_app, collector_bg = build_collector(settings, store)
-            servers.append(_Server(collector_app, settings.host, settings.otlp_port))
+            servers.append(_Server(exposure.guard(collector_app, settings), settings.host, settings.otlp_port,
+                                   **listen))
             background.extend(collector_bg)
             if settings.otlp_grpc_port:
                 from tracehouse.collector.grpc_receiver import GrpcReceiver
@@ -72,20 +78,21 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             if settings.zipkin_port:
                 from tracehouse.collector.zipkin_app import ZipkinApp
 
-                servers.append(_Server(ZipkinApp(collector_app.core), settings.host, settings.zipkin_port))
+                servers.append(_Server(exposure.guard(ZipkinApp(collector_app.core), settings), settings.host,
+                                       settings.zipkin_port, **listen))
         if "dashboard" in roles:
             from tracehouse.dashboard import create_app
             from tracehouse.dashboard.api_snapshots import snapshots_router
+            from tracehouse.dashboard.auth import require_role
 
             dash = create_app(settings, store)
-            dash.include_router(snapshots_router(lambda request: request.app.state.store,
-                                                 getattr(dash.state, "require_editor", None)))
+            dash.include_router(snapshots_router(lambda request: request.app.state.store, require_role("editor")))
             from tracehouse.alerts import alerts_router, get_engine
 
             # answers 503 until the engine exists (alone, a dashboard has no engine in-process)
-            dash.include_router(alerts_router(get_engine))
+            dash.include_router(alerts_router(get_engine, require_role))
             dash.state.alert_engine_getter = get_engine
-            servers.append(_Server(dash, settings.host, settings.http_port))
+            servers.append(_Server(exposure.guard(dash, settings), settings.host, settings.http_port, **listen))
         if "alerts" in roles:
             from tracehouse.alerts import build_engine
             from tracehouse.storage.queries_snapshots import queue_request
