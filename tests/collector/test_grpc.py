@@ -304,3 +304,29 @@ def test_tracehouse_collector_serves_grpc_and_zipkin_on_the_ports_it_is_given(tm
         rows = store.query(f"SELECT service, span_id FROM {store.db}.spans").rows
     assert sorted((svc, _b(sid)) for svc, sid in rows) == sorted(
         [("via-grpc", i) for i in ids] + [("via-zipkin", i) for i in zids])
+
+
+def test_the_tracehouse_agent_sends_over_grpc_when_asked(running, tmp_path):
+    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc: the agent's own encoder and gRPC transport, in a process of
+    its own, reach the receiver with the token from OTEL_EXPORTER_OTLP_HEADERS."""
+    import subprocess
+    import sys
+
+    script = (
+        "import tracehouse.agent as agent\n"
+        "from opentelemetry import trace\n"
+        "h = agent.start(service='agent-grpc', metrics=False, logs=False)\n"
+        "t = trace.get_tracer('agent.test')\n"
+        "with t.start_as_current_span('parent', kind=trace.SpanKind.SERVER):\n"
+        "    with t.start_as_current_span('child'):\n"
+        "        pass\n"
+        "assert h.force_flush(10)\n"
+        "h.shutdown()\n"
+    )
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{running.grpc_target}",
+               OTEL_EXPORTER_OTLP_HEADERS=f"authorization=Bearer%20{TOKEN}", OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    running.wait_stored("traces", 2)
+    assert running.collector.metrics.get("tracehouse_collector_accepted_items_total", signal="traces") == 2
