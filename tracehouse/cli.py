@@ -20,6 +20,9 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--otlp-port", type=int, dest="otlp_port", help="OTLP/HTTP port (default 4318)")
     p.add_argument("--http-port", type=int, dest="http_port", help="dashboard/API port (default 8080)")
+    p.add_argument("--otlp-grpc-port", type=int, dest="otlp_grpc_port", help="OTLP/gRPC port (default 4317; 0 = off)")
+    p.add_argument("--zipkin-port", type=int, dest="zipkin_port",
+                   help="Zipkin v2 receiver port, e.g. 9411 (default 0 = off)")
     p.add_argument("--rules", action="append", default=[], help="alert rules file (repeatable)")
     insecure_flag(p)
 
@@ -53,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flags(ns: argparse.Namespace) -> dict:
-    keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo", "insecure_allow_open")
+    keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo", "insecure_allow_open", "otlp_grpc_port",
+            "zipkin_port")
     return {k: getattr(ns, k) for k in keep if hasattr(ns, k)}
 
 
@@ -108,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tracehouse dashboard: http://{settings.host}:{settings.http_port}/", flush=True)
         if "collector" in roles:
             print(f"tracehouse OTLP/HTTP: http://{settings.host}:{settings.otlp_port}/v1/traces", flush=True)
+            if settings.otlp_grpc_port:
+                print(f"tracehouse OTLP/gRPC: {settings.host}:{settings.otlp_grpc_port}", flush=True)
+            if settings.zipkin_port:
+                print(f"tracehouse Zipkin v2: http://{settings.host}:{settings.zipkin_port}/api/v2/spans", flush=True)
 
     try:
         asyncio.run(server.run(settings, roles, on_started=started))

@@ -22,6 +22,10 @@ class Settings:
     host: str = "127.0.0.1"
     #: TRACEHOUSE_OTLP_PORT: OTLP/HTTP receiver
     otlp_port: int = 4318
+    #: TRACEHOUSE_OTLP_GRPC_PORT: OTLP/gRPC receiver (0 = off)
+    otlp_grpc_port: int = 4317
+    #: TRACEHOUSE_ZIPKIN_PORT: Zipkin v2 receiver, POST /api/v2/spans (0 = off; Zipkin's own port is 9411)
+    zipkin_port: int = 0
     #: TRACEHOUSE_HTTP_PORT: dashboard and JSON API
     http_port: int = 8080
     #: TRACEHOUSE_BUFFER_DIR: the collector's durable buffer ('' = <chdb dir>/buffer or ./tracehouse-buffer)

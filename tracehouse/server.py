@@ -70,6 +70,16 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             servers.append(_Server(exposure.guard(collector_app, settings), settings.host, settings.otlp_port,
                                    **listen))
             background.extend(collector_bg)
+            if settings.otlp_grpc_port:
+                from tracehouse.collector.grpc_receiver import GrpcReceiver
+
+                servers.append(GrpcReceiver(collector_app.core, settings.host, settings.otlp_grpc_port,
+                                            settings.max_decompressed_bytes))
+            if settings.zipkin_port:
+                from tracehouse.collector.zipkin_app import ZipkinApp
+
+                servers.append(_Server(exposure.guard(ZipkinApp(collector_app.core), settings), settings.host,
+                                       settings.zipkin_port, **listen))
         if "dashboard" in roles:
             from tracehouse.dashboard import create_app
             from tracehouse.dashboard.api_snapshots import snapshots_router

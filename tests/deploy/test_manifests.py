@@ -61,7 +61,7 @@ def test_dockerfile_builds_the_tested_package():
             assert (ROOT / copied).exists(), copied
     version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     assert OUR_IMAGE.endswith(version)
-    assert re.search(r"^EXPOSE 4318 8080$", text, re.M)
+    assert re.search(r"^EXPOSE 4317 4318 8080$", text, re.M)
     entry = re.search(r'^ENTRYPOINT \["(\w+)"\]', text, re.M).group(1)
     assert f'{entry} = "tracehouse.cli:main"' in pyproject
     cmd = yaml.safe_load(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
@@ -88,7 +88,7 @@ def test_compose_references_exist():
                 assert src in volumes, (name, src)
         for p in svc.get("ports", []):
             host, container = p.split(":")
-            assert container in ("4318", "8080") and host == container
+            assert container in ("4317", "4318", "8080") and host == container
         assert "healthcheck" in svc or svc.get("command") in (["migrate"],) or name == "demo"
     assert any(s.get("build", {}).get("dockerfile") == "deploy/Dockerfile" for s in services.values())
 
