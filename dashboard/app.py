@@ -13,10 +13,12 @@ from fastapi.staticfiles import StaticFiles
 from tracehouse.storage import InvalidParameter, NotFound, QueryTimeout, StorageError, StorageUnavailable
 
 from .api import api_router, error_response, install_error_handlers
+from .api_storage import storage_router
 from .auth import Auth
 from .auth_routes import install_auth
 from .pages import pages_router
 from .pages_alerts import alerts_pages_router
+from .pages_storage import storage_pages_router
 from .pages_traces import traces_router
 from .security import SecurityHeaders
 
@@ -37,9 +39,11 @@ def create_app(settings: Any, store: Any) -> FastAPI:
     for exc in (InvalidParameter, NotFound, QueryTimeout, StorageUnavailable, StorageError):
         app.add_exception_handler(exc, _error_page)
     app.include_router(api_router(get_store))
+    app.include_router(storage_router(get_store))
     app.include_router(pages_router())
     app.include_router(alerts_pages_router())
     app.include_router(traces_router())
+    app.include_router(storage_pages_router())
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js() -> FileResponse:

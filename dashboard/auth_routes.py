@@ -47,6 +47,7 @@ def install_auth(app: FastAPI, auth: Auth) -> None:
             sent = request.headers.get("x-csrf-token")
             if sent is None and request.headers.get("content-type", "").startswith(
                     ("application/x-www-form-urlencoded", "multipart/form-data")):
+                await request.body()  # cached, so the route can still read the form after the gate
                 sent = (await request.form()).get("csrf")
             if not sent or not hmac.compare_digest(str(sent), session["csrf"]):
                 return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
