@@ -15,7 +15,15 @@ from . import retention as _retention
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
 from .errors import ConfigError, QueryError, StorageError
-from .migrations import ALERT_RULES, LATEST, SILENCES, SNAPSHOT_REQUESTS, applied_versions, migrate
+from .migrations import (
+    ALERT_RULES,
+    LATEST,
+    NOTIFY_STATE,
+    SILENCES,
+    SNAPSHOT_REQUESTS,
+    applied_versions,
+    migrate,
+)
 from .schema import DEFAULT_RETENTION_DAYS, TABLES_BY_NAME, Table
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
 
@@ -32,7 +40,8 @@ def chunk_batch_id(batch_id: int, i: int) -> int:
     return ((batch_id * 0x9E3779B97F4A7C15) + i * 0xBF58476D1CE4E5B9) & 0x7FFFFFFFFFFFFFFF or 1
 
 
-ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS)
+ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS,
+                  notify_state=NOTIFY_STATE)
 
 
 class Store:

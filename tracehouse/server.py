@@ -79,12 +79,8 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             servers.append(_Server(dash, settings.host, settings.http_port))
         if "alerts" in roles:
             from tracehouse.alerts import build_engine
-            from tracehouse.storage.queries_snapshots import queue_request
 
-            def snapshot_hook(service: str, kind: str, reason: str) -> str:
-                return queue_request(store, service, kind, reason, requested_by="alert")
-
-            background.extend(build_engine(settings, store, request_snapshot=snapshot_hook))
+            background.extend(build_engine(settings, store))
         for b in background:
             b.start()
         # Long-lived objects built so far (modules, schema, app) need no more collection passes:
