@@ -9,6 +9,7 @@ clock): ``store`` for persistence, ``query`` (default ``store.query``), ``clock`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -16,6 +17,8 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+from tracehouse.storage import StorageError
 
 from . import persist
 from .config import AlertConfig
@@ -38,6 +41,7 @@ class Engine:
                  metrics: AlertMetrics | None = None):
         self.store, self.config = store, config or AlertConfig()
         self.metrics = metrics or AlertMetrics()
+        self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
         self.clock, self.query = clock, query or store.query
         self.db = store.db
         self.dashboard_url, self.request_snapshot = dashboard_url, request_snapshot
@@ -116,19 +120,41 @@ class Engine:
                 if not force and now < due:
                     continue
                 self._next_due[key] = now + int(key[1] * NS)
-                for ar in members:
-                    t0 = time.perf_counter()
-                    try:
-                        out.extend(self.eval_rule(ar, now))
-                        failed = ar.health == "err"
-                    except Exception:  # persistence failure: keep evaluating the others
-                        log.exception("evaluating %s", ar.rule.id)
-                        failed = True
-                    self.metrics.evaluated(ar.rule.group, time.perf_counter() - t0, failed)
+                with self._span(f"alerts group {key[0]}"):
+                    for ar in members:
+                        t0 = time.perf_counter()
+                        with self._span(f"alerts rule {ar.rule.id}") as span:
+                            try:
+                                out.extend(self.eval_rule(ar, now))
+                                failed = ar.health == "err"
+                            except Exception:  # persistence failure: keep evaluating the others
+                                log.exception("evaluating %s", ar.rule.id)
+                                failed = True
+                            if failed and span is not None:
+                                from opentelemetry.trace import Status, StatusCode
+
+                                span.set_status(Status(StatusCode.ERROR, ar.last_error[:200]))
+                        self.metrics.evaluated(ar.rule.group, time.perf_counter() - t0, failed)
             alerts = self.current_alerts()
         self.dispatcher.update(alerts, now)
         self.dispatcher.tick(now)
         return out
+
+    def _span(self, name: str):
+        """A span of the server's own traces when it observes itself (``tracer`` set), else nothing."""
+        if self.tracer is None:
+            return contextlib.nullcontext()
+        return self.tracer.start_as_current_span(name)
+
+    def ready(self) -> tuple[bool, str]:
+        """For ``/readyz``: the loops run and the store answers."""
+        if not self._threads or not all(t.is_alive() for t in self._threads):
+            return False, "alert engine stopped"
+        try:
+            self.store.query("SELECT 1")
+        except StorageError:
+            return False, "store unreachable"
+        return True, "ready"
 
     def next_due_ns(self) -> int:
         with self._lock:

@@ -16,6 +16,7 @@ from .api import api_router, error_response, install_error_handlers
 from .api_storage import storage_router
 from .auth import Auth
 from .auth_routes import install_auth
+from .ops import install_ops
 from .pages import pages_router
 from .pages_alerts import alerts_pages_router
 from .pages_storage import storage_pages_router
@@ -60,6 +61,8 @@ def create_app(settings: Any, store: Any) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    install_ops(app, store)
 
     auth = Auth(settings)
     if auth.enabled:

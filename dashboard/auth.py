@@ -28,7 +28,8 @@ ROLES = {"viewer": 1, "editor": 2, "admin": 3}
 COOKIE = "th_session"
 LOGIN_CSRF_COOKIE = "th_login_csrf"
 SESSION_S = 12 * 3600
-OPEN_PATHS = ("/login", "/logout", "/static/", "/healthz", "/favicon.ico")  # /logout checks its own CSRF
+# /logout checks its own CSRF; /metrics and /readyz are for scrapers and probes, like the collector's
+OPEN_PATHS = ("/login", "/logout", "/static/", "/healthz", "/readyz", "/metrics", "/favicon.ico")
 
 
 def _b64(b: bytes) -> str:

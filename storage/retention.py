@@ -236,10 +236,17 @@ class RetentionJob:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._m = _JobMetrics(registry) if registry is not None else None
+        self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
 
     def run_once(self, now_s: float | None = None) -> Report:
+        span = self.tracer.start_as_current_span("retention run") if self.tracer is not None else None
         try:
-            rep = apply(self.store, now_s)
+            if span is not None:
+                with span as s:
+                    rep = apply(self.store, now_s)
+                    s.set_attribute("tracehouse.retention.dropped", len(rep.dropped))
+            else:
+                rep = apply(self.store, now_s)
         except StorageError as e:
             rep = Report(started_s=time.time() if now_s is None else now_s, errors=[f"retention: {str(e)[:300]}"])
         self.last = rep

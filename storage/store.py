@@ -51,6 +51,7 @@ class Store:
         self.backend = backend
         self.url = url
         self.db = url.database
+        self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
     # -- opening -----------------------------------------------------------------------------
@@ -99,7 +100,24 @@ class Store:
 
     # -- statements --------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
+        if self.tracer is not None:
+            return self._traced_query(sql, params, settings)
         return self.backend.query(sql, params, settings)
+
+    def _traced_query(self, sql: str, params: dict[str, Any] | None, settings: dict[str, Any] | None) -> Result:
+        """A client span per statement, only under a span already current (a traced request, rule
+        evaluation or retention run): the ingest path stays untraced. The text has placeholders,
+        never values (those are bound separately)."""
+        from opentelemetry import trace
+
+        if not trace.get_current_span().get_span_context().is_valid:
+            return self.backend.query(sql, params, settings)
+        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "QUERY"
+        with self.tracer.start_as_current_span(
+                f"{verb} {self.db}", kind=trace.SpanKind.CLIENT,
+                attributes={"db.system": "clickhouse", "db.namespace": self.db, "db.query.text": sql[:2000],
+                            "db.operation.name": verb}):
+            return self.backend.query(sql, params, settings)
 
     def t(self, name: str) -> str:
         """Qualified table name."""

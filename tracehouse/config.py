@@ -52,6 +52,12 @@ class Settings:
     retention: dict[str, int] = field(default_factory=dict)
     #: TRACEHOUSE_LOG_LEVEL
     log_level: str = "info"
+    #: TRACEHOUSE_RETENTION_INTERVAL: seconds between runs of the retention job (serve, collector; 0 = off)
+    retention_interval: float = 3600.0
+    #: TRACEHOUSE_SELF_OBSERVE: the server sends its own traces and metrics to its own store (service "tracehouse")
+    self_observe: bool = False
+    #: TRACEHOUSE_SELF_OBSERVE_INTERVAL: seconds between sends of the server's own metrics
+    self_observe_interval: float = 15.0
 
     @property
     def resolved_buffer_dir(self) -> str:
