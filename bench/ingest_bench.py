@@ -207,13 +207,17 @@ def sender_main(args: argparse.Namespace) -> int:
 
 
 def _stored(url: str) -> int:
+    """Spans written, less the server's own (``--self-observe``) that it sent to itself."""
     import httpx
 
     text = httpx.get(url + "/metrics", timeout=10).text
+    written = own = 0
     for line in text.splitlines():
         if line.startswith('tracehouse_collector_written_items_total{signal="traces"}'):
-            return int(float(line.rsplit(" ", 1)[1]))
-    return 0
+            written = int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith('tracehouse_self_observe_exported_total{signal="traces"}'):
+            own = int(float(line.rsplit(" ", 1)[1]))
+    return written - own
 
 
 def _rss_anon_mb(pid: int) -> float:
@@ -272,7 +276,8 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
             role = "collector"
     env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "buffer"), TRACEHOUSE_LOG_LEVEL="warning")
     cmd = [sys.executable, "-m", "tracehouse.cli", role, "--storage", storage, "--otlp-port", str(otlp),
-           "--http-port", str(http), "--otlp-grpc-port", str(grpc_port)]
+           "--http-port", str(http), "--otlp-grpc-port", str(grpc_port)] + (
+               ["--self-observe"] if args.self_observe == "on" else [])
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{otlp}"
     try:
@@ -311,8 +316,9 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
         from tracehouse.storage import Store
 
         with Store.open(storage) as store:
-            count = int(store.query(f"SELECT count() FROM {store.db}.spans").scalar())
-            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans").scalar())
+            own = "WHERE service != 'tracehouse'"  # the server's own spans (--self-observe) are not the bench's
+            count = int(store.query(f"SELECT count() FROM {store.db}.spans {own}").scalar())
+            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans {own}").scalar())
             if args.storage:
                 store.query(f"DROP DATABASE IF EXISTS {store.db}")
         send_s = sent["t1"] - sent["t0"]
@@ -320,6 +326,7 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(stored_at - w0, 1e-9)
         result = {
             "protocol": protocol, "spans": args.spans, "concurrency": args.concurrency, "role": role,
+            "self_observe": args.self_observe,
             "requests": sent["requests"], "retries": sent["retries"], "mb_sent": round(sent["bytes"] / 2**20, 1),
             "accepted_spans_per_s": round(args.spans / send_s),
             "stored_spans_per_s": round(args.spans / store_s),
@@ -358,10 +365,46 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve (whole server) or collector alone; auto = serve when the dashboard exists")
     p.add_argument("--protocol", default="http",
                    help="http, grpc, or both (= http,grpc): one after the other, same bodies, fresh servers")
+    p.add_argument("--self-observe", choices=["off", "on", "both"], default="off", dest="self_observe",
+                   help="serve with --self-observe; 'both' alternates off/on runs (--rounds each) and prints "
+                        "the medians and their ratio")
+    p.add_argument("--rounds", type=int, default=1, help="runs of each setting with --self-observe both")
     p.add_argument("--sender", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    return sender_main(args) if args.sender else bench_main(args)
+    if args.sender:
+        return sender_main(args)
+    if args.self_observe != "both":
+        return bench_main(args)
+    return compare_self_observe(args)
+
+
+def compare_self_observe(args: argparse.Namespace) -> int:
+    """Off and on alternately in one run of the script (the same machine state for both)."""
+    import contextlib
+    import io
+    import statistics
+
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    status = 0
+    for _ in range(args.rounds):
+        for mode in ("off", "on"):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                status |= bench_main(argparse.Namespace(**dict(vars(args), self_observe=mode, json=True)))
+            res = json.loads(out.getvalue().strip().splitlines()[-1])
+            runs[mode].append(res)
+            print(f"self_observe={mode}: accepted {res['accepted_spans_per_s']}/s, stored "
+                  f"{res['stored_spans_per_s']}/s, lost {res['lost']}, cpu {res['collector_cpu_cores']}", flush=True)
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("accepted_spans_per_s", "stored_spans_per_s",
+                                                                 "collector_cpu_cores", "collector_rss_mb")}
+           for m, rs in runs.items()}
+    result = {"spans": args.spans, "rounds": args.rounds, "off": med["off"], "on": med["on"],
+              "stored_ratio_on_off": round(med["on"]["stored_spans_per_s"] / med["off"]["stored_spans_per_s"], 3),
+              "accepted_ratio_on_off": round(med["on"]["accepted_spans_per_s"] / med["off"]["accepted_spans_per_s"], 3),
+              "runs": runs}
+    print(json.dumps(result))
+    return status
 
 
 if __name__ == "__main__":

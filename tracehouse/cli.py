@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true", default=None, help="also run the demo shop")
     col = sub.add_parser("collector", help="run the OTLP collector alone")
     _server_flags(col)
+    for p_ in (serve, col):
+        p_.add_argument("--self-observe", action="store_true", default=None, dest="self_observe",
+                        help='send the server\'s own traces and metrics to its own store (service "tracehouse")')
     dash = sub.add_parser("dashboard", help="run the dashboard and JSON API alone")
     _server_flags(dash)
     # --- alerts subcommand (help entry only; dispatched in main) ---
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _flags(ns: argparse.Namespace) -> dict:
     keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo", "insecure_allow_open", "otlp_grpc_port",
-            "zipkin_port")
+            "zipkin_port", "self_observe")
     return {k: getattr(ns, k) for k in keep if hasattr(ns, k)}
 
 
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     settings = load_settings(_flags(ns), ns.config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per notification or self-observe send
     if ns.cmd == "migrate":
         from tracehouse.storage import Store, parse_storage_url
 

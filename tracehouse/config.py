@@ -69,6 +69,12 @@ class Settings:
     #: TRACEHOUSE_TRUSTED_PROXIES: addresses/networks of TLS-terminating proxies whose X-Forwarded-Proto and
     #: X-Forwarded-For are believed; when set, session cookies are marked Secure ('' = believe no proxy)
     trusted_proxies: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_RETENTION_INTERVAL: seconds between runs of the retention job (serve, collector; 0 = off)
+    retention_interval: float = 3600.0
+    #: TRACEHOUSE_SELF_OBSERVE: the server sends its own traces and metrics to its own store (service "tracehouse")
+    self_observe: bool = False
+    #: TRACEHOUSE_SELF_OBSERVE_INTERVAL: seconds between sends of the server's own metrics
+    self_observe_interval: float = 15.0
 
     @property
     def resolved_buffer_dir(self) -> str:

@@ -40,10 +40,12 @@ def _dashboard_auth(s: Any) -> bool:
 
 
 #: role → (its port setting, does the configuration authenticate it?, what to set otherwise).
-#: A role that listens on no port (``alerts run`` today) has no entry and nothing to check.
+#: ``alerts run`` listens for /metrics, /healthz and /readyz only: any token protects its /metrics.
 LISTENERS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "collector": ("otlp_port", _collector_auth, "TRACEHOUSE_INGEST_TOKENS (OTLP, agent commands, /metrics)"),
     "dashboard": ("http_port", _dashboard_auth, "dashboard users (YAML `users:`) or TRACEHOUSE_API_TOKENS"),
+    "alerts": ("http_port", lambda s: _collector_auth(s) or _dashboard_auth(s),
+               "TRACEHOUSE_INGEST_TOKENS or TRACEHOUSE_API_TOKENS (for its /metrics)"),
 }
 
 

@@ -85,8 +85,10 @@ def test_loopback_and_host_matching_rules():
     assert allowed_hosts(Settings(host="0.0.0.0", allowed_hosts=["*.example.com"])) == ["*.example.com"]
     assert host_allowed("th.example.com", ["*.example.com"]) and not host_allowed("example.com.evil", ["*.example.com"])
     assert missing_auth(Settings(ingest_tokens=["t"], api_tokens=["a:viewer:b"]), ("collector", "dashboard")) == []
-    assert [m.split()[0] for m in missing_auth(Settings(), ("collector", "dashboard", "alerts"))] == ["collector",
-                                                                                                    "dashboard"]
+    # alerts run listens for /metrics, /healthz and /readyz: any token protects it
+    assert [m.split()[0] for m in missing_auth(Settings(), ("collector", "dashboard", "alerts"))] == [
+        "collector", "dashboard", "alerts"]
+    assert missing_auth(Settings(ingest_tokens=["t"]), ("alerts",)) == []
 
 
 @pytest.mark.parametrize("argv, env, refused", [
@@ -204,3 +206,23 @@ def test_a_session_outlives_a_restart_when_the_key_is_a_setting(loopback_server)
         assert me.status_code == 200 and me.json() == {"name": "ada", "role": "admin"}
     finally:
         again.stop()
+
+
+def test_alerts_role_metrics_need_a_token_when_one_is_configured():
+    from prometheus_client import CollectorRegistry
+    from starlette.testclient import TestClient
+
+    from tracehouse.ops import OpsApp, metrics_authorizer
+
+    def ready():
+        return True, "ready"
+
+    open_app = OpsApp(CollectorRegistry(), ready, authorize=metrics_authorizer(Settings()))
+    with TestClient(open_app) as c:  # loopback default: open, like the other roles
+        assert c.get("/metrics").status_code == 200
+    app = OpsApp(CollectorRegistry(), ready, authorize=metrics_authorizer(Settings(ingest_tokens=["ing"])))
+    with TestClient(app) as c:
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers={"authorization": "Bearer nope"}).status_code == 401
+        assert c.get("/metrics", headers={"authorization": "Bearer ing"}).status_code == 200
+        assert c.get("/readyz").status_code == 200 and c.get("/healthz").status_code == 200
