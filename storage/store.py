@@ -14,6 +14,7 @@ from typing import Any
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
 from .errors import ConfigError, InvalidParameter, QueryError, StorageError
+from .limits import QueryLimits
 from .migrations import ALERT_RULES, LATEST, SILENCES, SNAPSHOT_REQUESTS, applied_versions, migrate
 from .schema import DEFAULT_RETENTION_DAYS, RETENTION_TABLES, TABLES_BY_NAME, Table
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
@@ -43,6 +44,8 @@ class Store:
         self.backend = backend
         self.url = url
         self.db = url.database
+        #: limits of every query a user can cause (:meth:`read`); the server sets them from its settings
+        self.limits = QueryLimits()
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
     # -- opening -----------------------------------------------------------------------------
@@ -92,6 +95,10 @@ class Store:
     # -- statements --------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
         return self.backend.query(sql, params, settings)
+
+    def read(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        """A query a user caused (a page, the API): run within :attr:`limits`."""
+        return self.backend.query(sql, params, self.limits.settings())
 
     def t(self, name: str) -> str:
         """Qualified table name."""

@@ -45,7 +45,10 @@ def open_store(settings: Settings):
     from tracehouse.storage import Store
 
     Store.prefer_low_memory(settings.storage)
+    from tracehouse.storage.limits import QueryLimits
+
     store = Store.open(settings.storage)
+    store.limits = QueryLimits.from_settings(settings)
     store.migrate(retention=settings.retention or None)
     store.release_startup_memory()
     return store

@@ -1,0 +1,68 @@
+"""Limits on every query a user can cause (dashboard pages, the JSON API, alert rule previews and
+SQL rules): time, memory, rows and bytes read, and threads, as ClickHouse settings that both
+ClickHouse 18.16 and chDB 26.9 honour. A query past a limit fails with ``QueryTimeout`` or
+``QueryLimitExceeded`` instead of holding the engine (and, on chDB, the process) for as long as
+it likes. Result sizes are bounded by a ``LIMIT`` in each statement's own SQL.
+
+Time ranges: overview pages read the per-minute rollups and may span up to
+:data:`~tracehouse.storage.timerange.MAX_RANGE_NS` (400 days); queries over raw spans, logs and
+metric points are refused past :data:`RAW_MAX_DAYS`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidParameter
+from .timerange import NS, TimeRange
+
+__all__ = ["QueryLimits", "RAW_MAX_DAYS", "require_raw_range"]
+
+#: the longest time range a query over raw rows (spans, logs, metric points) may cover
+RAW_MAX_DAYS = 31
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    #: seconds a statement may run (max_execution_time)
+    timeout_s: float = 15.0
+    #: memory one statement may hold (max_memory_usage)
+    max_memory_bytes: int = 1 << 30
+    #: rows one statement may read from tables (max_rows_to_read)
+    max_rows_to_read: int = 300_000_000
+    #: uncompressed bytes one statement may read (max_bytes_to_read)
+    max_bytes_to_read: int = 40 << 30
+    #: threads one statement may use (max_threads); 0 = half the machine's cores, at least one, so
+    #: a heavy read leaves CPU to ingestion
+    max_threads: int = 0
+
+    def settings(self, timeout_s: float | None = None) -> dict[str, Any]:
+        threads = self.max_threads or max(1, (os.cpu_count() or 2) // 2)
+        return {
+            "max_execution_time": max(1, int(round(timeout_s if timeout_s is not None else self.timeout_s))),
+            "max_memory_usage": int(self.max_memory_bytes),
+            "max_rows_to_read": int(self.max_rows_to_read),
+            "max_bytes_to_read": int(self.max_bytes_to_read),
+            "max_threads": int(threads),
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> QueryLimits:
+        """From the server's settings (``query_timeout_s``, ``query_max_memory_bytes``, …); missing
+        ones keep their defaults."""
+        d = cls()
+        return cls(
+            timeout_s=float(getattr(settings, "query_timeout_s", d.timeout_s) or d.timeout_s),
+            max_memory_bytes=int(getattr(settings, "query_max_memory_bytes", d.max_memory_bytes) or d.max_memory_bytes),
+            max_rows_to_read=int(getattr(settings, "query_max_rows", d.max_rows_to_read) or d.max_rows_to_read),
+            max_bytes_to_read=int(getattr(settings, "query_max_bytes", d.max_bytes_to_read) or d.max_bytes_to_read),
+            max_threads=int(getattr(settings, "query_max_threads", d.max_threads) or 0),
+        )
+
+
+def require_raw_range(tr: TimeRange, what: str) -> None:
+    """Refuse a range longer than :data:`RAW_MAX_DAYS` for a query over raw rows."""
+    if tr.end_ns - tr.start_ns > RAW_MAX_DAYS * 86400 * NS:
+        raise InvalidParameter(f"time range longer than {RAW_MAX_DAYS} days for {what}: narrow it")
