@@ -157,6 +157,84 @@ def sender_main(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the query load (a separate process): the most expensive reads the API allows -----------------
+
+#: each a GET on the dashboard port, over the widest ranges the API accepts (31 days over raw spans,
+#: 400 over the rollups): attribute search scans every span's attribute arrays, a duration filter
+#: merges every trace summary, the overview and map merge every rollup state, a page runs ~10 queries.
+EXPENSIVE_QUERIES = [
+    "/api/traces?since=31d&attr=http.route%3D/api/nothing&limit=1000",
+    "/api/traces?since=31d&min_duration_ms=0&limit=1000",
+    "/api/traces?since=31d&service=payments&operation=process&status=error&limit=1000",
+    "/api/services?since=400d",
+    "/api/service-map?since=400d",
+    "/api/services/frontend/operations?since=400d",
+    "/api/services/checkout/series?since=400d&step=1d",
+    "/api/logs?since=31d&q=nothing&limit=1000",
+    "/api/metrics/names?since=31d",
+    "/services/frontend?since=31d",
+]
+
+
+def queries_main(args: argparse.Namespace) -> int:
+    """Run EXPENSIVE_QUERIES round-robin from ``args.concurrency`` threads until stdin closes."""
+    import threading
+
+    import httpx
+
+    stop = threading.Event()
+    stats = {"queries": 0, "errors": 0, "statuses": {}, "seconds": 0.0}
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        with httpx.Client(base_url=args.url, timeout=120) as c:
+            n = i
+            while not stop.is_set():
+                path = EXPENSIVE_QUERIES[n % len(EXPENSIVE_QUERIES)]
+                n += 1
+                t0 = time.perf_counter()
+                try:
+                    code = str(c.get(path).status_code)
+                except httpx.HTTPError as e:
+                    code = type(e).__name__
+                with lock:
+                    stats["queries"] += 1
+                    stats["seconds"] += time.perf_counter() - t0
+                    stats["statuses"][code] = stats["statuses"].get(code, 0) + 1
+                    stats["errors"] += code not in ("200", "422", "504")
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the bench says stop
+    stop.set()
+    for t in threads:
+        t.join(150)
+    print(json.dumps(stats), flush=True)
+    return 0
+
+
+def _start_query_load(url: str, concurrency: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--queries", "--url", url,
+                          "--concurrency", str(concurrency)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "ready":
+        raise RuntimeError("query load failed to start")
+    return p
+
+
+def _stop_query_load(p: subprocess.Popen) -> dict:
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write("stop\n")
+    p.stdin.flush()
+    out = p.stdout.read().strip().splitlines()
+    p.wait(180)
+    stats = json.loads(out[-1])
+    stats["mean_query_ms"] = round(1000 * stats.pop("seconds") / max(1, stats["queries"]), 1)
+    return stats
+
+
 # --- the bench -----------------------------------------------------------------------------------
 
 
@@ -212,6 +290,11 @@ def bench_main(args: argparse.Namespace) -> int:
         if sender.stdout.readline().strip() != "ready":
             raise RuntimeError("sender failed")
         proc = psutil.Process(server.pid)
+        loader = None
+        if getattr(args, "query_load", 0) > 0:
+            if not wait_port(http, 90):
+                raise RuntimeError("dashboard did not start")
+            loader = _start_query_load(f"http://127.0.0.1:{http}", args.query_load)
         cpu0 = proc.cpu_times()
         w0 = time.time()
         sender.stdin.write("go\n")
@@ -229,6 +312,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"timed out: {_stored(url)} of {args.spans} stored")
             time.sleep(0.05)
         cpu1 = proc.cpu_times()
+        query_stats = _stop_query_load(loader) if loader is not None else None
         sent = json.loads(sender.stdout.read().strip().splitlines()[-1])
         server.send_signal(signal.SIGTERM)
         server.wait(120)
@@ -255,6 +339,8 @@ def bench_main(args: argparse.Namespace) -> int:
             # process allocated itself
             "collector_anon_rss_mb": round(anon, 1),
         }
+        if query_stats is not None:
+            result["query_load"] = dict(query_stats, concurrency=args.query_load)
         if not args.json:
             for k, v in result.items():
                 print(f"{k:>22}: {v}")
@@ -278,10 +364,46 @@ def main(argv: list[str] | None = None) -> int:
                    "embedded chDB in a temporary directory")
     p.add_argument("--role", choices=["auto", "serve", "collector"], default="auto",
                    help="serve (whole server) or collector alone; auto = serve when the dashboard exists")
+    p.add_argument("--query-load", type=int, default=0, dest="query_load", metavar="N",
+                   help="also run the ingest while N clients loop over the most expensive queries the API "
+                   "allows (needs --role serve); the bench then runs twice, quiet and loaded, and reports both")
+    p.add_argument("--queries", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--sender", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    return sender_main(args) if args.sender else bench_main(args)
+    if args.sender:
+        return sender_main(args)
+    if args.queries:
+        return queries_main(args)
+    if args.query_load > 0:
+        return compare_main(args)
+    return bench_main(args)
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    """The same ingest twice in one invocation, quiet then under the query load; one JSON line with
+    both and their ratio."""
+    import contextlib
+    import io
+
+    runs = {}
+    status = 0
+    for name, load in (("quiet", 0), ("loaded", args.query_load)):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            status |= bench_main(argparse.Namespace(**dict(vars(args), query_load=load, json=True)))
+        runs[name] = json.loads(buf.getvalue().strip().splitlines()[-1])
+    ratio = runs["loaded"]["stored_spans_per_s"] / max(1, runs["quiet"]["stored_spans_per_s"])
+    out = {"quiet": runs["quiet"], "loaded": runs["loaded"], "loaded_over_quiet": round(ratio, 3),
+           "lost": runs["quiet"]["lost"] + runs["loaded"]["lost"]}
+    if not args.json:
+        for name in ("quiet", "loaded"):
+            r = runs[name]
+            print(f"{name:>7}: stored {r['stored_spans_per_s']} spans/s, lost {r['lost']}, "
+                  f"duplicates {r['duplicates']}" + (f", queries {r['query_load']}" if "query_load" in r else ""))
+        print(f"  ratio: {out['loaded_over_quiet']}")
+    print(json.dumps(out))
+    return status
 
 
 if __name__ == "__main__":

@@ -37,9 +37,13 @@ class QueryLimits:
     #: threads one statement may use (max_threads); 0 = half the machine's cores, at least one, so
     #: a heavy read leaves CPU to ingestion
     max_threads: int = 0
+    #: user queries running at once against an embedded engine (it shares the CPU with ingestion);
+    #: 0 = half the machine's cores, at least one. Others wait up to ``timeout_s`` for a turn.
+    #: A ClickHouse server is limited by the backend's connection pool instead.
+    max_concurrent: int = 0
 
     def settings(self, timeout_s: float | None = None) -> dict[str, Any]:
-        threads = self.max_threads or max(1, (os.cpu_count() or 2) // 2)
+        threads = self.max_threads or _half_cores()
         return {
             "max_execution_time": max(1, int(round(timeout_s if timeout_s is not None else self.timeout_s))),
             "max_memory_usage": int(self.max_memory_bytes),
@@ -59,7 +63,15 @@ class QueryLimits:
             max_rows_to_read=int(getattr(settings, "query_max_rows", d.max_rows_to_read) or d.max_rows_to_read),
             max_bytes_to_read=int(getattr(settings, "query_max_bytes", d.max_bytes_to_read) or d.max_bytes_to_read),
             max_threads=int(getattr(settings, "query_max_threads", d.max_threads) or 0),
+            max_concurrent=int(getattr(settings, "query_max_concurrent", d.max_concurrent) or 0),
         )
+
+    def concurrent(self) -> int:
+        return self.max_concurrent or _half_cores()
+
+
+def _half_cores() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def require_raw_range(tr: TimeRange, what: str) -> None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
-from .errors import ConfigError, InvalidParameter, QueryError, StorageError
+from .errors import ConfigError, InvalidParameter, QueryError, StorageError, StorageUnavailable
 from .limits import QueryLimits
 from .migrations import ALERT_RULES, LATEST, SILENCES, SNAPSHOT_REQUESTS, applied_versions, migrate
 from .schema import DEFAULT_RETENTION_DAYS, RETENTION_TABLES, TABLES_BY_NAME, Table
@@ -46,6 +47,7 @@ class Store:
         self.db = url.database
         #: limits of every query a user can cause (:meth:`read`); the server sets them from its settings
         self.limits = QueryLimits()
+        self._slots: tuple[int, threading.BoundedSemaphore] | None = None
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
     # -- opening -----------------------------------------------------------------------------
@@ -97,8 +99,25 @@ class Store:
         return self.backend.query(sql, params, settings)
 
     def read(self, sql: str, params: dict[str, Any] | None = None) -> Result:
-        """A query a user caused (a page, the API): run within :attr:`limits`."""
-        return self.backend.query(sql, params, self.limits.settings())
+        """A query a user caused (a page, the API): run within :attr:`limits` and, on an embedded
+        engine, within a number of concurrent user queries (``limits.max_concurrent``)."""
+        slots = self._read_slots()
+        if slots is None:
+            return self.backend.query(sql, params, self.limits.settings())
+        if not slots.acquire(timeout=self.limits.timeout_s):
+            raise StorageUnavailable("too many queries running; try again shortly")
+        try:
+            return self.backend.query(sql, params, self.limits.settings())
+        finally:
+            slots.release()
+
+    def _read_slots(self) -> threading.BoundedSemaphore | None:
+        if self.backend.kind != "chdb":
+            return None
+        n = self.limits.concurrent()
+        if self._slots is None or self._slots[0] != n:
+            self._slots = (n, threading.BoundedSemaphore(n))
+        return self._slots[1]
 
     def t(self, name: str) -> str:
         """Qualified table name."""

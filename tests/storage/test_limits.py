@@ -3,6 +3,7 @@ chDB enforce; result sizes are capped in the SQL; raw-row ranges are bounded."""
 
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace
 
@@ -98,3 +99,21 @@ def test_raw_ranges_are_bounded(store):
         with pytest.raises(InvalidParameter, match="31 days"):
             call()
     assert qtel.metric_series(store, "busy", parse_range("30d", None))["series"] == []
+
+
+def test_a_slow_read_holds_neither_inserts_nor_more_than_its_slots_on_chdb(chdb_store):
+    store = chdb_store
+    store.limits = QueryLimits(max_concurrent=1, timeout_s=3)
+    cols, _ = generate(500, time.time_ns() - 60 * NS, 50 * NS, Gen(), store=store)
+    slow = threading.Thread(target=store.read, args=("SELECT sleep(1.5) AS x",))
+    slow.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    store.insert("spans", cols)
+    insert_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    assert store.read("SELECT 1 AS x").rows == [(1,)]
+    waited_s = time.monotonic() - t0
+    slow.join()
+    assert insert_s < 0.8, f"an insert waited {insert_s:.2f} s behind a read"
+    assert waited_s > 0.8, "a second user query ran beside the first with one slot"
