@@ -3,6 +3,7 @@ the same directory share it; a different directory while one is open is an error
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -41,6 +42,25 @@ def _open_session(path: str):
             raise StorageError(f"cannot open chDB at {path}: {e}") from e
         _engine.update(path=path, session=sess, refs=1)
         return sess, _engine["lock"]
+
+
+@contextlib.contextmanager
+def parser_connection():
+    """A read-only connection for parsing user SQL (:mod:`.sqlparse`): to the engine this process
+    has open, else to an in-memory engine opened for the call and shut down after it. The engine
+    registry's lock is held throughout, so no store opens (or closes) an engine meanwhile."""
+    from chdb import session as chdb_session
+
+    with _engine_lock:
+        try:
+            conn = chdb_session.Session(_engine["path"] or ":memory:")
+        except Exception as e:
+            raise StorageError(f"cannot start the embedded SQL parser: {e}") from e
+        try:
+            conn.query("SET readonly = 1")
+            yield conn
+        finally:
+            conn.close()
 
 
 _MADV_PAGEOUT = 21

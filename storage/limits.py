@@ -41,10 +41,16 @@ class QueryLimits:
     #: 0 = half the machine's cores, at least one. Others wait up to ``timeout_s`` for a turn.
     #: A ClickHouse server is limited by the backend's connection pool instead.
     max_concurrent: int = 0
+    #: nice value for the engine threads running a user query on an embedded engine
+    #: (``os_thread_priority``, chDB only: 18.16 lacks the setting), so that the ingestion
+    #: sharing the process gets the CPU first; 0 = same priority
+    nice: int = 10
 
-    def settings(self, timeout_s: float | None = None) -> dict[str, Any]:
+    def settings(self, timeout_s: float | None = None, embedded: bool = False) -> dict[str, Any]:
+        """The settings for one query; ``embedded`` adds the lower thread priority (chDB)."""
         threads = self.max_threads or _half_cores()
-        return {
+        extra = {"os_thread_priority": int(self.nice)} if embedded and self.nice else {}
+        return extra | {
             "max_execution_time": max(1, int(round(timeout_s if timeout_s is not None else self.timeout_s))),
             "max_memory_usage": int(self.max_memory_bytes),
             "max_rows_to_read": int(self.max_rows_to_read),
@@ -64,6 +70,7 @@ class QueryLimits:
             max_bytes_to_read=int(getattr(settings, "query_max_bytes", d.max_bytes_to_read) or d.max_bytes_to_read),
             max_threads=int(getattr(settings, "query_max_threads", d.max_threads) or 0),
             max_concurrent=int(getattr(settings, "query_max_concurrent", d.max_concurrent) or 0),
+            nice=int(getattr(settings, "query_nice", d.nice)),
         )
 
     def concurrent(self) -> int:

@@ -48,14 +48,14 @@ class ServerBackend:
     kind = "clickhouse"
 
     def __init__(self, url: StorageURL, pool_size: int = 4, connect_timeout: float = 5.0,
-                 receive_timeout: float = 60.0):
+                 receive_timeout: float = 60.0, default_database: str = "default"):
         self.url = url
         self._kw = dict(
             host=url.host,
             port=url.port,
             user=url.user,
             password=url.password,
-            database="default",
+            database=default_database,
             connect_timeout=connect_timeout,
             send_receive_timeout=receive_timeout,
             sync_request_timeout=connect_timeout,

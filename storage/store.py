@@ -48,6 +48,10 @@ class Store:
         #: limits of every query a user can cause (:meth:`read`); the server sets them from its settings
         self.limits = QueryLimits()
         self._slots: tuple[int, threading.BoundedSemaphore] | None = None
+        #: on a ClickHouse server: the URL of the read-only user that user SQL runs as ('' = this
+        #: store's own user with readonly=1); the server sets it from its settings
+        self.rules_url = ""
+        self._rule_reader: Any = None
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
     # -- opening -----------------------------------------------------------------------------
@@ -69,6 +73,8 @@ class Store:
             raise
 
     def close(self) -> None:
+        if isinstance(self._rule_reader, _ServerRuleReader):
+            self._rule_reader.backend.close()
         self.backend.close()
 
     @staticmethod
@@ -107,9 +113,40 @@ class Store:
         if not slots.acquire(timeout=self.limits.timeout_s):
             raise StorageUnavailable("too many queries running; try again shortly")
         try:
-            return self.backend.query(sql, params, self.limits.settings())
+            return self.backend.query(sql, params, self.limits.settings(embedded=True))
         finally:
             slots.release()
+
+    #: seconds one run of user-written SQL (an alert rule, a preview) may take
+    RULE_TIMEOUT_S = 10
+
+    def rule_reader(self) -> Any:
+        """Where user-written SQL runs: ``.query(sql, params)`` on read-only connections whose default
+        database is this store's, within :attr:`limits` (the rule time limit). Embedded: connections
+        fixed at ``readonly = 1`` after the limits are set. A server: the user of :attr:`rules_url`,
+        whose profile must be read-only and carry the limits (README), else this store's user with
+        ``readonly = 1`` and the limits on every query."""
+        if self._rule_reader is None:
+            self._rule_reader = self._open_rule_reader()
+        return self._rule_reader
+
+    def _open_rule_reader(self) -> Any:
+        settings = self.limits.settings(timeout_s=self.RULE_TIMEOUT_S, embedded=self.backend.kind == "chdb")
+        if self.backend.kind == "chdb":
+            return self.backend.restricted_reader(self.db, settings)  # type: ignore[attr-defined]
+        from .server_backend import ServerBackend
+
+        if self.rules_url:
+            rules = parse_storage_url(self.rules_url)
+            if rules.scheme != "clickhouse" or (rules.host, rules.port, rules.database) != \
+                    (self.url.host, self.url.port, self.db):
+                raise ConfigError("rules_storage must name the same server and database as storage, "
+                                  "with the rules user's credentials")
+            return _ServerRuleReader(ServerBackend(rules, pool_size=2, default_database=self.db), None)
+        log.warning("SQL rules run as the storage user with readonly=1: set rules_storage "
+                    "(TRACEHOUSE_RULES_STORAGE) to a user that can read only %s (see the README)", self.db)
+        return _ServerRuleReader(ServerBackend(self.url, pool_size=2, default_database=self.db),
+                                 dict(settings, readonly=1))
 
     def _read_slots(self) -> threading.BoundedSemaphore | None:
         if self.backend.kind != "chdb":
@@ -317,6 +354,14 @@ class Store:
             f"SELECT id, argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {self.t(table)} GROUP BY id ORDER BY id"
         )
         return [dict(json.loads(b), id=i) for i, b, d in res.rows if not d]
+
+
+class _ServerRuleReader:
+    def __init__(self, backend: Any, settings: dict[str, Any] | None):
+        self.backend, self.settings = backend, settings
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        return self.backend.query(sql, params, self.settings)
 
 
 def _split_by_day(tbl: Table, names: list[str], ordered: list[Sequence[Any]]) -> list[list[Sequence[Any]]]:

@@ -64,6 +64,8 @@ class Settings:
     query_max_threads: int = 0
     #: TRACEHOUSE_QUERY_MAX_CONCURRENT: such queries at once on embedded chDB (0 = half the cores)
     query_max_concurrent: int = 0
+    #: TRACEHOUSE_QUERY_NICE: nice value of the engine threads running them on embedded chDB (0-19)
+    query_nice: int = 10
     #: TRACEHOUSE_RULES_STORAGE: on a ClickHouse server, the URL SQL rules run through: the same
     #: server and database as `storage`, as a read-only user that can read only that database
     #: (see the README); '' = the main user with readonly=1 (logged as a warning)

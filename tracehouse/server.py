@@ -49,6 +49,7 @@ def open_store(settings: Settings):
 
     store = Store.open(settings.storage)
     store.limits = QueryLimits.from_settings(settings)
+    store.rules_url = settings.rules_storage
     store.migrate(retention=settings.retention or None)
     store.release_startup_memory()
     return store
@@ -77,7 +78,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             from tracehouse.alerts import alerts_router, get_engine
 
             # answers 503 until the engine exists (alone, a dashboard has no engine in-process)
-            dash.include_router(alerts_router(get_engine))
+            dash.include_router(alerts_router(get_engine, previews_per_minute=settings.rule_previews_per_minute))
             dash.state.alert_engine_getter = get_engine
             servers.append(_Server(dash, settings.host, settings.http_port))
         if "alerts" in roles:
