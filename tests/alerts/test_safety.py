@@ -222,3 +222,61 @@ def test_previews_are_rate_limited_and_database_errors_carry_an_id(chdb_store, c
     assert r.status_code == 400 and "error id" in detail and "DB::" not in detail and "Code" not in detail
     error_id = detail.rsplit("error id ", 1)[1].rstrip(")")
     assert any(error_id in rec.getMessage() and "Code" in rec.getMessage() for rec in caplog.records)
+
+
+HOSTILE_TEMPLATES = [
+    "{{ 'x' * 10**8 }}", "{{ 10 ** 10 ** 10 }}", "{{ 'x'|center(10**8) }}", "{{ 'x'|indent(10**8) }}",
+    "{{ 'x'|wordwrap(10**8) }}", "{{ 'ab'|truncate(10**8) }}", "{{ '%99999999d' % 1 }}",
+    "{{ '{:>99999999}'.format(1) }}", "{{ 'x'.ljust(10**8) }}", "{{ lipsum(10**5) }}", "{{ range(10**8)|list }}",
+    "{{ ('x' * 9999)|replace('x', 'y' * 9999) }}", "{{ range(999)|join('x' * 9999) }}",
+    "{{ ('x' * 9000) + ('y' * 9000) }}", "{{ ('x' * 4000) ~ ('y' * 4000) }}{{ 'z' * 4000 }}",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEMPLATES)
+def test_annotation_templates_are_bounded(text):
+    import time
+
+    from tracehouse.alerts.templates import MAX_OUTPUT_CHARS, check, render
+
+    t0 = time.monotonic()
+    check(text)
+    out = render(text, {"value": "1", "labels": {}})
+    assert len(out) <= MAX_OUTPUT_CHARS and time.monotonic() - t0 < 0.5
+
+
+@pytest.mark.parametrize("text", ["{% for i in range(10**4) %}{% for j in range(10**4) %}{% endfor %}{% endfor %}",
+                                  "{% macro m(n) %}{{ m(n) }}{% endmacro %}{{ m(1) }}", "{{ 'x' }}" * 2000])
+def test_loops_macros_and_huge_templates_are_refused(text):
+    from tracehouse.alerts.templates import check
+
+    with pytest.raises(ValueError):
+        check(text)
+    with pytest.raises(RuleError):
+        parse_rule({"alert": "X", "kind": "red", "service": "s", "annotations": {"summary": text}})
+
+
+def test_templates_still_render_what_annotations_need():
+    from tracehouse.alerts.templates import render_all
+
+    out = render_all({"summary": "{{ labels.service|upper }} at {{ value }} ({{ '%.1f'|format(raw_value) if 0 else "
+                                 "raw_value|round(1) }}) {% if raw_value > 1 %}high{% else %}low{% endif %}"},
+                     2.345, {"service": "pay"}, "http://d", "r")
+    assert out["summary"] == "PAY at 2.345 (2.3) high"
+
+
+def test_silence_regexes_run_in_linear_time_and_backreferences_are_refused():
+    import threading
+
+    from tracehouse.alerts.silences import parse_matcher
+
+    m = parse_matcher('service=~"(a+)+$"')
+    done = []
+    t = threading.Thread(target=lambda: done.append(m.matches({"service": "a" * 40 + "b"})), daemon=True)
+    t.start()
+    t.join(2)
+    assert done == [False], "a nested-quantifier regex took exponential time"
+    assert parse_matcher('service=~"pay.*|cart"').matches({"service": "payments"})
+    for bad in ('service=~"(a)\\1"', 'service=~"(?=x)x"', 'service=~"' + "a" * 2000 + '"'):
+        with pytest.raises(RuleError):
+            parse_matcher(bad)
