@@ -280,3 +280,68 @@ def test_silence_regexes_run_in_linear_time_and_backreferences_are_refused():
     for bad in ('service=~"(a)\\1"', 'service=~"(?=x)x"', 'service=~"' + "a" * 2000 + '"'):
         with pytest.raises(RuleError):
             parse_matcher(bad)
+
+
+@pytest.mark.parametrize("url", [
+    "http://[2002:7f00:1::1]/",      # 6to4 around 127.0.0.1
+    "http://[2002:a9fe:a9fe::1]/",   # 6to4 around 169.254.169.254
+    "http://[fec0::1]/",             # site-local
+    "http://[64:ff9b::a00:1]/",      # NAT64 around 10.0.0.1
+])
+def test_tunnel_and_site_local_addresses_refused(url):
+    with pytest.raises(DestinationRefused):
+        check_url(url, allow_private=False)
+
+
+class _HostRecorder:
+    """A loopback HTTP server on one address recording (Host header, body) of each POST."""
+
+    def __init__(self, address: str, port: int = 0):
+        import json as _json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen = self.seen = []
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                seen.append((self.headers.get("host"), _json.loads(body)))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer((address, port), H)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_notifier_connects_to_the_address_it_checked(monkeypatch):
+    """A name that resolves to one address for the check and another afterwards (DNS rebinding):
+    the POST goes to the checked address, with the name in its Host header."""
+    checked = _HostRecorder("127.0.0.1")
+    rebound = _HostRecorder("127.0.0.2", checked.port)
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1"])
+
+    def resolver(host, *args, **kwargs):
+        if host == "hooks.rebind.test":
+            addr = next(answers, "127.0.0.2")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (addr, checked.port))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    try:
+        WebhookNotifier("ops", f"http://hooks.rebind.test:{checked.port}/hook", allow_private=True).notify(MSG)
+        assert rebound.seen == []
+        assert checked.seen == [(f"hooks.rebind.test:{checked.port}", MSG)]
+    finally:
+        checked.close()
+        rebound.close()
