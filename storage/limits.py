@@ -34,8 +34,8 @@ class QueryLimits:
     max_rows_to_read: int = 300_000_000
     #: uncompressed bytes one statement may read (max_bytes_to_read)
     max_bytes_to_read: int = 40 << 30
-    #: threads one statement may use (max_threads); 0 = half the machine's cores, at least one, so
-    #: a heavy read leaves CPU to ingestion
+    #: threads one statement may use (max_threads); 0 = on an embedded engine half the machine's
+    #: cores, at least one, so a heavy read leaves CPU to ingestion (on a server: the server's own)
     max_threads: int = 0
     #: user queries running at once against an embedded engine (it shares the CPU with ingestion);
     #: 0 = half the machine's cores, at least one. Others wait up to ``timeout_s`` for a turn.
@@ -48,15 +48,17 @@ class QueryLimits:
 
     def settings(self, timeout_s: float | None = None, embedded: bool = False) -> dict[str, Any]:
         """The settings for one query; ``embedded`` adds the lower thread priority (chDB)."""
-        threads = self.max_threads or _half_cores()
-        extra = {"os_thread_priority": int(self.nice)} if embedded and self.nice else {}
-        return extra | {
+        out: dict[str, Any] = {
             "max_execution_time": max(1, int(round(timeout_s if timeout_s is not None else self.timeout_s))),
             "max_memory_usage": int(self.max_memory_bytes),
             "max_rows_to_read": int(self.max_rows_to_read),
             "max_bytes_to_read": int(self.max_bytes_to_read),
-            "max_threads": int(threads),
         }
+        if self.max_threads or embedded:  # a server's own cores are its business unless set
+            out["max_threads"] = int(self.max_threads or _half_cores())
+        if embedded and self.nice:
+            out["os_thread_priority"] = int(self.nice)
+        return out
 
     @classmethod
     def from_settings(cls, settings: Any) -> QueryLimits:
