@@ -52,6 +52,7 @@ class Store:
         #: store's own user with readonly=1); the server sets it from its settings
         self.rules_url = ""
         self._rule_reader: Any = None
+        self._rule_reader_lock = threading.Lock()
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
     # -- opening -----------------------------------------------------------------------------
@@ -126,9 +127,10 @@ class Store:
         fixed at ``readonly = 1`` after the limits are set. A server: the user of :attr:`rules_url`,
         whose profile must be read-only and carry the limits (README), else this store's user with
         ``readonly = 1`` and the limits on every query."""
-        if self._rule_reader is None:
-            self._rule_reader = self._open_rule_reader()
-        return self._rule_reader
+        with self._rule_reader_lock:
+            if self._rule_reader is None:
+                self._rule_reader = self._open_rule_reader()
+            return self._rule_reader
 
     def _open_rule_reader(self) -> Any:
         settings = self.limits.settings(timeout_s=self.RULE_TIMEOUT_S, embedded=self.backend.kind == "chdb")
