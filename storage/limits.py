@@ -12,13 +12,15 @@ metric points are refused past :data:`RAW_MAX_DAYS`.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidParameter
 from .timerange import NS, TimeRange
 
-__all__ = ["QueryLimits", "RAW_MAX_DAYS", "require_raw_range"]
+__all__ = ["QueryLimits", "BusyBudget", "RAW_MAX_DAYS", "require_raw_range"]
 
 #: the longest time range a query over raw rows (spans, logs, metric points) may cover
 RAW_MAX_DAYS = 31
@@ -41,6 +43,11 @@ class QueryLimits:
     #: 0 = half the machine's cores, at least one. Others wait up to ``timeout_s`` for a turn.
     #: A ClickHouse server is limited by the backend's connection pool instead.
     max_concurrent: int = 0
+    #: share of the wall time user queries may keep an embedded engine busy (summed over their
+    #: slots), with bursts of up to ``busy_burst_s`` of query time: a page's few queries never wait,
+    #: a loop of heavy ones is paced so that ingestion keeps the rest of the CPU; 0 = unpaced
+    busy_share: float = 0.5
+    busy_burst_s: float = 5.0
     #: nice value for the engine threads running a user query on an embedded engine
     #: (``os_thread_priority``, chDB only: 18.16 lacks the setting), so that the ingestion
     #: sharing the process gets the CPU first; 0 = same priority
@@ -73,6 +80,7 @@ class QueryLimits:
             max_threads=int(getattr(settings, "query_max_threads", d.max_threads) or 0),
             max_concurrent=int(getattr(settings, "query_max_concurrent", d.max_concurrent) or 0),
             nice=int(getattr(settings, "query_nice", d.nice)),
+            busy_share=float(getattr(settings, "query_busy_share", d.busy_share)),
         )
 
     def concurrent(self) -> int:
@@ -87,3 +95,32 @@ def require_raw_range(tr: TimeRange, what: str) -> None:
     """Refuse a range longer than :data:`RAW_MAX_DAYS` for a query over raw rows."""
     if tr.end_ns - tr.start_ns > RAW_MAX_DAYS * 86400 * NS:
         raise InvalidParameter(f"time range longer than {RAW_MAX_DAYS} days for {what}: narrow it")
+
+
+class BusyBudget:
+    """A token bucket of query-seconds: refilled at ``share`` seconds per second up to ``burst_s``;
+    each query spends its duration. ``wait_s()`` says how long the next query should wait."""
+
+    def __init__(self, share: float, burst_s: float, clock=time.monotonic):
+        self.share, self.burst_s, self.clock = share, burst_s, clock
+        self._tokens, self._at = burst_s, clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._tokens = min(self.burst_s, self._tokens + (now - self._at) * self.share)
+        self._at = now
+
+    def wait_s(self) -> float:
+        if self.share <= 0:
+            return 0.0
+        with self._lock:
+            self._refill()
+            return 0.0 if self._tokens > 0 else -self._tokens / self.share
+
+    def spend(self, seconds: float) -> None:
+        if self.share <= 0:
+            return
+        with self._lock:
+            self._refill()
+            self._tokens -= seconds

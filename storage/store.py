@@ -15,7 +15,7 @@ from typing import Any
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
 from .errors import ConfigError, InvalidParameter, QueryError, StorageError, StorageUnavailable
-from .limits import QueryLimits
+from .limits import BusyBudget, QueryLimits
 from .migrations import ALERT_RULES, LATEST, SILENCES, SNAPSHOT_REQUESTS, applied_versions, migrate
 from .schema import DEFAULT_RETENTION_DAYS, RETENTION_TABLES, TABLES_BY_NAME, Table
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
@@ -48,6 +48,7 @@ class Store:
         #: limits of every query a user can cause (:meth:`read`); the server sets them from its settings
         self.limits = QueryLimits()
         self._slots: tuple[int, threading.BoundedSemaphore] | None = None
+        self._budget: tuple[tuple[float, float], BusyBudget] | None = None
         #: on a ClickHouse server: the URL of the read-only user that user SQL runs as ('' = this
         #: store's own user with readonly=1); the server sets it from its settings
         self.rules_url = ""
@@ -107,14 +108,26 @@ class Store:
 
     def read(self, sql: str, params: dict[str, Any] | None = None) -> Result:
         """A query a user caused (a page, the API): run within :attr:`limits` and, on an embedded
-        engine, within a number of concurrent user queries (``limits.max_concurrent``)."""
+        engine, within a number of concurrent user queries (``limits.max_concurrent``) and a share of
+        the time (``limits.busy_share``: bursts pass, a loop of heavy queries is paced)."""
         slots = self._read_slots()
         if slots is None:
             return self.backend.query(sql, params, self.limits.settings())
+        deadline = time.monotonic() + self.limits.timeout_s
         if not slots.acquire(timeout=self.limits.timeout_s):
             raise StorageUnavailable("too many queries running; try again shortly")
         try:
-            return self.backend.query(sql, params, self.limits.settings(embedded=True))
+            budget = self._busy_budget()
+            wait = budget.wait_s()
+            if time.monotonic() + wait > deadline:
+                raise StorageUnavailable("queries are using their share of the engine; try again shortly")
+            if wait:
+                time.sleep(wait)
+            t0 = time.monotonic()
+            try:
+                return self.backend.query(sql, params, self.limits.settings(embedded=True))
+            finally:
+                budget.spend(time.monotonic() - t0)
         finally:
             slots.release()
 
@@ -151,12 +164,19 @@ class Store:
                                  dict(settings, readonly=1))
 
     def _read_slots(self) -> threading.BoundedSemaphore | None:
+        """On an embedded engine (which shares the CPU with ingestion): the user-query slots."""
         if self.backend.kind != "chdb":
             return None
         n = self.limits.concurrent()
         if self._slots is None or self._slots[0] != n:
             self._slots = (n, threading.BoundedSemaphore(n))
         return self._slots[1]
+
+    def _busy_budget(self) -> BusyBudget:
+        key = (self.limits.busy_share, self.limits.busy_burst_s)
+        if self._budget is None or self._budget[0] != key:
+            self._budget = (key, BusyBudget(*key))
+        return self._budget[1]
 
     def t(self, name: str) -> str:
         """Qualified table name."""

@@ -66,6 +66,9 @@ class Settings:
     query_max_concurrent: int = 0
     #: TRACEHOUSE_QUERY_NICE: nice value of the engine threads running them on embedded chDB (0-19)
     query_nice: int = 10
+    #: TRACEHOUSE_QUERY_BUSY_SHARE: share of the time such queries may keep embedded chDB busy
+    #: (bursts of 5 s of query time are not paced; 0 = unpaced)
+    query_busy_share: float = 0.5
     #: TRACEHOUSE_RULES_STORAGE: on a ClickHouse server, the URL SQL rules run through: the same
     #: server and database as `storage`, as a read-only user that can read only that database
     #: (see the README); '' = the main user with readonly=1 (logged as a warning)

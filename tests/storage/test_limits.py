@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.spangen import Gen, generate
 from tracehouse.dashboard import create_app
-from tracehouse.storage import InvalidParameter, QueryLimitExceeded, parse_range
+from tracehouse.storage import InvalidParameter, QueryLimitExceeded, StorageUnavailable, parse_range
 from tracehouse.storage import queries_telemetry as qtel
 from tracehouse.storage import queries_traces as qtr
 from tracehouse.storage.attrs import encode_map
@@ -117,3 +117,32 @@ def test_a_slow_read_holds_neither_inserts_nor_more_than_its_slots_on_chdb(chdb_
     slow.join()
     assert insert_s < 0.8, f"an insert waited {insert_s:.2f} s behind a read"
     assert waited_s > 0.8, "a second user query ran beside the first with one slot"
+
+
+def test_busy_budget_passes_bursts_and_paces_a_loop():
+    from tracehouse.storage.limits import BusyBudget
+
+    now = [0.0]
+    b = BusyBudget(share=0.5, burst_s=2.0, clock=lambda: now[0])
+    for _ in range(4):  # 4 × 0.5 s of queries inside the 2 s burst: no waiting
+        assert b.wait_s() == 0.0
+        b.spend(0.5)
+        now[0] += 0.5
+    # burst spent (1 s refilled meanwhile): a loop now waits so that queries take half the time
+    b.spend(2.0)
+    assert b.wait_s() == pytest.approx(2.0)
+    now[0] += 2.0
+    assert b.wait_s() == 0.0
+
+
+def test_a_loop_of_reads_is_paced_on_chdb(chdb_store):
+    store = chdb_store
+    store.limits = QueryLimits(busy_share=0.5, busy_burst_s=0.2, timeout_s=5)
+    store.read("SELECT sleep(0.6) AS x")  # spends 0.6 s of a 0.2 s burst
+    t0 = time.monotonic()
+    store.read("SELECT 1 AS x")
+    assert time.monotonic() - t0 > 0.5  # waited for the share to come back (≈ 0.8 s)
+    store.limits = QueryLimits(busy_share=0.5, busy_burst_s=0.2, timeout_s=1)
+    store.read("SELECT sleep(0.9) AS x")
+    with pytest.raises(StorageUnavailable):  # the wait would pass the time limit: 503, not a stall
+        store.read("SELECT 1 AS x")
