@@ -90,8 +90,7 @@ def _begin(scope, send):
         attrs["client.address"] = client[0]
     if agent:
         attrs["user_agent.original"] = agent
-    span = inst.tracer.start_span(method, context=parent, kind=hs.SERVER, start_time=start)
-    hs.set_attributes(span, attrs)
+    span = inst.spans.start(method, parent, start, attrs)
     token = hs.attach(span, parent)
     scope[_MARK] = True
     inst.active.add(1, method)

@@ -77,8 +77,7 @@ class _Request:
             attrs["client.address"] = environ["REMOTE_ADDR"]
         if environ.get("HTTP_USER_AGENT"):
             attrs["user_agent.original"] = environ["HTTP_USER_AGENT"]
-        self.span = inst.tracer.start_span(method, context=parent, kind=hs.SERVER, start_time=self.start)
-        hs.set_attributes(self.span, attrs)
+        self.span = inst.spans.start(method, parent, self.start, attrs)
         self.token = hs.attach(self.span, parent)
         environ[_MARK] = True
         inst.active.add(1, method)
