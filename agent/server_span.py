@@ -55,10 +55,8 @@ def _span_class():
     if LeanServerSpan is not None:
         return LeanServerSpan
     from opentelemetry.attributes import BoundedAttributes
-    from opentelemetry.sdk.trace import Span, SpanProcessor
+    from opentelemetry.sdk.trace import Span
     from opentelemetry.sdk.util import BoundedList
-
-    on_ending = hasattr(SpanProcessor, "_on_ending")  # SDK >= 1.36
 
     class _LeanServerSpan(Span):
         # Fields every instance shares until it changes them (fewer stores per request).
@@ -73,7 +71,7 @@ def _span_class():
         _trace_config = None
         _record_end_metrics = None
 
-        def __init__(self, name, context, parent, attributes, start_time, tracer, processor):  # noqa: PLR0913
+        def __init__(self, name, context, parent, attributes, start_time, tracer, owner):  # noqa: PLR0913
             self._name = name
             self._context = context
             self._parent = parent
@@ -83,7 +81,8 @@ def _span_class():
             self._instrumentation_scope = tracer._instrumentation_scope
             self._instrumentation_info = tracer.instrumentation_info
             self._limits = tracer._span_limits
-            self._span_processor = processor
+            self._span_processor = tracer.span_processor
+            self._owner = owner
             self._lock = threading.Lock()
 
         def _bounded(self):
@@ -160,10 +159,7 @@ def _span_class():
                 return
             if self._record_end_metrics is not None:
                 self._record_end_metrics()
-            processor = self._span_processor
-            if on_ending:
-                processor._on_ending(self)
-            processor.on_end(self)
+            self._owner.ended(self)
 
     _LeanServerSpan.__name__ = _LeanServerSpan.__qualname__ = "LeanServerSpan"
     LeanServerSpan = _LeanServerSpan
@@ -194,14 +190,58 @@ def _lean_usable(tracer) -> bool:
         return False
 
 
-class ServerSpans:
-    """Starts SERVER spans for one tracer: :class:`LeanServerSpan` when it can, else the SDK's."""
+def _static_decision(sampler):
+    """The fixed decision of an SDK ``ALWAYS_ON``/``ALWAYS_OFF`` sampler, else ``None``."""
+    from opentelemetry.sdk.trace.sampling import StaticSampler
 
-    __slots__ = ("tracer", "lean", "_flags", "_random", "_enabled", "_metrics")
+    return sampler._decision if type(sampler) is StaticSampler else None
+
+
+def _parent_based(sampler):
+    """``(root, remote sampled, remote not sampled, local sampled, local not sampled)`` of an SDK
+    ``ParentBased`` sampler, else ``None``."""
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    if type(sampler) is not ParentBased:
+        return None
+    return (sampler._root, sampler._remote_parent_sampled, sampler._remote_parent_not_sampled,
+            sampler._local_parent_sampled, sampler._local_parent_not_sampled)
+
+
+def _quiet(processor, hook: str) -> bool:
+    """Whether ``processor.<hook>(span)`` is known to do nothing (the SDK base class's no-op, the
+    agent's batch processor, the error keeper over quiet processors)."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from tracehouse.agent.batching import LeanBatchSpanProcessor
+    from tracehouse.agent.sampling import ErrorKeepingProcessor
+
+    impl = getattr(type(processor), hook, None)
+    if impl is None or impl is getattr(SpanProcessor, hook, None):
+        return True
+    if type(processor) is LeanBatchSpanProcessor:
+        return hook != "on_end"
+    if type(processor) is ErrorKeepingProcessor and hook == "on_start":
+        return _quiet(processor._downstream, hook)
+    return False
+
+
+class ServerSpans:
+    """Starts SERVER spans for one tracer: :class:`LeanServerSpan` when it can, else the SDK's.
+
+    For the SDK's ``SynchronousMultiSpanProcessor`` the registered processors are called
+    directly, skipping hooks known to do nothing (refreshed when a processor is added). The SDK's
+    own samplers ``ALWAYS_ON``/``ALWAYS_OFF`` and ``ParentBased`` over them are decided here as
+    they decide (any other sampler is asked)."""
+
+    __slots__ = ("tracer", "lean", "_flags", "_random", "_enabled", "_metrics", "_procs", "_on_start",
+                 "_on_ending", "_on_end", "_sampler", "_parent_based", "_static")
 
     def __init__(self, tracer):
         self.tracer = tracer
         self.lean = _lean_usable(tracer)
+        self._procs = self._sampler = None
+        self._on_start = self._on_ending = self._on_end = ()
         if self.lean:
             _span_class()
         self._enabled = getattr(tracer, "_is_enabled", None)  # SDK >= 1.38: a tracer configurator
@@ -214,6 +254,47 @@ class ServerSpans:
         flag = random_flag or 0
         self._flags = {(s, r): TraceFlags((TraceFlags.SAMPLED if s else 0) | (flag if r else 0))
                        for s in (False, True) for r in (False, True)}
+
+    def _hooks(self) -> None:
+        """(Re)read the processors behind the tracer's multi-processor."""
+        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+        multi = self.tracer.span_processor
+        if type(multi) is SynchronousMultiSpanProcessor:
+            procs = self._procs = multi._span_processors
+        else:  # another multi-processor: through its own methods
+            procs, self._procs = (multi,), None
+        self._on_start = tuple(p.on_start for p in procs if not _quiet(p, "on_start"))
+        self._on_ending = tuple(p._on_ending for p in procs if not _quiet(p, "_on_ending"))
+        self._on_end = tuple(p.on_end for p in procs)
+
+    def _sampling(self) -> None:
+        sampler = self._sampler = self.tracer.sampler
+        self._static = _static_decision(sampler)
+        branches = _parent_based(sampler)
+        self._parent_based = None if branches is None else tuple(
+            (b, _static_decision(b)) for b in branches)
+
+    def _decide(self, parent, parent_ctx, trace_id: int, name: str, attributes: dict):
+        """(decision, attributes, trace state) as the tracer's sampler gives them."""
+        if self.tracer.sampler is not self._sampler:
+            self._sampling()
+        decision = self._static
+        if decision is None and self._parent_based is not None:
+            if parent_ctx is None:
+                sampler, decision = self._parent_based[0]
+            else:
+                sampled = parent_ctx.trace_flags & 1
+                sampler, decision = self._parent_based[(1 if sampled else 2) if parent_ctx.is_remote else
+                                                       (3 if sampled else 4)]
+        else:
+            sampler = self._sampler
+        if decision is not None:  # a static sampler: its result, without building it
+            return decision, (attributes if decision.is_recording() else None), \
+                (parent_ctx.trace_state if parent_ctx is not None else None)
+        result = sampler.should_sample(parent, trace_id, name, _SERVER, attributes, ())
+        attrs = result.attributes
+        return result.decision, (dict(attrs) if attrs else {}), result.trace_state
 
     def start(self, name: str, parent, start_time: int, attributes: dict):
         """A started SERVER span named ``name`` under ``parent`` (a context, or ``None`` for the
@@ -232,24 +313,32 @@ class ServerSpans:
             trace_id = tracer.id_generator.generate_trace_id()
         else:
             trace_id = parent_ctx.trace_id
-        result = tracer.sampler.should_sample(parent, trace_id, name, _SERVER, attributes, ())
-        decision = result.decision
+        decision, attrs, trace_state = self._decide(parent, parent_ctx, trace_id, name, attributes)
         if self._random:
             random = tracer.id_generator.is_trace_id_random() if parent_ctx is None else \
                 parent_ctx.trace_flags.random_trace_id
         else:
             random = False
         context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False,
-                              self._flags[(decision.is_sampled(), random)], result.trace_state)
+                              self._flags[(decision.is_sampled(), random)], trace_state)
         if not decision.is_recording():
             if self._metrics is not None:
                 self._metrics.start_span(parent_ctx, decision)
             return NonRecordingSpan(context)
-        attrs = result.attributes
-        processor = tracer.span_processor
-        span = LeanServerSpan(name, context, parent_ctx, dict(attrs) if attrs else {}, start_time, tracer,
-                              processor)
+        multi = tracer.span_processor
+        if getattr(multi, "_span_processors", None) is not self._procs or self._procs is None:
+            self._hooks()
+        span = LeanServerSpan(name, context, parent_ctx, attrs if attrs is not None else {}, start_time, tracer,
+                              self)
         if self._metrics is not None:
             span._record_end_metrics = self._metrics.start_span(parent_ctx, decision)
-        processor.on_start(span, parent_context=parent)
+        for on_start in self._on_start:
+            on_start(span, parent_context=parent)
         return span
+
+    def ended(self, span) -> None:
+        """Hand an ended span to the processors."""
+        for on_ending in self._on_ending:
+            on_ending(span)
+        for on_end in self._on_end:
+            on_end(span)

@@ -1,20 +1,24 @@
 """Per-request overhead of the tracehouse agent against bare FastAPI and stock OpenTelemetry.
 
-Runs one trivial FastAPI endpoint under uvicorn three ways in the same run — bare, stock OTel
-(opentelemetry-instrumentation-fastapi + SDK + BatchSpanProcessor + OTLP/HTTP exporter), and
-``tracehouse-agent run`` — and drives each from a separate client process over loopback (a
-sequential keep-alive http.client, concurrency 1). Spans and metrics go to a local OTLP sink
-that answers 200 (or to ``--endpoint``, e.g. a running ``tracehouse serve``). The three modes
-run ``--rounds`` times, interleaved (the order rotates each round), and each figure is the
-median over the rounds, so that a change of machine load during the run does not land on one
-mode only. Also reports the server process's CPU time per request (all its threads: request
-path plus export), and measures the CPU cost of one resource-metrics collection and scales it
-to the default 15 s interval, and compares the span encoders (stock protobuf objects vs the
-agent's lean wire encoder, each in one piece and in slices with a short sleep between them):
-CPU per span and the longest stall a thread waiting for the GIL sees while a 512-span batch
-is encoded.
+Runs one trivial FastAPI endpoint (the same app module) under uvicorn three ways at once — bare,
+stock OTel (opentelemetry-instrumentation-fastapi + SDK + BatchSpanProcessor + OTLP/HTTP
+exporter), and ``tracehouse-agent run`` — and drives them from one client process over loopback
+(sequential keep-alive ``http.client``, concurrency 1) in interleaved blocks: ``--rounds``
+rounds of ``--requests / --rounds`` requests per mode, the order rotating each round, so a
+change of machine load lands on the three modes alike. Latency percentiles are over all the
+requests of a mode. CPU per request is each server process's user + system time (all its
+threads: request path, export, background) from the end of the warm-up to its exit after
+SIGTERM (so what was still queued is exported and counted), divided by its measured requests;
+the same measure for the three. Spans and metrics go to a local OTLP sink that answers 200 (or
+to ``--endpoint``, e.g. a running ``tracehouse serve``).
 
-    .venv/bin/python bench/agent_overhead.py [--requests 3000] [--rounds 3] [--endpoint URL] [--json]
+Also measures the CPU cost of one resource-metrics collection (scaled to the default 15 s
+interval), and compares the span encoders (stock protobuf objects vs the agent's lean wire
+encoder; in one piece, in slices with a short sleep between them, and under a 0.5 ms switch
+interval): CPU per span and how long a thread waiting for the GIL waits while 512-span batches
+are encoded.
+
+    .venv/bin/python bench/agent_overhead.py [--requests 3000] [--rounds 12] [--endpoint URL] [--json]
 
 The last line printed is one JSON object with the figures.
 """
@@ -71,19 +75,27 @@ OTEL_APP = textwrap.dedent("""
 
 CLIENT = textwrap.dedent("""
     import http.client, json, sys, time
-    port, warm, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    def one(i):
+    ports, warm, block, rounds = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    modes = list(ports)
+    conns = {m: http.client.HTTPConnection("127.0.0.1", p, timeout=10) for m, p in ports.items()}
+    def one(c, i):
         c.request("GET", f"/hello/u{i % 50}")
         r = c.getresponse(); r.read()
         assert r.status == 200, r.status
-    for i in range(warm):
-        one(i)
-    lat = []
-    t0 = time.perf_counter()
-    for i in range(n):
-        s = time.perf_counter_ns(); one(i); lat.append(time.perf_counter_ns() - s)
-    wall = time.perf_counter() - t0
+    for m in modes:
+        for i in range(warm):
+            one(conns[m], i)
+    lat = {m: [] for m in modes}
+    wall = {m: 0.0 for m in modes}
+    clock = time.perf_counter_ns
+    for r in range(rounds):
+        k = r % len(modes)
+        for m in modes[k:] + modes[:k]:
+            c, out = conns[m], lat[m]
+            t0 = clock()
+            for i in range(block):
+                s = clock(); one(c, i); out.append(clock() - s)
+            wall[m] += (clock() - t0) / 1e9
     print(json.dumps({"lat_ns": lat, "wall": wall}))
 """)
 
@@ -107,33 +119,47 @@ def pct(values, p):
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-def run_mode(mode: str, workdir: str, endpoint: str, warm: int, n: int) -> dict:
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=workdir, BENCH_ENDPOINT=endpoint, OTEL_SERVICE_NAME=f"bench-{mode}")
+def _command(mode: str, port: int, endpoint: str) -> list[str]:
     uvicorn = [os.path.join(BIN, "uvicorn"), "--port", str(port), "--no-access-log", "--log-level", "warning"]
     if mode == "bare":
-        cmd = uvicorn + ["app:app"]
-    elif mode == "otel":
-        cmd = uvicorn + ["otel_app:app"]
-    else:
-        cmd = [os.path.join(BIN, "tracehouse-agent"), "run", "--endpoint", endpoint, "--"] + uvicorn + ["app:app"]
-    server = subprocess.Popen(cmd, env=env, cwd=workdir)
-    cpu = None
+        return uvicorn + ["app:app"]
+    if mode == "otel":
+        return uvicorn + ["otel_app:app"]
+    return [os.path.join(BIN, "tracehouse-agent"), "run", "--endpoint", endpoint, "--"] + uvicorn + ["app:app"]
+
+
+def run_modes(modes: tuple[str, ...], workdir: str, endpoint: str, warm: int, n: int, rounds: int) -> dict:
+    """Start one server per mode, warm each up, drive them in interleaved blocks; figures per mode."""
+    block = max(1, n // rounds)
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
-        if not wait_port(port):
-            raise RuntimeError(f"server on {port} did not start")
-        cpu0 = _cpu_seconds(server.pid)
-        out = subprocess.run([sys.executable, "-c", CLIENT, str(port), str(warm), str(n)],
-                             capture_output=True, text=True, check=True, timeout=600)
+        for mode in modes:
+            port = free_port()
+            env = dict(os.environ, PYTHONPATH=workdir, BENCH_ENDPOINT=endpoint, OTEL_SERVICE_NAME=f"bench-{mode}")
+            servers[mode] = (subprocess.Popen(_command(mode, port, endpoint), env=env, cwd=workdir), port)
+        for mode, (_, port) in servers.items():
+            if not wait_port(port):
+                raise RuntimeError(f"{mode} server on {port} did not start")
+        ports = json.dumps({m: port for m, (_, port) in servers.items()})
+        subprocess.run([sys.executable, "-c", CLIENT, ports, str(warm), "0", "0"], capture_output=True, text=True,
+                       check=True, timeout=600)
+        cpu0 = {m: _cpu_seconds(proc.pid) for m, (proc, _) in servers.items()}
+        out = subprocess.run([sys.executable, "-c", CLIENT, ports, "0", str(block), str(rounds)],
+                             capture_output=True, text=True, check=True, timeout=1800)
         data = json.loads(out.stdout)
     finally:
-        server.terminate()
+        for proc, _ in servers.values():
+            proc.terminate()
         # The CPU count runs to the exit, so it includes exporting what was still queued.
-        total = _reap(server, 15)
-        cpu = None if total is None else total - cpu0
-    lat = [x / 1000 for x in data["lat_ns"]]
-    return {"p50_us": pct(lat, 50), "p90_us": pct(lat, 90), "p99_us": pct(lat, 99), "rps": n / data["wall"],
-            "cpu_us": cpu / (warm + n) * 1e6 if cpu is not None else float("nan")}
+        totals = {m: _reap(proc, 15) for m, (proc, _) in servers.items()}
+    results = {}
+    for mode in modes:
+        lat = [x / 1000 for x in data["lat_ns"][mode]]
+        total = totals[mode]
+        results[mode] = {"p50_us": pct(lat, 50), "p90_us": pct(lat, 90), "p99_us": pct(lat, 99),
+                         "rps": len(lat) / data["wall"][mode],
+                         "cpu_us": (total - cpu0[mode]) / len(lat) * 1e6 if total is not None else float("nan")}
+    return results
 
 
 def _reap(proc: subprocess.Popen, timeout: float) -> float | None:
@@ -155,12 +181,6 @@ def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def median(values):
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 def metrics_cost(interval: float = 15.0, rounds: int = 40) -> dict:
@@ -268,7 +288,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--warmup", type=int, default=500)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three modes (median)")
+    ap.add_argument("--rounds", type=int, default=12, help="interleaved rounds (blocks per mode)")
     ap.add_argument("--endpoint", help="OTLP/HTTP base URL (default: a local sink answering 200)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args()
@@ -283,12 +303,7 @@ def main() -> None:
             f.write(APP)
         with open(os.path.join(d, "otel_app.py"), "w") as f:
             f.write(OTEL_APP)
-        modes = ("bare", "otel", "agent")
-        runs: dict[str, list[dict]] = {m: [] for m in modes}
-        for r in range(max(1, args.rounds)):
-            for m in modes[r % 3:] + modes[:r % 3]:
-                runs[m].append(run_mode(m, d, endpoint, args.warmup, args.requests))
-        results = {m: {k: median([x[k] for x in runs[m]]) for k in runs[m][0]} for m in modes}
+        results = run_modes(("bare", "otel", "agent"), d, endpoint, args.warmup, args.requests, max(1, args.rounds))
     cost = metrics_cost()
     encoders = encoder_options()
     if not args.json:
@@ -328,7 +343,7 @@ def main() -> None:
         "encoders": encoders,
         "metrics_collection_cpu_ms": round(cost["collection_cpu_ms"], 3),
         "metrics_collection_cpu_percent": round(cost["cpu_percent"], 4),
-        "requests": args.requests,
+        "requests": max(1, args.requests // max(1, args.rounds)) * max(1, args.rounds),
         "rounds": max(1, args.rounds),
     }))
     if sink is not None:
