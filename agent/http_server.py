@@ -23,7 +23,7 @@ __all__ = ["DURATION_BUCKETS", "DurationHistogram", "Instruments", "attributes_o
 
 SERVER = SpanKind.SERVER
 ERROR_STATUS = Status(StatusCode.ERROR)
-_KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 
 
 class Instruments:
@@ -152,7 +152,7 @@ def with_baggage(parent, header: str):
 
 
 def method_of(raw: str) -> str:
-    return raw if raw in _KNOWN_METHODS else "_OTHER"
+    return raw if raw in KNOWN_METHODS else "_OTHER"
 
 
 def split_host(host: str | None, default_port: int | None) -> tuple[str | None, int | None]:
@@ -170,13 +170,28 @@ def split_host(host: str | None, default_port: int | None) -> tuple[str | None, 
         return name, default_port
 
 
+_HOSTS: dict[tuple, tuple[str | None, int | None]] = {}
+_HOSTS_MAX = 256
+
+
+def host_and_port(host: str | None, default_port: int | None) -> tuple[str | None, int | None]:
+    """:func:`split_host` through a small cache (a server sees few distinct Host headers)."""
+    key = (host, default_port)
+    hit = _HOSTS.get(key)
+    if hit is None:
+        if len(_HOSTS) >= _HOSTS_MAX:
+            _HOSTS.clear()
+        hit = _HOSTS[key] = split_host(host, default_port)
+    return hit
+
+
 def finish(inst: Instruments, span, method: str, route: str | None, status: int, start_ns: int, end_ns: int,
            error: BaseException | None) -> None:
     """Set the final attributes, end the span and record the duration (never raises)."""
     error_type = type(error).__qualname__ if error is not None else str(status) if status >= 500 else None
     attrs = attributes_of(method, route, status, error_type)
     name = (f"{method} {route}" if method != "_OTHER" else f"HTTP {route}") if route else None
-    if type(span) is server_span.LeanServerSpan:
+    if getattr(type(span), "_tracehouse_lean", False):  # server_span.is_lean, inlined
         final = None
         if error is not None:
             span.record_exception(error)

@@ -1,13 +1,18 @@
-"""The agent's OTLP exporters: lean encoding, HTTP/protobuf or gRPC, short GIL holds.
+"""The agent's OTLP exporters: lean encoding, HTTP/protobuf or gRPC, the GIL left to requests.
 
-Spans and metrics are written by :mod:`.otlp_spans`/:mod:`.otlp_metrics` (about a fifth of the
-stock encoder's CPU). While an export runs, :func:`gil_share` lowers the interpreter's switch
-interval from 5 ms to 0.5 ms, so a request thread that wants the GIL gets it within 0.5 ms
-instead of 5 ms; the previous interval is restored when the last export ends. (Measured in
-``bench/agent_overhead.py``: short sleeps between encoding slices do not bound the wait on a
-loaded machine, because the sleeping thread often takes the GIL back first; the shorter switch
-interval forces the hand-over.) Logs (a trickle: warnings and snapshots) go through the stock
-OTLP log exporter of the chosen protocol.
+Spans and metrics are written by :mod:`.otlp_spans`/:mod:`.otlp_metrics` (about a seventh of the
+stock encoder's CPU), in slices of :data:`~.otlp_spans.SLICE` spans. Between two slices the
+export thread calls :func:`yield_to_requests`: it sleeps briefly, which hands the GIL to a
+request thread that wants it, and while any request is in flight (the middlewares' in-flight
+table, :data:`.watchdog.INFLIGHT`) it keeps waiting, for at most :data:`BUSY_MAX_S` per slice
+(so exports still progress under constant load). A request therefore waits at most one slice
+(~0.1 ms) for the exporter, not the interpreter's 5 ms switch interval.
+
+``TRACEHOUSE_EXPORT_YIELD`` chooses the strategy (read once per exporter; for measurements):
+``requests`` (the default, above), ``switch`` (no slices; the interpreter's switch interval
+lowered to 0.5 ms while an export runs, :func:`gil_share`), ``none`` (neither).
+``bench/agent_overhead.py`` compares them. Logs (a trickle: warnings and snapshots) go through
+the stock OTLP log exporter of the chosen protocol.
 """
 
 from __future__ import annotations
@@ -27,13 +32,19 @@ from tracehouse.agent import environment as env
 from tracehouse.agent import otlp_metrics, otlp_spans
 from tracehouse.agent.config_otlp import GRPC, SignalExport
 from tracehouse.agent.otlp_transport import GrpcTransport, HttpTransport, grpc_available
+from tracehouse.agent.watchdog import INFLIGHT
 
-__all__ = ["LeanMetricExporter", "LeanSpanExporter", "PAUSE_S", "SWITCH_S", "gil_share", "log_exporter",
-           "metric_preferences", "pause", "transport"]
+__all__ = ["BUSY_MAX_S", "LeanMetricExporter", "LeanSpanExporter", "PAUSE_S", "SWITCH_S", "gil_share",
+           "log_exporter", "metric_preferences", "pause", "transport", "yield_to_requests"]
 
-PAUSE_S = 0.0001
-"""Sleep between encoding slices in :func:`pause` (an option the bench compares; not used by
-the exporters)."""
+PAUSE_S = 0.00005
+"""Sleep between two encoding slices (gives the GIL to a thread waiting for it)."""
+BUSY_WAIT_S = 0.0005
+"""Poll period while requests are in flight."""
+BUSY_MAX_S = 0.005
+"""Longest wait for in-flight requests between two slices."""
+YIELD_VAR = "TRACEHOUSE_EXPORT_YIELD"
+YIELD_MODES = ("requests", "switch", "none")
 SWITCH_S = 0.0005
 """The interpreter's switch interval while an export runs (the default is 5 ms)."""
 _share_lock = threading.Lock()
@@ -47,6 +58,38 @@ _GRPC_MISSING = ("tracehouse: OTLP/gRPC was asked for ({var}=grpc) but grpcio is
 
 def pause() -> None:
     time.sleep(PAUSE_S)
+
+
+def yield_to_requests() -> None:
+    """Between two slices of an export: let a waiting thread have the GIL, and wait (bounded)
+    while the application serves a request."""
+    time.sleep(PAUSE_S)
+    if INFLIGHT:
+        deadline = time.monotonic() + BUSY_MAX_S
+        while INFLIGHT and time.monotonic() < deadline:
+            time.sleep(BUSY_WAIT_S)
+
+
+def yield_mode() -> str:
+    raw = (os.environ.get(YIELD_VAR) or "requests").strip().lower()
+    if raw not in YIELD_MODES:
+        env.warn_once(f"{YIELD_VAR}={raw}", f"tracehouse: {YIELD_VAR}={raw!r} is not one of "
+                                            f"{', '.join(YIELD_MODES)}; using requests")
+        return "requests"
+    return raw
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _yielding() -> tuple[Callable[[], object], Callable[[], None] | None]:
+    """(context manager around an export, pause between slices) for the configured mode."""
+    mode = yield_mode()
+    if mode == "switch":
+        return gil_share, None
+    return _nothing, (yield_to_requests if mode == "requests" else None)
 
 
 @contextmanager
@@ -94,10 +137,14 @@ class LeanSpanExporter(SpanExporter):
     def __init__(self, transport, resource: Callable[[], object] | None = None):
         self._transport = transport
         self._resource = resource
+        self._around, self._pause = _yielding()
 
     def export(self, spans) -> SpanExportResult:
-        with gil_share():
-            self._transport.send(otlp_spans.encode(spans, resource=self._resource() if self._resource else None))
+        with self._around():
+            body = otlp_spans.encode(spans, self._pause, resource=self._resource() if self._resource else None)
+            if self._pause is not None:
+                self._pause()
+            self._transport.send(body)
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -155,6 +202,7 @@ class LeanMetricExporter(MetricExporter):
         super().__init__(*metric_preferences())
         self._transport = transport
         self._resource = resource
+        self._around, self._pause = _yielding()
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
         if self._resource is not None:
@@ -162,8 +210,11 @@ class LeanMetricExporter(MetricExporter):
             metrics_data = MetricsData(resource_metrics=[
                 ResourceMetrics(resource=res, scope_metrics=rm.scope_metrics, schema_url=rm.schema_url)
                 for rm in metrics_data.resource_metrics])
-        with gil_share():
-            self._transport.send(otlp_metrics.encode(metrics_data))
+        with self._around():
+            body = otlp_metrics.encode(metrics_data, self._pause)
+            if self._pause is not None:
+                self._pause()
+            self._transport.send(body)
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

@@ -120,6 +120,7 @@ def pct(values, p):
 
 
 def _command(mode: str, port: int, endpoint: str) -> list[str]:
+    """``bare``, ``otel``, ``agent`` or ``agent:<export yield mode>`` (see agent/otlp_exporters.py)."""
     uvicorn = [os.path.join(BIN, "uvicorn"), "--port", str(port), "--no-access-log", "--log-level", "warning"]
     if mode == "bare":
         return uvicorn + ["app:app"]
@@ -136,6 +137,8 @@ def run_modes(modes: tuple[str, ...], workdir: str, endpoint: str, warm: int, n:
         for mode in modes:
             port = free_port()
             env = dict(os.environ, PYTHONPATH=workdir, BENCH_ENDPOINT=endpoint, OTEL_SERVICE_NAME=f"bench-{mode}")
+            if mode.startswith("agent:"):
+                env["TRACEHOUSE_EXPORT_YIELD"] = mode.split(":", 1)[1]
             servers[mode] = (subprocess.Popen(_command(mode, port, endpoint), env=env, cwd=workdir), port)
         for mode, (_, port) in servers.items():
             if not wait_port(port):
@@ -284,11 +287,21 @@ def encoder_options(batch: int = 512, batches: int = 20) -> dict:
     return out
 
 
+def _added(r: dict, bare: dict, otel_added: dict) -> dict:
+    a = {"p50": r["p50_us"] - bare["p50_us"], "p99": r["p99_us"] - bare["p99_us"], "cpu": r["cpu_us"] - bare["cpu_us"]}
+    return {"added_us_p50": round(a["p50"], 1), "added_us_p99": round(a["p99"], 1), "p99_us": round(r["p99_us"], 1),
+            "added_cpu_us_per_req": round(a["cpu"], 1),
+            "ratio_to_otel_added_cpu": round(a["cpu"] / otel_added["cpu"], 3) if otel_added["cpu"] > 0 else None,
+            "ratio_to_otel_added_p50": round(a["p50"] / otel_added["p50"], 3) if otel_added["p50"] > 0 else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=12, help="interleaved rounds (blocks per mode)")
+    ap.add_argument("--agent-variants", default="",
+                    help="more agent modes in the same run, e.g. 'switch,none' (TRACEHOUSE_EXPORT_YIELD)")
     ap.add_argument("--endpoint", help="OTLP/HTTP base URL (default: a local sink answering 200)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args()
@@ -303,12 +316,14 @@ def main() -> None:
             f.write(APP)
         with open(os.path.join(d, "otel_app.py"), "w") as f:
             f.write(OTEL_APP)
-        results = run_modes(("bare", "otel", "agent"), d, endpoint, args.warmup, args.requests, max(1, args.rounds))
+        variants = tuple(f"agent:{v.strip()}" for v in args.agent_variants.split(",") if v.strip())
+        results = run_modes(("bare", "otel", "agent") + variants, d, endpoint, args.warmup, args.requests,
+                            max(1, args.rounds))
     cost = metrics_cost()
     encoders = encoder_options()
     if not args.json:
         for m, r in results.items():
-            print(f"{m:6s} p50 {r['p50_us']:7.1f} us  p90 {r['p90_us']:7.1f}  p99 {r['p99_us']:7.1f}  "
+            print(f"{m:12s} p50 {r['p50_us']:7.1f} us  p90 {r['p90_us']:7.1f}  p99 {r['p99_us']:7.1f}  "
                   f"{r['rps']:7.0f} req/s  {r['cpu_us']:6.1f} us CPU/req")
         print(f"metrics collection: {cost['collection_cpu_ms']:.2f} ms CPU each; sink POSTs: {_Sink.posts}")
         for name, e in encoders.items():
@@ -345,6 +360,8 @@ def main() -> None:
         "metrics_collection_cpu_percent": round(cost["cpu_percent"], 4),
         "requests": max(1, args.requests // max(1, args.rounds)) * max(1, args.rounds),
         "rounds": max(1, args.rounds),
+        # agent variants of the same run (TRACEHOUSE_EXPORT_YIELD), against the same bare and otel
+        "variants": {m: _added(results[m], bare, added["otel"]) for m in results if m.startswith("agent:")},
     }))
     if sink is not None:
         sink.shutdown()
