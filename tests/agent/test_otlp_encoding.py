@@ -124,6 +124,58 @@ def test_gil_share_lowers_the_switch_interval_while_exports_run_and_restores_it(
     assert seen == [otlp_exporters.SWITCH_S] * 3 and sys.getswitchinterval() == before
 
 
+class _Recorded:
+    """A transport that keeps what it was sent and the switch interval at that moment."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, body):
+        self.sent.append((body, sys.getswitchinterval()))
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("mode", ["requests", "switch", "none"])
+def test_span_exports_yield_the_gil_as_configured(monkeypatch, mode):
+    pauses = []
+    monkeypatch.setenv("TRACEHOUSE_EXPORT_YIELD", mode)
+    monkeypatch.setattr(otlp_exporters, "yield_to_requests", lambda: pauses.append(1))
+    transport = _Recorded()
+    spans = _spans()
+    otlp_exporters.LeanSpanExporter(transport).export(spans)
+    (body, interval), = transport.sent
+    decoded = ExportTraceServiceRequest()
+    decoded.ParseFromString(body)
+    assert sum(len(ss.spans) for rs in decoded.resource_spans for ss in rs.scope_spans) == len(spans)
+    slices = -(-len(spans) // otlp_spans.SLICE)
+    assert len(pauses) == {"requests": slices, "switch": 0, "none": 0}[mode]  # between slices, and before sending
+    assert (interval == otlp_exporters.SWITCH_S) is (mode == "switch")
+
+
+def test_exports_wait_for_requests_in_flight_but_not_for_ever(monkeypatch):
+    from tracehouse.agent.watchdog import INFLIGHT
+
+    monkeypatch.setattr(otlp_exporters, "BUSY_MAX_S", 5.0)
+    INFLIGHT["test-request"] = None
+    timer = threading.Timer(0.05, INFLIGHT.pop, ("test-request", None))
+    timer.start()
+    t0 = time.monotonic()
+    otlp_exporters.yield_to_requests()  # returns once the request is done
+    waited = time.monotonic() - t0
+    timer.join()
+    assert 0.05 <= waited < 4.0
+    monkeypatch.setattr(otlp_exporters, "BUSY_MAX_S", 0.05)
+    INFLIGHT["test-request"] = None
+    try:
+        t0 = time.monotonic()
+        otlp_exporters.yield_to_requests()  # a request that never ends: the wait is bounded
+        assert 0.05 <= time.monotonic() - t0 < 4.0
+    finally:
+        INFLIGHT.pop("test-request", None)
+
+
 class _Answers(BaseHTTPRequestHandler):
     script: list = []
     bodies: list = []
