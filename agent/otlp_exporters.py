@@ -1,18 +1,23 @@
 """The agent's OTLP exporters: lean encoding, HTTP/protobuf or gRPC, the GIL left to requests.
 
 Spans and metrics are written by :mod:`.otlp_spans`/:mod:`.otlp_metrics` (about a seventh of the
-stock encoder's CPU), in slices of :data:`~.otlp_spans.SLICE` spans. Between two slices the
-export thread calls :func:`yield_to_requests`: it sleeps briefly, which hands the GIL to a
-request thread that wants it, and while any request is in flight (the middlewares' in-flight
-table, :data:`.watchdog.INFLIGHT`) it keeps waiting, for at most :data:`BUSY_MAX_S` per slice
-(so exports still progress under constant load). A request therefore waits at most one slice
-(~0.1 ms) for the exporter, not the interpreter's 5 ms switch interval.
+stock encoder's CPU). How an export shares the GIL with the application's requests is chosen by
+``TRACEHOUSE_EXPORT_YIELD`` (read when the exporter is built; ``bench/agent_overhead.py
+--agent-variants`` compares them in one run):
 
-``TRACEHOUSE_EXPORT_YIELD`` chooses the strategy (read once per exporter; for measurements):
-``requests`` (the default, above), ``switch`` (no slices; the interpreter's switch interval
-lowered to 0.5 ms while an export runs, :func:`gil_share`), ``none`` (neither).
-``bench/agent_overhead.py`` compares them. Logs (a trickle: warnings and snapshots) go through
-the stock OTLP log exporter of the chosen protocol.
+* ``end`` (default): each span is encoded when it ends, on the thread that ends it (a server
+  span ends after its response went out), see :class:`.batching.LeanBatchSpanProcessor`; the
+  export thread only concatenates bytes and sends them. Metrics are encoded as in ``requests``.
+* ``requests``: the export thread encodes, in slices of :data:`~.otlp_spans.SLICE` spans; between
+  two slices :func:`yield_to_requests` sleeps briefly (a waiting thread takes the GIL) and, while
+  a request is in flight (:data:`.watchdog.INFLIGHT`), keeps waiting for at most
+  :data:`BUSY_MAX_S`.
+* ``switch``: the export thread encodes in one go with the interpreter's switch interval lowered
+  from 5 ms to 0.5 ms while it runs (:func:`gil_share`).
+* ``none``: the export thread encodes in one go.
+
+Logs (a trickle: warnings and snapshots) go through the stock OTLP log exporter of the chosen
+protocol.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from tracehouse.agent.otlp_transport import GrpcTransport, HttpTransport, grpc_a
 from tracehouse.agent.watchdog import INFLIGHT
 
 __all__ = ["BUSY_MAX_S", "LeanMetricExporter", "LeanSpanExporter", "PAUSE_S", "SWITCH_S", "gil_share",
-           "log_exporter", "metric_preferences", "pause", "transport", "yield_to_requests"]
+           "log_exporter", "metric_preferences", "pause", "span_encoder", "transport", "yield_to_requests"]
 
 PAUSE_S = 0.00005
 """Sleep between two encoding slices (gives the GIL to a thread waiting for it)."""
@@ -44,7 +49,7 @@ BUSY_WAIT_S = 0.0005
 BUSY_MAX_S = 0.005
 """Longest wait for in-flight requests between two slices."""
 YIELD_VAR = "TRACEHOUSE_EXPORT_YIELD"
-YIELD_MODES = ("requests", "switch", "none")
+YIELD_MODES = ("end", "requests", "switch", "none")
 SWITCH_S = 0.0005
 """The interpreter's switch interval while an export runs (the default is 5 ms)."""
 _share_lock = threading.Lock()
@@ -71,12 +76,18 @@ def yield_to_requests() -> None:
 
 
 def yield_mode() -> str:
-    raw = (os.environ.get(YIELD_VAR) or "requests").strip().lower()
+    raw = (os.environ.get(YIELD_VAR) or "end").strip().lower()
     if raw not in YIELD_MODES:
         env.warn_once(f"{YIELD_VAR}={raw}", f"tracehouse: {YIELD_VAR}={raw!r} is not one of "
-                                            f"{', '.join(YIELD_MODES)}; using requests")
-        return "requests"
+                                            f"{', '.join(YIELD_MODES)}; using end")
+        return "end"
     return raw
+
+
+def span_encoder():
+    """What the batch processor runs on each span as it ends: :func:`.otlp_spans.encoded` in the
+    default mode, nothing in the others (the export thread encodes)."""
+    return otlp_spans.encoded if yield_mode() == "end" else None
 
 
 @contextmanager
@@ -84,12 +95,15 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def _yielding() -> tuple[Callable[[], object], Callable[[], None] | None]:
-    """(context manager around an export, pause between slices) for the configured mode."""
+def _yielding(signal: str) -> tuple[Callable[[], object], Callable[[], None] | None]:
+    """(context manager around an export, pause between slices) for the configured mode. Spans
+    encoded as they ended (``end``) need no pause: the export only concatenates them."""
     mode = yield_mode()
     if mode == "switch":
         return gil_share, None
-    return _nothing, (yield_to_requests if mode == "requests" else None)
+    if mode == "none" or (mode == "end" and signal == "spans"):
+        return _nothing, None
+    return _nothing, yield_to_requests
 
 
 @contextmanager
@@ -137,9 +151,10 @@ class LeanSpanExporter(SpanExporter):
     def __init__(self, transport, resource: Callable[[], object] | None = None):
         self._transport = transport
         self._resource = resource
-        self._around, self._pause = _yielding()
+        self._around, self._pause = _yielding("spans")
 
     def export(self, spans) -> SpanExportResult:
+        """``spans``: SDK spans, or :class:`~.otlp_spans.EncodedSpan` records (``end`` mode)."""
         with self._around():
             body = otlp_spans.encode(spans, self._pause, resource=self._resource() if self._resource else None)
             if self._pause is not None:
@@ -202,7 +217,7 @@ class LeanMetricExporter(MetricExporter):
         super().__init__(*metric_preferences())
         self._transport = transport
         self._resource = resource
-        self._around, self._pause = _yielding()
+        self._around, self._pause = _yielding("metrics")
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
         if self._resource is not None:

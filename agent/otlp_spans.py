@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from tracehouse.agent.otlp_wire import attributes, fixed32, fixed64, ld, scope, string, tag, varint
 from tracehouse.agent.otlp_wire import resource as encode_resource
 
-__all__ = ["SLICE", "encode", "encode_span"]
+__all__ = ["SLICE", "EncodedSpan", "encode", "encode_records", "encode_span", "encoded"]
 
 SLICE = 16  # ~0.1 ms of encoding
 
@@ -35,6 +36,7 @@ _FLAGS_LOCAL = fixed32(_FLAGS, _HAS_IS_REMOTE)
 _FLAGS_REMOTE = fixed32(_FLAGS, _HAS_IS_REMOTE | _IS_REMOTE)
 _EMPTY_STATUS = ld(_STATUS, b"")
 _to16 = int.to_bytes
+_new = tuple.__new__
 _pack_q = struct.Struct("<Q").pack
 
 
@@ -147,31 +149,51 @@ _SPANS = _SCOPE_SPANS = tag(2, 2)
 _SCHEMA = tag(3, 2)
 
 
+class EncodedSpan(NamedTuple):
+    """A span already written as its ``ScopeSpans.spans`` field, with what it is grouped by."""
+
+    resource: object
+    scope: object
+    data: bytes
+
+
+def encoded(span) -> EncodedSpan:
+    """``span`` encoded now (the batch processor calls this when the span ends, so the export
+    thread only concatenates)."""
+    return _new(EncodedSpan, (span.resource, span.instrumentation_scope, ld(_SPANS, encode_span(span))))
+
+
 def encode(spans: Sequence, pause: Callable[[], None] | None = None, slice_size: int = SLICE,
            resource=None) -> bytes:
-    """The serialized request for ``spans``, grouped by resource (or all under ``resource``) and
-    instrumentation scope."""
-    groups: dict[int, tuple[object, dict[int, tuple[object, list[bytes]]]]] = {}
-    n = len(spans)
-    for i in range(0, n, slice_size):
+    """The serialized request for ``spans`` (SDK spans, or :class:`EncodedSpan` records), grouped
+    by resource (or all under ``resource``) and instrumentation scope; ``pause()`` runs between
+    slices of ``slice_size`` spans."""
+    records = []
+    for i in range(0, len(spans), slice_size):
         if i and pause is not None:
             pause()
-        for span in spans[i:i + slice_size]:
-            res = resource if resource is not None else span.resource
-            g = groups.get(id(res))
-            if g is None:
-                g = groups[id(res)] = (res, {})
-            sc = span.instrumentation_scope
-            s = g[1].get(id(sc))
-            if s is None:
-                s = g[1][id(sc)] = (sc, [])
-            s[1].append(ld(_SPANS, encode_span(span)))
+        records.extend(s if type(s) is EncodedSpan else encoded(s) for s in spans[i:i + slice_size])
+    return encode_records(records, resource)
+
+
+def encode_records(records: Sequence[EncodedSpan], resource=None) -> bytes:
+    groups: dict[int, tuple[object, dict[int, tuple[object, list[bytes]]]]] = {}
+    for res, sc, data in records:
+        if resource is not None:
+            res = resource
+        g = groups.get(id(res))
+        if g is None:
+            g = groups[id(res)] = (res, {})
+        s = g[1].get(id(sc))
+        if s is None:
+            s = g[1][id(sc)] = (sc, [])
+        s[1].append(data)
     out = []
     for res, scopes in groups.values():
         body = [ld(_RES, encode_resource(res))]
-        for sc, encoded in scopes.values():
+        for sc, encoded_spans in scopes.values():
             schema = getattr(sc, "schema_url", "") if sc is not None else ""
-            body.append(ld(_SCOPE_SPANS, ld(_SCOPE, scope(sc)) + b"".join(encoded) +
+            body.append(ld(_SCOPE_SPANS, ld(_SCOPE, scope(sc)) + b"".join(encoded_spans) +
                            (string(_SCHEMA, schema) if schema else b"")))
         schema = getattr(res, "schema_url", "")
         if schema:

@@ -137,7 +137,7 @@ class _Recorded:
         pass
 
 
-@pytest.mark.parametrize("mode", ["requests", "switch", "none"])
+@pytest.mark.parametrize("mode", ["end", "requests", "switch", "none"])
 def test_span_exports_yield_the_gil_as_configured(monkeypatch, mode):
     pauses = []
     monkeypatch.setenv("TRACEHOUSE_EXPORT_YIELD", mode)
@@ -150,8 +150,38 @@ def test_span_exports_yield_the_gil_as_configured(monkeypatch, mode):
     decoded.ParseFromString(body)
     assert sum(len(ss.spans) for rs in decoded.resource_spans for ss in rs.scope_spans) == len(spans)
     slices = -(-len(spans) // otlp_spans.SLICE)
-    assert len(pauses) == {"requests": slices, "switch": 0, "none": 0}[mode]  # between slices, and before sending
+    assert len(pauses) == {"requests": slices, "switch": 0, "none": 0, "end": 0}[mode]  # between slices, before sending
     assert (interval == otlp_exporters.SWITCH_S) is (mode == "switch")
+
+
+def test_spans_encoded_as_they_end_export_the_same_request():
+    from tracehouse.agent.batching import LeanBatchSpanProcessor
+    from tracehouse.agent.export import GuardedSpanExporter
+
+    transport = _Recorded()
+    proc = LeanBatchSpanProcessor(GuardedSpanExporter(lambda: otlp_exporters.LeanSpanExporter(transport)),
+                                  max_queue_size=4096, max_export_batch_size=4096, schedule_delay_millis=60_000,
+                                  encoder=otlp_spans.encoded)
+    proc._export_lock.acquire()  # hold the export thread back to look at the queue
+    mem = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource({"service.name": "s"}))
+    tp.add_span_processor(SimpleSpanProcessor(mem))
+    tp.add_span_processor(proc)
+    tracer = tp.get_tracer("t", "1")
+    for i in range(40):
+        with tracer.start_as_current_span(f"op{i % 3}", kind=SpanKind.SERVER) as sp:
+            sp.set_attributes({"n": i, "s": "x" * (i % 5)})
+            if i % 7 == 0:
+                sp.add_event("e", {"k": i})
+                sp.set_status(Status(StatusCode.ERROR, "bad"))
+    assert len(proc._queue) == 40 and all(type(r) is otlp_spans.EncodedSpan for r in proc._queue)
+    proc._export_lock.release()
+    assert proc.force_flush(10_000)
+    (body, _), = transport.sent
+    got = ExportTraceServiceRequest()
+    got.ParseFromString(body)
+    assert got == encode_spans(mem.get_finished_spans())
+    proc.shutdown()
 
 
 def test_exports_wait_for_requests_in_flight_but_not_for_ever(monkeypatch):
@@ -160,8 +190,8 @@ def test_exports_wait_for_requests_in_flight_but_not_for_ever(monkeypatch):
     monkeypatch.setattr(otlp_exporters, "BUSY_MAX_S", 5.0)
     INFLIGHT["test-request"] = None
     timer = threading.Timer(0.05, INFLIGHT.pop, ("test-request", None))
-    timer.start()
     t0 = time.monotonic()
+    timer.start()
     otlp_exporters.yield_to_requests()  # returns once the request is done
     waited = time.monotonic() - t0
     timer.join()
