@@ -15,8 +15,8 @@ to ``--endpoint``, e.g. a running ``tracehouse serve``).
 Also measures the CPU cost of one resource-metrics collection (scaled to the default 15 s
 interval), and compares the span encoders (stock protobuf objects vs the agent's lean wire
 encoder; in one piece, in slices with a short sleep between them, and under a 0.5 ms switch
-interval): CPU per span and how long a thread waiting for the GIL waits while 512-span batches
-are encoded.
+interval; and, for spans encoded as they end, the export thread's remaining work): CPU per span
+and how long a thread waiting for the GIL waits while 512-span batches are encoded.
 
     .venv/bin/python bench/agent_overhead.py [--requests 3000] [--rounds 12] [--endpoint URL] [--json]
 
@@ -254,12 +254,19 @@ def encoder_options(batch: int = 512, batches: int = 20) -> dict:
         return run
 
     lean = otlp_spans.encode
+    records = [otlp_spans.encoded(s) for s in spans]
+
+    def at_end(_spans, _pause):  # the export thread's part when spans were encoded as they ended
+        return otlp_spans.encode_records(records)
+
     options = {"stock": (stock, None), "stock_sliced_sleep": (stock, otlp_exporters.pause),
                "stock_switch_0.5ms": (switch(stock), None), "lean": (lean, None),
-               "lean_sliced_sleep": (lean, otlp_exporters.pause), "lean_switch_0.5ms": (switch(lean), None)}
+               "lean_sliced_sleep": (lean, otlp_exporters.pause), "lean_switch_0.5ms": (switch(lean), None),
+               "lean_at_end_export_thread": (at_end, None)}
     out = {}
     for name, (fn, pause) in options.items():
-        call = (lambda fn=fn, pause=pause: fn(spans, pause)) if "lean" in name else (lambda fn=fn, pause=pause: fn(pause))
+        call = (lambda fn=fn, pause=pause: fn(spans, pause)) if name.startswith("lean") else \
+            (lambda fn=fn, pause=pause: fn(pause))
         call()
         stalls: list[float] = []
         stop = threading.Event()
