@@ -8,11 +8,14 @@ half the queue), and exports batches of up to ``max_export_batch_size``. Bounded
 are dropped and counted (``spans.dropped.queue_full`` in ``tracehouse.agent.stats()``).
 Shutdown exports what is queued within its time bound.
 
-With ``encoder`` (the agent's own exporter: :func:`.otlp_spans.encoded`) a span is written to
-OTLP bytes when it ends, on the thread that ends it, and the queue holds those bytes: the span
-object is freed at once and the export thread only concatenates and sends, so it holds the GIL
-for a fraction of a millisecond per batch instead of milliseconds that a request could wait on.
-A server span ends after its response was sent, so this work overlaps the client's turnaround.
+With ``encoder`` (the agent's own exporter: :func:`.otlp_spans.encoded`) spans are written to
+OTLP bytes when their *local root* ends (a server span ends after its response went out, so
+the work overlaps the client's turnaround instead of adding to a response): a child span waits
+in a second queue, and the thread that ends a local root encodes it and every child waiting.
+The span objects are freed at once and the export thread only concatenates and sends, so it
+holds the GIL for a fraction of a millisecond per batch instead of the milliseconds a request
+could wait on. Children whose root has not ended by the timer (a long job) are encoded by the
+export thread.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class LeanBatchSpanProcessor(SpanProcessor):
 
     def _start(self) -> None:
         self._queue: deque = deque()
+        self._raw: deque = deque()  # children waiting for their local root (with an encoder)
         self._woken = False
         self._wake = threading.Event()
         self._export_lock = threading.Lock()
@@ -80,30 +84,55 @@ class LeanBatchSpanProcessor(SpanProcessor):
         if not span.context.trace_flags.sampled:
             return
         q = self._queue
-        if len(q) >= self._max_queue or self._shutdown:
+        raw = self._raw
+        if len(q) + len(raw) >= self._max_queue or self._shutdown:
             counters.add("spans.dropped.shutdown" if self._shutdown else "spans.dropped.queue_full")
             return
-        if self._encoder is not None:
-            try:
-                span = self._encoder(span)
-            except Exception as exc:
-                counters.add("spans.dropped.encoding_failed")
-                errors.swallow("encode span", exc)
+        if self._encoder is None:
+            q.append(span)
+        else:
+            parent = span.parent
+            if parent is not None and not parent.is_remote:
+                raw.append(span)  # a child: encoded when its local root ends
                 return
-        q.append(span)
+            self._append_encoded(span)
+            while raw:
+                try:
+                    child = raw.popleft()
+                except IndexError:  # another thread took the last one
+                    break
+                self._append_encoded(child)
         if len(q) >= self._wake_at and not self._woken:
             self._woken = True
             self._wake.set()
+
+    def _append_encoded(self, span) -> None:
+        try:
+            self._queue.append(self._encoder(span))
+        except Exception as exc:
+            counters.add("spans.dropped.encoding_failed")
+            errors.swallow("encode span", exc)
+
+    def _adopt_raw(self) -> None:
+        """Children still waiting go to the export queue as they are (the exporter encodes them)."""
+        raw, q = self._raw, self._queue
+        while raw:
+            try:
+                q.append(raw.popleft())
+            except IndexError:
+                break
 
     # -- export thread ---------------------------------------------------------------------------
     def _worker(self) -> None:
         wake = self._wake
         while not self._shutdown:
-            wake.wait(self._delay)
+            woken = wake.wait(self._delay)
             wake.clear()
             self._woken = False
             if self._shutdown:
                 break
+            if not woken:
+                self._adopt_raw()
             self._export(everything=False)
 
     def _export(self, everything: bool, deadline: float | None = None) -> None:
@@ -130,6 +159,7 @@ class LeanBatchSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         if self._shutdown:
             return False
+        self._adopt_raw()
         self._export(everything=True, deadline=time.monotonic() + timeout_millis / 1000.0)
         return not self._queue
 
@@ -140,5 +170,6 @@ class LeanBatchSpanProcessor(SpanProcessor):
         self._wake.set()
         if self._thread is not threading.current_thread():
             self._thread.join(self._delay + 1.0)
+        self._adopt_raw()
         self._export(everything=True)
         self._exporter.shutdown()

@@ -5,9 +5,10 @@ stock encoder's CPU). How an export shares the GIL with the application's reques
 ``TRACEHOUSE_EXPORT_YIELD`` (read when the exporter is built; ``bench/agent_overhead.py
 --agent-variants`` compares them in one run):
 
-* ``end`` (default): each span is encoded when it ends, on the thread that ends it (a server
-  span ends after its response went out), see :class:`.batching.LeanBatchSpanProcessor`; the
-  export thread only concatenates bytes and sends them. Metrics are encoded as in ``requests``.
+* ``end`` (default): spans are encoded when their local root ends, on the thread that ends it
+  (a server span ends after its response went out), see :class:`.batching.LeanBatchSpanProcessor`;
+  the export thread only concatenates bytes and sends them. What it still encodes (children of a
+  root that has not ended, metrics) it encodes as in ``requests``.
 * ``requests``: the export thread encodes, in slices of :data:`~.otlp_spans.SLICE` spans; between
   two slices :func:`yield_to_requests` sleeps briefly (a waiting thread takes the GIL) and, while
   a request is in flight (:data:`.watchdog.INFLIGHT`), keeps waiting for at most
@@ -95,13 +96,13 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def _yielding(signal: str) -> tuple[Callable[[], object], Callable[[], None] | None]:
-    """(context manager around an export, pause between slices) for the configured mode. Spans
-    encoded as they ended (``end``) need no pause: the export only concatenates them."""
+def _yielding() -> tuple[Callable[[], object], Callable[[], None] | None]:
+    """(context manager around an export, pause after each slice encoded) for the configured mode
+    (``end``: for the few spans the export thread still encodes, see :mod:`.batching`)."""
     mode = yield_mode()
     if mode == "switch":
         return gil_share, None
-    if mode == "none" or (mode == "end" and signal == "spans"):
+    if mode == "none":
         return _nothing, None
     return _nothing, yield_to_requests
 
@@ -151,15 +152,13 @@ class LeanSpanExporter(SpanExporter):
     def __init__(self, transport, resource: Callable[[], object] | None = None):
         self._transport = transport
         self._resource = resource
-        self._around, self._pause = _yielding("spans")
+        self._around, self._pause = _yielding()
 
     def export(self, spans) -> SpanExportResult:
         """``spans``: SDK spans, or :class:`~.otlp_spans.EncodedSpan` records (``end`` mode)."""
         with self._around():
-            body = otlp_spans.encode(spans, self._pause, resource=self._resource() if self._resource else None)
-            if self._pause is not None:
-                self._pause()
-            self._transport.send(body)
+            self._transport.send(otlp_spans.encode(spans, self._pause,
+                                                   resource=self._resource() if self._resource else None))
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -217,7 +216,7 @@ class LeanMetricExporter(MetricExporter):
         super().__init__(*metric_preferences())
         self._transport = transport
         self._resource = resource
-        self._around, self._pause = _yielding("metrics")
+        self._around, self._pause = _yielding()
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
         if self._resource is not None:
@@ -226,10 +225,7 @@ class LeanMetricExporter(MetricExporter):
                 ResourceMetrics(resource=res, scope_metrics=rm.scope_metrics, schema_url=rm.schema_url)
                 for rm in metrics_data.resource_metrics])
         with self._around():
-            body = otlp_metrics.encode(metrics_data, self._pause)
-            if self._pause is not None:
-                self._pause()
-            self._transport.send(body)
+            self._transport.send(otlp_metrics.encode(metrics_data, self._pause))
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

@@ -166,13 +166,20 @@ def encoded(span) -> EncodedSpan:
 def encode(spans: Sequence, pause: Callable[[], None] | None = None, slice_size: int = SLICE,
            resource=None) -> bytes:
     """The serialized request for ``spans`` (SDK spans, or :class:`EncodedSpan` records), grouped
-    by resource (or all under ``resource``) and instrumentation scope; ``pause()`` runs between
-    slices of ``slice_size`` spans."""
+    by resource (or all under ``resource``) and instrumentation scope; ``pause()`` runs after each
+    slice of ``slice_size`` spans that had spans to encode."""
     records = []
+    append = records.append
     for i in range(0, len(spans), slice_size):
-        if i and pause is not None:
+        worked = False
+        for s in spans[i:i + slice_size]:
+            if type(s) is EncodedSpan:
+                append(s)
+            else:
+                append(encoded(s))
+                worked = True
+        if worked and pause is not None:
             pause()
-        records.extend(s if type(s) is EncodedSpan else encoded(s) for s in spans[i:i + slice_size])
     return encode_records(records, resource)
 
 

@@ -150,7 +150,8 @@ def test_span_exports_yield_the_gil_as_configured(monkeypatch, mode):
     decoded.ParseFromString(body)
     assert sum(len(ss.spans) for rs in decoded.resource_spans for ss in rs.scope_spans) == len(spans)
     slices = -(-len(spans) // otlp_spans.SLICE)
-    assert len(pauses) == {"requests": slices, "switch": 0, "none": 0, "end": 0}[mode]  # between slices, before sending
+    # after each slice it encoded (spans handed over already encoded need none, see the next test)
+    assert len(pauses) == {"requests": slices, "switch": 0, "none": 0, "end": slices}[mode]
     assert (interval == otlp_exporters.SWITCH_S) is (mode == "switch")
 
 
@@ -171,16 +172,29 @@ def test_spans_encoded_as_they_end_export_the_same_request():
     for i in range(40):
         with tracer.start_as_current_span(f"op{i % 3}", kind=SpanKind.SERVER) as sp:
             sp.set_attributes({"n": i, "s": "x" * (i % 5)})
+            with tracer.start_as_current_span("child"):
+                pass
+            assert len(proc._raw) == 1  # the child waits for its root
             if i % 7 == 0:
                 sp.add_event("e", {"k": i})
                 sp.set_status(Status(StatusCode.ERROR, "bad"))
-    assert len(proc._queue) == 40 and all(type(r) is otlp_spans.EncodedSpan for r in proc._queue)
-    proc._export_lock.release()
+        assert not proc._raw  # the root's end encoded both
+    with tracer.start_as_current_span("long job"):
+        with tracer.start_as_current_span("step"):
+            pass
+        assert len(proc._queue) == 80 and all(type(r) is otlp_spans.EncodedSpan for r in proc._queue)
+        proc._export_lock.release()
+        assert proc.force_flush(10_000)  # the step whose root still runs is encoded by the exporter
     assert proc.force_flush(10_000)
-    (body, _), = transport.sent
     got = ExportTraceServiceRequest()
-    got.ParseFromString(body)
-    assert got == encode_spans(mem.get_finished_spans())
+    for body, _ in transport.sent:
+        part = ExportTraceServiceRequest()
+        part.ParseFromString(body)
+        got.resource_spans.extend(part.resource_spans)
+    ref = encode_spans(mem.get_finished_spans())
+    assert sorted(s.SerializeToString() for rs in got.resource_spans for ss in rs.scope_spans for s in ss.spans) == \
+        sorted(s.SerializeToString() for rs in ref.resource_spans for ss in rs.scope_spans for s in ss.spans)
+    assert len(transport.sent) == 2
     proc.shutdown()
 
 
