@@ -6,9 +6,10 @@ exporter), and ``tracehouse-agent run`` — and drives them from one client proc
 (sequential keep-alive ``http.client``, concurrency 1) in interleaved blocks: ``--rounds``
 rounds of ``--requests / --rounds`` requests per mode, the order rotating each round, so a
 change of machine load lands on the three modes alike. Latency percentiles are over all the
-requests of a mode. CPU per request is each server process's user + system time (all its
-threads: request path, export, background) from the end of the warm-up to its exit after
-SIGTERM (so what was still queued is exported and counted), divided by its measured requests;
+requests of a mode. CPU per request is each server process's CPU time (all its threads: request
+path, export, background; ``/proc/PID/task/*/schedstat``, ns) from the end of the warm-up to
+``--settle`` seconds after the last request (past the 5 s batch timers, so what the last requests
+queued is exported and counted; interpreter teardown is not), divided by its measured requests;
 the same measure for the three. Spans and metrics go to a local OTLP sink that answers 200 (or
 to ``--endpoint``, e.g. a running ``tracehouse serve``).
 
@@ -18,7 +19,7 @@ encoder; in one piece, in slices with a short sleep between them, and under a 0.
 interval; and, for spans encoded as they end, the export thread's remaining work): CPU per span
 and how long a thread waiting for the GIL waits while 512-span batches are encoded.
 
-    .venv/bin/python bench/agent_overhead.py [--requests 3000] [--rounds 12] [--endpoint URL] [--json]
+    .venv/bin/python bench/agent_overhead.py [--requests 6000] [--rounds 12] [--endpoint URL] [--json]
 
 The last line printed is one JSON object with the figures.
 """
@@ -129,7 +130,8 @@ def _command(mode: str, port: int, endpoint: str) -> list[str]:
     return [os.path.join(BIN, "tracehouse-agent"), "run", "--endpoint", endpoint, "--"] + uvicorn + ["app:app"]
 
 
-def run_modes(modes: tuple[str, ...], workdir: str, endpoint: str, warm: int, n: int, rounds: int) -> dict:
+def run_modes(modes: tuple[str, ...], workdir: str, endpoint: str, warm: int, n: int, rounds: int,
+              settle: float) -> dict:
     """Start one server per mode, warm each up, drive them in interleaved blocks; figures per mode."""
     block = max(1, n // rounds)
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
@@ -146,44 +148,41 @@ def run_modes(modes: tuple[str, ...], workdir: str, endpoint: str, warm: int, n:
         ports = json.dumps({m: port for m, (_, port) in servers.items()})
         subprocess.run([sys.executable, "-c", CLIENT, ports, str(warm), "0", "0"], capture_output=True, text=True,
                        check=True, timeout=600)
-        cpu0 = {m: _cpu_seconds(proc.pid) for m, (proc, _) in servers.items()}
+        cpu0 = {m: _cpu_ns(proc.pid) for m, (proc, _) in servers.items()}
         out = subprocess.run([sys.executable, "-c", CLIENT, ports, "0", str(block), str(rounds)],
                              capture_output=True, text=True, check=True, timeout=1800)
+        # Past the batch processors' 5 s timers: what the last requests queued is exported and counted.
+        time.sleep(settle)
+        cpu1 = {m: _cpu_ns(proc.pid) for m, (proc, _) in servers.items()}
         data = json.loads(out.stdout)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
-        # The CPU count runs to the exit, so it includes exporting what was still queued.
-        totals = {m: _reap(proc, 15) for m, (proc, _) in servers.items()}
+        for proc, _ in servers.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     results = {}
     for mode in modes:
         lat = [x / 1000 for x in data["lat_ns"][mode]]
-        total = totals[mode]
         results[mode] = {"p50_us": pct(lat, 50), "p90_us": pct(lat, 90), "p99_us": pct(lat, 99),
-                         "rps": len(lat) / data["wall"][mode],
-                         "cpu_us": (total - cpu0[mode]) / len(lat) * 1e6 if total is not None else float("nan")}
+                         "p999_us": pct(lat, 99.9), "rps": len(lat) / data["wall"][mode],
+                         "cpu_us": (cpu1[mode] - cpu0[mode]) / len(lat) / 1000}
     return results
 
 
-def _reap(proc: subprocess.Popen, timeout: float) -> float | None:
-    """Wait for the process to exit; its lifetime user + system CPU seconds (``wait4``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_utime + usage.ru_stime
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    return None
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, all threads (``/proc/PID/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu_ns(pid: int) -> int:
+    """CPU nanoseconds of every thread of a process so far (``/proc/PID/task/*/schedstat``)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
 
 
 def metrics_cost(interval: float = 15.0, rounds: int = 40) -> dict:
@@ -297,6 +296,7 @@ def encoder_options(batch: int = 512, batches: int = 20) -> dict:
 def _added(r: dict, bare: dict, otel_added: dict) -> dict:
     a = {"p50": r["p50_us"] - bare["p50_us"], "p99": r["p99_us"] - bare["p99_us"], "cpu": r["cpu_us"] - bare["cpu_us"]}
     return {"added_us_p50": round(a["p50"], 1), "added_us_p99": round(a["p99"], 1), "p99_us": round(r["p99_us"], 1),
+            "p999_us": round(r["p999_us"], 1),
             "added_cpu_us_per_req": round(a["cpu"], 1),
             "ratio_to_otel_added_cpu": round(a["cpu"] / otel_added["cpu"], 3) if otel_added["cpu"] > 0 else None,
             "ratio_to_otel_added_p50": round(a["p50"] / otel_added["p50"], 3) if otel_added["p50"] > 0 else None}
@@ -304,9 +304,10 @@ def _added(r: dict, bare: dict, otel_added: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--requests", type=int, default=6000, help="measured requests per mode")
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=12, help="interleaved rounds (blocks per mode)")
+    ap.add_argument("--settle", type=float, default=6.0, help="seconds counted after the last request")
     ap.add_argument("--agent-variants", default="",
                     help="more agent modes in the same run, e.g. 'switch,none' (TRACEHOUSE_EXPORT_YIELD)")
     ap.add_argument("--endpoint", help="OTLP/HTTP base URL (default: a local sink answering 200)")
@@ -325,12 +326,13 @@ def main() -> None:
             f.write(OTEL_APP)
         variants = tuple(f"agent:{v.strip()}" for v in args.agent_variants.split(",") if v.strip())
         results = run_modes(("bare", "otel", "agent") + variants, d, endpoint, args.warmup, args.requests,
-                            max(1, args.rounds))
+                            max(1, args.rounds), args.settle)
     cost = metrics_cost()
     encoders = encoder_options()
     if not args.json:
         for m, r in results.items():
             print(f"{m:12s} p50 {r['p50_us']:7.1f} us  p90 {r['p90_us']:7.1f}  p99 {r['p99_us']:7.1f}  "
+                  f"p99.9 {r['p999_us']:7.1f}  "
                   f"{r['rps']:7.0f} req/s  {r['cpu_us']:6.1f} us CPU/req")
         print(f"metrics collection: {cost['collection_cpu_ms']:.2f} ms CPU each; sink POSTs: {_Sink.posts}")
         for name, e in encoders.items():
@@ -349,6 +351,9 @@ def main() -> None:
         "agent_p99_us": round(agent["p99_us"], 1),
         "otel_added_us_p99": round(added["otel"]["p99"], 1),
         "agent_added_us_p99": round(added["agent"]["p99"], 1),
+        "baseline_p999_us": round(bare["p999_us"], 1),
+        "otel_p999_us": round(otel["p999_us"], 1),
+        "agent_p999_us": round(agent["p999_us"], 1),
         "baseline_rps": round(bare["rps"]),
         "otel_rps": round(otel["rps"]),
         "agent_rps": round(agent["rps"]),
