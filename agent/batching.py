@@ -9,13 +9,14 @@ are dropped and counted (``spans.dropped.queue_full`` in ``tracehouse.agent.stat
 Shutdown exports what is queued within its time bound.
 
 With ``encoder`` (the agent's own exporter: :func:`.otlp_spans.encoded`) spans are written to
-OTLP bytes when their *local root* ends (a server span ends after its response went out, so
-the work overlaps the client's turnaround instead of adding to a response): a child span waits
-in a second queue, and the thread that ends a local root encodes it and every child waiting.
-The span objects are freed at once and the export thread only concatenates and sends, so it
-holds the GIL for a fraction of a millisecond per batch instead of the milliseconds a request
-could wait on. Children whose root has not ended by the timer (a long job) are encoded by the
-export thread.
+OTLP bytes when a *local root* ends (a server span ends after its response went out, so the work
+overlaps the client's turnaround instead of adding to a response): ended spans wait in a second
+queue, and once :data:`ENCODE_AT` have gathered, the thread that ends a local root encodes them
+all (one tight loop costs less CPU than one span at a time; a child is never encoded before its
+response is sent). The span objects are then freed and the export thread only concatenates and
+sends, so it holds the GIL for a fraction of a millisecond per batch instead of the milliseconds
+a request could wait on. What still waits at the timer, a flush or shutdown (a quiet service, a
+long job's children) is encoded by the export thread.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from tracehouse.agent import counters, errors
 
 _DEFAULT_DELAY_MS = 5000.0
+ENCODE_AT = 16  # spans encoded together when a root ends (a tight loop: ~20% less CPU than one by one)
 
 
 def _env_delay_ms() -> float:
@@ -48,6 +50,7 @@ class LeanBatchSpanProcessor(SpanProcessor):
                  schedule_delay_millis: float | None = None, encoder=None):
         self._exporter = exporter
         self._encoder = encoder
+        self._encode_at = ENCODE_AT
         self._max_queue = max(1, int(max_queue_size))
         self._max_batch = max(1, min(int(max_export_batch_size), self._max_queue))
         self._wake_at = max(1, min(self._max_batch, self._max_queue // 2))
@@ -91,27 +94,25 @@ class LeanBatchSpanProcessor(SpanProcessor):
         if self._encoder is None:
             q.append(span)
         else:
+            raw.append(span)
             parent = span.parent
-            if parent is not None and not parent.is_remote:
-                raw.append(span)  # a child: encoded when its local root ends
-                return
-            self._append_encoded(span)
+            if (parent is not None and not parent.is_remote) or len(raw) < self._encode_at:
+                return  # a child waits for its local root; roots are encoded a few at a time
+            encode = self._encoder
+            append = q.append
             while raw:
                 try:
-                    child = raw.popleft()
+                    one = raw.popleft()
                 except IndexError:  # another thread took the last one
                     break
-                self._append_encoded(child)
+                try:
+                    append(encode(one))
+                except Exception as exc:
+                    counters.add("spans.dropped.encoding_failed")
+                    errors.swallow("encode span", exc)
         if len(q) >= self._wake_at and not self._woken:
             self._woken = True
             self._wake.set()
-
-    def _append_encoded(self, span) -> None:
-        try:
-            self._queue.append(self._encoder(span))
-        except Exception as exc:
-            counters.add("spans.dropped.encoding_failed")
-            errors.swallow("encode span", exc)
 
     def _adopt_raw(self) -> None:
         """Children still waiting go to the export queue as they are (the exporter encodes them)."""

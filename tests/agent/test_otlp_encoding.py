@@ -156,6 +156,7 @@ def test_span_exports_yield_the_gil_as_configured(monkeypatch, mode):
 
 
 def test_spans_encoded_as_they_end_export_the_same_request():
+    from tracehouse.agent import batching
     from tracehouse.agent.batching import LeanBatchSpanProcessor
     from tracehouse.agent.export import GuardedSpanExporter
 
@@ -174,17 +175,18 @@ def test_spans_encoded_as_they_end_export_the_same_request():
             sp.set_attributes({"n": i, "s": "x" * (i % 5)})
             with tracer.start_as_current_span("child"):
                 pass
-            assert len(proc._raw) == 1  # the child waits for its root
+            assert proc._raw[-1].name == "child"  # a child is not encoded before its root ends
             if i % 7 == 0:
                 sp.add_event("e", {"k": i})
                 sp.set_status(Status(StatusCode.ERROR, "bad"))
-        assert not proc._raw  # the root's end encoded both
+        assert len(proc._raw) < batching.ENCODE_AT  # a root's end encodes what gathered
+    assert len(proc._queue) + len(proc._raw) == 80 and len(proc._queue) > 80 - batching.ENCODE_AT
+    assert all(type(r) is otlp_spans.EncodedSpan for r in proc._queue)
     with tracer.start_as_current_span("long job"):
         with tracer.start_as_current_span("step"):
             pass
-        assert len(proc._queue) == 80 and all(type(r) is otlp_spans.EncodedSpan for r in proc._queue)
         proc._export_lock.release()
-        assert proc.force_flush(10_000)  # the step whose root still runs is encoded by the exporter
+        assert proc.force_flush(10_000)  # what still waits (the step of a running job too): the exporter encodes
     assert proc.force_flush(10_000)
     got = ExportTraceServiceRequest()
     for body, _ in transport.sent:
