@@ -42,7 +42,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-__all__ = ["LeanServerSpan", "ServerSpans"]
+__all__ = ["LeanServerSpan", "ServerSpans", "is_lean"]
 
 _log = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own warnings come from there
 _SERVER = SpanKind.SERVER
