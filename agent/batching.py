@@ -84,7 +84,7 @@ class LeanBatchSpanProcessor(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not span.context.trace_flags.sampled:
+        if not span.get_span_context().trace_flags & 1:  # not sampled
             return
         q = self._queue
         raw = self._raw

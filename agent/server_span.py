@@ -211,10 +211,13 @@ def _lean_usable(tracer) -> bool:
 
 
 def _static_decision(sampler):
-    """The fixed decision of an SDK ``ALWAYS_ON``/``ALWAYS_OFF`` sampler, else ``None``."""
+    """``(decision, recording, sampled)`` of an SDK ``ALWAYS_ON``/``ALWAYS_OFF`` sampler, else ``None``."""
     from opentelemetry.sdk.trace.sampling import StaticSampler
 
-    return sampler._decision if type(sampler) is StaticSampler else None
+    if type(sampler) is not StaticSampler:
+        return None
+    decision = sampler._decision
+    return decision, decision.is_recording(), decision.is_sampled()
 
 
 def _parent_based(sampler):
@@ -304,25 +307,27 @@ class ServerSpans:
             (b, _static_decision(b)) for b in branches)
 
     def _decide(self, parent, parent_ctx, trace_id: int, name: str, attributes: dict):
-        """(decision, attributes, trace state) as the tracer's sampler gives them."""
+        """(decision, recording, sampled, attributes, trace state) as the tracer's sampler gives them."""
         if self.tracer.sampler is not self._sampler:
             self._sampling()
-        decision = self._static
-        if decision is None and self._parent_based is not None:
+        static = self._static
+        if static is None and self._parent_based is not None:
             if parent_ctx is None:
-                sampler, decision = self._parent_based[0]
+                sampler, static = self._parent_based[0]
             else:
                 sampled = parent_ctx.trace_flags & 1
-                sampler, decision = self._parent_based[(1 if sampled else 2) if parent_ctx.is_remote else
-                                                       (3 if sampled else 4)]
+                sampler, static = self._parent_based[(1 if sampled else 2) if parent_ctx.is_remote else
+                                                     (3 if sampled else 4)]
         else:
             sampler = self._sampler
-        if decision is not None:  # a static sampler: its result, without building it
-            return decision, (attributes if decision.is_recording() else None), \
+        if static is not None:  # a static sampler: its result, without building it
+            decision, recording, sampled = static
+            return decision, recording, sampled, (attributes if recording else None), \
                 (parent_ctx.trace_state if parent_ctx is not None else None)
         result = sampler.should_sample(parent, trace_id, name, _SERVER, attributes, ())
-        attrs = result.attributes
-        return result.decision, (dict(attrs) if attrs else {}), result.trace_state
+        attrs, decision = result.attributes, result.decision
+        return decision, decision.is_recording(), decision.is_sampled(), (dict(attrs) if attrs else {}), \
+            result.trace_state
 
     def start(self, name: str, parent, start_time: int, attributes: dict):
         """A started SERVER span named ``name`` under ``parent`` (a context, or ``None`` for the
@@ -347,7 +352,8 @@ class ServerSpans:
                 trace_id = tracer.id_generator.generate_trace_id()
         else:
             trace_id = parent_ctx.trace_id
-        decision, attrs, trace_state = self._decide(parent, parent_ctx, trace_id, name, attributes)
+        decision, recording, sampled, attrs, trace_state = self._decide(parent, parent_ctx, trace_id, name,
+                                                                         attributes)
         if self._random:
             random = (fast_ids or tracer.id_generator.is_trace_id_random()) if parent_ctx is None else \
                 parent_ctx.trace_flags.random_trace_id
@@ -360,10 +366,10 @@ class ServerSpans:
         else:
             span_id = tracer.id_generator.generate_span_id()
         # SpanContext(...) without its Python-level __new__: both ids are valid here.
-        context = _tuple(SpanContext, (trace_id, span_id, False, self._flags[(decision.is_sampled(), random)],
+        context = _tuple(SpanContext, (trace_id, span_id, False, self._flags[(sampled, random)],
                                        trace_state if trace_state is not None else _NO_STATE,
                                        trace_id <= _MAX_TRACE_ID and span_id <= _MAX_SPAN_ID))
-        if not decision.is_recording():
+        if not recording:
             if self._metrics is not None:
                 self._metrics.start_span(parent_ctx, decision)
             return NonRecordingSpan(context)

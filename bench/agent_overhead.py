@@ -19,7 +19,7 @@ encoder; in one piece, in slices with a short sleep between them, and under a 0.
 interval; and, for spans encoded as they end, the export thread's remaining work): CPU per span
 and how long a thread waiting for the GIL waits while 512-span batches are encoded.
 
-    .venv/bin/python bench/agent_overhead.py [--requests 6000] [--rounds 12] [--endpoint URL] [--json]
+    .venv/bin/python bench/agent_overhead.py [--requests 6000] [--rounds 240] [--endpoint URL] [--json]
 
 The last line printed is one JSON object with the figures.
 """
@@ -306,7 +306,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=6000, help="measured requests per mode")
     ap.add_argument("--warmup", type=int, default=500)
-    ap.add_argument("--rounds", type=int, default=12, help="interleaved rounds (blocks per mode)")
+    ap.add_argument("--rounds", type=int, default=240,
+                    help="interleaved rounds (blocks per mode; 25 requests each by default, so that a burst of "
+                         "load from elsewhere lands on every mode alike)")
     ap.add_argument("--settle", type=float, default=6.0, help="seconds counted after the last request")
     ap.add_argument("--agent-variants", default="",
                     help="more agent modes in the same run, e.g. 'switch,none' (TRACEHOUSE_EXPORT_YIELD)")
