@@ -28,7 +28,7 @@ class TracehouseASGIMiddleware:
         if scope["type"] != "http" or _MARK in scope:
             return await self.app(scope, receive, send)
         try:
-            inst, span, token, method, start = _begin(scope)
+            inst, span, token, method, start, loop = _begin(scope)
         except Exception as exc:
             errors.swallow("asgi request start", exc)
             return await self.app(scope, receive, send)
@@ -41,7 +41,7 @@ class TracehouseASGIMiddleware:
             await send(message)
 
         key = id(scope)
-        INFLIGHT[key] = _tuple(Inflight, (start, span, get_ident(), current_task(), method, scope["path"]))
+        INFLIGHT[key] = _tuple(Inflight, (start, span, get_ident(), current_task(loop), method, scope["path"]))
         error = None
         try:
             await self.app(scope, receive, send_wrapper)
@@ -67,7 +67,9 @@ class TracehouseASGIMiddleware:
 def _begin(scope):
     start = time_ns()
     inst = hs.current()
-    LOOP_LAG.ensure(get_running_loop())
+    loop = get_running_loop()
+    if LOOP_LAG._loop is not loop:
+        LOOP_LAG.ensure(loop)
     traceparent = tracestate = host = agent = baggage = None
     headers = scope["headers"]
     for k, v in headers:
@@ -109,4 +111,4 @@ def _begin(scope):
     token = hs.attach(span, parent)
     scope[_MARK] = True
     inst.active.add(1, method)
-    return inst, span, token, method, start
+    return inst, span, token, method, start, loop
