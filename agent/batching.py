@@ -36,6 +36,16 @@ _DEFAULT_DELAY_MS = 5000.0
 ENCODE_AT = 16  # spans encoded together when a root ends (a tight loop: ~20% less CPU than one by one)
 
 
+def _env_encode_at() -> int:
+    """``TRACEHOUSE_ENCODE_BATCH`` (1-512, for measurements): how many ended spans a root's end encodes."""
+    raw = os.environ.get("TRACEHOUSE_ENCODE_BATCH")
+    try:
+        value = int(raw) if raw else ENCODE_AT
+    except ValueError:
+        value = ENCODE_AT
+    return min(512, max(1, value))
+
+
 def _env_delay_ms() -> float:
     raw = os.environ.get("OTEL_BSP_SCHEDULE_DELAY")
     try:
@@ -50,7 +60,7 @@ class LeanBatchSpanProcessor(SpanProcessor):
                  schedule_delay_millis: float | None = None, encoder=None):
         self._exporter = exporter
         self._encoder = encoder
-        self._encode_at = ENCODE_AT
+        self._encode_at = _env_encode_at()
         self._max_queue = max(1, int(max_queue_size))
         self._max_batch = max(1, min(int(max_export_batch_size), self._max_queue))
         self._wake_at = max(1, min(self._max_batch, self._max_queue // 2))

@@ -139,8 +139,11 @@ def run_modes(modes: tuple[str, ...], workdir: str, endpoint: str, warm: int, n:
         for mode in modes:
             port = free_port()
             env = dict(os.environ, PYTHONPATH=workdir, BENCH_ENDPOINT=endpoint, OTEL_SERVICE_NAME=f"bench-{mode}")
-            if mode.startswith("agent:"):
-                env["TRACEHOUSE_EXPORT_YIELD"] = mode.split(":", 1)[1]
+            if mode.startswith("agent:"):  # agent:<yield mode>[@<encode batch>]
+                yield_mode, _, batch = mode.split(":", 1)[1].partition("@")
+                env["TRACEHOUSE_EXPORT_YIELD"] = yield_mode
+                if batch:
+                    env["TRACEHOUSE_ENCODE_BATCH"] = batch
             servers[mode] = (subprocess.Popen(_command(mode, port, endpoint), env=env, cwd=workdir), port)
         for mode, (_, port) in servers.items():
             if not wait_port(port):
@@ -311,7 +314,8 @@ def main() -> None:
                          "load from elsewhere lands on every mode alike)")
     ap.add_argument("--settle", type=float, default=6.0, help="seconds counted after the last request")
     ap.add_argument("--agent-variants", default="",
-                    help="more agent modes in the same run, e.g. 'switch,none' (TRACEHOUSE_EXPORT_YIELD)")
+                    help="more agent modes in the same run, e.g. 'switch,none,end@1' (TRACEHOUSE_EXPORT_YIELD, "
+                         "@TRACEHOUSE_ENCODE_BATCH)")
     ap.add_argument("--endpoint", help="OTLP/HTTP base URL (default: a local sink answering 200)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args()
