@@ -1,20 +1,22 @@
 """The agent's OTLP exporters: lean encoding, HTTP/protobuf or gRPC, the GIL left to requests.
 
-Spans and metrics are written by :mod:`.otlp_spans`/:mod:`.otlp_metrics` (about a seventh of the
+Spans and metrics are written by :mod:`.otlp_spans`/:mod:`.otlp_metrics` (about a fifth of the
 stock encoder's CPU). How an export shares the GIL with the application's requests is chosen by
 ``TRACEHOUSE_EXPORT_YIELD`` (read when the exporter is built; ``bench/agent_overhead.py
 --agent-variants`` compares them in one run):
 
-* ``end`` (default): spans are encoded when their local root ends, on the thread that ends it
-  (a server span ends after its response went out), see :class:`.batching.LeanBatchSpanProcessor`;
-  the export thread only concatenates bytes and sends them. What it still encodes (children of a
-  root that has not ended, metrics) it encodes as in ``requests``.
-* ``requests``: the export thread encodes, in slices of :data:`~.otlp_spans.SLICE` spans; between
+* ``switch`` (default): the export thread encodes a batch in one go with the interpreter's switch
+  interval lowered from 5 ms to 0.5 ms while it runs (:func:`gil_share`).
+* ``end``: spans are encoded when their local root ends, on the thread that ends it (a server
+  span ends after its response went out), see :class:`.batching.LeanBatchSpanProcessor`; the
+  export thread only concatenates bytes and sends them (what it still encodes, it encodes as in
+  ``requests``). Measured three times in one run of the bench: the best p99.9 (close to the bare
+  server's; ``TRACEHOUSE_ENCODE_BATCH=1``) but ~5-10 µs more CPU and ~10-15 µs more p50 per
+  request than ``switch`` on a trivial endpoint at concurrency 1, so it is not the default.
+* ``requests``: the export thread encodes in slices of :data:`~.otlp_spans.SLICE` spans; between
   two slices :func:`yield_to_requests` sleeps briefly (a waiting thread takes the GIL) and, while
   a request is in flight (:data:`.watchdog.INFLIGHT`), keeps waiting for at most
-  :data:`BUSY_MAX_S`.
-* ``switch``: the export thread encodes in one go with the interpreter's switch interval lowered
-  from 5 ms to 0.5 ms while it runs (:func:`gil_share`).
+  :data:`BUSY_MAX_S` (its polling cost ~+70 µs p50 in the bench).
 * ``none``: the export thread encodes in one go.
 
 Logs (a trickle: warnings and snapshots) go through the stock OTLP log exporter of the chosen
@@ -50,7 +52,7 @@ BUSY_WAIT_S = 0.0005
 BUSY_MAX_S = 0.005
 """Longest wait for in-flight requests between two slices."""
 YIELD_VAR = "TRACEHOUSE_EXPORT_YIELD"
-YIELD_MODES = ("end", "requests", "switch", "none")
+YIELD_MODES = ("switch", "end", "requests", "none")
 SWITCH_S = 0.0005
 """The interpreter's switch interval while an export runs (the default is 5 ms)."""
 _share_lock = threading.Lock()
@@ -77,17 +79,17 @@ def yield_to_requests() -> None:
 
 
 def yield_mode() -> str:
-    raw = (os.environ.get(YIELD_VAR) or "end").strip().lower()
+    raw = (os.environ.get(YIELD_VAR) or "switch").strip().lower()
     if raw not in YIELD_MODES:
         env.warn_once(f"{YIELD_VAR}={raw}", f"tracehouse: {YIELD_VAR}={raw!r} is not one of "
-                                            f"{', '.join(YIELD_MODES)}; using end")
-        return "end"
+                                            f"{', '.join(YIELD_MODES)}; using switch")
+        return "switch"
     return raw
 
 
 def span_encoder():
-    """What the batch processor runs on each span as it ends: :func:`.otlp_spans.encoded` in the
-    default mode, nothing in the others (the export thread encodes)."""
+    """What the batch processor runs on ended spans: :func:`.otlp_spans.encoded` in ``end`` mode,
+    nothing in the others (the export thread encodes)."""
     return otlp_spans.encoded if yield_mode() == "end" else None
 
 
