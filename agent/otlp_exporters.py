@@ -5,19 +5,22 @@ stock encoder's CPU). How an export shares the GIL with the application's reques
 ``TRACEHOUSE_EXPORT_YIELD`` (read when the exporter is built; ``bench/agent_overhead.py
 --agent-variants`` compares them in one run):
 
-* ``switch`` (default): the export thread encodes a batch in one go with the interpreter's switch
-  interval lowered from 5 ms to 0.5 ms while it runs (:func:`gil_share`).
+* ``none`` (default): the export thread encodes a batch in one go (~7.5-9 µs per span, so a
+  512-span batch holds the GIL ~4-5 ms once per 512 spans).
+* ``switch``: the same with the interpreter's switch interval lowered from 5 ms to 0.5 ms while it
+  runs (:func:`gil_share`): GIL waits of another thread under ~0.8 ms, but ~+20 µs p50 per request.
 * ``end``: spans are encoded when their local root ends, on the thread that ends it (a server
   span ends after its response went out), see :class:`.batching.LeanBatchSpanProcessor`; the
   export thread only concatenates bytes and sends them (what it still encodes, it encodes as in
-  ``requests``). Measured three times in one run of the bench: the best p99.9 (close to the bare
-  server's; ``TRACEHOUSE_ENCODE_BATCH=1``) but ~5-10 µs more CPU and ~10-15 µs more p50 per
-  request than ``switch`` on a trivial endpoint at concurrency 1, so it is not the default.
+  ``requests``): no long GIL hold and the best p99.9, for ~+10-25 µs p50 per request.
 * ``requests``: the export thread encodes in slices of :data:`~.otlp_spans.SLICE` spans; between
   two slices :func:`yield_to_requests` sleeps briefly (a waiting thread takes the GIL) and, while
   a request is in flight (:data:`.watchdog.INFLIGHT`), keeps waiting for at most
   :data:`BUSY_MAX_S` (its polling cost ~+70 µs p50 in the bench).
-* ``none``: the export thread encodes in one go.
+
+Nine same-run measurements of the bench (three runs each of three sessions; figures in
+README.md): ``none`` met the issue's targets (added p50 ≤ 1/10 of stock's, added p99 ≤ 1 ms,
+added CPU ≤ 1/8 of stock's) most often, so it is the default.
 
 Logs (a trickle: warnings and snapshots) go through the stock OTLP log exporter of the chosen
 protocol.
@@ -52,7 +55,7 @@ BUSY_WAIT_S = 0.0005
 BUSY_MAX_S = 0.005
 """Longest wait for in-flight requests between two slices."""
 YIELD_VAR = "TRACEHOUSE_EXPORT_YIELD"
-YIELD_MODES = ("switch", "end", "requests", "none")
+YIELD_MODES = ("none", "switch", "end", "requests")
 SWITCH_S = 0.0005
 """The interpreter's switch interval while an export runs (the default is 5 ms)."""
 _share_lock = threading.Lock()
@@ -79,11 +82,11 @@ def yield_to_requests() -> None:
 
 
 def yield_mode() -> str:
-    raw = (os.environ.get(YIELD_VAR) or "switch").strip().lower()
+    raw = (os.environ.get(YIELD_VAR) or "none").strip().lower()
     if raw not in YIELD_MODES:
         env.warn_once(f"{YIELD_VAR}={raw}", f"tracehouse: {YIELD_VAR}={raw!r} is not one of "
-                                            f"{', '.join(YIELD_MODES)}; using switch")
-        return "switch"
+                                            f"{', '.join(YIELD_MODES)}; using none")
+        return "none"
     return raw
 
 
