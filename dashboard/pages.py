@@ -70,13 +70,13 @@ def pages_router() -> APIRouter:
         view = view_from(request)
         store = _store(request)
         tr = view.tr
-        ops = qsvc.operations(store, service, tr)
-        series = qsvc.series(store, service, tr)
-        summary = next((s for s in qsvc.services(store, tr) if s["service"] == service), None)
+        summary = qsvc.service_summary(store, service, tr)
+        ops = qsvc.operations(store, service, tr) if summary else []
+        series = qsvc.series(store, service, tr, has_entry=summary["has_entry"]) if summary else {"points": []}
         red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
         res_figs, probes = _resources(store, tr, service)
-        failing = queries_extra.failing_requests(store, tr, service, 10)
-        slowest = queries_extra.slowest_requests(store, tr, service, 10)
+        failing = queries_extra.failing_requests(store, tr, service, 10) if summary else []
+        slowest = queries_extra.slowest_requests(store, tr, service, 10, summary["p95_ms"]) if summary else []
         snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
                                                       limit=20)]
         return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,

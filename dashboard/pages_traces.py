@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from tracehouse.storage import InvalidParameter, NotFound, TimeRange
+from tracehouse.storage import InvalidParameter, NotFound, TimeRange, attr_filters
 from tracehouse.storage import queries_telemetry as qtel
 from tracehouse.storage import queries_traces as qtr
 
@@ -39,7 +39,7 @@ def traces_router() -> APIRouter:
         results = qtr.search(
             request.app.state.store, view.tr, service=f["service"] or None, operation=f["operation"] or None,
             min_duration_ms=_float("min_ms", f["min_ms"]), max_duration_ms=_float("max_ms", f["max_ms"]),
-            status=f["status"] or None, attrs=qtr.parse_attr_filters(attrs), limit=400 if f["calls"] else limit)
+            status=f["status"] or None, attrs=attr_filters.parse_filters(attrs), limit=400 if f["calls"] else limit)
         if f["calls"]:  # an edge of the service map: traces through both services
             results = [t for t in results if f["calls"] in t["services"]][:limit]
         longest = max((t["duration_ms"] for t in results), default=0) or 1
@@ -52,18 +52,18 @@ def traces_router() -> APIRouter:
     @r.get("/traces/{trace_id}", response_class=HTMLResponse)
     def trace_page(request: Request, trace_id: str):
         view = view_from(request)
-        t = qtr.trace(request.app.state.store, trace_id)
-        lay = waterfall.layout(t["spans"])
+        store = request.app.state.store
+        t = qtr.outline(store, trace_id)
+        wf = waterfall.compact(t.pop("spans"))
         # logs of the trace: around its own time, not the page's range
         start = t["start_ns"]
         tr = TimeRange(start - 60 * _NS, start + int(t["duration_ms"] * 1e6) + 600 * _NS)
-        logs = qtel.logs(request.app.state.store, tr, trace_id=t["trace_id"], limit=500)
+        logs = qtel.logs(store, tr, trace_id=t["trace_id"], limit=500)
         snaps = [snapshots.brief(x) for x in logs if x["event_name"] == snapshots.EVENT]
         logs = [x for x in logs if x["event_name"] != snapshots.EVENT]
-        return render(request, "trace.html", view, title=f"Trace {t['trace_id'][:12]}", t=t, lay=lay,
-                      rows_html=waterfall.rows_html(lay["rows"]),
-                      ticks=waterfall.ticks(lay["duration_ns"]), details=waterfall.span_details(t["spans"]),
-                      logs=logs, snaps=snaps)
+        return render(request, "trace.html", view, title=f"Trace {t['trace_id'][:12]}", t=t, wf=wf,
+                      colors=dict(zip(wf["services"], wf["colors"])), ticks=waterfall.ticks(wf["total_ns"]),
+                      logs=logs, snaps=snaps, logs_range=(tr.start_ns, tr.end_ns))
 
     @r.get("/snapshots", response_class=HTMLResponse)
     def snapshots_page(request: Request):
