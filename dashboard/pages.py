@@ -12,7 +12,7 @@ from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
 
-from . import figures, queries_extra, servicemap_layout, snapshots
+from . import figures, queries_extra, servicemap_layout, snapshots, units
 from .pages_alerts import firing_for_service
 from .render import render, view_from
 
@@ -25,11 +25,13 @@ def _store(request: Request):
 
 
 def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    names = [m["name"] for m in qtel.metric_names(store, tr, service)]
+    unit_of = {m["name"]: m["unit"] for m in qtel.metric_names(store, tr, service)}
+    names = list(unit_of)
     figs = []
     for name in [n for n in names if n.startswith(RESOURCE_PREFIXES)][:8]:
         s = qtel.metric_series(store, name, tr, service, agg="avg")
-        fig = figures.in_window(figures.metric_figure(name, s, ("instance",)), tr.start_s, tr.end_s)
+        fig = figures.metric_figure(name, s, ("instance",), units.parse(unit_of[name], name))
+        fig = figures.in_window(fig, tr.start_s, tr.end_s)
         figs.append({"id": f"res-{len(figs)}", "fig": fig})
     probes: dict[str, dict[str, Any]] = {}
     for metric, key in ((PROBE_UP, "up"), (PROBE_DURATION, "duration")):
@@ -101,7 +103,9 @@ def pages_router() -> APIRouter:
     def infrastructure_page(request: Request):
         view = view_from(request)
         store = _store(request)
-        grouped = queries_extra.group_infra(queries_extra.infra_latest(store, view.tr))
+        latest = queries_extra.infra_latest(store, view.tr)
+        unit_of = {r["name"]: r["unit"] for r in latest}
+        grouped = queries_extra.group_infra(latest)
         step = qsvc.pick_step(view.tr, None)
         figs = []
         if grouped["hosts"] or grouped["containers"]:
@@ -109,7 +113,8 @@ def pages_router() -> APIRouter:
                          "container.memory.usage"):
                 lines = queries_extra.infra_series(store, view.tr, name, step)
                 if lines:
-                    fig = figures.in_window(figures.xy_figure(name, lines), view.tr.start_s, view.tr.end_s)
+                    fig = figures.xy_figure(name, lines, units.parse(unit_of.get(name), name))
+                    fig = figures.in_window(fig, view.tr.start_s, view.tr.end_s)
                     figs.append({"id": f"infra-{len(figs)}", "fig": fig})
         return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs)
 

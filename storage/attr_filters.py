@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidParameter
 
-__all__ = ["AttrFilter", "OPS", "MAX_FILTERS", "parse_filter", "parse_filters", "condition"]
+__all__ = ["AttrFilter", "OPS", "MAX_FILTERS", "parse_filter", "parse_filters", "condition", "column_condition"]
 
 #: operator → its label in forms
 OPS = {"=": "=", "!=": "≠", "~": "contains", ">": ">", "<": "<", ">=": "≥", "<=": "≤", "exists": "exists"}
@@ -112,3 +112,16 @@ def condition(f: AttrFilter, name: str, params: dict, maps: tuple[tuple[str, str
         params[v] = number(f.value) if f.op in NUMERIC else f.value
     parts = [_one(f, keys, values, k, v) for keys, values in maps]
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
+def column_condition(f: AttrFilter, column: str, name: str, params: dict) -> str:
+    """SQL for one filter on a plain String column (a metric's ``service`` or ``instance``)."""
+    v = f"{name}v"
+    if f.op == "exists":
+        return f"{column} != ''"
+    params[v] = number(f.value) if f.op in NUMERIC else f.value
+    if f.op in ("=", "!="):
+        return f"{column} {f.op} {{{v}:String}}"
+    if f.op == "~":
+        return f"positionCaseInsensitiveUTF8({column}, {{{v}:String}}) > 0"
+    return f"ifNull(toFloat64OrNull({column}) {f.op} {{{v}:Float64}}, 0)"
