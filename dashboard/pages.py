@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tracehouse.storage import queries_map as qmap
+from tracehouse.storage import queries_metrics as qm
 from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
 
-from . import figures, queries_extra, servicemap_layout, snapshots, units
+from . import figures, figures_explore, queries_extra, servicemap_layout, snapshots, units
 from .pages_alerts import firing_for_service
 from .render import render, view_from
 
@@ -24,8 +25,8 @@ def _store(request: Request):
     return request.app.state.store
 
 
-def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    unit_of = {m["name"]: m["unit"] for m in qtel.metric_names(store, tr, service)}
+def _resources(store, tr, service: str, metrics: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    unit_of = {m["name"]: m["unit"] for m in metrics}
     names = list(unit_of)
     figs = []
     for name in [n for n in names if n.startswith(RESOURCE_PREFIXES)][:8]:
@@ -76,7 +77,12 @@ def pages_router() -> APIRouter:
         ops = qsvc.operations(store, service, tr) if summary else []
         series = qsvc.series(store, service, tr, has_entry=summary["has_entry"]) if summary else {"points": []}
         red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
-        res_figs, probes = _resources(store, tr, service)
+        metrics = qtel.metric_names(store, tr, service)
+        res_figs, probes = _resources(store, tr, service, metrics)
+        # exemplars of the service's latency histograms: points on the latency chart that open their trace
+        exemplars = qm.exemplars(store, tr, service, qm.latency_metrics(metrics),
+                                 step_s=series.get("step_s") or 60) if summary else []
+        figures_explore.with_exemplars(red["latency"], exemplars)
         failing = queries_extra.failing_requests(store, tr, service, 10) if summary else []
         slowest = queries_extra.slowest_requests(store, tr, service, 10, summary["p95_ms"]) if summary else []
         snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
@@ -84,7 +90,7 @@ def pages_router() -> APIRouter:
         return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
                       firing=firing_for_service(request, service),
                       red=red, ops_fig=figures.operations_figure(ops) if ops else None, res_figs=res_figs,
-                      probes=probes, failing=failing, slowest=slowest, snaps=snaps)
+                      probes=probes, failing=failing, slowest=slowest, snaps=snaps, exemplars=exemplars)
 
     @r.get("/service-map", response_class=HTMLResponse)
     def service_map_page(request: Request):

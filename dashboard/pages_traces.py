@@ -8,13 +8,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from tracehouse.storage import InvalidParameter, NotFound, TimeRange, attr_filters
+from tracehouse.storage import queries_logs as qlogs
 from tracehouse.storage import queries_telemetry as qtel
 from tracehouse.storage import queries_traces as qtr
 
-from . import figures, snapshots, waterfall
+from . import compare, figures, figures_explore, flamegraph, snapshots, waterfall
 from .render import render, view_from
 
 _NS = 1_000_000_000
+FLAME_SNAPSHOTS = 300
 
 
 def _float(name: str, v: str | None) -> float | None:
@@ -87,6 +89,68 @@ def traces_router() -> APIRouter:
         if rec is None:
             raise NotFound(f"snapshot {sid} not found")
         snap: dict[str, Any] = snapshots.summarize(rec)
-        return render(request, "snapshot.html", view, title=f"Snapshot {service}", snap=snap)
+        flame = None
+        body, _ = snapshots.parse_body(rec.get("body", ""))
+        stacks = flamegraph.thread_stacks(body)
+        if stacks:
+            root = flamegraph.merge(stacks)
+            flame = figures_explore.flame_figure(flamegraph.icicle(root), f"Flame graph of {len(stacks)} threads")
+        return render(request, "snapshot.html", view, title=f"Snapshot {service}", snap=snap, flame=flame)
+
+    @r.get("/flamegraph", response_class=HTMLResponse)
+    def flamegraph_page(request: Request):
+        """Every thread of every thread snapshot of a service over the range, merged."""
+        view = view_from(request)
+        service = (request.query_params.get("service") or "").strip()
+        ctx: dict[str, Any] = {"service": service, "fig": None, "top": [], "snapshots": 0, "samples": 0,
+                               "services": []}
+        store = request.app.state.store
+        if service:
+            recs = qlogs.thread_snapshots(store, view.tr, service, FLAME_SNAPSHOTS)
+            stacks = []
+            for rec in recs:
+                body, _ = snapshots.parse_body(rec["body"])
+                got = flamegraph.thread_stacks(body)
+                ctx["snapshots"] += 1 if got else 0
+                stacks.extend(got)
+            if stacks:
+                root = flamegraph.merge(stacks)
+                ice = flamegraph.icicle(root)
+                ctx.update(fig=figures_explore.flame_figure(ice, f"{service}: {len(stacks)} thread samples"),
+                           top=flamegraph.top_self(root), truncated=ice["truncated"])
+            ctx.update(samples=len(stacks), capped=len(recs) >= FLAME_SNAPSHOTS)
+        else:
+            ctx["services"] = qlogs.snapshot_services(store, view.tr)
+        return render(request, "flamegraph.html", view, title="Flame graph" + (f" · {service}" if service else ""),
+                      **ctx)
+
+    @r.get("/compare", response_class=HTMLResponse)
+    def compare_page(request: Request):
+        """Two traces aligned by service and operation. ``a`` and ``b`` (or two ``t``) name them;
+        with one, traces of the same root operation are offered."""
+        view = view_from(request)
+        store = request.app.state.store
+        q = request.query_params
+        ids = [x.strip() for x in [q.get("a") or "", q.get("b") or ""] + q.getlist("t") if x and x.strip()]
+        if len(ids) > 2:
+            raise InvalidParameter("compare two traces: a and b")
+        ctx: dict[str, Any] = {"a": None, "b": None, "cmp": None, "candidates": [], "ids": ids}
+        if ids:
+            ctx["a"] = qtr.outline(store, ids[0])
+        if len(ids) == 2:
+            ctx["b"] = qtr.outline(store, ids[1])
+            cmp = compare.compare(ctx["a"], ctx["b"])
+            ctx.update(cmp=cmp, fig=figures_explore.compare_figure(cmp["rows"]))
+        elif ctx["a"] is not None:
+            root = compare.root(ctx["a"])
+            if root:
+                found = qtr.search(store, view.tr, service=root[0], operation=root[1], limit=30)
+                ctx["candidates"] = [t for t in found if t["trace_id"] != ctx["a"]["trace_id"]
+                                     and (t["root_service"], t["root_operation"]) == root][:20]
+            ctx["root"] = root
+        for k in ("a", "b"):
+            if ctx[k] is not None:
+                ctx[k] = {key: v for key, v in ctx[k].items() if key != "spans"}
+        return render(request, "compare.html", view, title="Compare traces", **ctx)
 
     return r

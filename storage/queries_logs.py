@@ -20,7 +20,8 @@ from .ids import hex_id, parse_span_id, parse_trace_id
 from .queries_telemetry import SEVERITIES
 from .timerange import TimeRange
 
-__all__ = ["LogQuery", "GROUPS", "search", "volume", "services", "pick_step", "severity_group"]
+__all__ = ["LogQuery", "GROUPS", "search", "volume", "services", "pick_step", "severity_group", "thread_snapshots",
+           "snapshot_services"]
 
 #: severity groups of the OTLP severity numbers (0 unset, 1-4 trace, 5-8 debug, … 21-24 fatal)
 GROUPS = ("unset", "trace", "debug", "info", "warn", "error", "fatal")
@@ -180,3 +181,31 @@ def services(store, tr: TimeRange, limit: int = 500) -> list[str]:
         {"start": tr.start_s, "end": tr.end_s, "lim": int(limit)},
     )
     return [r[0] for r in res.rows]
+
+
+SNAPSHOT_EVENT = "tracehouse.snapshot"
+# a thread snapshot: the agent's kind attribute, or (senders without it) a body listing threads
+_THREADS = ("(attr_values[indexOf(attr_keys, 'snapshot.kind')] = 'threads' OR "
+            "(NOT has(attr_keys, 'snapshot.kind') AND position(body, '\"threads\"') > 0))")
+
+
+def thread_snapshots(store, tr: TimeRange, service: str, limit: int = 300) -> list[dict[str, Any]]:
+    """The newest thread snapshots of a service in ``tr``: ``{"time_ns", "instance", "body"}``."""
+    res = store.query(
+        f"SELECT ts_ns, instance, body FROM {store.t('logs')} WHERE service = {{service:String}} "
+        "AND timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32}) "
+        f"AND event_name = {{ev:String}} AND {_THREADS} ORDER BY ts_ns DESC LIMIT {{n:UInt32}}",
+        {"service": service, "start": tr.start_s, "end": tr.end_s, "ev": SNAPSHOT_EVENT, "n": int(limit)},
+    )
+    return [{"time_ns": int(t), "instance": i, "body": b} for t, i, b in res.rows]
+
+
+def snapshot_services(store, tr: TimeRange) -> list[dict[str, Any]]:
+    """Services with thread snapshots in ``tr`` and how many."""
+    res = store.query(
+        f"SELECT service, count() AS n FROM {store.t('logs')} WHERE timestamp >= toDateTime({{start:UInt32}}) "
+        "AND timestamp <= toDateTime({end:UInt32}) "
+        f"AND event_name = {{ev:String}} AND {_THREADS} GROUP BY service ORDER BY n DESC LIMIT 500",
+        {"start": tr.start_s, "end": tr.end_s, "ev": SNAPSHOT_EVENT},
+    )
+    return [{"service": s, "snapshots": int(n)} for s, n in res.rows]

@@ -155,7 +155,9 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     agg = mq.agg or (default_agg(info) if info else "avg")
     if agg not in AGGS.get(mtype, ()):
         raise InvalidParameter(f"aggregation {agg!r} does not apply to a {mtype}: one of {', '.join(AGGS[mtype])}")
-    step = pick_step(mq.tr, None) if mq.step_s is None else max(10, int(mq.step_s))
+    if mq.step_s is not None and int(mq.step_s) < 10:
+        raise InvalidParameter("step must be at least 10 s")
+    step = pick_step(mq.tr, None) if mq.step_s is None else int(mq.step_s)
     if mq.tr.seconds / step > 2000:
         raise InvalidParameter("step too small: more than 2000 points")
     out = {"name": mq.name, "type": mtype, "unit": info["unit"] if info else "", "agg": agg, "step_s": step,

@@ -96,22 +96,23 @@
     window.location.href = form.getAttribute("action") + "?" + params.toString();
   }
 
-  /* ---- trace filters --------------------------------------------------------------- */
+  /* ---- filter forms: more attribute inputs, empty fields left out of the URL ------ */
   function initFilters() {
-    var add = document.getElementById("add-attr");
-    if (!add) return;
-    add.addEventListener("click", function () {
-      var label = el("label", null, "Attr ");
-      var input = el("input");
-      input.name = "attr";
-      input.placeholder = "key=value";
-      label.appendChild(input);
-      document.getElementById("attr-list").appendChild(label);
-      input.focus();
+    document.querySelectorAll("[data-add-attr]").forEach(function (add) {
+      add.addEventListener("click", function () {
+        var label = el("label", null, "Attr ");
+        var input = el("input");
+        input.name = "attr";
+        input.placeholder = "key=value";
+        label.appendChild(input);
+        document.getElementById(add.getAttribute("data-add-attr")).appendChild(label);
+        input.focus();
+      });
     });
-    var form = document.getElementById("trace-filters");
-    form.addEventListener("submit", function () {
-      form.querySelectorAll("input").forEach(function (i) { if (!i.value) i.disabled = true; });
+    document.querySelectorAll("form.filters").forEach(function (form) {
+      form.addEventListener("submit", function () {
+        form.querySelectorAll("input, select").forEach(function (i) { if (!i.value) i.disabled = true; });
+      });
     });
   }
 
