@@ -3,6 +3,7 @@ service page's latency chart (pure; plain ``{"data", "layout"}`` dicts like ``fi
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from . import units
@@ -77,21 +78,29 @@ def with_exemplars(latency: dict[str, Any], exemplars: list[dict[str, Any]]) -> 
         "hovertemplate": "%{y:.1f} ms · %{text}<br>click to open the trace<extra></extra>",
     })
     latency["layout"]["title"]["text"] = "Latency (ms) — ◆ exemplars open their trace"
+    latency["layout"]["hovermode"] = "closest"  # a click picks the exemplar under the pointer, not the lines' x
     return latency
 
 
 def flame_figure(ice: dict[str, Any], title: str) -> dict[str, Any]:
     """An icicle drawn bottom-up: the root at the bottom, callees above their callers."""
-    height = max(260, min(1400, 22 * (min(ice["depth"], 60) + 1) + 60))
+    height = max(180, min(1400, 24 * (min(ice["depth"], 60) + 1) + 50))
     data = [{"type": "icicle", "ids": ice["ids"], "labels": [plain(x) for x in ice["labels"]],
              "parents": ice["parents"], "values": ice["values"], "text": ice["text"], "branchvalues": "total", "sort": False,
              "tiling": {"orientation": "v", "flip": "y"}, "textinfo": "label",
              "hovertemplate": "<b>%{label}</b><br>%{text}<extra></extra>",
-             "marker": {"colorscale": "YlOrRd", "colors": ice["values"]}, "pathbar": {"visible": True}}]
+             "marker": {"colors": [_warm(x) for x in ice["labels"]], "line": {"width": 1, "color": "#fff"}},
+             "pathbar": {"visible": True}}]
     lay = _layout(title, height=height, margin={"l": 4, "r": 4, "t": 30, "b": 4})
     for k in ("xaxis", "yaxis", "legend"):
         lay.pop(k, None)
     return {"data": data, "layout": lay}
+
+
+def _warm(name: str) -> str:
+    """A flame colour per function name (the same function, the same colour, on every page)."""
+    h = zlib.crc32(name.encode("utf-8", "replace"))
+    return f"hsl({h % 50}, {70 + (h >> 8) % 25}%, {52 + (h >> 16) % 16}%)"
 
 
 def compare_figure(rows: list[dict[str, Any]], top: int = 15) -> dict[str, Any]:

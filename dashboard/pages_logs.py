@@ -55,6 +55,7 @@ def logs_pages_router() -> APIRouter:
             if rec["event_name"] == snapshots.EVENT:
                 rec["snapshot_id"] = snapshots.snapshot_id(rec)
         keep = {k: v for k, v in form.items() if k != "attrs" and v}
+        keep["limit"] = request.query_params.get("limit") or None
         return render(request, "logs.html", view, title="Logs", f=form, logs=page["logs"], vol=vol, fig=fig,
                       services=qlogs.services(store, view.tr), levels=LEVELS,
                       older=view.qs(**keep, attr=form["attrs"], cursor=page["next"]) if page["next"] else None,

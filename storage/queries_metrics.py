@@ -115,10 +115,10 @@ def labels(store, tr: TimeRange, name: str, values_per_key: int = 20) -> list[di
         res = store.query(
             f"SELECT k, v, count() AS n FROM {store.t('metric_points')} ARRAY JOIN {keys} AS k, {values} AS v "
             f"WHERE {where} GROUP BY k, v ORDER BY k, n DESC, v LIMIT {{nv:UInt32}} BY k LIMIT 5000", params)
+        listed = set(out) if keys != "attr_keys" else set()
         for k, v, _ in res.rows:
-            if k in out and keys != "attr_keys":
-                continue
-            out.setdefault(k, []).append(v)
+            if k not in listed:
+                out.setdefault(k, []).append(v)
     return [{"key": k, "values": v} for k, v in out.items()]
 
 

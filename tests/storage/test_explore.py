@@ -139,6 +139,11 @@ def test_explorer_gauges_counters_and_labels(store):
 
     labels = {x["key"]: x["values"] for x in qm.labels(store, tr, "cpu.util")}
     assert labels["service"] == ["orders"] and sorted(labels["cpu"]) == ["0", "1"] and labels["host.name"] == ["h1"]
+    cols = store.columns_for("metric_points")
+    point(cols, t0 + NS, "billing", "cpu.util", {"cpu": "9"}, {"service.name": "billing", "host.name": "h2"}, value=1.0)
+    store.insert("metric_points", cols)
+    labels = {x["key"]: x["values"] for x in qm.labels(store, tr, "cpu.util")}
+    assert labels["host.name"] == ["h1", "h2"] and set(labels["service"]) == {"orders", "billing"}
     assert qm.explore(store, qm.MetricQuery("no.such.metric", tr))["series"] == []
     with pytest.raises(InvalidParameter):
         run("cpu.util", agg="p95")
