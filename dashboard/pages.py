@@ -25,23 +25,26 @@ def _store(request: Request):
     return request.app.state.store
 
 
-def _resources(store, tr, service: str, metrics: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    unit_of = {m["name"]: m["unit"] for m in metrics}
-    names = list(unit_of)
+def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Resource charts (container and process metrics) and the probe table, from one read."""
+    got = qm.service_resources(store, tr, service, RESOURCE_PREFIXES, (PROBE_UP, PROBE_DURATION),
+                               qsvc.pick_step(tr, None))
     figs = []
-    for name in [n for n in names if n.startswith(RESOURCE_PREFIXES)][:8]:
-        s = qtel.metric_series(store, name, tr, service, agg="avg")
-        fig = figures.metric_figure(name, s, ("instance",), units.parse(unit_of[name], name))
-        fig = figures.in_window(fig, tr.start_s, tr.end_s)
-        figs.append({"id": f"res-{len(figs)}", "fig": fig})
+    for name in sorted(n for n in got if n.startswith(RESOURCE_PREFIXES))[:8]:
+        series = {"name": name, "series": [{"labels": s["labels"], "points": [[p[0], p[1]] for p in s["points"]]}
+                                           for s in got[name]["series"]]}
+        fig = figures.metric_figure(name, series, ("instance",), units.parse(got[name]["unit"], name))
+        figs.append({"id": f"res-{len(figs)}", "fig": figures.in_window(fig, tr.start_s, tr.end_s)})
     probes: dict[str, dict[str, Any]] = {}
     for metric, key in ((PROBE_UP, "up"), (PROBE_DURATION, "duration")):
-        if metric not in names:
-            continue
-        s = qtel.metric_series(store, metric, tr, service, agg="last", group_by=["probe.target"])
-        for ser in s["series"]:
-            target = ser["labels"].get("probe.target") or "(unknown)"
-            vals = [p[1] for p in ser["points"] if p[1] is not None]
+        by_target: dict[str, dict[int, tuple[int, float]]] = {}
+        for s in got.get(metric, {}).get("series", []):
+            steps = by_target.setdefault(s["labels"].get("probe.target") or "(unknown)", {})
+            for t, _, last, lts in s["points"]:
+                if last is not None and (t not in steps or lts > steps[t][0]):
+                    steps[t] = (lts, last)  # the newest report of any instance in the step
+        for target, steps in by_target.items():
+            vals = [steps[t][1] for t in sorted(steps)]
             row = probes.setdefault(target, {"target": target, "up": None, "duration": None, "uptime": None})
             if vals:
                 row[key] = vals[-1]
@@ -78,7 +81,7 @@ def pages_router() -> APIRouter:
         series = qsvc.series(store, service, tr, has_entry=summary["has_entry"]) if summary else {"points": []}
         red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
         metrics = qtel.metric_names(store, tr, service)
-        res_figs, probes = _resources(store, tr, service, metrics)
+        res_figs, probes = _resources(store, tr, service)
         # exemplars of the service's latency histograms: points on the latency chart that open their trace
         exemplars = qm.exemplars(store, tr, service, qm.latency_metrics(metrics),
                                  step_s=series.get("step_s") or 60) if summary else []

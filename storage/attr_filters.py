@@ -99,8 +99,9 @@ def _one(f: AttrFilter, keys: str, values: str, k: str, v: str) -> str:
         return f"(has({keys}, {{{k}:String}}) AND {val} != {{{v}:String}})"
     if f.op == "~":
         return f"(has({keys}, {{{k}:String}}) AND positionCaseInsensitiveUTF8({val}, {{{v}:String}}) > 0)"
-    # numbers: text that does not parse is NULL, and NULL never matches
-    return f"ifNull(toFloat64OrNull({val}) {f.op} {{{v}:Float64}}, 0)"
+    # numbers: text that does not parse is NULL, and NULL never matches; has() first lets the
+    # engine skip parsing the rows without the key
+    return f"(has({keys}, {{{k}:String}}) AND ifNull(toFloat64OrNull({val}) {f.op} {{{v}:Float64}}, 0))"
 
 
 def condition(f: AttrFilter, name: str, params: dict, maps: tuple[tuple[str, str], ...] = SPAN_MAPS) -> str:
