@@ -172,6 +172,7 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     res = store.query(
         f"SELECT {group} AS grp, cityHash64(service, instance, attr_keys, attr_values) AS stream, "
         "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, max(ts_ns) AS lts, min(ts_ns) AS fts, "
+        "argMin(start_ns, ts_ns) AS fstart, "
         f"any(temporality) AS temp, {_SELECT[kind]} FROM {store.t('metric_points')} WHERE {where} "
         "GROUP BY grp, stream, t ORDER BY grp, stream, t LIMIT {rows:UInt32}",
         params,
@@ -184,7 +185,7 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
         if key not in groups and len(groups) >= MAX_GROUPS:
             truncated = True
             continue
-        contrib = _contribution(kind, r, prev.get(r["stream"]), step)
+        contrib = _contribution(kind, r, prev.get(r["stream"]), step, mq.tr.start_ns)
         prev[r["stream"]] = r
         groups.setdefault(key, {}).setdefault(int(r["t"]), []).append(contrib)
     reduce = _reduce_value if kind == "value" else _reduce_hist
@@ -222,10 +223,14 @@ def _delta_hist(kind: str, r: dict[str, Any]) -> mm.Hist:
     return float(r["dc"]), float(r["ds"]), {}
 
 
-def _contribution(kind: str, r: dict[str, Any], prev: dict[str, Any] | None, step: int) -> dict[str, Any]:
+def _contribution(kind: str, r: dict[str, Any], prev: dict[str, Any] | None, step: int,
+                  window_ns: int) -> dict[str, Any]:
     """One stream's share of one step: its values and what it gained since the previous step
-    (``inc``) over how many seconds (``secs``)."""
+    (``inc``) over how many seconds (``secs``). A cumulative stream's first step in the window
+    counts from its start time when that falls inside the window (everything it counted is new),
+    else from its first point there."""
     delta = int(r["temp"]) == 1
+    fresh = prev is None and not delta and int(r["fstart"]) >= window_ns and int(r["fstart"]) > 0
     if kind == "value":
         c = dict(c=int(r["c"]), s=float(r["s"]), mn=float(r["mn"]), mx=float(r["mx"]), last=float(r["last"]),
                  lts=int(r["lts"]))
@@ -234,6 +239,8 @@ def _contribution(kind: str, r: dict[str, Any], prev: dict[str, Any] | None, ste
         elif prev is not None:
             c.update(inc=mm.counter_increase(c["last"], float(prev["last"])),
                      secs=(int(r["lts"]) - int(prev["lts"])) / _NS)
+        elif fresh:
+            c.update(inc=c["last"], secs=(int(r["lts"]) - int(r["fstart"])) / _NS)
         else:
             c.update(inc=mm.counter_increase(c["last"], float(r["first"])), secs=(int(r["lts"]) - int(r["fts"])) / _NS)
         return c
@@ -242,6 +249,8 @@ def _contribution(kind: str, r: dict[str, Any], prev: dict[str, Any] | None, ste
     elif prev is not None:
         h = mm.increase(_hist(kind, r, "l"), _hist(kind, prev, "l"))
         secs = (int(r["lts"]) - int(prev["lts"])) / _NS
+    elif fresh:
+        h, secs = _hist(kind, r, "l"), (int(r["lts"]) - int(r["fstart"])) / _NS
     else:
         h = mm.increase(_hist(kind, r, "l"), _hist(kind, r, "f"))
         secs = (int(r["lts"]) - int(r["fts"])) / _NS

@@ -111,6 +111,8 @@ def test_explorer_gauges_counters_and_labels(store):
         point(cols, ts, "orders", "requests", {"route": "/b"}, type=2, is_monotonic=1, unit="{request}",
               value=float(i * 60))
         point(cols, ts, "orders", "bytes.sent", {}, type=2, temporality=1, is_monotonic=1, unit="By", value=600.0)
+    # a counter that started inside the window and exported once: all it counted is new
+    point(cols, t0 + 90 * NS, "orders", "jobs", {}, type=2, is_monotonic=1, start_ns=t0 + 30 * NS, value=60.0)
     store.insert("metric_points", cols)
     tr = TimeRange(t0, now)
 
@@ -134,6 +136,7 @@ def test_explorer_gauges_counters_and_labels(store):
     assert [round(v, 4) for v in _series(rate)[()][1:]] == [round(160 / 60, 4)] * 9
     inc = _series(run("requests", group_by=("route",), agg="increase"))
     assert inc[(("route", "/a"),)][1:] == [100.0] * 9 and inc[(("route", "/b"),)][1:] == [60.0] * 9
+    assert _series(run("jobs", agg="increase")) == {(): [60.0]} and _series(run("jobs")) == {(): [1.0]}
     delta = run("bytes.sent")
     assert [round(v, 3) for v in _series(delta)[()]] == [10.0] * 10  # 600 bytes a minute as deltas
 
