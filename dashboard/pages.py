@@ -80,11 +80,9 @@ def pages_router() -> APIRouter:
         ops = qsvc.operations(store, service, tr) if summary else []
         series = qsvc.series(store, service, tr, has_entry=summary["has_entry"]) if summary else {"points": []}
         red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
-        metrics = qtel.metric_names(store, tr, service)
         res_figs, probes = _resources(store, tr, service)
         # exemplars of the service's latency histograms: points on the latency chart that open their trace
-        exemplars = qm.exemplars(store, tr, service, qm.latency_metrics(metrics),
-                                 step_s=series.get("step_s") or 60) if summary else []
+        exemplars = qm.exemplars(store, tr, service, step_s=series.get("step_s") or 60) if summary else []
         figures_explore.with_exemplars(red["latency"], exemplars)
         failing = queries_extra.failing_requests(store, tr, service, 10) if summary else []
         slowest = queries_extra.slowest_requests(store, tr, service, 10, summary["p95_ms"]) if summary else []

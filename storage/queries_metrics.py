@@ -308,36 +308,36 @@ def latency_metrics(names: list[dict[str, Any]]) -> list[str]:
             and ("duration" in m["name"] or "latency" in m["name"])][:10]
 
 
-def exemplars(store, tr: TimeRange, service: str, names: list[str], per_step: int = 3,
+def exemplars(store, tr: TimeRange, service: str, names: list[str] | None = None, per_step: int = 3,
               step_s: int = 60, limit: int = 500) -> list[dict[str, Any]]:
     """Exemplars (a measurement with the trace and span it came from) of the service's latency
-    histograms ``names``, in milliseconds: the ``per_step`` slowest in each ``step_s`` bucket, so
-    the points spread over the range and the outliers are always there."""
-    if not names:
-        return []
+    histograms, in milliseconds: the ``per_step`` slowest in each ``step_s`` bucket, so the points
+    spread over the range and the outliers are always there. ``names``: the histograms to read;
+    None for every histogram of the service named like a duration or latency in a time unit."""
     params: dict[str, Any] = {"service": service, "start": tr.start_s, "end": tr.end_s, "per": int(per_step),
                               "step": int(step_s) * _NS, "lim": int(limit)}
-    names_sql = []
-    for i, n in enumerate(names[:10]):
-        params[f"n{i}"] = n
-        names_sql.append(f"{{n{i}:String}}")
+    if names is not None:
+        if not names:
+            return []
+        for i, n in enumerate(names[:10]):
+            params[f"n{i}"] = n
+        which = f"name IN ({', '.join(f'{{n{i}:String}}' for i in range(len(names[:10])))})"
+    else:
+        which = ("type IN (3, 4) AND (position(name, 'duration') > 0 OR position(name, 'latency') > 0) "
+                 f"AND unit IN ({', '.join(repr(u) for u in _TIME_UNITS_MS)})")
+    to_ms = "multiIf(" + ", ".join(f"unit = '{u}', {f!r}" for u, f in _TIME_UNITS_MS.items()) + ", 0.0)"
     res = store.query(
-        "SELECT name, unit, if(ex_t > 0, ex_t, ts_ns) AS t, ex_v, lower(hex(ex_tid)) AS tid, lower(hex(ex_sid)) AS sid "
-        f"FROM {store.t('metric_points')} ARRAY JOIN exemplar_trace_ids AS ex_tid, exemplar_span_ids AS ex_sid, "
-        "exemplar_values AS ex_v, exemplar_times_ns AS ex_t "
-        f"WHERE name IN ({', '.join(names_sql)}) AND service = {{service:String}} "
+        f"SELECT name, if(ex_t > 0, ex_t, ts_ns) AS t, ex_v * {to_ms} AS v_ms, lower(hex(ex_tid)) AS tid, "
+        f"lower(hex(ex_sid)) AS sid FROM {store.t('metric_points')} ARRAY JOIN exemplar_trace_ids AS ex_tid, "
+        "exemplar_span_ids AS ex_sid, exemplar_values AS ex_v, exemplar_times_ns AS ex_t "
+        f"WHERE {which} AND service = {{service:String}} "
         "AND timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32}) "
         "AND notEmpty(exemplar_trace_ids) AND ex_tid != toFixedString(unhex('00000000000000000000000000000000'), 16) "
-        "ORDER BY ex_v DESC LIMIT {per:UInt32} BY intDiv(t, {step:UInt64}) LIMIT {lim:UInt32}",
+        "AND v_ms > 0 ORDER BY v_ms DESC LIMIT {per:UInt32} BY intDiv(t, {step:UInt64}) LIMIT {lim:UInt32}",
         params,
     )
-    out = []
-    for name, unit, t, v, tid, sid in res.rows:
-        factor = _TIME_UNITS_MS.get(unit)
-        if factor is None:
-            continue
-        out.append({"metric": name, "time_ns": int(t), "value_ms": round(float(v) * factor, 3), "trace_id": tid,
-                    "span_id": sid if sid.strip("0") else None})
+    out = [{"metric": name, "time_ns": int(t), "value_ms": round(float(v), 3), "trace_id": tid,
+            "span_id": sid if sid.strip("0") else None} for name, t, v, tid, sid in res.rows]
     out.sort(key=lambda e: e["time_ns"])
     return out
 

@@ -220,8 +220,21 @@ def test_exemplars_of_a_service_latency_histogram(store):
     point(cols, now, "other", "http.server.request.duration", {}, type=3, unit="s", count=1, sum=1.0,
           exemplar_trace_ids=[os.urandom(16)], exemplar_span_ids=[os.urandom(8)], exemplar_values=[9.0],
           exemplar_times_ns=[now])
+    # not latencies: a size histogram, a duration without a time unit
+    point(cols, now, "api", "http.request.body.size", {}, type=3, unit="By", count=1, sum=1.0,
+          exemplar_trace_ids=[os.urandom(16)], exemplar_span_ids=[os.urandom(8)], exemplar_values=[1e6],
+          exemplar_times_ns=[now])
+    point(cols, now, "api", "job.duration", {}, type=3, unit="{jobs}", count=1, sum=1.0,
+          exemplar_trace_ids=[os.urandom(16)], exemplar_span_ids=[os.urandom(8)], exemplar_values=[1e6],
+          exemplar_times_ns=[now])
+    point(cols, now, "api", "db.latency", {}, type=3, unit="us", count=1, sum=1.0,
+          exemplar_trace_ids=[tids[0]], exemplar_span_ids=[os.urandom(8)], exemplar_values=[5000.0],
+          exemplar_times_ns=[now - NS])
     store.insert("metric_points", cols)
     tr = parse_range("15m", None)
+    found = qm.exemplars(store, tr, "api")  # every latency histogram of the service, in ms
+    assert {(e["metric"], e["value_ms"]) for e in found} >= {("db.latency", 5.0), ("http.server.request.duration", 800.0)}
+    assert {e["metric"] for e in found} == {"db.latency", "http.server.request.duration"}
     ex = qm.exemplars(store, tr, "api", ["http.server.request.duration"], per_step=1, step_s=3600)
     assert len(ex) == 1 and ex[0]["trace_id"] == tids[-1].hex() and ex[0]["value_ms"] == pytest.approx(800.0)
     ex = qm.exemplars(store, tr, "api", ["http.server.request.duration"])
