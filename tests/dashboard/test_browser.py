@@ -29,7 +29,8 @@ def test_every_page_loads_cleanly_and_draws_its_figures(page, live_server, info)
         figs = page.locator("[data-fig]")
         n = figs.count()
         if n:
-            page.wait_for_function(f"document.querySelectorAll('[data-fig][data-rendered]').length === {n}")
+            # a locator wait: wait_for_function's polling evaluates a string, which the CSP forbids
+            expect(page.locator("[data-fig]:not([data-rendered])")).to_have_count(0, timeout=20_000)
             assert page.locator("[data-fig] .main-svg").count() >= n, name
             assert page.evaluate("typeof Plotly") == "object"
         else:  # plotly.js (4.8 MB) is only fetched by pages that draw figures

@@ -20,9 +20,8 @@ def _query(url: str) -> dict[str, list[str]]:
 
 
 def _figures_drawn(page) -> None:
-    n = page.locator("[data-fig]").count()
-    if n:
-        page.wait_for_function(f"document.querySelectorAll('[data-fig][data-rendered]').length === {n}")
+    # locator waits, not wait_for_function: its polling evaluates a string, which the page's CSP forbids
+    expect(page.locator("[data-fig]:not([data-rendered])")).to_have_count(0, timeout=20_000)
 
 
 def test_new_pages_load_cleanly_and_draw(page, live_server, info):
@@ -176,7 +175,7 @@ def test_fifty_thousand_span_trace_draws_only_rows_in_view(page, live_server, se
     height = page.locator("#wf-body").evaluate("e => e.getBoundingClientRect().height")
     assert height == 50_000 * 22
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
-    page.wait_for_function("document.querySelector('.wf-row[data-row=\"49999\"]') !== null")
+    expect(page.locator(".wf-row[data-row='49999']")).to_have_count(1)
     assert page.locator(".wf-row").count() < 200
     last = page.locator(".wf-row[data-row='49999']")
     last.click()
