@@ -17,6 +17,7 @@ from .attr_filters import SPAN_MAPS, AttrFilter, condition
 from .attrs import decode_map
 from .errors import InvalidParameter
 from .ids import hex_id, parse_span_id, parse_trace_id
+from .limits import require_raw_range
 from .queries_telemetry import SEVERITIES
 from .timerange import TimeRange
 
@@ -58,6 +59,7 @@ class LogQuery:
     event_name: str | None = None
 
     def where(self, params: dict[str, Any]) -> str:
+        require_raw_range(self.tr, "logs")
         params.update(start=self.tr.start_s, end=self.tr.end_s)
         conds = ["timestamp >= toDateTime({start:UInt32})", "timestamp <= toDateTime({end:UInt32})"]
         if self.service:
@@ -109,14 +111,14 @@ def search(store, query: LogQuery, limit: int = 100, cursor: str | None = None) 
     if cur is not None:
         where += " AND ts_ns <= {cts:UInt64}"
         params["cts"], skip = cur
-    low = store.query(f"SELECT ts_ns FROM {store.t('logs')} WHERE {where} ORDER BY ts_ns DESC "
+    low = store.read(f"SELECT ts_ns FROM {store.t('logs')} WHERE {where} ORDER BY ts_ns DESC "
                       "LIMIT {pos:UInt32}, 1", dict(params, pos=skip + int(limit))).scalar()
     params.update(skip=skip, n=int(limit) + 1)
     page_where = where
     if low is not None:
         page_where += " AND ts_ns >= {low:UInt64} AND timestamp >= toDateTime({low_s:UInt32})"
         params.update(low=int(low), low_s=int(low) // 1_000_000_000)
-    res = store.query(
+    res = store.read(
         "SELECT ts_ns, severity_number, severity_text, service, instance, event_name, "
         "substringUTF8(body, 1, {chars:UInt32}) AS body, length(body) > {chars:UInt32} AS cut, "
         "lower(hex(trace_id)) AS trace_hex, lower(hex(span_id)) AS span_hex, "
@@ -159,7 +161,7 @@ def volume(store, query: LogQuery, step_s: int | None = None) -> dict[str, Any]:
         raise InvalidParameter("step too small: more than 2000 buckets")
     params: dict[str, Any] = {"step": step}
     where = query.where(params)
-    res = store.query(
+    res = store.read(
         "SELECT intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, "
         "least(intDiv(severity_number + 3, 4), 6) AS g, count() AS n "
         f"FROM {store.t('logs')} WHERE {where} GROUP BY t, g ORDER BY t, g",
@@ -175,7 +177,8 @@ def volume(store, query: LogQuery, step_s: int | None = None) -> dict[str, Any]:
 
 def services(store, tr: TimeRange, limit: int = 500) -> list[str]:
     """Services that logged in ``tr``, busiest first."""
-    res = store.query(
+    require_raw_range(tr, "logs")
+    res = store.read(
         f"SELECT service, count() AS n FROM {store.t('logs')} WHERE timestamp >= toDateTime({{start:UInt32}}) "
         "AND timestamp <= toDateTime({end:UInt32}) GROUP BY service ORDER BY n DESC LIMIT {lim:UInt32}",
         {"start": tr.start_s, "end": tr.end_s, "lim": int(limit)},
@@ -191,7 +194,8 @@ _THREADS = ("(attr_values[indexOf(attr_keys, 'snapshot.kind')] = 'threads' OR "
 
 def thread_snapshots(store, tr: TimeRange, service: str, limit: int = 300) -> list[dict[str, Any]]:
     """The newest thread snapshots of a service in ``tr``: ``{"time_ns", "instance", "body"}``."""
-    res = store.query(
+    require_raw_range(tr, "snapshots")
+    res = store.read(
         f"SELECT ts_ns, instance, body FROM {store.t('logs')} WHERE service = {{service:String}} "
         "AND timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32}) "
         f"AND event_name = {{ev:String}} AND {_THREADS} ORDER BY ts_ns DESC LIMIT {{n:UInt32}}",
@@ -202,7 +206,8 @@ def thread_snapshots(store, tr: TimeRange, service: str, limit: int = 300) -> li
 
 def snapshot_services(store, tr: TimeRange) -> list[dict[str, Any]]:
     """Services with thread snapshots in ``tr`` and how many."""
-    res = store.query(
+    require_raw_range(tr, "snapshots")
+    res = store.read(
         f"SELECT service, count() AS n FROM {store.t('logs')} WHERE timestamp >= toDateTime({{start:UInt32}}) "
         "AND timestamp <= toDateTime({end:UInt32}) "
         f"AND event_name = {{ev:String}} AND {_THREADS} GROUP BY service ORDER BY n DESC LIMIT 500",

@@ -21,6 +21,7 @@ from typing import Any
 from . import metric_math as mm
 from .attr_filters import AttrFilter, column_condition, condition
 from .errors import InvalidParameter
+from .limits import require_raw_range
 from .queries_services import pick_step
 from .queries_telemetry import METRIC_TYPES
 from .timerange import TimeRange
@@ -54,6 +55,7 @@ class MetricQuery:
     step_s: int | None = None
 
     def where(self, params: dict[str, Any]) -> str:
+        require_raw_range(self.tr, "metric points")
         params.update(name=self.name, start=self.tr.start_s, end=self.tr.end_s)
         conds = ["name = {name:String}", "timestamp >= toDateTime({start:UInt32})",
                  "timestamp <= toDateTime({end:UInt32})"]
@@ -78,7 +80,8 @@ def _label(key: str, pname: str, params: dict[str, Any]) -> str:
 
 def describe(store, tr: TimeRange, name: str) -> dict[str, Any] | None:
     """Type, unit, description and temporality of a metric in ``tr`` (None when it has no points)."""
-    res = store.query(
+    require_raw_range(tr, "metric points")
+    res = store.read(
         "SELECT any(type) AS type, any(unit) AS unit, any(description) AS description, "
         "any(temporality) AS temporality, max(is_monotonic) AS monotonic, count() AS points, "
         f"groupUniqArray(service) AS services FROM {store.t('metric_points')} WHERE name = {{name:String}} "
@@ -103,16 +106,17 @@ def default_agg(info: dict[str, Any]) -> str:
 def labels(store, tr: TimeRange, name: str, values_per_key: int = 20) -> list[dict[str, Any]]:
     """The metric's label keys with their most frequent values: service and instance first, then
     point attributes, then resource attributes not already listed."""
+    require_raw_range(tr, "metric points")
     params = {"name": name, "start": tr.start_s, "end": tr.end_s, "nv": int(values_per_key)}
     where = ("name = {name:String} AND timestamp >= toDateTime({start:UInt32}) "
              "AND timestamp <= toDateTime({end:UInt32})")
     out: dict[str, list[str]] = {}
     for key in COLUMNS:
-        res = store.query(f"SELECT toString({key}) AS v, count() AS n FROM {store.t('metric_points')} WHERE {where} "
+        res = store.read(f"SELECT toString({key}) AS v, count() AS n FROM {store.t('metric_points')} WHERE {where} "
                           "GROUP BY v ORDER BY n DESC, v LIMIT {nv:UInt32}", params)
         out[key] = [r[0] for r in res.rows]
     for keys, values in _MAPS:
-        res = store.query(
+        res = store.read(
             f"SELECT k, v, count() AS n FROM {store.t('metric_points')} ARRAY JOIN {keys} AS k, {values} AS v "
             f"WHERE {where} GROUP BY k, v ORDER BY k, n DESC, v LIMIT {{nv:UInt32}} BY k LIMIT 5000", params)
         listed = set(out) if keys != "attr_keys" else set()
@@ -169,7 +173,7 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     group = ("[" + ", ".join(_label(g, f"g{i}", params) for i, g in enumerate(mq.group_by)) + "]"
              if mq.group_by else "emptyArrayString()")
     kind = "value" if mtype in ("gauge", "sum") else mtype
-    res = store.query(
+    res = store.read(
         f"SELECT {group} AS grp, cityHash64(service, instance, attr_keys, attr_values) AS stream, "
         "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, max(ts_ns) AS lts, min(ts_ns) AS fts, "
         "argMin(start_ns, ts_ns) AS fstart, "
@@ -314,6 +318,7 @@ def exemplars(store, tr: TimeRange, service: str, names: list[str] | None = None
     histograms, in milliseconds: the ``per_step`` slowest in each ``step_s`` bucket, so the points
     spread over the range and the outliers are always there. ``names``: the histograms to read;
     None for every histogram of the service named like a duration or latency in a time unit."""
+    require_raw_range(tr, "metric points")
     params: dict[str, Any] = {"service": service, "start": tr.start_s, "end": tr.end_s, "per": int(per_step),
                               "step": int(step_s) * _NS, "lim": int(limit)}
     if names is not None:
@@ -326,7 +331,7 @@ def exemplars(store, tr: TimeRange, service: str, names: list[str] | None = None
         which = ("type IN (3, 4) AND (position(name, 'duration') > 0 OR position(name, 'latency') > 0) "
                  f"AND unit IN ({', '.join(repr(u) for u in _TIME_UNITS_MS)})")
     to_ms = "multiIf(" + ", ".join(f"unit = '{u}', {f!r}" for u, f in _TIME_UNITS_MS.items()) + ", 0.0)"
-    res = store.query(
+    res = store.read(
         f"SELECT name, if(ex_t > 0, ex_t, ts_ns) AS t, ex_v * {to_ms} AS v_ms, lower(hex(ex_tid)) AS tid, "
         f"lower(hex(ex_sid)) AS sid FROM {store.t('metric_points')} ARRAY JOIN exemplar_trace_ids AS ex_tid, "
         "exemplar_span_ids AS ex_sid, exemplar_values AS ex_v, exemplar_times_ns AS ex_t "
@@ -351,6 +356,7 @@ def service_resources(store, tr: TimeRange, service: str, prefixes: tuple[str, .
     in one read: ``{name: {"unit", "series": [{"labels", "points": [[t, mean, last, last_ns]]}]}}``, one
     series per instance and attribute set (the service page's resource charts and probe table
     took a query per metric)."""
+    require_raw_range(tr, "metric points")
     params: dict[str, Any] = {"service": service, "start": tr.start_s, "end": tr.end_s, "step": int(step_s)}
     which = []
     for i, p in enumerate(prefixes):
@@ -361,7 +367,7 @@ def service_resources(store, tr: TimeRange, service: str, prefixes: tuple[str, .
         which.append(f"name = {{n{i}:String}}")
     if not which:
         return {}
-    res = store.query(
+    res = store.read(
         "SELECT name, any(unit) AS unit, instance, attr_keys, attr_values, "
         "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, "
         f"avg({_MEAN}) AS mean, argMax({_MEAN}, ts_ns) AS last, max(ts_ns) AS lts FROM {store.t('metric_points')} "

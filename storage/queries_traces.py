@@ -9,6 +9,7 @@ from .attr_filters import AttrFilter, condition
 from .attrs import decode_map
 from .errors import InvalidParameter, NotFound
 from .ids import hex_id, parse_span_id, parse_trace_id
+from .limits import require_raw_range
 from .timerange import TimeRange
 
 MAX_TRACE_SPANS = 50_000
@@ -41,6 +42,7 @@ def search(store, tr: TimeRange, service: str | None = None, operation: str | No
         raise InvalidParameter("limit must be 1 to 1000")
     if status not in (None, "", "ok", "error"):
         raise InvalidParameter("status must be ok or error")
+    require_raw_range(tr, "trace search")
     for name, v in (("min_duration_ms", min_duration_ms), ("max_duration_ms", max_duration_ms)):
         if v is not None and not 0 <= v <= 1e10:
             raise InvalidParameter(f"{name} out of range")
@@ -107,7 +109,7 @@ def search(store, tr: TimeRange, service: str | None = None, operation: str | No
             "error": bool(r["err"]),
             "services": sorted(r["services"]),
         }
-        for r in store.query(sql, params).dicts()
+        for r in store.read(sql, params).dicts()
     ]
 
 
@@ -173,7 +175,7 @@ def _maybe_json(v: str) -> Any:
 
 def _hours(store, tid: str) -> dict[str, int]:
     """The hours a trace's spans fall in, as ``lo``/``hi`` parameters bounding a spans query."""
-    bounds = store.query(
+    bounds = store.read(
         f"SELECT count() AS n, toUInt32(min(hour)) AS lo, toUInt32(max(hour)) AS hi FROM {store.t('trace_summary')} "
         "WHERE trace_id = toFixedString(unhex({tid:String}), 16)",
         {"tid": tid},
@@ -186,7 +188,7 @@ def _hours(store, tid: str) -> dict[str, int]:
 def trace(store, trace_id: str) -> dict[str, Any]:
     """Every span of one trace, by start time. Raises NotFound for an unknown id."""
     tid = parse_trace_id(trace_id)
-    res = store.query(
+    res = store.read(
         f"SELECT {_SPAN_COLUMNS} FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
         "AND timestamp >= toDateTime({lo:UInt32}) AND timestamp < toDateTime({hi:UInt32}) "
         "ORDER BY start_ns, span_id LIMIT 1 BY span_id LIMIT {cap:UInt32}",
@@ -213,7 +215,7 @@ def trace(store, trace_id: str) -> dict[str, Any]:
 def span(store, trace_id: str, span_id: str) -> dict[str, Any]:
     """One span with everything (attributes, resource, events, links). Raises NotFound."""
     tid, sid = parse_trace_id(trace_id), parse_span_id(span_id)
-    res = store.query(
+    res = store.read(
         f"SELECT {_SPAN_COLUMNS} FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
         "AND span_id = unhex({sid:String}) AND timestamp >= toDateTime({lo:UInt32}) "
         "AND timestamp < toDateTime({hi:UInt32}) LIMIT 1",
@@ -230,7 +232,7 @@ def outline(store, trace_id: str, cap: int = MAX_OUTLINE_SPANS) -> dict[str, Any
     times and error flag (no attributes: a 50,000-span trace reads and converts in a fraction of
     the time of :func:`trace`). ``truncated`` when the trace has more than ``cap`` spans."""
     tid = parse_trace_id(trace_id)
-    res = store.query(
+    res = store.read(
         "SELECT lower(hex(span_id)), lower(hex(parent_span_id)), service, name, start_ns, duration_ns, "
         f"status_code = 2 FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
         "AND timestamp >= toDateTime({lo:UInt32}) AND timestamp < toDateTime({hi:UInt32}) "
