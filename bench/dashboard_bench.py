@@ -15,6 +15,7 @@ service page's p95 over the slowest other page's. The last line printed is one J
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -54,6 +55,9 @@ def main() -> None:
     ap.add_argument("--logs", type=int, default=200_000)
     ap.add_argument("--snapshots", type=int, default=100)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--paced", action="store_true",
+                    help="keep the busy budget that paces a loop of user queries (off: it would add waits to "
+                         "whichever pages come last, not measure them)")
     a = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="th-dash-bench-")
@@ -113,6 +117,8 @@ def main() -> None:
         }
         results: dict[str, float] = {}
         sizes: dict[str, int] = {}
+        if not a.paced:  # page cost, not the pacing of a request loop; thread and priority limits stay
+            store.limits = dataclasses.replace(store.limits, busy_share=0)
         app = create_app(None, store)
         # as `tracehouse serve` does once started (tracehouse/server.py): long-lived objects leave
         # the collector's generations, so collections under big query results stay short
