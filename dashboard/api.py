@@ -16,6 +16,7 @@ from tracehouse.storage import (
     QueryTimeout,
     StorageError,
     StorageUnavailable,
+    attr_filters,
     parse_duration,
     parse_range,
 )
@@ -24,6 +25,8 @@ from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
 from tracehouse.storage import queries_traces as qtr
 
+ATTR_HELP = ("attribute filter, repeatable: key=value, key!=value, key~text (contains), key>n, key<n, key>=n, "
+             "key<=n, 'key exists'; on span and resource attributes")
 SINCE = Query(None, description="RFC 3339 time or relative (15m, 2h, 7d, now); default 15m ago")
 UNTIL = Query(None, description="RFC 3339 time or relative; default now")
 
@@ -110,19 +113,30 @@ def api_router(get_store) -> APIRouter:
                       service: str | None = None, operation: str | None = None,
                       min_duration_ms: str | None = None, max_duration_ms: str | None = None,
                       status: str | None = Query(None, description="ok or error"),
-                      attr: list[str] = Query([], description="key=value, repeatable"),
+                      attr: list[str] = Query([], description=ATTR_HELP),
                       limit: str | None = None) -> dict[str, Any]:
         tr = parse_range(since, until)
         traces = qtr.search(
             get_store(request), tr, service=service or None, operation=operation or None,
             min_duration_ms=_float("min_duration_ms", min_duration_ms),
             max_duration_ms=_float("max_duration_ms", max_duration_ms), status=status or None,
-            attrs=qtr.parse_attr_filters(attr), limit=_int("limit", limit, 50))
+            attrs=attr_filters.parse_filters(attr), limit=_int("limit", limit, 50))
         return {"traces": traces}
 
     @r.get("/traces/{trace_id}")
     def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
         return qtr.trace(get_store(request), trace_id)
+
+    @r.get("/traces/{trace_id}/spans/{span_id}")
+    def get_span(request: Request, trace_id: str, span_id: str) -> dict[str, Any]:
+        """One span with its attributes, resource, events and links (the waterfall's details panel)."""
+        return qtr.span(get_store(request), trace_id, span_id)
+
+    @r.get("/traces/{trace_id}/outline")
+    def get_outline(request: Request, trace_id: str) -> dict[str, Any]:
+        """Every span's ids, service, name, times and error flag: the shape of a trace of up to
+        200,000 spans without their attributes."""
+        return qtr.outline(get_store(request), trace_id)
 
     @r.get("/service-map")
     def service_map(request: Request, since: str | None = SINCE, until: str | None = UNTIL) -> dict[str, Any]:

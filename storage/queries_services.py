@@ -67,6 +67,24 @@ def services(store, tr: TimeRange) -> list[dict[str, Any]]:
     return out
 
 
+def service_summary(store, service: str, tr: TimeRange) -> dict[str, Any] | None:
+    """One service's row of :func:`services` (None when it has no spans in ``tr``), reading only
+    that service's rollup rows."""
+    res = store.read(
+        f"SELECT is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
+        f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
+        "WHERE service = {service:String} AND minute >= toDateTime({start:UInt32}) "
+        "AND minute < toDateTime({end:UInt32}) GROUP BY is_entry",
+        {"service": service, **_window(tr)},
+    )
+    rows = {int(r["is_entry"]): r for r in res.dicts()}
+    if not rows:
+        return None
+    main = rows.get(1) or rows[0]
+    return {"service": service, **_red(main, tr.seconds),
+            "span_count": sum(int(r["calls"] or 0) for r in rows.values()), "has_entry": 1 in rows}
+
+
 def operations(store, service: str, tr: TimeRange) -> list[dict[str, Any]]:
     res = store.read(
         f"SELECT name, kind, max(is_entry) AS is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
@@ -94,22 +112,24 @@ def pick_step(tr: TimeRange, step_s: int | None) -> int:
     return step_s
 
 
-def series(store, service: str, tr: TimeRange, step_s: int | None = None, operation: str | None = None) -> dict[str, Any]:
-    """Rate, errors and latency quantiles over time for a service's requests (or one operation)."""
+def series(store, service: str, tr: TimeRange, step_s: int | None = None, operation: str | None = None,
+           has_entry: bool | None = None) -> dict[str, Any]:
+    """Rate, errors and latency quantiles over time for a service's requests (or one operation).
+    ``has_entry``: whether the service has entry spans in ``tr``, when the caller knows (else asked)."""
     step = pick_step(tr, step_s)
     params: dict[str, Any] = {"service": service, "step": step, **_window(tr)}
     cond = "is_entry = 1"
     if operation:
         cond = "name = {op:String}"
         params["op"] = operation
-    else:
+    elif has_entry is None:
         has_entry = store.read(
             f"SELECT count() FROM {store.t('red_1m')} WHERE service = {{service:String}} AND is_entry = 1 "
             "AND minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32})",
             {"service": service, **_window(tr)},
         ).scalar()
-        if not has_entry:
-            cond = "1"
+    if not operation and not has_entry:
+        cond = "1"
     res = store.read(
         f"SELECT intDiv(toUInt32(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, countMerge(calls) AS calls, "
         f"sumMerge(errors) AS errors, quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q "
