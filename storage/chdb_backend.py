@@ -185,22 +185,38 @@ class ChdbBackend:
             w.write_batch(batch)
         return sink.getvalue()
 
-    def insert_prepared(self, table: Table, qualified_name: str, payload: bytes) -> None:
+    def insert_prepared(self, table: Table, qualified_name: str, payload: bytes, token: str | None = None) -> None:
         cols = ", ".join(table.column_names)
+        settings = "parallel_view_processing = 1, short_circuit_function_evaluation = 'disable'"
+        if token:
+            settings += f", {dedup_settings(token)}"
         with self._lock:
             if self._closed:
                 raise StorageError("store is closed")
             try:
-                ins = self._session.send_insert(
-                    f"INSERT INTO {qualified_name} ({cols}) SETTINGS parallel_view_processing = 1, short_circuit_function_evaluation = 'disable'", "ArrowStream")
+                ins = self._session.send_insert(f"INSERT INTO {qualified_name} ({cols}) SETTINGS {settings}", "ArrowStream")
                 ins.append(payload)
                 ins.finish()
             except Exception as e:
                 raise _translate(e) from e
 
-    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]]) -> int:
-        self.insert_prepared(table, qualified_name, self.prepare(table, columns))
+    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
+               token: str | None = None) -> int:
+        self.insert_prepared(table, qualified_name, self.prepare(table, columns), token)
         return len(columns[0]) if columns else 0
+
+    def insert_formatted(self, statement: str, fmt: str, data: bytes) -> int:
+        """Stream ``data`` (in the engine's input format ``fmt``) into ``INSERT INTO … [SETTINGS …]``;
+        returns the rows written, views included."""
+        with self._lock:
+            if self._closed:
+                raise StorageError("store is closed")
+            try:
+                ins = self._session.send_insert(statement, fmt)
+                ins.append(data)
+                return int(ins.finish().rows_written)
+            except Exception as e:
+                raise _translate(e) from e
 
     def release_startup_memory(self) -> None:
         page_out_library()
@@ -246,6 +262,13 @@ def _shared_rows(col: Sequence[Any], type_):
     where = dict(zip(first, range(len(first))))
     index = pa.array(list(map(where.__getitem__, ids)), pa.int32())
     return pa.array(list(first.values()), type=type_).take(index)
+
+
+def dedup_settings(token: str) -> str:
+    """Insert settings that make a retried insert write only the parts (and view parts) it missed."""
+    if not all(ch.isalnum() or ch in "_-" for ch in token):
+        raise ValueError(f"bad deduplication token {token!r}")
+    return f"insert_deduplication_token = '{token}', deduplicate_blocks_in_dependent_materialized_views = 1"
 
 
 def _setting(v: Any) -> str:
