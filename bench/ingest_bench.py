@@ -1,6 +1,13 @@
 """Ingest benchmark: OTLP/HTTP protobuf into a real ``tracehouse`` server with embedded chDB.
 
-    python bench/ingest_bench.py --spans 300000 --concurrency 8 --json
+    python bench/ingest_bench.py --spans 300000 --concurrency 8 --decoder old,native --json
+
+``--decoder`` picks how the server turns stored requests into rows: ``old`` (Python, the
+converter in ``collector/convert.py``), ``native`` (the embedded engine decodes them), ``auto``;
+a comma-separated list runs the server once per decoder on the same requests. Each run is followed
+by a bulk insert of the same spans straight through ``Store.insert`` (converted beforehand, not
+timed), the store's own ceiling on this machine at that moment, and the run reports
+stored/bulk-insert.
 
 Starts ``tracehouse serve`` (or ``tracehouse collector`` when the dashboard is not there) on free
 ports and temporary directories, sends pre-encoded requests (multi-service traces of 5-30 spans,
@@ -181,7 +188,63 @@ def _rss_anon_mb(pid: int) -> float:
     return 0.0
 
 
+_DECODERS = {"old": "python", "python": "python", "native": "native", "auto": "auto"}
+
+
 def bench_main(args: argparse.Namespace) -> int:
+    results = []
+    for dec in args.decoder.split(","):
+        if dec not in _DECODERS:
+            raise SystemExit(f"unknown decoder {dec!r}: old, native or auto")
+        r = run_once(args, dec)
+        results.append(r)
+        if not args.json:
+            for k, v in r.items():
+                print(f"{k:>26}: {v}")
+            print()
+    out = results[0] if len(results) == 1 else {"runs": results}
+    if len(results) > 1:
+        by = {r["decoder"]: r for r in results}
+        if "old" in by and "native" in by:
+            out["native_vs_old_stored"] = round(by["native"]["stored_spans_per_s"] / by["old"]["stored_spans_per_s"], 2)
+    print(json.dumps(out))
+    return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in results) else 1
+
+
+def bulk_insert_rate(storage: str, bodies_args: argparse.Namespace) -> float:
+    """The store's bulk-insert rate for the same spans: converted to columns first (not timed),
+    then inserted in batches of 100k through ``Store.insert`` into a database of their own."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tracehouse.collector.convert import Limits, Stats, convert_traces, new_batch
+    from tracehouse.collector.redact import Redactor
+    from tracehouse.storage import Store
+
+    bodies = build_requests(bodies_args.spans, bodies_args.per_request)
+    chunks, b = [], new_batch("spans")
+    red, lim, st = Redactor(), Limits(), Stats()
+    for body in bodies:
+        convert_traces(ExportTraceServiceRequest.FromString(body), b, red, lim, st)
+        if len(b) >= 100_000:
+            chunks.append(b.columns())
+            b = new_batch("spans")
+    if len(b):
+        chunks.append(b.columns())
+    del bodies
+    base = storage.split("?", 1)[0] if storage.startswith("chdb://") else storage.rsplit("/", 1)[0]
+    url = f"{base}?database=bulk" if storage.startswith("chdb://") else f"{base}/bulk_bench"
+    with Store.open(url) as store:
+        store.migrate()
+        n = sum(len(c["trace_id"]) for c in chunks)
+        t0 = time.perf_counter()
+        for i, cols in enumerate(chunks):
+            store.insert("spans", cols, batch_id=i + 1)
+        dt = time.perf_counter() - t0
+        store.query(f"DROP DATABASE IF EXISTS {store.db}")
+    return n / dt
+
+
+def run_once(args: argparse.Namespace, decoder: str) -> dict:
     import psutil
 
     tmp = tempfile.mkdtemp(prefix="th-bench-")
@@ -196,7 +259,8 @@ def bench_main(args: argparse.Namespace) -> int:
             role = "serve"
         except ImportError:
             role = "collector"
-    env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "buffer"), TRACEHOUSE_LOG_LEVEL="warning")
+    env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "buffer"), TRACEHOUSE_LOG_LEVEL="warning",
+               TRACEHOUSE_DECODER=_DECODERS[decoder])
     cmd = [sys.executable, "-m", "tracehouse.cli", role, "--storage", storage, "--otlp-port", str(otlp),
            "--http-port", str(http)]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
@@ -242,11 +306,15 @@ def bench_main(args: argparse.Namespace) -> int:
         send_s = sent["t1"] - sent["t0"]
         store_s = stored_at - sent["t0"]
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(stored_at - w0, 1e-9)
-        result = {
-            "spans": args.spans, "concurrency": args.concurrency, "role": role,
+        bulk = bulk_insert_rate(storage, args)
+        stored_rate = args.spans / store_s
+        return {
+            "decoder": decoder, "spans": args.spans, "concurrency": args.concurrency, "role": role,
             "requests": sent["requests"], "retries": sent["retries"], "mb_sent": round(sent["bytes"] / 2**20, 1),
             "accepted_spans_per_s": round(args.spans / send_s),
-            "stored_spans_per_s": round(args.spans / store_s),
+            "stored_spans_per_s": round(stored_rate),
+            "bulk_insert_spans_per_s": round(bulk),
+            "stored_vs_bulk_insert": round(stored_rate / bulk, 2),
             "stored_rows": count, "duplicates": count - distinct,
             "lost": args.spans - distinct,
             "collector_cpu_cores": round(cpu, 2),
@@ -255,11 +323,6 @@ def bench_main(args: argparse.Namespace) -> int:
             # process allocated itself
             "collector_anon_rss_mb": round(anon, 1),
         }
-        if not args.json:
-            for k, v in result.items():
-                print(f"{k:>22}: {v}")
-        print(json.dumps(result))
-        return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
     finally:
         if server.poll() is None:
             server.kill()
@@ -278,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                    "embedded chDB in a temporary directory")
     p.add_argument("--role", choices=["auto", "serve", "collector"], default="auto",
                    help="serve (whole server) or collector alone; auto = serve when the dashboard exists")
+    p.add_argument("--decoder", default="auto",
+                   help="old (Python), native (the engine), auto; comma-separated to compare in one run")
     p.add_argument("--sender", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

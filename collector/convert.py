@@ -53,6 +53,7 @@ class Batch:
         self.table = table
         self.names = names
         self.rows: list[tuple] = []
+        self.positions: list = []  # the WAL records converted into it (for dead letters)
 
     def __len__(self) -> int:
         return len(self.rows)
