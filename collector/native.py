@@ -55,9 +55,11 @@ def _tag(number: int) -> bytes:
 
 
 class NativeTraces:
-    def __init__(self, store, redactor: Redactor, limits: Limits, schema_dir: str):
+    def __init__(self, store, redactor: Redactor, limits: Limits, schema_dir: str, every_value: bool = False):
+        """``every_value``: format doubles and key-value lists in the engine too, instead of
+        leaving requests that hold them to Python (see ``native_sql.Sql``)."""
         self.store = store
-        self.sql = Sql(redactor, limits)
+        self.sql = Sql(redactor, limits, doubles=every_value, kvlists=every_value)
         self.schema_dir = schema_dir
         self.db = f"{store.db}_ingest"
         self._record_tag = _tag(RECORD_FIELD[1])

@@ -76,7 +76,7 @@ def flatten_select(sql: Sql, raw_table: str) -> str:
     span_v = sql.attr_values("attr_keys", "attr_texts")
     ev = sql.attr_dict("_e.attributes")
     lk = sql.attr_dict("_l.attributes", "trace_state", "_l.trace_state")
-    first = "(ss_i = first_ss AND s_i = 1)"
+    first = "(first_scope AND s_i = 1)"
     evs = f"arraySlice(s.events, 1, {lim.max_events})"
     lks = f"arraySlice(s.links, 1, {lim.max_links})"
     zero8 = "toFixedString(unhex('0000000000000000'), 8)"
@@ -87,17 +87,25 @@ def flatten_select(sql: Sql, raw_table: str) -> str:
     def per_link(expr: str) -> str:
         return f"toUInt64(arraySum(_l -> {expr}, {lks}))"
 
-    requests = (f"SELECT tracehouse_record AS record, tracehouse_batch AS batch, resource_spans, "
-                f"{_fallback(sql)} AS fallback FROM {raw_table}")
+    # Each level unnests with arrayJoin() over a column of its own and passes on only what the
+    # next level reads: ARRAY JOIN clauses over nested tuples cost a copy of the input per level.
+    requests = (f"SELECT tracehouse_record AS record, tracehouse_batch AS batch, {_fallback(sql)} AS fallback, "
+                f"arrayJoin(resource_spans) AS rs FROM {raw_table}")
     resources = (f"SELECT record, batch, fallback, {res['keys']} AS res_keys, {res['texts']} AS res_texts, "
                  f"{res['n_attributes']} AS r_n_attributes, {res['n_keys']} AS r_n_keys, "
                  "arrayFirstIndex(_x -> notEmpty(_x.spans), rs.scope_spans) AS first_ss, rs.scope_spans AS sss "
-                 f"FROM ({requests}) ARRAY JOIN resource_spans AS rs")
+                 f"FROM ({requests})")
+    carried = "record, batch, fallback, res_keys, res_values, r_n_values, r_n_attributes, r_n_keys, service"
     resources2 = (f"SELECT record, batch, fallback, res_keys, {res_v['values']} AS res_values, "
-                  f"{res_v['n_values']} AS r_n_values, r_n_attributes, r_n_keys, first_ss, sss, "
+                  f"{res_v['n_values']} AS r_n_values, r_n_attributes, r_n_keys, "
                   "arrayLastIndex(_k -> _k = 'service.name', res_keys) AS svc_at, "
                   "if(svc_at > 0, res_values[svc_at], '') AS svc, "
-                  f"if(svc = '', 'unknown_service', svc) AS service FROM ({resources})")
+                  "if(svc = '', 'unknown_service', svc) AS service, "
+                  "arrayJoin(arrayMap((_x, _i) -> (_x.scope.name, _x.scope.version, _i = first_ss, _x.spans), "
+                  f"sss, arrayEnumerate(sss))) AS sc FROM ({resources})")
+    scopes = (f"SELECT {carried}, sc.1 AS scope_name, sc.2 AS scope_version, sc.3 AS first_scope, "
+              f"arrayJoin(arrayZip(sc.4, arrayEnumerate(sc.4))) AS sp FROM ({resources2})")
+    spans_from = f"(SELECT {carried}, scope_name, scope_version, first_scope, sp.1 AS s, sp.2 AS s_i FROM ({scopes}))"
     spans = [
         "toUInt32(least(intDiv(s.start_time_unix_nano, 1000000000), 4294967295)) AS timestamp",
         "toFixedString(s.trace_id, 16) AS trace_id",
@@ -117,8 +125,8 @@ def flatten_select(sql: Sql, raw_table: str) -> str:
         f"{span['types']} AS attr_types",
         "res_keys AS resource_keys",
         "res_values AS resource_values",
-        "ss.scope.name AS scope_name",
-        "ss.scope.version AS scope_version",
+        "scope_name",
+        "scope_version",
         f"arrayMap(_e -> _e.time_unix_nano, {evs}) AS events_time_ns",
         f"arrayMap(_e -> substringUTF8(_e.name, 1, {lim.max_value_len}), {evs}) AS events_name",
         f"arrayMap(_e -> {ev['json']}, {evs}) AS events_attrs",
@@ -146,6 +154,4 @@ def flatten_select(sql: Sql, raw_table: str) -> str:
     final = [name.rsplit(" AS ", 1)[-1] for name in spans]
     final = [c for c in final if c not in ("attr_texts", "st_res_values")]
     final += [f"{span_v['values']} AS attr_values", f"{span_v['n_values']} + st_res_values AS st_attribute_values"]
-    return (f"SELECT {', '.join(final)} FROM (SELECT {', '.join(spans)} FROM ({resources2}) "
-            "ARRAY JOIN sss AS ss, arrayEnumerate(sss) AS ss_i "
-            "ARRAY JOIN ss.spans AS s, arrayEnumerate(ss.spans) AS s_i)")
+    return f"SELECT {', '.join(final)} FROM (SELECT {', '.join(spans)} FROM {spans_from})"

@@ -113,7 +113,7 @@ class Writer:
     def __init__(self, wal: Wal, store: Any, metrics: Registry, redactor: Redactor,
                  limits: Limits | None = None, max_items: int = 50_000, max_age: float = 1.0,
                  max_bytes: int = 32 << 20, grace: float = 10.0, native: Any = None,
-                 native_max_items: int = 200_000, native_max_bytes: int = 48 << 20):
+                 native_max_items: int = 50_000, native_max_bytes: int = 24 << 20):
         self.wal = wal
         self.native = native  # a NativeTraces, opened when the writer starts
         self.native_max_items = native_max_items

@@ -87,6 +87,9 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             background.extend(build_engine(settings, store, request_snapshot=snapshot_hook))
         for b in background:
             b.start()
+        # Start-up touched more of the engine's library (schema checks, the first queries of the
+        # dashboard and alerts): give those pages back again, as after opening the store.
+        store.release_startup_memory()
         # Long-lived objects built so far (modules, schema, app) need no more collection passes:
         # fewer and shorter GC pauses under the dashboard's big query results.
         gc.collect()
