@@ -29,7 +29,7 @@ from .decode import (
     SIGNALS,
     BadRequest,
     Signal,
-    decode_body,
+    decode_request,
     encode_response,
     media_type,
     to_json,
@@ -59,12 +59,18 @@ class Prepared:
 
 
 def prepare(sig: Signal, content_type: str, content_encoding: str, body: bytes, max_decompressed: int) -> Prepared:
-    """Decode and check one body (CPU-bound: run off the event loop). The payload is always the
-    message serialized again: one canonical form whatever the encoding (protobuf, JSON, gzip), so
-    the same content has the same digest and the stored bytes hold exactly what was checked."""
-    msg, as_json = decode_body(sig, content_type, content_encoding, body, max_decompressed)
+    """Decode and check one body (CPU-bound: run off the event loop). The payload is the protobuf
+    the client sent (decompressed) when the checks changed nothing, else the message serialized
+    again (JSON, or invalid items removed): the same content sent again, compressed or not, has
+    the same payload and digest."""
+    msg, as_json, raw = decode_request(sig, content_type, content_encoding, body, max_decompressed)
     checked = check(sig.name, msg)
-    payload = msg.SerializeToString() if checked.accepted else b""
+    if not checked.accepted:
+        payload = b""
+    elif raw is not None and not checked.modified:
+        payload = raw
+    else:
+        payload = msg.SerializeToString()
     return Prepared(checked, payload, digest_of(sig.code, payload), as_json)
 
 

@@ -51,7 +51,8 @@ def native_decoder(settings: Any, store: Any, redactor: Redactor, limits: Limits
 
 
 def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20, max_batch_items: int = 15_000,
-                     max_batch_age: float = 1.0, grace: float = 10.0, limits: Limits | None = None) -> Collector:
+                     max_batch_age: float = 1.0, grace: float = 10.0, limits: Limits | None = None,
+                     retry_delay: float = 0.2) -> Collector:
     metrics = Registry()
     wal = Wal(settings.resolved_buffer_dir, segment_bytes=segment_bytes)
     red = Redactor(settings.redact_keys)
@@ -59,7 +60,7 @@ def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20
                             max_entries=settings.dedup_max_requests, source=wal.digests)
     wal.on_delete = recent.persist
     writer = Writer(wal, store, metrics, red, limits, max_items=max_batch_items, max_age=max_batch_age,
-                    grace=grace, native=native_decoder(settings, store, red, limits))
+                    grace=grace, native=native_decoder(settings, store, red, limits), retry_delay=retry_delay)
     metrics.gauge("tracehouse_collector_dead_letter_bytes", writer.dead.size)
     metrics.gauge("tracehouse_collector_buffer_bytes", wal.pending_bytes)
     metrics.gauge("tracehouse_collector_buffer_max_bytes", lambda: settings.buffer_max_bytes)

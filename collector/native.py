@@ -40,7 +40,7 @@ log = logging.getLogger("tracehouse.collector.native")
 
 def native_supported(store) -> bool:
     """The native path needs the embedded engine (it streams the raw requests into it)."""
-    return getattr(store.backend, "kind", "") == "chdb" and hasattr(store.backend, "insert_formatted")
+    return getattr(store.backend, "kind", "") == "chdb" and hasattr(store.backend, "insert_file")
 
 
 @dataclass
@@ -65,6 +65,7 @@ class NativeTraces:
         self._record_tag = _tag(RECORD_FIELD[1])
         self._batch_tag = _tag(BATCH_FIELD[1])
         self._schema = ""
+        self._columns = ", ".join(f"{n} {t}" for n, t in native_traces.input_columns())
 
     # -- set-up -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -133,7 +134,8 @@ class NativeTraces:
                     f"insert_deduplication_token = {lit(token)}, "
                     "deduplicate_blocks_in_dependent_materialized_views = 1, parallel_view_processing = 1")
         self.store.query(f"TRUNCATE TABLE {d}.traces_side")
-        self.store.backend.insert_formatted(f"INSERT INTO {d}.traces_raw SETTINGS {settings}", "Protobuf", data)
+        self.store.backend.insert_file(f"INSERT INTO {d}.traces_raw", "Protobuf", data, structure=self._columns,
+                                       settings=settings)
         stats = list(native_traces.STATS.items())
         sums = ", ".join(f"sum({col})" for _, col in stats)
         row = self.store.query(f"SELECT groupArrayArray(fallback_records), sum(rows), {sums} "

@@ -113,10 +113,11 @@ class Writer:
     def __init__(self, wal: Wal, store: Any, metrics: Registry, redactor: Redactor,
                  limits: Limits | None = None, max_items: int = 50_000, max_age: float = 1.0,
                  max_bytes: int = 32 << 20, grace: float = 10.0, native: Any = None,
-                 native_max_items: int = 50_000, native_max_bytes: int = 24 << 20):
+                 native_max_items: int = 100_000, native_max_bytes: int = 40 << 20, retry_delay: float = 0.2):
         self.wal = wal
         self.native = native  # a NativeTraces, opened when the writer starts
         self.native_max_items = native_max_items
+        self.retry_delay = retry_delay  # first wait after a failed insert; doubles up to 5 s
         self.native_max_bytes = native_max_bytes
         self.dead = DeadLetters(os.path.join(wal.dir, "dead-letter"))
         self.store = store
@@ -323,7 +324,7 @@ class Writer:
         False when giving up at shutdown (the batch stays pending)."""
         t0 = time.monotonic()
         self.checkpoint.save(start, (start, end))
-        delay = 0.2
+        delay = self.retry_delay
         failures = 0
         while parts:
             p = parts[0]

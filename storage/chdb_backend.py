@@ -7,6 +7,7 @@ import io
 import logging
 import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .backend import Result, check_params
@@ -190,33 +191,28 @@ class ChdbBackend:
         settings = "parallel_view_processing = 1, short_circuit_function_evaluation = 'disable'"
         if token:
             settings += f", {dedup_settings(token)}"
-        with self._lock:
-            if self._closed:
-                raise StorageError("store is closed")
-            try:
-                ins = self._session.send_insert(f"INSERT INTO {qualified_name} ({cols}) SETTINGS {settings}", "ArrowStream")
-                ins.append(payload)
-                ins.finish()
-            except Exception as e:
-                raise _translate(e) from e
+        self.insert_file(f"INSERT INTO {qualified_name} ({cols})", "ArrowStream", payload, settings=settings)
 
     def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
                token: str | None = None) -> int:
         self.insert_prepared(table, qualified_name, self.prepare(table, columns), token)
         return len(columns[0]) if columns else 0
 
-    def insert_formatted(self, statement: str, fmt: str, data: bytes) -> int:
-        """Stream ``data`` (in the engine's input format ``fmt``) into ``INSERT INTO … [SETTINGS …]``;
-        returns the rows written, views included."""
-        with self._lock:
-            if self._closed:
-                raise StorageError("store is closed")
-            try:
-                ins = self._session.send_insert(statement, fmt)
-                ins.append(data)
-                return int(ins.finish().rows_written)
-            except Exception as e:
-                raise _translate(e) from e
+    def insert_file(self, insert: str, fmt: str, data: bytes, structure: str = "", settings: str = "") -> None:
+        """``INSERT INTO … SELECT * FROM file(<data>, fmt[, structure]) SETTINGS …``: the data is
+        handed to the engine as an in-memory file. Not chDB's streaming inserter: that one reports
+        success when a materialized view of the table fails (the table's part written, the view's
+        not: rollups silently short), where a query raises (checked on chDB 26.9)."""
+        with _data_file(data) as path:
+            args = f"'{path}', '{fmt}'" + (f", {_literal(structure)}" if structure else "")
+            sql = f"{insert} SELECT * FROM file({args})" + (f" SETTINGS {settings}" if settings else "")
+            with self._lock:
+                if self._closed:
+                    raise StorageError("store is closed")
+                try:
+                    self._session.query(sql, "Null")
+                except Exception as e:
+                    raise _translate(e) from e
 
     def release_startup_memory(self) -> None:
         page_out_library()
@@ -262,6 +258,33 @@ def _shared_rows(col: Sequence[Any], type_):
     where = dict(zip(first, range(len(first))))
     index = pa.array(list(map(where.__getitem__, ids)), pa.int32())
     return pa.array(list(first.values()), type=type_).take(index)
+
+
+@contextmanager
+def _data_file(data: bytes):
+    """A path the engine can read ``data`` from: an anonymous in-memory file where the system has
+    them (Linux), else a temporary file."""
+    import os
+    import tempfile
+
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("tracehouse-insert", os.MFD_CLOEXEC)
+        path = f"/proc/self/fd/{fd}"
+    else:
+        fd, path = tempfile.mkstemp(prefix="tracehouse-insert-")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        yield path
+    finally:
+        os.close(fd)
+        if not path.startswith("/proc/"):
+            os.unlink(path)
+
+
+def _literal(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def dedup_settings(token: str) -> str:
