@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracehouse.storage.schema import view_selects
+from tracehouse.storage.schema import render_views
 
 # per rollup: its key columns and the counts that must match (merge functions over its states)
 _CHECKS = {
@@ -16,7 +16,10 @@ _CHECKS = {
 def rollup_mismatches(store) -> dict[str, tuple[int, int, list]]:
     """For each rollup whose merged counts differ from the same rollup computed from ``spans``
     now: (rows in the table, rows computed, a few differing keys)."""
-    selects = view_selects(store.t("spans"), store.caps.view_subqueries)
+    selects = {}
+    for stmt in render_views(store.db, "", store.caps):  # the views as created: the SELECT after "TO <table> AS"
+        head, select = stmt.split(" AS ", 1)
+        selects[head.rsplit(".", 1)[1]] = select
     out = {}
     for table, (keys, counts) in _CHECKS.items():
         stored = store.query(f"SELECT {keys}, {counts} FROM {store.t(table)} GROUP BY {keys} ORDER BY {keys}").rows
