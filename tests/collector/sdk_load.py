@@ -25,7 +25,7 @@ class _Keep(SpanProcessor):
 
 
 def make_batches(n_batches: int, per_batch: int, seed: int = 0) -> list[list]:
-    """Finished SDK spans in batches: traces of a server span calling clients and internal work."""
+    """Finished SDK spans in batches: traces of a server span calling a database and a service."""
     keep = _Keep()
     providers = {s: TracerProvider(resource=Resource.create({"service.name": s})) for s in SERVICES}
     for p in providers.values():
@@ -34,10 +34,10 @@ def make_batches(n_batches: int, per_batch: int, seed: int = 0) -> list[list]:
     for b in range(n_batches):
         start = len(keep.spans)
         while len(keep.spans) - start < per_batch:
-            svc = SERVICES[(b + len(keep.spans)) % len(SERVICES)]
+            svc = SERVICES[(seed + b + len(keep.spans)) % len(SERVICES)]
             tracer = providers[svc].get_tracer("load")
-            with tracer.start_as_current_span(f"GET /r{b % 5}", kind=SpanKind.SERVER,
-                                              attributes={"http.route": f"/r{b % 5}", "n": b}):
+            with tracer.start_as_current_span(f"GET /r{seed % 5}", kind=SpanKind.SERVER,
+                                              attributes={"http.route": f"/r{seed % 5}", "n": seed}):
                 with tracer.start_as_current_span("SELECT t", kind=SpanKind.CLIENT,
                                                   attributes={"db.system": "postgresql", "db.name": "shop"}):
                     pass
@@ -50,9 +50,15 @@ def make_batches(n_batches: int, per_batch: int, seed: int = 0) -> list[list]:
 
 
 class SdkLoad:
-    def __init__(self, url: str, batches: list[list], threads: int = 3, timeout: float = 40.0):
+    """``threads`` exporters, each sending a fresh batch of ``per_batch`` spans every ``pause``
+    seconds until stopped."""
+
+    def __init__(self, url: str, per_batch: int = 150, threads: int = 3, pause: float = 0.05,
+                 timeout: float = 40.0):
         self.url = url + "/v1/traces"
-        self.batches = list(batches)
+        self.per_batch = per_batch
+        self.pause_s = pause
+        self._made = 0
         self.lock = threading.Lock()
         self.acked: list[int] = []  # span ids an export call reported delivered: stored exactly once
         self.unknown: list[int] = []  # export calls that failed: stored at most once
@@ -72,7 +78,9 @@ class SdkLoad:
 
     def _next(self):
         with self.lock:
-            return self.batches.pop() if self.batches else None
+            self._made += 1
+            seed = self._made
+        return make_batches(1, self.per_batch, seed)[0]
 
     def _run(self) -> None:
         exporter = OTLPSpanExporter(endpoint=self.url, timeout=self._timeout)
@@ -94,6 +102,7 @@ class SdkLoad:
                 ids = [s.context.span_id for s in batch]
                 with self.lock:
                     (self.acked if ok else self.unknown).extend(ids)
+                self._done.wait(self.pause_s)
         finally:
             exporter.shutdown()
 

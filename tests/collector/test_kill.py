@@ -13,7 +13,7 @@ import pytest
 
 from tests.collector.harness import start_serve_process
 from tests.collector.rollups import rollup_mismatches, span_totals
-from tests.collector.sdk_load import SdkLoad, make_batches
+from tests.collector.sdk_load import SdkLoad
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 from tracehouse.storage import Store
@@ -55,7 +55,7 @@ def test_repeated_sigkills_under_retrying_exporters(backend, tmp_path, request):
         role = "serve"
     buffer_dir = str(tmp_path / "buffer")
     otlp, http = free_port(), free_port()
-    load = SdkLoad(f"http://127.0.0.1:{otlp}", make_batches(RUNS * KILLS_PER_RUN * 8 + 40, 150), threads=3)
+    load = SdkLoad(f"http://127.0.0.1:{otlp}", per_batch=100, threads=6, pause=0.0)
     proc = start_serve_process(storage, buffer_dir, otlp, http, role)
     load.start()
     server_store = Store.open(storage) if backend == "clickhouse" else None
@@ -79,7 +79,6 @@ def test_repeated_sigkills_under_retrying_exporters(backend, tmp_path, request):
             else:
                 _check(server_store, load, run)
             load.resume()
-        assert _metric(proc.url, "tracehouse_collector_duplicate_requests_total") >= 0
     finally:
         load.stop()
         if proc.proc.poll() is None:
