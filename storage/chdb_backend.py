@@ -203,9 +203,12 @@ class ChdbBackend:
         handed to the engine as an in-memory file. Not chDB's streaming inserter: that one reports
         success when a materialized view of the table fails (the table's part written, the view's
         not: rollups silently short), where a query raises (checked on chDB 26.9)."""
+        # the path of an in-memory file (its fd number) is reused by later inserts: never let the
+        # engine answer from its cache of schemas inferred per path
+        settings = ", ".join(x for x in (settings, "schema_inference_use_cache_for_file = 0") if x)
         with _data_file(data) as path:
             args = f"'{path}', '{fmt}'" + (f", {_literal(structure)}" if structure else "")
-            sql = f"{insert} SELECT * FROM file({args})" + (f" SETTINGS {settings}" if settings else "")
+            sql = f"{insert} SELECT * FROM file({args}) SETTINGS {settings}"
             with self._lock:
                 if self._closed:
                     raise StorageError("store is closed")
