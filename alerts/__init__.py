@@ -41,10 +41,10 @@ __all__ = [
 _current: dict[str, Engine | None] = {"engine": None}
 
 
-def alerts_router(engine: Any, require_role: Any = None):
+def alerts_router(engine: Any, require_role: Any = None, previews_per_minute: float = 20):
     from .api import alerts_router as _router
 
-    return _router(engine, require_role)
+    return _router(engine, require_role, previews_per_minute)
 
 
 def get_engine() -> Engine | None:
@@ -52,10 +52,15 @@ def get_engine() -> Engine | None:
 
 
 def build_engine(settings: Any, store: Any, request_snapshot: Any = None) -> list[Engine]:
-    """The alert engine for the server: rules from ``settings.rules``, dashboard links to the HTTP port."""
+    """The alert engine for the server: rules from ``settings.rules``, dashboard links to the HTTP port,
+    snapshot actions queued in the store (``request_snapshot`` replaces that)."""
     config = load_files(list(getattr(settings, "rules", []) or []))
     host = getattr(settings, "host", "127.0.0.1")
     url = str(getattr(settings, "external_url", "") or f"http://{host}:{getattr(settings, 'http_port', 8080)}")
+    if request_snapshot is None:
+        from .actions import queue_snapshots
+
+        request_snapshot = queue_snapshots(store)
     engine = Engine(store, config, dashboard_url=url, request_snapshot=request_snapshot)
     _current["engine"] = engine
     return [engine]

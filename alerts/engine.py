@@ -9,6 +9,7 @@ clock): ``store`` for persistence, ``query`` (default ``store.query``), ``clock`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -17,10 +18,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from tracehouse.storage import StorageError
+
 from . import persist
 from .config import AlertConfig
 from .expr import NS, QueryFunc, evaluate
+from .metrics import AlertMetrics
 from .notify import Dispatcher
+from .notify_state import NotifyLog
 from .rules import Rule, RuleError, compare, parse_rule
 from .silences import Silence, parse_silence, silence_from_doc
 from .state import Alert, AlertingRule, SnapshotFunc, Transition
@@ -32,9 +37,14 @@ log = logging.getLogger("tracehouse.alerts")
 class Engine:
     def __init__(self, store: Any, config: AlertConfig | None = None, clock: Callable[[], int] = time.time_ns,
                  query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
-                 rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0):
+                 rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
+                 metrics: AlertMetrics | None = None, sql_query: QueryFunc | None = None):
         self.store, self.config = store, config or AlertConfig()
+        self.metrics = metrics or AlertMetrics()
+        self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
         self.clock, self.query = clock, query or store.query
+        #: where SQL rules run (read-only, limited; see Store.rule_reader), opened on first use
+        self.sql_query = sql_query or (lambda sql, params: store.rule_reader().query(sql, params))
         self.db = store.db
         self.dashboard_url, self.request_snapshot = dashboard_url, request_snapshot
         self._lock = threading.RLock()
@@ -42,7 +52,9 @@ class Engine:
         self._next_due: dict[tuple[str, float], int] = {}
         self._silences: list[Silence] = []
         self.dispatcher = Dispatcher(self.config.route, self.config.receivers, self.config.inhibit_rules,
-                                     lambda: self._silences, dashboard_url, backoff_base_s, backoff_max_s, rng)
+                                     lambda: self._silences, dashboard_url, backoff_base_s, backoff_max_s, rng,
+                                     state=NotifyLog(store), metrics=self.metrics)
+        self.metrics.watch(self.current_alerts)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         for r in self.config.rules:
@@ -50,8 +62,17 @@ class Engine:
         self.reload()
 
     # -- loading ---------------------------------------------------------------------------------
+    def _snapshot(self, service: str, kind: str, reason: dict) -> str | None:
+        if self.request_snapshot is None:
+            return None
+        try:
+            return self.request_snapshot(service, kind, reason)
+        except Exception:
+            self.metrics.action_failures.labels(action="snapshot").inc()
+            raise
+
     def _add(self, rule: Rule) -> AlertingRule:
-        ar = AlertingRule(rule, self.dashboard_url, self.request_snapshot)
+        ar = AlertingRule(rule, self.dashboard_url, self._snapshot if self.request_snapshot else None)
         old = self.rules.get(rule.id)
         if old is not None:
             ar.alerts = old.alerts
@@ -77,7 +98,7 @@ class Engine:
 
     # -- evaluation ------------------------------------------------------------------------------
     def eval_rule(self, ar: AlertingRule, now_ns: int) -> list[Transition]:
-        transitions, health = ar.eval(now_ns, self.query, self.db)
+        transitions, health = ar.eval(now_ns, self.query, self.db, self.sql_query)
         if health is not None:
             pseudo = Alert(ar.rule.id, "", {"alertname": ar.rule.alert}, health, annotations={"error": ar.last_error})
             persist.record_history(self.store, [Transition(pseudo, "ok" if health == "error" else "error", health)],
@@ -101,15 +122,41 @@ class Engine:
                 if not force and now < due:
                     continue
                 self._next_due[key] = now + int(key[1] * NS)
-                for ar in members:
-                    try:
-                        out.extend(self.eval_rule(ar, now))
-                    except Exception:  # persistence failure: keep evaluating the others
-                        log.exception("evaluating %s", ar.rule.id)
+                with self._span(f"alerts group {key[0]}"):
+                    for ar in members:
+                        t0 = time.perf_counter()
+                        with self._span(f"alerts rule {ar.rule.id}") as span:
+                            try:
+                                out.extend(self.eval_rule(ar, now))
+                                failed = ar.health == "err"
+                            except Exception:  # persistence failure: keep evaluating the others
+                                log.exception("evaluating %s", ar.rule.id)
+                                failed = True
+                            if failed and span is not None:
+                                from opentelemetry.trace import Status, StatusCode
+
+                                span.set_status(Status(StatusCode.ERROR, ar.last_error[:200]))
+                        self.metrics.evaluated(ar.rule.group, time.perf_counter() - t0, failed)
             alerts = self.current_alerts()
         self.dispatcher.update(alerts, now)
         self.dispatcher.tick(now)
         return out
+
+    def _span(self, name: str):
+        """A span of the server's own traces when it observes itself (``tracer`` set), else nothing."""
+        if self.tracer is None:
+            return contextlib.nullcontext()
+        return self.tracer.start_as_current_span(name)
+
+    def ready(self) -> tuple[bool, str]:
+        """For ``/readyz``: the loops run and the store answers."""
+        if not self._threads or not all(t.is_alive() for t in self._threads):
+            return False, "alert engine stopped"
+        try:
+            self.store.query("SELECT 1")
+        except StorageError:
+            return False, "store unreachable"
+        return True, "ready"
 
     def next_due_ns(self) -> int:
         with self._lock:
@@ -192,7 +239,7 @@ class Engine:
     def preview(self, body: dict[str, Any], now_ns: int | None = None) -> dict[str, Any]:
         rule = parse_rule(dict(body), rule_id="preview", source="api")
         now = self.clock() if now_ns is None else now_ns
-        samples = evaluate(rule, self.query, self.db, now)
+        samples = evaluate(rule, self.query, self.db, now, self.sql_query)
         return {"now_ns": now, "op": rule.op, "threshold": rule.threshold, "samples": [
             {"labels": s.labels, "value": s.value if s.value == s.value else None,
              "matches": compare(rule.op, s.value, rule.threshold)} for s in samples]}

@@ -15,15 +15,16 @@ from typing import Any, Protocol
 import httpx
 
 from .rules import RuleError
-from .ssrf import DestinationRefused, check_host, check_url
+from .ssrf import DestinationRefused, check_host, check_url, pinned
 
 TIMEOUT_S = 5.0
 
 
 class NotifyError(Exception):
-    def __init__(self, message: str, retryable: bool = True):
+    def __init__(self, message: str, retryable: bool = True, retry_after: float | None = None):
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds the receiver asked to wait (Retry-After), if any
 
 
 class Notifier(Protocol):
@@ -36,20 +37,40 @@ class Notifier(Protocol):
 
 def _post(url: str, body: dict[str, Any], allow_private: bool, headers: dict[str, str] | None = None) -> None:
     try:
-        check_url(url, allow_private)
+        addrs = check_url(url, allow_private)
     except DestinationRefused as e:
         raise NotifyError(str(e), retryable=False) from None
-    try:
-        with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as c:
-            r = c.post(url, content=json.dumps(body), headers={"content-type": "application/json", **(headers or {})})
-    except httpx.HTTPError as e:
-        raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
+    content = json.dumps(body)
+    r = None
+    with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as c:
+        for i, addr in enumerate(addrs):  # only the checked addresses; the name is not resolved again
+            target, host, ext = pinned(url, addr)
+            try:
+                r = c.post(target, content=content, extensions=ext,
+                           headers={"content-type": "application/json", **(headers or {}), **host})
+                break
+            except httpx.ConnectError as e:
+                if i == len(addrs) - 1:
+                    raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
+            except httpx.HTTPError as e:
+                raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
+    if r is None:
+        raise NotifyError(f"POST {_redact(url)}: no address to connect to")
     if 300 <= r.status_code < 400:
         raise NotifyError(f"POST {_redact(url)}: redirect {r.status_code} refused (redirects are not followed)",
                           retryable=False)
     if r.status_code >= 400:
         raise NotifyError(f"POST {_redact(url)}: HTTP {r.status_code}",
-                          retryable=r.status_code >= 500 or r.status_code in (408, 429))
+                          retryable=r.status_code >= 500 or r.status_code in (408, 429),
+                          retry_after=_retry_after(r.headers.get("retry-after")))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (the delta form; an HTTP date is ignored)."""
+    try:
+        return max(0.0, min(float(value), 3600.0)) if value else None
+    except ValueError:
+        return None
 
 
 def _redact(url: str) -> str:
@@ -58,6 +79,8 @@ def _redact(url: str) -> str:
 
 
 class WebhookNotifier:
+    integration = "webhook"
+
     def __init__(self, name: str, url: str, allow_private: bool = False, headers: dict[str, str] | None = None):
         self.name, self.url, self.allow_private, self.headers = name, url, allow_private, headers or {}
 
@@ -77,6 +100,8 @@ def slack_text(message: dict[str, Any]) -> str:
 
 
 class SlackNotifier:
+    integration = "slack"
+
     def __init__(self, name: str, url: str, allow_private: bool = False, channel: str = ""):
         self.name, self.url, self.allow_private, self.channel = name, url, allow_private, channel
 
@@ -88,6 +113,8 @@ class SlackNotifier:
 
 
 class EmailNotifier:
+    integration = "email"
+
     def __init__(self, name: str, to: list[str], sender: str, smarthost: str, allow_private: bool = False,
                  starttls: bool = False, username: str = "", password: str = ""):
         host, _, port = smarthost.rpartition(":")
@@ -106,11 +133,12 @@ class EmailNotifier:
         msg["Subject"] = f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}"[:200]
         msg["From"], msg["To"] = self.sender, ", ".join(self.to)
         msg.set_content(slack_text(message) + "\n\n" + json.dumps(message, indent=2))
-        # connect to the checked address, not to a second resolution of the name (with STARTTLS the
-        # name is needed for certificate checks, so it is resolved again: a small rebinding window)
-        host = self.host if self.starttls else addrs[0]
+        # connect to the checked address, never to a second resolution of the name; STARTTLS checks
+        # the certificate against the name (smtplib takes it from ``_host``)
         try:
-            with smtplib.SMTP(host, self.port, timeout=TIMEOUT_S) as s:
+            with smtplib.SMTP(timeout=TIMEOUT_S) as s:
+                s._host = self.host
+                s.connect(addrs[0], self.port)
                 if self.starttls:
                     s.starttls()
                 if self.username:

@@ -1,6 +1,7 @@
-"""Ingest benchmark: OTLP/HTTP protobuf into a real ``tracehouse`` server with embedded chDB.
+"""Ingest benchmark: OTLP protobuf over HTTP or gRPC into a real ``tracehouse`` server with embedded chDB.
 
     python bench/ingest_bench.py --spans 300000 --concurrency 8 --decoder old,native --json
+    python bench/ingest_bench.py --protocol http,grpc --json     # both, one after the other, same bodies
 
 ``--decoder`` picks how the server turns stored requests into rows: ``old`` (Python, the
 converter in ``collector/convert.py``), ``native`` (the embedded engine decodes them), ``auto``;
@@ -9,11 +10,14 @@ by a bulk insert of the same spans straight through ``Store.insert`` (converted 
 timed), the store's own ceiling on this machine at that moment, and the run reports
 stored/bulk-insert.
 
+
 Starts ``tracehouse serve`` (or ``tracehouse collector`` when the dashboard is not there) on free
 ports and temporary directories, sends pre-encoded requests (multi-service traces of 5-30 spans,
 ~10 attributes per span, a few hundred spans per request) from a separate process over C
-connections, waits until the collector reports every span written, stops the server, opens the
-chDB store here and counts the spans exactly. The last line printed is one JSON object.
+connections (HTTP/1.1) or C concurrent calls on one channel (gRPC, as the OTLP exporters do), waits
+until the collector reports every span written, stops the server, opens the chDB store here and
+counts the spans exactly. With several protocols each gets a fresh server and the same bodies, and
+the result adds their ratios. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -153,28 +157,168 @@ async def _send_all(url: str, bodies: list[bytes], concurrency: int) -> dict:
     return stats
 
 
+async def _send_all_grpc(target: str, bodies: list[bytes], concurrency: int) -> dict:
+    import grpc
+    from google.rpc import error_details_pb2
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+    stats = {"requests": 0, "retries": 0, "errors": 0}
+    retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    async with grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        call = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+
+        async def worker() -> None:
+            while True:
+                try:
+                    body = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                while True:
+                    try:
+                        await call(body, timeout=60)
+                    except grpc.aio.AioRpcError as e:
+                        if e.code() not in retryable:
+                            raise RuntimeError(f"unexpected status {e.code()}: {e.details()}") from None
+                        stats["retries"] += 1
+                        delay = 1.0
+                        info = dict(e.trailing_metadata() or ()).get("google.rpc.retryinfo-bin")
+                        if info:
+                            d = error_details_pb2.RetryInfo.FromString(info).retry_delay
+                            delay = d.seconds + d.nanos / 1e9
+                        await asyncio.sleep(min(delay, 2.0))
+                        continue
+                    stats["requests"] += 1
+                    break
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return stats
+
+
 def sender_main(args: argparse.Namespace) -> int:
     bodies = build_requests(args.spans, args.per_request)
     print("ready", flush=True)
     sys.stdin.readline()  # the bench says go
     t0 = time.time()
-    stats = asyncio.run(_send_all(args.url, bodies, args.concurrency))
+    if args.protocol == "grpc":
+        stats = asyncio.run(_send_all_grpc(args.url, bodies, args.concurrency))
+    else:
+        stats = asyncio.run(_send_all(args.url, bodies, args.concurrency))
     stats.update(t0=t0, t1=time.time(), bytes=sum(map(len, bodies)))
     print(json.dumps(stats), flush=True)
     return 0
+
+
+# --- the query load (a separate process): the most expensive reads the API allows -----------------
+
+#: each a GET on the dashboard port, over the widest ranges the API accepts (31 days over raw spans,
+#: 400 over the rollups): attribute search scans every span's attribute arrays, a duration filter
+#: merges every trace summary, the overview and map merge every rollup state, a page runs ~10 queries.
+EXPENSIVE_QUERIES = [
+    "/api/traces?since=31d&attr=http.route%3D/api/nothing&limit=1000",
+    "/api/traces?since=31d&min_duration_ms=0&limit=1000",
+    "/api/traces?since=31d&service=payments&operation=process&status=error&limit=1000",
+    "/api/services?since=400d",
+    "/api/service-map?since=400d",
+    "/api/services/frontend/operations?since=400d",
+    "/api/services/checkout/series?since=400d&step=1d",
+    "/api/logs?since=31d&q=nothing&limit=1000",
+    "/api/metrics/names?since=31d",
+    "/services/frontend?since=31d",
+]
+
+
+def queries_main(args: argparse.Namespace) -> int:
+    """Run EXPENSIVE_QUERIES round-robin from ``args.concurrency`` threads until stdin closes."""
+    import threading
+
+    import httpx
+
+    stop = threading.Event()
+    stats = {"queries": 0, "errors": 0, "statuses": {}, "seconds": 0.0}
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        with httpx.Client(base_url=args.url, timeout=120) as c:
+            n = i
+            while not stop.is_set():
+                path = EXPENSIVE_QUERIES[n % len(EXPENSIVE_QUERIES)]
+                n += 1
+                t0 = time.perf_counter()
+                try:
+                    code = str(c.get(path).status_code)
+                except httpx.HTTPError as e:
+                    code = type(e).__name__
+                with lock:
+                    stats["queries"] += 1
+                    stats["seconds"] += time.perf_counter() - t0
+                    stats["statuses"][code] = stats["statuses"].get(code, 0) + 1
+                    stats["errors"] += code not in ("200", "422", "504")
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the bench says stop
+    stop.set()
+    for t in threads:
+        t.join(150)
+    print(json.dumps(stats), flush=True)
+    return 0
+
+
+def _preload(storage: str, n: int) -> None:
+    """``n`` generated spans over the last hour, stored before the server starts, so that the
+    queries have a realistic amount to read (not counted in the bench's own figures)."""
+    from tests.support.spangen import Gen, generate
+    from tracehouse.storage import Store
+
+    with Store.open(storage) as store:
+        store.migrate()
+        done = 0
+        while done < n:
+            cols, _ = generate(min(200_000, n - done), time.time_ns() - 3600 * 10**9, 3500 * 10**9, Gen(),
+                               store=store)
+            store.insert("spans", cols)
+            done += len(cols["span_id"])
+
+
+def _start_query_load(url: str, concurrency: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--queries", "--url", url,
+                          "--concurrency", str(concurrency)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "ready":
+        raise RuntimeError("query load failed to start")
+    return p
+
+
+def _stop_query_load(p: subprocess.Popen) -> dict:
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write("stop\n")
+    p.stdin.flush()
+    out = p.stdout.read().strip().splitlines()
+    p.wait(180)
+    stats = json.loads(out[-1])
+    stats["mean_query_ms"] = round(1000 * stats.pop("seconds") / max(1, stats["queries"]), 1)
+    return stats
 
 
 # --- the bench -----------------------------------------------------------------------------------
 
 
 def _stored(url: str) -> int:
+    """Spans written, less the server's own (``--self-observe``) that it sent to itself."""
     import httpx
 
     text = httpx.get(url + "/metrics", timeout=10).text
+    written = own = 0
     for line in text.splitlines():
         if line.startswith('tracehouse_collector_written_items_total{signal="traces"}'):
-            return int(float(line.rsplit(" ", 1)[1]))
-    return 0
+            written = int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith('tracehouse_self_observe_exported_total{signal="traces"}'):
+            own = int(float(line.rsplit(" ", 1)[1]))
+    return written - own
 
 
 def _rss_anon_mb(pid: int) -> float:
@@ -192,23 +336,45 @@ _DECODERS = {"old": "python", "python": "python", "native": "native", "auto": "a
 
 
 def bench_main(args: argparse.Namespace) -> int:
-    results = []
-    for dec in args.decoder.split(","):
-        if dec not in _DECODERS:
-            raise SystemExit(f"unknown decoder {dec!r}: old, native or auto")
-        r = run_once(args, dec)
-        results.append(r)
-        if not args.json:
-            for k, v in r.items():
-                print(f"{k:>26}: {v}")
-            print()
-    out = results[0] if len(results) == 1 else {"runs": results}
-    if len(results) > 1:
-        by = {r["decoder"]: r for r in results}
-        if "old" in by and "native" in by:
-            out["native_vs_old_stored"] = round(by["native"]["stored_spans_per_s"] / by["old"]["stored_spans_per_s"], 2)
-    print(json.dumps(out))
-    return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in results) else 1
+    protocols = ["http", "grpc"] if args.protocol == "both" else [p.strip() for p in args.protocol.split(",") if p.strip()]
+    if not protocols or any(p not in ("http", "grpc") for p in protocols):
+        raise SystemExit("--protocol takes http, grpc or both (http,grpc)")
+    decoders = [d.strip() for d in args.decoder.split(",") if d.strip()]
+    if not decoders or any(d not in _DECODERS for d in decoders):
+        raise SystemExit("--decoder takes old, native or auto (comma-separated to compare)")
+    runs = []
+    for p in protocols:
+        for d in decoders:
+            if runs:  # let the previous run's writes reach the disk before the next server starts
+                os.sync()
+                time.sleep(5)
+            runs.append(run_once(args, p, d))
+    if len(runs) == 1:
+        result = runs[0]
+    elif len(decoders) == 1:
+        result = {r["protocol"]: r for r in runs}
+        base = runs[0]
+        for r in runs[1:]:
+            result[f"{r['protocol']}_vs_{base['protocol']}"] = _ratios(r, base)
+    else:
+        result = {"runs": runs}
+        for p in protocols:
+            by = {r["decoder"]: r for r in runs if r["protocol"] == p}
+            if "old" in by and "native" in by:
+                key = "native_vs_old" if len(protocols) == 1 else f"native_vs_old_{p}"
+                result[key] = _ratios(by["native"], by["old"])
+                result[key + "_stored"] = result[key]["stored_spans_per_s"]
+    if not args.json and len(runs) > 1:
+        for k, v in result.items():
+            if "_vs_" in k:
+                print(f"{k}: {v}")
+    print(json.dumps(result))
+    return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in runs) else 1
+
+
+def _ratios(r: dict, base: dict) -> dict:
+    return {k: round(r[k] / base[k], 3) for k in ("accepted_spans_per_s", "stored_spans_per_s",
+                                                  "collector_rss_mb", "collector_cpu_s") if base[k]}
 
 
 def bulk_insert_rate(storage: str, bodies_args: argparse.Namespace) -> float:
@@ -244,13 +410,13 @@ def bulk_insert_rate(storage: str, bodies_args: argparse.Namespace) -> float:
     return n / dt
 
 
-def run_once(args: argparse.Namespace, decoder: str) -> dict:
+def run_once(args: argparse.Namespace, protocol: str, decoder: str = "auto") -> dict:
     import psutil
 
     tmp = tempfile.mkdtemp(prefix="th-bench-")
     data = os.path.join(tmp, "data")
     storage = args.storage or f"chdb://{data}?database=bench"
-    otlp, http = free_port(), free_port()
+    otlp, http, grpc_port = free_port(), free_port(), free_port()
     role = args.role
     if role == "auto":
         try:
@@ -262,13 +428,18 @@ def run_once(args: argparse.Namespace, decoder: str) -> dict:
     env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "buffer"), TRACEHOUSE_LOG_LEVEL="warning",
                TRACEHOUSE_DECODER=_DECODERS[decoder])
     cmd = [sys.executable, "-m", "tracehouse.cli", role, "--storage", storage, "--otlp-port", str(otlp),
-           "--http-port", str(http)]
+           "--http-port", str(http), "--otlp-grpc-port", str(grpc_port)] + (
+               ["--self-observe"] if args.self_observe == "on" else [])
+    if getattr(args, "preload", 0):
+        _preload(storage, args.preload)
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{otlp}"
     try:
-        if not wait_port(otlp, 90):
+        if not wait_port(otlp, 90) or not wait_port(grpc_port, 30):
             raise RuntimeError("server did not start")
-        sender = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sender", "--url", url + "/v1/traces",
+        target = url + "/v1/traces" if protocol == "http" else f"127.0.0.1:{grpc_port}"
+        sender = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sender", "--url", target,
+                                   "--protocol", protocol,
                                    "--spans", str(args.spans), "--concurrency", str(args.concurrency),
                                    "--per-request", str(args.per_request)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -276,6 +447,11 @@ def run_once(args: argparse.Namespace, decoder: str) -> dict:
         if sender.stdout.readline().strip() != "ready":
             raise RuntimeError("sender failed")
         proc = psutil.Process(server.pid)
+        loader = None
+        if getattr(args, "query_load", 0) > 0:
+            if not wait_port(http, 90):
+                raise RuntimeError("dashboard did not start")
+            loader = _start_query_load(f"http://127.0.0.1:{http}", args.query_load)
         cpu0 = proc.cpu_times()
         w0 = time.time()
         sender.stdin.write("go\n")
@@ -293,14 +469,18 @@ def run_once(args: argparse.Namespace, decoder: str) -> dict:
                 raise RuntimeError(f"timed out: {_stored(url)} of {args.spans} stored")
             time.sleep(0.05)
         cpu1 = proc.cpu_times()
+        query_stats = _stop_query_load(loader) if loader is not None else None
         sent = json.loads(sender.stdout.read().strip().splitlines()[-1])
         server.send_signal(signal.SIGTERM)
         server.wait(120)
         from tracehouse.storage import Store
 
         with Store.open(storage) as store:
-            count = int(store.query(f"SELECT count() FROM {store.db}.spans").scalar())
-            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans").scalar())
+            # the server's own spans (--self-observe) and preloaded ones are not the bench's
+            mine = " WHERE service != 'tracehouse'" + (
+                " AND scope_name = 'opentelemetry.instrumentation.bench'" if getattr(args, "preload", 0) else "")
+            count = int(store.query(f"SELECT count() FROM {store.db}.spans{mine}").scalar())
+            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans{mine}").scalar())
             if args.storage:
                 store.query(f"DROP DATABASE IF EXISTS {store.db}")
         send_s = sent["t1"] - sent["t0"]
@@ -308,8 +488,9 @@ def run_once(args: argparse.Namespace, decoder: str) -> dict:
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(stored_at - w0, 1e-9)
         bulk = bulk_insert_rate(storage, args)
         stored_rate = args.spans / store_s
-        return {
-            "decoder": decoder, "spans": args.spans, "concurrency": args.concurrency, "role": role,
+        result = {
+            "protocol": protocol, "decoder": decoder, "spans": args.spans, "concurrency": args.concurrency,
+            "role": role, "self_observe": args.self_observe,
             "requests": sent["requests"], "retries": sent["retries"], "mb_sent": round(sent["bytes"] / 2**20, 1),
             "accepted_spans_per_s": round(args.spans / send_s),
             "stored_spans_per_s": round(stored_rate),
@@ -318,11 +499,20 @@ def run_once(args: argparse.Namespace, decoder: str) -> dict:
             "stored_rows": count, "duplicates": count - distinct,
             "lost": args.spans - distinct,
             "collector_cpu_cores": round(cpu, 2),
+            # CPU seconds the server spent from the first request until everything was stored: less
+            # sensitive than the rates to what else runs on the machine
+            "collector_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
             "collector_rss_mb": round(rss, 1),
             # RSS less the clean file-backed pages (chDB's ~200 MB library text): the memory the
             # process allocated itself
             "collector_anon_rss_mb": round(anon, 1),
         }
+        if query_stats is not None:
+            result["query_load"] = dict(query_stats, concurrency=args.query_load)
+        if not args.json:
+            for k, v in result.items():
+                print(f"{k:>26}: {v}")
+        return result
     finally:
         if server.poll() is None:
             server.kill()
@@ -343,10 +533,84 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve (whole server) or collector alone; auto = serve when the dashboard exists")
     p.add_argument("--decoder", default="auto",
                    help="old (Python), native (the engine), auto; comma-separated to compare in one run")
+    p.add_argument("--protocol", default="http",
+                   help="http, grpc, or both (= http,grpc): one after the other, same bodies, fresh servers")
+    p.add_argument("--self-observe", choices=["off", "on", "both"], default="off", dest="self_observe",
+                   help="serve with --self-observe; 'both' alternates off/on runs (--rounds each) and prints "
+                        "the medians and their ratio")
+    p.add_argument("--rounds", type=int, default=1, help="runs of each setting with --self-observe both")
+    p.add_argument("--query-load", type=int, default=0, dest="query_load", metavar="N",
+                   help="also run the ingest while N clients loop over the most expensive queries the API "
+                   "allows (needs --role serve); the bench then runs twice, quiet and loaded, and reports both")
+    p.add_argument("--preload", type=int, default=0, metavar="SPANS",
+                   help="store this many generated spans before the server starts (not counted in the figures)")
+    p.add_argument("--queries", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--sender", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    return sender_main(args) if args.sender else bench_main(args)
+    if args.sender:
+        return sender_main(args)
+    if args.queries:
+        return queries_main(args)
+    if args.query_load > 0:
+        return compare_main(args)
+    if args.self_observe != "both":
+        return bench_main(args)
+    return compare_self_observe(args)
+
+
+def compare_self_observe(args: argparse.Namespace) -> int:
+    """Off and on alternately in one run of the script (the same machine state for both)."""
+    import contextlib
+    import io
+    import statistics
+
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    status = 0
+    for _ in range(args.rounds):
+        for mode in ("off", "on"):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                status |= bench_main(argparse.Namespace(**dict(vars(args), self_observe=mode, json=True)))
+            res = json.loads(out.getvalue().strip().splitlines()[-1])
+            runs[mode].append(res)
+            print(f"self_observe={mode}: accepted {res['accepted_spans_per_s']}/s, stored "
+                  f"{res['stored_spans_per_s']}/s, lost {res['lost']}, cpu {res['collector_cpu_cores']}", flush=True)
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("accepted_spans_per_s", "stored_spans_per_s",
+                                                                 "collector_cpu_cores", "collector_rss_mb")}
+           for m, rs in runs.items()}
+    result = {"spans": args.spans, "rounds": args.rounds, "off": med["off"], "on": med["on"],
+              "stored_ratio_on_off": round(med["on"]["stored_spans_per_s"] / med["off"]["stored_spans_per_s"], 3),
+              "accepted_ratio_on_off": round(med["on"]["accepted_spans_per_s"] / med["off"]["accepted_spans_per_s"], 3),
+              "runs": runs}
+    print(json.dumps(result))
+    return status
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    """The same ingest twice in one invocation, quiet then under the query load; one JSON line with
+    both and their ratio."""
+    import contextlib
+    import io
+
+    runs = {}
+    status = 0
+    for name, load in (("quiet", 0), ("loaded", args.query_load)):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            status |= bench_main(argparse.Namespace(**dict(vars(args), query_load=load, json=True)))
+        runs[name] = json.loads(buf.getvalue().strip().splitlines()[-1])
+    ratio = runs["loaded"]["stored_spans_per_s"] / max(1, runs["quiet"]["stored_spans_per_s"])
+    out = {"quiet": runs["quiet"], "loaded": runs["loaded"], "loaded_over_quiet": round(ratio, 3),
+           "lost": runs["quiet"]["lost"] + runs["loaded"]["lost"]}
+    if not args.json:
+        for name in ("quiet", "loaded"):
+            r = runs[name]
+            print(f"{name:>7}: stored {r['stored_spans_per_s']} spans/s, lost {r['lost']}, "
+                  f"duplicates {r['duplicates']}" + (f", queries {r['query_load']}" if "query_load" in r else ""))
+        print(f"  ratio: {out['loaded_over_quiet']}")
+    print(json.dumps(out))
+    return status
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -10,6 +12,7 @@ from fastapi.responses import JSONResponse
 from tracehouse.storage import (
     InvalidParameter,
     NotFound,
+    QueryLimitExceeded,
     QueryTimeout,
     StorageError,
     StorageUnavailable,
@@ -25,17 +28,30 @@ SINCE = Query(None, description="RFC 3339 time or relative (15m, 2h, 7d, now); d
 UNTIL = Query(None, description="RFC 3339 time or relative; default now")
 
 
+log = logging.getLogger("tracehouse.dashboard")
+
+
 def error_response(exc: Exception) -> JSONResponse:
+    """Our own reasons for bad parameters and unknown ids; for anything the database said, a generic
+    message and an id that the server log carries next to the database's text."""
     if isinstance(exc, InvalidParameter):
         return JSONResponse({"error": str(exc)}, status_code=400)
     if isinstance(exc, NotFound):
         return JSONResponse({"error": str(exc)}, status_code=404)
     if isinstance(exc, QueryTimeout):
-        return JSONResponse({"error": "query timed out"}, status_code=504)
+        return _logged(exc, 504, "query timed out: narrow the time range or add filters")
+    if isinstance(exc, QueryLimitExceeded):
+        return _logged(exc, 422, "query would read more than this server allows: narrow the time range or add filters")
     if isinstance(exc, StorageUnavailable):
-        return JSONResponse({"error": "storage unavailable", "detail": str(exc)}, status_code=503,
-                            headers={"Retry-After": "5"})
-    return JSONResponse({"error": "storage error", "detail": str(exc)[:500]}, status_code=500)
+        return _logged(exc, 503, "storage unavailable", {"Retry-After": "5"})
+    return _logged(exc, 500, "storage error")
+
+
+def _logged(exc: Exception, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    error_id = uuid.uuid4().hex[:16]
+    log.error("error id %s: %s answered %d: %s: %s", error_id, type(exc).__name__, status, message, exc,
+              exc_info=status >= 500)
+    return JSONResponse({"error": message, "error_id": error_id}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app) -> None:
@@ -133,11 +149,5 @@ def api_router(get_store) -> APIRouter:
         tr = parse_range(since, until, default="1h")
         return {"logs": qtel.logs(get_store(request), tr, service or None, trace_id or None, severity or None,
                                   q or None, event_name or None, _int("limit", limit, 100))}
-
-    @r.get("/storage")
-    def storage_info(request: Request) -> dict[str, Any]:
-        s = get_store(request)
-        return {"backend": s.backend.kind, "url": s.url.redacted(), "server_version": s.caps.version_string,
-                "schema_version": s.schema_version(), "retention_days": s.retention()}
 
     return r

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tracehouse.storage import TimeRange
+from tracehouse.storage.limits import require_raw_range
 
 HOST = "resource_values[indexOf(resource_keys, 'host.name')]"
 CONTAINER = "resource_values[indexOf(resource_keys, 'container.id')]"
@@ -30,7 +31,8 @@ _ENTRY = "(kind IN (2, 5) OR parent_span_id = toFixedString(unhex('0000000000000
 
 
 def _requests(store, tr: TimeRange, service: str, cond: str, order: str, limit: int) -> list[dict[str, Any]]:
-    res = store.query(_REQ.format(spans=store.t("spans"), cond=cond, order=order),
+    require_raw_range(tr, "requests")
+    res = store.read(_REQ.format(spans=store.t("spans"), cond=cond, order=order),
                       {"service": service, "start": tr.start_s, "end": tr.end_s, "limit": int(limit)})
     return [{"trace_id": r["tid"], "start_ns": int(r["start_ns"]), "root_service": service,
              "root_operation": r["name"], "span_count": None, "error": int(r["status_code"]) == 2,
@@ -51,8 +53,9 @@ def failing_requests(store, tr: TimeRange, service: str, limit: int = 10) -> lis
 
 def infra_latest(store, tr: TimeRange) -> list[dict[str, Any]]:
     """Per (host, container, metric): latest and average value over ``tr`` for the infra metrics."""
+    require_raw_range(tr, "metric points")
     names = ", ".join(f"'{n}'" for n in INFRA_METRICS)  # constants, not user input
-    res = store.query(
+    res = store.read(
         f"SELECT {HOST} AS host, {CONTAINER} AS container, any({CONTAINER_NAME}) AS container_name, name, "
         f"any(unit) AS unit, argMax({_VALUE}, ts_ns) AS last, avg({_VALUE}) AS mean, "
         f"groupUniqArray(service) AS services FROM {store.t('metric_points')} "
@@ -67,20 +70,17 @@ def infra_latest(store, tr: TimeRange) -> list[dict[str, Any]]:
 
 def infra_series(store, tr: TimeRange, name: str, step_s: int) -> dict[str, list[tuple[int, float]]]:
     """One series per host (or container, when the points carry one) of metric ``name``."""
-    res = store.query(
+    require_raw_range(tr, "metric points")
+    res = store.read(
+        "SELECT who, groupArray(t) AS ts, groupArray(v) AS vs FROM ("
         f"SELECT if({CONTAINER} != '', concat('container ', {CONTAINER}), concat('host ', {HOST})) AS who, "
         "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, "
         f"avg({_VALUE}) AS v FROM {store.t('metric_points')} WHERE name = {{name:String}} "
         "AND timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32}) "
-        "GROUP BY who, t ORDER BY who, t LIMIT 20000",
+        "GROUP BY who, t) GROUP BY who ORDER BY who LIMIT 30",
         {"name": name, "start": tr.start_s, "end": tr.end_s, "step": int(step_s)},
     )
-    out: dict[str, list[tuple[int, float]]] = {}
-    for who, t, v in res.rows:
-        if len(out) >= 30 and who not in out:
-            continue
-        out.setdefault(who, []).append((int(t), _num(v)))
-    return out
+    return {who: sorted((int(t), _num(v)) for t, v in zip(ts, vs)) for who, ts, vs in res.rows}
 
 
 def _num(v: Any) -> float | None:

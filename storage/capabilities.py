@@ -24,6 +24,7 @@ class Capabilities:
     # views it missed (deduplicate_blocks_in_dependent_materialized_views, as reworked in 24.x;
     # verified on 26.9).
     insert_dedup: bool = False
+    lazy_ttl_modify: bool = False  # MODIFY TTL can skip rewriting every part (materialize_ttl_after_modify = 0)
 
     @property
     def version_string(self) -> str:
@@ -53,4 +54,5 @@ def capabilities_for(version_text: str) -> Capabilities:
         compact_parts=v >= (20, 3),
         packed_parts=v >= (24, 1),
         insert_dedup=v >= (24, 8),
+        lazy_ttl_modify=v >= (20, 5),
     )

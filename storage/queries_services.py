@@ -9,6 +9,8 @@ from .errors import InvalidParameter
 from .timerange import TimeRange
 
 MAX_POINTS = 2000
+#: services listed on the overview (and sparklines drawn); a result LIMIT in the SQL
+MAX_SERVICES = 2000
 
 
 def _f(v: Any) -> float | None:
@@ -46,12 +48,12 @@ def services(store, tr: TimeRange) -> list[dict[str, Any]]:
     """Per service: request rate, error rate, p50/p95/p99 and span count. Requests are the service's
     entry spans (server/consumer/root); a service with none (a batch worker, say) is measured by
     all its spans."""
-    res = store.query(
+    res = store.read(
         f"SELECT service, is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
         f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
         "WHERE minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) "
-        "GROUP BY service, is_entry",
-        _window(tr),
+        "GROUP BY service, is_entry ORDER BY service, is_entry LIMIT {cap:UInt32}",
+        {**_window(tr), "cap": 2 * MAX_SERVICES},
     )
     by_service: dict[str, dict[int, dict[str, Any]]] = {}
     for row in res.dicts():
@@ -66,7 +68,7 @@ def services(store, tr: TimeRange) -> list[dict[str, Any]]:
 
 
 def operations(store, service: str, tr: TimeRange) -> list[dict[str, Any]]:
-    res = store.query(
+    res = store.read(
         f"SELECT name, kind, max(is_entry) AS is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
         f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
         "WHERE service = {service:String} AND minute >= toDateTime({start:UInt32}) "
@@ -101,19 +103,20 @@ def series(store, service: str, tr: TimeRange, step_s: int | None = None, operat
         cond = "name = {op:String}"
         params["op"] = operation
     else:
-        has_entry = store.query(
+        has_entry = store.read(
             f"SELECT count() FROM {store.t('red_1m')} WHERE service = {{service:String}} AND is_entry = 1 "
             "AND minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32})",
             {"service": service, **_window(tr)},
         ).scalar()
         if not has_entry:
             cond = "1"
-    res = store.query(
+    res = store.read(
         f"SELECT intDiv(toUInt32(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, countMerge(calls) AS calls, "
         f"sumMerge(errors) AS errors, quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q "
         f"FROM {store.t('red_1m')} WHERE service = {{service:String}} AND {cond} "
-        "AND minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) GROUP BY t ORDER BY t",
-        params,
+        "AND minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) GROUP BY t ORDER BY t "
+        "LIMIT {cap:UInt32}",
+        {**params, "cap": MAX_POINTS + 1},
     )
     points = []
     for r in res.dicts():
@@ -125,13 +128,15 @@ def series(store, service: str, tr: TimeRange, step_s: int | None = None, operat
 def sparklines(store, tr: TimeRange, step_s: int | None = None) -> dict[str, list[tuple[int, float]]]:
     """Request-rate series for every service, for the overview's sparklines (one query)."""
     step = pick_step(tr, step_s)
-    res = store.query(
+    res = store.read(
+        "SELECT service, groupArray(t) AS ts, groupArray(calls) AS cs FROM ("
         f"SELECT service, intDiv(toUInt32(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, countMerge(calls) AS calls "
         f"FROM {store.t('red_1m')} WHERE is_entry = 1 AND minute >= toDateTime({{start:UInt32}}) "
-        "AND minute < toDateTime({end:UInt32}) GROUP BY service, t ORDER BY service, t",
-        {"step": step, **_window(tr)},
+        "AND minute < toDateTime({end:UInt32}) GROUP BY service, t) GROUP BY service ORDER BY service "
+        "LIMIT {cap:UInt32}",
+        {"step": step, **_window(tr), "cap": MAX_SERVICES},
     )
     out: dict[str, list[tuple[int, float]]] = {}
-    for service, t, calls in res.rows:
-        out.setdefault(service, []).append((int(t), round(int(calls) / step, 4)))
+    for service, ts, cs in res.rows:
+        out[service] = sorted((int(t), round(int(c) / step, 4)) for t, c in zip(ts, cs))
     return out

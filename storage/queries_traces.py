@@ -8,6 +8,7 @@ from typing import Any
 from .attrs import decode_map
 from .errors import InvalidParameter, NotFound
 from .ids import hex_id, parse_trace_id
+from .limits import require_raw_range
 from .timerange import TimeRange
 
 MAX_TRACE_SPANS = 50_000
@@ -36,6 +37,7 @@ def search(store, tr: TimeRange, service: str | None = None, operation: str | No
         raise InvalidParameter("limit must be 1 to 1000")
     if status not in (None, "", "ok", "error"):
         raise InvalidParameter("status must be ok or error")
+    require_raw_range(tr, "trace search")
     for name, v in (("min_duration_ms", min_duration_ms), ("max_duration_ms", max_duration_ms)):
         if v is not None and not 0 <= v <= 1e10:
             raise InvalidParameter(f"{name} out of range")
@@ -106,7 +108,7 @@ def search(store, tr: TimeRange, service: str | None = None, operation: str | No
             "error": bool(r["err"]),
             "services": sorted(r["services"]),
         }
-        for r in store.query(sql, params).dicts()
+        for r in store.read(sql, params).dicts()
     ]
 
 
@@ -173,14 +175,14 @@ def _maybe_json(v: str) -> Any:
 def trace(store, trace_id: str) -> dict[str, Any]:
     """Every span of one trace, by start time. Raises NotFound for an unknown id."""
     tid = parse_trace_id(trace_id)
-    bounds = store.query(
+    bounds = store.read(
         f"SELECT count() AS n, toUInt32(min(hour)) AS lo, toUInt32(max(hour)) AS hi FROM {store.t('trace_summary')} "
         "WHERE trace_id = toFixedString(unhex({tid:String}), 16)",
         {"tid": tid},
     ).dicts()[0]
     if not bounds["n"]:
         raise NotFound(f"trace {tid} not found")
-    res = store.query(
+    res = store.read(
         f"SELECT {_SPAN_COLUMNS} FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
         "AND timestamp >= toDateTime({lo:UInt32}) AND timestamp < toDateTime({hi:UInt32}) "
         "ORDER BY start_ns, span_id LIMIT 1 BY span_id LIMIT {cap:UInt32}",

@@ -7,17 +7,27 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from . import retention as _retention
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
-from .errors import ConfigError, InvalidParameter, QueryError, StorageError
-from .migrations import ALERT_RULES, LATEST, SILENCES, SNAPSHOT_REQUESTS, applied_versions, migrate
+from .errors import ConfigError, QueryError, StorageError, StorageUnavailable
+from .limits import BusyBudget, QueryLimits
+from .migrations import (
+    ALERT_RULES,
+    LATEST,
+    NOTIFY_STATE,
+    SILENCES,
+    SNAPSHOT_REQUESTS,
+    applied_versions,
+    migrate,
+)
 from .schema import (
     DEFAULT_RETENTION_DAYS,
-    RETENTION_TABLES,
     ROLLUP_VIEWS,
     TABLES_BY_NAME,
     Table,
@@ -38,9 +48,8 @@ def chunk_batch_id(batch_id: int, i: int) -> int:
     return ((batch_id * 0x9E3779B97F4A7C15) + i * 0xBF58476D1CE4E5B9) & 0x7FFFFFFFFFFFFFFF or 1
 
 
-ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS)
-_PARTITION_DAY = re.compile(r"^(\d{8})$")
-_PARTITION_MONTH = re.compile(r"^(\d{6})$")
+ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS,
+                  notify_state=NOTIFY_STATE)
 
 
 class Store:
@@ -50,6 +59,16 @@ class Store:
         self.backend = backend
         self.url = url
         self.db = url.database
+        self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
+        #: limits of every query a user can cause (:meth:`read`); the server sets them from its settings
+        self.limits = QueryLimits()
+        self._slots: tuple[int, threading.BoundedSemaphore] | None = None
+        self._budget: tuple[tuple[float, float], BusyBudget] | None = None
+        #: on a ClickHouse server: the URL of the read-only user that user SQL runs as ('' = this
+        #: store's own user with readonly=1); the server sets it from its settings
+        self.rules_url = ""
+        self._rule_reader: Any = None
+        self._rule_reader_lock = threading.Lock()
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
     # -- opening -----------------------------------------------------------------------------
@@ -71,6 +90,8 @@ class Store:
             raise
 
     def close(self) -> None:
+        if isinstance(self._rule_reader, _ServerRuleReader):
+            self._rule_reader.backend.close()
         self.backend.close()
 
     @staticmethod
@@ -98,7 +119,96 @@ class Store:
 
     # -- statements --------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
+        if self.tracer is not None:
+            return self._traced_query(sql, params, settings)
         return self.backend.query(sql, params, settings)
+
+    def _traced_query(self, sql: str, params: dict[str, Any] | None, settings: dict[str, Any] | None) -> Result:
+        """A client span per statement, only under a span already current (a traced request, rule
+        evaluation or retention run): the ingest path stays untraced. The text has placeholders,
+        never values (those are bound separately)."""
+        from opentelemetry import trace
+
+        if not trace.get_current_span().get_span_context().is_valid:
+            return self.backend.query(sql, params, settings)
+        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "QUERY"
+        with self.tracer.start_as_current_span(
+                f"{verb} {self.db}", kind=trace.SpanKind.CLIENT,
+                attributes={"db.system": "clickhouse", "db.namespace": self.db, "db.query.text": sql[:2000],
+                            "db.operation.name": verb}):
+            return self.backend.query(sql, params, settings)
+
+    def read(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        """A query a user caused (a page, the API): run within :attr:`limits` and, on an embedded
+        engine, within a number of concurrent user queries (``limits.max_concurrent``) and a share of
+        the time (``limits.busy_share``: bursts pass, a loop of heavy queries is paced)."""
+        slots = self._read_slots()
+        if slots is None:
+            return self.query(sql, params, self.limits.settings())
+        deadline = time.monotonic() + self.limits.timeout_s
+        if not slots.acquire(timeout=self.limits.timeout_s):
+            raise StorageUnavailable("too many queries running; try again shortly")
+        try:
+            budget = self._busy_budget()
+            wait = budget.wait_s()
+            if time.monotonic() + wait > deadline:
+                raise StorageUnavailable("queries are using their share of the engine; try again shortly")
+            if wait:
+                time.sleep(wait)
+            t0 = time.monotonic()
+            try:
+                return self.query(sql, params, self.limits.settings(embedded=True))
+            finally:
+                budget.spend(time.monotonic() - t0)
+        finally:
+            slots.release()
+
+    #: seconds one run of user-written SQL (an alert rule, a preview) may take
+    RULE_TIMEOUT_S = 10
+
+    def rule_reader(self) -> Any:
+        """Where user-written SQL runs: ``.query(sql, params)`` on read-only connections whose default
+        database is this store's, within :attr:`limits` (the rule time limit). Embedded: connections
+        fixed at ``readonly = 1`` after the limits are set. A server: the user of :attr:`rules_url`,
+        whose profile must be read-only and carry the limits (README), else this store's user with
+        ``readonly = 1`` and the limits on every query."""
+        with self._rule_reader_lock:
+            if self._rule_reader is None:
+                self._rule_reader = self._open_rule_reader()
+            return self._rule_reader
+
+    def _open_rule_reader(self) -> Any:
+        settings = self.limits.settings(timeout_s=self.RULE_TIMEOUT_S, embedded=self.backend.kind == "chdb")
+        if self.backend.kind == "chdb":
+            return self.backend.restricted_reader(self.db, settings)  # type: ignore[attr-defined]
+        from .server_backend import ServerBackend
+
+        if self.rules_url:
+            rules = parse_storage_url(self.rules_url)
+            if rules.scheme != "clickhouse" or (rules.host, rules.port, rules.database) != \
+                    (self.url.host, self.url.port, self.db):
+                raise ConfigError("rules_storage must name the same server and database as storage, "
+                                  "with the rules user's credentials")
+            return _ServerRuleReader(ServerBackend(rules, pool_size=2, default_database=self.db), None)
+        log.warning("SQL rules run as the storage user with readonly=1: set rules_storage "
+                    "(TRACEHOUSE_RULES_STORAGE) to a user that can read only %s (see the README)", self.db)
+        return _ServerRuleReader(ServerBackend(self.url, pool_size=2, default_database=self.db),
+                                 dict(settings, readonly=1))
+
+    def _read_slots(self) -> threading.BoundedSemaphore | None:
+        """On an embedded engine (which shares the CPU with ingestion): the user-query slots."""
+        if self.backend.kind != "chdb":
+            return None
+        n = self.limits.concurrent()
+        if self._slots is None or self._slots[0] != n:
+            self._slots = (n, threading.BoundedSemaphore(n))
+        return self._slots[1]
+
+    def _busy_budget(self) -> BusyBudget:
+        key = (self.limits.busy_share, self.limits.busy_burst_s)
+        if self._budget is None or self._budget[0] != key:
+            self._budget = (key, BusyBudget(*key))
+        return self._budget[1]
 
     def t(self, name: str) -> str:
         """Qualified table name."""
@@ -110,7 +220,7 @@ class Store:
         if 1 in applied:
             current = dict(DEFAULT_RETENTION_DAYS, **(retention or {}))
             for signal, days in current.items():
-                self._put_setting(f"retention.{signal}", str(days))
+                self.put_setting(f"retention.{signal}", str(days))
         return applied
 
     def schema_version(self) -> int:
@@ -118,7 +228,12 @@ class Store:
             versions = applied_versions(self.backend, self.db)
         except QueryError:  # no schema_versions table yet; an unreachable store still raises
             return 0
-        return max(versions) if versions else 0
+        # the highest version with every earlier one applied (a renumbered migration can leave a gap)
+        have = set(versions)
+        n = 0
+        while n + 1 in have:
+            n += 1
+        return n
 
     def is_current(self) -> bool:
         return self.schema_version() >= LATEST
@@ -130,7 +245,7 @@ class Store:
             return False
 
     # -- settings and retention ----------------------------------------------------------------
-    def _put_setting(self, key: str, value: str) -> None:
+    def put_setting(self, key: str, value: str) -> None:
         self.query(
             f"INSERT INTO {self.t('settings')} (key, value, updated_ns) SELECT {{k:String}}, {{v:String}}, {{u:UInt64}}",
             {"k": key, "v": value, "u": time.time_ns()},
@@ -156,46 +271,12 @@ class Store:
         return m.group(1).strip() if m else ""
 
     def set_retention(self, signal: str, days: int) -> None:
-        if signal not in RETENTION_TABLES:
-            raise InvalidParameter(f"unknown signal {signal!r}: one of {sorted(RETENTION_TABLES)}")
-        days = int(days)
-        if not 1 <= days <= 3650:
-            raise InvalidParameter("retention must be 1 to 3650 days")
-        if self.caps.ttl:
-            on = f" ON CLUSTER {self.url.cluster}" if self.url.cluster else ""
-            suffix = "_local" if self.url.cluster else ""
-            for name in RETENTION_TABLES[signal]:
-                tbl = ALL_TABLES[name]
-                self.query(f"ALTER TABLE {self.t(name)}{suffix}{on} MODIFY TTL {tbl.ttl_column} + toIntervalDay({days})")
-        self._put_setting(f"retention.{signal}", str(days))
+        """Configure ``signal``'s retention and apply it now (see ``retention.set_days``)."""
+        _retention.set_days(self, {signal: days})
 
     def enforce_retention(self, now_s: float | None = None) -> list[tuple[str, str]]:
-        """Drop whole partitions past retention (the path for servers without TTL; harmless with it)."""
-        now_s = time.time() if now_s is None else now_s
-        dropped = []
-        ret = self.retention()
-        for signal, tables in RETENTION_TABLES.items():
-            cutoff = time.strftime("%Y%m%d", time.gmtime(now_s - ret[signal] * 86400))
-            for name in tables:
-                local = name + ("_local" if self.url.cluster else "")
-                res = self.query(
-                    "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} "
-                    "AND table = {t:String} AND active",
-                    {"db": self.db, "t": local},
-                )
-                for (pid,) in res.rows:
-                    pid = str(pid)
-                    if _PARTITION_DAY.match(pid):
-                        old = pid < cutoff
-                    elif _PARTITION_MONTH.match(pid):
-                        old = pid < cutoff[:6]
-                    else:
-                        continue
-                    if old:
-                        on = f" ON CLUSTER {self.url.cluster}" if self.url.cluster else ""
-                        self.query(f"ALTER TABLE {self.t(local)}{on} DROP PARTITION ID '{pid}'")
-                        dropped.append((local, pid))
-        return dropped
+        """Apply the configured retention now; returns the (table, partition id) pairs dropped."""
+        return _retention.apply(self, now_s).dropped
 
     # -- inserts -----------------------------------------------------------------------------
     def columns_for(self, table: str) -> dict[str, list]:
@@ -364,6 +445,14 @@ class Store:
             f"SELECT id, argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {self.t(table)} GROUP BY id ORDER BY id"
         )
         return [dict(json.loads(b), id=i) for i, b, d in res.rows if not d]
+
+
+class _ServerRuleReader:
+    def __init__(self, backend: Any, settings: dict[str, Any] | None):
+        self.backend, self.settings = backend, settings
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        return self.backend.query(sql, params, self.settings)
 
 
 def _split_by_day(tbl: Table, names: list[str], ordered: list[Sequence[Any]]) -> list[list[Sequence[Any]]]:

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 
+import grpc
 import httpx
+import orjson
 
 from tests.collector.harness import run_collector
 from tests.collector.payloads import traces
 from tests.collector.rollups import rollup_mismatches, span_totals
+from tests.collector.test_grpc import TRACE_EXPORT
 from tests.support.waiting import wait_for
 from tracehouse.collector.deadletter import records, requeue
 from tracehouse.collector.decode import to_json
@@ -21,6 +25,34 @@ PB = {"content-type": "application/x-protobuf"}
 
 def _post(r, body: bytes, headers=None) -> httpx.Response:
     return httpx.post(r.url + "/v1/traces", content=body, headers=headers or PB, timeout=30)
+
+
+def test_every_receiver_recognises_a_retried_request(chdb_store, tmp_path):
+    """The retry window is the shared ingest path's: a body first sent over OTLP/HTTP and retried
+    over OTLP/gRPC, one sent twice over gRPC, and a Zipkin body sent twice are each stored once."""
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), grpc=True, zipkin=True, max_batch_age=0.05)
+    try:
+        first, _ = traces(20)
+        body = first.SerializeToString()
+        assert _post(r, body).status_code == 200
+        second, _ = traces(10)
+        zspan = {"traceId": os.urandom(16).hex(), "id": os.urandom(8).hex(), "name": "get", "kind": "SERVER",
+                 "timestamp": time.time_ns() // 1000, "duration": 10, "localEndpoint": {"serviceName": "z"}}
+        zbody = orjson.dumps([zspan])
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            call = ch.unary_unary(TRACE_EXPORT)
+            for b in (body, second.SerializeToString(), second.SerializeToString()):
+                call(b, timeout=10)
+        for _ in range(2):
+            resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=zbody, headers={"content-type": "application/json"},
+                              timeout=30)
+            assert resp.status_code == 202
+        r.wait_stored("traces", 31)
+        assert r.collector.metrics.get("tracehouse_collector_duplicate_requests_total") == 3
+        assert r.collector.wal.records == 3
+    finally:
+        r.stop()
+    assert span_totals(chdb_store) == (31, 31)
 
 
 def test_a_retried_request_is_acknowledged_and_stored_once_even_after_a_restart(chdb_store, tmp_path):

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from tests.collector.corpus import corner_requests, sdk_requests
-from tracehouse.collector.app import prepare
 from tracehouse.collector.convert import Limits
-from tracehouse.collector.decode import SIGNALS
+from tracehouse.collector.decode import SIGNALS, decode_request
+from tracehouse.collector.ingest import prepare
 from tracehouse.collector.metrics import Registry
 from tracehouse.collector.native import NativeTraces
 from tracehouse.collector.redact import Redactor
@@ -35,7 +35,8 @@ def _fill_wal(directory: str, bodies: list[bytes]) -> int:
     done = threading.Semaphore(0)
     items = 0
     for body in bodies:
-        prep = prepare(SIG, "application/x-protobuf", "", body, 64 << 20)
+        msg, _, raw = decode_request(SIG, "application/x-protobuf", "", body, 64 << 20)
+        prep = prepare(SIG, lambda: (msg, raw))  # noqa: B023 - called at once
         if prep.checked.accepted:
             wal.append(SIG.code, prep.checked.accepted, prep.payload, lambda pos, err: done.release(),
                        digest=prep.digest)

@@ -8,10 +8,13 @@ import socket
 import threading
 import time
 
+import grpc
 import httpx
+import pytest
 
 from tests.collector.harness import run_collector
 from tests.collector.payloads import kv, traces
+from tests.collector.test_grpc import TRACE_EXPORT
 from tracehouse.collector.decode import to_json
 
 
@@ -60,22 +63,31 @@ def _slow_request(port: int) -> socket.socket:
 
 
 def test_requests_past_the_cap_are_answered_503_at_once(chdb_store, tmp_path):
-    r = run_collector(chdb_store, str(tmp_path / "buffer"), max_batch_age=0.05, max_concurrent_requests=2)
+    """One cap over every receiver: two OTLP/HTTP requests hold the slots, and OTLP/HTTP, OTLP/gRPC
+    and Zipkin requests are all refused with a retryable answer."""
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), grpc=True, zipkin=True, max_batch_age=0.05,
+                      max_concurrent_requests=2)
     slow = []
     try:
         body = traces(5)[0].SerializeToString()
         slow = [_slow_request(int(r.url.rsplit(":", 1)[1])) for _ in range(2)]
         deadline = time.monotonic() + 10
-        while r.collector.app._active < 2 and time.monotonic() < deadline:
+        while r.collector.app.core._active < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         resp = httpx.post(r.url + "/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
         assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1
-        assert r.collector.metrics.get("tracehouse_collector_rejected_requests_total", reason="overloaded") == 1
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary(TRACE_EXPORT)(body, timeout=10)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        zipkin = httpx.post(r.zipkin_url + "/api/v2/spans", content=b"[]", headers={"content-type": "application/json"})
+        assert zipkin.status_code == 503 and int(zipkin.headers["retry-after"]) >= 1
+        assert r.collector.metrics.get("tracehouse_collector_rejected_requests_total", reason="overloaded") == 3
         for s in slow:
             s.close()
         slow = []
         deadline = time.monotonic() + 10
-        while r.collector.app._active and time.monotonic() < deadline:
+        while r.collector.app.core._active and time.monotonic() < deadline:
             time.sleep(0.02)
         assert httpx.post(r.url + "/v1/traces", content=body,
                           headers={"content-type": "application/x-protobuf"}).status_code == 200
