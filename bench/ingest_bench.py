@@ -1,7 +1,14 @@
 """Ingest benchmark: OTLP protobuf over HTTP or gRPC into a real ``tracehouse`` server with embedded chDB.
 
-    python bench/ingest_bench.py --spans 300000 --concurrency 8 --json
+    python bench/ingest_bench.py --spans 300000 --concurrency 8 --decoder old,native --json
     python bench/ingest_bench.py --protocol http,grpc --json     # both, one after the other, same bodies
+
+``--decoder`` picks how the server turns stored requests into rows: ``old`` (Python, the
+converter in ``collector/convert.py``), ``native`` (the embedded engine decodes them), ``auto``;
+a comma-separated list runs the server once per decoder on the same requests. Each run is followed
+by a bulk insert of the same spans straight through ``Store.insert`` (converted beforehand, not
+timed), the store's own ceiling on this machine at that moment, and the run reports
+stored/bulk-insert.
 
 
 Starts ``tracehouse serve`` (or ``tracehouse collector`` when the dashboard is not there) on free
@@ -325,35 +332,85 @@ def _rss_anon_mb(pid: int) -> float:
     return 0.0
 
 
+_DECODERS = {"old": "python", "python": "python", "native": "native", "auto": "auto"}
+
+
 def bench_main(args: argparse.Namespace) -> int:
     protocols = ["http", "grpc"] if args.protocol == "both" else [p.strip() for p in args.protocol.split(",") if p.strip()]
     if not protocols or any(p not in ("http", "grpc") for p in protocols):
         raise SystemExit("--protocol takes http, grpc or both (http,grpc)")
-    results = {}
-    for i, p in enumerate(protocols):
-        if i:  # let the previous run's writes reach the disk before the next server starts
-            os.sync()
-            time.sleep(5)
-        results[p] = run_once(args, p)
-    if len(results) == 1:
-        result = next(iter(results.values()))
+    decoders = [d.strip() for d in args.decoder.split(",") if d.strip()]
+    if not decoders or any(d not in _DECODERS for d in decoders):
+        raise SystemExit("--decoder takes old, native or auto (comma-separated to compare)")
+    runs = []
+    for p in protocols:
+        for d in decoders:
+            if runs:  # let the previous run's writes reach the disk before the next server starts
+                os.sync()
+                time.sleep(5)
+            runs.append(run_once(args, p, d))
+    if len(runs) == 1:
+        result = runs[0]
+    elif len(decoders) == 1:
+        result = {r["protocol"]: r for r in runs}
+        base = runs[0]
+        for r in runs[1:]:
+            result[f"{r['protocol']}_vs_{base['protocol']}"] = _ratios(r, base)
     else:
-        result = {p: r for p, r in results.items()}
-        base = results[protocols[0]]
-        for p in protocols[1:]:
-            result[f"{p}_vs_{protocols[0]}"] = {
-                k: round(results[p][k] / base[k], 3) for k in ("accepted_spans_per_s", "stored_spans_per_s",
-                                                                "collector_rss_mb", "collector_cpu_s")
-                if base[k]}
-        if not args.json:
-            for k, v in result.items():
-                if k.endswith("_vs_" + protocols[0]):
-                    print(f"{k}: {v}")
+        result = {"runs": runs}
+        for p in protocols:
+            by = {r["decoder"]: r for r in runs if r["protocol"] == p}
+            if "old" in by and "native" in by:
+                key = "native_vs_old" if len(protocols) == 1 else f"native_vs_old_{p}"
+                result[key] = _ratios(by["native"], by["old"])
+                result[key + "_stored"] = result[key]["stored_spans_per_s"]
+    if not args.json and len(runs) > 1:
+        for k, v in result.items():
+            if "_vs_" in k:
+                print(f"{k}: {v}")
     print(json.dumps(result))
-    return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in results.values()) else 1
+    return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in runs) else 1
 
 
-def run_once(args: argparse.Namespace, protocol: str) -> dict:
+def _ratios(r: dict, base: dict) -> dict:
+    return {k: round(r[k] / base[k], 3) for k in ("accepted_spans_per_s", "stored_spans_per_s",
+                                                  "collector_rss_mb", "collector_cpu_s") if base[k]}
+
+
+def bulk_insert_rate(storage: str, bodies_args: argparse.Namespace) -> float:
+    """The store's bulk-insert rate for the same spans: converted to columns first (not timed),
+    then inserted in batches of 100k through ``Store.insert`` into a database of their own."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tracehouse.collector.convert import Limits, Stats, convert_traces, new_batch
+    from tracehouse.collector.redact import Redactor
+    from tracehouse.storage import Store
+
+    bodies = build_requests(bodies_args.spans, bodies_args.per_request)
+    chunks, b = [], new_batch("spans")
+    red, lim, st = Redactor(), Limits(), Stats()
+    for body in bodies:
+        convert_traces(ExportTraceServiceRequest.FromString(body), b, red, lim, st)
+        if len(b) >= 100_000:
+            chunks.append(b.columns())
+            b = new_batch("spans")
+    if len(b):
+        chunks.append(b.columns())
+    del bodies
+    base = storage.split("?", 1)[0] if storage.startswith("chdb://") else storage.rsplit("/", 1)[0]
+    url = f"{base}?database=bulk" if storage.startswith("chdb://") else f"{base}/bulk_bench"
+    with Store.open(url) as store:
+        store.migrate()
+        n = sum(len(c["trace_id"]) for c in chunks)
+        t0 = time.perf_counter()
+        for i, cols in enumerate(chunks):
+            store.insert("spans", cols, batch_id=i + 1)
+        dt = time.perf_counter() - t0
+        store.query(f"DROP DATABASE IF EXISTS {store.db}")
+    return n / dt
+
+
+def run_once(args: argparse.Namespace, protocol: str, decoder: str = "auto") -> dict:
     import psutil
 
     tmp = tempfile.mkdtemp(prefix="th-bench-")
@@ -368,7 +425,8 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
             role = "serve"
         except ImportError:
             role = "collector"
-    env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "buffer"), TRACEHOUSE_LOG_LEVEL="warning")
+    env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "buffer"), TRACEHOUSE_LOG_LEVEL="warning",
+               TRACEHOUSE_DECODER=_DECODERS[decoder])
     cmd = [sys.executable, "-m", "tracehouse.cli", role, "--storage", storage, "--otlp-port", str(otlp),
            "--http-port", str(http), "--otlp-grpc-port", str(grpc_port)] + (
                ["--self-observe"] if args.self_observe == "on" else [])
@@ -428,12 +486,16 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
         send_s = sent["t1"] - sent["t0"]
         store_s = stored_at - sent["t0"]
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(stored_at - w0, 1e-9)
+        bulk = bulk_insert_rate(storage, args)
+        stored_rate = args.spans / store_s
         result = {
-            "protocol": protocol, "spans": args.spans, "concurrency": args.concurrency, "role": role,
-            "self_observe": args.self_observe,
+            "protocol": protocol, "decoder": decoder, "spans": args.spans, "concurrency": args.concurrency,
+            "role": role, "self_observe": args.self_observe,
             "requests": sent["requests"], "retries": sent["retries"], "mb_sent": round(sent["bytes"] / 2**20, 1),
             "accepted_spans_per_s": round(args.spans / send_s),
-            "stored_spans_per_s": round(args.spans / store_s),
+            "stored_spans_per_s": round(stored_rate),
+            "bulk_insert_spans_per_s": round(bulk),
+            "stored_vs_bulk_insert": round(stored_rate / bulk, 2),
             "stored_rows": count, "duplicates": count - distinct,
             "lost": args.spans - distinct,
             "collector_cpu_cores": round(cpu, 2),
@@ -449,7 +511,7 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
             result["query_load"] = dict(query_stats, concurrency=args.query_load)
         if not args.json:
             for k, v in result.items():
-                print(f"{k:>22}: {v}")
+                print(f"{k:>26}: {v}")
         return result
     finally:
         if server.poll() is None:
@@ -469,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
                    "embedded chDB in a temporary directory")
     p.add_argument("--role", choices=["auto", "serve", "collector"], default="auto",
                    help="serve (whole server) or collector alone; auto = serve when the dashboard exists")
+    p.add_argument("--decoder", default="auto",
+                   help="old (Python), native (the engine), auto; comma-separated to compare in one run")
     p.add_argument("--protocol", default="http",
                    help="http, grpc, or both (= http,grpc): one after the other, same bodies, fresh servers")
     p.add_argument("--self-observe", choices=["off", "on", "both"], default="off", dest="self_observe",

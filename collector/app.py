@@ -3,7 +3,8 @@
 No framework on the ingest path: a request is routed by path, its body read against the size
 limit, decoded, checked, rate-limited and appended to the WAL; the answer waits for the group
 commit's fsync. Errors are answered with a ``google.rpc.Status`` in the request's encoding (the
-OTLP/HTTP spec), and never with a 500.
+OTLP/HTTP spec), and never with a 500. Everything after the body is the shared ingest path
+(``ingest.py``): decode off the event loop, requests-in-flight cap, retried-request dedup, buffer cap.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from google.rpc import status_pb2
 
 from .auth import TokenCheck
-from .decode import JSON, PROTOBUF, SIGNALS, decode_body, encode_response, media_type, to_json
+from .decode import JSON, PROTOBUF, SIGNALS, decode_request, encode_response, media_type, to_json
+from .dedup import RecentRequests
 from .ingest import Ingest
 from .metrics import CONTENT_TYPE, Registry
 from .ratelimit import RateLimiter
@@ -31,7 +33,8 @@ _GRPC_CODES = {400: 3, 401: 16, 413: 3, 415: 3, 429: 8, 503: 14, 404: 5, 405: 12
 class CollectorApp:
     def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
                  max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
-                 ready: Any = None, commands: Any = None):
+                 ready: Any = None, commands: Any = None, recent: RecentRequests | None = None,
+                 max_concurrent: int = 64, decode_threads: int = 2):
         self.wal = wal
         self.m = metrics
         self.tokens = tokens
@@ -42,7 +45,8 @@ class CollectorApp:
         self.ready = ready  # () -> (ok, reason)
         self.commands = commands  # the agent command channel (an ASGI callable), when a store backs it
         # the transport-independent part, shared with the other receivers (gRPC, Zipkin)
-        self.core = Ingest(wal, metrics, tokens, limiter, max_body_bytes, max_decompressed_bytes, buffer_max_bytes)
+        self.core = Ingest(wal, metrics, tokens, limiter, max_body_bytes, max_decompressed_bytes, buffer_max_bytes,
+                           recent=recent, max_concurrent=max_concurrent, decode_threads=decode_threads)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -80,6 +84,7 @@ class CollectorApp:
             if msg["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                self.core.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -87,23 +92,20 @@ class CollectorApp:
         headers = dict(scope["headers"])
         ctype = headers.get(b"content-type", b"").decode("latin-1")
         as_json = media_type(ctype) == JSON
-        core = self.core
-        out = core.authorize(sig, headers)
-        if out is None:
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1")
+        max_body, max_decompressed = self.max_body, self.max_decompressed
+
+        async def read() -> bytes | None:
             clen = headers.get(b"content-length")
-            body = None
-            if clen is None or not clen.isdigit() or int(clen) <= self.max_body:
-                body = await _read_body(receive, self.max_body)
-            if body is None:
-                out = core.too_large(sig)
-            else:
-                encoding = headers.get(b"content-encoding", b"")
+            if clen is not None and clen.isdigit() and int(clen) > max_body:
+                return None
+            return await _read_body(receive, max_body)
 
-                def decode() -> tuple[Any, bytes | None]:
-                    msg, is_json = decode_body(sig, ctype, encoding.decode("latin-1"), body, self.max_decompressed)
-                    return msg, None if is_json or encoding else body
+        def decode(body: bytes) -> tuple[Any, bytes | None]:
+            msg, _, raw = decode_request(sig, ctype, encoding, body, max_decompressed)
+            return msg, raw
 
-                out = await core.submit(sig, len(body), decode)
+        out = await self.core.handle(sig, headers, read, decode)
         if not out.ok:
             extra = [(b"retry-after", str(out.retry_after).encode())] if out.retry_after is not None else []
             await _status(send, out.status, out.message, as_json, extra)

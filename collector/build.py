@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from .app import CollectorApp
 from .auth import TokenCheck
 from .commands import CommandEndpoint
 from .convert import Limits
+from .dedup import RecentRequests
 from .metrics import Registry
 from .ratelimit import RateLimiter
 from .redact import Redactor
@@ -31,12 +33,35 @@ class Collector:
         return [self.wal, self.writer]
 
 
+def native_decoder(settings: Any, store: Any, redactor: Redactor, limits: Limits | None) -> Any:
+    """The native trace decoder the settings ask for, or None (Python). ``auto`` takes it where the
+    store is the embedded engine; ``native`` insists (an error where it cannot run)."""
+    choice = getattr(settings, "decoder", "auto")
+    if choice not in ("auto", "native", "python"):
+        raise ValueError(f"decoder must be auto, native or python, not {choice!r}")
+    if choice == "python":
+        return None
+    from .native import NativeTraces, native_supported
+
+    if not native_supported(store):
+        if choice == "native":
+            raise ValueError("the native decoder needs embedded chDB storage")
+        return None
+    return NativeTraces(store, redactor, limits or Limits(), os.path.join(settings.resolved_buffer_dir, "schemas"))
+
+
 def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20, max_batch_items: int = 15_000,
-                     max_batch_age: float = 1.0, grace: float = 10.0, limits: Limits | None = None) -> Collector:
+                     max_batch_age: float = 1.0, grace: float = 10.0, limits: Limits | None = None,
+                     retry_delay: float = 0.2) -> Collector:
     metrics = Registry()
     wal = Wal(settings.resolved_buffer_dir, segment_bytes=segment_bytes)
-    writer = Writer(wal, store, metrics, Redactor(settings.redact_keys), limits, max_items=max_batch_items,
-                    max_age=max_batch_age, grace=grace)
+    red = Redactor(settings.redact_keys)
+    recent = RecentRequests(settings.resolved_buffer_dir, window_s=settings.dedup_window_seconds,
+                            max_entries=settings.dedup_max_requests, source=wal.digests)
+    wal.on_delete = recent.persist
+    writer = Writer(wal, store, metrics, red, limits, max_items=max_batch_items, max_age=max_batch_age,
+                    grace=grace, native=native_decoder(settings, store, red, limits), retry_delay=retry_delay)
+    metrics.gauge("tracehouse_collector_dead_letter_bytes", writer.dead.size)
     metrics.gauge("tracehouse_collector_buffer_bytes", wal.pending_bytes)
     metrics.gauge("tracehouse_collector_buffer_max_bytes", lambda: settings.buffer_max_bytes)
     metrics.gauge("tracehouse_collector_buffer_age_seconds", wal.oldest_age)
@@ -57,7 +82,8 @@ def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20
     tokens = TokenCheck(settings.ingest_tokens, settings.ingest_token_header)
     app = CollectorApp(wal, metrics, tokens, RateLimiter(settings.rate_limit_per_service), settings.max_body_bytes,
                        settings.max_decompressed_bytes, settings.buffer_max_bytes, ready=ready,
-                       commands=CommandEndpoint(store, tokens))
+                       commands=CommandEndpoint(store, tokens), recent=recent,
+                       max_concurrent=settings.max_concurrent_requests)
     return Collector(app, wal, writer, metrics)
 
 

@@ -53,6 +53,7 @@ class Batch:
         self.table = table
         self.names = names
         self.rows: list[tuple] = []
+        self.positions: list = []  # the WAL records converted into it (for dead letters)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -71,23 +72,50 @@ def new_batch(table: str) -> Batch:
 # --- values ------------------------------------------------------------------------------------
 
 
-def _py(v, red: Redactor, depth: int = 0) -> Any:
-    """An AnyValue as a plain Python value (for JSON)."""
+#: How deep arrays and key-value lists nest before deeper values become ``null`` (counted).
+MAX_NESTING = 16
+
+
+def _py(v, red: Redactor, depth: int = 0, cap: _Cap | None = None) -> Any:
+    """An AnyValue as a plain Python value (for JSON). With ``cap``, strings at any depth are cut
+    to its length (event and link attributes, which have no overall cut)."""
     k = v.WhichOneof("value")
     if k == "string_value":
-        return red.text(v.string_value)
+        s = red.text(v.string_value)
+        return cap.value(s) if cap is not None else s
     if k in ("int_value", "bool_value", "double_value"):
         return getattr(v, k)
     if k == "bytes_value":
         return base64.b64encode(v.bytes_value).decode()
-    if depth > 16:
+    if depth > MAX_NESTING:
         return None
     if k == "array_value":
-        return [_py(x, red, depth + 1) for x in v.array_value.values]
+        return [_py(x, red, depth + 1, cap) for x in v.array_value.values]
     if k == "kvlist_value":
-        return {kv.key: (MASK if red.key_is_secret(kv.key) else _py(kv.value, red, depth + 1))
+        return {kv.key: (MASK if red.key_is_secret(kv.key) else _py(kv.value, red, depth + 1, cap))
                 for kv in v.kvlist_value.values}
     return None
+
+
+class _Cap:
+    """Length limits for the attributes of events and links, counted under ``what``."""
+
+    __slots__ = ("lim", "st", "what")
+
+    def __init__(self, lim: Limits, st: Stats, what: str):
+        self.lim, self.st, self.what = lim, st, what
+
+    def value(self, s: str) -> str:
+        if len(s) > self.lim.max_value_len:
+            self.st.add(f"{self.what} attribute values")
+            return s[: self.lim.max_value_len]
+        return s
+
+    def key(self, k: str) -> str:
+        if len(k) > self.lim.max_key_len:
+            self.st.add(f"{self.what} attribute keys")
+            return k[: self.lim.max_key_len]
+        return k
 
 
 def _json(obj: Any) -> str:
@@ -168,13 +196,23 @@ def shared_tuple(t: tuple) -> tuple:
     return s
 
 
-def _attr_dict(attrs, red: Redactor, lim: Limits, st: Stats) -> str:
-    if not attrs:
+def _attr_dict(attrs, red: Redactor, lim: Limits, st: Stats, what: str, extra: tuple | None = None) -> str:
+    """Attributes of an event or a link as a JSON object: at most ``max_attributes``, keys and
+    string values cut like span attributes (counted as ``"<what> attribute keys/values"``); a
+    repeated key keeps its first place and its last value; ``extra`` is one more (key, value)."""
+    if not attrs and extra is None:
         return "{}"
     if len(attrs) > lim.max_attributes:
-        st.add("attributes", len(attrs) - lim.max_attributes)
+        st.add(f"{what} attributes", len(attrs) - lim.max_attributes)
         attrs = attrs[: lim.max_attributes]
-    return _json({kv.key: (MASK if red.key_is_secret(kv.key) else _py(kv.value, red)) for kv in attrs})
+    cap = _Cap(lim, st, what)
+    d = {}
+    for kv in attrs:
+        key = cap.key(kv.key)
+        d[key] = MASK if red.key_is_secret(key) else _py(kv.value, red, 0, cap)
+    if extra is not None:
+        d[extra[0]] = extra[1]
+    return _json(d)
 
 
 def _resource(resource, red: Redactor, lim: Limits, st: Stats) -> tuple[list[str], list[str], str, str]:
@@ -218,7 +256,7 @@ def _events(evs, red: Redactor, lim: Limits, st: Stats) -> tuple[list[int], list
     for e in evs:
         ts.append(e.time_unix_nano)
         names.append(_text(e.name, lim, st, "event names"))
-        attrs.append(_attr_dict(e.attributes, red, lim, st))
+        attrs.append(_attr_dict(e.attributes, red, lim, st, "event"))
     return ts, names, attrs
 
 
@@ -230,21 +268,28 @@ def _links(links, red: Redactor, lim: Limits, st: Stats) -> tuple[list[bytes], l
     for lk in links:
         tids.append(lk.trace_id)
         sids.append(lk.span_id)
-        d = {kv.key: (MASK if red.key_is_secret(kv.key) else _py(kv.value, red)) for kv in lk.attributes}
-        if lk.trace_state:
-            d["trace_state"] = lk.trace_state
-        attrs.append(_json(d))
+        attrs.append(_attr_dict(lk.attributes, red, lim, st, "link",
+                                ("trace_state", lk.trace_state) if lk.trace_state else None))
     return tids, sids, attrs
 
 
+_MAX_SECONDS = 0xFFFFFFFF  # the DateTime column's range: later times sit at its end
+
+
 def convert_traces(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
-    """Append the spans of an ExportTraceServiceRequest to ``batch``; returns spans added."""
+    """Append the spans of an ExportTraceServiceRequest to ``batch``; returns spans added. A
+    resource without spans adds nothing, not even to the truncation counters."""
     rows = batch.rows
     before = len(rows)
     append = rows.append
     for rs in req.resource_spans:
-        rkeys, rvals, service, _ = _resource(rs.resource, red, lim, st)
+        res = None
         for ss in rs.scope_spans:
+            if not ss.spans:
+                continue
+            if res is None:
+                res = _resource(rs.resource, red, lim, st)
+            rkeys, rvals, service, _ = res
             scope = ss.scope
             sname, sver = scope.name, scope.version
             for s in ss.spans:
@@ -257,9 +302,11 @@ def convert_traces(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> 
                 if len(name) > lim.max_value_len:
                     name = _text(name, lim, st, "span names")
                 status = s.status
+                kind, code = s.kind, status.code
                 append((
-                    start // _NS, s.trace_id, s.span_id, s.parent_span_id or _ZERO8, s.trace_state, service,
-                    name, s.kind, status.code, _text(status.message, lim, st, "status messages"), start,
+                    min(start // _NS, _MAX_SECONDS), s.trace_id, s.span_id, s.parent_span_id or _ZERO8, s.trace_state,
+                    service, name, kind if 0 <= kind <= 5 else 0, code if 0 <= code <= 2 else 0,
+                    _text(status.message, lim, st, "status messages"), start,
                     end - start if end > start else 0, ak, av, at, rkeys, rvals, sname, sver,
                     *ev, *lk,
                 ))

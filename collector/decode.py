@@ -83,6 +83,14 @@ def gunzip(body: bytes, limit: int) -> bytes:
 def decode_body(signal: Signal, content_type: str, content_encoding: str, body: bytes,
                 max_decompressed: int) -> tuple[Message, bool]:
     """Parse one request body; returns (message, is_json). Raises BadRequest."""
+    msg, is_json, _ = decode_request(signal, content_type, content_encoding, body, max_decompressed)
+    return msg, is_json
+
+
+def decode_request(signal: Signal, content_type: str, content_encoding: str, body: bytes,
+                   max_decompressed: int) -> tuple[Message, bool, bytes | None]:
+    """Parse one request body; returns (message, is_json, the protobuf bytes it was parsed from,
+    decompressed; None for JSON). Raises BadRequest."""
     mt = media_type(content_type)
     if mt not in (PROTOBUF, JSON):
         raise BadRequest(415, f"unsupported content type {content_type!r}: use {PROTOBUF} or {JSON}")
@@ -95,10 +103,10 @@ def decode_body(signal: Signal, content_type: str, content_encoding: str, body: 
         raise BadRequest(413, f"body exceeds {max_decompressed} bytes")
     if mt == PROTOBUF:
         try:
-            return signal.request.FromString(body), False
+            return signal.request.FromString(body), False, body
         except (DecodeError, ValueError) as e:
             raise BadRequest(400, f"malformed protobuf: {e}") from None
-    return _from_json(signal, body), True
+    return _from_json(signal, body), True, None
 
 
 def _from_json(signal: Signal, body: bytes) -> Message:

@@ -85,12 +85,14 @@ class _Export:
 
     async def export(self, request: bytes, context: aio.ServicerContext) -> bytes:
         core, sig = self.core, self.sig
-        out = core.authorize(sig, _headers(context))
-        if out is None:
-            def decode() -> tuple[Any, bytes]:
-                return decode_body(sig, PROTOBUF, "", request, core.max_decompressed)[0], request
 
-            out = await core.submit(sig, len(request), decode)
+        async def read() -> bytes:
+            return request
+
+        def decode(body: bytes) -> tuple[Any, bytes]:
+            return decode_body(sig, PROTOBUF, "", body, core.max_decompressed)[0], body
+
+        out = await core.handle(sig, _headers(context), read, decode)
         if out.ok:
             return encode_response(sig, out.rejected, out.message, False)
         code, meta = trailers(out)

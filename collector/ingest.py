@@ -1,17 +1,22 @@
 """The ingest path every receiver shares, whatever carries the request (OTLP/HTTP, OTLP/gRPC, Zipkin).
 
-A receiver authenticates with ``authorize``, reads the body against its own size limit
-(``too_large`` when it does not fit) and hands a decode function to ``submit``: buffer cap →
-decode → validate → rate limit → WAL append, waiting for the group commit's fsync → the
-partial-success counts. Every result is an ``Outcome`` with HTTP semantics (status, message,
-Retry-After) that the transport renders in its own way; the counters are kept here, once.
+A receiver hands ``handle`` the request's headers, a coroutine that reads its body (None when it
+exceeds the receiver's size limit) and a decode function; the path is: token → requests-in-flight
+cap (503 + Retry-After past ``max_concurrent``) → buffer full already? → body → decode and check in
+a small thread pool (off the event loop that other servers of the process share) → a retry of a
+request acknowledged within the dedup window? (acknowledged again, not stored: ``dedup.py``) →
+rate limit → buffer cap on the decoded size (what the WAL would hold) → WAL append, waiting for the
+group commit's fsync → the partial-success counts. Every result is an ``Outcome`` with HTTP
+semantics (status, message, Retry-After) that the transport renders in its own way; the counters
+are kept here, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,17 +24,19 @@ from google.protobuf.message import Message
 
 from .auth import TokenCheck
 from .decode import BadRequest, Signal
+from .dedup import RecentRequests, digest_of
 from .metrics import Registry
 from .ratelimit import RateLimiter
-from .validate import check
+from .validate import Checked, check
 from .wal import Wal, WalClosed
 
-__all__ = ["Ingest", "Outcome", "Decoder"]
+__all__ = ["Ingest", "Outcome", "Decoder", "Prepared", "prepare"]
 
 log = logging.getLogger("tracehouse.collector")
 
-#: Parses a request: the message, and the bytes to buffer as they are when the message is not
-#: changed by the checks (None: serialize the message).
+#: Parses a request (called in the decode pool): the message, and the protobuf bytes it was parsed
+#: from, decompressed, when there are such bytes (None: JSON or another format; the message is
+#: serialized for the WAL).
 Decoder = Callable[[], tuple[Message, "bytes | None"]]
 
 # How long a client waits before retrying when the buffer is full or cannot be written.
@@ -51,13 +58,39 @@ class Outcome:
         return self.status == 200
 
 
+@dataclass
+class Prepared:
+    """A decoded and checked request: what the WAL would store, and its digest."""
+
+    checked: Checked
+    payload: bytes
+    digest: bytes
+
+
+def prepare(sig: Signal, decode: Decoder) -> Prepared:
+    """Decode and check one request (CPU-bound: run off the event loop). The payload is the
+    protobuf the client sent (decompressed) when the checks changed nothing, else the message
+    serialized again (JSON, Zipkin, or invalid items removed): the same content sent again,
+    compressed or not, has the same payload and digest."""
+    msg, raw = decode()
+    checked = check(sig.name, msg)
+    if not checked.accepted:
+        payload = b""
+    elif raw is not None and not checked.modified:
+        payload = raw
+    else:
+        payload = msg.SerializeToString()
+    return Prepared(checked, payload, digest_of(sig.code, payload))
+
+
 def _reason(status: int) -> str:
     return {415: "unsupported", 413: "too_large"}.get(status, "malformed")
 
 
 class Ingest:
     def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
-                 max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int):
+                 max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
+                 recent: RecentRequests | None = None, max_concurrent: int = 64, decode_threads: int = 2):
         self.wal = wal
         self.m = metrics
         self.tokens = tokens
@@ -65,6 +98,14 @@ class Ingest:
         self.max_body = max_body_bytes
         self.max_decompressed = max_decompressed_bytes
         self.buffer_max = buffer_max_bytes
+        self.recent = recent
+        self.max_concurrent = max_concurrent
+        self._active = 0
+        self._decoder = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="tracehouse-decode")
+        self._inflight: dict[bytes, asyncio.Future] = {}
+
+    def close(self) -> None:
+        self._decoder.shutdown(wait=False)
 
     def refuse(self, sig: Signal, status: int, message: str, reason: str,
                retry_after: int | None = None) -> Outcome:
@@ -81,19 +122,49 @@ class Ingest:
     def too_large(self, sig: Signal, limit: int | None = None) -> Outcome:
         return self.refuse(sig, 413, f"body exceeds {limit or self.max_body} bytes", "too_large")
 
-    async def submit(self, sig: Signal, size: int, decode: Decoder) -> Outcome:
-        """Decode, check and buffer one request of ``size`` bytes; answers once it is durable."""
-        name = sig.name
-        if self.wal.pending_bytes() + size > self.buffer_max:
-            return self.refuse(sig, 503, "durable buffer is full; retry later", "buffer_full", BUFFER_RETRY_AFTER)
+    async def handle(self, sig: Signal, headers: dict[bytes, bytes], read: Callable[[], Awaitable[bytes | None]],
+                     decode: Callable[[bytes], tuple[Message, bytes | None]]) -> Outcome:
+        """One request, from its headers to its answer. ``read`` gives the body (None: larger than
+        the receiver accepts); ``decode(body)`` parses it, in the decode pool."""
+        out = self.authorize(sig, headers)
+        if out is not None:
+            return out
+        if self._active >= self.max_concurrent:
+            return self.refuse(sig, 503, "too many requests in flight; retry later", "overloaded", 1)
+        self._active += 1
         try:
-            msg, raw = decode()
-            checked = check(name, msg)
+            if self.wal.pending_bytes() >= self.buffer_max:  # full already: spare the client the upload
+                return self.refuse(sig, 503, "durable buffer is full; retry later", "buffer_full",
+                                   BUFFER_RETRY_AFTER)
+            body = await read()
+            if body is None:
+                return self.too_large(sig)
+            return await self.submit(sig, lambda: decode(body))
+        finally:
+            self._active -= 1
+
+    async def submit(self, sig: Signal, decode: Decoder) -> Outcome:
+        """Decode, check and buffer one admitted request; answers once it is durable."""
+        name = sig.name
+        loop = asyncio.get_running_loop()
+        try:
+            pending = loop.run_in_executor(self._decoder, prepare, sig, decode)
+        except RuntimeError:  # the pool is shut down: the collector is stopping
+            return self.refuse(sig, 503, "the collector is stopping; retry later", "stopping", BUFFER_RETRY_AFTER)
+        try:
+            prep = await pending
         except BadRequest as e:
             return self.refuse(sig, e.status, e.message, _reason(e.status))
         except Exception as e:  # anything the decoder did not foresee is the body's fault, not a 500
             log.warning("unexpected error decoding a %s request: %r", name, e)
             return self.refuse(sig, 400, f"cannot decode the body: {type(e).__name__}", "malformed")
+        checked = prep.checked
+        if checked.accepted and await self._already_acknowledged(prep):
+            # a retry of a request acknowledged before (its answer was lost): acknowledged again, not stored
+            self.m.inc("tracehouse_collector_duplicate_requests_total", 1, signal=name)
+            self.m.inc("tracehouse_collector_duplicate_items_total", checked.accepted, signal=name)
+            self.m.inc("tracehouse_collector_requests_total", 1, signal=name, code="200")
+            return Outcome(200, checked.message(), rejected=checked.rejected)
         received = checked.accepted + checked.rejected
         self.m.inc("tracehouse_collector_received_items_total", received, signal=name)
         if checked.rejected:
@@ -107,9 +178,13 @@ class Ingest:
                 return self.refuse(sig, 429, "rate limit exceeded for this service", "rate_limited",
                                    self.limiter.retry_after(wait))
         if checked.accepted:
-            payload = msg.SerializeToString() if raw is None or checked.modified else raw
+            if self.wal.pending_bytes() + len(prep.payload) > self.buffer_max:
+                self.m.inc("tracehouse_collector_rejected_items_total", checked.accepted, signal=name,
+                           reason="buffer_full")
+                return self.refuse(sig, 503, "durable buffer is full; retry later", "buffer_full",
+                                   BUFFER_RETRY_AFTER)
             try:
-                await self.durable(sig.code, checked.accepted, payload)
+                await self.durable(sig.code, checked.accepted, prep.payload, prep.digest)
             except (WalClosed, OSError) as e:
                 self.m.inc("tracehouse_collector_rejected_items_total", checked.accepted, signal=name,
                            reason="buffer_error")
@@ -118,10 +193,32 @@ class Ingest:
         self.m.inc("tracehouse_collector_requests_total", 1, signal=name, code="200")
         return Outcome(200, checked.message(), rejected=checked.rejected)
 
-    async def durable(self, kind: int, items: int, payload: bytes) -> None:
-        """Append one record to the WAL and wait until it is on disk (the group commit's fsync)."""
+    async def _already_acknowledged(self, prep: Prepared) -> bool:
+        """Whether this content was made durable before (or is being made durable by a concurrent
+        request with the same content, which is then waited for)."""
+        if self.recent is None:
+            return False
+        if self.recent.seen(prep.digest):
+            return True
+        pending = self._inflight.get(prep.digest)
+        if pending is None:
+            return False
+        try:
+            await asyncio.shield(pending)
+        except Exception:  # the first attempt failed: this one tries again
+            return False
+        return True
+
+    async def durable(self, kind: int, items: int, payload: bytes, digest: bytes | None = None) -> None:
+        """Append one record to the WAL and wait until it is on disk (the group commit's fsync).
+        With a digest (and a dedup window), the content is known as acknowledged once durable."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
+        recent = self.recent
+        if recent is None:
+            digest = None
+        if digest is not None:
+            self._inflight[digest] = fut
 
         def settle(f: asyncio.Future, pos: Any, err: BaseException | None) -> None:
             if f.done():
@@ -132,10 +229,16 @@ class Ingest:
                 f.set_result(pos)
 
         def done(pos: Any, err: BaseException | None) -> None:
+            if err is None and digest is not None:
+                recent.add(digest)  # known before the answer leaves, even if the loop is gone
             try:
                 loop.call_soon_threadsafe(settle, fut, pos, err)
             except RuntimeError:  # the loop is gone: nobody waits any more; the data is durable
                 pass
 
-        self.wal.append(kind, items, payload, done)
-        await fut
+        try:
+            self.wal.append(kind, items, payload, done, digest=digest)
+            await fut
+        finally:
+            if digest is not None and self._inflight.get(digest) is fut:
+                del self._inflight[digest]

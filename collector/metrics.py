@@ -45,6 +45,17 @@ HELP: dict[str, tuple[str, str]] = {
     "tracehouse_collector_writer_batch_seconds": (
         "histogram", "Insert latency: time to store one converted batch (all its inserts and retries)."),
     "tracehouse_collector_writer_convert_seconds": ("histogram", "Time to convert one batch to columns."),
+    "tracehouse_collector_duplicate_requests_total": (
+        "counter", "Requests whose content was acknowledged before (client retries): answered, not stored again."),
+    "tracehouse_collector_duplicate_items_total": ("counter", "Items in those requests."),
+    "tracehouse_collector_dead_letter_items_total": (
+        "counter", "Acknowledged items the store kept rejecting, kept in dead-letter files."),
+    "tracehouse_collector_dead_letter_batches_total": ("counter", "Batch parts written to dead-letter files."),
+    "tracehouse_collector_dead_letter_bytes": ("gauge", "Size of the dead-letter files on disk."),
+    "tracehouse_collector_native_python_requests_total": (
+        "counter", "Trace requests the native decoder left to the Python path (values it does not format)."),
+    "tracehouse_collector_native_fallback_batches_total": (
+        "counter", "Batches the native decoder failed repeatedly, stored through the Python path."),
     "tracehouse_collector_buffer_bytes": ("gauge", "Bytes in the durable buffer (WAL) not yet stored."),
     "tracehouse_collector_buffer_max_bytes": ("gauge", "Cap of the durable buffer."),
     "tracehouse_collector_buffer_age_seconds": ("gauge", "Age of the oldest data not yet stored (writer lag)."),

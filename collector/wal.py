@@ -24,7 +24,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["Wal", "Record", "WalClosed"]
+__all__ = ["Wal", "Record", "WalClosed", "DIGESTED", "DIGEST_BYTES"]
 
 log = logging.getLogger("tracehouse.collector.wal")
 
@@ -39,11 +39,31 @@ class WalClosed(Exception):
     """The WAL is closed (shutting down); the record was not written."""
 
 
+#: A record kind with this bit set carries the digest of its request (``DIGEST_BYTES``) before the
+#: message; the receiver uses it to recognise a retried request (``dedup.py``).
+DIGESTED = 0x80
+DIGEST_BYTES = 16
+
+
 class Record:
     __slots__ = ("pos", "end", "kind", "items", "payload")
 
     def __init__(self, pos: Pos, end: Pos, kind: int, items: int, payload: bytes):
         self.pos, self.end, self.kind, self.items, self.payload = pos, end, kind, items, payload
+
+    @property
+    def signal(self) -> int:
+        """The signal code (``decode.SIGNALS``)."""
+        return self.kind & ~DIGESTED
+
+    @property
+    def message(self) -> bytes:
+        """The serialized OTLP request."""
+        return self.payload[DIGEST_BYTES:] if self.kind & DIGESTED else self.payload
+
+    @property
+    def digest(self) -> bytes | None:
+        return self.payload[:DIGEST_BYTES] if self.kind & DIGESTED else None
 
 
 def _crc(kind: int, items: int, payload: bytes) -> int:
@@ -90,6 +110,9 @@ class Wal:
         self.ident = ""  # random, created with the directory: part of every batch id
         self.fsyncs = 0
         self.records = 0
+        self._digests: dict[int, list[bytes]] = {}  # segment → digests of its records
+        #: called with a segment's digests before the segment is deleted (see ``dedup.py``)
+        self.on_delete: Callable[[list[bytes]], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -99,7 +122,8 @@ class Wal:
             path = self._path(seq)
             with open(path, "rb") as f:
                 data = f.read()
-            _, valid = scan(data)
+            found, valid = scan(data)
+            self._digests[seq] = [data[at:at + DIGEST_BYTES] for _, _, kind, _, at in found if kind & DIGESTED]
             if valid < len(data):
                 log.warning("WAL segment %s: truncating a torn tail of %d bytes", path, len(data) - valid)
                 with open(path, "r+b") as f:
@@ -134,8 +158,20 @@ class Wal:
         self.closed = True
 
     # -- appending ----------------------------------------------------------------------------
-    def append(self, kind: int, items: int, payload: bytes, callback: Callback) -> None:
-        rec = encode(kind, items, payload)
+    def digests(self) -> list[bytes]:
+        """The digests of every record in the log (read at open, added by appends)."""
+        with self._durable:
+            return [d for seg in sorted(self._digests) for d in self._digests[seg]]
+
+    def append(self, kind: int, items: int, payload: bytes, callback: Callback, digest: bytes | None = None) -> None:
+        """Queue a record; ``callback(pos, err)`` once it is durable (or failed). With ``digest``
+        (``DIGEST_BYTES`` long), the record carries it before the payload."""
+        if digest is not None:
+            if len(digest) != DIGEST_BYTES:
+                raise ValueError("bad digest length")
+            rec = encode(kind | DIGESTED, items, digest + payload)
+        else:
+            rec = encode(kind, items, payload)
         with self._cond:
             if self._closing or self.closed:
                 raise WalClosed("the buffer is closed")
@@ -180,8 +216,12 @@ class Wal:
         self.fsyncs += 1
         self.records += len(batch)
         now = time.monotonic()
+        hs = _HEADER.size
+        digests = [rec[hs:hs + DIGEST_BYTES] for rec, _ in batch if rec[8] & DIGESTED]
         with self._durable:
             self._sizes[seg] = off
+            if digests:
+                self._digests.setdefault(seg, []).extend(digests)
             if self._ages and now - self._ages[-1][1] < 0.1:
                 self._ages[-1][0] = (seg, off)
             else:
@@ -300,6 +340,16 @@ class Wal:
         n = 0
         for seq in self.segments():
             if seq < upto[0] and seq < self._seg:
+                with self._durable:
+                    digests = self._digests.pop(seq, [])
+                if digests and self.on_delete is not None:
+                    try:
+                        self.on_delete(digests)  # durable elsewhere before the segment goes
+                    except OSError as e:  # keep the segment (and its digests) for the next attempt
+                        log.error("cannot journal the digests of WAL segment %d, keeping it: %s", seq, e)
+                        with self._durable:
+                            self._digests[seq] = digests
+                        continue
                 try:
                     os.unlink(self._path(seq))
                 except FileNotFoundError:

@@ -4,8 +4,14 @@ A batch is the WAL range ``[start, end)``; its ``batch_id`` is derived from ``st
 offset), so it is the same on every attempt. Before inserting, the range is recorded in the
 checkpoint file as *pending*; after every table of the batch is stored, the checkpoint moves to
 ``end``. A retry, or a replay of a pending range after a crash, inserts with ``verify=True``, so a
-batch that already reached the store is not written twice. Ranges after the checkpoint that were
-never attempted get fresh ids. Store errors are retried with backoff while data waits on disk.
+batch that already reached the store is not written twice, and the rollups a crash cut off are
+completed (``Store.insert``). Ranges after the checkpoint that were never attempted get fresh ids.
+Store errors are retried with backoff while data waits on disk; a part the store rejects eight
+times goes to a dead-letter file (``deadletter.py``), never away.
+
+Trace records go to the native decoder when there is one (``native.py``: the engine decodes and
+stores them; requests it cannot map come back and take the Python path); everything else is
+converted here (``convert.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from google.protobuf.message import DecodeError
 from tracehouse.storage import StorageError, StorageUnavailable
 
 from .convert import CONVERTERS, Batch, Limits, Stats, new_batch
-from .decode import BY_CODE
+from .deadletter import DeadLetters
+from .decode import BY_CODE, SIGNALS
 from .metrics import Registry
 from .redact import Redactor
 from .wal import Pos, Record, Wal
@@ -35,11 +42,31 @@ __all__ = ["Writer", "batch_id_for"]
 log = logging.getLogger("tracehouse.collector.writer")
 
 
-def batch_id_for(wal_id: str, pos: Pos) -> int:
+def batch_id_for(wal_id: str, pos: Pos, part: str = "") -> int:
     """A batch id from the WAL's identity and the batch's first record: the same on every replay,
-    and different for every collector and buffer directory writing to the same store."""
-    h = hashlib.blake2b(f"{wal_id}:{pos[0]}:{pos[1]}".encode(), digest_size=8).digest()
+    and different for every collector and buffer directory writing to the same store. ``part``
+    names a further insert of the same batch (the requests the native decoder left to Python)."""
+    h = hashlib.blake2b(f"{wal_id}:{pos[0]}:{pos[1]}{part}".encode(), digest_size=8).digest()
     return (int.from_bytes(h, "big") & ((1 << 63) - 1)) | 1
+
+
+#: Rejections of one part before it goes to the dead letters (unavailability is waited out).
+MAX_REJECTIONS = 8
+#: Rejections of the native decoder before a batch takes the Python path instead.
+NATIVE_REJECTIONS = 3
+_TRACES = SIGNALS["traces"].code
+
+
+class Part:
+    """One insert of a batch: a signal's rows (converted here), or the trace requests the native
+    decoder stores. ``positions`` are the WAL records behind it (for dead letters)."""
+
+    __slots__ = ("sig", "table", "cols", "n", "batch_id", "positions", "payloads", "verify")
+
+    def __init__(self, sig: str, table: str, cols: dict | None, n: int, batch_id: int, positions: list[Pos],
+                 payloads: list[bytes] | None = None, verify: bool = False):
+        self.sig, self.table, self.cols, self.n, self.batch_id = sig, table, cols, n, batch_id
+        self.positions, self.payloads, self.verify = positions, payloads, verify
 
 
 class Checkpoint:
@@ -85,8 +112,14 @@ def _no_gc():
 class Writer:
     def __init__(self, wal: Wal, store: Any, metrics: Registry, redactor: Redactor,
                  limits: Limits | None = None, max_items: int = 50_000, max_age: float = 1.0,
-                 max_bytes: int = 32 << 20, grace: float = 10.0):
+                 max_bytes: int = 32 << 20, grace: float = 10.0, native: Any = None,
+                 native_max_items: int = 100_000, native_max_bytes: int = 40 << 20, retry_delay: float = 0.2):
         self.wal = wal
+        self.native = native  # a NativeTraces, opened when the writer starts
+        self.native_max_items = native_max_items
+        self.retry_delay = retry_delay  # first wait after a failed insert; doubles up to 5 s
+        self.native_max_bytes = native_max_bytes
+        self.dead = DeadLetters(os.path.join(wal.dir, "dead-letter"))
         self.store = store
         self.m = metrics
         self.red = redactor
@@ -126,8 +159,29 @@ class Writer:
         return self._stop.is_set() and time.monotonic() >= self._deadline
 
     # -- main loop ----------------------------------------------------------------------------
+    def _open_native(self) -> bool:
+        """Set the native decoder up (retried while the store is unreachable); without it, every
+        signal takes the Python path. False when stopping."""
+        delay = 0.2
+        while self.native is not None:
+            try:
+                self.native.open()
+                return True
+            except StorageUnavailable as e:
+                log.warning("native decoder waits for the store: %s", e)
+            except StorageError as e:
+                log.error("native decoder unavailable, converting in Python: %s", e)
+                self.native = None
+                break
+            if self._give_up() or self._stop.wait(delay):
+                return not self._stop.is_set()
+            delay = min(delay * 2, 5.0)
+        return True
+
     def _run(self) -> None:
         try:
+            if not self._open_native():
+                return
             done, pending = self.checkpoint.load()
             self.cursor = done
             self.wal.release(done)
@@ -136,9 +190,11 @@ class Writer:
                 recs = self._read_range(pending[0], pending[1])
                 first = recs[0].pos if recs else pending[0]
                 with _no_gc():  # as for every batch below
-                    todo = self._columns(self._convert(recs, {}))
-                    del recs
-                    if not self._write(pending[0], pending[1], first, todo, verify=True):
+                    native = [r for r in recs if self._is_native(r)]
+                    parts = self._parts(self._convert([r for r in recs if not self._is_native(r)], {}),
+                                        first, native)
+                    del recs, native
+                    if not self._write(pending[0], pending[1], first, parts, verify=True):
                         return
             while not self._give_up():
                 # The cyclic GC stays off while a batch is collected, converted and stored, and runs
@@ -146,13 +202,12 @@ class Writer:
                 # scan its hundreds of thousands of containers: ~15% of the writer's time, measured
                 # with py-spy), and on every retry of a failed insert (see _write).
                 with _no_gc():
-                    recs, batches = self._collect()
-                    todo = self._columns(batches)
-                    del batches
+                    recs, batches, native = self._collect()
                     if recs:
                         first, end = recs[0].pos, recs[-1].end
-                        del recs  # only the columns stay alive during the insert
-                        if not self._write(self.cursor, end, first, todo, verify=False):
+                        parts = self._parts(batches, first, native)
+                        del recs, batches, native  # only the columns (and raw requests) stay alive
+                        if not self._write(self.cursor, end, first, parts, verify=False):
                             return
                         continue
                 if self._stop.is_set():
@@ -172,12 +227,18 @@ class Writer:
             pos = recs[-1].end
         return out
 
-    def _collect(self) -> tuple[list[Record], dict[str, Batch]]:
-        """Records from the cursor until the size threshold, the age threshold, or a stop; they are
-        converted as they arrive, so conversion overlaps with waiting for the batch to fill."""
+    def _is_native(self, r: Record) -> bool:
+        return self.native is not None and r.signal == _TRACES
+
+    def _collect(self) -> tuple[list[Record], dict[str, Batch], list[Record]]:
+        """Records from the cursor until a size threshold, the age threshold, or a stop. Records
+        for Python are converted as they arrive, so conversion overlaps with waiting for the batch
+        to fill; trace records for the native decoder are kept as they are (and count against
+        their own, larger, thresholds)."""
         recs: list[Record] = []
         batches: dict[str, Batch] = {}
-        items = size = 0
+        native: list[Record] = []
+        items = size = n_items = n_size = 0
         first = 0.0
         pos = self.cursor
         while True:
@@ -186,38 +247,47 @@ class Writer:
                 if not recs:
                     self.caught_up.set()
                 if self._stop.is_set():
-                    return recs, batches
+                    return recs, batches, native
                 if not recs:
                     self.wal.wait_durable(pos, 0.2)
                     if self.wal.durable_end <= pos:
-                        return recs, batches  # idle: back to the loop (and the GC) now and then
+                        return recs, batches, native  # idle: back to the loop (and the GC) now and then
                     continue
                 wait = first + self.max_age - time.monotonic()
                 if wait <= 0:
-                    return recs, batches
+                    return recs, batches, native
                 self.wal.wait_durable(pos, min(wait, 0.2))
                 continue
             if self.caught_up.is_set():
                 self.caught_up.clear()
-            more = self.wal.read(pos, self.max_items - items, self.max_bytes - size)
+            more = self.wal.read(pos, max(1, min(self.max_items - items, self.native_max_items - n_items)),
+                                 max(1, min(self.max_bytes - size, self.native_max_bytes - n_size)))
             if not more:
-                return recs, batches
+                return recs, batches, native
             if not recs:
                 first = time.monotonic()
-            t0 = time.monotonic()
-            self._convert(more, batches)
-            self.m.observe("tracehouse_collector_writer_convert_seconds", time.monotonic() - t0)
+            mine = [r for r in more if not self._is_native(r)]
+            if mine:
+                t0 = time.monotonic()
+                self._convert(mine, batches)
+                self.m.observe("tracehouse_collector_writer_convert_seconds", time.monotonic() - t0)
+                items += sum(r.items for r in mine)
+                size += sum(len(r.payload) for r in mine)
+            for r in more:
+                if self._is_native(r):
+                    native.append(r)
+                    n_items += r.items
+                    n_size += len(r.payload)
             recs.extend(more)
-            items += sum(r.items for r in more)
-            size += sum(len(r.payload) for r in more)
             pos = more[-1].end
-            if items >= self.max_items or size >= self.max_bytes or time.monotonic() - first >= self.max_age:
-                return recs, batches
+            if (items >= self.max_items or size >= self.max_bytes or n_items >= self.native_max_items
+                    or n_size >= self.native_max_bytes or time.monotonic() - first >= self.max_age):
+                return recs, batches, native
 
     def _convert(self, recs: list[Record], batches: dict[str, Batch]) -> dict[str, Batch]:
         st = Stats()
         for r in recs:
-            sig = BY_CODE.get(r.kind)
+            sig = BY_CODE.get(r.signal)
             if sig is None:
                 self.m.inc("tracehouse_collector_dropped_items_total", r.items, signal="unknown", reason="bad_record")
                 continue
@@ -226,7 +296,8 @@ class Writer:
             if b is None:
                 b = batches[sig.name] = new_batch(table)
             try:
-                fn(sig.request.FromString(r.payload), b, self.red, self.lim, st)
+                fn(sig.request.FromString(r.message), b, self.red, self.lim, st)
+                b.positions.append(r.pos)
             except (DecodeError, ValueError, TypeError, OverflowError) as e:
                 log.error("dropping a WAL record at %s that does not convert: %s", r.pos, e)
                 self.m.inc("tracehouse_collector_dropped_items_total", r.items, signal=sig.name,
@@ -235,38 +306,53 @@ class Writer:
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)
         return batches
 
-    @staticmethod
-    def _columns(batches: dict[str, Batch]) -> list[tuple[str, str, dict[str, list], int]]:
-        todo = [(sig, b.table, b.columns(), len(b)) for sig, b in batches.items() if len(b)]
+    def _parts(self, batches: dict[str, Batch], first: Pos, native: list[Record]) -> list[Part]:
+        """The inserts of one batch: the native decoder's first, then each converted signal."""
+        bid = batch_id_for(self.wal.ident, first)
+        parts = []
+        if native:
+            parts.append(Part("traces", "spans", None, sum(r.items for r in native), bid,
+                              [r.pos for r in native], [r.message for r in native]))
+        for sig, b in batches.items():
+            if len(b):
+                parts.append(Part(sig, b.table, b.columns(), len(b), bid, b.positions))
         batches.clear()
-        return todo
+        return parts
 
-    def _write(self, start: Pos, end: Pos, first: Pos, todo: list, verify: bool) -> bool:
+    def _write(self, start: Pos, end: Pos, first: Pos, parts: list[Part], verify: bool) -> bool:
         """Store one batch (the WAL range ``[start, end)`` whose first record is at ``first``);
         False when giving up at shutdown (the batch stays pending)."""
         t0 = time.monotonic()
-        bid = batch_id_for(self.wal.ident, first)
         self.checkpoint.save(start, (start, end))
-        delay = 0.2
+        delay = self.retry_delay
         failures = 0
-        while todo:
-            sig, table, cols, n = todo[0]
+        while parts:
+            p = parts[0]
             try:
-                written = self.store.insert(table, cols, batch_id=bid, verify=verify)
+                if p.payloads is not None:
+                    more = self._store_native(p, first, verify or p.verify)
+                    parts[1:1] = more
+                else:
+                    self._store(p, verify or p.verify)
             except (StorageError, ValueError) as e:
                 verify = True  # the failed insert may have landed: check before writing again
                 failures += 1
                 kind = "unavailable" if isinstance(e, StorageUnavailable) else "rejected"
                 self.m.inc("tracehouse_collector_writer_errors_total", 1, kind=kind)
-                if kind == "rejected" and failures >= 8:
-                    log.error("store rejected batch %x for %s %d times; dropping %d rows: %s",
-                              bid, table, failures, n, e)
-                    self.m.inc("tracehouse_collector_dropped_items_total", n, signal=sig,
-                               reason="store_rejected")
-                    todo.pop(0)
+                if kind == "rejected" and p.payloads is not None and failures >= NATIVE_REJECTIONS \
+                        and self._nothing_landed(p):
+                    log.error("native decoder failed batch %x %d times (%s); converting it in Python",
+                              p.batch_id, failures, e)
+                    self.m.inc("tracehouse_collector_native_fallback_batches_total", 1)
+                    parts[0] = self._python_part(p, p.payloads, p.positions,
+                                                 batch_id_for(self.wal.ident, first, ":python-all"))
+                    continue
+                if kind == "rejected" and failures >= MAX_REJECTIONS:
+                    self._dead_letter(p, e)
+                    parts.pop(0)
                     failures = 0
                     continue
-                log.warning("insert into %s failed (%s); retrying in %.1fs", table, e, delay)
+                log.warning("insert into %s failed (%s); retrying in %.1fs", p.table, e, delay)
                 gc.collect()  # the GC is off for this batch (see _run); other threads' garbage goes now
                 if self._give_up():
                     return False
@@ -276,13 +362,7 @@ class Writer:
                     self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if verify and not written:  # already stored before a crash or a failed answer
-                self.m.inc("tracehouse_collector_writer_batches_already_stored_total", 1, signal=sig)
-            else:
-                self.stored[sig] += n
-                self.m.inc("tracehouse_collector_written_items_total", n, signal=sig)
-                self.m.observe("tracehouse_collector_writer_batch_items", n, signal=sig)
-            todo.pop(0)
+            parts.pop(0)
             failures = 0
         self.checkpoint.save(end)
         self.cursor = end
@@ -291,3 +371,63 @@ class Writer:
         self.m.inc("tracehouse_collector_writer_batches_total", 1)
         self.m.observe("tracehouse_collector_writer_batch_seconds", time.monotonic() - t0)
         return True
+
+    def _store(self, p: Part, verify: bool) -> None:
+        written = self.store.insert(p.table, p.cols, batch_id=p.batch_id, verify=verify)
+        if verify and not written:  # already stored before a crash or a failed answer
+            self.m.inc("tracehouse_collector_writer_batches_already_stored_total", 1, signal=p.sig)
+        else:
+            self._count(p.sig, p.n)
+
+    def _count(self, sig: str, n: int) -> None:
+        self.stored[sig] += n
+        self.m.inc("tracehouse_collector_written_items_total", n, signal=sig)
+        self.m.observe("tracehouse_collector_writer_batch_items", n, signal=sig)
+
+    def _store_native(self, p: Part, first: Pos, verify: bool) -> list[Part]:
+        """The trace requests of a batch through the engine; returns the part the Python path
+        stores (requests the engine cannot map), if any."""
+        assert p.payloads is not None and self.native is not None
+        already = verify and self.store.batch_present("spans", p.batch_id)
+        res = self.native.insert(p.payloads, p.batch_id, f"n{p.batch_id}")
+        for what, n in res.truncated.items():
+            self.m.inc("tracehouse_collector_truncated_total", n, what=what)
+        if already:
+            self.m.inc("tracehouse_collector_writer_batches_already_stored_total", 1, signal="traces")
+        else:
+            self._count("traces", res.stored)
+        if not res.fallback:
+            return []
+        self.m.inc("tracehouse_collector_native_python_requests_total", len(res.fallback))
+        return [self._python_part(p, [p.payloads[i] for i in res.fallback], [p.positions[i] for i in res.fallback],
+                                  batch_id_for(self.wal.ident, first, ":python"))]
+
+    def _nothing_landed(self, p: Part) -> bool:
+        """Whether none of the native attempts at this part reached spans (so the Python path may
+        store it under an id of its own without writing anything twice)."""
+        try:
+            return not self.store.batch_present("spans", p.batch_id)
+        except StorageError:
+            return False
+
+    def _python_part(self, p: Part, payloads: list[bytes], positions: list[Pos], batch_id: int) -> Part:
+        st = Stats()
+        b = new_batch("spans")
+        for msg in payloads:
+            CONVERTERS["traces"][1](SIGNALS["traces"].request.FromString(msg), b, self.red, self.lim, st)
+        for what, n in st.truncated.items():
+            self.m.inc("tracehouse_collector_truncated_total", n, what=what)
+        return Part("traces", "spans", b.columns(), len(b), batch_id, positions, verify=p.verify)
+
+    def _dead_letter(self, p: Part, e: BaseException) -> None:
+        recs = []
+        for pos in p.positions:
+            got = self.wal.read(pos, 1, 1)
+            if got:
+                recs.append(got[0])
+        path = self.dead.keep(recs, p.batch_id, p.sig)
+        items = sum(r.items for r in recs)
+        log.error("store rejected batch %x for %s %d times; its %d records (%d items) are kept in %s: %s",
+                  p.batch_id, p.table, MAX_REJECTIONS, len(recs), items, path, e)
+        self.m.inc("tracehouse_collector_dead_letter_items_total", items, signal=p.sig)
+        self.m.inc("tracehouse_collector_dead_letter_batches_total", 1, signal=p.sig)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -268,20 +269,24 @@ def spans_from_proto(body: bytes) -> list[ZSpan]:
 
 class SharedIds:
     """Recent shared server spans, (trace id, shared id, service) → the server side's own id;
-    bounded, so children reported after their shared parent still follow it."""
+    bounded, so children reported after their shared parent still follow it. Requests are decoded
+    in a thread pool: guarded by a lock."""
 
     def __init__(self, capacity: int = 50_000):
         self.capacity = capacity
         self._ids: OrderedDict[tuple[bytes, bytes, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
 
     def put(self, key: tuple[bytes, bytes, str], new_id: bytes) -> None:
-        self._ids[key] = new_id
-        self._ids.move_to_end(key)
-        while len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
+        with self._lock:
+            self._ids[key] = new_id
+            self._ids.move_to_end(key)
+            while len(self._ids) > self.capacity:
+                self._ids.popitem(last=False)
 
     def get(self, key: tuple[bytes, bytes, str]) -> bytes | None:
-        return self._ids.get(key)
+        with self._lock:
+            return self._ids.get(key)
 
 
 def shared_server_id(trace_id: bytes, span_id: bytes) -> bytes:

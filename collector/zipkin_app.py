@@ -55,22 +55,19 @@ class ZipkinApp:
     async def _ingest(self, scope: dict, receive: Any, send: Any) -> None:
         core = self.core
         headers = dict(scope["headers"])
-        out = core.authorize(_TRACES, headers)
-        if out is None:
+        ctype = headers.get(b"content-type", b"").decode("latin-1")
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1")
+
+        async def read() -> bytes | None:
             clen = headers.get(b"content-length")
-            body = None
-            if clen is None or not clen.isdigit() or int(clen) <= core.max_body:
-                body = await _read_body(receive, core.max_body)
-            if body is None:
-                out = core.too_large(_TRACES)
-            else:
-                ctype = headers.get(b"content-type", b"").decode("latin-1")
-                encoding = headers.get(b"content-encoding", b"").decode("latin-1")
+            if clen is not None and clen.isdigit() and int(clen) > core.max_body:
+                return None
+            return await _read_body(receive, core.max_body)
 
-                def decode() -> tuple[Any, None]:
-                    return self._decode(ctype, encoding, body), None
+        def decode(body: bytes) -> tuple[Any, None]:
+            return self._decode(ctype, encoding, body), None
 
-                out = await core.submit(_TRACES, len(body), decode)
+        out = await core.handle(_TRACES, headers, read, decode)
         if out.ok:
             text = (f"{out.rejected} spans rejected: {out.message}\n" if out.rejected else "").encode()
             await _plain(send, 202, text)

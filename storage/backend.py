@@ -33,8 +33,11 @@ class Backend(Protocol):
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
         """Run a statement with ``{name:Type}`` placeholders bound from ``params``."""
 
-    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]]) -> int:
-        """Insert one columnar batch (columns in ``table.columns`` order); return rows written."""
+    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
+               token: str | None = None) -> int:
+        """Insert one columnar batch (columns in ``table.columns`` order); return rows written. With
+        ``token`` (servers with ``Capabilities.insert_dedup`` only), a retry with the same token
+        writes only the parts, and the materialized views' parts, that are missing."""
 
     def close(self) -> None: ...
 

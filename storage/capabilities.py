@@ -19,6 +19,11 @@ class Capabilities:
     view_subqueries: bool  # a materialized view may select from a subquery over its source
     compact_parts: bool  # small parts may keep all columns in one file (min_bytes_for_wide_part)
     packed_parts: bool  # small parts may be one file on disk (min_bytes_for_full_part_storage)
+    # Inserts carry a deduplication token that plain MergeTree tables remember
+    # (non_replicated_deduplication_window), and a retried insert reaches exactly the materialized
+    # views it missed (deduplicate_blocks_in_dependent_materialized_views, as reworked in 24.x;
+    # verified on 26.9).
+    insert_dedup: bool = False
     lazy_ttl_modify: bool = False  # MODIFY TTL can skip rewriting every part (materialize_ttl_after_modify = 0)
 
     @property
@@ -48,5 +53,6 @@ def capabilities_for(version_text: str) -> Capabilities:
         view_subqueries=v >= (21, 1),
         compact_parts=v >= (20, 3),
         packed_parts=v >= (24, 1),
+        insert_dedup=v >= (24, 8),
         lazy_ttl_modify=v >= (20, 5),
     )

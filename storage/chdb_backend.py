@@ -9,6 +9,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .backend import Result, check_params
@@ -208,22 +209,36 @@ class ChdbBackend:
             w.write_batch(batch)
         return sink.getvalue()
 
-    def insert_prepared(self, table: Table, qualified_name: str, payload: bytes) -> None:
+    def insert_prepared(self, table: Table, qualified_name: str, payload: bytes, token: str | None = None) -> None:
         cols = ", ".join(table.column_names)
-        with self._lock:
-            if self._closed:
-                raise StorageError("store is closed")
-            try:
-                ins = self._session.send_insert(
-                    f"INSERT INTO {qualified_name} ({cols}) SETTINGS parallel_view_processing = 1, short_circuit_function_evaluation = 'disable'", "ArrowStream")
-                ins.append(payload)
-                ins.finish()
-            except Exception as e:
-                raise _translate(e) from e
+        settings = "parallel_view_processing = 1, short_circuit_function_evaluation = 'disable'"
+        if token:
+            settings += f", {dedup_settings(token)}"
+        self.insert_file(f"INSERT INTO {qualified_name} ({cols})", "ArrowStream", payload, settings=settings)
 
-    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]]) -> int:
-        self.insert_prepared(table, qualified_name, self.prepare(table, columns))
+    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
+               token: str | None = None) -> int:
+        self.insert_prepared(table, qualified_name, self.prepare(table, columns), token)
         return len(columns[0]) if columns else 0
+
+    def insert_file(self, insert: str, fmt: str, data: bytes, structure: str = "", settings: str = "") -> None:
+        """``INSERT INTO … SELECT * FROM file(<data>, fmt[, structure]) SETTINGS …``: the data is
+        handed to the engine as an in-memory file. Not chDB's streaming inserter: that one reports
+        success when a materialized view of the table fails (the table's part written, the view's
+        not: rollups silently short), where a query raises (checked on chDB 26.9)."""
+        # the path of an in-memory file (its fd number) is reused by later inserts: never let the
+        # engine answer from its cache of schemas inferred per path
+        settings = ", ".join(x for x in (settings, "schema_inference_use_cache_for_file = 0") if x)
+        with _data_file(data) as path:
+            args = f"'{path}', '{fmt}'" + (f", {_literal(structure)}" if structure else "")
+            sql = f"{insert} SELECT * FROM file({args}) SETTINGS {settings}"
+            with self._lock:
+                if self._closed:
+                    raise StorageError("store is closed")
+                try:
+                    self._session.query(sql, "Null")
+                except Exception as e:
+                    raise _translate(e) from e
 
     def release_startup_memory(self) -> None:
         page_out_library()
@@ -294,6 +309,40 @@ def _shared_rows(col: Sequence[Any], type_):
     where = dict(zip(first, range(len(first))))
     index = pa.array(list(map(where.__getitem__, ids)), pa.int32())
     return pa.array(list(first.values()), type=type_).take(index)
+
+
+@contextmanager
+def _data_file(data: bytes):
+    """A path the engine can read ``data`` from: an anonymous in-memory file where the system has
+    them (Linux), else a temporary file."""
+    import os
+    import tempfile
+
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("tracehouse-insert", os.MFD_CLOEXEC)
+        path = f"/proc/self/fd/{fd}"
+    else:
+        fd, path = tempfile.mkstemp(prefix="tracehouse-insert-")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        yield path
+    finally:
+        os.close(fd)
+        if not path.startswith("/proc/"):
+            os.unlink(path)
+
+
+def _literal(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def dedup_settings(token: str) -> str:
+    """Insert settings that make a retried insert write only the parts (and view parts) it missed."""
+    if not all(ch.isalnum() or ch in "_-" for ch in token):
+        raise ValueError(f"bad deduplication token {token!r}")
+    return f"insert_deduplication_token = '{token}', deduplicate_blocks_in_dependent_materialized_views = 1"
 
 
 def _setting(v: Any) -> str:

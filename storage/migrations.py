@@ -24,6 +24,7 @@ from .schema import (
     TRACE_SUMMARY,
     C,
     Table,
+    dedup_settings,
     render_create,
     render_distributed,
     render_views,
@@ -160,6 +161,23 @@ def _notify_state(ctx: Context) -> list[str]:
     return ctx.tables(NOTIFY_STATE)
 
 
+def _insert_dedup(ctx: Context) -> list[str]:
+    # A batch retried after a crash is recognised by its token in spans and in every rollup its
+    # insert feeds, so the retry writes exactly the parts that are missing (servers with it only).
+    out = []
+    for t in (SPANS, LOGS, METRIC_POINTS, RED_1M, EDGES_1M, SERVICE_ENDPOINTS, TRACE_SUMMARY):
+        settings = dedup_settings(t, ctx.caps, ctx.cluster)
+        if settings:
+            out.append(f"ALTER TABLE {ctx.db}.{t.name} MODIFY SETTING " + ", ".join(settings))
+    return out
+
+
+_DEDUP = "inserts into signal tables and rollups are deduplicated by token where supported"
+# Migrations recorded under another number by an earlier build: (version, description) as recorded
+# → the version it is now. Token deduplication was 6 on its branch before notify_state took 6, so a
+# database recorded at that 6 has 7 applied and still needs (the other) 6.
+_RENUMBERED = {(6, _DEDUP): 7}
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "spans, logs, metric points, rollups, alert state and history", _initial),
     Migration(2, "alert rules and silences", _alert_config),
@@ -167,13 +185,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "edge and endpoint views filter first and look each attribute up once", _views_looked_up_once),
     Migration(5, "small parts are compact and packed; spans merge column by column", _part_settings),
     Migration(6, "notification state: what each alert group last sent", _notify_state),
+    Migration(7, _DEDUP, _insert_dedup),
 )
 LATEST = MIGRATIONS[-1].version
 
 
 def applied_versions(backend: Backend, db: str) -> list[int]:
-    res = backend.query(f"SELECT version FROM {db}.schema_versions ORDER BY version")
-    return sorted({int(r[0]) for r in res.rows})
+    res = backend.query(f"SELECT version, description FROM {db}.schema_versions ORDER BY version")
+    return sorted({_RENUMBERED.get((int(r[0]), r[1]), int(r[0])) for r in res.rows})
 
 
 def migrate(backend: Backend, db: str, caps: Capabilities, cluster: str = "",

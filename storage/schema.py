@@ -385,9 +385,15 @@ def render_create(
         parts.append(f"TTL {table.ttl_column} + toIntervalDay({int(retention_days)})")
     settings = [table.settings] if table.settings else []
     settings.extend(small_part_settings(table, caps))
+    settings.extend(dedup_settings(table, caps, cluster))
     if settings:
         parts.append("SETTINGS " + ", ".join(settings))
     return "\n".join(parts)
+
+
+#: Inserts (and their blocks in the rollups) remembered for deduplication, where the server has it:
+#: a batch retried after a crash within this many later inserts is recognised.
+DEDUP_WINDOW = 1000
 
 
 def small_part_settings(table: Table, caps: Capabilities) -> list[str]:
@@ -397,6 +403,14 @@ def small_part_settings(table: Table, caps: Capabilities) -> list[str]:
     if table.small_part_bytes and caps.packed_parts:
         out.append(f"min_bytes_for_full_part_storage = {int(table.small_part_bytes)}")
     return out
+
+
+def dedup_settings(table: Table, caps: Capabilities, cluster: str = "") -> list[str]:
+    """Insert deduplication for the tables the collector writes and the rollups its inserts feed
+    (replicated tables deduplicate on their own)."""
+    if caps.insert_dedup and not cluster and (table.signal in ("spans", "logs", "metrics")):
+        return [f"non_replicated_deduplication_window = {DEDUP_WINDOW}"]
+    return []
 
 
 def render_distributed(table: Table, db: str, cluster: str) -> str:
@@ -485,6 +499,11 @@ def _lookup_columns(names: tuple[str, ...]) -> str:
 IS_ENTRY = "(kind IN (2, 5) OR parent_span_id = toFixedString(unhex('0000000000000000'), 8))"
 
 
+#: (view, rollup table) for every materialized view over spans.
+ROLLUP_VIEWS = (("red_1m_mv", "red_1m"), ("edges_1m_mv", "edges_1m"), ("service_endpoints_mv", "service_endpoints"),
+                ("trace_summary_mv", "trace_summary"))
+
+
 def render_views(db: str, cluster: str = "", caps: Capabilities | None = None) -> list[str]:
     """Materialized views that keep the rollups current as spans arrive. Where the server allows a
     subquery in a view (not 18.16: only its first column resolves), the edge and endpoint views
@@ -494,29 +513,35 @@ def render_views(db: str, cluster: str = "", caps: Capabilities | None = None) -
     src = f"{db}.spans_local" if cluster else f"{db}.spans"
     dst = (lambda t: f"{db}.{t}_local") if cluster else (lambda t: f"{db}.{t}")
     on = f" ON CLUSTER {cluster}" if cluster else ""
-    return [
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.red_1m_mv{on} TO {dst('red_1m')} AS "
-        f"SELECT toStartOfMinute(timestamp) AS minute, service, name, kind, toUInt8({IS_ENTRY}) AS is_entry, "
-        "countState() AS calls, sumState(toUInt64(status_code = 2)) AS errors, "
-        "sumState(duration_ns) AS duration_sum, "
-        "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q "
-        f"FROM {src} GROUP BY minute, service, name, kind, is_entry",
-        _edges_view(db, on, src, dst('edges_1m'), nested),
-        _endpoints_view(db, on, src, dst('service_endpoints'), nested),
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.trace_summary_mv{on} TO {dst('trace_summary')} AS "
-        "SELECT toStartOfHour(timestamp) AS hour, trace_id, minState(start_ns) AS first_start_ns, "
-        "maxState(start_ns + duration_ns) AS last_end_ns, countState() AS span_count, "
-        "maxState(toUInt8(status_code = 2)) AS errors, "
-        "argMinState(CAST(service AS String), start_ns) AS root_service, "
-        "argMinState(CAST(name AS String), start_ns) AS root_name, "
-        "groupUniqArrayState(CAST(service AS String)) AS services "
-        f"FROM {src} GROUP BY hour, trace_id",
-    ]
+    selects = view_selects(src, nested)
+    return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view}{on} TO {dst(table)} AS {selects[table]}"
+            for view, table in ROLLUP_VIEWS]
 
 
-def _edges_view(db: str, on: str, src: str, dst: str, nested: bool) -> str:
+def view_selects(src: str, nested: bool) -> dict[str, str]:
+    """Each rollup's SELECT over ``src`` (the spans table, or a subquery of it: the same rows a
+    view sees are what a rebuild reads)."""
+    return {
+        "red_1m": f"SELECT toStartOfMinute(timestamp) AS minute, service, name, kind, toUInt8({IS_ENTRY}) AS is_entry, "
+                  "countState() AS calls, sumState(toUInt64(status_code = 2)) AS errors, "
+                  "sumState(duration_ns) AS duration_sum, "
+                  "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q "
+                  f"FROM {src} GROUP BY minute, service, name, kind, is_entry",
+        "edges_1m": _edges_view(src, nested),
+        "service_endpoints": _endpoints_view(src, nested),
+        "trace_summary": "SELECT toStartOfHour(timestamp) AS hour, trace_id, minState(start_ns) AS first_start_ns, "
+                         "maxState(start_ns + duration_ns) AS last_end_ns, countState() AS span_count, "
+                         "maxState(toUInt8(status_code = 2)) AS errors, "
+                         "argMinState(CAST(service AS String), start_ns) AS root_service, "
+                         "argMinState(CAST(name AS String), start_ns) AS root_name, "
+                         "groupUniqArrayState(CAST(service AS String)) AS services "
+                         f"FROM {src} GROUP BY hour, trace_id",
+    }
+
+
+def _edges_view(src: str, nested: bool) -> str:
     return _lookup_view(
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.edges_1m_mv{on} TO {dst} AS ", src, nested,
+        "", src, nested,
         select=lambda ref: (f"toStartOfMinute(timestamp) AS minute, service, {edge_target(ref)} AS target, "
                             f"{edge_kind(ref)} AS target_kind, countState() AS calls, "
                             "sumState(toUInt64(status_code = 2)) AS errors, "
@@ -525,9 +550,9 @@ def _edges_view(db: str, on: str, src: str, dst: str, nested: bool) -> str:
         kinds="kind IN (3, 4)", keep="target != ''", group="GROUP BY minute, service, target, target_kind")
 
 
-def _endpoints_view(db: str, on: str, src: str, dst: str, nested: bool) -> str:
+def _endpoints_view(src: str, nested: bool) -> str:
     return _lookup_view(
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.service_endpoints_mv{on} TO {dst} AS ", src, nested,
+        "", src, nested,
         select=lambda ref: (f"toStartOfMinute(timestamp) AS minute, {server_address(ref)} AS address, service, "
                             "countState() AS hits"),
         passthrough="timestamp, service", names=_ENDPOINT_NAMES,

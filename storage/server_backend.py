@@ -122,12 +122,15 @@ class ServerBackend:
 
         return self._run(run)
 
-    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]]) -> int:
+    def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
+               token: str | None = None) -> int:
         cols = ", ".join(table.column_names)
         data = [list(c) for c in columns]
+        settings = ({"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+                    if token else None)
 
         def run(c):
-            return c.execute(f"INSERT INTO {qualified_name} ({cols}) VALUES", data, columnar=True)
+            return c.execute(f"INSERT INTO {qualified_name} ({cols}) VALUES", data, columnar=True, settings=settings)
 
         n = self._run(run)
         return int(n or 0)

@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import retention as _retention
@@ -26,7 +26,13 @@ from .migrations import (
     applied_versions,
     migrate,
 )
-from .schema import DEFAULT_RETENTION_DAYS, TABLES_BY_NAME, Table
+from .schema import (
+    DEFAULT_RETENTION_DAYS,
+    ROLLUP_VIEWS,
+    TABLES_BY_NAME,
+    Table,
+    view_selects,
+)
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
 
 log = logging.getLogger("tracehouse.storage")
@@ -222,7 +228,12 @@ class Store:
             versions = applied_versions(self.backend, self.db)
         except QueryError:  # no schema_versions table yet; an unreachable store still raises
             return 0
-        return max(versions) if versions else 0
+        # the highest version with every earlier one applied (a renumbered migration can leave a gap)
+        have = set(versions)
+        n = 0
+        while n + 1 in have:
+            n += 1
+        return n
 
     def is_current(self) -> bool:
         return self.schema_version() >= LATEST
@@ -279,12 +290,16 @@ class Store:
     def insert(self, table: str, columns: dict[str, Sequence[Any]], batch_id: int | None = None,
                verify: bool = False) -> int:
         """Insert one columnar batch. With ``batch_id``, the batch is tagged; with ``verify`` (a retry,
-        or a replay after a crash), what is already present is not written again.
+        or a replay after a crash), what is already present is not written again, and the rollups
+        fed by what was present are made whole (see ``_complete``). Returns rows newly written.
 
         ClickHouse makes an insert atomic only within one partition, so a batch whose rows fall on
         several days (daily partitions), and a large batch (written in pipelined chunks), go in
         parts, each tagged with its own id derived from ``batch_id``: a replay after a crash
-        between two parts writes exactly the parts that are missing."""
+        between two parts writes exactly the parts that are missing. Where the server has insert
+        deduplication (``Capabilities.insert_dedup``), each part also carries a token made from its
+        id, so a part written again is dropped by the server, and its materialized views' parts are
+        written only where they are missing."""
         tbl = _table(table)
         names = tbl.column_names
         n = len(next(iter(columns.values()))) if columns else 0
@@ -303,12 +318,68 @@ class Store:
         days = _split_by_day(tbl, names, ordered)
         pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and getattr(self.backend, "pipelined", False)
         if len(days) == 1 and not pipelined:
+            token = self.dedup_token(table, batch_id)
             if verify and batch_id and "batch_id" in names and self.batch_present(table, int(batch_id)):
                 log.info("batch %s already in %s; not written again", batch_id, table)
+                self._complete(tbl, table, ordered, int(batch_id), token)
                 return 0
-            self.backend.insert(tbl, self.t(table), ordered)
+            self.backend.insert(tbl, self.t(table), ordered, token=token)
             return n
         return self._insert_parts(tbl, table, names, days, batch_id, verify)
+
+    def dedup_token(self, table: str, part_id: int | None) -> str | None:
+        """The insert deduplication token of one tagged part, where the server has it."""
+        if not part_id or not self.caps.insert_dedup or "batch_id" not in _table(table).column_names:
+            return None
+        return f"b{int(part_id)}"
+
+    def _complete(self, tbl: Table, table: str, part: list[Sequence[Any]], part_id: int, token: str | None) -> None:
+        """A part found already stored may have been cut off by a crash before its materialized
+        views were written. With tokens, writing it again fills exactly the views that lack it (the
+        server drops the rest); without (18.16), the rollups of what it touched are rebuilt."""
+        if token is not None:
+            self.backend.insert(tbl, self.t(table), part, token=token)
+        elif table == "spans":
+            self.rebuild_rollups(part[tbl.column_names.index("timestamp")])
+
+    def rebuild_rollups(self, timestamps: Iterable[int]) -> None:
+        """Recompute, from the spans table, the rollup rows of the minutes (per-minute rollups) and
+        hours (``trace_summary``) that spans with these timestamps (seconds) fall in. Deleting and
+        inserting again is idempotent, so a crash during a rebuild is repaired by the next. For
+        servers without insert deduplication (old servers cannot run a mutation with a subquery,
+        hence literal lists); the writer runs it before writing anything else, and another writer
+        adding spans to the same minutes meanwhile would be counted twice."""
+        minutes = sorted({int(t) - int(t) % 60 for t in timestamps})
+        if not minutes:
+            return
+        hours = sorted({m - m % 3600 for m in minutes})
+        sp = self.t("spans")
+        span_hours = f"timestamp >= toDateTime({hours[0]}) AND timestamp < toDateTime({hours[-1] + 3600})"
+        m_list = ", ".join(f"toDateTime({m})" for m in minutes)
+        h_list = ", ".join(f"toDateTime({h})" for h in hours)
+        selects = view_selects("{src}", self.caps.view_subqueries)
+        for _, rollup in ROLLUP_VIEWS:
+            if rollup == "trace_summary":
+                doomed = f"hour IN ({h_list})"
+                source = f"(SELECT * FROM {sp} WHERE {span_hours} AND toStartOfHour(timestamp) IN ({h_list}))"
+            else:
+                doomed = f"minute IN ({m_list})"
+                source = f"(SELECT * FROM {sp} WHERE {span_hours} AND toStartOfMinute(timestamp) IN ({m_list}))"
+            self.query(f"ALTER TABLE {self.t(rollup)} DELETE WHERE {doomed}")
+            self._wait_mutations(rollup)
+            self.query(f"INSERT INTO {self.t(rollup)} " + selects[rollup].replace("{src}", source))
+        log.warning("rebuilt the rollups of %d minutes from spans after an interrupted insert", len(minutes))
+
+    def _wait_mutations(self, table: str, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.query("SELECT count() FROM system.mutations WHERE database = {db:String} AND "
+                              "table = {t:String} AND is_done = 0", {"db": self.db, "t": table}).scalar()
+            if not int(left or 0):
+                return
+            if time.monotonic() > deadline:
+                raise StorageError(f"mutations on {table} still running after {timeout:.0f} s")
+            time.sleep(0.05)
 
     def _parts(self, days: list[list[Sequence[Any]]]):
         """(part number, columns) for every part: each day, cut into chunks when the backend
@@ -337,19 +408,25 @@ class Store:
             pending = None
             for part_no, part in self._parts(days):
                 rows = len(part[0])
+                token = None
                 if id_at >= 0:
                     pid = chunk_batch_id(int(batch_id), part_no) if batch_id else 0
                     part = list(part)
                     part[id_at] = [pid] * rows
+                    token = self.dedup_token(table, pid)
                     if verify and pid and self.batch_present(table, pid):
+                        if pending is not None:
+                            pending.result()
+                            pending = None
+                        self._complete(tbl, table, part, pid, token)
                         continue
                 if pipelined:
                     payload = self.backend.prepare(tbl, part)
                     if pending is not None:
                         pending.result()
-                    pending = pool.submit(self.backend.insert_prepared, tbl, self.t(table), payload)
+                    pending = pool.submit(self.backend.insert_prepared, tbl, self.t(table), payload, token)
                 else:
-                    self.backend.insert(tbl, self.t(table), part)
+                    self.backend.insert(tbl, self.t(table), part, token=token)
                 written += rows
             if pending is not None:
                 pending.result()

@@ -40,6 +40,16 @@ class Settings:
     rate_limit_per_service: float = 0.0
     #: TRACEHOUSE_REDACT_KEYS: extra attribute key patterns to mask
     redact_keys: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_MAX_CONCURRENT_REQUESTS: OTLP requests in flight at once; past it, 503 + Retry-After
+    max_concurrent_requests: int = 64
+    #: TRACEHOUSE_DEDUP_WINDOW_SECONDS: a request whose content was acknowledged this recently is
+    #: acknowledged again without being stored (a client's retry after a lost answer)
+    dedup_window_seconds: float = 600.0
+    #: TRACEHOUSE_DEDUP_MAX_REQUESTS: at most this many requests are remembered for that
+    dedup_max_requests: int = 100_000
+    #: TRACEHOUSE_DECODER: how stored trace requests become rows: native (the embedded engine decodes
+    #: them), python, or auto (native on embedded chDB, python on a ClickHouse server)
+    decoder: str = "auto"
     #: TRACEHOUSE_MAX_BODY_BYTES: largest accepted (compressed) OTLP body
     max_body_bytes: int = 16 << 20
     #: TRACEHOUSE_MAX_DECOMPRESSED_BYTES: largest accepted body after gunzip

@@ -150,6 +150,9 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             background.append(observer)  # stopped first: nothing more to send once the servers stop
         for b in background:
             b.start()
+        # Start-up touched more of the engine's library (schema checks, the first queries of the
+        # dashboard and alerts): give those pages back again, as after opening the store.
+        store.release_startup_memory()
         # Long-lived objects built so far (modules, schema, app) need no more collection passes:
         # fewer and shorter GC pauses under the dashboard's big query results.
         gc.collect()

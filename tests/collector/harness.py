@@ -72,8 +72,8 @@ def run_collector(store: Any, buffer_dir: str, grpc: bool = False, zipkin: bool 
     """A collector on free loopback ports: OTLP/HTTP always, OTLP/gRPC and Zipkin when asked. Without
     ``start_writer`` data waits in the durable buffer until the test starts the writer."""
     opts = dict(settings)
-    build_opts = {k: opts.pop(k) for k in ("segment_bytes", "max_batch_items", "max_batch_age", "grace", "limits")
-                  if k in opts}
+    build_opts = {k: opts.pop(k) for k in ("segment_bytes", "max_batch_items", "max_batch_age", "grace", "limits",
+                                           "retry_delay") if k in opts}
     s = Settings(storage="chdb:///unused", buffer_dir=buffer_dir, **opts)
     c = create_collector(s, store, **build_opts)
     c.wal.start()
@@ -132,3 +132,17 @@ def start_collector_process(storage: str, buffer_dir: str, port: int | None = No
         proc.kill()
         raise RuntimeError("tracehouse collector did not start")
     return CollectorProcess(proc, f"http://127.0.0.1:{port}", port)
+
+
+def start_serve_process(storage: str, buffer_dir: str, otlp_port: int, http_port: int, role: str = "serve",
+                        env: dict[str, str] | None = None) -> CollectorProcess:
+    """``tracehouse serve`` (or another role) as a process, once its OTLP port answers."""
+    e = dict(os.environ, TRACEHOUSE_BUFFER_DIR=buffer_dir, TRACEHOUSE_LOG_LEVEL="warning", **(env or {}))
+    cmd = [sys.executable, "-m", "tracehouse.cli", role, "--storage", storage, "--otlp-port", str(otlp_port)]
+    if role == "serve":
+        cmd += ["--http-port", str(http_port)]
+    proc = subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, start_new_session=True)
+    if not wait_port(otlp_port, 60):
+        proc.kill()
+        raise RuntimeError(f"tracehouse {role} did not start")
+    return CollectorProcess(proc, f"http://127.0.0.1:{otlp_port}", otlp_port)

@@ -188,3 +188,21 @@ def test_spans_with_the_same_attribute_keys_share_one_key_list():
     convert_traces(req, b2, Redactor(), Limits(), Stats())
     k2 = b2.columns()["attr_keys"]
     assert k2[2] == (*keys[0], "extra") and k2[0] is keys[0]
+
+
+def test_event_and_link_attributes_are_capped_like_span_attributes():
+    lim = Limits(max_attributes=3, max_value_len=10, max_key_len=5)
+    req, _ = traces(1)
+    s = req.resource_spans[0].scope_spans[0].spans[0]
+    e = s.events.add(name="e")
+    e.attributes.extend([kv("msg", "x" * 50), kv("longkey", "v"), kv("n", 1), kv("extra", "dropped")])
+    lk = s.links.add(trace_id=b"t" * 16, span_id=b"s" * 8)
+    lk.attributes.extend([kv(f"k{i}", "y" * 30) for i in range(5)] + [kv("nested", ["z" * 40])])
+    b, st = new_batch("spans"), Stats()
+    convert_traces(req, b, Redactor(), lim, st)
+    cols = b.columns()
+    assert json.loads(cols["events_attrs"][0][0]) == {"msg": "x" * 10, "longk": "v", "n": 1}
+    assert json.loads(cols["links_attrs"][0][0]) == {"k0": "y" * 10, "k1": "y" * 10, "k2": "y" * 10}
+    assert st.truncated == {"event attribute values": 1, "event attribute keys": 1, "event attributes": 1,
+                            "attribute keys": 3,  # the span's and its resource's own keys
+                            "link attributes": 3, "link attribute values": 3}

@@ -234,3 +234,31 @@ def test_inserted_parts_are_compact_and_packed_and_merged_big_ones_wide(chdb_sto
     s.query(f"OPTIMIZE TABLE {s.t('spans')} FINAL")
     rows = s.query(parts + " AND table = 'spans'", {"db": s.db}).rows
     assert [(k, st) for _, k, st, _ in rows] == [("Wide", "Full")]
+
+
+def test_migrate_upgrades_a_database_from_either_numbering_of_migration_6(chdb_dir, clickhouse_url):
+    """Token deduplication was migration 6 on its branch while notification state took 6 on main;
+    it is 7 now. A database recorded at either 6 gets exactly what it lacks."""
+    from tracehouse.storage.migrations import _DEDUP, MIGRATIONS, Context
+
+    dedup = next(m for m in MIGRATIONS if m.description == _DEDUP)
+    for base, sep in ((f"chdb://{chdb_dir}", "?database="), (clickhouse_url.rsplit("/", 1)[0], "/")):
+        for earlier in ("notify_state", "dedup"):
+            db = "m_" + uuid.uuid4().hex[:10]
+            with Store.open(f"{base}{sep}{db}") as s:
+                try:
+                    assert s.migrate(target=5) == [1, 2, 3, 4, 5]
+                    if earlier == "dedup":  # what the branch's build recorded: dedup applied as 6
+                        for stmt in dedup.statements(Context(db, s.caps, "", {})):
+                            s.query(stmt)
+                        s.query(f"INSERT INTO {db}.schema_versions (version, applied, description) "
+                                "SELECT 6, now(), {d:String}", {"d": _DEDUP})
+                        assert s.schema_version() == 5 and not s.is_current()
+                        assert s.migrate() == [6]
+                    else:
+                        assert s.migrate(target=6) == [6]
+                        assert s.migrate() == [7]
+                    assert s.schema_version() == LATEST == 7 and s.is_current() and s.migrate() == []
+                    assert s.query(f"EXISTS TABLE {db}.notify_state").scalar() == 1
+                finally:
+                    s.query(f"DROP DATABASE IF EXISTS {db}")

@@ -1,0 +1,147 @@
+"""The native decoder: trace requests go from the WAL into the embedded engine as they are, and the
+engine decodes, flattens, redacts, limits and stores them (``Protobuf`` input format, then
+materialized views), without a Python object per span.
+
+Objects it keeps in a database of its own (``<db>_ingest``), rebuilt at every start from the
+running configuration (limits, redaction keys):
+
+- ``traces_raw`` (Null engine): what a batch is inserted into, one row per request;
+- ``traces_flatten_mv`` → ``traces_feed`` (Null): one row per span, every ``spans`` column plus
+  the request's index, a flag for requests nesting attributes deeper than the schema unrolls,
+  and the truncation counts;
+- ``traces_spans_mv`` → ``<db>.spans`` (whose own views feed the rollups), the rows not flagged;
+- ``traces_side_mv`` → ``traces_side`` (Memory): per insert, the flagged requests (the writer
+  converts them in Python) and the counts, read and emptied after every batch.
+
+Each batch carries an insert deduplication token: a batch written again after a crash or a failed
+answer adds nothing to ``spans`` and fills exactly the rollups that missed it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from google.protobuf.internal.encoder import _VarintBytes
+
+from tracehouse.storage.schema import SPANS, render_type
+
+from . import native_traces
+from .convert import Limits
+from .native_schema import BATCH_FIELD, RECORD_FIELD, message_name
+from .native_sql import Sql, lit
+from .redact import Redactor
+
+__all__ = ["NativeTraces", "NativeResult", "native_supported"]
+
+log = logging.getLogger("tracehouse.collector.native")
+
+
+def native_supported(store) -> bool:
+    """The native path needs the embedded engine (it streams the raw requests into it)."""
+    return getattr(store.backend, "kind", "") == "chdb" and hasattr(store.backend, "insert_file")
+
+
+@dataclass
+class NativeResult:
+    stored: int = 0
+    fallback: list[int] = field(default_factory=list)  # indexes of requests left to the Python path
+    truncated: dict[str, int] = field(default_factory=dict)
+
+
+def _tag(number: int) -> bytes:
+    return _VarintBytes(number << 3)  # wire type 0: varint
+
+
+class NativeTraces:
+    def __init__(self, store, redactor: Redactor, limits: Limits, schema_dir: str, every_value: bool = False):
+        """``every_value``: format doubles and key-value lists in the engine too, instead of
+        leaving requests that hold them to Python (see ``native_sql.Sql``)."""
+        self.store = store
+        self.sql = Sql(redactor, limits, doubles=every_value, kvlists=every_value)
+        self.schema_dir = schema_dir
+        self.db = f"{store.db}_ingest"
+        self._record_tag = _tag(RECORD_FIELD[1])
+        self._batch_tag = _tag(BATCH_FIELD[1])
+        self._schema = ""
+        self._columns = ", ".join(f"{n} {t}" for n, t in native_traces.input_columns())
+
+    # -- set-up -----------------------------------------------------------------------------
+    def open(self) -> None:
+        os.makedirs(self.schema_dir, exist_ok=True)
+        path = os.path.join(self.schema_dir, "otlp_traces.proto")
+        text = native_traces.proto()
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        self._schema = f"{path}:{message_name(native_traces.ROOT)}"
+        for stmt in self._ddl():
+            self.store.query(stmt)
+
+    def _ddl(self) -> list[str]:
+        d, caps = self.db, self.store.caps
+        raw = ", ".join(f"{n} {t}" for n, t in native_traces.input_columns())
+        span_cols = [(c.name, render_type(c.type, caps)) for c in SPANS.columns]
+        stats = list(native_traces.STATS.values())
+        feed = ", ".join([f"{n} {t}" for n, t in span_cols] + ["record UInt64", "fallback UInt8"] +
+                         [f"{s} UInt64" for s in stats])
+        side = ", ".join(["fallback_records Array(UInt64)", "rows UInt64"] + [f"{s} UInt64" for s in stats])
+        names = ", ".join(n for n, _ in span_cols)
+        side_select = ", ".join(["groupUniqArrayIf(record, fallback = 1) AS fallback_records",
+                                 "countIf(fallback = 0) AS rows"] + [f"sumIf({s}, fallback = 0) AS {s}" for s in stats])
+        return [
+            f"CREATE DATABASE IF NOT EXISTS {d}",
+            # sources before sinks when dropping, sinks before sources when creating
+            f"DROP TABLE IF EXISTS {d}.traces_flatten_mv",
+            f"DROP TABLE IF EXISTS {d}.traces_spans_mv",
+            f"DROP TABLE IF EXISTS {d}.traces_side_mv",
+            f"DROP TABLE IF EXISTS {d}.traces_raw",
+            f"DROP TABLE IF EXISTS {d}.traces_feed",
+            f"DROP TABLE IF EXISTS {d}.traces_side",
+            f"CREATE TABLE {d}.traces_side ({side}) ENGINE = Memory",
+            f"CREATE TABLE {d}.traces_feed ({feed}) ENGINE = Null",
+            f"CREATE TABLE {d}.traces_raw ({raw}) ENGINE = Null",
+            f"CREATE MATERIALIZED VIEW {d}.traces_side_mv TO {d}.traces_side AS SELECT {side_select} "
+            f"FROM {d}.traces_feed",
+            f"CREATE MATERIALIZED VIEW {d}.traces_spans_mv TO {self.store.t('spans')} AS SELECT {names} "
+            f"FROM {d}.traces_feed WHERE fallback = 0",
+            f"CREATE MATERIALIZED VIEW {d}.traces_flatten_mv TO {d}.traces_feed AS "
+            + native_traces.flatten_select(self.sql, f"{d}.traces_raw"),
+        ]
+
+    # -- a batch ----------------------------------------------------------------------------
+    def stream(self, payloads: list[bytes], batch_id: int) -> bytes:
+        """The requests as the engine reads them: length-delimited, each with its index and the
+        batch id appended as two extra fields (protobuf concatenation merges)."""
+        out = []
+        tail_b = self._batch_tag + _VarintBytes(batch_id)
+        rtag = self._record_tag
+        for i, p in enumerate(payloads):
+            tail = rtag + _VarintBytes(i) + tail_b
+            out.append(_VarintBytes(len(p) + len(tail)))
+            out.append(p)
+            out.append(tail)
+        return b"".join(out)
+
+    def insert(self, payloads: list[bytes], batch_id: int, token: str) -> NativeResult:
+        """Store the spans of these requests (one batch); the result names the requests the
+        engine left to the Python path. Raises the store's errors."""
+        d = self.db
+        data = self.stream(payloads, batch_id)
+        settings = (f"format_schema = {lit(self._schema)}, input_format_protobuf_oneof_presence = 1, "
+                    f"insert_deduplication_token = {lit(token)}, "
+                    "deduplicate_blocks_in_dependent_materialized_views = 1, parallel_view_processing = 1")
+        self.store.query(f"TRUNCATE TABLE {d}.traces_side")
+        self.store.backend.insert_file(f"INSERT INTO {d}.traces_raw", "Protobuf", data, structure=self._columns,
+                                       settings=settings)
+        stats = list(native_traces.STATS.items())
+        sums = ", ".join(f"sum({col})" for _, col in stats)
+        row = self.store.query(f"SELECT groupArrayArray(fallback_records), sum(rows), {sums} "
+                               f"FROM {d}.traces_side").rows[0]
+        res = NativeResult(stored=int(row[1] or 0), fallback=sorted(int(x) for x in row[0]))
+        for (what, _), n in zip(stats, row[2:]):
+            if n:
+                res.truncated[what] = int(n)
+        return res

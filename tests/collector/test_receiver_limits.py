@@ -1,0 +1,119 @@
+"""The receiver's resources: OTLP/JSON is decoded off the event loop, requests in flight are
+capped (503 + Retry-After past the cap), and the buffer cap counts what the WAL would hold."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+
+import grpc
+import httpx
+import pytest
+
+from tests.collector.harness import run_collector
+from tests.collector.payloads import kv, traces
+from tests.collector.test_grpc import TRACE_EXPORT
+from tracehouse.collector.decode import to_json
+
+
+def test_json_is_decoded_off_the_event_loop(chdb_store, tmp_path):
+    """A large OTLP/JSON body takes the decoder seconds; meanwhile the loop (which the dashboard
+    shares in ``tracehouse serve``) keeps answering."""
+    req, _ = traces(20_000)
+    for s in req.resource_spans[0].scope_spans[0].spans:
+        s.attributes.extend(kv(f"a{i}", f"value {i}") for i in range(8))
+    body = to_json(req)
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), max_batch_age=0.05, max_decompressed_bytes=64 << 20)
+    try:
+        out: dict = {}
+
+        def post() -> None:
+            t0 = time.monotonic()
+            out["status"] = httpx.post(r.url + "/v1/traces", content=body,
+                                       headers={"content-type": "application/json"}, timeout=120).status_code
+            out["seconds"] = time.monotonic() - t0
+
+        sender = threading.Thread(target=post)
+        sender.start()
+        latencies = []
+        with httpx.Client(timeout=60) as client:
+            while sender.is_alive():
+                t0 = time.monotonic()
+                client.get(r.url + "/healthz")
+                if sender.is_alive():
+                    latencies.append(time.monotonic() - t0)
+                time.sleep(0.02)
+        sender.join()
+        assert out["status"] == 200
+        assert out["seconds"] > 1.0, "the body decoded too fast to tell"
+        # on the loop, a probe would wait for the whole decode; off it, for a thread switch
+        assert len(latencies) >= 10 and max(latencies) < out["seconds"] / 3, (len(latencies), max(latencies))
+    finally:
+        r.stop()
+
+
+def _slow_request(port: int) -> socket.socket:
+    """A request whose body never finishes arriving: it holds its slot."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n"
+              b"content-length: 100000\r\n\r\n" + b"\x0a" * 10)
+    return s
+
+
+def test_requests_past_the_cap_are_answered_503_at_once(chdb_store, tmp_path):
+    """One cap over every receiver: two OTLP/HTTP requests hold the slots, and OTLP/HTTP, OTLP/gRPC
+    and Zipkin requests are all refused with a retryable answer."""
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), grpc=True, zipkin=True, max_batch_age=0.05,
+                      max_concurrent_requests=2)
+    slow = []
+    try:
+        body = traces(5)[0].SerializeToString()
+        slow = [_slow_request(int(r.url.rsplit(":", 1)[1])) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while r.collector.app.core._active < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        resp = httpx.post(r.url + "/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
+        assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary(TRACE_EXPORT)(body, timeout=10)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        zipkin = httpx.post(r.zipkin_url + "/api/v2/spans", content=b"[]", headers={"content-type": "application/json"})
+        assert zipkin.status_code == 503 and int(zipkin.headers["retry-after"]) >= 1
+        assert r.collector.metrics.get("tracehouse_collector_rejected_requests_total", reason="overloaded") == 3
+        for s in slow:
+            s.close()
+        slow = []
+        deadline = time.monotonic() + 10
+        while r.collector.app.core._active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert httpx.post(r.url + "/v1/traces", content=body,
+                          headers={"content-type": "application/x-protobuf"}).status_code == 200
+        r.wait_stored("traces", 5)
+    finally:
+        for s in slow:
+            s.close()
+        r.stop()
+
+
+def test_the_buffer_cap_counts_the_decoded_request_not_the_compressed_body(chdb_store, tmp_path):
+    req, _ = traces(2000)
+    for s in req.resource_spans[0].scope_spans[0].spans:
+        s.attributes.append(kv("description", "the same long text on every span " * 8))
+    raw = req.SerializeToString()
+    body = gzip.compress(raw)
+    assert len(body) < 300_000 < len(raw)
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), max_batch_age=60, buffer_max_bytes=300_000)
+    try:
+        resp = httpx.post(r.url + "/v1/traces", content=body,
+                          headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
+        assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1
+        assert r.collector.wal.records == 0 and r.collector.wal.pending_bytes() == 0
+        small, _ = traces(20)
+        assert httpx.post(r.url + "/v1/traces", content=gzip.compress(small.SerializeToString()),
+                          headers={"content-type": "application/x-protobuf",
+                                   "content-encoding": "gzip"}).status_code == 200
+    finally:
+        r.stop()
