@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .backend import Backend
 from .capabilities import Capabilities
+from .errors import QueryError
 from .schema import (
     ALERT_HISTORY,
     ALERT_STATE,
@@ -26,6 +27,7 @@ from .schema import (
     Table,
     render_create,
     render_distributed,
+    render_spans_source,
     render_views,
     small_part_settings,
 )
@@ -41,6 +43,7 @@ ALERT_RULES = Table(
     engine="ReplacingMergeTree",
     engine_args="updated_ns",
     order_by="id",
+    placement="everywhere",
 )
 
 SILENCES = Table(
@@ -56,6 +59,7 @@ SILENCES = Table(
     engine="ReplacingMergeTree",
     engine_args="updated_ns",
     order_by="id",
+    placement="everywhere",
 )
 
 # Snapshot requests (version 3). One row per request (``claimed_by`` = '') and one per instance
@@ -76,6 +80,7 @@ SNAPSHOT_REQUESTS = Table(
     engine="ReplacingMergeTree",
     engine_args="updated_ns",
     order_by="(service, id, claimed_by)",
+    placement="everywhere",
 )
 
 
@@ -91,7 +96,7 @@ class Context:
         for t in tables:
             days = self.retention.get(t.signal) if t.signal else None
             out.append(render_create(t, self.db, self.caps, days, self.cluster))
-            if self.cluster:
+            if self.cluster and t.placement == "sharded":
                 out.append(render_distributed(t, self.db, self.cluster))
         return out
 
@@ -104,8 +109,9 @@ class Migration:
 
 
 def _initial(ctx: Context) -> list[str]:
+    source = [render_spans_source(ctx.db, ctx.cluster)] if ctx.cluster else []
     return ctx.tables(SETTINGS, SPANS, LOGS, METRIC_POINTS, RED_1M, EDGES_1M, SERVICE_ENDPOINTS,
-                      TRACE_SUMMARY, ALERT_STATE, ALERT_HISTORY) + render_views(ctx.db, ctx.cluster, ctx.caps)
+                      TRACE_SUMMARY, ALERT_STATE, ALERT_HISTORY) + source + render_views(ctx.db, ctx.cluster, ctx.caps)
 
 
 def _alert_config(ctx: Context) -> list[str]:
@@ -158,7 +164,16 @@ def applied_versions(backend: Backend, db: str) -> list[int]:
 
 def migrate(backend: Backend, db: str, caps: Capabilities, cluster: str = "",
             retention: dict[str, int] | None = None, target: int | None = None) -> list[int]:
-    """Bring the schema to ``target`` (default: latest). Returns the versions applied now."""
+    """Bring the schema to ``target`` (default: latest). Returns the versions applied now.
+
+    A current schema is left alone without running any DDL: on a cluster, ``ON CLUSTER`` statements
+    wait for every node, and a collector restarted while a shard is down must still start."""
+    wanted = {m.version for m in MIGRATIONS if target is None or m.version <= target}
+    try:
+        if wanted <= set(applied_versions(backend, db)):
+            return []
+    except QueryError:  # no database or no schema_versions table yet
+        pass
     on = f" ON CLUSTER {cluster}" if cluster else ""
     backend.query(f"CREATE DATABASE IF NOT EXISTS {db}{on}")
     ctx0 = Context(db, caps, cluster, {})

@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
-from .errors import ConfigError, InvalidParameter, QueryError, StorageError
+from .errors import ConfigError, InvalidParameter, QueryError, StorageError, StorageUnavailable
 from .migrations import ALERT_RULES, LATEST, SILENCES, SNAPSHOT_REQUESTS, applied_versions, migrate
-from .schema import DEFAULT_RETENTION_DAYS, RETENTION_TABLES, TABLES_BY_NAME, Table
+from .schema import DEFAULT_RETENTION_DAYS, RETENTION_TABLES, SPANS_SOURCE, TABLES_BY_NAME, Table, local_name
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
 
 log = logging.getLogger("tracehouse.storage")
@@ -43,6 +44,8 @@ class Store:
         self.backend = backend
         self.url = url
         self.db = url.database
+        self._shards: Any = None  # the cluster's ShardWriter, made on first use
+        self._shards_lock = threading.Lock()
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
     # -- opening -----------------------------------------------------------------------------
@@ -64,7 +67,29 @@ class Store:
             raise
 
     def close(self) -> None:
+        if self._shards is not None:
+            self._shards.close()
         self.backend.close()
+
+    # -- cluster -----------------------------------------------------------------------------
+    @property
+    def clustered(self) -> bool:
+        return bool(self.url.cluster)
+
+    def shard_writer(self):
+        """The cluster's shards and a connection pool to each replica (clusters only)."""
+        if not self.clustered:
+            raise ConfigError("not a cluster store")
+        with self._shards_lock:
+            if self._shards is None:
+                from .cluster import ShardWriter, read_topology
+                from .server_backend import ServerBackend
+
+                shards = read_topology(self.query, self.url.cluster)
+                self._shards = ShardWriter(shards, lambda node: ServerBackend(self.url, pool_size=2, node=node))
+                log.info("cluster %s: %d shards, %s replicas", self.url.cluster, len(shards),
+                         "/".join(str(len(s.replicas)) for s in shards))
+            return self._shards
 
     @staticmethod
     def prefer_low_memory(url: str | StorageURL) -> None:
@@ -91,6 +116,11 @@ class Store:
 
     # -- statements --------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
+        if self.url.cluster:
+            # A subquery over a Distributed table inside a query over another runs once, over the
+            # whole cluster, and its result goes to every shard (GLOBAL IN): the answer is the one a
+            # single server gives. Set first, so that a caller's readonly=1 comes after it.
+            settings = {"distributed_product_mode": "global", **(settings or {})}
         return self.backend.query(sql, params, settings)
 
     def t(self, name: str) -> str:
@@ -142,7 +172,7 @@ class Store:
         """The TTL clause the server reports for a table ('' where it has none)."""
         res = self.query(
             "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-            {"db": self.db, "t": table + ("_local" if self.url.cluster else "")},
+            {"db": self.db, "t": local_name(_table(table), self.url.cluster)},
         )
         full = str(res.scalar() or "")
         m = re.search(r"\bTTL\s+(.*?)(?:\s+SETTINGS\b|$)", full)
@@ -155,39 +185,40 @@ class Store:
         if not 1 <= days <= 3650:
             raise InvalidParameter("retention must be 1 to 3650 days")
         if self.caps.ttl:
-            on = f" ON CLUSTER {self.url.cluster}" if self.url.cluster else ""
-            suffix = "_local" if self.url.cluster else ""
             for name in RETENTION_TABLES[signal]:
                 tbl = ALL_TABLES[name]
-                self.query(f"ALTER TABLE {self.t(name)}{suffix}{on} MODIFY TTL {tbl.ttl_column} + toIntervalDay({days})")
+                # A sharded table changes on every shard (ON CLUSTER: one replica of each applies it,
+                # replication does the rest); a table replicated everywhere changes once.
+                on = f" ON CLUSTER {self.url.cluster}" if self.url.cluster and tbl.placement == "sharded" else ""
+                self.query(f"ALTER TABLE {self.t(local_name(tbl, self.url.cluster))}{on} "
+                           f"MODIFY TTL {tbl.ttl_column} + toIntervalDay({days})")
         self._put_setting(f"retention.{signal}", str(days))
 
     def enforce_retention(self, now_s: float | None = None) -> list[tuple[str, str]]:
-        """Drop whole partitions past retention (the path for servers without TTL; harmless with it)."""
+        """Drop whole partitions past retention (the path for servers without TTL; harmless with it).
+        On a cluster, each shard's partitions are listed and dropped on one live replica of that
+        shard (replication drops them on the others); a shard that cannot be reached raises
+        StorageUnavailable after the other shards are done."""
         now_s = time.time() if now_s is None else now_s
-        dropped = []
+        dropped: list[tuple[str, str]] = []
         ret = self.retention()
+        unreachable: list[StorageUnavailable] = []
         for signal, tables in RETENTION_TABLES.items():
             cutoff = time.strftime("%Y%m%d", time.gmtime(now_s - ret[signal] * 86400))
             for name in tables:
-                local = name + ("_local" if self.url.cluster else "")
-                res = self.query(
-                    "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} "
-                    "AND table = {t:String} AND active",
-                    {"db": self.db, "t": local},
-                )
-                for (pid,) in res.rows:
-                    pid = str(pid)
-                    if _PARTITION_DAY.match(pid):
-                        old = pid < cutoff
-                    elif _PARTITION_MONTH.match(pid):
-                        old = pid < cutoff[:6]
-                    else:
-                        continue
-                    if old:
-                        on = f" ON CLUSTER {self.url.cluster}" if self.url.cluster else ""
-                        self.query(f"ALTER TABLE {self.t(local)}{on} DROP PARTITION ID '{pid}'")
-                        dropped.append((local, pid))
+                tbl = ALL_TABLES[name]
+                local = local_name(tbl, self.url.cluster)
+                if not (self.url.cluster and tbl.placement == "sharded"):
+                    dropped.extend(_drop_before(self.backend, self.db, local, cutoff))
+                    continue
+                sw = self.shard_writer()
+                for i in range(len(sw.shards)):
+                    try:
+                        dropped.extend(sw.on_shard(i, lambda b, local=local, cutoff=cutoff: _drop_before(b, self.db, local, cutoff)))
+                    except StorageUnavailable as e:
+                        unreachable.append(e)
+        if unreachable:
+            raise StorageUnavailable(f"retention not applied everywhere: {unreachable[0]}")
         return dropped
 
     # -- inserts -----------------------------------------------------------------------------
@@ -224,6 +255,8 @@ class Store:
             if len(col) != n:
                 raise ValueError(f"column {table}.{name} has {len(col)} values, expected {n}")
         days = _split_by_day(tbl, names, ordered)
+        if self.url.cluster and tbl.placement == "sharded":
+            return self._insert_sharded(tbl, table, names, days, batch_id, verify)
         pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and getattr(self.backend, "pipelined", False)
         if len(days) == 1 and not pipelined:
             if verify and batch_id and "batch_id" in names and self.batch_present(table, int(batch_id)):
@@ -278,6 +311,60 @@ class Store:
                 pending.result()
         return written
 
+    def _insert_sharded(self, tbl: Table, table: str, names: list[str], days: list[list[Sequence[Any]]],
+                        batch_id: int | None, verify: bool) -> int:
+        """A cluster insert (see ``cluster.py``): every (day, shard) piece of the batch is one block
+        with its own id, written to a replica of its shard. Spans go to the shard's ``spans_in``,
+        whose views fill ``spans_local`` and the rollups, each deduplicating a replayed block by
+        itself; so spans are always written again on a retry, never skipped because ``spans_local``
+        has them (a rollup might not). Logs and metric points have no views: on a retry, a piece
+        the shard already holds is skipped. Every shard that can be written is written; then the
+        first failure is raised, and the retry sends only what was not acknowledged."""
+        from .cluster import split_rows
+
+        sw = self.shard_writer()
+        id_at = names.index("batch_id") if "batch_id" in names else -1
+        target = SPANS_SOURCE if table == "spans" else f"{table}_local"
+        written = 0
+        failed: list[StorageUnavailable] = []
+        for d, day in enumerate(days):
+            route = sw.sharder.route(tbl.shard_key, names, day)
+            for s, piece in enumerate(split_rows(route, day, len(sw.shards))):
+                if piece is None:
+                    continue
+                rows = len(piece[0])
+                pid = chunk_batch_id(int(batch_id), (d << 16) + (s << 8)) if batch_id else 0
+                if id_at >= 0:
+                    piece = list(piece)
+                    piece[id_at] = [pid] * rows
+                if pid and sw.acknowledged(target, pid):
+                    continue
+                check = verify and pid and id_at >= 0 and table != "spans"
+
+                def write(b, piece=piece, pid=pid, check=check, rows=rows) -> int:
+                    if check and int(b.query(f"SELECT count() FROM {self.db}.{table}_local WHERE batch_id = {{b:UInt64}}",
+                                             {"b": pid}).scalar() or 0):
+                        return 0
+                    b.insert(tbl, f"{self.db}.{target}", piece, settings=self._insert_settings())
+                    return rows
+
+                try:
+                    written += sw.on_shard(s, write)
+                except StorageUnavailable as e:
+                    failed.append(e)
+                    continue
+                if pid:
+                    sw.remember(target, pid)
+        if failed:
+            raise failed[0]
+        return written
+
+    def _insert_settings(self) -> dict[str, Any] | None:
+        # Servers from 20.3 on do not deduplicate blocks that views write unless asked to.
+        if self.caps.version >= (20, 3):
+            return {"insert_deduplicate": 1, "deduplicate_blocks_in_dependent_materialized_views": 1}
+        return None
+
     # -- small JSON documents (rules, silences, state) ----------------------------------------
     def put_document(self, table: str, doc_id: str, body: dict[str, Any], deleted: bool = False, **extra: Any) -> None:
         cols = {"id": [doc_id], "updated_ns": [time.time_ns()], "deleted": [int(deleted)],
@@ -291,6 +378,27 @@ class Store:
             f"SELECT id, argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {self.t(table)} GROUP BY id ORDER BY id"
         )
         return [dict(json.loads(b), id=i) for i, b, d in res.rows if not d]
+
+
+def _drop_before(backend: Backend, db: str, local: str, cutoff: str) -> list[tuple[str, str]]:
+    """Drop the partitions of ``db.local`` older than ``cutoff`` (YYYYMMDD) on this server."""
+    res = backend.query(
+        "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} AND table = {t:String} AND active",
+        {"db": db, "t": local},
+    )
+    dropped = []
+    for (pid,) in res.rows:
+        pid = str(pid)
+        if _PARTITION_DAY.match(pid):
+            old = pid < cutoff
+        elif _PARTITION_MONTH.match(pid):
+            old = pid < cutoff[:6]
+        else:
+            continue
+        if old:  # partition ids are digits only (checked above): safe to quote
+            backend.query(f"ALTER TABLE {db}.{local} DROP PARTITION ID '{pid}'")
+            dropped.append((local, pid))
+    return dropped
 
 
 def _split_by_day(tbl: Table, names: list[str], ordered: list[Sequence[Any]]) -> list[list[Sequence[Any]]]:

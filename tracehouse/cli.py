@@ -106,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(server.run(settings, roles, on_started=started))
     except KeyboardInterrupt:
         pass
+    except Exception as e:
+        from tracehouse.collector.wal import WalLocked
+
+        if not isinstance(e, WalLocked):
+            raise
+        print(f"tracehouse: {e}", file=sys.stderr)
+        return 2
     finally:
         if shop is not None:
             shop.stop()
