@@ -5,6 +5,11 @@ notifications, and retries with exponential backoff and jitter.
 A group holds the latest state of its alerts, so a retry sends what is true *now*: when a
 receiver comes back after an outage each group sends one message (at its own jittered time),
 never the backlog of every missed one.
+
+What a group last sent (the firing alerts it notified, and when) is handed to ``on_sent`` after
+every message; the engine persists it, and ``update(..., sent=...)``
+gives it back to the groups it creates, so an engine that restarts or takes over from another does
+not notify those alerts again.
 """
 
 from __future__ import annotations
@@ -98,7 +103,8 @@ class Dispatcher:
     def __init__(self, route: Route | None, receivers: dict[str, list[Notifier]],
                  inhibit_rules: list[InhibitRule] | None = None,
                  silences: Callable[[], list[Silence]] | None = None, external_url: str = "",
-                 backoff_base_s: float = 1.0, backoff_max_s: float = 300.0, rng: random.Random | None = None):
+                 backoff_base_s: float = 1.0, backoff_max_s: float = 300.0, rng: random.Random | None = None,
+                 on_sent: Callable[[str, set[str], int], None] | None = None):
         self.route, self.receivers = route, receivers
         self.inhibit_rules = inhibit_rules or []
         self.silences = silences or (lambda: [])
@@ -107,10 +113,18 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.groups: dict[str, Group] = {}
         self.sent: list[dict[str, Any]] = []  # the last few messages, for the API
+        self.on_sent = on_sent
         self._lock = threading.RLock()
 
-    def update(self, alerts: list[Alert], now_ns: int) -> None:
-        """Take the current alerts (firing and recently resolved) of every rule."""
+    def reset(self) -> None:
+        """Forget every group (before taking persisted state as the truth)."""
+        with self._lock:
+            self.groups.clear()
+
+    def update(self, alerts: list[Alert], now_ns: int,
+               sent: dict[str, tuple[set[str], int]] | None = None) -> None:
+        """Take the current alerts (firing and recently resolved) of every rule. ``sent`` (group key →
+        notified firing fingerprints, last sent time) seeds the groups created now."""
         if self.route is None:
             return
         with self._lock:
@@ -119,9 +133,13 @@ class Dispatcher:
                     continue
                 for r in self.route.match(a.labels):
                     labels = {k: a.labels.get(k, "") for k in r.group_by}
-                    g = Group(r.receiver, r, labels, now_ns + int(r.group_wait * NS))
-                    g = self.groups.setdefault(g.key, g)
-                    if a.state == "firing" or a.fingerprint in g.alerts:
+                    new = Group(r.receiver, r, labels, now_ns + int(r.group_wait * NS))
+                    g = self.groups.get(new.key)
+                    if g is None:
+                        g = self.groups[new.key] = new
+                        if sent and new.key in sent:
+                            g.notified_firing, g.last_sent_ns = set(sent[new.key][0]), int(sent[new.key][1])
+                    if a.state == "firing" or a.fingerprint in g.alerts or a.fingerprint in g.notified_firing:
                         g.alerts[a.fingerprint] = a
 
     def muted(self, a: Alert, firing: list[dict[str, str]], silences: list[Silence], now_ns: int) -> str:
@@ -176,6 +194,8 @@ class Dispatcher:
     def _done(self, g: Group, now_ns: int, firing: set[str], sent: bool) -> None:
         if sent:
             g.notified_firing, g.last_sent_ns = set(firing), now_ns
+            if self.on_sent is not None:
+                self.on_sent(g.key, set(firing), now_ns)
         g.attempts, g.next_attempt_ns = 0, 0
         g.next_flush_ns = now_ns + int(g.route.group_interval * NS)
         for fp in [fp for fp, a in g.alerts.items() if a.state == "resolved"]:

@@ -52,6 +52,11 @@ class Settings:
     retention: dict[str, int] = field(default_factory=dict)
     #: TRACEHOUSE_LOG_LEVEL
     log_level: str = "info"
+    #: TRACEHOUSE_ZOOKEEPER: host:port[,host:port] of the ZooKeeper (or Keeper) that holds the alert
+    #: lease on a cluster (one evaluator per cluster); required by the alert role with ?cluster=
+    zookeeper: str = ""
+    #: TRACEHOUSE_LEASE_TTL: seconds before a dead evaluator's lease expires and another takes over
+    lease_ttl: float = 10.0
 
     @property
     def resolved_buffer_dir(self) -> str:

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 
@@ -51,6 +52,16 @@ def port_open(port: int) -> bool:
         return False
 
 
+def zookeeper_serving(port: int) -> bool:
+    """ZooKeeper answers its ``srvr`` command with its mode (its port opens before it serves)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"srvr")
+            return b"Mode:" in s.recv(4096)
+    except OSError:
+        return False
+
+
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -68,6 +79,7 @@ class Proc:
     env: dict[str, str] = field(default_factory=dict)
     ready_port: int = 0  # TCP port that accepts once it is up
     ready_url: str = ""  # or an HTTP URL answering 200
+    ready_zk: int = 0  # or a ZooKeeper client port that serves
     pid: int = 0
     log: str = ""
 
@@ -90,7 +102,8 @@ class LoopbackCluster:
     # -- configuration ------------------------------------------------------------------------
     def configure(self, shards: int = 2, replicas: int = 2, collectors: int = 2, cluster: str = "c1",
                   database: str = "tracehouse", tracehouse: list[str] | None = None, dashboard: bool = True,
-                  alert_rules: str = "", alert_evaluators: int = 2, lease_ttl: float = 6.0) -> None:
+                  alert_rules: str = "", alert_evaluators: int = 2, lease_ttl: float = 6.0,
+                  buffer_max_bytes: int = 0) -> None:
         """Write every configuration file and the process table (nothing starts yet)."""
         os.makedirs(self.dir, exist_ok=True)
         th = tracehouse or default_tracehouse()
@@ -114,9 +127,11 @@ class LoopbackCluster:
             collector_ports.append(port)
             d = os.path.join(self.dir, f"collector-{i}")
             os.makedirs(d, exist_ok=True)
+            env = dict(env_common, TRACEHOUSE_BUFFER_DIR=os.path.join(d, "buffer"))
+            if buffer_max_bytes:
+                env["TRACEHOUSE_BUFFER_MAX_BYTES"] = str(buffer_max_bytes)
             self._add(Proc(f"collector-{i}", [*th, "collector", "--storage", storage, "--otlp-port", str(port)],
-                           env=dict(env_common, TRACEHOUSE_BUFFER_DIR=os.path.join(d, "buffer")),
-                           ready_url=f"http://127.0.0.1:{port}/healthz"))
+                           env=env, ready_url=f"http://127.0.0.1:{port}/healthz"))
         lb_port = free_port()
         self._haproxy(lb_port, collector_ports)
         dash_port = 0
@@ -135,6 +150,12 @@ class LoopbackCluster:
         }
         self.save()
 
+    def add_process(self, name: str, argv: list[str], env: dict[str, str] | None = None, ready_url: str = "") -> Proc:
+        """Another process of the cluster (an alert evaluator, say), started with ``start(name)``."""
+        self._add(Proc(name, argv, env=dict(env or {}), ready_url=ready_url))
+        self.save()
+        return self.procs[name]
+
     def _add(self, p: Proc) -> None:
         p.log = os.path.join(self.dir, "logs", p.name + ".log")
         self.procs[p.name] = p
@@ -144,14 +165,15 @@ class LoopbackCluster:
         os.makedirs(os.path.join(d, "data"), exist_ok=True)
         with open(os.path.join(d, "zoo.cfg"), "w", encoding="utf-8") as f:
             f.write(f"tickTime=500\ndataDir={d}/data\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
-                    "admin.enableServer=false\nmaxSessionTimeout=30000\nmaxClientCnxns=0\n")
+                    "admin.enableServer=false\nmaxSessionTimeout=30000\nmaxClientCnxns=0\n"
+                    "4lw.commands.whitelist=srvr,ruok\n")
         missing = [j for j in ZK_JARS if not os.path.exists(os.path.join(JAVA_DIR, j + ".jar"))]
         if missing:
             raise SystemExit(f"missing jars in {JAVA_DIR}: {missing} (apt-get install zookeeper)")
         cp = ":".join(os.path.join(JAVA_DIR, j + ".jar") for j in ZK_JARS)
         self._add(Proc("zookeeper", ["java", "-Xmx256m", "-XX:+UseSerialGC", "-cp", cp,
                                      "org.apache.zookeeper.server.quorum.QuorumPeerMain", os.path.join(d, "zoo.cfg")],
-                       ready_port=port))
+                       ready_zk=port))
 
     def _clickhouse(self, n: dict, nodes: list[dict], cluster: str, zk_port: int) -> None:
         d = os.path.join(self.dir, n["name"])
@@ -204,8 +226,11 @@ class LoopbackCluster:
         with open(os.path.join(d, "users.xml"), "w", encoding="utf-8") as f:
             f.write(users)
         exe = shutil.which("clickhouse-server") or "clickhouse-server"
+        # Up means answering with a ZooKeeper session: 18.16 crashes on ON CLUSTER DDL sent before it
+        # has one (seen: a segfault in zkutil::ZooKeeper::createImpl right after start).
+        zk_query = urllib.parse.quote("SELECT count() FROM system.zookeeper WHERE path = '/'")
         self._add(Proc(n["name"], [exe, f"--config-file={d}/config.xml"],
-                       ready_url=f"http://127.0.0.1:{n['http']}/ping"))
+                       ready_url=f"http://127.0.0.1:{n['http']}/?query={zk_query}"))
 
     def _haproxy(self, port: int, backends: list[int]) -> None:
         d = os.path.join(self.dir, "haproxy")
@@ -257,13 +282,14 @@ backend collectors
         self._children[child.pid] = child
         p.pid = child.pid
         self.save()
-        if not (p.ready_port or p.ready_url):
+        if not (p.ready_port or p.ready_url or p.ready_zk):
             return p
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if child.poll() is not None:
                 raise RuntimeError(f"{name} exited with {child.returncode}; see {p.log}")
-            if (p.ready_port and port_open(p.ready_port)) or (p.ready_url and http_ok(p.ready_url)):
+            if ((p.ready_port and port_open(p.ready_port)) or (p.ready_url and http_ok(p.ready_url))
+                    or (p.ready_zk and zookeeper_serving(p.ready_zk))):
                 return p
             time.sleep(0.1)
         raise RuntimeError(f"{name} did not come up within {wait:.0f}s; see {p.log}")
