@@ -116,6 +116,9 @@ class ZooKeeperLease:
             self._held = False
         self._wake.set()
 
+    def _on_event(self, _event) -> None:
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             if self._connected:
@@ -131,7 +134,7 @@ class ZooKeeperLease:
         if zk is None:
             return
         try:
-            stat = zk.exists(self.path, watch=lambda _event: self._wake.set())
+            stat = zk.exists(self.path, watch=self._on_event)  # one bound method: kazoo keeps a set of watchers
             if stat is None:
                 try:
                     zk.create(self.path, self.identity.encode(), ephemeral=True, makepath=True)
