@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     except Exception as e:
         from tracehouse.collector.wal import WalLocked
+        from tracehouse.storage import ConfigError
 
-        if not isinstance(e, WalLocked):
+        if not isinstance(e, (WalLocked, ConfigError)):
             raise
         print(f"tracehouse: {e}", file=sys.stderr)
         return 2
