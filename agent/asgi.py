@@ -54,8 +54,9 @@ def _begin(scope, send):
     start = time_ns()
     inst = hs.current()
     LOOP_LAG.ensure(get_running_loop())
-    traceparent = tracestate = host = agent = None
-    for k, v in scope["headers"]:
+    traceparent = tracestate = host = agent = baggage = None
+    headers = scope["headers"]
+    for k, v in headers:
         if k == b"traceparent":
             traceparent = v.decode("latin-1")
         elif k == b"host":
@@ -64,8 +65,18 @@ def _begin(scope, send):
             agent = v.decode("latin-1")
         elif k == b"tracestate":
             tracestate = v.decode("latin-1")
+        elif k == b"baggage":
+            baggage = v.decode("latin-1")
     method = hs.method_of(scope["method"])
-    parent = hs.parent_context(traceparent, tracestate) if traceparent else None
+    prop = hs.PROPAGATION
+    if prop.mode == "w3c":
+        parent = hs.parent_context(traceparent, tracestate) if traceparent else None
+        if baggage and prop.baggage:
+            parent = hs.with_baggage(parent, baggage)
+    elif prop.mode == "textmap":
+        parent = hs.extract({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers})
+    else:
+        parent = None
     attrs = {"http.request.method": method, "url.path": scope["path"],
              "url.scheme": scope.get("scheme", "http")}
     srv = scope.get("server")

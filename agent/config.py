@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from tracehouse.agent import environment as env
+from tracehouse.agent.config_otlp import SignalExport, resolve_exports
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
@@ -21,6 +22,10 @@ class AgentConfig:
     headers: dict[str, str] = field(default_factory=dict)
     resource_attributes: dict[str, str] = field(default_factory=dict)
     sample_ratio: float = 1.0
+    sampler: str = "parentbased_always_on"
+    propagators: tuple[str, ...] = ("tracecontext", "baggage")
+    exemplar_filter: str = "trace_based"
+    exports: dict[str, SignalExport] = field(default_factory=dict)
     metrics_interval: float = 15.0
     export_timeout: float = 3.0
     queue_size: int = 2048
@@ -72,16 +77,18 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
             metrics_interval: float | None = None, probes: list[str] | None = None,
             log_level: int | str | None = None, **overrides) -> AgentConfig:
     """Build the configuration. Bad arguments raise ``ValueError``; bad env values fall back."""
+    base: str | None = None
+    base_is_argument = endpoint is not None
     if endpoint is not None:
-        endpoint = _check_endpoint(endpoint)
+        endpoint = base = _check_endpoint(endpoint)
     else:
         raw = env.get_str(env.OTEL_EXPORTER_OTLP_ENDPOINT, env.TRACEHOUSE_ENDPOINT)
         try:
-            endpoint = _check_endpoint(raw) if raw else DEFAULT_ENDPOINT
+            endpoint = base = _check_endpoint(raw) if raw else None
         except ValueError:
             logging.getLogger("tracehouse.agent").warning(
                 "tracehouse: ignoring endpoint %r; using %s", raw, DEFAULT_ENDPOINT)
-            endpoint = DEFAULT_ENDPOINT
+        endpoint = endpoint or DEFAULT_ENDPOINT
     if sample_ratio is not None and not 0.0 <= sample_ratio <= 1.0:
         raise ValueError("sample_ratio must be within 0..1")
     if metrics_interval is not None and metrics_interval <= 0:
@@ -101,11 +108,9 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
     service = (service or env.get_str(env.OTEL_SERVICE_NAME, env.TRACEHOUSE_SERVICE)
                or attrs.get("service.name") or _program_name())
 
-    ratio = sample_ratio
-    if ratio is None:
-        ratio = _default(env.get_float(env.OTEL_TRACES_SAMPLER_ARG, 1.0, lo=0, hi=1), None)
-    if ratio is None:
-        ratio = _default(env.get_float(env.TRACEHOUSE_SAMPLE_RATIO, 1.0, lo=0, hi=1), 1.0)
+    from tracehouse.agent.sampling import resolve_sampler
+
+    sampler, ratio = resolve_sampler(sample_ratio)
 
     interval = metrics_interval
     if interval is None:
@@ -120,10 +125,13 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
     else:
         level = _log_level(env.get_str(env.TRACEHOUSE_LOG_LEVEL))
 
+    timeout = _default(env.get_float(env.TRACEHOUSE_EXPORT_TIMEOUT, 3.0, lo=0.05, hi=60), 3.0)
     cfg = dict(
         service=service, endpoint=endpoint, headers=headers, resource_attributes=attrs,
-        sample_ratio=ratio, metrics_interval=interval,
-        export_timeout=_default(env.get_float(env.TRACEHOUSE_EXPORT_TIMEOUT, 3.0, lo=0.05, hi=60), 3.0),
+        sample_ratio=ratio, sampler=sampler, metrics_interval=interval,
+        export_timeout=timeout,
+        exports=resolve_exports(base, base_is_argument, headers, timeout),
+        propagators=_propagators(), exemplar_filter=_exemplar_filter(),
         queue_size=int(_default(env.get_float(env.TRACEHOUSE_QUEUE_SIZE, 2048, lo=1, hi=1e6), 2048)),
         log_level=level,
         probes=tuple(probes if probes is not None else env.get_list(env.TRACEHOUSE_PROBES)),
@@ -136,6 +144,21 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
     )
     cfg.update(overrides)
     return AgentConfig(**cfg)
+
+
+def _propagators() -> tuple[str, ...]:
+    from tracehouse.agent.propagation import resolve_names
+
+    return resolve_names(os.environ.get(env.OTEL_PROPAGATORS))
+
+
+def _exemplar_filter() -> str:
+    raw = (env.get_str(env.OTEL_METRICS_EXEMPLAR_FILTER) or "trace_based").lower()
+    if raw in ("trace_based", "always_on", "always_off"):
+        return raw
+    env.warn_once(f"exemplar filter {raw}", f"tracehouse: {env.OTEL_METRICS_EXEMPLAR_FILTER}={raw!r} is not "
+                  "supported (trace_based, always_on, always_off); using trace_based")
+    return "trace_based"
 
 
 def _snapshot_settings() -> dict:

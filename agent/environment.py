@@ -22,6 +22,22 @@ OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTEL_EXPORTER_OTLP_HEADERS = "OTEL_EXPORTER_OTLP_HEADERS"
 """``key=value,key2=value2`` headers sent with every export: where the ingestion token goes."""
 
+OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+"""``http/protobuf`` (default) or ``grpc`` (``pip install "tracehouse[grpc]"``). The per-signal
+``OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_{PROTOCOL,ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,
+CERTIFICATE,INSECURE}`` variables are honoured too (see :mod:`.config_otlp`)."""
+
+OTEL_PROPAGATORS = "OTEL_PROPAGATORS"
+"""Context propagation formats: ``tracecontext``, ``baggage``, ``b3``, ``b3multi``, ``none`` (plus
+any installed ``opentelemetry_propagator`` entry point). Default ``tracecontext,baggage``."""
+
+OTEL_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
+"""``always_on``, ``always_off``, ``traceidratio``, ``parentbased_always_on`` (default),
+``parentbased_always_off``, ``parentbased_traceidratio``; others are logged and the default used."""
+
+OTEL_METRICS_EXEMPLAR_FILTER = "OTEL_METRICS_EXEMPLAR_FILTER"
+"""``trace_based`` (default: exemplars from sampled requests), ``always_on`` or ``always_off``."""
+
 OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
 """``key=value,...`` extra resource attributes (e.g. ``deployment.environment=prod``)."""
 
@@ -107,6 +123,17 @@ TRACEHOUSE_SNAPSHOT_MAX_BYTES = "TRACEHOUSE_SNAPSHOT_MAX_BYTES"
 
 TRACEHOUSE_COMMAND_POLL_S = "TRACEHOUSE_COMMAND_POLL_S"
 """Seconds between polls of the collector for snapshot requests. Default 5; ``0`` disables polling."""
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log ``message`` the first time ``key`` is seen in this process (unsupported values)."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    _log.warning("%s", message)
 
 
 def get_str(*names: str, default: str | None = None) -> str | None:

@@ -1,6 +1,6 @@
 """Exporters wrapped so that the host never pays for a broken collector.
 
-Each wrapper builds its real OTLP/HTTP exporter lazily through a factory, re-creates it in a
+Each wrapper builds its real OTLP exporter lazily through a factory, re-creates it in a
 forked child (an HTTP connection pool must not be shared across processes), swallows every
 failure at the export boundary, counts dropped items with a reason, and stops trying for a
 growing pause after a failure (a circuit breaker), so that a dead or hung collector costs one
@@ -15,21 +15,15 @@ import time
 from collections.abc import Callable, Sequence
 
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    ResourceMetrics,
-)
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracehouse.agent import counters, errors
+from tracehouse.agent.otlp_transport import ExportFailed
+
+__all__ = ["ExportFailed", "GuardedLogExporter", "GuardedMetricExporter", "GuardedSpanExporter", "otlp_factories"]
 
 MAX_PAUSE = 30.0
-
-
-class ExportFailed(Exception):
-    """An export the collector did not accept (connection error, timeout, non-2xx)."""
 
 
 class _Guard:
@@ -117,21 +111,14 @@ class GuardedLogExporter(LogRecordExporter):
 
 
 class GuardedMetricExporter(MetricExporter):
-    """Also stamps the current resource on each batch (it changes in a forked worker)."""
+    """Takes the temporality and aggregation preferences of the exporter it wraps."""
 
-    def __init__(self, factory: Callable[[], MetricExporter], resource: Callable[[], object] | None = None):
-        probe = factory()
-        super().__init__(preferred_temporality=probe._preferred_temporality,
-                         preferred_aggregation=probe._preferred_aggregation)
-        self._guard = _Guard("metrics", lambda: probe if self._guard._inner is None else factory())
-        self._resource = resource
+    def __init__(self, factory: Callable[[], MetricExporter], temporality: dict | None = None,
+                 aggregation: dict | None = None):
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
+        self._guard = _Guard("metrics", factory)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
-        if self._resource is not None:
-            res = self._resource()
-            metrics_data = MetricsData(resource_metrics=[
-                ResourceMetrics(resource=res, scope_metrics=rm.scope_metrics, schema_url=rm.schema_url)
-                for rm in metrics_data.resource_metrics])
         n = sum(len(sm.metrics) for rm in metrics_data.resource_metrics for sm in rm.scope_metrics)
         ok = self._guard.run(n, lambda e: e.export(metrics_data) == MetricExportResult.SUCCESS)
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
@@ -143,22 +130,17 @@ class GuardedMetricExporter(MetricExporter):
         self._guard.shutdown()
 
 
-def otlp_factories(endpoint: str, headers: dict[str, str], timeout: float) -> dict[str, Callable[[], object]]:
-    """Factories of the real OTLP/HTTP protobuf exporters (imported only when called)."""
+def otlp_factories(exports: dict, resource: Callable[[], object] | None = None) -> dict[str, Callable[[], object]]:
+    """Factories of the agent's OTLP exporters, one per signal (see :mod:`.otlp_exporters`)."""
+    from tracehouse.agent import otlp_exporters as ox
 
     def spans():
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers, timeout=timeout)
+        return ox.LeanSpanExporter(ox.transport("spans", exports["spans"]), resource)
 
     def metrics():
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", headers=headers, timeout=timeout)
+        return ox.LeanMetricExporter(ox.transport("metrics", exports["metrics"]), resource)
 
     def logs():
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter(endpoint=f"{endpoint}/v1/logs", headers=headers, timeout=timeout)
+        return ox.log_exporter(exports["logs"])
 
     return {"spans": spans, "metrics": metrics, "logs": logs}

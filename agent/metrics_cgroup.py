@@ -1,7 +1,12 @@
-"""Container figures from the cgroup filesystem, v2 (unified) and v1, read below ``root``.
+"""Container figures from the cgroup filesystem, v2 (unified) and v1: this process's own cgroup.
 
-Pure reading functions: ``read(root)`` returns a flat dict of what the tree offers (missing
-files are simply absent), so tests point it at fake trees of either version.
+:func:`own_dirs` finds the directory of this process's cgroup for each v1 controller and for
+the unified (v2) hierarchy, from ``/proc/self/cgroup`` and the cgroup mounts in
+``/proc/self/mountinfo`` (a path is taken relative to the root of its mount, so a container
+that sees only its own subtree reads the right files). :func:`read_own` reads them; a hybrid
+machine (v1 controllers plus a v2 hierarchy) gives v2 figures overridden by v1 ones.
+``read(root)`` reads an explicit tree (``TRACEHOUSE_CGROUP_ROOT``, and fixture trees in tests).
+Missing files are simply absent from the result.
 """
 
 from __future__ import annotations
@@ -134,8 +139,12 @@ def _v1_dir(root: str, *names: str) -> str | None:
 
 
 def _read_v1(root: str) -> dict[str, float]:
+    return _read_v1_dirs(_v1_dir(root, "cpuacct", "cpu,cpuacct"), _v1_dir(root, "cpu", "cpu,cpuacct"),
+                         _v1_dir(root, "memory"), _v1_dir(root, "blkio"))
+
+
+def _read_v1_dirs(acct: str | None, cpu: str | None, mem: str | None, blk: str | None) -> dict[str, float]:
     out: dict[str, float] = {}
-    acct = _v1_dir(root, "cpuacct", "cpu,cpuacct")
     if acct:
         usage = _int(os.path.join(acct, "cpuacct.usage"))
         if usage is not None:
@@ -146,7 +155,6 @@ def _read_v1(root: str) -> dict[str, float]:
             out["cpu.time.user"] = st["user"] / ticks
         if "system" in st:
             out["cpu.time.system"] = st["system"] / ticks
-    cpu = _v1_dir(root, "cpu", "cpu,cpuacct")
     if cpu:
         quota = _int(os.path.join(cpu, "cpu.cfs_quota_us"))
         period = _int(os.path.join(cpu, "cpu.cfs_period_us"))
@@ -157,7 +165,6 @@ def _read_v1(root: str) -> dict[str, float]:
             out["cpu.throttled.periods"] = st["nr_throttled"]
         if "throttled_time" in st:
             out["cpu.throttled.time"] = st["throttled_time"] / 1e9
-    mem = _v1_dir(root, "memory")
     if mem:
         usage = _int(os.path.join(mem, "memory.usage_in_bytes"))
         if usage is not None:
@@ -171,7 +178,6 @@ def _read_v1(root: str) -> dict[str, float]:
         oom = _kv(os.path.join(mem, "memory.oom_control"))
         if "oom_kill" in oom:
             out["memory.oom_kills"] = oom["oom_kill"]
-    blk = _v1_dir(root, "blkio")
     if blk:
         totals = {"Read": 0, "Write": 0}
         ops = {"Read": 0, "Write": 0}
@@ -185,6 +191,64 @@ def _read_v1(root: str) -> dict[str, float]:
         if found:
             out.update({"disk.io.read": totals["Read"], "disk.io.write": totals["Write"],
                         "disk.operations.read": ops["Read"], "disk.operations.write": ops["Write"]})
+    return out
+
+
+def _mounts(mountinfo: str) -> list[tuple[str, str, str, set[str]]]:
+    """(mount point, root inside the hierarchy, fstype, controllers) of each cgroup mount."""
+    out = []
+    for line in (_text(mountinfo) or "").splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
+            continue
+        def unescape(p):
+            return (p.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+                            .replace("\\134", "\\"))
+        out.append((unescape(fields[4]), unescape(fields[3]), tail[0], set(tail[2].split(","))))
+    return out
+
+
+def own_dirs(proc_self: str = "/proc/self") -> dict[str, str]:
+    """{"cpu"|"cpuacct"|"memory"|"blkio"|"v2": directory of this process's cgroup}."""
+    wanted = ("cpu", "cpuacct", "memory", "blkio")
+    mounts = _mounts(os.path.join(proc_self, "mountinfo"))
+    out: dict[str, str] = {}
+    for line in (_text(os.path.join(proc_self, "cgroup")) or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        names = set(controllers.split(",")) if controllers else set()
+        for point, mroot, fstype, opts in mounts:
+            if fstype == "cgroup2" and controllers == "":
+                key = "v2"
+            elif fstype == "cgroup" and names & opts & set(wanted):
+                key = None
+            else:
+                continue
+            rel = os.path.relpath(path, mroot) if path == mroot or path.startswith(mroot.rstrip("/") + "/") else "."
+            d = os.path.normpath(os.path.join(point, rel))
+            if not os.path.isdir(d):
+                d = point  # a namespaced view whose path is not under the mount: the mount is ours
+            if key == "v2":
+                out.setdefault("v2", d)
+            else:
+                for c in names & opts & set(wanted):
+                    out.setdefault(c, d)
+    return out
+
+
+def read_own(proc_self: str = "/proc/self") -> dict[str, float]:
+    """This process's cgroup figures (v2 first, v1 controllers over them on a hybrid machine)."""
+    dirs = own_dirs(proc_self)
+    out: dict[str, float] = {}
+    if "v2" in dirs:
+        out.update(_read_v2(dirs["v2"]))
+    if any(c in dirs for c in ("cpu", "cpuacct", "memory", "blkio")):
+        out.update(_read_v1_dirs(dirs.get("cpuacct"), dirs.get("cpu"), dirs.get("memory"), dirs.get("blkio")))
     return out
 
 
@@ -217,11 +281,17 @@ SPEC = [
 ]
 
 
-def register(meter, root: str = "/sys/fs/cgroup") -> list:
-    """Container instruments on ``meter``; nothing when ``root`` holds no cgroup tree."""
+DEFAULT_ROOT = "/sys/fs/cgroup"
+
+
+def register(meter, root: str = DEFAULT_ROOT) -> list:
+    """Container instruments on ``meter`` for this process's own cgroup, or for the tree at
+    ``root`` when another root is configured; nothing when there is no cgroup to read."""
     from tracehouse.agent.metrics_observe import CachedReading
     from tracehouse.agent.metrics_observe import register as reg
 
+    if root == DEFAULT_ROOT and own_dirs():
+        return reg(meter, CachedReading("container", read_own), SPEC)
     if version(root) is None:
         return []
     return reg(meter, CachedReading("container", lambda: read(root)), SPEC)

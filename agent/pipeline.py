@@ -55,7 +55,7 @@ class Agent:
 
         self.config = config
         self.resource = Resource(resource.attributes(config.service, config.resource_attributes))
-        factories = export.otlp_factories(config.endpoint, config.headers, config.export_timeout)
+        factories = export.otlp_factories(config.exports, resource=lambda: self.resource)
         self._closers: list = []
         self.tracer_provider = self.meter_provider = self.logger_provider = None
         self.instrumentation = None
@@ -68,17 +68,26 @@ class Agent:
         for name in _EXPORT_LOGGERS:
             logging.getLogger(name).addFilter(_RateLimit())
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+        from tracehouse.agent import propagation
+
+        try:
+            propagation.install(config.propagators)
+        except Exception as exc:
+            errors.swallow("set propagators", exc)
 
         if config.traces:
             self._start_traces(span_exporter or export.GuardedSpanExporter(factories["spans"]), set_global)
         if config.metrics:
+            from tracehouse.agent.otlp_exporters import metric_preferences
+
             self._start_metrics(metric_exporter or export.GuardedMetricExporter(
-                factories["metrics"], resource=lambda: self.resource), set_global)
+                factories["metrics"], *metric_preferences()), set_global)
         if config.logs and (config.log_level is not None or config.snapshots):
             self._start_logs(log_exporter or export.GuardedLogExporter(factories["logs"]), set_global)
         from tracehouse.agent import http_server
 
-        http_server.configure(http_server.Instruments(self.tracer_provider, self.meter_provider))
+        http_server.configure(http_server.Instruments(self.tracer_provider, self.meter_provider,
+                                                      config.exemplar_filter))
         if config.instrument:
             from tracehouse.agent import instrument
 
@@ -98,15 +107,16 @@ class Agent:
         from opentelemetry.sdk.trace import TracerProvider
 
         from tracehouse.agent.batching import LeanBatchSpanProcessor
-        from tracehouse.agent.sampling import ErrorKeepingProcessor, make_sampler
+        from tracehouse.agent.sampling import ErrorKeepingProcessor, keeps_errors, make_sampler
 
-        tp = TracerProvider(resource=self.resource, sampler=make_sampler(self.config.sample_ratio),
+        cfg = self.config
+        tp = TracerProvider(resource=self.resource, sampler=make_sampler(cfg.sample_ratio, cfg.sampler),
                             shutdown_on_exit=False)
         # Batches of 512 as before: 1024-2048-span batches measured slightly worse at p50 (longer GIL bursts).
         batch = LeanBatchSpanProcessor(exporter, max_queue_size=self.config.queue_size,
                                        max_export_batch_size=min(512, self.config.queue_size))
         self.error_keeper = None
-        if self.config.sample_ratio < 1.0:
+        if keeps_errors(cfg.sampler, cfg.sample_ratio):
             self.error_keeper = ErrorKeepingProcessor(batch)
             tp.add_span_processor(self.error_keeper)
         else:
@@ -126,11 +136,18 @@ class Agent:
         reader = PeriodicExportingMetricReader(
             exporter, export_interval_millis=self.config.metrics_interval * 1000,
             export_timeout_millis=self.config.export_timeout * 1000)
-        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+        from opentelemetry.sdk.metrics import (
+            AlwaysOffExemplarFilter,
+            AlwaysOnExemplarFilter,
+            TraceBasedExemplarFilter,
+        )
 
-        # Exemplars cost a context lookup per measurement on the request path; traces link by time.
+        # The request-duration histogram keeps its exemplars itself (see .duration); this filter
+        # applies to the other synchronous instruments (stock instrumentations' client metrics).
+        exemplar_filter = {"always_on": AlwaysOnExemplarFilter, "always_off": AlwaysOffExemplarFilter}.get(
+            self.config.exemplar_filter, TraceBasedExemplarFilter)()
         mp = MeterProvider(resource=self.resource, metric_readers=[reader], shutdown_on_exit=False,
-                           exemplar_filter=AlwaysOffExemplarFilter())
+                           exemplar_filter=exemplar_filter)
         self.metric_reader = reader
         self.meter_provider = mp
         meter = mp.get_meter("tracehouse.agent.resources")
@@ -188,9 +205,11 @@ class Agent:
         changed = Resource({"service.instance.id": str(uuid.uuid4()), "process.pid": os.getpid(),
                             "process.parent_pid": os.getppid()})
         self.resource = self.resource.merge(changed)
+        from tracehouse.agent import sdk_private
+
         for provider in (self.tracer_provider, self.logger_provider):
-            if provider is not None and hasattr(provider, "_update_resource"):
-                provider._update_resource(changed)
+            if provider is not None:
+                sdk_private.update_resource(provider, changed)
         if getattr(self, "error_keeper", None) is not None:
             self.error_keeper.after_fork()
         if self.probes is not None:
@@ -270,12 +289,34 @@ def start(config: AgentConfig, **kwargs) -> Agent:
     with _lock:
         if _agent is not None and not _agent._shut:
             return _agent
+        _check_uwsgi()
         _agent = Agent(config, **kwargs)
         if not _fork_hook_registered and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork)
             atexit.register(_at_exit)
             _fork_hook_registered = True
         return _agent
+
+
+def _check_uwsgi() -> None:
+    """Say clearly when uWSGI workers forked from this process would share its identity."""
+    try:
+        import uwsgi  # only importable inside a uWSGI process
+    except ImportError:
+        return
+    opt = getattr(uwsgi, "opt", {}) or {}
+
+    def on(name: str) -> bool:
+        v = opt.get(name)
+        return v not in (None, False, b"0", b"false", "0", "false")
+
+    if getattr(uwsgi, "worker_id", lambda: 0)() == 0 and not (on("lazy-apps") or on("lazy")) and \
+            not on("py-call-osafterfork"):
+        _log.warning("tracehouse: the agent started in the uWSGI master and uWSGI will fork the workers without "
+                     "running Python's after-fork hooks, so the workers would share one instance id and have no "
+                     "export threads (their telemetry would not be sent). Start uWSGI with --py-call-osafterfork (what "
+                     "tracehouse-agent run sets) or --lazy-apps.")
+        counters.add("uwsgi.unsupported_fork")
 
 
 def current() -> Agent | None:

@@ -8,6 +8,8 @@ import socket
 import sys
 import uuid
 
+from tracehouse.agent.snapshot_redact import mask_argv
+
 _CONTAINER_ID = re.compile(r"([0-9a-f]{64})")
 _K8S_ENV = {"k8s.pod.name": ("POD_NAME", "KUBERNETES_POD_NAME", "K8S_POD_NAME"),
             "k8s.namespace.name": ("POD_NAMESPACE", "KUBERNETES_NAMESPACE", "K8S_NAMESPACE"),
@@ -55,7 +57,7 @@ def process_attributes() -> dict[str, object]:
         "process.runtime.name": sys.implementation.name,
         "process.runtime.version": ".".join(map(str, sys.version_info[:3])),
         "process.executable.path": sys.executable,
-        "process.command_args": list(sys.argv)[:32],
+        "process.command_args": mask_argv(list(sys.argv)[:32]),
     }
 
 

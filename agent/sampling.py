@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
     ParentBased,
@@ -27,6 +28,32 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import SpanContext, StatusCode, TraceFlags, get_current_span
 
 from tracehouse.agent import counters
+from tracehouse.agent import environment as env
+
+SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+            "parentbased_traceidratio")
+RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+
+
+def resolve_sampler(ratio_argument: float | None = None) -> tuple[str, float]:
+    """(sampler name, ratio) from the argument, ``OTEL_TRACES_SAMPLER``/``_ARG``, then
+    ``TRACEHOUSE_SAMPLE_RATIO``. Without ``OTEL_TRACES_SAMPLER`` a ratio variable alone means
+    ``parentbased_traceidratio``. Unsupported samplers are logged once; the default is used."""
+    if ratio_argument is not None:
+        return "parentbased_traceidratio", ratio_argument
+    name = (env.get_str(env.OTEL_TRACES_SAMPLER) or "").lower()
+    if name and name not in SAMPLERS:
+        env.warn_once(f"sampler {name}", f"tracehouse: {env.OTEL_TRACES_SAMPLER}={name!r} is not supported "
+                      f"({', '.join(SAMPLERS)}); using parentbased_always_on")
+        return "parentbased_always_on", 1.0
+    if name in ("always_on", "parentbased_always_on"):
+        return name, 1.0
+    if name in ("always_off", "parentbased_always_off"):
+        return name, 0.0
+    ratio = env.get_float(env.OTEL_TRACES_SAMPLER_ARG, 1.0, lo=0, hi=1)
+    if ratio is None:
+        ratio = env.get_float(env.TRACEHOUSE_SAMPLE_RATIO, 1.0, lo=0, hi=1)
+    return name or "parentbased_traceidratio", 1.0 if ratio is None else ratio
 
 
 class _RecordOnly(Sampler):
@@ -47,11 +74,25 @@ class _RecordOnly(Sampler):
         return f"RecordOnly{{{self._inner.get_description()}}}"
 
 
-def make_sampler(ratio: float) -> Sampler:
-    if ratio >= 1.0:
-        return ParentBased(ALWAYS_ON)
-    return ParentBased(_RecordOnly(TraceIdRatioBased(ratio)),
-                       local_parent_not_sampled=_RecordOnly(TraceIdRatioBased(0.0)))
+def make_sampler(ratio: float, name: str = "parentbased_traceidratio") -> Sampler:
+    """The SDK sampler for ``name``; ratio samplers below 1 record the unsampled traces
+    (``RECORD_ONLY``) so that :class:`ErrorKeepingProcessor` can keep those with an error."""
+    if name == "always_on":
+        return ALWAYS_ON
+    if name == "always_off":
+        return ALWAYS_OFF
+    if name == "parentbased_always_off":
+        return ParentBased(ALWAYS_OFF)
+    if name == "parentbased_always_on" or ratio >= 1.0:
+        return ParentBased(ALWAYS_ON) if name != "traceidratio" else ALWAYS_ON
+    root = _RecordOnly(TraceIdRatioBased(ratio))
+    if name == "traceidratio":
+        return root
+    return ParentBased(root, local_parent_not_sampled=_RecordOnly(TraceIdRatioBased(0.0)))
+
+
+def keeps_errors(name: str, ratio: float) -> bool:
+    return name in RATIO_SAMPLERS and ratio < 1.0
 
 
 class ErrorKeepingProcessor(SpanProcessor):

@@ -12,7 +12,7 @@ import linecache
 import sys
 import threading
 
-from tracehouse.agent.snapshot_redact import safe_repr
+from tracehouse.agent.snapshot_redact import mask_source_line, safe_repr
 
 __all__ = ["Limits", "capture_threads", "frame_stack", "group_stacks", "task_stacks"]
 
@@ -31,7 +31,7 @@ def _frame(f, with_locals: bool, limits: Limits) -> dict:
     code = f.f_code
     line = f.f_lineno or 0
     out = {"file": code.co_filename, "line": line, "function": code.co_name,
-           "code": linecache.getline(code.co_filename, line).strip()}
+           "code": mask_source_line(linecache.getline(code.co_filename, line).strip())}
     if with_locals:
         items = list(f.f_locals.items())[: limits.max_locals]
         out["locals"] = {str(k): safe_repr(str(k), v) for k, v in items}

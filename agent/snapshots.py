@@ -261,6 +261,8 @@ class Snapshots:
 def _plain(f) -> dict:
     import linecache
 
+    from tracehouse.agent.snapshot_redact import mask_source_line
+
     line = f.f_lineno or 0
     return {"file": f.f_code.co_filename, "line": line, "function": f.f_code.co_name,
-            "code": linecache.getline(f.f_code.co_filename, line).strip()}
+            "code": mask_source_line(linecache.getline(f.f_code.co_filename, line).strip())}

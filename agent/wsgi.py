@@ -52,9 +52,16 @@ class _Request:
         self.done = False
         self.method = method = hs.method_of(environ.get("REQUEST_METHOD", "GET"))
         parent = None
-        tp = environ.get("HTTP_TRACEPARENT")
-        if tp:
-            parent = hs.parent_context(tp, environ.get("HTTP_TRACESTATE"))
+        prop = hs.PROPAGATION
+        if prop.mode == "w3c":
+            tp = environ.get("HTTP_TRACEPARENT")
+            if tp:
+                parent = hs.parent_context(tp, environ.get("HTTP_TRACESTATE"))
+            if prop.baggage and environ.get("HTTP_BAGGAGE"):
+                parent = hs.with_baggage(parent, environ["HTTP_BAGGAGE"])
+        elif prop.mode == "textmap":
+            parent = hs.extract({k[5:].lower().replace("_", "-"): v for k, v in environ.items()
+                                 if k.startswith("HTTP_") and isinstance(v, str)})
         attrs = {"http.request.method": method, "url.path": environ.get("PATH_INFO", "") or "/",
                  "url.scheme": environ.get("wsgi.url_scheme", "http")}
         try:

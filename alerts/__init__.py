@@ -69,10 +69,15 @@ def lease_for(settings: Any, store: Any):
 
 
 def build_engine(settings: Any, store: Any, request_snapshot: Any = None) -> list[Engine]:
-    """The alert engine for the server: rules from ``settings.rules``, dashboard links to the HTTP port."""
+    """The alert engine for the server: rules from ``settings.rules``, dashboard links to the HTTP port,
+    snapshot actions queued in the store (``request_snapshot`` replaces that)."""
     config = load_files(list(getattr(settings, "rules", []) or []))
     host = getattr(settings, "host", "127.0.0.1")
     url = str(getattr(settings, "external_url", "") or f"http://{host}:{getattr(settings, 'http_port', 8080)}")
+    if request_snapshot is None:
+        from .actions import queue_snapshots
+
+        request_snapshot = queue_snapshots(store)
     engine = Engine(store, config, dashboard_url=url, request_snapshot=request_snapshot,
                     lease=lease_for(settings, store))
     _current["engine"] = engine

@@ -22,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--storage", help="chdb:///path or clickhouse://user:password@host:9000/db")
     r.add_argument("--rules", action="append", default=[], help="rule file (repeatable)")
     r.add_argument("--config", help="YAML configuration file")
+    r.add_argument("--host", help="address of /metrics, /healthz and /readyz (default 127.0.0.1)")
+    r.add_argument("--http-port", type=int, dest="http_port", help="port of /metrics, /healthz and /readyz (default 8080)")
+    from tracehouse.cli import insecure_flag
+
+    insecure_flag(r)
     return p
 
 
@@ -56,12 +61,19 @@ def cmd_check(files: list[str]) -> int:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from tracehouse.config import load_settings
+    from tracehouse.exposure import ExposureError, check
     from tracehouse.server import open_store
 
     from . import build_engine
 
-    settings = load_settings({"storage": ns.storage, "rules": ns.rules}, ns.config)
+    settings = load_settings({"storage": ns.storage, "rules": ns.rules, "host": ns.host, "http_port": ns.http_port,
+                              "insecure_allow_open": ns.insecure_allow_open}, ns.config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # the same rule as the other roles, for whatever port this role listens on (see exposure.LISTENERS)
+        check(settings, ("alerts",))
+    except ExposureError as e:
+        print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
+        return 2
     store = open_store(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,16 +84,60 @@ def cmd_run(ns: argparse.Namespace) -> int:
         store.close()
         print(f"tracehouse alerts: {e}", file=sys.stderr)
         return 2
+    ops = _ops_server(settings, engines)
     try:
         for e in engines:
             e.start()
-        print(f"tracehouse alerts: {sum(len(e.rules) for e in engines)} rules", flush=True)
+        ops.start()
+        print(f"tracehouse alerts: {sum(len(e.rules) for e in engines)} rules; metrics on "
+              f"http://{settings.host}:{settings.http_port}/metrics", flush=True)
         stop.wait()
     finally:
+        ops.stop()
         for e in engines:
             e.stop()
         store.close()
     return 0
+
+
+class _OpsServer:
+    """/metrics, /healthz and /readyz of the engine alone, served by uvicorn on a thread."""
+
+    def __init__(self, app, host: str, port: int):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    access_log=False, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name="tracehouse-alerts-http", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+
+
+def _ops_server(settings, engines) -> _OpsServer:
+    from tracehouse.ops import OpsApp, process_registry
+
+    registry = process_registry(("alerts",))
+    for e in engines:
+        registry.register(e.metrics.registry)
+
+    def ready() -> tuple[bool, str]:
+        for e in engines:
+            ok, reason = e.ready()
+            if not ok:
+                return ok, reason
+        return True, "ready"
+
+    from tracehouse.exposure import guard
+    from tracehouse.ops import metrics_authorizer
+
+    app = guard(OpsApp(registry, ready, authorize=metrics_authorizer(settings)), settings)
+    return _OpsServer(app, settings.host, settings.http_port)
 
 
 def main(argv: list[str] | None = None) -> int:

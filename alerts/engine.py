@@ -15,6 +15,7 @@ current.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -23,11 +24,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from tracehouse.storage import StorageError
+
 from . import persist
 from .config import AlertConfig
 from .expr import NS, QueryFunc, evaluate
 from .lease import AlwaysHeld, Lease
+from .metrics import AlertMetrics
 from .notify import Dispatcher
+from .notify_state import NotifyLog
 from .rules import Rule, RuleError, compare, parse_rule
 from .silences import Silence, parse_silence, silence_from_doc
 from .state import Alert, AlertingRule, SnapshotFunc, Transition
@@ -40,8 +45,10 @@ class Engine:
     def __init__(self, store: Any, config: AlertConfig | None = None, clock: Callable[[], int] = time.time_ns,
                  query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
                  rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
-                 lease: Lease | None = None, standby_reload_s: float = 5.0):
+                 metrics: AlertMetrics | None = None, lease: Lease | None = None, standby_reload_s: float = 5.0):
         self.store, self.config = store, config or AlertConfig()
+        self.metrics = metrics or AlertMetrics()
+        self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
         self.clock, self.query = clock, query or store.query
         self.db = store.db
         self.dashboard_url, self.request_snapshot = dashboard_url, request_snapshot
@@ -51,7 +58,8 @@ class Engine:
         self._silences: list[Silence] = []
         self.dispatcher = Dispatcher(self.config.route, self.config.receivers, self.config.inhibit_rules,
                                      lambda: self._silences, dashboard_url, backoff_base_s, backoff_max_s, rng,
-                                     on_sent=self._save_sent)
+                                     state=NotifyLog(store), metrics=self.metrics)
+        self.metrics.watch(self.current_alerts)
         self.lease: Lease = lease or AlwaysHeld()
         self.leading = False  # evaluating under the lease (set by the evaluation loop)
         self.standby_reload_s = standby_reload_s
@@ -62,8 +70,17 @@ class Engine:
         self.reload()
 
     # -- loading ---------------------------------------------------------------------------------
+    def _snapshot(self, service: str, kind: str, reason: dict) -> str | None:
+        if self.request_snapshot is None:
+            return None
+        try:
+            return self.request_snapshot(service, kind, reason)
+        except Exception:
+            self.metrics.action_failures.labels(action="snapshot").inc()
+            raise
+
     def _add(self, rule: Rule) -> AlertingRule:
-        ar = AlertingRule(rule, self.dashboard_url, self.request_snapshot)
+        ar = AlertingRule(rule, self.dashboard_url, self._snapshot if self.request_snapshot else None)
         old = self.rules.get(rule.id)
         if old is not None:
             ar.alerts = old.alerts
@@ -71,9 +88,10 @@ class Engine:
         return ar
 
     def reload(self, replace: bool = False) -> None:
-        """Read API rules, silences, persisted alert state and what each notification group last
-        sent from the store. With ``replace`` (taking the lease over, or a standby catching up),
-        the persisted alerts replace the ones in memory instead of adding to them."""
+        """Read API rules, silences and persisted alert state from the store (the groups created
+        now start from what they last sent, see ``notify_state``). With ``replace`` (taking the
+        lease over, or a standby catching up), the persisted alerts replace the ones in memory
+        instead of adding to them, and the notification groups start afresh from the store."""
         with self._lock:
             for doc in self.store.documents("alert_rules"):
                 try:
@@ -89,13 +107,7 @@ class Engine:
             self.reload_silences()
             if replace:
                 self.dispatcher.reset()
-            self.dispatcher.update(self.current_alerts(), self.clock(), sent=persist.load_sent(self.store))
-
-    def _save_sent(self, key: str, notified: set[str], last_sent_ns: int) -> None:
-        try:
-            persist.save_sent(self.store, key, notified, last_sent_ns)
-        except Exception:  # the notification went out; a later holder may repeat it, nothing worse
-            log.exception("could not record the notification sent for %s", key)
+            self.dispatcher.update(self.current_alerts(), self.clock())
 
     def reload_silences(self) -> None:
         self._silences = [silence_from_doc(d) for d in self.store.documents("silences")]
@@ -126,15 +138,41 @@ class Engine:
                 if not force and now < due:
                     continue
                 self._next_due[key] = now + int(key[1] * NS)
-                for ar in members:
-                    try:
-                        out.extend(self.eval_rule(ar, now))
-                    except Exception:  # persistence failure: keep evaluating the others
-                        log.exception("evaluating %s", ar.rule.id)
+                with self._span(f"alerts group {key[0]}"):
+                    for ar in members:
+                        t0 = time.perf_counter()
+                        with self._span(f"alerts rule {ar.rule.id}") as span:
+                            try:
+                                out.extend(self.eval_rule(ar, now))
+                                failed = ar.health == "err"
+                            except Exception:  # persistence failure: keep evaluating the others
+                                log.exception("evaluating %s", ar.rule.id)
+                                failed = True
+                            if failed and span is not None:
+                                from opentelemetry.trace import Status, StatusCode
+
+                                span.set_status(Status(StatusCode.ERROR, ar.last_error[:200]))
+                        self.metrics.evaluated(ar.rule.group, time.perf_counter() - t0, failed)
             alerts = self.current_alerts()
         self.dispatcher.update(alerts, now)
         self.dispatcher.tick(now)
         return out
+
+    def _span(self, name: str):
+        """A span of the server's own traces when it observes itself (``tracer`` set), else nothing."""
+        if self.tracer is None:
+            return contextlib.nullcontext()
+        return self.tracer.start_as_current_span(name)
+
+    def ready(self) -> tuple[bool, str]:
+        """For ``/readyz``: the loops run and the store answers."""
+        if not self._threads or not all(t.is_alive() for t in self._threads):
+            return False, "alert engine stopped"
+        try:
+            self.store.query("SELECT 1")
+        except StorageError:
+            return False, "store unreachable"
+        return True, "ready"
 
     def next_due_ns(self) -> int:
         with self._lock:

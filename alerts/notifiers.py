@@ -21,9 +21,10 @@ TIMEOUT_S = 5.0
 
 
 class NotifyError(Exception):
-    def __init__(self, message: str, retryable: bool = True):
+    def __init__(self, message: str, retryable: bool = True, retry_after: float | None = None):
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds the receiver asked to wait (Retry-After), if any
 
 
 class Notifier(Protocol):
@@ -49,7 +50,16 @@ def _post(url: str, body: dict[str, Any], allow_private: bool, headers: dict[str
                           retryable=False)
     if r.status_code >= 400:
         raise NotifyError(f"POST {_redact(url)}: HTTP {r.status_code}",
-                          retryable=r.status_code >= 500 or r.status_code in (408, 429))
+                          retryable=r.status_code >= 500 or r.status_code in (408, 429),
+                          retry_after=_retry_after(r.headers.get("retry-after")))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (the delta form; an HTTP date is ignored)."""
+    try:
+        return max(0.0, min(float(value), 3600.0)) if value else None
+    except ValueError:
+        return None
 
 
 def _redact(url: str) -> str:
@@ -58,6 +68,8 @@ def _redact(url: str) -> str:
 
 
 class WebhookNotifier:
+    integration = "webhook"
+
     def __init__(self, name: str, url: str, allow_private: bool = False, headers: dict[str, str] | None = None):
         self.name, self.url, self.allow_private, self.headers = name, url, allow_private, headers or {}
 
@@ -77,6 +89,8 @@ def slack_text(message: dict[str, Any]) -> str:
 
 
 class SlackNotifier:
+    integration = "slack"
+
     def __init__(self, name: str, url: str, allow_private: bool = False, channel: str = ""):
         self.name, self.url, self.allow_private, self.channel = name, url, allow_private, channel
 
@@ -88,6 +102,8 @@ class SlackNotifier:
 
 
 class EmailNotifier:
+    integration = "email"
+
     def __init__(self, name: str, to: list[str], sender: str, smarthost: str, allow_private: bool = False,
                  starttls: bool = False, username: str = "", password: str = ""):
         host, _, port = smarthost.rpartition(":")

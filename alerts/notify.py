@@ -6,10 +6,9 @@ A group holds the latest state of its alerts, so a retry sends what is true *now
 receiver comes back after an outage each group sends one message (at its own jittered time),
 never the backlog of every missed one.
 
-What a group last sent (the firing alerts it notified, and when) is handed to ``on_sent`` after
-every message; the engine persists it, and ``update(..., sent=...)``
-gives it back to the groups it creates, so an engine that restarts or takes over from another does
-not notify those alerts again.
+With a :class:`~.notify_state.NotifyLog`, what each group last sent is kept in the store: a group
+created after a restart (or in another engine process) starts from it, and it is read again just
+before a send, so a notification already sent is not sent again.
 """
 
 from __future__ import annotations
@@ -22,7 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracehouse.storage import StorageError
+
 from .notifiers import Notifier, NotifyError
+from .notify_state import NotifyLog, Sent
 from .rules import RuleError, duration
 from .silences import InhibitRule, Matcher, Silence, inhibited, parse_matcher
 from .state import Alert
@@ -104,8 +106,9 @@ class Dispatcher:
                  inhibit_rules: list[InhibitRule] | None = None,
                  silences: Callable[[], list[Silence]] | None = None, external_url: str = "",
                  backoff_base_s: float = 1.0, backoff_max_s: float = 300.0, rng: random.Random | None = None,
-                 on_sent: Callable[[str, set[str], int], None] | None = None):
+                 state: NotifyLog | None = None, metrics: Any = None):
         self.route, self.receivers = route, receivers
+        self.state, self.metrics = state, metrics
         self.inhibit_rules = inhibit_rules or []
         self.silences = silences or (lambda: [])
         self.external_url = external_url
@@ -113,18 +116,15 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.groups: dict[str, Group] = {}
         self.sent: list[dict[str, Any]] = []  # the last few messages, for the API
-        self.on_sent = on_sent
         self._lock = threading.RLock()
 
     def reset(self) -> None:
-        """Forget every group (before taking persisted state as the truth)."""
+        """Forget every group (an engine taking the cluster's lease over starts from the store)."""
         with self._lock:
             self.groups.clear()
 
-    def update(self, alerts: list[Alert], now_ns: int,
-               sent: dict[str, tuple[set[str], int]] | None = None) -> None:
-        """Take the current alerts (firing and recently resolved) of every rule. ``sent`` (group key →
-        notified firing fingerprints, last sent time) seeds the groups created now."""
+    def update(self, alerts: list[Alert], now_ns: int) -> None:
+        """Take the current alerts (firing and recently resolved) of every rule."""
         if self.route is None:
             return
         with self._lock:
@@ -133,14 +133,38 @@ class Dispatcher:
                     continue
                 for r in self.route.match(a.labels):
                     labels = {k: a.labels.get(k, "") for k in r.group_by}
-                    new = Group(r.receiver, r, labels, now_ns + int(r.group_wait * NS))
-                    g = self.groups.get(new.key)
-                    if g is None:
-                        g = self.groups[new.key] = new
-                        if sent and new.key in sent:
-                            g.notified_firing, g.last_sent_ns = set(sent[new.key][0]), int(sent[new.key][1])
+                    g = Group(r.receiver, r, labels, now_ns + int(r.group_wait * NS))
+                    if g.key not in self.groups:
+                        self._adopt(g)
+                    g = self.groups.setdefault(g.key, g)
+                    # a resolved alert goes out once if its firing was notified (here or before a restart)
                     if a.state == "firing" or a.fingerprint in g.alerts or a.fingerprint in g.notified_firing:
                         g.alerts[a.fingerprint] = a
+
+    def _adopt(self, g: Group) -> bool:
+        """Take what the store says this group last sent, when that is newer than what we know."""
+        if self.state is None:
+            return False
+        try:
+            rec = self.state.load(g.key)
+        except StorageError as e:
+            log.warning("cannot read the notification state of %s: %s", g.key, e)
+            return False
+        if rec is None or rec.last_sent_ns <= g.last_sent_ns:
+            return False
+        g.notified_firing, g.last_sent_ns = set(rec.notified_firing), rec.last_sent_ns
+        return True
+
+    def _record(self, g: Group, forget: bool = False) -> None:
+        if self.state is None:
+            return
+        try:
+            if forget:
+                self.state.forget(g.key)
+            else:
+                self.state.save(g.key, Sent(set(g.notified_firing), g.last_sent_ns))
+        except StorageError as e:
+            log.warning("cannot record the notification state of %s: %s", g.key, e)
 
     def muted(self, a: Alert, firing: list[dict[str, str]], silences: list[Silence], now_ns: int) -> str:
         if any(s.mutes(a.labels, now_ns) for s in silences):
@@ -160,26 +184,42 @@ class Dispatcher:
                 sent += self._flush(g, now_ns, firing, silences)
                 if not g.alerts:
                     self.groups.pop(g.key, None)
+                    self._record(g, forget=True)
             return sent
 
     def _flush(self, g: Group, now_ns: int, firing_labels: list[dict[str, str]], silences: list[Silence]) -> int:
         live = {fp: a for fp, a in g.alerts.items() if not self.muted(a, firing_labels, silences, now_ns)}
         firing = {fp for fp, a in live.items() if a.state == "firing"}
-        resolved = {fp for fp, a in g.alerts.items() if a.state == "resolved" and fp in g.notified_firing}
-        repeat = bool(firing) and now_ns - g.last_sent_ns >= int(g.route.repeat_interval * NS)
-        if not (firing - g.notified_firing or resolved or repeat):
+
+        def to_send() -> tuple[set[str], bool]:
+            resolved = {fp for fp, a in g.alerts.items() if a.state == "resolved" and fp in g.notified_firing}
+            repeat = bool(firing) and now_ns - g.last_sent_ns >= int(g.route.repeat_interval * NS)
+            return resolved, bool(firing - g.notified_firing or resolved or repeat)
+
+        resolved, due = to_send()
+        if due and self._adopt(g):  # another engine process, or this one before a restart, sent since
+            resolved, due = to_send()
+        if not due:
             self._done(g, now_ns, firing, sent=False)
             return 0
         msg = self.message(g, [live[fp] for fp in sorted(firing)] + [g.alerts[fp] for fp in sorted(resolved)])
         try:
             for n in self.receivers.get(g.receiver, []):
-                n.notify(msg)
+                try:
+                    n.notify(msg)
+                except NotifyError:
+                    self._count("failed", g.receiver, n)
+                    raise
+                self._count("sent", g.receiver, n)
         except NotifyError as e:
             g.last_error = str(e)
             if e.retryable:
                 g.attempts += 1
                 delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (g.attempts - 1))
-                g.next_attempt_ns = now_ns + int(delay * (0.5 + 0.5 * self.rng.random()) * NS)
+                delay = delay * (0.5 + 0.5 * self.rng.random())
+                if e.retry_after:  # the receiver said when (Slack's and others' 429 Retry-After)
+                    delay = max(delay, min(self.backoff_max_s, e.retry_after))
+                g.next_attempt_ns = now_ns + int(delay * NS)
                 log.warning("notification to %s failed (attempt %d, next in %.1fs): %s", g.receiver, g.attempts,
                             (g.next_attempt_ns - now_ns) / NS, e)
                 return 0
@@ -191,11 +231,14 @@ class Dispatcher:
         self._done(g, now_ns, firing, sent=True)
         return 1
 
+    def _count(self, outcome: str, receiver: str, notifier: Notifier) -> None:
+        if self.metrics is not None:
+            self.metrics.notification(outcome, receiver, getattr(notifier, "integration", type(notifier).__name__))
+
     def _done(self, g: Group, now_ns: int, firing: set[str], sent: bool) -> None:
         if sent:
             g.notified_firing, g.last_sent_ns = set(firing), now_ns
-            if self.on_sent is not None:
-                self.on_sent(g.key, set(firing), now_ns)
+            self._record(g)
         g.attempts, g.next_attempt_ns = 0, 0
         g.next_flush_ns = now_ns + int(g.route.group_interval * NS)
         for fp in [fp for fp, a in g.alerts.items() if a.state == "resolved"]:

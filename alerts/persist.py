@@ -46,42 +46,13 @@ def load_alerts(store: Any) -> dict[str, dict[str, Alert]]:
     res = store.query(
         f"SELECT rule_id, fingerprint, argMax(state, updated_ns), argMax(labels, updated_ns), "
         f"argMax(body, updated_ns), argMax(deleted, updated_ns) AS d FROM {store.t('alert_state')} "
-        "WHERE rule_id != {sent:String} GROUP BY rule_id, fingerprint",
-        {"sent": SENT_RULE_ID},
+        "GROUP BY rule_id, fingerprint"
     )
     out: dict[str, dict[str, Alert]] = {}
     for rule_id, fp, state, labels, body, deleted in res.rows:
         if deleted:
             continue
         out.setdefault(rule_id, {})[fp] = Alert.from_row(rule_id, fp, state, json.loads(labels), json.loads(body))
-    return out
-
-
-# What each notification group last sent lives in ``alert_state`` too, under a rule id no rule can
-# have (rule ids are "<group>/<alert>" or API ids), one row per group key: the smallest change that
-# lets a restarted engine, or one taking the lease over, know what was already notified.
-SENT_RULE_ID = "tracehouse:notification-groups"
-
-
-def save_sent(store: Any, key: str, notified: set[str], last_sent_ns: int) -> None:
-    cols = store.columns_for("alert_state")
-    for k, v in (("rule_id", SENT_RULE_ID), ("fingerprint", key), ("updated_ns", _version()), ("state", "sent"),
-                 ("labels", "{}"), ("body", json.dumps({"notified_firing": sorted(notified), "last_sent_ns": last_sent_ns})),
-                 ("deleted", 0)):
-        cols[k].append(v)
-    store.insert("alert_state", cols)
-
-
-def load_sent(store: Any) -> dict[str, tuple[set[str], int]]:
-    res = store.query(
-        f"SELECT fingerprint, argMax(body, updated_ns) FROM {store.t('alert_state')} "
-        "WHERE rule_id = {sent:String} GROUP BY fingerprint",
-        {"sent": SENT_RULE_ID},
-    )
-    out = {}
-    for key, body in res.rows:
-        doc = json.loads(body)
-        out[key] = (set(doc.get("notified_firing", [])), int(doc.get("last_sent_ns", 0)))
     return out
 
 

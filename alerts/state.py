@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,8 @@ from typing import Any
 from .expr import NS, QueryFunc, Sample, evaluate
 from .rules import Rule, compare
 from .templates import render_all
+
+log = logging.getLogger("tracehouse.alerts")
 
 RESOLVED_RETENTION_S = 15 * 60
 SnapshotFunc = Callable[[str, str, dict], "str | None"]
@@ -174,10 +177,13 @@ class AlertingRule:
         try:
             snap = self.request_snapshot(a.labels.get("service", self.rule.service), kind, reason)
         except Exception as e:
+            log.warning("%s: snapshot action failed: %s", self.rule.id, e)
             a.extra_annotations["snapshot_error"] = str(e)[:300]
             return
         if snap:
             a.extra_annotations["snapshot_id"] = str(snap)
+            if self.dashboard_url:
+                a.extra_annotations["snapshot"] = f"{self.dashboard_url.rstrip('/')}/snapshots/{snap}"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.rule.to_dict(), state=self.state, health=self.health, last_error=self.last_error,

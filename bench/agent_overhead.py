@@ -9,7 +9,10 @@ run ``--rounds`` times, interleaved (the order rotates each round), and each fig
 median over the rounds, so that a change of machine load during the run does not land on one
 mode only. Also reports the server process's CPU time per request (all its threads: request
 path plus export), and measures the CPU cost of one resource-metrics collection and scales it
-to the default 15 s interval.
+to the default 15 s interval, and compares the span encoders (stock protobuf objects vs the
+agent's lean wire encoder, each in one piece and in slices with a short sleep between them):
+CPU per span and the longest stall a thread waiting for the GIL sees while a 512-span batch
+is encoded.
 
     .venv/bin/python bench/agent_overhead.py [--requests 3000] [--rounds 3] [--endpoint URL] [--json]
 
@@ -181,6 +184,86 @@ def metrics_cost(interval: float = 15.0, rounds: int = 40) -> dict:
     return {"collection_cpu_ms": per * 1000, "cpu_percent": per / interval * 100}
 
 
+def _request_spans(n: int) -> list:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from tracehouse.agent import resource
+
+    mem = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource(resource.attributes("bench", {})))
+    tp.add_span_processor(SimpleSpanProcessor(mem))
+    tracer = tp.get_tracer("tracehouse.agent.http", "0.1.0")
+    for i in range(n):
+        with tracer.start_as_current_span("GET /hello/{name}", kind=SpanKind.SERVER) as span:
+            span.set_attributes({"http.request.method": "GET", "url.path": f"/hello/u{i % 50}", "url.scheme": "http",
+                                 "server.address": "127.0.0.1", "server.port": 8000, "client.address": "127.0.0.1",
+                                 "user_agent.original": "Python-urllib/3.11", "http.route": "/hello/{name}",
+                                 "http.response.status_code": 200})
+    return list(mem.get_finished_spans())
+
+
+def encoder_options(batch: int = 512, batches: int = 20) -> dict:
+    """CPU µs per span and the longest GIL wait of another thread, per encoding option."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from tracehouse.agent import otlp_exporters, otlp_spans
+
+    spans = _request_spans(batch)
+
+    def stock(pause):
+        if pause is None:
+            return encode_spans(spans).SerializeToString()
+        out = []
+        for i in range(0, len(spans), otlp_spans.SLICE):
+            if i:
+                pause()
+            out.append(encode_spans(spans[i:i + otlp_spans.SLICE]).SerializeToString())
+        return b"".join(out)  # concatenated requests parse as one (repeated resource_spans)
+
+    def switch(fn):
+        def run(*args):
+            with otlp_exporters.gil_share():
+                return fn(*args)
+        return run
+
+    lean = otlp_spans.encode
+    options = {"stock": (stock, None), "stock_sliced_sleep": (stock, otlp_exporters.pause),
+               "stock_switch_0.5ms": (switch(stock), None), "lean": (lean, None),
+               "lean_sliced_sleep": (lean, otlp_exporters.pause), "lean_switch_0.5ms": (switch(lean), None)}
+    out = {}
+    for name, (fn, pause) in options.items():
+        call = (lambda fn=fn, pause=pause: fn(spans, pause)) if "lean" in name else (lambda fn=fn, pause=pause: fn(pause))
+        call()
+        stalls: list[float] = []
+        stop = threading.Event()
+
+        def probe(stop=stop, stalls=stalls):
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                time.sleep(0.0002)
+                stalls.append(time.perf_counter() - t0 - 0.0002)
+
+        t = threading.Thread(target=probe)
+        t.start()
+        time.sleep(0.05)
+        n0 = len(stalls)
+        c0 = time.thread_time()
+        for _ in range(batches):
+            call()
+        cpu = time.thread_time() - c0
+        during = stalls[n0:]
+        stop.set()
+        t.join()
+        out[name] = {"cpu_us_per_span": round(cpu / (batch * batches) * 1e6, 2),
+                     "max_gil_wait_ms": round(max(during, default=0.0) * 1000, 2),
+                     "p99_gil_wait_ms": round(pct(during, 99) * 1000, 2) if during else 0.0}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=3000)
@@ -207,23 +290,42 @@ def main() -> None:
                 runs[m].append(run_mode(m, d, endpoint, args.warmup, args.requests))
         results = {m: {k: median([x[k] for x in runs[m]]) for k in runs[m][0]} for m in modes}
     cost = metrics_cost()
+    encoders = encoder_options()
     if not args.json:
         for m, r in results.items():
             print(f"{m:6s} p50 {r['p50_us']:7.1f} us  p90 {r['p90_us']:7.1f}  p99 {r['p99_us']:7.1f}  "
                   f"{r['rps']:7.0f} req/s  {r['cpu_us']:6.1f} us CPU/req")
         print(f"metrics collection: {cost['collection_cpu_ms']:.2f} ms CPU each; sink POSTs: {_Sink.posts}")
-    base = results["bare"]["p50_us"]
+        for name, e in encoders.items():
+            print(f"encoder {name:18s} {e['cpu_us_per_span']:6.2f} us CPU/span  longest GIL wait "
+                  f"{e['max_gil_wait_ms']:6.2f} ms (p99 {e['p99_gil_wait_ms']:.2f})")
+    bare, otel, agent = results["bare"], results["otel"], results["agent"]
+    base = bare["p50_us"]
+    added = {m: {"p50": results[m]["p50_us"] - base, "p99": results[m]["p99_us"] - bare["p99_us"],
+                 "cpu": results[m]["cpu_us"] - bare["cpu_us"]} for m in ("otel", "agent")}
     print(json.dumps({
         "baseline_p50_us": round(base, 1),
-        "otel_default_added_us_p50": round(results["otel"]["p50_us"] - base, 1),
-        "agent_added_us_p50": round(results["agent"]["p50_us"] - base, 1),
-        "baseline_rps": round(results["bare"]["rps"]),
-        "otel_rps": round(results["otel"]["rps"]),
-        "agent_rps": round(results["agent"]["rps"]),
-        "agent_p99_us": round(results["agent"]["p99_us"], 1),
-        "baseline_cpu_us_per_req": round(results["bare"]["cpu_us"], 1),
-        "otel_added_cpu_us_per_req": round(results["otel"]["cpu_us"] - results["bare"]["cpu_us"], 1),
-        "agent_added_cpu_us_per_req": round(results["agent"]["cpu_us"] - results["bare"]["cpu_us"], 1),
+        "otel_default_added_us_p50": round(added["otel"]["p50"], 1),
+        "agent_added_us_p50": round(added["agent"]["p50"], 1),
+        "baseline_p99_us": round(bare["p99_us"], 1),
+        "otel_p99_us": round(otel["p99_us"], 1),
+        "agent_p99_us": round(agent["p99_us"], 1),
+        "otel_added_us_p99": round(added["otel"]["p99"], 1),
+        "agent_added_us_p99": round(added["agent"]["p99"], 1),
+        "baseline_rps": round(bare["rps"]),
+        "otel_rps": round(otel["rps"]),
+        "agent_rps": round(agent["rps"]),
+        "baseline_cpu_us_per_req": round(bare["cpu_us"], 1),
+        "otel_cpu_us_per_req": round(otel["cpu_us"], 1),
+        "agent_cpu_us_per_req": round(agent["cpu_us"], 1),
+        "otel_added_cpu_us_per_req": round(added["otel"]["cpu"], 1),
+        "agent_added_cpu_us_per_req": round(added["agent"]["cpu"], 1),
+        # targets (issue 18): p99 added <= 1000 us; CPU ratio <= 1/8; p50 ratio <= 1/10
+        "ratio_agent_to_otel_added_cpu": round(added["agent"]["cpu"] / added["otel"]["cpu"], 3)
+        if added["otel"]["cpu"] > 0 else None,
+        "ratio_agent_to_otel_added_p50": round(added["agent"]["p50"] / added["otel"]["p50"], 3)
+        if added["otel"]["p50"] > 0 else None,
+        "encoders": encoders,
         "metrics_collection_cpu_ms": round(cost["collection_cpu_ms"], 3),
         "metrics_collection_cpu_percent": round(cost["cpu_percent"], 4),
         "requests": args.requests,

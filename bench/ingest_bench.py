@@ -1,12 +1,16 @@
-"""Ingest benchmark: OTLP/HTTP protobuf into a real ``tracehouse`` server with embedded chDB.
+"""Ingest benchmark: OTLP protobuf over HTTP or gRPC into a real ``tracehouse`` server with embedded chDB.
 
     python bench/ingest_bench.py --spans 300000 --concurrency 8 --json
+    python bench/ingest_bench.py --protocol http,grpc --json     # both, one after the other, same bodies
+
 
 Starts ``tracehouse serve`` (or ``tracehouse collector`` when the dashboard is not there) on free
 ports and temporary directories, sends pre-encoded requests (multi-service traces of 5-30 spans,
 ~10 attributes per span, a few hundred spans per request) from a separate process over C
-connections, waits until the collector reports every span written, stops the server, opens the
-chDB store here and counts the spans exactly. The last line printed is one JSON object.
+connections (HTTP/1.1) or C concurrent calls on one channel (gRPC, as the OTLP exporters do), waits
+until the collector reports every span written, stops the server, opens the chDB store here and
+counts the spans exactly. With several protocols each gets a fresh server and the same bodies, and
+the result adds their ratios. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -146,12 +150,54 @@ async def _send_all(url: str, bodies: list[bytes], concurrency: int) -> dict:
     return stats
 
 
+async def _send_all_grpc(target: str, bodies: list[bytes], concurrency: int) -> dict:
+    import grpc
+    from google.rpc import error_details_pb2
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+    stats = {"requests": 0, "retries": 0, "errors": 0}
+    retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    async with grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        call = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+
+        async def worker() -> None:
+            while True:
+                try:
+                    body = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                while True:
+                    try:
+                        await call(body, timeout=60)
+                    except grpc.aio.AioRpcError as e:
+                        if e.code() not in retryable:
+                            raise RuntimeError(f"unexpected status {e.code()}: {e.details()}") from None
+                        stats["retries"] += 1
+                        delay = 1.0
+                        info = dict(e.trailing_metadata() or ()).get("google.rpc.retryinfo-bin")
+                        if info:
+                            d = error_details_pb2.RetryInfo.FromString(info).retry_delay
+                            delay = d.seconds + d.nanos / 1e9
+                        await asyncio.sleep(min(delay, 2.0))
+                        continue
+                    stats["requests"] += 1
+                    break
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return stats
+
+
 def sender_main(args: argparse.Namespace) -> int:
     bodies = build_requests(args.spans, args.per_request)
     print("ready", flush=True)
     sys.stdin.readline()  # the bench says go
     t0 = time.time()
-    stats = asyncio.run(_send_all(args.url, bodies, args.concurrency))
+    if args.protocol == "grpc":
+        stats = asyncio.run(_send_all_grpc(args.url, bodies, args.concurrency))
+    else:
+        stats = asyncio.run(_send_all(args.url, bodies, args.concurrency))
     stats.update(t0=t0, t1=time.time(), bytes=sum(map(len, bodies)))
     print(json.dumps(stats), flush=True)
     return 0
@@ -161,13 +207,17 @@ def sender_main(args: argparse.Namespace) -> int:
 
 
 def _stored(url: str) -> int:
+    """Spans written, less the server's own (``--self-observe``) that it sent to itself."""
     import httpx
 
     text = httpx.get(url + "/metrics", timeout=10).text
+    written = own = 0
     for line in text.splitlines():
         if line.startswith('tracehouse_collector_written_items_total{signal="traces"}'):
-            return int(float(line.rsplit(" ", 1)[1]))
-    return 0
+            written = int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith('tracehouse_self_observe_exported_total{signal="traces"}'):
+            own = int(float(line.rsplit(" ", 1)[1]))
+    return written - own
 
 
 def _rss_anon_mb(pid: int) -> float:
@@ -182,12 +232,40 @@ def _rss_anon_mb(pid: int) -> float:
 
 
 def bench_main(args: argparse.Namespace) -> int:
+    protocols = ["http", "grpc"] if args.protocol == "both" else [p.strip() for p in args.protocol.split(",") if p.strip()]
+    if not protocols or any(p not in ("http", "grpc") for p in protocols):
+        raise SystemExit("--protocol takes http, grpc or both (http,grpc)")
+    results = {}
+    for i, p in enumerate(protocols):
+        if i:  # let the previous run's writes reach the disk before the next server starts
+            os.sync()
+            time.sleep(5)
+        results[p] = run_once(args, p)
+    if len(results) == 1:
+        result = next(iter(results.values()))
+    else:
+        result = {p: r for p, r in results.items()}
+        base = results[protocols[0]]
+        for p in protocols[1:]:
+            result[f"{p}_vs_{protocols[0]}"] = {
+                k: round(results[p][k] / base[k], 3) for k in ("accepted_spans_per_s", "stored_spans_per_s",
+                                                                "collector_rss_mb", "collector_cpu_s")
+                if base[k]}
+        if not args.json:
+            for k, v in result.items():
+                if k.endswith("_vs_" + protocols[0]):
+                    print(f"{k}: {v}")
+    print(json.dumps(result))
+    return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in results.values()) else 1
+
+
+def run_once(args: argparse.Namespace, protocol: str) -> dict:
     import psutil
 
     tmp = tempfile.mkdtemp(prefix="th-bench-")
     data = os.path.join(tmp, "data")
     storage = args.storage or f"chdb://{data}?database=bench"
-    otlp, http = free_port(), free_port()
+    otlp, http, grpc_port = free_port(), free_port(), free_port()
     role = args.role
     if role == "auto":
         try:
@@ -198,13 +276,16 @@ def bench_main(args: argparse.Namespace) -> int:
             role = "collector"
     env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "buffer"), TRACEHOUSE_LOG_LEVEL="warning")
     cmd = [sys.executable, "-m", "tracehouse.cli", role, "--storage", storage, "--otlp-port", str(otlp),
-           "--http-port", str(http)]
+           "--http-port", str(http), "--otlp-grpc-port", str(grpc_port)] + (
+               ["--self-observe"] if args.self_observe == "on" else [])
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{otlp}"
     try:
-        if not wait_port(otlp, 90):
+        if not wait_port(otlp, 90) or not wait_port(grpc_port, 30):
             raise RuntimeError("server did not start")
-        sender = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sender", "--url", url + "/v1/traces",
+        target = url + "/v1/traces" if protocol == "http" else f"127.0.0.1:{grpc_port}"
+        sender = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sender", "--url", target,
+                                   "--protocol", protocol,
                                    "--spans", str(args.spans), "--concurrency", str(args.concurrency),
                                    "--per-request", str(args.per_request)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -235,21 +316,26 @@ def bench_main(args: argparse.Namespace) -> int:
         from tracehouse.storage import Store
 
         with Store.open(storage) as store:
-            count = int(store.query(f"SELECT count() FROM {store.db}.spans").scalar())
-            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans").scalar())
+            own = "WHERE service != 'tracehouse'"  # the server's own spans (--self-observe) are not the bench's
+            count = int(store.query(f"SELECT count() FROM {store.db}.spans {own}").scalar())
+            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans {own}").scalar())
             if args.storage:
                 store.query(f"DROP DATABASE IF EXISTS {store.db}")
         send_s = sent["t1"] - sent["t0"]
         store_s = stored_at - sent["t0"]
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(stored_at - w0, 1e-9)
         result = {
-            "spans": args.spans, "concurrency": args.concurrency, "role": role,
+            "protocol": protocol, "spans": args.spans, "concurrency": args.concurrency, "role": role,
+            "self_observe": args.self_observe,
             "requests": sent["requests"], "retries": sent["retries"], "mb_sent": round(sent["bytes"] / 2**20, 1),
             "accepted_spans_per_s": round(args.spans / send_s),
             "stored_spans_per_s": round(args.spans / store_s),
             "stored_rows": count, "duplicates": count - distinct,
             "lost": args.spans - distinct,
             "collector_cpu_cores": round(cpu, 2),
+            # CPU seconds the server spent from the first request until everything was stored: less
+            # sensitive than the rates to what else runs on the machine
+            "collector_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
             "collector_rss_mb": round(rss, 1),
             # RSS less the clean file-backed pages (chDB's ~200 MB library text): the memory the
             # process allocated itself
@@ -258,8 +344,7 @@ def bench_main(args: argparse.Namespace) -> int:
         if not args.json:
             for k, v in result.items():
                 print(f"{k:>22}: {v}")
-        print(json.dumps(result))
-        return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+        return result
     finally:
         if server.poll() is None:
             server.kill()
@@ -278,10 +363,48 @@ def main(argv: list[str] | None = None) -> int:
                    "embedded chDB in a temporary directory")
     p.add_argument("--role", choices=["auto", "serve", "collector"], default="auto",
                    help="serve (whole server) or collector alone; auto = serve when the dashboard exists")
+    p.add_argument("--protocol", default="http",
+                   help="http, grpc, or both (= http,grpc): one after the other, same bodies, fresh servers")
+    p.add_argument("--self-observe", choices=["off", "on", "both"], default="off", dest="self_observe",
+                   help="serve with --self-observe; 'both' alternates off/on runs (--rounds each) and prints "
+                        "the medians and their ratio")
+    p.add_argument("--rounds", type=int, default=1, help="runs of each setting with --self-observe both")
     p.add_argument("--sender", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    return sender_main(args) if args.sender else bench_main(args)
+    if args.sender:
+        return sender_main(args)
+    if args.self_observe != "both":
+        return bench_main(args)
+    return compare_self_observe(args)
+
+
+def compare_self_observe(args: argparse.Namespace) -> int:
+    """Off and on alternately in one run of the script (the same machine state for both)."""
+    import contextlib
+    import io
+    import statistics
+
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    status = 0
+    for _ in range(args.rounds):
+        for mode in ("off", "on"):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                status |= bench_main(argparse.Namespace(**dict(vars(args), self_observe=mode, json=True)))
+            res = json.loads(out.getvalue().strip().splitlines()[-1])
+            runs[mode].append(res)
+            print(f"self_observe={mode}: accepted {res['accepted_spans_per_s']}/s, stored "
+                  f"{res['stored_spans_per_s']}/s, lost {res['lost']}, cpu {res['collector_cpu_cores']}", flush=True)
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("accepted_spans_per_s", "stored_spans_per_s",
+                                                                 "collector_cpu_cores", "collector_rss_mb")}
+           for m, rs in runs.items()}
+    result = {"spans": args.spans, "rounds": args.rounds, "off": med["off"], "on": med["on"],
+              "stored_ratio_on_off": round(med["on"]["stored_spans_per_s"] / med["off"]["stored_spans_per_s"], 3),
+              "accepted_ratio_on_off": round(med["on"]["accepted_spans_per_s"] / med["off"]["accepted_spans_per_s"], 3),
+              "runs": runs}
+    print(json.dumps(result))
+    return status
 
 
 if __name__ == "__main__":

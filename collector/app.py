@@ -8,18 +8,17 @@ OTLP/HTTP spec), and never with a 500.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from google.rpc import status_pb2
 
 from .auth import TokenCheck
-from .decode import JSON, PROTOBUF, SIGNALS, BadRequest, decode_body, encode_response, media_type, to_json
+from .decode import JSON, PROTOBUF, SIGNALS, decode_body, encode_response, media_type, to_json
+from .ingest import Ingest
 from .metrics import CONTENT_TYPE, Registry
 from .ratelimit import RateLimiter
-from .validate import check
-from .wal import Wal, WalClosed
+from .wal import Wal
 
 __all__ = ["CollectorApp"]
 
@@ -42,6 +41,8 @@ class CollectorApp:
         self.buffer_max = buffer_max_bytes
         self.ready = ready  # () -> (ok, reason)
         self.commands = commands  # the agent command channel (an ASGI callable), when a store backs it
+        # the transport-independent part, shared with the other receivers (gRPC, Zipkin)
+        self.core = Ingest(wal, metrics, tokens, limiter, max_body_bytes, max_decompressed_bytes, buffer_max_bytes)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -66,6 +67,9 @@ class CollectorApp:
             ok, reason = self.ready() if self.ready else (True, "ok")
             await _plain(send, 200 if ok else 503, (reason + "\n").encode())
         elif path == "/metrics" and method in ("GET", "HEAD"):
+            if not self.tokens.allows(dict(scope["headers"])):  # the ingest token, whenever one is configured
+                await _plain(send, 401, b"missing or invalid ingestion token\n", [(b"www-authenticate", b"Bearer")])
+                return
             await _send(send, 200, self.m.render(), CONTENT_TYPE.encode())
         else:
             await _plain(send, 404, b"not found\n")
@@ -83,90 +87,29 @@ class CollectorApp:
         headers = dict(scope["headers"])
         ctype = headers.get(b"content-type", b"").decode("latin-1")
         as_json = media_type(ctype) == JSON
-        name = sig.name
-
-        async def fail(status: int, message: str, reason: str, retry_after: int | None = None) -> None:
-            self.m.inc("tracehouse_collector_requests_total", 1, signal=name, code=str(status))
-            self.m.inc("tracehouse_collector_rejected_requests_total", 1, signal=name, reason=reason)
-            extra = [(b"retry-after", str(retry_after).encode())] if retry_after is not None else []
-            await _status(send, status, message, as_json, extra)
-
-        if not self.tokens.allows(headers):
-            await fail(401, "missing or invalid ingestion token", "unauthorized")
-            return
-        clen = headers.get(b"content-length")
-        if clen is not None and clen.isdigit() and int(clen) > self.max_body:
-            await fail(413, f"body exceeds {self.max_body} bytes", "too_large")
-            return
-        body = await _read_body(receive, self.max_body)
-        if body is None:
-            await fail(413, f"body exceeds {self.max_body} bytes", "too_large")
-            return
-        if self.wal.pending_bytes() + len(body) > self.buffer_max:
-            await fail(503, "durable buffer is full; retry later", "buffer_full", 5)
-            return
-        try:
-            msg, as_json = decode_body(sig, ctype, headers.get(b"content-encoding", b"").decode("latin-1"),
-                                       body, self.max_decompressed)
-            checked = check(name, msg)
-        except BadRequest as e:
-            await fail(e.status, e.message, "unsupported" if e.status == 415 else
-                       "too_large" if e.status == 413 else "malformed")
-            return
-        except Exception as e:  # anything the decoder did not foresee is the body's fault, not a 500
-            log.warning("unexpected error decoding a %s request: %r", name, e)
-            await fail(400, f"cannot decode the body: {type(e).__name__}", "malformed")
-            return
-        received = checked.accepted + checked.rejected
-        self.m.inc("tracehouse_collector_received_items_total", received, signal=name)
-        if checked.rejected:
-            for reason, n in checked.reasons.items():
-                self.m.inc("tracehouse_collector_rejected_items_total", n, signal=name, reason=reason)
-        if self.limiter.enabled:
-            wait = self.limiter.admit(checked.per_service)
-            if wait > 0:
-                self.m.inc("tracehouse_collector_rejected_items_total", checked.accepted, signal=name,
-                           reason="rate_limited")
-                await fail(429, "rate limit exceeded for this service", "rate_limited",
-                           self.limiter.retry_after(wait))
-                return
-        if checked.accepted:
-            if as_json or checked.modified or headers.get(b"content-encoding"):
-                payload = msg.SerializeToString()
+        core = self.core
+        out = core.authorize(sig, headers)
+        if out is None:
+            clen = headers.get(b"content-length")
+            body = None
+            if clen is None or not clen.isdigit() or int(clen) <= self.max_body:
+                body = await _read_body(receive, self.max_body)
+            if body is None:
+                out = core.too_large(sig)
             else:
-                payload = body
-            try:
-                await self._durable(sig.code, checked.accepted, payload)
-            except (WalClosed, OSError) as e:
-                self.m.inc("tracehouse_collector_rejected_items_total", checked.accepted, signal=name,
-                           reason="buffer_error")
-                await fail(503, f"cannot buffer the data: {e}", "buffer_error", 5)
-                return
-            self.m.inc("tracehouse_collector_accepted_items_total", checked.accepted, signal=name)
-        self.m.inc("tracehouse_collector_requests_total", 1, signal=name, code="200")
-        out = encode_response(sig, checked.rejected, checked.message(), as_json)
-        await _send(send, 200, out, (JSON if as_json else PROTOBUF).encode())
+                encoding = headers.get(b"content-encoding", b"")
 
-    async def _durable(self, kind: int, items: int, payload: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+                def decode() -> tuple[Any, bytes | None]:
+                    msg, is_json = decode_body(sig, ctype, encoding.decode("latin-1"), body, self.max_decompressed)
+                    return msg, None if is_json or encoding else body
 
-        def settle(f: asyncio.Future, pos: Any, err: BaseException | None) -> None:
-            if f.done():
-                return
-            if err is not None:
-                f.set_exception(err)
-            else:
-                f.set_result(pos)
-
-        def done(pos: Any, err: BaseException | None) -> None:
-            try:
-                loop.call_soon_threadsafe(settle, fut, pos, err)
-            except RuntimeError:  # the loop is gone: nobody waits any more; the data is durable
-                pass
-
-        self.wal.append(kind, items, payload, done)
-        await fut
+                out = await core.submit(sig, len(body), decode)
+        if not out.ok:
+            extra = [(b"retry-after", str(out.retry_after).encode())] if out.retry_after is not None else []
+            await _status(send, out.status, out.message, as_json, extra)
+            return
+        resp = encode_response(sig, out.rejected, out.message, as_json)
+        await _send(send, 200, resp, (JSON if as_json else PROTOBUF).encode())
 
 
 async def _read_body(receive: Any, limit: int) -> bytes | None:

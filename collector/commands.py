@@ -1,6 +1,9 @@
 """The agent command channel on the OTLP port: ``GET /v1/tracehouse/commands?service=S&instance=I``.
 
-Same ingestion-token check as OTLP. Answers ``{"commands": [{"id", "kind", "reason",
+Same ingestion-token check as OTLP; open like OTLP when no ingest token is configured, which the
+server allows only on loopback. A poll takes the commands it returns, so a request a browser made
+(``Origin`` or a ``Sec-Fetch-Site`` other than ``none``) is refused: no web page can take an
+agent's commands. Answers ``{"commands": [{"id", "kind", "reason",
 "requested_by"}]}`` — the snapshot requests addressed to that instance or to any instance of
 its service that it has not taken yet; answering marks them taken by that instance (see
 ``tracehouse.storage.queries_snapshots`` for the semantics). The store call runs in a worker
@@ -36,8 +39,12 @@ class CommandEndpoint:
         if scope["method"] != "GET":
             await _json(send, 405, {"error": "use GET"}, [(b"allow", b"GET")])
             return
-        if not self.tokens.allows(dict(scope["headers"])):
+        headers = dict(scope["headers"])
+        if not self.tokens.allows(headers):
             await _json(send, 401, {"error": "missing or invalid ingestion token"})
+            return
+        if from_browser(headers):  # polling takes the commands: no web page may do it for an agent
+            await _json(send, 403, {"error": "agent commands are not for browsers"})
             return
         q = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         service = (q.get("service") or [""])[0]
@@ -52,6 +59,11 @@ class CommandEndpoint:
             await _json(send, 503, {"error": "storage unavailable"}, [(b"retry-after", b"5")])
             return
         await _json(send, 200, {"commands": cmds})
+
+
+def from_browser(headers: dict[bytes, bytes]) -> bool:
+    """A request a web page made (browsers add these headers; agents and HTTP libraries do not)."""
+    return b"origin" in headers or headers.get(b"sec-fetch-site", b"none") != b"none"
 
 
 async def _json(send: Any, status: int, obj: Any, extra: list | None = None) -> None:

@@ -1,21 +1,34 @@
-"""The collector's own metrics, exposed in the Prometheus text format (version 0.0.4).
+"""The collector's own metrics, on ``prometheus_client`` with a registry per collector (no global
+registry: several collectors in one test process each count their own).
 
-Hand-written rather than prometheus_client: the collector needs counters, a few gauges read at
-scrape time and sum/count summaries; that is a hundred lines, against a new dependency with its
-own global registry (which makes several collectors in one test process awkward).
+The small API the collector calls everywhere stays: ``inc(name, n, **labels)``,
+``observe(name, value, **labels)``, ``gauge(name, fn)`` (read at scrape time), ``get(name,
+**labels)`` and ``render()``. A metric is created on first use with the label names of that call;
+its kind, help text and buckets come from ``HELP`` (undeclared names are counters and summaries).
+``exposed`` is the registry ``render()`` writes: the collector's own, or the process-wide one the
+server composes from every role (so each port's ``/metrics`` shows the whole process).
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-__all__ = ["Registry", "CONTENT_TYPE"]
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["Registry", "CONTENT_TYPE", "LATENCY_BUCKETS"]
 
-HELP = {
+log = logging.getLogger("tracehouse.collector")
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+#: Seconds: from a fast insert (a few ms) to a stalled store.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+HELP: dict[str, tuple[str, str]] = {
     "tracehouse_collector_requests_total": ("counter", "OTLP requests by signal and HTTP status."),
     "tracehouse_collector_received_items_total": ("counter", "Items (spans, data points, log records) received."),
     "tracehouse_collector_accepted_items_total": ("counter", "Items made durable and acknowledged."),
@@ -29,90 +42,85 @@ HELP = {
     "tracehouse_collector_writer_batches_already_stored_total": (
         "counter", "Replayed or retried batches the store already had (not written twice)."),
     "tracehouse_collector_writer_batch_items": ("summary", "Rows per insert."),
-    "tracehouse_collector_writer_batch_seconds": ("summary", "Time to store one converted batch (all its inserts and retries)."),
-    "tracehouse_collector_writer_convert_seconds": ("summary", "Time to convert one batch to columns."),
-    "tracehouse_collector_buffer_bytes": ("gauge", "Bytes in the durable buffer not yet stored."),
+    "tracehouse_collector_writer_batch_seconds": (
+        "histogram", "Insert latency: time to store one converted batch (all its inserts and retries)."),
+    "tracehouse_collector_writer_convert_seconds": ("histogram", "Time to convert one batch to columns."),
+    "tracehouse_collector_buffer_bytes": ("gauge", "Bytes in the durable buffer (WAL) not yet stored."),
     "tracehouse_collector_buffer_max_bytes": ("gauge", "Cap of the durable buffer."),
     "tracehouse_collector_buffer_age_seconds": ("gauge", "Age of the oldest data not yet stored (writer lag)."),
-    "tracehouse_collector_wal_fsyncs_total": ("gauge", "Group commits (fsyncs) of the WAL."),
-    "tracehouse_collector_wal_records_total": ("gauge", "Records appended to the WAL."),
+    "tracehouse_collector_wal_fsyncs_total": ("counter", "Group commits (fsyncs) of the WAL."),
+    "tracehouse_collector_wal_records_total": ("counter", "Records appended to the WAL."),
 }
 
 
-def _labels(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(labels.items()))
+class _Readings:
+    """Gauges and counters whose value a function gives at scrape time. One that cannot be read is
+    left out of that scrape (never a failed scrape)."""
 
+    def __init__(self) -> None:
+        self.fns: dict[str, Callable[[], float]] = {}
 
-def _fmt(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == int(v) and abs(v) < 1e15:
-        return str(int(v))
-    return repr(float(v))
-
-
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    def collect(self) -> Iterator[Metric]:
+        for name, fn in sorted(self.fns.items()):
+            kind, text = HELP.get(name, ("gauge", name))
+            try:
+                value = float(fn())
+            except Exception as e:  # noqa: BLE001 - any reader failure only hides this reading
+                log.debug("metric %s unreadable: %r", name, e)
+                continue
+            if kind == "counter":
+                yield CounterMetricFamily(name.removesuffix("_total"), text, value=value)
+            else:
+                yield GaugeMetricFamily(name, text, value=value)
 
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.exposed: CollectorRegistry = self.registry
+        self._metrics: dict[str, tuple[tuple[str, ...], object]] = {}
         self._lock = threading.Lock()
-        self._values: dict[str, dict[tuple, float]] = {}
-        self._summaries: dict[str, dict[tuple, list[float]]] = {}
-        self._gauges: dict[str, Callable[[], float]] = {}
+        self._readings = _Readings()
+        self.registry.register(self._readings)
+
+    def _metric(self, name: str, default_kind: str, labels: dict[str, str]):
+        names = tuple(sorted(labels))
+        found = self._metrics.get(name)
+        if found is None:
+            with self._lock:
+                found = self._metrics.get(name)
+                if found is None:
+                    kind, text = HELP.get(name, (default_kind, name))
+                    if kind == "counter":
+                        m: object = Counter(name, text, names, registry=self.registry)
+                    elif kind == "histogram":
+                        m = Histogram(name, text, names, registry=self.registry, buckets=LATENCY_BUCKETS)
+                    else:
+                        m = Summary(name, text, names, registry=self.registry)
+                    found = self._metrics[name] = (names, m)
+        if found[0] != names:
+            raise ValueError(f"metric {name} has labels {found[0]}, not {names}")
+        m = found[1]
+        return m.labels(**labels) if labels else m  # type: ignore[attr-defined]
 
     def inc(self, name: str, n: float = 1, **labels: str) -> None:
-        key = _labels(labels)
-        with self._lock:
-            d = self._values.setdefault(name, {})
-            d[key] = d.get(key, 0) + n
+        self._metric(name, "counter", labels).inc(n)
 
     def observe(self, name: str, v: float, **labels: str) -> None:
-        key = _labels(labels)
-        with self._lock:
-            s = self._summaries.setdefault(name, {}).setdefault(key, [0.0, 0.0])
-            s[0] += v
-            s[1] += 1
+        self._metric(name, "summary", labels).observe(v)
 
     def gauge(self, name: str, fn: Callable[[], float]) -> None:
-        self._gauges[name] = fn
+        self._readings.fns[name] = fn
 
     def get(self, name: str, **labels: str) -> float:
-        """The sum of the series of ``name`` that carry the given labels."""
+        """The sum of the series of ``name`` that carry the given labels (counters and readings)."""
+        found = self._metrics.get(name)
+        families = list(found[1].collect()) if found else []  # type: ignore[attr-defined]
+        if name in self._readings.fns:
+            families.extend(f for f in self._readings.collect() if name.startswith(f.name))
         want = set(labels.items())
-        with self._lock:
-            return sum(v for k, v in self._values.get(name, {}).items() if want <= set(k))
+        return sum(s.value for f in families for s in f.samples
+                   if s.name == name and want <= set(s.labels.items()))
 
     def render(self) -> bytes:
-        lines: list[str] = []
-
-        def head(name: str, default: str) -> None:
-            kind, text = HELP.get(name, (default, name))
-            lines.append(f"# HELP {name} {text}")
-            lines.append(f"# TYPE {name} {kind}")
-
-        def lbl(key: tuple, extra: str = "") -> str:
-            parts = [f'{k}="{_esc(str(v))}"' for k, v in key]
-            return "{" + ",".join(parts) + "}" if parts else ""
-
-        with self._lock:
-            values = {k: dict(v) for k, v in self._values.items()}
-            summaries = {k: {kk: list(vv) for kk, vv in v.items()} for k, v in self._summaries.items()}
-        for name in sorted(values):
-            head(name, "counter")
-            for key, v in sorted(values[name].items()):
-                lines.append(f"{name}{lbl(key)} {_fmt(v)}")
-        for name in sorted(summaries):
-            head(name, "summary")
-            for key, (total, count) in sorted(summaries[name].items()):
-                lines.append(f"{name}_sum{lbl(key)} {_fmt(total)}")
-                lines.append(f"{name}_count{lbl(key)} {_fmt(count)}")
-        for name, fn in sorted(self._gauges.items()):
-            head(name, "gauge")
-            try:
-                lines.append(f"{name} {_fmt(float(fn()))}")
-            except Exception:  # a gauge that cannot be read is left out, never a failed scrape
-                lines.pop()
-                lines.pop()
-        return ("\n".join(lines) + "\n").encode()
+        return generate_latest(self.exposed)

@@ -134,10 +134,4 @@ def api_router(get_store) -> APIRouter:
         return {"logs": qtel.logs(get_store(request), tr, service or None, trace_id or None, severity or None,
                                   q or None, event_name or None, _int("limit", limit, 100))}
 
-    @r.get("/storage")
-    def storage_info(request: Request) -> dict[str, Any]:
-        s = get_store(request)
-        return {"backend": s.backend.kind, "url": s.url.redacted(), "server_version": s.caps.version_string,
-                "schema_version": s.schema_version(), "retention_days": s.retention()}
-
     return r

@@ -8,8 +8,8 @@ whose ``snapshot.request_id`` is the id), bodies parsed.
 
 Requesting is an editor action: pass ``require_role`` (a FastAPI dependency) to guard the POST
 once dashboard users exist; the default leaves it open, like the rest of the API on loopback.
-Who asked is recorded as ``requested_by``: ``request.state.user`` when an auth layer sets it,
-else ``api@<client address>``.
+Who asked is recorded as ``requested_by``: the principal's name (``request.state.user["u"]``: a
+user name or ``token:<name>``) when an auth layer sets it, else ``api@<client address>``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ __all__ = ["snapshots_router"]
 
 def _who(request: Request) -> str:
     user = getattr(request.state, "user", None)
-    if user:
-        return str(getattr(user, "name", user))[:200]
+    if isinstance(user, dict) and user.get("u"):
+        return str(user["u"])[:200]  # the name only: never the session (its CSRF token) itself
     client = request.client.host if request.client else "unknown"
     return f"api@{client}"
 

@@ -13,10 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from tracehouse.storage import InvalidParameter, NotFound, QueryTimeout, StorageError, StorageUnavailable
 
 from .api import api_router, error_response, install_error_handlers
-from .auth import Auth
+from .api_storage import storage_router
+from .auth import Auth, require_role
 from .auth_routes import install_auth
+from .crosssite import CrossSiteGuard
+from .ops import install_ops
 from .pages import pages_router
 from .pages_alerts import alerts_pages_router
+from .pages_storage import storage_pages_router
 from .pages_traces import traces_router
 from .security import SecurityHeaders
 
@@ -37,9 +41,11 @@ def create_app(settings: Any, store: Any) -> FastAPI:
     for exc in (InvalidParameter, NotFound, QueryTimeout, StorageUnavailable, StorageError):
         app.add_exception_handler(exc, _error_page)
     app.include_router(api_router(get_store))
+    app.include_router(storage_router(get_store, require_role))
     app.include_router(pages_router())
     app.include_router(alerts_pages_router())
     app.include_router(traces_router())
+    app.include_router(storage_pages_router())
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js() -> FileResponse:
@@ -57,9 +63,9 @@ def create_app(settings: Any, store: Any) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    auth = Auth(settings)
-    if auth.enabled:
-        install_auth(app, auth)
+    install_ops(app, store)
+    install_auth(app, Auth(settings))
+    app.add_middleware(CrossSiteGuard, allowed_hosts=getattr(settings, "allowed_hosts", None))
     app.add_middleware(SecurityHeaders)
     return app
 

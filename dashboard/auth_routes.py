@@ -1,15 +1,17 @@
-"""Login, logout and the gate in front of pages and the API (installed only when auth is on)."""
+"""Login, logout and the gate in front of pages, the API and /metrics (see ``auth.py`` for the rules)."""
 
 from __future__ import annotations
 
-import hmac
 import os
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
-from .auth import COOKIE, LOGIN_CSRF_COOKIE, OPEN_PATHS, SESSION_S, Auth, _b64, has_role
+from .auth import COOKIE, LOGIN_CSRF_COOKIE, OPEN_PATHS, ROLES, SESSION_S, Auth, _b64, has_role, require_role
+from .auth import same as same_secret
 from .render import render
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -19,9 +21,22 @@ def _safe_next(v: str | None) -> str:
     return v if v and v.startswith("/") and not v.startswith("//") and "\\" not in v else "/services"
 
 
+def _is_metrics(path: str) -> bool:
+    return path == "/metrics" or path.startswith("/metrics/")
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse({"error": "authentication required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
 def install_auth(app: FastAPI, auth: Auth) -> None:
+    """The gate (when any credential is configured) and, with users or API tokens, the login routes."""
     app.state.auth = auth
-    app.include_router(_router(auth))
+    if auth.enabled:
+        app.include_router(_router(auth))
+        app.include_router(_api_router(auth))
+    if not auth.protects_metrics:
+        return
 
     @app.middleware("http")
     async def gate(request: Request, call_next):
@@ -29,41 +44,42 @@ def install_auth(app: FastAPI, auth: Auth) -> None:
         request.state.user = None
         if path.startswith(OPEN_PATHS):
             return await call_next(request)
-        session = auth.session(request.cookies.get(COOKIE))
-        is_api = path.startswith("/api")
-        if is_api and auth.token_ok(request.headers.get("authorization")):
-            request.state.user = {"u": "token", "r": "editor"}
+        header = request.headers.get("authorization")
+        if _is_metrics(path):  # scraped with an API or ingest token, like the collector's /metrics
+            if auth.metrics_ok(header) or auth.session(request.cookies.get(COOKIE)) is not None:
+                return await call_next(request)
+            return _unauthorized()
+        if not auth.enabled:
             return await call_next(request)
-        if session is None:
-            if is_api or not auth.users:
-                # pages stay open when only API tokens are configured (no one could log in)
-                if not is_api:
-                    return await call_next(request)
-                return JSONResponse({"error": "authentication required"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
-            qs = f"?{request.url.query}" if request.url.query else ""
-            return RedirectResponse(f"/login?next={quote(path + qs, safe='')}", status_code=303)
-        if request.method in UNSAFE:
-            sent = request.headers.get("x-csrf-token")
-            if sent is None and request.headers.get("content-type", "").startswith(
-                    ("application/x-www-form-urlencoded", "multipart/form-data")):
-                sent = (await request.form()).get("csrf")
-            if not sent or not hmac.compare_digest(str(sent), session["csrf"]):
+        is_api = path.startswith("/api")
+        principal = auth.bearer(header) if is_api else None
+        if principal is None:
+            principal = auth.session(request.cookies.get(COOKIE))
+            if principal is None:
+                if is_api:
+                    return _unauthorized()
+                qs = f"?{request.url.query}" if request.url.query else ""
+                return RedirectResponse(f"/login?next={quote(path + qs, safe='')}", status_code=303)
+            if request.method in UNSAFE and not same_secret(request.headers.get("x-csrf-token") or "", principal["csrf"]):
                 return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
-            if not has_role(session, "editor"):
-                return JSONResponse({"error": "viewers cannot change anything"}, status_code=403)
-        request.state.user = session
+        if request.method in UNSAFE and not has_role(principal, "editor"):
+            return JSONResponse({"error": "viewers cannot change anything"}, status_code=403)
+        request.state.user = principal
         return await call_next(request)
 
 
 def _router(auth: Auth) -> APIRouter:
     r = APIRouter(include_in_schema=False)
 
-    def form_page(request: Request, error: str = "", status: int = 200):
+    def form_page(request: Request, error: str = "", status: int = 200, headers: dict[str, str] | None = None):
         token = _b64(os.urandom(18))
         resp = render(request, "login.html", None, status_code=status, title="Sign in", csrf=token, error=error,
-                      next=_safe_next(request.query_params.get("next")), enabled=bool(auth.users))
-        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
+                      next=_safe_next(request.query_params.get("next")), users=bool(auth.users),
+                      tokens=bool(auth.tokens))
+        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login",
+                        secure=_secure(request, auth))
+        for k, v in (headers or {}).items():
+            resp.headers[k] = v
         return resp
 
     @r.get("/login")
@@ -74,14 +90,24 @@ def _router(auth: Auth) -> APIRouter:
     async def login(request: Request):
         form = await request.form()
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
-        if not cookie or not hmac.compare_digest(str(form.get("csrf", "")), cookie):
+        if not cookie or not same_secret(str(form.get("csrf", "")), cookie):
             return form_page(request, "Your sign-in form expired; try again.", 403)
-        session = auth.login(str(form.get("username", "")), str(form.get("password", "")))
+        token = str(form.get("token", "") or "")
+        name = "" if token else str(form.get("username", ""))
+        wait = auth.limiter.attempt(name, request.client.host if request.client else "")
+        if wait > 0:
+            return form_page(request, "Too many sign-in attempts; try again later.", 429,
+                             {"Retry-After": str(int(wait) + 1)})
+        if token:
+            session = auth.token_login(token)
+        else:  # scrypt is slow on purpose: keep it off the event loop
+            session = await run_in_threadpool(auth.login, name, str(form.get("password", "")))
         if session is None:
-            return form_page(request, "Unknown user or wrong password.", 401)
+            return form_page(request, "Unknown user or wrong password." if not token else "Unknown token.", 401)
+        auth.limiter.succeeded(name)
         resp = RedirectResponse(_safe_next(str(form.get("next", ""))), status_code=303)
         resp.set_cookie(COOKIE, auth.sign(session), max_age=SESSION_S, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+                        secure=_secure(request, auth))
         resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return resp
 
@@ -89,10 +115,35 @@ def _router(auth: Auth) -> APIRouter:
     async def logout(request: Request):
         session = auth.session(request.cookies.get(COOKIE))
         form = await request.form()
-        if session and not hmac.compare_digest(str(form.get("csrf", "")), session["csrf"]):
+        if session and not same_secret(str(form.get("csrf", "")), session["csrf"]):
             return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE)
         return resp
 
     return r
+
+
+def _api_router(auth: Auth) -> APIRouter:
+    r = APIRouter(prefix="/api/auth", tags=["auth"])
+
+    @r.get("/me")
+    def me(request: Request) -> dict[str, Any]:
+        """Who this request is, and its role."""
+        user = request.state.user or {}
+        return {"name": user.get("u"), "role": user.get("r")}
+
+    @r.get("/principals", dependencies=[Depends(require_role("admin"))])
+    def principals() -> dict[str, Any]:
+        """Admin only: the configured users and API tokens with their roles (never a secret)."""
+        return {"roles": list(ROLES),
+                "users": [{"name": n, "role": (u or {}).get("role", "viewer")} for n, u in sorted(auth.users.items())],
+                "tokens": [{"name": t.name, "role": t.role} for t in auth.tokens]}
+
+    return r
+
+
+def _secure(request: Request, auth: Auth) -> bool:
+    """Secure cookies over HTTPS (the scheme is the proxy's only when the proxy is trusted) and
+    whenever the operator declared a trusted TLS proxy."""
+    return auth.secure_cookies or request.url.scheme == "https"

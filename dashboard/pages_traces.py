@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tracehouse.storage import InvalidParameter, NotFound, TimeRange
+from tracehouse.storage import queries_snapshots as qsnap
 from tracehouse.storage import queries_telemetry as qtel
 from tracehouse.storage import queries_traces as qtr
 
@@ -15,6 +18,7 @@ from . import figures, snapshots, waterfall
 from .render import render, view_from
 
 _NS = 1_000_000_000
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _float(name: str, v: str | None) -> float | None:
@@ -77,9 +81,11 @@ def traces_router() -> APIRouter:
     @r.get("/snapshots/{sid:path}", response_class=HTMLResponse)
     def snapshot_page(request: Request, sid: str):
         view = view_from(request, default="24h")
+        if _REQUEST_ID.match(sid):  # a snapshot request (an alert's snapshot_id): its snapshot, once taken
+            return _requested(request, sid)
         parsed = snapshots.parse_id(sid)
         if parsed is None:
-            raise InvalidParameter("snapshot id must be <ts_ns>-<service>")
+            raise InvalidParameter("snapshot id must be <ts_ns>-<service> or a snapshot request id")
         ts, service = parsed
         recs = qtel.logs(request.app.state.store, TimeRange(ts, ts + 1), service=service,
                          event_name=snapshots.EVENT, limit=1000)
@@ -90,3 +96,15 @@ def traces_router() -> APIRouter:
         return render(request, "snapshot.html", view, title=f"Snapshot {service}", snap=snap)
 
     return r
+
+
+def _requested(request: Request, request_id: str):
+    store = request.app.state.store
+    req = qsnap.get_request(store, request_id)
+    taken = qsnap.snapshots_for(store, request_id, req["requested_ns"])
+    if taken:
+        first = min(taken, key=lambda x: x["time_ns"])
+        return RedirectResponse(f"/snapshots/{quote(snapshots.snapshot_id(first), safe='')}", status_code=303)
+    return render(request, "error.html", None, title="Snapshot requested",
+                  message=f"{req['kind']} snapshot of {req['service']} requested by {req['requested_by']} "
+                          f"({req['reason']}): {req['status']}, nothing captured yet.")

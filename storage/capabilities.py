@@ -19,6 +19,7 @@ class Capabilities:
     view_subqueries: bool  # a materialized view may select from a subquery over its source
     compact_parts: bool  # small parts may keep all columns in one file (min_bytes_for_wide_part)
     packed_parts: bool  # small parts may be one file on disk (min_bytes_for_full_part_storage)
+    lazy_ttl_modify: bool = False  # MODIFY TTL can skip rewriting every part (materialize_ttl_after_modify = 0)
 
     @property
     def version_string(self) -> str:
@@ -47,4 +48,5 @@ def capabilities_for(version_text: str) -> Capabilities:
         view_subqueries=v >= (21, 1),
         compact_parts=v >= (20, 3),
         packed_parts=v >= (24, 1),
+        lazy_ttl_modify=v >= (20, 5),
     )

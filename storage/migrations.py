@@ -83,6 +83,22 @@ SNAPSHOT_REQUESTS = Table(
     placement="everywhere",
 )
 
+# What each notification group last sent (version 6): one document per group key, so a restarted
+# engine, or another engine process taking over evaluation, does not send it again.
+NOTIFY_STATE = Table(
+    name="notify_state",
+    columns=(
+        C("id", "String"),
+        C("updated_ns", "UInt64"),
+        C("deleted", "UInt8"),
+        C("body", "String"),
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="updated_ns",
+    order_by="id",
+    placement="everywhere",
+)
+
 
 @dataclass(frozen=True)
 class Context:
@@ -147,12 +163,17 @@ def _part_settings(ctx: Context) -> list[str]:
     return out
 
 
+def _notify_state(ctx: Context) -> list[str]:
+    return ctx.tables(NOTIFY_STATE)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "spans, logs, metric points, rollups, alert state and history", _initial),
     Migration(2, "alert rules and silences", _alert_config),
     Migration(3, "snapshot requests (agent command channel)", _snapshot_requests),
     Migration(4, "edge and endpoint views filter first and look each attribute up once", _views_looked_up_once),
     Migration(5, "small parts are compact and packed; spans merge column by column", _part_settings),
+    Migration(6, "notification state: what each alert group last sent", _notify_state),
 )
 LATEST = MIGRATIONS[-1].version
 

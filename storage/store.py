@@ -12,11 +12,20 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import retention as _retention
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
-from .errors import ConfigError, InvalidParameter, QueryError, StorageError, StorageUnavailable
-from .migrations import ALERT_RULES, LATEST, SILENCES, SNAPSHOT_REQUESTS, applied_versions, migrate
-from .schema import DEFAULT_RETENTION_DAYS, RETENTION_TABLES, SPANS_SOURCE, TABLES_BY_NAME, Table, local_name
+from .errors import ConfigError, QueryError, StorageError, StorageUnavailable
+from .migrations import (
+    ALERT_RULES,
+    LATEST,
+    NOTIFY_STATE,
+    SILENCES,
+    SNAPSHOT_REQUESTS,
+    applied_versions,
+    migrate,
+)
+from .schema import DEFAULT_RETENTION_DAYS, SPANS_SOURCE, TABLES_BY_NAME, Table, local_name
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
 
 log = logging.getLogger("tracehouse.storage")
@@ -32,9 +41,8 @@ def chunk_batch_id(batch_id: int, i: int) -> int:
     return ((batch_id * 0x9E3779B97F4A7C15) + i * 0xBF58476D1CE4E5B9) & 0x7FFFFFFFFFFFFFFF or 1
 
 
-ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS)
-_PARTITION_DAY = re.compile(r"^(\d{8})$")
-_PARTITION_MONTH = re.compile(r"^(\d{6})$")
+ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS,
+                  notify_state=NOTIFY_STATE)
 
 
 class Store:
@@ -44,6 +52,7 @@ class Store:
         self.backend = backend
         self.url = url
         self.db = url.database
+        self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
         self._shards: Any = None  # the cluster's ShardWriter, made on first use
         self._shards_lock = threading.Lock()
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
@@ -121,7 +130,24 @@ class Store:
             # whole cluster, and its result goes to every shard (GLOBAL IN): the answer is the one a
             # single server gives. Set first, so that a caller's readonly=1 comes after it.
             settings = {"distributed_product_mode": "global", **(settings or {})}
+        if self.tracer is not None:
+            return self._traced_query(sql, params, settings)
         return self.backend.query(sql, params, settings)
+
+    def _traced_query(self, sql: str, params: dict[str, Any] | None, settings: dict[str, Any] | None) -> Result:
+        """A client span per statement, only under a span already current (a traced request, rule
+        evaluation or retention run): the ingest path stays untraced. The text has placeholders,
+        never values (those are bound separately)."""
+        from opentelemetry import trace
+
+        if not trace.get_current_span().get_span_context().is_valid:
+            return self.backend.query(sql, params, settings)
+        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "QUERY"
+        with self.tracer.start_as_current_span(
+                f"{verb} {self.db}", kind=trace.SpanKind.CLIENT,
+                attributes={"db.system": "clickhouse", "db.namespace": self.db, "db.query.text": sql[:2000],
+                            "db.operation.name": verb}):
+            return self.backend.query(sql, params, settings)
 
     def t(self, name: str) -> str:
         """Qualified table name."""
@@ -133,7 +159,7 @@ class Store:
         if 1 in applied:
             current = dict(DEFAULT_RETENTION_DAYS, **(retention or {}))
             for signal, days in current.items():
-                self._put_setting(f"retention.{signal}", str(days))
+                self.put_setting(f"retention.{signal}", str(days))
         return applied
 
     def schema_version(self) -> int:
@@ -153,7 +179,7 @@ class Store:
             return False
 
     # -- settings and retention ----------------------------------------------------------------
-    def _put_setting(self, key: str, value: str) -> None:
+    def put_setting(self, key: str, value: str) -> None:
         self.query(
             f"INSERT INTO {self.t('settings')} (key, value, updated_ns) SELECT {{k:String}}, {{v:String}}, {{u:UInt64}}",
             {"k": key, "v": value, "u": time.time_ns()},
@@ -179,47 +205,12 @@ class Store:
         return m.group(1).strip() if m else ""
 
     def set_retention(self, signal: str, days: int) -> None:
-        if signal not in RETENTION_TABLES:
-            raise InvalidParameter(f"unknown signal {signal!r}: one of {sorted(RETENTION_TABLES)}")
-        days = int(days)
-        if not 1 <= days <= 3650:
-            raise InvalidParameter("retention must be 1 to 3650 days")
-        if self.caps.ttl:
-            for name in RETENTION_TABLES[signal]:
-                tbl = ALL_TABLES[name]
-                # A sharded table changes on every shard (ON CLUSTER: one replica of each applies it,
-                # replication does the rest); a table replicated everywhere changes once.
-                on = f" ON CLUSTER {self.url.cluster}" if self.url.cluster and tbl.placement == "sharded" else ""
-                self.query(f"ALTER TABLE {self.t(local_name(tbl, self.url.cluster))}{on} "
-                           f"MODIFY TTL {tbl.ttl_column} + toIntervalDay({days})")
-        self._put_setting(f"retention.{signal}", str(days))
+        """Configure ``signal``'s retention and apply it now (see ``retention.set_days``)."""
+        _retention.set_days(self, {signal: days})
 
     def enforce_retention(self, now_s: float | None = None) -> list[tuple[str, str]]:
-        """Drop whole partitions past retention (the path for servers without TTL; harmless with it).
-        On a cluster, each shard's partitions are listed and dropped on one live replica of that
-        shard (replication drops them on the others); a shard that cannot be reached raises
-        StorageUnavailable after the other shards are done."""
-        now_s = time.time() if now_s is None else now_s
-        dropped: list[tuple[str, str]] = []
-        ret = self.retention()
-        unreachable: list[StorageUnavailable] = []
-        for signal, tables in RETENTION_TABLES.items():
-            cutoff = time.strftime("%Y%m%d", time.gmtime(now_s - ret[signal] * 86400))
-            for name in tables:
-                tbl = ALL_TABLES[name]
-                local = local_name(tbl, self.url.cluster)
-                if not (self.url.cluster and tbl.placement == "sharded"):
-                    dropped.extend(_drop_before(self.backend, self.db, local, cutoff))
-                    continue
-                sw = self.shard_writer()
-                for i in range(len(sw.shards)):
-                    try:
-                        dropped.extend(sw.on_shard(i, lambda b, local=local, cutoff=cutoff: _drop_before(b, self.db, local, cutoff)))
-                    except StorageUnavailable as e:
-                        unreachable.append(e)
-        if unreachable:
-            raise StorageUnavailable(f"retention not applied everywhere: {unreachable[0]}")
-        return dropped
+        """Apply the configured retention now; returns the (table, partition id) pairs dropped."""
+        return _retention.apply(self, now_s).dropped
 
     # -- inserts -----------------------------------------------------------------------------
     def columns_for(self, table: str) -> dict[str, list]:
@@ -378,27 +369,6 @@ class Store:
             f"SELECT id, argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {self.t(table)} GROUP BY id ORDER BY id"
         )
         return [dict(json.loads(b), id=i) for i, b, d in res.rows if not d]
-
-
-def _drop_before(backend: Backend, db: str, local: str, cutoff: str) -> list[tuple[str, str]]:
-    """Drop the partitions of ``db.local`` older than ``cutoff`` (YYYYMMDD) on this server."""
-    res = backend.query(
-        "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} AND table = {t:String} AND active",
-        {"db": db, "t": local},
-    )
-    dropped = []
-    for (pid,) in res.rows:
-        pid = str(pid)
-        if _PARTITION_DAY.match(pid):
-            old = pid < cutoff
-        elif _PARTITION_MONTH.match(pid):
-            old = pid < cutoff[:6]
-        else:
-            continue
-        if old:  # partition ids are digits only (checked above): safe to quote
-            backend.query(f"ALTER TABLE {db}.{local} DROP PARTITION ID '{pid}'")
-            dropped.append((local, pid))
-    return dropped
 
 
 def _split_by_day(tbl: Table, names: list[str], ordered: list[Sequence[Any]]) -> list[list[Sequence[Any]]]:

@@ -18,6 +18,10 @@ from tests.support import servers
 
 CLICKHOUSE_ENV = "TRACEHOUSE_TEST_CLICKHOUSE_URL"
 
+# Servers started by tests listen on free ports only: a `tracehouse serve`/`collector` a test starts
+# must not take the default OTLP/gRPC port 4317 (another test run may hold it) unless it asks for a port.
+os.environ.setdefault("TRACEHOUSE_OTLP_GRPC_PORT", "0")
+
 
 @pytest.fixture(scope="session")
 def chdb_dir(tmp_path_factory) -> str:

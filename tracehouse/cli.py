@@ -20,7 +20,16 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--otlp-port", type=int, dest="otlp_port", help="OTLP/HTTP port (default 4318)")
     p.add_argument("--http-port", type=int, dest="http_port", help="dashboard/API port (default 8080)")
+    p.add_argument("--otlp-grpc-port", type=int, dest="otlp_grpc_port", help="OTLP/gRPC port (default 4317; 0 = off)")
+    p.add_argument("--zipkin-port", type=int, dest="zipkin_port",
+                   help="Zipkin v2 receiver port, e.g. 9411 (default 0 = off)")
     p.add_argument("--rules", action="append", default=[], help="alert rules file (repeatable)")
+    insecure_flag(p)
+
+
+def insecure_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure-allow-open", action="store_true", default=None, dest="insecure_allow_open",
+                   help="listen on a non-loopback address without authentication (logged as INSECURE)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true", default=None, help="also run the demo shop")
     col = sub.add_parser("collector", help="run the OTLP collector alone")
     _server_flags(col)
+    for p_ in (serve, col):
+        p_.add_argument("--self-observe", action="store_true", default=None, dest="self_observe",
+                        help='send the server\'s own traces and metrics to its own store (service "tracehouse")')
     dash = sub.add_parser("dashboard", help="run the dashboard and JSON API alone")
     _server_flags(dash)
     # --- alerts subcommand (help entry only; dispatched in main) ---
@@ -47,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flags(ns: argparse.Namespace) -> dict:
-    keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo")
+    keep = ("storage", "host", "otlp_port", "http_port", "rules", "demo", "insecure_allow_open", "otlp_grpc_port",
+            "zipkin_port", "self_observe")
     return {k: getattr(ns, k) for k in keep if hasattr(ns, k)}
 
 
@@ -62,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     settings = load_settings(_flags(ns), ns.config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per notification or self-observe send
     if ns.cmd == "migrate":
         from tracehouse.storage import Store, parse_storage_url
 
@@ -78,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.cmd == "demo":
         return _run_demo(ns)
     from . import server
+    from .exposure import ExposureError
 
     roles = {"serve": ("collector", "dashboard", "alerts"), "collector": ("collector",),
              "dashboard": ("dashboard",)}[ns.cmd]
@@ -101,9 +116,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tracehouse dashboard: http://{settings.host}:{settings.http_port}/", flush=True)
         if "collector" in roles:
             print(f"tracehouse OTLP/HTTP: http://{settings.host}:{settings.otlp_port}/v1/traces", flush=True)
+            if settings.otlp_grpc_port:
+                print(f"tracehouse OTLP/gRPC: {settings.host}:{settings.otlp_grpc_port}", flush=True)
+            if settings.zipkin_port:
+                print(f"tracehouse Zipkin v2: http://{settings.host}:{settings.zipkin_port}/api/v2/spans", flush=True)
 
     try:
         asyncio.run(server.run(settings, roles, on_started=started))
+    except ExposureError as e:
+        print(f"tracehouse {ns.cmd}: {e}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         pass
     except Exception as e:

@@ -22,6 +22,10 @@ class Settings:
     host: str = "127.0.0.1"
     #: TRACEHOUSE_OTLP_PORT: OTLP/HTTP receiver
     otlp_port: int = 4318
+    #: TRACEHOUSE_OTLP_GRPC_PORT: OTLP/gRPC receiver (0 = off)
+    otlp_grpc_port: int = 4317
+    #: TRACEHOUSE_ZIPKIN_PORT: Zipkin v2 receiver, POST /api/v2/spans (0 = off; Zipkin's own port is 9411)
+    zipkin_port: int = 0
     #: TRACEHOUSE_HTTP_PORT: dashboard and JSON API
     http_port: int = 8080
     #: TRACEHOUSE_BUFFER_DIR: the collector's durable buffer ('' = <chdb dir>/buffer or ./tracehouse-buffer)
@@ -44,14 +48,33 @@ class Settings:
     rules: list[str] = field(default_factory=list)
     #: TRACEHOUSE_DEMO: start the demo shop next to the server
     demo: bool = False
-    #: TRACEHOUSE_API_TOKENS: tokens accepted by the JSON API ('' = open)
-    api_tokens: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_API_TOKENS: tokens for the JSON API and sign-in, each ``name:role:secret`` (role viewer,
+    #: editor or admin; a bare ``secret`` acts as editor); YAML also takes ``{name: {role, token}}`` ('' = none)
+    api_tokens: list[Any] = field(default_factory=list)
     #: TRACEHOUSE_USERS: dashboard users from the config file (name → {password_hash, role})
     users: dict[str, Any] = field(default_factory=dict)
     #: TRACEHOUSE_RETENTION: days per signal, e.g. spans=7,metrics=30
     retention: dict[str, int] = field(default_factory=dict)
     #: TRACEHOUSE_LOG_LEVEL
     log_level: str = "info"
+    #: TRACEHOUSE_INSECURE_ALLOW_OPEN: let a role listen on a non-loopback address without authentication
+    insecure_allow_open: bool = False
+    #: TRACEHOUSE_ALLOWED_HOSTS: Host header values accepted on both ports (``*.example.com`` matches
+    #: subdomains, ``*`` any); '' = loopback names when listening on loopback, any otherwise
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_SECRET_KEY: signs dashboard sessions (same value on every replica; '' = random per process)
+    secret_key: str = ""
+    #: TRACEHOUSE_SECRET_KEY_FILE: a file holding the session key (wins over TRACEHOUSE_SECRET_KEY)
+    secret_key_file: str = ""
+    #: TRACEHOUSE_TRUSTED_PROXIES: addresses/networks of TLS-terminating proxies whose X-Forwarded-Proto and
+    #: X-Forwarded-For are believed; when set, session cookies are marked Secure ('' = believe no proxy)
+    trusted_proxies: list[str] = field(default_factory=list)
+    #: TRACEHOUSE_RETENTION_INTERVAL: seconds between runs of the retention job (serve, collector; 0 = off)
+    retention_interval: float = 3600.0
+    #: TRACEHOUSE_SELF_OBSERVE: the server sends its own traces and metrics to its own store (service "tracehouse")
+    self_observe: bool = False
+    #: TRACEHOUSE_SELF_OBSERVE_INTERVAL: seconds between sends of the server's own metrics
+    self_observe_interval: float = 15.0
     #: TRACEHOUSE_ZOOKEEPER: host:port[,host:port] of the ZooKeeper (or Keeper) that holds the alert
     #: lease on a cluster (one evaluator per cluster); required by the alert role with ?cluster=
     zookeeper: str = ""
@@ -85,7 +108,9 @@ def _convert(name: str, default: Any, raw: Any) -> Any:
         return float(raw)
     if isinstance(default, list):
         if isinstance(raw, list):
-            return [str(x) for x in raw]
+            return [x if isinstance(x, dict) else str(x) for x in raw]
+        if isinstance(raw, dict):  # a YAML mapping of named entries: name → {..} or name → "value"
+            return [dict(v, name=str(k)) if isinstance(v, dict) else f"{k}:{v}" for k, v in raw.items()]
         return [p.strip() for p in str(raw).split(",") if p.strip()]
     if isinstance(default, dict):
         if isinstance(raw, dict):

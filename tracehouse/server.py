@@ -11,6 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import exposure
 from .config import Settings
 
 log = logging.getLogger("tracehouse.server")
@@ -19,7 +20,7 @@ log = logging.getLogger("tracehouse.server")
 class _Server:
     """A uvicorn server whose signals are handled by the composition, not by itself."""
 
-    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning"):
+    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning", **options: Any):
         import uvicorn
 
         class Quiet(uvicorn.Server):
@@ -28,7 +29,8 @@ class _Server:
                 yield
 
         self.server = Quiet(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                           access_log=False, lifespan="on", timeout_graceful_shutdown=10))
+                                           access_log=False, lifespan="on", timeout_graceful_shutdown=10,
+                                           **options))
 
     async def serve(self) -> None:
         await self.server.serve()
@@ -42,49 +44,105 @@ class _Server:
 
 
 def open_store(settings: Settings):
-    from tracehouse.storage import Store
+    from tracehouse.storage import InvalidParameter, Store, retention
 
     Store.prefer_low_memory(settings.storage)
     store = Store.open(settings.storage)
     store.migrate(retention=settings.retention or None)
+    try:  # TRACEHOUSE_RETENTION takes effect when it changes (not over a later change made in the UI)
+        changed = retention.apply_configured(store, settings.retention)
+        if changed:
+            log.info("retention from the configuration applied: %s", changed)
+    except InvalidParameter as e:
+        log.error("ignoring the configured retention %r: %s", settings.retention, e)
     store.release_startup_memory()
     return store
 
 
+def _observer(settings: Settings, registry: Any):
+    """The self-observer sending to this process's own collector (``--self-observe``)."""
+    from .self_observe import SelfObserver
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    headers = {}
+    if settings.ingest_tokens:
+        name = settings.ingest_token_header.lower()
+        token = settings.ingest_tokens[0]
+        headers[name] = f"Bearer {token}" if name == "authorization" else token
+    return SelfObserver(f"http://{host}:{settings.otlp_port}", registry, headers,
+                        interval_s=settings.self_observe_interval)
+
+
 async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashboard", "alerts"),
               on_started: Callable[[], Awaitable[None] | None] | None = None) -> None:
-    """Run the given roles until SIGINT/SIGTERM."""
+    """Run the given roles until SIGINT/SIGTERM. Raises :class:`~tracehouse.exposure.ExposureError`
+    before anything starts when a role would listen openly on a non-loopback address. Every role's
+    metrics go into one process registry (each port's ``/metrics`` writes it); the writing roles run
+    the retention job."""
+    from tracehouse.storage.retention import RetentionJob
+
+    from .ops import process_registry
+
+    exposure.check(settings, roles)
+    listen = exposure.uvicorn_options(settings)
     store = open_store(settings)
+    registry = process_registry(roles)
     servers: list[_Server] = []
     background: list[Any] = []  # objects with start()/stop() run beside the servers
+    observer = _observer(settings, registry) if settings.self_observe and "collector" in roles else None
+    tracer = observer.tracer if observer is not None else None
+    store.tracer = tracer
+    dash = None
     try:
         if "collector" in roles:
             from tracehouse.collector import build_collector
 
             collector_app, collector_bg = build_collector(settings, store)
-            servers.append(_Server(collector_app, settings.host, settings.otlp_port))
+            collector_app.m.exposed = registry
+            registry.register(collector_app.m.registry)
+            servers.append(_Server(exposure.guard(collector_app, settings), settings.host, settings.otlp_port,
+                                   **listen))
             background.extend(collector_bg)
+            job = RetentionJob(store, settings.retention_interval, registry=registry)
+            job.tracer = tracer
+            background.append(job)
+            if settings.otlp_grpc_port:
+                from tracehouse.collector.grpc_receiver import GrpcReceiver
+
+                servers.append(GrpcReceiver(collector_app.core, settings.host, settings.otlp_grpc_port,
+                                            settings.max_decompressed_bytes))
+            if settings.zipkin_port:
+                from tracehouse.collector.zipkin_app import ZipkinApp
+
+                servers.append(_Server(exposure.guard(ZipkinApp(collector_app.core), settings), settings.host,
+                                       settings.zipkin_port, **listen))
         if "dashboard" in roles:
             from tracehouse.dashboard import create_app
             from tracehouse.dashboard.api_snapshots import snapshots_router
+            from tracehouse.dashboard.auth import require_role
 
             dash = create_app(settings, store)
-            dash.include_router(snapshots_router(lambda request: request.app.state.store,
-                                                 getattr(dash.state, "require_editor", None)))
+            dash.include_router(snapshots_router(lambda request: request.app.state.store, require_role("editor")))
             from tracehouse.alerts import alerts_router, get_engine
 
             # answers 503 until the engine exists (alone, a dashboard has no engine in-process)
-            dash.include_router(alerts_router(get_engine))
+            dash.include_router(alerts_router(get_engine, require_role))
             dash.state.alert_engine_getter = get_engine
-            servers.append(_Server(dash, settings.host, settings.http_port))
+            dash.state.metrics_exposed = registry
+            dash.state.metrics.tracer = tracer
+            registry.register(dash.state.metrics.registry)
+            servers.append(_Server(exposure.guard(dash, settings), settings.host, settings.http_port, **listen))
         if "alerts" in roles:
             from tracehouse.alerts import build_engine
-            from tracehouse.storage.queries_snapshots import queue_request
 
-            def snapshot_hook(service: str, kind: str, reason: str) -> str:
-                return queue_request(store, service, kind, reason, requested_by="alert")
-
-            background.extend(build_engine(settings, store, request_snapshot=snapshot_hook))
+            for engine in build_engine(settings, store):
+                engine.tracer = tracer
+                registry.register(engine.metrics.registry)
+                if dash is not None:
+                    dash.state.ready_checks.append(engine.ready)
+                background.append(engine)
+        if observer is not None:
+            background.append(observer)  # stopped first: nothing more to send once the servers stop
         for b in background:
             b.start()
         # Long-lived objects built so far (modules, schema, app) need no more collection passes:

@@ -11,6 +11,10 @@ import sys
 def _start():
     if os.environ.get("TRACEHOUSE_AGENT_AUTOSTART") != "1":
         return
+    if os.path.basename(sys.argv[0] if sys.argv else "") in ("uwsgi", "pyuwsgi"):
+        # uWSGI forks its workers in C; without this option Python's after-fork hooks (a new
+        # instance id, new export threads) do not run in them.
+        os.environ.setdefault("UWSGI_PY_CALL_OSAFTERFORK", "1")
     try:
         import tracehouse.agent
 

@@ -440,8 +440,28 @@
     return Math.abs(v) >= 1000 ? Math.round(v).toLocaleString("en") : String(Number(v.toPrecision(4)));
   }
 
+  /* ---- storage: retention changes go to the JSON API (admins only; the server checks) ---- */
+  function initRetention() {
+    var form = document.getElementById("retention-form");
+    if (!form) return;
+    var errBox = document.getElementById("retention-error");
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var body = {}, changed = [];
+      form.querySelectorAll("input[type=number][name]").forEach(function (inp) {
+        var v = inp.value.trim();
+        if (v && v !== inp.defaultValue) { body[inp.name] = Number(v); changed.push(inp.name); }
+      });
+      if (!changed.length) { location.href = "/storage"; return; }
+      api("PUT", "/api/storage/retention", body).then(function () {
+        location.href = "/storage?changed=" + encodeURIComponent(changed.sort().join(","));
+      }, function (err) { showError(errBox, err); });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     initSort();
+    initRetention();
     initRange();
     initFilters();
     initWaterfall();

@@ -141,8 +141,10 @@ class LoopbackCluster:
                            env=dict(env_common), ready_url=f"http://127.0.0.1:{dash_port}/healthz"))
         if alert_rules:
             for i in range(1, alert_evaluators + 1):
+                port = free_port()  # its /metrics, /healthz, /readyz
                 self._add(Proc(f"alerts-{i}", [*th, "alerts", "run", "--storage", storage, "--rules",
-                                                os.path.abspath(alert_rules)], env=dict(env_common)))
+                                                os.path.abspath(alert_rules), "--http-port", str(port)],
+                               env=dict(env_common), ready_url=f"http://127.0.0.1:{port}/healthz"))
         self.info = {
             "cluster": cluster, "database": database, "storage_url": storage, "zookeeper": f"127.0.0.1:{zk_port}",
             "otlp_url": f"http://127.0.0.1:{lb_port}", "dashboard_url": f"http://127.0.0.1:{dash_port}" if dash_port else "",

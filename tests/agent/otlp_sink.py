@@ -31,6 +31,7 @@ def attrs(kvs) -> dict:
 class Sink:
     def __init__(self):
         self.requests: list[tuple[str, object, dict]] = []
+        self.gets: list[tuple[str, dict]] = []
         self.lock = threading.Lock()
         sink = self
 
@@ -54,6 +55,8 @@ class Sink:
                 self.end_headers()
 
             def do_GET(self):
+                with sink.lock:
+                    sink.gets.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 self.send_response(200)
                 self.send_header("content-length", "2")
                 self.end_headers()

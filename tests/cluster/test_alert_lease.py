@@ -12,6 +12,7 @@ from kazoo.client import KazooClient
 
 from tests.alerts.helpers import Receiver
 from tests.cluster.conftest import LEASE_TTL_S
+from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 
 NS = 1_000_000_000
@@ -76,8 +77,10 @@ def test_evaluator_killed_hands_over_within_the_lease_expiry_and_notifies_once(c
            "TRACEHOUSE_LOG_LEVEL": "info"}
     names = ["alerts-1", "alerts-2"]
     for name in names:
+        port = free_port()
         cluster.add_process(name, [*cluster.info["tracehouse"], "alerts", "run", "--storage",
-                                   cluster.info["storage_url"], "--rules", str(rules)], env=env)
+                                   cluster.info["storage_url"], "--rules", str(rules), "--http-port", str(port)],
+                            env=env, ready_url=f"http://127.0.0.1:{port}/readyz")
         cluster.start(name)
     zk = KazooClient(hosts=cluster.info["zookeeper"], timeout=5)
     zk.start(timeout=10)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -24,8 +25,17 @@ class Running:
     url: str
     server: uvicorn.Server
     thread: threading.Thread
+    grpc_target: str = ""  # host:port of the OTLP/gRPC receiver, when asked for
+    zipkin_url: str = ""  # base URL of the Zipkin receiver, when asked for
+    extra: list = field(default_factory=list)  # (server, thread) of those receivers
 
     def stop(self, grace: float = 10.0) -> None:
+        for server, thread in self.extra:
+            if isinstance(server, uvicorn.Server):
+                server.should_exit = True
+            else:
+                server.stop()
+            thread.join(30)
         self.server.should_exit = True
         self.thread.join(30)
         self.collector.writer.stop(grace)
@@ -39,25 +49,55 @@ class Running:
             time.sleep(0.05)
 
 
-def run_collector(store: Any, buffer_dir: str, **settings: Any) -> Running:
+def _start_uvicorn(app: Any) -> tuple[uvicorn.Server, threading.Thread, int]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False, lifespan="on"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    _wait_started(server)
+    return server, t, port
+
+
+def _wait_started(server: Any) -> None:
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("receiver did not start")
+        time.sleep(0.02)
+
+
+def run_collector(store: Any, buffer_dir: str, grpc: bool = False, zipkin: bool = False, start_writer: bool = True,
+                  **settings: Any) -> Running:
+    """A collector on free loopback ports: OTLP/HTTP always, OTLP/gRPC and Zipkin when asked. Without
+    ``start_writer`` data waits in the durable buffer until the test starts the writer."""
     opts = dict(settings)
     build_opts = {k: opts.pop(k) for k in ("segment_bytes", "max_batch_items", "max_batch_age", "grace", "limits")
                   if k in opts}
     s = Settings(storage="chdb:///unused", buffer_dir=buffer_dir, **opts)
     c = create_collector(s, store, **build_opts)
     c.wal.start()
-    c.writer.start()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(c.app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("collector did not start")
-        time.sleep(0.02)
-    return Running(c, f"http://127.0.0.1:{port}", server, t)
+    if start_writer:
+        c.writer.start()
+    server, t, port = _start_uvicorn(c.app)
+    running = Running(c, f"http://127.0.0.1:{port}", server, t)
+    if grpc:
+        from tracehouse.collector.grpc_receiver import GrpcReceiver
+
+        gport = free_port()
+        receiver = GrpcReceiver(c.app.core, "127.0.0.1", gport, s.max_decompressed_bytes)
+        gt = threading.Thread(target=asyncio.run, args=(receiver.serve(),), daemon=True)
+        gt.start()
+        _wait_started(receiver)
+        running.grpc_target = f"127.0.0.1:{gport}"
+        running.extra.append((receiver, gt))
+    if zipkin:
+        from tracehouse.collector.zipkin_app import ZipkinApp
+
+        zserver, zt, zport = _start_uvicorn(ZipkinApp(c.app.core))
+        running.zipkin_url = f"http://127.0.0.1:{zport}"
+        running.extra.append((zserver, zt))
+    return running
 
 
 @dataclass

@@ -74,7 +74,7 @@ def test_pages_need_login_and_api_needs_a_token_or_session(secured):
         assert c.get("/api/services").status_code == 200
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
         # viewers cannot change anything, even with the right CSRF token
-        assert c.post("/api/services", headers={"X-CSRF-Token": csrf}).status_code == 403
+        assert c.post("/api/services", json={}, headers={"X-CSRF-Token": csrf}).status_code == 403
         assert c.post("/logout", data={"csrf": "wrong"}, follow_redirects=False).status_code == 403
         assert c.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
         assert c.get("/services", follow_redirects=False).status_code == 303
@@ -84,5 +84,5 @@ def test_editor_unsafe_requests_need_the_csrf_token(secured):
     with TestClient(secured) as c:
         assert _login(c, "ed", "pw2").status_code == 303
         csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/services").text)[1]
-        assert c.post("/api/services").status_code == 403  # no token: refused before routing
-        assert c.post("/api/services", headers={"X-CSRF-Token": csrf}).status_code == 405  # passed the gate
+        assert c.post("/api/services", json={}).status_code == 403  # no token: refused before routing
+        assert c.post("/api/services", json={}, headers={"X-CSRF-Token": csrf}).status_code == 405  # passed the gate

@@ -21,7 +21,7 @@ def test_every_page_loads_cleanly_and_draws_its_figures(page, live_server, info)
     pages = {"services": "/services", "service": "/services/orders", "service-map": "/service-map",
              "traces": "/traces", "trace": f"/traces/{info['trace_id']}", "snapshots": "/snapshots",
              "snapshot": "/snapshots/" + quote(info["snapshot_ids"][0], safe=""), "infrastructure": "/infrastructure",
-             "alerts": "/alerts"}
+             "alerts": "/alerts", "storage": "/storage"}
     for name, path in pages.items():
         _open(page, live_server + path, name)
         assert page.title().endswith("tracehouse"), name

@@ -110,6 +110,9 @@ def test_demo_shows_everything_and_stops_cleanly(demo):
     assert trace["span_count"] >= 1 and snaps[0]["span_id"] in {s["span_id"] for s in trace["spans"]}
 
     _screenshots(http, snaps[0]["trace_id"])
+    # a rule's snapshot action (InventorySlow, OrdersMemoryGrowing) never fails silently in an annotation
+    errors = [h for h in fired() if "snapshot_error" in (h.get("body") or {}).get("annotations", {})]
+    assert errors == [], errors
 
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=45)
@@ -120,7 +123,7 @@ def test_demo_shows_everything_and_stops_cleanly(demo):
 
 PAGES = {"services": "/services", "service": "/services/payments", "service-map": "/service-map",
          "traces": "/traces?service=payments", "snapshots": "/snapshots", "alerts": "/alerts",
-         "infrastructure": "/infrastructure"}
+         "infrastructure": "/infrastructure", "storage": "/storage"}
 
 
 def _screenshots(http: int, trace_id: str) -> None:

@@ -30,6 +30,12 @@ def _all_k8s() -> list[dict]:
     return [d for p in sorted((DEPLOY / "kubernetes").glob("*.yaml")) for d in _docs(p)]
 
 
+def _created_secret_keys() -> dict[str, str]:
+    """key → value template of the Secret that deploy/kubernetes/create-secrets.sh creates."""
+    text = (DEPLOY / "kubernetes" / "create-secrets.sh").read_text()
+    return dict(re.findall(r'--from-literal=([\w-]+)="([^"]*)"', text))
+
+
 def _cli_ok(args: list[str]) -> None:
     """The container's arguments parse as a real tracehouse command."""
     parser = build_parser()
@@ -55,7 +61,7 @@ def test_dockerfile_builds_the_tested_package():
             assert (ROOT / copied).exists(), copied
     version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     assert OUR_IMAGE.endswith(version)
-    assert re.search(r"^EXPOSE 4318 8080$", text, re.M)
+    assert re.search(r"^EXPOSE 4317 4318 8080$", text, re.M)
     entry = re.search(r'^ENTRYPOINT \["(\w+)"\]', text, re.M).group(1)
     assert f'{entry} = "tracehouse.cli:main"' in pyproject
     cmd = yaml.safe_load(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
@@ -82,7 +88,7 @@ def test_compose_references_exist():
                 assert src in volumes, (name, src)
         for p in svc.get("ports", []):
             host, container = p.split(":")
-            assert container in ("4318", "8080") and host == container
+            assert container in ("4317", "4318", "8080") and host == container
         assert "healthcheck" in svc or svc.get("command") in (["migrate"],) or name == "demo"
     assert any(s.get("build", {}).get("dockerfile") == "deploy/Dockerfile" for s in services.values())
 
@@ -90,8 +96,7 @@ def test_compose_references_exist():
 def test_kubernetes_references_exist():
     docs = _all_k8s()
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    secrets = {d["metadata"]["name"]: set(d.get("stringData", {})) | set(d.get("data", {}))
-               for d in docs if d["kind"] == "Secret"}
+    secrets = {"tracehouse-secrets": set(_created_secret_keys())}  # made by create-secrets.sh, never shipped
     configmaps = {d["metadata"]["name"]: set(d.get("data", {})) for d in docs if d["kind"] == "ConfigMap"}
     for d in docs:
         assert d["metadata"].get("namespace", "tracehouse") == "tracehouse"
@@ -143,8 +148,10 @@ def test_kubernetes_references_exist():
     chi = next(d for d in docs if d["kind"] == "ClickHouseInstallation")
     layout = chi["spec"]["configuration"]["clusters"][0]["layout"]
     assert layout["shardsCount"] >= 2 and layout["replicasCount"] >= 2
-    storage_url = next(d for d in docs if d["kind"] == "Secret")["stringData"]["storage-url"]
+    storage_url = _created_secret_keys()["storage-url"]
     assert storage_url.endswith("?cluster=" + chi["spec"]["configuration"]["clusters"][0]["name"])
+    _, ch_secret, ch_key = chi["spec"]["configuration"]["users"]["tracehouse/k8s_secret_password"].split("/")
+    assert ch_secret in secrets and ch_key in secrets[ch_secret]
 
 
 @pytest.mark.parametrize("path", sorted((DEPLOY / "clickhouse").glob("*.xml")))
@@ -177,3 +184,91 @@ def test_readme_commands_are_real():
     readme = (ROOT / "README.md").read_text()
     for line in re.findall(r"\.venv/bin/tracehouse ([^\n`]+)", readme):
         _cli_ok(shlex.split(line))
+
+
+# ---- secure by default: no shipped secret, and every listening role has authentication -------------
+
+SECRET_WORDS = re.compile(r"token|secret|password|key", re.I)
+
+
+def _roles(args: list[str]) -> tuple[str, ...]:
+    return {"serve": ("collector", "dashboard", "alerts"), "collector": ("collector",), "dashboard": ("dashboard",),
+            "alerts": ("alerts",)}.get(args[0], ())
+
+
+def _dockerfile_env() -> dict[str, str]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", text, re.M):
+        env.update(dict(p.split("=", 1) for p in shlex.split(line)))
+    return env
+
+
+def _settings(args: list[str], env: dict[str, str], config: str | None = None, tmp_path: Path | None = None):
+    from tracehouse.cli import _flags
+    from tracehouse.config import load_settings
+
+    flags: dict = {}
+    if args[0] in ("serve", "collector", "dashboard"):
+        flags = _flags(build_parser().parse_args(args))
+    cfg = None
+    if config is not None:
+        cfg = tmp_path / "tracehouse.yaml"
+        cfg.write_text(config)
+    return load_settings(flags, str(cfg) if cfg else None, environ=env)
+
+
+def test_no_secret_ships_with_the_manifests():
+    for path in sorted(DEPLOY.rglob("*")):
+        if path.is_file():
+            text = path.read_text()
+            assert not re.search(r"change-?me|demo-ingest-token", text, re.I), path
+    for d in _all_k8s():
+        assert d["kind"] != "Secret", "create the Secret with create-secrets.sh, never ship one"
+    for key, value in _created_secret_keys().items():
+        assert "${" in value, (key, value)  # every value comes from the environment or is generated
+    compose = (DEPLOY / "docker-compose.yml").read_text()
+    for var, op in re.findall(r"\$\{(\w+)(:?[?-])", compose):
+        assert op == ":?", f"{var} must be given by the operator (${{{var}:?...}}), not defaulted"
+    assert not [k for k in _dockerfile_env() if SECRET_WORDS.search(k)]
+
+
+def test_every_listening_role_as_deployed_has_authentication(tmp_path):
+    """The shipped image alone refuses to start; compose and Kubernetes pass the check that
+    ``tracehouse`` runs before listening (secrets stand in as placeholders)."""
+    from tracehouse.exposure import ExposureError, check
+
+    image_env = _dockerfile_env()
+    cmd = yaml.safe_load(re.search(r"^CMD (\[.*\])$", (DEPLOY / "Dockerfile").read_text(), re.M).group(1))
+    with pytest.raises(ExposureError, match=r"(?s)collector \(port 4318\).*dashboard \(port 8080\)"):
+        check(_settings(cmd, image_env), _roles(cmd))
+
+    compose = yaml.safe_load(re.sub(r"\$\{(\w+):\?[^}]*\}", r"from-\1",
+                                    (DEPLOY / "docker-compose.yml").read_text()))
+    checked = 0
+    for svc in compose["services"].values():
+        if svc.get("image") == OUR_IMAGE and _roles(svc.get("command", cmd)):
+            args = svc.get("command", cmd)
+            check(_settings(args, dict(image_env, **svc.get("environment", {}))), _roles(args))
+            checked += 1
+    assert checked >= 1
+
+    docs = _all_k8s()
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["tracehouse.yaml"]
+    listening = 0
+    for d in docs:
+        if d["kind"] != "Deployment":
+            continue
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            env = dict(image_env)
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                env[e["name"]] = f"from-secret-{ref['key']}" if ref else e["value"]
+            settings = _settings(c["args"], env, config, tmp_path)
+            assert settings.host == "0.0.0.0"
+            check(settings, _roles(c["args"]))
+            if {"collector", "dashboard"} & set(_roles(c["args"])):
+                listening += 1
+            if "dashboard" in _roles(c["args"]) and d["spec"]["replicas"] > 1:
+                assert settings.secret_key, "dashboard replicas need one session key"
+    assert listening == 2

@@ -1,0 +1,128 @@
+"""Where each signal goes: protocol, endpoint, headers, timeout, compression, TLS.
+
+The OTLP exporter variables of the OpenTelemetry specification, generic and per signal
+(``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` wins over ``OTEL_EXPORTER_OTLP_ENDPOINT``, and so on):
+
+* protocol ``http/protobuf`` (default) or ``grpc`` (needs ``pip install "tracehouse[grpc]"``);
+  ``http/json`` and anything else is logged once and replaced by ``http/protobuf``;
+* a per-signal HTTP endpoint is used as given; the generic one gets ``/v1/traces`` … appended;
+  a gRPC endpoint is ``scheme://host:port`` (default ``http://127.0.0.1:4317``);
+* headers: generic, then per-signal (per-signal keys win); ``TRACEHOUSE_TOKEN`` adds
+  ``authorization: Bearer …`` when no header sets it;
+* timeout (ms), compression (``gzip``/``none``), certificate (CA file), insecure (gRPC).
+
+An ``endpoint`` argument to :func:`tracehouse.agent.start` is a base URL for every signal and
+wins over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from tracehouse.agent import environment as env
+
+__all__ = ["SIGNALS", "SignalExport", "resolve_exports"]
+
+SIGNALS = {"spans": ("TRACES", "/v1/traces"), "metrics": ("METRICS", "/v1/metrics"), "logs": ("LOGS", "/v1/logs")}
+HTTP, GRPC = "http/protobuf", "grpc"
+DEFAULT_HTTP = "http://127.0.0.1:4318"
+DEFAULT_GRPC = "http://127.0.0.1:4317"
+
+
+@dataclass(frozen=True)
+class SignalExport:
+    protocol: str
+    url: str  # HTTP: the full URL; gRPC: scheme://host:port
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = 3.0
+    compression: str | None = None
+    certificate: str | None = None
+    insecure: bool | None = None
+
+
+def _var(signal: str, suffix: str) -> tuple[str, str]:
+    return f"OTEL_EXPORTER_OTLP_{SIGNALS[signal][0]}_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}"
+
+
+def _protocol(signal: str) -> str:
+    for name in _var(signal, "PROTOCOL"):
+        raw = os.environ.get(name, "").strip().lower()
+        if not raw:
+            continue
+        if raw in (HTTP, GRPC):
+            return raw
+        env.warn_once(f"{name}={raw}", f"tracehouse: {name}={raw!r} is not supported (http/protobuf, grpc); "
+                            "using http/protobuf")
+        return HTTP
+    return HTTP
+
+
+def _valid_url(name: str, raw: str) -> str | None:
+    parts = urlsplit(raw if "://" in raw else f"http://{raw}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        env.warn_once(f"{name}={raw}", f"tracehouse: ignoring {name}={raw!r} (not an http(s) URL)")
+        return None
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        env.warn_once(f"{name}={raw}", f"tracehouse: ignoring {name}={raw!r} (bad port)")
+        return None
+    return raw.rstrip("/")
+
+
+def _endpoint(signal: str, protocol: str, base: str | None, base_is_argument: bool) -> str:
+    specific, generic = _var(signal, "ENDPOINT")
+    path = SIGNALS[signal][1]
+    if not base_is_argument:
+        raw = os.environ.get(specific, "").strip()
+        if raw and (url := _valid_url(specific, raw)):
+            return url if protocol == GRPC or "://" in raw else f"http://{url}"
+    if base is None:
+        return DEFAULT_GRPC if protocol == GRPC else DEFAULT_HTTP + path
+    if protocol == GRPC:
+        return base
+    return base + path
+
+
+def _headers(signal: str, common: dict[str, str]) -> dict[str, str]:
+    out = dict(common)
+    out.update(env.get_pairs(_var(signal, "HEADERS")[0]))
+    return out
+
+
+def _timeout(signal: str, default: float) -> float:
+    for name in _var(signal, "TIMEOUT"):
+        v = env.get_float(name, default * 1000, lo=1, hi=600_000)
+        if v is not None:
+            return v / 1000.0
+    return default
+
+
+def _compression(signal: str) -> str | None:
+    for name in _var(signal, "COMPRESSION"):
+        raw = os.environ.get(name, "").strip().lower()
+        if not raw:
+            continue
+        if raw in ("gzip", "none"):
+            return None if raw == "none" else raw
+        env.warn_once(f"{name}={raw}", f"tracehouse: {name}={raw!r} is not supported (gzip, none); sending uncompressed")
+        return None
+    return None
+
+
+def resolve_exports(base: str | None, base_is_argument: bool, headers: dict[str, str],
+                    timeout: float) -> dict[str, SignalExport]:
+    """The export settings of each signal. ``base``: a base URL (argument or generic variable)."""
+    out = {}
+    for signal in SIGNALS:
+        protocol = _protocol(signal)
+        cert = env.get_str(*_var(signal, "CERTIFICATE"))
+        insecure_raw = env.get_str(*_var(signal, "INSECURE"))
+        out[signal] = SignalExport(
+            protocol=protocol, url=_endpoint(signal, protocol, base, base_is_argument),
+            headers=_headers(signal, headers), timeout=_timeout(signal, timeout),
+            compression=_compression(signal), certificate=cert,
+            insecure=None if insecure_raw is None else insecure_raw.lower() in ("1", "true", "yes", "on"))
+    return out

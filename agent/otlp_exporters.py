@@ -1,0 +1,209 @@
+"""The agent's OTLP exporters: lean encoding, HTTP/protobuf or gRPC, short GIL holds.
+
+Spans and metrics are written by :mod:`.otlp_spans`/:mod:`.otlp_metrics` (about a fifth of the
+stock encoder's CPU). While an export runs, :func:`gil_share` lowers the interpreter's switch
+interval from 5 ms to 0.5 ms, so a request thread that wants the GIL gets it within 0.5 ms
+instead of 5 ms; the previous interval is restored when the last export ends. (Measured in
+``bench/agent_overhead.py``: short sleeps between encoding slices do not bound the wait on a
+loaded machine, because the sleeping thread often takes the GIL back first; the shorter switch
+interval forces the hand-over.) Logs (a trickle: warnings and snapshots) go through the stock
+OTLP log exporter of the chosen protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData, ResourceMetrics
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from tracehouse.agent import environment as env
+from tracehouse.agent import otlp_metrics, otlp_spans
+from tracehouse.agent.config_otlp import GRPC, SignalExport
+from tracehouse.agent.otlp_transport import GrpcTransport, HttpTransport, grpc_available
+
+__all__ = ["LeanMetricExporter", "LeanSpanExporter", "PAUSE_S", "SWITCH_S", "gil_share", "log_exporter",
+           "metric_preferences", "pause", "transport"]
+
+PAUSE_S = 0.0001
+"""Sleep between encoding slices in :func:`pause` (an option the bench compares; not used by
+the exporters)."""
+SWITCH_S = 0.0005
+"""The interpreter's switch interval while an export runs (the default is 5 ms)."""
+_share_lock = threading.Lock()
+_share_depth = 0
+_share_saved = 0.005
+
+_log = logging.getLogger("tracehouse.agent")
+_GRPC_MISSING = ("tracehouse: OTLP/gRPC was asked for ({var}=grpc) but grpcio is not installed "
+                 '(pip install "tracehouse[grpc]"); exporting {signal} over HTTP/protobuf to {url} instead')
+
+
+def pause() -> None:
+    time.sleep(PAUSE_S)
+
+
+@contextmanager
+def gil_share() -> Iterator[None]:
+    """Run the body with a 0.5 ms switch interval (nested and concurrent uses share one)."""
+    global _share_depth, _share_saved
+    with _share_lock:
+        if _share_depth == 0:
+            _share_saved = sys.getswitchinterval()
+            if _share_saved > SWITCH_S:
+                sys.setswitchinterval(SWITCH_S)
+        _share_depth += 1
+    try:
+        yield
+    finally:
+        with _share_lock:
+            _share_depth -= 1
+            if _share_depth == 0 and sys.getswitchinterval() == SWITCH_S and _share_saved > SWITCH_S:
+                sys.setswitchinterval(_share_saved)
+
+
+def _http_fallback(signal: str, cfg: SignalExport) -> str:
+    from tracehouse.agent.config_otlp import DEFAULT_GRPC, DEFAULT_HTTP, SIGNALS
+
+    return (DEFAULT_HTTP if cfg.url == DEFAULT_GRPC else cfg.url.rstrip("/")) + SIGNALS[signal][1]
+
+
+def transport(signal: str, cfg: SignalExport):
+    """The transport for ``signal``: gRPC when asked for and installed, HTTP/protobuf otherwise."""
+    if cfg.protocol == GRPC:
+        if grpc_available():
+            return GrpcTransport(cfg.url, signal, cfg.headers, cfg.timeout, cfg.compression, cfg.insecure,
+                                 cfg.certificate)
+        url = _http_fallback(signal, cfg)
+        env.warn_once(f"grpc missing {signal}", _GRPC_MISSING.format(var=env.OTEL_EXPORTER_OTLP_PROTOCOL,
+                                                                     signal=signal, url=url))
+        return HttpTransport(url, cfg.headers, cfg.timeout, cfg.compression, cfg.certificate)
+    return HttpTransport(cfg.url, cfg.headers, cfg.timeout, cfg.compression, cfg.certificate)
+
+
+class LeanSpanExporter(SpanExporter):
+    """Spans → lean OTLP bytes → transport. ``resource()``, when given, replaces the spans' own
+    resource (a forked worker's identity, without touching the SDK's state)."""
+
+    def __init__(self, transport, resource: Callable[[], object] | None = None):
+        self._transport = transport
+        self._resource = resource
+
+    def export(self, spans) -> SpanExportResult:
+        with gil_share():
+            self._transport.send(otlp_spans.encode(spans, resource=self._resource() if self._resource else None))
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._transport.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _temporality():
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        UpDownCounter,
+    )
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    name = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+    raw = (os.environ.get(name) or "cumulative").strip().lower()
+    cumulative, delta = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
+    if raw not in ("cumulative", "delta", "lowmemory"):
+        env.warn_once(f"{name}={raw}", f"tracehouse: {name}={raw!r} is not supported (cumulative, delta, "
+                                       "lowmemory); using cumulative")
+        raw = "cumulative"
+    if raw == "cumulative":
+        return {}
+    sync_delta = {Counter: delta, Histogram: delta, ObservableCounter: delta if raw == "delta" else cumulative,
+                  UpDownCounter: cumulative, ObservableUpDownCounter: cumulative, ObservableGauge: cumulative}
+    if raw == "lowmemory":
+        sync_delta[ObservableCounter] = cumulative
+    return sync_delta
+
+
+def _histogram_aggregation():
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+
+    name = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"
+    raw = (os.environ.get(name) or "explicit_bucket_histogram").strip().lower()
+    if raw == "base2_exponential_bucket_histogram":
+        return {Histogram: ExponentialBucketHistogramAggregation()}
+    if raw != "explicit_bucket_histogram":
+        env.warn_once(f"{name}={raw}", f"tracehouse: {name}={raw!r} is not supported; using "
+                                       "explicit_bucket_histogram")
+    return {}
+
+
+class LeanMetricExporter(MetricExporter):
+    """Metrics → lean OTLP bytes → transport, stamped with the current resource."""
+
+    def __init__(self, transport, resource: Callable[[], object] | None = None):
+        super().__init__(*metric_preferences())
+        self._transport = transport
+        self._resource = resource
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+        if self._resource is not None:
+            res = self._resource()
+            metrics_data = MetricsData(resource_metrics=[
+                ResourceMetrics(resource=res, scope_metrics=rm.scope_metrics, schema_url=rm.schema_url)
+                for rm in metrics_data.resource_metrics])
+        with gil_share():
+            self._transport.send(otlp_metrics.encode(metrics_data))
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        self._transport.close()
+
+
+def metric_preferences() -> tuple[dict, dict]:
+    """(temporality, aggregation) preferences from the OTLP metrics exporter variables."""
+    return _temporality(), _histogram_aggregation()
+
+
+def log_exporter(cfg: SignalExport):
+    """The stock OTLP log exporter for ``cfg`` (gRPC one when asked for and installed)."""
+    if cfg.protocol == GRPC:
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+        except ImportError:
+            url = _http_fallback("logs", cfg)
+            env.warn_once("grpc missing logs", _GRPC_MISSING.format(
+                var=env.OTEL_EXPORTER_OTLP_PROTOCOL, signal="logs", url=url) +
+                " (logs over gRPC need opentelemetry-exporter-otlp-proto-grpc)")
+            cfg = SignalExport("http/protobuf", url, cfg.headers, cfg.timeout, cfg.compression, cfg.certificate)
+        else:
+            from tracehouse.agent.otlp_transport import grpc_target
+
+            target, secure = grpc_target(cfg.url, cfg.insecure)
+            return GrpcLogs(endpoint=target, insecure=not secure, headers=cfg.headers, timeout=cfg.timeout,
+                            compression=_grpc_compression(cfg.compression))
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    return OTLPLogExporter(endpoint=cfg.url, headers=cfg.headers, timeout=cfg.timeout,
+                           certificate_file=cfg.certificate,
+                           compression=Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression)
+
+
+def _grpc_compression(name: str | None):
+    from grpc import Compression
+
+    return Compression.Gzip if name == "gzip" else Compression.NoCompression

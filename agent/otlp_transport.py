@@ -1,0 +1,176 @@
+"""Send one encoded OTLP request: HTTP/protobuf over ``http.client``, or gRPC through grpcio.
+
+Both take the request bytes that :mod:`.otlp_spans`/:mod:`.otlp_metrics` wrote, so neither
+builds a protobuf object. Every call has a deadline (the export timeout); a collector that
+answers 429/502/503/504 (or gRPC UNAVAILABLE/RESOURCE_EXHAUSTED) is retried within that
+deadline, honouring ``Retry-After`` as the OTLP specification asks. Any other failure raises
+:class:`ExportFailed`, which the guarded exporter counts and rate-limits (see :mod:`.export`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import ssl
+import time
+from urllib.parse import urlsplit
+
+from tracehouse.agent import __version__
+
+__all__ = ["ExportFailed", "GrpcTransport", "HttpTransport", "grpc_available"]
+
+USER_AGENT = f"tracehouse-agent/{__version__} OTel-OTLP-Exporter-Python"
+_RETRY_STATUS = frozenset((429, 502, 503, 504))
+GRPC_METHODS = {"spans": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export"}
+
+
+class ExportFailed(Exception):
+    """An export the collector did not accept (connection error, timeout, non-2xx)."""
+
+
+def _retry_after(value: str | None, backoff: float) -> float:
+    try:
+        return max(0.0, float(value)) if value else backoff
+    except ValueError:
+        return backoff
+
+
+class HttpTransport:
+    """POST to one URL over a kept-alive connection (reopened once if the collector closed it)."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout: float, compression: str | None = None,
+                 certificate: str | None = None):
+        parts = urlsplit(url)
+        self.url = url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._timeout = timeout
+        self._gzip = compression == "gzip"
+        self._ssl = ssl.create_default_context(cafile=certificate) if self._https else None
+        self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": USER_AGENT, **headers}
+        if self._gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def send(self, body: bytes) -> None:
+        if self._gzip:
+            body = gzip.compress(body, compresslevel=6)
+        deadline = time.monotonic() + self._timeout
+        backoff = 0.5
+        reused_failed = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ExportFailed(f"POST {self.url}: no answer within {self._timeout:g} s")
+            conn = self._conn
+            reused = conn is not None
+            if conn is None:
+                conn = self._conn = self._connect(remaining)
+            else:
+                conn.timeout = remaining
+                if conn.sock is not None:
+                    conn.sock.settimeout(remaining)
+            try:
+                conn.request("POST", self._path, body, self._headers)
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if reused and not reused_failed:  # the collector closed an idle kept-alive connection
+                    reused_failed = True
+                    continue
+                raise ExportFailed(f"POST {self.url}: {exc!r}") from exc
+            if resp.will_close:
+                self.close()
+            if 200 <= resp.status < 300:
+                return
+            if resp.status in _RETRY_STATUS:
+                wait = _retry_after(resp.getheader("Retry-After"), backoff)
+                if time.monotonic() + wait < deadline:
+                    time.sleep(wait)
+                    backoff = min(backoff * 2, 8.0)
+                    continue
+            raise ExportFailed(f"POST {self.url}: HTTP {resp.status} {resp.reason}")
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def grpc_available() -> bool:
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def grpc_target(endpoint: str, insecure: bool | None) -> tuple[str, bool]:
+    """``host:port`` and whether to use TLS: ``http://`` no, ``https://`` yes, no scheme: TLS
+    unless ``insecure`` (``OTEL_EXPORTER_OTLP_INSECURE``)."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+    target = parts.netloc or endpoint
+    if parts.scheme == "http":
+        return target, False
+    if parts.scheme == "https":
+        return target, True
+    return target, not insecure
+
+
+class GrpcTransport:
+    """A unary OTLP ``Export`` call with raw request bytes (no protobuf objects on our side)."""
+
+    def __init__(self, endpoint: str, signal: str, headers: dict[str, str], timeout: float,
+                 compression: str | None = None, insecure: bool | None = None, certificate: str | None = None):
+        import grpc
+
+        self._grpc = grpc
+        target, secure = grpc_target(endpoint, insecure)
+        if secure:
+            ca = open(certificate, "rb").read() if certificate else None  # noqa: SIM115
+            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca))
+        else:
+            self._channel = grpc.insecure_channel(target)
+        self.url = f"{'https' if secure else 'http'}://{target}{GRPC_METHODS[signal]}"
+        self._call = self._channel.unary_unary(GRPC_METHODS[signal], request_serializer=None,
+                                               response_deserializer=None)
+        self._metadata = [(k.lower(), v) for k, v in headers.items()] + [("user-agent", USER_AGENT)]
+        self._timeout = timeout
+        self._compression = grpc.Compression.Gzip if compression == "gzip" else None
+        self._retry = frozenset((grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED))
+
+    def send(self, body: bytes) -> None:
+        deadline = time.monotonic() + self._timeout
+        backoff = 0.5
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ExportFailed(f"gRPC {self.url}: no answer within {self._timeout:g} s")
+            try:
+                self._call(body, timeout=remaining, metadata=self._metadata, compression=self._compression)
+                return
+            except self._grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code in self._retry and time.monotonic() + backoff < deadline:
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 8.0)
+                    continue
+                raise ExportFailed(f"gRPC {self.url}: {code}: {exc.details() if hasattr(exc, 'details') else exc}") \
+                    from None
+
+    def close(self) -> None:
+        self._channel.close()

@@ -1,0 +1,161 @@
+"""OTLP/gRPC: the Export methods of opentelemetry-proto's trace, metrics and logs services on a
+``grpc.aio`` server, over the same ingest path as OTLP/HTTP.
+
+The methods are registered without a deserializer: the handler gets the request's bytes (gRPC has
+already undone ``grpc-encoding: gzip``) and buffers them as they are when the checks change
+nothing, as OTLP/HTTP does. The token comes from the ``authorization`` metadata (or the configured
+header). Refusals map to gRPC codes as the OTLP spec says; where HTTP answers 429/503 with
+Retry-After, gRPC answers RESOURCE_EXHAUSTED/UNAVAILABLE with a ``google.rpc.RetryInfo`` in the
+status details (``grpc-status-details-bin``), and the same RetryInfo alone in the
+``google.rpc.retryinfo-bin`` trailer, which is where the OpenTelemetry Python exporter looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from .decode import PROTOBUF, SIGNALS, Signal, decode_body, encode_response
+from .ingest import Ingest, Outcome
+
+__all__ = ["GrpcReceiver", "SERVICES", "grpc_code"]
+
+log = logging.getLogger("tracehouse.collector.grpc")
+
+#: signal → the gRPC service that carries it, as opentelemetry-proto defines it
+SERVICES = {
+    "traces": trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"],
+    "metrics": metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"],
+    "logs": logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"],
+}
+
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    413: grpc.StatusCode.INVALID_ARGUMENT,  # not retryable: the same message would be refused again
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def grpc_code(status: int) -> grpc.StatusCode:
+    return _CODES.get(status, grpc.StatusCode.INTERNAL)
+
+
+def trailers(out: Outcome) -> tuple[grpc.StatusCode, tuple[tuple[str, bytes], ...]]:
+    """The gRPC code of a refusal and its trailing metadata: the status details, with RetryInfo
+    when the client should come back later."""
+    code = grpc_code(out.status)
+    st = status_pb2.Status(code=code.value[0], message=out.message)
+    meta: list[tuple[str, bytes]] = []
+    if out.retry_after is not None:
+        info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=out.retry_after))
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        st.details.append(detail)
+        meta.append(("google.rpc.retryinfo-bin", info.SerializeToString()))
+    meta.insert(0, ("grpc-status-details-bin", st.SerializeToString()))
+    return code, tuple(meta)
+
+
+def _headers(context: aio.ServicerContext) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for key, value in context.invocation_metadata() or ():
+        if isinstance(value, str):  # binary (-bin) entries carry no token
+            out[key.lower().encode("latin-1")] = value.encode("latin-1", "replace")
+    return out
+
+
+class _Export:
+    """One Export method: bytes in, the Export*ServiceResponse's bytes out, or an abort."""
+
+    def __init__(self, core: Ingest, sig: Signal):
+        self.core = core
+        self.sig = sig
+
+    async def export(self, request: bytes, context: aio.ServicerContext) -> bytes:
+        core, sig = self.core, self.sig
+        out = core.authorize(sig, _headers(context))
+        if out is None:
+            def decode() -> tuple[Any, bytes]:
+                return decode_body(sig, PROTOBUF, "", request, core.max_decompressed)[0], request
+
+            out = await core.submit(sig, len(request), decode)
+        if out.ok:
+            return encode_response(sig, out.rejected, out.message, False)
+        code, meta = trailers(out)
+        await context.abort(code, out.message, trailing_metadata=meta)
+        raise AssertionError("unreachable: abort raises")
+
+
+def handlers(core: Ingest) -> list[grpc.GenericRpcHandler]:
+    out = []
+    for name, service in SERVICES.items():
+        methods = {m.name: grpc.unary_unary_rpc_method_handler(_Export(core, SIGNALS[name]).export)
+                   for m in service.methods}
+        out.append(grpc.method_handlers_generic_handler(service.full_name, methods))
+    return out
+
+
+class GrpcReceiver:
+    """The OTLP/gRPC server, with the same ``serve()`` / ``stop()`` / ``started`` as the HTTP ones.
+
+    ``max_message_bytes`` caps a message after decompression (gRPC checks it before the handler
+    runs); ``max_concurrent`` bounds the calls in progress (more get RESOURCE_EXHAUSTED, which
+    clients retry). ``stop()`` may be called from any thread.
+    """
+
+    def __init__(self, core: Ingest, host: str, port: int, max_message_bytes: int,
+                 max_concurrent: int = 256, grace: float = 10.0):
+        self.core = core
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.max_message_bytes = max_message_bytes
+        self.max_concurrent = max_concurrent
+        self.grace = grace
+        self.started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._stopping = False
+
+    async def serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if self._stopping:
+            return
+        options = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", 1 << 20),
+            # another process on the same port must be an error, not a silent share of the traffic
+            ("grpc.so_reuseport", 0),
+        ]
+        server = aio.server(handlers=handlers(self.core), options=options,
+                            maximum_concurrent_rpcs=self.max_concurrent)
+        try:
+            server.add_insecure_port(self.address)
+        except RuntimeError as e:
+            raise OSError(f"cannot listen for OTLP/gRPC on {self.address}: {e}") from None
+        await server.start()
+        self.started = True
+        try:
+            await self._stop.wait()
+        finally:
+            await server.stop(self.grace)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._loop is None or self._stop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        except RuntimeError:  # the loop has already closed
+            pass

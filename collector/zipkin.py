@@ -1,0 +1,431 @@
+"""Zipkin v2 spans (JSON or proto3) → an OTLP ``ExportTraceServiceRequest``: pure functions.
+
+The mapping is the OpenTelemetry specification's OTLP → Zipkin one read backwards
+(``specification/trace/sdk_exporters/zipkin.md``), as the OpenTelemetry Collector's Zipkin
+receiver does:
+
+- ids: hex (JSON) or bytes (proto3); a 64-bit trace id is left-padded to 128 bits, as B3
+  propagators do, so Zipkin and OpenTelemetry services share a trace; timestamps and durations in
+  microseconds become nanoseconds;
+- ``kind`` CLIENT/SERVER/PRODUCER/CONSUMER; none (or null) is INTERNAL;
+- ``localEndpoint.serviceName`` → the resource's ``service.name`` (``unknown_service`` without it);
+  its address and port → ``network.local.address``/``network.local.port``, and on server spans
+  also ``server.address``/``server.port`` unless tagged (how the service map resolves callers'
+  targets to this service);
+- ``remoteEndpoint.serviceName`` → ``peer.service`` unless tagged; its address and port →
+  ``network.peer.address``/``network.peer.port`` (the service map's edges);
+- tags → string attributes, except those the OTLP → Zipkin mapping produced from other fields:
+  ``otel.status_code`` and ``error`` (the span status; ``error`` is the description),
+  ``otel.scope.*``/``otel.library.*`` (the instrumentation scope), ``otel.dropped_*_count``;
+- annotations → events; ``{"name": {attributes}}`` values (the OpenTelemetry exporters' form) are
+  split into the event name and its attributes;
+- shared spans (a server span reusing its client's span id, Zipkin's older RPC model): the server
+  side gets its own id, derived from the trace and shared id so a retry maps it the same way, and
+  the client span as its parent, as Jaeger's query does (``SpanIDDeduper``); the server's own
+  children (same service, parent = the shared id) follow it. ``SharedIds`` remembers recent
+  shared spans so children reported in a later request follow too.
+
+A span without a timestamp (Zipkin allows it for incomplete spans) starts at its first annotation,
+or else at the time it is received, with no duration. Anything malformed raises ``BadRequest`` naming
+the span and the field: the whole request is refused. All-zero ids pass here and are refused span by
+span by the same checks as OTLP spans (counted, and named in the answer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from .decode import BadRequest
+
+__all__ = ["ZSpan", "Endpoint", "SharedIds", "spans_from_json", "spans_from_proto", "to_otlp"]
+
+KINDS = {"CLIENT": Span.SPAN_KIND_CLIENT, "SERVER": Span.SPAN_KIND_SERVER, "PRODUCER": Span.SPAN_KIND_PRODUCER,
+         "CONSUMER": Span.SPAN_KIND_CONSUMER}
+# zipkin.proto3.Span.Kind → OTLP
+_PROTO_KINDS = {0: Span.SPAN_KIND_INTERNAL, 1: Span.SPAN_KIND_CLIENT, 2: Span.SPAN_KIND_SERVER,
+                3: Span.SPAN_KIND_PRODUCER, 4: Span.SPAN_KIND_CONSUMER}
+_MAX_US = (1 << 64) // 1000 - 1  # the largest microsecond count whose nanoseconds fit in UInt64
+_ZERO16 = b"\x00" * 16
+_ZERO8 = b"\x00" * 8
+# tags that the OTLP → Zipkin mapping made from span fields, not attributes
+_SCOPE_NAME = ("otel.scope.name", "otel.library.name")
+_SCOPE_VERSION = ("otel.scope.version", "otel.library.version")
+_DROPPED = {"otel.dropped_attributes_count": "dropped_attributes_count",
+            "otel.dropped_events_count": "dropped_events_count",
+            "otel.dropped_links_count": "dropped_links_count"}
+_CONSUMED = frozenset(("otel.status_code", "otel.status_description", "error", *_SCOPE_NAME, *_SCOPE_VERSION,
+                       *_DROPPED))
+
+
+@dataclass
+class Endpoint:
+    service: str = ""
+    address: str = ""  # IPv4 or IPv6 text
+    port: int = 0
+
+
+@dataclass
+class ZSpan:
+    trace_id: bytes
+    span_id: bytes
+    parent_id: bytes
+    kind: int
+    name: str
+    timestamp: int | None  # microseconds
+    duration: int  # microseconds
+    local: Endpoint | None
+    remote: Endpoint | None
+    annotations: list[tuple[int, str]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    shared: bool = False
+
+
+# --- JSON ------------------------------------------------------------------------------------------
+
+
+def _bad(i: int, what: str) -> BadRequest:
+    return BadRequest(400, f"span {i}: {what}")
+
+
+def _hex_id(i: int, v: Any, name: str, size: int) -> bytes:
+    if not isinstance(v, str) or not 0 < len(v) <= 2 * size:
+        raise _bad(i, f"{name} must be a string of 1 to {2 * size} hex characters")
+    try:
+        raw = bytes.fromhex(v.rjust(2 * size, "0"))
+    except ValueError:
+        raise _bad(i, f"{name} {v[:40]!r} is not hex") from None
+    return raw
+
+
+def _micros(i: int, v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        raise _bad(i, f"{name} must be a number of microseconds")
+    n = int(v)
+    if not 0 <= n <= _MAX_US:
+        raise _bad(i, f"{name} {n} is out of range")
+    return n
+
+
+def _str(i: int, v: Any, name: str) -> str:
+    if not isinstance(v, str):
+        raise _bad(i, f"{name} must be a string")
+    return v
+
+
+def _endpoint_json(i: int, v: Any, name: str) -> Endpoint | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise _bad(i, f"{name} must be an object")
+    ep = Endpoint()
+    if v.get("serviceName") is not None:
+        ep.service = _str(i, v["serviceName"], f"{name}.serviceName")
+    for key in ("ipv6", "ipv4"):
+        if v.get(key) is not None:
+            text = _str(i, v[key], f"{name}.{key}")
+            try:
+                ep.address = str(ipaddress.ip_address(text))
+            except ValueError:
+                raise _bad(i, f"{name}.{key} {text[:60]!r} is not an IP address") from None
+    port = v.get("port")
+    if port is not None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise _bad(i, f"{name}.port must be an integer from 0 to 65535")
+        ep.port = port
+    return ep
+
+
+def _tag_value(i: int, k: str, v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    raise _bad(i, f"tag {k[:60]!r} must have a string value")
+
+
+def _span_json(i: int, d: Any) -> ZSpan:
+    if not isinstance(d, dict):
+        raise _bad(i, "must be an object")
+    trace_id = _hex_id(i, d.get("traceId"), "traceId", 16)
+    span_id = _hex_id(i, d.get("id"), "id", 8)
+    parent = d.get("parentId")
+    parent_id = b"" if parent is None else _hex_id(i, parent, "parentId", 8)
+    kind = d.get("kind")
+    if kind is None:
+        k = Span.SPAN_KIND_INTERNAL
+    elif isinstance(kind, str) and kind.upper() in KINDS:
+        k = KINDS[kind.upper()]
+    else:
+        raise _bad(i, f"kind {str(kind)[:40]!r} is not CLIENT, SERVER, PRODUCER or CONSUMER")
+    name = d.get("name")
+    ts = d.get("timestamp")
+    dur = d.get("duration")
+    tags = d.get("tags")
+    if tags is not None and not isinstance(tags, dict):
+        raise _bad(i, "tags must be an object of strings")
+    anns = d.get("annotations")
+    if anns is not None and not isinstance(anns, list):
+        raise _bad(i, "annotations must be a list")
+    annotations = []
+    for a in anns or ():
+        if not isinstance(a, dict):
+            raise _bad(i, "each annotation must be an object")
+        annotations.append((_micros(i, a.get("timestamp"), "annotation timestamp"),
+                            _str(i, a.get("value"), "annotation value")))
+    for flag in ("shared", "debug"):
+        if d.get(flag) is not None and not isinstance(d[flag], bool):
+            raise _bad(i, f"{flag} must be true or false")
+    return ZSpan(
+        trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=k,
+        name="" if name is None else _str(i, name, "name"),
+        timestamp=None if ts is None else _micros(i, ts, "timestamp"),
+        duration=0 if dur is None else _micros(i, dur, "duration"),
+        local=_endpoint_json(i, d.get("localEndpoint"), "localEndpoint"),
+        remote=_endpoint_json(i, d.get("remoteEndpoint"), "remoteEndpoint"),
+        annotations=annotations,
+        tags={_str(i, key, "tag key"): _tag_value(i, key, v) for key, v in (tags or {}).items()},
+        shared=bool(d.get("shared")),
+    )
+
+
+def spans_from_json(body: bytes) -> list[ZSpan]:
+    """A Zipkin v2 JSON body (a list of spans). Raises BadRequest."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(400, f"malformed JSON: {e}") from None
+    if not isinstance(doc, list):
+        raise BadRequest(400, "a Zipkin v2 body must be a JSON list of spans")
+    return [_span_json(i, d) for i, d in enumerate(doc)]
+
+
+# --- proto3 ----------------------------------------------------------------------------------------
+
+
+def _id_bytes(i: int, v: bytes, name: str, sizes: tuple[int, ...], size: int) -> bytes:
+    if len(v) not in sizes:
+        raise _bad(i, f"{name} must be {' or '.join(map(str, sizes))} bytes, not {len(v)}")
+    return v.rjust(size, b"\x00")
+
+
+def _endpoint_proto(i: int, msg: Any, name: str, present: bool) -> Endpoint | None:
+    if not present:
+        return None
+    ep = Endpoint(service=msg.service_name, port=msg.port)
+    if not 0 <= msg.port <= 65535:
+        raise _bad(i, f"{name}.port must be from 0 to 65535")
+    raw = msg.ipv6 or msg.ipv4
+    if raw:
+        if len(raw) not in (4, 16):
+            raise _bad(i, f"{name} address must be 4 (IPv4) or 16 (IPv6) bytes")
+        ep.address = str(ipaddress.ip_address(raw))
+    return ep
+
+
+def spans_from_proto(body: bytes) -> list[ZSpan]:
+    """A Zipkin v2 proto3 body (``zipkin.proto3.ListOfSpans``). Raises BadRequest."""
+    from py_zipkin.encoding.protobuf import zipkin_pb2  # the generated zipkin.proto, shipped by py_zipkin
+
+    try:
+        msg = zipkin_pb2.ListOfSpans.FromString(body)
+    except (DecodeError, ValueError) as e:
+        raise BadRequest(400, f"malformed protobuf: {e}") from None
+    out = []
+    for i, s in enumerate(msg.spans):
+        if s.kind not in _PROTO_KINDS:
+            raise _bad(i, f"unknown kind {s.kind}")
+        if s.timestamp > _MAX_US or s.duration > _MAX_US:
+            raise _bad(i, "timestamp or duration out of range")
+        out.append(ZSpan(
+            trace_id=_id_bytes(i, s.trace_id, "trace_id", (8, 16), 16),
+            span_id=_id_bytes(i, s.id, "id", (8,), 8),
+            parent_id=_id_bytes(i, s.parent_id, "parent_id", (8,), 8) if s.parent_id else b"",
+            kind=_PROTO_KINDS[s.kind], name=s.name,
+            timestamp=s.timestamp or None, duration=s.duration,
+            local=_endpoint_proto(i, s.local_endpoint, "local_endpoint", s.HasField("local_endpoint")),
+            remote=_endpoint_proto(i, s.remote_endpoint, "remote_endpoint", s.HasField("remote_endpoint")),
+            annotations=[(a.timestamp, a.value) for a in s.annotations],
+            tags=dict(s.tags), shared=s.shared,
+        ))
+    return out
+
+
+# --- Zipkin → OTLP ---------------------------------------------------------------------------------
+
+
+class SharedIds:
+    """Recent shared server spans, (trace id, shared id, service) → the server side's own id;
+    bounded, so children reported after their shared parent still follow it."""
+
+    def __init__(self, capacity: int = 50_000):
+        self.capacity = capacity
+        self._ids: OrderedDict[tuple[bytes, bytes, str], bytes] = OrderedDict()
+
+    def put(self, key: tuple[bytes, bytes, str], new_id: bytes) -> None:
+        self._ids[key] = new_id
+        self._ids.move_to_end(key)
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+    def get(self, key: tuple[bytes, bytes, str]) -> bytes | None:
+        return self._ids.get(key)
+
+
+def shared_server_id(trace_id: bytes, span_id: bytes) -> bytes:
+    """The id given to the server side of a shared span: stable for a (trace, span) pair."""
+    h = hashlib.blake2b(trace_id + span_id, digest_size=8, person=b"zipkin-shared").digest()
+    return h if h != _ZERO8 else b"\x00" * 7 + b"\x01"
+
+
+def _service(s: ZSpan) -> str:
+    return (s.local.service if s.local else "") or "unknown_service"
+
+
+def _event(value: str) -> tuple[str, dict[str, Any]]:
+    """An annotation's value → (event name, attributes): ``{"name": {...}}`` (or the spec's
+    ``"name": {...}``) is the OpenTelemetry exporters' encoding of an event with attributes."""
+    text = value.strip()
+    if text.endswith("}") and (text.startswith("{") or text.startswith('"')):
+        try:
+            doc = orjson.loads(text if text.startswith("{") else "{" + text + "}")
+        except orjson.JSONDecodeError:
+            return value, {}
+        if isinstance(doc, dict) and len(doc) == 1:
+            name, attrs = next(iter(doc.items()))
+            if isinstance(attrs, dict):
+                return name, attrs
+    return value, {}
+
+
+def _put(attrs: Any, key: str, value: Any) -> None:
+    kv = KeyValue(key=key)
+    if isinstance(value, bool):
+        kv.value.bool_value = value
+    elif isinstance(value, int):
+        kv.value.int_value = value
+    elif isinstance(value, float):
+        kv.value.double_value = value
+    elif isinstance(value, str):
+        kv.value.string_value = value
+    else:
+        kv.value.string_value = orjson.dumps(value).decode()
+    attrs.append(kv)
+
+
+def _status(span: Span, tags: dict[str, str]) -> None:
+    code = tags.get("otel.status_code", "").upper()
+    error = tags.get("error")
+    if code == "ERROR" or (error is not None and error.lower() != "false"):
+        span.status.code = Status.STATUS_CODE_ERROR
+        desc = tags.get("otel.status_description") or error or ""
+        span.status.message = "" if desc.lower() == "true" else desc
+    elif code == "OK":
+        span.status.code = Status.STATUS_CODE_OK
+
+
+def _fill(span: Span, s: ZSpan, now_us: int) -> None:
+    span.trace_id = s.trace_id
+    span.span_id = s.span_id
+    if s.parent_id and s.parent_id != _ZERO8:
+        span.parent_span_id = s.parent_id
+    span.name = s.name
+    span.kind = s.kind
+    start = s.timestamp
+    duration = s.duration
+    if start is None:
+        if s.annotations:
+            first = min(t for t, _ in s.annotations)
+            start, duration = first, max(t for t, _ in s.annotations) - first
+        else:
+            start, duration = now_us, 0
+    span.start_time_unix_nano = start * 1000
+    span.end_time_unix_nano = min(start + duration, _MAX_US) * 1000
+    tags = s.tags
+    attrs = span.attributes
+    for k, v in tags.items():
+        if k not in _CONSUMED and k != "service.name":
+            _put(attrs, k, v)
+    for tag, fld in _DROPPED.items():
+        if tags.get(tag, "").isdigit():
+            setattr(span, fld, min(int(tags[tag]), (1 << 32) - 1))
+    _status(span, tags)
+    if s.remote:
+        if s.remote.service and "peer.service" not in tags:
+            _put(attrs, "peer.service", s.remote.service)
+        if s.remote.address and "network.peer.address" not in tags:
+            _put(attrs, "network.peer.address", s.remote.address)
+        if s.remote.port and "network.peer.port" not in tags:
+            _put(attrs, "network.peer.port", s.remote.port)
+    if s.local:
+        if s.local.address and "network.local.address" not in tags:
+            _put(attrs, "network.local.address", s.local.address)
+        if s.local.port and "network.local.port" not in tags:
+            _put(attrs, "network.local.port", s.local.port)
+        if s.kind == Span.SPAN_KIND_SERVER and s.local.address and "server.address" not in tags:
+            _put(attrs, "server.address", s.local.address)
+            if s.local.port and "server.port" not in tags:
+                _put(attrs, "server.port", s.local.port)
+    for t, value in s.annotations:
+        ev = span.events.add()
+        ev.time_unix_nano = t * 1000
+        ev.name, ev_attrs = _event(value)
+        for k, v in ev_attrs.items():
+            _put(ev.attributes, str(k), v)
+
+
+def _unshare(spans: list[ZSpan], seen: SharedIds | None) -> None:
+    """Give the server side of each shared span its own id, its client as parent, and move the
+    server's children under it."""
+    moved: dict[tuple[bytes, bytes, str], bytes] = {}
+    for s in spans:
+        if s.shared and s.kind == Span.SPAN_KIND_SERVER:
+            key = (s.trace_id, s.span_id, _service(s))
+            new = shared_server_id(s.trace_id, s.span_id)
+            moved[key] = new
+            if seen is not None:
+                seen.put(key, new)
+    for s in spans:
+        if s.shared and s.kind == Span.SPAN_KIND_SERVER:
+            s.parent_id, s.span_id = s.span_id, moved[(s.trace_id, s.span_id, _service(s))]
+        elif s.parent_id:
+            key = (s.trace_id, s.parent_id, _service(s))
+            new = moved.get(key) or (seen.get(key) if seen is not None else None)
+            if new is not None:
+                s.parent_id = new
+
+
+def to_otlp(spans: list[ZSpan], seen: SharedIds | None = None, now_us: int | None = None) -> ExportTraceServiceRequest:
+    """One request: a ResourceSpans per local service, a ScopeSpans per instrumentation scope."""
+    now = now_us if now_us is not None else time.time_ns() // 1000
+    _unshare(spans, seen)
+    req = ExportTraceServiceRequest()
+    scopes: dict[tuple[str, str, str], Any] = {}
+    resources: dict[str, Any] = {}
+    for s in spans:
+        svc = _service(s)
+        scope_name = next((s.tags[k] for k in _SCOPE_NAME if k in s.tags), "")
+        scope_version = next((s.tags[k] for k in _SCOPE_VERSION if k in s.tags), "")
+        ss = scopes.get((svc, scope_name, scope_version))
+        if ss is None:
+            rs = resources.get(svc)
+            if rs is None:
+                rs = resources[svc] = req.resource_spans.add()
+                _put(rs.resource.attributes, "service.name", svc)
+            ss = scopes[(svc, scope_name, scope_version)] = rs.scope_spans.add()
+            ss.scope.name = scope_name
+            ss.scope.version = scope_version
+        _fill(ss.spans.add(), s, now)
+    return req

@@ -1,0 +1,94 @@
+"""Zipkin's v2 API, ``POST /api/v2/spans``, as a plain ASGI application over the shared ingest path.
+
+JSON (``application/json``, also assumed without a content type, as Zipkin does) and proto3
+(``application/x-protobuf``), gzip-encoded or not. The spans become an OTLP trace request
+(``zipkin.to_otlp``) and go through the same checks, rate limits, durable buffer and writer as
+OTLP spans. The answer is Zipkin's ``202 Accepted``, sent once the spans are on disk; refusals are
+plain text with the same statuses as OTLP/HTTP (401, 400, 413, 415, 429 and 503 with Retry-After).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .app import _plain, _read_body
+from .decode import SIGNALS, BadRequest, gunzip, media_type
+from .ingest import Ingest
+from .zipkin import SharedIds, spans_from_json, spans_from_proto, to_otlp
+
+__all__ = ["ZipkinApp"]
+
+_TRACES = SIGNALS["traces"]
+_JSON = ("application/json", "")
+_PROTO = ("application/x-protobuf", "application/protobuf")
+
+
+class ZipkinApp:
+    def __init__(self, core: Ingest, shared: SharedIds | None = None):
+        self.core = core
+        self.shared = shared if shared is not None else SharedIds()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/api/v2/spans":
+            if method != "POST":
+                await _plain(send, 405, b"use POST\n", [(b"allow", b"POST")])
+                return
+            await self._ingest(scope, receive, send)
+        elif path == "/api/v1/spans":
+            await _plain(send, 404, b"Zipkin v1 is not accepted: send Zipkin v2 spans to /api/v2/spans\n")
+        elif path in ("/healthz", "/health") and method in ("GET", "HEAD"):
+            await _plain(send, 200, b"ok\n")
+        else:
+            await _plain(send, 404, b"not found\n")
+
+    async def _ingest(self, scope: dict, receive: Any, send: Any) -> None:
+        core = self.core
+        headers = dict(scope["headers"])
+        out = core.authorize(_TRACES, headers)
+        if out is None:
+            clen = headers.get(b"content-length")
+            body = None
+            if clen is None or not clen.isdigit() or int(clen) <= core.max_body:
+                body = await _read_body(receive, core.max_body)
+            if body is None:
+                out = core.too_large(_TRACES)
+            else:
+                ctype = headers.get(b"content-type", b"").decode("latin-1")
+                encoding = headers.get(b"content-encoding", b"").decode("latin-1")
+
+                def decode() -> tuple[Any, None]:
+                    return self._decode(ctype, encoding, body), None
+
+                out = await core.submit(_TRACES, len(body), decode)
+        if out.ok:
+            text = (f"{out.rejected} spans rejected: {out.message}\n" if out.rejected else "").encode()
+            await _plain(send, 202, text)
+            return
+        extra = [(b"retry-after", str(out.retry_after).encode())] if out.retry_after is not None else []
+        await _plain(send, out.status, (out.message + "\n").encode(), extra)
+
+    def _decode(self, ctype: str, encoding: str, body: bytes) -> Any:
+        mt = media_type(ctype)
+        if mt not in _JSON and mt not in _PROTO:
+            raise BadRequest(415, f"unsupported content type {ctype!r}: send Zipkin v2 as application/json "
+                                  "or application/x-protobuf")
+        enc = encoding.strip().lower()
+        if enc == "gzip":
+            body = gunzip(body, self.core.max_decompressed)
+        elif enc not in ("", "identity"):
+            raise BadRequest(415, f"unsupported content encoding {encoding!r}")
+        if len(body) > self.core.max_decompressed:
+            raise BadRequest(413, f"body exceeds {self.core.max_decompressed} bytes")
+        spans = spans_from_json(body) if mt in _JSON else spans_from_proto(body)
+        return to_otlp(spans, self.shared)

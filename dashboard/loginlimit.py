@@ -1,0 +1,65 @@
+"""Sign-in attempts per user name and per client address, in bounded memory.
+
+A sliding window per key keeps at most ``limit`` timestamps; the keys live in an LRU of at most
+``max_keys`` entries, so a flood of distinct names or addresses evicts the oldest keys instead of
+growing without bound. Every attempt counts (parallel guesses cannot outrun the hash); a
+successful sign-in clears its user name's window, not its address's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+
+__all__ = ["LoginLimiter"]
+
+
+class LoginLimiter:
+    def __init__(self, per_user: int = 10, per_address: int = 30, window_s: float = 300.0, max_keys: int = 10_000,
+                 clock=time.monotonic):
+        self.per_user = per_user
+        self.per_address = per_address
+        self.window = window_s
+        self.max_keys = max_keys
+        self.clock = clock
+        self._keys: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _wait(self, key: tuple[str, str], limit: int, now: float) -> float:
+        q = self._keys.get(key)
+        if q is None:
+            return 0.0
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        return q[0] + self.window - now if len(q) >= limit else 0.0
+
+    def _record(self, key: tuple[str, str], limit: int, now: float) -> None:
+        q = self._keys.get(key)
+        if q is None:
+            q = self._keys[key] = deque(maxlen=limit)
+            while len(self._keys) > self.max_keys:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(key)
+        q.append(now)
+
+    def attempt(self, user: str, address: str) -> float:
+        """Record one attempt; 0 when it may proceed, else the seconds until it may (not recorded).
+        An empty ``user`` (token sign-in) is limited by address only."""
+        now = self.clock()
+        keys = [(("a", address), self.per_address)] + ([(("u", user), self.per_user)] if user else [])
+        with self._lock:
+            wait = max(self._wait(k, lim, now) for k, lim in keys)
+            if wait > 0:
+                return wait
+            for k, lim in keys:
+                self._record(k, lim, now)
+        return 0.0
+
+    def succeeded(self, user: str) -> None:
+        with self._lock:
+            self._keys.pop(("u", user), None)

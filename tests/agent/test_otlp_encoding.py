@@ -1,0 +1,197 @@
+"""The lean OTLP encoder writes what the stock one writes (decoded with the official classes and
+compared), and its transports deliver, retry and time out as the OTLP specification asks."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.metrics import Observation
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+from opentelemetry.trace.span import TraceState
+
+from tracehouse.agent import otlp_exporters, otlp_metrics, otlp_spans
+from tracehouse.agent.otlp_transport import ExportFailed, GrpcTransport, HttpTransport
+
+
+def _spans():
+    mem = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource({"service.name": "s", "process.command_args": ["a", "b"], "n": 3},
+                                          schema_url="https://opentelemetry.io/schemas/1.21.0"))
+    tp.add_span_processor(SimpleSpanProcessor(mem))
+    a = tp.get_tracer("scope-a", "1.0", schema_url="https://x/1")
+    b = tp.get_tracer("scope-b")
+    remote = set_span_in_context(NonRecordingSpan(
+        SpanContext(123, 456, True, TraceFlags(1), TraceState([("k", "v"), ("a", "b")]))))
+    for i in range(150):
+        links = [Link(SpanContext(9, 8, True, TraceFlags(1), TraceState([("x", "y")])), {"l": 1})] if i % 5 == 0 else None
+        with a.start_as_current_span(f"GET /hello/{i % 7}", kind=SpanKind(i % 5), links=links,
+                                     context=remote if i % 3 == 0 else None) as sp:
+            sp.set_attributes({"http.request.method": "GET", "url.path": f"/hello/u{i % 50}", "server.port": 8000,
+                               "f": 1.5, "b": True, "neg": -5, "big": 2 ** 63 - 1, "arr": [1, 2, 3],
+                               "sarr": ("x", "y"), "barr": [True, False], "farr": [0.5], "empty": "", "zero": 0,
+                               "uni": "héllo ✓ \U0001f600", "long": "x" * 300})
+            if i % 4 == 0:
+                sp.add_event("ev", {"e": 1, "s": "v"})
+                sp.add_event("")
+                sp.set_status(Status(StatusCode.ERROR, "boom"))
+            with b.start_as_current_span("inner") as c:
+                c.set_status(Status(StatusCode.OK))
+    return mem.get_finished_spans()
+
+
+def test_lean_span_encoding_matches_the_stock_encoder():
+    spans = _spans()
+    ref = encode_spans(spans)
+    lean = ExportTraceServiceRequest()
+    lean.ParseFromString(otlp_spans.encode(spans, pause=lambda: None, slice_size=7))
+    # The stock encoder drops a link's trace_state (the OTLP Link message has one); ours keeps it.
+    linked = [link for ss in lean.resource_spans[0].scope_spans for s in ss.spans for link in s.links]
+    assert len(linked) == 30 and all(link.trace_state == "x=y" for link in linked)
+    for link in linked:
+        link.ClearField("trace_state")
+    assert lean == ref
+    assert len(lean.resource_spans[0].scope_spans) == 2 and len(lean.resource_spans[0].scope_spans[0].spans) == 150
+
+
+def test_spans_are_exported_under_the_current_resource():
+    spans = _spans()[:3]
+    lean = ExportTraceServiceRequest()
+    lean.ParseFromString(otlp_spans.encode(spans, resource=Resource({"service.instance.id": "child"})))
+    kvs = {kv.key: kv.value.string_value for kv in lean.resource_spans[0].resource.attributes}
+    assert kvs == {"service.instance.id": "child"}
+
+
+def test_lean_metric_encoding_matches_the_stock_encoder_exemplars_included():
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(resource=Resource({"service.name": "m"}, schema_url="https://s/r"), metric_readers=[reader],
+                       exemplar_filter=AlwaysOnExemplarFilter(),
+                       views=[View(instrument_name="expo", aggregation=ExponentialBucketHistogramAggregation()),
+                              View(instrument_name="*")])
+    meter = mp.get_meter("meter", "2.0", schema_url="https://s")
+    meter.create_counter("c", unit="1", description="d").add(5, {"a": "b"})
+    meter.create_up_down_counter("u").add(-3, {"x": 1})
+    hist = meter.create_histogram("h", unit="s")
+    tracer = TracerProvider().get_tracer("t")
+    with tracer.start_as_current_span("x"):
+        hist.record(0.3, {"r": "/a"})
+        hist.record(7.5, {"r": "/a"})
+    expo = meter.create_histogram("expo")
+    for v in (0.001, 0.5, 3, 100, 0):
+        expo.record(v)
+    meter.create_observable_gauge("g", callbacks=[lambda o: [Observation(1.25, {"k": "v"}), Observation(7)]])
+    meter.create_observable_counter("oc", callbacks=[lambda o: [Observation(2 ** 40)]])
+    data = reader.get_metrics_data()
+    ref = encode_metrics(data)
+    lean = ExportMetricsServiceRequest()
+    lean.ParseFromString(otlp_metrics.encode(data, pause=lambda: None))
+    assert lean == ref
+    h = next(m for m in lean.resource_metrics[0].scope_metrics[0].metrics if m.name == "h")
+    assert len(h.histogram.data_points[0].exemplars) == 2 and h.histogram.data_points[0].exemplars[0].trace_id
+
+
+def test_gil_share_lowers_the_switch_interval_while_exports_run_and_restores_it():
+    before = sys.getswitchinterval()
+    seen = []
+    with otlp_exporters.gil_share():
+        seen.append(sys.getswitchinterval())
+        with otlp_exporters.gil_share():
+            seen.append(sys.getswitchinterval())
+        seen.append(sys.getswitchinterval())
+    assert seen == [otlp_exporters.SWITCH_S] * 3 and sys.getswitchinterval() == before
+
+
+class _Answers(BaseHTTPRequestHandler):
+    script: list = []
+    bodies: list = []
+
+    def do_POST(self):
+        self.bodies.append(self.rfile.read(int(self.headers["content-length"])))
+        status, headers = self.script.pop(0) if self.script else (200, {})
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def answers():
+    _Answers.script, _Answers.bodies = [], []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv, f"http://127.0.0.1:{srv.server_address[1]}/v1/traces"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_http_transport_retries_503_after_retry_after_and_gives_up_at_its_deadline(answers):
+    _, url = answers
+    _Answers.script = [(503, {"Retry-After": "0.2"}), (200, {})]
+    t = HttpTransport(url, {"x-key": "v"}, timeout=3.0)
+    t0 = time.monotonic()
+    t.send(b"abc")
+    assert 0.2 <= time.monotonic() - t0 < 2 and _Answers.bodies == [b"abc", b"abc"]
+    _Answers.script = [(429, {"Retry-After": "30"})]
+    with pytest.raises(ExportFailed, match="429"):
+        t.send(b"x")  # Retry-After beyond the deadline: fail now, the guard pauses
+    _Answers.script = [(400, {})]
+    with pytest.raises(ExportFailed, match="400"):
+        t.send(b"y")
+    t.close()
+
+
+def test_grpc_transport_sends_the_lean_bytes_to_a_real_grpc_server():
+    from concurrent import futures
+
+    import grpc
+
+    got = []
+
+    def export(request, context):
+        got.append((request, dict(context.invocation_metadata())))
+        return b""
+
+    handler = grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService", {
+        "Export": grpc.unary_unary_rpc_method_handler(export, request_deserializer=None, response_serializer=None)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        spans = [s for s in _spans() if not s.links][:5]
+        t = GrpcTransport(f"http://127.0.0.1:{port}", "spans", {"Authorization": "Bearer t"}, 5.0, "gzip")
+        otlp_exporters.LeanSpanExporter(t).export(spans)
+        t.close()
+    finally:
+        server.stop(0)
+    req = ExportTraceServiceRequest()
+    req.ParseFromString(got[0][0])
+    assert req == encode_spans(spans) and got[0][1]["authorization"] == "Bearer t"

@@ -1,0 +1,93 @@
+"""The agent's private SDK shortcuts (``tracehouse.agent.sdk_private``) against every SDK release
+range it claims, and its public-API fallback for a release it does not know.
+
+Older releases are installed with pip into temporary directories (a few hundred kB each, from
+pip's cache after the first run) and put first on ``PYTHONPATH`` of a child interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tracehouse.agent import sdk_private
+
+CHECK = r"""
+import json, sys
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from tracehouse.agent import http_server, sdk_private
+import tracehouse.agent.pipeline, tracehouse.agent.otlp_exporters  # noqa: F401 - they import on this release
+
+if sys.argv[1] == "public":
+    sdk_private.force(False)
+sdk_private.refresh()
+reader = InMemoryMetricReader()
+tp = TracerProvider()
+inst = http_server.Instruments(tp, MeterProvider(metric_readers=[reader]))
+tracer = inst.tracer
+for seconds in (0.003, 0.02, 0.02, 0.6, 30.0):
+    span = tracer.start_span("GET")
+    http_server.set_attributes(span, {"url.path": "/a", "server.port": 80})
+    span.end()
+    inst.duration.record(seconds, "GET", "/a", 200, None, span.get_span_context())
+points = [p for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+          if m.name == "http.server.request.duration" for p in m.data.data_points]
+p = points[0]
+print(json.dumps({"version": list(sdk_private.sdk_version()), "private": not inst.duration.direct,
+                  "attrs": dict(span.attributes), "count": p.count, "sum": round(p.sum, 6), "min": p.min,
+                  "max": p.max, "buckets": list(p.bucket_counts), "exemplars": len(p.exemplars),
+                  "exemplar_ids": sorted({e.trace_id > 0 and e.span_id > 0 for e in p.exemplars})}))
+"""
+
+EXPECTED = {"count": 5, "sum": 30.643, "min": 0.003, "max": 30.0,
+            "buckets": [1, 0, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1], "exemplars": 4, "exemplar_ids": [True],
+            "attrs": {"url.path": "/a", "server.port": 80}}
+
+
+def _run(mode: str, path: str | None = None) -> dict:
+    env = dict(os.environ)
+    if path:
+        env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", CHECK, mode], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _install(tmp_path_factory, minor: int) -> str:
+    target = str(tmp_path_factory.mktemp(f"sdk1.{minor}"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    "--target", target, f"opentelemetry-sdk==1.{minor}.0", f"opentelemetry-api==1.{minor}.0",
+                    f"opentelemetry-semantic-conventions==0.{minor + 21}b0"],
+                   check=True, timeout=240, capture_output=True)
+    return target
+
+
+@pytest.mark.parametrize("minor", sorted({sdk_private.SUPPORTED[0][1], 35, 40}))
+def test_private_path_on_older_supported_releases(tmp_path_factory, minor):
+    got = _run("private", _install(tmp_path_factory, minor))
+    assert got.pop("version") == [1, minor] and got.pop("private") is True
+    assert got == EXPECTED
+
+
+def test_installed_release_is_in_range_and_the_public_fallback_gives_the_same_figures():
+    assert sdk_private.supported(), "the pinned SDK is outside sdk_private.SUPPORTED"
+    private = _run("private")
+    public = _run("public")
+    assert private.pop("private") is True and public.pop("private") is False
+    assert private == public and private.pop("version") and {k: private[k] for k in EXPECTED} == EXPECTED
+
+
+def test_pyproject_pins_the_supported_range():
+    import tomllib
+
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(here, "pyproject.toml"), "rb") as f:
+        deps = tomllib.load(f)["project"]["dependencies"]
+    (lo, hi) = sdk_private.SUPPORTED
+    assert f"opentelemetry-sdk>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}" in deps

@@ -1,0 +1,69 @@
+"""uWSGI (the pyuwsgi wheel) pre-forking workers under ``tracehouse-agent run``: with and without
+``--enable-threads`` and ``--lazy-apps``, each worker exports under its own instance id."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.servers import free_port, wait_port
+
+BIN = os.path.dirname(sys.executable)
+APP = '''
+import os
+from opentelemetry import trace
+
+def app(environ, start_response):
+    with trace.get_tracer("uwsgi-app").start_as_current_span("work"):
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [str(os.getpid()).encode()]
+'''
+
+
+@pytest.mark.parametrize("flags", [[], ["--enable-threads"], ["--lazy-apps"], ["--enable-threads", "--lazy-apps"]],
+                         ids=["plain", "enable-threads", "lazy-apps", "both"])
+def test_each_uwsgi_worker_exports_under_its_own_instance_id(tmp_path, sink, flags):
+    (tmp_path / "uapp.py").write_text(APP)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), OTEL_BSP_SCHEDULE_DELAY="100",
+               TRACEHOUSE_METRICS_INTERVAL="0.5", TRACEHOUSE_SNAPSHOTS="off")
+    proc = subprocess.Popen([f"{BIN}/tracehouse-agent", "run", "--service", "uw", "--endpoint", sink.url, "--",
+                             f"{BIN}/uwsgi", "--http-socket", f"127.0.0.1:{port}", "--module", "uapp:app",
+                             "--master", "--processes", "2", "--die-on-term", *flags],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        assert wait_port(port, 30)
+        pids: set[int] = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("GET", "/")
+            pids.add(int(c.getresponse().read()))
+            c.close()
+        assert len(pids) == 2
+        assert sink.wait(lambda s: {ra["process.pid"] for ra, _ in s.spans()} >= pids, 30)
+        assert sink.wait(lambda s: {ra["process.pid"] for ra, _ in s.metrics()} >= pids, 30)
+    finally:
+        os.kill(proc.pid, signal.SIGINT)  # uWSGI's immediate shutdown (SIGTERM means a graceful reload)
+        try:
+            out = proc.communicate(timeout=30)[0].decode("utf-8", "replace")
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    ids = {}
+    for ra, span in sink.spans():
+        if ra["process.pid"] in pids:
+            assert span.name == "work"
+            ids.setdefault(ra["process.pid"], set()).add(ra["service.instance.id"])
+    assert all(len(v) == 1 for v in ids.values()) and len({next(iter(v)) for v in ids.values()}) == 2, ids
+    metric_ids = {ra["process.pid"]: ra["service.instance.id"] for ra, _ in sink.metrics() if ra["process.pid"] in pids}
+    assert all(metric_ids[p] in ids[p] for p in pids)
+    assert "tracehouse agent did not start" not in out and "Traceback" not in out

@@ -1,0 +1,199 @@
+"""Zipkin v2 on its own port with real Zipkin clients: py_zipkin (a Zipkin instrumentation library,
+proto3 and JSON, shared server spans) and OpenTelemetry's Zipkin JSON exporter, in one trace with a
+service that speaks OTLP/gRPC: one waterfall, the right parents, edges on the map, RED rollups.
+Then bad input on the Zipkin receiver."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+
+import httpx
+import orjson
+import pytest
+from opentelemetry import trace as trace_api
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.zipkin.json import ZipkinExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from py_zipkin import Kind
+from py_zipkin.encoding import Encoding
+from py_zipkin.request_helpers import create_http_headers
+from py_zipkin.transport import BaseTransportHandler
+from py_zipkin.zipkin import ZipkinAttrs, zipkin_span
+from starlette.testclient import TestClient
+
+from tests.collector.harness import run_collector
+from tracehouse.collector.zipkin import shared_server_id
+from tracehouse.config import Settings
+from tracehouse.dashboard import create_app
+
+ORDERS_PORT = 18081  # the address zk-orders reports as its local endpoint (nothing listens there)
+
+
+class HttpTransport(BaseTransportHandler):
+    """py_zipkin leaves the transport to the application: POST each encoded batch to Zipkin's API."""
+
+    def __init__(self, url: str, content_type: str, headers: dict | None = None):
+        self.url, self.content_type, self.headers = url, content_type, headers or {}
+        self.statuses: list[int] = []
+
+    def get_max_payload_bytes(self):
+        return None
+
+    def send(self, payload):
+        body = payload if isinstance(payload, bytes) else payload.encode()
+        r = httpx.post(self.url, content=body, headers={"content-type": self.content_type, **self.headers},
+                       timeout=30)
+        self.statuses.append(r.status_code)
+
+
+def _provider(service: str, exporter) -> TracerProvider:
+    p = TracerProvider(resource=Resource.create({"service.name": service}))
+    p.add_span_processor(SimpleSpanProcessor(exporter))
+    return p
+
+
+@pytest.fixture
+def running(store, tmp_path):
+    r = run_collector(store, str(tmp_path / "buffer"), grpc=True, zipkin=True, max_batch_age=0.2)
+    yield r
+    r.stop()
+
+
+def test_one_trace_across_otlp_and_zipkin_services(running, store):
+    zipkin_spans = running.zipkin_url + "/api/v2/spans"
+    # web: OpenTelemetry SDK, OTLP/gRPC
+    web = _provider("web", OTLPSpanExporter(endpoint=running.grpc_target, insecure=True))
+    tracer = web.get_tracer("web.http")
+    with tracer.start_as_current_span("GET /checkout", kind=SpanKind.SERVER) as root:
+        with tracer.start_as_current_span("GET /orders", kind=SpanKind.CLIENT, attributes={
+                "server.address": "127.0.0.1", "server.port": ORDERS_PORT}) as call:
+            ctx = call.get_span_context()
+            # zk-orders: py_zipkin, proto3; it joins the caller's span (a shared server span) as
+            # Zipkin's B3 instrumentation does with the X-B3-* headers of the request
+            attrs = ZipkinAttrs(trace_id=f"{ctx.trace_id:032x}", span_id=f"{ctx.span_id:016x}",
+                                parent_span_id=f"{root.get_span_context().span_id:016x}", flags="0",
+                                is_sampled=True)
+            orders_transport = HttpTransport(zipkin_spans, "application/x-protobuf")
+            with zipkin_span(service_name="zk-orders", span_name="GET /orders", zipkin_attrs=attrs,
+                             transport_handler=orders_transport, encoding=Encoding.V2_PROTO3, kind=Kind.SERVER,
+                             host="127.0.0.1", port=ORDERS_PORT) as server:
+                server.update_binary_annotations({"http.route": "/orders"})
+                with zipkin_span(service_name="zk-orders", span_name="POST /pay", kind=Kind.CLIENT) as pay:
+                    pay.add_sa_binary_annotation(port=18082, service_name="zk-payments", host="127.0.0.1")
+                    b3 = create_http_headers()
+                    # zk-payments: OpenTelemetry SDK with the Zipkin JSON exporter, continuing from B3
+                    parent = SpanContext(int(b3["X-B3-TraceId"], 16), int(b3["X-B3-SpanId"], 16), is_remote=True,
+                                         trace_flags=TraceFlags(TraceFlags.SAMPLED))
+                    payments = _provider("zk-payments", ZipkinExporter(endpoint=zipkin_spans))
+                    ptracer = payments.get_tracer("payments.http", "2.0")
+                    with ptracer.start_as_current_span(
+                            "POST /pay", kind=SpanKind.SERVER,
+                            context=trace_api.set_span_in_context(NonRecordingSpan(parent))):
+                        with ptracer.start_as_current_span("charge card") as charge:
+                            charge.add_event("card declined", {"code": 51})
+                            charge.set_status(Status(StatusCode.ERROR, "declined"))
+                    payments.shutdown()
+    web.shutdown()
+    assert orders_transport.statuses == [202]
+    running.wait_stored("traces", 6)
+
+    trace_hex = f"{ctx.trace_id:032x}"
+    with TestClient(create_app(Settings(), store)) as client:
+        t = client.get(f"/api/traces/{trace_hex}").json()
+        smap = client.get("/api/service-map?since=1h").json()
+        services = {s["service"]: s for s in client.get("/api/services?since=1h").json()["services"]}
+    assert t["span_count"] == 6 and t["services"] == ["web", "zk-orders", "zk-payments"]
+    by_name = {(s["service"], s["name"]): s for s in t["spans"]}
+    web_root = by_name[("web", "GET /checkout")]
+    web_call = by_name[("web", "GET /orders")]
+    orders_server = by_name[("zk-orders", "GET /orders")]
+    orders_call = by_name[("zk-orders", "POST /pay")]
+    pay_server = by_name[("zk-payments", "POST /pay")]
+    charge_span = by_name[("zk-payments", "charge card")]
+    # the waterfall: web → (shared span, now its own) zk-orders → zk-payments
+    assert web_root["parent_span_id"] in ("", None, "0" * 16)
+    assert web_call["parent_span_id"] == web_root["span_id"]
+    assert orders_server["span_id"] == shared_server_id(bytes.fromhex(trace_hex),
+                                                        bytes.fromhex(web_call["span_id"])).hex()
+    assert orders_server["parent_span_id"] == web_call["span_id"] and orders_server["kind"] == "server"
+    assert orders_call["parent_span_id"] == orders_server["span_id"] and orders_call["kind"] == "client"
+    assert pay_server["parent_span_id"] == orders_call["span_id"] and pay_server["kind"] == "server"
+    assert charge_span["parent_span_id"] == pay_server["span_id"] and charge_span["kind"] == "internal"
+    # Zipkin fields, mapped
+    assert orders_server["attributes"]["http.route"] == "/orders"
+    assert orders_server["attributes"]["server.port"] == ORDERS_PORT
+    assert orders_call["attributes"]["peer.service"] == "zk-payments"
+    assert charge_span["status"] == {"code": "error", "message": "declined"}
+    assert [(e["name"], e["attributes"]) for e in charge_span["events"]] == [("card declined", {"code": 51})]
+    assert charge_span["scope"] == {"name": "payments.http", "version": "2.0"}
+    # edges on the map: web → zk-orders (its host:port resolves through zk-orders' own address),
+    # zk-orders → zk-payments (remoteEndpoint.serviceName)
+    edges = {(e["source"], e["target"]) for e in smap["edges"]}
+    assert {("web", "zk-orders"), ("zk-orders", "zk-payments")} <= edges
+    # RED rollups: the Zipkin services' server spans count as requests
+    assert services["zk-orders"]["requests"] == 1 and services["zk-payments"]["requests"] == 1
+
+
+def test_json_gzip_token_and_partial_refusal(store, tmp_path):
+    r = run_collector(store, str(tmp_path / "b"), zipkin=True, ingest_tokens=["zk"], max_batch_age=0.1)
+    try:
+        url = r.zipkin_url + "/api/v2/spans"
+        span = {"traceId": os.urandom(16).hex(), "id": os.urandom(8).hex(), "name": "get", "kind": "SERVER",
+                "timestamp": time.time_ns() // 1000, "duration": 10, "localEndpoint": {"serviceName": "z"},
+                "tags": {"db.password": "hunter2", "http.url": "https://u:pw@shop.example/x?token=abc&q=1"}}
+        zero = dict(span, id="0000000000000000")
+        body = gzip.compress(orjson.dumps([span, zero]))
+        headers = {"content-type": "application/json", "content-encoding": "gzip"}
+        assert httpx.post(url, content=body, headers=headers).status_code == 401
+        resp = httpx.post(url, content=body, headers=dict(headers, authorization="Bearer zk"))
+        assert resp.status_code == 202 and "1 spans rejected" in resp.text and "invalid span_id" in resp.text
+        r.wait_stored("traces", 1)
+    finally:
+        r.stop()
+    row = store.query(f"SELECT attr_keys, attr_values FROM {store.db}.spans").rows[0]
+    attrs = dict(zip(row[0], row[1]))
+    # the same redaction as OTLP: credential-looking keys, and credentials inside URLs
+    assert attrs["db.password"] == "[REDACTED]" and "pw" not in attrs["http.url"] and "abc" not in attrs["http.url"]
+
+
+def test_bad_input_is_refused_clearly_and_nothing_is_stored(chdb_store, tmp_path):
+    r = run_collector(chdb_store, str(tmp_path / "b"), zipkin=True, max_body_bytes=200_000,
+                      max_decompressed_bytes=400_000, max_batch_age=0.1)
+    try:
+        url = r.zipkin_url + "/api/v2/spans"
+        js = {"content-type": "application/json"}
+        cases = [
+            (b"[{", js, 400, "malformed JSON"),
+            (b"{}", js, 400, "JSON list of spans"),
+            (b'[{"traceId": 1, "id": "1"}]', js, 400, "traceId must be a string"),
+            (b'[{"traceId": "1", "id": "1", "tags": {"a": [1]}}]', js, 400, "string value"),
+            (b'[{"traceId": "1", "id": "1", "duration": "long"}]', js, 400, "duration must be a number"),
+            (b"\xff\xff\xff", {"content-type": "application/x-protobuf"}, 400, "malformed protobuf"),
+            (b"[]", {"content-type": "application/x-thrift"}, 415, "unsupported content type"),
+            (b"[]", {"content-type": "application/json", "content-encoding": "br"}, 415, "content encoding"),
+            (b"\x1f\x8b\x08\x00garbage", dict(js, **{"content-encoding": "gzip"}), 400, "gzip"),
+            (gzip.compress(b" " * (50 << 20)), dict(js, **{"content-encoding": "gzip"}), 413, "decompressed"),
+            (b"[" + b" " * 200_001 + b"]", js, 413, "exceeds"),
+            (b'[{"traceId": "1", "id": "1", "name": "\xff"}]', js, 400, "malformed JSON"),
+        ]
+        for body, headers, status, text in cases:
+            resp = httpx.post(url, content=body, headers=headers, timeout=30)
+            assert resp.status_code == status and text in resp.text, (text, resp.status_code, resp.text)
+        assert httpx.get(url).status_code == 405
+        assert httpx.post(r.zipkin_url + "/api/v1/spans", content=b"[]", headers=js).status_code == 404
+        assert r.collector.wal.records == 0
+        # still serving: no content type is JSON, as Zipkin assumes
+        good = [{"traceId": "1", "id": "2", "name": "fine", "timestamp": time.time_ns() // 1000, "duration": 1}]
+        assert httpx.post(url, content=orjson.dumps(good)).status_code == 202
+        r.wait_stored("traces", 1)
+    finally:
+        r.stop()
+    assert chdb_store.query(f"SELECT count() FROM {chdb_store.db}.spans").scalar() == 1
+    m = r.collector.metrics
+    assert m.get("tracehouse_collector_rejected_requests_total", reason="malformed") == 8
+    assert m.get("tracehouse_collector_rejected_requests_total", reason="too_large") == 2
