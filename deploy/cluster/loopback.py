@@ -130,7 +130,9 @@ class LoopbackCluster:
             env = dict(env_common, TRACEHOUSE_BUFFER_DIR=os.path.join(d, "buffer"))
             if buffer_max_bytes:
                 env["TRACEHOUSE_BUFFER_MAX_BYTES"] = str(buffer_max_bytes)
-            self._add(Proc(f"collector-{i}", [*th, "collector", "--storage", storage, "--otlp-port", str(port)],
+            # OTLP/HTTP goes through haproxy; each collector's OTLP/gRPC port is its own
+            self._add(Proc(f"collector-{i}", [*th, "collector", "--storage", storage, "--otlp-port", str(port),
+                                               "--otlp-grpc-port", str(free_port())],
                            env=env, ready_url=f"http://127.0.0.1:{port}/healthz"))
         lb_port = free_port()
         self._haproxy(lb_port, collector_ports)
@@ -256,7 +258,8 @@ frontend otlp
   default_backend collectors
 backend collectors
   balance roundrobin
-  option httpchk GET /healthz
+  option httpchk
+  http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host 127.0.0.1
 {servers}
 """
         with open(os.path.join(d, "haproxy.cfg"), "w", encoding="utf-8") as f:
