@@ -84,7 +84,8 @@ def single_phase(a, work, tmp: str) -> dict:
     port = free_port()
     env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=os.path.join(tmp, "single-buffer"), TRACEHOUSE_LOG_LEVEL="warning")
     storage = ch.url.rsplit("/", 1)[0] + "/bench"
-    col = subprocess.Popen([*tracehouse_command(), "collector", "--storage", storage, "--otlp-port", str(port)],
+    col = subprocess.Popen([*tracehouse_command(), "collector", "--storage", storage, "--otlp-port", str(port),
+                            "--otlp-grpc-port", str(free_port())],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         from tests.support.servers import wait_port
