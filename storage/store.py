@@ -15,7 +15,7 @@ from typing import Any
 from . import retention as _retention
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
-from .errors import ConfigError, QueryError, StorageError, StorageUnavailable
+from .errors import ConfigError, QueryError, StorageError
 from .migrations import (
     ALERT_RULES,
     LATEST,
@@ -309,43 +309,54 @@ class Store:
         whose views fill ``spans_local`` and the rollups, each deduplicating a replayed block by
         itself; so spans are always written again on a retry, never skipped because ``spans_local``
         has them (a rollup might not). Logs and metric points have no views: on a retry, a piece
-        the shard already holds is skipped. Every shard that can be written is written; then the
-        first failure is raised, and the retry sends only what was not acknowledged."""
+        the shard already holds is skipped. The shards are written at the same time, each its own
+        pieces in order; every shard that can be written is written, then the first failure is
+        raised, and the retry sends only what was not acknowledged."""
         from .cluster import split_rows
 
         sw = self.shard_writer()
         id_at = names.index("batch_id") if "batch_id" in names else -1
         target = SPANS_SOURCE if table == "spans" else f"{table}_local"
-        written = 0
-        failed: list[StorageUnavailable] = []
+        settings = self._insert_settings()
+        per_shard: dict[int, list[tuple[int, list[Sequence[Any]]]]] = {}
         for d, day in enumerate(days):
             route = sw.sharder.route(tbl.shard_key, names, day)
             for s, piece in enumerate(split_rows(route, day, len(sw.shards))):
                 if piece is None:
                     continue
-                rows = len(piece[0])
                 pid = chunk_batch_id(int(batch_id), (d << 16) + (s << 8)) if batch_id else 0
                 if id_at >= 0:
                     piece = list(piece)
-                    piece[id_at] = [pid] * rows
-                if pid and sw.acknowledged(target, pid):
-                    continue
+                    piece[id_at] = [pid] * len(piece[0])
+                if not (pid and sw.acknowledged(target, pid)):
+                    per_shard.setdefault(s, []).append((pid, piece))
+
+        def write_shard(s: int) -> int:
+            written = 0
+            for pid, piece in per_shard[s]:
                 check = verify and pid and id_at >= 0 and table != "spans"
 
-                def write(b, piece=piece, pid=pid, check=check, rows=rows) -> int:
+                def write(b, piece=piece, pid=pid, check=check) -> int:
                     if check and int(b.query(f"SELECT count() FROM {self.db}.{table}_local WHERE batch_id = {{b:UInt64}}",
                                              {"b": pid}).scalar() or 0):
                         return 0
-                    b.insert(tbl, f"{self.db}.{target}", piece, settings=self._insert_settings())
-                    return rows
+                    b.insert(tbl, f"{self.db}.{target}", piece, settings=settings)
+                    return len(piece[0])
 
-                try:
-                    written += sw.on_shard(s, write)
-                except StorageUnavailable as e:
-                    failed.append(e)
-                    continue
+                written += sw.on_shard(s, write)
                 if pid:
                     sw.remember(target, pid)
+            return written
+
+        if len(per_shard) == 1:
+            return write_shard(next(iter(per_shard)))
+        futures = [sw.pool.submit(write_shard, s) for s in sorted(per_shard)]
+        written, failed = 0, []
+        for f in futures:  # every shard finishes (or fails) before this returns or raises
+            try:
+                written += f.result()
+            except Exception as e:  # a shard out of reach, or a batch the server refuses
+                failed.append(e)
         if failed:
             raise failed[0]
         return written
