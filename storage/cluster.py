@@ -22,7 +22,6 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -122,9 +121,6 @@ class ShardWriter:
         self._done: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._remember = remember
         self._lock = threading.Lock()
-        # one writer thread per shard: the shards take their pieces at the same time (the driver
-        # waits on sockets without the GIL), as a synchronous Distributed insert would send them
-        self.pool = ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="tracehouse-shard")
 
     def backend(self, node: tuple[str, int]) -> Any:
         with self._lock:
@@ -164,7 +160,6 @@ class ShardWriter:
         raise StorageUnavailable(f"shard {shard.num} of the cluster: no replica can do it now: " + "; ".join(errors))
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
         with self._lock:
             backends, self._backends = list(self._backends.values()), {}
         for b in backends:
