@@ -26,11 +26,15 @@ cat > "$dir/config.xml" <<XML
   <timezone>UTC</timezone>
 </yandex>
 XML
+# tracehouse_rules: the read-only user SQL alert rules run as (README "SQL rules on a ClickHouse
+# server"), confined to the database th_rules that tests/alerts/test_rule_user.py uses.
 cat > "$dir/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default>
+    <tracehouse_rules><readonly>1</readonly><max_execution_time>10</max_execution_time><max_memory_usage>1000000000</max_memory_usage><max_rows_to_read>300000000</max_rows_to_read><max_bytes_to_read>40000000000</max_bytes_to_read><max_result_rows>10000</max_result_rows><max_threads>1</max_threads></tracehouse_rules></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>
+    <tracehouse_rules><password>rules-secret</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>tracehouse_rules</profile><quota>default</quota><allow_databases><database>th_rules</database></allow_databases></tracehouse_rules></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 XML

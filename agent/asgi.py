@@ -1,4 +1,9 @@
-"""A lean ASGI middleware: one SERVER span and one duration record per HTTP request."""
+"""A lean ASGI middleware: one SERVER span and one duration record per HTTP request.
+
+Its cost is the agent's cost per request, so the path is kept short (``bench/agent_overhead.py``
+measures it): the headers are read in one pass, the host split is cached, the span is the lean
+one of :mod:`.server_span`, and the in-flight entry is built as a plain tuple.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from tracehouse.agent.metrics_process import LOOP_LAG
 from tracehouse.agent.watchdog import INFLIGHT, Inflight
 
 _MARK = "tracehouse.instrumented"
+_tuple = tuple.__new__  # Inflight(...) without the NamedTuple's Python-level __new__
 
 
 class TracehouseASGIMiddleware:
@@ -22,12 +28,20 @@ class TracehouseASGIMiddleware:
         if scope["type"] != "http" or _MARK in scope:
             return await self.app(scope, receive, send)
         try:
-            inst, span, token, method, start, status_box, send_wrapper = _begin(scope, send)
+            inst, span, token, method, start, loop = _begin(scope)
         except Exception as exc:
             errors.swallow("asgi request start", exc)
             return await self.app(scope, receive, send)
+        status = 0
+
+        async def send_wrapper(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         key = id(scope)
-        INFLIGHT[key] = Inflight(start, span, get_ident(), current_task(), method, scope["path"])
+        INFLIGHT[key] = _tuple(Inflight, (start, span, get_ident(), current_task(loop), method, scope["path"]))
         error = None
         try:
             await self.app(scope, receive, send_wrapper)
@@ -39,35 +53,39 @@ class TracehouseASGIMiddleware:
             try:
                 end = time_ns()
                 route = scope.get("route")
-                route = getattr(route, "path", None) if route is not None else None
-                if route is not None and scope.get("root_path"):
-                    route = scope["root_path"] + route
-                status = status_box[0] or (500 if error is not None else 0)
+                if route is not None:
+                    route = getattr(route, "path", None)
+                    if route is not None and scope.get("root_path"):
+                        route = scope["root_path"] + route
                 hs.detach(token)
                 inst.active.add(-1, method)
-                hs.finish(inst, span, method, route, status, start, end, error)
+                hs.finish(inst, span, method, route, status or (500 if error is not None else 0), start, end, error)
             except Exception as exc:
                 errors.swallow("asgi request end", exc)
 
 
-def _begin(scope, send):
+def _begin(scope):
     start = time_ns()
     inst = hs.current()
-    LOOP_LAG.ensure(get_running_loop())
+    loop = get_running_loop()
+    if LOOP_LAG._loop is not loop:
+        LOOP_LAG.ensure(loop)
     traceparent = tracestate = host = agent = baggage = None
     headers = scope["headers"]
     for k, v in headers:
-        if k == b"traceparent":
-            traceparent = v.decode("latin-1")
-        elif k == b"host":
+        if k == b"host":
             host = v.decode("latin-1")
         elif k == b"user-agent":
             agent = v.decode("latin-1")
+        elif k == b"traceparent":
+            traceparent = v.decode("latin-1")
         elif k == b"tracestate":
             tracestate = v.decode("latin-1")
         elif k == b"baggage":
             baggage = v.decode("latin-1")
-    method = hs.method_of(scope["method"])
+    method = scope["method"]
+    if method not in hs.KNOWN_METHODS:
+        method = "_OTHER"
     prop = hs.PROPAGATION
     if prop.mode == "w3c":
         parent = hs.parent_context(traceparent, tracestate) if traceparent else None
@@ -77,10 +95,9 @@ def _begin(scope, send):
         parent = hs.extract({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers})
     else:
         parent = None
-    attrs = {"http.request.method": method, "url.path": scope["path"],
-             "url.scheme": scope.get("scheme", "http")}
+    attrs = {"http.request.method": method, "url.path": scope["path"], "url.scheme": scope.get("scheme", "http")}
     srv = scope.get("server")
-    name, port = hs.split_host(host, srv[1] if srv else None)
+    name, port = hs.host_and_port(host, srv[1] if srv else None)
     if name:
         attrs["server.address"] = name
     if port:
@@ -90,16 +107,8 @@ def _begin(scope, send):
         attrs["client.address"] = client[0]
     if agent:
         attrs["user_agent.original"] = agent
-    span = inst.tracer.start_span(method, context=parent, kind=hs.SERVER, start_time=start)
-    hs.set_attributes(span, attrs)
+    span = inst.spans.start(method, parent, start, attrs)
     token = hs.attach(span, parent)
     scope[_MARK] = True
     inst.active.add(1, method)
-    status_box = [0]
-
-    async def send_wrapper(message):
-        if message["type"] == "http.response.start":
-            status_box[0] = message["status"]
-        await send(message)
-
-    return inst, span, token, method, start, status_box, send_wrapper
+    return inst, span, token, method, start, loop

@@ -8,6 +8,7 @@
 * uvicorn: ``Config.load`` wraps any other ASGI app it loads.
 * gunicorn: ``BaseApplication.wsgi`` wraps the WSGI app it loads (ASGI apps are left alone).
 * Flask: ``Flask.wsgi_app`` is wrapped and a ``request_started`` hook names the route.
+* uWSGI (``pyuwsgi``): the ``--module`` application is wrapped when it loads (:mod:`.uwsgi_loader`).
 
 A request is traced once whichever layers saw it (the middlewares mark the scope/environ).
 """
@@ -178,8 +179,14 @@ class FlaskInstrumentor(BaseInstrumentor):
         _unpatch(flask.Flask, "wsgi_app")
 
 
+def _uwsgi():
+    from tracehouse.agent.uwsgi_loader import UwsgiInstrumentor
+
+    return UwsgiInstrumentor()
+
+
 LEAN = {"starlette": StarletteInstrumentor, "uvicorn": UvicornInstrumentor,
-        "gunicorn": GunicornInstrumentor, "flask": FlaskInstrumentor}
+        "gunicorn": GunicornInstrumentor, "flask": FlaskInstrumentor, "uwsgi": _uwsgi}
 # Stock entry points the lean instrumentors replace (skipped when the lean one loaded).
 REPLACES = {"starlette": ("fastapi", "starlette", "asgi"), "uvicorn": ("asgi",),
-            "gunicorn": ("wsgi",), "flask": ("flask", "wsgi")}
+            "gunicorn": ("wsgi",), "flask": ("flask", "wsgi"), "uwsgi": ()}

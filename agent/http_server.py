@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
+from tracehouse.agent import server_span
 from tracehouse.agent.duration import DURATION_BUCKETS, DurationHistogram, attributes_of
 from tracehouse.agent.sdk_private import add_attributes
 
@@ -22,13 +23,13 @@ __all__ = ["DURATION_BUCKETS", "DurationHistogram", "Instruments", "attributes_o
 
 SERVER = SpanKind.SERVER
 ERROR_STATUS = Status(StatusCode.ERROR)
-_KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 
 
 class Instruments:
     """The tracer and the two HTTP server instruments, created once per provider pair."""
 
-    __slots__ = ("tracer", "duration", "active", "__weakref__")
+    __slots__ = ("tracer", "spans", "duration", "active", "__weakref__")
 
     def __init__(self, tracer_provider=None, meter_provider=None, exemplar_filter: str = "trace_based"):
         from opentelemetry import metrics
@@ -36,6 +37,7 @@ class Instruments:
         from tracehouse.agent import __version__
 
         self.tracer = trace.get_tracer("tracehouse.agent.http", __version__, tracer_provider=tracer_provider)
+        self.spans = server_span.ServerSpans(self.tracer)
         meter = metrics.get_meter("tracehouse.agent.http", __version__, meter_provider=meter_provider)
         self.duration = DurationHistogram(meter.create_histogram(
             "http.server.request.duration", unit="s", description="Duration of HTTP server requests.",
@@ -150,7 +152,7 @@ def with_baggage(parent, header: str):
 
 
 def method_of(raw: str) -> str:
-    return raw if raw in _KNOWN_METHODS else "_OTHER"
+    return raw if raw in KNOWN_METHODS else "_OTHER"
 
 
 def split_host(host: str | None, default_port: int | None) -> tuple[str | None, int | None]:
@@ -168,20 +170,46 @@ def split_host(host: str | None, default_port: int | None) -> tuple[str | None, 
         return name, default_port
 
 
+_HOSTS: dict[tuple, tuple[str | None, int | None]] = {}
+_HOSTS_MAX = 256
+
+
+def host_and_port(host: str | None, default_port: int | None) -> tuple[str | None, int | None]:
+    """:func:`split_host` through a small cache (a server sees few distinct Host headers)."""
+    key = (host, default_port)
+    hit = _HOSTS.get(key)
+    if hit is None:
+        if len(_HOSTS) >= _HOSTS_MAX:
+            _HOSTS.clear()
+        hit = _HOSTS[key] = split_host(host, default_port)
+    return hit
+
+
 def finish(inst: Instruments, span, method: str, route: str | None, status: int, start_ns: int, end_ns: int,
            error: BaseException | None) -> None:
     """Set the final attributes, end the span and record the duration (never raises)."""
     error_type = type(error).__qualname__ if error is not None else str(status) if status >= 500 else None
-    if span.is_recording():
-        if route:
-            span.update_name(f"{method} {route}" if method != "_OTHER" else f"HTTP {route}")
-        set_attributes(span, attributes_of(method, route, status, error_type))
+    attrs = attributes_of(method, route, status, error_type)
+    name = (f"{method} {route}" if method != "_OTHER" else f"HTTP {route}") if route else None
+    if getattr(type(span), "_tracehouse_lean", False):  # server_span.is_lean, inlined
+        final = None
         if error is not None:
             span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            final = Status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
         elif status >= 500:
-            span.set_status(ERROR_STATUS)
-    span.end(end_ns)
+            final = ERROR_STATUS
+        span.close(name, attrs, final, end_ns)
+    else:
+        if span.is_recording():
+            if name:
+                span.update_name(name)
+            set_attributes(span, attrs)
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            elif status >= 500:
+                span.set_status(ERROR_STATUS)
+        span.end(end_ns)
     inst.duration.record((end_ns - start_ns) / 1e9, method, route, status, error_type, span.get_span_context())
 
 

@@ -1,13 +1,29 @@
-"""The agent's OTLP exporters: lean encoding, HTTP/protobuf or gRPC, short GIL holds.
+"""The agent's OTLP exporters: lean encoding, HTTP/protobuf or gRPC, the GIL left to requests.
 
 Spans and metrics are written by :mod:`.otlp_spans`/:mod:`.otlp_metrics` (about a fifth of the
-stock encoder's CPU). While an export runs, :func:`gil_share` lowers the interpreter's switch
-interval from 5 ms to 0.5 ms, so a request thread that wants the GIL gets it within 0.5 ms
-instead of 5 ms; the previous interval is restored when the last export ends. (Measured in
-``bench/agent_overhead.py``: short sleeps between encoding slices do not bound the wait on a
-loaded machine, because the sleeping thread often takes the GIL back first; the shorter switch
-interval forces the hand-over.) Logs (a trickle: warnings and snapshots) go through the stock
-OTLP log exporter of the chosen protocol.
+stock encoder's CPU). How an export shares the GIL with the application's requests is chosen by
+``TRACEHOUSE_EXPORT_YIELD`` (read when the exporter is built; ``bench/agent_overhead.py
+--agent-variants`` compares them in one run):
+
+* ``none`` (default): the export thread encodes a batch in one go (~7.5-9 µs per span, so a
+  512-span batch holds the GIL ~4-5 ms once per 512 spans).
+* ``switch``: the same with the interpreter's switch interval lowered from 5 ms to 0.5 ms while it
+  runs (:func:`gil_share`): GIL waits of another thread under ~0.8 ms, but ~+20 µs p50 per request.
+* ``end``: spans are encoded when their local root ends, on the thread that ends it (a server
+  span ends after its response went out), see :class:`.batching.LeanBatchSpanProcessor`; the
+  export thread only concatenates bytes and sends them (what it still encodes, it encodes as in
+  ``requests``): no long GIL hold and the best p99.9, for ~+10-25 µs p50 per request.
+* ``requests``: the export thread encodes in slices of :data:`~.otlp_spans.SLICE` spans; between
+  two slices :func:`yield_to_requests` sleeps briefly (a waiting thread takes the GIL) and, while
+  a request is in flight (:data:`.watchdog.INFLIGHT`), keeps waiting for at most
+  :data:`BUSY_MAX_S` (its polling cost ~+70 µs p50 in the bench).
+
+Nine same-run measurements of the bench (three runs each of three sessions; figures in
+README.md): ``none`` met the issue's targets (added p50 ≤ 1/10 of stock's, added p99 ≤ 1 ms,
+added CPU ≤ 1/8 of stock's) most often, so it is the default.
+
+Logs (a trickle: warnings and snapshots) go through the stock OTLP log exporter of the chosen
+protocol.
 """
 
 from __future__ import annotations
@@ -27,13 +43,19 @@ from tracehouse.agent import environment as env
 from tracehouse.agent import otlp_metrics, otlp_spans
 from tracehouse.agent.config_otlp import GRPC, SignalExport
 from tracehouse.agent.otlp_transport import GrpcTransport, HttpTransport, grpc_available
+from tracehouse.agent.watchdog import INFLIGHT
 
-__all__ = ["LeanMetricExporter", "LeanSpanExporter", "PAUSE_S", "SWITCH_S", "gil_share", "log_exporter",
-           "metric_preferences", "pause", "transport"]
+__all__ = ["BUSY_MAX_S", "LeanMetricExporter", "LeanSpanExporter", "PAUSE_S", "SWITCH_S", "gil_share",
+           "log_exporter", "metric_preferences", "pause", "span_encoder", "transport", "yield_to_requests"]
 
-PAUSE_S = 0.0001
-"""Sleep between encoding slices in :func:`pause` (an option the bench compares; not used by
-the exporters)."""
+PAUSE_S = 0.00005
+"""Sleep between two encoding slices (gives the GIL to a thread waiting for it)."""
+BUSY_WAIT_S = 0.0005
+"""Poll period while requests are in flight."""
+BUSY_MAX_S = 0.005
+"""Longest wait for in-flight requests between two slices."""
+YIELD_VAR = "TRACEHOUSE_EXPORT_YIELD"
+YIELD_MODES = ("none", "switch", "end", "requests")
 SWITCH_S = 0.0005
 """The interpreter's switch interval while an export runs (the default is 5 ms)."""
 _share_lock = threading.Lock()
@@ -47,6 +69,47 @@ _GRPC_MISSING = ("tracehouse: OTLP/gRPC was asked for ({var}=grpc) but grpcio is
 
 def pause() -> None:
     time.sleep(PAUSE_S)
+
+
+def yield_to_requests() -> None:
+    """Between two slices of an export: let a waiting thread have the GIL, and wait (bounded)
+    while the application serves a request."""
+    time.sleep(PAUSE_S)
+    if INFLIGHT:
+        deadline = time.monotonic() + BUSY_MAX_S
+        while INFLIGHT and time.monotonic() < deadline:
+            time.sleep(BUSY_WAIT_S)
+
+
+def yield_mode() -> str:
+    raw = (os.environ.get(YIELD_VAR) or "none").strip().lower()
+    if raw not in YIELD_MODES:
+        env.warn_once(f"{YIELD_VAR}={raw}", f"tracehouse: {YIELD_VAR}={raw!r} is not one of "
+                                            f"{', '.join(YIELD_MODES)}; using none")
+        return "none"
+    return raw
+
+
+def span_encoder():
+    """What the batch processor runs on ended spans: :func:`.otlp_spans.encoded` in ``end`` mode,
+    nothing in the others (the export thread encodes)."""
+    return otlp_spans.encoded if yield_mode() == "end" else None
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _yielding() -> tuple[Callable[[], object], Callable[[], None] | None]:
+    """(context manager around an export, pause after each slice encoded) for the configured mode
+    (``end``: for the few spans the export thread still encodes, see :mod:`.batching`)."""
+    mode = yield_mode()
+    if mode == "switch":
+        return gil_share, None
+    if mode == "none":
+        return _nothing, None
+    return _nothing, yield_to_requests
 
 
 @contextmanager
@@ -94,10 +157,13 @@ class LeanSpanExporter(SpanExporter):
     def __init__(self, transport, resource: Callable[[], object] | None = None):
         self._transport = transport
         self._resource = resource
+        self._around, self._pause = _yielding()
 
     def export(self, spans) -> SpanExportResult:
-        with gil_share():
-            self._transport.send(otlp_spans.encode(spans, resource=self._resource() if self._resource else None))
+        """``spans``: SDK spans, or :class:`~.otlp_spans.EncodedSpan` records (``end`` mode)."""
+        with self._around():
+            self._transport.send(otlp_spans.encode(spans, self._pause,
+                                                   resource=self._resource() if self._resource else None))
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -155,6 +221,7 @@ class LeanMetricExporter(MetricExporter):
         super().__init__(*metric_preferences())
         self._transport = transport
         self._resource = resource
+        self._around, self._pause = _yielding()
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
         if self._resource is not None:
@@ -162,8 +229,8 @@ class LeanMetricExporter(MetricExporter):
             metrics_data = MetricsData(resource_metrics=[
                 ResourceMetrics(resource=res, scope_metrics=rm.scope_metrics, schema_url=rm.schema_url)
                 for rm in metrics_data.resource_metrics])
-        with gil_share():
-            self._transport.send(otlp_metrics.encode(metrics_data))
+        with self._around():
+            self._transport.send(otlp_metrics.encode(metrics_data, self._pause))
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

@@ -15,6 +15,11 @@ Three shortcuts keep the request path short; each is used only with an SDK relea
 * :func:`update_resource` gives a provider the forked child's resource (a new
   ``service.instance.id``). Spans and metrics do not need it (the agent's exporters stamp the
   current resource); for logs the fallback keeps the parent's resource.
+
+One more lives in its own module for its size: :mod:`.server_span` builds the middlewares'
+SERVER span as a subclass of the SDK's ``Span`` (its private fields, the tracer's span limits,
+scope and processors, the SDK samplers' decisions), only when :func:`supported` says so.
+Fallback: ``Tracer.start_span``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ locals and source lines, exception messages, and the command line sent with ever
 
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 
 __all__ = ["MASK", "is_secret_name", "mask_argv", "mask_source_line", "mask_text", "safe_repr"]
 
@@ -60,12 +62,137 @@ def safe_repr(name: str, value: object, limit: int = 200) -> str:
 _ASSIGN = re.compile(r"^(\s*(?:[A-Za-z_][\w.]*(?:\[[^\]]*\])?\s*,\s*)*"
                      r"(?P<target>[A-Za-z_][\w.]*(?:\[\s*[\"']?(?P<key>[^\]\"']*)[\"']?\s*\])?)"
                      r"\s*(?::[^=]*)?(?<![=!<>])=(?!=)\s*)(?P<value>.+)$")
+_ASSIGN_OPS = frozenset(("=", ":=", "+=", "|=", "-=", "*=", "/=", "%=", "&=", "^=", "<<=", ">>=", "//=", "**=", "@="))
+_COMPARE_OPS = frozenset(("==", "!=", "in", "is", ":", "or"))
+_STOP_NAMES = frozenset(("and", "or", "if", "else", "for", "not", "in", "is", "as", "from", "lambda"))
+_OPEN, _CLOSE = frozenset("([{"), frozenset(")]}")
+_LITERALS = (tokenize.STRING, tokenize.NUMBER) + tuple(
+    getattr(tokenize, n) for n in ("FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END") if hasattr(tokenize, n))
+_line_cache: dict[str, str] = {}
 
 
 def mask_source_line(line: str) -> str:
-    """A source line with credentials masked: the value of an assignment to a credential-looking
-    name (``password = "…"``, ``self.api_key = …``, ``headers["Authorization"] = …``), then
-    ``key=value`` pairs, tokens and URL passwords as in :func:`mask_text`."""
+    """A source line with credentials masked, read as Python tokens: what is assigned to a
+    credential-looking name (``password = "…"``, ``self.api_key = …``, ``headers["Authorization"]
+    = …``, ``f(token="…")``, ``{"secret": …}``) and the literal it is compared with
+    (``if password == "…"``), then URL passwords and ``key=value`` credentials inside string
+    literals. Code that merely mentions such a word (``tokens_used = 5``) is left alone. A line
+    that is not Python on its own (inside a multi-line string) is masked as free text."""
+    hit = _line_cache.get(line)
+    if hit is None:
+        hit = _mask_code(line)
+        if len(_line_cache) >= 4096:
+            _line_cache.clear()
+        _line_cache[line] = hit
+    return hit
+
+
+def _tokens(line: str) -> tuple[list, bool]:
+    """The line's tokens as (type, text, start col, end col), and whether all of it was read."""
+    out = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(line).readline):
+            if tok.start[0] != 1:
+                break
+            if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+                continue
+            out.append((tok.type, tok.string, tok.start[1], tok.end[1] if tok.end[0] == 1 else len(line)))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return out, bool(out) and out[-1][3] >= len(line.rstrip())
+    return out, True
+
+
+def _is_subject(toks: list, i: int) -> bool:
+    kind, text = toks[i][0], toks[i][1]
+    if kind == tokenize.NAME:
+        return text not in _STOP_NAMES and is_secret_name(text)
+    if kind == tokenize.STRING and len(text) >= 2 and text[-1] in "\"'":  # a subscript or dict key
+        before = toks[i - 1][1] if i else ""
+        after = toks[i + 1][1] if i + 1 < len(toks) else ""
+        return (before == "[" or after == ":") and is_secret_name(text.strip("\"'bBrRuU"))
+    return False
+
+
+def _operand_end(toks: list, j: int, line_end: int, depth0_to_end: bool) -> int:
+    """The end column of the expression starting at token ``j``."""
+    if depth0_to_end:
+        return line_end
+    depth, end = 0, toks[j][3]
+    for k in range(j, len(toks)):
+        kind, text = toks[k][0], toks[k][1]
+        if kind == tokenize.OP and text in _OPEN:
+            depth += 1
+        elif kind == tokenize.OP and text in _CLOSE:
+            if depth == 0:
+                break
+            depth -= 1
+        elif depth == 0 and k > j and ((kind == tokenize.OP and text in (",", ":", ";", "==", "!=")) or
+                                       (kind == tokenize.NAME and text in _STOP_NAMES)):
+            break
+        elif kind == tokenize.COMMENT:
+            break
+        end = toks[k][3]
+    return end
+
+
+def _mask_code(line: str) -> str:
+    toks, complete = _tokens(line)
+    if not toks or not complete:
+        return _mask_plain(line)
+    masks: list[tuple[int, int]] = []
+    depth = 0
+    for i, (kind, text, _, _) in enumerate(toks):
+        if kind == tokenize.OP and text in _OPEN:
+            depth += 1
+        elif kind == tokenize.OP and text in _CLOSE:
+            depth = max(0, depth - 1)
+        if not _is_subject(toks, i):
+            continue
+        if i >= 2 and toks[i - 1][1] in ("==", "!=") and toks[i - 2][0] in _LITERALS:
+            masks.append((toks[i - 2][2], toks[i - 2][3]))  # "…" == password
+        j = i + 1
+        if j < len(toks) and toks[j][1] == "]":
+            j += 1
+        while j < len(toks) and toks[j][0] == tokenize.OP and toks[j][1] == ":" and kind == tokenize.NAME \
+                and depth == 0 and any(t[1] == "=" for t in toks[j:]):
+            j = next(k for k in range(j, len(toks)) if toks[k][1] == "=")  # an annotation: skip to its value
+        if j + 1 >= len(toks):
+            continue
+        op = toks[j][1]
+        if op in _ASSIGN_OPS or op in _COMPARE_OPS:
+            start = toks[j + 1][2]
+            to_end = op in _ASSIGN_OPS and depth == 0  # a statement: the rest of the line (comment too)
+            end = _operand_end(toks, j + 1, len(line), to_end)
+            # compared with another name (password == expected): nothing literal to hide
+            if op in _ASSIGN_OPS or op == ":" or any(t[0] in _LITERALS and start <= t[2] < end for t in toks):
+                masks.append((start, end))
+    out, pos = [], 0
+    for start, end in sorted(masks):
+        if start < pos:
+            continue
+        out.append(_mask_literals(line[pos:start], toks, pos))
+        out.append(MASK)
+        pos = end
+    out.append(_mask_literals(line[pos:], toks, pos))
+    return "".join(out)
+
+
+def _mask_literals(chunk: str, toks: list, offset: int) -> str:
+    """``chunk`` (line[offset:]) with :func:`mask_text` applied inside its string literals only."""
+    if "'" not in chunk and '"' not in chunk:
+        return chunk
+    out, pos = [], 0
+    end = offset + len(chunk)
+    for kind, text, start, stop in toks:
+        if kind in _LITERALS and start >= offset and stop <= end:
+            out.append(chunk[pos:start - offset])
+            out.append(mask_text(text))
+            pos = stop - offset
+    out.append(chunk[pos:])
+    return "".join(out)
+
+
+def _mask_plain(line: str) -> str:
     m = _ASSIGN.match(line)
     if m:
         target = m.group("key") or m.group("target").rsplit(".", 1)[-1]

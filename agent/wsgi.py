@@ -15,6 +15,7 @@ from tracehouse.agent import http_server as hs
 from tracehouse.agent.watchdog import INFLIGHT, Inflight
 
 ROUTE_KEY = "tracehouse.route"
+_tuple = tuple.__new__  # Inflight(...) without the NamedTuple's Python-level __new__
 _MARK = "tracehouse.instrumented"
 
 
@@ -50,7 +51,10 @@ class _Request:
         self._start_response = start_response
         self.status = 0
         self.done = False
-        self.method = method = hs.method_of(environ.get("REQUEST_METHOD", "GET"))
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in hs.KNOWN_METHODS:
+            method = "_OTHER"
+        self.method = method
         parent = None
         prop = hs.PROPAGATION
         if prop.mode == "w3c":
@@ -68,7 +72,7 @@ class _Request:
             default_port = int(environ.get("SERVER_PORT") or 0) or None
         except ValueError:
             default_port = None
-        name, port = hs.split_host(environ.get("HTTP_HOST") or environ.get("SERVER_NAME"), default_port)
+        name, port = hs.host_and_port(environ.get("HTTP_HOST") or environ.get("SERVER_NAME"), default_port)
         if name:
             attrs["server.address"] = name
         if port:
@@ -77,13 +81,12 @@ class _Request:
             attrs["client.address"] = environ["REMOTE_ADDR"]
         if environ.get("HTTP_USER_AGENT"):
             attrs["user_agent.original"] = environ["HTTP_USER_AGENT"]
-        self.span = inst.tracer.start_span(method, context=parent, kind=hs.SERVER, start_time=self.start)
-        hs.set_attributes(self.span, attrs)
+        self.span = inst.spans.start(method, parent, self.start, attrs)
         self.token = hs.attach(self.span, parent)
         environ[_MARK] = True
         inst.active.add(1, method)
         self.key = key = get_ident()
-        INFLIGHT[key] = Inflight(self.start, self.span, key, None, method, attrs["url.path"])
+        INFLIGHT[key] = _tuple(Inflight, (self.start, self.span, key, None, method, attrs["url.path"]))
 
     def start_response(self, status, headers, exc_info=None):
         try:

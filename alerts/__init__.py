@@ -41,10 +41,10 @@ __all__ = [
 _current: dict[str, Engine | None] = {"engine": None}
 
 
-def alerts_router(engine: Any, require_role: Any = None):
+def alerts_router(engine: Any, require_role: Any = None, previews_per_minute: float = 20):
     from .api import alerts_router as _router
 
-    return _router(engine, require_role)
+    return _router(engine, require_role, previews_per_minute)
 
 
 def get_engine() -> Engine | None:

@@ -7,14 +7,43 @@ dependency; reads need ``viewer``, changes ``editor``. Default: open.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
-from tracehouse.storage import StorageError
+from tracehouse.storage import QueryLimitExceeded, QueryTimeout, StorageError
 
 from .rules import RuleError
+
+log = logging.getLogger("tracehouse.alerts")
+
+
+class RateLimiter:
+    """A token bucket per key (``per_minute`` a minute, bursts of up to ``burst``), keys bounded."""
+
+    def __init__(self, per_minute: float, burst: int = 5, max_keys: int = 10_000, clock=time.monotonic):
+        self.rate, self.burst, self.max_keys, self.clock = per_minute / 60.0, max(1, burst), max_keys, clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 if allowed now, else the seconds to wait."""
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                if len(self._buckets) >= self.max_keys and key not in self._buckets:
+                    self._buckets.clear()
+                self._buckets[key] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate if self.rate > 0 else 60.0
 
 
 def _open(role: str) -> Callable[[], None]:
@@ -24,8 +53,10 @@ def _open(role: str) -> Callable[[], None]:
     return dep
 
 
-def alerts_router(engine: Any, require_role: Callable[[str], Any] | None = None) -> APIRouter:
+def alerts_router(engine: Any, require_role: Callable[[str], Any] | None = None,
+                  previews_per_minute: float = 20) -> APIRouter:
     role = require_role or _open
+    previews = RateLimiter(previews_per_minute)
     view, edit = [Depends(role("viewer"))], [Depends(role("editor"))]
     r = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -57,13 +88,22 @@ def alerts_router(engine: Any, require_role: Callable[[str], Any] | None = None)
             raise bad(x) from None
 
     @r.post("/rules/preview", dependencies=view)
-    def preview(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def preview(request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        who = getattr(request.state, "user", None) or (request.client.host if request.client else "")
+        wait = previews.take(str(who))
+        if wait:
+            raise HTTPException(429, "too many rule previews; try again shortly",
+                                headers={"Retry-After": str(max(1, round(wait)))})
         try:
             return eng().preview(body)
         except (RuleError, ValueError) as x:
             raise bad(x) from None
-        except StorageError as x:
-            raise HTTPException(400, f"query failed: {x}") from None
+        except StorageError as x:  # the database's text goes to the log, with an id the caller gets
+            error_id = uuid.uuid4().hex[:16]
+            log.warning("rule preview failed (error id %s): %s", error_id, x)
+            what = ("timed out" if isinstance(x, QueryTimeout) else
+                    "read more than allowed" if isinstance(x, QueryLimitExceeded) else "failed")
+            raise HTTPException(400, f"the query {what} (error id {error_id})") from None
 
     @r.get("/rules/{rule_id:path}", dependencies=view)
     def get_rule(rule_id: str) -> dict[str, Any]:

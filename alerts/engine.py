@@ -45,11 +45,14 @@ class Engine:
     def __init__(self, store: Any, config: AlertConfig | None = None, clock: Callable[[], int] = time.time_ns,
                  query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
                  rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
-                 metrics: AlertMetrics | None = None, lease: Lease | None = None, standby_reload_s: float = 5.0):
+                 metrics: AlertMetrics | None = None, lease: Lease | None = None, standby_reload_s: float = 5.0,
+                 sql_query: QueryFunc | None = None):
         self.store, self.config = store, config or AlertConfig()
         self.metrics = metrics or AlertMetrics()
         self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
         self.clock, self.query = clock, query or store.query
+        #: where SQL rules run (read-only, limited; see Store.rule_reader), opened on first use
+        self.sql_query = sql_query or (lambda sql, params: store.rule_reader().query(sql, params))
         self.db = store.db
         self.dashboard_url, self.request_snapshot = dashboard_url, request_snapshot
         self._lock = threading.RLock()
@@ -114,7 +117,7 @@ class Engine:
 
     # -- evaluation ------------------------------------------------------------------------------
     def eval_rule(self, ar: AlertingRule, now_ns: int) -> list[Transition]:
-        transitions, health = ar.eval(now_ns, self.query, self.db)
+        transitions, health = ar.eval(now_ns, self.query, self.db, self.sql_query)
         if health is not None:
             pseudo = Alert(ar.rule.id, "", {"alertname": ar.rule.alert}, health, annotations={"error": ar.last_error})
             persist.record_history(self.store, [Transition(pseudo, "ok" if health == "error" else "error", health)],
@@ -281,7 +284,7 @@ class Engine:
     def preview(self, body: dict[str, Any], now_ns: int | None = None) -> dict[str, Any]:
         rule = parse_rule(dict(body), rule_id="preview", source="api")
         now = self.clock() if now_ns is None else now_ns
-        samples = evaluate(rule, self.query, self.db, now)
+        samples = evaluate(rule, self.query, self.db, now, self.sql_query)
         return {"now_ns": now, "op": rule.op, "threshold": rule.threshold, "samples": [
             {"labels": s.labels, "value": s.value if s.value == s.value else None,
              "matches": compare(rule.op, s.value, rule.threshold)} for s in samples]}

@@ -20,7 +20,6 @@ from .rules import Rule
 from .sqlguard import prepare
 
 NS = 1_000_000_000
-SQL_MAX_EXECUTION_S = 10
 QueryFunc = Callable[..., Any]  # (sql, params, settings=None) -> storage Result
 
 
@@ -131,8 +130,10 @@ def _rows_to_samples(res: Any, names: list[str] | None = None, skip: tuple[str, 
     return out
 
 
-def evaluate(rule: Rule, query: QueryFunc, db: str, now_ns: int) -> list[Sample]:
-    """Run ``rule``'s expression at ``now_ns``; return every sample (condition not applied)."""
+def evaluate(rule: Rule, query: QueryFunc, db: str, now_ns: int, sql_query: QueryFunc | None = None) -> list[Sample]:
+    """Run ``rule``'s expression at ``now_ns``; return every sample (condition not applied).
+    ``sql_query(sql, params)`` runs a SQL rule's checked text where user SQL runs
+    (``Store.rule_reader().query``: read-only, the store's database by default, limited)."""
     now_s = now_ns // NS
     if rule.kind == "red":
         sql, params, _ = red_sql(rule, db, now_s)
@@ -156,11 +157,11 @@ def evaluate(rule: Rule, query: QueryFunc, db: str, now_ns: int) -> list[Sample]
         res = query(sql, params)
         return [Sample({"service": rule.service}, float(res.scalar() or 0))]
     if rule.kind == "sql":
+        if sql_query is None:
+            raise ValueError("SQL rules run through a rule reader (Store.rule_reader); none was given")
         sql = prepare(rule.query, db)
         start = now_s - int(rule.window)
         all_params = {"start": start, "end": now_s, "start_ns": start * NS, "end_ns": now_s * NS}
         used = {k: v for k, v in all_params.items() if "{" + k + ":" in sql}
-        res = query(sql, used, settings={"readonly": 1, "max_execution_time": SQL_MAX_EXECUTION_S,
-                                         "max_result_rows": 10_000})
-        return _rows_to_samples(res)
+        return _rows_to_samples(sql_query(sql, used))
     raise ValueError(f"unknown rule kind {rule.kind}")

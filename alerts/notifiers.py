@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import httpx
 
 from .rules import RuleError
-from .ssrf import DestinationRefused, check_host, check_url
+from .ssrf import DestinationRefused, check_host, check_url, pinned
 
 TIMEOUT_S = 5.0
 
@@ -37,14 +37,25 @@ class Notifier(Protocol):
 
 def _post(url: str, body: dict[str, Any], allow_private: bool, headers: dict[str, str] | None = None) -> None:
     try:
-        check_url(url, allow_private)
+        addrs = check_url(url, allow_private)
     except DestinationRefused as e:
         raise NotifyError(str(e), retryable=False) from None
-    try:
-        with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as c:
-            r = c.post(url, content=json.dumps(body), headers={"content-type": "application/json", **(headers or {})})
-    except httpx.HTTPError as e:
-        raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
+    content = json.dumps(body)
+    r = None
+    with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as c:
+        for i, addr in enumerate(addrs):  # only the checked addresses; the name is not resolved again
+            target, host, ext = pinned(url, addr)
+            try:
+                r = c.post(target, content=content, extensions=ext,
+                           headers={"content-type": "application/json", **(headers or {}), **host})
+                break
+            except httpx.ConnectError as e:
+                if i == len(addrs) - 1:
+                    raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
+            except httpx.HTTPError as e:
+                raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
+    if r is None:
+        raise NotifyError(f"POST {_redact(url)}: no address to connect to")
     if 300 <= r.status_code < 400:
         raise NotifyError(f"POST {_redact(url)}: redirect {r.status_code} refused (redirects are not followed)",
                           retryable=False)
@@ -122,11 +133,12 @@ class EmailNotifier:
         msg["Subject"] = f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}"[:200]
         msg["From"], msg["To"] = self.sender, ", ".join(self.to)
         msg.set_content(slack_text(message) + "\n\n" + json.dumps(message, indent=2))
-        # connect to the checked address, not to a second resolution of the name (with STARTTLS the
-        # name is needed for certificate checks, so it is resolved again: a small rebinding window)
-        host = self.host if self.starttls else addrs[0]
+        # connect to the checked address, never to a second resolution of the name; STARTTLS checks
+        # the certificate against the name (smtplib takes it from ``_host``)
         try:
-            with smtplib.SMTP(host, self.port, timeout=TIMEOUT_S) as s:
+            with smtplib.SMTP(timeout=TIMEOUT_S) as s:
+                s._host = self.host
+                s.connect(addrs[0], self.port)
                 if self.starttls:
                     s.starttls()
                 if self.username:

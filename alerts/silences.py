@@ -7,7 +7,10 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
+
+import re2
 
 from tracehouse.storage import parse_duration
 from tracehouse.storage.timerange import parse_time
@@ -30,7 +33,7 @@ class Matcher:
             return v == self.value
         if self.op == "!=":
             return v != self.value
-        hit = re.fullmatch(self.value, v) is not None
+        hit = _regex(self.value).fullmatch(v) is not None
         return hit if self.op == "=~" else not hit
 
     def to_dict(self) -> dict[str, Any]:
@@ -40,6 +43,8 @@ class Matcher:
 def parse_matcher(m: Any) -> Matcher:
     """``'service=payments'`` / ``'severity=~"warn|info"'`` or ``{name, value, isRegex, isEqual}``."""
     if isinstance(m, str):
+        if len(m) > MAX_REGEX_CHARS + 200:
+            raise RuleError("matcher too long")
         hit = _MATCHER.match(m)
         if not hit:
             raise RuleError(f"bad matcher {m!r}: use name=value, name!=value, name=~regex or name!~regex")
@@ -51,11 +56,26 @@ def parse_matcher(m: Any) -> Matcher:
     else:
         raise RuleError(f"bad matcher {m!r}")
     if "~" in op:
+        if len(value) > MAX_REGEX_CHARS:
+            raise RuleError(f"regex in matcher {name} longer than {MAX_REGEX_CHARS} characters")
         try:
-            re.compile(value)
-        except re.error as e:
-            raise RuleError(f"bad regex in matcher {name}: {e}") from None
+            _regex(value)
+        except re2.error as e:
+            reason = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+            raise RuleError(f"bad regex in matcher {name} (RE2 syntax, as in Alertmanager): {reason}") from None
     return Matcher(name, value, op)
+
+
+#: matcher regexes run on RE2 (linear time, as Alertmanager's Go regexp): no backreferences or
+#: lookarounds, so an editor cannot write one that takes exponential time on a label value
+MAX_REGEX_CHARS = 1000
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str):
+    return re2.compile(pattern, options=_RE2_OPTIONS)
 
 
 @dataclass

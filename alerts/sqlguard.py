@@ -1,165 +1,94 @@
-"""Safety for user SQL (``kind: sql`` business rules).
+"""What user SQL (``kind: sql`` business rules) may read, decided on ClickHouse's own parse of it.
 
-A user query is tokenized (string literals, quoted identifiers and comments are understood, so a
-keyword inside a string is not mistaken for one) and accepted only when it is:
+:func:`prepare` has the statement parsed by the engine (:func:`tracehouse.storage.sqlparse.parse_select`:
+one statement, the parser's canonical text and syntax tree) and accepts it only when:
 
-- one statement (a trailing ``;`` is dropped, any other ``;`` refuses it), starting with SELECT/WITH;
-- free of write/DDL/administration keywords and of ``SETTINGS``/``FORMAT``/``INTO OUTFILE``;
-- free of table functions and functions that reach outside the database (``url``, ``file``,
-  ``remote``, ``s3``, ``mysql``, ``dictGet``, ``executable`` …);
-- reading only the tables in :data:`ALLOWED_TABLES`, named bare after FROM/JOIN/IN. Each such
-  name is rewritten to ``<store database>.<table>`` (we qualify instead of ``USE db``: the chDB
-  session is shared by the whole process, and the server backend pools connections, so
-  switching the default database would leak into other components);
-- using only the engine's parameters ``{start:UInt32} {end:UInt32} {start_ns:UInt64} {end_ns:UInt64}``.
-  Where ``{start}``/``{end}`` are compared directly with a DateTime column (``timestamp >= {start:UInt32}``)
-  they are wrapped in ``toDateTime()``: ClickHouse 18.16 rejects a UInt32 against the
-  ``toStartOfHour(timestamp)`` sorting key.
+- it is a plain SELECT (UNION/INTERSECT/EXCEPT of SELECTs, subqueries and ``WITH`` expressions
+  included) with no ``SETTINGS``, ``FORMAT`` or ``INTO OUTFILE``, and every node of its tree is of
+  a kind known to be read-only (:data:`_NODE_KINDS`);
+- every table it names, wherever (FROM, JOIN, a comma list, ``IN table``, quoted or not), is one of
+  :data:`ALLOWED_TABLES`, bare or qualified with the store's database;
+- it calls no table function (``url``, ``file``, ``remote``, ``numbers`` …) and none of the
+  functions that reach outside the database, read dictionaries, settings or server state, or sleep
+  (:data:`_FORBIDDEN_FUNCS`, :data:`_FORBIDDEN_PREFIXES`);
+- it uses only the engine's parameters ``{start:UInt32} {end:UInt32} {start_ns:UInt64} {end_ns:UInt64}``.
 
-At run time the engine adds the settings ``readonly=1`` and ``max_execution_time`` (both
-backends honour them; with readonly=1 a query cannot change settings back), so anything the
-checks here missed still cannot write.
+The statement that runs is the parser's canonical text (comments dropped, exactly one statement),
+on connections whose default database is the store's and that are read-only (chDB), or as a
+database user that can read only that database (a ClickHouse server; see the README). Where
+``{start}``/``{end}`` are compared directly with a DateTime column (``timestamp >= {start:UInt32}``)
+they are wrapped in ``toDateTime()`` first: ClickHouse 18.16 rejects a UInt32 against the
+``toStartOfHour(timestamp)`` sorting key.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from tracehouse.storage import InvalidParameter
+from tracehouse.storage.backend import PARAM_RE
+from tracehouse.storage.sqlparse import Node, parse_select
 
 ALLOWED_TABLES = ("spans", "logs", "metric_points", "red_1m", "edges_1m", "trace_summary", "service_endpoints")
 PARAMS = {"start": "UInt32", "end": "UInt32", "start_ns": "UInt64", "end_ns": "UInt64"}
 MAX_QUERY_CHARS = 20_000
-_FORBIDDEN_WORDS = {
-    "insert", "alter", "drop", "create", "attach", "detach", "rename", "truncate", "optimize", "system",
-    "kill", "grant", "revoke", "set", "settings", "format", "into", "outfile", "use", "exchange",
-    "delete", "update", "describe", "show", "explain", "check", "watch", "move", "backup", "restore",
-    "infile", "undrop",
-}
-_FORBIDDEN_FUNCS = {
-    "url", "urlcluster", "input", "merge", "view", "loop", "joinget", "joingetornull", "numbers",
-    "numbers_mt", "zeros", "zeros_mt", "generaterandom", "values", "null", "format", "getsetting",
-    "currentuser", "currentprofiles", "currentroles", "filesystemavailable", "filesystemcapacity",
-    "filesystemunreserved", "getserverport", "buildid", "addresstoline", "addresstosymbol", "demangle",
-}
+
+#: syntax-tree nodes a read-only SELECT is made of; anything else (SETTINGS, a second statement,
+#: a construct this list does not know) is refused
+_NODE_KINDS = frozenset({
+    "SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery", "ExpressionList", "TablesInSelectQuery",
+    "TablesInSelectQueryElement", "TableExpression", "TableIdentifier", "TableJoin", "ArrayJoin", "Subquery",
+    "Identifier", "Literal", "Function", "Asterisk", "QualifiedAsterisk", "OrderByElement", "WithElement",
+    "WindowDefinition", "WindowListElement", "ColumnsRegexpMatcher", "ColumnsListMatcher",
+    "QualifiedColumnsRegexpMatcher", "QualifiedColumnsListMatcher", "ColumnsTransformerList",
+    "ColumnsExceptTransformer", "ColumnsReplaceTransformer", "ColumnsApplyTransformer", "Interpolate",
+    "InterpolateElement",
+})
+#: functions (lower case) that read outside the rule's rows: files, URLs, other servers, dictionaries,
+#: join tables, settings, server and session state; or that only stall (sleep)
+_FORBIDDEN_FUNCS = frozenset({
+    "input", "joinget", "joingetornull", "getsetting", "getsettingordefault", "getserversetting",
+    "getmergetreesetting", "hascolumnintable", "getmacro", "globalvariable", "hostname", "fqdn", "serveruuid",
+    "uptime", "tcpport", "getserverport", "buildid", "revision", "displayname", "shardnum", "shardcount",
+    "initialqueryid", "queryid", "initialquerystarttime", "transactionid", "transactionlatestsnapshot",
+    "transactionoldestsnapshot", "runningconcurrency", "getclienthttpheader", "getoskernelversion",
+    "addresstoline", "addresstolinewithinlines", "addresstosymbol", "demangle", "trap", "catboostevaluate",
+    "modelevaluate", "evalmlmethod", "generateserialid", "zookeepersessionuptime",
+})
 _FORBIDDEN_PREFIXES = (
-    "file", "remote", "cluster", "s3", "gcs", "hdfs", "azure", "mysql", "postgres", "odbc", "jdbc",
-    "sqlite", "mongo", "redis", "executable", "dict", "iceberg", "deltalake", "hudi", "hive", "kafka",
+    "dict", "file", "url", "remote", "cluster", "s3", "gcs", "hdfs", "azure", "mysql", "postgres", "odbc", "jdbc",
+    "sqlite", "mongo", "redis", "executable", "sleep", "current", "getsetting", "getserver", "filesystem",
+    "iceberg", "deltalake", "hudi", "hive", "kafka", "zookeeper", "addressto",
 )
-_TOKEN = re.compile(
-    r"""(?P<ws>\s+)
-      |(?P<comment>--[^\n]*|/\*.*?\*/)
-      |(?P<string>'(?:[^'\\]|\\.|'')*')
-      |(?P<qident>"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`)
-      |(?P<param>\{\s*[A-Za-z_][A-Za-z0-9_]*\s*:\s*[A-Za-z0-9_()]+\s*\})
-      |(?P<word>[A-Za-z_][A-Za-z0-9_]*)
-      |(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
-      |(?P<punct>->|<=|>=|!=|<>|==|\|\||::|[-+*/%(),.;=<>\[\]?:!^&|~])
-    """,
-    re.VERBOSE | re.DOTALL,
-)
+_IN_FUNCS = frozenset({"in", "notin", "globalin", "globalnotin", "nullin", "notnullin", "globalnullin",
+                       "globalnotnullin"})
 
 
 class UnsafeQuery(ValueError):
     """The query was refused; the message says why."""
 
 
-@dataclass
-class _Tok:
-    kind: str
-    text: str
-
-
-def _tokens(sql: str) -> list[_Tok]:
-    out, pos = [], 0
-    while pos < len(sql):
-        m = _TOKEN.match(sql, pos)
-        if not m:
-            raise UnsafeQuery(f"unexpected character {sql[pos]!r} at offset {pos}")
-        pos = m.end()
-        kind = m.lastgroup or ""
-        if kind in ("ws", "comment"):
-            continue
-        out.append(_Tok(kind, m.group()))
-    return out
-
-
 def prepare(sql: str, database: str) -> str:
-    """Check ``sql`` and return it with every table name qualified by ``database``."""
+    """Check ``sql`` and return the text to run (the parser's canonical form of it)."""
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", database):
         raise UnsafeQuery(f"bad database name {database!r}")
     if not isinstance(sql, str) or not sql.strip():
         raise UnsafeQuery("empty query")
     if len(sql) > MAX_QUERY_CHARS:
         raise UnsafeQuery(f"query longer than {MAX_QUERY_CHARS} characters")
-    toks = _tokens(sql)
-    while toks and toks[-1].text == ";":
-        toks.pop()
-    if any(t.text == ";" for t in toks):
-        raise UnsafeQuery("only one statement is allowed")
-    if not toks or toks[0].kind != "word" or toks[0].text.lower() not in ("select", "with"):
-        raise UnsafeQuery("the query must be a SELECT (or WITH … SELECT)")
-    if not any(t.kind == "word" and t.text.lower() == "value" for t in toks) and \
-            not any(t.kind == "qident" and t.text[1:-1] == "value" for t in toks):
-        raise UnsafeQuery("the query must return a column named value")
-    out: list[str] = []
-    for i, t in enumerate(toks):
-        nxt = toks[i + 1] if i + 1 < len(toks) else None
-        prev = toks[i - 1] if i > 0 else None
-        low = t.text.lower()
-        if t.kind == "param":
-            name, _, typ = t.text.strip("{}").partition(":")
-            name, typ = name.strip(), typ.strip()
-            if PARAMS.get(name) != typ:
-                raise UnsafeQuery(f"unknown parameter {t.text}: use {', '.join(f'{{{k}:{v}}}' for k, v in PARAMS.items())}")
-            text = "{" + name + ":" + typ + "}"
-            if typ == "UInt32" and _next_to_time_column(toks, i):
-                text = f"toDateTime({text})"  # ClickHouse 18.16 cannot compare the DateTime key with a UInt32
-            out.append(text)
-            continue
-        if t.kind == "word":
-            is_call = nxt is not None and nxt.text == "("
-            if is_call and (low in _FORBIDDEN_FUNCS or low.startswith(_FORBIDDEN_PREFIXES)):
-                raise UnsafeQuery(f"function {t.text}() is not allowed in alert rules")
-            if not is_call and low in _FORBIDDEN_WORDS and not (prev is not None and prev.text == "."):
-                raise UnsafeQuery(f"{t.text.upper()} is not allowed in alert rules (read-only SELECT only)")
-            if prev is not None and _is_table_position(toks, i - 1):
-                if t.text not in ALLOWED_TABLES or (nxt is not None and nxt.text in (".", "(")):
-                    raise UnsafeQuery(
-                        f"table {t.text!r} is not readable from alert rules: use one of {', '.join(ALLOWED_TABLES)}")
-                out.append(f"{database}.{t.text}")
-                continue
-        elif t.kind == "qident" and prev is not None and _is_table_position(toks, i - 1):
-            raise UnsafeQuery("quoted table names are not allowed: use one of " + ", ".join(ALLOWED_TABLES))
-        out.append(t.text)
-    return _join(out)
-
-
-_CMP = {"<", "<=", ">", ">=", "=", "==", "!=", "<>"}
-
-
-def _next_to_time_column(toks: list[_Tok], i: int) -> bool:
-    """``timestamp >= {start:UInt32}`` (either order): the DateTime columns of our tables."""
-    cols = {"timestamp", "minute", "hour"}
-    if i >= 2 and toks[i - 1].text in _CMP and toks[i - 2].text.lower() in cols:
-        return True
-    return i + 2 < len(toks) and toks[i + 1].text in _CMP and toks[i + 2].text.lower() in cols
-
-
-def _is_table_position(toks: list[_Tok], i: int) -> bool:
-    """Is the token after ``toks[i]`` a table reference (FROM x, JOIN x, IN x)?"""
-    low = toks[i].text.lower() if toks[i].kind == "word" else ""
-    if low == "from":
-        return True
-    if low == "join":
-        return not (i > 0 and toks[i - 1].text.lower() == "array")
-    if low == "in":
-        return i + 1 < len(toks) and toks[i + 1].kind in ("word", "qident") and \
-            not (i + 2 < len(toks) and toks[i + 2].text == "(")
-    return False
-
-
-def _join(parts: list[str]) -> str:
-    return " ".join(parts)
+    for m in PARAM_RE.finditer(sql):
+        if PARAMS.get(m.group(1).strip()) != m.group(2).strip():
+            raise UnsafeQuery(f"unknown parameter {m.group(0)}: use "
+                              + ", ".join(f"{{{k}:{v}}}" for k, v in PARAMS.items()))
+    try:
+        parsed = parse_select(_wrap_time_params(sql), PARAMS)
+    except InvalidParameter as e:
+        raise UnsafeQuery(str(e)) from None
+    _check_tree(parsed.root, database)
+    for m in PARAM_RE.finditer(parsed.canonical):
+        if PARAMS.get(m.group(1)) != m.group(2).strip():
+            raise UnsafeQuery(f"unknown parameter {m.group(0)}")
+    return parsed.canonical
 
 
 def check_query(sql: str) -> None:
@@ -170,3 +99,89 @@ def check_query(sql: str) -> None:
         prepare(sql, "db")
     except UnsafeQuery as e:
         raise RuleError(f"sql rule refused: {e}") from None
+
+
+# -- the policy, on the parser's tree -----------------------------------------------------------------
+
+def _check_tree(root: Node, database: str) -> None:
+    if root.kind != "SelectWithUnionQuery":
+        raise UnsafeQuery("the query must be a SELECT (or WITH … SELECT)")
+    if len(root.children) != 1:
+        raise UnsafeQuery("FORMAT, INTO OUTFILE and SETTINGS are not allowed in alert rules")
+    returns_value = False
+    for node in root.walk():
+        if node.kind not in _NODE_KINDS:
+            what = "SETTINGS" if node.kind in ("Set", "SetQuery") else node.kind
+            raise UnsafeQuery(f"{what} is not allowed in alert rules (read-only SELECT only)")
+        if node.kind == "TableIdentifier":
+            _check_table(node.name, database)
+        elif node.kind == "TableExpression":
+            if any(c.kind == "Function" for c in node.children):
+                name = next(c.name for c in node.children if c.kind == "Function")
+                raise UnsafeQuery(f"table function {name}() is not allowed in alert rules")
+        elif node.kind == "Function":
+            _check_function(node, database)
+        if node.text.endswith("(alias value)") or (node.kind == "Identifier" and node.name == "value"):
+            returns_value = True
+    if not returns_value:
+        raise UnsafeQuery("the query must return a column named value")
+
+
+def _check_table(name: str, database: str) -> None:
+    db, dot, table = name.rpartition(".")
+    if table not in ALLOWED_TABLES or (dot and db != database):
+        raise UnsafeQuery(f"table {name!r} is not readable from alert rules: use one of {', '.join(ALLOWED_TABLES)}")
+
+
+def _check_function(node: Node, database: str) -> None:
+    low = node.name.lower()
+    if low in _FORBIDDEN_FUNCS or low.startswith(_FORBIDDEN_PREFIXES):
+        raise UnsafeQuery(f"function {node.name}() is not allowed in alert rules")
+    if low in _IN_FUNCS and node.children and len(node.children[0].children) == 2:
+        rhs = node.children[0].children[1]
+        if rhs.kind == "Identifier":  # `x IN name`: the name is a table (or a set) to ClickHouse
+            _check_table(rhs.name, database)
+
+
+# -- the 18.16 convenience: {start}/{end} next to a DateTime column become toDateTime(…) ---------------
+
+_TOKEN = re.compile(
+    r"""(?P<ws>\s+)
+      |(?P<comment>--[^\n]*|/\*.*?\*/)
+      |(?P<string>'(?:[^'\\]|\\.|'')*')
+      |(?P<qident>"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`)
+      |(?P<param>\{\s*[A-Za-z_][A-Za-z0-9_]*\s*:\s*[A-Za-z0-9_()]+\s*\})
+      |(?P<word>[A-Za-z_][A-Za-z0-9_]*)
+      |(?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_CMP = {"<", "<=", ">", ">=", "=", "==", "!=", "<>"}
+_TIME_COLUMNS = {"timestamp", "minute", "hour"}
+
+
+def _wrap_time_params(sql: str) -> str:
+    """Only a convenience for old servers: the parser, not this scan, decides what is allowed."""
+    parts = [(m.lastgroup or "", m.group()) for m in _TOKEN.finditer(sql)]
+    sig = [i for i, (k, _) in enumerate(parts) if k not in ("ws", "comment")]
+    out = [t for _, t in parts]
+    for n, i in enumerate(sig):
+        kind, text = parts[i]
+        if kind != "param" or not text.replace(" ", "").endswith(":UInt32}"):
+            continue
+        before = [parts[j][1] for j in sig[max(0, n - 3):n]]
+        after = [parts[j][1] for j in sig[n + 1:n + 4]]
+        if _next_to_time(before[::-1]) or _next_to_time(after):
+            out[i] = f"toDateTime({text})"
+    return "".join(out)
+
+
+def _next_to_time(toks: list[str]) -> bool:
+    """``[op, column]`` or ``[op1, op2, column]`` (``>`` ``=`` read as two tokens) nearest first."""
+    ops = ""
+    for t in toks:
+        if t and t in "<>=!":
+            ops += t
+            continue
+        return bool(ops) and t.lower() in _TIME_COLUMNS and (ops in _CMP or ops[::-1] in _CMP)
+    return False

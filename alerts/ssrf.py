@@ -5,8 +5,11 @@ shared (100.64/10), multicast, reserved and unspecified addresses are refused un
 ``0x7f000001``, ``[::1]``, ``::ffff:127.0.0.1``) are caught because the check runs on what the
 resolver returns, not on the text. Redirects are never followed (see notifiers).
 
-Left as is: a DNS answer that changes between this check and the connection (rebinding). The
-check runs right before each attempt, which narrows the window but does not close it.
+No second resolution: :func:`check_url` returns the addresses it checked, and the notifiers
+connect to one of those (the request keeps the name in its Host header and, over TLS, in SNI and
+the certificate check), so a DNS answer that changes after the check (rebinding) is never used.
+6to4 (2002::/16, which embeds any IPv4 address), Teredo, NAT64 prefixes and the deprecated
+site-local range (fec0::/10) count as private: the standard library calls some of them global.
 """
 
 from __future__ import annotations
@@ -20,9 +23,15 @@ class DestinationRefused(Exception):
     """The destination is not allowed (scheme, address range or unresolvable)."""
 
 
+_TUNNELS = tuple(ipaddress.ip_network(n) for n in ("2002::/16", "2001::/32", "64:ff9b::/96", "64:ff9b:1::/48"))
+
+
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.is_site_local or any(ip in n for n in _TUNNELS):
+            return False
     return ip.is_global and not (ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved
                                  or ip.is_multicast or ip.is_unspecified)
 
@@ -45,7 +54,8 @@ def check_host(host: str, port: int, allow_private: bool) -> list[str]:
     return addrs
 
 
-def check_url(url: str, allow_private: bool) -> None:
+def check_url(url: str, allow_private: bool) -> list[str]:
+    """Check an http(s) URL's destination; return the addresses to connect to (see :func:`pinned`)."""
     try:
         u = urlsplit(url)
         port = u.port or (443 if u.scheme == "https" else 80)
@@ -55,4 +65,19 @@ def check_url(url: str, allow_private: bool) -> None:
         raise DestinationRefused(f"only http and https destinations are allowed, not {u.scheme!r}")
     if u.username or u.password:
         pass  # credentials in the URL are allowed (basic auth); the host is what matters
-    check_host(u.hostname or "", port, allow_private)
+    return check_host(u.hostname or "", port, allow_private)
+
+
+def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(URL to ``address``, headers, request extensions) for a request to ``url`` that connects to
+    the checked ``address`` while the server still sees the name: Host header, and over TLS the SNI
+    and certificate name (httpx's ``sni_hostname`` extension)."""
+    import httpx
+
+    u = httpx.URL(url)
+    host = u.host
+    netloc = f"[{host}]" if ":" in host else host
+    if u.port is not None:
+        netloc += f":{u.port}"
+    extensions = {"sni_hostname": host} if u.scheme == "https" else {}
+    return str(u.copy_with(host=address)), {"Host": netloc}, extensions

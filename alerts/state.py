@@ -104,14 +104,15 @@ class AlertingRule:
                 return s
         return "nodata" if self.nodata else "inactive"
 
-    def eval(self, now_ns: int, query: QueryFunc, db: str) -> tuple[list[Transition], str | None]:
+    def eval(self, now_ns: int, query: QueryFunc, db: str,
+             sql_query: QueryFunc | None = None) -> tuple[list[Transition], str | None]:
         """Evaluate at ``now_ns``. Returns the alert transitions and a health change (or None)."""
         t0 = time.perf_counter()
         before = self.health
         try:
-            samples = evaluate(self.rule, query, db, now_ns)
+            samples = evaluate(self.rule, query, db, now_ns, sql_query)
         except Exception as e:
-            self.health, self.last_error = "err", str(e)[:2000]
+            self.health, self.last_error = "err", _public_error(self.rule.id, e)
             self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
             return [], ("error" if before != "err" else None)
         self.health, self.last_error = "ok", ""
@@ -189,3 +190,17 @@ class AlertingRule:
         return dict(self.rule.to_dict(), state=self.state, health=self.health, last_error=self.last_error,
                     last_eval_ns=self.last_eval_ns, last_duration_s=round(self.last_duration_s, 6),
                     alerts=[a.to_dict() for a in self.alerts.values()])
+
+
+def _public_error(rule_id: str, e: Exception) -> str:
+    """A rule's error as viewers see it: our own messages as they are; the database's text only in the
+    server log, under an id the message carries."""
+    from tracehouse.storage import StorageError
+
+    if not isinstance(e, StorageError):
+        return str(e)[:2000]
+    import uuid
+
+    error_id = uuid.uuid4().hex[:16]
+    log.warning("rule %s failed (error id %s): %s", rule_id, error_id, e)
+    return f"the rule's query failed: {type(e).__name__} (error id {error_id}; details in the server log)"

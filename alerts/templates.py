@@ -1,6 +1,19 @@
 """Annotation templates: Jinja2 in a sandbox, with ``value``, ``labels``, ``alertname``,
 ``dashboard_url`` and ``rule_id``. Labels are data: autoescape is off because annotations are
-plain text (notifiers escape for their own formats), and the sandbox refuses attribute tricks."""
+plain text (notifiers escape for their own formats), and the sandbox refuses attribute tricks.
+
+An editor writes these templates, so rendering one must stay cheap whatever it says:
+
+- no loops, macros, call or filter blocks, includes or imports (an annotation is a line of text);
+- ``*``, ``**``, ``+`` and ``//`` are checked before they run: no string or list longer than
+  :data:`MAX_VALUE_CHARS`, no integer past :data:`MAX_INT_BITS` bits; ``%`` on strings (printf
+  widths) is refused;
+- padding and joining filters (``center``, ``indent``, ``wordwrap``, ``truncate``, ``replace``,
+  ``join``, ``format``) check their result size first; ``range`` stops at :data:`MAX_RANGE`;
+  ``lipsum`` is gone; strings, lists and dicts offer only a few read-only methods;
+- the template itself is at most :data:`MAX_TEMPLATE_CHARS`, its output at most
+  :data:`MAX_OUTPUT_CHARS` (cut, with an ellipsis).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +21,84 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, nodes, pass_environment
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-_env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+MAX_TEMPLATE_CHARS = 4000
+MAX_VALUE_CHARS = 10_000
+MAX_OUTPUT_CHARS = 4000
+MAX_INT_BITS = 256
+MAX_RANGE = 1000
+_BLOCKED_NODES = (nodes.For, nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.Include, nodes.Import,
+                  nodes.FromImport, nodes.Extends)
+_SAFE_METHODS = {
+    str: {"lower", "upper", "title", "capitalize", "strip", "lstrip", "rstrip", "startswith", "endswith",
+          "split", "count", "find", "isdigit", "isalpha"},
+    dict: {"items", "keys", "values", "get"},
+    list: {"count", "index"},
+    tuple: {"count", "index"},
+}
+
+
+def _size(v: Any) -> int:
+    return len(v) if isinstance(v, (str, list, tuple)) else 0
+
+
+def _refuse(what: str) -> SecurityError:
+    return SecurityError(f"{what} is not allowed in annotation templates")
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "+", "//", "%"})
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "%" and isinstance(left, str):
+            raise _refuse("string formatting with %")
+        if operator_ in ("*", "+"):
+            seq_len = _product_len(operator_, left, right)
+            if seq_len > MAX_VALUE_CHARS:
+                raise SecurityError(f"a value longer than {MAX_VALUE_CHARS} is not allowed in annotation templates")
+        if isinstance(left, int) and isinstance(right, int) and not isinstance(left, bool):
+            bits = _int_bits(operator_, left, right)
+            if bits > MAX_INT_BITS:
+                raise SecurityError(f"a number over {MAX_INT_BITS} bits is not allowed in annotation templates")
+        if operator_ == "**" and isinstance(right, (int, float)) and abs(right) > MAX_INT_BITS:
+            raise _refuse("so large an exponent")
+        return super().call_binop(context, operator_, left, right)
+
+    def wrap_str_format(self, value: Any) -> None:
+        """No ``str.format``/``format_map`` (field widths build strings of any size)."""
+        return None
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        for kind, allowed in _SAFE_METHODS.items():
+            if isinstance(obj, kind) and callable(value):
+                return attr in allowed
+        return super().is_safe_attribute(obj, attr, value)
+
+
+def _product_len(op: str, left: Any, right: Any) -> int:
+    if op == "+":
+        return _size(left) + _size(right)
+    for seq, n in ((left, right), (right, left)):
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+            return len(seq) * max(0, n)
+    return 0
+
+
+def _int_bits(op: str, left: int, right: int) -> int:
+    if op == "*":
+        return left.bit_length() + right.bit_length()
+    if op == "**":
+        return left.bit_length() * max(0, right)
+    return max(left.bit_length(), right.bit_length()) + 1
+
+
+def _checked(n: int) -> int:
+    if n > MAX_VALUE_CHARS:
+        raise SecurityError(f"a value longer than {MAX_VALUE_CHARS} is not allowed in annotation templates")
+    return n
 
 
 def _human(v: Any) -> str:
@@ -26,12 +113,72 @@ def _human(v: Any) -> str:
     return f"{f:.4g}"
 
 
+def _bounded_range(*args: int) -> range:
+    r = range(*args)
+    if len(r) > MAX_RANGE:
+        raise SecurityError(f"range() longer than {MAX_RANGE} is not allowed in annotation templates")
+    return r
+
+
+def _wrap_width(name: str):
+    """The filter ``name`` with its width (first argument after the value) checked first."""
+    original = _env.filters[name]
+
+    def width_ok(args: tuple, kwargs: dict) -> None:
+        width = args[0] if args else kwargs.get("width", kwargs.get("length", 0))
+        if isinstance(width, int):
+            _checked(width)
+
+    if getattr(original, "jinja_pass_arg", None) is not None:  # wordwrap, truncate take the environment
+        @pass_environment
+        def with_env(env: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+            width_ok(args, kwargs)
+            return original(env, value, *args, **kwargs)
+
+        return with_env
+
+    def plain(value: Any, *args: Any, **kwargs: Any) -> Any:
+        width_ok(args, kwargs)
+        return original(value, *args, **kwargs)
+
+    return plain
+
+
+def _replace(value: Any, old: str, new: str, count: int | None = None) -> str:
+    s, old, new = str(value), str(old), str(new)
+    hits = s.count(old) if old else len(s) + 1
+    if count is not None:
+        hits = min(hits, max(0, int(count)))
+    _checked(len(s) + hits * max(0, len(new) - len(old)))
+    return s.replace(old, new, -1 if count is None else max(0, int(count)))
+
+
+def _join(value: Any, d: str = "", attribute: Any = None) -> str:
+    items = [str(x) if attribute is None else str(_env.getattr(x, attribute)) for x in value]
+    _checked(sum(map(len, items)) + len(str(d)) * max(0, len(items) - 1))
+    return str(d).join(items)
+
+
+_env = _BoundedSandbox(autoescape=False, undefined=StrictUndefined)
 _env.filters["human"] = _human
+for _name in ("center", "indent", "wordwrap", "truncate"):
+    _env.filters[_name] = _wrap_width(_name)
+_env.filters["replace"] = _replace
+_env.filters["join"] = _join
+del _env.filters["format"]
+_env.globals["range"] = _bounded_range
+_env.globals.pop("lipsum", None)
 
 
 @lru_cache(maxsize=512)
 def _compile(text: str):
-    return _env.from_string(text)
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise TemplateError(f"template longer than {MAX_TEMPLATE_CHARS} characters")
+    tree = _env.parse(text)
+    for kind in _BLOCKED_NODES:
+        if next(tree.find_all(kind), None) is not None:
+            raise TemplateError(f"{kind.__name__.lower()} blocks are not allowed in annotation templates")
+    return _env.from_string(tree)
 
 
 def check(text: str) -> None:
@@ -39,17 +186,25 @@ def check(text: str) -> None:
     try:
         _compile(text)
     except TemplateError as e:
-        raise ValueError(f"bad template {text!r}: {e}") from None
+        raise ValueError(f"bad template {text[:200]!r}: {e}") from None
 
 
 def render(text: str, context: dict[str, Any]) -> str:
     """Render one annotation; a failing template gives its error text instead of raising."""
     if "{" not in text:
-        return text
+        return text[:MAX_OUTPUT_CHARS]
     try:
-        return _compile(text).render(**context)
+        out: list[str] = []
+        size = 0
+        for chunk in _compile(text).generate(**context):
+            out.append(chunk)
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                break
+        result = "".join(out)
     except Exception as e:  # a broken template must not stop an alert from firing
-        return f"<template error: {e}> {text}"
+        return f"<template error: {str(e)[:300]}> {text[:500]}"
+    return result if len(result) <= MAX_OUTPUT_CHARS else result[:MAX_OUTPUT_CHARS - 1] + "…"
 
 
 def render_all(templates: dict[str, str], value: float, labels: dict[str, str], dashboard_url: str,
@@ -61,3 +216,4 @@ def render_all(templates: dict[str, str], value: float, labels: dict[str, str], 
         svc = labels.get("service")
         out["dashboard"] = f"{dashboard_url.rstrip('/')}/services/{svc}" if svc else f"{dashboard_url.rstrip('/')}/alerts"
     return out
+

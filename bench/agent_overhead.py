@@ -1,20 +1,25 @@
 """Per-request overhead of the tracehouse agent against bare FastAPI and stock OpenTelemetry.
 
-Runs one trivial FastAPI endpoint under uvicorn three ways in the same run — bare, stock OTel
-(opentelemetry-instrumentation-fastapi + SDK + BatchSpanProcessor + OTLP/HTTP exporter), and
-``tracehouse-agent run`` — and drives each from a separate client process over loopback (a
-sequential keep-alive http.client, concurrency 1). Spans and metrics go to a local OTLP sink
-that answers 200 (or to ``--endpoint``, e.g. a running ``tracehouse serve``). The three modes
-run ``--rounds`` times, interleaved (the order rotates each round), and each figure is the
-median over the rounds, so that a change of machine load during the run does not land on one
-mode only. Also reports the server process's CPU time per request (all its threads: request
-path plus export), and measures the CPU cost of one resource-metrics collection and scales it
-to the default 15 s interval, and compares the span encoders (stock protobuf objects vs the
-agent's lean wire encoder, each in one piece and in slices with a short sleep between them):
-CPU per span and the longest stall a thread waiting for the GIL sees while a 512-span batch
-is encoded.
+Runs one trivial FastAPI endpoint (the same app module) under uvicorn three ways at once — bare,
+stock OTel (opentelemetry-instrumentation-fastapi + SDK + BatchSpanProcessor + OTLP/HTTP
+exporter), and ``tracehouse-agent run`` — and drives them from one client process over loopback
+(sequential keep-alive ``http.client``, concurrency 1) in interleaved blocks: ``--rounds``
+rounds of ``--requests / --rounds`` requests per mode, the order rotating each round, so a
+change of machine load lands on the three modes alike. Latency percentiles are over all the
+requests of a mode. CPU per request is each server process's CPU time (all its threads: request
+path, export, background; ``/proc/PID/task/*/schedstat``, ns) from the end of the warm-up to
+``--settle`` seconds after the last request (past the 5 s batch timers, so what the last requests
+queued is exported and counted; interpreter teardown is not), divided by its measured requests;
+the same measure for the three. Spans and metrics go to a local OTLP sink that answers 200 (or
+to ``--endpoint``, e.g. a running ``tracehouse serve``).
 
-    .venv/bin/python bench/agent_overhead.py [--requests 3000] [--rounds 3] [--endpoint URL] [--json]
+Also measures the CPU cost of one resource-metrics collection (scaled to the default 15 s
+interval), and compares the span encoders (stock protobuf objects vs the agent's lean wire
+encoder; in one piece, in slices with a short sleep between them, and under a 0.5 ms switch
+interval; and, for spans encoded as they end, the export thread's remaining work): CPU per span
+and how long a thread waiting for the GIL waits while 512-span batches are encoded.
+
+    .venv/bin/python bench/agent_overhead.py [--requests 6000] [--rounds 240] [--endpoint URL] [--json]
 
 The last line printed is one JSON object with the figures.
 """
@@ -71,19 +76,27 @@ OTEL_APP = textwrap.dedent("""
 
 CLIENT = textwrap.dedent("""
     import http.client, json, sys, time
-    port, warm, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    def one(i):
+    ports, warm, block, rounds = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    modes = list(ports)
+    conns = {m: http.client.HTTPConnection("127.0.0.1", p, timeout=10) for m, p in ports.items()}
+    def one(c, i):
         c.request("GET", f"/hello/u{i % 50}")
         r = c.getresponse(); r.read()
         assert r.status == 200, r.status
-    for i in range(warm):
-        one(i)
-    lat = []
-    t0 = time.perf_counter()
-    for i in range(n):
-        s = time.perf_counter_ns(); one(i); lat.append(time.perf_counter_ns() - s)
-    wall = time.perf_counter() - t0
+    for m in modes:
+        for i in range(warm):
+            one(conns[m], i)
+    lat = {m: [] for m in modes}
+    wall = {m: 0.0 for m in modes}
+    clock = time.perf_counter_ns
+    for r in range(rounds):
+        k = r % len(modes)
+        for m in modes[k:] + modes[:k]:
+            c, out = conns[m], lat[m]
+            t0 = clock()
+            for i in range(block):
+                s = clock(); one(c, i); out.append(clock() - s)
+            wall[m] += (clock() - t0) / 1e9
     print(json.dumps({"lat_ns": lat, "wall": wall}))
 """)
 
@@ -107,60 +120,72 @@ def pct(values, p):
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-def run_mode(mode: str, workdir: str, endpoint: str, warm: int, n: int) -> dict:
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=workdir, BENCH_ENDPOINT=endpoint, OTEL_SERVICE_NAME=f"bench-{mode}")
+def _command(mode: str, port: int, endpoint: str) -> list[str]:
+    """``bare``, ``otel``, ``agent`` or ``agent:<export yield mode>`` (see agent/otlp_exporters.py)."""
     uvicorn = [os.path.join(BIN, "uvicorn"), "--port", str(port), "--no-access-log", "--log-level", "warning"]
     if mode == "bare":
-        cmd = uvicorn + ["app:app"]
-    elif mode == "otel":
-        cmd = uvicorn + ["otel_app:app"]
-    else:
-        cmd = [os.path.join(BIN, "tracehouse-agent"), "run", "--endpoint", endpoint, "--"] + uvicorn + ["app:app"]
-    server = subprocess.Popen(cmd, env=env, cwd=workdir)
-    cpu = None
+        return uvicorn + ["app:app"]
+    if mode == "otel":
+        return uvicorn + ["otel_app:app"]
+    return [os.path.join(BIN, "tracehouse-agent"), "run", "--endpoint", endpoint, "--"] + uvicorn + ["app:app"]
+
+
+def run_modes(modes: tuple[str, ...], workdir: str, endpoint: str, warm: int, n: int, rounds: int,
+              settle: float) -> dict:
+    """Start one server per mode, warm each up, drive them in interleaved blocks; figures per mode."""
+    block = max(1, n // rounds)
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
-        if not wait_port(port):
-            raise RuntimeError(f"server on {port} did not start")
-        cpu0 = _cpu_seconds(server.pid)
-        out = subprocess.run([sys.executable, "-c", CLIENT, str(port), str(warm), str(n)],
-                             capture_output=True, text=True, check=True, timeout=600)
+        for mode in modes:
+            port = free_port()
+            env = dict(os.environ, PYTHONPATH=workdir, BENCH_ENDPOINT=endpoint, OTEL_SERVICE_NAME=f"bench-{mode}")
+            if mode.startswith("agent:"):  # agent:<yield mode>[@<encode batch>]
+                yield_mode, _, batch = mode.split(":", 1)[1].partition("@")
+                env["TRACEHOUSE_EXPORT_YIELD"] = yield_mode
+                if batch:
+                    env["TRACEHOUSE_ENCODE_BATCH"] = batch
+            servers[mode] = (subprocess.Popen(_command(mode, port, endpoint), env=env, cwd=workdir), port)
+        for mode, (_, port) in servers.items():
+            if not wait_port(port):
+                raise RuntimeError(f"{mode} server on {port} did not start")
+        ports = json.dumps({m: port for m, (_, port) in servers.items()})
+        subprocess.run([sys.executable, "-c", CLIENT, ports, str(warm), "0", "0"], capture_output=True, text=True,
+                       check=True, timeout=600)
+        cpu0 = {m: _cpu_ns(proc.pid) for m, (proc, _) in servers.items()}
+        out = subprocess.run([sys.executable, "-c", CLIENT, ports, "0", str(block), str(rounds)],
+                             capture_output=True, text=True, check=True, timeout=1800)
+        # Past the batch processors' 5 s timers: what the last requests queued is exported and counted.
+        time.sleep(settle)
+        cpu1 = {m: _cpu_ns(proc.pid) for m, (proc, _) in servers.items()}
         data = json.loads(out.stdout)
     finally:
-        server.terminate()
-        # The CPU count runs to the exit, so it includes exporting what was still queued.
-        total = _reap(server, 15)
-        cpu = None if total is None else total - cpu0
-    lat = [x / 1000 for x in data["lat_ns"]]
-    return {"p50_us": pct(lat, 50), "p90_us": pct(lat, 90), "p99_us": pct(lat, 99), "rps": n / data["wall"],
-            "cpu_us": cpu / (warm + n) * 1e6 if cpu is not None else float("nan")}
+        for proc, _ in servers.values():
+            proc.terminate()
+        for proc, _ in servers.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    results = {}
+    for mode in modes:
+        lat = [x / 1000 for x in data["lat_ns"][mode]]
+        results[mode] = {"p50_us": pct(lat, 50), "p90_us": pct(lat, 90), "p99_us": pct(lat, 99),
+                         "p999_us": pct(lat, 99.9), "rps": len(lat) / data["wall"][mode],
+                         "cpu_us": (cpu1[mode] - cpu0[mode]) / len(lat) / 1000}
+    return results
 
 
-def _reap(proc: subprocess.Popen, timeout: float) -> float | None:
-    """Wait for the process to exit; its lifetime user + system CPU seconds (``wait4``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_utime + usage.ru_stime
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    return None
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, all threads (``/proc/PID/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def median(values):
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+def _cpu_ns(pid: int) -> int:
+    """CPU nanoseconds of every thread of a process so far (``/proc/PID/task/*/schedstat``)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
 
 
 def metrics_cost(interval: float = 15.0, rounds: int = 40) -> dict:
@@ -231,12 +256,19 @@ def encoder_options(batch: int = 512, batches: int = 20) -> dict:
         return run
 
     lean = otlp_spans.encode
+    records = [otlp_spans.encoded(s) for s in spans]
+
+    def at_end(_spans, _pause):  # the export thread's part when spans were encoded as they ended
+        return otlp_spans.encode_records(records)
+
     options = {"stock": (stock, None), "stock_sliced_sleep": (stock, otlp_exporters.pause),
                "stock_switch_0.5ms": (switch(stock), None), "lean": (lean, None),
-               "lean_sliced_sleep": (lean, otlp_exporters.pause), "lean_switch_0.5ms": (switch(lean), None)}
+               "lean_sliced_sleep": (lean, otlp_exporters.pause), "lean_switch_0.5ms": (switch(lean), None),
+               "lean_at_end_export_thread": (at_end, None)}
     out = {}
     for name, (fn, pause) in options.items():
-        call = (lambda fn=fn, pause=pause: fn(spans, pause)) if "lean" in name else (lambda fn=fn, pause=pause: fn(pause))
+        call = (lambda fn=fn, pause=pause: fn(spans, pause)) if name.startswith("lean") else \
+            (lambda fn=fn, pause=pause: fn(pause))
         call()
         stalls: list[float] = []
         stop = threading.Event()
@@ -264,11 +296,26 @@ def encoder_options(batch: int = 512, batches: int = 20) -> dict:
     return out
 
 
+def _added(r: dict, bare: dict, otel_added: dict) -> dict:
+    a = {"p50": r["p50_us"] - bare["p50_us"], "p99": r["p99_us"] - bare["p99_us"], "cpu": r["cpu_us"] - bare["cpu_us"]}
+    return {"added_us_p50": round(a["p50"], 1), "added_us_p99": round(a["p99"], 1), "p99_us": round(r["p99_us"], 1),
+            "p999_us": round(r["p999_us"], 1),
+            "added_cpu_us_per_req": round(a["cpu"], 1),
+            "ratio_to_otel_added_cpu": round(a["cpu"] / otel_added["cpu"], 3) if otel_added["cpu"] > 0 else None,
+            "ratio_to_otel_added_p50": round(a["p50"] / otel_added["p50"], 3) if otel_added["p50"] > 0 else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--requests", type=int, default=6000, help="measured requests per mode")
     ap.add_argument("--warmup", type=int, default=500)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three modes (median)")
+    ap.add_argument("--rounds", type=int, default=240,
+                    help="interleaved rounds (blocks per mode; 25 requests each by default, so that a burst of "
+                         "load from elsewhere lands on every mode alike)")
+    ap.add_argument("--settle", type=float, default=6.0, help="seconds counted after the last request")
+    ap.add_argument("--agent-variants", default="",
+                    help="more agent modes in the same run, e.g. 'switch,none,end@1' (TRACEHOUSE_EXPORT_YIELD, "
+                         "@TRACEHOUSE_ENCODE_BATCH)")
     ap.add_argument("--endpoint", help="OTLP/HTTP base URL (default: a local sink answering 200)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args()
@@ -283,17 +330,15 @@ def main() -> None:
             f.write(APP)
         with open(os.path.join(d, "otel_app.py"), "w") as f:
             f.write(OTEL_APP)
-        modes = ("bare", "otel", "agent")
-        runs: dict[str, list[dict]] = {m: [] for m in modes}
-        for r in range(max(1, args.rounds)):
-            for m in modes[r % 3:] + modes[:r % 3]:
-                runs[m].append(run_mode(m, d, endpoint, args.warmup, args.requests))
-        results = {m: {k: median([x[k] for x in runs[m]]) for k in runs[m][0]} for m in modes}
+        variants = tuple(f"agent:{v.strip()}" for v in args.agent_variants.split(",") if v.strip())
+        results = run_modes(("bare", "otel", "agent") + variants, d, endpoint, args.warmup, args.requests,
+                            max(1, args.rounds), args.settle)
     cost = metrics_cost()
     encoders = encoder_options()
     if not args.json:
         for m, r in results.items():
-            print(f"{m:6s} p50 {r['p50_us']:7.1f} us  p90 {r['p90_us']:7.1f}  p99 {r['p99_us']:7.1f}  "
+            print(f"{m:12s} p50 {r['p50_us']:7.1f} us  p90 {r['p90_us']:7.1f}  p99 {r['p99_us']:7.1f}  "
+                  f"p99.9 {r['p999_us']:7.1f}  "
                   f"{r['rps']:7.0f} req/s  {r['cpu_us']:6.1f} us CPU/req")
         print(f"metrics collection: {cost['collection_cpu_ms']:.2f} ms CPU each; sink POSTs: {_Sink.posts}")
         for name, e in encoders.items():
@@ -312,6 +357,9 @@ def main() -> None:
         "agent_p99_us": round(agent["p99_us"], 1),
         "otel_added_us_p99": round(added["otel"]["p99"], 1),
         "agent_added_us_p99": round(added["agent"]["p99"], 1),
+        "baseline_p999_us": round(bare["p999_us"], 1),
+        "otel_p999_us": round(otel["p999_us"], 1),
+        "agent_p999_us": round(agent["p999_us"], 1),
         "baseline_rps": round(bare["rps"]),
         "otel_rps": round(otel["rps"]),
         "agent_rps": round(agent["rps"]),
@@ -328,8 +376,10 @@ def main() -> None:
         "encoders": encoders,
         "metrics_collection_cpu_ms": round(cost["collection_cpu_ms"], 3),
         "metrics_collection_cpu_percent": round(cost["cpu_percent"], 4),
-        "requests": args.requests,
+        "requests": max(1, args.requests // max(1, args.rounds)) * max(1, args.rounds),
         "rounds": max(1, args.rounds),
+        # agent variants of the same run (TRACEHOUSE_EXPORT_YIELD), against the same bare and otel
+        "variants": {m: _added(results[m], bare, added["otel"]) for m in results if m.startswith("agent:")},
     }))
     if sink is not None:
         sink.shutdown()

@@ -203,6 +203,100 @@ def sender_main(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the query load (a separate process): the most expensive reads the API allows -----------------
+
+#: each a GET on the dashboard port, over the widest ranges the API accepts (31 days over raw spans,
+#: 400 over the rollups): attribute search scans every span's attribute arrays, a duration filter
+#: merges every trace summary, the overview and map merge every rollup state, a page runs ~10 queries.
+EXPENSIVE_QUERIES = [
+    "/api/traces?since=31d&attr=http.route%3D/api/nothing&limit=1000",
+    "/api/traces?since=31d&min_duration_ms=0&limit=1000",
+    "/api/traces?since=31d&service=payments&operation=process&status=error&limit=1000",
+    "/api/services?since=400d",
+    "/api/service-map?since=400d",
+    "/api/services/frontend/operations?since=400d",
+    "/api/services/checkout/series?since=400d&step=1d",
+    "/api/logs?since=31d&q=nothing&limit=1000",
+    "/api/metrics/names?since=31d",
+    "/services/frontend?since=31d",
+]
+
+
+def queries_main(args: argparse.Namespace) -> int:
+    """Run EXPENSIVE_QUERIES round-robin from ``args.concurrency`` threads until stdin closes."""
+    import threading
+
+    import httpx
+
+    stop = threading.Event()
+    stats = {"queries": 0, "errors": 0, "statuses": {}, "seconds": 0.0}
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        with httpx.Client(base_url=args.url, timeout=120) as c:
+            n = i
+            while not stop.is_set():
+                path = EXPENSIVE_QUERIES[n % len(EXPENSIVE_QUERIES)]
+                n += 1
+                t0 = time.perf_counter()
+                try:
+                    code = str(c.get(path).status_code)
+                except httpx.HTTPError as e:
+                    code = type(e).__name__
+                with lock:
+                    stats["queries"] += 1
+                    stats["seconds"] += time.perf_counter() - t0
+                    stats["statuses"][code] = stats["statuses"].get(code, 0) + 1
+                    stats["errors"] += code not in ("200", "422", "504")
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the bench says stop
+    stop.set()
+    for t in threads:
+        t.join(150)
+    print(json.dumps(stats), flush=True)
+    return 0
+
+
+def _preload(storage: str, n: int) -> None:
+    """``n`` generated spans over the last hour, stored before the server starts, so that the
+    queries have a realistic amount to read (not counted in the bench's own figures)."""
+    from tests.support.spangen import Gen, generate
+    from tracehouse.storage import Store
+
+    with Store.open(storage) as store:
+        store.migrate()
+        done = 0
+        while done < n:
+            cols, _ = generate(min(200_000, n - done), time.time_ns() - 3600 * 10**9, 3500 * 10**9, Gen(),
+                               store=store)
+            store.insert("spans", cols)
+            done += len(cols["span_id"])
+
+
+def _start_query_load(url: str, concurrency: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--queries", "--url", url,
+                          "--concurrency", str(concurrency)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "ready":
+        raise RuntimeError("query load failed to start")
+    return p
+
+
+def _stop_query_load(p: subprocess.Popen) -> dict:
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write("stop\n")
+    p.stdin.flush()
+    out = p.stdout.read().strip().splitlines()
+    p.wait(180)
+    stats = json.loads(out[-1])
+    stats["mean_query_ms"] = round(1000 * stats.pop("seconds") / max(1, stats["queries"]), 1)
+    return stats
+
+
 # --- the bench -----------------------------------------------------------------------------------
 
 
@@ -278,6 +372,8 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
     cmd = [sys.executable, "-m", "tracehouse.cli", role, "--storage", storage, "--otlp-port", str(otlp),
            "--http-port", str(http), "--otlp-grpc-port", str(grpc_port)] + (
                ["--self-observe"] if args.self_observe == "on" else [])
+    if getattr(args, "preload", 0):
+        _preload(storage, args.preload)
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{otlp}"
     try:
@@ -293,6 +389,11 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
         if sender.stdout.readline().strip() != "ready":
             raise RuntimeError("sender failed")
         proc = psutil.Process(server.pid)
+        loader = None
+        if getattr(args, "query_load", 0) > 0:
+            if not wait_port(http, 90):
+                raise RuntimeError("dashboard did not start")
+            loader = _start_query_load(f"http://127.0.0.1:{http}", args.query_load)
         cpu0 = proc.cpu_times()
         w0 = time.time()
         sender.stdin.write("go\n")
@@ -310,15 +411,18 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
                 raise RuntimeError(f"timed out: {_stored(url)} of {args.spans} stored")
             time.sleep(0.05)
         cpu1 = proc.cpu_times()
+        query_stats = _stop_query_load(loader) if loader is not None else None
         sent = json.loads(sender.stdout.read().strip().splitlines()[-1])
         server.send_signal(signal.SIGTERM)
         server.wait(120)
         from tracehouse.storage import Store
 
         with Store.open(storage) as store:
-            own = "WHERE service != 'tracehouse'"  # the server's own spans (--self-observe) are not the bench's
-            count = int(store.query(f"SELECT count() FROM {store.db}.spans {own}").scalar())
-            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans {own}").scalar())
+            # the server's own spans (--self-observe) and preloaded ones are not the bench's
+            mine = " WHERE service != 'tracehouse'" + (
+                " AND scope_name = 'opentelemetry.instrumentation.bench'" if getattr(args, "preload", 0) else "")
+            count = int(store.query(f"SELECT count() FROM {store.db}.spans{mine}").scalar())
+            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans{mine}").scalar())
             if args.storage:
                 store.query(f"DROP DATABASE IF EXISTS {store.db}")
         send_s = sent["t1"] - sent["t0"]
@@ -341,6 +445,8 @@ def run_once(args: argparse.Namespace, protocol: str) -> dict:
             # process allocated itself
             "collector_anon_rss_mb": round(anon, 1),
         }
+        if query_stats is not None:
+            result["query_load"] = dict(query_stats, concurrency=args.query_load)
         if not args.json:
             for k, v in result.items():
                 print(f"{k:>22}: {v}")
@@ -369,11 +475,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve with --self-observe; 'both' alternates off/on runs (--rounds each) and prints "
                         "the medians and their ratio")
     p.add_argument("--rounds", type=int, default=1, help="runs of each setting with --self-observe both")
+    p.add_argument("--query-load", type=int, default=0, dest="query_load", metavar="N",
+                   help="also run the ingest while N clients loop over the most expensive queries the API "
+                   "allows (needs --role serve); the bench then runs twice, quiet and loaded, and reports both")
+    p.add_argument("--preload", type=int, default=0, metavar="SPANS",
+                   help="store this many generated spans before the server starts (not counted in the figures)")
+    p.add_argument("--queries", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--sender", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.sender:
         return sender_main(args)
+    if args.queries:
+        return queries_main(args)
+    if args.query_load > 0:
+        return compare_main(args)
     if args.self_observe != "both":
         return bench_main(args)
     return compare_self_observe(args)
@@ -404,6 +520,32 @@ def compare_self_observe(args: argparse.Namespace) -> int:
               "accepted_ratio_on_off": round(med["on"]["accepted_spans_per_s"] / med["off"]["accepted_spans_per_s"], 3),
               "runs": runs}
     print(json.dumps(result))
+    return status
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    """The same ingest twice in one invocation, quiet then under the query load; one JSON line with
+    both and their ratio."""
+    import contextlib
+    import io
+
+    runs = {}
+    status = 0
+    for name, load in (("quiet", 0), ("loaded", args.query_load)):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            status |= bench_main(argparse.Namespace(**dict(vars(args), query_load=load, json=True)))
+        runs[name] = json.loads(buf.getvalue().strip().splitlines()[-1])
+    ratio = runs["loaded"]["stored_spans_per_s"] / max(1, runs["quiet"]["stored_spans_per_s"])
+    out = {"quiet": runs["quiet"], "loaded": runs["loaded"], "loaded_over_quiet": round(ratio, 3),
+           "lost": runs["quiet"]["lost"] + runs["loaded"]["lost"]}
+    if not args.json:
+        for name in ("quiet", "loaded"):
+            r = runs[name]
+            print(f"{name:>7}: stored {r['stored_spans_per_s']} spans/s, lost {r['lost']}, "
+                  f"duplicates {r['duplicates']}" + (f", queries {r['query_load']}" if "query_load" in r else ""))
+        print(f"  ratio: {out['loaded_over_quiet']}")
+    print(json.dumps(out))
     return status
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -10,9 +12,11 @@ from fastapi.responses import JSONResponse
 from tracehouse.storage import (
     InvalidParameter,
     NotFound,
+    QueryLimitExceeded,
     QueryTimeout,
     StorageError,
     StorageUnavailable,
+    attr_filters,
     parse_duration,
     parse_range,
 )
@@ -21,21 +25,36 @@ from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
 from tracehouse.storage import queries_traces as qtr
 
+ATTR_HELP = ("attribute filter, repeatable: key=value, key!=value, key~text (contains), key>n, key<n, key>=n, "
+             "key<=n, 'key exists'; on span and resource attributes")
 SINCE = Query(None, description="RFC 3339 time or relative (15m, 2h, 7d, now); default 15m ago")
 UNTIL = Query(None, description="RFC 3339 time or relative; default now")
 
 
+log = logging.getLogger("tracehouse.dashboard")
+
+
 def error_response(exc: Exception) -> JSONResponse:
+    """Our own reasons for bad parameters and unknown ids; for anything the database said, a generic
+    message and an id that the server log carries next to the database's text."""
     if isinstance(exc, InvalidParameter):
         return JSONResponse({"error": str(exc)}, status_code=400)
     if isinstance(exc, NotFound):
         return JSONResponse({"error": str(exc)}, status_code=404)
     if isinstance(exc, QueryTimeout):
-        return JSONResponse({"error": "query timed out"}, status_code=504)
+        return _logged(exc, 504, "query timed out: narrow the time range or add filters")
+    if isinstance(exc, QueryLimitExceeded):
+        return _logged(exc, 422, "query would read more than this server allows: narrow the time range or add filters")
     if isinstance(exc, StorageUnavailable):
-        return JSONResponse({"error": "storage unavailable", "detail": str(exc)}, status_code=503,
-                            headers={"Retry-After": "5"})
-    return JSONResponse({"error": "storage error", "detail": str(exc)[:500]}, status_code=500)
+        return _logged(exc, 503, "storage unavailable", {"Retry-After": "5"})
+    return _logged(exc, 500, "storage error")
+
+
+def _logged(exc: Exception, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    error_id = uuid.uuid4().hex[:16]
+    log.error("error id %s: %s answered %d: %s: %s", error_id, type(exc).__name__, status, message, exc,
+              exc_info=status >= 500)
+    return JSONResponse({"error": message, "error_id": error_id}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app) -> None:
@@ -94,19 +113,30 @@ def api_router(get_store) -> APIRouter:
                       service: str | None = None, operation: str | None = None,
                       min_duration_ms: str | None = None, max_duration_ms: str | None = None,
                       status: str | None = Query(None, description="ok or error"),
-                      attr: list[str] = Query([], description="key=value, repeatable"),
+                      attr: list[str] = Query([], description=ATTR_HELP),
                       limit: str | None = None) -> dict[str, Any]:
         tr = parse_range(since, until)
         traces = qtr.search(
             get_store(request), tr, service=service or None, operation=operation or None,
             min_duration_ms=_float("min_duration_ms", min_duration_ms),
             max_duration_ms=_float("max_duration_ms", max_duration_ms), status=status or None,
-            attrs=qtr.parse_attr_filters(attr), limit=_int("limit", limit, 50))
+            attrs=attr_filters.parse_filters(attr), limit=_int("limit", limit, 50))
         return {"traces": traces}
 
     @r.get("/traces/{trace_id}")
     def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
         return qtr.trace(get_store(request), trace_id)
+
+    @r.get("/traces/{trace_id}/spans/{span_id}")
+    def get_span(request: Request, trace_id: str, span_id: str) -> dict[str, Any]:
+        """One span with its attributes, resource, events and links (the waterfall's details panel)."""
+        return qtr.span(get_store(request), trace_id, span_id)
+
+    @r.get("/traces/{trace_id}/outline")
+    def get_outline(request: Request, trace_id: str) -> dict[str, Any]:
+        """Every span's ids, service, name, times and error flag: the shape of a trace of up to
+        200,000 spans without their attributes."""
+        return qtr.outline(get_store(request), trace_id)
 
     @r.get("/service-map")
     def service_map(request: Request, since: str | None = SINCE, until: str | None = UNTIL) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from .crosssite import CrossSiteGuard
 from .ops import install_ops
 from .pages import pages_router
 from .pages_alerts import alerts_pages_router
+from .pages_explore import explore_api_router, explore_pages_router
+from .pages_logs import logs_api_router, logs_pages_router
 from .pages_storage import storage_pages_router
 from .pages_traces import traces_router
 from .security import SecurityHeaders
@@ -41,10 +43,14 @@ def create_app(settings: Any, store: Any) -> FastAPI:
     for exc in (InvalidParameter, NotFound, QueryTimeout, StorageUnavailable, StorageError):
         app.add_exception_handler(exc, _error_page)
     app.include_router(api_router(get_store))
+    app.include_router(logs_api_router(get_store))
+    app.include_router(explore_api_router(get_store))
     app.include_router(storage_router(get_store, require_role))
     app.include_router(pages_router())
     app.include_router(alerts_pages_router())
     app.include_router(traces_router())
+    app.include_router(logs_pages_router())
+    app.include_router(explore_pages_router())
     app.include_router(storage_pages_router())
 
     @app.get("/static/plotly.min.js", include_in_schema=False)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from . import units
+
 ERROR = "#d62728"
 OK = "#4e79a7"
 _BASE = {
@@ -19,7 +21,8 @@ _BASE = {
     "font": {"size": 11, "family": "system-ui, sans-serif"},
     "legend": {"orientation": "h", "y": -0.25},
     "xaxis": {"type": "date", "gridcolor": "#eee"},
-    "yaxis": {"gridcolor": "#eee", "rangemode": "tozero"},
+    # SI prefixes: plotly's default writes 3e9 as "3B" (billions), which reads as bytes
+    "yaxis": {"gridcolor": "#eee", "rangemode": "tozero", "exponentformat": "SI"},
 }
 
 
@@ -69,22 +72,32 @@ def operations_figure(ops: list[dict[str, Any]], top: int = 15) -> dict[str, Any
                                             barmode="group", margin={"l": 10})}
 
 
-def metric_figure(title: str, series: dict[str, Any], label_keys: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One line per series of ``queries_telemetry.metric_series``."""
+def _scaled(values: list, factor: float) -> list:
+    return values if factor == 1 else [None if v is None else v * factor for v in values]
+
+
+def metric_figure(title: str, series: dict[str, Any], label_keys: tuple[str, ...] = (),
+                  unit: units.Unit | None = None) -> dict[str, Any]:
+    """One line per series of ``queries_telemetry.metric_series``; values in ``unit``'s base unit
+    on an axis that says so (bytes as "3GB", not "3B")."""
+    u = unit or units.Unit("count")
     data = []
     for s in series.get("series", []):
         lbl = s["labels"]
         keys = label_keys or tuple(k for k in lbl if k not in ("service",))
         name = ", ".join(f"{lbl[k]}" for k in keys if lbl.get(k)) or series.get("name", "")
         data.append({"type": "scatter", "mode": "lines", "name": name[:60],
-                     "x": [_iso(p[0]) for p in s["points"]], "y": [p[1] for p in s["points"]]})
-    return {"data": data, "layout": _layout(title)}
+                     "x": [_iso(p[0]) for p in s["points"]], "y": _scaled([p[1] for p in s["points"]], u.factor),
+                     "hovertemplate": units.hover(u) + "<extra>%{fullData.name}</extra>"})
+    return {"data": data, "layout": _layout(title, yaxis=units.axis(u))}
 
 
-def xy_figure(title: str, lines: dict[str, list[tuple[int, float]]]) -> dict[str, Any]:
+def xy_figure(title: str, lines: dict[str, list[tuple[int, float]]], unit: units.Unit | None = None) -> dict[str, Any]:
+    u = unit or units.Unit("count")
     data = [{"type": "scatter", "mode": "lines", "name": name[:60], "x": [_iso(t) for t, _ in pts],
-             "y": [v for _, v in pts]} for name, pts in lines.items()]
-    return {"data": data, "layout": _layout(title)}
+             "y": _scaled([v for _, v in pts], u.factor), "hovertemplate": units.hover(u) + "<extra>%{fullData.name}</extra>"}
+            for name, pts in lines.items()]
+    return {"data": data, "layout": _layout(title, yaxis=units.axis(u))}
 
 
 def trace_scatter(traces: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tracehouse.storage import queries_map as qmap
+from tracehouse.storage import queries_metrics as qm
 from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
 
-from . import figures, queries_extra, servicemap_layout, snapshots
+from . import figures, figures_explore, queries_extra, servicemap_layout, snapshots, units
 from .pages_alerts import firing_for_service
 from .render import render, view_from
 
@@ -25,20 +26,25 @@ def _store(request: Request):
 
 
 def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    names = [m["name"] for m in qtel.metric_names(store, tr, service)]
+    """Resource charts (container and process metrics) and the probe table, from one read."""
+    got = qm.service_resources(store, tr, service, RESOURCE_PREFIXES, (PROBE_UP, PROBE_DURATION),
+                               qsvc.pick_step(tr, None))
     figs = []
-    for name in [n for n in names if n.startswith(RESOURCE_PREFIXES)][:8]:
-        s = qtel.metric_series(store, name, tr, service, agg="avg")
-        fig = figures.in_window(figures.metric_figure(name, s, ("instance",)), tr.start_s, tr.end_s)
-        figs.append({"id": f"res-{len(figs)}", "fig": fig})
+    for name in sorted(n for n in got if n.startswith(RESOURCE_PREFIXES))[:8]:
+        series = {"name": name, "series": [{"labels": s["labels"], "points": [[p[0], p[1]] for p in s["points"]]}
+                                           for s in got[name]["series"]]}
+        fig = figures.metric_figure(name, series, ("instance",), units.parse(got[name]["unit"], name))
+        figs.append({"id": f"res-{len(figs)}", "fig": figures.in_window(fig, tr.start_s, tr.end_s)})
     probes: dict[str, dict[str, Any]] = {}
     for metric, key in ((PROBE_UP, "up"), (PROBE_DURATION, "duration")):
-        if metric not in names:
-            continue
-        s = qtel.metric_series(store, metric, tr, service, agg="last", group_by=["probe.target"])
-        for ser in s["series"]:
-            target = ser["labels"].get("probe.target") or "(unknown)"
-            vals = [p[1] for p in ser["points"] if p[1] is not None]
+        by_target: dict[str, dict[int, tuple[int, float]]] = {}
+        for s in got.get(metric, {}).get("series", []):
+            steps = by_target.setdefault(s["labels"].get("probe.target") or "(unknown)", {})
+            for t, _, last, lts in s["points"]:
+                if last is not None and (t not in steps or lts > steps[t][0]):
+                    steps[t] = (lts, last)  # the newest report of any instance in the step
+        for target, steps in by_target.items():
+            vals = [steps[t][1] for t in sorted(steps)]
             row = probes.setdefault(target, {"target": target, "up": None, "duration": None, "uptime": None})
             if vals:
                 row[key] = vals[-1]
@@ -70,19 +76,22 @@ def pages_router() -> APIRouter:
         view = view_from(request)
         store = _store(request)
         tr = view.tr
-        ops = qsvc.operations(store, service, tr)
-        series = qsvc.series(store, service, tr)
-        summary = next((s for s in qsvc.services(store, tr) if s["service"] == service), None)
+        summary = qsvc.service_summary(store, service, tr)
+        ops = qsvc.operations(store, service, tr) if summary else []
+        series = qsvc.series(store, service, tr, has_entry=summary["has_entry"]) if summary else {"points": []}
         red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
         res_figs, probes = _resources(store, tr, service)
-        failing = queries_extra.failing_requests(store, tr, service, 10)
-        slowest = queries_extra.slowest_requests(store, tr, service, 10)
+        # exemplars of the service's latency histograms: points on the latency chart that open their trace
+        exemplars = qm.exemplars(store, tr, service, step_s=series.get("step_s") or 60) if summary else []
+        figures_explore.with_exemplars(red["latency"], exemplars)
+        failing = queries_extra.failing_requests(store, tr, service, 10) if summary else []
+        slowest = queries_extra.slowest_requests(store, tr, service, 10, summary["p95_ms"]) if summary else []
         snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
                                                       limit=20)]
         return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
                       firing=firing_for_service(request, service),
                       red=red, ops_fig=figures.operations_figure(ops) if ops else None, res_figs=res_figs,
-                      probes=probes, failing=failing, slowest=slowest, snaps=snaps)
+                      probes=probes, failing=failing, slowest=slowest, snaps=snaps, exemplars=exemplars)
 
     @r.get("/service-map", response_class=HTMLResponse)
     def service_map_page(request: Request):
@@ -101,7 +110,9 @@ def pages_router() -> APIRouter:
     def infrastructure_page(request: Request):
         view = view_from(request)
         store = _store(request)
-        grouped = queries_extra.group_infra(queries_extra.infra_latest(store, view.tr))
+        latest = queries_extra.infra_latest(store, view.tr)
+        unit_of = {r["name"]: r["unit"] for r in latest}
+        grouped = queries_extra.group_infra(latest)
         step = qsvc.pick_step(view.tr, None)
         figs = []
         if grouped["hosts"] or grouped["containers"]:
@@ -109,7 +120,8 @@ def pages_router() -> APIRouter:
                          "container.memory.usage"):
                 lines = queries_extra.infra_series(store, view.tr, name, step)
                 if lines:
-                    fig = figures.in_window(figures.xy_figure(name, lines), view.tr.start_s, view.tr.end_s)
+                    fig = figures.xy_figure(name, lines, units.parse(unit_of.get(name), name))
+                    fig = figures.in_window(fig, view.tr.start_s, view.tr.end_s)
                     figs.append({"id": f"infra-{len(figs)}", "fig": fig})
         return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs)
 

@@ -36,7 +36,7 @@ def parse_body(body: str) -> tuple[Any, str | None]:
         return None, f"body is not JSON: {e}"
 
 
-def _frames(stack: Any) -> list[dict[str, Any]]:
+def frames(stack: Any) -> list[dict[str, Any]]:
     out = []
     for f in stack if isinstance(stack, list) else []:
         if isinstance(f, dict):
@@ -53,9 +53,9 @@ def thread_groups(threads: Any) -> list[dict[str, Any]]:
     for t in threads if isinstance(threads, list) else []:
         if not isinstance(t, dict):
             continue
-        frames = _frames(t.get("stack"))
-        key = tuple((f["file"], f["line"], f["function"]) for f in frames)
-        g = groups.setdefault(key, {"frames": frames, "threads": []})
+        fr = frames(t.get("stack"))
+        key = tuple((f["file"], f["line"], f["function"]) for f in fr)
+        g = groups.setdefault(key, {"frames": fr, "threads": []})
         g["threads"].append({"name": str(t.get("name", "")), "id": t.get("id", ""), "daemon": bool(t.get("daemon"))})
     out = sorted(groups.values(), key=lambda g: -len(g["threads"]))
     for g in out:
@@ -68,7 +68,7 @@ def hot_frames(threads: Any, top: int = 10) -> list[tuple[str, int]]:
     c: Counter[str] = Counter()
     for t in threads if isinstance(threads, list) else []:
         if isinstance(t, dict):
-            c.update({f"{f['function']} ({f['file']}:{f['line']})" for f in _frames(t.get("stack"))})
+            c.update({f"{f['function']} ({f['file']}:{f['line']})" for f in frames(t.get("stack"))})
     return c.most_common(top)
 
 

@@ -3,14 +3,17 @@ the same directory share it; a different directory while one is open is an error
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from .backend import Result, check_params
-from .errors import ConfigError, QueryError, QueryTimeout, StorageError
+from .chdb_readers import ReaderPool, table_rows
+from .errors import ConfigError, QueryError, QueryLimitExceeded, QueryTimeout, StorageError
 from .schema import Table
 
 log = logging.getLogger("tracehouse.storage")
@@ -39,6 +42,25 @@ def _open_session(path: str):
             raise StorageError(f"cannot open chDB at {path}: {e}") from e
         _engine.update(path=path, session=sess, refs=1)
         return sess, _engine["lock"]
+
+
+@contextlib.contextmanager
+def parser_connection():
+    """A read-only connection for parsing user SQL (:mod:`.sqlparse`): to the engine this process
+    has open, else to an in-memory engine opened for the call and shut down after it. The engine
+    registry's lock is held throughout, so no store opens (or closes) an engine meanwhile."""
+    from chdb import session as chdb_session
+
+    with _engine_lock:
+        try:
+            conn = chdb_session.Session(_engine["path"] or ":memory:")
+        except Exception as e:
+            raise StorageError(f"cannot start the embedded SQL parser: {e}") from e
+        try:
+            conn.query("SET readonly = 1")
+            yield conn
+        finally:
+            conn.close()
 
 
 _MADV_PAGEOUT = 21
@@ -108,6 +130,9 @@ def _translate(e: Exception) -> StorageError:
     text = str(e)
     if "Code: 159" in text or "TIMEOUT_EXCEEDED" in text:
         return QueryTimeout(text)
+    m = re.search(r"Code: (\d+)\.", text)
+    if m and int(m.group(1)) in QueryLimitExceeded.CODES:
+        return QueryLimitExceeded(text)
     return QueryError(text)
 
 
@@ -135,30 +160,28 @@ def _arrow_type(chtype: str):
 class ChdbBackend:
     kind = "chdb"
 
+    #: read connections per store (statements run there, in parallel with inserts; see chdb_readers)
+    READERS = 4
+
     def __init__(self, path: str):
         self.path = path
         self._session, self._lock = _open_session(path)
         self._closed = False
         self._schemas: dict[str, Any] = {}
+        self._readers = ReaderPool(path, self.READERS)
+        self._pools: list[ReaderPool] = [self._readers]
 
+    # -- statements: on the reader connections, never under the insert lock ----------------------
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
-        check_params(sql, params)
-        if settings:
-            sql = sql + " SETTINGS " + ", ".join(f"{k} = {_setting(v)}" for k, v in settings.items())
-        with self._lock:
-            if self._closed:
-                raise StorageError("store is closed")
-            try:
-                tbl = self._session.query(sql, "ArrowTable", params=params or None)
-            except Exception as e:
-                raise _translate(e) from e
-        if tbl is None or not hasattr(tbl, "column_names"):
-            return Result([], [])
-        names = list(tbl.column_names)
-        if not names:
-            return Result([], [])
-        cols = [c.to_pylist() for c in tbl.columns]
-        return Result(names, list(zip(*cols)))
+        return _run(self._readers, sql, params, settings)
+
+    def restricted_reader(self, database: str, settings: dict[str, Any]) -> RestrictedReader:
+        """Connections whose default database is ``database``, with ``settings`` fixed and then
+        ``readonly = 1`` (so no statement can write or change a setting): for user-written SQL."""
+        setup = [f"USE {database}"] + [f"SET {k} = {_setting(v)}" for k, v in settings.items()] + ["SET readonly = 1"]
+        pool = ReaderPool(self.path, 2, setup)
+        self._pools.append(pool)
+        return RestrictedReader(pool)
 
     def _schema(self, table: Table):
         import pyarrow as pa
@@ -210,7 +233,32 @@ class ChdbBackend:
             if self._closed:
                 return
             self._closed = True
+        for pool in self._pools:
+            pool.close()
         _release_session()
+
+
+class RestrictedReader:
+    """``query(sql, params)`` on read-only connections set up by :meth:`ChdbBackend.restricted_reader`."""
+
+    def __init__(self, pool: ReaderPool):
+        self._pool = pool
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        return _run(self._pool, sql, params, None)
+
+
+def _run(pool: ReaderPool, sql: str, params: dict[str, Any] | None, settings: dict[str, Any] | None) -> Result:
+    check_params(sql, params)
+    if settings:
+        sql = sql + " SETTINGS " + ", ".join(f"{k} = {_setting(v)}" for k, v in settings.items())
+    try:
+        tbl = pool.query(sql, params or None)
+    except StorageError:
+        raise
+    except Exception as e:
+        raise _translate(e) from e
+    return Result(*table_rows(tbl))
 
 
 def _to_arrow(col: Sequence[Any], type_):

@@ -6,6 +6,7 @@ Callers (collector, dashboard, alerts) catch these and never the backends' own e
   - ``StorageUnavailable``: the store cannot be reached or is not answering (retry later).
   - ``QueryError``: the database rejected a statement (a bug, or a bad user query).
     - ``QueryTimeout``: the statement ran past its time limit.
+    - ``QueryLimitExceeded``: the statement would read or hold more than its limits allow.
   - ``InvalidParameter``: a user-supplied value is not acceptable (answer 400).
   - ``NotFound``: an id that does not exist (answer 404).
   - ``ConfigError``: a bad storage URL or setting.
@@ -18,6 +19,7 @@ __all__ = [
     "StorageUnavailable",
     "QueryError",
     "QueryTimeout",
+    "QueryLimitExceeded",
     "InvalidParameter",
     "NotFound",
     "ConfigError",
@@ -38,6 +40,14 @@ class QueryError(StorageError):
 
 class QueryTimeout(QueryError):
     """A statement exceeded its time limit."""
+
+
+class QueryLimitExceeded(QueryError):
+    """A statement hit a row, byte or memory limit (narrow the range or add filters)."""
+
+    #: ClickHouse error codes: TOO_MANY_ROWS (rows read or result rows), TOO_MANY_BYTES,
+    #: MEMORY_LIMIT_EXCEEDED, TOO_MANY_ROWS_OR_BYTES
+    CODES = frozenset({158, 307, 241, 396})
 
 
 class InvalidParameter(StorageError, ValueError):

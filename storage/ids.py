@@ -20,6 +20,17 @@ def parse_trace_id(text: str) -> str:
     return t
 
 
+def parse_span_id(text: str) -> str:
+    """Validate a hex span id (16 digits)."""
+    t = (text or "").strip()
+    if not _HEX.match(t) or len(t) != 16:
+        raise InvalidParameter(f"bad span id {text!r}: 16 hexadecimal digits")
+    t = t.lower()
+    if t == "0" * 16:
+        raise InvalidParameter("span id is all zeros")
+    return t
+
+
 def hex_id(h: str | None) -> str | None:
     """Hex from SQL's ``lower(hex(id))``; all-zero ids mean "none"."""
     if not h or not h.strip("0"):

@@ -9,6 +9,8 @@ from .errors import InvalidParameter
 from .timerange import TimeRange
 
 MAX_POINTS = 2000
+#: services listed on the overview (and sparklines drawn); a result LIMIT in the SQL
+MAX_SERVICES = 2000
 
 
 def _f(v: Any) -> float | None:
@@ -46,12 +48,12 @@ def services(store, tr: TimeRange) -> list[dict[str, Any]]:
     """Per service: request rate, error rate, p50/p95/p99 and span count. Requests are the service's
     entry spans (server/consumer/root); a service with none (a batch worker, say) is measured by
     all its spans."""
-    res = store.query(
+    res = store.read(
         f"SELECT service, is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
         f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
         "WHERE minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) "
-        "GROUP BY service, is_entry",
-        _window(tr),
+        "GROUP BY service, is_entry ORDER BY service, is_entry LIMIT {cap:UInt32}",
+        {**_window(tr), "cap": 2 * MAX_SERVICES},
     )
     by_service: dict[str, dict[int, dict[str, Any]]] = {}
     for row in res.dicts():
@@ -65,8 +67,26 @@ def services(store, tr: TimeRange) -> list[dict[str, Any]]:
     return out
 
 
+def service_summary(store, service: str, tr: TimeRange) -> dict[str, Any] | None:
+    """One service's row of :func:`services` (None when it has no spans in ``tr``), reading only
+    that service's rollup rows."""
+    res = store.read(
+        f"SELECT is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
+        f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
+        "WHERE service = {service:String} AND minute >= toDateTime({start:UInt32}) "
+        "AND minute < toDateTime({end:UInt32}) GROUP BY is_entry",
+        {"service": service, **_window(tr)},
+    )
+    rows = {int(r["is_entry"]): r for r in res.dicts()}
+    if not rows:
+        return None
+    main = rows.get(1) or rows[0]
+    return {"service": service, **_red(main, tr.seconds),
+            "span_count": sum(int(r["calls"] or 0) for r in rows.values()), "has_entry": 1 in rows}
+
+
 def operations(store, service: str, tr: TimeRange) -> list[dict[str, Any]]:
-    res = store.query(
+    res = store.read(
         f"SELECT name, kind, max(is_entry) AS is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
         f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
         "WHERE service = {service:String} AND minute >= toDateTime({start:UInt32}) "
@@ -92,28 +112,31 @@ def pick_step(tr: TimeRange, step_s: int | None) -> int:
     return step_s
 
 
-def series(store, service: str, tr: TimeRange, step_s: int | None = None, operation: str | None = None) -> dict[str, Any]:
-    """Rate, errors and latency quantiles over time for a service's requests (or one operation)."""
+def series(store, service: str, tr: TimeRange, step_s: int | None = None, operation: str | None = None,
+           has_entry: bool | None = None) -> dict[str, Any]:
+    """Rate, errors and latency quantiles over time for a service's requests (or one operation).
+    ``has_entry``: whether the service has entry spans in ``tr``, when the caller knows (else asked)."""
     step = pick_step(tr, step_s)
     params: dict[str, Any] = {"service": service, "step": step, **_window(tr)}
     cond = "is_entry = 1"
     if operation:
         cond = "name = {op:String}"
         params["op"] = operation
-    else:
-        has_entry = store.query(
+    elif has_entry is None:
+        has_entry = store.read(
             f"SELECT count() FROM {store.t('red_1m')} WHERE service = {{service:String}} AND is_entry = 1 "
             "AND minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32})",
             {"service": service, **_window(tr)},
         ).scalar()
-        if not has_entry:
-            cond = "1"
-    res = store.query(
+    if not operation and not has_entry:
+        cond = "1"
+    res = store.read(
         f"SELECT intDiv(toUInt32(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, countMerge(calls) AS calls, "
         f"sumMerge(errors) AS errors, quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q "
         f"FROM {store.t('red_1m')} WHERE service = {{service:String}} AND {cond} "
-        "AND minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) GROUP BY t ORDER BY t",
-        params,
+        "AND minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) GROUP BY t ORDER BY t "
+        "LIMIT {cap:UInt32}",
+        {**params, "cap": MAX_POINTS + 1},
     )
     points = []
     for r in res.dicts():
@@ -125,13 +148,15 @@ def series(store, service: str, tr: TimeRange, step_s: int | None = None, operat
 def sparklines(store, tr: TimeRange, step_s: int | None = None) -> dict[str, list[tuple[int, float]]]:
     """Request-rate series for every service, for the overview's sparklines (one query)."""
     step = pick_step(tr, step_s)
-    res = store.query(
+    res = store.read(
+        "SELECT service, groupArray(t) AS ts, groupArray(calls) AS cs FROM ("
         f"SELECT service, intDiv(toUInt32(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, countMerge(calls) AS calls "
         f"FROM {store.t('red_1m')} WHERE is_entry = 1 AND minute >= toDateTime({{start:UInt32}}) "
-        "AND minute < toDateTime({end:UInt32}) GROUP BY service, t ORDER BY service, t",
-        {"step": step, **_window(tr)},
+        "AND minute < toDateTime({end:UInt32}) GROUP BY service, t) GROUP BY service ORDER BY service "
+        "LIMIT {cap:UInt32}",
+        {"step": step, **_window(tr), "cap": MAX_SERVICES},
     )
     out: dict[str, list[tuple[int, float]]] = {}
-    for service, t, calls in res.rows:
-        out.setdefault(service, []).append((int(t), round(int(calls) / step, 4)))
+    for service, ts, cs in res.rows:
+        out[service] = sorted((int(t), round(int(c) / step, 4)) for t, c in zip(ts, cs))
     return out

@@ -66,7 +66,7 @@ def take_pending(store, service: str, instance: str, now_ns: int | None = None, 
     service = _check("service", service, 256)
     instance = _check("instance", instance, 256)
     now_ns = now_ns or time.time_ns()
-    res = store.query(
+    res = store.read(
         f"SELECT id, any(kind) AS k, any(reason) AS rsn, any(requested_by) AS by, "
         f"any(instance) AS target, min(requested_ns) AS req_ns FROM {store.t('snapshot_requests')} "
         "WHERE service = {s:String} AND requested_ns >= {since:UInt64} AND (instance = '' OR instance = {i:String}) "
@@ -87,11 +87,11 @@ def take_pending(store, service: str, instance: str, now_ns: int | None = None, 
 
 
 def _rows(store, where: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    res = store.query(
+    res = store.read(
         f"SELECT id, claimed_by, max(updated_ns) AS upd, any(service) AS svc, any(instance) AS target, "
         f"any(kind) AS k, any(reason) AS rsn, any(requested_by) AS by, min(requested_ns) AS req_ns "
         f"FROM {store.t('snapshot_requests')} WHERE {where} "
-        "GROUP BY id, claimed_by ORDER BY req_ns DESC, id, claimed_by",
+        "GROUP BY id, claimed_by ORDER BY req_ns DESC, id, claimed_by LIMIT 10000",
         params,
     )
     return list(res.dicts())
@@ -136,7 +136,7 @@ def get_request(store, request_id: str) -> dict[str, Any]:
 
 def snapshots_for(store, request_id: str, since_ns: int, limit: int = 100) -> list[dict[str, Any]]:
     """The snapshot log records that answer ``request_id`` (newest first)."""
-    res = store.query(
+    res = store.read(
         "SELECT ts_ns, service, instance, body, lower(hex(trace_id)) AS trace_hex, lower(hex(span_id)) AS span_hex, "
         f"attr_keys, attr_values, attr_types FROM {store.t('logs')} "
         "WHERE timestamp >= toDateTime({start:UInt32}) AND event_name = {ev:String} "

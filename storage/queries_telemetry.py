@@ -7,6 +7,7 @@ from typing import Any
 from .attrs import decode_map
 from .errors import InvalidParameter
 from .ids import hex_id, parse_trace_id
+from .limits import require_raw_range
 from .queries_services import pick_step
 from .queries_traces import parse_attr_filters
 from .timerange import TimeRange
@@ -27,12 +28,13 @@ MAX_SERIES = 200
 
 
 def metric_names(store, tr: TimeRange, service: str | None = None) -> list[dict[str, Any]]:
+    require_raw_range(tr, "metric points")
     params: dict[str, Any] = {"start": tr.start_s, "end": tr.end_s}
     cond = ""
     if service:
         cond = " AND service = {service:String}"
         params["service"] = service
-    res = store.query(
+    res = store.read(
         f"SELECT name, any(type) AS type, any(unit) AS unit, any(description) AS description, "
         f"groupUniqArray(service) AS services, count() AS points FROM {store.t('metric_points')} "
         f"WHERE timestamp >= toDateTime({{start:UInt32}}) AND timestamp <= toDateTime({{end:UInt32}}){cond} "
@@ -54,6 +56,7 @@ def metric_series(store, name: str, tr: TimeRange, service: str | None = None, l
         raise InvalidParameter("name is required")
     if agg not in AGGS:
         raise InvalidParameter(f"agg must be one of {sorted(AGGS)}")
+    require_raw_range(tr, "metric points")
     step = pick_step(tr, step_s) if step_s is None or step_s >= 60 else max(1, int(step_s))
     if tr.seconds / step > 2000:
         raise InvalidParameter("step too small: more than 2000 points")
@@ -80,27 +83,27 @@ def metric_series(store, name: str, tr: TimeRange, service: str | None = None, l
     else:
         series_key = "arrayConcat([toString(service), toString(instance)], attr_keys, attr_values)"
         key_names = []
+    # One row per series (its points as arrays), at most MAX_SERIES + 1 of them: the cap is in the
+    # SQL, so a metric with a million label sets costs the engine's aggregation, not a transfer.
+    params["cap"] = MAX_SERIES + 1
     sql = (
+        "SELECT skey, groupArray(t) AS ts, groupArray(v) AS vs FROM ("
         f"SELECT {series_key} AS skey, intDiv(toUInt32(timestamp), {{step:UInt32}}) * {{step:UInt32}} AS t, "
         f"{AGGS[agg]} AS v FROM {store.t('metric_points')} WHERE {' AND '.join(conds)} "
-        "GROUP BY skey, t ORDER BY skey, t"
+        "GROUP BY skey, t) GROUP BY skey ORDER BY skey LIMIT {cap:UInt32}"
     )
-    series: dict[tuple, dict[str, Any]] = {}
-    for skey, t, v in store.query(sql, params).rows:
+    rows = store.read(sql, params).rows
+    series = []
+    for skey, ts, vs in rows[:MAX_SERIES]:
         key = tuple(skey)
-        s = series.get(key)
-        if s is None:
-            if len(series) >= MAX_SERIES:
-                continue
-            if key_names:
-                lbl = dict(zip(key_names, key))
-            else:
-                n = (len(key) - 2) // 2
-                lbl = {"service": key[0], "instance": key[1], **dict(zip(key[2 : 2 + n], key[2 + n :]))}
-            s = series[key] = {"labels": lbl, "points": []}
-        s["points"].append([int(t), None if v is None or v != v else float(v)])
-    return {"name": name, "agg": agg, "step_s": step, "series": list(series.values()),
-            "truncated": len(series) >= MAX_SERIES}
+        if key_names:
+            lbl = dict(zip(key_names, key))
+        else:
+            n = (len(key) - 2) // 2
+            lbl = {"service": key[0], "instance": key[1], **dict(zip(key[2 : 2 + n], key[2 + n :]))}
+        points = sorted([int(t), None if v is None or v != v else float(v)] for t, v in zip(ts, vs))
+        series.append({"labels": lbl, "points": points})
+    return {"name": name, "agg": agg, "step_s": step, "series": series, "truncated": len(rows) > MAX_SERIES}
 
 
 def logs(store, tr: TimeRange, service: str | None = None, trace_id: str | None = None,
@@ -108,6 +111,7 @@ def logs(store, tr: TimeRange, service: str | None = None, trace_id: str | None 
          limit: int = 100) -> list[dict[str, Any]]:
     if not 1 <= int(limit) <= 1000:
         raise InvalidParameter("limit must be 1 to 1000")
+    require_raw_range(tr, "logs")
     params: dict[str, Any] = {"start": tr.start_s, "end": tr.end_s, "limit": int(limit)}
     conds = ["timestamp >= toDateTime({start:UInt32})", "timestamp <= toDateTime({end:UInt32})"]
     if service:
@@ -131,7 +135,7 @@ def logs(store, tr: TimeRange, service: str | None = None, trace_id: str | None 
     if event_name:
         conds.append("event_name = {ev:String}")
         params["ev"] = event_name
-    res = store.query(
+    res = store.read(
         "SELECT ts_ns, severity_number, severity_text, service, instance, event_name, body, lower(hex(trace_id)) AS trace_hex, lower(hex(span_id)) AS span_hex, "
         f"attr_keys, attr_values, attr_types, resource_keys, resource_values FROM {store.t('logs')} "
         f"WHERE {' AND '.join(conds)} ORDER BY timestamp DESC, ts_ns DESC LIMIT {{limit:UInt32}}",

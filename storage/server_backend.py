@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backend import PARAM_RE, Result, check_params
-from .errors import QueryError, QueryTimeout, StorageError, StorageUnavailable
+from .errors import QueryError, QueryLimitExceeded, QueryTimeout, StorageError, StorageUnavailable
 from .schema import Table
+from .textvalues import clean_params, decode_bytes
 from .url import StorageURL
 
 
@@ -69,7 +70,8 @@ class ServerBackend:
     kind = "clickhouse"
 
     def __init__(self, url: StorageURL, pool_size: int = 4, connect_timeout: float = 5.0,
-                 receive_timeout: float = 60.0, node: tuple[str, int] | None = None):
+                 receive_timeout: float = 60.0, node: tuple[str, int] | None = None,
+                 default_database: str = "default"):
         """A pool of connections to ``url``'s host (then its ``alt_hosts`` in turn), or to ``node``
         alone (one replica of a cluster, for the sharded writer)."""
         self.url = url
@@ -81,7 +83,7 @@ class ServerBackend:
             port=port,
             user=url.user,
             password=url.password,
-            database="default",
+            database=default_database,
             connect_timeout=connect_timeout,
             send_receive_timeout=receive_timeout,
             sync_request_timeout=connect_timeout,
@@ -127,6 +129,8 @@ class ServerBackend:
                 raise QueryTimeout(str(e)) from e
             if e.code in RETRYABLE_CODES:
                 raise StorageUnavailable(f"ClickHouse at {self._where(c)} cannot do it now: {e}") from e
+            if e.code in QueryLimitExceeded.CODES:
+                raise QueryLimitExceeded(str(e)) from e
             raise QueryError(str(e)) from e
         except (TimeoutError, ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as e:
             broken = True
@@ -145,13 +149,13 @@ class ServerBackend:
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
         check_params(sql, params)
         if params:
-            dsql, dparams = to_driver_sql(sql), _coerce(params, sql)
+            dsql, dparams = to_driver_sql(sql), _coerce(clean_params(params), sql)
         else:
             dsql, dparams = sql, None
 
         def run(c):
             rows, types = c.execute(dsql, dparams, with_column_types=True, settings=settings or None)
-            return Result([n for n, _ in types], [tuple(r) for r in rows])
+            return Result([n for n, _ in types], _text_rows(rows, [t for _, t in types]))
 
         return self._run(run)
 
@@ -179,3 +183,24 @@ class ServerBackend:
                     c.disconnect()
                 except Exception:
                     pass
+
+
+def _text_rows(rows: list, types: list[str]) -> list[tuple]:
+    """Rows as tuples; String values that are not UTF-8 (which the driver hands back as bytes)
+    decoded with U+FFFD for each bad byte. FixedString columns stay bytes (ids)."""
+    text = [i for i, t in enumerate(types) if "String" in t and "FixedString" not in t]
+    if not text:
+        return [tuple(r) for r in rows]
+    out = []
+    for r in rows:
+        r = tuple(r)
+        if any(_has_bytes(r[i]) for i in text):
+            r = tuple(decode_bytes(v) if i in text else v for i, v in enumerate(r))
+        out.append(r)
+    return out
+
+
+def _has_bytes(v: Any) -> bool:
+    if type(v) is bytes:
+        return True
+    return type(v) in (list, tuple) and any(type(x) is bytes for x in v)

@@ -16,6 +16,7 @@ from . import retention as _retention
 from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
 from .errors import ConfigError, QueryError, StorageError, StorageUnavailable
+from .limits import BusyBudget, QueryLimits
 from .migrations import (
     ALERT_RULES,
     LATEST,
@@ -55,6 +56,15 @@ class Store:
         self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
         self._shards: Any = None  # the cluster's ShardWriter, made on first use
         self._shards_lock = threading.Lock()
+        #: limits of every query a user can cause (:meth:`read`); the server sets them from its settings
+        self.limits = QueryLimits()
+        self._slots: tuple[int, threading.BoundedSemaphore] | None = None
+        self._budget: tuple[tuple[float, float], BusyBudget] | None = None
+        #: on a ClickHouse server: the URL of the read-only user that user SQL runs as ('' = this
+        #: store's own user with readonly=1); the server sets it from its settings
+        self.rules_url = ""
+        self._rule_reader: Any = None
+        self._rule_reader_lock = threading.Lock()
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
     # -- opening -----------------------------------------------------------------------------
@@ -78,6 +88,8 @@ class Store:
     def close(self) -> None:
         if self._shards is not None:
             self._shards.close()
+        if isinstance(self._rule_reader, _ServerRuleReader):
+            self._rule_reader.backend.close()
         self.backend.close()
 
     # -- cluster -----------------------------------------------------------------------------
@@ -148,6 +160,78 @@ class Store:
                 attributes={"db.system": "clickhouse", "db.namespace": self.db, "db.query.text": sql[:2000],
                             "db.operation.name": verb}):
             return self.backend.query(sql, params, settings)
+
+    def read(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        """A query a user caused (a page, the API): run within :attr:`limits` and, on an embedded
+        engine, within a number of concurrent user queries (``limits.max_concurrent``) and a share of
+        the time (``limits.busy_share``: bursts pass, a loop of heavy queries is paced)."""
+        slots = self._read_slots()
+        if slots is None:
+            return self.query(sql, params, self.limits.settings())
+        deadline = time.monotonic() + self.limits.timeout_s
+        if not slots.acquire(timeout=self.limits.timeout_s):
+            raise StorageUnavailable("too many queries running; try again shortly")
+        try:
+            budget = self._busy_budget()
+            wait = budget.wait_s()
+            if time.monotonic() + wait > deadline:
+                raise StorageUnavailable("queries are using their share of the engine; try again shortly")
+            if wait:
+                time.sleep(wait)
+            t0 = time.monotonic()
+            try:
+                return self.query(sql, params, self.limits.settings(embedded=True))
+            finally:
+                budget.spend(time.monotonic() - t0)
+        finally:
+            slots.release()
+
+    #: seconds one run of user-written SQL (an alert rule, a preview) may take
+    RULE_TIMEOUT_S = 10
+
+    def rule_reader(self) -> Any:
+        """Where user-written SQL runs: ``.query(sql, params)`` on read-only connections whose default
+        database is this store's, within :attr:`limits` (the rule time limit). Embedded: connections
+        fixed at ``readonly = 1`` after the limits are set. A server: the user of :attr:`rules_url`,
+        whose profile must be read-only and carry the limits (README), else this store's user with
+        ``readonly = 1`` and the limits on every query."""
+        with self._rule_reader_lock:
+            if self._rule_reader is None:
+                self._rule_reader = self._open_rule_reader()
+            return self._rule_reader
+
+    def _open_rule_reader(self) -> Any:
+        settings = self.limits.settings(timeout_s=self.RULE_TIMEOUT_S, embedded=self.backend.kind == "chdb")
+        if self.backend.kind == "chdb":
+            return self.backend.restricted_reader(self.db, settings)  # type: ignore[attr-defined]
+        from .server_backend import ServerBackend
+
+        if self.rules_url:
+            rules = parse_storage_url(self.rules_url)
+            if rules.scheme != "clickhouse" or (rules.host, rules.port, rules.database) != \
+                    (self.url.host, self.url.port, self.db):
+                raise ConfigError("rules_storage must name the same server and database as storage, "
+                                  "with the rules user's credentials")
+            return _ServerRuleReader(ServerBackend(rules, pool_size=2, default_database=self.db), None)
+        log.warning("SQL rules run as the storage user with readonly=1: set rules_storage "
+                    "(TRACEHOUSE_RULES_STORAGE) to a user that can read only %s (see the README)", self.db)
+        return _ServerRuleReader(ServerBackend(self.url, pool_size=2, default_database=self.db),
+                                 dict(settings, readonly=1))
+
+    def _read_slots(self) -> threading.BoundedSemaphore | None:
+        """On an embedded engine (which shares the CPU with ingestion): the user-query slots."""
+        if self.backend.kind != "chdb":
+            return None
+        n = self.limits.concurrent()
+        if self._slots is None or self._slots[0] != n:
+            self._slots = (n, threading.BoundedSemaphore(n))
+        return self._slots[1]
+
+    def _busy_budget(self) -> BusyBudget:
+        key = (self.limits.busy_share, self.limits.busy_burst_s)
+        if self._budget is None or self._budget[0] != key:
+            self._budget = (key, BusyBudget(*key))
+        return self._budget[1]
 
     def t(self, name: str) -> str:
         """Qualified table name."""
@@ -379,6 +463,14 @@ class Store:
             f"SELECT id, argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {self.t(table)} GROUP BY id ORDER BY id"
         )
         return [dict(json.loads(b), id=i) for i, b, d in res.rows if not d]
+
+
+class _ServerRuleReader:
+    def __init__(self, backend: Any, settings: dict[str, Any] | None):
+        self.backend, self.settings = backend, settings
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        return self.backend.query(sql, params, self.settings)
 
 
 def _split_by_day(tbl: Table, names: list[str], ordered: list[Sequence[Any]]) -> list[list[Sequence[Any]]]:

@@ -80,6 +80,29 @@ class Settings:
     zookeeper: str = ""
     #: TRACEHOUSE_LEASE_TTL: seconds before a dead evaluator's lease expires and another takes over
     lease_ttl: float = 10.0
+    #: TRACEHOUSE_QUERY_TIMEOUT_S: seconds any query a user causes (pages, API, rules) may run
+    query_timeout_s: float = 15.0
+    #: TRACEHOUSE_QUERY_MAX_MEMORY_BYTES: memory one such query may hold
+    query_max_memory_bytes: int = 1 << 30
+    #: TRACEHOUSE_QUERY_MAX_ROWS: rows one such query may read
+    query_max_rows: int = 300_000_000
+    #: TRACEHOUSE_QUERY_MAX_BYTES: uncompressed bytes one such query may read
+    query_max_bytes: int = 40 << 30
+    #: TRACEHOUSE_QUERY_MAX_THREADS: threads one such query may use (0 = half the cores)
+    query_max_threads: int = 0
+    #: TRACEHOUSE_QUERY_MAX_CONCURRENT: such queries at once on embedded chDB (0 = half the cores)
+    query_max_concurrent: int = 0
+    #: TRACEHOUSE_QUERY_NICE: nice value of the engine threads running them on embedded chDB (0-19)
+    query_nice: int = 10
+    #: TRACEHOUSE_QUERY_BUSY_SHARE: share of the time such queries may keep embedded chDB busy
+    #: (bursts of 5 s of query time are not paced; 0 = unpaced)
+    query_busy_share: float = 0.5
+    #: TRACEHOUSE_RULES_STORAGE: on a ClickHouse server, the URL SQL rules run through: the same
+    #: server and database as `storage`, as a read-only user that can read only that database
+    #: (see the README); '' = the main user with readonly=1 (logged as a warning)
+    rules_storage: str = ""
+    #: TRACEHOUSE_RULE_PREVIEWS_PER_MINUTE: rule previews each client may run per minute
+    rule_previews_per_minute: int = 20
 
     @property
     def resolved_buffer_dir(self) -> str:

@@ -47,7 +47,11 @@ def open_store(settings: Settings):
     from tracehouse.storage import InvalidParameter, Store, retention
 
     Store.prefer_low_memory(settings.storage)
+    from tracehouse.storage.limits import QueryLimits
+
     store = Store.open(settings.storage)
+    store.limits = QueryLimits.from_settings(settings)
+    store.rules_url = settings.rules_storage
     store.migrate(retention=settings.retention or None)
     try:  # TRACEHOUSE_RETENTION takes effect when it changes (not over a later change made in the UI)
         changed = retention.apply_configured(store, settings.retention)
@@ -126,7 +130,8 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             from tracehouse.alerts import alerts_router, get_engine
 
             # answers 503 until the engine exists (alone, a dashboard has no engine in-process)
-            dash.include_router(alerts_router(get_engine, require_role))
+            dash.include_router(alerts_router(get_engine, require_role,
+                                              previews_per_minute=settings.rule_previews_per_minute))
             dash.state.alert_engine_getter = get_engine
             dash.state.metrics_exposed = registry
             dash.state.metrics.tracer = tracer

@@ -1,4 +1,4 @@
-/* tracehouse dashboard: figures, sorting, range picker, auto-refresh, waterfall, alerts.
+/* tracehouse dashboard: figures, sorting, range picker, auto-refresh, alerts (the waterfall: waterfall.js).
    Data comes from <script type="application/json"> blocks and is only ever written with
    textContent — never innerHTML. */
 (function () {
@@ -96,124 +96,25 @@
     window.location.href = form.getAttribute("action") + "?" + params.toString();
   }
 
-  /* ---- trace filters --------------------------------------------------------------- */
+  /* ---- filter forms: more attribute inputs, empty fields left out of the URL ------ */
   function initFilters() {
-    var add = document.getElementById("add-attr");
-    if (!add) return;
-    add.addEventListener("click", function () {
-      var label = el("label", null, "Attr ");
-      var input = el("input");
-      input.name = "attr";
-      input.placeholder = "key=value";
-      label.appendChild(input);
-      document.getElementById("attr-list").appendChild(label);
-      input.focus();
+    document.querySelectorAll("[data-add-attr]").forEach(function (add) {
+      add.addEventListener("click", function () {
+        var label = el("label", null, "Attr ");
+        var input = el("input");
+        input.name = "attr";
+        input.placeholder = "key=value";
+        label.appendChild(input);
+        document.getElementById(add.getAttribute("data-add-attr")).appendChild(label);
+        input.focus();
+      });
     });
-    var form = document.getElementById("trace-filters");
-    form.addEventListener("submit", function () {
-      form.querySelectorAll("input").forEach(function (i) { if (!i.value) i.disabled = true; });
+    document.querySelectorAll("form.filters").forEach(function (form) {
+      form.addEventListener("submit", function () {
+        form.querySelectorAll("input, select").forEach(function (i) { if (!i.value) i.disabled = true; });
+      });
     });
   }
-
-  /* ---- waterfall ------------------------------------------------------------------- */
-  function initWaterfall() {
-    var wf = document.getElementById("waterfall");
-    if (!wf) return;
-    var rows = Array.prototype.slice.call(wf.querySelectorAll(".wf-row"));
-    var spans = readJSON("span-data") || {};
-
-    function setCollapsed(row, collapsed) {
-      var i = rows.indexOf(row), depth = +row.getAttribute("data-depth");
-      row.classList.toggle("collapsed", collapsed);
-      var btn = row.querySelector(".tog");
-      if (btn) { btn.textContent = collapsed ? "▸" : "▾"; btn.setAttribute("aria-label", collapsed ? "expand" : "collapse"); }
-      var hideBelow = null;
-      for (var j = i + 1; j < rows.length; j++) {
-        var d = +rows[j].getAttribute("data-depth");
-        if (d <= depth) break;
-        if (collapsed) { rows[j].hidden = true; continue; }
-        if (hideBelow !== null && d > hideBelow) { rows[j].hidden = true; continue; }
-        hideBelow = null;
-        rows[j].hidden = false;
-        if (rows[j].classList.contains("collapsed")) hideBelow = d;
-      }
-    }
-
-    wf.addEventListener("click", function (ev) {
-      var row = ev.target.closest(".wf-row");
-      if (!row) return;
-      if (ev.target.classList.contains("tog")) { setCollapsed(row, !row.classList.contains("collapsed")); return; }
-      showDetails(row.getAttribute("data-span"));
-    });
-    document.getElementById("expand-all").addEventListener("click", function () {
-      rows.forEach(function (r) { r.hidden = false; r.classList.remove("collapsed"); var b = r.querySelector(".tog"); if (b) b.textContent = "▾"; });
-    });
-    document.getElementById("collapse-all").addEventListener("click", function () {
-      rows.forEach(function (r) {
-        var d = +r.getAttribute("data-depth");
-        r.hidden = d > 0;
-        var b = r.querySelector(".tog");
-        if (b) { r.classList.add("collapsed"); b.textContent = "▸"; }
-      });
-    });
-    document.getElementById("d-close").addEventListener("click", function () {
-      document.getElementById("details").hidden = true;
-      rows.forEach(function (r) { r.classList.remove("selected"); });
-    });
-    document.querySelectorAll(".span-link").forEach(function (a) {
-      a.addEventListener("click", function (ev) { ev.preventDefault(); showDetails(a.getAttribute("data-span")); });
-    });
-
-    function kvTable(title, obj) {
-      var sec = el("section");
-      sec.appendChild(el("h4", null, title));
-      var keys = obj ? Object.keys(obj) : [];
-      if (!keys.length) { sec.appendChild(el("p", "empty", "none")); return sec; }
-      var t = el("table", "kv");
-      keys.sort().forEach(function (k) {
-        var tr = el("tr");
-        tr.appendChild(el("th", null, k));
-        var v = obj[k];
-        tr.appendChild(el("td", null, typeof v === "object" ? JSON.stringify(v) : v));
-        t.appendChild(tr);
-      });
-      sec.appendChild(t);
-      return sec;
-    }
-
-    function showDetails(id) {
-      var s = spans[id];
-      if (!s) return;
-      rows.forEach(function (r) { r.classList.toggle("selected", r.getAttribute("data-span") === id); });
-      var body = document.getElementById("d-body");
-      body.replaceChildren();
-      document.getElementById("d-title").textContent = s.service + " · " + s.name;
-      body.appendChild(kvTable("Span", {
-        "span id": s.span_id, "parent": s.parent_span_id || "(root)", kind: s.kind,
-        duration: s.duration_ms + " ms", status: s.status.code + (s.status.message ? ": " + s.status.message : ""),
-        scope: s.scope.name + " " + s.scope.version
-      }));
-      body.appendChild(kvTable("Attributes", s.attributes));
-      var ev = el("section");
-      ev.appendChild(el("h4", null, "Events (" + s.events.length + ")"));
-      s.events.forEach(function (e) {
-        ev.appendChild(el("div", "ev-name", "+" + ((e.time_ns - s.start_ns) / 1e6).toFixed(2) + " ms  " + e.name));
-        ev.appendChild(kvTable("", e.attributes).querySelector("table") || el("span"));
-      });
-      body.appendChild(ev);
-      var ln = el("section");
-      ln.appendChild(el("h4", null, "Links (" + s.links.length + ")"));
-      s.links.forEach(function (l) {
-        var a = el("a", "mono", l.trace_id + " / " + l.span_id);
-        a.href = "/traces/" + encodeURIComponent(l.trace_id);
-        ln.appendChild(a);
-      });
-      body.appendChild(ln);
-      body.appendChild(kvTable("Resource", s.resource));
-      document.getElementById("details").hidden = false;
-    }
-  }
-
 
   /* ---- alerts: JSON API calls (CSRF header when signed in) ------------------------- */
   function api(method, url, body) {
@@ -464,7 +365,6 @@
     initRetention();
     initRange();
     initFilters();
-    initWaterfall();
     initSilences();
     initRuleEditor();
     renderFigures();

@@ -124,6 +124,104 @@ def test_gil_share_lowers_the_switch_interval_while_exports_run_and_restores_it(
     assert seen == [otlp_exporters.SWITCH_S] * 3 and sys.getswitchinterval() == before
 
 
+class _Recorded:
+    """A transport that keeps what it was sent and the switch interval at that moment."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, body):
+        self.sent.append((body, sys.getswitchinterval()))
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("mode", ["end", "requests", "switch", "none"])
+def test_span_exports_yield_the_gil_as_configured(monkeypatch, mode):
+    pauses = []
+    monkeypatch.setenv("TRACEHOUSE_EXPORT_YIELD", mode)
+    monkeypatch.setattr(otlp_exporters, "yield_to_requests", lambda: pauses.append(1))
+    transport = _Recorded()
+    spans = _spans()
+    otlp_exporters.LeanSpanExporter(transport).export(spans)
+    (body, interval), = transport.sent
+    decoded = ExportTraceServiceRequest()
+    decoded.ParseFromString(body)
+    assert sum(len(ss.spans) for rs in decoded.resource_spans for ss in rs.scope_spans) == len(spans)
+    slices = -(-len(spans) // otlp_spans.SLICE)
+    # after each slice it encoded (spans handed over already encoded need none, see the next test)
+    assert len(pauses) == {"requests": slices, "switch": 0, "none": 0, "end": slices}[mode]
+    assert (interval == otlp_exporters.SWITCH_S) is (mode == "switch")
+
+
+def test_spans_encoded_as_they_end_export_the_same_request():
+    from tracehouse.agent import batching
+    from tracehouse.agent.batching import LeanBatchSpanProcessor
+    from tracehouse.agent.export import GuardedSpanExporter
+
+    transport = _Recorded()
+    proc = LeanBatchSpanProcessor(GuardedSpanExporter(lambda: otlp_exporters.LeanSpanExporter(transport)),
+                                  max_queue_size=4096, max_export_batch_size=4096, schedule_delay_millis=60_000,
+                                  encoder=otlp_spans.encoded)
+    proc._export_lock.acquire()  # hold the export thread back to look at the queue
+    mem = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource({"service.name": "s"}))
+    tp.add_span_processor(SimpleSpanProcessor(mem))
+    tp.add_span_processor(proc)
+    tracer = tp.get_tracer("t", "1")
+    for i in range(40):
+        with tracer.start_as_current_span(f"op{i % 3}", kind=SpanKind.SERVER) as sp:
+            sp.set_attributes({"n": i, "s": "x" * (i % 5)})
+            with tracer.start_as_current_span("child"):
+                pass
+            assert proc._raw[-1].name == "child"  # a child is not encoded before its root ends
+            if i % 7 == 0:
+                sp.add_event("e", {"k": i})
+                sp.set_status(Status(StatusCode.ERROR, "bad"))
+        assert len(proc._raw) < batching.ENCODE_AT  # a root's end encodes what gathered
+    assert len(proc._queue) + len(proc._raw) == 80 and len(proc._queue) > 80 - batching.ENCODE_AT
+    assert all(type(r) is otlp_spans.EncodedSpan for r in proc._queue)
+    with tracer.start_as_current_span("long job"):
+        with tracer.start_as_current_span("step"):
+            pass
+        proc._export_lock.release()
+        assert proc.force_flush(10_000)  # what still waits (the step of a running job too): the exporter encodes
+    assert proc.force_flush(10_000)
+    got = ExportTraceServiceRequest()
+    for body, _ in transport.sent:
+        part = ExportTraceServiceRequest()
+        part.ParseFromString(body)
+        got.resource_spans.extend(part.resource_spans)
+    ref = encode_spans(mem.get_finished_spans())
+    assert sorted(s.SerializeToString() for rs in got.resource_spans for ss in rs.scope_spans for s in ss.spans) == \
+        sorted(s.SerializeToString() for rs in ref.resource_spans for ss in rs.scope_spans for s in ss.spans)
+    assert len(transport.sent) == 2
+    proc.shutdown()
+
+
+def test_exports_wait_for_requests_in_flight_but_not_for_ever(monkeypatch):
+    from tracehouse.agent.watchdog import INFLIGHT
+
+    monkeypatch.setattr(otlp_exporters, "BUSY_MAX_S", 5.0)
+    INFLIGHT["test-request"] = None
+    timer = threading.Timer(0.05, INFLIGHT.pop, ("test-request", None))
+    t0 = time.monotonic()
+    timer.start()
+    otlp_exporters.yield_to_requests()  # returns once the request is done
+    waited = time.monotonic() - t0
+    timer.join()
+    assert 0.05 <= waited < 4.0
+    monkeypatch.setattr(otlp_exporters, "BUSY_MAX_S", 0.05)
+    INFLIGHT["test-request"] = None
+    try:
+        t0 = time.monotonic()
+        otlp_exporters.yield_to_requests()  # a request that never ends: the wait is bounded
+        assert 0.05 <= time.monotonic() - t0 < 4.0
+    finally:
+        INFLIGHT.pop("test-request", None)
+
+
 class _Answers(BaseHTTPRequestHandler):
     script: list = []
     bodies: list = []

@@ -30,16 +30,24 @@ sdk_private.refresh()
 reader = InMemoryMetricReader()
 tp = TracerProvider()
 inst = http_server.Instruments(tp, MeterProvider(metric_readers=[reader]))
-tracer = inst.tracer
+from opentelemetry import context, trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+mem = InMemorySpanExporter()
+tp.add_span_processor(SimpleSpanProcessor(mem))
 for seconds in (0.003, 0.02, 0.02, 0.6, 30.0):
-    span = tracer.start_span("GET")
-    http_server.set_attributes(span, {"url.path": "/a", "server.port": 80})
-    span.end()
-    inst.duration.record(seconds, "GET", "/a", 200, None, span.get_span_context())
+    span = inst.spans.start("GET", None, 1, {"url.path": "/a", "server.port": 80})
+    token = context.attach(trace.set_span_in_context(span))
+    tp.get_tracer("child").start_span("db").end()
+    context.detach(token)
+    http_server.finish(inst, span, "GET", "/a", 200, 0, int(seconds * 1e9), None)
+child, server = mem.get_finished_spans()[:2]
 points = [p for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
           if m.name == "http.server.request.duration" for p in m.data.data_points]
 p = points[0]
 print(json.dumps({"version": list(sdk_private.sdk_version()), "private": not inst.duration.direct,
+                  "lean": type(server).__name__ == "LeanServerSpan" and inst.spans.lean,
+                  "parented": child.parent.span_id == server.context.span_id, "name": server.name,
                   "attrs": dict(span.attributes), "count": p.count, "sum": round(p.sum, 6), "min": p.min,
                   "max": p.max, "buckets": list(p.bucket_counts), "exemplars": len(p.exemplars),
                   "exemplar_ids": sorted({e.trace_id > 0 and e.span_id > 0 for e in p.exemplars})}))
@@ -47,7 +55,8 @@ print(json.dumps({"version": list(sdk_private.sdk_version()), "private": not ins
 
 EXPECTED = {"count": 5, "sum": 30.643, "min": 0.003, "max": 30.0,
             "buckets": [1, 0, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1], "exemplars": 4, "exemplar_ids": [True],
-            "attrs": {"url.path": "/a", "server.port": 80}}
+            "attrs": {"url.path": "/a", "server.port": 80, "http.request.method": "GET",
+                      "http.response.status_code": 200, "http.route": "/a"}, "parented": True, "name": "GET /a"}
 
 
 def _run(mode: str, path: str | None = None) -> dict:
@@ -71,7 +80,7 @@ def _install(tmp_path_factory, minor: int) -> str:
 @pytest.mark.parametrize("minor", sorted({sdk_private.SUPPORTED[0][1], 35, 40}))
 def test_private_path_on_older_supported_releases(tmp_path_factory, minor):
     got = _run("private", _install(tmp_path_factory, minor))
-    assert got.pop("version") == [1, minor] and got.pop("private") is True
+    assert got.pop("version") == [1, minor] and got.pop("private") is True and got.pop("lean") is True
     assert got == EXPECTED
 
 
@@ -80,6 +89,7 @@ def test_installed_release_is_in_range_and_the_public_fallback_gives_the_same_fi
     private = _run("private")
     public = _run("public")
     assert private.pop("private") is True and public.pop("private") is False
+    assert private.pop("lean") is True and public.pop("lean") is False
     assert private == public and private.pop("version") and {k: private[k] for k in EXPECTED} == EXPECTED
 
 

@@ -67,3 +67,20 @@ def test_source_line_rules():
     assert mask_source_line('headers["Authorization"] = "Bearer abcdefgh"') == 'headers["Authorization"] = ' + MASK
     assert "pw" not in mask_source_line('conn = connect("postgres://u:pw@h/db", password="pw")').replace("postgres", "")
     assert mask_source_line("total = price * qty") == "total = price * qty"
+
+
+def test_source_lines_are_read_as_python_not_as_key_value_text():
+    # code that merely names a counter is left alone; a compared secret is masked whole
+    assert mask_source_line("tokens_used = 5") == "tokens_used = 5"
+    assert mask_source_line("tokens_used = count_tokens(text)") == "tokens_used = count_tokens(text)"
+    assert mask_source_line('if password == "x":') == f"if password == {MASK}:"
+    assert mask_source_line('if "hunter2" == password or token != "abc":') == \
+        f"if {MASK} == password or token != {MASK}:"
+    assert mask_source_line('cfg = {"password": "p4ss", "user": "bob"}') == f'cfg = {{"password": {MASK}, "user": "bob"}}'
+    assert mask_source_line("return fetch(url, token=tok, timeout=5)") == f"return fetch(url, token={MASK}, timeout=5)"
+    assert mask_source_line('password: str = "abc"') == f"password: str = {MASK}"
+    assert mask_source_line('db.login(user, password or "default-pw")') == f"db.login(user, password or {MASK})"
+    assert mask_source_line('x = "password=abc&user=x"') == f'x = "password={MASK}&user=x"'  # inside a literal
+    assert mask_source_line("password = input()  # was hunter2") == f"password = {MASK}"
+    # not Python on its own (a line of a multi-line string): masked as text
+    assert mask_source_line('"""password=abc') == f'"""password={MASK}'

@@ -1,5 +1,6 @@
 """uWSGI (the pyuwsgi wheel) pre-forking workers under ``tracehouse-agent run``: with and without
-``--enable-threads`` and ``--lazy-apps``, each worker exports under its own instance id."""
+``--enable-threads`` and ``--lazy-apps``, each worker exports under its own instance id, and the
+bare WSGI callable uWSGI loads gets a SERVER span that the application's own span is a child of."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 
 import pytest
 
+from tests.agent.otlp_sink import attrs
 from tests.support.servers import free_port, wait_port
 
 BIN = os.path.dirname(sys.executable)
@@ -59,11 +61,26 @@ def test_each_uwsgi_worker_exports_under_its_own_instance_id(tmp_path, sink, fla
             proc.communicate()
             raise
     ids = {}
+    server = {}
     for ra, span in sink.spans():
         if ra["process.pid"] in pids:
-            assert span.name == "work"
             ids.setdefault(ra["process.pid"], set()).add(ra["service.instance.id"])
+            if span.kind == 2:  # SERVER
+                assert span.name == "GET" and attrs(span.attributes)["http.response.status_code"] == 200
+                server[span.span_id] = span
+    works = [s for ra, s in sink.spans() if ra["process.pid"] in pids and s.name == "work"]
+    assert works and all(w.parent_span_id in server for w in works)
     assert all(len(v) == 1 for v in ids.values()) and len({next(iter(v)) for v in ids.values()}) == 2, ids
     metric_ids = {ra["process.pid"]: ra["service.instance.id"] for ra, _ in sink.metrics() if ra["process.pid"] in pids}
     assert all(metric_ids[p] in ids[p] for p in pids)
     assert "tracehouse agent did not start" not in out and "Traceback" not in out
+
+
+def test_the_application_uwsgi_loads_is_read_from_its_command_line():
+    from tracehouse.agent.uwsgi_loader import target
+
+    assert target(["/venv/bin/uwsgi", "--http-socket", ":80", "--module", "shop.wsgi:app"]) == ("shop.wsgi", "app")
+    assert target(["uwsgi", "--wsgi=shop.wsgi", "--callable", "wsgi_app"]) == ("shop.wsgi", "wsgi_app")
+    assert target(["uwsgi", "-w", "shop"]) == ("shop", "application")
+    assert target(["uwsgi", "--ini", "shop.ini"]) is None
+    assert target(["gunicorn", "--module", "x:y"]) is None

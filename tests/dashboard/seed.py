@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+from tests.support import metricgen
 from tests.support.spangen import Gen, generate
 from tracehouse.storage.attrs import encode_map
 
@@ -15,6 +16,7 @@ MS = 1_000_000
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = '"><img src=x onerror=alert(1)>'
 XSS_SERVICE = f"evil{XSS_SCRIPT}"
+XSS_METRIC = f"evil.metric{XSS_IMG}"
 
 # The known trace: (span key, parent key, service, name, start offset ms, duration ms, error)
 TREE = [
@@ -151,7 +153,8 @@ def metrics(store, now: int) -> None:
         ]
         for service, name, value, res, attrs in points[-8:]:
             k, v, t = encode_map(attrs)
-            row = dict(defaults, timestamp=ts // NS, ts_ns=ts, service=service, instance="i-1", name=name,
+            unit = "By" if name.endswith("memory.usage") else "s" if name.endswith("duration") else "1"
+            row = dict(defaults, timestamp=ts // NS, ts_ns=ts, service=service, instance="i-1", name=name, unit=unit,
                        attr_keys=k, attr_values=v, attr_types=t, value=value, resource_keys=list(res),
                        resource_values=list(res.values()))
             for key, val in row.items():
@@ -159,12 +162,60 @@ def metrics(store, now: int) -> None:
     store.insert("metric_points", cols)
 
 
+def thread_snapshots(store, now: int, service: str = "orders", n: int = 6) -> None:
+    """``n`` thread snapshots of ``service`` over the last minutes: 4 threads each, 3 of them in
+    checkout → fetch_rows, one idle in serve_forever (stacks innermost first, as the agent sends)."""
+    cols = store.columns_for("logs")
+    for i in range(n):
+        ts = now - (i + 10) * 20 * NS
+        threads = [{"name": f"worker-{j}", "id": j, "stack": [
+            {"file": "app/db.py", "line": 88 + j, "function": "fetch_rows"},
+            {"file": "app/views.py", "line": 12, "function": "checkout"},
+            {"file": "server.py", "line": 40, "function": "handle"}]} for j in range(3)]
+        threads.append({"name": "MainThread", "id": 99, "stack": [
+            {"file": "server.py", "line": 5, "function": "serve_forever"}, {"file": "main.py", "line": 1,
+                                                                             "function": "<module>"}]})
+        k, v, t = encode_map({"snapshot.kind": "threads", "snapshot.reason": "sampled"})
+        row = dict(timestamp=ts // NS, ts_ns=ts, observed_ns=ts, trace_id=b"\x00" * 16, span_id=b"\x00" * 8, flags=0,
+                   severity_number=9, severity_text="INFO", service=service, instance="i-1",
+                   event_name="tracehouse.snapshot", body=json.dumps({"kind": "threads", "threads": threads}),
+                   attr_keys=k, attr_values=v, attr_types=t, resource_keys=["service.name"], resource_values=[service],
+                   scope_name="", scope_version="")
+        for key, val in row.items():
+            cols[key].append(val)
+    store.insert("logs", cols)
+
+
+def hostile_telemetry(store, now: int) -> None:
+    """A log record and a metric whose every field is a payload."""
+    cols = store.columns_for("logs")
+    k, v, t = encode_map({XSS_SCRIPT: XSS_IMG, "note": XSS_IMG})
+    row = dict(timestamp=now // NS, ts_ns=now, observed_ns=now, trace_id=b"\x00" * 16, span_id=b"\x00" * 8, flags=0,
+               severity_number=17, severity_text=XSS_SCRIPT, service=XSS_SERVICE, instance=XSS_IMG, event_name="",
+               body=f"body {XSS_SCRIPT} {XSS_IMG}", attr_keys=k, attr_values=v, attr_types=t,
+               resource_keys=[XSS_IMG], resource_values=[XSS_SCRIPT], scope_name="", scope_version="")
+    for key, val in row.items():
+        cols[key].append(val)
+    store.insert("logs", cols)
+    mcols = store.columns_for("metric_points")
+    for i in range(5):
+        metricgen.point(mcols, now - i * 30 * NS, XSS_SERVICE, XSS_METRIC, {XSS_SCRIPT: XSS_IMG},
+                        {XSS_IMG: XSS_SCRIPT}, value=float(i), unit=XSS_IMG, description=XSS_SCRIPT)
+    store.insert("metric_points", mcols)
+
+
 def seed_all(store, n_spans: int = 3000) -> dict:
     now = time.time_ns()
-    cols, _ = generate(n_spans, now - 600 * NS, 590 * NS, Gen(error_rate=0.1), store=store)
+    cols, trace_ids = generate(n_spans, now - 600 * NS, 590 * NS, Gen(error_rate=0.1), store=store)
     store.insert("spans", cols)
     tid, ids = known_trace(store, now - 120 * NS)
     xtid = xss_trace(store, now - 100 * NS)
     snaps = logs_and_snapshots(store, now, tid, ids["paysrv"])
     metrics(store, now)
-    return {"now": now, "trace_id": tid, "span_ids": ids, "xss_trace_id": xtid, "snapshot_ids": snaps}
+    mcols = store.columns_for("metric_points")
+    metricgen.request_durations(mcols, now, 10, ["orders", "payments"], trace_ids[:200])
+    store.insert("metric_points", mcols)
+    thread_snapshots(store, now)
+    hostile_telemetry(store, now - 50 * NS)
+    return {"now": now, "trace_id": tid, "span_ids": ids, "xss_trace_id": xtid, "snapshot_ids": snaps,
+            "trace_ids": [t.hex() for t in trace_ids]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.dashboard.browsing import open_page
 from tests.dashboard.seed import CRITICAL, TREE
@@ -28,7 +29,8 @@ def test_every_page_loads_cleanly_and_draws_its_figures(page, live_server, info)
         figs = page.locator("[data-fig]")
         n = figs.count()
         if n:
-            page.wait_for_function(f"document.querySelectorAll('[data-fig][data-rendered]').length === {n}")
+            # a locator wait: wait_for_function's polling evaluates a string, which the CSP forbids
+            expect(page.locator("[data-fig]:not([data-rendered])")).to_have_count(0, timeout=20_000)
             assert page.locator("[data-fig] .main-svg").count() >= n, name
             assert page.evaluate("typeof Plotly") == "object"
         else:  # plotly.js (4.8 MB) is only fetched by pages that draw figures
@@ -59,8 +61,10 @@ def test_waterfall_nests_every_span_collapses_and_shows_details(page, live_serve
     page.locator("#expand-all").click()
     page.locator(f".wf-row[data-span='{ids['db']}']").click()
     details = page.locator("#details")
-    assert details.is_visible() and "SELECT cart" in page.locator("#d-title").inner_text()
-    assert "postgresql" in details.inner_text() and "order.id" in details.inner_text()
+    expect(details).to_be_visible()
+    expect(page.locator("#d-title")).to_contain_text("SELECT cart")
+    expect(details).to_contain_text("postgresql")
+    assert "order.id" in details.inner_text()
     assert page.problems == []
 
 
@@ -130,7 +134,8 @@ def test_hostile_payloads_do_not_execute(page, live_server, info):
         if path.startswith("/traces/"):
             for row in page.locator(".wf-row").all():
                 row.click()  # renders hostile attribute keys/values into the details panel
-            assert "<script>alert(1)</script>" in page.locator("#details").inner_text()
+                expect(page.locator("#d-body table").first).to_be_visible()
+            expect(page.locator("#details")).to_contain_text("<script>alert(1)</script>")
         assert page.locator("img").count() == 0
         assert page.evaluate("window.__xss === undefined")
         assert page.problems == [], (path, page.problems)

@@ -51,7 +51,7 @@ def test_service_page_shows_red_operations_resources_probes_and_traces(client):
     for fig in ("rate", "errors", "latency", "ops", "res-0"):
         assert f'data-fig="{fig}"' in body
     data = json.loads(re.search(r'<script type="application/json" id="data-latency">(.*?)</script>', body, re.S)[1])
-    assert [t["name"] for t in data["data"]] == ["p50", "p95", "p99"] and data["data"][0]["y"]
+    assert [t["name"] for t in data["data"]][:3] == ["p50", "p95", "p99"] and data["data"][0]["y"]
     assert "GET /orders" in body and "SELECT orders" in body
     assert "container.cpu.utilization" in body and "process.cpu.utilization" in body
     assert "postgresql://db:5432" in body and ">down<" in body  # redis probe was down at the last point
@@ -72,25 +72,46 @@ def test_service_page_for_a_quiet_service_has_empty_states(client):
     assert "No spans from no-such-service" in body and "No probes reported" in body
 
 
+def _waterfall(body: str) -> dict:
+    return json.loads(html.unescape(re.search(r'<script type="application/json" id="wf-data">(.*?)</script>',
+                                              body, re.S)[1]))
+
+
 def test_trace_page_nests_every_span_and_marks_the_critical_path(client, info):
     body = _main(client.get(f"/traces/{info['trace_id']}").text)
-    rows = re.findall(r'<div class="wf-row([^"]*)" data-span="(\w+)" data-depth="(\d+)" data-parent="(\w*)"', body)
-    by_id = {sid: (cls, int(depth), parent) for cls, sid, depth, parent in rows}
+    wf = _waterfall(body)
     ids = info["span_ids"]
-    assert len(rows) == len(TREE)
+    assert len(wf["depth"]) == len(TREE)
+    row_ids = [wf["ids"][i * 16:(i + 1) * 16] for i in range(len(TREE))]
+    row = {sid: i for i, sid in enumerate(row_ids)}
     depth = {}
     for key, parent, *_ in TREE:
         depth[key] = 0 if parent is None else depth[parent] + 1
-        cls, d, p = by_id[ids[key]]
-        assert d == depth[key] and p == (ids[parent] if parent else "")
-        assert ("crit" in cls) == (key in CRITICAL)
-    assert [sid for _, sid, _, _ in rows][:3] == [ids["root"], ids["auth"], ids["authsrv"]]  # pre-order
-    assert "err" in by_id[ids["bank"]][0]
-    spans = json.loads(re.search(r'<script type="application/json" id="span-data">(.*?)</script>', body, re.S)[1])
-    assert spans[ids["bank"]]["status"]["code"] == "error" and spans[ids["db"]]["attributes"]["db.system"]
+        i = row[ids[key]]
+        assert wf["depth"][i] == depth[key]
+        assert wf["parent"][i] == (row[ids[parent]] if parent else -1)
+        assert bool(wf["flags"][i] & 2) == (key in CRITICAL)
+        assert bool(wf["flags"][i] & 4) == any(p == key for _, p, *_ in TREE)
+        assert wf["names"][wf["op"][i]] == next(t[3] for t in TREE if t[0] == key)
+    assert row_ids[:3] == [ids["root"], ids["auth"], ids["authsrv"]]  # pre-order
+    assert wf["flags"][row[ids["bank"]]] & 1
+    assert wf["critical"] == [ids[k] for k in CRITICAL]
+    assert wf["start"][row[ids["root"]]] == 0 and wf["dur"][row[ids["paydb"]]] == 10_000_000
     assert "checkout started" in body  # linked logs
     assert f'href="/api/traces/{info["trace_id"]}"' in body
     assert "/snapshots/" in body  # the thread snapshot taken during the trace
+
+
+def test_span_details_come_from_the_api(client, info):
+    ids = info["span_ids"]
+    s = client.get(f"/api/traces/{info['trace_id']}/spans/{ids['bank']}").json()
+    assert s["status"]["code"] == "error" and s["name"] == "bank call" and s["events"][0]["name"] == "exception"
+    assert client.get(f"/api/traces/{info['trace_id']}/spans/{ids['db']}").json()["attributes"]["db.system"]
+    assert client.get(f"/api/traces/{info['trace_id']}/spans/{'ab' * 8}").status_code == 404
+    assert client.get(f"/api/traces/{info['trace_id']}/spans/xyz").status_code == 400
+    out = client.get(f"/api/traces/{info['trace_id']}/outline").json()
+    assert out["span_count"] == len(TREE) and not out["truncated"]
+    assert {s["span_id"] for s in out["spans"]} == set(ids.values())
 
 
 def test_unknown_trace_is_404_and_bad_params_are_400(client):

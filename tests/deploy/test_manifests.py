@@ -267,8 +267,8 @@ def test_every_listening_role_as_deployed_has_authentication(tmp_path):
             settings = _settings(c["args"], env, config, tmp_path)
             assert settings.host == "0.0.0.0"
             check(settings, _roles(c["args"]))
-            if {"collector", "dashboard"} & set(_roles(c["args"])):
+            if {"collector", "dashboard", "alerts"} & set(_roles(c["args"])):
                 listening += 1
             if "dashboard" in _roles(c["args"]) and d["spec"]["replicas"] > 1:
                 assert settings.secret_key, "dashboard replicas need one session key"
-    assert listening == 2
+    assert listening == 3

@@ -1,0 +1,128 @@
+"""Attribute filters with operators, shared by trace, log and metric search.
+
+One filter is one string, so a list of them travels in a URL as repeated ``attr=`` parameters:
+
+==================  ===========================================================================
+``key=value``       the attribute is present and equals ``value``
+``key!=value``      the attribute is present and differs from ``value``
+``key~value``       the attribute is present and contains ``value`` (case-insensitive)
+``key>n`` ``key<n`` the attribute is a number greater / less than ``n`` (also ``>=``, ``<=``)
+``key exists``      the attribute is present, whatever its value
+==================  ===========================================================================
+
+The first operator from the left splits key from value (``a=b=c`` is ``a`` = ``b=c``); spaces
+around the key (and around numbers) are ignored, a text value is taken as written. A filter matches a record when its own attributes or its
+resource's attributes satisfy it. Values reach SQL only as bound parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidParameter
+
+__all__ = ["AttrFilter", "OPS", "MAX_FILTERS", "parse_filter", "parse_filters", "condition", "column_condition"]
+
+#: operator → its label in forms
+OPS = {"=": "=", "!=": "≠", "~": "contains", ">": ">", "<": "<", ">=": "≥", "<=": "≤", "exists": "exists"}
+NUMERIC = (">", "<", ">=", "<=")
+MAX_FILTERS = 20
+MAX_LEN = 1000
+_SPLIT = re.compile(r"(!=|>=|<=|=|~|>|<)")
+_EXISTS = re.compile(r"^(.+?)\s+exists\s*$", re.S)
+
+#: where a record keeps its attributes: (keys column, values column)
+SPAN_MAPS = (("attr_keys", "attr_values"), ("resource_keys", "resource_values"))
+
+
+@dataclass(frozen=True)
+class AttrFilter:
+    key: str
+    op: str
+    value: str = ""
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise InvalidParameter(f"unknown attribute operator {self.op!r}: one of {', '.join(OPS)}")
+        if not self.key:
+            raise InvalidParameter("attribute filter without a key")
+        if len(self.key) > MAX_LEN or len(self.value) > MAX_LEN:
+            raise InvalidParameter(f"attribute filter longer than {MAX_LEN} characters")
+        if self.op in NUMERIC:
+            number(self.value)
+
+    @property
+    def text(self) -> str:
+        """The filter as it is written in a URL."""
+        return f"{self.key} exists" if self.op == "exists" else f"{self.key}{self.op}{self.value}"
+
+
+def number(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise InvalidParameter(f"{text!r} is not a number (the operators > < >= <= compare numbers)") from None
+    if not math.isfinite(v):
+        raise InvalidParameter(f"{text!r} is not a finite number")
+    return v
+
+
+def parse_filter(text: str) -> AttrFilter:
+    m = _SPLIT.search(text)
+    if m is None or not text[: m.start()].strip():
+        ex = _EXISTS.match(text)
+        if ex and ex.group(1).strip():
+            return AttrFilter(ex.group(1).strip(), "exists")
+        raise InvalidParameter(f"bad attribute filter {text!r}: use key=value, key!=value, key~text, key>n, "
+                               "key<n or 'key exists'")
+    key, op, value = text[: m.start()].strip(), m.group(1), text[m.end():]
+    return AttrFilter(key, op, value.strip() if op in NUMERIC else value)
+
+
+def parse_filters(values: list[str] | None) -> list[AttrFilter]:
+    """Filters from repeated URL parameters; empty strings are skipped."""
+    out = [parse_filter(v) for v in values or [] if v.strip()]
+    if len(out) > MAX_FILTERS:
+        raise InvalidParameter(f"at most {MAX_FILTERS} attribute filters")
+    return out
+
+
+def _one(f: AttrFilter, keys: str, values: str, k: str, v: str) -> str:
+    val = f"{values}[indexOf({keys}, {{{k}:String}})]"
+    if f.op == "exists":
+        return f"has({keys}, {{{k}:String}})"
+    if f.op == "=":
+        return f"(has({keys}, {{{k}:String}}) AND {val} = {{{v}:String}})"
+    if f.op == "!=":
+        return f"(has({keys}, {{{k}:String}}) AND {val} != {{{v}:String}})"
+    if f.op == "~":
+        return f"(has({keys}, {{{k}:String}}) AND positionCaseInsensitiveUTF8({val}, {{{v}:String}}) > 0)"
+    # numbers: text that does not parse is NULL, and NULL never matches; has() first lets the
+    # engine skip parsing the rows without the key
+    return f"(has({keys}, {{{k}:String}}) AND ifNull(toFloat64OrNull({val}) {f.op} {{{v}:Float64}}, 0))"
+
+
+def condition(f: AttrFilter, name: str, params: dict, maps: tuple[tuple[str, str], ...] = SPAN_MAPS) -> str:
+    """SQL for one filter over the given (keys, values) column pairs, OR-ed; binds its values
+    into ``params`` under ``<name>k`` and ``<name>v``."""
+    k, v = f"{name}k", f"{name}v"
+    params[k] = f.key
+    if f.op != "exists":
+        params[v] = number(f.value) if f.op in NUMERIC else f.value
+    parts = [_one(f, keys, values, k, v) for keys, values in maps]
+    return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
+def column_condition(f: AttrFilter, column: str, name: str, params: dict) -> str:
+    """SQL for one filter on a plain String column (a metric's ``service`` or ``instance``)."""
+    v = f"{name}v"
+    if f.op == "exists":
+        return f"{column} != ''"
+    params[v] = number(f.value) if f.op in NUMERIC else f.value
+    if f.op in ("=", "!="):
+        return f"{column} {f.op} {{{v}:String}}"
+    if f.op == "~":
+        return f"positionCaseInsensitiveUTF8({column}, {{{v}:String}}) > 0"
+    return f"ifNull(toFloat64OrNull({column}) {f.op} {{{v}:Float64}}, 0)"
