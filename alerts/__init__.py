@@ -51,6 +51,23 @@ def get_engine() -> Engine | None:
     return _current["engine"]
 
 
+def lease_for(settings: Any, store: Any):
+    """The lease the engine evaluates under: on a cluster, a ZooKeeper lease shared by every engine
+    of that database (one evaluates, the others wait); elsewhere none (always held)."""
+    cluster = getattr(getattr(store, "url", None), "cluster", "")
+    if not cluster:
+        return None
+    hosts = str(getattr(settings, "zookeeper", "") or "")
+    if not hosts:
+        from tracehouse.storage import ConfigError
+
+        raise ConfigError(f"alerts on cluster {cluster!r} need a lease so that one evaluator runs at a time: "
+                          "set TRACEHOUSE_ZOOKEEPER=host:port (the cluster's ZooKeeper)")
+    from .lease import ZooKeeperLease
+
+    return ZooKeeperLease(hosts, f"/tracehouse/{store.db}/alerts-lease", ttl=float(getattr(settings, "lease_ttl", 10.0)))
+
+
 def build_engine(settings: Any, store: Any, request_snapshot: Any = None) -> list[Engine]:
     """The alert engine for the server: rules from ``settings.rules``, dashboard links to the HTTP port,
     snapshot actions queued in the store (``request_snapshot`` replaces that)."""
@@ -61,6 +78,7 @@ def build_engine(settings: Any, store: Any, request_snapshot: Any = None) -> lis
         from .actions import queue_snapshots
 
         request_snapshot = queue_snapshots(store)
-    engine = Engine(store, config, dashboard_url=url, request_snapshot=request_snapshot)
+    engine = Engine(store, config, dashboard_url=url, request_snapshot=request_snapshot,
+                    lease=lease_for(settings, store))
     _current["engine"] = engine
     return [engine]

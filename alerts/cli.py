@@ -78,7 +78,12 @@ def cmd_run(ns: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    engines = build_engine(settings, store)
+    try:
+        engines = build_engine(settings, store)
+    except ValueError as e:  # ConfigError: e.g. a cluster without a ZooKeeper for the lease
+        store.close()
+        print(f"tracehouse alerts: {e}", file=sys.stderr)
+        return 2
     ops = _ops_server(settings, engines)
     try:
         for e in engines:

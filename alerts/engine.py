@@ -5,6 +5,12 @@ Collaborators are passed in (Prometheus's rule manager takes a QueryFunc, a Noti
 clock): ``store`` for persistence, ``query`` (default ``store.query``), ``clock`` (ns), and
 ``request_snapshot`` for the ``action: {snapshot: ...}`` of a rule. Tests call
 :meth:`Engine.run_once` with explicit times; ``start()``/``stop()`` run the same code on threads.
+
+``lease`` (see ``lease.py``) decides whether this engine evaluates: on a cluster several engines
+run and only the lease holder evaluates and notifies. An engine that takes the lease over first
+reloads what the previous holder persisted (alert states, and what each notification group last
+sent), so a handover sends nothing twice; a standby reloads now and then so its API answers stay
+current.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from tracehouse.storage import StorageError
 from . import persist
 from .config import AlertConfig
 from .expr import NS, QueryFunc, evaluate
+from .lease import AlwaysHeld, Lease
 from .metrics import AlertMetrics
 from .notify import Dispatcher
 from .notify_state import NotifyLog
@@ -38,7 +45,8 @@ class Engine:
     def __init__(self, store: Any, config: AlertConfig | None = None, clock: Callable[[], int] = time.time_ns,
                  query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
                  rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
-                 metrics: AlertMetrics | None = None, sql_query: QueryFunc | None = None):
+                 metrics: AlertMetrics | None = None, lease: Lease | None = None, standby_reload_s: float = 5.0,
+                 sql_query: QueryFunc | None = None):
         self.store, self.config = store, config or AlertConfig()
         self.metrics = metrics or AlertMetrics()
         self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
@@ -55,6 +63,9 @@ class Engine:
                                      lambda: self._silences, dashboard_url, backoff_base_s, backoff_max_s, rng,
                                      state=NotifyLog(store), metrics=self.metrics)
         self.metrics.watch(self.current_alerts)
+        self.lease: Lease = lease or AlwaysHeld()
+        self.leading = False  # evaluating under the lease (set by the evaluation loop)
+        self.standby_reload_s = standby_reload_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         for r in self.config.rules:
@@ -79,18 +90,26 @@ class Engine:
         self.rules[rule.id] = ar
         return ar
 
-    def reload(self) -> None:
-        """Read API rules, silences and persisted alert state from the store."""
+    def reload(self, replace: bool = False) -> None:
+        """Read API rules, silences and persisted alert state from the store (the groups created
+        now start from what they last sent, see ``notify_state``). With ``replace`` (taking the
+        lease over, or a standby catching up), the persisted alerts replace the ones in memory
+        instead of adding to them, and the notification groups start afresh from the store."""
         with self._lock:
             for doc in self.store.documents("alert_rules"):
                 try:
                     self._add(parse_rule(doc["rule"], rule_id=doc["id"], source="api"))
                 except (RuleError, KeyError) as e:
                     log.error("stored rule %s is invalid: %s", doc.get("id"), e)
-            for rule_id, alerts in persist.load_alerts(self.store).items():
-                if rule_id in self.rules:
-                    self.rules[rule_id].alerts.update(alerts)
+            stored = persist.load_alerts(self.store)
+            for rule_id, ar in self.rules.items():
+                if replace:
+                    ar.alerts = dict(stored.get(rule_id, {}))
+                else:
+                    ar.alerts.update(stored.get(rule_id, {}))
             self.reload_silences()
+            if replace:
+                self.dispatcher.reset()
             self.dispatcher.update(self.current_alerts(), self.clock())
 
     def reload_silences(self) -> None:
@@ -169,6 +188,7 @@ class Engine:
     # -- background ------------------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
+        self.lease.start()
         for name, fn in (("tracehouse-alerts-eval", self._eval_loop), ("tracehouse-alerts-notify", self._notify_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
@@ -179,11 +199,34 @@ class Engine:
         for t in self._threads:
             t.join(timeout=15)
         self._threads.clear()
+        self.leading = False
+        self.lease.stop()
+
+    def _follow_lease(self) -> bool:
+        """Whether to evaluate now; takes over (reloading the persisted state) on gaining the lease."""
+        if not self.lease.held():
+            if self.leading:
+                log.warning("alert lease lost: evaluation and notification pause")
+                self.leading = False
+            return False
+        if not self.leading:
+            self.reload(replace=True)
+            self._next_due.clear()
+            self.leading = True
+            log.info("alert lease held: evaluating %d rules", len(self.rules))
+        return True
 
     def _eval_loop(self) -> None:
         last_silences = 0.0
+        last_standby = 0.0
         while not self._stop.is_set():
             try:
+                if not self._follow_lease():
+                    if time.monotonic() - last_standby > self.standby_reload_s:
+                        self.reload(replace=True)
+                        last_standby = time.monotonic()
+                    self._stop.wait(0.2)
+                    continue
                 if time.monotonic() - last_silences > 30:
                     self.reload_silences()
                     last_silences = time.monotonic()
@@ -195,6 +238,8 @@ class Engine:
 
     def _notify_loop(self) -> None:
         while not self._stop.wait(0.5):
+            if not (self.leading and self.lease.held()):
+                continue
             try:
                 self.dispatcher.tick(self.clock())
             except Exception:

@@ -118,6 +118,11 @@ class Dispatcher:
         self.sent: list[dict[str, Any]] = []  # the last few messages, for the API
         self._lock = threading.RLock()
 
+    def reset(self) -> None:
+        """Forget every group (an engine taking the cluster's lease over starts from the store)."""
+        with self._lock:
+            self.groups.clear()
+
     def update(self, alerts: list[Alert], now_ns: int) -> None:
         """Take the current alerts (firing and recently resolved) of every rule."""
         if self.route is None:

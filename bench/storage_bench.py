@@ -43,6 +43,41 @@ def timed(fn, n: int) -> list[float]:
     return out
 
 
+def query_latencies(store, sample_ids: list[bytes], window: str = "1h") -> dict[str, float]:
+    """Trace lookup (200 ids), trace search (70 searches of 7 kinds) and overview queries (60), in ms."""
+    rng = random.Random(1)
+    ids = [rng.choice(sample_ids).hex() for _ in range(200)]
+    lookup = timed(lambda i: qtr.trace(store, ids[i]), len(ids))
+    tr = parse_range(window, None)
+    searches = [
+        dict(),
+        dict(service="payments"),
+        dict(service="payments", status="error"),
+        dict(min_duration_ms=300),
+        dict(service="orders", operation="POST /orders"),
+        dict(attrs=[("region", "eu-west")]),
+        dict(service="inventory", attrs=[("customer.id", "cust-42")]),
+    ]
+    search = timed(lambda i: qtr.search(store, tr, limit=50, **searches[i % len(searches)]), 70)
+    overview_calls = [
+        lambda: qsvc.services(store, tr),
+        lambda: qmap.service_map(store, tr),
+        lambda: qsvc.series(store, "gateway", tr),
+        lambda: qsvc.operations(store, "orders", tr),
+        lambda: qsvc.services(store, parse_range("6h", None)),
+    ]
+    overview = timed(lambda i: overview_calls[i % len(overview_calls)](), 60)
+    return {
+        "trace_lookup_p50_ms": pct(lookup, 50),
+        "trace_lookup_p99_ms": pct(lookup, 99),
+        "search_p50_ms": pct(search, 50),
+        "search_p99_ms": pct(search, 99),
+        "overview_p50_ms": pct(overview, 50),
+        "overview_p99_ms": pct(overview, 99),
+        "mean_trace_lookup_ms": round(statistics.mean(lookup), 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", choices=["chdb", "clickhouse"], default="chdb")
@@ -92,28 +127,7 @@ def main() -> None:
     )
     sizes = {t: int(b) for t, b in res.rows}
     span_bytes = sizes.get("spans", 0)
-    rng = random.Random(1)
-    ids = [rng.choice(sample_ids).hex() for _ in range(200)]
-    lookup = timed(lambda i: qtr.trace(store, ids[i]), len(ids))
-    tr = parse_range("1h", None)
-    searches = [
-        dict(),
-        dict(service="payments"),
-        dict(service="payments", status="error"),
-        dict(min_duration_ms=300),
-        dict(service="orders", operation="POST /orders"),
-        dict(attrs=[("region", "eu-west")]),
-        dict(service="inventory", attrs=[("customer.id", "cust-42")]),
-    ]
-    search = timed(lambda i: qtr.search(store, tr, limit=50, **searches[i % len(searches)]), 70)
-    overview_calls = [
-        lambda: qsvc.services(store, tr),
-        lambda: qmap.service_map(store, tr),
-        lambda: qsvc.series(store, "gateway", tr),
-        lambda: qsvc.operations(store, "orders", tr),
-        lambda: qsvc.services(store, parse_range("6h", None)),
-    ]
-    overview = timed(lambda i: overview_calls[i % len(overview_calls)](), 60)
+    lat = query_latencies(store, sample_ids)
     out = {
         "backend": a.backend,
         "server_version": store.caps.version_string,
@@ -121,13 +135,7 @@ def main() -> None:
         "insert_spans_per_s": round(inserted / insert_s),
         "bytes_per_span": round(span_bytes / inserted, 1),
         "bytes_per_span_with_rollups": round(sum(sizes.values()) / inserted, 1),
-        "trace_lookup_p50_ms": pct(lookup, 50),
-        "trace_lookup_p99_ms": pct(lookup, 99),
-        "search_p50_ms": pct(search, 50),
-        "search_p99_ms": pct(search, 99),
-        "overview_p50_ms": pct(overview, 50),
-        "overview_p99_ms": pct(overview, 99),
-        "mean_trace_lookup_ms": round(statistics.mean(lookup), 2),
+        **lat,
     }
     if a.backend == "clickhouse":
         store.query(f"DROP DATABASE IF EXISTS {store.db}")

@@ -11,10 +11,16 @@ crash, never acknowledged) is truncated away and appends continue in a fresh seg
 
 The writer reads records back with ``read`` (only up to the durable end), and ``release``-s
 what it has stored; ``delete_before`` removes fully-written segments.
+
+One process at a time: ``open`` takes an exclusive lock on ``DIR/lock`` (``flock``, released when
+the process ends, however it ends) and raises :class:`WalLocked` if another process holds it. Two
+collectors on one directory would delete each other's segments and store batches twice.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import struct
@@ -25,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 
 __all__ = ["Wal", "Record", "WalClosed", "DIGESTED", "DIGEST_BYTES"]
+__all__ = ["Wal", "Record", "WalClosed", "WalLocked"]
 
 log = logging.getLogger("tracehouse.collector.wal")
 
@@ -43,6 +50,8 @@ class WalClosed(Exception):
 #: message; the receiver uses it to recognise a retried request (``dedup.py``).
 DIGESTED = 0x80
 DIGEST_BYTES = 16
+class WalLocked(RuntimeError):
+    """Another process is using this buffer directory."""
 
 
 class Record:
@@ -102,6 +111,7 @@ class Wal:
         self._sizes: dict[int, int] = {}  # segment → durable size
         self._seg = 0
         self._fd = -1
+        self._lock_fd = -1
         self._released: Pos = (0, 0)
         self._ages: deque[list] = deque()  # [end pos, monotonic time of the first record up to it]
         self._thread: threading.Thread | None = None
@@ -117,6 +127,7 @@ class Wal:
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
+        self._lock_dir()
         self.ident = self._identity()
         for seq in self.segments():
             path = self._path(seq)
@@ -156,6 +167,30 @@ class Wal:
             os.close(self._fd)
             self._fd = -1
         self.closed = True
+        self._unlock_dir()
+
+    def _lock_dir(self) -> None:
+        if self._lock_fd >= 0:
+            return
+        path = os.path.join(self.dir, "lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise WalLocked(f"the buffer directory {self.dir} is in use by another process (pid {holder}); "
+                            "every collector needs a directory of its own (TRACEHOUSE_BUFFER_DIR)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._lock_fd = fd
+
+    def _unlock_dir(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
 
     # -- appending ----------------------------------------------------------------------------
     def digests(self) -> list[bytes]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .backend import Backend
 from .capabilities import Capabilities
+from .errors import QueryError
 from .schema import (
     ALERT_HISTORY,
     ALERT_STATE,
@@ -27,6 +28,7 @@ from .schema import (
     dedup_settings,
     render_create,
     render_distributed,
+    render_spans_source,
     render_views,
     small_part_settings,
 )
@@ -42,6 +44,7 @@ ALERT_RULES = Table(
     engine="ReplacingMergeTree",
     engine_args="updated_ns",
     order_by="id",
+    placement="everywhere",
 )
 
 SILENCES = Table(
@@ -57,6 +60,7 @@ SILENCES = Table(
     engine="ReplacingMergeTree",
     engine_args="updated_ns",
     order_by="id",
+    placement="everywhere",
 )
 
 # Snapshot requests (version 3). One row per request (``claimed_by`` = '') and one per instance
@@ -77,6 +81,7 @@ SNAPSHOT_REQUESTS = Table(
     engine="ReplacingMergeTree",
     engine_args="updated_ns",
     order_by="(service, id, claimed_by)",
+    placement="everywhere",
 )
 
 # What each notification group last sent (version 6): one document per group key, so a restarted
@@ -92,6 +97,7 @@ NOTIFY_STATE = Table(
     engine="ReplacingMergeTree",
     engine_args="updated_ns",
     order_by="id",
+    placement="everywhere",
 )
 
 
@@ -107,7 +113,7 @@ class Context:
         for t in tables:
             days = self.retention.get(t.signal) if t.signal else None
             out.append(render_create(t, self.db, self.caps, days, self.cluster))
-            if self.cluster:
+            if self.cluster and t.placement == "sharded":
                 out.append(render_distributed(t, self.db, self.cluster))
         return out
 
@@ -120,8 +126,9 @@ class Migration:
 
 
 def _initial(ctx: Context) -> list[str]:
+    source = [render_spans_source(ctx.db, ctx.cluster)] if ctx.cluster else []
     return ctx.tables(SETTINGS, SPANS, LOGS, METRIC_POINTS, RED_1M, EDGES_1M, SERVICE_ENDPOINTS,
-                      TRACE_SUMMARY, ALERT_STATE, ALERT_HISTORY) + render_views(ctx.db, ctx.cluster, ctx.caps)
+                      TRACE_SUMMARY, ALERT_STATE, ALERT_HISTORY) + source + render_views(ctx.db, ctx.cluster, ctx.caps)
 
 
 def _alert_config(ctx: Context) -> list[str]:
@@ -197,7 +204,16 @@ def applied_versions(backend: Backend, db: str) -> list[int]:
 
 def migrate(backend: Backend, db: str, caps: Capabilities, cluster: str = "",
             retention: dict[str, int] | None = None, target: int | None = None) -> list[int]:
-    """Bring the schema to ``target`` (default: latest). Returns the versions applied now."""
+    """Bring the schema to ``target`` (default: latest). Returns the versions applied now.
+
+    A current schema is left alone without running any DDL: on a cluster, ``ON CLUSTER`` statements
+    wait for every node, and a collector restarted while a shard is down must still start."""
+    wanted = {m.version for m in MIGRATIONS if target is None or m.version <= target}
+    try:
+        if wanted <= set(applied_versions(backend, db)):
+            return []
+    except QueryError:  # no database or no schema_versions table yet
+        pass
     on = f" ON CLUSTER {cluster}" if cluster else ""
     backend.query(f"CREATE DATABASE IF NOT EXISTS {db}{on}")
     ctx0 = Context(db, caps, cluster, {})

@@ -27,9 +27,10 @@ def day_of(partition_id: str) -> str | None:
     return "-".join(m.groups()) if m else None
 
 
-def partitions(store) -> list[Partition]:
-    """Active partitions of every table of the store's database, oldest first within a table."""
-    res = store.query(
+def partitions(store, query=None) -> list[Partition]:
+    """Active partitions of every table of the store's database, oldest first within a table
+    (``query``: run on another server than the store's, one replica of a shard, say)."""
+    res = (query or store.query)(
         "SELECT table, partition_id, count() AS n_parts, sum(rows) AS n_rows, sum(bytes_on_disk) AS disk, "
         "sum(data_compressed_bytes) AS compressed, sum(data_uncompressed_bytes) AS uncompressed "
         "FROM system.parts WHERE database = {db:String} AND active "

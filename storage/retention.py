@@ -14,6 +14,11 @@ server's :class:`RetentionJob` runs it periodically and every change runs it at 
 * everywhere, partitions (days; months for alert history) entirely past the cutoff are dropped —
   instant, nothing rewritten, and the only mechanism on servers without TTL (18.16).
 
+On a cluster, ``MODIFY TTL`` of a sharded table runs ``ON CLUSTER`` (one replica of each shard
+applies it, replication does the rest); partitions of sharded tables are listed and dropped on one
+live replica of every shard (a shard that cannot be reached is reported, and done at the next run);
+tables replicated to every node change once, on the node the store is connected to.
+
 Per-service span retention is not offered: a day's partition holds every service's spans, so
 dropping one service's spans early means rewriting every part of those days (a mutation, or a
 ``TTL ... WHERE`` merge) — the rewrite this design avoids.
@@ -59,12 +64,24 @@ def validate(changes: dict[str, Any]) -> dict[str, int]:
     return out
 
 
+def _table(name: str):
+    from .store import ALL_TABLES
+
+    return ALL_TABLES[name]
+
+
 def _local(store, name: str) -> str:
-    return name + ("_local" if store.url.cluster else "")
+    from .schema import local_name
+
+    return local_name(_table(name), store.url.cluster)
 
 
-def _on(store) -> str:
-    return f" ON CLUSTER {store.url.cluster}" if store.url.cluster else ""
+def _sharded(store, name: str) -> bool:
+    return bool(store.url.cluster) and _table(name).placement == "sharded"
+
+
+def _on(store, name: str) -> str:
+    return f" ON CLUSTER {store.url.cluster}" if _sharded(store, name) else ""
 
 
 def table_ttls(store) -> dict[str, int | None]:
@@ -145,7 +162,7 @@ def apply(store, now_s: float | None = None, signals: tuple[str, ...] | None = N
     settings = {"materialize_ttl_after_modify": 0} if store.caps.lazy_ttl_modify else None
     columns = _ttl_columns()
     for name, days in todo.modify_ttl:
-        sql = (f"ALTER TABLE {store.t(_local(store, name))}{_on(store)} "
+        sql = (f"ALTER TABLE {store.t(_local(store, name))}{_on(store, name)} "
                f"MODIFY TTL {columns[name]} + toIntervalDay({int(days)})")
         try:
             store.query(sql, settings=settings)
@@ -153,17 +170,40 @@ def apply(store, now_s: float | None = None, signals: tuple[str, ...] | None = N
         except StorageError as e:
             rep.errors.append(f"{name}: MODIFY TTL: {str(e)[:300]}")
     for name, pid in todo.drop:
+        if _sharded(store, name):
+            continue  # per shard, below
         # pid is digits only (checked by _expired); ClickHouse takes no parameter here
         try:
-            store.query(f"ALTER TABLE {store.t(_local(store, name))}{_on(store)} DROP PARTITION ID '{pid}'")
+            store.query(f"ALTER TABLE {store.t(_local(store, name))} DROP PARTITION ID '{pid}'")
             rep.dropped.append((name, pid))
         except StorageError as e:
             rep.errors.append(f"{name}: DROP PARTITION {pid}: {str(e)[:300]}")
+    if store.url.cluster:
+        _drop_on_shards(store, rep, now_s, signals)
     rep.duration_s = time.perf_counter() - t0
     if rep.ttl_modified or rep.dropped or rep.errors:
         log.info("retention: %d TTL changes, %d partitions dropped, %d errors in %.2fs", len(rep.ttl_modified),
                  len(rep.dropped), len(rep.errors), rep.duration_s)
     return rep
+
+
+def _drop_on_shards(store, rep: Report, now_s: float, signals: tuple[str, ...] | None) -> None:
+    """Each shard's expired partitions of the sharded tables, dropped on one live replica of that
+    shard (a replicated DROP PARTITION reaches the other replicas through replication)."""
+    sw = store.shard_writer()
+    configured = store.retention()
+    for i, shard in enumerate(sw.shards):
+        try:
+            parts = sw.on_shard(i, lambda b: partitions(store, b.query))
+            todo = plan(configured, {}, parts, False, now_s, signals)
+            for name, pid in todo.drop:
+                if not _sharded(store, name):
+                    continue
+                sw.on_shard(i, lambda b, name=name, pid=pid: b.query(
+                    f"ALTER TABLE {store.t(_local(store, name))} DROP PARTITION ID '{pid}'"))
+                rep.dropped.append((name, pid))
+        except StorageError as e:
+            rep.errors.append(f"shard {shard.num}: {str(e)[:300]}")
 
 
 def _ttl_columns() -> dict[str, str]:

@@ -46,6 +46,10 @@ class Table:
     insertable: bool = True  # written by the store (False: filled by a materialized view)
     small_part_bytes: int = 0  # parts smaller than this (uncompressed) are compact and packed, where supported
     shard_key: str = "rand()"
+    # On a cluster: "sharded" tables are replicated within each shard (``<name>_local``) behind a
+    # Distributed table named ``<name>``; "everywhere" tables (small bookkeeping) are one replicated
+    # table with a replica on every node, read and written locally under their own name.
+    placement: str = "sharded"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -284,6 +288,7 @@ SCHEMA_VERSIONS = Table(
     engine="MergeTree",
     order_by="version",
     insertable=False,
+    placement="everywhere",
 )
 
 SETTINGS = Table(
@@ -293,6 +298,7 @@ SETTINGS = Table(
     engine_args="updated_ns",
     order_by="key",
     insertable=False,
+    placement="everywhere",
 )
 
 ALERT_STATE = Table(
@@ -309,6 +315,7 @@ ALERT_STATE = Table(
     engine="ReplacingMergeTree",
     engine_args="updated_ns",
     order_by="(rule_id, fingerprint)",
+    placement="everywhere",
 )
 
 ALERT_HISTORY = Table(
@@ -330,6 +337,7 @@ ALERT_HISTORY = Table(
     partition_by="toYYYYMM(timestamp)",
     order_by="(rule_id, ts_ns)",
     ttl_column="timestamp",
+    placement="everywhere",
 )
 
 TABLES: tuple[Table, ...] = (
@@ -357,22 +365,53 @@ def render_type(type_: str, caps: Capabilities) -> str:
     return type_.replace("LC(String)", "String")
 
 
+# On a cluster, replicated deduplication makes a replayed block exact: a block identical to one of
+# the last N written to a shard's table is dropped. Replays come after a retry, a replica failover or
+# a collector restart; 10,000 blocks per table and shard is hours of batches (≈ 2 MB in ZooKeeper).
+DEDUP_WINDOW_BLOCKS = 10_000
+
+#: The insert target of spans on a cluster: a Null table whose materialized views fill ``spans_local``
+#: and every rollup, so each of them deduplicates a replayed block on its own (see ``render_views``).
+SPANS_SOURCE = "spans_in"
+
+#: On a cluster every rollup row also keeps the largest batch id it was built from: rollup blocks of
+#: two different batches then never look identical to replicated deduplication.
+ROLLUP_BATCH_COLUMN = Column("batch_max", "AggregateFunction(max, UInt64)")
+
+
+def is_rollup(table: Table) -> bool:
+    return table.engine == "AggregatingMergeTree"
+
+
+def local_name(table: Table, cluster: str) -> str:
+    """The name of the table that holds the rows on one node."""
+    return f"{table.name}_local" if cluster and table.placement == "sharded" else table.name
+
+
 def render_create(
     table: Table, db: str, caps: Capabilities, retention_days: int | None = None, cluster: str = ""
 ) -> str:
-    """CREATE TABLE for one table; with ``cluster``, the local replicated table behind a Distributed one."""
+    """CREATE TABLE for one table. With ``cluster``: a sharded table's replicated ``_local`` table
+    (one replica set per shard, behind a Distributed one), or an "everywhere" table replicated to
+    every node of the cluster."""
+    columns = list(table.columns)
+    if cluster and is_rollup(table):
+        columns.append(ROLLUP_BATCH_COLUMN)
     cols = []
-    for c in table.columns:
+    for c in columns:
         col = f"    {c.name} {render_type(c.type, caps)}"
         if c.codec and caps.codecs:
             col += f" CODEC({c.codec})"
         cols.append(col)
     if caps.skip_indexes:
         cols.extend(f"    {ix}" for ix in table.indexes)
-    name = f"{db}.{table.name}_local" if cluster else f"{db}.{table.name}"
+    name = f"{db}.{local_name(table, cluster)}"
     on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
     if cluster:
-        zk = f"'/clickhouse/tables/{{shard}}/{db}/{table.name}', '{{replica}}'"
+        if table.placement == "sharded":
+            zk = f"'/clickhouse/tables/{{shard}}/{db}/{table.name}', '{{replica}}'"
+        else:
+            zk = f"'/clickhouse/tables/all/{db}/{table.name}', '{{shard}}-{{replica}}'"
         args = f"{zk}, {table.engine_args}" if table.engine_args else zk
         engine = f"Replicated{table.engine}({args})"
     else:
@@ -386,6 +425,8 @@ def render_create(
     settings = [table.settings] if table.settings else []
     settings.extend(small_part_settings(table, caps))
     settings.extend(dedup_settings(table, caps, cluster))
+    if cluster and table.placement == "sharded":
+        settings.append(f"replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}")
     if settings:
         parts.append("SETTINGS " + ", ".join(settings))
     return "\n".join(parts)
@@ -414,10 +455,16 @@ def dedup_settings(table: Table, caps: Capabilities, cluster: str = "") -> list[
 
 
 def render_distributed(table: Table, db: str, cluster: str) -> str:
+    """The Distributed table in front of a sharded table's ``_local`` tables (reads go through it;
+    the store writes to the shards' local tables itself, see ``cluster.py``)."""
     return (
         f"CREATE TABLE IF NOT EXISTS {db}.{table.name} ON CLUSTER {cluster} AS {db}.{table.name}_local "
         f"ENGINE = Distributed({cluster}, {db}, {table.name}_local, {table.shard_key})"
     )
+
+
+def render_spans_source(db: str, cluster: str) -> str:
+    return f"CREATE TABLE IF NOT EXISTS {db}.{SPANS_SOURCE} ON CLUSTER {cluster} AS {db}.spans_local ENGINE = Null"
 
 
 def _attr(key: str) -> str:
@@ -508,54 +555,64 @@ def render_views(db: str, cluster: str = "", caps: Capabilities | None = None) -
     """Materialized views that keep the rollups current as spans arrive. Where the server allows a
     subquery in a view (not 18.16: only its first column resolves), the edge and endpoint views
     filter to the span kind they need and look each attribute up once in an inner projection; the
-    flat form repeats the lookups, which costs ~5 ms more per insert to analyse and more to run."""
+    flat form repeats the lookups, which costs ~5 ms more per insert to analyse and more to run.
+
+    On a cluster, spans are written to the Null table ``spans_in`` and one more view copies them to
+    ``spans_local``: every target then deduplicates a replayed block by itself. (With the views on a
+    replicated ``spans_local``, a block deduplicated there is not passed to its views at all, so a
+    replica that died between writing the spans and writing a rollup left that rollup short for
+    good; measured on 18.16.) Each rollup row also keeps ``maxState(batch_id)``, so rollup blocks
+    of two different batches never compare equal."""
     nested = caps is None or caps.view_subqueries
-    src = f"{db}.spans_local" if cluster else f"{db}.spans"
+    src = f"{db}.{SPANS_SOURCE}" if cluster else f"{db}.spans"
     dst = (lambda t: f"{db}.{t}_local") if cluster else (lambda t: f"{db}.{t}")
     on = f" ON CLUSTER {cluster}" if cluster else ""
-    selects = view_selects(src, nested)
-    return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view}{on} TO {dst(table)} AS {selects[table]}"
-            for view, table in ROLLUP_VIEWS]
+    tag = ", maxState(batch_id) AS batch_max" if cluster else ""
+    copy = [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.spans_local_mv{on} TO {dst('spans')} AS SELECT * FROM {src}"]
+    selects = view_selects(src, nested, tag)
+    return (copy if cluster else []) + [
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view}{on} TO {dst(table)} AS {selects[table]}"
+        for view, table in ROLLUP_VIEWS]
 
 
-def view_selects(src: str, nested: bool) -> dict[str, str]:
+def view_selects(src: str, nested: bool, tag: str = "") -> dict[str, str]:
     """Each rollup's SELECT over ``src`` (the spans table, or a subquery of it: the same rows a
-    view sees are what a rebuild reads)."""
+    view sees are what a rebuild reads); ``tag`` adds the cluster's batch marker column."""
     return {
         "red_1m": f"SELECT toStartOfMinute(timestamp) AS minute, service, name, kind, toUInt8({IS_ENTRY}) AS is_entry, "
                   "countState() AS calls, sumState(toUInt64(status_code = 2)) AS errors, "
                   "sumState(duration_ns) AS duration_sum, "
-                  "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q "
+                  f"quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q{tag} "
                   f"FROM {src} GROUP BY minute, service, name, kind, is_entry",
-        "edges_1m": _edges_view(src, nested),
-        "service_endpoints": _endpoints_view(src, nested),
+        "edges_1m": _edges_view(src, nested, tag),
+        "service_endpoints": _endpoints_view(src, nested, tag),
         "trace_summary": "SELECT toStartOfHour(timestamp) AS hour, trace_id, minState(start_ns) AS first_start_ns, "
                          "maxState(start_ns + duration_ns) AS last_end_ns, countState() AS span_count, "
                          "maxState(toUInt8(status_code = 2)) AS errors, "
                          "argMinState(CAST(service AS String), start_ns) AS root_service, "
                          "argMinState(CAST(name AS String), start_ns) AS root_name, "
-                         "groupUniqArrayState(CAST(service AS String)) AS services "
+                         f"groupUniqArrayState(CAST(service AS String)) AS services{tag} "
                          f"FROM {src} GROUP BY hour, trace_id",
     }
 
 
-def _edges_view(src: str, nested: bool) -> str:
+def _edges_view(src: str, nested: bool, tag: str = "") -> str:
     return _lookup_view(
         "", src, nested,
         select=lambda ref: (f"toStartOfMinute(timestamp) AS minute, service, {edge_target(ref)} AS target, "
                             f"{edge_kind(ref)} AS target_kind, countState() AS calls, "
                             "sumState(toUInt64(status_code = 2)) AS errors, "
-                            "quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q"),
-        passthrough="timestamp, service, status_code, duration_ns", names=_EDGE_NAMES,
+                            f"quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS duration_q{tag}"),
+        passthrough="timestamp, service, status_code, duration_ns" + (", batch_id" if tag else ""), names=_EDGE_NAMES,
         kinds="kind IN (3, 4)", keep="target != ''", group="GROUP BY minute, service, target, target_kind")
 
 
-def _endpoints_view(src: str, nested: bool) -> str:
+def _endpoints_view(src: str, nested: bool, tag: str = "") -> str:
     return _lookup_view(
         "", src, nested,
         select=lambda ref: (f"toStartOfMinute(timestamp) AS minute, {server_address(ref)} AS address, service, "
-                            "countState() AS hits"),
-        passthrough="timestamp, service", names=_ENDPOINT_NAMES,
+                            f"countState() AS hits{tag}"),
+        passthrough="timestamp, service" + (", batch_id" if tag else ""), names=_ENDPOINT_NAMES,
         kinds="kind = 2", keep="address != ''", group="GROUP BY minute, address, service")
 
 

@@ -44,15 +44,43 @@ def _coerce(params: dict[str, Any], sql: str) -> dict[str, Any]:
     return out
 
 
+# Server errors that mean "not now" rather than "never": a replica without its ZooKeeper session
+# (read-only tables), a lost ZooKeeper, an insert whose fate is unknown, shards or replicas out of
+# reach, too many parts or queries. They are raised as StorageUnavailable so that writers keep the
+# data and retry (a replay is exact: replicated deduplication drops what already landed).
+RETRYABLE_CODES = frozenset({
+    3,    # UNEXPECTED_END_OF_FILE
+    32,   # ATTEMPT_TO_READ_AFTER_EOF
+    95, 96,  # CANNOT_READ_FROM_SOCKET, CANNOT_WRITE_TO_SOCKET
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    209, 210,  # SOCKET_TIMEOUT, NETWORK_ERROR
+    225,  # NO_ZOOKEEPER
+    242,  # TABLE_IS_READ_ONLY
+    252,  # TOO_MANY_PARTS
+    254,  # NO_ACTIVE_REPLICAS
+    279,  # ALL_CONNECTION_TRIES_FAILED
+    286, 289,  # UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE, REPLICA_IS_NOT_IN_QUORUM
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    369,  # ALL_REPLICAS_ARE_STALE
+    999,  # KEEPER_EXCEPTION
+})
+
+
 class ServerBackend:
     kind = "clickhouse"
 
     def __init__(self, url: StorageURL, pool_size: int = 4, connect_timeout: float = 5.0,
-                 receive_timeout: float = 60.0, default_database: str = "default"):
+                 receive_timeout: float = 60.0, node: tuple[str, int] | None = None,
+                 default_database: str = "default"):
+        """A pool of connections to ``url``'s host (then its ``alt_hosts`` in turn), or to ``node``
+        alone (one replica of a cluster, for the sharded writer)."""
         self.url = url
+        host, port = node or (url.host, url.port)
+        self.node = (host, port)
+        alt = "" if node else ",".join(f"{h}:{p}" for h, p in url.alt_hosts)
         self._kw = dict(
-            host=url.host,
-            port=url.port,
+            host=host,
+            port=port,
             user=url.user,
             password=url.password,
             database=default_database,
@@ -62,6 +90,8 @@ class ServerBackend:
             secure=url.secure,
             settings={"use_numpy": False},
         )
+        if alt:
+            self._kw["alt_hosts"] = alt
         self._pool: queue.LifoQueue = queue.LifoQueue(maxsize=pool_size)
         for _ in range(pool_size):
             self._pool.put(None)
@@ -97,17 +127,24 @@ class ServerBackend:
         except ch_errors.ServerException as e:
             if e.code == 159:
                 raise QueryTimeout(str(e)) from e
+            if e.code in RETRYABLE_CODES:
+                raise StorageUnavailable(f"ClickHouse at {self._where(c)} cannot do it now: {e}") from e
             if e.code in QueryLimitExceeded.CODES:
                 raise QueryLimitExceeded(str(e)) from e
             raise QueryError(str(e)) from e
         except (TimeoutError, ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as e:
             broken = True
-            raise StorageUnavailable(f"ClickHouse at {self.url.host}:{self.url.port} unavailable: {e}") from e
+            raise StorageUnavailable(f"ClickHouse at {self._where(c)} unavailable: {e}") from e
         except ch_errors.Error as e:
             broken = True
             raise QueryError(str(e)) from e
         finally:
             self._put(c, broken)
+
+    def _where(self, c) -> str:
+        conn = getattr(c, "connection", None)
+        host, port = getattr(conn, "host", None), getattr(conn, "port", None)
+        return f"{host}:{port}" if host else f"{self.node[0]}:{self.node[1]}"
 
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
         check_params(sql, params)
@@ -123,14 +160,16 @@ class ServerBackend:
         return self._run(run)
 
     def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
-               token: str | None = None) -> int:
+               token: str | None = None, settings: dict[str, Any] | None = None) -> int:
         cols = ", ".join(table.column_names)
         data = [list(c) for c in columns]
-        settings = ({"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
-                    if token else None)
+        settings = dict(settings or {})
+        if token:
+            settings.update(insert_deduplication_token=token, deduplicate_blocks_in_dependent_materialized_views=1)
 
         def run(c):
-            return c.execute(f"INSERT INTO {qualified_name} ({cols}) VALUES", data, columnar=True, settings=settings)
+            return c.execute(f"INSERT INTO {qualified_name} ({cols}) VALUES", data, columnar=True,
+                             settings=settings or None)
 
         n = self._run(run)
         return int(n or 0)

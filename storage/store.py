@@ -29,8 +29,10 @@ from .migrations import (
 from .schema import (
     DEFAULT_RETENTION_DAYS,
     ROLLUP_VIEWS,
+    SPANS_SOURCE,
     TABLES_BY_NAME,
     Table,
+    local_name,
     view_selects,
 )
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
@@ -60,6 +62,8 @@ class Store:
         self.url = url
         self.db = url.database
         self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
+        self._shards: Any = None  # the cluster's ShardWriter, made on first use
+        self._shards_lock = threading.Lock()
         #: limits of every query a user can cause (:meth:`read`); the server sets them from its settings
         self.limits = QueryLimits()
         self._slots: tuple[int, threading.BoundedSemaphore] | None = None
@@ -90,9 +94,31 @@ class Store:
             raise
 
     def close(self) -> None:
+        if self._shards is not None:
+            self._shards.close()
         if isinstance(self._rule_reader, _ServerRuleReader):
             self._rule_reader.backend.close()
         self.backend.close()
+
+    # -- cluster -----------------------------------------------------------------------------
+    @property
+    def clustered(self) -> bool:
+        return bool(self.url.cluster)
+
+    def shard_writer(self):
+        """The cluster's shards and a connection pool to each replica (clusters only)."""
+        if not self.clustered:
+            raise ConfigError("not a cluster store")
+        with self._shards_lock:
+            if self._shards is None:
+                from .cluster import ShardWriter, read_topology
+                from .server_backend import ServerBackend
+
+                shards = read_topology(self.query, self.url.cluster)
+                self._shards = ShardWriter(shards, lambda node: ServerBackend(self.url, pool_size=2, node=node))
+                log.info("cluster %s: %d shards, %s replicas", self.url.cluster, len(shards),
+                         "/".join(str(len(s.replicas)) for s in shards))
+            return self._shards
 
     @staticmethod
     def prefer_low_memory(url: str | StorageURL) -> None:
@@ -119,6 +145,11 @@ class Store:
 
     # -- statements --------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
+        if self.url.cluster:
+            # A subquery over a Distributed table inside a query over another runs once, over the
+            # whole cluster, and its result goes to every shard (GLOBAL IN): the answer is the one a
+            # single server gives. Set first, so that a caller's readonly=1 comes after it.
+            settings = {"distributed_product_mode": "global", **(settings or {})}
         if self.tracer is not None:
             return self._traced_query(sql, params, settings)
         return self.backend.query(sql, params, settings)
@@ -264,7 +295,7 @@ class Store:
         """The TTL clause the server reports for a table ('' where it has none)."""
         res = self.query(
             "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-            {"db": self.db, "t": table + ("_local" if self.url.cluster else "")},
+            {"db": self.db, "t": local_name(_table(table), self.url.cluster)},
         )
         full = str(res.scalar() or "")
         m = re.search(r"\bTTL\s+(.*?)(?:\s+SETTINGS\b|$)", full)
@@ -316,6 +347,8 @@ class Store:
             if len(col) != n:
                 raise ValueError(f"column {table}.{name} has {len(col)} values, expected {n}")
         days = _split_by_day(tbl, names, ordered)
+        if self.url.cluster and tbl.placement == "sharded":
+            return self._insert_sharded(tbl, table, names, days, batch_id, verify)
         pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and getattr(self.backend, "pipelined", False)
         if len(days) == 1 and not pipelined:
             token = self.dedup_token(table, batch_id)
@@ -431,6 +464,70 @@ class Store:
             if pending is not None:
                 pending.result()
         return written
+
+    def _insert_sharded(self, tbl: Table, table: str, names: list[str], days: list[list[Sequence[Any]]],
+                        batch_id: int | None, verify: bool) -> int:
+        """A cluster insert (see ``cluster.py``): every (day, shard) piece of the batch is one block
+        with its own id, written to a replica of its shard. Spans go to the shard's ``spans_in``,
+        whose views fill ``spans_local`` and the rollups, each deduplicating a replayed block by
+        itself; so spans are always written again on a retry, never skipped because ``spans_local``
+        has them (a rollup might not). Logs and metric points have no views: on a retry, a piece
+        the shard already holds is skipped. Every shard that can be written is written, then the
+        first failure is raised, and the retry sends only what was not acknowledged."""
+        from .cluster import split_rows
+
+        sw = self.shard_writer()
+        id_at = names.index("batch_id") if "batch_id" in names else -1
+        target = SPANS_SOURCE if table == "spans" else f"{table}_local"
+        settings = self._insert_settings()
+        per_shard: dict[int, list[tuple[int, list[Sequence[Any]]]]] = {}
+        for d, day in enumerate(days):
+            route = sw.sharder.route(tbl.shard_key, names, day)
+            for s, piece in enumerate(split_rows(route, day, len(sw.shards))):
+                if piece is None:
+                    continue
+                pid = chunk_batch_id(int(batch_id), (d << 16) + (s << 8)) if batch_id else 0
+                if id_at >= 0:
+                    piece = list(piece)
+                    piece[id_at] = [pid] * len(piece[0])
+                if not (pid and sw.acknowledged(target, pid)):
+                    per_shard.setdefault(s, []).append((pid, piece))
+
+        def write_shard(s: int) -> int:
+            written = 0
+            for pid, piece in per_shard[s]:
+                check = verify and pid and id_at >= 0 and table != "spans"
+
+                def write(b, piece=piece, pid=pid, check=check) -> int:
+                    if check and int(b.query(f"SELECT count() FROM {self.db}.{table}_local WHERE batch_id = {{b:UInt64}}",
+                                             {"b": pid}).scalar() or 0):
+                        return 0
+                    b.insert(tbl, f"{self.db}.{target}", piece, settings=settings)
+                    return len(piece[0])
+
+                written += sw.on_shard(s, write)
+                if pid:
+                    sw.remember(target, pid)
+            return written
+
+        # One shard after the other: writing them from a thread each was slower end to end on 2
+        # cores (cluster/single stored spans 0.79 and 0.72 against 1.01 in the same benchmark; the
+        # driver encodes columns holding the GIL, against the collector's own threads).
+        written, failed = 0, []
+        for s in sorted(per_shard):
+            try:
+                written += write_shard(s)
+            except StorageUnavailable as e:  # the other shards are still written
+                failed.append(e)
+        if failed:
+            raise failed[0]
+        return written
+
+    def _insert_settings(self) -> dict[str, Any] | None:
+        # Servers from 20.3 on do not deduplicate blocks that views write unless asked to.
+        if self.caps.version >= (20, 3):
+            return {"insert_deduplicate": 1, "deduplicate_blocks_in_dependent_materialized_views": 1}
+        return None
 
     # -- small JSON documents (rules, silences, state) ----------------------------------------
     def put_document(self, table: str, doc_id: str, body: dict[str, Any], deleted: bool = False, **extra: Any) -> None:

@@ -23,17 +23,38 @@ class StorageURL:
     database: str = DEFAULT_DATABASE
     cluster: str = ""  # ClickHouse cluster name for ON CLUSTER / Distributed tables
     secure: bool = False
+    alt_hosts: tuple[tuple[str, int], ...] = ()  # other nodes to connect to when ``host`` is down
+
+    @property
+    def hosts(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port), *self.alt_hosts]
 
     def redacted(self) -> str:
         if self.scheme == "chdb":
             return f"chdb://{self.path}?database={self.database}"
-        return f"{self.scheme}://{self.user}:***@{self.host}:{self.port}/{self.database}"
+        tail = f"?cluster={self.cluster}" if self.cluster else ""
+        return f"{self.scheme}://{self.user}:***@{self.host}:{self.port}/{self.database}{tail}"
 
 
 def _check_identifier(name: str, what: str) -> str:
     if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
         raise ConfigError(f"{what} {name!r} must be letters, digits and underscores")
     return name
+
+
+def _parse_hosts(text: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep:
+            host, port = item, str(default_port)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"bad alt_hosts entry {item!r}: use host:port")
+        out.append((host, int(port)))
+    return tuple(out)
 
 
 def parse_storage_url(url: str) -> StorageURL:
@@ -69,5 +90,6 @@ def parse_storage_url(url: str) -> StorageURL:
             database=_check_identifier(db, "database"),
             cluster=cluster,
             secure=parts.scheme == "clickhouses",
+            alt_hosts=_parse_hosts(query.get("alt_hosts", ""), port),
         )
     raise ConfigError(f"unknown storage URL scheme {parts.scheme!r}: use chdb:///path or clickhouse://host:9000/db")

@@ -128,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    except Exception as e:
+        from tracehouse.collector.wal import WalLocked
+        from tracehouse.storage import ConfigError
+
+        if not isinstance(e, (WalLocked, ConfigError)):
+            raise
+        print(f"tracehouse: {e}", file=sys.stderr)
+        return 2
     finally:
         if shop is not None:
             shop.stop()

@@ -85,6 +85,11 @@ class Settings:
     self_observe: bool = False
     #: TRACEHOUSE_SELF_OBSERVE_INTERVAL: seconds between sends of the server's own metrics
     self_observe_interval: float = 15.0
+    #: TRACEHOUSE_ZOOKEEPER: host:port[,host:port] of the ZooKeeper (or Keeper) that holds the alert
+    #: lease on a cluster (one evaluator per cluster); required by the alert role with ?cluster=
+    zookeeper: str = ""
+    #: TRACEHOUSE_LEASE_TTL: seconds before a dead evaluator's lease expires and another takes over
+    lease_ttl: float = 10.0
     #: TRACEHOUSE_QUERY_TIMEOUT_S: seconds any query a user causes (pages, API, rules) may run
     query_timeout_s: float = 15.0
     #: TRACEHOUSE_QUERY_MAX_MEMORY_BYTES: memory one such query may hold
