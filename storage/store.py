@@ -223,8 +223,10 @@ class Store:
             return _ServerRuleReader(ServerBackend(rules, pool_size=2, default_database=self.db), None)
         log.warning("SQL rules run as the storage user with readonly=1: set rules_storage "
                     "(TRACEHOUSE_RULES_STORAGE) to a user that can read only %s (see the README)", self.db)
+        # on a cluster, subqueries over Distributed tables run GLOBAL as in query(); set before readonly
+        first = {"distributed_product_mode": "global"} if self.url.cluster else {}
         return _ServerRuleReader(ServerBackend(self.url, pool_size=2, default_database=self.db),
-                                 dict(settings, readonly=1))
+                                 {**first, **settings, "readonly": 1})
 
     def _read_slots(self) -> threading.BoundedSemaphore | None:
         """On an embedded engine (which shares the CPU with ingestion): the user-query slots."""

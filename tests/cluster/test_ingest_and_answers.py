@@ -181,12 +181,17 @@ RULES = [
 ]
 
 
+def _rules_sql(store):
+    """SQL rules run as the engine runs them: through the store's read-only rule reader."""
+    return lambda sql, params: store.rule_reader().query(sql, params)
+
+
 def _same_alerts(cluster_store, single, now_ns: int) -> float:
     worst = 0.0
     for body in RULES:
         rule = parse_rule(dict(body, window=body.get("window", "30m")), rule_id=f"t/{body['alert']}", source="api")
-        a = evaluate(rule, cluster_store.query, cluster_store.db, now_ns)
-        b = evaluate(rule, single.query, single.db, now_ns)
+        a = evaluate(rule, cluster_store.query, cluster_store.db, now_ns, _rules_sql(cluster_store))
+        b = evaluate(rule, single.query, single.db, now_ns, _rules_sql(single))
         assert [s.labels for s in a] == [s.labels for s in b], body["alert"]
         for x, y in zip(a, b):
             if rule.signal in ("p50", "p95", "p99"):

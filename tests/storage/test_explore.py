@@ -209,7 +209,9 @@ def test_explorer_histogram_quantiles_over_time(store):
 
 
 def test_exemplars_of_a_service_latency_histogram(store):
-    now = time.time_ns()
+    # every point inside one hour, so that one exemplar per 1-hour step is one in all, whatever the clock says
+    hour = 3600 * NS
+    now = (time.time_ns() // hour - 1) * hour + 30 * 60 * NS
     cols = store.columns_for("metric_points")
     tids = [os.urandom(16) for _ in range(8)]
     for i, tid in enumerate(tids):
@@ -231,7 +233,7 @@ def test_exemplars_of_a_service_latency_histogram(store):
           exemplar_trace_ids=[tids[0]], exemplar_span_ids=[os.urandom(8)], exemplar_values=[5000.0],
           exemplar_times_ns=[now - NS])
     store.insert("metric_points", cols)
-    tr = parse_range("15m", None)
+    tr = parse_range("15m", None, now_ns=now + NS)
     found = qm.exemplars(store, tr, "api")  # every latency histogram of the service, in ms
     assert {(e["metric"], e["value_ms"]) for e in found} >= {("db.latency", 5.0), ("http.server.request.duration", 800.0)}
     assert {e["metric"] for e in found} == {"db.latency", "http.server.request.duration"}
