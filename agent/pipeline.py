@@ -142,6 +142,9 @@ class Agent:
         reader = PeriodicExportingMetricReader(
             exporter, export_interval_millis=self.config.metrics_interval * 1000,
             export_timeout_millis=self.config.export_timeout * 1000)
+        from tracehouse.agent import sdk_private
+
+        sdk_private.guard_collection_against_fork(reader)  # a forked worker never inherits held SDK locks
         from opentelemetry.sdk.metrics import (
             AlwaysOffExemplarFilter,
             AlwaysOnExemplarFilter,
@@ -317,7 +320,7 @@ def _check_uwsgi() -> None:
         return v not in (None, False, b"0", b"false", "0", "false")
 
     if getattr(uwsgi, "worker_id", lambda: 0)() == 0 and not (on("lazy-apps") or on("lazy")) and \
-            not on("py-call-osafterfork"):
+            not on("py-call-osafterfork") and not on("py-call-uwsgi-fork-hooks"):
         _log.warning("tracehouse: the agent started in the uWSGI master and uWSGI will fork the workers without "
                      "running Python's after-fork hooks, so the workers would share one instance id and have no "
                      "export threads (their telemetry would not be sent). Start uWSGI with --py-call-osafterfork (what "

@@ -28,7 +28,8 @@ import logging
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 
-__all__ = ["SUPPORTED", "HistogramStreams", "add_attributes", "sdk_version", "supported", "update_resource"]
+__all__ = ["SUPPORTED", "HistogramStreams", "add_attributes", "guard_collection_against_fork", "sdk_version", "supported",
+           "update_resource"]
 
 SUPPORTED = ((1, 30), (1, 46))
 """Lowest SDK release (inclusive) and first release not known (exclusive), as (major, minor)."""
@@ -200,3 +201,39 @@ def update_resource(provider, resource) -> bool:
         provider._update_resource(resource)
         return True
     return False
+
+
+# -- no fork in the middle of a metric collection --------------------------------------------------
+
+def guard_collection_against_fork(reader) -> bool:
+    """Make a fork wait until the SDK is not collecting metrics through ``reader``.
+
+    A collection holds the SDK's storage and aggregation locks; a process forked while another
+    thread holds them (a uWSGI or gunicorn master whose reader thread is collecting) starts with
+    them locked for good, and its first request that records a new metric stream waits forever.
+    The collection runs under a lock that a before-fork hook takes; the parent releases it and the
+    child gets a new one. Call before the reader is given to a MeterProvider (which installs the
+    collect callback). Only the collection is guarded, not the export that follows it."""
+    import os
+    import threading
+
+    if not hasattr(os, "register_at_fork") or not hasattr(reader, "_set_collect_callback"):
+        return False
+    state = {"lock": threading.Lock()}
+    install = reader._set_collect_callback
+
+    def set_collect_callback(func):
+        def collect(*args, **kwargs):
+            with state["lock"]:
+                return func(*args, **kwargs)
+
+        install(collect)
+
+    reader._set_collect_callback = set_collect_callback
+
+    def child() -> None:
+        state["lock"] = threading.Lock()
+
+    os.register_at_fork(before=lambda: state["lock"].acquire(), after_in_parent=lambda: state["lock"].release(),
+                        after_in_child=child)
+    return True

@@ -12,9 +12,12 @@ def _start():
     if os.environ.get("TRACEHOUSE_AGENT_AUTOSTART") != "1":
         return
     if os.path.basename(sys.argv[0] if sys.argv else "") in ("uwsgi", "pyuwsgi"):
-        # uWSGI forks its workers in C; without this option Python's after-fork hooks (a new
-        # instance id, new export threads) do not run in them.
+        # uWSGI forks its workers in C; without these options Python's fork hooks (a new instance
+        # id, new export threads) do not run in them. The fork hooks option also runs the
+        # before-fork hooks and PyOS_BeforeFork in the master, so a worker never starts with the
+        # GIL or a lock held by one of the master's threads (the agent's threads run there).
         os.environ.setdefault("UWSGI_PY_CALL_OSAFTERFORK", "1")
+        os.environ.setdefault("UWSGI_PY_CALL_UWSGI_FORK_HOOKS", "1")
     try:
         import tracehouse.agent
 
