@@ -17,24 +17,9 @@ from .backend import Backend, Result
 from .capabilities import Capabilities, capabilities_for
 from .errors import ConfigError, QueryError, StorageError, StorageUnavailable
 from .limits import BusyBudget, QueryLimits
-from .migrations import (
-    ALERT_RULES,
-    LATEST,
-    NOTIFY_STATE,
-    SILENCES,
-    SNAPSHOT_REQUESTS,
-    applied_versions,
-    migrate,
-)
-from .schema import (
-    DEFAULT_RETENTION_DAYS,
-    ROLLUP_VIEWS,
-    SPANS_SOURCE,
-    TABLES_BY_NAME,
-    Table,
-    local_name,
-    view_selects,
-)
+from .migrations import LATEST, applied_versions, migrate
+from .schema import ROLLUP_VIEWS, SPANS_SOURCE, local_name, view_selects
+from .tables import DEFAULT_RETENTION_DAYS, TABLES_BY_NAME, Table
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
 
 log = logging.getLogger("tracehouse.storage")
@@ -49,9 +34,6 @@ def chunk_batch_id(batch_id: int, i: int) -> int:
         return batch_id
     return ((batch_id * 0x9E3779B97F4A7C15) + i * 0xBF58476D1CE4E5B9) & 0x7FFFFFFFFFFFFFFF or 1
 
-
-ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS,
-                  notify_state=NOTIFY_STATE)
 
 
 class Store:
@@ -568,6 +550,6 @@ def _split_by_day(tbl: Table, names: list[str], ordered: list[Sequence[Any]]) ->
 
 def _table(name: str) -> Table:
     try:
-        return ALL_TABLES[name]
+        return TABLES_BY_NAME[name]
     except KeyError:
         raise ConfigError(f"unknown table {name!r}") from None
