@@ -24,8 +24,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tracehouse.storage import StorageError
-
 from . import persist
 from .config import AlertConfig
 from .expr import NS, QueryFunc, evaluate
@@ -171,9 +169,7 @@ class Engine:
         """For ``/readyz``: the loops run and the store answers."""
         if not self._threads or not all(t.is_alive() for t in self._threads):
             return False, "alert engine stopped"
-        try:
-            self.store.query("SELECT 1")
-        except StorageError:
+        if not self.store.ping():
             return False, "store unreachable"
         return True, "ready"
 

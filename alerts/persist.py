@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from tracehouse.storage import queries_alerts
+
 from .state import Alert, Transition
 
 _version_lock = threading.Lock()
@@ -43,15 +45,8 @@ def save_alerts(store: Any, alerts: Iterable[tuple[Alert, bool]]) -> None:
 
 
 def load_alerts(store: Any) -> dict[str, dict[str, Alert]]:
-    res = store.query(
-        f"SELECT rule_id, fingerprint, argMax(state, updated_ns), argMax(labels, updated_ns), "
-        f"argMax(body, updated_ns), argMax(deleted, updated_ns) AS d FROM {store.t('alert_state')} "
-        "GROUP BY rule_id, fingerprint"
-    )
     out: dict[str, dict[str, Alert]] = {}
-    for rule_id, fp, state, labels, body, deleted in res.rows:
-        if deleted:
-            continue
+    for rule_id, fp, state, labels, body in queries_alerts.alert_states(store):
         out.setdefault(rule_id, {})[fp] = Alert.from_row(rule_id, fp, state, json.loads(labels), json.loads(body))
     return out
 
@@ -76,17 +71,8 @@ def record_history(store: Any, transitions: list[Transition], now_ns: int) -> No
 
 
 def history(store: Any, rule_id: str = "", limit: int = 200, since_ns: int = 0) -> list[dict[str, Any]]:
-    where, params = ["ts_ns >= {since:UInt64}"], {"since": int(since_ns), "limit": max(1, min(int(limit), 5000))}
-    if rule_id:
-        where.append("rule_id = {rule_id:String}")
-        params["rule_id"] = rule_id
-    res = store.query(
-        f"SELECT ts_ns, rule_id, alertname, fingerprint, labels, from_state, to_state, value, body "
-        f"FROM {store.t('alert_history')} WHERE {' AND '.join(where)} ORDER BY ts_ns DESC LIMIT {{limit:UInt32}}",
-        params,
-    )
     out = []
-    for d in res.dicts():
+    for d in queries_alerts.alert_history(store, rule_id, limit, since_ns):
         d["labels"] = json.loads(d["labels"] or "{}")
         d["body"] = json.loads(d["body"] or "{}")
         out.append(d)

@@ -251,6 +251,10 @@ class Store:
     def is_current(self) -> bool:
         return self.schema_version() >= LATEST
 
+    def drop_database(self) -> None:
+        """Drop this store's database and everything in it (a scratch database, as a rule test's)."""
+        self.query(f"DROP DATABASE IF EXISTS {self.db}")
+
     def ping(self) -> bool:
         try:
             return self.query("SELECT 1").scalar() == 1
