@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tracehouse.storage import queries_alerts
+from tracehouse.storage import Store, queries_alerts
 
 __all__ = ["Sent", "NotifyLog"]
 
@@ -39,7 +39,7 @@ class Sent:
 
 
 class NotifyLog:
-    def __init__(self, store: Any):
+    def __init__(self, store: Store):
         self.store = store
 
     def load(self, key: str) -> Sent | None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from tracehouse.storage import queries_alerts
+from tracehouse.storage import Store, queries_alerts
 
 from .state import Alert, Transition
 
@@ -29,7 +29,7 @@ def _version() -> int:
         return v
 
 
-def save_alerts(store: Any, alerts: Iterable[tuple[Alert, bool]]) -> None:
+def save_alerts(store: Store, alerts: Iterable[tuple[Alert, bool]]) -> None:
     """Write (alert, deleted) pairs as the newest versions of their rows."""
     cols = store.columns_for("alert_state")
     for a, deleted in alerts:
@@ -44,14 +44,14 @@ def save_alerts(store: Any, alerts: Iterable[tuple[Alert, bool]]) -> None:
         store.insert("alert_state", cols)
 
 
-def load_alerts(store: Any) -> dict[str, dict[str, Alert]]:
+def load_alerts(store: Store) -> dict[str, dict[str, Alert]]:
     out: dict[str, dict[str, Alert]] = {}
     for rule_id, fp, state, labels, body in queries_alerts.alert_states(store):
         out.setdefault(rule_id, {})[fp] = Alert.from_row(rule_id, fp, state, json.loads(labels), json.loads(body))
     return out
 
 
-def record_history(store: Any, transitions: list[Transition], now_ns: int) -> None:
+def record_history(store: Store, transitions: list[Transition], now_ns: int) -> None:
     if not transitions:
         return
     cols = store.columns_for("alert_history")
@@ -70,7 +70,7 @@ def record_history(store: Any, transitions: list[Transition], now_ns: int) -> No
     store.insert("alert_history", cols)
 
 
-def history(store: Any, rule_id: str = "", limit: int = 200, since_ns: int = 0) -> list[dict[str, Any]]:
+def history(store: Store, rule_id: str = "", limit: int = 200, since_ns: int = 0) -> list[dict[str, Any]]:
     out = []
     for d in queries_alerts.alert_history(store, rule_id, limit, since_ns):
         d["labels"] = json.loads(d["labels"] or "{}")

@@ -215,7 +215,7 @@ def _attr_dict(attrs, red: Redactor, lim: Limits, st: Stats, what: str, extra: t
     return _json(d)
 
 
-def _resource(resource, red: Redactor, lim: Limits, st: Stats) -> tuple[list[str], list[str], str, str]:
+def _resource(resource, red: Redactor, lim: Limits, st: Stats) -> tuple[tuple[str, ...], list[str], str, str]:
     keys, vals, _ = _attrs(resource.attributes, red, lim, st)
     service = instance = ""
     for k, v in zip(keys, vals, strict=True):

@@ -28,7 +28,8 @@ def alert_states(store: Store) -> list[tuple[str, str, str, str, str]]:
 
 def alert_history(store: Store, rule_id: str = "", limit: int = 200, since_ns: int = 0) -> list[dict[str, Any]]:
     """Transitions since ``since_ns``, newest first (of one rule, when ``rule_id`` is given)."""
-    where, params = ["ts_ns >= {since:UInt64}"], {"since": int(since_ns), "limit": max(1, min(int(limit), MAX_HISTORY))}
+    where = ["ts_ns >= {since:UInt64}"]
+    params: dict[str, Any] = {"since": int(since_ns), "limit": max(1, min(int(limit), MAX_HISTORY))}
     if rule_id:
         where.append("rule_id = {rule_id:String}")
         params["rule_id"] = rule_id

@@ -9,11 +9,11 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import retention as _retention
-from .backend import Backend, Result
+from .backend import Backend, EmbeddedBackend, PipelinedBackend, Result, RuleReader
 from .capabilities import Capabilities, capabilities_for
 from .errors import ConfigError, QueryError, StorageError, StorageUnavailable
 from .limits import BusyBudget, QueryLimits
@@ -53,7 +53,7 @@ class Store:
         #: on a ClickHouse server: the URL of the read-only user that user SQL runs as ('' = this
         #: store's own user with readonly=1); the server sets it from its settings
         self.rules_url = ""
-        self._rule_reader: Any = None
+        self._rule_reader: RuleReader | None = None
         self._rule_reader_lock = threading.Lock()
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
@@ -115,9 +115,8 @@ class Store:
     def release_startup_memory(self) -> None:
         """For long-running servers, once started: give back memory only start-up used (the
         embedded engine's library pages; nothing for a ClickHouse server)."""
-        release = getattr(self.backend, "release_startup_memory", None)
-        if release is not None:
-            release()
+        if isinstance(self.backend, EmbeddedBackend):
+            self.backend.release_startup_memory()
 
     def __enter__(self) -> Store:
         return self
@@ -179,7 +178,7 @@ class Store:
     #: seconds one run of user-written SQL (an alert rule, a preview) may take
     RULE_TIMEOUT_S = 10
 
-    def rule_reader(self) -> Any:
+    def rule_reader(self) -> RuleReader:
         """Where user-written SQL runs: ``.query(sql, params)`` on read-only connections whose default
         database is this store's, within :attr:`limits` (the rule time limit). Embedded: connections
         fixed at ``readonly = 1`` after the limits are set. A server: the user of :attr:`rules_url`,
@@ -190,10 +189,10 @@ class Store:
                 self._rule_reader = self._open_rule_reader()
             return self._rule_reader
 
-    def _open_rule_reader(self) -> Any:
+    def _open_rule_reader(self) -> RuleReader:
         settings = self.limits.settings(timeout_s=self.RULE_TIMEOUT_S, embedded=self.backend.kind == "chdb")
-        if self.backend.kind == "chdb":
-            return self.backend.restricted_reader(self.db, settings)  # type: ignore[attr-defined]
+        if isinstance(self.backend, EmbeddedBackend):
+            return self.backend.restricted_reader(self.db, settings)
         from .server_backend import ServerBackend
 
         if self.rules_url:
@@ -304,7 +303,7 @@ class Store:
         res = self.query(f"SELECT count() FROM {self.t(table)} WHERE batch_id = {{b:UInt64}}", {"b": batch_id})
         return int(res.scalar() or 0) > 0
 
-    def insert(self, table: str, columns: dict[str, Sequence[Any]], batch_id: int | None = None,
+    def insert(self, table: str, columns: Mapping[str, Sequence[Any]], batch_id: int | None = None,
                verify: bool = False) -> int:
         """Insert one columnar batch. With ``batch_id``, the batch is tagged; with ``verify`` (a retry,
         or a replay after a crash), what is already present is not written again, and the rollups
@@ -335,7 +334,7 @@ class Store:
         days = _split_by_day(tbl, names, ordered)
         if self.url.cluster and tbl.placement == "sharded":
             return self._insert_sharded(tbl, table, names, days, batch_id, verify)
-        pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and getattr(self.backend, "pipelined", False)
+        pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and self._pipelined()
         if len(days) == 1 and not pipelined:
             token = self.dedup_token(table, batch_id)
             if verify and batch_id and "batch_id" in names and self.batch_present(table, int(batch_id)):
@@ -345,6 +344,9 @@ class Store:
             self.backend.insert(tbl, self.t(table), ordered, token=token)
             return n
         return self._insert_parts(tbl, table, names, days, batch_id, verify)
+
+    def _pipelined(self) -> bool:
+        return isinstance(self.backend, PipelinedBackend)
 
     def dedup_token(self, table: str, part_id: int | None) -> str | None:
         """The insert deduplication token of one tagged part, where the server has it."""
@@ -403,7 +405,7 @@ class Store:
     def _parts(self, days: list[list[Sequence[Any]]]):
         """(part number, columns) for every part: each day, cut into chunks when the backend
         pipelines large inserts."""
-        pipelined = getattr(self.backend, "pipelined", False)
+        pipelined = self._pipelined()
         for d, day in enumerate(days):
             rows = len(day[0])
             k = max(1, round(rows / PIPELINE_CHUNK_ROWS)) if pipelined and rows >= 2 * PIPELINE_CHUNK_ROWS else 1
@@ -421,7 +423,7 @@ class Store:
         from concurrent.futures import ThreadPoolExecutor
 
         id_at = names.index("batch_id") if "batch_id" in names else -1
-        pipelined = getattr(self.backend, "pipelined", False)
+        pipe = self.backend if isinstance(self.backend, PipelinedBackend) else None
         written = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracehouse-insert") as pool:
             pending = None
@@ -439,11 +441,11 @@ class Store:
                             pending = None
                         self._complete(tbl, table, part, pid, token)
                         continue
-                if pipelined:
-                    payload = self.backend.prepare(tbl, part)
+                if pipe is not None:
+                    payload = pipe.prepare(tbl, part)
                     if pending is not None:
                         pending.result()
-                    pending = pool.submit(self.backend.insert_prepared, tbl, self.t(table), payload, token)
+                    pending = pool.submit(pipe.insert_prepared, tbl, self.t(table), payload, token)
                 else:
                     self.backend.insert(tbl, self.t(table), part, token=token)
                 written += rows
@@ -517,7 +519,7 @@ class Store:
 
     # -- small JSON documents (rules, silences, state) ----------------------------------------
     def put_document(self, table: str, doc_id: str, body: dict[str, Any], deleted: bool = False, **extra: Any) -> None:
-        cols = {"id": [doc_id], "updated_ns": [time.time_ns()], "deleted": [int(deleted)],
+        cols: dict[str, Sequence[Any]] = {"id": [doc_id], "updated_ns": [time.time_ns()], "deleted": [int(deleted)],
                 "body": [json.dumps(body, separators=(",", ":"))]}
         for k, v in extra.items():
             cols[k] = [v]

@@ -49,7 +49,7 @@ class Table:
     # Distributed table named ``<name>``; "everywhere" tables (small bookkeeping) are one replicated
     # table with a replica on every node, read and written locally under their own name.
     placement: str = "sharded"
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:
