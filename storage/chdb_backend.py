@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .backend import EmbeddedBackend, PipelinedBackend, Result, check_params
 from .chdb_readers import ReaderPool, table_rows
 from .errors import ConfigError, QueryError, QueryLimitExceeded, QueryTimeout, StorageError
-from .schema import Table
+from .tables import Table
 
 log = logging.getLogger("tracehouse.storage")
 

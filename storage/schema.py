@@ -7,8 +7,10 @@ to a server. The table names are re-exported here for the modules that import th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .capabilities import Capabilities
-from .tables import (  # noqa: F401  (re-exported)
+from .tables import (
     ALERT_HISTORY,
     ALERT_RULES,
     ALERT_STATE,
@@ -33,6 +35,55 @@ from .tables import (  # noqa: F401  (re-exported)
     Column,
     Table,
 )
+
+__all__ = [
+    # rendering
+    "render_type",
+    "is_rollup",
+    "local_name",
+    "render_create",
+    "small_part_settings",
+    "dedup_settings",
+    "render_distributed",
+    "render_spans_source",
+    "edge_target",
+    "edge_kind",
+    "server_address",
+    "render_views",
+    "view_selects",
+    "DEDUP_WINDOW_BLOCKS",
+    "SPANS_SOURCE",
+    "ROLLUP_BATCH_COLUMN",
+    "DEDUP_WINDOW",
+    "IS_ENTRY",
+    "ROLLUP_VIEWS",
+    "Ref",
+    # the tables (defined in tables.py), re-exported for modules that import them from here
+    "ALERT_HISTORY",
+    "ALERT_RULES",
+    "ALERT_STATE",
+    "DEFAULT_RETENTION_DAYS",
+    "EDGES_1M",
+    "LOGS",
+    "METRIC_POINTS",
+    "NOTIFY_STATE",
+    "RED_1M",
+    "RETENTION_TABLES",
+    "SCHEMA_VERSIONS",
+    "SERVICE_ENDPOINTS",
+    "SETTINGS",
+    "SILENCES",
+    "SMALL_PART_BYTES",
+    "SNAPSHOT_REQUESTS",
+    "SPANS",
+    "TABLES",
+    "TABLES_BY_NAME",
+    "TRACE_SUMMARY",
+    "C",
+    "Column",
+    "Table",
+]
+
 
 # --- rendering -------------------------------------------------------------------------------
 
@@ -176,14 +227,18 @@ def _column(name: str) -> str:
     return f"a_{name}"
 
 
-def _first_nonempty(ref, *names: str) -> str:
+#: renders one looked-up attribute by its short name (inline lookup, or a column of an inner projection)
+Ref = Callable[[str], str]
+
+
+def _first_nonempty(ref: Ref, *names: str) -> str:
     expr = "''"
     for n in reversed(names):
         expr = f"if({ref(n)} != '', {ref(n)}, {expr})"
     return expr
 
 
-def edge_target(ref=_inline) -> str:
+def edge_target(ref: Ref = _inline) -> str:
     """The dependency a client span calls: peer.service, else db system/name, else messaging
     system/destination, else host:port, else the URL's host. ``ref`` renders one attribute: inline
     lookups, or ``a_<name>`` columns of an inner projection."""
@@ -201,7 +256,7 @@ def edge_target(ref=_inline) -> str:
     )
 
 
-def edge_kind(ref=_inline) -> str:
+def edge_kind(ref: Ref = _inline) -> str:
     db = _first_nonempty(ref, "db1", "db2")
     return (
         f"multiIf({ref('peer')} != '', 'service', "
@@ -210,7 +265,7 @@ def edge_kind(ref=_inline) -> str:
     )
 
 
-def server_address(ref=_inline) -> str:
+def server_address(ref: Ref = _inline) -> str:
     """host:port a server span was reached at (how client targets resolve to services)."""
     host = _first_nonempty(ref, "shost1", "shost2", "shost3")
     port = _first_nonempty(ref, "sport1", "sport2")
@@ -243,7 +298,10 @@ def render_views(db: str, cluster: str = "", caps: Capabilities | None = None) -
     of two different batches never compare equal."""
     nested = caps is None or caps.view_subqueries
     src = f"{db}.{SPANS_SOURCE}" if cluster else f"{db}.spans"
-    dst = (lambda t: f"{db}.{t}_local") if cluster else (lambda t: f"{db}.{t}")
+
+    def dst(t: str) -> str:
+        return f"{db}.{t}_local" if cluster else f"{db}.{t}"
+
     on = f" ON CLUSTER {cluster}" if cluster else ""
     tag = ", maxState(batch_id) AS batch_max" if cluster else ""
     copy = [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.spans_local_mv{on} TO {dst('spans')} AS SELECT * FROM {src}"]
@@ -294,7 +352,7 @@ def _endpoints_view(src: str, nested: bool, tag: str = "") -> str:
         kinds="kind = 2", keep="address != ''", group="GROUP BY minute, address, service")
 
 
-def _lookup_view(head: str, src: str, nested: bool, select, passthrough: str, names: tuple[str, ...],
+def _lookup_view(head: str, src: str, nested: bool, select: Callable[[Ref], str], passthrough: str, names: tuple[str, ...],
                  kinds: str, keep: str, group: str) -> str:
     """A rollup view over the spans of some kinds that reads attributes: flat (every lookup inline,
     for 18.16), or nested (filter by kind first, each attribute looked up once as ``a_<name>``)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from .backend import PARAM_RE, Result, check_params
 from .errors import QueryError, QueryLimitExceeded, QueryTimeout, StorageError, StorageUnavailable
-from .schema import Table
+from .tables import Table
 from .textvalues import clean_params, decode_bytes
 from .url import StorageURL
 

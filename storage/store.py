@@ -9,8 +9,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import retention as _retention
 from .backend import Backend, EmbeddedBackend, PipelinedBackend, Result, RuleReader
@@ -21,6 +21,10 @@ from .migrations import LATEST, applied_versions, migrate
 from .schema import ROLLUP_VIEWS, SPANS_SOURCE, local_name, view_selects
 from .tables import DEFAULT_RETENTION_DAYS, TABLES_BY_NAME, Table
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
+
+if TYPE_CHECKING:
+    from .cluster import ShardWriter
+    from .server_backend import ServerBackend
 
 log = logging.getLogger("tracehouse.storage")
 
@@ -44,7 +48,7 @@ class Store:
         self.url = url
         self.db = url.database
         self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
-        self._shards: Any = None  # the cluster's ShardWriter, made on first use
+        self._shards: ShardWriter | None = None  # the cluster's, made on first use
         self._shards_lock = threading.Lock()
         #: limits of every query a user can cause (:meth:`read`); the server sets them from its settings
         self.limits = QueryLimits()
@@ -87,7 +91,7 @@ class Store:
     def clustered(self) -> bool:
         return bool(self.url.cluster)
 
-    def shard_writer(self):
+    def shard_writer(self) -> ShardWriter:
         """The cluster's shards and a connection pool to each replica (clusters only)."""
         if not self.clustered:
             raise ConfigError("not a cluster store")
@@ -256,7 +260,7 @@ class Store:
 
     def ping(self) -> bool:
         try:
-            return self.query("SELECT 1").scalar() == 1
+            return bool(self.query("SELECT 1").scalar() == 1)
         except StorageError:
             return False
 
@@ -295,7 +299,7 @@ class Store:
         return _retention.apply(self, now_s).dropped
 
     # -- inserts -----------------------------------------------------------------------------
-    def columns_for(self, table: str) -> dict[str, list]:
+    def columns_for(self, table: str) -> dict[str, list[Any]]:
         """Empty column lists, in insert order, for a batch of ``table``."""
         return {c.name: [] for c in _table(table).columns}
 
@@ -402,7 +406,7 @@ class Store:
                 raise StorageError(f"mutations on {table} still running after {timeout:.0f} s")
             time.sleep(0.05)
 
-    def _parts(self, days: list[list[Sequence[Any]]]):
+    def _parts(self, days: list[list[Sequence[Any]]]) -> Iterator[tuple[int, list[Sequence[Any]]]]:
         """(part number, columns) for every part: each day, cut into chunks when the backend
         pipelines large inserts."""
         pipelined = self._pipelined()
@@ -484,9 +488,10 @@ class Store:
         def write_shard(s: int) -> int:
             written = 0
             for pid, piece in per_shard[s]:
-                check = verify and pid and id_at >= 0 and table != "spans"
+                check = bool(verify and pid and id_at >= 0 and table != "spans")
 
-                def write(b, piece=piece, pid=pid, check=check) -> int:
+                def write(b: ServerBackend, piece: list[Sequence[Any]] = piece, pid: int = pid,
+                          check: bool = check) -> int:
                     if check and int(b.query(f"SELECT count() FROM {self.db}.{table}_local WHERE batch_id = {{b:UInt64}}",
                                              {"b": pid}).scalar() or 0):
                         return 0
@@ -533,7 +538,7 @@ class Store:
 
 
 class _ServerRuleReader:
-    def __init__(self, backend: Any, settings: dict[str, Any] | None):
+    def __init__(self, backend: ServerBackend, settings: dict[str, Any] | None):
         self.backend, self.settings = backend, settings
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> Result:
