@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tracehouse.storage import Store
+
 from .config import AlertConfig, build_config, load_files
 from .engine import Engine
 from .notifiers import EmailNotifier, Notifier, NotifyError, SlackNotifier, WebhookNotifier
@@ -51,7 +53,7 @@ def get_engine() -> Engine | None:
     return _current["engine"]
 
 
-def lease_for(settings: Any, store: Any):
+def lease_for(settings: Any, store: Store):
     """The lease the engine evaluates under: on a cluster, a ZooKeeper lease shared by every engine
     of that database (one evaluates, the others wait); elsewhere none (always held)."""
     cluster = getattr(getattr(store, "url", None), "cluster", "")
@@ -68,7 +70,7 @@ def lease_for(settings: Any, store: Any):
     return ZooKeeperLease(hosts, f"/tracehouse/{store.db}/alerts-lease", ttl=float(getattr(settings, "lease_ttl", 10.0)))
 
 
-def build_engine(settings: Any, store: Any, request_snapshot: Any = None) -> list[Engine]:
+def build_engine(settings: Any, store: Store, request_snapshot: Any = None) -> list[Engine]:
     """The alert engine for the server: rules from ``settings.rules``, dashboard links to the HTTP port,
     snapshot actions queued in the store (``request_snapshot`` replaces that)."""
     config = load_files(list(getattr(settings, "rules", []) or []))

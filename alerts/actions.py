@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tracehouse.storage import Store
+
 from .state import SnapshotFunc
 
 __all__ = ["describe", "queue_snapshots"]
@@ -27,7 +29,7 @@ def describe(reason: dict[str, Any]) -> str:
     return text[:REASON_LIMIT]
 
 
-def queue_snapshots(store: Any) -> SnapshotFunc:
+def queue_snapshots(store: Store) -> SnapshotFunc:
     """The engine's ``request_snapshot`` hook over the store's snapshot request queue."""
     from tracehouse.storage.queries_snapshots import queue_request
 

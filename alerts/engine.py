@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tracehouse.storage import StorageError
+from tracehouse.storage import Store
 
 from . import persist
 from .config import AlertConfig
@@ -42,7 +42,7 @@ log = logging.getLogger("tracehouse.alerts")
 
 
 class Engine:
-    def __init__(self, store: Any, config: AlertConfig | None = None, clock: Callable[[], int] = time.time_ns,
+    def __init__(self, store: Store, config: AlertConfig | None = None, clock: Callable[[], int] = time.time_ns,
                  query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
                  rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
                  metrics: AlertMetrics | None = None, lease: Lease | None = None, standby_reload_s: float = 5.0,
@@ -171,9 +171,7 @@ class Engine:
         """For ``/readyz``: the loops run and the store answers."""
         if not self._threads or not all(t.is_alive() for t in self._threads):
             return False, "alert engine stopped"
-        try:
-            self.store.query("SELECT 1")
-        except StorageError:
+        if not self.store.ping():
             return False, "store unreachable"
         return True, "ready"
 

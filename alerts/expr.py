@@ -1,12 +1,7 @@
-"""Rule expressions → SQL → samples. Pure SQL builders plus one ``evaluate`` that runs them.
-
-Every statement runs on ClickHouse 18.16 and current releases: no toStartOfInterval, no Map, no
-JSONExtract; every user value is a bound parameter. A sample is ``(labels, value)``; the
-comparison with the threshold is done in Python so that a preview can show every value.
-
-Units: ``rate`` is calls per second, ``error_rate`` a fraction (0–1), ``p50/p95/p99`` milliseconds.
-RED windows come from the per-minute rollup, so they are rounded out to whole minutes (a 1m
-window evaluated at 12:00:30 covers 11:59:00–12:00:30; the rate divides by that span).
+"""Rule expressions → SQL → samples: a rule's fields become the arguments of storage's statement
+builders (``tracehouse.storage.queries_rules``, where the SQL, its units and windows are
+described), and one ``evaluate`` runs them. A sample is ``(labels, value)``; the comparison with
+the threshold is done in Python so that a preview can show every value.
 """
 
 from __future__ import annotations
@@ -15,6 +10,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from tracehouse.storage import queries_rules
 
 from .rules import Rule
 from .sqlguard import prepare
@@ -29,39 +26,11 @@ class Sample:
     value: float
 
 
-def _attr(param: str) -> str:
-    return f"attr_values[indexOf(attr_keys, {{{param}:String}})]"
-
-
 def red_sql(rule: Rule, db: str, now_s: int) -> tuple[str, dict[str, Any], float]:
-    start_min = (now_s - int(rule.window)) // 60 * 60
-    span_s = max(1.0, float(now_s - start_min))
-    params: dict[str, Any] = {"start": start_min, "end": now_s}
-    where = ["is_entry = 1", "minute >= toDateTime({start:UInt32})", "minute <= toDateTime({end:UInt32})"]
-    keys = ["service"]
-    if rule.service:
-        where.append("service = {service:String}")
-        params["service"] = rule.service
-    if rule.operation:
-        where.append("name = {operation:String}")
-        params["operation"] = rule.operation
-        keys.append("name")
-    q = {"p50": 1, "p95": 2, "p99": 3}.get(rule.signal)
-    value = {
-        "rate": f"countMerge(calls) / {span_s}",
-        "error_rate": "sumMerge(errors) / countMerge(calls)",
-    }.get(rule.signal) or f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q)[{q}] / 1000000"
-    sql = (f"SELECT {', '.join(keys)}, {value} AS value, countMerge(calls) AS n_calls FROM {db}.red_1m "
-           f"WHERE {' AND '.join(where)} GROUP BY {', '.join(keys)} HAVING n_calls > 0 ORDER BY {', '.join(keys)}")
-    return sql, params, span_s
+    return queries_rules.red_sql(db, now_s, int(rule.window), rule.signal, rule.service, rule.operation)
 
 
 def metric_sql(rule: Rule, db: str, now_s: int) -> tuple[str, dict[str, Any]]:
-    start = now_s - int(rule.window)
-    params: dict[str, Any] = {"metric": rule.metric or "tracehouse.probe.up", "start": start, "end": now_s,
-                              "start_ns": start * NS, "end_ns": now_s * NS}
-    where = ["name = {metric:String}", "timestamp >= toDateTime({start:UInt32})", "timestamp <= toDateTime({end:UInt32})",
-             "ts_ns > {start_ns:UInt64}", "ts_ns <= {end_ns:UInt64}"]
     filters = dict(rule.filters)
     group_by = list(rule.group_by)
     if rule.kind == "middleware":
@@ -70,36 +39,13 @@ def metric_sql(rule: Rule, db: str, now_s: int) -> tuple[str, dict[str, Any]]:
             filters["probe.target"] = rule.target
     if rule.service:
         filters.setdefault("service", rule.service)
-    for i, (k, v) in enumerate(sorted(filters.items())):
-        if k in ("service", "instance"):
-            where.append(f"{k} = {{f{i}:String}}")
-        else:
-            where.append(f"{_attr(f'fk{i}')} = {{f{i}:String}}")
-            params[f"fk{i}"] = k
-        params[f"f{i}"] = v
-    cols = []
-    for i, k in enumerate(group_by):
-        if k in ("service", "instance"):
-            cols.append(f"{k} AS g{i}")
-        else:
-            cols.append(f"{_attr(f'gk{i}')} AS g{i}")
-            params[f"gk{i}"] = k
     agg = "last" if rule.kind == "middleware" else rule.aggregation
-    value = {"last": "argMax(value, ts_ns)", "count": "toFloat64(count())"}.get(agg, f"{agg}(value)")
-    sel = ", ".join([*cols, f"{value} AS value"])
-    gb = f" GROUP BY {', '.join(f'g{i}' for i in range(len(group_by)))}" if group_by else ""
-    return f"SELECT {sel} FROM {db}.metric_points WHERE {' AND '.join(where)}{gb}", params
+    return queries_rules.metric_sql(db, now_s, int(rule.window), rule.metric or "tracehouse.probe.up", filters,
+                                    group_by, agg)
 
 
 def absence_sql(rule: Rule, db: str, now_s: int) -> tuple[str, dict[str, Any]]:
-    start = now_s - int(rule.window)
-    params = {"service": rule.service, "start": start, "end": now_s}
-    span_q = (f"SELECT count() FROM {db}.spans WHERE service = {{service:String}} "
-              "AND timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32})")
-    metric_q = (f"SELECT count() FROM {db}.metric_points WHERE service = {{service:String}} "
-                "AND timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32})")
-    parts = {"spans": [span_q], "metrics": [metric_q], "any": [span_q, metric_q]}[rule.signal or "any"]
-    return "SELECT toFloat64(" + " + ".join(f"({p})" for p in parts) + ") AS value", params
+    return queries_rules.absence_sql(db, now_s, int(rule.window), rule.service, rule.signal or "any")
 
 
 def _label_value(v: Any) -> str:

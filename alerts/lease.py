@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger("tracehouse.alerts.lease")
 
@@ -53,7 +53,7 @@ class ZooKeeperLease:
     def __init__(self, hosts: str, path: str, ttl: float = 10.0, identity: str = "", poll: float = 0.5):
         self.hosts, self.path, self.ttl, self.poll = hosts, path, float(ttl), poll
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}"
-        self._zk = None
+        self._zk: Any = None  # a KazooClient once started
         self._held = False
         self._connected = False
         self._stop = threading.Event()

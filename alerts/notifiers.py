@@ -137,7 +137,7 @@ class EmailNotifier:
         # the certificate against the name (smtplib takes it from ``_host``)
         try:
             with smtplib.SMTP(timeout=TIMEOUT_S) as s:
-                s._host = self.host
+                s._host = self.host  # type: ignore[attr-defined]
                 s.connect(addrs[0], self.port)
                 if self.starttls:
                     s.starttls()

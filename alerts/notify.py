@@ -248,7 +248,7 @@ class Dispatcher:
 
     def message(self, g: Group, alerts: list[Alert]) -> dict[str, Any]:
         """Alertmanager's webhook payload (version 4)."""
-        items = []
+        items: list[dict[str, Any]] = []
         for a in alerts:
             items.append({
                 "status": "firing" if a.state == "firing" else "resolved",

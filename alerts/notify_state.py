@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tracehouse.storage import Store, queries_alerts
+
 __all__ = ["Sent", "NotifyLog"]
 
 TABLE = "notify_state"
@@ -37,19 +39,15 @@ class Sent:
 
 
 class NotifyLog:
-    def __init__(self, store: Any):
+    def __init__(self, store: Store):
         self.store = store
 
     def load(self, key: str) -> Sent | None:
-        res = self.store.query(
-            f"SELECT argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {self.store.t(TABLE)} "
-            "WHERE id = {id:String} GROUP BY id",
-            {"id": key},
-        )
-        if not res.rows or res.rows[0][1]:
+        text = queries_alerts.notify_state(self.store, key)
+        if text is None:
             return None
         try:
-            body = json.loads(res.rows[0][0])
+            body = json.loads(text)
             return Sent(set(map(str, body.get("notified_firing", []))), int(body.get("last_sent_ns", 0)))
         except (ValueError, TypeError, AttributeError):
             return None

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from tracehouse.storage import Store, queries_alerts
+
 from .state import Alert, Transition
 
 _version_lock = threading.Lock()
@@ -27,7 +29,7 @@ def _version() -> int:
         return v
 
 
-def save_alerts(store: Any, alerts: Iterable[tuple[Alert, bool]]) -> None:
+def save_alerts(store: Store, alerts: Iterable[tuple[Alert, bool]]) -> None:
     """Write (alert, deleted) pairs as the newest versions of their rows."""
     cols = store.columns_for("alert_state")
     for a, deleted in alerts:
@@ -42,21 +44,14 @@ def save_alerts(store: Any, alerts: Iterable[tuple[Alert, bool]]) -> None:
         store.insert("alert_state", cols)
 
 
-def load_alerts(store: Any) -> dict[str, dict[str, Alert]]:
-    res = store.query(
-        f"SELECT rule_id, fingerprint, argMax(state, updated_ns), argMax(labels, updated_ns), "
-        f"argMax(body, updated_ns), argMax(deleted, updated_ns) AS d FROM {store.t('alert_state')} "
-        "GROUP BY rule_id, fingerprint"
-    )
+def load_alerts(store: Store) -> dict[str, dict[str, Alert]]:
     out: dict[str, dict[str, Alert]] = {}
-    for rule_id, fp, state, labels, body, deleted in res.rows:
-        if deleted:
-            continue
+    for rule_id, fp, state, labels, body in queries_alerts.alert_states(store):
         out.setdefault(rule_id, {})[fp] = Alert.from_row(rule_id, fp, state, json.loads(labels), json.loads(body))
     return out
 
 
-def record_history(store: Any, transitions: list[Transition], now_ns: int) -> None:
+def record_history(store: Store, transitions: list[Transition], now_ns: int) -> None:
     if not transitions:
         return
     cols = store.columns_for("alert_history")
@@ -75,18 +70,9 @@ def record_history(store: Any, transitions: list[Transition], now_ns: int) -> No
     store.insert("alert_history", cols)
 
 
-def history(store: Any, rule_id: str = "", limit: int = 200, since_ns: int = 0) -> list[dict[str, Any]]:
-    where, params = ["ts_ns >= {since:UInt64}"], {"since": int(since_ns), "limit": max(1, min(int(limit), 5000))}
-    if rule_id:
-        where.append("rule_id = {rule_id:String}")
-        params["rule_id"] = rule_id
-    res = store.query(
-        f"SELECT ts_ns, rule_id, alertname, fingerprint, labels, from_state, to_state, value, body "
-        f"FROM {store.t('alert_history')} WHERE {' AND '.join(where)} ORDER BY ts_ns DESC LIMIT {{limit:UInt32}}",
-        params,
-    )
+def history(store: Store, rule_id: str = "", limit: int = 200, since_ns: int = 0) -> list[dict[str, Any]]:
     out = []
-    for d in res.dicts():
+    for d in queries_alerts.alert_history(store, rule_id, limit, since_ns):
         d["labels"] = json.loads(d["labels"] or "{}")
         d["body"] = json.loads(d["body"] or "{}")
         out.append(d)

@@ -90,7 +90,7 @@ def _run_test(test: dict[str, Any], name: str, config: Any, step: float, storage
             _compare(engine, case, name, at, out)
     finally:
         try:
-            store.query(f"DROP DATABASE IF EXISTS {db}")
+            store.drop_database()
         finally:
             store.close()
 

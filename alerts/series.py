@@ -8,6 +8,8 @@ import os
 import re
 from typing import Any
 
+from tracehouse.storage import Store
+
 from .rules import RuleError, duration
 
 NS = 1_000_000_000
@@ -49,7 +51,7 @@ def expand_values(text: str) -> list[float | None]:
     return out
 
 
-def metric_columns(store: Any, series: list[dict[str, Any]], base_s: int, interval_s: float) -> dict[str, list]:
+def metric_columns(store: Store, series: list[dict[str, Any]], base_s: int, interval_s: float) -> dict[str, list]:
     cols = store.columns_for("metric_points")
     defaults: dict[str, Any] = {"timestamp": 0, "ts_ns": 0, "start_ns": 0, "service": "", "instance": "", "name": "",
                                 "description": "", "unit": "", "type": 1, "temporality": 0, "is_monotonic": 0,
@@ -80,7 +82,7 @@ def metric_columns(store: Any, series: list[dict[str, Any]], base_s: int, interv
     return cols
 
 
-def span_columns(store: Any, specs: list[dict[str, Any]], base_s: int) -> dict[str, list]:
+def span_columns(store: Store, specs: list[dict[str, Any]], base_s: int) -> dict[str, list]:
     """Root server spans: one every ``every`` for ``for`` from ``start`` (offsets from ``base_s``);
     a deterministic ``error_ratio`` of them have status error."""
     cols = store.columns_for("spans")
@@ -106,7 +108,7 @@ def span_columns(store: Any, specs: list[dict[str, Any]], base_s: int) -> dict[s
     return cols
 
 
-def insert_input(store: Any, spans: list[dict[str, Any]], series: list[dict[str, Any]], base_s: int,
+def insert_input(store: Store, spans: list[dict[str, Any]], series: list[dict[str, Any]], base_s: int,
                  interval_s: float = 60.0) -> None:
     if spans:
         store.insert("spans", span_columns(store, spans, base_s))

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from tracehouse.storage import Store
+
 from .app import CollectorApp
 from .auth import TokenCheck
 from .commands import CommandEndpoint
@@ -33,7 +35,7 @@ class Collector:
         return [self.wal, self.writer]
 
 
-def native_decoder(settings: Any, store: Any, redactor: Redactor, limits: Limits | None) -> Any:
+def native_decoder(settings: Any, store: Store, redactor: Redactor, limits: Limits | None) -> Any:
     """The native trace decoder the settings ask for, or None (Python). ``auto`` takes it where the
     store is the embedded engine; ``native`` insists (an error where it cannot run)."""
     choice = getattr(settings, "decoder", "auto")
@@ -50,7 +52,7 @@ def native_decoder(settings: Any, store: Any, redactor: Redactor, limits: Limits
     return NativeTraces(store, redactor, limits or Limits(), os.path.join(settings.resolved_buffer_dir, "schemas"))
 
 
-def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20, max_batch_items: int = 15_000,
+def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 20, max_batch_items: int = 15_000,
                      max_batch_age: float = 1.0, grace: float = 10.0, limits: Limits | None = None,
                      retry_delay: float = 0.2) -> Collector:
     metrics = Registry()
@@ -87,7 +89,7 @@ def create_collector(settings: Any, store: Any, *, segment_bytes: int = 64 << 20
     return Collector(app, wal, writer, metrics)
 
 
-def build_collector(settings: Any, store: Any) -> tuple[CollectorApp, list[Any]]:
+def build_collector(settings: Any, store: Store) -> tuple[CollectorApp, list[Any]]:
     """The ASGI app and the background services (``start()``/``stop()``) for ``tracehouse serve``."""
     c = create_collector(settings, store)
     return c.app, c.background

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from tracehouse.storage import InvalidParameter, StorageError
+from tracehouse.storage import InvalidParameter, StorageError, Store
 from tracehouse.storage import queries_snapshots as qsnap
 
 from .auth import TokenCheck
@@ -31,7 +31,7 @@ log = logging.getLogger("tracehouse.collector")
 
 
 class CommandEndpoint:
-    def __init__(self, store: Any, tokens: TokenCheck):
+    def __init__(self, store: Store, tokens: TokenCheck):
         self.store = store
         self.tokens = tokens
 

@@ -1,7 +1,9 @@
 """OTLP messages → columnar batches for ``Store.insert``: pure functions, the collector's hot path.
 
-Rows are built as tuples in the table's column order and transposed once per batch (``zip``),
-which costs less than appending to thirty lists per span. Attribute values become (text, type
+Rows are built as plain tuples and transposed once per batch (``zip``), which costs less than
+appending to thirty lists per span. Each converter's tuple order is declared once, by column name,
+as a row layout that storage checks against the table at import (``SPAN_ROW`` and its siblings,
+beside the code that builds the tuples); columns are bound to the table by those names. Attribute values become (text, type
 code) as in ``tracehouse.storage.attrs``; arrays and kvlists become JSON. Limits truncate absurd
 attribute counts and lengths, and ``Stats`` counts what was truncated. Redaction happens here,
 so nothing credential-like reaches the store.
@@ -17,7 +19,7 @@ from typing import Any
 import orjson
 
 from tracehouse.storage.attrs import ARRAY, BOOL, BYTES, DOUBLE, EMPTY, INT, KVLIST, STR
-from tracehouse.storage.schema import LOGS, METRIC_POINTS, SPANS
+from tracehouse.storage.tables import LOGS, METRIC_POINTS, SPANS, RowLayout
 
 from .redact import MASK, Redactor
 
@@ -49,9 +51,10 @@ class Stats:
 class Batch:
     """Rows of one table, accumulated over many requests and turned into columns once."""
 
-    def __init__(self, table: str, names: list[str]):
+    def __init__(self, table: str, layout: RowLayout):
         self.table = table
-        self.names = names
+        self.layout = layout
+        self.names = list(layout.names)
         self.rows: list[tuple] = []
         self.positions: list = []  # the WAL records converted into it (for dead letters)
 
@@ -59,14 +62,11 @@ class Batch:
         return len(self.rows)
 
     def columns(self) -> dict[str, list]:
-        if not self.rows:
-            return {n: [] for n in self.names}
-        return dict(zip(self.names, map(list, zip(*self.rows, strict=True)), strict=True))
+        return self.layout.columns(self.rows)
 
 
 def new_batch(table: str) -> Batch:
-    t = {"spans": SPANS, "logs": LOGS, "metric_points": METRIC_POINTS}[table]
-    return Batch(table, [c for c in t.column_names if c != "batch_id"])
+    return Batch(table, _LAYOUTS[table])
 
 
 # --- values ------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def _attr_dict(attrs, red: Redactor, lim: Limits, st: Stats, what: str, extra: t
     return _json(d)
 
 
-def _resource(resource, red: Redactor, lim: Limits, st: Stats) -> tuple[list[str], list[str], str, str]:
+def _resource(resource, red: Redactor, lim: Limits, st: Stats) -> tuple[tuple[str, ...], list[str], str, str]:
     keys, vals, _ = _attrs(resource.attributes, red, lim, st)
     service = instance = ""
     for k, v in zip(keys, vals, strict=True):
@@ -275,6 +275,16 @@ def _links(links, red: Redactor, lim: Limits, st: Stats) -> tuple[list[bytes], l
 
 _MAX_SECONDS = 0xFFFFFFFF  # the DateTime column's range: later times sit at its end
 
+#: The fields of a span row, in the order ``convert_traces`` builds them.
+SPAN_ROW = SPANS.row_layout(
+    "timestamp", "trace_id", "span_id", "parent_span_id", "trace_state",
+    "service", "name", "kind", "status_code",
+    "status_message", "start_ns",
+    "duration_ns", "attr_keys", "attr_values", "attr_types", "resource_keys", "resource_values", "scope_name",
+    "scope_version",
+    "events_time_ns", "events_name", "events_attrs", "links_trace_id", "links_span_id", "links_attrs",
+)
+
 
 def convert_traces(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
     """Append the spans of an ExportTraceServiceRequest to ``batch``; returns spans added. A
@@ -315,6 +325,15 @@ def convert_traces(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> 
 
 # --- logs --------------------------------------------------------------------------------------
 
+#: The fields of a log row, in the order ``convert_logs`` builds them.
+LOG_ROW = LOGS.row_layout(
+    "timestamp", "ts_ns", "observed_ns", "trace_id", "span_id",
+    "flags", "severity_number", "severity_text", "service", "instance",
+    "event_name",
+    "body",
+    "attr_keys", "attr_values", "attr_types", "resource_keys", "resource_values", "scope_name", "scope_version",
+)
+
 
 def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
     rows = batch.rows
@@ -353,6 +372,18 @@ def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> in
 # --- metrics -----------------------------------------------------------------------------------
 
 _TYPES = {"gauge": 1, "sum": 2, "histogram": 3, "exponential_histogram": 4, "summary": 5}
+
+#: The fields of a metric point row, in the order ``convert_metrics`` builds them.
+METRIC_ROW = METRIC_POINTS.row_layout(
+    "timestamp", "ts_ns", "start_ns",
+    "service", "instance", "name", "description", "unit", "type", "temporality", "is_monotonic",  # head
+    "flags", "attr_keys", "attr_values", "attr_types", "resource_keys", "resource_values",
+    "scope_name", "scope_version", "value", "count", "sum", "min", "max", "bucket_counts", "explicit_bounds",
+    "exp_scale", "exp_zero_count", "exp_positive_offset", "exp_positive_counts", "exp_negative_offset",
+    "exp_negative_counts",
+    "quantiles", "quantile_values",
+    "exemplar_trace_ids", "exemplar_span_ids", "exemplar_values", "exemplar_times_ns",  # ex
+)
 
 
 def _exemplars(p) -> tuple[list[bytes], list[bytes], list[float], list[int]]:
@@ -421,6 +452,8 @@ def convert_metrics(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) ->
                     ))
     return len(rows) - before
 
+
+_LAYOUTS = {"spans": SPAN_ROW, "logs": LOG_ROW, "metric_points": METRIC_ROW}
 
 # signal name → (table, converter)
 CONVERTERS = {

@@ -229,7 +229,7 @@ class Ingest:
                 f.set_result(pos)
 
         def done(pos: Any, err: BaseException | None) -> None:
-            if err is None and digest is not None:
+            if err is None and digest is not None and recent is not None:
                 recent.add(digest)  # known before the answer leaves, even if the loop is gone
             try:
                 loop.call_soon_threadsafe(settle, fut, pos, err)

@@ -267,7 +267,7 @@ class Sql:
                 f"{self.json_value(f'{x}.value', 1, string='_j')}), {secret}, {capped}, {strings})")
         long_value = (f"arrayCount((_s, {x}, _r) -> {x}.value.value = 'string_value' AND NOT _s AND "
                       f"lengthUTF8(_r) > {lim.max_value_len}, {secret}, {capped}, {red})")
-        if extra_key is not None:
+        if extra_key is not None and extra_value is not None:
             keys_all = f"arrayConcat({keys}, if({extra_value} != '', [{lit(extra_key)}], []))"
             vals_all = f"arrayConcat({vals}, if({extra_value} != '', [{json_str(extra_value)}], []))"
         else:

@@ -28,7 +28,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from tracehouse.storage import StorageError, StorageUnavailable
+from tracehouse.storage import StorageError, StorageUnavailable, Store
 
 from .convert import CONVERTERS, Batch, Limits, Stats, new_batch
 from .deadletter import DeadLetters
@@ -81,7 +81,7 @@ class Checkpoint:
                 doc = json.load(f)
             done = tuple(doc["done"])
             pend = doc.get("pending")
-            return done, (tuple(pend[0]), tuple(pend[1])) if pend else None  # type: ignore[return-value]
+            return done, (tuple(pend[0]), tuple(pend[1])) if pend else None
         except FileNotFoundError:
             return (0, 0), None
 
@@ -110,7 +110,7 @@ def _no_gc():
 
 
 class Writer:
-    def __init__(self, wal: Wal, store: Any, metrics: Registry, redactor: Redactor,
+    def __init__(self, wal: Wal, store: Store, metrics: Registry, redactor: Redactor,
                  limits: Limits | None = None, max_items: int = 50_000, max_age: float = 1.0,
                  max_bytes: int = 32 << 20, grace: float = 10.0, native: Any = None,
                  native_max_items: int = 100_000, native_max_bytes: int = 40 << 20, retry_delay: float = 0.2):
@@ -373,7 +373,7 @@ class Writer:
         return True
 
     def _store(self, p: Part, verify: bool) -> None:
-        written = self.store.insert(p.table, p.cols, batch_id=p.batch_id, verify=verify)
+        written = self.store.insert(p.table, p.cols, batch_id=p.batch_id, verify=verify)  # type: ignore[arg-type]
         if verify and not written:  # already stored before a crash or a failed answer
             self.m.inc("tracehouse_collector_writer_batches_already_stored_total", 1, signal=p.sig)
         else:

@@ -347,7 +347,7 @@ def _fill(span: Span, s: ZSpan, now_us: int) -> None:
     if s.parent_id and s.parent_id != _ZERO8:
         span.parent_span_id = s.parent_id
     span.name = s.name
-    span.kind = s.kind
+    span.kind = s.kind  # type: ignore[assignment]  # an int the enum's stub calls ValueType
     start = s.timestamp
     duration = s.duration
     if start is None:
@@ -407,9 +407,9 @@ def _unshare(spans: list[ZSpan], seen: SharedIds | None) -> None:
             s.parent_id, s.span_id = s.span_id, moved[(s.trace_id, s.span_id, _service(s))]
         elif s.parent_id:
             key = (s.trace_id, s.parent_id, _service(s))
-            new = moved.get(key) or (seen.get(key) if seen is not None else None)
-            if new is not None:
-                s.parent_id = new
+            parent = moved.get(key) or (seen.get(key) if seen is not None else None)
+            if parent is not None:
+                s.parent_id = parent
 
 
 def to_otlp(spans: list[ZSpan], seen: SharedIds | None = None, now_us: int | None = None) -> ExportTraceServiceRequest:

@@ -8,12 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from tracehouse.storage import queries_infra as qinfra
 from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_metrics as qm
+from tracehouse.storage import queries_requests as qreq
 from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
 
-from . import figures, figures_explore, queries_extra, servicemap_layout, snapshots, units
+from . import figures, figures_explore, infra, servicemap_layout, snapshots, units
 from .pages_alerts import firing_for_service
 from .render import render, view_from
 
@@ -84,8 +86,8 @@ def pages_router() -> APIRouter:
         # exemplars of the service's latency histograms: points on the latency chart that open their trace
         exemplars = qm.exemplars(store, tr, service, step_s=series.get("step_s") or 60) if summary else []
         figures_explore.with_exemplars(red["latency"], exemplars)
-        failing = queries_extra.failing_requests(store, tr, service, 10) if summary else []
-        slowest = queries_extra.slowest_requests(store, tr, service, 10, summary["p95_ms"]) if summary else []
+        failing = qreq.failing_requests(store, tr, service, 10) if summary else []
+        slowest = qreq.slowest_requests(store, tr, service, 10, summary["p95_ms"]) if summary else []
         snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
                                                       limit=20)]
         return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
@@ -110,15 +112,15 @@ def pages_router() -> APIRouter:
     def infrastructure_page(request: Request):
         view = view_from(request)
         store = _store(request)
-        latest = queries_extra.infra_latest(store, view.tr)
+        latest = qinfra.infra_latest(store, view.tr)
         unit_of = {r["name"]: r["unit"] for r in latest}
-        grouped = queries_extra.group_infra(latest)
+        grouped = infra.group_infra(latest)
         step = qsvc.pick_step(view.tr, None)
         figs = []
         if grouped["hosts"] or grouped["containers"]:
             for name in ("system.cpu.utilization", "system.memory.usage", "container.cpu.utilization",
                          "container.memory.usage"):
-                lines = queries_extra.infra_series(store, view.tr, name, step)
+                lines = qinfra.infra_series(store, view.tr, name, step)
                 if lines:
                     fig = figures.xy_figure(name, lines, units.parse(unit_of.get(name), name))
                     fig = figures.in_window(fig, view.tr.start_s, view.tr.end_s)

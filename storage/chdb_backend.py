@@ -10,12 +10,12 @@ import re
 import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .backend import Result, check_params
+from .backend import EmbeddedBackend, PipelinedBackend, Result, check_params
 from .chdb_readers import ReaderPool, table_rows
 from .errors import ConfigError, QueryError, QueryLimitExceeded, QueryTimeout, StorageError
-from .schema import Table
+from .tables import Table
 
 log = logging.getLogger("tracehouse.storage")
 
@@ -193,10 +193,8 @@ class ChdbBackend:
             self._schemas[table.name] = sch
         return sch
 
-    #: Store.insert may overlap preparing one chunk with inserting the previous one (the engine
-    #: releases the GIL while it works).
-    pipelined = True
-
+    # A PipelinedBackend: Store.insert may overlap preparing one chunk with inserting the previous
+    # one (the engine releases the GIL while it works).
     def prepare(self, table: Table, columns: Sequence[Sequence[Any]]) -> bytes:
         """Columns → one Arrow stream (Python-bound work, no engine lock)."""
         import pyarrow as pa
@@ -354,3 +352,7 @@ def _setting(v: Any) -> str:
     if not all(ch.isalnum() or ch in "_-." for ch in s):
         raise ValueError(f"bad setting value {s!r}")
     return f"'{s}'"
+
+
+if TYPE_CHECKING:  # checked by mypy: the embedded engine does all that both sub-protocols ask
+    _CONTRACTS: tuple[type[PipelinedBackend], type[EmbeddedBackend]] = (ChdbBackend, ChdbBackend)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,7 @@ class BusyBudget:
     """A token bucket of query-seconds: refilled at ``share`` seconds per second up to ``burst_s``;
     each query spends its duration. ``wait_s()`` says how long the next query should wait."""
 
-    def __init__(self, share: float, burst_s: float, clock=time.monotonic):
+    def __init__(self, share: float, burst_s: float, clock: Callable[[], float] = time.monotonic):
         self.share, self.burst_s, self.clock = share, burst_s, clock
         self._tokens, self._at = burst_s, clock()
         self._lock = threading.Lock()

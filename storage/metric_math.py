@@ -93,6 +93,6 @@ def summary_quantile(q: float, quantiles: Sequence[float], values: Sequence[floa
     return float(values[i]) if i < len(values) else None
 
 
-def mean(values: Iterable[float]) -> float | None:
+def mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None and v == v]
     return sum(vals) / len(vals) if vals else None

@@ -11,20 +11,6 @@ from .backend import Backend
 from .capabilities import Capabilities
 from .errors import QueryError
 from .schema import (
-    ALERT_HISTORY,
-    ALERT_STATE,
-    DEFAULT_RETENTION_DAYS,
-    EDGES_1M,
-    LOGS,
-    METRIC_POINTS,
-    RED_1M,
-    SCHEMA_VERSIONS,
-    SERVICE_ENDPOINTS,
-    SETTINGS,
-    SPANS,
-    TRACE_SUMMARY,
-    C,
-    Table,
     dedup_settings,
     render_create,
     render_distributed,
@@ -32,72 +18,24 @@ from .schema import (
     render_views,
     small_part_settings,
 )
-
-ALERT_RULES = Table(
-    name="alert_rules",
-    columns=(
-        C("id", "String"),
-        C("updated_ns", "UInt64"),
-        C("deleted", "UInt8"),
-        C("body", "String"),
-    ),
-    engine="ReplacingMergeTree",
-    engine_args="updated_ns",
-    order_by="id",
-    placement="everywhere",
-)
-
-SILENCES = Table(
-    name="silences",
-    columns=(
-        C("id", "String"),
-        C("updated_ns", "UInt64"),
-        C("deleted", "UInt8"),
-        C("starts_ns", "UInt64"),
-        C("ends_ns", "UInt64"),
-        C("body", "String"),
-    ),
-    engine="ReplacingMergeTree",
-    engine_args="updated_ns",
-    order_by="id",
-    placement="everywhere",
-)
-
-# Snapshot requests (version 3). One row per request (``claimed_by`` = '') and one per instance
-# that took it (``claimed_by`` = its service.instance.id); ``updated_ns`` versions replacements.
-SNAPSHOT_REQUESTS = Table(
-    name="snapshot_requests",
-    columns=(
-        C("id", "String"),
-        C("claimed_by", "String"),
-        C("updated_ns", "UInt64"),
-        C("service", "String"),
-        C("instance", "String"),
-        C("kind", "String"),
-        C("reason", "String"),
-        C("requested_by", "String"),
-        C("requested_ns", "UInt64"),
-    ),
-    engine="ReplacingMergeTree",
-    engine_args="updated_ns",
-    order_by="(service, id, claimed_by)",
-    placement="everywhere",
-)
-
-# What each notification group last sent (version 6): one document per group key, so a restarted
-# engine, or another engine process taking over evaluation, does not send it again.
-NOTIFY_STATE = Table(
-    name="notify_state",
-    columns=(
-        C("id", "String"),
-        C("updated_ns", "UInt64"),
-        C("deleted", "UInt8"),
-        C("body", "String"),
-    ),
-    engine="ReplacingMergeTree",
-    engine_args="updated_ns",
-    order_by="id",
-    placement="everywhere",
+from .tables import (
+    ALERT_HISTORY,
+    ALERT_RULES,
+    ALERT_STATE,
+    DEFAULT_RETENTION_DAYS,
+    EDGES_1M,
+    LOGS,
+    METRIC_POINTS,
+    NOTIFY_STATE,
+    RED_1M,
+    SCHEMA_VERSIONS,
+    SERVICE_ENDPOINTS,
+    SETTINGS,
+    SILENCES,
+    SNAPSHOT_REQUESTS,
+    SPANS,
+    TRACE_SUMMARY,
+    Table,
 )
 
 

@@ -164,7 +164,7 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     step = pick_step(mq.tr, None) if mq.step_s is None else int(mq.step_s)
     if mq.tr.seconds / step > 2000:
         raise InvalidParameter("step too small: more than 2000 points")
-    out = {"name": mq.name, "type": mtype, "unit": info["unit"] if info else "", "agg": agg, "step_s": step,
+    out: dict[str, Any] = {"name": mq.name, "type": mtype, "unit": info["unit"] if info else "", "agg": agg, "step_s": step,
            "series": [], "truncated": False, "info": info}
     if info is None or mtype == "unknown":
         return out

@@ -35,7 +35,7 @@ from typing import Any
 
 from .errors import InvalidParameter, StorageError
 from .queries_usage import Partition, partitions
-from .schema import RETENTION_TABLES
+from .tables import RETENTION_TABLES, TABLES_BY_NAME
 
 __all__ = ["MIN_DAYS", "MAX_DAYS", "Plan", "Report", "RetentionJob", "apply", "in_effect", "plan", "set_days",
            "apply_configured", "table_ttls", "validate"]
@@ -65,9 +65,7 @@ def validate(changes: dict[str, Any]) -> dict[str, int]:
 
 
 def _table(name: str):
-    from .store import ALL_TABLES
-
-    return ALL_TABLES[name]
+    return TABLES_BY_NAME[name]
 
 
 def _local(store, name: str) -> str:
@@ -207,9 +205,7 @@ def _drop_on_shards(store, rep: Report, now_s: float, signals: tuple[str, ...] |
 
 
 def _ttl_columns() -> dict[str, str]:
-    from .store import ALL_TABLES
-
-    return {name: ALL_TABLES[name].ttl_column for tables in RETENTION_TABLES.values() for name in tables}
+    return {name: TABLES_BY_NAME[name].ttl_column for tables in RETENTION_TABLES.values() for name in tables}
 
 
 def set_days(store, changes: dict[str, Any], now_s: float | None = None) -> Report:

@@ -1,359 +1,88 @@
-"""The ClickHouse schema: one definition, rendered for what the server supports.
+"""The ClickHouse schema rendered for what the server supports.
 
-Tables are described as data (``TABLES``) so the DDL, the insert column order and the Arrow
-schema all come from one place. ``render_*`` functions are pure: they take capabilities and
-return SQL text; nothing here talks to a server.
+Tables are data, in ``tables.py`` (one definition each); this module turns them into SQL text:
+``render_*`` functions are pure (they take capabilities and return statements); nothing here talks
+to a server. The table names are re-exported here for the modules that import them from ``schema``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from .capabilities import Capabilities
-
-ZERO_SPAN_ID = b"\x00" * 8
-ZERO_TRACE_ID = b"\x00" * 16
-
-# Signals with a retention setting, and the tables each one covers.
-RETENTION_TABLES: dict[str, tuple[str, ...]] = {
-    "spans": ("spans", "red_1m", "edges_1m", "trace_summary", "service_endpoints"),
-    "metrics": ("metric_points",),
-    "logs": ("logs",),
-    "alerts": ("alert_history",),
-}
-DEFAULT_RETENTION_DAYS = {"spans": 7, "metrics": 30, "logs": 7, "alerts": 90}
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str  # ClickHouse type; "LC(String)" becomes LowCardinality(String) where supported
-    codec: str = ""  # applied only where codecs are supported
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    columns: tuple[Column, ...]
-    engine: str  # MergeTree family, without parameters for the replicated form
-    order_by: str
-    partition_by: str = ""
-    engine_args: str = ""
-    ttl_column: str = ""  # DateTime column for TTL/partition-drop retention; "" = kept
-    signal: str = ""
-    indexes: tuple[str, ...] = ()  # data-skipping indexes, only where supported
-    settings: str = "index_granularity = 8192"
-    insertable: bool = True  # written by the store (False: filled by a materialized view)
-    small_part_bytes: int = 0  # parts smaller than this (uncompressed) are compact and packed, where supported
-    shard_key: str = "rand()"
-    # On a cluster: "sharded" tables are replicated within each shard (``<name>_local``) behind a
-    # Distributed table named ``<name>``; "everywhere" tables (small bookkeeping) are one replicated
-    # table with a replica on every node, read and written locally under their own name.
-    placement: str = "sharded"
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def column_names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-
-def C(name: str, type_: str, codec: str = "") -> Column:
-    return Column(name, type_, codec)
-
-
-_ATTRS = (
-    C("attr_keys", "Array(LC(String))"),
-    C("attr_values", "Array(String)", "ZSTD(1)"),
-    C("attr_types", "Array(UInt8)", "ZSTD(1)"),
-)
-_RESOURCE = (
-    C("resource_keys", "Array(LC(String))"),
-    C("resource_values", "Array(String)", "ZSTD(1)"),
-    C("scope_name", "LC(String)"),
-    C("scope_version", "LC(String)"),
-)
-
-# Tables written by every insert keep small parts compact (all columns in one data file, not two
-# files per column) and packed (the part's ~13 files in one archive): creating files was 14% of the
-# CPU of a bulk load on ext4. Parts merged past 64 MB are wide, so queries read only their columns.
-SMALL_PART_BYTES = 64 << 20
-
-SPANS = Table(
-    name="spans",
-    signal="spans",
-    columns=(
-        C("timestamp", "DateTime", "Delta, ZSTD(1)"),
-        C("trace_id", "FixedString(16)"),
-        C("span_id", "FixedString(8)"),
-        C("parent_span_id", "FixedString(8)"),
-        C("trace_state", "String", "ZSTD(1)"),
-        C("service", "LC(String)"),
-        C("name", "LC(String)"),
-        C("kind", "UInt8", "ZSTD(1)"),
-        C("status_code", "UInt8", "ZSTD(1)"),
-        C("status_message", "String", "ZSTD(1)"),
-        C("start_ns", "UInt64", "Delta, ZSTD(1)"),
-        C("duration_ns", "UInt64", "ZSTD(1)"),
-        *_ATTRS,
-        *_RESOURCE,
-        C("events_time_ns", "Array(UInt64)", "ZSTD(1)"),
-        C("events_name", "Array(String)", "ZSTD(1)"),
-        C("events_attrs", "Array(String)", "ZSTD(1)"),
-        C("links_trace_id", "Array(FixedString(16))", "ZSTD(1)"),
-        C("links_span_id", "Array(FixedString(8))", "ZSTD(1)"),
-        C("links_attrs", "Array(String)", "ZSTD(1)"),
-        C("batch_id", "UInt64", "ZSTD(1)"),
-    ),
-    engine="MergeTree",
-    partition_by="toDate(timestamp)",
-    # A trace's spans sit together inside an hour: trace lookup reads one or two granules.
-    order_by="(toStartOfHour(timestamp), trace_id, span_id)",
-    ttl_column="timestamp",
-    shard_key="cityHash64(trace_id)",
-    # Merge column by column even for small parts: a merge then holds one column's buffers, not all
-    # ~40 streams of every part at once (≈35 MB less peak memory while ingesting).
-    settings="index_granularity = 8192, vertical_merge_algorithm_min_rows_to_activate = 1",
-    small_part_bytes=SMALL_PART_BYTES,
-)
-
-LOGS = Table(
-    name="logs",
-    signal="logs",
-    columns=(
-        C("timestamp", "DateTime", "Delta, ZSTD(1)"),
-        C("ts_ns", "UInt64", "Delta, ZSTD(1)"),
-        C("observed_ns", "UInt64", "Delta, ZSTD(1)"),
-        C("trace_id", "FixedString(16)"),
-        C("span_id", "FixedString(8)"),
-        C("flags", "UInt32", "ZSTD(1)"),
-        C("severity_number", "UInt8"),
-        C("severity_text", "LC(String)"),
-        C("service", "LC(String)"),
-        C("instance", "LC(String)"),
-        C("event_name", "LC(String)"),
-        C("body", "String", "ZSTD(1)"),
-        *_ATTRS,
-        *_RESOURCE,
-        C("batch_id", "UInt64", "ZSTD(1)"),
-    ),
-    engine="MergeTree",
-    partition_by="toDate(timestamp)",
-    order_by="(service, timestamp, ts_ns)",
-    ttl_column="timestamp",
-    indexes=("INDEX idx_trace trace_id TYPE bloom_filter(0.01) GRANULARITY 4",),
-    shard_key="cityHash64(trace_id)",
-    small_part_bytes=SMALL_PART_BYTES,
-)
-
-METRIC_POINTS = Table(
-    name="metric_points",
-    signal="metrics",
-    columns=(
-        C("timestamp", "DateTime", "Delta, ZSTD(1)"),
-        C("ts_ns", "UInt64", "Delta, ZSTD(1)"),
-        C("start_ns", "UInt64", "Delta, ZSTD(1)"),
-        C("service", "LC(String)"),
-        C("instance", "LC(String)"),
-        C("name", "LC(String)"),
-        C("description", "LC(String)"),
-        C("unit", "LC(String)"),
-        # 1 gauge, 2 sum, 3 histogram, 4 exponential histogram, 5 summary
-        C("type", "UInt8"),
-        C("temporality", "UInt8"),  # 0 unspecified, 1 delta, 2 cumulative
-        C("is_monotonic", "UInt8"),
-        C("flags", "UInt32"),
-        *_ATTRS,
-        *_RESOURCE,
-        C("value", "Float64", "ZSTD(1)"),
-        C("count", "UInt64", "ZSTD(1)"),
-        C("sum", "Float64", "ZSTD(1)"),
-        C("min", "Float64", "ZSTD(1)"),
-        C("max", "Float64", "ZSTD(1)"),
-        C("bucket_counts", "Array(UInt64)", "ZSTD(1)"),
-        C("explicit_bounds", "Array(Float64)", "ZSTD(1)"),
-        C("exp_scale", "Int32"),
-        C("exp_zero_count", "UInt64"),
-        C("exp_positive_offset", "Int32"),
-        C("exp_positive_counts", "Array(UInt64)", "ZSTD(1)"),
-        C("exp_negative_offset", "Int32"),
-        C("exp_negative_counts", "Array(UInt64)", "ZSTD(1)"),
-        C("quantiles", "Array(Float64)", "ZSTD(1)"),
-        C("quantile_values", "Array(Float64)", "ZSTD(1)"),
-        C("exemplar_trace_ids", "Array(FixedString(16))"),
-        C("exemplar_span_ids", "Array(FixedString(8))"),
-        C("exemplar_values", "Array(Float64)"),
-        C("exemplar_times_ns", "Array(UInt64)"),
-        C("batch_id", "UInt64", "ZSTD(1)"),
-    ),
-    engine="MergeTree",
-    partition_by="toDate(timestamp)",
-    order_by="(name, service, timestamp, ts_ns)",
-    ttl_column="timestamp",
-    shard_key="cityHash64(name, service)",
-    small_part_bytes=SMALL_PART_BYTES,
-)
-
-# --- rollups, filled by materialized views over spans ---------------------------------------
-
-RED_1M = Table(
-    name="red_1m",
-    signal="spans",
-    insertable=False,
-    columns=(
-        C("minute", "DateTime"),
-        C("service", "LC(String)"),
-        C("name", "LC(String)"),
-        C("kind", "UInt8"),
-        C("is_entry", "UInt8"),
-        C("calls", "AggregateFunction(count)"),
-        C("errors", "AggregateFunction(sum, UInt64)"),
-        C("duration_sum", "AggregateFunction(sum, UInt64)"),
-        C("duration_q", "AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), UInt64)"),
-    ),
-    engine="AggregatingMergeTree",
-    partition_by="toDate(minute)",
-    order_by="(service, is_entry, name, kind, minute)",
-    ttl_column="minute",
-    shard_key="cityHash64(service)",
-    small_part_bytes=SMALL_PART_BYTES,
-)
-
-EDGES_1M = Table(
-    name="edges_1m",
-    signal="spans",
-    insertable=False,
-    columns=(
-        C("minute", "DateTime"),
-        C("service", "LC(String)"),
-        C("target", "String"),
-        C("target_kind", "LC(String)"),
-        C("calls", "AggregateFunction(count)"),
-        C("errors", "AggregateFunction(sum, UInt64)"),
-        C("duration_q", "AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), UInt64)"),
-    ),
-    engine="AggregatingMergeTree",
-    partition_by="toDate(minute)",
-    order_by="(service, target, target_kind, minute)",
-    ttl_column="minute",
-    shard_key="cityHash64(service)",
-    small_part_bytes=SMALL_PART_BYTES,
-)
-
-SERVICE_ENDPOINTS = Table(
-    name="service_endpoints",
-    signal="spans",
-    insertable=False,
-    columns=(
-        C("minute", "DateTime"),
-        C("address", "String"),
-        C("service", "LC(String)"),
-        C("hits", "AggregateFunction(count)"),
-    ),
-    engine="AggregatingMergeTree",
-    partition_by="toDate(minute)",
-    order_by="(address, service, minute)",
-    ttl_column="minute",
-    shard_key="cityHash64(address)",
-    small_part_bytes=SMALL_PART_BYTES,
-)
-
-TRACE_SUMMARY = Table(
-    name="trace_summary",
-    signal="spans",
-    insertable=False,
-    columns=(
-        C("hour", "DateTime"),
-        C("trace_id", "FixedString(16)"),
-        C("first_start_ns", "AggregateFunction(min, UInt64)"),
-        C("last_end_ns", "AggregateFunction(max, UInt64)"),
-        C("span_count", "AggregateFunction(count)"),
-        C("errors", "AggregateFunction(max, UInt8)"),
-        C("root_service", "AggregateFunction(argMin, String, UInt64)"),
-        C("root_name", "AggregateFunction(argMin, String, UInt64)"),
-        C("services", "AggregateFunction(groupUniqArray, String)"),
-    ),
-    engine="AggregatingMergeTree",
-    partition_by="toDate(hour)",
-    order_by="(hour, trace_id)",
-    ttl_column="hour",
-    shard_key="cityHash64(trace_id)",
-    small_part_bytes=SMALL_PART_BYTES,
-)
-
-# --- bookkeeping and alerting ----------------------------------------------------------------
-
-SCHEMA_VERSIONS = Table(
-    name="schema_versions",
-    columns=(C("version", "UInt32"), C("applied", "DateTime"), C("description", "String")),
-    engine="MergeTree",
-    order_by="version",
-    insertable=False,
-    placement="everywhere",
-)
-
-SETTINGS = Table(
-    name="settings",
-    columns=(C("key", "String"), C("value", "String"), C("updated_ns", "UInt64")),
-    engine="ReplacingMergeTree",
-    engine_args="updated_ns",
-    order_by="key",
-    insertable=False,
-    placement="everywhere",
-)
-
-ALERT_STATE = Table(
-    name="alert_state",
-    columns=(
-        C("rule_id", "String"),
-        C("fingerprint", "String"),
-        C("updated_ns", "UInt64"),
-        C("state", "LC(String)"),
-        C("labels", "String"),
-        C("body", "String"),  # JSON: value, active_since, last_eval, annotations, ...
-        C("deleted", "UInt8"),
-    ),
-    engine="ReplacingMergeTree",
-    engine_args="updated_ns",
-    order_by="(rule_id, fingerprint)",
-    placement="everywhere",
-)
-
-ALERT_HISTORY = Table(
-    name="alert_history",
-    signal="alerts",
-    columns=(
-        C("timestamp", "DateTime"),
-        C("ts_ns", "UInt64"),
-        C("rule_id", "String"),
-        C("alertname", "LC(String)"),
-        C("fingerprint", "String"),
-        C("labels", "String"),
-        C("from_state", "LC(String)"),
-        C("to_state", "LC(String)"),
-        C("value", "Float64"),
-        C("body", "String"),
-    ),
-    engine="MergeTree",
-    partition_by="toYYYYMM(timestamp)",
-    order_by="(rule_id, ts_ns)",
-    ttl_column="timestamp",
-    placement="everywhere",
-)
-
-TABLES: tuple[Table, ...] = (
-    SCHEMA_VERSIONS,
-    SETTINGS,
-    SPANS,
+from .tables import (
+    ALERT_HISTORY,
+    ALERT_RULES,
+    ALERT_STATE,
+    DEFAULT_RETENTION_DAYS,
+    EDGES_1M,
     LOGS,
     METRIC_POINTS,
+    NOTIFY_STATE,
     RED_1M,
-    EDGES_1M,
+    RETENTION_TABLES,
+    SCHEMA_VERSIONS,
     SERVICE_ENDPOINTS,
+    SETTINGS,
+    SILENCES,
+    SMALL_PART_BYTES,
+    SNAPSHOT_REQUESTS,
+    SPANS,
+    TABLES,
+    TABLES_BY_NAME,
     TRACE_SUMMARY,
-    ALERT_STATE,
-    ALERT_HISTORY,
+    C,
+    Column,
+    Table,
 )
-TABLES_BY_NAME = {t.name: t for t in TABLES}
+
+__all__ = [
+    # rendering
+    "render_type",
+    "is_rollup",
+    "local_name",
+    "render_create",
+    "small_part_settings",
+    "dedup_settings",
+    "render_distributed",
+    "render_spans_source",
+    "edge_target",
+    "edge_kind",
+    "server_address",
+    "render_views",
+    "view_selects",
+    "DEDUP_WINDOW_BLOCKS",
+    "SPANS_SOURCE",
+    "ROLLUP_BATCH_COLUMN",
+    "DEDUP_WINDOW",
+    "IS_ENTRY",
+    "ROLLUP_VIEWS",
+    "Ref",
+    # the tables (defined in tables.py), re-exported for modules that import them from here
+    "ALERT_HISTORY",
+    "ALERT_RULES",
+    "ALERT_STATE",
+    "DEFAULT_RETENTION_DAYS",
+    "EDGES_1M",
+    "LOGS",
+    "METRIC_POINTS",
+    "NOTIFY_STATE",
+    "RED_1M",
+    "RETENTION_TABLES",
+    "SCHEMA_VERSIONS",
+    "SERVICE_ENDPOINTS",
+    "SETTINGS",
+    "SILENCES",
+    "SMALL_PART_BYTES",
+    "SNAPSHOT_REQUESTS",
+    "SPANS",
+    "TABLES",
+    "TABLES_BY_NAME",
+    "TRACE_SUMMARY",
+    "C",
+    "Column",
+    "Table",
+]
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -498,14 +227,18 @@ def _column(name: str) -> str:
     return f"a_{name}"
 
 
-def _first_nonempty(ref, *names: str) -> str:
+#: renders one looked-up attribute by its short name (inline lookup, or a column of an inner projection)
+Ref = Callable[[str], str]
+
+
+def _first_nonempty(ref: Ref, *names: str) -> str:
     expr = "''"
     for n in reversed(names):
         expr = f"if({ref(n)} != '', {ref(n)}, {expr})"
     return expr
 
 
-def edge_target(ref=_inline) -> str:
+def edge_target(ref: Ref = _inline) -> str:
     """The dependency a client span calls: peer.service, else db system/name, else messaging
     system/destination, else host:port, else the URL's host. ``ref`` renders one attribute: inline
     lookups, or ``a_<name>`` columns of an inner projection."""
@@ -523,7 +256,7 @@ def edge_target(ref=_inline) -> str:
     )
 
 
-def edge_kind(ref=_inline) -> str:
+def edge_kind(ref: Ref = _inline) -> str:
     db = _first_nonempty(ref, "db1", "db2")
     return (
         f"multiIf({ref('peer')} != '', 'service', "
@@ -532,7 +265,7 @@ def edge_kind(ref=_inline) -> str:
     )
 
 
-def server_address(ref=_inline) -> str:
+def server_address(ref: Ref = _inline) -> str:
     """host:port a server span was reached at (how client targets resolve to services)."""
     host = _first_nonempty(ref, "shost1", "shost2", "shost3")
     port = _first_nonempty(ref, "sport1", "sport2")
@@ -565,7 +298,10 @@ def render_views(db: str, cluster: str = "", caps: Capabilities | None = None) -
     of two different batches never compare equal."""
     nested = caps is None or caps.view_subqueries
     src = f"{db}.{SPANS_SOURCE}" if cluster else f"{db}.spans"
-    dst = (lambda t: f"{db}.{t}_local") if cluster else (lambda t: f"{db}.{t}")
+
+    def dst(t: str) -> str:
+        return f"{db}.{t}_local" if cluster else f"{db}.{t}"
+
     on = f" ON CLUSTER {cluster}" if cluster else ""
     tag = ", maxState(batch_id) AS batch_max" if cluster else ""
     copy = [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.spans_local_mv{on} TO {dst('spans')} AS SELECT * FROM {src}"]
@@ -616,7 +352,7 @@ def _endpoints_view(src: str, nested: bool, tag: str = "") -> str:
         kinds="kind = 2", keep="address != ''", group="GROUP BY minute, address, service")
 
 
-def _lookup_view(head: str, src: str, nested: bool, select, passthrough: str, names: tuple[str, ...],
+def _lookup_view(head: str, src: str, nested: bool, select: Callable[[Ref], str], passthrough: str, names: tuple[str, ...],
                  kinds: str, keep: str, group: str) -> str:
     """A rollup view over the spans of some kinds that reads attributes: flat (every lookup inline,
     for 18.16), or nested (filter by kind first, each attribute looked up once as ``a_<name>``)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from .backend import PARAM_RE, Result, check_params
 from .errors import QueryError, QueryLimitExceeded, QueryTimeout, StorageError, StorageUnavailable
-from .schema import Table
+from .tables import Table
 from .textvalues import clean_params, decode_bytes
 from .url import StorageURL
 
@@ -30,7 +30,7 @@ def to_driver_sql(sql: str) -> str:
 
 def _coerce(params: dict[str, Any], sql: str) -> dict[str, Any]:
     types = {m.group(1): m.group(2).strip() for m in PARAM_RE.finditer(sql)}
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in params.items():
         t = types.get(k, "")
         if t.startswith(("UInt", "Int")) and not isinstance(v, bool):
@@ -149,7 +149,7 @@ class ServerBackend:
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
         check_params(sql, params)
         if params:
-            dsql, dparams = to_driver_sql(sql), _coerce(clean_params(params), sql)
+            dsql, dparams = to_driver_sql(sql), _coerce(clean_params(params) or {}, sql)
         else:
             dsql, dparams = sql, None
 

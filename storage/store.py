@@ -9,33 +9,22 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import retention as _retention
-from .backend import Backend, Result
+from .backend import Backend, EmbeddedBackend, PipelinedBackend, Result, RuleReader
 from .capabilities import Capabilities, capabilities_for
 from .errors import ConfigError, QueryError, StorageError, StorageUnavailable
 from .limits import BusyBudget, QueryLimits
-from .migrations import (
-    ALERT_RULES,
-    LATEST,
-    NOTIFY_STATE,
-    SILENCES,
-    SNAPSHOT_REQUESTS,
-    applied_versions,
-    migrate,
-)
-from .schema import (
-    DEFAULT_RETENTION_DAYS,
-    ROLLUP_VIEWS,
-    SPANS_SOURCE,
-    TABLES_BY_NAME,
-    Table,
-    local_name,
-    view_selects,
-)
+from .migrations import LATEST, applied_versions, migrate
+from .schema import ROLLUP_VIEWS, SPANS_SOURCE, local_name, view_selects
+from .tables import DEFAULT_RETENTION_DAYS, TABLES_BY_NAME, Table
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
+
+if TYPE_CHECKING:
+    from .cluster import ShardWriter
+    from .server_backend import ServerBackend
 
 log = logging.getLogger("tracehouse.storage")
 
@@ -50,9 +39,6 @@ def chunk_batch_id(batch_id: int, i: int) -> int:
     return ((batch_id * 0x9E3779B97F4A7C15) + i * 0xBF58476D1CE4E5B9) & 0x7FFFFFFFFFFFFFFF or 1
 
 
-ALL_TABLES = dict(TABLES_BY_NAME, alert_rules=ALERT_RULES, silences=SILENCES, snapshot_requests=SNAPSHOT_REQUESTS,
-                  notify_state=NOTIFY_STATE)
-
 
 class Store:
     """Typed inserts and queries over one ClickHouse database."""
@@ -62,7 +48,7 @@ class Store:
         self.url = url
         self.db = url.database
         self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
-        self._shards: Any = None  # the cluster's ShardWriter, made on first use
+        self._shards: ShardWriter | None = None  # the cluster's, made on first use
         self._shards_lock = threading.Lock()
         #: limits of every query a user can cause (:meth:`read`); the server sets them from its settings
         self.limits = QueryLimits()
@@ -71,7 +57,7 @@ class Store:
         #: on a ClickHouse server: the URL of the read-only user that user SQL runs as ('' = this
         #: store's own user with readonly=1); the server sets it from its settings
         self.rules_url = ""
-        self._rule_reader: Any = None
+        self._rule_reader: RuleReader | None = None
         self._rule_reader_lock = threading.Lock()
         self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
 
@@ -105,7 +91,7 @@ class Store:
     def clustered(self) -> bool:
         return bool(self.url.cluster)
 
-    def shard_writer(self):
+    def shard_writer(self) -> ShardWriter:
         """The cluster's shards and a connection pool to each replica (clusters only)."""
         if not self.clustered:
             raise ConfigError("not a cluster store")
@@ -133,9 +119,8 @@ class Store:
     def release_startup_memory(self) -> None:
         """For long-running servers, once started: give back memory only start-up used (the
         embedded engine's library pages; nothing for a ClickHouse server)."""
-        release = getattr(self.backend, "release_startup_memory", None)
-        if release is not None:
-            release()
+        if isinstance(self.backend, EmbeddedBackend):
+            self.backend.release_startup_memory()
 
     def __enter__(self) -> Store:
         return self
@@ -197,7 +182,7 @@ class Store:
     #: seconds one run of user-written SQL (an alert rule, a preview) may take
     RULE_TIMEOUT_S = 10
 
-    def rule_reader(self) -> Any:
+    def rule_reader(self) -> RuleReader:
         """Where user-written SQL runs: ``.query(sql, params)`` on read-only connections whose default
         database is this store's, within :attr:`limits` (the rule time limit). Embedded: connections
         fixed at ``readonly = 1`` after the limits are set. A server: the user of :attr:`rules_url`,
@@ -208,10 +193,10 @@ class Store:
                 self._rule_reader = self._open_rule_reader()
             return self._rule_reader
 
-    def _open_rule_reader(self) -> Any:
+    def _open_rule_reader(self) -> RuleReader:
         settings = self.limits.settings(timeout_s=self.RULE_TIMEOUT_S, embedded=self.backend.kind == "chdb")
-        if self.backend.kind == "chdb":
-            return self.backend.restricted_reader(self.db, settings)  # type: ignore[attr-defined]
+        if isinstance(self.backend, EmbeddedBackend):
+            return self.backend.restricted_reader(self.db, settings)
         from .server_backend import ServerBackend
 
         if self.rules_url:
@@ -271,9 +256,13 @@ class Store:
     def is_current(self) -> bool:
         return self.schema_version() >= LATEST
 
+    def drop_database(self) -> None:
+        """Drop this store's database and everything in it (a scratch database, as a rule test's)."""
+        self.query(f"DROP DATABASE IF EXISTS {self.db}")
+
     def ping(self) -> bool:
         try:
-            return self.query("SELECT 1").scalar() == 1
+            return bool(self.query("SELECT 1").scalar() == 1)
         except StorageError:
             return False
 
@@ -312,7 +301,7 @@ class Store:
         return _retention.apply(self, now_s).dropped
 
     # -- inserts -----------------------------------------------------------------------------
-    def columns_for(self, table: str) -> dict[str, list]:
+    def columns_for(self, table: str) -> dict[str, list[Any]]:
         """Empty column lists, in insert order, for a batch of ``table``."""
         return {c.name: [] for c in _table(table).columns}
 
@@ -320,7 +309,7 @@ class Store:
         res = self.query(f"SELECT count() FROM {self.t(table)} WHERE batch_id = {{b:UInt64}}", {"b": batch_id})
         return int(res.scalar() or 0) > 0
 
-    def insert(self, table: str, columns: dict[str, Sequence[Any]], batch_id: int | None = None,
+    def insert(self, table: str, columns: Mapping[str, Sequence[Any]], batch_id: int | None = None,
                verify: bool = False) -> int:
         """Insert one columnar batch. With ``batch_id``, the batch is tagged; with ``verify`` (a retry,
         or a replay after a crash), what is already present is not written again, and the rollups
@@ -351,7 +340,7 @@ class Store:
         days = _split_by_day(tbl, names, ordered)
         if self.url.cluster and tbl.placement == "sharded":
             return self._insert_sharded(tbl, table, names, days, batch_id, verify)
-        pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and getattr(self.backend, "pipelined", False)
+        pipelined = n >= 2 * PIPELINE_CHUNK_ROWS and self._pipelined()
         if len(days) == 1 and not pipelined:
             token = self.dedup_token(table, batch_id)
             if verify and batch_id and "batch_id" in names and self.batch_present(table, int(batch_id)):
@@ -361,6 +350,9 @@ class Store:
             self.backend.insert(tbl, self.t(table), ordered, token=token)
             return n
         return self._insert_parts(tbl, table, names, days, batch_id, verify)
+
+    def _pipelined(self) -> bool:
+        return isinstance(self.backend, PipelinedBackend)
 
     def dedup_token(self, table: str, part_id: int | None) -> str | None:
         """The insert deduplication token of one tagged part, where the server has it."""
@@ -416,10 +408,10 @@ class Store:
                 raise StorageError(f"mutations on {table} still running after {timeout:.0f} s")
             time.sleep(0.05)
 
-    def _parts(self, days: list[list[Sequence[Any]]]):
+    def _parts(self, days: list[list[Sequence[Any]]]) -> Iterator[tuple[int, list[Sequence[Any]]]]:
         """(part number, columns) for every part: each day, cut into chunks when the backend
         pipelines large inserts."""
-        pipelined = getattr(self.backend, "pipelined", False)
+        pipelined = self._pipelined()
         for d, day in enumerate(days):
             rows = len(day[0])
             k = max(1, round(rows / PIPELINE_CHUNK_ROWS)) if pipelined and rows >= 2 * PIPELINE_CHUNK_ROWS else 1
@@ -437,7 +429,7 @@ class Store:
         from concurrent.futures import ThreadPoolExecutor
 
         id_at = names.index("batch_id") if "batch_id" in names else -1
-        pipelined = getattr(self.backend, "pipelined", False)
+        pipe = self.backend if isinstance(self.backend, PipelinedBackend) else None
         written = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracehouse-insert") as pool:
             pending = None
@@ -455,11 +447,11 @@ class Store:
                             pending = None
                         self._complete(tbl, table, part, pid, token)
                         continue
-                if pipelined:
-                    payload = self.backend.prepare(tbl, part)
+                if pipe is not None:
+                    payload = pipe.prepare(tbl, part)
                     if pending is not None:
                         pending.result()
-                    pending = pool.submit(self.backend.insert_prepared, tbl, self.t(table), payload, token)
+                    pending = pool.submit(pipe.insert_prepared, tbl, self.t(table), payload, token)
                 else:
                     self.backend.insert(tbl, self.t(table), part, token=token)
                 written += rows
@@ -498,9 +490,10 @@ class Store:
         def write_shard(s: int) -> int:
             written = 0
             for pid, piece in per_shard[s]:
-                check = verify and pid and id_at >= 0 and table != "spans"
+                check = bool(verify and pid and id_at >= 0 and table != "spans")
 
-                def write(b, piece=piece, pid=pid, check=check) -> int:
+                def write(b: ServerBackend, piece: list[Sequence[Any]] = piece, pid: int = pid,
+                          check: bool = check) -> int:
                     if check and int(b.query(f"SELECT count() FROM {self.db}.{table}_local WHERE batch_id = {{b:UInt64}}",
                                              {"b": pid}).scalar() or 0):
                         return 0
@@ -533,7 +526,7 @@ class Store:
 
     # -- small JSON documents (rules, silences, state) ----------------------------------------
     def put_document(self, table: str, doc_id: str, body: dict[str, Any], deleted: bool = False, **extra: Any) -> None:
-        cols = {"id": [doc_id], "updated_ns": [time.time_ns()], "deleted": [int(deleted)],
+        cols: dict[str, Sequence[Any]] = {"id": [doc_id], "updated_ns": [time.time_ns()], "deleted": [int(deleted)],
                 "body": [json.dumps(body, separators=(",", ":"))]}
         for k, v in extra.items():
             cols[k] = [v]
@@ -547,7 +540,7 @@ class Store:
 
 
 class _ServerRuleReader:
-    def __init__(self, backend: Any, settings: dict[str, Any] | None):
+    def __init__(self, backend: ServerBackend, settings: dict[str, Any] | None):
         self.backend, self.settings = backend, settings
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> Result:
@@ -570,6 +563,6 @@ def _split_by_day(tbl: Table, names: list[str], ordered: list[Sequence[Any]]) ->
 
 def _table(name: str) -> Table:
     try:
-        return ALL_TABLES[name]
+        return TABLES_BY_NAME[name]
     except KeyError:
         raise ConfigError(f"unknown table {name!r}") from None

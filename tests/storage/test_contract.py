@@ -306,11 +306,12 @@ def test_large_batch_in_pipelined_chunks_is_idempotent_per_chunk(store, monkeypa
     """Big batches go in pipelined chunks (chDB); a retry after a partial write stores only the
     missing chunks, and never a duplicate."""
     from tracehouse.storage import store as store_mod
+    from tracehouse.storage.backend import PipelinedBackend
 
     monkeypatch.setattr(store_mod, "PIPELINE_CHUNK_ROWS", 100)
     cols, tids = generate(450, time.time_ns() - 60 * NS, 30 * NS, store=store)
     n = len(cols["trace_id"])
-    if getattr(store.backend, "pipelined", False):
+    if isinstance(store.backend, PipelinedBackend):
         # a crash after the first chunks: the rest never reach the store (a part written is
         # remembered by its deduplication token, one not written is not)
         real, calls = store.backend.insert_prepared, []
@@ -364,3 +365,19 @@ def test_batch_across_midnight_is_written_per_day_and_replays_exactly(store):
 
 def _day_id(ns: int) -> str:
     return time.strftime("%Y%m%d", time.gmtime(ns // NS))
+
+
+def test_backends_declare_the_abilities_the_store_relies_on(store):
+    """The store reaches what only some backends can do through sub-protocols, not by probing
+    attributes: the embedded engine pipelines inserts and has read-only connections for user SQL;
+    a server backend is a plain Backend, and the store still gives user SQL a read-only reader."""
+    from tracehouse.storage.backend import Backend, EmbeddedBackend, PipelinedBackend
+
+    embedded = store.backend.kind == "chdb"
+    assert isinstance(store.backend, Backend)
+    assert isinstance(store.backend, PipelinedBackend) is embedded
+    assert isinstance(store.backend, EmbeddedBackend) is embedded
+    reader = store.rule_reader()
+    assert reader.query("SELECT toUInt8(1) AS one").scalar() == 1
+    with pytest.raises(StorageError):
+        reader.query(f"INSERT INTO {store.t('settings')} (key, value, updated_ns) SELECT 'k', 'v', 1")
