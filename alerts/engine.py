@@ -33,7 +33,7 @@ from .lease import AlwaysHeld, Lease
 from .metrics import AlertMetrics
 from .notify import Dispatcher
 from .notify_state import NotifyLog
-from .rules import Rule, RuleError, compare, parse_rule
+from .rules import VOCABULARY, Rule, RuleError, compare, parse_rule
 from .silences import Silence, parse_silence, silence_from_doc
 from .state import Alert, AlertingRule, SnapshotFunc, Transition
 from .templates import check
@@ -42,6 +42,9 @@ log = logging.getLogger("tracehouse.alerts")
 
 
 class Engine:
+    #: the choices of each enumerated rule field (kinds, signals, ops, ...), for rule editors
+    vocabulary = VOCABULARY
+
     def __init__(self, store: Any, config: AlertConfig | None = None, clock: Callable[[], int] = time.time_ns,
                  query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
                  rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
@@ -320,7 +323,7 @@ class Engine:
             out.append(d)
         return out
 
-    def router(self, require_role: Callable[[str], Any] | None = None):
+    def router(self, require_role: Callable[[str], Any] | None = None, previews_per_minute: float = 20):
         from .api import alerts_router
 
-        return alerts_router(self, require_role)
+        return alerts_router(self, require_role, previews_per_minute)

@@ -65,10 +65,10 @@ def _flags(ns: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # --- alerts subcommand (owned by tracehouse.alerts; see alerts/cli.py) ---
+    # --- alerts subcommand (its own parser: see alerts_cli.py) ---
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["alerts"]:
-        from tracehouse.alerts.cli import main as alerts_main
+        from .alerts_cli import main as alerts_main
 
         return alerts_main(args[1:])
     # --- end alerts subcommand ---
