@@ -13,23 +13,38 @@ from typing import Any
 
 from .config import AlertConfig, build_config, load_files
 from .engine import Engine
-from .notifiers import EmailNotifier, Notifier, NotifyError, SlackNotifier, WebhookNotifier
-from .rules import VOCABULARY, Rule, RuleError, parse_rule
-from .ssrf import DestinationRefused, check_url
+from .errors import (
+    AlertsConfigError,
+    AlertsError,
+    DestinationRefused,
+    EvaluationError,
+    NotifyError,
+    ReadOnlyRule,
+    RuleError,
+    UnsafeQuery,
+)
+from .notifiers import EmailNotifier, Notifier, SlackNotifier, WebhookNotifier
+from .rules import VOCABULARY, Rule, parse_rule
+from .ssrf import check_url
 from .state import Alert, AlertingRule
 
 __all__ = [
     "Alert",
     "AlertConfig",
     "AlertingRule",
+    "AlertsConfigError",
+    "AlertsError",
     "DestinationRefused",
     "EmailNotifier",
     "Engine",
+    "EvaluationError",
     "Notifier",
     "NotifyError",
+    "ReadOnlyRule",
     "Rule",
     "RuleError",
     "SlackNotifier",
+    "UnsafeQuery",
     "VOCABULARY",
     "WebhookNotifier",
     "alerts_router",
@@ -55,9 +70,7 @@ def lease_for(settings: Any, store: Any):
         return None
     hosts = str(getattr(settings, "zookeeper", "") or "")
     if not hosts:
-        from tracehouse.storage import ConfigError
-
-        raise ConfigError(f"alerts on cluster {cluster!r} need a lease so that one evaluator runs at a time: "
+        raise AlertsConfigError(f"alerts on cluster {cluster!r} need a lease so that one evaluator runs at a time: "
                           "set TRACEHOUSE_ZOOKEEPER=host:port (the cluster's ZooKeeper)")
     from .lease import ZooKeeperLease
 

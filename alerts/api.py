@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
 from tracehouse.storage import QueryLimitExceeded, QueryTimeout, StorageError
 
-from .rules import RuleError
+from .errors import ReadOnlyRule, RuleError
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -118,7 +118,7 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
     def put_rule(rule_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         try:
             return eng().put_rule(body, rule_id).to_dict()
-        except PermissionError as x:
+        except ReadOnlyRule as x:
             raise HTTPException(403, str(x)) from None
         except (RuleError, ValueError) as x:
             raise bad(x) from None
@@ -128,7 +128,7 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
         try:
             if not eng().delete_rule(rule_id):
                 raise HTTPException(404, f"no rule {rule_id}")
-        except PermissionError as x:
+        except ReadOnlyRule as x:
             raise HTTPException(403, str(x)) from None
         return {"deleted": rule_id}
 

@@ -28,6 +28,7 @@ from tracehouse.storage import StorageError
 
 from . import persist
 from .config import AlertConfig
+from .errors import ReadOnlyRule
 from .expr import NS, QueryFunc, evaluate
 from .lease import AlwaysHeld, Lease
 from .metrics import AlertMetrics
@@ -257,12 +258,12 @@ class Engine:
         return self.rules.get(rule_id)
 
     def put_rule(self, body: dict[str, Any], rule_id: str | None = None) -> AlertingRule:
-        """Create or replace an API rule (raises RuleError for a bad rule, PermissionError for a YAML one)."""
+        """Create or replace an API rule (raises RuleError for a bad rule, ReadOnlyRule for a YAML one)."""
         rid = rule_id or str(body.get("id") or uuid.uuid4().hex[:16])
         with self._lock:
             old = self.rules.get(rid)
             if old is not None and old.rule.read_only:
-                raise PermissionError(f"rule {rid} comes from {old.rule.source[5:]} and is read-only")
+                raise ReadOnlyRule(f"rule {rid} comes from {old.rule.source[5:]} and is read-only")
             body = {k: v for k, v in body.items() if k not in ("id", "source", "read_only")}
             rule = parse_rule(body, group=str(body.get("group", "api")), rule_id=rid, source="api")
             for text in rule.annotations.values():
@@ -278,7 +279,7 @@ class Engine:
             if ar is None:
                 return False
             if ar.rule.read_only:
-                raise PermissionError(f"rule {rule_id} comes from {ar.rule.source[5:]} and is read-only")
+                raise ReadOnlyRule(f"rule {rule_id} comes from {ar.rule.source[5:]} and is read-only")
             self.store.put_document("alert_rules", rule_id, {}, deleted=True)
             persist.save_alerts(self.store, [(a, True) for a in ar.alerts.values()])
             del self.rules[rule_id]

@@ -15,6 +15,8 @@ from typing import Any
 
 from tracehouse.storage import InvalidParameter, parse_duration
 
+from .errors import RuleError
+
 KINDS = ("red", "metric", "sql", "absence", "middleware")
 RED_SIGNALS = ("rate", "error_rate", "p50", "p95", "p99")
 AGGREGATIONS = ("avg", "max", "min", "sum", "last", "count")
@@ -36,10 +38,6 @@ _KNOWN = {
     "for", "keep_firing_for", "labels", "annotations", "action", "query", "metric", "filters", "aggregation",
     "group_by", "target", "nodata_state", "enabled",
 }
-
-
-class RuleError(InvalidParameter):
-    """A rule (or rules file) that cannot be accepted; the message says why."""
 
 
 def duration(value: Any, what: str) -> float:

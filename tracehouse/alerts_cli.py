@@ -82,7 +82,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         engines = build_engine(settings, store)
-    except ValueError as e:  # ConfigError: e.g. a cluster without a ZooKeeper for the lease
+    except ValueError as e:  # RuleError (a rules file), AlertsConfigError (a cluster without a ZooKeeper)
         store.close()
         print(f"tracehouse alerts: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import os
 import pytest
 
 import tracehouse.alerts as alerts
+from tests.support.surface import own_exceptions
 from tracehouse.alerts import (
     VOCABULARY,
     Engine,
@@ -27,6 +28,20 @@ def test_public_names_exist():
     assert sorted(alerts.__all__) == sorted(set(alerts.__all__))
     for name in alerts.__all__:
         assert hasattr(alerts, name), name
+
+
+def test_one_exception_family():
+    from tracehouse.storage import ConfigError, InvalidParameter
+
+    found = own_exceptions(alerts)
+    assert {c.__name__ for c in found} >= {"RuleError", "NotifyError", "DestinationRefused", "UnsafeQuery"}
+    for cls in found:
+        assert issubclass(cls, alerts.AlertsError), cls
+        assert cls.__name__ in alerts.__all__, cls
+    # what callers caught before still catches them (the API's 400 and 403, the CLI's exit status 2)
+    assert issubclass(alerts.RuleError, InvalidParameter) and issubclass(alerts.UnsafeQuery, ValueError)
+    assert issubclass(alerts.ReadOnlyRule, PermissionError) and issubclass(alerts.EvaluationError, ValueError)
+    assert issubclass(alerts.AlertsConfigError, ConfigError)
 
 
 def test_the_alerts_package_imports_no_part_of_the_server():
