@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from tests.support.servers import free_port
+from testkit.servers import free_port
 from tracehouse.config import load_settings
 from tracehouse.dashboard.app import create_app
 from tracehouse.dashboard.auth import hash_password, parse_api_tokens

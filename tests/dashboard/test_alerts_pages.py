@@ -18,8 +18,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from testkit.seed import XSS_SCRIPT, XSS_SERVICE
 from tests.dashboard.browsing import open_page, screenshot
-from tests.dashboard.seed import XSS_SCRIPT, XSS_SERVICE
 from tracehouse.alerts import VOCABULARY, Engine, alerts_router, build_config
 from tracehouse.dashboard import AlertSource
 from tracehouse.dashboard.app import create_app

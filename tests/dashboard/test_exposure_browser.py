@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 from playwright.sync_api import sync_playwright
 
+from testkit.servers import free_port
 from tests.dashboard.browsing import CHROMIUM_ARGS
-from tests.support.servers import free_port
 from tracehouse import exposure
 from tracehouse.dashboard.app import create_app
 from tracehouse.storage import queries_snapshots as qsnap
