@@ -10,6 +10,7 @@ import plotly
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 
 from tracehouse.storage import InvalidParameter, NotFound, QueryTimeout, StorageError, StorageUnavailable
 
@@ -34,14 +35,17 @@ PLOTLY_JS = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plot
 
 
 def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
-               routers: Iterable[APIRouter] = (), ready_checks: Iterable[ReadyCheck] = ()) -> FastAPI:
+               routers: Iterable[APIRouter] = (), ready_checks: Iterable[ReadyCheck] = (),
+               registry: CollectorRegistry | None = None, tracer: Any = None) -> FastAPI:
     """Build the dashboard app around an open Store (no work at import).
 
     Collaborators from other components are passed in by the composition (``tracehouse/server.py``):
     ``alerts`` the alert engine the alerts pages read (None: the pages say it is not running here),
     ``routers`` more JSON API routers mounted beside the dashboard's own (the alerts API, guarded
     with :func:`~tracehouse.dashboard.auth.require_role`), ``ready_checks`` more ``() -> (ok, reason)``
-    checks of ``/readyz``."""
+    checks of ``/readyz``, ``registry`` the process's Prometheus registry that ``/metrics`` writes
+    (the dashboard's own joins it; default: its own only), ``tracer`` an OpenTelemetry tracer for a
+    server span per request (the server observing itself)."""
     app = FastAPI(title="tracehouse", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.store = store
     app.state.settings = settings
@@ -82,7 +86,7 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    install_ops(app, store, ready_checks)
+    install_ops(app, store, ready_checks, registry, tracer)
     install_auth(app, Auth(settings))
     app.add_middleware(CrossSiteGuard, allowed_hosts=getattr(settings, "allowed_hosts", None))
     app.add_middleware(SecurityHeaders)

@@ -3,8 +3,8 @@ global state), ``/metrics`` and ``/readyz``.
 
 ``RequestMetrics`` is pure ASGI middleware: after the response it reads the route FastAPI matched
 (``scope["route"]``), so the label is the route's template (``/api/traces/{trace_id}``), never
-the raw path (bounded cardinality). ``/metrics`` writes ``app.state.metrics_exposed`` — the app's
-own registry, or the process-wide one the server composes from every role. ``/readyz`` answers 503
+the raw path (bounded cardinality). ``/metrics`` writes the app's own registry, or the process-wide
+one the composition passes in (the app's registry is then registered into it). ``/readyz`` answers 503
 with the reason when the store is unreachable or a check the composition passed in fails.
 """
 
@@ -78,15 +78,20 @@ class RequestMetrics:
                         current.set_status(Status(StatusCode.ERROR))
 
 
-def install_ops(app: FastAPI, store, ready_checks: Iterable[ReadyCheck] = ()) -> None:
+def install_ops(app: FastAPI, store, ready_checks: Iterable[ReadyCheck] = (),
+                registry: CollectorRegistry | None = None, tracer: Any = None) -> None:
     metrics = DashboardMetrics()
+    metrics.tracer = tracer
     app.state.metrics = metrics
-    app.state.metrics_exposed = metrics.registry
+    exposed = metrics.registry
+    if registry is not None:
+        registry.register(metrics.registry)
+        exposed = registry
     checks = list(ready_checks)  # more (ok, reason) checks, passed in by the composition
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics(request: Request) -> Response:
-        return Response(generate_latest(request.app.state.metrics_exposed), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(exposed), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     @app.get("/readyz", include_in_schema=False)
     def readyz(request: Request) -> PlainTextResponse:

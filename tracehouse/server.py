@@ -136,10 +136,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             # without the engine in this process (a dashboard alone) the alerts API answers 503
             api = alerts_router(engine, require_role, previews_per_minute=settings.rule_previews_per_minute)
             dash = create_app(settings, store, alerts=engine, routers=[api],
-                              ready_checks=[e.ready for e in engines])
-            dash.state.metrics_exposed = registry
-            dash.state.metrics.tracer = tracer
-            registry.register(dash.state.metrics.registry)
+                              ready_checks=[e.ready for e in engines], registry=registry, tracer=tracer)
             servers.append(_Server(exposure.guard(dash, settings), settings.host, settings.http_port, **listen))
         if observer is not None:
             background.append(observer)  # stopped first: nothing more to send once the servers stop
