@@ -18,9 +18,11 @@ __all__ = ["AlertSource"]
 
 @runtime_checkable
 class AlertSource(Protocol):
-    #: the choices of each enumerated rule field: ``kinds``, ``signals`` (red), ``absence_signals``,
-    #: ``aggregations``, ``ops`` (the rule model's own tuples, so the editor offers what it accepts)
-    vocabulary: Mapping[str, tuple[str, ...]]
+    @property
+    def vocabulary(self) -> Mapping[str, tuple[str, ...]]:
+        """The choices of each enumerated rule field: ``kinds``, ``signals`` (red), ``absence_signals``,
+        ``aggregations``, ``ops`` (the rule model's own tuples, so the editor offers what it accepts)."""
+        ...
 
     def list_rules(self) -> list[dict[str, Any]]:
         """Every rule as a mapping: its fields, ``id``, ``source``, ``read_only``, state and health."""
