@@ -1,8 +1,10 @@
 """tracehouse.alerts: alert rules over the stored telemetry, their lifecycle, and notifications.
 
-``build_engine(settings, store)`` gives the server its background objects; ``get_engine()``
-returns the engine built last in this process (the dashboard mounts
-``alerts_router(get_engine)``, which answers 503 until the engine exists).
+``build_engine(settings, store)`` gives the server its background objects. The composition
+(``tracehouse/server.py``) passes the engine to the dashboard, which reads it through its own
+``AlertSource`` interface (rules, alerts, history, silences and ``VOCABULARY``, the choices of each
+rule field), and mounts ``alerts_router(engine)`` (answering 503 when ``engine`` is None: a dashboard
+running without the engine in its process).
 """
 
 from __future__ import annotations
@@ -13,44 +15,53 @@ from tracehouse.storage import Store
 
 from .config import AlertConfig, build_config, load_files
 from .engine import Engine
-from .notifiers import EmailNotifier, Notifier, NotifyError, SlackNotifier, WebhookNotifier
-from .rules import Rule, RuleError, parse_rule
-from .ssrf import DestinationRefused, check_url
+from .errors import (
+    AlertsConfigError,
+    AlertsError,
+    DestinationRefused,
+    EvaluationError,
+    NotifyError,
+    ReadOnlyRule,
+    RuleError,
+    UnsafeQuery,
+)
+from .notifiers import EmailNotifier, Notifier, SlackNotifier, WebhookNotifier
+from .rules import VOCABULARY, Rule, parse_rule
+from .ssrf import check_url
 from .state import Alert, AlertingRule
 
 __all__ = [
     "Alert",
     "AlertConfig",
     "AlertingRule",
+    "AlertsConfigError",
+    "AlertsError",
     "DestinationRefused",
     "EmailNotifier",
     "Engine",
+    "EvaluationError",
     "Notifier",
     "NotifyError",
+    "ReadOnlyRule",
     "Rule",
     "RuleError",
     "SlackNotifier",
+    "UnsafeQuery",
+    "VOCABULARY",
     "WebhookNotifier",
     "alerts_router",
     "build_config",
     "build_engine",
     "check_url",
-    "get_engine",
     "load_files",
     "parse_rule",
 ]
 
-_current: dict[str, Engine | None] = {"engine": None}
 
-
-def alerts_router(engine: Any, require_role: Any = None, previews_per_minute: float = 20):
+def alerts_router(engine: Engine | None, require_role: Any = None, previews_per_minute: float = 20):
     from .api import alerts_router as _router
 
     return _router(engine, require_role, previews_per_minute)
-
-
-def get_engine() -> Engine | None:
-    return _current["engine"]
 
 
 def lease_for(settings: Any, store: Store):
@@ -61,9 +72,7 @@ def lease_for(settings: Any, store: Store):
         return None
     hosts = str(getattr(settings, "zookeeper", "") or "")
     if not hosts:
-        from tracehouse.storage import ConfigError
-
-        raise ConfigError(f"alerts on cluster {cluster!r} need a lease so that one evaluator runs at a time: "
+        raise AlertsConfigError(f"alerts on cluster {cluster!r} need a lease so that one evaluator runs at a time: "
                           "set TRACEHOUSE_ZOOKEEPER=host:port (the cluster's ZooKeeper)")
     from .lease import ZooKeeperLease
 
@@ -82,5 +91,4 @@ def build_engine(settings: Any, store: Store, request_snapshot: Any = None) -> l
         request_snapshot = queue_snapshots(store)
     engine = Engine(store, config, dashboard_url=url, request_snapshot=request_snapshot,
                     lease=lease_for(settings, store))
-    _current["engine"] = engine
     return [engine]

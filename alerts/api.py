@@ -1,7 +1,7 @@
 """The alerts JSON API: a FastAPI router over an :class:`Engine`. Thin glue; the engine does the work.
 
-``alerts_router(engine, require_role)``: ``engine`` is an Engine or a callable returning one (or
-None → 503, for a dashboard built before the engine). ``require_role(role)`` returns a FastAPI
+``alerts_router(engine, require_role)``: ``engine`` is an Engine, or None (every route answers 503:
+a dashboard running without the engine in its process). ``require_role(role)`` returns a FastAPI
 dependency; reads need ``viewer``, changes ``editor``. Default: open.
 """
 
@@ -12,13 +12,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
 from tracehouse.storage import QueryLimitExceeded, QueryTimeout, StorageError
 
-from .rules import RuleError
+from .errors import ReadOnlyRule, RuleError
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 log = logging.getLogger("tracehouse.alerts")
 
@@ -53,18 +56,17 @@ def _open(role: str) -> Callable[[], None]:
     return dep
 
 
-def alerts_router(engine: Any, require_role: Callable[[str], Any] | None = None,
+def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | None = None,
                   previews_per_minute: float = 20) -> APIRouter:
     role = require_role or _open
     previews = RateLimiter(previews_per_minute)
     view, edit = [Depends(role("viewer"))], [Depends(role("editor"))]
     r = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
-    def eng():
-        e = engine() if callable(engine) and not hasattr(engine, "run_once") else engine
-        if e is None:
+    def eng() -> Engine:
+        if engine is None:
             raise HTTPException(503, "the alert engine is not running")
-        return e
+        return engine
 
     def bad(e: Exception) -> HTTPException:
         return HTTPException(400, str(e))
@@ -116,7 +118,7 @@ def alerts_router(engine: Any, require_role: Callable[[str], Any] | None = None,
     def put_rule(rule_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         try:
             return eng().put_rule(body, rule_id).to_dict()
-        except PermissionError as x:
+        except ReadOnlyRule as x:
             raise HTTPException(403, str(x)) from None
         except (RuleError, ValueError) as x:
             raise bad(x) from None
@@ -126,7 +128,7 @@ def alerts_router(engine: Any, require_role: Callable[[str], Any] | None = None,
         try:
             if not eng().delete_rule(rule_id):
                 raise HTTPException(404, f"no rule {rule_id}")
-        except PermissionError as x:
+        except ReadOnlyRule as x:
             raise HTTPException(403, str(x)) from None
         return {"deleted": rule_id}
 

@@ -28,12 +28,13 @@ from tracehouse.storage import Store
 
 from . import persist
 from .config import AlertConfig
+from .errors import ReadOnlyRule
 from .expr import NS, QueryFunc, evaluate
 from .lease import AlwaysHeld, Lease
 from .metrics import AlertMetrics
 from .notify import Dispatcher
 from .notify_state import NotifyLog
-from .rules import Rule, RuleError, compare, parse_rule
+from .rules import VOCABULARY, Rule, RuleError, compare, parse_rule
 from .silences import Silence, parse_silence, silence_from_doc
 from .state import Alert, AlertingRule, SnapshotFunc, Transition
 from .templates import check
@@ -42,6 +43,9 @@ log = logging.getLogger("tracehouse.alerts")
 
 
 class Engine:
+    #: the choices of each enumerated rule field (kinds, signals, ops, ...), for rule editors
+    vocabulary = VOCABULARY
+
     def __init__(self, store: Store, config: AlertConfig | None = None, clock: Callable[[], int] = time.time_ns,
                  query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
                  rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
@@ -252,12 +256,12 @@ class Engine:
         return self.rules.get(rule_id)
 
     def put_rule(self, body: dict[str, Any], rule_id: str | None = None) -> AlertingRule:
-        """Create or replace an API rule (raises RuleError for a bad rule, PermissionError for a YAML one)."""
+        """Create or replace an API rule (raises RuleError for a bad rule, ReadOnlyRule for a YAML one)."""
         rid = rule_id or str(body.get("id") or uuid.uuid4().hex[:16])
         with self._lock:
             old = self.rules.get(rid)
             if old is not None and old.rule.read_only:
-                raise PermissionError(f"rule {rid} comes from {old.rule.source[5:]} and is read-only")
+                raise ReadOnlyRule(f"rule {rid} comes from {old.rule.source[5:]} and is read-only")
             body = {k: v for k, v in body.items() if k not in ("id", "source", "read_only")}
             rule = parse_rule(body, group=str(body.get("group", "api")), rule_id=rid, source="api")
             for text in rule.annotations.values():
@@ -273,7 +277,7 @@ class Engine:
             if ar is None:
                 return False
             if ar.rule.read_only:
-                raise PermissionError(f"rule {rule_id} comes from {ar.rule.source[5:]} and is read-only")
+                raise ReadOnlyRule(f"rule {rule_id} comes from {ar.rule.source[5:]} and is read-only")
             self.store.put_document("alert_rules", rule_id, {}, deleted=True)
             persist.save_alerts(self.store, [(a, True) for a in ar.alerts.values()])
             del self.rules[rule_id]
@@ -318,7 +322,7 @@ class Engine:
             out.append(d)
         return out
 
-    def router(self, require_role: Callable[[str], Any] | None = None):
+    def router(self, require_role: Callable[[str], Any] | None = None, previews_per_minute: float = 20):
         from .api import alerts_router
 
-        return alerts_router(self, require_role)
+        return alerts_router(self, require_role, previews_per_minute)

@@ -13,6 +13,7 @@ from typing import Any
 
 from tracehouse.storage import queries_rules
 
+from .errors import EvaluationError
 from .rules import Rule
 from .sqlguard import prepare
 
@@ -57,7 +58,7 @@ def _label_value(v: Any) -> str:
 def _rows_to_samples(res: Any, names: list[str] | None = None, skip: tuple[str, ...] = ()) -> list[Sample]:
     cols = list(res.names)
     if "value" not in cols:
-        raise ValueError("the query returned no column named value")
+        raise EvaluationError("the query returned no column named value")
     vi = cols.index("value")
     out = []
     for row in res.rows[:10_000]:
@@ -71,7 +72,7 @@ def _rows_to_samples(res: Any, names: list[str] | None = None, skip: tuple[str, 
         try:
             value = float(v) if v is not None else math.nan
         except (TypeError, ValueError):
-            raise ValueError(f"value column is not numeric: {v!r}") from None
+            raise EvaluationError(f"value column is not numeric: {v!r}") from None
         out.append(Sample(labels, value))
     return out
 
@@ -104,10 +105,10 @@ def evaluate(rule: Rule, query: QueryFunc, db: str, now_ns: int, sql_query: Quer
         return [Sample({"service": rule.service}, float(res.scalar() or 0))]
     if rule.kind == "sql":
         if sql_query is None:
-            raise ValueError("SQL rules run through a rule reader (Store.rule_reader); none was given")
+            raise EvaluationError("SQL rules run through a rule reader (Store.rule_reader); none was given")
         sql = prepare(rule.query, db)
         start = now_s - int(rule.window)
         all_params = {"start": start, "end": now_s, "start_ns": start * NS, "end_ns": now_s * NS}
         used = {k: v for k, v in all_params.items() if "{" + k + ":" in sql}
         return _rows_to_samples(sql_query(sql, used))
-    raise ValueError(f"unknown rule kind {rule.kind}")
+    raise EvaluationError(f"unknown rule kind {rule.kind}")

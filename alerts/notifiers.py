@@ -14,17 +14,10 @@ from typing import Any, Protocol
 
 import httpx
 
-from .rules import RuleError
-from .ssrf import DestinationRefused, check_host, check_url, pinned
+from .errors import DestinationRefused, NotifyError, RuleError
+from .ssrf import check_host, check_url, pinned
 
 TIMEOUT_S = 5.0
-
-
-class NotifyError(Exception):
-    def __init__(self, message: str, retryable: bool = True, retry_after: float | None = None):
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after  # seconds the receiver asked to wait (Retry-After), if any
 
 
 class Notifier(Protocol):

@@ -8,16 +8,28 @@ action); the kind-specific fields are checked here so a bad rule is refused when
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from tracehouse.storage import InvalidParameter, parse_duration
+
+from .errors import RuleError
 
 KINDS = ("red", "metric", "sql", "absence", "middleware")
 RED_SIGNALS = ("rate", "error_rate", "p50", "p95", "p99")
 AGGREGATIONS = ("avg", "max", "min", "sum", "last", "count")
 OPS = (">", ">=", "<", "<=", "==", "!=")
+ABSENCE_SIGNALS = ("any", "spans", "metrics")
+NODATA_STATES = ("ok", "nodata", "alerting")
 SNAPSHOT_KINDS = ("threads", "memory")
+# The choices of each enumerated rule field, for editors (the dashboard's rule form reads them through
+# the engine: one vocabulary, defined here beside the validation that enforces it).
+VOCABULARY: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "kinds": KINDS, "signals": RED_SIGNALS, "absence_signals": ABSENCE_SIGNALS, "aggregations": AGGREGATIONS,
+    "ops": OPS, "nodata_states": NODATA_STATES, "snapshot_kinds": SNAPSHOT_KINDS,
+})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.\-]*$")
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -26,10 +38,6 @@ _KNOWN = {
     "for", "keep_firing_for", "labels", "annotations", "action", "query", "metric", "filters", "aggregation",
     "group_by", "target", "nodata_state", "enabled",
 }
-
-
-class RuleError(InvalidParameter):
-    """A rule (or rules file) that cannot be accepted; the message says why."""
 
 
 def duration(value: Any, what: str) -> float:
@@ -146,7 +154,7 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
         raise RuleError(f"{name}: action must be {{snapshot: threads|memory}}")
     r.enabled = bool(d.get("enabled", True))
     r.nodata_state = str(d.get("nodata_state", "ok"))
-    if r.nodata_state not in ("ok", "nodata", "alerting"):
+    if r.nodata_state not in NODATA_STATES:
         raise RuleError(f"{name}: nodata_state must be ok, nodata or alerting")
     r.op = str(d.get("op", ">"))
     if r.op not in OPS:
@@ -188,7 +196,7 @@ def _kind_fields(r: Rule, d: dict[str, Any]) -> None:
         if not r.service:
             raise RuleError(f"{name}: absence rules need a service")
         r.signal = str(d.get("signal", "any"))
-        if r.signal not in ("spans", "metrics", "any"):
+        if r.signal not in ABSENCE_SIGNALS:
             raise RuleError(f"{name}: absence signal must be spans, metrics or any")
         r.op, r.threshold = "==", 0.0
     elif r.kind == "sql":

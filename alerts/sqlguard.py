@@ -29,6 +29,8 @@ from tracehouse.storage import InvalidParameter
 from tracehouse.storage.backend import PARAM_RE
 from tracehouse.storage.sqlparse import Node, parse_select
 
+from .errors import UnsafeQuery
+
 ALLOWED_TABLES = ("spans", "logs", "metric_points", "red_1m", "edges_1m", "trace_summary", "service_endpoints")
 PARAMS = {"start": "UInt32", "end": "UInt32", "start_ns": "UInt64", "end_ns": "UInt64"}
 MAX_QUERY_CHARS = 20_000
@@ -62,10 +64,6 @@ _FORBIDDEN_PREFIXES = (
 )
 _IN_FUNCS = frozenset({"in", "notin", "globalin", "globalnotin", "nullin", "notnullin", "globalnullin",
                        "globalnotnullin"})
-
-
-class UnsafeQuery(ValueError):
-    """The query was refused; the message says why."""
 
 
 def prepare(sql: str, database: str) -> str:

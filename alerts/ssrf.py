@@ -18,10 +18,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-
-class DestinationRefused(Exception):
-    """The destination is not allowed (scheme, address range or unresolvable)."""
-
+from .errors import DestinationRefused
 
 _TUNNELS = tuple(ipaddress.ip_network(n) for n in ("2002::/16", "2001::/32", "64:ff9b::/96", "64:ff9b:1::/48"))
 

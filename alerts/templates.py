@@ -25,6 +25,8 @@ from jinja2 import StrictUndefined, TemplateError, nodes, pass_environment
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from .errors import RuleError
+
 MAX_TEMPLATE_CHARS = 4000
 MAX_VALUE_CHARS = 10_000
 MAX_OUTPUT_CHARS = 4000
@@ -182,11 +184,11 @@ def _compile(text: str):
 
 
 def check(text: str) -> None:
-    """Raise ValueError if ``text`` is not a valid template."""
+    """Raise :class:`RuleError` (a ValueError) if ``text`` is not a valid template."""
     try:
         _compile(text)
     except TemplateError as e:
-        raise ValueError(f"bad template {text[:200]!r}: {e}") from None
+        raise RuleError(f"bad template {text[:200]!r}: {e}") from None
 
 
 def render(text: str, context: dict[str, Any]) -> str:

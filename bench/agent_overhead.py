@@ -38,7 +38,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.support.servers import free_port, wait_port  # noqa: E402
+from testkit.servers import free_port, wait_port  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 

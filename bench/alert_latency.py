@@ -20,7 +20,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.alerts.helpers import Receiver  # noqa: E402
+from testkit.receiver import Receiver  # noqa: E402
 from tracehouse.alerts import Engine, build_config  # noqa: E402
 from tracehouse.storage import Store  # noqa: E402
 from tracehouse.storage.attrs import encode_map  # noqa: E402

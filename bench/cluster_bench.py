@@ -33,10 +33,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.support.cluster import start_cluster, tracehouse_command  # noqa: E402
-from tests.support.otlp_load import Senders, workload  # noqa: E402
-from tests.support.servers import free_port, start_clickhouse  # noqa: E402
-from tests.support.spangen import Gen, generate  # noqa: E402
+from testkit.cluster import start_cluster, tracehouse_command  # noqa: E402
+from testkit.otlp_load import Senders, workload  # noqa: E402
+from testkit.servers import free_port, start_clickhouse  # noqa: E402
+from testkit.spangen import Gen, generate  # noqa: E402
 from tracehouse.storage import Store  # noqa: E402
 from tracehouse.storage.schema import SPANS  # noqa: E402
 
@@ -88,7 +88,7 @@ def single_phase(a, work, tmp: str) -> dict:
                             "--otlp-grpc-port", str(free_port())],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        from tests.support.servers import wait_port
+        from testkit.servers import wait_port
 
         if not wait_port(port, 90):
             raise RuntimeError("collector did not start")

@@ -29,9 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tests.dashboard import seed  # noqa: E402
-from tests.support import loggen, metricgen  # noqa: E402
-from tests.support.spangen import SERVICES, Gen, generate  # noqa: E402
+from testkit import (  # noqa: E402
+    loggen,
+    metricgen,
+    seed,  # noqa: E402
+)
+from testkit.spangen import SERVICES, Gen, generate  # noqa: E402
 from tracehouse.dashboard.app import create_app  # noqa: E402
 from tracehouse.storage import Store  # noqa: E402
 

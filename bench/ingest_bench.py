@@ -35,7 +35,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.support.servers import free_port, wait_port  # noqa: E402
+from testkit.servers import free_port, wait_port  # noqa: E402
 
 SERVICES = ["frontend", "checkout", "cart", "payments", "inventory", "shipping", "users", "search"]
 ROUTES = ["/api/cart", "/api/checkout", "/api/items/{id}", "/api/users/{id}", "/api/search", "/health"]
@@ -271,7 +271,7 @@ def queries_main(args: argparse.Namespace) -> int:
 def _preload(storage: str, n: int) -> None:
     """``n`` generated spans over the last hour, stored before the server starts, so that the
     queries have a realistic amount to read (not counted in the bench's own figures)."""
-    from tests.support.spangen import Gen, generate
+    from testkit.spangen import Gen, generate
     from tracehouse.storage import Store
 
     with Store.open(storage) as store:

@@ -22,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.support.spangen import Gen, generate  # noqa: E402
+from testkit.spangen import Gen, generate  # noqa: E402
 from tracehouse.storage import Store, queries_usage, retention  # noqa: E402
 
 NS = 1_000_000_000

@@ -20,7 +20,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.support.spangen import Gen, generate  # noqa: E402
+from testkit.spangen import Gen, generate  # noqa: E402
 from tracehouse.storage import Store, parse_range  # noqa: E402
 from tracehouse.storage import queries_map as qmap  # noqa: E402
 from tracehouse.storage import queries_services as qsvc  # noqa: E402

@@ -7,5 +7,8 @@ and ``zipkin_app.ZipkinApp`` (Zipkin v2, an ASGI app of its own).
 """
 
 from .build import Collector, build_collector
+from .decode import BadRequest
+from .errors import CollectorError
+from .wal import WalClosed, WalLocked
 
-__all__ = ["build_collector", "Collector"]
+__all__ = ["BadRequest", "Collector", "CollectorError", "WalClosed", "WalLocked", "build_collector"]

@@ -19,13 +19,15 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from .errors import CollectorError
+
 __all__ = ["SIGNALS", "Signal", "BadRequest", "decode_body", "encode_response", "to_json", "PROTOBUF", "JSON"]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
 
-class BadRequest(Exception):
+class BadRequest(CollectorError):
     """The body cannot be accepted; ``status`` is the HTTP status to answer."""
 
     def __init__(self, status: int, message: str):

@@ -30,8 +30,9 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["Wal", "Record", "WalClosed", "DIGESTED", "DIGEST_BYTES"]
-__all__ = ["Wal", "Record", "WalClosed", "WalLocked"]
+from .errors import CollectorError
+
+__all__ = ["Wal", "Record", "WalClosed", "WalLocked", "DIGESTED", "DIGEST_BYTES"]
 
 log = logging.getLogger("tracehouse.collector.wal")
 
@@ -42,7 +43,7 @@ Pos = tuple[int, int]
 Callback = Callable[[Pos | None, BaseException | None], None]
 
 
-class WalClosed(Exception):
+class WalClosed(CollectorError):
     """The WAL is closed (shutting down); the record was not written."""
 
 
@@ -50,7 +51,7 @@ class WalClosed(Exception):
 #: message; the receiver uses it to recognise a retried request (``dedup.py``).
 DIGESTED = 0x80
 DIGEST_BYTES = 16
-class WalLocked(RuntimeError):
+class WalLocked(CollectorError, RuntimeError):
     """Another process is using this buffer directory."""
 
 

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import plotly
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 
 from tracehouse.storage import InvalidParameter, NotFound, QueryTimeout, StorageError, StorageUnavailable
 
+from .alerts_source import AlertSource
 from .api import api_router, error_response, install_error_handlers
+from .api_snapshots import snapshots_router
 from .api_storage import storage_router
 from .auth import Auth, require_role
 from .auth_routes import install_auth
 from .crosssite import CrossSiteGuard
-from .ops import install_ops
+from .ops import ReadyCheck, install_ops
 from .pages import pages_router
 from .pages_alerts import alerts_pages_router
 from .pages_explore import explore_api_router, explore_pages_router
@@ -30,8 +34,18 @@ STATIC = os.path.join(os.path.dirname(__file__), "static")
 PLOTLY_JS = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
 
 
-def create_app(settings: Any, store: Any) -> FastAPI:
-    """Build the dashboard app around an open Store (no work at import)."""
+def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
+               routers: Iterable[APIRouter] = (), ready_checks: Iterable[ReadyCheck] = (),
+               registry: CollectorRegistry | None = None, tracer: Any = None) -> FastAPI:
+    """Build the dashboard app around an open Store (no work at import).
+
+    Collaborators from other components are passed in by the composition (``tracehouse/server.py``):
+    ``alerts`` the alert engine the alerts pages read (None: the pages say it is not running here),
+    ``routers`` more JSON API routers mounted beside the dashboard's own (the alerts API, guarded
+    with :func:`~tracehouse.dashboard.auth.require_role`), ``ready_checks`` more ``() -> (ok, reason)``
+    checks of ``/readyz``, ``registry`` the process's Prometheus registry that ``/metrics`` writes
+    (the dashboard's own joins it; default: its own only), ``tracer`` an OpenTelemetry tracer for a
+    server span per request (the server observing itself)."""
     app = FastAPI(title="tracehouse", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.store = store
     app.state.settings = settings
@@ -46,8 +60,11 @@ def create_app(settings: Any, store: Any) -> FastAPI:
     app.include_router(logs_api_router(get_store))
     app.include_router(explore_api_router(get_store))
     app.include_router(storage_router(get_store, require_role))
-    app.include_router(pages_router())
-    app.include_router(alerts_pages_router())
+    app.include_router(snapshots_router(get_store, require_role("editor")))
+    for router in routers:
+        app.include_router(router)
+    app.include_router(pages_router(alerts))
+    app.include_router(alerts_pages_router(alerts))
     app.include_router(traces_router())
     app.include_router(logs_pages_router())
     app.include_router(explore_pages_router())
@@ -69,7 +86,7 @@ def create_app(settings: Any, store: Any) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    install_ops(app, store)
+    install_ops(app, store, ready_checks, registry, tracer)
     install_auth(app, Auth(settings))
     app.add_middleware(CrossSiteGuard, allowed_hosts=getattr(settings, "allowed_hosts", None))
     app.add_middleware(SecurityHeaders)

@@ -26,11 +26,11 @@ _BASE = {
 }
 
 
-def _iso(t_s: float) -> str:
+def iso_time(t_s: float) -> str:
     return datetime.fromtimestamp(t_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _layout(title: str, **over: Any) -> dict[str, Any]:
+def base_layout(title: str, **over: Any) -> dict[str, Any]:
     lay = {k: (dict(v) if isinstance(v, dict) else v) for k, v in _BASE.items()}
     lay["title"] = {"text": title, "x": 0, "font": {"size": 13}}
     for k, v in over.items():
@@ -44,20 +44,20 @@ def _layout(title: str, **over: Any) -> dict[str, Any]:
 def red_figures(series: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Rate, errors and latency-quantile figures from ``queries_services.series``."""
     pts = series.get("points", [])
-    x = [_iso(p["t"]) for p in pts]
+    x = [iso_time(p["t"]) for p in pts]
     rate = {"data": [{"type": "scatter", "mode": "lines", "x": x, "y": [p["rate"] for p in pts], "name": "req/s",
                       "line": {"color": OK}, "fill": "tozeroy"}],
-            "layout": _layout("Requests per second")}
+            "layout": base_layout("Requests per second")}
     width_ms = float(series.get("step_s") or 60) * 1000 * 0.8  # bars one bucket wide on the date axis
     errors = {"data": [{"type": "bar", "x": x, "y": [p["errors"] for p in pts], "name": "errors",
                         "marker": {"color": ERROR}, "width": width_ms},
                        {"type": "scatter", "mode": "lines", "x": x, "y": [p["error_rate"] * 100 for p in pts],
                         "name": "error %", "yaxis": "y2", "line": {"color": "#ff7f0e"}}],
-              "layout": _layout("Errors", yaxis2={"overlaying": "y", "side": "right", "title": "%",
+              "layout": base_layout("Errors", yaxis2={"overlaying": "y", "side": "right", "title": "%",
                                                    "rangemode": "tozero", "showgrid": False})}
     latency = {"data": [{"type": "scatter", "mode": "lines", "x": x, "y": [p[k] for p in pts], "name": k[:-3]}
                         for k in ("p50_ms", "p95_ms", "p99_ms")],
-               "layout": _layout("Latency (ms)")}
+               "layout": base_layout("Latency (ms)")}
     return {"rate": rate, "errors": errors, "latency": latency}
 
 
@@ -67,12 +67,12 @@ def operations_figure(ops: list[dict[str, Any]], top: int = 15) -> dict[str, Any
     names = [o["operation"] for o in ops]
     data = [{"type": "bar", "orientation": "h", "y": names, "x": [o[k] for o in ops], "name": k[:-3]}
             for k in ("p50_ms", "p95_ms", "p99_ms")]
-    return {"data": data, "layout": _layout("Latency by operation (ms)", height=max(220, 28 * len(ops) + 80),
+    return {"data": data, "layout": base_layout("Latency by operation (ms)", height=max(220, 28 * len(ops) + 80),
                                             xaxis={"type": "linear"}, yaxis={"automargin": True, "type": "category"},
                                             barmode="group", margin={"l": 10})}
 
 
-def _scaled(values: list, factor: float) -> list:
+def scaled(values: list, factor: float) -> list:
     return values if factor == 1 else [None if v is None else v * factor for v in values]
 
 
@@ -87,17 +87,17 @@ def metric_figure(title: str, series: dict[str, Any], label_keys: tuple[str, ...
         keys = label_keys or tuple(k for k in lbl if k not in ("service",))
         name = ", ".join(f"{lbl[k]}" for k in keys if lbl.get(k)) or series.get("name", "")
         data.append({"type": "scatter", "mode": "lines", "name": name[:60],
-                     "x": [_iso(p[0]) for p in s["points"]], "y": _scaled([p[1] for p in s["points"]], u.factor),
+                     "x": [iso_time(p[0]) for p in s["points"]], "y": scaled([p[1] for p in s["points"]], u.factor),
                      "hovertemplate": units.hover(u) + "<extra>%{fullData.name}</extra>"})
-    return {"data": data, "layout": _layout(title, yaxis=units.axis(u))}
+    return {"data": data, "layout": base_layout(title, yaxis=units.axis(u))}
 
 
 def xy_figure(title: str, lines: dict[str, list[tuple[int, float]]], unit: units.Unit | None = None) -> dict[str, Any]:
     u = unit or units.Unit("count")
-    data = [{"type": "scatter", "mode": "lines", "name": name[:60], "x": [_iso(t) for t, _ in pts],
-             "y": _scaled([v for _, v in pts], u.factor), "hovertemplate": units.hover(u) + "<extra>%{fullData.name}</extra>"}
+    data = [{"type": "scatter", "mode": "lines", "name": name[:60], "x": [iso_time(t) for t, _ in pts],
+             "y": scaled([v for _, v in pts], u.factor), "hovertemplate": units.hover(u) + "<extra>%{fullData.name}</extra>"}
             for name, pts in lines.items()]
-    return {"data": data, "layout": _layout(title, yaxis=units.axis(u))}
+    return {"data": data, "layout": base_layout(title, yaxis=units.axis(u))}
 
 
 def trace_scatter(traces: list[dict[str, Any]]) -> dict[str, Any]:
@@ -107,12 +107,12 @@ def trace_scatter(traces: list[dict[str, Any]]) -> dict[str, Any]:
         sel = [t for t in traces if t["error"] == err]
         data.append({
             "type": "scatter", "mode": "markers", "name": name, "marker": {"color": color, "size": 8, "opacity": 0.8},
-            "x": [_iso(t["start_ns"] / 1e9) for t in sel], "y": [t["duration_ms"] for t in sel],
+            "x": [iso_time(t["start_ns"] / 1e9) for t in sel], "y": [t["duration_ms"] for t in sel],
             "customdata": [t["trace_id"] for t in sel],
             "text": [f"{t['root_service']}: {t['root_operation']}" for t in sel],
             "hovertemplate": "%{text}<br>%{y} ms<extra></extra>",
         })
-    return {"data": data, "layout": _layout("Trace duration (ms) — click a point to open the trace",
+    return {"data": data, "layout": base_layout("Trace duration (ms) — click a point to open the trace",
                                             height=260, yaxis={"rangemode": "tozero"})}
 
 
@@ -134,7 +134,7 @@ def in_window(fig: dict[str, Any], start_s: float, end_s: float) -> dict[str, An
     """Pin a time-series figure's x axis to the page's time range, and show markers on sparse
     series (one or a few buckets draw no visible line on their own)."""
     lay = fig.setdefault("layout", {})
-    lay.setdefault("xaxis", {})["range"] = [_iso(start_s), _iso(end_s)]
+    lay.setdefault("xaxis", {})["range"] = [iso_time(start_s), iso_time(end_s)]
     for trace in fig.get("data", []):
         if trace.get("type") == "scatter" and trace.get("mode") == "lines" and len(trace.get("x") or ()) <= 30:
             trace["mode"] = "lines+markers"

@@ -7,7 +7,7 @@ import zlib
 from typing import Any
 
 from . import units
-from .figures import _iso, _layout, _scaled
+from .figures import base_layout, iso_time, scaled
 
 LEVEL_COLORS = {"unset": "#adb5bd", "trace": "#ced4da", "debug": "#91a7ff", "info": "#4e79a7", "warn": "#f28e2b",
                 "error": "#d62728", "fatal": "#7b0d0d"}
@@ -23,7 +23,7 @@ def plain(text: str) -> str:
 def log_volume(vol: dict[str, Any], groups: tuple[str, ...]) -> dict[str, Any]:
     """Stacked bars: records per bucket and severity group."""
     pts = vol.get("points", [])
-    x = [_iso(p["t"] + vol["step_s"] / 2) for p in pts]
+    x = [iso_time(p["t"] + vol["step_s"] / 2) for p in pts]
     width = vol["step_s"] * 1000 * 0.9
     data = []
     for g in groups:
@@ -32,7 +32,7 @@ def log_volume(vol: dict[str, Any], groups: tuple[str, ...]) -> dict[str, Any]:
             data.append({"type": "bar", "name": g, "x": x, "y": ys, "width": width,
                          "marker": {"color": LEVEL_COLORS.get(g, "#888")},
                          "hovertemplate": "%{y} " + g + "<extra></extra>"})
-    return {"data": data, "layout": _layout(f"Records per {_step(vol['step_s'])}", barmode="stack", height=180,
+    return {"data": data, "layout": base_layout(f"Records per {_step(vol['step_s'])}", barmode="stack", height=180,
                                             yaxis={"tickformat": "~s"}, margin={"t": 26, "b": 28})}
 
 
@@ -57,10 +57,10 @@ def explore_figure(result: dict[str, Any], title: str) -> dict[str, Any]:
     data = []
     for s in result["series"]:
         name = ", ".join(f"{k}={v}" for k, v in s["labels"].items()) or result["name"]
-        data.append({"type": "scatter", "mode": "lines", "name": plain(name[:80]), "x": [_iso(p[0]) for p in s["points"]],
-                     "y": _scaled([p[1] for p in s["points"]], u.factor),
+        data.append({"type": "scatter", "mode": "lines", "name": plain(name[:80]), "x": [iso_time(p[0]) for p in s["points"]],
+                     "y": scaled([p[1] for p in s["points"]], u.factor),
                      "hovertemplate": units.hover(u) + "<extra>%{fullData.name}</extra>"})
-    lay = _layout(title, height=360, yaxis=units.axis(u), legend={"orientation": "h", "y": -0.15})
+    lay = base_layout(title, height=360, yaxis=units.axis(u), legend={"orientation": "h", "y": -0.15})
     return {"data": data, "layout": lay}
 
 
@@ -71,7 +71,7 @@ def with_exemplars(latency: dict[str, Any], exemplars: list[dict[str, Any]]) -> 
         return latency
     latency["data"].append({
         "type": "scatter", "mode": "markers", "name": "exemplars",
-        "x": [_iso(e["time_ns"] / 1e9) for e in exemplars], "y": [e["value_ms"] for e in exemplars],
+        "x": [iso_time(e["time_ns"] / 1e9) for e in exemplars], "y": [e["value_ms"] for e in exemplars],
         "customdata": [e["trace_id"] for e in exemplars],
         "text": [plain(e["metric"]) for e in exemplars],
         "marker": {"symbol": "diamond", "size": 8, "color": "#6741d9", "line": {"width": 1, "color": "#fff"}},
@@ -91,7 +91,7 @@ def flame_figure(ice: dict[str, Any], title: str) -> dict[str, Any]:
              "hovertemplate": "<b>%{label}</b><br>%{text}<extra></extra>",
              "marker": {"colors": [_warm(x) for x in ice["labels"]], "line": {"width": 1, "color": "#fff"}},
              "pathbar": {"visible": True}}]
-    lay = _layout(title, height=height, margin={"l": 4, "r": 4, "t": 30, "b": 4})
+    lay = base_layout(title, height=height, margin={"l": 4, "r": 4, "t": 30, "b": 4})
     for k in ("xaxis", "yaxis", "legend"):
         lay.pop(k, None)
     return {"data": data, "layout": lay}
@@ -110,6 +110,6 @@ def compare_figure(rows: list[dict[str, Any]], top: int = 15) -> dict[str, Any]:
     data = [{"type": "bar", "orientation": "h", "y": names, "x": [r[k]["self_ms"] for r in rows], "name": label,
              "marker": {"color": color}, "hovertemplate": "%{x:.2f} ms<extra>" + label + "</extra>"}
             for k, label, color in (("a", "A", "#4e79a7"), ("b", "B", "#f28e2b"))]
-    return {"data": data, "layout": _layout("Self time by service and operation (ms)", barmode="group",
+    return {"data": data, "layout": base_layout("Self time by service and operation (ms)", barmode="group",
                                             height=max(240, 30 * len(rows) + 90), xaxis={"type": "linear"},
                                             yaxis={"automargin": True, "type": "category"}, margin={"l": 10})}

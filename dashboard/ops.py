@@ -3,16 +3,16 @@ global state), ``/metrics`` and ``/readyz``.
 
 ``RequestMetrics`` is pure ASGI middleware: after the response it reads the route FastAPI matched
 (``scope["route"]``), so the label is the route's template (``/api/traces/{trace_id}``), never
-the raw path (bounded cardinality). ``/metrics`` writes ``app.state.metrics_exposed`` — the app's
-own registry, or the process-wide one the server composes from every role. ``/readyz`` answers 503
-with the reason when the store is unreachable or a check the composition added fails.
+the raw path (bounded cardinality). ``/metrics`` writes the app's own registry, or the process-wide
+one the composition passes in (the app's registry is then registered into it). ``/readyz`` answers 503
+with the reason when the store is unreachable or a check the composition passed in fails.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-__all__ = ["DashboardMetrics", "RequestMetrics", "install_ops"]
+__all__ = ["DashboardMetrics", "ReadyCheck", "RequestMetrics", "install_ops"]
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ReadyCheck = Callable[[], "tuple[bool, str]"]
@@ -78,20 +78,25 @@ class RequestMetrics:
                         current.set_status(Status(StatusCode.ERROR))
 
 
-def install_ops(app: FastAPI, store) -> None:
+def install_ops(app: FastAPI, store, ready_checks: Iterable[ReadyCheck] = (),
+                registry: CollectorRegistry | None = None, tracer: Any = None) -> None:
     metrics = DashboardMetrics()
+    metrics.tracer = tracer
     app.state.metrics = metrics
-    app.state.metrics_exposed = metrics.registry
-    app.state.ready_checks = []  # more (ok, reason) checks, added by the composition
+    exposed = metrics.registry
+    if registry is not None:
+        registry.register(metrics.registry)
+        exposed = registry
+    checks = list(ready_checks)  # more (ok, reason) checks, passed in by the composition
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics(request: Request) -> Response:
-        return Response(generate_latest(request.app.state.metrics_exposed), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(exposed), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     @app.get("/readyz", include_in_schema=False)
     def readyz(request: Request) -> PlainTextResponse:
         ok, reason = (True, "ready") if store.ping() else (False, "store unreachable")
-        for check in request.app.state.ready_checks if ok else ():
+        for check in checks if ok else ():
             ok, reason = check()
             if not ok:
                 break

@@ -16,6 +16,7 @@ from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
 
 from . import figures, figures_explore, infra, servicemap_layout, snapshots, units
+from .alerts_source import AlertSource
 from .pages_alerts import firing_for_service
 from .render import render, view_from
 
@@ -55,7 +56,8 @@ def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict
     return figs, sorted(probes.values(), key=lambda p: p["target"])
 
 
-def pages_router() -> APIRouter:
+def pages_router(alerts: AlertSource | None = None) -> APIRouter:
+    """Services, service map and infrastructure pages; ``alerts`` gives the service page its firing alerts."""
     r = APIRouter(include_in_schema=False)
 
     @r.get("/", response_class=HTMLResponse)
@@ -91,7 +93,7 @@ def pages_router() -> APIRouter:
         snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
                                                       limit=20)]
         return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
-                      firing=firing_for_service(request, service),
+                      firing=firing_for_service(alerts, service),
                       red=red, ops_fig=figures.operations_figure(ops) if ops else None, res_figs=res_figs,
                       probes=probes, failing=failing, slowest=slowest, snaps=snaps, exemplars=exemplars)
 

@@ -1,10 +1,11 @@
 """Alerts pages: active alerts, rules with their state and health, a history timeline, silences,
 and the rule editor; plus the firing-alerts banner of the service page.
 
-The dashboard never imports ``tracehouse.alerts``: the composition (``tracehouse/server.py``) puts
-the engine on ``app.state`` (``alert_engine``, or ``alert_engine_getter()``), these pages read it
-duck-typed (``list_rules()``, ``alerts()``, ``history()``, ``silences()``), and every change goes
-from the browser through the JSON API under ``/api/alerts`` (see ``static/app.js``).
+The dashboard never imports ``tracehouse.alerts``: the composition passes the engine in
+(``create_app(..., alerts=engine)``) and these pages read it through :class:`AlertSource`
+(``alerts_source.py``); every change goes from the browser through the JSON API under ``/api/alerts``
+(see ``static/app.js``). Only storage errors are caught (the page renders with the reason); anything
+else is a bug and answers 500.
 """
 
 from __future__ import annotations
@@ -21,45 +22,30 @@ from fastapi.responses import HTMLResponse
 
 from tracehouse.storage import NotFound, StorageError
 
-from .figures import _iso, _layout
+from .alerts_source import AlertSource
+from .figures import base_layout, iso_time
 from .render import fmt_num as fmt_value
 from .render import render, view_from
 
 log = logging.getLogger("tracehouse.dashboard")
 
 NS = 1_000_000_000
-ENGINE_ERRORS = (StorageError, AttributeError, TypeError, ValueError, KeyError)
 STATE_ORDER = {"firing": 0, "pending": 1, "resolved": 2}
 STATE_COLORS = {"firing": "#d62728", "pending": "#e8590c", "error": "#7048e8", "resolved": "#2f9e44",
                 "inactive": "#868e96", "ok": "#2f9e44", "deleted": "#adb5bd"}
-# choices of the rule editor (mirrors the rule model; the API validates)
-KINDS = ("red", "metric", "sql", "absence", "middleware")
-RED_SIGNALS = ("rate", "error_rate", "p50", "p95", "p99")
-ABSENCE_SIGNALS = ("any", "spans", "metrics")
-AGGREGATIONS = ("avg", "max", "min", "sum", "last", "count")
-OPS = (">", ">=", "<", "<=", "==", "!=")
+# the rule editor's choices of the enumerated fields come from the engine (AlertSource.vocabulary);
+# these two are presentation only: common severity labels, and the unit of each red signal
 SEVERITIES = ("", "critical", "warning", "info")
 SIGNAL_UNITS = {"rate": "calls/s", "error_rate": "fraction 0–1", "p50": "ms", "p95": "ms", "p99": "ms"}
 
 
-def engine_of(request: Request) -> Any:
-    """The alert engine of this process, or None (a dashboard running alone)."""
-    state = request.app.state
-    engine = getattr(state, "alert_engine", None)
-    getter = getattr(state, "alert_engine_getter", None)
-    if engine is None and getter is not None:
-        engine = getter()
-    return engine
-
-
-def firing_for_service(request: Request, service: str) -> list[dict[str, Any]]:
-    """Firing alerts whose ``service`` label is ``service`` (empty without an engine or on error)."""
-    engine = engine_of(request)
+def firing_for_service(engine: AlertSource | None, service: str) -> list[dict[str, Any]]:
+    """Firing alerts whose ``service`` label is ``service`` (empty without an engine or on a storage error)."""
     if engine is None:
         return []
     try:
         alerts = list(engine.alerts())
-    except ENGINE_ERRORS as e:  # the page still renders; the banner is left out
+    except StorageError as e:  # the page still renders; the banner is left out
         log.warning("cannot read firing alerts for %s: %s", service, e)
         return []
     out = [a for a in alerts if a.get("state") == "firing" and (a.get("labels") or {}).get("service") == service]
@@ -175,7 +161,7 @@ def timeline_figure(history: list[dict[str, Any]], names: dict[str, str], start_
             name = names.get(rule_id, h.get("alertname") or rule_id)
             desc = ", ".join(f"{k}={v}" for k, v in label_pairs(h.get("labels"))) or name
             t1 = max(t1, t0 + NS)  # a zero-length span still shows
-            x += [_iso(t0 / NS), _iso(t1 / NS), None]
+            x += [iso_time(t0 / NS), iso_time(t1 / NS), None]
             y += [name, name, None]
             text += [f"{state}: {desc}", f"{state}: {desc}", None]
         if x:
@@ -184,15 +170,15 @@ def timeline_figure(history: list[dict[str, Any]], names: dict[str, str], start_
                          "line": {"color": STATE_COLORS[state], "width": 14}})
     marks = sorted(history, key=lambda h: h.get("ts_ns") or 0)
     data.append({"type": "scatter", "mode": "markers", "name": "transition", "showlegend": False,
-                 "x": [_iso((h.get("ts_ns") or 0) / NS) for h in marks],
+                 "x": [iso_time((h.get("ts_ns") or 0) / NS) for h in marks],
                  "y": [names.get(h.get("rule_id", ""), h.get("alertname") or h.get("rule_id", "")) for h in marks],
                  "text": [f"{h.get('from_state')} → {h.get('to_state')} (value {fmt_value(h.get('value'))})"
                           for h in marks], "hoverinfo": "x+text",
                  "marker": {"size": 7, "symbol": "line-ns-open", "line": {"width": 2},
                             "color": [STATE_COLORS.get(h.get("to_state", ""), "#868e96") for h in marks]}})
-    return {"data": data, "layout": _layout(
+    return {"data": data, "layout": base_layout(
         "State over time", height=90 + 30 * len(rows), margin={"l": 10, "t": 30, "b": 30},
-        xaxis={"range": [_iso(start_ns / NS), _iso(end_ns / NS)]},
+        xaxis={"range": [iso_time(start_ns / NS), iso_time(end_ns / NS)]},
         yaxis={"type": "category", "automargin": True, "categoryorder": "array", "categoryarray": rows[::-1],
                "rangemode": "normal", "showgrid": False},
         legend={"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"}, hovermode="closest")}
@@ -239,35 +225,35 @@ def _ctx() -> dict[str, Any]:
             "now_ns": time.time_ns()}
 
 
-def alerts_pages_router() -> APIRouter:
+def alerts_pages_router(engine: AlertSource | None) -> APIRouter:
+    """The pages over ``engine`` (None: a dashboard without the engine in its process; the pages say so)."""
     r = APIRouter(include_in_schema=False)
 
     @r.get("/alerts", response_class=HTMLResponse)
     def alerts_page(request: Request):
         view = view_from(request)
-        engine = engine_of(request)
         ctx = _ctx()
         info: dict[str, Any] = {"alerts": [], "rules": [], "history": [], "silences": [], "timeline": None,
                                 "error": None}
         if engine is not None:
             try:
                 info.update(_overview(engine, view.tr.start_ns, view.tr.end_ns, ctx["now_ns"]))
-            except ENGINE_ERRORS as e:
+            except StorageError as e:
                 info["error"] = f"{type(e).__name__}: {e}"
         return render(request, "alerts.html", view, title="Alerts", engine=engine, info=info, **ctx)
 
     @r.get("/alerts/rules/new", response_class=HTMLResponse)
     def new_rule_page(request: Request):
-        return _editor(request, None)
+        return _editor(request, engine, None)
 
     @r.get("/alerts/rules/{rule_id:path}", response_class=HTMLResponse)
     def rule_page(request: Request, rule_id: str):
-        return _editor(request, rule_id)
+        return _editor(request, engine, rule_id)
 
     return r
 
 
-def _overview(engine: Any, start_ns: int, end_ns: int, now_ns: int) -> dict[str, Any]:
+def _overview(engine: AlertSource, start_ns: int, end_ns: int, now_ns: int) -> dict[str, Any]:
     rules = sorted(engine.list_rules(), key=lambda x: (x.get("group", ""), x.get("alert", "")))
     names = {x.get("id", ""): x.get("alert", "") for x in rules}
     alerts = sorted(engine.alerts(), key=lambda a: (STATE_ORDER.get(a.get("state", ""), 9),
@@ -285,10 +271,9 @@ def _overview(engine: Any, start_ns: int, end_ns: int, now_ns: int) -> dict[str,
                        "silences": sum(s.get("status") == "active" for s in silences)}}
 
 
-def _editor(request: Request, rule_id: str | None):
+def _editor(request: Request, engine: AlertSource | None, rule_id: str | None):
     view = view_from(request)
     view.refresh = "off"  # an auto-refresh would throw away the edits
-    engine = engine_of(request)
     ctx = _ctx()
     rule, history, error = None, [], None
     if engine is not None and rule_id is not None:
@@ -296,7 +281,7 @@ def _editor(request: Request, rule_id: str | None):
             rule = next((x for x in engine.list_rules() if x.get("id") == rule_id), None)
             if rule is not None:
                 history = engine.history(rule_id, 50)
-        except ENGINE_ERRORS as e:
+        except StorageError as e:
             error = f"{type(e).__name__}: {e}"
         if rule is None and error is None:
             raise NotFound(f"no alert rule {rule_id}")
@@ -305,8 +290,7 @@ def _editor(request: Request, rule_id: str | None):
     return render(request, "rule_edit.html", view, title=f"{title} · Alerts", engine=engine, rule=rule,
                   rule_id=rule_id, form=form, history=history, error=error,
                   yaml_text=rule_yaml(rule) if rule and rule.get("read_only") else "",
-                  choices={"kinds": KINDS, "signals": RED_SIGNALS, "absence_signals": ABSENCE_SIGNALS,
-                           "aggregations": AGGREGATIONS, "ops": OPS,
+                  choices={**(engine.vocabulary if engine is not None else {}),
                            "severities": SEVERITIES + ((form["severity"],) if form["severity"] not in SEVERITIES
                                                        else ()),
                            "units": SIGNAL_UNITS}, **ctx)

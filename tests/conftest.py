@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.support import servers
+from testkit import servers
 
 CLICKHOUSE_ENV = "TRACEHOUSE_TEST_CLICKHOUSE_URL"
 

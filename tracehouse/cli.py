@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from .config import load_settings
@@ -65,10 +66,10 @@ def _flags(ns: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # --- alerts subcommand (owned by tracehouse.alerts; see alerts/cli.py) ---
+    # --- alerts subcommand (its own parser: see alerts_cli.py) ---
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["alerts"]:
-        from tracehouse.alerts.cli import main as alerts_main
+        from .alerts_cli import main as alerts_main
 
         return alerts_main(args[1:])
     # --- end alerts subcommand ---
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if ns.cmd == "demo":
         return _run_demo(ns)
+    _quiet_grpc_fork()
     from . import server
     from .exposure import ExposureError
 
@@ -140,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         if shop is not None:
             shop.stop()
     return 0
+
+
+def _quiet_grpc_fork() -> None:
+    """Turn gRPC's fork handlers off in the server process (unless the user set them): it starts
+    subprocesses (the demo shop) while the OTLP/gRPC receiver's threads run, and each fork only
+    logged "Other threads are currently calling into gRPC, skipping fork() handlers". No child of
+    the server uses the parent's gRPC state: each execs a new program. Read when gRPC initialises,
+    so it is set before the server imports grpc."""
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 def _client_host(host: str) -> str:

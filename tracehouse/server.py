@@ -96,7 +96,6 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     observer = _observer(settings, registry) if settings.self_observe and "collector" in roles else None
     tracer = observer.tracer if observer is not None else None
     store.tracer = tracer
-    dash = None
     try:
         if "collector" in roles:
             from tracehouse.collector import build_collector
@@ -120,32 +119,25 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
 
                 servers.append(_Server(exposure.guard(ZipkinApp(collector_app.core), settings), settings.host,
                                        settings.zipkin_port, **listen))
-        if "dashboard" in roles:
-            from tracehouse.dashboard import create_app
-            from tracehouse.dashboard.api_snapshots import snapshots_router
-            from tracehouse.dashboard.auth import require_role
-
-            dash = create_app(settings, store)
-            dash.include_router(snapshots_router(lambda request: request.app.state.store, require_role("editor")))
-            from tracehouse.alerts import alerts_router, get_engine
-
-            # answers 503 until the engine exists (alone, a dashboard has no engine in-process)
-            dash.include_router(alerts_router(get_engine, require_role,
-                                              previews_per_minute=settings.rule_previews_per_minute))
-            dash.state.alert_engine_getter = get_engine
-            dash.state.metrics_exposed = registry
-            dash.state.metrics.tracer = tracer
-            registry.register(dash.state.metrics.registry)
-            servers.append(_Server(exposure.guard(dash, settings), settings.host, settings.http_port, **listen))
-        if "alerts" in roles:
+        engines: list[Any] = []
+        if "alerts" in roles:  # built before the dashboard, which is given the engine; started below
             from tracehouse.alerts import build_engine
 
-            for engine in build_engine(settings, store):
+            engines = build_engine(settings, store)
+            for engine in engines:
                 engine.tracer = tracer
                 registry.register(engine.metrics.registry)
-                if dash is not None:
-                    dash.state.ready_checks.append(engine.ready)
                 background.append(engine)
+        if "dashboard" in roles:
+            from tracehouse.alerts import alerts_router
+            from tracehouse.dashboard import create_app, require_role
+
+            engine = engines[0] if engines else None
+            # without the engine in this process (a dashboard alone) the alerts API answers 503
+            api = alerts_router(engine, require_role, previews_per_minute=settings.rule_previews_per_minute)
+            dash = create_app(settings, store, alerts=engine, routers=[api],
+                              ready_checks=[e.ready for e in engines], registry=registry, tracer=tracer)
+            servers.append(_Server(exposure.guard(dash, settings), settings.host, settings.http_port, **listen))
         if observer is not None:
             background.append(observer)  # stopped first: nothing more to send once the servers stop
         for b in background:

@@ -12,7 +12,7 @@ by this script, recorded with its PID in DIR/state.json, and stopped by that PID
 Needs Debian's ``zookeeper`` (3.8), ``clickhouse-server`` (18.16 or later), ``haproxy`` and Java,
 and a ``tracehouse`` command (``--tracehouse PATH``; default: next to this Python, then PATH).
 Standard library only, so it also runs outside tracehouse's virtualenv. The tests start the same
-cluster through :class:`LoopbackCluster` (tests/support/cluster.py).
+cluster through :class:`LoopbackCluster` (testkit/cluster.py).
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from testkit.servers import free_port, wait_port
 from tests.agent import apps
 from tests.agent.otlp_sink import HangingServer, attrs, closed_port_url
-from tests.support.servers import free_port, wait_port
 
 BIN = os.path.dirname(sys.executable)
 

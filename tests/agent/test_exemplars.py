@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 
+from testkit.servers import free_port, wait_port
 from tests.agent import apps
 from tests.agent.helpers import Recorder
 from tests.collector.harness import run_collector
-from tests.support.servers import free_port, wait_port
 from tests.support.waiting import wait_for
 from tracehouse.agent import http_server
 

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
+from testkit.servers import free_port, wait_port
 from tests.agent import apps
 from tests.agent.otlp_sink import attrs
-from tests.support.servers import free_port, wait_port
 from tracehouse.agent import config
 
 BIN = os.path.dirname(sys.executable)

@@ -4,8 +4,8 @@ import time
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from testkit import servers
 from tests.agent.otlp_sink import HangingServer, closed_port_url
-from tests.support import servers
 from tracehouse.agent import probes
 
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from testkit.servers import free_port, wait_port
 from tests.agent.otlp_sink import attrs
-from tests.support.servers import free_port, wait_port
 
 BIN = os.path.dirname(sys.executable)
 APP = '''

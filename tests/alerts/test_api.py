@@ -83,5 +83,5 @@ def test_role_dependency_and_missing_engine(chdb_store):
     assert c.post("/api/alerts/rules", json=body).status_code == 403
     assert c.post("/api/alerts/rules", json=body, headers={"x-role": "editor"}).status_code == 201
     app = FastAPI()
-    app.include_router(alerts_router(lambda: None))
+    app.include_router(alerts_router(None))
     assert TestClient(app).get("/api/alerts").status_code == 503

@@ -4,9 +4,10 @@ resolved message of an alert the other notified, and new alerts."""
 
 from __future__ import annotations
 
+from testkit.receiver import Receiver
 from tracehouse.alerts import Engine
 
-from .helpers import Clock, Receiver
+from .helpers import Clock
 from .test_notify import UP, _config, _down
 
 

@@ -9,10 +9,11 @@ import time
 
 from aiosmtpd.controller import Controller
 
-from tests.support.servers import free_port
+from testkit.receiver import Receiver
+from testkit.servers import free_port
 from tracehouse.alerts import Engine, build_config
 
-from .helpers import Clock, Receiver
+from .helpers import Clock
 from .spanfactory import add_series
 
 

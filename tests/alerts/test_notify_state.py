@@ -8,10 +8,11 @@ import random
 
 import pytest
 
+from testkit.receiver import Receiver
 from tests.support.slack import SlackReceiver, slack_problem
 from tracehouse.alerts import Engine, build_config
 
-from .helpers import Clock, Receiver
+from .helpers import Clock
 from .spanfactory import add_series
 
 UP = {"alert": "Down", "kind": "metric", "metric": "up", "aggregation": "last", "window": "30s", "op": "==",

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from testkit.receiver import Receiver
 from tracehouse.alerts import (
     DestinationRefused,
     NotifyError,
@@ -17,7 +18,7 @@ from tracehouse.alerts import (
 from tracehouse.alerts.expr import evaluate
 from tracehouse.alerts.sqlguard import UnsafeQuery, prepare
 
-from .helpers import Clock, Receiver
+from .helpers import Clock
 
 MSG = {"status": "firing", "groupLabels": {}, "alerts": []}
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import os
+
 import pytest
 
 import tracehouse.alerts as alerts
+from tests.support.surface import own_exceptions
 from tracehouse.alerts import (
+    VOCABULARY,
     Engine,
     RuleError,
     build_config,
     build_engine,
-    get_engine,
     load_files,
     parse_rule,
 )
@@ -26,12 +30,61 @@ def test_public_names_exist():
         assert hasattr(alerts, name), name
 
 
+def test_one_exception_family():
+    from tracehouse.storage import ConfigError, InvalidParameter
+
+    found = own_exceptions(alerts)
+    assert {c.__name__ for c in found} >= {"RuleError", "NotifyError", "DestinationRefused", "UnsafeQuery"}
+    for cls in found:
+        assert issubclass(cls, alerts.AlertsError), cls
+        assert cls.__name__ in alerts.__all__, cls
+    # what callers caught before still catches them (the API's 400 and 403, the CLI's exit status 2)
+    assert issubclass(alerts.RuleError, InvalidParameter) and issubclass(alerts.UnsafeQuery, ValueError)
+    assert issubclass(alerts.ReadOnlyRule, PermissionError) and issubclass(alerts.EvaluationError, ValueError)
+    assert issubclass(alerts.AlertsConfigError, ConfigError)
+
+
+def test_the_alerts_package_imports_no_part_of_the_server():
+    """Composition (server, CLI, ops endpoints) lives in tracehouse/; alerts depends on storage only."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "alerts")
+    for name in sorted(os.listdir(root)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for m in mods:
+                top = m.split(".")[:2]
+                assert top[0] != "tracehouse" or top[1:] in ([], ["alerts"], ["storage"]), (name, m)
+
+
+def test_the_vocabulary_is_what_the_rule_model_accepts():
+    def rule(**over):
+        return parse_rule({"alert": "A", "kind": "red", "signal": "rate", "service": "s", **over})
+
+    needs = {"metric": {"metric": "m"}, "sql": {"query": "SELECT 1 AS value"}, "absence": {"signal": "any"}}
+    assert [rule(kind=k, **needs.get(k, {})).kind for k in VOCABULARY["kinds"]] == list(VOCABULARY["kinds"])
+    for field, values, extra in (("signal", VOCABULARY["signals"], {}),
+                                 ("signal", VOCABULARY["absence_signals"], {"kind": "absence"}),
+                                 ("aggregation", VOCABULARY["aggregations"], {"kind": "metric", "metric": "m"}),
+                                 ("op", VOCABULARY["ops"], {}),
+                                 ("nodata_state", VOCABULARY["nodata_states"], {})):
+        for v in values:
+            assert getattr(rule(**extra, **{field: v}), field) == v
+        with pytest.raises(RuleError):
+            rule(**extra, **{field: "bogus"})
+    for v in VOCABULARY["snapshot_kinds"]:
+        assert rule(action={"snapshot": v}).action == {"snapshot": v}
+
+
 def test_build_engine_from_settings(chdb_store, tmp_path):
     f = tmp_path / "rules.yaml"
     f.write_text("groups: [{name: g, rules: [{alert: A, kind: red, signal: rate, threshold: 1}]}]\n"
                  "receivers: [{name: ops, slack: {url: 'https://hooks.example.com/x'}}]\nroute: {receiver: ops}\n")
     [engine] = build_engine(Settings(rules=[str(f)], host="0.0.0.0", http_port=9999), chdb_store)
-    assert get_engine() is engine and engine.dashboard_url == "http://0.0.0.0:9999"
+    assert engine.dashboard_url == "http://0.0.0.0:9999"
     assert list(engine.rules) == ["g/A"]
     engine.start()
     engine.stop()

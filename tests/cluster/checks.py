@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import urllib.request
 
-from tests.support.otlp_load import Senders, Workload
+from testkit.otlp_load import Senders, Workload
 from tests.support.waiting import wait_for
 from tracehouse.storage import StorageUnavailable
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.cluster import start_cluster
+from testkit.cluster import start_cluster
 from tracehouse.storage import Store
 
 # Small enough that a shard outage fills it (503 + Retry-After), big enough for normal running.

@@ -10,9 +10,9 @@ import time
 
 from kazoo.client import KazooClient
 
-from tests.alerts.helpers import Receiver
+from testkit.receiver import Receiver
+from testkit.servers import free_port
 from tests.cluster.conftest import LEASE_TTL_S
-from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 
 NS = 1_000_000_000

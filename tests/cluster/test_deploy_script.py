@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.support.servers import ROOT
+from testkit.servers import ROOT
 
 
 def test_the_script_reports_every_process_of_the_running_cluster(cluster):

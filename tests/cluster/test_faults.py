@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from testkit.otlp_load import Senders, workload
 from tests.cluster.checks import (
     NS,
     assert_exactly_once,
@@ -14,7 +15,6 @@ from tests.cluster.checks import (
     replicas_in_step,
     wait_stored,
 )
-from tests.support.otlp_load import Senders, workload
 
 
 def _window(hours_ago: float) -> tuple[int, int]:

@@ -13,9 +13,9 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
+from testkit.otlp_load import Senders, workload
+from testkit.seed import seed_all
 from tests.cluster.checks import NS, assert_exactly_once, assert_traces_whole_and_colocated, wait_stored
-from tests.dashboard.seed import seed_all
-from tests.support.otlp_load import Senders, workload
 from tracehouse.alerts.expr import evaluate
 from tracehouse.alerts.rules import parse_rule
 from tracehouse.dashboard.app import create_app

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 
-from tests.support.spangen import Gen, generate
+from testkit.spangen import Gen, generate
 from tests.support.waiting import wait_for
 from tracehouse.storage import Store, retention
 

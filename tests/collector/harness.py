@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from tests.support.servers import free_port, wait_port
+from testkit.servers import free_port, wait_port
 from tracehouse.collector.build import Collector, create_collector
 from tracehouse.config import Settings
 

@@ -6,26 +6,8 @@ import os
 import time
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-
-def kv(key: str, value) -> KeyValue:
-    v = AnyValue()
-    if isinstance(value, bool):
-        v.bool_value = value
-    elif isinstance(value, int):
-        v.int_value = value
-    elif isinstance(value, float):
-        v.double_value = value
-    elif isinstance(value, bytes):
-        v.bytes_value = value
-    elif isinstance(value, list):
-        v.array_value.values.extend(kv("", x).value for x in value)
-    elif isinstance(value, dict):
-        v.kvlist_value.values.extend(kv(k, x) for k, x in value.items())
-    else:
-        v.string_value = value
-    return KeyValue(key=key, value=v)
+from testkit.otlp_load import kv
 
 
 def traces(n_spans: int, service: str = "svc", spans_per_trace: int = 10, tag: str = "") -> tuple[

@@ -8,10 +8,10 @@ import time
 import httpx
 import pytest
 
+from testkit import servers
 from tests.collector.harness import run_collector, start_collector_process
 from tests.collector.load import Load, assert_exactly_once, span_id_counts
 from tests.collector.payloads import traces
-from tests.support import servers
 from tests.support.waiting import wait_for
 from tracehouse.storage import Store
 

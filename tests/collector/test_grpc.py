@@ -276,8 +276,8 @@ def test_tracehouse_collector_serves_grpc_and_zipkin_on_the_ports_it_is_given(tm
     runs it: both receivers feed the process's one buffer and writer."""
     from opentelemetry.exporter.zipkin.json import ZipkinExporter
 
+    from testkit.servers import free_port, wait_port
     from tests.collector.harness import start_collector_process
-    from tests.support.servers import free_port, wait_port
     from tracehouse.storage import Store
 
     gport, zport = free_port(), free_port()

@@ -11,10 +11,10 @@ import time
 import httpx
 import pytest
 
+from testkit.servers import free_port
 from tests.collector.harness import start_serve_process
 from tests.collector.rollups import rollup_mismatches, span_totals
 from tests.collector.sdk_load import SdkLoad
-from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 from tracehouse.storage import Store
 

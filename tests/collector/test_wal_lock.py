@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from tests.support.servers import free_port
+from testkit.servers import free_port
 from tracehouse.collector.wal import Wal, WalLocked
 
 HOLD = textwrap.dedent("""

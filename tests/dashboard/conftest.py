@@ -13,9 +13,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import sync_playwright
 
+from testkit.seed import seed_all
+from testkit.servers import free_port
 from tests.dashboard.browsing import CHROMIUM_ARGS
-from tests.dashboard.seed import seed_all
-from tests.support.servers import free_port
 from tracehouse.dashboard.app import create_app
 from tracehouse.storage import Store
 

@@ -15,11 +15,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from tests.support.servers import free_port
+from testkit.servers import free_port
 from tracehouse.config import load_settings
-from tracehouse.dashboard.api_snapshots import snapshots_router
 from tracehouse.dashboard.app import create_app
-from tracehouse.dashboard.auth import hash_password, parse_api_tokens, require_role
+from tracehouse.dashboard.auth import hash_password, parse_api_tokens
 from tracehouse.dashboard.loginlimit import LoginLimiter
 
 TOKENS = ["ro:viewer:view-secret", "ed:editor:edit-secret", "boss:admin:admin-secret", "legacy-plain-secret"]
@@ -30,9 +29,7 @@ USERS = {"vic": {"password_hash": hash_password("pw", n=2**10), "role": "viewer"
 
 def _app(store, **settings):
     base = {"users": {}, "api_tokens": [], "secret_key": "k"}
-    app = create_app(SimpleNamespace(**(base | settings)), store)
-    app.include_router(snapshots_router(lambda request: request.app.state.store, require_role("editor")))
-    return app
+    return create_app(SimpleNamespace(**(base | settings)), store)
 
 
 def _bearer(secret: str) -> dict[str, str]:

@@ -2,7 +2,7 @@
 JSON API mounted as the server does, through TestClient and headless Chromium.
 
 The dashboard package never imports tracehouse.alerts; this test composes the two like
-tracehouse/server.py does (``app.state.alert_engine`` + ``alerts_router``)."""
+tracehouse/server.py does (``create_app(..., alerts=engine, routers=[alerts_router(engine)])``)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from testkit.seed import XSS_SCRIPT, XSS_SERVICE
 from tests.dashboard.browsing import open_page, screenshot
-from tests.dashboard.seed import XSS_SCRIPT, XSS_SERVICE
-from tracehouse.alerts import Engine, alerts_router, build_config
+from tracehouse.alerts import VOCABULARY, Engine, alerts_router, build_config
+from tracehouse.dashboard import AlertSource
 from tracehouse.dashboard.app import create_app
 from tracehouse.dashboard.auth import hash_password
 from tracehouse.dashboard.pages_alerts import expression, timeline_figure
+from tracehouse.storage import StorageUnavailable
 
 NS = 1_000_000_000
 RULES_FILE = "/etc/tracehouse/rules.yaml"
@@ -79,10 +81,7 @@ def engine(seeded_store):
 
 @pytest.fixture(scope="module")
 def app(seeded_store, engine):
-    a = create_app(None, seeded_store[0])
-    a.state.alert_engine = engine
-    a.include_router(alerts_router(engine))
-    return a
+    return create_app(None, seeded_store[0], alerts=engine, routers=[alerts_router(engine)])
 
 
 def _main(text: str) -> str:
@@ -178,9 +177,7 @@ def test_without_an_engine_the_pages_keep_the_empty_state(seeded_store):
 def test_with_login_the_page_carries_the_csrf_token_the_api_requires(seeded_store, engine):
     settings = SimpleNamespace(users={"ed": {"password_hash": hash_password("pw", n=2**10), "role": "editor"}},
                                api_tokens=[], secret_key="k")
-    a = create_app(settings, seeded_store[0])
-    a.state.alert_engine = engine
-    a.include_router(alerts_router(engine))
+    a = create_app(settings, seeded_store[0], alerts=engine, routers=[alerts_router(engine)])
     with TestClient(a) as c:
         form = c.get("/login")
         csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)[1]
@@ -193,6 +190,40 @@ def test_with_login_the_page_carries_the_csrf_token_the_api_requires(seeded_stor
         assert c.delete(f"/api/alerts/silences/{r.json()['id']}", headers={"X-CSRF-Token": token}).status_code == 200
 
 
+def test_the_editor_offers_the_rule_models_vocabulary(client, engine):
+    assert isinstance(engine, AlertSource)
+    body = _main(client.get("/alerts/rules/new").text)
+    for name, field in (("kinds", "kind"), ("signals", "signal"), ("absence_signals", "absence_signal"),
+                        ("aggregations", "aggregation"), ("ops", "op")):
+        select = body.split(f'name="{field}"', 1)[1].split("</select>", 1)[0]
+        offered = tuple(html.unescape(v) for v in re.findall(r'<option value="([^"]*)"', select))
+        assert offered == VOCABULARY[name], (field, offered)
+
+
+class _FaultyEngine(Engine):
+    """A real engine whose history read fails the way ``fault`` says (set per test)."""
+
+    fault: Exception | None = None
+
+    def history(self, rule_id: str = "", limit: int = 200) -> list[dict]:
+        if self.fault is not None:
+            raise self.fault
+        return super().history(rule_id, limit)
+
+
+def test_a_storage_error_is_shown_on_the_page_and_a_bug_is_not_hidden(seeded_store):
+    eng = _FaultyEngine(seeded_store[0], build_config([(RULES_FILE, yaml.safe_load(RULES))]))
+    with TestClient(create_app(None, seeded_store[0], alerts=eng), raise_server_exceptions=False) as c:
+        eng.fault = StorageUnavailable("clickhouse is down")
+        for path in ("/alerts", "/alerts/rules/shop/SlowShop"):
+            r = c.get(path)
+            assert r.status_code == 200 and "Could not read the alert engine" in r.text
+            assert "StorageUnavailable: clickhouse is down" in r.text
+        eng.fault = TypeError("a bug in the engine")  # not a storage error: it must not pass for one
+        for path in ("/alerts", "/alerts/rules/shop/SlowShop"):
+            assert c.get(path).status_code == 500
+
+
 def test_the_dashboard_does_not_import_the_alerts_package():
     root = os.path.join(os.path.dirname(__file__), "..", "..", "dashboard")
     for name in os.listdir(root):
@@ -201,8 +232,8 @@ def test_the_dashboard_does_not_import_the_alerts_package():
                 tree = ast.parse(f.read())
             for node in ast.walk(tree):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-                assert not any(m.startswith(("tracehouse.alerts", "alerts")) for m in mods), (name, mods)
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                assert not any(m.split(".")[:2] in (["tracehouse", "alerts"], ["alerts"]) for m in mods), (name, mods)
 
 
 def test_expression_and_timeline_are_pure():

@@ -8,8 +8,8 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
+from testkit.seed import CRITICAL, TREE
 from tests.dashboard.browsing import open_page
-from tests.dashboard.seed import CRITICAL, TREE
 
 pytestmark = pytest.mark.browser
 
@@ -125,7 +125,7 @@ def test_service_map_shows_seeded_dependencies_and_links(page, live_server):
 
 
 def test_hostile_payloads_do_not_execute(page, live_server, info):
-    from tests.dashboard.seed import XSS_SERVICE
+    from testkit.seed import XSS_SERVICE
 
     for path in ("/services", f"/traces/{info['xss_trace_id']}", "/traces", "/service-map",
                  "/services/" + quote(XSS_SERVICE, safe=""), "/snapshots",

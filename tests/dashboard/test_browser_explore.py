@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, quote, urlparse
 import pytest
 from playwright.sync_api import expect
 
+from testkit.seed import XSS_METRIC, XSS_SERVICE, big_trace
 from tests.dashboard.browsing import open_page
-from tests.dashboard.seed import XSS_METRIC, XSS_SERVICE, big_trace
 
 pytestmark = pytest.mark.browser
 

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.dashboard.seed import XSS_IMG, XSS_METRIC, XSS_SCRIPT, XSS_SERVICE, seed_all
+from testkit.seed import XSS_IMG, XSS_METRIC, XSS_SCRIPT, XSS_SERVICE, seed_all
 from tracehouse.dashboard.app import create_app
 from tracehouse.storage import Store
 

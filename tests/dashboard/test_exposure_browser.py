@@ -17,12 +17,10 @@ import pytest
 import uvicorn
 from playwright.sync_api import sync_playwright
 
+from testkit.servers import free_port
 from tests.dashboard.browsing import CHROMIUM_ARGS
-from tests.support.servers import free_port
 from tracehouse import exposure
-from tracehouse.dashboard.api_snapshots import snapshots_router
 from tracehouse.dashboard.app import create_app
-from tracehouse.dashboard.auth import require_role
 from tracehouse.storage import queries_snapshots as qsnap
 
 pytestmark = pytest.mark.browser
@@ -47,9 +45,7 @@ def _listener(store, **settings):
     """The dashboard as ``tracehouse serve`` puts it on its port (loopback, default allow-list)."""
     s = SimpleNamespace(**({"host": "127.0.0.1", "users": {}, "api_tokens": [], "secret_key": "k",
                             "allowed_hosts": []} | settings))
-    app = create_app(s, store)
-    app.include_router(snapshots_router(lambda request: request.app.state.store, require_role("editor")))
-    return exposure.guard(app, s)
+    return exposure.guard(create_app(s, store), s)
 
 
 class _Attacker(BaseHTTPRequestHandler):

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.dashboard.seed import CRITICAL, TREE, XSS_IMG, XSS_SCRIPT, XSS_SERVICE
+from testkit.seed import CRITICAL, TREE, XSS_IMG, XSS_SCRIPT, XSS_SERVICE
 
 PAGES = ["/services", "/service-map", "/traces", "/snapshots", "/infrastructure", "/alerts"]
 

@@ -12,9 +12,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from testkit.servers import free_port
+from testkit.spangen import generate
 from tests.dashboard.browsing import open_page
-from tests.support.servers import free_port
-from tests.support.spangen import generate
 from tracehouse.dashboard.app import create_app
 from tracehouse.dashboard.auth import hash_password
 

@@ -40,7 +40,7 @@ def _cli_ok(args: list[str]) -> None:
     """The container's arguments parse as a real tracehouse command."""
     parser = build_parser()
     if args[:1] == ["alerts"]:
-        from tracehouse.alerts.cli import build_parser as alerts_parser
+        from tracehouse.alerts_cli import build_parser as alerts_parser
 
         parser, args = alerts_parser(), args[1:]
     try:

@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testkit.servers import free_port, wait_port
 from tests.snapshots.helpers import http  # noqa: F401 (re-exported)
-from tests.support.servers import free_port, wait_port
 
 BIN = Path(sys.executable).parent
 

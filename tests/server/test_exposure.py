@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.servers import free_port
+from testkit.servers import free_port
 from tests.support.waiting import wait_for
 from tracehouse.config import Settings
 from tracehouse.dashboard.auth import hash_password

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.support.servers import free_port, wait_port
+from testkit.servers import free_port, wait_port
 from tests.support.waiting import wait_for  # noqa: F401 (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[2]

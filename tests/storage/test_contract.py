@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support.spangen import Gen, generate
+from testkit.spangen import Gen, generate
 from tracehouse.storage import InvalidParameter, NotFound, StorageError, parse_range
 from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_services as qsvc

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support.metricgen import point
+from testkit.metricgen import point
 from tracehouse.storage import InvalidParameter, TimeRange, parse_range
 from tracehouse.storage import queries_logs as ql
 from tracehouse.storage import queries_metrics as qm

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support.spangen import Gen, generate
+from testkit.spangen import Gen, generate
 from tracehouse.dashboard import create_app
 from tracehouse.storage import InvalidParameter, QueryLimitExceeded, StorageUnavailable, parse_range
 from tracehouse.storage import queries_telemetry as qtel

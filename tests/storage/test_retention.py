@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support.spangen import generate
+from testkit.spangen import generate
 from tracehouse.storage import InvalidParameter, queries_usage, retention
 
 NS = 1_000_000_000

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from tests.support.servers import free_port
-from tests.support.spangen import Gen, generate
+from testkit.servers import free_port
+from testkit.spangen import Gen, generate
 from tracehouse.storage import (
     ConfigError,
     InvalidParameter,

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.dashboard.seed import span_row
+from testkit.seed import span_row
 from tracehouse.dashboard import create_app
 from tracehouse.storage import parse_range
 from tracehouse.storage import queries_services as qsvc

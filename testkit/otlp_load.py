@@ -18,10 +18,30 @@ from dataclasses import dataclass, field
 
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from tests.collector.payloads import kv
-from tests.support.spangen import Gen, generate
+from testkit.spangen import Gen, generate
 from tracehouse.storage.attrs import decode_map
+
+
+def kv(key: str, value) -> KeyValue:
+    v = AnyValue()
+    if isinstance(value, bool):
+        v.bool_value = value
+    elif isinstance(value, int):
+        v.int_value = value
+    elif isinstance(value, float):
+        v.double_value = value
+    elif isinstance(value, bytes):
+        v.bytes_value = value
+    elif isinstance(value, list):
+        v.array_value.values.extend(kv("", x).value for x in value)
+    elif isinstance(value, dict):
+        v.kvlist_value.values.extend(kv(k, x) for k, x in value.items())
+    else:
+        v.string_value = value
+    return KeyValue(key=key, value=v)
+
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """``tracehouse alerts ...``: ``test FILE...`` (rule unit tests), ``check FILE...`` (validate rule
-files), ``run`` (the engine alone, against a storage URL)."""
+files), ``run`` (the engine alone, against a storage URL, with its /metrics, /healthz and /readyz).
+
+The composition of the alerts role alone: it lives in ``tracehouse/`` beside ``server.py`` (whose
+store opening it shares), so ``tracehouse.alerts`` imports no part of the server."""
 
 from __future__ import annotations
 
@@ -24,14 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="YAML configuration file")
     r.add_argument("--host", help="address of /metrics, /healthz and /readyz (default 127.0.0.1)")
     r.add_argument("--http-port", type=int, dest="http_port", help="port of /metrics, /healthz and /readyz (default 8080)")
-    from tracehouse.cli import insecure_flag
+    from .cli import insecure_flag
 
     insecure_flag(r)
     return p
 
 
 def cmd_test(files: list[str], storage: str | None = None) -> int:
-    from .ruletest import run_files
+    from tracehouse.alerts.ruletest import run_files
 
     outcomes = run_files(files, storage)
     failed = 0
@@ -47,8 +50,7 @@ def cmd_test(files: list[str], storage: str | None = None) -> int:
 
 
 def cmd_check(files: list[str]) -> int:
-    from .config import load_files
-    from .rules import RuleError
+    from tracehouse.alerts import RuleError, load_files
 
     try:
         cfg = load_files(files)
@@ -60,11 +62,11 @@ def cmd_check(files: list[str]) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from tracehouse.config import load_settings
-    from tracehouse.exposure import ExposureError, check
-    from tracehouse.server import open_store
+    from tracehouse.alerts import build_engine
 
-    from . import build_engine
+    from .config import load_settings
+    from .exposure import ExposureError, check
+    from .server import open_store
 
     settings = load_settings({"storage": ns.storage, "rules": ns.rules, "host": ns.host, "http_port": ns.http_port,
                               "insecure_allow_open": ns.insecure_allow_open}, ns.config)
@@ -80,7 +82,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         engines = build_engine(settings, store)
-    except ValueError as e:  # ConfigError: e.g. a cluster without a ZooKeeper for the lease
+    except ValueError as e:  # RuleError (a rules file), AlertsConfigError (a cluster without a ZooKeeper)
         store.close()
         print(f"tracehouse alerts: {e}", file=sys.stderr)
         return 2
@@ -120,7 +122,7 @@ class _OpsServer:
 
 
 def _ops_server(settings, engines) -> _OpsServer:
-    from tracehouse.ops import OpsApp, process_registry
+    from .ops import OpsApp, process_registry
 
     registry = process_registry(("alerts",))
     for e in engines:
@@ -133,8 +135,8 @@ def _ops_server(settings, engines) -> _OpsServer:
                 return ok, reason
         return True, "ready"
 
-    from tracehouse.exposure import guard
-    from tracehouse.ops import metrics_authorizer
+    from .exposure import guard
+    from .ops import metrics_authorizer
 
     app = guard(OpsApp(registry, ready, authorize=metrics_authorizer(settings)), settings)
     return _OpsServer(app, settings.host, settings.http_port)

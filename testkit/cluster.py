@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from tests.support.servers import ROOT
+from testkit.servers import ROOT
 
 _spec = importlib.util.spec_from_file_location("tracehouse_loopback", ROOT / "deploy" / "cluster" / "loopback.py")
 loopback = importlib.util.module_from_spec(_spec)

@@ -7,8 +7,8 @@ import json
 import os
 import time
 
-from tests.support import metricgen
-from tests.support.spangen import Gen, generate
+from testkit import metricgen
+from testkit.spangen import Gen, generate
 from tracehouse.storage.attrs import encode_map
 
 NS = 1_000_000_000
