@@ -50,11 +50,17 @@ class NativeResult:
     truncated: dict[str, int] = field(default_factory=dict)
 
 
-#: Requests the engine decodes and flattens at a time (its ``max_block_size`` for the input): the
-#: decoded requests and their flattening's intermediate columns are held per block, not per batch.
-#: Measured on the ingest benchmark's requests (300 spans each), a 100k-span batch: the engine's
-#: peak memory +114-126 MB against +205 MB when a batch is decoded at once.
-REQUESTS_PER_BLOCK = 30
+#: Request bytes the engine decodes and flattens at a time (its ``max_block_size`` for the input,
+#: in requests of the batch's average size): the decoded requests and their flattening's
+#: intermediate columns are held per block, not per batch. Measured on the ingest benchmark's
+#: requests (300 spans, 117 kB each; 30 per block), a 100k-span batch: the engine's peak memory
+#: +114-126 MB against +205 MB when a batch is decoded at once.
+BLOCK_BYTES = 3_500_000
+
+
+def requests_per_block(payloads: list) -> int:
+    total = sum(len(p) for p in payloads)
+    return max(1, min(len(payloads), round(BLOCK_BYTES * len(payloads) / max(total, 1))))
 
 
 def _tag(number: int) -> bytes:
@@ -146,10 +152,10 @@ class NativeTraces:
         self.store.query(f"TRUNCATE TABLE {d}.traces_side")
         # The flattening is this statement's own SELECT, analysed once per insert (a view's
         # query is analysed again for every block it receives): the requests can then be read
-        # REQUESTS_PER_BLOCK at a time, flattened block by block, and squashed into one block
+        # BLOCK_BYTES at a time, flattened block by block, and squashed into one block
         # before the views (one part per table and batch, as before: one analysis of each
         # view, and a deterministic part for the deduplication token).
-        settings += (f", max_block_size = {REQUESTS_PER_BLOCK}, max_threads = 1, max_insert_threads = 1, "
+        settings += (f", max_block_size = {requests_per_block(payloads)}, max_threads = 1, max_insert_threads = 1, "
                      f"min_insert_block_size_rows = {1 << 40}, min_insert_block_size_bytes = {1 << 40}")
         self.store.backend.insert_file(f"INSERT INTO {d}.traces_feed ({self._feed_names})", "Protobuf", data,
                                        structure=self._columns, settings=settings, select=self._flatten)

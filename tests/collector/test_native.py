@@ -80,12 +80,13 @@ def _counters(m: Registry) -> dict:
 TIGHT = Limits(max_attributes=8, max_value_len=100, max_key_len=20, max_events=3, max_links=2)
 
 
-# per_block: requests the engine decodes and flattens at a time; 3 makes every batch of the corpus
-# several blocks, squashed again before the views
-@pytest.mark.parametrize("limits,every_value,per_block", [(Limits(), False, 30), (TIGHT, False, 30), (TIGHT, True, 3)],
+# block_bytes: request bytes the engine decodes and flattens at a time; 1 makes every request of
+# the corpus a block of its own, the blocks squashed again before the views
+@pytest.mark.parametrize("limits,every_value,block_bytes",
+                         [(Limits(), False, native.BLOCK_BYTES), (TIGHT, False, native.BLOCK_BYTES), (TIGHT, True, 1)],
                          ids=["default", "tight", "tight-every-value-small-blocks"])
-def test_both_decoders_store_the_same_rows(chdb_dir, tmp_path, monkeypatch, limits, every_value, per_block):
-    monkeypatch.setattr(native, "REQUESTS_PER_BLOCK", per_block)
+def test_both_decoders_store_the_same_rows(chdb_dir, tmp_path, monkeypatch, limits, every_value, block_bytes):
+    monkeypatch.setattr(native, "BLOCK_BYTES", block_bytes)
     cases = corner_requests() + sdk_requests()
     assert any(name.startswith("sdk") for name, _ in cases)
     bodies = [req.SerializeToString() for _, req in cases]
