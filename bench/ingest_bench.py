@@ -506,6 +506,7 @@ def run_once(args: argparse.Namespace, protocol: str, decoder: str = "auto") -> 
             # RSS less the clean file-backed pages (chDB's ~200 MB library text): the memory the
             # process allocated itself
             "collector_anon_rss_mb": round(anon, 1),
+            "window": [round(w0, 2), round(stored_at, 2)],  # wall-clock go → all stored (for profilers)
         }
         if query_stats is not None:
             result["query_load"] = dict(query_stats, concurrency=args.query_load)

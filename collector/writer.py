@@ -35,7 +35,7 @@ from .deadletter import DeadLetters
 from .decode import BY_CODE, SIGNALS
 from .metrics import Registry
 from .redact import Redactor
-from .wal import Pos, Record, Wal
+from .wal import DIGEST_BYTES, DIGESTED, Pos, Record, Wal
 
 __all__ = ["Writer", "batch_id_for"]
 
@@ -67,6 +67,11 @@ class Part:
                  payloads: list[bytes] | None = None, verify: bool = False):
         self.sig, self.table, self.cols, self.n, self.batch_id = sig, table, cols, n, batch_id
         self.positions, self.payloads, self.verify = positions, payloads, verify
+
+
+def _message(r: Record):
+    """The record's request without a copy of it (a view of the payload read from the WAL)."""
+    return memoryview(r.payload)[DIGEST_BYTES:] if r.kind & DIGESTED else r.payload
 
 
 class Checkpoint:
@@ -312,7 +317,7 @@ class Writer:
         parts = []
         if native:
             parts.append(Part("traces", "spans", None, sum(r.items for r in native), bid,
-                              [r.pos for r in native], [r.message for r in native]))
+                              [r.pos for r in native], [_message(r) for r in native]))
         for sig, b in batches.items():
             if len(b):
                 parts.append(Part(sig, b.table, b.columns(), len(b), bid, b.positions))
@@ -414,7 +419,7 @@ class Writer:
         st = Stats()
         b = new_batch("spans")
         for msg in payloads:
-            CONVERTERS["traces"][1](SIGNALS["traces"].request.FromString(msg), b, self.red, self.lim, st)
+            CONVERTERS["traces"][1](SIGNALS["traces"].request.FromString(bytes(msg)), b, self.red, self.lim, st)
         for what, n in st.truncated.items():
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)
         return Part("traces", "spans", b.columns(), len(b), batch_id, positions, verify=p.verify)

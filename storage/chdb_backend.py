@@ -219,9 +219,10 @@ class ChdbBackend:
         self.insert_prepared(table, qualified_name, self.prepare(table, columns), token)
         return len(columns[0]) if columns else 0
 
-    def insert_file(self, insert: str, fmt: str, data: bytes, structure: str = "", settings: str = "") -> None:
-        """``INSERT INTO … SELECT * FROM file(<data>, fmt[, structure]) SETTINGS …``: the data is
-        handed to the engine as an in-memory file. Not chDB's streaming inserter: that one reports
+    def insert_file(self, insert: str, fmt: str, data: bytes | Sequence[bytes], structure: str = "",
+                    settings: str = "", select: str = "SELECT * FROM {input}") -> None:
+        """``INSERT INTO … SELECT * FROM file(<data>, fmt[, structure]) SETTINGS …``: the data (or
+        the concatenation of its buffers) is handed to the engine as an in-memory file. Not chDB's streaming inserter: that one reports
         success when a materialized view of the table fails (the table's part written, the view's
         not: rollups silently short), where a query raises (checked on chDB 26.9)."""
         # the path of an in-memory file (its fd number) is reused by later inserts: never let the
@@ -229,7 +230,7 @@ class ChdbBackend:
         settings = ", ".join(x for x in (settings, "schema_inference_use_cache_for_file = 0") if x)
         with _data_file(data) as path:
             args = f"'{path}', '{fmt}'" + (f", {_literal(structure)}" if structure else "")
-            sql = f"{insert} SELECT * FROM file({args}) SETTINGS {settings}"
+            sql = f"{insert} {select.replace('{input}', f'file({args})')} SETTINGS {settings}"
             with self._lock:
                 if self._closed:
                     raise StorageError("store is closed")
@@ -309,8 +310,26 @@ def _shared_rows(col: Sequence[Any], type_):
     return pa.array(list(first.values()), type=type_).take(index)
 
 
+def _write_all(fd: int, chunks) -> None:
+    """``chunks`` (buffers) written one after the other, a thousand per system call."""
+    import os
+
+    chunks = [memoryview(c) for c in chunks if len(c)]
+    i = 0
+    while i < len(chunks):
+        group = chunks[i:i + 1000]
+        n = os.writev(fd, group)
+        for c in group:  # advance past what was written, cutting a partly written buffer
+            if n >= len(c):
+                n -= len(c)
+                i += 1
+            else:
+                chunks[i] = c[n:]
+                break
+
+
 @contextmanager
-def _data_file(data: bytes):
+def _data_file(data):
     """A path the engine can read ``data`` from: an anonymous in-memory file where the system has
     them (Linux), else a temporary file."""
     import os
@@ -322,9 +341,9 @@ def _data_file(data: bytes):
     else:
         fd, path = tempfile.mkstemp(prefix="tracehouse-insert-")
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            data = [data]
+        _write_all(fd, data)
         yield path
     finally:
         os.close(fd)
