@@ -4,6 +4,7 @@ policy and its drop rule. Pure and fast (no store, no threads)."""
 from __future__ import annotations
 
 import json
+import threading
 
 from tracehouse.collector.checkpoint import Checkpoint
 from tracehouse.collector.retry_policy import MAX_DELAY, MAX_REJECTIONS, NATIVE_REJECTIONS, Backoff, Retries
@@ -27,7 +28,14 @@ def test_pos_orders_and_compares_as_the_pair_it_replaced():
 
 def test_wal_positions_are_typed(tmp_path):
     wal = Wal(str(tmp_path))
-    wal.open()
+    wal.start()
+    done, got = threading.Event(), []
+    for _ in range(2):
+        wal.append(1, 1, b"x", lambda pos, err: (got.append(pos), len(got) == 2 and done.set()))
+    assert done.wait(10) and all(type(p) is Pos for p in got)
+    recs = wal.read((0, 0), 10, 1000)
+    assert [r.pos for r in recs] == got and recs[0].end == recs[1].pos
+    assert all(type(p) is Pos for r in recs for p in (r.pos, r.end))
     assert type(wal.durable_end) is Pos and type(wal.normalize((0, 0))) is Pos
     wal.stop()
     raw = encode(1, 2, b"abc") + encode(3, 4, b"") + b"\x01"
