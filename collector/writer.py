@@ -9,6 +9,9 @@ completed (``Store.insert``). Ranges after the checkpoint that were never attemp
 Store errors are retried with backoff while data waits on disk; a part the store rejects eight
 times goes to a dead-letter file (``deadletter.py``), never away.
 
+The units the writer composes read on their own: the checkpoint file (``checkpoint.py``), the
+retry policy and its drop rule (``retry_policy.py``), the GC pause (``gc_control.py``).
+
 Trace records go to the native decoder when there is one (``native.py``: the engine decodes and
 stores them; requests it cannot map come back and take the Python path); everything else is
 converted here (``convert.py``).
@@ -16,28 +19,28 @@ converted here (``convert.py``).
 
 from __future__ import annotations
 
-import gc
 import hashlib
-import json
 import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
 from tracehouse.storage import StorageError, StorageUnavailable, Store
 
+from .checkpoint import Checkpoint
 from .convert import CONVERTERS, Batch, Limits, Stats, new_batch
 from .deadletter import DeadLetters
 from .decode import BY_CODE, SIGNALS
+from .gc_control import collect, no_gc
 from .metrics import Registry
 from .redact import Redactor
+from .retry_policy import MAX_REJECTIONS, Backoff, Retries
 from .wal import DIGEST_BYTES, DIGESTED, Pos, Record, Wal
 
-__all__ = ["Writer", "batch_id_for"]
+__all__ = ["Writer", "batch_id_for", "Checkpoint"]
 
 log = logging.getLogger("tracehouse.collector.writer")
 
@@ -50,10 +53,6 @@ def batch_id_for(wal_id: str, pos: Pos, part: str = "") -> int:
     return (int.from_bytes(h, "big") & ((1 << 63) - 1)) | 1
 
 
-#: Rejections of one part before it goes to the dead letters (unavailability is waited out).
-MAX_REJECTIONS = 8
-#: Rejections of the native decoder before a batch takes the Python path instead.
-NATIVE_REJECTIONS = 3
 _TRACES = SIGNALS["traces"].code
 
 
@@ -72,46 +71,6 @@ class Part:
 def _message(r: Record):
     """The record's request without a copy of it (a view of the payload read from the WAL)."""
     return memoryview(r.payload)[DIGEST_BYTES:] if r.kind & DIGESTED else r.payload
-
-
-class Checkpoint:
-    """``{"done": [seg, off], "pending": [[seg, off], [seg, off]] | null}``, replaced atomically."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def load(self) -> tuple[Pos, tuple[Pos, Pos] | None]:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                doc = json.load(f)
-            done = tuple(doc["done"])
-            pend = doc.get("pending")
-            return done, (tuple(pend[0]), tuple(pend[1])) if pend else None
-        except FileNotFoundError:
-            return (0, 0), None
-
-    def save(self, done: Pos, pending: tuple[Pos, Pos] | None = None) -> None:
-        tmp = self.path + ".tmp"
-        body = json.dumps({"done": list(done), "pending": [list(pending[0]), list(pending[1])] if pending else None})
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-
-@contextmanager
-def _no_gc():
-    """A batch is hundreds of thousands of small containers: with the cyclic GC on, collections
-    rescan them again and again and conversion and insert run 2-3x slower. Nothing in a batch makes
-    reference cycles, so collection waits until the batch is through (a second or so)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class Writer:
@@ -137,7 +96,7 @@ class Writer:
         self._stop = threading.Event()
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
-        self.cursor: Pos = (0, 0)
+        self.cursor = Pos(0, 0)
         self.stored = {"traces": 0, "metrics": 0, "logs": 0}
         self.caught_up = threading.Event()
 
@@ -167,7 +126,7 @@ class Writer:
     def _open_native(self) -> bool:
         """Set the native decoder up (retried while the store is unreachable); without it, every
         signal takes the Python path. False when stopping."""
-        delay = 0.2
+        backoff = Backoff(0.2)
         while self.native is not None:
             try:
                 self.native.open()
@@ -178,9 +137,8 @@ class Writer:
                 log.error("native decoder unavailable, converting in Python: %s", e)
                 self.native = None
                 break
-            if self._give_up() or self._stop.wait(delay):
+            if self._give_up() or self._stop.wait(backoff.next()):
                 return not self._stop.is_set()
-            delay = min(delay * 2, 5.0)
         return True
 
     def _run(self) -> None:
@@ -194,7 +152,7 @@ class Writer:
                 log.info("replaying batch %s..%s with verification", pending[0], pending[1])
                 recs = self._read_range(pending[0], pending[1])
                 first = recs[0].pos if recs else pending[0]
-                with _no_gc():  # as for every batch below
+                with no_gc():  # as for every batch below
                     native = [r for r in recs if self._is_native(r)]
                     parts = self._parts(self._convert([r for r in recs if not self._is_native(r)], {}),
                                         first, native)
@@ -206,7 +164,7 @@ class Writer:
                 # between batches, once the batch is freed (a collection while it is alive would
                 # scan its hundreds of thousands of containers: ~15% of the writer's time, measured
                 # with py-spy), and on every retry of a failed insert (see _write).
-                with _no_gc():
+                with no_gc():
                     recs, batches, native = self._collect()
                     if recs:
                         first, end = recs[0].pos, recs[-1].end
@@ -329,8 +287,7 @@ class Writer:
         False when giving up at shutdown (the batch stays pending)."""
         t0 = time.monotonic()
         self.checkpoint.save(start, (start, end))
-        delay = self.retry_delay
-        failures = 0
+        retries = Retries(self.retry_delay)
         while parts:
             p = parts[0]
             try:
@@ -341,34 +298,32 @@ class Writer:
                     self._store(p, verify or p.verify)
             except (StorageError, ValueError) as e:
                 verify = True  # the failed insert may have landed: check before writing again
-                failures += 1
-                kind = "unavailable" if isinstance(e, StorageUnavailable) else "rejected"
+                kind = retries.failed(e)
                 self.m.inc("tracehouse_collector_writer_errors_total", 1, kind=kind)
-                if kind == "rejected" and p.payloads is not None and failures >= NATIVE_REJECTIONS \
-                        and self._nothing_landed(p):
+                if p.payloads is not None and retries.python_instead(kind) and self._nothing_landed(p):
                     log.error("native decoder failed batch %x %d times (%s); converting it in Python",
-                              p.batch_id, failures, e)
+                              p.batch_id, retries.failures, e)
                     self.m.inc("tracehouse_collector_native_fallback_batches_total", 1)
                     parts[0] = self._python_part(p, p.payloads, p.positions,
                                                  batch_id_for(self.wal.ident, first, ":python-all"))
                     continue
-                if kind == "rejected" and failures >= MAX_REJECTIONS:
+                if retries.give_up(kind):
                     self._dead_letter(p, e)
                     parts.pop(0)
-                    failures = 0
+                    retries.next_part()
                     continue
+                delay = retries.backoff.next()
                 log.warning("insert into %s failed (%s); retrying in %.1fs", p.table, e, delay)
-                gc.collect()  # the GC is off for this batch (see _run); other threads' garbage goes now
+                collect()  # the GC is off for this batch (see _run); other threads' garbage goes now
                 if self._give_up():
                     return False
                 if self._stop.is_set():
                     time.sleep(min(delay, 0.5))
                 else:
                     self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
                 continue
             parts.pop(0)
-            failures = 0
+            retries.next_part()
         self.checkpoint.save(end)
         self.cursor = end
         self.wal.release(end)
