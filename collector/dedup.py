@@ -41,17 +41,22 @@ class RecentRequests:
         self.clock = clock
         self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()  # the first use loads; any other use waits for it
         self._journal_entries = 0
 
     # -- start ------------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            self.load(self._source() if self._source is not None else ())
+        # Loaded once, and nobody reads the window before it is whole: after a restart the writer
+        # (journalling a replayed segment) and a client's retry may both come first, and a retry
+        # checked against a half-loaded window would be stored twice.
+        if self._loaded:
+            return
+        with self._load_lock:
+            if not self._loaded:
+                self.load(self._source() if self._source is not None else ())
 
     def load(self, from_wal: Iterable[bytes] = ()) -> int:
         """Read the journal (compacting it when mostly stale) and add the digests still in the WAL."""
-        self._loaded = True
         now = self.clock()
         entries: list[tuple[float, bytes]] = []
         try:
@@ -70,6 +75,7 @@ class RecentRequests:
                 self._remember(d, t)
             for d in from_wal:
                 self._remember(d, now)
+        self._loaded = True
         if usable != len(data) or len(entries) * 2 < usable // _ENTRY.size:
             self._rewrite(entries)
         else:
@@ -119,6 +125,9 @@ class RecentRequests:
         now = self.clock()
         with self._lock:
             rows = [(self._seen.get(d, now), d) for d in digests if now - self._seen.get(d, now) <= self.window]
+            for t, d in rows:  # still in the window in memory too: the first use may have loaded
+                if d not in self._seen:  # the WAL's digests after these left it (delete_before)
+                    self._remember(d, t)
         if not rows:
             return
         with open(self.path, "ab") as f:

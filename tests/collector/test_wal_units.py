@@ -82,3 +82,41 @@ def test_retry_policy_drop_rule():
         assert not r.give_up(kind) and r.python_instead(kind) == (i >= NATIVE_REJECTIONS)
     assert r.give_up(r.failed(ValueError("bad")))
     assert r.backoff.next() == 0.1  # the wait grows only when the writer waits
+
+
+def test_a_retry_checked_while_the_window_loads_waits_for_it(tmp_path):
+    """After a restart the writer may journal a replayed segment (which loads the window) while a
+    client's retry is checked: the retry must see the whole window, not a half-loaded one."""
+    import threading
+
+    from tracehouse.collector.dedup import RecentRequests, digest_of
+
+    d = digest_of(1, b"a request acknowledged before the restart")
+    before = RecentRequests(str(tmp_path))
+    before.add(d)
+    before.persist([d])
+    entered, gate = threading.Event(), threading.Event()
+
+    def wal_digests():
+        entered.set()
+        gate.wait(5)
+        return []
+
+    after = RecentRequests(str(tmp_path), source=wal_digests)
+    journalling = threading.Thread(target=after.persist, args=([],))
+    journalling.start()
+    assert entered.wait(5)
+    threading.Timer(0.3, gate.set).start()
+    assert after.seen(d)
+    journalling.join()
+
+
+def test_digests_of_a_deleted_segment_stay_in_the_window_when_it_loads_then(tmp_path):
+    """The WAL hands a segment's digests over (and drops them from its own list) before deleting
+    it; if that is the window's first use, they must still be known afterwards."""
+    from tracehouse.collector.dedup import RecentRequests, digest_of
+
+    d = digest_of(1, b"in the first segment replayed after a restart")
+    recent = RecentRequests(str(tmp_path), source=lambda: [])  # the WAL no longer lists it
+    recent.persist([d])
+    assert recent.seen(d)
