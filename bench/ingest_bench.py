@@ -35,25 +35,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from testkit.otlp_load import kv as _kv  # noqa: E402
 from testkit.servers import free_port, wait_port  # noqa: E402
 
 SERVICES = ["frontend", "checkout", "cart", "payments", "inventory", "shipping", "users", "search"]
 ROUTES = ["/api/cart", "/api/checkout", "/api/items/{id}", "/api/users/{id}", "/api/search", "/health"]
-
-
-def _kv(key, value):
-    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-
-    kv = KeyValue(key=key)
-    if isinstance(value, bool):
-        kv.value.bool_value = value
-    elif isinstance(value, int):
-        kv.value.int_value = value
-    elif isinstance(value, float):
-        kv.value.double_value = value
-    else:
-        kv.value.string_value = value
-    return kv
 
 
 def build_requests(total: int, per_request: int, seed: int = 7) -> list[bytes]:
