@@ -216,7 +216,11 @@ class Writer:
                     if self.wal.durable_end <= pos:
                         return recs, batches, native  # idle: back to the loop (and the GC) now and then
                     continue
-                wait = first + self.max_age - time.monotonic()
+                # the batch closes max_age after its first record was read, or after that record
+                # became durable if that is earlier: records that waited in the WAL while the
+                # previous batch was stored do not wait a whole max_age again once caught up
+                now = time.monotonic()
+                wait = min(first + self.max_age - now, self.max_age - self.wal.oldest_age())
                 if wait <= 0:
                     return recs, batches, native
                 self.wal.wait_durable(pos, min(wait, 0.2))

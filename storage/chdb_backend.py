@@ -97,11 +97,14 @@ def page_out_library() -> None:
         log.info("could not page out chDB start-up code: %s", e)
 
 
-#: jemalloc options for the engine in a long-running server: freed pages go back to the OS at once
-#: instead of after ClickHouse's 5 s decay. Measured on the ingest benchmark: peak RSS 490-523 →
-#: 443-470 MB, for ~10% fewer stored spans/s (pages fault in again on the next insert). This
-#: replaced a `SYSTEM JEMALLOC PURGE` every 0.5 s, which cost in-process bulk loads ~12%.
-LEAN_ALLOCATOR = "dirty_decay_ms:0"
+#: jemalloc options for the engine in a long-running server: freed pages go back to the OS within
+#: about a second instead of after ClickHouse's default decay (most of them still held 6 s later,
+#: measured). Not at once (``dirty_decay_ms:0``, the earlier choice): then every insert faults its
+#: working memory in again, which cost the native decoder's inserts 65% more CPU
+#: (``bench/native_engine_bench.py``: 1.86 against 1.13 CPU-s per 100k spans) and the ingest
+#: benchmark a third of its stored rate (51-58k against 73-79k spans/s, interleaved runs), for
+#: 70-75 MB less peak RSS.
+LEAN_ALLOCATOR = "dirty_decay_ms:1000"
 _ALLOCATOR_ENV = "JE_MALLOC_CONF"  # what chDB's jemalloc reads (not MALLOC_CONF); measured
 
 
