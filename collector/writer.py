@@ -308,7 +308,7 @@ class Writer:
                 if p.payloads is not None and retries.python_instead(kind) and self._nothing_landed(p):
                     log.error("native decoder failed batch %x %d times (%s); converting it in Python",
                               p.batch_id, retries.failures, e)
-                    self.m.inc("tracehouse_collector_native_fallback_batches_total", 1)
+                    self.m.inc("tracehouse_collector_native_fallback_batches_total", 1, signal=p.sig)
                     parts[0] = self._python_part(p, p.payloads, p.positions,
                                                  batch_id_for(self.wal.ident, first, ":python-all"))
                     continue
@@ -363,7 +363,7 @@ class Writer:
             self._count(p.sig, res.stored)
         if not res.fallback:
             return []
-        self.m.inc("tracehouse_collector_native_python_requests_total", len(res.fallback))
+        self.m.inc("tracehouse_collector_native_python_requests_total", len(res.fallback), signal=p.sig)
         return [self._python_part(p, [p.payloads[i] for i in res.fallback], [p.positions[i] for i in res.fallback],
                                   batch_id_for(self.wal.ident, first, ":python"))]
 
