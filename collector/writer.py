@@ -124,8 +124,8 @@ class Writer:
 
     # -- main loop ----------------------------------------------------------------------------
     def _open_native(self) -> bool:
-        """Set the native decoder up (retried while the store is unreachable); without it, every
-        signal takes the Python path. False when stopping."""
+        """Set the native decoders up (retried while the store is unreachable); a signal without
+        one takes the Python path. False when stopping."""
         backoff = Backoff(0.2)
         waiting = list(self.natives)
         while waiting:
