@@ -36,20 +36,22 @@ class Collector:
 
 
 def native_decoder(settings: Any, store: Store, redactor: Redactor, limits: Limits | None) -> Any:
-    """The native trace decoder the settings ask for, or None (Python). ``auto`` takes it where the
-    store is the embedded engine; ``native`` insists (an error where it cannot run)."""
+    """The native decoders (traces, logs) the settings ask for, or None (Python). ``auto`` takes
+    them where the store is the embedded engine; ``native`` insists (an error where they cannot run)."""
     choice = getattr(settings, "decoder", "auto")
     if choice not in ("auto", "native", "python"):
         raise ValueError(f"decoder must be auto, native or python, not {choice!r}")
     if choice == "python":
         return None
     from .native import NativeTraces, native_supported
+    from .native_logs import NativeLogs
 
     if not native_supported(store):
         if choice == "native":
             raise ValueError("the native decoder needs embedded chDB storage")
         return None
-    return NativeTraces(store, redactor, limits or Limits(), os.path.join(settings.resolved_buffer_dir, "schemas"))
+    schemas = os.path.join(settings.resolved_buffer_dir, "schemas")
+    return [cls(store, redactor, limits or Limits(), schemas) for cls in (NativeTraces, NativeLogs)]
 
 
 def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 20, max_batch_items: int = 15_000,

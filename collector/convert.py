@@ -336,11 +336,20 @@ LOG_ROW = LOGS.row_layout(
 
 
 def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
+    """Append the records of an ExportLogsServiceRequest to ``batch``; returns records added. As for
+    spans, a resource without records adds nothing, not even to the truncation counters; times
+    past the DateTime column's range sit at its end, and severities outside 0..255 at its bounds
+    (the column is UInt8: a negative enum value used to fail the whole batch's insert)."""
     rows = batch.rows
     before = len(rows)
     for rl in req.resource_logs:
-        rkeys, rvals, service, instance = _resource(rl.resource, red, lim, st)
+        res = None
         for sl in rl.scope_logs:
+            if not sl.log_records:
+                continue
+            if res is None:
+                res = _resource(rl.resource, red, lim, st)
+            rkeys, rvals, service, instance = res
             sname, sver = sl.scope.name, sl.scope.version
             for r in sl.log_records:
                 ts = r.time_unix_nano or r.observed_time_unix_nano
@@ -360,8 +369,9 @@ def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> in
                     text = _json(_py(body, red))
                 ak, av, at = _attrs(r.attributes, red, lim, st)
                 rows.append((
-                    ts // _NS, ts, r.observed_time_unix_nano, r.trace_id or _ZERO16, r.span_id or _ZERO8,
-                    r.flags, min(r.severity_number, 255), r.severity_text, service, instance,
+                    min(ts // _NS, _MAX_SECONDS), ts, r.observed_time_unix_nano, r.trace_id or _ZERO16,
+                    r.span_id or _ZERO8, r.flags, min(max(r.severity_number, 0), 255), r.severity_text, service,
+                    instance,
                     _text(event, lim, st, "event names"),
                     _snapshot_text(text, lim, st) if event == SNAPSHOT_EVENT else _text(text, lim, st, "log bodies"),
                     ak, av, at, rkeys, rvals, sname, sver,

@@ -53,9 +53,9 @@ HELP: dict[str, tuple[str, str]] = {
     "tracehouse_collector_dead_letter_batches_total": ("counter", "Batch parts written to dead-letter files."),
     "tracehouse_collector_dead_letter_bytes": ("gauge", "Size of the dead-letter files on disk."),
     "tracehouse_collector_native_python_requests_total": (
-        "counter", "Trace requests the native decoder left to the Python path (values it does not format)."),
+        "counter", "Requests the native decoders left to the Python path (values they do not format), by signal."),
     "tracehouse_collector_native_fallback_batches_total": (
-        "counter", "Batches the native decoder failed repeatedly, stored through the Python path."),
+        "counter", "Batch parts a native decoder failed repeatedly, stored through the Python path, by signal."),
     "tracehouse_collector_buffer_bytes": ("gauge", "Bytes in the durable buffer (WAL) not yet stored."),
     "tracehouse_collector_buffer_max_bytes": ("gauge", "Cap of the durable buffer."),
     "tracehouse_collector_buffer_age_seconds": ("gauge", "Age of the oldest data not yet stored (writer lag)."),

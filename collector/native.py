@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
-
-from google.protobuf.internal.encoder import _VarintBytes
 
 from tracehouse.storage.schema import SPANS, render_type
 
 from . import native_traces
 from .convert import Limits
-from .native_schema import BATCH_FIELD, RECORD_FIELD, message_name
+from .native_feed import NativeResult, frame, read_side
+from .native_schema import message_name
 from .native_sql import Sql, lit
 from .redact import Redactor
 
@@ -41,13 +39,6 @@ log = logging.getLogger("tracehouse.collector.native")
 def native_supported(store) -> bool:
     """The native path needs the embedded engine (it streams the raw requests into it)."""
     return getattr(store.backend, "kind", "") == "chdb" and hasattr(store.backend, "insert_file")
-
-
-@dataclass
-class NativeResult:
-    stored: int = 0
-    fallback: list[int] = field(default_factory=list)  # indexes of requests left to the Python path
-    truncated: dict[str, int] = field(default_factory=dict)
 
 
 #: Request bytes the engine decodes and flattens at a time (its ``max_block_size`` for the input,
@@ -68,11 +59,10 @@ def requests_per_block(payloads: list) -> int:
     return max(1, min(len(payloads), round(BLOCK_BYTES * len(payloads) / max(total, 1))))
 
 
-def _tag(number: int) -> bytes:
-    return _VarintBytes(number << 3)  # wire type 0: varint
-
-
 class NativeTraces:
+    signal = "traces"
+    table = "spans"
+
     def __init__(self, store, redactor: Redactor, limits: Limits, schema_dir: str, every_value: bool = False):
         """``every_value``: format doubles and key-value lists in the engine too, instead of
         leaving requests that hold them to Python (see ``native_sql.Sql``)."""
@@ -80,8 +70,6 @@ class NativeTraces:
         self.sql = Sql(redactor, limits, doubles=every_value, kvlists=every_value)
         self.schema_dir = schema_dir
         self.db = f"{store.db}_ingest"
-        self._record_tag = _tag(RECORD_FIELD[1])
-        self._batch_tag = _tag(BATCH_FIELD[1])
         self._schema = ""
         self._columns = ", ".join(f"{n} {t}" for n, t in native_traces.input_columns())
         self._feed_names = ", ".join([c.name for c in SPANS.columns] + ["record", "fallback"]
@@ -136,15 +124,7 @@ class NativeTraces:
         batch id appended as two extra fields (protobuf concatenation merges). The buffers to
         concatenate, not their concatenation: they are written to the engine's input file as
         they are, without a copy of the whole batch in between."""
-        out = []
-        tail_b = self._batch_tag + _VarintBytes(batch_id)
-        rtag = self._record_tag
-        for i, p in enumerate(payloads):
-            tail = rtag + _VarintBytes(i) + tail_b
-            out.append(_VarintBytes(len(p) + len(tail)))
-            out.append(p)
-            out.append(tail)
-        return out
+        return frame(payloads, batch_id)
 
     def insert(self, payloads: list[bytes], batch_id: int, token: str) -> NativeResult:
         """Store the spans of these requests (one batch); the result names the requests the
@@ -167,12 +147,4 @@ class NativeTraces:
                      f"min_insert_block_size_rows = {1 << 40}, min_insert_block_size_bytes = {1 << 40}")
         self.store.backend.insert_file(f"INSERT INTO {d}.traces_feed ({self._feed_names})", "Protobuf", data,
                                        structure=self._columns, settings=settings, select=self._flatten)
-        stats = list(native_traces.STATS.items())
-        sums = ", ".join(f"sum({col})" for _, col in stats)
-        row = self.store.query(f"SELECT groupArrayArray(fallback_records), sum(rows), {sums} "
-                               f"FROM {d}.traces_side").rows[0]
-        res = NativeResult(stored=int(row[1] or 0), fallback=sorted(int(x) for x in row[0]))
-        for (what, _), n in zip(stats, row[2:]):
-            if n:
-                res.truncated[what] = int(n)
-        return res
+        return read_side(self.store, f"{d}.traces_side", native_traces.STATS)

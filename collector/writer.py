@@ -12,9 +12,9 @@ times goes to a dead-letter file (``deadletter.py``), never away.
 The units the writer composes read on their own: the checkpoint file (``checkpoint.py``), the
 retry policy and its drop rule (``retry_policy.py``), the GC pause (``gc_control.py``).
 
-Trace records go to the native decoder when there is one (``native.py``: the engine decodes and
-stores them; requests it cannot map come back and take the Python path); everything else is
-converted here (``convert.py``).
+Trace and log records go to the native decoders when there are (``native.py``, ``native_logs.py``:
+the engine decodes and stores them; requests it cannot map come back and take the Python path);
+everything else is converted here (``convert.py``).
 """
 
 from __future__ import annotations
@@ -53,12 +53,9 @@ def batch_id_for(wal_id: str, pos: Pos, part: str = "") -> int:
     return (int.from_bytes(h, "big") & ((1 << 63) - 1)) | 1
 
 
-_TRACES = SIGNALS["traces"].code
-
-
 class Part:
-    """One insert of a batch: a signal's rows (converted here), or the trace requests the native
-    decoder stores. ``positions`` are the WAL records behind it (for dead letters)."""
+    """One insert of a batch: a signal's rows (converted here), or the requests of a signal that its
+    native decoder stores. ``positions`` are the WAL records behind it (for dead letters)."""
 
     __slots__ = ("sig", "table", "cols", "n", "batch_id", "positions", "payloads", "verify")
 
@@ -79,7 +76,10 @@ class Writer:
                  max_bytes: int = 32 << 20, grace: float = 10.0, native: Any = None,
                  native_max_items: int = 100_000, native_max_bytes: int = 40 << 20, retry_delay: float = 0.2):
         self.wal = wal
-        self.native = native  # a NativeTraces, opened when the writer starts
+        # the native decoders (a NativeTraces, a NativeLogs, or a list of them) by signal code,
+        # opened when the writer starts
+        decoders = native if isinstance(native, (list, tuple)) else [] if native is None else [native]
+        self.natives = {SIGNALS[d.signal].code: d for d in decoders}
         self.native_max_items = native_max_items
         self.retry_delay = retry_delay  # first wait after a failed insert; doubles up to 5 s
         self.native_max_bytes = native_max_bytes
@@ -124,19 +124,22 @@ class Writer:
 
     # -- main loop ----------------------------------------------------------------------------
     def _open_native(self) -> bool:
-        """Set the native decoder up (retried while the store is unreachable); without it, every
-        signal takes the Python path. False when stopping."""
+        """Set the native decoders up (retried while the store is unreachable); a signal without
+        one takes the Python path. False when stopping."""
         backoff = Backoff(0.2)
-        while self.native is not None:
+        waiting = list(self.natives)
+        while waiting:
+            decoder = self.natives[waiting[0]]
             try:
-                self.native.open()
-                return True
+                decoder.open()
+                waiting.pop(0)
+                continue
             except StorageUnavailable as e:
                 log.warning("native decoder waits for the store: %s", e)
             except StorageError as e:
-                log.error("native decoder unavailable, converting in Python: %s", e)
-                self.native = None
-                break
+                log.error("native %s decoder unavailable, converting in Python: %s", decoder.signal, e)
+                del self.natives[waiting.pop(0)]
+                continue
             if self._give_up() or self._stop.wait(backoff.next()):
                 return not self._stop.is_set()
         return True
@@ -191,12 +194,12 @@ class Writer:
         return out
 
     def _is_native(self, r: Record) -> bool:
-        return self.native is not None and r.signal == _TRACES
+        return r.signal in self.natives
 
     def _collect(self) -> tuple[list[Record], dict[str, Batch], list[Record]]:
         """Records from the cursor until a size threshold, the age threshold, or a stop. Records
         for Python are converted as they arrive, so conversion overlaps with waiting for the batch
-        to fill; trace records for the native decoder are kept as they are (and count against
+        to fill; records for a native decoder are kept as they are (and count against
         their own, larger, thresholds)."""
         recs: list[Record] = []
         batches: dict[str, Batch] = {}
@@ -274,12 +277,14 @@ class Writer:
         return batches
 
     def _parts(self, batches: dict[str, Batch], first: Pos, native: list[Record]) -> list[Part]:
-        """The inserts of one batch: the native decoder's first, then each converted signal."""
+        """The inserts of one batch: the native decoders' first, then each converted signal."""
         bid = batch_id_for(self.wal.ident, first)
         parts = []
-        if native:
-            parts.append(Part("traces", "spans", None, sum(r.items for r in native), bid,
-                              [r.pos for r in native], [_message(r) for r in native]))
+        for code, decoder in self.natives.items():
+            recs = [r for r in native if r.signal == code]
+            if recs:
+                parts.append(Part(decoder.signal, decoder.table, None, sum(r.items for r in recs), bid,
+                                  [r.pos for r in recs], [_message(r) for r in recs]))
         for sig, b in batches.items():
             if len(b):
                 parts.append(Part(sig, b.table, b.columns(), len(b), bid, b.positions))
@@ -307,7 +312,7 @@ class Writer:
                 if p.payloads is not None and retries.python_instead(kind) and self._nothing_landed(p):
                     log.error("native decoder failed batch %x %d times (%s); converting it in Python",
                               p.batch_id, retries.failures, e)
-                    self.m.inc("tracehouse_collector_native_fallback_batches_total", 1)
+                    self.m.inc("tracehouse_collector_native_fallback_batches_total", 1, signal=p.sig)
                     parts[0] = self._python_part(p, p.payloads, p.positions,
                                                  batch_id_for(self.wal.ident, first, ":python-all"))
                     continue
@@ -349,39 +354,39 @@ class Writer:
         self.m.observe("tracehouse_collector_writer_batch_items", n, signal=sig)
 
     def _store_native(self, p: Part, first: Pos, verify: bool) -> list[Part]:
-        """The trace requests of a batch through the engine; returns the part the Python path
+        """A signal's requests of a batch through the engine; returns the part the Python path
         stores (requests the engine cannot map), if any."""
-        assert p.payloads is not None and self.native is not None
-        already = verify and self.store.batch_present("spans", p.batch_id)
-        res = self.native.insert(p.payloads, p.batch_id, f"n{p.batch_id}")
+        assert p.payloads is not None
+        already = verify and self.store.batch_present(p.table, p.batch_id)
+        res = self.natives[SIGNALS[p.sig].code].insert(p.payloads, p.batch_id, f"n{p.batch_id}")
         for what, n in res.truncated.items():
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)
         if already:
-            self.m.inc("tracehouse_collector_writer_batches_already_stored_total", 1, signal="traces")
+            self.m.inc("tracehouse_collector_writer_batches_already_stored_total", 1, signal=p.sig)
         else:
-            self._count("traces", res.stored)
+            self._count(p.sig, res.stored)
         if not res.fallback:
             return []
-        self.m.inc("tracehouse_collector_native_python_requests_total", len(res.fallback))
+        self.m.inc("tracehouse_collector_native_python_requests_total", len(res.fallback), signal=p.sig)
         return [self._python_part(p, [p.payloads[i] for i in res.fallback], [p.positions[i] for i in res.fallback],
                                   batch_id_for(self.wal.ident, first, ":python"))]
 
     def _nothing_landed(self, p: Part) -> bool:
-        """Whether none of the native attempts at this part reached spans (so the Python path may
-        store it under an id of its own without writing anything twice)."""
+        """Whether none of the native attempts at this part reached its table (so the Python path
+        may store it under an id of its own without writing anything twice)."""
         try:
-            return not self.store.batch_present("spans", p.batch_id)
+            return not self.store.batch_present(p.table, p.batch_id)
         except StorageError:
             return False
 
     def _python_part(self, p: Part, payloads: list[bytes], positions: list[Pos], batch_id: int) -> Part:
         st = Stats()
-        b = new_batch("spans")
+        b = new_batch(p.table)
         for msg in payloads:
-            CONVERTERS["traces"][1](SIGNALS["traces"].request.FromString(bytes(msg)), b, self.red, self.lim, st)
+            CONVERTERS[p.sig][1](SIGNALS[p.sig].request.FromString(bytes(msg)), b, self.red, self.lim, st)
         for what, n in st.truncated.items():
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)
-        return Part("traces", "spans", b.columns(), len(b), batch_id, positions, verify=p.verify)
+        return Part(p.sig, p.table, b.columns(), len(b), batch_id, positions, verify=p.verify)
 
     def _dead_letter(self, p: Part, e: BaseException) -> None:
         recs = []

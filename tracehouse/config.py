@@ -47,7 +47,7 @@ class Settings:
     dedup_window_seconds: float = 600.0
     #: TRACEHOUSE_DEDUP_MAX_REQUESTS: at most this many requests are remembered for that
     dedup_max_requests: int = 100_000
-    #: TRACEHOUSE_DECODER: how stored trace requests become rows: native (the embedded engine decodes
+    #: TRACEHOUSE_DECODER: how stored trace and log requests become rows: native (the embedded engine decodes
     #: them), python, or auto (native on embedded chDB, python on a ClickHouse server)
     decoder: str = "auto"
     #: TRACEHOUSE_MAX_BODY_BYTES: largest accepted (compressed) OTLP body

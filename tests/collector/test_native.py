@@ -30,16 +30,18 @@ SPAN_COLUMNS = ("timestamp, hex(trace_id), hex(span_id), hex(parent_span_id), tr
                 "events_attrs, arrayMap(x -> hex(x), links_trace_id), arrayMap(x -> hex(x), links_span_id), links_attrs")
 
 
-def _fill_wal(directory: str, bodies: list[bytes]) -> int:
+def _fill_wal(directory: str, bodies: list[bytes], sigs: list | None = None) -> int:
+    """The bodies through the receiver's checks into a WAL (each of ``sigs``' signal, traces by
+    default); returns the items accepted."""
     wal = Wal(directory)
     wal.start()
     done = threading.Semaphore(0)
     items = 0
-    for body in bodies:
-        msg, _, raw = decode_request(SIG, "application/x-protobuf", "", body, 64 << 20)
-        prep = prepare(SIG, lambda: (msg, raw))  # noqa: B023 - called at once
+    for body, sig in zip(bodies, sigs or [SIG] * len(bodies), strict=True):
+        msg, _, raw = decode_request(sig, "application/x-protobuf", "", body, 64 << 20)
+        prep = prepare(sig, lambda: (msg, raw))  # noqa: B023 - called at once
         if prep.checked.accepted:
-            wal.append(SIG.code, prep.checked.accepted, prep.payload, lambda pos, err: done.release(),
+            wal.append(sig.code, prep.checked.accepted, prep.payload, lambda pos, err: done.release(),
                        digest=prep.digest)
             items += prep.checked.accepted
             assert done.acquire(timeout=10)
