@@ -456,7 +456,7 @@ def convert_metrics(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) ->
                             noff, nc = p.negative.offset, list(p.negative.bucket_counts)
                     ex = _exemplars(p) if mtype != 5 else ([], [], [], [])
                     rows.append((
-                        ts // _NS, ts, p.start_time_unix_nano, *head, p.flags, ak, av, at, rkeys, rvals,
+                        min(ts // _NS, _MAX_SECONDS), ts, p.start_time_unix_nano, *head, p.flags, ak, av, at, rkeys, rvals,
                         sname, sver, value, count, total, mn, mx, bc, bounds, scale, zero, poff, pc, noff, nc,
                         qs, qv, *ex,
                     ))

@@ -26,9 +26,9 @@ from tracehouse.storage.schema import SPANS, render_type
 
 from . import native_traces
 from .convert import Limits
-from .native_feed import NativeResult, frame, read_side
+from .native_feed import NativeResult, frame, insert_settings, read_side
 from .native_schema import message_name
-from .native_sql import Sql, lit
+from .native_sql import Sql
 from .redact import Redactor
 
 __all__ = ["NativeTraces", "NativeResult", "native_supported"]
@@ -47,11 +47,6 @@ def native_supported(store) -> bool:
 #: requests (300 spans, 117 kB each; 30 per block), a 100k-span batch: the engine's peak memory
 #: +114-126 MB against +205 MB when a batch is decoded at once.
 BLOCK_BYTES = 3_500_000
-
-
-#: Threads flattening a batch in the engine. Measured (``bench/native_engine_bench.py``, 100k-span
-#: batches, 2 cores): 2 threads 127-132k spans/s against 93k for one, at the same CPU per span.
-ENGINE_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def requests_per_block(payloads: list) -> int:
@@ -131,20 +126,12 @@ class NativeTraces:
         engine left to the Python path. Raises the store's errors."""
         d = self.db
         data = self.stream(payloads, batch_id)
-        settings = (f"format_schema = {lit(self._schema)}, input_format_protobuf_oneof_presence = 1, "
-                    f"insert_deduplication_token = {lit(token)}, "
-                    "deduplicate_blocks_in_dependent_materialized_views = 1, parallel_view_processing = 1")
         self.store.query(f"TRUNCATE TABLE {d}.traces_side")
         # The flattening is this statement's own SELECT, analysed once per insert (a view's
         # query is analysed again for every block it receives): the requests can then be read
         # BLOCK_BYTES at a time, flattened block by block, and squashed into one block
-        # before the views (one part per table and batch, as before: one analysis of each
-        # view, and a deterministic part for the deduplication token). The flattening runs on
-        # ENGINE_THREADS threads; the insert stream stays one (max_insert_threads = 1), so the
-        # squashed block holds the whole batch whatever thread flattened which rows.
-        settings += (f", max_block_size = {requests_per_block(payloads)}, max_threads = {ENGINE_THREADS}, "
-                     "max_insert_threads = 1, "
-                     f"min_insert_block_size_rows = {1 << 40}, min_insert_block_size_bytes = {1 << 40}")
+        # before the views (see ``native_feed.insert_settings``).
+        settings = insert_settings(self._schema, token, requests_per_block(payloads))
         self.store.backend.insert_file(f"INSERT INTO {d}.traces_feed ({self._feed_names})", "Protobuf", data,
                                        structure=self._columns, settings=settings, select=self._flatten)
         return read_side(self.store, f"{d}.traces_side", native_traces.STATS)

@@ -206,3 +206,22 @@ def test_event_and_link_attributes_are_capped_like_span_attributes():
     assert st.truncated == {"event attribute values": 1, "event attribute keys": 1, "event attributes": 1,
                             "attribute keys": 3,  # the span's and its resource's own keys
                             "link attributes": 3, "link attribute values": 3}
+
+
+def test_a_metric_point_past_2106_is_stored_at_the_end_of_the_time_range(chdb_store):
+    """Like spans and logs: a point time past the DateTime range sits at its end instead of failing
+    the insert of its whole batch (which the writer would retry, then send to dead letters)."""
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.append(kv("service.name", "far-future"))
+    m = rm.scope_metrics.add().metrics.add()
+    m.name = "queue.depth"
+    p = m.gauge.data_points.add()
+    p.time_unix_nano = (1 << 64) - 1
+    p.as_int = 7
+    b = new_batch("metric_points")
+    assert convert_metrics(req, b, Redactor(), Limits(), Stats()) == 1
+    chdb_store.insert("metric_points", b.columns(), batch_id=1)
+    rows = chdb_store.query(f"SELECT toUnixTimestamp(timestamp), ts_ns, value FROM {chdb_store.db}.metric_points "
+                            "WHERE service = 'far-future'").rows
+    assert rows == [(0xFFFFFFFF, (1 << 64) - 1, 7.0)]
