@@ -17,6 +17,7 @@ from tests.collector.payloads import traces
 from tests.collector.rollups import rollup_mismatches, span_totals
 from tests.collector.test_grpc import TRACE_EXPORT
 from tests.support.waiting import wait_for
+from tracehouse.collector import native_feed
 from tracehouse.collector.deadletter import records, requeue
 from tracehouse.collector.decode import to_json
 
@@ -91,11 +92,13 @@ def test_a_retried_request_is_acknowledged_and_stored_once_even_after_a_restart(
     assert span_totals(chdb_store) == (89, 89)
 
 
-def test_a_failure_between_the_spans_and_their_rollups_leaves_no_rollup_short(store, tmp_path):
+def test_a_failure_between_the_spans_and_their_rollups_leaves_no_rollup_short(store, tmp_path, monkeypatch):
     """The state a SIGKILL can leave: the batch's spans part written, rollup parts not. A view over
     spans that fails while armed (named to run before the rollups' views where views run in
     order) stands for the crash; the retry must complete exactly the rollups that lack the batch
-    (both backends: tokens on chDB, a rebuild of the batch's minutes on 18.16)."""
+    (both backends: tokens on chDB, a rebuild of the batch's minutes on 18.16). One engine thread
+    on chDB, so views run in order after the table's part (with more they may run beside it)."""
+    monkeypatch.setattr(native_feed, "ENGINE_THREADS", 1)
     db = store.db
     store.query(f"CREATE TABLE {db}.armed (x UInt8) ENGINE = Memory")
     store.query(f"CREATE TABLE {db}.sink (x UInt8) ENGINE = Null")
