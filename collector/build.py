@@ -51,7 +51,8 @@ def native_decoder(settings: Any, store: Store, redactor: Redactor, limits: Limi
             raise ValueError("the native decoder needs embedded chDB storage")
         return None
     schemas = os.path.join(settings.resolved_buffer_dir, "schemas")
-    return [cls(store, redactor, limits or Limits(), schemas) for cls in (NativeTraces, NativeLogs)]
+    lanes = int(getattr(settings, "ingest_lanes", 0) or 0) or None
+    return [cls(store, redactor, limits or Limits(), schemas, lanes=lanes) for cls in (NativeTraces, NativeLogs)]
 
 
 def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 20, max_batch_items: int = 15_000,

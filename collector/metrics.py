@@ -38,6 +38,7 @@ HELP: dict[str, tuple[str, str]] = {
     "tracehouse_collector_truncated_total": ("counter", "Attributes, values and names cut to the limits."),
     "tracehouse_collector_written_items_total": ("counter", "Items written to the store."),
     "tracehouse_collector_writer_batches_total": ("counter", "Batches written to the store."),
+    "tracehouse_collector_writer_batches_side_by_side_total": ("counter", "Times two batches were stored side by side (a backlog waited)."),
     "tracehouse_collector_writer_errors_total": ("counter", "Failed inserts, by kind."),
     "tracehouse_collector_writer_batches_already_stored_total": (
         "counter", "Replayed or retried batches the store already had (not written twice)."),

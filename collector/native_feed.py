@@ -4,6 +4,8 @@ made of, the insert's settings, and the side table read after each insert.
 
 A signal's feed, in the decoders' own database (``<db>_ingest``), rebuilt at every start:
 
+one set per lane (``_0``, ``_1``: inserts that run at once each have their own):
+
 - ``<signal>_feed`` (Null engine): what a batch is inserted into, by one ``INSERT … SELECT`` that
   decodes and flattens the requests: one row per stored item, every column of the signal's table
   plus the request's index (``record``), a flag for requests the engine leaves to Python
@@ -29,7 +31,7 @@ from .native_schema import BATCH_FIELD, RECORD_FIELD, message_name
 from .native_sql import Sql, lit
 from .redact import Redactor
 
-__all__ = ["NativeResult", "frame", "feed_columns", "feed_names", "feed_ddl", "insert_settings", "read_side", "NativeFeed"]
+__all__ = ["NativeResult", "LANES", "requests_per_block", "frame", "feed_columns", "feed_names", "feed_ddl", "insert_settings", "read_side", "NativeFeed"]
 
 
 @dataclass
@@ -68,27 +70,53 @@ def feed_names(table: str, stats: list[str]) -> list[str]:
     return [c.name for c in TABLES_BY_NAME[table].columns] + ["record", "fallback"] + stats
 
 
-def feed_ddl(db: str, prefix: str, target: str, table: str, caps: Any, stats: list[str]) -> list[str]:
-    """The statements that (re)create one signal's feed: ``target`` is the qualified name of the
-    signal's ``table``."""
+#: Inserts a decoder can run at once by default, each on an engine connection of its own ("lane")
+#: and into feed and side tables of its own; the writer stores two batches side by side when a
+#: backlog waits (``writer.py``). Measured (``NativeTraces.insert`` alone, 100k-span batches, 2
+#: cores): two at once 152-163k spans/s against 111-113k one after the other, same CPU per span.
+LANES = 2 if (os.cpu_count() or 1) >= 2 else 1
+MAX_LANES = 2  # the writer stores at most two batches side by side
+
+
+def feed_ddl(db: str, prefix: str, target: str, table: str, caps: Any, stats: list[str],
+             legacy: tuple[str, ...] = (), lanes: int = LANES) -> list[str]:
+    """The statements that (re)create one signal's feed, once per lane: ``target`` is the
+    qualified name of the signal's ``table``; ``legacy``: objects of earlier versions to drop."""
     feed = ", ".join(f"{n} {t}" for n, t in feed_columns(table, caps, stats))
     side = ", ".join(["fallback_records Array(UInt64)", "rows UInt64"] + [f"{s} UInt64" for s in stats])
     names = ", ".join(c.name for c in TABLES_BY_NAME[table].columns)
     side_select = ", ".join(["groupUniqArrayIf(record, fallback = 1) AS fallback_records",
                              "countIf(fallback = 0) AS rows"] + [f"sumIf({s}, fallback = 0) AS {s}" for s in stats])
     d, p = db, prefix
-    return [
-        f"CREATE DATABASE IF NOT EXISTS {d}",
-        # sources before sinks when dropping, sinks before sources when creating
-        f"DROP TABLE IF EXISTS {d}.{p}_rows_mv",
-        f"DROP TABLE IF EXISTS {d}.{p}_side_mv",
-        f"DROP TABLE IF EXISTS {d}.{p}_feed",
-        f"DROP TABLE IF EXISTS {d}.{p}_side",
-        f"CREATE TABLE {d}.{p}_side ({side}) ENGINE = Memory",
-        f"CREATE TABLE {d}.{p}_feed ({feed}) ENGINE = Null",
-        f"CREATE MATERIALIZED VIEW {d}.{p}_side_mv TO {d}.{p}_side AS SELECT {side_select} FROM {d}.{p}_feed",
-        f"CREATE MATERIALIZED VIEW {d}.{p}_rows_mv TO {target} AS SELECT {names} FROM {d}.{p}_feed WHERE fallback = 0",
-    ]
+    out = [f"CREATE DATABASE IF NOT EXISTS {d}"]
+    out += [f"DROP TABLE IF EXISTS {d}.{name}" for name in legacy]
+    # sources before sinks when dropping, sinks before sources when creating (unnumbered: one
+    # lane, as earlier versions made them)
+    for sfx in ["", *(f"_{i}" for i in range(MAX_LANES))]:
+        out += [f"DROP TABLE IF EXISTS {d}.{p}_{obj}{sfx}" for obj in ("rows_mv", "side_mv", "feed", "side")]
+    for i in range(lanes):
+        out += [
+            f"CREATE TABLE {d}.{p}_side_{i} ({side}) ENGINE = Memory",
+            f"CREATE TABLE {d}.{p}_feed_{i} ({feed}) ENGINE = Null",
+            f"CREATE MATERIALIZED VIEW {d}.{p}_side_mv_{i} TO {d}.{p}_side_{i} AS SELECT {side_select} "
+            f"FROM {d}.{p}_feed_{i}",
+            f"CREATE MATERIALIZED VIEW {d}.{p}_rows_mv_{i} TO {target} AS SELECT {names} FROM {d}.{p}_feed_{i} "
+            "WHERE fallback = 0",
+        ]
+    return out
+
+
+#: Request bytes the engine decodes and flattens at a time (its ``max_block_size`` for the input,
+#: in requests of the batch's average size): the decoded requests and their flattening's
+#: intermediate columns are held per block, not per batch. Measured on the ingest benchmark's
+#: requests (300 spans, 117 kB each; 30 per block), a 100k-span batch: the engine's peak memory
+#: +114-126 MB against +205 MB when a batch is decoded at once.
+BLOCK_BYTES = 3_500_000
+
+
+def requests_per_block(payloads: list) -> int:
+    total = sum(len(p) for p in payloads)
+    return max(1, min(len(payloads), round(BLOCK_BYTES * len(payloads) / max(total, 1))))
 
 
 #: Threads flattening a batch in the engine. Measured (``bench/native_engine_bench.py``, 100k-span
@@ -131,14 +159,18 @@ class NativeFeed:
     signal = ""
     table = ""
     spec: Any = None
+    legacy: tuple[str, ...] = ()  # objects of earlier versions, dropped at start
 
-    def __init__(self, store, redactor: Redactor, limits: Limits, schema_dir: str, every_value: bool = False):
+    def __init__(self, store, redactor: Redactor, limits: Limits, schema_dir: str, every_value: bool = False,
+                 lanes: int | None = None):
         """``every_value``: format doubles and key-value lists in the engine too, instead of
-        leaving requests that hold them to Python (see ``native_sql.Sql``)."""
+        leaving requests that hold them to Python (see ``native_sql.Sql``). ``lanes``: inserts
+        that may run at once (``LANES`` by default)."""
         self.store = store
         self.sql = Sql(redactor, limits, doubles=every_value, kvlists=every_value)
         self.schema_dir = schema_dir
         self.db = f"{store.db}_ingest"
+        self.lanes = max(1, min(MAX_LANES, lanes or LANES))
         self._schema = ""
         self._columns = ", ".join(f"{n} {t}" for n, t in self.spec.input_columns())
         self._feed_names = ", ".join(feed_names(self.table, list(self.spec.STATS.values())))
@@ -153,18 +185,24 @@ class NativeFeed:
         os.replace(tmp, path)
         self._schema = f"{path}:{message_name(self.spec.ROOT)}"
         for stmt in feed_ddl(self.db, self.signal, self.store.t(self.table), self.table, self.store.caps,
-                             list(self.spec.STATS.values())):
+                             list(self.spec.STATS.values()), self.legacy, self.lanes):
             self.store.query(stmt)
 
-    def insert(self, payloads: list, batch_id: int, token: str) -> NativeResult:
-        """Store the items of these requests (one batch); the result names the requests the engine
-        left to the Python path. Raises the store's errors."""
-        from .native import requests_per_block
+    def stream(self, payloads: list, batch_id: int) -> list[bytes]:
+        return frame(payloads, batch_id)
 
-        side = f"{self.db}.{self.signal}_side"
+    def insert(self, payloads: list, batch_id: int, token: str, lane: int = 0) -> NativeResult:
+        """Store the items of these requests (one batch) on ``lane`` (one insert at a time per
+        lane); the result names the requests the engine left to the Python path. Raises the
+        store's errors. The flattening is the insert's own SELECT, analysed once per insert (a
+        view's query is analysed again for every block it receives): the requests are read
+        BLOCK_BYTES at a time, flattened block by block, and squashed into one block before the
+        views (see ``insert_settings``)."""
+        side = f"{self.db}.{self.signal}_side_{lane}"
         self.store.query(f"TRUNCATE TABLE {side}")
         self.store.backend.insert_file(
-            f"INSERT INTO {self.db}.{self.signal}_feed ({self._feed_names})", "Protobuf", frame(payloads, batch_id),
-            structure=self._columns, settings=insert_settings(self._schema, token, requests_per_block(payloads)),
-            select=self._flatten)
+            f"INSERT INTO {self.db}.{self.signal}_feed_{lane} ({self._feed_names})", "Protobuf",
+            frame(payloads, batch_id), structure=self._columns,
+            settings=insert_settings(self._schema, token, requests_per_block(payloads)), select=self._flatten,
+            lane=lane)
         return read_side(self.store, side, self.spec.STATS)

@@ -9,6 +9,11 @@ completed (``Store.insert``). Ranges after the checkpoint that were never attemp
 Store errors are retried with backoff while data waits on disk; a part the store rejects eight
 times goes to a dead-letter file (``deadletter.py``), never away.
 
+When a backlog waits behind a batch with native requests, a second batch (what is durable at
+that moment, up to the same limits) is stored beside it on the decoders' second engine lane: the
+range of both is pending together, with the second batch's first position recorded as a cut, so a
+replay rebuilds the same two batches with the same ids and deduplication tokens.
+
 The units the writer composes read on their own: the checkpoint file (``checkpoint.py``), the
 retry policy and its drop rule (``retry_policy.py``), the GC pause (``gc_control.py``).
 
@@ -24,6 +29,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -65,6 +71,10 @@ class Part:
         self.positions, self.payloads, self.verify = positions, payloads, verify
 
 
+def native_part(parts: list[Part]) -> bool:
+    return any(p.payloads is not None for p in parts)
+
+
 def _message(r: Record):
     """The record's request without a copy of it (a view of the payload read from the WAL)."""
     return memoryview(r.payload)[DIGEST_BYTES:] if r.kind & DIGESTED else r.payload
@@ -98,14 +108,22 @@ class Writer:
         self._thread: threading.Thread | None = None
         self.cursor = Pos(0, 0)
         self.stored = {"traces": 0, "metrics": 0, "logs": 0}
+        self._count_lock = threading.Lock()
         self.caught_up = threading.Event()
+        self._beside: ThreadPoolExecutor | None = None  # stores a second batch beside the first
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         if self.wal.closed:
             self.wal.open()
+        if self._beside is None and self._lanes() > 1:
+            self._beside = ThreadPoolExecutor(1, thread_name_prefix="tracehouse-writer-lane")
         self._thread = threading.Thread(target=self._run, name="tracehouse-writer", daemon=True)
         self._thread.start()
+
+    def _lanes(self) -> int:
+        """Batches stored side by side: as many as every native decoder has lanes (one without)."""
+        return min((getattr(d, "lanes", 1) for d in self.natives.values()), default=1)
 
     def stop(self, timeout: float | None = None) -> None:
         """Drain what is buffered within the grace period; what is left stays in the WAL."""
@@ -114,6 +132,9 @@ class Writer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(grace + 5)
+        if self._beside is not None and not self.running:
+            self._beside.shutdown(wait=True)
+            self._beside = None
 
     @property
     def running(self) -> bool:
@@ -148,19 +169,14 @@ class Writer:
         try:
             if not self._open_native():
                 return
-            done, pending = self.checkpoint.load()
+            done, pending, cuts = self.checkpoint.load_all()
             self.cursor = done
             self.wal.release(done)
             if pending:
                 log.info("replaying batch %s..%s with verification", pending[0], pending[1])
-                recs = self._read_range(pending[0], pending[1])
-                first = recs[0].pos if recs else pending[0]
                 with no_gc():  # as for every batch below
-                    native = [r for r in recs if self._is_native(r)]
-                    parts = self._parts(self._convert([r for r in recs if not self._is_native(r)], {}),
-                                        first, native)
-                    del recs, native
-                    if not self._write(pending[0], pending[1], first, parts, verify=True):
+                    groups = self._replay_groups(pending, cuts)
+                    if not self._write(pending[0], pending[1], groups, verify=True):
                         return
             while not self._give_up():
                 # The cyclic GC stays off while a batch is collected, converted and stored, and runs
@@ -168,12 +184,21 @@ class Writer:
                 # scan its hundreds of thousands of containers: ~15% of the writer's time, measured
                 # with py-spy), and on every retry of a failed insert (see _write).
                 with no_gc():
-                    recs, batches, native = self._collect()
+                    recs, batches, native = self._collect(self.cursor)
                     if recs:
                         first, end = recs[0].pos, recs[-1].end
-                        parts = self._parts(batches, first, native)
+                        groups = [(first, self._parts(batches, first, native))]
+                        backlog = self.wal.pending_bytes() - sum(len(r.payload) for r in recs)
                         del recs, batches, native  # only the columns (and raw requests) stay alive
-                        if not self._write(self.cursor, end, first, parts, verify=False):
+                        if native_part(groups[0][1]) and self._beside is not None \
+                                and backlog >= self.native_max_bytes // 4:
+                            # a backlog waits: a second batch is stored beside this one
+                            recs, batches, native = self._collect(end, wait=False)
+                            if recs:
+                                groups.append((recs[0].pos, self._parts(batches, recs[0].pos, native)))
+                                end = recs[-1].end
+                            del recs, batches, native
+                        if not self._write(self.cursor, end, groups, verify=False):
                             return
                         continue
                 if self._stop.is_set():
@@ -196,20 +221,37 @@ class Writer:
     def _is_native(self, r: Record) -> bool:
         return r.signal in self.natives
 
-    def _collect(self) -> tuple[list[Record], dict[str, Batch], list[Record]]:
-        """Records from the cursor until a size threshold, the age threshold, or a stop. Records
-        for Python are converted as they arrive, so conversion overlaps with waiting for the batch
-        to fill; records for a native decoder are kept as they are (and count against
-        their own, larger, thresholds)."""
+    def _replay_groups(self, pending: tuple[Pos, Pos], cuts: list[Pos]) -> list[tuple[Pos, list[Part]]]:
+        """The batches of a pending range, cut where the first attempt cut it (their ids and
+        tokens derive from their first records)."""
+        recs = self._read_range(pending[0], pending[1])
+        groups: list[tuple[Pos, list[Part]]] = []
+        bounds = [pending[0], *cuts, pending[1]]
+        for lo, hi in zip(bounds, bounds[1:]):
+            mine = [r for r in recs if lo <= r.pos < hi]
+            first = mine[0].pos if mine else lo
+            native = [r for r in mine if self._is_native(r)]
+            groups.append((first, self._parts(self._convert([r for r in mine if not self._is_native(r)], {}),
+                                              first, native)))
+        return groups
+
+    def _collect(self, start: Pos, wait: bool = True) -> tuple[list[Record], dict[str, Batch], list[Record]]:
+        """Records from ``start`` until a size threshold, the age threshold, or a stop (without
+        ``wait``: until what is durable now is read, for a batch stored beside the one ending at
+        ``start``). Records for Python are converted as they arrive, so conversion overlaps with
+        waiting for the batch to fill; records for a native decoder are kept as they are (and
+        count against their own, larger, thresholds)."""
         recs: list[Record] = []
         batches: dict[str, Batch] = {}
         native: list[Record] = []
         items = size = n_items = n_size = 0
         first = 0.0
-        pos = self.cursor
+        pos = start
         while True:
             pos = self.wal.normalize(pos)
             if self.wal.durable_end <= pos:
+                if not wait:
+                    return recs, batches, native
                 if not recs:
                     self.caught_up.set()
                 if self._stop.is_set():
@@ -291,17 +333,42 @@ class Writer:
         batches.clear()
         return parts
 
-    def _write(self, start: Pos, end: Pos, first: Pos, parts: list[Part], verify: bool) -> bool:
-        """Store one batch (the WAL range ``[start, end)`` whose first record is at ``first``);
-        False when giving up at shutdown (the batch stays pending)."""
+    def _write(self, start: Pos, end: Pos, groups: list[tuple[Pos, list[Part]]], verify: bool) -> bool:
+        """Store the batches of the WAL range ``[start, end)``, each given by its first record's
+        position and its inserts: side by side when there are two and lanes for them. False when
+        giving up at shutdown (the range stays pending)."""
         t0 = time.monotonic()
-        self.checkpoint.save(start, (start, end))
+        self.checkpoint.save(start, (start, end), [first for first, _ in groups[1:]])
+        ok = True
+        if len(groups) > 1 and self._beside is not None:
+            self.m.inc("tracehouse_collector_writer_batches_side_by_side_total", 1)
+            beside = self._beside.submit(self._write_parts, *groups[1], verify, 1)
+            try:
+                ok = self._write_parts(*groups[0], verify, 0)
+            finally:
+                ok = beside.result() and ok
+        else:
+            for first, parts in groups:
+                ok = ok and self._write_parts(first, parts, verify, 0)
+        if not ok:
+            return False
+        self.checkpoint.save(end)
+        self.cursor = end
+        self.wal.release(end)
+        self.wal.delete_before(end)
+        self.m.inc("tracehouse_collector_writer_batches_total", len(groups))
+        self.m.observe("tracehouse_collector_writer_batch_seconds", time.monotonic() - t0)
+        return True
+
+    def _write_parts(self, first: Pos, parts: list[Part], verify: bool, lane: int) -> bool:
+        """Store one batch's inserts (the batch whose first record is at ``first``), native ones
+        on engine ``lane``; False when giving up at shutdown."""
         retries = Retries(self.retry_delay)
         while parts:
             p = parts[0]
             try:
                 if p.payloads is not None:
-                    more = self._store_native(p, first, verify or p.verify)
+                    more = self._store_native(p, first, verify or p.verify, lane)
                     parts[1:1] = more
                 else:
                     self._store(p, verify or p.verify)
@@ -333,12 +400,6 @@ class Writer:
                 continue
             parts.pop(0)
             retries.next_part()
-        self.checkpoint.save(end)
-        self.cursor = end
-        self.wal.release(end)
-        self.wal.delete_before(end)
-        self.m.inc("tracehouse_collector_writer_batches_total", 1)
-        self.m.observe("tracehouse_collector_writer_batch_seconds", time.monotonic() - t0)
         return True
 
     def _store(self, p: Part, verify: bool) -> None:
@@ -349,16 +410,17 @@ class Writer:
             self._count(p.sig, p.n)
 
     def _count(self, sig: str, n: int) -> None:
-        self.stored[sig] += n
+        with self._count_lock:  # two batches may be stored side by side
+            self.stored[sig] += n
         self.m.inc("tracehouse_collector_written_items_total", n, signal=sig)
         self.m.observe("tracehouse_collector_writer_batch_items", n, signal=sig)
 
-    def _store_native(self, p: Part, first: Pos, verify: bool) -> list[Part]:
+    def _store_native(self, p: Part, first: Pos, verify: bool, lane: int = 0) -> list[Part]:
         """A signal's requests of a batch through the engine; returns the part the Python path
         stores (requests the engine cannot map), if any."""
         assert p.payloads is not None
         already = verify and self.store.batch_present(p.table, p.batch_id)
-        res = self.natives[SIGNALS[p.sig].code].insert(p.payloads, p.batch_id, f"n{p.batch_id}")
+        res = self.natives[SIGNALS[p.sig].code].insert(p.payloads, p.batch_id, f"n{p.batch_id}", lane=lane)
         for what, n in res.truncated.items():
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)
         if already:

@@ -74,8 +74,10 @@ class EmbeddedBackend(Backend, Protocol):
     def restricted_reader(self, database: str, settings: dict[str, Any]) -> RuleReader:
         """Connections with ``settings`` fixed and then ``readonly = 1``, default database ``database``."""
 
-    def insert_file(self, insert: str, fmt: str, data: bytes, structure: str = "", settings: str = "") -> None:
-        """``<insert> SELECT * FROM file(<data>, fmt[, structure]) SETTINGS <settings>``."""
+    def insert_file(self, insert: str, fmt: str, data: bytes, structure: str = "", settings: str = "",
+                    select: str = "SELECT * FROM {input}", lane: int = 0) -> None:
+        """``<insert> <select with {input} = file(<data>, fmt[, structure])> SETTINGS <settings>``,
+        on insert connection ``lane`` (inserts on different lanes run side by side)."""
 
     def release_startup_memory(self) -> None:
         """Give back memory only start-up used."""

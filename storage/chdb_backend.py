@@ -174,6 +174,10 @@ class ChdbBackend:
         self._schemas: dict[str, Any] = {}
         self._readers = ReaderPool(path, self.READERS)
         self._pools: list[ReaderPool] = [self._readers]
+        # further insert connections ("lanes" 1, 2, …; lane 0 is the session), each used by one
+        # insert at a time, so that inserts on different lanes run in parallel
+        self._lanes: dict[int, tuple[Any, threading.Lock]] = {}
+        self._lanes_lock = threading.Lock()
 
     # -- statements: on the reader connections, never under the insert lock ----------------------
     def query(self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Result:
@@ -222,23 +226,41 @@ class ChdbBackend:
         self.insert_prepared(table, qualified_name, self.prepare(table, columns), token)
         return len(columns[0]) if columns else 0
 
+    def _lane(self, lane: int) -> tuple[Any, threading.Lock]:
+        if lane == 0:
+            return self._session, self._lock
+        with self._lanes_lock:
+            if self._closed:
+                raise StorageError("store is closed")
+            got = self._lanes.get(lane)
+            if got is None:
+                from chdb import session as chdb_session
+
+                try:
+                    got = self._lanes[lane] = (chdb_session.Session(self.path), threading.Lock())
+                except Exception as e:
+                    raise StorageError(f"cannot open an insert connection to chDB: {e}") from e
+            return got
+
     def insert_file(self, insert: str, fmt: str, data: bytes | Sequence[bytes], structure: str = "",
-                    settings: str = "", select: str = "SELECT * FROM {input}") -> None:
+                    settings: str = "", select: str = "SELECT * FROM {input}", lane: int = 0) -> None:
         """``INSERT INTO … SELECT * FROM file(<data>, fmt[, structure]) SETTINGS …``: the data (or
         the concatenation of its buffers) is handed to the engine as an in-memory file. Not chDB's streaming inserter: that one reports
         success when a materialized view of the table fails (the table's part written, the view's
-        not: rollups silently short), where a query raises (checked on chDB 26.9)."""
+        not: rollups silently short), where a query raises (checked on chDB 26.9). ``lane``: the
+        insert connection (0, the session, unless the caller runs inserts side by side)."""
         # the path of an in-memory file (its fd number) is reused by later inserts: never let the
         # engine answer from its cache of schemas inferred per path
         settings = ", ".join(x for x in (settings, "schema_inference_use_cache_for_file = 0") if x)
         with _data_file(data) as path:
             args = f"'{path}', '{fmt}'" + (f", {_literal(structure)}" if structure else "")
             sql = f"{insert} {select.replace('{input}', f'file({args})')} SETTINGS {settings}"
-            with self._lock:
+            conn, lock = self._lane(lane)
+            with lock:
                 if self._closed:
                     raise StorageError("store is closed")
                 try:
-                    self._session.query(sql, "Null")
+                    conn.query(sql, "Null")
                 except Exception as e:
                     raise _translate(e) from e
 
@@ -250,6 +272,11 @@ class ChdbBackend:
             if self._closed:
                 return
             self._closed = True
+        with self._lanes_lock:
+            lanes, self._lanes = list(self._lanes.values()), {}
+        for conn, lock in lanes:
+            with lock:
+                conn.close()
         for pool in self._pools:
             pool.close()
         _release_session()

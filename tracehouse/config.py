@@ -50,6 +50,10 @@ class Settings:
     #: TRACEHOUSE_DECODER: how stored trace and log requests become rows: native (the embedded engine decodes
     #: them), python, or auto (native on embedded chDB, python on a ClickHouse server)
     decoder: str = "auto"
+    #: TRACEHOUSE_INGEST_LANES: batches the native decoders store side by side when a backlog waits
+    #: (each on an engine connection of its own): 0 = 2 on a machine of two cores or more, else 1.
+    #: 1 halves the engine memory a burst takes (one batch of up to 100k spans at a time)
+    ingest_lanes: int = 0
     #: TRACEHOUSE_MAX_BODY_BYTES: largest accepted (compressed) OTLP body
     max_body_bytes: int = 16 << 20
     #: TRACEHOUSE_MAX_DECOMPRESSED_BYTES: largest accepted body after gunzip

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.collector.corpus import corner_requests, sdk_requests
-from tracehouse.collector import native
+from tracehouse.collector import native_feed
 from tracehouse.collector.convert import Limits
 from tracehouse.collector.decode import SIGNALS, decode_request
 from tracehouse.collector.ingest import prepare
@@ -85,10 +85,10 @@ TIGHT = Limits(max_attributes=8, max_value_len=100, max_key_len=20, max_events=3
 # block_bytes: request bytes the engine decodes and flattens at a time; 1 makes every request of
 # the corpus a block of its own, the blocks squashed again before the views
 @pytest.mark.parametrize("limits,every_value,block_bytes",
-                         [(Limits(), False, native.BLOCK_BYTES), (TIGHT, False, native.BLOCK_BYTES), (TIGHT, True, 1)],
+                         [(Limits(), False, native_feed.BLOCK_BYTES), (TIGHT, False, native_feed.BLOCK_BYTES), (TIGHT, True, 1)],
                          ids=["default", "tight", "tight-every-value-small-blocks"])
 def test_both_decoders_store_the_same_rows(chdb_dir, tmp_path, monkeypatch, limits, every_value, block_bytes):
-    monkeypatch.setattr(native, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(native_feed, "BLOCK_BYTES", block_bytes)
     cases = corner_requests() + sdk_requests()
     assert any(name.startswith("sdk") for name, _ in cases)
     bodies = [req.SerializeToString() for _, req in cases]

@@ -15,7 +15,7 @@ from tests.collector import corpus, log_corpus
 from tests.collector.harness import run_collector
 from tests.collector.test_native import SPAN_COLUMNS, _counters, _fill_wal, _rows
 from tests.support.waiting import wait_for
-from tracehouse.collector import native, native_feed
+from tracehouse.collector import native_feed
 from tracehouse.collector.convert import Limits
 from tracehouse.collector.decode import SIGNALS
 from tracehouse.collector.metrics import Registry
@@ -67,10 +67,10 @@ def _sdk_python(cases: list, every_value: bool) -> int:
 
 
 @pytest.mark.parametrize("limits,every_value,block_bytes",
-                         [(Limits(), False, native.BLOCK_BYTES), (TIGHT, False, native.BLOCK_BYTES), (TIGHT, True, 1)],
+                         [(Limits(), False, native_feed.BLOCK_BYTES), (TIGHT, False, native_feed.BLOCK_BYTES), (TIGHT, True, 1)],
                          ids=["default", "tight", "tight-every-value-small-blocks"])
 def test_both_decoders_store_the_same_log_rows(chdb_dir, tmp_path, monkeypatch, limits, every_value, block_bytes):
-    monkeypatch.setattr(native, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(native_feed, "BLOCK_BYTES", block_bytes)
     logs = log_corpus.corner_requests() + log_corpus.sdk_requests()
     traces = [c for c in corpus.corner_requests() if c[0] in ("plain spans", "span attribute arrays and kvlists")]
     assert sum(name.startswith("sdk") for name, _ in logs) >= 5

@@ -12,7 +12,7 @@ from tests.collector.payloads import traces
 from tracehouse.collector.metrics import Registry
 from tracehouse.collector.redact import Redactor
 from tracehouse.collector.wal import Wal
-from tracehouse.collector.writer import Checkpoint, Writer
+from tracehouse.collector.writer import Checkpoint, Writer, batch_id_for
 
 
 def _append(wal: Wal, kind: int, items: int, payload: bytes) -> tuple[int, int]:
@@ -199,3 +199,66 @@ def test_records_that_waited_in_the_log_are_not_held_another_max_age(chdb_store,
     wal.stop()
     assert writer.stored["traces"] == 40 and len(span_id_counts(chdb_store)) == 40
     assert took < max_age / 2, took
+
+
+def _records(wal: Wal) -> list:
+    return wal.read((0, 0), 10**9, 10**9)
+
+
+def test_a_replayed_range_of_two_batches_is_cut_where_the_first_attempt_cut_it(chdb_store, tmp_path):
+    """Two batches stored side by side are pending as one range with a cut; after a crash the
+    replay must rebuild the same two batches (ids and deduplication tokens derive from each
+    batch's first record), not one batch under the first one's id: that one could not be
+    recognised where only the second batch had landed."""
+    buf = str(tmp_path)
+    wal = Wal(buf)
+    wal.start()
+    for _ in range(4):
+        _append(wal, 1, 50, traces(50)[0].SerializeToString())
+    recs = _records(wal)
+    wal.stop()
+    start, cut, end = recs[0].pos, recs[2].pos, recs[-1].end
+    Checkpoint(os.path.join(buf, "checkpoint.json")).save(start, (start, end), [cut])  # the crash
+    wal = Wal(buf)
+    writer = Writer(wal, chdb_store, Registry(), Redactor(), max_age=0.05)
+    wal.start()
+    writer.start()
+    deadline = time.monotonic() + 20
+    while writer.stored["traces"] < 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.stop(2)
+    wal.stop()
+    got = dict(chdb_store.query(f"SELECT batch_id, count() FROM {chdb_store.db}.spans GROUP BY batch_id").rows)
+    assert got == {batch_id_for(wal.ident, start): 100, batch_id_for(wal.ident, cut): 100}
+    assert Checkpoint(os.path.join(buf, "checkpoint.json")).load() == (end, None)
+
+
+def test_a_backlog_is_stored_two_batches_side_by_side_exactly_once(chdb_store, tmp_path):
+    """With native decoders of two lanes and a backlog behind a batch, the next batch is stored
+    beside it on the second lane; every span once, the checkpoint at the end."""
+    from tracehouse.collector.convert import Limits
+    from tracehouse.collector.native import NativeTraces
+
+    buf = str(tmp_path / "buffer")
+    wal = Wal(buf)
+    wal.start()
+    ids = []
+    for _ in range(8):
+        req, got = traces(50)
+        ids += got
+        _append(wal, 1, 50, req.SerializeToString())
+    end = _records(wal)[-1].end
+    m = Registry()
+    nt = NativeTraces(chdb_store, Redactor(), Limits(), str(tmp_path / "schemas"), lanes=2)
+    writer = Writer(wal, chdb_store, m, Redactor(), max_age=0.05, native=nt, native_max_items=100,
+                    native_max_bytes=40_000)
+    writer.start()
+    deadline = time.monotonic() + 30
+    while writer.stored["traces"] < 400 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.stop(2)
+    wal.stop()
+    assert m.get("tracehouse_collector_writer_batches_side_by_side_total") >= 1
+    counts = span_id_counts(chdb_store)
+    assert sorted(counts) == sorted(i.hex() for i in ids) and set(counts.values()) == {1}
+    assert Checkpoint(os.path.join(buf, "checkpoint.json")).load() == (end, None)
