@@ -204,5 +204,5 @@ class NativeFeed:
             f"INSERT INTO {self.db}.{self.signal}_feed_{lane} ({self._feed_names})", "Protobuf",
             frame(payloads, batch_id), structure=self._columns,
             settings=insert_settings(self._schema, token, requests_per_block(payloads)), select=self._flatten,
-            lane=lane)
+            lane=lane, pipe=True)
         return read_side(self.store, side, self.spec.STATS)

@@ -75,7 +75,7 @@ class EmbeddedBackend(Backend, Protocol):
         """Connections with ``settings`` fixed and then ``readonly = 1``, default database ``database``."""
 
     def insert_file(self, insert: str, fmt: str, data: bytes, structure: str = "", settings: str = "",
-                    select: str = "SELECT * FROM {input}", lane: int = 0) -> None:
+                    select: str = "SELECT * FROM {input}", lane: int = 0, pipe: bool = False) -> None:
         """``<insert> <select with {input} = file(<data>, fmt[, structure])> SETTINGS <settings>``,
         on insert connection ``lane`` (inserts on different lanes run side by side)."""
 

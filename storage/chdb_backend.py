@@ -243,16 +243,18 @@ class ChdbBackend:
             return got
 
     def insert_file(self, insert: str, fmt: str, data: bytes | Sequence[bytes], structure: str = "",
-                    settings: str = "", select: str = "SELECT * FROM {input}", lane: int = 0) -> None:
+                    settings: str = "", select: str = "SELECT * FROM {input}", lane: int = 0,
+                    pipe: bool = False) -> None:
         """``INSERT INTO … SELECT * FROM file(<data>, fmt[, structure]) SETTINGS …``: the data (or
         the concatenation of its buffers) is handed to the engine as an in-memory file. Not chDB's streaming inserter: that one reports
         success when a materialized view of the table fails (the table's part written, the view's
         not: rollups silently short), where a query raises (checked on chDB 26.9). ``lane``: the
-        insert connection (0, the session, unless the caller runs inserts side by side)."""
+        insert connection (0, the session, unless the caller runs inserts side by side). ``pipe``:
+        the engine reads the data through a pipe as it is written (formats read in one pass)."""
         # the path of an in-memory file (its fd number) is reused by later inserts: never let the
         # engine answer from its cache of schemas inferred per path
         settings = ", ".join(x for x in (settings, "schema_inference_use_cache_for_file = 0") if x)
-        with _data_file(data) as path:
+        with (_data_pipe(data) if pipe else _data_file(data)) as path:
             args = f"'{path}', '{fmt}'" + (f", {_literal(structure)}" if structure else "")
             sql = f"{insert} {select.replace('{input}', f'file({args})')} SETTINGS {settings}"
             conn, lock = self._lane(lane)
@@ -356,6 +358,38 @@ def _write_all(fd: int, chunks) -> None:
             else:
                 chunks[i] = c[n:]
                 break
+
+
+@contextmanager
+def _data_pipe(data):
+    """A path the engine reads ``data`` from through a pipe, fed by a thread while it reads: the
+    data is never copied whole into an in-memory file (a 100k-span batch of trace requests is
+    ≈ 40 MB). For formats read front to back in one pass (``Protobuf``). When the engine stops
+    reading early (an error), the read end closes and the feeding thread ends on the broken pipe."""
+    import fcntl
+    import os
+
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB, fewer hand-overs between the threads
+    except OSError:
+        pass
+
+    def feed() -> None:
+        try:
+            _write_all(w, data)
+        except OSError:  # the engine closed its end (it failed, or stopped reading)
+            pass
+        finally:
+            os.close(w)
+
+    feeder = threading.Thread(target=feed, name="tracehouse-insert-feed", daemon=True)
+    feeder.start()
+    try:
+        yield f"/proc/self/fd/{r}"
+    finally:
+        os.close(r)
+        feeder.join(30)
 
 
 @contextmanager
