@@ -17,7 +17,7 @@ from google.rpc import status_pb2
 from .auth import TokenCheck
 from .decode import JSON, PROTOBUF, SIGNALS, decode_request, encode_response, media_type, to_json
 from .dedup import RecentRequests
-from .ingest import Ingest
+from .ingest import INLINE_DECODE_BYTES, Ingest
 from .metrics import CONTENT_TYPE, Registry
 from .ratelimit import RateLimiter
 from .wal import Wal
@@ -105,7 +105,9 @@ class CollectorApp:
             msg, _, raw = decode_request(sig, ctype, encoding, body, max_decompressed)
             return msg, raw
 
-        out = await self.core.handle(sig, headers, read, decode)
+        # uncompressed protobuf costs at most its size to decode: small bodies stay on the loop
+        inline = INLINE_DECODE_BYTES if media_type(ctype) == PROTOBUF and not encoding else 0
+        out = await self.core.handle(sig, headers, read, decode, inline)
         if not out.ok:
             extra = [(b"retry-after", str(out.retry_after).encode())] if out.retry_after is not None else []
             await _status(send, out.status, out.message, as_json, extra)

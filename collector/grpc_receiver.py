@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from .decode import PROTOBUF, SIGNALS, Signal, decode_body, encode_response
-from .ingest import Ingest, Outcome
+from .ingest import INLINE_DECODE_BYTES, Ingest, Outcome
 
 __all__ = ["GrpcReceiver", "SERVICES", "grpc_code"]
 
@@ -92,7 +92,7 @@ class _Export:
         def decode(body: bytes) -> tuple[Any, bytes]:
             return decode_body(sig, PROTOBUF, "", body, core.max_decompressed)[0], body
 
-        out = await core.handle(sig, _headers(context), read, decode)
+        out = await core.handle(sig, _headers(context), read, decode, INLINE_DECODE_BYTES)
         if out.ok:
             return encode_response(sig, out.rejected, out.message, False)
         code, meta = trailers(out)

@@ -117,3 +117,44 @@ def test_the_buffer_cap_counts_the_decoded_request_not_the_compressed_body(chdb_
                                    "content-encoding": "gzip"}).status_code == 200
     finally:
         r.stop()
+
+
+def test_small_protobuf_bodies_are_decoded_on_the_loop_the_rest_in_the_decode_threads(chdb_store, tmp_path):
+    """An uncompressed protobuf body up to INLINE_DECODE_BYTES costs less to decode than the hand-off
+    to a thread: it stays on the loop (over HTTP and gRPC); a gzip body, JSON and a larger protobuf
+    body each go to a decode thread. All are stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tracehouse.collector.ingest import INLINE_DECODE_BYTES
+
+    class CountingPool(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, *a, **kw):  # type: ignore[override]
+            CountingPool.submitted += 1
+            return super().submit(*a, **kw)
+
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), grpc=True, max_batch_age=0.05)
+    core = r.collector.app.core
+    core._decoder.shutdown()
+    core._decoder = CountingPool(max_workers=2, thread_name_prefix="tracehouse-decode")
+    pb = {"content-type": "application/x-protobuf"}
+    try:
+        small = traces(300)[0].SerializeToString()
+        assert httpx.post(r.url + "/v1/traces", content=small, headers=pb).status_code == 200
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            ch.unary_unary(TRACE_EXPORT)(traces(300)[0].SerializeToString(), timeout=10)
+        assert CountingPool.submitted == 0, "a small protobuf body was handed to a decode thread"
+        big, _ = traces(300)
+        for s in big.resource_spans[0].scope_spans[0].spans:
+            s.attributes.append(kv("description", "x" * 1000))
+        assert len(big.SerializeToString()) > INLINE_DECODE_BYTES
+        assert httpx.post(r.url + "/v1/traces", content=big.SerializeToString(), headers=pb).status_code == 200
+        assert httpx.post(r.url + "/v1/traces", content=gzip.compress(traces(10)[0].SerializeToString()),
+                          headers={**pb, "content-encoding": "gzip"}).status_code == 200
+        assert httpx.post(r.url + "/v1/traces", content=to_json(traces(10)[0]),
+                          headers={"content-type": "application/json"}).status_code == 200
+        assert CountingPool.submitted == 3
+        r.wait_stored("traces", 920)
+    finally:
+        r.stop()
