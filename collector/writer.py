@@ -265,10 +265,10 @@ class Writer:
                 # became durable if that is earlier: records that waited in the WAL while the
                 # previous batch was stored do not wait a whole max_age again once caught up
                 now = time.monotonic()
-                wait = min(first + self.max_age - now, self.max_age - self.wal.oldest_age())
-                if wait <= 0:
+                left = min(first + self.max_age - now, self.max_age - self.wal.oldest_age())
+                if left <= 0:
                     return recs, batches, native
-                self.wal.wait_durable(pos, min(wait, 0.2))
+                self.wal.wait_durable(pos, min(left, 0.2))
                 continue
             if self.caught_up.is_set():
                 self.caught_up.clear()
