@@ -70,11 +70,14 @@ def feed_names(table: str, stats: list[str]) -> list[str]:
     return [c.name for c in TABLES_BY_NAME[table].columns] + ["record", "fallback"] + stats
 
 
-#: Inserts a decoder can run at once by default, each on an engine connection of its own ("lane")
-#: and into feed and side tables of its own; the writer stores two batches side by side when a
-#: backlog waits (``writer.py``). Measured (``NativeTraces.insert`` alone, 100k-span batches, 2
-#: cores): two at once 152-163k spans/s against 111-113k one after the other, same CPU per span.
-LANES = 2 if (os.cpu_count() or 1) >= 2 else 1
+#: Inserts a decoder can run at once, each on an engine connection of its own ("lane") and into
+#: feed and side tables of its own; with two, the writer stores two batches side by side when a
+#: backlog waits (``writer.py``). Measured: the engine alone (``NativeTraces.insert``, 100k-span
+#: batches, 2 cores) 152-163k spans/s with two at once against 111-113k one after the other; the
+#: ingest benchmark, interleaved in one lock hold, stored 75.7k / 88.5k against 69.7k / 79.0k
+#: spans/s, for a peak RSS of 734 / 747 against 563 / 576 MB. One by default: +9-12% is not worth
+#: +170 MB in a collector; ``TRACEHOUSE_INGEST_LANES=2`` where throughput matters more.
+LANES = 1
 MAX_LANES = 2  # the writer stores at most two batches side by side
 
 

@@ -9,8 +9,9 @@ completed (``Store.insert``). Ranges after the checkpoint that were never attemp
 Store errors are retried with backoff while data waits on disk; a part the store rejects eight
 times goes to a dead-letter file (``deadletter.py``), never away.
 
-When a backlog waits behind a batch with native requests, a second batch (what is durable at
-that moment, up to the same limits) is stored beside it on the decoders' second engine lane: the
+When a backlog waits behind a batch with native requests and the decoders have two engine lanes
+(``TRACEHOUSE_INGEST_LANES=2``), a second batch (what is durable at that moment, up to the same
+limits) is stored beside it on the second lane: the
 range of both is pending together, with the second batch's first position recorded as a cut, so a
 replay rebuilds the same two batches with the same ids and deduplication tokens.
 
