@@ -262,3 +262,16 @@ def test_a_backlog_is_stored_two_batches_side_by_side_exactly_once(chdb_store, t
     counts = span_id_counts(chdb_store)
     assert sorted(counts) == sorted(i.hex() for i in ids) and set(counts.values()) == {1}
     assert Checkpoint(os.path.join(buf, "checkpoint.json")).load() == (end, None)
+
+
+def test_the_ingest_lanes_setting_reaches_the_native_decoders(chdb_store, tmp_path):
+    """One lane unless TRACEHOUSE_INGEST_LANES asks for two (more is cut to two: the writer
+    stores at most two batches side by side)."""
+    from tracehouse.collector.build import native_decoder
+    from tracehouse.config import load_settings
+
+    for env, want in (({}, 1), ({"TRACEHOUSE_INGEST_LANES": "2"}, 2), ({"TRACEHOUSE_INGEST_LANES": "9"}, 2)):
+        settings = load_settings(environ={"TRACEHOUSE_BUFFER_DIR": str(tmp_path), **env})
+        decoders = native_decoder(settings, chdb_store, Redactor(), None)
+        assert [d.lanes for d in decoders] == [want, want], env
+        assert Writer(Wal(str(tmp_path / "wal")), chdb_store, Registry(), Redactor(), native=decoders)._lanes() == want
