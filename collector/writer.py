@@ -11,9 +11,9 @@ times goes to a dead-letter file (``deadletter.py``), never away.
 
 When a backlog waits behind a batch with native requests and the decoders have two engine lanes
 (``TRACEHOUSE_INGEST_LANES=2``), a second batch (what is durable at that moment, up to the same
-limits) is stored beside it on the second lane: the
-range of both is pending together, with the second batch's first position recorded as a cut, so a
-replay rebuilds the same two batches with the same ids and deduplication tokens.
+limits) is stored beside it on the second lane: the range of both is pending together, with the
+second batch's first position recorded as a cut, so a replay rebuilds the same two batches with
+the same ids and deduplication tokens.
 
 The units the writer composes read on their own: the checkpoint file (``checkpoint.py``), the
 retry policy and its drop rule (``retry_policy.py``), the GC pause (``gc_control.py``).
