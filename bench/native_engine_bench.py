@@ -28,6 +28,29 @@ def _anon_mb() -> float:
     return 0.0
 
 
+def measure(fn) -> tuple[float, float, float]:
+    """(seconds, CPU seconds, anonymous memory peak over the start in MB) of ``fn()``."""
+    base = peak = _anon_mb()
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _anon_mb())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    c0, t0 = time.process_time(), time.perf_counter()
+    try:
+        fn()
+    finally:
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        stop.set()
+        sampler.join()
+    return dt, cpu, peak - base
+
+
 def run(spans: int, batch: int, per_request: int) -> dict:
     from bench.ingest_bench import build_requests
     from tracehouse.collector.convert import Limits
@@ -46,29 +69,17 @@ def run(spans: int, batch: int, per_request: int) -> dict:
             batches = [bodies[i:i + per] for i in range(0, len(bodies), per)]
             nt.insert(batches[0][:1], 1, "warm-up")
             store.query(f"TRUNCATE TABLE {store.db}.spans")
-            base = peak = _anon_mb()
-            stop = threading.Event()
-
-            def sample() -> None:
-                nonlocal peak
-                while not stop.is_set():
-                    peak = max(peak, _anon_mb())
-                    time.sleep(0.01)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            c0, t0 = time.process_time(), time.perf_counter()
             stored = 0
-            try:
+
+            def insert_all() -> None:
+                nonlocal stored
                 for i, b in enumerate(batches):
                     stored += nt.insert(b, i + 2, f"bench-{i}").stored
-            finally:
-                dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-                stop.set()
-                sampler.join()
+
+            dt, cpu, anon = measure(insert_all)
             rows = int(store.query(f"SELECT count() FROM {store.db}.spans").scalar())
         return {"batch_spans": batch, "spans": stored, "rows": rows, "spans_per_s": round(stored / dt),
-                "cpu_s_per_100k": round(cpu / stored * 1e5, 2), "anon_peak_over_start_mb": round(peak - base)}
+                "cpu_s_per_100k": round(cpu / stored * 1e5, 2), "anon_peak_over_start_mb": round(anon)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -18,12 +18,11 @@ import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.native_engine_bench import _anon_mb  # noqa: E402
+from bench.native_engine_bench import measure  # noqa: E402
 
 SERVICES = ("frontend", "cart", "checkout", "payments", "inventory")
 
@@ -67,29 +66,6 @@ def build_requests(total: int, per_request: int, seed: int = 11) -> list[bytes]:
     return out
 
 
-def _measure(fn) -> tuple[float, float, float]:
-    """(seconds, CPU seconds, anonymous memory peak over the start in MB) of ``fn()``."""
-    base = peak = _anon_mb()
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, _anon_mb())
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    c0, t0 = time.process_time(), time.perf_counter()
-    try:
-        fn()
-    finally:
-        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-        stop.set()
-        sampler.join()
-    return dt, cpu, peak - base
-
-
 def run(decoder: str, bodies: list[bytes], batch: int, per_request: int, tmp: str, round_no: int) -> dict:
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
@@ -120,7 +96,7 @@ def run(decoder: str, bodies: list[bytes], batch: int, per_request: int, tmp: st
                     convert_logs(ExportLogsServiceRequest.FromString(body), rows, red, lim, st)
                 store.insert("logs", rows.columns(), batch_id=i + 2)
 
-        dt, cpu, anon = _measure(native if decoder == "native" else python)
+        dt, cpu, anon = measure(native if decoder == "native" else python)
         rows = int(store.query(f"SELECT count() FROM {store.db}.logs").scalar())
         store.query(f"DROP DATABASE IF EXISTS {store.db}")
         store.query(f"DROP DATABASE IF EXISTS {store.db}_ingest")
