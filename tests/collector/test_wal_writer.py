@@ -186,7 +186,7 @@ def test_records_that_waited_in_the_log_are_not_held_another_max_age(chdb_store,
     wal.start()
     req, ids = traces(40)
     _append(wal, 1, 40, req.SerializeToString())
-    max_age = 3.0
+    max_age = 1.0
     time.sleep(max_age)  # the record is as old as a batch may get
     writer = Writer(wal, chdb_store, Registry(), Redactor(), max_age=max_age)
     t0 = time.monotonic()
