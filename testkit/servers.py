@@ -14,13 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tracehouse.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 30.0) -> bool:

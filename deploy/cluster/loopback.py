@@ -18,6 +18,7 @@ cluster through :class:`LoopbackCluster` (testkit/cluster.py).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 # The jars Debian's zookeeper package installs that a standalone server needs (its zkServer.sh reads
 # the package's own config directory, so the server is started here with its own zoo.cfg instead).
@@ -38,10 +40,19 @@ ZK_JARS = ("zookeeper", "zookeeper-jute", "slf4j-api", "slf4j-simple", "netty-bu
 JAVA_DIR = "/usr/share/java"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _load_ports():
+    """tracehouse/ports.py, by path (standard library only), so this script runs without tracehouse installed."""
+    path = Path(__file__).resolve().parents[2] / "tracehouse" / "ports.py"
+    spec = importlib.util.spec_from_file_location("tracehouse_ports", path)
+    if spec is None or spec.loader is None or not path.exists():
+        from tracehouse import ports  # a copy of this script outside the repository
+        return ports
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+free_port = _load_ports().free_port  # outside the ephemeral range: no client connection takes it first
 
 
 def port_open(port: int) -> bool:
@@ -70,6 +81,21 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def last_lines(p: Proc, count: int = 8) -> str:
+    """The end of a process's logs, for the error that says it exited."""
+    out = []
+    for path in (p.log, p.errlog):
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                lines = f.read().decode("utf-8", "replace").splitlines()[-count:]
+        except OSError:
+            continue
+        out += [f"{os.path.basename(path)}: {line}" for line in lines]
+    return "\n".join(out)
+
+
 @dataclass
 class Proc:
     """One process of the cluster: how to start it, and how to tell that it is up."""
@@ -82,6 +108,7 @@ class Proc:
     ready_zk: int = 0  # or a ZooKeeper client port that serves
     pid: int = 0
     log: str = ""
+    errlog: str = ""  # where the process writes its own errors, when not to ``log``
 
 
 class LoopbackCluster:
@@ -234,7 +261,7 @@ class LoopbackCluster:
         # has one (seen: a segfault in zkutil::ZooKeeper::createImpl right after start).
         zk_query = urllib.parse.quote("SELECT count() FROM system.zookeeper WHERE path = '/'")
         self._add(Proc(n["name"], [exe, f"--config-file={d}/config.xml"],
-                       ready_url=f"http://127.0.0.1:{n['http']}/?query={zk_query}"))
+                       ready_url=f"http://127.0.0.1:{n['http']}/?query={zk_query}", errlog=f"{d}/server.err.log"))
 
     def _haproxy(self, port: int, backends: list[int]) -> None:
         d = os.path.join(self.dir, "haproxy")
@@ -292,7 +319,7 @@ backend collectors
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if child.poll() is not None:
-                raise RuntimeError(f"{name} exited with {child.returncode}; see {p.log}")
+                raise RuntimeError(f"{name} exited with {child.returncode}; see {p.log}\n{last_lines(p)}")
             if ((p.ready_port and port_open(p.ready_port)) or (p.ready_url and http_ok(p.ready_url))
                     or (p.ready_zk and zookeeper_serving(p.ready_zk))):
                 return p
