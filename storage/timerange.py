@@ -13,6 +13,8 @@ NS = 1_000_000_000
 _REL = re.compile(r"^(?:now-)?(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_RANGE_NS = 400 * 86400 * NS
+#: the stored times' range: seconds since 1970 in a UInt32 (ClickHouse's DateTime), up to 2106-02-07
+MAX_TIME_NS = (2**32 - 1) * NS
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ def parse_range(since: str | None, until: str | None, now_ns: int | None = None,
     now = time.time_ns() if now_ns is None else now_ns
     end = parse_time(until, now, now)
     start = parse_time(since, now, end - int(parse_duration(default) * NS))
+    if start < 0 or end < 0:
+        raise InvalidParameter("time range starts before 1970-01-01")
+    if end > MAX_TIME_NS:
+        raise InvalidParameter("time range ends after 2106-02-07 (the latest time stored)")
     if start >= end:
         raise InvalidParameter("since must be before until")
     if end - start > MAX_RANGE_NS:

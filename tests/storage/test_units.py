@@ -53,6 +53,12 @@ def test_time_ranges():
     for since, until in (("soon", None), ("now", "1h"), ("3000d", None), ("2026-13-01", None)):
         with pytest.raises(InvalidParameter):
             parse_range(since, until, now_ns=now)
+    # times the store cannot hold (seconds in a UInt32) are refused here, not by the store as a 500
+    for since, until in ((None, "0"), (None, "9999999d"), (None, "0" * 32), ("1969-12-31T23:00:00Z", "1970-01-01T00:10:00Z"),
+                         ("2106-02-07T00:00:00Z", "2106-02-08T00:00:00Z"), (None, "99999999999999999999")):
+        with pytest.raises(InvalidParameter):
+            parse_range(since, until, now_ns=now)
+    assert parse_range("0", "600", now_ns=now).start_ns == 0
 
 
 def test_attribute_values_keep_their_type():
