@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -40,6 +41,7 @@ from .state import Alert, AlertingRule, SnapshotFunc, Transition
 from .templates import check
 
 log = logging.getLogger("tracehouse.alerts")
+_RULE_ID = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
 
 
 class Engine:
@@ -257,7 +259,10 @@ class Engine:
 
     def put_rule(self, body: dict[str, Any], rule_id: str | None = None) -> AlertingRule:
         """Create or replace an API rule (raises RuleError for a bad rule, ReadOnlyRule for a YAML one)."""
-        rid = rule_id or str(body.get("id") or uuid.uuid4().hex[:16])
+        given = body.get("id")
+        if rule_id is None and given is not None and not (isinstance(given, str) and _RULE_ID.match(given)):
+            raise RuleError("a rule's id is a text of 1-200 letters, digits and _ . : / -")
+        rid = rule_id or given or uuid.uuid4().hex[:16]
         with self._lock:
             old = self.rules.get(rid)
             if old is not None and old.rule.read_only:

@@ -7,6 +7,7 @@ action); the kind-specific fields are checked here so a bad rule is refused when
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,19 +41,51 @@ _KNOWN = {
 }
 
 
+MAX_DURATION_S = 366 * 86400  # a rule's interval, for, keep_firing_for and window at most
+
+
 def duration(value: Any, what: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
             raise RuleError(f"{what}: negative duration")
-        return float(value)
-    text = str(value).strip()
-    parts = _PART.findall(text)
-    if parts and "".join(n + u for n, u in parts) == text:  # Prometheus style: 1h30m, 5m10s
-        return sum(parse_duration(n + u) for n, u in parts)
-    try:
-        return parse_duration(text)
-    except InvalidParameter as e:
-        raise RuleError(f"{what}: {e}") from None
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        parts = _PART.findall(text)
+        try:
+            if parts and "".join(n + u for n, u in parts) == text:  # Prometheus style: 1h30m, 5m10s
+                seconds = sum(parse_duration(n + u) for n, u in parts)
+            else:
+                seconds = parse_duration(text)
+        except InvalidParameter as e:
+            raise RuleError(f"{what}: {e}") from None
+    else:
+        raise RuleError(f"{what}: a duration is a number of seconds or a text such as 5m or 1h30m")
+    if not seconds <= MAX_DURATION_S:  # NaN too
+        raise RuleError(f"{what}: longer than 366 days")
+    return seconds
+
+
+def _finite(v: Any, what: str) -> None:
+    """Every number in a rule is finite (JSON bodies may hold NaN and Infinity, which no answer can carry)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise RuleError(f"{what}: numbers must be finite")
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _finite(x, f"{what}.{k}")
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _finite(x, f"{what}[{i}]")
+
+
+def _text(d: dict[str, Any], key: str, what: str, default: str = "") -> str:
+    """A text field: absent or null is ``default``, a number is its text, anything else is refused."""
+    v = d.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise RuleError(f"{what}.{key} must be a text")
+    return str(v)
 
 
 def compare(op: str, value: float, threshold: float) -> bool:
@@ -136,8 +169,9 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     kind = d.get("kind", "red")
     if kind not in KINDS:
         raise RuleError(f"{name}: kind must be one of {KINDS}")
-    group = str(d.get("group", group))
-    r = Rule(id=rule_id or str(d.get("id") or f"{group}/{name}"), alert=name, kind=kind, group=group,
+    _finite(d, name)
+    group = _text(d, "group", name, group)
+    r = Rule(id=rule_id or _text(d, "id", name) or f"{group}/{name}", alert=name, kind=kind, group=group,
              source=source, raw=dict(d))
     r.interval = duration(d.get("interval", interval), f"{name}.interval")
     if r.interval < 1:
@@ -152,20 +186,31 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     r.action = _str_map(d.get("action"), f"{name}.action")
     if r.action and (set(r.action) != {"snapshot"} or r.action["snapshot"] not in SNAPSHOT_KINDS):
         raise RuleError(f"{name}: action must be {{snapshot: threads|memory}}")
-    r.enabled = bool(d.get("enabled", True))
-    r.nodata_state = str(d.get("nodata_state", "ok"))
+    enabled = d.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise RuleError(f"{name}: enabled must be true or false")
+    r.enabled = enabled
+    r.nodata_state = _text(d, "nodata_state", name, "ok")
     if r.nodata_state not in NODATA_STATES:
         raise RuleError(f"{name}: nodata_state must be ok, nodata or alerting")
-    r.op = str(d.get("op", ">"))
+    r.op = _text(d, "op", name, ">")
     if r.op not in OPS:
         raise RuleError(f"{name}: op must be one of {OPS}")
-    try:
-        r.threshold = float(d.get("threshold", 0))
-    except (TypeError, ValueError):
-        raise RuleError(f"{name}: threshold must be a number") from None
-    r.service = str(d.get("service") or "")
-    r.operation = str(d.get("operation") or "")
-    r.group_by = [str(x) for x in (d.get("group_by") or [])]
+    threshold = d.get("threshold", 0)
+    if isinstance(threshold, str):
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise RuleError(f"{name}: threshold must be a number") from None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise RuleError(f"{name}: threshold must be a finite number")
+    r.threshold = float(threshold)
+    r.service = _text(d, "service", name)
+    r.operation = _text(d, "operation", name)
+    group_by = d.get("group_by") or []
+    if not isinstance(group_by, list) or not all(isinstance(x, str) for x in group_by):
+        raise RuleError(f"{name}: group_by must be a list of label names")
+    r.group_by = list(group_by)
     r.filters = _str_map(d.get("filters"), f"{name}.filters")
     _kind_fields(r, d)
     return r
@@ -174,33 +219,33 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
 def _kind_fields(r: Rule, d: dict[str, Any]) -> None:
     name = r.alert
     if r.kind == "red":
-        r.signal = str(d.get("signal", ""))
+        r.signal = _text(d, "signal", name)
         if r.signal not in RED_SIGNALS:
             raise RuleError(f"{name}: red rules need signal, one of {RED_SIGNALS}")
         if r.operation and not r.service:
             raise RuleError(f"{name}: operation needs a service")
     elif r.kind == "metric":
-        r.metric = str(d.get("metric") or "")
+        r.metric = _text(d, "metric", name)
         if not r.metric:
             raise RuleError(f"{name}: metric rules need a metric name")
-        r.aggregation = str(d.get("aggregation", "avg"))
+        r.aggregation = _text(d, "aggregation", name, "avg")
         if r.aggregation not in AGGREGATIONS:
             raise RuleError(f"{name}: aggregation must be one of {AGGREGATIONS}")
         if not r.group_by:
             r.group_by = ["service", "instance"]
     elif r.kind == "middleware":
-        r.target = str(d.get("target") or "")
+        r.target = _text(d, "target", name)
         if "op" not in d:
             r.op, r.threshold = "==", 0.0
     elif r.kind == "absence":
         if not r.service:
             raise RuleError(f"{name}: absence rules need a service")
-        r.signal = str(d.get("signal", "any"))
+        r.signal = _text(d, "signal", name, "any")
         if r.signal not in ABSENCE_SIGNALS:
             raise RuleError(f"{name}: absence signal must be spans, metrics or any")
         r.op, r.threshold = "==", 0.0
     elif r.kind == "sql":
         from .sqlguard import check_query
 
-        r.query = str(d.get("query") or "")
+        r.query = _text(d, "query", name)
         check_query(r.query)  # raises RuleError with the reason

@@ -12,11 +12,12 @@ from typing import Any
 
 import re2
 
-from tracehouse.storage import parse_duration
-from tracehouse.storage.timerange import parse_time
+from tracehouse.storage import InvalidParameter, parse_duration
+from tracehouse.storage.timerange import MAX_TIME_NS, parse_time
 
 from .rules import RuleError
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*\"?(.*?)\"?\s*$")
 NS = 1_000_000_000
 
@@ -50,11 +51,17 @@ def parse_matcher(m: Any) -> Matcher:
             raise RuleError(f"bad matcher {m!r}: use name=value, name!=value, name=~regex or name!~regex")
         name, op, value = hit.groups()
     elif isinstance(m, dict) and "name" in m:
-        name, value = str(m["name"]), str(m.get("value", ""))
-        regex, equal = bool(m.get("isRegex", False)), bool(m.get("isEqual", True))
+        name, value = m["name"], m.get("value", "")
+        regex, equal = m.get("isRegex", False), m.get("isEqual", True)
+        if not (isinstance(name, str) and _NAME.match(name) and isinstance(value, str)
+                and isinstance(regex, bool) and isinstance(equal, bool)):
+            raise RuleError("bad matcher: name and value are texts (a label name and its value), "
+                            "isRegex and isEqual true or false")
+        if len(value) > MAX_REGEX_CHARS + 200:
+            raise RuleError("matcher too long")
         op = ("=~" if equal else "!~") if regex else ("=" if equal else "!=")
     else:
-        raise RuleError(f"bad matcher {m!r}")
+        raise RuleError(f"bad matcher {str(m)[:100]!r}")
     if "~" in op:
         if len(value) > MAX_REGEX_CHARS:
             raise RuleError(f"regex in matcher {name} longer than {MAX_REGEX_CHARS} characters")
@@ -101,25 +108,49 @@ class Silence:
         return d
 
 
+def _ns(v: Any, what: str) -> int:
+    """A time in nanoseconds since 1970 that the store can hold."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_TIME_NS:
+        raise RuleError(f"{what} must be nanoseconds since 1970, before 2106")
+    return int(v)
+
+
+def _text(d: dict[str, Any], key: str) -> str:
+    v = d.get(key)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise RuleError(f"a silence's {key} must be a text")
+    return v
+
+
 def parse_silence(d: Any, now_ns: int) -> Silence:
     if not isinstance(d, dict):
         raise RuleError("a silence must be a mapping")
-    matchers = [parse_matcher(m) for m in d.get("matchers") or []]
+    given = d.get("matchers") or []
+    if not isinstance(given, list):
+        raise RuleError("a silence's matchers must be a list")
+    matchers = [parse_matcher(m) for m in given]
     if not matchers:
         raise RuleError("a silence needs at least one matcher")
-    if "starts_ns" in d or "ends_ns" in d:
-        start, end = int(d.get("starts_ns") or now_ns), int(d.get("ends_ns") or 0)
-    else:
-        start = parse_time(str(d["startsAt"]), now_ns, now_ns) if d.get("startsAt") else now_ns
-        ends = str(d.get("endsAt") or d.get("duration") or "2h")
-        try:  # a duration ("2h") counts from the start; anything else is a time
-            end = start + int(parse_duration(ends) * NS)
-        except ValueError:
-            end = parse_time(ends, now_ns, now_ns)
+    try:
+        if "starts_ns" in d or "ends_ns" in d:
+            start = _ns(d["starts_ns"], "starts_ns") if d.get("starts_ns") is not None else now_ns
+            end = _ns(d.get("ends_ns") or 0, "ends_ns")
+        else:
+            starts = _text(d, "startsAt")
+            start = parse_time(starts, now_ns, now_ns) if starts else now_ns
+            ends = _text(d, "endsAt") or _text(d, "duration") or "2h"
+            try:  # a duration ("2h") counts from the start; anything else is a time
+                end = start + int(parse_duration(ends) * NS)
+            except ValueError:
+                end = parse_time(ends, now_ns, now_ns)
+            start, end = _ns(start, "startsAt"), _ns(end, "endsAt")
+    except InvalidParameter as e:
+        raise RuleError(str(e)) from None
     if end <= start:
         raise RuleError("a silence must end after it starts")
-    return Silence(str(d.get("id") or uuid.uuid4().hex), matchers, start, end, str(d.get("createdBy", "")),
-                   str(d.get("comment", "")))
+    return Silence(_text(d, "id") or uuid.uuid4().hex, matchers, start, end, _text(d, "createdBy"), _text(d, "comment"))
 
 
 def silence_from_doc(doc: dict[str, Any]) -> Silence:

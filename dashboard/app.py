@@ -12,10 +12,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from tracehouse.storage import InvalidParameter, NotFound, QueryTimeout, StorageError, StorageUnavailable
+from tracehouse.storage import InvalidParameter, NotFound
 
 from .alerts_source import AlertSource
-from .api import api_router, error_response, install_error_handlers
+from .api import HANDLED, api_router, error_response
 from .api_snapshots import snapshots_router
 from .api_storage import storage_router
 from .auth import Auth, require_role
@@ -53,8 +53,7 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     def get_store(request: Request):
         return request.app.state.store
 
-    install_error_handlers(app)
-    for exc in (InvalidParameter, NotFound, QueryTimeout, StorageUnavailable, StorageError):
+    for exc in HANDLED:
         app.add_exception_handler(exc, _error_page)
     app.include_router(api_router(get_store))
     app.include_router(logs_api_router(get_store))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 
@@ -85,3 +87,51 @@ def test_role_dependency_and_missing_engine(chdb_store):
     app = FastAPI()
     app.include_router(alerts_router(None))
     assert TestClient(app).get("/api/alerts").status_code == 503
+
+
+RED = {"alert": "Hostile", "kind": "red", "service": "payments", "signal": "error_rate", "threshold": 0.5}
+
+
+def test_rules_of_the_wrong_shape_are_refused_with_a_reason_and_not_stored(chdb_store):
+    """Each of these once answered 500 (or reset the connection) or was stored as something else:
+    ``group_by: 1`` raised TypeError, ``enabled: "false"`` stored an enabled rule, NaN went into
+    the store and then could not be answered as JSON."""
+    c, engine = _client(chdb_store, Clock())
+    before = len(c.get("/api/alerts/rules").json()["rules"])
+    bodies = [
+        dict(RED, group_by=1), dict(RED, group_by="service"), dict(RED, group_by=[{"a": 1}]),
+        dict(RED, enabled="false"), dict(RED, threshold=float("nan")), dict(RED, threshold=float("inf")),
+        dict(RED, threshold=True), dict(RED, threshold=[1]), dict(RED, service={"a": 1}), dict(RED, operation=[]),
+        dict(RED, signal=["error_rate"]), dict(RED, id={"x": 1}), dict(RED, group=[1]),
+        dict(RED, labels={"severity": float("nan")}), dict(RED, interval=float("nan")), dict(RED, interval="99999999d"),
+        dict(RED, **{"for": [1]}), dict(RED, window=float("inf")), dict(RED, op=None, threshold=None),
+    ]
+    for i, body in enumerate(bodies):  # as a client may send them: NaN and Infinity are literals Python's JSON reads
+        raw = {"content": json.dumps(body), "headers": {"content-type": "application/json"}}
+        r = c.post("/api/alerts/rules", **raw)
+        assert r.status_code == 400, (body, r.status_code, r.text)
+        assert r.json()["detail"], body
+        if i % 4 == 0:  # previews are rate-limited per client (bursts of 5)
+            p = c.post("/api/alerts/rules/preview", **raw)
+            assert p.status_code == 400, (body, p.status_code, p.text)
+    assert len(c.get("/api/alerts/rules").json()["rules"]) == before
+    ok = c.post("/api/alerts/rules", json=dict(RED, group_by=["service"], enabled=False, threshold="0.25"))
+    assert ok.status_code == 201, ok.text
+    assert engine.get_rule(ok.json()["id"]).rule.enabled is False
+
+
+def test_silences_of_the_wrong_shape_are_refused_with_a_reason(chdb_store):
+    c, _ = _client(chdb_store, Clock())
+    bodies = [
+        {"matchers": "service=payments"}, {"matchers": 5}, {"matchers": [{"name": ["x"], "value": "y"}]},
+        {"matchers": [{"name": "service", "value": 1}]}, {"matchers": [{"name": "bad name", "value": "x"}]},
+        {"matchers": ["service=payments"], "starts_ns": "soon"}, {"matchers": ["service=payments"], "ends_ns": 1e308},
+        {"matchers": ["service=payments"], "starts_ns": -5, "ends_ns": 10},
+        {"matchers": ["service=payments"], "endsAt": "99999999999d"},
+        {"matchers": ["service=payments"], "startsAt": "1960-01-01T00:00:00Z", "endsAt": "1970-01-02T00:00:00Z"},
+        {"matchers": ["service=payments"], "endsAt": 30}, {"matchers": ["service=payments"], "comment": {"a": 1}},
+    ]
+    for body in bodies:
+        r = c.post("/api/alerts/silences", json=body)
+        assert r.status_code == 400, (body, r.status_code, r.text)
+    assert c.get("/api/alerts/silences").json()["silences"] == []

@@ -135,3 +135,27 @@ def test_injection_through_every_filter_is_data_or_400(api, payload):
             assert all(v == [] for v in values) or body.get("points") == [] or body.get("series") == [], (path, body)
     # still intact and still answering
     assert len(c.get("/api/traces", params={"limit": "1000"}).json()["traces"]) == len(tids)
+
+
+def test_an_unexpected_error_answers_500_with_an_error_id_not_a_reset_connection(chdb_store, caplog):
+    """A bug in a handler (here a route that raises) answers JSON under /api and an error page
+    elsewhere, both with an error id the server log carries; the connection is not dropped."""
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
+
+    @app.get("/api/boom")
+    def boom_api():
+        raise TypeError("'int' object is not iterable")
+
+    @app.get("/boom")
+    def boom_page():
+        raise KeyError("secret detail")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/api/boom")
+        assert r.status_code == 500
+        assert r.json()["error"] == "internal error" and len(r.json()["error_id"]) == 16
+        assert "not iterable" not in r.text
+        page = c.get("/boom")
+        assert page.status_code == 500 and "text/html" in page.headers["content-type"]
+        assert "secret detail" not in page.text
+    assert r.json()["error_id"] in caplog.text
