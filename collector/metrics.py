@@ -55,6 +55,9 @@ HELP: dict[str, tuple[str, str]] = {
     "tracehouse_collector_dead_letter_bytes": ("gauge", "Size of the dead-letter files on disk."),
     "tracehouse_collector_native_python_requests_total": (
         "counter", "Requests the native decoders left to the Python path (values they do not format), by signal."),
+    "tracehouse_collector_native_rewritten_requests_total": (
+        "counter", "Requests re-encoded for a native decoder after it refused their batch (fields sent with "
+        "another wire type than the schema's), by signal."),
     "tracehouse_collector_native_fallback_batches_total": (
         "counter", "Batch parts a native decoder failed repeatedly, stored through the Python path, by signal."),
     "tracehouse_collector_buffer_bytes": ("gauge", "Bytes in the durable buffer (WAL) not yet stored."),

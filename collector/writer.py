@@ -424,6 +424,8 @@ class Writer:
         res = self.natives[SIGNALS[p.sig].code].insert(p.payloads, p.batch_id, f"n{p.batch_id}", lane=lane)
         for what, n in res.truncated.items():
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)
+        if res.rewritten:
+            self.m.inc("tracehouse_collector_native_rewritten_requests_total", res.rewritten, signal=p.sig)
         if already:
             self.m.inc("tracehouse_collector_writer_batches_already_stored_total", 1, signal=p.sig)
         else:

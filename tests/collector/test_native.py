@@ -131,3 +131,52 @@ def test_both_decoders_store_the_same_rows(chdb_dir, tmp_path, monkeypatch, limi
             s.query(f"DROP DATABASE IF EXISTS {s.db}")
             s.query(f"DROP DATABASE IF EXISTS {s.db}_ingest")
             s.close()
+
+
+def _with_span_bytes(name: str, extra: bytes) -> bytes:
+    """A request of one span whose encoding ends with ``extra`` (fields as the client wrote them)."""
+    from google.protobuf.internal.encoder import _VarintBytes as V
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    now = time.time_ns()
+    span = trace_pb2.Span(trace_id=bytes(range(16)), span_id=name.encode()[:8].ljust(8, b"x"), name=name,
+                          start_time_unix_nano=now, end_time_unix_nano=now + 5000).SerializeToString() + extra
+    scope_spans = V((2 << 3) | 2) + V(len(span)) + span
+    resource_spans = V((2 << 3) | 2) + V(len(scope_spans)) + scope_spans
+    return V((1 << 3) | 2) + V(len(resource_spans)) + resource_spans
+
+
+def test_fields_sent_with_another_wire_type_do_not_fail_the_batch(chdb_dir, tmp_path):
+    """The receiver's parser reads a field sent with another wire type than its own as an unknown
+    field; the engine refused the whole batch for it, every other client's requests with it (the
+    writer retried, then converted the batch in Python). Now those requests are re-encoded as
+    protobuf encodes them and the batch is stored natively, with the rows Python stores."""
+    from google.protobuf.internal.encoder import _VarintBytes as V
+
+    bodies = [req.SerializeToString() for _, req in sdk_requests()]
+    odd = [_with_span_bytes("name-as-varint", V((5 << 3) | 0) + V(7)),
+           _with_span_bytes("start-as-fixed32", V((7 << 3) | 5) + b"\x01\x02\x03\x04"),
+           _with_span_bytes("attributes-as-varint", V((9 << 3) | 0) + V(1))]
+    bodies = bodies[:3] + odd + bodies[3:]
+    src = str(tmp_path / "wal")
+    items = _fill_wal(src, bodies)
+    shutil.copytree(src, str(tmp_path / "wal-native"))
+    stores, metrics = {}, {}
+    try:
+        for name in ("python", "native"):
+            stores[name] = Store.open(f"chdb://{chdb_dir}?database=wire_{name}_{tmp_path.name[-8:]}")
+            stores[name].migrate()
+            metrics[name] = _drain(stores[name], src if name == "python" else str(tmp_path / "wal-native"),
+                                   Limits(), name == "native", Redactor(), False)
+        sql = f"SELECT {SPAN_COLUMNS} FROM {{db}}.spans ORDER BY span_id, trace_id"
+        a, b = _rows(stores["python"], sql), _rows(stores["native"], sql)
+        assert len(a) == items and a == b
+        m = metrics["native"]
+        assert m.get("tracehouse_collector_native_rewritten_requests_total") == len(odd)
+        assert not m.get("tracehouse_collector_native_fallback_batches_total")
+        assert not m.get("tracehouse_collector_writer_errors_total")
+    finally:
+        for s in stores.values():
+            s.query(f"DROP DATABASE IF EXISTS {s.db}")
+            s.query(f"DROP DATABASE IF EXISTS {s.db}_ingest")
+            s.close()
