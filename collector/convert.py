@@ -421,6 +421,8 @@ def convert_metrics(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) ->
                 data = getattr(m, kind)
                 mtype = _TYPES[kind]
                 temporality = getattr(data, "aggregation_temporality", 0)
+                if not 0 <= temporality <= 2:  # an open enum: OTLP/JSON may carry any number
+                    temporality = 0
                 mono = int(getattr(data, "is_monotonic", False))
                 head = (service, instance, m.name, m.description, m.unit, mtype, temporality, mono)
                 for p in data.data_points:

@@ -373,7 +373,9 @@ class Writer:
                     parts[1:1] = more
                 else:
                     self._store(p, verify or p.verify)
-            except (StorageError, ValueError) as e:
+            except (StorageError, ValueError, TypeError, OverflowError) as e:
+                # ValueError, TypeError, OverflowError: rows the store's client library cannot
+                # encode (a conversion bug); a rejection like the store's own, never the writer's end
                 verify = True  # the failed insert may have landed: check before writing again
                 kind = retries.failed(e)
                 self.m.inc("tracehouse_collector_writer_errors_total", 1, kind=kind)
@@ -385,8 +387,15 @@ class Writer:
                                                  batch_id_for(self.wal.ident, first, ":python-all"))
                     continue
                 if retries.give_up(kind):
-                    self._dead_letter(p, e)
-                    parts.pop(0)
+                    split = p.payloads is None and len(p.positions) > 1 and self._nothing_landed(p)
+                    singles = self._singles(p) if split else []
+                    if singles:  # find the record(s) at fault; the rest of the batch is stored
+                        log.error("store rejected batch %x for %s %d times (%s); storing its %d records one by one",
+                                  p.batch_id, p.table, retries.failures, e, len(singles))
+                        parts[0:1] = singles
+                    else:
+                        self._dead_letter(p, e)
+                        parts.pop(0)
                     retries.next_part()
                     continue
                 delay = retries.backoff.next()
@@ -437,12 +446,26 @@ class Writer:
                                   batch_id_for(self.wal.ident, first, ":python"))]
 
     def _nothing_landed(self, p: Part) -> bool:
-        """Whether none of the native attempts at this part reached its table (so the Python path
-        may store it under an id of its own without writing anything twice)."""
+        """Whether none of the attempts at this part reached its table (so its rows may be stored
+        under other ids, by the Python path or record by record, without writing anything twice)."""
         try:
             return not self.store.batch_present(p.table, p.batch_id)
         except StorageError:
             return False
+
+    def _singles(self, p: Part) -> list[Part]:
+        """A converted part as one part per WAL record, each under an id of its own (the same on
+        a replay, which splits the same way), each to be retried and dead-lettered on its own."""
+        out = []
+        for pos in p.positions:
+            got = self.wal.read(pos, 1, 1)
+            if not got:
+                continue
+            b = self._convert(got[:1], {}).get(p.sig)
+            if b is not None and len(b):
+                out.append(Part(p.sig, p.table, b.columns(), len(b), batch_id_for(self.wal.ident, pos, ":single"),
+                                [pos], verify=True))
+        return out
 
     def _python_part(self, p: Part, payloads: list[bytes], positions: list[Pos], batch_id: int) -> Part:
         st = Stats()

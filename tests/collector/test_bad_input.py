@@ -8,6 +8,7 @@ import time
 import zlib
 
 import httpx
+import orjson
 import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -179,3 +180,26 @@ def test_rate_limit_per_service(chdb_store, tmp_path):
     finally:
         r.stop()
     assert _count(chdb_store) == 20
+
+
+def test_an_out_of_range_metric_temporality_is_stored_as_unspecified_and_the_writer_goes_on(running, chdb_store):
+    """OTLP/JSON may carry any number for an enum; aggregationTemporality -1 once stopped the
+    writer thread (the store's client could not encode it as UInt8): nothing was stored after it."""
+    now = str(time.time_ns())
+
+    def metric(name: str, temporality: int) -> bytes:
+        point = {"timeUnixNano": now, "asDouble": 1.5}
+        return orjson.dumps({"resourceMetrics": [{"resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "m"}}]}, "scopeMetrics": [{"metrics": [
+                {"name": name, "sum": {"dataPoints": [point], "aggregationTemporality": temporality,
+                                       "isMonotonic": True}}]}]}]})
+
+    json_headers = {"content-type": "application/json"}
+    for name, t in (("negative", -1), ("unknown", 7), ("delta", 1)):
+        assert _post(running, metric(name, t), json_headers, "/v1/metrics").status_code == 200
+    running.wait_stored("metrics", 3)
+    rows = chdb_store.query(f"SELECT name, temporality FROM {chdb_store.db}.metric_points ORDER BY name").rows
+    assert [tuple(r) for r in rows] == [("delta", 1), ("negative", 0), ("unknown", 0)]
+    req, _ = traces(5)
+    assert _post(running, req.SerializeToString()).status_code == 200
+    running.wait_stored("traces", 5)

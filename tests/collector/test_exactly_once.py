@@ -152,3 +152,33 @@ def test_a_batch_the_store_keeps_rejecting_goes_to_a_dead_letter_file(chdb_store
     finally:
         r.stop()
     assert span_totals(chdb_store) == (25, 25)
+
+
+def test_only_the_record_the_store_rejects_goes_to_the_dead_letters(chdb_store, tmp_path):
+    """A batch the store keeps rejecting for one request's rows (here a constraint on span names
+    stands for the store, or its client library, refusing a value) is stored record by record
+    before anything goes to the dead letters: the other requests of the batch are stored once,
+    only the rejected one is kept aside. It used to dead-letter the whole batch."""
+    spans = chdb_store.t("spans")
+    chdb_store.query(f"ALTER TABLE {spans} ADD CONSTRAINT no_poison CHECK name != 'poison'")
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), start_writer=False, decoder="python",
+                      max_batch_age=0.5, retry_delay=0.01)
+    try:
+        good = [traces(10, tag=f"g{i}")[0] for i in range(3)]
+        poison, _ = traces(1)
+        poison.resource_spans[0].scope_spans[0].spans[0].name = "poison"
+        for req in (good[0], poison, good[1], good[2]):
+            assert _post(r, req.SerializeToString()).status_code == 200
+        r.collector.writer.start()  # all four requests wait in the log: one batch
+        m = r.collector.metrics
+        wait_for(lambda: m.get("tracehouse_collector_dead_letter_items_total") == 1, 120, every=0.05,
+                 what="the rejected request in the dead letters")
+        r.wait_stored("traces", 30)
+        [file] = r.collector.writer.dead.files()
+        assert [items for _, items, _ in records(file)] == [1]
+        # the batch was tried whole first, then record by record
+        assert m.get("tracehouse_collector_writer_errors_total") >= 16
+    finally:
+        r.stop()
+        chdb_store.query(f"ALTER TABLE {spans} DROP CONSTRAINT no_poison")
+    assert span_totals(chdb_store) == (30, 30)
