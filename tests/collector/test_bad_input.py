@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
+import json
 import os
 import time
 import zlib
@@ -203,3 +205,70 @@ def test_an_out_of_range_metric_temporality_is_stored_as_unspecified_and_the_wri
     req, _ = traces(5)
     assert _post(running, req.SerializeToString()).status_code == 200
     running.wait_stored("traces", 5)
+
+
+def _paths(node, at=()):
+    yield at
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*at, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*at, i))
+
+
+def _with(doc, at, value):
+    out = copy.deepcopy(doc)
+    node = out
+    for k in at[:-1]:
+        node = node[k]
+    node[at[-1]] = value
+    return out
+
+
+def test_any_field_of_any_signal_of_the_wrong_type_or_range_is_refused_or_stored(running, chdb_store):
+    """OTLP/JSON with every field of a trace, a log and a metric request replaced by hostile
+    values: each request is answered 200 or 4xx, and the writer goes on storing (once, a metric's
+    ``aggregationTemporality: -1`` stopped it for good)."""
+    now = str(time.time_ns())
+    attr = [{"key": "k", "value": {"stringValue": "v"}}, {"key": "n", "value": {"intValue": "3"}}]
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "hostile"}}]}
+    docs = {
+        "/v1/traces": {"resourceSpans": [{"resource": resource, "scopeSpans": [{"scope": {"name": "s"}, "spans": [{
+            "traceId": "0123456789abcdef0123456789abcdef", "spanId": "0123456789abcdef", "name": "op", "kind": 2,
+            "startTimeUnixNano": now, "endTimeUnixNano": now, "attributes": attr,
+            "events": [{"timeUnixNano": now, "name": "e", "attributes": attr}],
+            "links": [{"traceId": "0123456789abcdef0123456789abcdee", "spanId": "0123456789abcdee"}],
+            "status": {"code": 2, "message": "m"}}]}]}]},
+        "/v1/logs": {"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": [{
+            "timeUnixNano": now, "severityNumber": 9, "body": {"stringValue": "b"}, "attributes": attr}]}]}]},
+        "/v1/metrics": {"resourceMetrics": [{"resource": resource, "scopeMetrics": [{"metrics": [
+            {"name": "s", "sum": {"dataPoints": [{"timeUnixNano": now, "asDouble": 1.5, "attributes": attr}],
+                                  "aggregationTemporality": 2, "isMonotonic": True}},
+            {"name": "h", "histogram": {"dataPoints": [{"timeUnixNano": now, "count": "3", "sum": 2.0,
+                                                        "bucketCounts": ["1", "2"], "explicitBounds": [1.0]}],
+                                        "aggregationTemporality": 1}}]}]}]},
+    }
+    hostile = [None, -1, 2**64, 1e308, "NaN", "", "zz", [], {}, True, "-5", 3.5, "x" * 300]
+    headers = {"content-type": "application/json"}
+    answers = {}
+    for path, doc in docs.items():
+        for at in list(_paths(doc))[1:]:
+            for value in hostile:
+                r = _post(running, json.dumps(_with(doc, at, value)).encode(), headers, path)
+                answers[r.status_code] = answers.get(r.status_code, 0) + 1
+                assert r.status_code < 500, (path, at, value, r.status_code, r.text)
+    assert answers[200] > 100 and answers[400] > 100
+    req, ids = traces(5, service="after-the-storm")
+    assert _post(running, req.SerializeToString()).status_code == 200
+    wait = time.monotonic() + 60
+    while _count_of(chdb_store, "after-the-storm") < 5:
+        assert running.collector.writer._thread.is_alive(), "the writer stopped"
+        assert time.monotonic() < wait, "the spans sent afterwards were not stored"
+        time.sleep(0.1)
+    m = running.collector.metrics
+    assert not m.get("tracehouse_collector_dead_letter_items_total")
+
+
+def _count_of(store, service: str) -> int:
+    return int(store.query(f"SELECT count() FROM {store.db}.spans WHERE service = {{s:String}}", {"s": service}).scalar())
