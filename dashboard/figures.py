@@ -26,6 +26,13 @@ _BASE = {
 }
 
 
+def plain(text: str) -> str:
+    """User data for plotly text: it reads a subset of HTML in labels, names, titles and hover text
+    (``<br>``, ``<b>``, links), so ``<`` and ``>`` go as entities, which it shows as the characters
+    (Python's ``<module>`` frame stays readable, a tag or a link in a span name stays text)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def iso_time(t_s: float) -> str:
     return datetime.fromtimestamp(t_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -64,7 +71,7 @@ def red_figures(series: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def operations_figure(ops: list[dict[str, Any]], top: int = 15) -> dict[str, Any]:
     """p50/p95/p99 per operation as grouped horizontal bars, slowest p95 first."""
     ops = sorted(ops, key=lambda o: o.get("p95_ms") or 0, reverse=True)[:top][::-1]
-    names = [o["operation"] for o in ops]
+    names = [plain(o["operation"]) for o in ops]
     data = [{"type": "bar", "orientation": "h", "y": names, "x": [o[k] for o in ops], "name": k[:-3]}
             for k in ("p50_ms", "p95_ms", "p99_ms")]
     return {"data": data, "layout": base_layout("Latency by operation (ms)", height=max(220, 28 * len(ops) + 80),
@@ -86,18 +93,18 @@ def metric_figure(title: str, series: dict[str, Any], label_keys: tuple[str, ...
         lbl = s["labels"]
         keys = label_keys or tuple(k for k in lbl if k not in ("service",))
         name = ", ".join(f"{lbl[k]}" for k in keys if lbl.get(k)) or series.get("name", "")
-        data.append({"type": "scatter", "mode": "lines", "name": name[:60],
+        data.append({"type": "scatter", "mode": "lines", "name": plain(name[:60]),
                      "x": [iso_time(p[0]) for p in s["points"]], "y": scaled([p[1] for p in s["points"]], u.factor),
                      "hovertemplate": units.hover(u) + "<extra>%{fullData.name}</extra>"})
-    return {"data": data, "layout": base_layout(title, yaxis=units.axis(u))}
+    return {"data": data, "layout": base_layout(plain(title), yaxis=units.axis(u))}
 
 
 def xy_figure(title: str, lines: dict[str, list[tuple[int, float]]], unit: units.Unit | None = None) -> dict[str, Any]:
     u = unit or units.Unit("count")
-    data = [{"type": "scatter", "mode": "lines", "name": name[:60], "x": [iso_time(t) for t, _ in pts],
+    data = [{"type": "scatter", "mode": "lines", "name": plain(name[:60]), "x": [iso_time(t) for t, _ in pts],
              "y": scaled([v for _, v in pts], u.factor), "hovertemplate": units.hover(u) + "<extra>%{fullData.name}</extra>"}
             for name, pts in lines.items()]
-    return {"data": data, "layout": base_layout(title, yaxis=units.axis(u))}
+    return {"data": data, "layout": base_layout(plain(title), yaxis=units.axis(u))}
 
 
 def trace_scatter(traces: list[dict[str, Any]]) -> dict[str, Any]:
@@ -109,7 +116,7 @@ def trace_scatter(traces: list[dict[str, Any]]) -> dict[str, Any]:
             "type": "scatter", "mode": "markers", "name": name, "marker": {"color": color, "size": 8, "opacity": 0.8},
             "x": [iso_time(t["start_ns"] / 1e9) for t in sel], "y": [t["duration_ms"] for t in sel],
             "customdata": [t["trace_id"] for t in sel],
-            "text": [f"{t['root_service']}: {t['root_operation']}" for t in sel],
+            "text": [plain(f"{t['root_service']}: {t['root_operation']}") for t in sel],
             "hovertemplate": "%{text}<br>%{y} ms<extra></extra>",
         })
     return {"data": data, "layout": base_layout("Trace duration (ms) — click a point to open the trace",

@@ -7,17 +7,10 @@ import zlib
 from typing import Any
 
 from . import units
-from .figures import base_layout, iso_time, scaled
+from .figures import base_layout, iso_time, plain, scaled
 
 LEVEL_COLORS = {"unset": "#adb5bd", "trace": "#ced4da", "debug": "#91a7ff", "info": "#4e79a7", "warn": "#f28e2b",
                 "error": "#d62728", "fatal": "#7b0d0d"}
-
-
-def plain(text: str) -> str:
-    """User data for plotly text: it reads a subset of HTML in labels and hover text (``<br>``,
-    ``<b>``, links), so ``<`` and ``>`` go as entities, which it shows as the characters (Python's
-    ``<module>`` frame stays readable, a tag stays text)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def log_volume(vol: dict[str, Any], groups: tuple[str, ...]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import snapshots
+from .figures import plain
 
 MAX_NODES = 4000
 ROOT = "all threads"
@@ -76,7 +77,7 @@ def icicle(root: Node, max_nodes: int = MAX_NODES) -> dict[str, Any]:
         labels.append(node.function or "?")
         parents.append(parent)
         values.append(node.value)
-        where = _plain(f"{node.file}:{','.join(sorted(node.lines, key=_line_key))}") if node.file else ""
+        where = plain(f"{node.file}:{','.join(sorted(node.lines, key=_line_key))}") if node.file else ""
         pct = 100.0 * node.value / max(1, root.value)
         text.append(f"{where}<br>{node.value} samples ({pct:.1f}%), {node.self_value} on top" if where
                     else f"{node.value} samples")
@@ -84,11 +85,6 @@ def icicle(root: Node, max_nodes: int = MAX_NODES) -> dict[str, Any]:
             queue.append((child, nid))
     return {"ids": ids, "labels": labels, "parents": parents, "values": values, "text": text,
             "depth": depth(root), "truncated": bool(queue)}
-
-
-def _plain(text: str) -> str:
-    # hover text is read by plotly as a subset of HTML: file names go as text
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _line_key(s: str) -> tuple[int, str]:

@@ -75,3 +75,23 @@ def test_sparkline_and_scatter_figures():
     fig = figures.trace_scatter([{"trace_id": "t1", "error": True, "start_ns": 0, "duration_ms": 5,
                                   "root_service": "s", "root_operation": "o"}])
     assert fig["data"][1]["customdata"] == ["t1"] and fig["data"][0]["customdata"] == []
+
+
+def test_user_strings_reach_plotly_as_text_not_markup():
+    """Plotly reads a subset of HTML in names, labels, titles and hover text, links included: a
+    span or metric name such as ``<a href=…>`` became a clickable link in the charts of the service,
+    traces and infrastructure pages. User strings now go as entities (shown as the characters)."""
+    evil = '<a href="https://evil.example/">pay here</a> & <b>x</b>'
+    now = 1_800_000_000
+    figs = [
+        figures.operations_figure([{"operation": evil, "p50_ms": 1, "p95_ms": 2, "p99_ms": 3}]),
+        figures.metric_figure(evil, {"name": evil, "series": [{"labels": {"instance": evil}, "points": [[now, 1.0]]}]},
+                              ("instance",)),
+        figures.xy_figure(evil, {evil: [(now, 1.0)]}),
+        figures.trace_scatter([{"error": True, "start_ns": now * 10**9, "duration_ms": 5, "trace_id": "ab" * 16,
+                                "root_service": evil, "root_operation": evil}]),
+    ]
+    for fig in figs:
+        text = json.dumps(fig)
+        assert "<a " not in text and "<b>" not in text, text[:300]
+        assert "&lt;a href=" in text
