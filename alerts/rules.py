@@ -78,7 +78,7 @@ def _finite(v: Any, what: str) -> None:
             _finite(x, f"{what}[{i}]")
 
 
-def _text(d: dict[str, Any], key: str, what: str, default: str = "") -> str:
+def text_field(d: dict[str, Any], key: str, what: str, default: str = "") -> str:
     """A text field: absent or null is ``default``, a number is its text, anything else is refused."""
     v = d.get(key)
     if v is None:
@@ -170,8 +170,8 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     if kind not in KINDS:
         raise RuleError(f"{name}: kind must be one of {KINDS}")
     _finite(d, name)
-    group = _text(d, "group", name, group)
-    r = Rule(id=rule_id or _text(d, "id", name) or f"{group}/{name}", alert=name, kind=kind, group=group,
+    group = text_field(d, "group", name, group)
+    r = Rule(id=rule_id or text_field(d, "id", name) or f"{group}/{name}", alert=name, kind=kind, group=group,
              source=source, raw=dict(d))
     r.interval = duration(d.get("interval", interval), f"{name}.interval")
     if r.interval < 1:
@@ -190,10 +190,10 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     if not isinstance(enabled, bool):
         raise RuleError(f"{name}: enabled must be true or false")
     r.enabled = enabled
-    r.nodata_state = _text(d, "nodata_state", name, "ok")
+    r.nodata_state = text_field(d, "nodata_state", name, "ok")
     if r.nodata_state not in NODATA_STATES:
         raise RuleError(f"{name}: nodata_state must be ok, nodata or alerting")
-    r.op = _text(d, "op", name, ">")
+    r.op = text_field(d, "op", name, ">")
     if r.op not in OPS:
         raise RuleError(f"{name}: op must be one of {OPS}")
     threshold = d.get("threshold", 0)
@@ -205,8 +205,8 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
         raise RuleError(f"{name}: threshold must be a finite number")
     r.threshold = float(threshold)
-    r.service = _text(d, "service", name)
-    r.operation = _text(d, "operation", name)
+    r.service = text_field(d, "service", name)
+    r.operation = text_field(d, "operation", name)
     group_by = d.get("group_by") or []
     if not isinstance(group_by, list) or not all(isinstance(x, str) for x in group_by):
         raise RuleError(f"{name}: group_by must be a list of label names")
@@ -219,33 +219,33 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
 def _kind_fields(r: Rule, d: dict[str, Any]) -> None:
     name = r.alert
     if r.kind == "red":
-        r.signal = _text(d, "signal", name)
+        r.signal = text_field(d, "signal", name)
         if r.signal not in RED_SIGNALS:
             raise RuleError(f"{name}: red rules need signal, one of {RED_SIGNALS}")
         if r.operation and not r.service:
             raise RuleError(f"{name}: operation needs a service")
     elif r.kind == "metric":
-        r.metric = _text(d, "metric", name)
+        r.metric = text_field(d, "metric", name)
         if not r.metric:
             raise RuleError(f"{name}: metric rules need a metric name")
-        r.aggregation = _text(d, "aggregation", name, "avg")
+        r.aggregation = text_field(d, "aggregation", name, "avg")
         if r.aggregation not in AGGREGATIONS:
             raise RuleError(f"{name}: aggregation must be one of {AGGREGATIONS}")
         if not r.group_by:
             r.group_by = ["service", "instance"]
     elif r.kind == "middleware":
-        r.target = _text(d, "target", name)
+        r.target = text_field(d, "target", name)
         if "op" not in d:
             r.op, r.threshold = "==", 0.0
     elif r.kind == "absence":
         if not r.service:
             raise RuleError(f"{name}: absence rules need a service")
-        r.signal = _text(d, "signal", name, "any")
+        r.signal = text_field(d, "signal", name, "any")
         if r.signal not in ABSENCE_SIGNALS:
             raise RuleError(f"{name}: absence signal must be spans, metrics or any")
         r.op, r.threshold = "==", 0.0
     elif r.kind == "sql":
         from .sqlguard import check_query
 
-        r.query = _text(d, "query", name)
+        r.query = text_field(d, "query", name)
         check_query(r.query)  # raises RuleError with the reason

@@ -15,7 +15,7 @@ import re2
 from tracehouse.storage import InvalidParameter, parse_duration
 from tracehouse.storage.timerange import MAX_TIME_NS, parse_time
 
-from .rules import RuleError
+from .rules import RuleError, text_field
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*\"?(.*?)\"?\s*$")
@@ -115,15 +115,6 @@ def _ns(v: Any, what: str) -> int:
     return int(v)
 
 
-def _text(d: dict[str, Any], key: str) -> str:
-    v = d.get(key)
-    if v is None:
-        return ""
-    if not isinstance(v, str):
-        raise RuleError(f"a silence's {key} must be a text")
-    return v
-
-
 def parse_silence(d: Any, now_ns: int) -> Silence:
     if not isinstance(d, dict):
         raise RuleError("a silence must be a mapping")
@@ -138,9 +129,9 @@ def parse_silence(d: Any, now_ns: int) -> Silence:
             start = _ns(d["starts_ns"], "starts_ns") if d.get("starts_ns") is not None else now_ns
             end = _ns(d.get("ends_ns") or 0, "ends_ns")
         else:
-            starts = _text(d, "startsAt")
+            starts = text_field(d, "startsAt", "silence")
             start = parse_time(starts, now_ns, now_ns) if starts else now_ns
-            ends = _text(d, "endsAt") or _text(d, "duration") or "2h"
+            ends = text_field(d, "endsAt", "silence") or text_field(d, "duration", "silence") or "2h"
             try:  # a duration ("2h") counts from the start; anything else is a time
                 end = start + int(parse_duration(ends) * NS)
             except ValueError:
@@ -150,7 +141,8 @@ def parse_silence(d: Any, now_ns: int) -> Silence:
         raise RuleError(str(e)) from None
     if end <= start:
         raise RuleError("a silence must end after it starts")
-    return Silence(_text(d, "id") or uuid.uuid4().hex, matchers, start, end, _text(d, "createdBy"), _text(d, "comment"))
+    return Silence(text_field(d, "id", "silence") or uuid.uuid4().hex, matchers, start, end,
+                   text_field(d, "createdBy", "silence"), text_field(d, "comment", "silence"))
 
 
 def silence_from_doc(doc: dict[str, Any]) -> Silence:
