@@ -236,24 +236,24 @@ class NativeFeed:
         views (see ``insert_settings``)."""
         side = f"{self.db}.{self.signal}_side_{lane}"
         rewritten = 0
-        while True:
-            self.store.query(f"TRUNCATE TABLE {side}")
-            try:
-                self.store.backend.insert_file(
-                    f"INSERT INTO {self.db}.{self.signal}_feed_{lane} ({self._feed_names})", "Protobuf",
-                    frame(payloads, batch_id), structure=self._columns,
-                    settings=insert_settings(self._schema, token, requests_per_block(payloads)),
-                    select=self._flatten, lane=lane, pipe=True)
-                break
-            except QueryError:
-                if rewritten:
-                    raise
-                # the engine reads a batch whole before it writes: nothing of it landed
-                payloads, rewritten = canonical(self._request_class, payloads)
-                if not rewritten:
-                    raise
-                log.warning("native %s decoder: %d request(s) of batch %x re-encoded (fields sent with "
-                            "another wire type than the schema's)", self.signal, rewritten, batch_id)
+        try:
+            self._insert(payloads, batch_id, token, lane, side)
+        except QueryError:
+            # the engine reads a batch whole before it writes: nothing of it landed
+            payloads, rewritten = canonical(self._request_class, payloads)
+            if not rewritten:
+                raise
+            log.warning("native %s decoder: %d request(s) of batch %x re-encoded (fields sent with another wire "
+                        "type than the schema's)", self.signal, rewritten, batch_id)
+            self._insert(payloads, batch_id, token, lane, side)
         res = read_side(self.store, side, self.spec.STATS)
         res.rewritten = rewritten
         return res
+
+    def _insert(self, payloads: list, batch_id: int, token: str, lane: int, side: str) -> None:
+        self.store.query(f"TRUNCATE TABLE {side}")
+        self.store.backend.insert_file(
+            f"INSERT INTO {self.db}.{self.signal}_feed_{lane} ({self._feed_names})", "Protobuf",
+            frame(payloads, batch_id), structure=self._columns,
+            settings=insert_settings(self._schema, token, requests_per_block(payloads)), select=self._flatten,
+            lane=lane, pipe=True)

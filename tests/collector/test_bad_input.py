@@ -263,7 +263,7 @@ def test_any_field_of_any_signal_of_the_wrong_type_or_range_is_refused_or_stored
     assert _post(running, req.SerializeToString()).status_code == 200
     wait = time.monotonic() + 60
     while _count_of(chdb_store, "after-the-storm") < 5:
-        assert running.collector.writer._thread.is_alive(), "the writer stopped"
+        assert running.collector.writer.running, "the writer stopped"
         assert time.monotonic() < wait, "the spans sent afterwards were not stored"
         time.sleep(0.1)
     m = running.collector.metrics
