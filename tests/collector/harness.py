@@ -146,3 +146,26 @@ def start_serve_process(storage: str, buffer_dir: str, otlp_port: int, http_port
         proc.kill()
         raise RuntimeError(f"tracehouse {role} did not start")
     return CollectorProcess(proc, f"http://127.0.0.1:{otlp_port}", otlp_port)
+
+
+def drain(store: Any, buffer_dir: str, limits: Any, natives: Any, redactor: Any) -> Any:
+    """A writer (with these native decoders, or None for Python) over the WAL in ``buffer_dir``
+    until it has stored everything; returns its metrics. Nothing may go to the dead letters."""
+    from tracehouse.collector.metrics import Registry
+    from tracehouse.collector.wal import Wal
+    from tracehouse.collector.writer import Writer
+
+    m = Registry()
+    wal = Wal(buffer_dir)
+    w = Writer(wal, store, m, redactor, limits, max_age=0.05, native=natives)
+    wal.start()
+    w.start()
+    deadline = time.monotonic() + 60
+    while not (w.caught_up.is_set() and wal.pending_bytes() == 0):
+        assert w.running, "the writer stopped"
+        assert time.monotonic() < deadline, "the writer did not drain the WAL"
+        time.sleep(0.05)
+    w.stop(5)
+    wal.stop()
+    assert not m.get("tracehouse_collector_dead_letter_items_total")
+    return m

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.collector.corpus import corner_requests, sdk_requests
+from tests.collector.harness import drain
 from tracehouse.collector import native_feed
 from tracehouse.collector.convert import Limits
 from tracehouse.collector.decode import SIGNALS, decode_request
@@ -20,7 +21,6 @@ from tracehouse.collector.metrics import Registry
 from tracehouse.collector.native import NativeTraces
 from tracehouse.collector.redact import Redactor
 from tracehouse.collector.wal import Wal
-from tracehouse.collector.writer import Writer
 from tracehouse.storage import Store
 
 SIG = SIGNALS["traces"]
@@ -50,20 +50,8 @@ def _fill_wal(directory: str, bodies: list[bytes], sigs: list | None = None) -> 
 
 
 def _drain(store, buffer_dir: str, limits: Limits, native: bool, redactor: Redactor, every_value: bool) -> Registry:
-    m = Registry()
-    wal = Wal(buffer_dir)
     nat = NativeTraces(store, redactor, limits, buffer_dir + "-schemas", every_value) if native else None
-    w = Writer(wal, store, m, redactor, limits, max_age=0.05, native=nat)
-    wal.start()
-    w.start()
-    deadline = time.monotonic() + 60
-    while not (w.caught_up.is_set() and wal.pending_bytes() == 0):
-        assert time.monotonic() < deadline, "the writer did not drain the WAL"
-        time.sleep(0.05)
-    w.stop(5)
-    wal.stop()
-    assert not m.get("tracehouse_collector_dead_letter_items_total")
-    return m
+    return drain(store, buffer_dir, limits, nat, redactor)
 
 
 def _rows(store, sql: str) -> list:

@@ -6,24 +6,20 @@ counter must agree. And a log batch whose insert failed after its rows landed is
 from __future__ import annotations
 
 import shutil
-import time
 
 import httpx
 import pytest
 
 from tests.collector import corpus, log_corpus
-from tests.collector.harness import run_collector
+from tests.collector.harness import drain, run_collector
 from tests.collector.test_native import SPAN_COLUMNS, _counters, _fill_wal, _rows
 from tests.support.waiting import wait_for
 from tracehouse.collector import native_feed
 from tracehouse.collector.convert import Limits
 from tracehouse.collector.decode import SIGNALS
-from tracehouse.collector.metrics import Registry
 from tracehouse.collector.native import NativeTraces
 from tracehouse.collector.native_logs import NativeLogs
 from tracehouse.collector.redact import Redactor
-from tracehouse.collector.wal import Wal
-from tracehouse.collector.writer import Writer
 from tracehouse.storage import Store
 
 LOG_COLUMNS = ("timestamp, ts_ns, observed_ns, hex(trace_id), hex(span_id), flags, severity_number, severity_text, "
@@ -34,23 +30,6 @@ TIGHT = Limits(max_attributes=8, max_value_len=100, max_key_len=20, max_events=3
 #: requests the engine leaves to Python: by corpus name, without and with ``every_value``
 PYTHON_EVERY_VALUE = {"kvlist body", "array body", "record attribute array", "deeply nested resource attribute"}
 PYTHON = PYTHON_EVERY_VALUE | {"double body and attribute", "resource kvlist"}
-
-
-def _drain(store, buffer_dir: str, limits: Limits, natives: list, redactor: Redactor) -> Registry:
-    m = Registry()
-    wal = Wal(buffer_dir)
-    w = Writer(wal, store, m, redactor, limits, max_age=0.05, native=natives)
-    wal.start()
-    w.start()
-    deadline = time.monotonic() + 60
-    while not (w.caught_up.is_set() and wal.pending_bytes() == 0):
-        assert w.running, "the writer stopped"
-        assert time.monotonic() < deadline, "the writer did not drain the WAL"
-        time.sleep(0.05)
-    w.stop(5)
-    wal.stop()
-    assert not m.get("tracehouse_collector_dead_letter_items_total")
-    return m
 
 
 def _sdk_python(cases: list, every_value: bool) -> int:
@@ -88,7 +67,7 @@ def test_both_decoders_store_the_same_log_rows(chdb_dir, tmp_path, monkeypatch, 
             schemas = str(tmp_path / f"schemas-{name}")
             natives = ([cls(stores[name], redactor, limits, schemas, every_value) for cls in (NativeTraces, NativeLogs)]
                        if name == "native" else [])
-            metrics[name] = _drain(stores[name], src if name == "python" else str(tmp_path / "wal-native"),
+            metrics[name] = drain(stores[name], src if name == "python" else str(tmp_path / "wal-native"),
                                    limits, natives, redactor)
         py, nat = stores["python"], stores["native"]
         expected = (PYTHON_EVERY_VALUE if every_value else PYTHON)
