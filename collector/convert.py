@@ -12,6 +12,7 @@ so nothing credential-like reaches the store.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from sys import intern as _intern
 from typing import Any
@@ -118,8 +119,27 @@ class _Cap:
         return k
 
 
+#: What orjson writes otherwise than the engine's ``toJSONString`` (the native decoders' JSON,
+#: ``native_sql.json_str``): ``\u00xx`` escapes in small letters, U+2028/U+2029 unescaped. An
+#: escaped backslash is matched as a whole, so text that only looks like an escape is left alone.
+_ENGINE_JSON = re.compile(rb"\\\\|\\u00(?:0[bef]|1[a-f])|\xe2\x80[\xa8\xa9]")
+
+
+def _engine_escape(m: re.Match) -> bytes:
+    s = m.group()
+    if s[0] == 0x5C:  # backslash
+        return s if s[1] == 0x5C else s[:4] + s[4:].upper()
+    return b"\\u2028" if s[2] == 0xA8 else b"\\u2029"
+
+
 def _json(obj: Any) -> str:
-    return orjson.dumps(obj).decode() if obj is not None else ""
+    """JSON text as the engine writes it, so both decoders store the same bytes."""
+    if obj is None:
+        return ""
+    out = orjson.dumps(obj)
+    if b"\\u00" in out or b"\xe2\x80" in out:
+        out = _ENGINE_JSON.sub(_engine_escape, out)
+    return out.decode()
 
 
 def _value(v, k: str | None, red: Redactor) -> tuple[str, int]:

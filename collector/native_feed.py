@@ -168,6 +168,7 @@ def insert_settings(schema: str, token: str, per_block: int) -> str:
     one (max_insert_threads = 1), so the squashed block holds the whole batch whichever thread
     flattened which rows."""
     return (f"format_schema = {lit(schema)}, input_format_protobuf_oneof_presence = 1, "
+            "output_format_json_escape_forward_slashes = 0, "
             f"insert_deduplication_token = {lit(token)}, "
             "deduplicate_blocks_in_dependent_materialized_views = 1, parallel_view_processing = 1, "
             f"max_block_size = {per_block}, max_threads = {ENGINE_THREADS}, max_insert_threads = 1, "

@@ -90,6 +90,10 @@ def corner_requests() -> list[tuple[str, ExportTraceServiceRequest]]:
             lk.trace_state = f"ts={n}"
         lk.attributes.extend([kv("why", "follows"), kv("trace_state", "attr"), kv("d", DOUBLES[n + 4]),
                               kv("password", "p"), kv("ctl", "a\x00b\"c")])
+    e = s.events.add()  # every tricky text as a value and in a key of event JSON: both write the same escapes
+    e.time_unix_nano, e.name = _NOW + 9, "escapes"
+    e.attributes.extend([kv(f"t{n}", v) for n, v in enumerate(TRICKY_VALUES)]
+                        + [kv("k\u2028\x1f/\\u000b\\\\u001f", "\\u2028 \\\u2029 \x0b")])
     out.append(("events, links, status", req))
 
     req, ss = _req()
@@ -103,7 +107,7 @@ def corner_requests() -> list[tuple[str, ExportTraceServiceRequest]]:
 
     # resource attributes nesting arrays and key-value lists of scalars stay native
     req, ss = _req(resource=[kv("process.command_args", ["python", "app.py", "--password=x", "q\"uote"]),
-                             kv("host.ip", ["10.0.0.1", "fe80::1"]), kv("numbers", [1, 2.5, True, b"\x00", ""]),
+                             kv("host.ip", ["10.0.0.1", "fe80::1"]), kv("texts", TRICKY_VALUES[8:11]), kv("numbers", [1, 2.5, True, b"\x00", ""]),
                              kv("labels", {"team": "a", "token": "t", "n": 1, "dup": 1}),
                              kv("empty_list", []), kv("empty_map", {})])
     _span(ss, 9, [kv("x", 1)])
