@@ -17,7 +17,7 @@ from .metrics import Registry
 from .ratelimit import RateLimiter
 from .redact import Redactor
 from .wal import Wal
-from .writer import Writer
+from .writer import NATIVE_MIN_ITEMS, Writer
 
 __all__ = ["Collector", "build_collector"]
 
@@ -65,7 +65,8 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
                             max_entries=settings.dedup_max_requests, source=wal.digests)
     wal.on_delete = recent.persist
     writer = Writer(wal, store, metrics, red, limits, max_items=max_batch_items, max_age=max_batch_age,
-                    grace=grace, native=native_decoder(settings, store, red, limits), retry_delay=retry_delay)
+                    grace=grace, native=native_decoder(settings, store, red, limits), retry_delay=retry_delay,
+                    native_min_items=NATIVE_MIN_ITEMS if getattr(settings, "decoder", "auto") == "auto" else 0)
     metrics.gauge("tracehouse_collector_dead_letter_bytes", writer.dead.size)
     metrics.gauge("tracehouse_collector_buffer_bytes", wal.pending_bytes)
     metrics.gauge("tracehouse_collector_buffer_max_bytes", lambda: settings.buffer_max_bytes)

@@ -48,7 +48,8 @@ class Settings:
     #: TRACEHOUSE_DEDUP_MAX_REQUESTS: at most this many requests are remembered for that
     dedup_max_requests: int = 100_000
     #: TRACEHOUSE_DECODER: how stored trace and log requests become rows: native (the embedded engine decodes
-    #: them), python, or auto (native on embedded chDB, python on a ClickHouse server)
+    #: them), python, or auto (native on embedded chDB for batches of 5,000 items or more, python for smaller
+    #: ones and on a ClickHouse server)
     decoder: str = "auto"
     #: TRACEHOUSE_INGEST_LANES: batches the native decoders store side by side when a backlog waits
     #: (each on an engine connection of its own): 1 (0 = the default, 1) or 2 (≈ 10% more stored

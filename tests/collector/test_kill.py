@@ -44,8 +44,9 @@ def _check(store, load: SdkLoad, run: int) -> None:
     assert rollup_mismatches(store) == {}, f"run {run}"
 
 
-@pytest.mark.parametrize("backend", ["chdb", "clickhouse"])
-def test_repeated_sigkills_under_retrying_exporters(backend, tmp_path, request):
+# chDB twice: ``auto`` stores this load's small batches through Python, ``native`` through the engine
+@pytest.mark.parametrize("backend,decoder", [("chdb", "auto"), ("chdb", "native"), ("clickhouse", "auto")])
+def test_repeated_sigkills_under_retrying_exporters(backend, decoder, tmp_path, request):
     if backend == "chdb":
         storage = f"chdb://{tmp_path / 'data'}"
         role = "serve"
@@ -54,9 +55,10 @@ def test_repeated_sigkills_under_retrying_exporters(backend, tmp_path, request):
         storage = f"{base}/kill_{os.getpid()}_{int(time.time())}"
         role = "serve"
     buffer_dir = str(tmp_path / "buffer")
+    env = {"TRACEHOUSE_DECODER": decoder}
     otlp, http = free_port(), free_port()
     load = SdkLoad(f"http://127.0.0.1:{otlp}", per_batch=100, threads=6, pause=0.0)
-    proc = start_serve_process(storage, buffer_dir, otlp, http, role)
+    proc = start_serve_process(storage, buffer_dir, otlp, http, role, env)
     load.start()
     server_store = Store.open(storage) if backend == "clickhouse" else None
     kills = 0
@@ -68,14 +70,14 @@ def test_repeated_sigkills_under_retrying_exporters(backend, tmp_path, request):
                 time.sleep(0.15 * (kills % 4))  # kill at different points of the writer's cycle
                 proc.kill()
                 kills += 1
-                proc = start_serve_process(storage, buffer_dir, otlp, http, role)
+                proc = start_serve_process(storage, buffer_dir, otlp, http, role, env)
             load.pause()
             wait_for(lambda u=proc.url: _drained(u), 60, every=0.1, what="the buffer drained")
             if backend == "chdb":  # one process per chDB directory: look while the server is down
                 assert proc.terminate() == 0
                 with Store.open(storage) as store:
                     _check(store, load, run)
-                proc = start_serve_process(storage, buffer_dir, otlp, http, role)
+                proc = start_serve_process(storage, buffer_dir, otlp, http, role, env)
             else:
                 _check(server_store, load, run)
             load.resume()

@@ -113,7 +113,7 @@ def test_a_log_batch_whose_insert_failed_after_its_rows_landed_is_stored_once(ch
     chdb_store.query(f"CREATE MATERIALIZED VIEW {db}.aaa_crash_mv TO {db}.sink AS "
                      f"SELECT throwIf(1 IN (SELECT x FROM {db}.armed)) AS x FROM {db}.logs")
     chdb_store.query(f"INSERT INTO {db}.armed SELECT 1")
-    r = run_collector(chdb_store, str(tmp_path / "buffer"), max_batch_age=0.05)
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), max_batch_age=0.05, decoder="native")
     pb = {"content-type": "application/x-protobuf"}
     try:
         assert isinstance(r.collector.writer.natives[SIGNALS["logs"].code], NativeLogs)

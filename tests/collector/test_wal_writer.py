@@ -275,3 +275,55 @@ def test_the_ingest_lanes_setting_reaches_the_native_decoders(chdb_store, tmp_pa
         decoders = native_decoder(settings, chdb_store, Redactor(), None)
         assert [d.lanes for d in decoders] == [want, want], env
         assert Writer(Wal(str(tmp_path / "wal")), chdb_store, Registry(), Redactor(), native=decoders)._lanes() == want
+
+
+def test_auto_stores_small_native_batches_through_python_and_large_ones_through_the_engine(chdb_store, tmp_path):
+    """A native insert costs the engine a fixed ≈ 0.25 CPU-s (analysing its statements): a batch of
+    fewer than ``native_min_items`` is converted by Python instead, the same rows either way; a
+    larger one goes to the engine. ``decoder = auto`` sets the threshold, ``native`` does not."""
+    from tracehouse.collector.build import create_collector
+    from tracehouse.collector.convert import Limits
+    from tracehouse.collector.native import NativeTraces
+    from tracehouse.collector.writer import NATIVE_MIN_ITEMS
+    from tracehouse.config import load_settings
+
+    buf = str(tmp_path / "buffer")
+    wal = Wal(buf)
+    wal.start()
+    m = Registry()
+    nt = NativeTraces(chdb_store, Redactor(), Limits(), str(tmp_path / "schemas"))
+    writer = Writer(wal, chdb_store, m, Redactor(), max_age=0.05, native=nt, native_min_items=5_000)
+    small = "tracehouse_collector_native_small_batches_total"
+    ids = []
+    try:
+        req, got = traces(300)
+        ids += got
+        _append(wal, 1, 300, req.SerializeToString())
+        writer.start()
+        deadline = time.monotonic() + 30
+        while writer.stored["traces"] < 300 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        writer.stop(5)
+        assert writer.stored["traces"] == 300
+        assert m.get(small, signal="traces") == 1
+        for _ in range(20):  # 6,000 spans waiting when the writer starts again: one batch
+            req, got = traces(300)
+            ids += got
+            _append(wal, 1, 300, req.SerializeToString())
+        writer = Writer(wal, chdb_store, m, Redactor(), max_age=0.05, native=nt, native_min_items=5_000)
+        writer.start()
+        deadline = time.monotonic() + 60
+        while writer.stored["traces"] < 6_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        writer.stop(5)
+    finally:
+        wal.stop()
+    assert writer.stored["traces"] == 6_000
+    assert m.get(small, signal="traces") == 1  # the large batch went to the engine
+    counts = span_id_counts(chdb_store)
+    assert sorted(counts) == sorted(i.hex() for i in ids) and set(counts.values()) == {1}
+
+    for decoder, want in (("auto", NATIVE_MIN_ITEMS), ("native", 0)):
+        settings = load_settings(environ={"TRACEHOUSE_BUFFER_DIR": str(tmp_path / decoder),
+                                          "TRACEHOUSE_DECODER": decoder})
+        assert create_collector(settings, chdb_store).writer.native_min_items == want
