@@ -9,15 +9,16 @@ OTLP/HTTP spec), and never with a 500. Everything after the body is the shared i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from google.rpc import status_pb2
 
 from .auth import TokenCheck
-from .decode import JSON, PROTOBUF, SIGNALS, decode_request, encode_response, media_type, to_json
+from .decode import JSON, PROTOBUF, SIGNALS, BadRequest, decode_request, encode_response, media_type, to_json
 from .dedup import RecentRequests
-from .ingest import INLINE_DECODE_BYTES, Ingest
+from .ingest import INLINE_DECODE_BYTES, ClientGone, Ingest
 from .metrics import CONTENT_TYPE, Registry
 from .ratelimit import RateLimiter
 from .wal import Wal
@@ -27,14 +28,14 @@ __all__ = ["CollectorApp"]
 log = logging.getLogger("tracehouse.collector")
 
 _PATHS = {"/v1/traces": SIGNALS["traces"], "/v1/metrics": SIGNALS["metrics"], "/v1/logs": SIGNALS["logs"]}
-_GRPC_CODES = {400: 3, 401: 16, 413: 3, 415: 3, 429: 8, 503: 14, 404: 5, 405: 12}
+_GRPC_CODES = {400: 3, 401: 16, 408: 4, 413: 3, 415: 3, 429: 8, 503: 14, 404: 5, 405: 12}
 
 
 class CollectorApp:
     def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
                  max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
                  ready: Any = None, commands: Any = None, recent: RecentRequests | None = None,
-                 max_concurrent: int = 64, decode_threads: int = 2):
+                 max_concurrent: int = 64, decode_threads: int = 2, body_timeout: float = 60.0):
         self.wal = wal
         self.m = metrics
         self.tokens = tokens
@@ -46,7 +47,8 @@ class CollectorApp:
         self.commands = commands  # the agent command channel (an ASGI callable), when a store backs it
         # the transport-independent part, shared with the other receivers (gRPC, Zipkin)
         self.core = Ingest(wal, metrics, tokens, limiter, max_body_bytes, max_decompressed_bytes, buffer_max_bytes,
-                           recent=recent, max_concurrent=max_concurrent, decode_threads=decode_threads)
+                           recent=recent, max_concurrent=max_concurrent, decode_threads=decode_threads,
+                           body_timeout=body_timeout)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -99,7 +101,7 @@ class CollectorApp:
             clen = headers.get(b"content-length")
             if clen is not None and clen.isdigit() and int(clen) > max_body:
                 return None
-            return await _read_body(receive, max_body)
+            return await _read_body(receive, max_body, self.core.body_timeout)
 
         def decode(body: bytes) -> tuple[Any, bytes | None]:
             msg, _, raw = decode_request(sig, ctype, encoding, body, max_decompressed)
@@ -116,13 +118,24 @@ class CollectorApp:
         await _send(send, 200, resp, (JSON if as_json else PROTOBUF).encode())
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
+async def _read_body(receive: Any, limit: int, timeout: float) -> bytes | None:
+    """The body (None: larger than ``limit``), read within ``timeout`` seconds. Raises
+    ``BadRequest(408)`` past that, and ``ClientGone`` when the client disconnects before its end:
+    a body cut short can still parse (at a field boundary) and must not be stored, since the
+    client, without an answer, sends all of it again."""
+    try:
+        return await asyncio.wait_for(_receive_body(receive, limit), timeout)
+    except asyncio.TimeoutError:
+        raise BadRequest(408, f"request body not received within {timeout:g} s") from None
+
+
+async def _receive_body(receive: Any, limit: int) -> bytes | None:
     chunks = []
     size = 0
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            break
+            raise ClientGone()
         chunk = msg.get("body", b"")
         if chunk:
             size += len(chunk)

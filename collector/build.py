@@ -89,7 +89,8 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
     app = CollectorApp(wal, metrics, tokens, RateLimiter(settings.rate_limit_per_service), settings.max_body_bytes,
                        settings.max_decompressed_bytes, settings.buffer_max_bytes, ready=ready,
                        commands=CommandEndpoint(store, tokens), recent=recent,
-                       max_concurrent=settings.max_concurrent_requests)
+                       max_concurrent=settings.max_concurrent_requests,
+                       body_timeout=getattr(settings, "client_timeout_seconds", 60.0))
     return Collector(app, wal, writer, metrics)
 
 

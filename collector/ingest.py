@@ -30,7 +30,7 @@ from .ratelimit import RateLimiter
 from .validate import Checked, check
 from .wal import Wal, WalClosed
 
-__all__ = ["Ingest", "Outcome", "Decoder", "Prepared", "prepare", "INLINE_DECODE_BYTES"]
+__all__ = ["ClientGone", "Ingest", "Outcome", "Decoder", "Prepared", "prepare", "INLINE_DECODE_BYTES"]
 
 log = logging.getLogger("tracehouse.collector")
 
@@ -96,10 +96,15 @@ def _reason(status: int) -> str:
     return {415: "unsupported", 413: "too_large"}.get(status, "malformed")
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request's body ended: nothing of it is stored."""
+
+
 class Ingest:
     def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
                  max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
-                 recent: RecentRequests | None = None, max_concurrent: int = 64, decode_threads: int = 2):
+                 recent: RecentRequests | None = None, max_concurrent: int = 64, decode_threads: int = 2,
+                 body_timeout: float = 60.0):
         self.wal = wal
         self.m = metrics
         self.tokens = tokens
@@ -109,6 +114,7 @@ class Ingest:
         self.buffer_max = buffer_max_bytes
         self.recent = recent
         self.max_concurrent = max_concurrent
+        self.body_timeout = body_timeout  # seconds a receiver allows for reading a body after its head
         self._active = 0
         self._decoder = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="tracehouse-decode")
         self._inflight: dict[bytes, asyncio.Future] = {}
@@ -147,7 +153,12 @@ class Ingest:
             if self.wal.pending_bytes() >= self.buffer_max:  # full already: spare the client the upload
                 return self.refuse(sig, 503, "durable buffer is full; retry later", "buffer_full",
                                    BUFFER_RETRY_AFTER)
-            body = await read()
+            try:
+                body = await read()
+            except BadRequest as e:  # 408: the body did not arrive in time
+                return self.refuse(sig, e.status, e.message, "timeout")
+            except ClientGone:  # nobody is left to answer; counted under nginx's code for it
+                return self.refuse(sig, 499, "client disconnected before the end of its body", "client_disconnected")
             if body is None:
                 return self.too_large(sig)
             return await self.submit(sig, lambda: decode(body), inline=len(body) <= inline_max)

@@ -62,7 +62,7 @@ class ZipkinApp:
             clen = headers.get(b"content-length")
             if clen is not None and clen.isdigit() and int(clen) > core.max_body:
                 return None
-            return await _read_body(receive, core.max_body)
+            return await _read_body(receive, core.max_body, core.body_timeout)
 
         def decode(body: bytes) -> tuple[Any, None]:
             return self._decode(ctype, encoding, body), None

@@ -105,11 +105,14 @@ def cmd_run(ns: argparse.Namespace) -> int:
 class _OpsServer:
     """/metrics, /healthz and /readyz of the engine alone, served by uvicorn on a thread."""
 
-    def __init__(self, app, host: str, port: int):
+    def __init__(self, app, host: str, port: int, head_timeout: float = 60.0):
         import uvicorn
 
+        from .http_protocol import with_head_timeout
+
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    access_log=False, lifespan="off"))
+                                                    access_log=False, lifespan="off",
+                                                    http=with_head_timeout(head_timeout)))
         self.thread = threading.Thread(target=self.server.run, name="tracehouse-alerts-http", daemon=True)
 
     def start(self) -> None:
@@ -139,7 +142,7 @@ def _ops_server(settings, engines) -> _OpsServer:
     from .ops import metrics_authorizer
 
     app = guard(OpsApp(registry, ready, authorize=metrics_authorizer(settings)), settings)
-    return _OpsServer(app, settings.host, settings.http_port)
+    return _OpsServer(app, settings.host, settings.http_port, settings.client_timeout_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

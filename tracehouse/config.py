@@ -42,6 +42,10 @@ class Settings:
     redact_keys: list[str] = field(default_factory=list)
     #: TRACEHOUSE_MAX_CONCURRENT_REQUESTS: OTLP requests in flight at once; past it, 503 + Retry-After
     max_concurrent_requests: int = 64
+    #: TRACEHOUSE_CLIENT_TIMEOUT_SECONDS: a client must send a request's head within this many seconds
+    #: of connecting (or of the previous answer on the connection), and its body within this many
+    #: seconds of the head; a slower one is answered 408 or cut off, so it holds no request slot
+    client_timeout_seconds: float = 60.0
     #: TRACEHOUSE_DEDUP_WINDOW_SECONDS: a request whose content was acknowledged this recently is
     #: acknowledged again without being stored (a client's retry after a lost answer)
     dedup_window_seconds: float = 600.0

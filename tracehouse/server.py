@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import exposure
+from .http_protocol import with_head_timeout
 from .config import Settings
 
 log = logging.getLogger("tracehouse.server")
@@ -89,6 +90,8 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
 
     exposure.check(settings, roles)
     listen = exposure.uvicorn_options(settings)
+    # every HTTP server: a request head must arrive within the client timeout (slowloris)
+    listen["http"] = with_head_timeout(settings.client_timeout_seconds)
     store = open_store(settings)
     registry = process_registry(roles)
     servers: list[_Server] = []

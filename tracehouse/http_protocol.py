@@ -1,0 +1,61 @@
+"""uvicorn's HTTP/1.1 protocol with a deadline for the request head.
+
+uvicorn closes an idle kept-alive connection, but not one that has sent part of a request head (or
+nothing at all) since it connected: a client trickling header bytes (slowloris) holds a socket and
+its buffers for as long as it likes, and enough of them exhaust the process's file descriptors,
+the WAL's included. Here a connection must complete each request head within ``seconds`` of
+connecting or of the previous answer, or is closed. (Bodies have their own deadline where they are
+read: ``collector/app.py``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["with_head_timeout"]
+
+
+def with_head_timeout(seconds: float, base: type = H11Protocol) -> type:
+    """A subclass of uvicorn's protocol class ``base`` that closes a connection whose request head
+    takes longer than ``seconds``."""
+
+    class HeadDeadline(base):  # type: ignore[misc, valid-type]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request head arrived
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            self._arm()  # before the base class: it may start a pipelined request, which disarms
+            super().on_response_complete()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(seconds, self._head_late)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if self.cycle is None or self.cycle.response_complete:  # no request in progress
+                self.transport.close()
+
+    HeadDeadline.__name__ = f"HeadDeadline{base.__name__}"
+    return HeadDeadline
