@@ -20,6 +20,7 @@ from .api_snapshots import snapshots_router
 from .api_storage import storage_router
 from .auth import Auth, require_role
 from .auth_routes import install_auth
+from .bodylimit import MAX_BODY_BYTES, BodyLimit
 from .crosssite import CrossSiteGuard
 from .ops import ReadyCheck, install_ops
 from .pages import pages_router
@@ -89,6 +90,7 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     install_auth(app, Auth(settings))
     app.add_middleware(CrossSiteGuard, allowed_hosts=getattr(settings, "allowed_hosts", None))
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=getattr(settings, "dashboard_max_body_bytes", MAX_BODY_BYTES))
     return app
 
 

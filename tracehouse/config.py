@@ -46,6 +46,9 @@ class Settings:
     #: of connecting (or of the previous answer on the connection), and its body within this many
     #: seconds of the head; a slower one is answered 408 or cut off, so it holds no request slot
     client_timeout_seconds: float = 60.0
+    #: TRACEHOUSE_DASHBOARD_MAX_BODY_BYTES: largest request body the dashboard and its API take (413
+    #: past it); its forms and JSON documents are small
+    dashboard_max_body_bytes: int = 1 << 20
     #: TRACEHOUSE_DEDUP_WINDOW_SECONDS: a request whose content was acknowledged this recently is
     #: acknowledged again without being stored (a client's retry after a lost answer)
     dedup_window_seconds: float = 600.0

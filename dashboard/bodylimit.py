@@ -1,0 +1,74 @@
+"""A cap on request bodies for the dashboard and its API.
+
+Starlette reads a form or JSON body whole into memory, and caps a form field at 1 MB but not the
+number of them; ``POST /login`` reads its form before anything else, so without a cap anyone who can
+reach the port could make the process (the collector and its buffer included) hold hundreds of MB
+per request (measured: a 300 MB form of 1,000 KB fields took the server from 251 to 541 MB).
+Every body the dashboard takes is a small form or JSON document (sign-in, rules, silences,
+retention, snapshot requests). A declared ``Content-Length`` over the cap is answered 413 before
+anything is read; a chunked body is counted as it arrives and refused at the cap."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["BodyLimit", "MAX_BODY_BYTES"]
+
+MAX_BODY_BYTES = 1 << 20
+
+
+class BodyLimit:
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.max_bytes
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length":
+                if not v.strip().isdigit():
+                    return await _refuse(send, 400, "invalid Content-Length")
+                if int(v) > limit:
+                    return await _refuse(send, 413, f"request body larger than {limit} bytes")
+        seen = 0
+        over = started = False
+
+        async def counted() -> dict:
+            # past the cap the app is told the client left (Starlette raises ClientDisconnect where
+            # it reads), whatever it answers is dropped, and the client gets the 413
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    over = True
+                    return {"type": "http.disconnect"}
+            return msg
+
+        async def guarded(msg: dict) -> None:
+            nonlocal started
+            if over:
+                return
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await _refuse(send, 413, f"request body larger than {limit} bytes")
+
+
+async def _refuse(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
