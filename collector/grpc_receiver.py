@@ -1,7 +1,8 @@
 """OTLP/gRPC: the Export methods of opentelemetry-proto's trace, metrics and logs services on a
 ``grpc.aio`` server, over the same ingest path as OTLP/HTTP.
 
-The methods are registered without a deserializer: the handler gets the request's bytes (gRPC has
+The methods are registered without a deserializer, as stream-unary (see ``_Export.export``): the
+handler checks the token, then reads the request's bytes (gRPC has
 already undone ``grpc-encoding: gzip``) and buffers them as they are when the checks change
 nothing, as OTLP/HTTP does. The token comes from the ``authorization`` metadata (or the configured
 header). Refusals map to gRPC codes as the OTLP spec says; where HTTP answers 429/503 with
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -24,7 +26,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from .decode import PROTOBUF, SIGNALS, Signal, decode_body, encode_response
+from .decode import PROTOBUF, SIGNALS, BadRequest, Signal, decode_body, encode_response
 from .ingest import INLINE_DECODE_BYTES, Ingest, Outcome
 
 __all__ = ["GrpcReceiver", "SERVICES", "grpc_code"]
@@ -41,6 +43,7 @@ SERVICES = {
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
     413: grpc.StatusCode.INVALID_ARGUMENT,  # not retryable: the same message would be refused again
     415: grpc.StatusCode.INVALID_ARGUMENT,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -83,11 +86,19 @@ class _Export:
         self.core = core
         self.sig = sig
 
-    async def export(self, request: bytes, context: aio.ServicerContext) -> bytes:
+    async def export(self, requests: AsyncIterator[bytes], context: aio.ServicerContext) -> bytes:
+        """Registered as a stream-unary method (a unary client sends its one message the same
+        way), so that the token is checked from the call's metadata before its message is read: an
+        unauthenticated caller's message is never received (a unary handler runs only once the
+        whole message, up to the 64 MB cap, has arrived), and a caller that sends none holds its
+        slot only for the client timeout."""
         core, sig = self.core, self.sig
 
         async def read() -> bytes:
-            return request
+            try:
+                return await asyncio.wait_for(_first(requests), core.body_timeout)
+            except asyncio.TimeoutError:
+                raise BadRequest(408, f"request message not received within {core.body_timeout:g} s") from None
 
         def decode(body: bytes) -> tuple[Any, bytes]:
             return decode_body(sig, PROTOBUF, "", body, core.max_decompressed)[0], body
@@ -100,10 +111,18 @@ class _Export:
         raise AssertionError("unreachable: abort raises")
 
 
+async def _first(requests: AsyncIterator[bytes]) -> bytes:
+    async for msg in requests:
+        return msg
+    # unary clients always send one message; none arrives when gRPC refused it for its size
+    # (RESOURCE_EXHAUSTED, already sent to the client), so it is counted as too large
+    raise BadRequest(413, "the call carried no message (over the size cap, refused by gRPC)")
+
+
 def handlers(core: Ingest) -> list[grpc.GenericRpcHandler]:
     out = []
     for name, service in SERVICES.items():
-        methods = {m.name: grpc.unary_unary_rpc_method_handler(_Export(core, SIGNALS[name]).export)
+        methods = {m.name: grpc.stream_unary_rpc_method_handler(_Export(core, SIGNALS[name]).export)
                    for m in service.methods}
         out.append(grpc.method_handlers_generic_handler(service.full_name, methods))
     return out

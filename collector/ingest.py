@@ -156,7 +156,7 @@ class Ingest:
             try:
                 body = await read()
             except BadRequest as e:  # 408: the body did not arrive in time
-                return self.refuse(sig, e.status, e.message, "timeout")
+                return self.refuse(sig, e.status, e.message, "timeout" if e.status == 408 else _reason(e.status))
             except ClientGone:  # nobody is left to answer; counted under nginx's code for it
                 return self.refuse(sig, 499, "client disconnected before the end of its body", "client_disconnected")
             if body is None:

@@ -267,6 +267,8 @@ def test_bad_input_gets_clear_codes_and_nothing_acknowledged_is_lost(chdb_store,
     stored = {_b(row[0]) for row in chdb_store.query(f"SELECT span_id FROM {chdb_store.db}.spans").rows}
     assert stored == set(good_ids[2:]) | set(more_ids)
     assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="malformed") == 3
+    # the two over the cap: refused by gRPC itself, counted as the handler finds no message
+    assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="too_large") == 2
     assert m.get("tracehouse_collector_rejected_items_total", signal="traces") == 3
     assert m.get("tracehouse_collector_truncated_total", what="attribute keys") == 1  # the same limits
 
@@ -330,3 +332,43 @@ def test_the_tracehouse_agent_sends_over_grpc_when_asked(running, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     running.wait_stored("traces", 2)
     assert running.collector.metrics.get("tracehouse_collector_accepted_items_total", signal="traces") == 2
+
+
+def test_a_call_is_refused_on_its_metadata_before_its_message_is_read(chdb_store, tmp_path):
+    """Without a valid token the call is refused as soon as its metadata arrives: a caller that
+    never sends its message is answered UNAUTHENTICATED at once (a unary handler would have waited
+    for the whole message, up to the 64 MB cap, before checking). With a valid token, a message
+    that does not arrive within the client timeout is answered DEADLINE_EXCEEDED and frees its slot."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), grpc=True, ingest_tokens=[TOKEN], max_batch_age=0.1,
+                      client_timeout_seconds=1.0, max_concurrent_requests=1)
+    never = threading.Event()
+
+    def nothing():
+        never.wait(30)
+        return
+        yield  # a generator that sends no message until the test ends
+
+    try:
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            upload = ch.stream_unary(TRACE_EXPORT)
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as e:
+                upload(nothing(), timeout=10)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert time.monotonic() - t0 < 5
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as e:
+                upload(nothing(), timeout=10, metadata=[("authorization", f"Bearer {TOKEN}")])
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "not received within 1 s" in e.value.details()
+            assert time.monotonic() - t0 < 5
+            req, _ = traces(3)
+            ch.unary_unary(TRACE_EXPORT)(req.SerializeToString(), timeout=10,
+                                         metadata=[("authorization", f"Bearer {TOKEN}")])
+        r.wait_stored("traces", 3)
+        m = r.collector.metrics
+        assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="unauthorized") == 1
+        assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="timeout") == 1
+    finally:
+        never.set()
+        r.stop()
