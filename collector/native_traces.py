@@ -81,11 +81,13 @@ def flatten_select(sql: Sql, raw_table: str) -> str:
     lks = f"arraySlice(s.links, 1, {lim.max_links})"
     zero8 = "toFixedString(unhex('0000000000000000'), 8)"
 
-    def per_event(expr: str) -> str:
-        return f"toUInt64(arraySum(_e -> {expr}, {evs}))"
+    # each event's (link's) JSON and counts in one lambda: the redaction and key checks they
+    # share are then written, analysed and computed once, not once per count
+    ev_t = f"arrayMap(_e -> ({ev['json']}, {ev['n_attributes']}, {ev['n_keys']}, {ev['n_values']}), {evs})"
+    lk_t = f"arrayMap(_l -> ({lk['json']}, {lk['n_attributes']}, {lk['n_keys']}, {lk['n_values']}), {lks})"
 
-    def per_link(expr: str) -> str:
-        return f"toUInt64(arraySum(_l -> {expr}, {lks}))"
+    def total(col: str, i: int) -> str:
+        return f"toUInt64(arraySum(_t -> _t.{i}, {col}))"
 
     # Each level unnests with arrayJoin() over a column of its own and passes on only what the
     # next level reads: ARRAY JOIN clauses over nested tuples cost a copy of the input per level.
@@ -129,10 +131,10 @@ def flatten_select(sql: Sql, raw_table: str) -> str:
         "scope_version",
         f"arrayMap(_e -> _e.time_unix_nano, {evs}) AS events_time_ns",
         f"arrayMap(_e -> substringUTF8(_e.name, 1, {lim.max_value_len}), {evs}) AS events_name",
-        f"arrayMap(_e -> {ev['json']}, {evs}) AS events_attrs",
+        f"{ev_t} AS ev_t",
         f"arrayMap(_l -> toFixedString(_l.trace_id, 16), {lks}) AS links_trace_id",
         f"arrayMap(_l -> toFixedString(_l.span_id, 8), {lks}) AS links_span_id",
-        f"arrayMap(_l -> {lk['json']}, {lks}) AS links_attrs",
+        f"{lk_t} AS lk_t",
         "batch AS batch_id",
         "record",
         "toUInt8(fallback) AS fallback",
@@ -144,14 +146,13 @@ def flatten_select(sql: Sql, raw_table: str) -> str:
         f"toUInt64(arrayCount(_e -> lengthUTF8(_e.name) > {lim.max_value_len}, {evs})) AS st_event_names",
         f"toUInt64(lengthUTF8(s.status.message) > {lim.max_value_len}) AS st_status_messages",
         f"toUInt64(lengthUTF8(s.name) > {lim.max_value_len}) AS st_span_names",
-        f"{per_event(ev['n_attributes'])} AS st_event_attributes",
-        f"{per_event(ev['n_keys'])} AS st_event_attribute_keys",
-        f"{per_event(ev['n_values'])} AS st_event_attribute_values",
-        f"{per_link(lk['n_attributes'])} AS st_link_attributes",
-        f"{per_link(lk['n_keys'])} AS st_link_attribute_keys",
-        f"{per_link(lk['n_values'])} AS st_link_attribute_values",
     ]
     final = [name.rsplit(" AS ", 1)[-1] for name in spans]
     final = [c for c in final if c not in ("attr_texts", "st_res_values")]
-    final += [f"{span_v['values']} AS attr_values", f"{span_v['n_values']} + st_res_values AS st_attribute_values"]
+    final = [c for c in final if c not in ("ev_t", "lk_t")]
+    final += [f"{span_v['values']} AS attr_values", f"{span_v['n_values']} + st_res_values AS st_attribute_values",
+              "arrayMap(_t -> _t.1, ev_t) AS events_attrs", "arrayMap(_t -> _t.1, lk_t) AS links_attrs",
+              f"{total('ev_t', 2)} AS st_event_attributes", f"{total('ev_t', 3)} AS st_event_attribute_keys",
+              f"{total('ev_t', 4)} AS st_event_attribute_values", f"{total('lk_t', 2)} AS st_link_attributes",
+              f"{total('lk_t', 3)} AS st_link_attribute_keys", f"{total('lk_t', 4)} AS st_link_attribute_values"]
     return f"SELECT {', '.join(final)} FROM (SELECT {', '.join(spans)} FROM {spans_from})"
