@@ -35,7 +35,8 @@ class CollectorApp:
     def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
                  max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
                  ready: Any = None, commands: Any = None, recent: RecentRequests | None = None,
-                 max_concurrent: int = 64, decode_threads: int = 2, body_timeout: float = 60.0):
+                 max_concurrent: int = 64, decode_threads: int = 2, body_timeout: float = 60.0,
+                 max_inflight_bytes: int = 256 << 20):
         self.wal = wal
         self.m = metrics
         self.tokens = tokens
@@ -48,7 +49,7 @@ class CollectorApp:
         # the transport-independent part, shared with the other receivers (gRPC, Zipkin)
         self.core = Ingest(wal, metrics, tokens, limiter, max_body_bytes, max_decompressed_bytes, buffer_max_bytes,
                            recent=recent, max_concurrent=max_concurrent, decode_threads=decode_threads,
-                           body_timeout=body_timeout)
+                           body_timeout=body_timeout, max_inflight_bytes=max_inflight_bytes)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -109,7 +110,7 @@ class CollectorApp:
 
         # uncompressed protobuf costs at most its size to decode: small bodies stay on the loop
         inline = INLINE_DECODE_BYTES if media_type(ctype) == PROTOBUF and not encoding else 0
-        out = await self.core.handle(sig, headers, read, decode, inline)
+        out = await self.core.handle(sig, headers, read, decode, inline, self.core.declared_size(headers))
         if not out.ok:
             extra = [(b"retry-after", str(out.retry_after).encode())] if out.retry_after is not None else []
             await _status(send, out.status, out.message, as_json, extra)

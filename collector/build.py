@@ -90,7 +90,9 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
                        settings.max_decompressed_bytes, settings.buffer_max_bytes, ready=ready,
                        commands=CommandEndpoint(store, tokens), recent=recent,
                        max_concurrent=settings.max_concurrent_requests,
-                       body_timeout=getattr(settings, "client_timeout_seconds", 60.0))
+                       body_timeout=getattr(settings, "client_timeout_seconds", 60.0),
+                       max_inflight_bytes=getattr(settings, "max_inflight_bytes", 256 << 20))
+    metrics.gauge("tracehouse_collector_inflight_bytes", lambda: app.core.inflight_bytes)
     return Collector(app, wal, writer, metrics)
 
 

@@ -104,7 +104,7 @@ class Ingest:
     def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
                  max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
                  recent: RecentRequests | None = None, max_concurrent: int = 64, decode_threads: int = 2,
-                 body_timeout: float = 60.0):
+                 body_timeout: float = 60.0, max_inflight_bytes: int = 256 << 20):
         self.wal = wal
         self.m = metrics
         self.tokens = tokens
@@ -115,6 +115,11 @@ class Ingest:
         self.recent = recent
         self.max_concurrent = max_concurrent
         self.body_timeout = body_timeout  # seconds a receiver allows for reading a body after its head
+        # request bytes held at once (bodies read or being read, until answered): bounded memory
+        # when clients send faster than the decode threads go; the decompressed copies are bounded
+        # by those threads (two, each at most max_decompressed) and the inline limit
+        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes = 0
         self._active = 0
         self._decoder = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="tracehouse-decode")
         self._inflight: dict[bytes, asyncio.Future] = {}
@@ -137,17 +142,38 @@ class Ingest:
     def too_large(self, sig: Signal, limit: int | None = None) -> Outcome:
         return self.refuse(sig, 413, f"body exceeds {limit or self.max_body} bytes", "too_large")
 
+    def declared_size(self, headers: dict[bytes, bytes]) -> int:
+        """What an HTTP body will hold at most: its Content-Length, or the body cap when chunked."""
+        clen = headers.get(b"content-length", b"")
+        return min(int(clen), self.max_body) if clen.isdigit() else self.max_body
+
+    def _hold(self, n: int) -> bool:
+        """Count ``n`` more request bytes in flight, unless that passes the cap (a request alone
+        is always let in, so that one larger than the cap is not refused for ever)."""
+        if self.inflight_bytes and self.inflight_bytes + n > self.max_inflight_bytes:
+            return False
+        self.inflight_bytes += n
+        return True
+
     async def handle(self, sig: Signal, headers: dict[bytes, bytes], read: Callable[[], Awaitable[bytes | None]],
-                     decode: Callable[[bytes], tuple[Message, bytes | None]], inline_max: int = 0) -> Outcome:
+                     decode: Callable[[bytes], tuple[Message, bytes | None]], inline_max: int = 0,
+                     declared: int | None = None) -> Outcome:
         """One request, from its headers to its answer. ``read`` gives the body (None: larger than
         the receiver accepts); ``decode(body)`` parses it, in the decode pool, or on the loop when
         the body has at most ``inline_max`` bytes (the receiver passes ``INLINE_DECODE_BYTES`` for
-        uncompressed protobuf, 0 otherwise)."""
+        uncompressed protobuf, 0 otherwise). ``declared``: the most the body will hold, counted
+        against the bytes in flight before it is read (``declared_size``); None (gRPC, whose
+        transport has received the message already) counts it once read."""
         out = self.authorize(sig, headers)
         if out is not None:
             return out
         if self._active >= self.max_concurrent:
             return self.refuse(sig, 503, "too many requests in flight; retry later", "overloaded", 1)
+        held = 0
+        if declared is not None:
+            if not self._hold(declared):
+                return self._too_many_bytes(sig)
+            held = declared
         self._active += 1
         try:
             if self.wal.pending_bytes() >= self.buffer_max:  # full already: spare the client the upload
@@ -161,9 +187,18 @@ class Ingest:
                 return self.refuse(sig, 499, "client disconnected before the end of its body", "client_disconnected")
             if body is None:
                 return self.too_large(sig)
+            self.inflight_bytes -= held  # what the body holds, not what it might have
+            held = 0
+            if not self._hold(len(body)):
+                return self._too_many_bytes(sig)
+            held = len(body)
             return await self.submit(sig, lambda: decode(body), inline=len(body) <= inline_max)
         finally:
+            self.inflight_bytes -= held
             self._active -= 1
+
+    def _too_many_bytes(self, sig: Signal) -> Outcome:
+        return self.refuse(sig, 503, "too many request bytes in flight; retry later", "overloaded", 1)
 
     async def submit(self, sig: Signal, decode: Decoder, inline: bool = False) -> Outcome:
         """Decode, check and buffer one admitted request; answers once it is durable. ``inline``:

@@ -60,6 +60,10 @@ HELP: dict[str, tuple[str, str]] = {
         "another wire type than the schema's), by signal."),
     "tracehouse_collector_native_fallback_batches_total": (
         "counter", "Batch parts a native decoder failed repeatedly, stored through the Python path, by signal."),
+    "tracehouse_collector_native_small_batches_total": (
+        "counter", "Batches of a native signal stored through the Python path for being small (decoder auto), by signal."),
+    "tracehouse_collector_inflight_bytes": (
+        "gauge", "Request bytes read or being read and not yet answered (capped by TRACEHOUSE_MAX_INFLIGHT_BYTES)."),
     "tracehouse_collector_buffer_bytes": ("gauge", "Bytes in the durable buffer (WAL) not yet stored."),
     "tracehouse_collector_buffer_max_bytes": ("gauge", "Cap of the durable buffer."),
     "tracehouse_collector_buffer_age_seconds": ("gauge", "Age of the oldest data not yet stored (writer lag)."),

@@ -67,7 +67,7 @@ class ZipkinApp:
         def decode(body: bytes) -> tuple[Any, None]:
             return self._decode(ctype, encoding, body), None
 
-        out = await core.handle(_TRACES, headers, read, decode)
+        out = await core.handle(_TRACES, headers, read, decode, declared=core.declared_size(headers))
         if out.ok:
             text = (f"{out.rejected} spans rejected: {out.message}\n" if out.rejected else "").encode()
             await _plain(send, 202, text)

@@ -42,6 +42,10 @@ class Settings:
     redact_keys: list[str] = field(default_factory=list)
     #: TRACEHOUSE_MAX_CONCURRENT_REQUESTS: OTLP requests in flight at once; past it, 503 + Retry-After
     max_concurrent_requests: int = 64
+    #: TRACEHOUSE_MAX_INFLIGHT_BYTES: OTLP/Zipkin request bytes held at once, read or being read (a
+    #: body counts its Content-Length, or TRACEHOUSE_MAX_BODY_BYTES when chunked, from its head); 503 +
+    #: Retry-After past it
+    max_inflight_bytes: int = 256 << 20
     #: TRACEHOUSE_CLIENT_TIMEOUT_SECONDS: a client must send a request's head within this many seconds
     #: of connecting (or of the previous answer on the connection), and its body within this many
     #: seconds of the head; a slower one is answered 408 or cut off, so it holds no request slot

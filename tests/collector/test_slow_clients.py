@@ -131,3 +131,39 @@ def test_a_request_head_that_does_not_arrive_in_time_is_cut_off(tmp_path):
             assert ok.status_code in (200, 503), ok.status_code
     finally:
         proc.kill()
+
+
+def test_request_bytes_in_flight_are_capped(chdb_store, tmp_path):
+    """Bodies held at once are capped (counted from their declared length as soon as their head
+    arrives): past the cap a request is answered 503 + Retry-After, and once the held ones end
+    (here: a client that disconnects) the same request is taken. A request alone always is."""
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), max_batch_age=0.05, max_inflight_bytes=100_000)
+    port = _port(r.url)
+    core = r.collector.app.core
+    req, _ = traces(150)
+    body = req.SerializeToString()
+    assert 10_000 < len(body) < 30_000
+    try:
+        slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+        slow.sendall(_head(port, 95_000) + b"\x0a")
+        deadline = time.monotonic() + 5
+        while core.inflight_bytes < 95_000:
+            assert time.monotonic() < deadline, "the slow body was not counted"
+            time.sleep(0.02)
+        refused = httpx.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        slow.close()
+        deadline = time.monotonic() + 5
+        while core.inflight_bytes:
+            assert time.monotonic() < deadline, "the disconnected body is still counted"
+            time.sleep(0.02)
+        assert httpx.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10).status_code == 200
+        big, _ = traces(1100)  # larger than the cap on its own: taken when nothing else is in flight
+        assert len(big.SerializeToString()) > 100_000
+        assert httpx.post(r.url + "/v1/traces", content=big.SerializeToString(), headers=PB,
+                          timeout=10).status_code == 200
+        r.wait_stored("traces", 1250)
+        assert core.inflight_bytes == 0
+        assert "tracehouse_collector_inflight_bytes 0" in httpx.get(r.url + "/metrics", timeout=10).text
+    finally:
+        r.stop()
