@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import exposure
-from .http_protocol import with_head_timeout
 from .config import Settings
+from .http_protocol import with_head_timeout
 
 log = logging.getLogger("tracehouse.server")
 

@@ -18,9 +18,9 @@ from tests.collector.rollups import rollup_mismatches, span_totals
 from tests.collector.test_grpc import TRACE_EXPORT
 from tests.support.waiting import wait_for
 from tracehouse.collector import native_feed
-from tracehouse.collector.native import native_supported
 from tracehouse.collector.deadletter import records, requeue
 from tracehouse.collector.decode import to_json
+from tracehouse.collector.native import native_supported
 
 PB = {"content-type": "application/x-protobuf"}
 

@@ -9,10 +9,10 @@ import time
 
 import httpx
 
+from testkit.servers import free_port
 from tests.collector.harness import run_collector, start_serve_process
 from tests.collector.payloads import traces
 from tests.collector.rollups import span_totals
-from testkit.servers import free_port
 
 PB = {"content-type": "application/x-protobuf"}
 
