@@ -9,6 +9,7 @@ and ``zipkin_app.ZipkinApp`` (Zipkin v2, an ASGI app of its own).
 from .build import Collector, build_collector
 from .decode import BadRequest
 from .errors import CollectorError
+from .ingest import ClientGone
 from .wal import WalClosed, WalLocked
 
-__all__ = ["BadRequest", "Collector", "CollectorError", "WalClosed", "WalLocked", "build_collector"]
+__all__ = ["BadRequest", "ClientGone", "Collector", "CollectorError", "WalClosed", "WalLocked", "build_collector"]

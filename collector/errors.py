@@ -5,6 +5,7 @@
     CollectorError       anything the collector refuses or fails at on its own
      ├── BadRequest      a request body that cannot be accepted; ``status`` is the HTTP status
      │                   to answer (decode.py, zipkin.py)
+     ├── ClientGone      the client disconnected before its request's body ended (ingest.py)
      ├── WalClosed       the durable buffer is closed (shutting down); the record was not written
      └── WalLocked       another process uses the buffer directory (also RuntimeError)
 

@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from .auth import TokenCheck
 from .decode import BadRequest, Signal
 from .dedup import RecentRequests, digest_of
+from .errors import CollectorError
 from .metrics import Registry
 from .ratelimit import RateLimiter
 from .validate import Checked, check
@@ -96,7 +97,7 @@ def _reason(status: int) -> str:
     return {415: "unsupported", 413: "too_large"}.get(status, "malformed")
 
 
-class ClientGone(Exception):
+class ClientGone(CollectorError):
     """The client disconnected before its request's body ended: nothing of it is stored."""
 
 
