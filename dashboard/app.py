@@ -90,7 +90,8 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     install_auth(app, Auth(settings))
     app.add_middleware(CrossSiteGuard, allowed_hosts=getattr(settings, "allowed_hosts", None))
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodyLimit, max_bytes=getattr(settings, "dashboard_max_body_bytes", MAX_BODY_BYTES))
+    app.add_middleware(BodyLimit, max_bytes=getattr(settings, "dashboard_max_body_bytes", MAX_BODY_BYTES),
+                       timeout=getattr(settings, "client_timeout_seconds", 60.0))
     return app
 
 

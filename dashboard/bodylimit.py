@@ -6,11 +6,15 @@ reach the port could make the process (the collector and its buffer included) ho
 per request (measured: a 300 MB form of 1,000 KB fields took the server from 251 to 541 MB).
 Every body the dashboard takes is a small form or JSON document (sign-in, rules, silences,
 retention, snapshot requests). A declared ``Content-Length`` over the cap is answered 413 before
-anything is read; a chunked body is counted as it arrives and refused at the cap."""
+anything is read; a chunked body is counted as it arrives and refused at the cap. A body must also
+arrive within ``timeout`` seconds of its head, or is answered 408 (uvicorn has no such deadline: a
+client sending a byte now and then would hold its connection and task for ever)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 __all__ = ["BodyLimit", "MAX_BODY_BYTES"]
@@ -19,9 +23,10 @@ MAX_BODY_BYTES = 1 << 20
 
 
 class BodyLimit:
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES, timeout: float = 60.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -34,20 +39,31 @@ class BodyLimit:
                 if int(v) > limit:
                     return await _refuse(send, 413, f"request body larger than {limit} bytes")
         seen = 0
-        over = started = False
+        over = started = done = False
+        refusal: tuple[int, str] | None = None
+        deadline = time.monotonic() + self.timeout
 
         async def counted() -> dict:
-            # past the cap the app is told the client left (Starlette raises ClientDisconnect where
-            # it reads), whatever it answers is dropped, and the client gets the 413
-            nonlocal seen, over
+            # past the cap or the deadline the app is told the client left (Starlette raises
+            # ClientDisconnect where it reads), whatever it answers is dropped, and the client gets
+            # the 413 or 408; once the body is whole, receive() is the server's own again (a
+            # streaming answer waits on it for the disconnect)
+            nonlocal seen, over, done, refusal
             if over:
                 return {"type": "http.disconnect"}
-            msg = await receive()
+            if done:
+                return await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                over, refusal = True, (408, f"request body not received within {self.timeout:g} s")
+                return {"type": "http.disconnect"}
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    over = True
+                    over, refusal = True, (413, f"request body larger than {limit} bytes")
                     return {"type": "http.disconnect"}
+                done = not msg.get("more_body", False)
             return msg
 
         async def guarded(msg: dict) -> None:
@@ -62,8 +78,8 @@ class BodyLimit:
         except Exception:
             if not over:
                 raise
-        if over and not started:
-            await _refuse(send, 413, f"request body larger than {limit} bytes")
+        if refusal is not None and not started:
+            await _refuse(send, *refusal)
 
 
 async def _refuse(send: Any, status: int, message: str) -> None:

@@ -22,7 +22,7 @@ CAP = 64 << 10
 
 def _serve(store):
     app = create_app(SimpleNamespace(users={}, api_tokens=["ed:editor:edit-secret"], secret_key="k",
-                                     dashboard_max_body_bytes=CAP), store)
+                                     dashboard_max_body_bytes=CAP, client_timeout_seconds=1.0), store)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -84,6 +84,28 @@ def test_bodies_over_the_cap_are_refused_before_they_are_read(seeded_store):
             assert r.status_code == 413
             r = c.post("/api/snapshots", json={"service": 7}, headers=ed)
             assert r.status_code == 400, r.text  # read and judged by the API, not by the cap
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_body_that_does_not_arrive_in_time_is_answered_408(seeded_store):
+    """A body must arrive within the client timeout of its head (1 s here): a client sending part
+    of it and then nothing gets 408 instead of holding its connection and task for ever. A slow
+    answer is not cut: the deadline stops once the body is whole."""
+    server, thread, port = _serve(seeded_store[0])
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(f"POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      "content-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ntoken=".encode())
+            t0 = time.monotonic()
+            got = _answer(s)
+        assert got.startswith(b"HTTP/1.1 408"), got[:200]
+        assert time.monotonic() - t0 < 5
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+            time.sleep(1.5)  # longer than the timeout since the connection's first request
+            assert c.post("/login", data={"csrf": csrf, "token": "wrong"}).status_code == 401
     finally:
         server.should_exit = True
         thread.join(10)
