@@ -40,7 +40,11 @@ def run(decoder: str, bodies: list[bytes], per_request: int, rate: float, second
         if not wait_port(otlp, 90):
             raise RuntimeError("collector did not start")
         proc = psutil.Process(server.pid)
-        time.sleep(3)  # past the start (schema, decoders' tables)
+        deadline = time.monotonic() + 60
+        while httpx.get(url + "/readyz", timeout=5).status_code != 200:  # schema and decoders' tables made
+            if time.monotonic() > deadline:
+                raise RuntimeError("collector not ready")
+            time.sleep(0.1)
         every = per_request / rate
         sent = 0
         with httpx.Client(timeout=30) as client:

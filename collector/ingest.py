@@ -188,10 +188,11 @@ class Ingest:
                 return self.refuse(sig, 499, "client disconnected before the end of its body", "client_disconnected")
             if body is None:
                 return self.too_large(sig)
-            self.inflight_bytes -= held  # what the body holds, not what it might have
-            held = 0
-            if not self._hold(len(body)):
-                return self._too_many_bytes(sig)
+            if declared is None:  # counted only now that it is read
+                if not self._hold(len(body)):
+                    return self._too_many_bytes(sig)
+            else:  # counted from the head: what the body holds, not what it might have (never more)
+                self.inflight_bytes -= held - len(body)
             held = len(body)
             return await self.submit(sig, lambda: decode(body), inline=len(body) <= inline_max)
         finally:

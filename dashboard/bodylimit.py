@@ -76,6 +76,8 @@ class BodyLimit:
         try:
             await self.app(scope, counted, guarded)
         except Exception:
+            # past the cap or the deadline: the ClientDisconnect (or what wraps it) that the
+            # disconnect above caused; the refusal below answers it
             if not over:
                 raise
         if refusal is not None and not started:

@@ -1,4 +1,5 @@
-"""Start and stop real servers for tests: ClickHouse (Debian's clickhouse-server), Redis, PostgreSQL.
+"""Start and stop real servers for tests: ClickHouse (Debian's clickhouse-server), Redis, PostgreSQL,
+and an ASGI app under uvicorn on a thread (``serving``).
 
 Each runs on a free loopback port with its own temporary directory and is stopped by its PID.
 """
@@ -10,7 +11,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +32,29 @@ def wait_port(port: int, timeout: float = 30.0) -> bool:
         except OSError:
             time.sleep(0.1)
     return False
+
+
+@contextmanager
+def serving(app, **config) -> Iterator[int]:
+    """``app`` served by uvicorn on a thread of this process, on a free loopback port (yielded),
+    until the block ends. ``config``: more ``uvicorn.Config`` options (lifespan is off unless given)."""
+    import uvicorn
+
+    port = free_port()
+    options = {"log_level": "warning", "lifespan": "off", **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @dataclass

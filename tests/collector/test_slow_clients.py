@@ -13,6 +13,7 @@ from testkit.servers import free_port
 from tests.collector.harness import run_collector, start_serve_process
 from tests.collector.payloads import traces
 from tests.collector.rollups import span_totals
+from tests.support.waiting import wait_for
 
 PB = {"content-type": "application/x-protobuf"}
 
@@ -50,7 +51,8 @@ def test_a_body_that_does_not_arrive_in_time_is_answered_408_and_frees_its_slot(
     try:
         for s in slow:  # heads, and 10 of the 1,000 body bytes announced
             s.sendall(_head(port, 1000) + b"\x0a\x08" + b"x" * 8)
-        time.sleep(0.3)
+        core = r.collector.app.core
+        wait_for(lambda: core.inflight_bytes >= 2000, 5, every=0.02, what="both slow bodies in flight")
         req, _ = traces(5)
         body = req.SerializeToString()
         busy = httpx.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)
@@ -85,7 +87,8 @@ def test_a_body_cut_short_by_a_disconnect_is_not_stored_even_when_it_parses(chdb
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
         s.sendall(_head(port, len(body)) + body[:cut])
-        time.sleep(0.3)
+        core = r.collector.app.core
+        wait_for(lambda: core.inflight_bytes >= len(body), 5, every=0.02, what="the body in flight")
         s.close()
         m = r.collector.metrics
         deadline = time.monotonic() + 10
@@ -95,7 +98,6 @@ def test_a_body_cut_short_by_a_disconnect_is_not_stored_even_when_it_parses(chdb
         resp = httpx.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)  # the client's retry
         assert resp.status_code == 200
         r.wait_stored("traces", 12)
-        time.sleep(0.3)
     finally:
         r.stop()
     assert span_totals(chdb_store) == (12, 12)  # not 19: the prefix's 7 spans were not stored first
@@ -119,7 +121,9 @@ def test_a_request_head_that_does_not_arrive_in_time_is_cut_off(tmp_path):
             silent = socket.create_connection(("127.0.0.1", port), timeout=5)
             kept = socket.create_connection(("127.0.0.1", port), timeout=5)
             kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            time.sleep(0.5)
+            answered = b""
+            while b"\r\n\r\n" not in answered:  # the first request answered: the connection is kept alive
+                answered += kept.recv(65536)
             kept.sendall(b"GET /healthz HTTP/1.1\r\n")  # the next request's head, never finished
             t0 = time.monotonic()
             for s in (partial, silent, kept):

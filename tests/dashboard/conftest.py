@@ -4,17 +4,14 @@ headless Chromium (Debian's, driven by Playwright)."""
 from __future__ import annotations
 
 import tempfile
-import threading
-import time
 import uuid
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import sync_playwright
 
 from testkit.seed import seed_all
-from testkit.servers import free_port
+from testkit.servers import serving
 from tests.dashboard.browsing import CHROMIUM_ARGS
 from tracehouse.dashboard.app import create_app
 from tracehouse.storage import Store
@@ -51,17 +48,8 @@ def info(seeded_store):
 
 @pytest.fixture(scope="module")
 def live_server(app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

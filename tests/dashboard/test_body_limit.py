@@ -6,32 +6,21 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import time
 from types import SimpleNamespace
 
 import httpx
 import psutil
-import uvicorn
 
-from testkit.servers import free_port
+from testkit.servers import serving
 from tracehouse.dashboard.app import create_app
 
 CAP = 64 << 10
 
 
-def _serve(store):
-    app = create_app(SimpleNamespace(users={}, api_tokens=["ed:editor:edit-secret"], secret_key="k",
-                                     dashboard_max_body_bytes=CAP, client_timeout_seconds=1.0), store)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    return server, thread, port
+def _app(store):
+    return create_app(SimpleNamespace(users={}, api_tokens=["ed:editor:edit-secret"], secret_key="k",
+                                      dashboard_max_body_bytes=CAP, client_timeout_seconds=1.0), store)
 
 
 def _answer(sock: socket.socket) -> bytes:
@@ -49,9 +38,8 @@ def _answer(sock: socket.socket) -> bytes:
 
 
 def test_bodies_over_the_cap_are_refused_before_they_are_read(seeded_store):
-    server, thread, port = _serve(seeded_store[0])
     me = psutil.Process()
-    try:
+    with serving(_app(seeded_store[0])) as port:
         base = f"http://127.0.0.1:{port}"
         # declared: refused from the head, nothing read
         for path, ctype in (("/login", "application/x-www-form-urlencoded"), ("/api/alerts/rules", "application/json")):
@@ -84,17 +72,13 @@ def test_bodies_over_the_cap_are_refused_before_they_are_read(seeded_store):
             assert r.status_code == 413
             r = c.post("/api/snapshots", json={"service": 7}, headers=ed)
             assert r.status_code == 400, r.text  # read and judged by the API, not by the cap
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_a_body_that_does_not_arrive_in_time_is_answered_408(seeded_store):
     """A body must arrive within the client timeout of its head (1 s here): a client sending part
     of it and then nothing gets 408 instead of holding its connection and task for ever. A slow
     answer is not cut: the deadline stops once the body is whole."""
-    server, thread, port = _serve(seeded_store[0])
-    try:
+    with serving(_app(seeded_store[0])) as port:
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(f"POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                       "content-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ntoken=".encode())
@@ -106,6 +90,3 @@ def test_a_body_that_does_not_arrive_in_time_is_answered_408(seeded_store):
             csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
             time.sleep(1.5)  # longer than the timeout since the connection's first request
             assert c.post("/login", data={"csrf": csrf, "token": "wrong"}).status_code == 401
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -4,15 +4,13 @@ retention changes by an admin only (API and page), applied at once."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 from types import SimpleNamespace
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
-from testkit.servers import free_port
+from testkit.servers import serving
 from testkit.spangen import generate
 from tests.dashboard.browsing import open_page
 from tracehouse.dashboard.app import create_app
@@ -118,17 +116,8 @@ def test_only_an_admin_changes_retention(secured):
 def live(chdb_store):
     _seed(chdb_store)
     app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", chdb_store
-    server.should_exit = True
-    t.join(10)
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}", chdb_store
 
 
 @pytest.mark.browser
