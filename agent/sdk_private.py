@@ -213,7 +213,11 @@ def guard_collection_against_fork(reader) -> bool:
     them locked for good, and its first request that records a new metric stream waits forever.
     The collection runs under a lock that a before-fork hook takes; the parent releases it and the
     child gets a new one. Call before the reader is given to a MeterProvider (which installs the
-    collect callback). Only the collection is guarded, not the export that follows it."""
+    collect callback). Only the collection is guarded, not the export that follows it: an export
+    can take the exporter's whole timeout, and a fork must not wait for that. A
+    ``PeriodicExportingMetricReader`` exports under its own ``_export_lock``, which its after-fork
+    hook does not renew: a child forked while the parent exported would start with it held and
+    never export a metric. The child gets a new one."""
     import os
     import threading
 
@@ -233,6 +237,8 @@ def guard_collection_against_fork(reader) -> bool:
 
     def child() -> None:
         state["lock"] = threading.Lock()
+        if hasattr(reader, "_export_lock"):
+            reader._export_lock = threading.Lock()
 
     os.register_at_fork(before=lambda: state["lock"].acquire(), after_in_parent=lambda: state["lock"].release(),
                         after_in_child=child)

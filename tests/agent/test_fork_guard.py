@@ -1,6 +1,7 @@
-"""A process forked while the SDK collects metrics (a uWSGI or gunicorn master whose reader thread
-is collecting) must not start with the SDK's collection locks held: its own collections, flushes
-and shutdown would wait for ever (a uWSGI worker that never exits)."""
+"""A process forked while the SDK collects or exports metrics (a uWSGI or gunicorn master whose
+reader thread is at work) must not start with the SDK's locks held: its own collections, exports,
+flushes and shutdown would wait for ever (a uWSGI worker that never exits, or never sends a
+metric)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import threading
 
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    PeriodicExportingMetricReader,
+)
 
 from tracehouse.agent import sdk_private
 
@@ -52,3 +58,57 @@ def test_a_fork_waits_for_the_collection_so_the_child_can_collect():
 def test_without_the_guard_the_child_would_hang():
     # what the guard prevents, shown on the same SDK: the child's collection never ends
     assert _fork_during_a_collection(guarded=False) == 1
+
+
+class _SlowOnceExporter(MetricExporter):
+    """Holds its first export until released; counts the exports it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls = 0
+
+    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.release.wait(10)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        pass
+
+
+def _fork_during_an_export(guarded: bool) -> int:
+    exporter = _SlowOnceExporter()
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    if guarded:
+        assert sdk_private.guard_collection_against_fork(reader)
+    mp = MeterProvider(metric_readers=[reader])
+    mp.get_meter("t").create_observable_gauge("g", callbacks=[lambda options: [Observation(1.0)]])
+    exporting = threading.Thread(target=reader.collect)
+    exporting.start()
+    assert exporter.entered.wait(10)  # the parent's export is under way, its export lock held
+    pid = os.fork()
+    if pid == 0:  # the child: one collection and export, as its reader thread's next tick would
+        t = threading.Thread(target=reader.collect, daemon=True)
+        t.start()
+        t.join(5)
+        os._exit(0 if not t.is_alive() and exporter.calls == 2 else 1)
+    exporter.release.set()
+    exporting.join()
+    _, status = os.waitpid(pid, 0)
+    mp.shutdown()
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_child_forked_during_an_export_exports_its_own_metrics():
+    assert _fork_during_an_export(guarded=True) == 0
+
+
+def test_without_the_guard_a_child_forked_during_an_export_never_exports():
+    # the uWSGI worker of CI's failed run: spans sent, not one metric in 30 s
+    assert _fork_during_an_export(guarded=False) == 1

@@ -28,6 +28,17 @@ def app(environ, start_response):
 '''
 
 
+def metric_exports(sink) -> dict[int, int]:
+    """How many metric export requests each process has sent."""
+    with sink.lock:
+        reqs = [msg for path, msg, _ in sink.requests if path == "/v1/metrics"]
+    out: dict[int, int] = {}
+    for msg in reqs:
+        for pid in {attrs(rm.resource.attributes).get("process.pid") for rm in msg.resource_metrics}:
+            out[pid] = out.get(pid, 0) + 1
+    return out
+
+
 @pytest.mark.parametrize("flags", [[], ["--enable-threads"], ["--lazy-apps"], ["--enable-threads", "--lazy-apps"]],
                          ids=["plain", "enable-threads", "lazy-apps", "both"])
 def test_each_uwsgi_worker_exports_under_its_own_instance_id(tmp_path, sink, flags):
@@ -51,7 +62,11 @@ def test_each_uwsgi_worker_exports_under_its_own_instance_id(tmp_path, sink, fla
             c.close()
         assert len(pids) == 2
         assert sink.wait(lambda s: {ra["process.pid"] for ra, _ in s.spans()} >= pids, 30)
-        assert sink.wait(lambda s: {ra["process.pid"] for ra, _ in s.metrics()} >= pids, 30)
+        # No more requests: an idle worker's export threads must still run (without uWSGI's
+        # threads enabled its main thread keeps the GIL between requests, and they starve).
+        idle = metric_exports(sink)
+        assert sink.wait(lambda s: all(metric_exports(s).get(p, 0) >= idle.get(p, 0) + 2 for p in pids), 30), \
+            (idle, metric_exports(sink))
     finally:
         os.kill(proc.pid, signal.SIGINT)  # uWSGI's immediate shutdown (SIGTERM means a graceful reload)
         try:
