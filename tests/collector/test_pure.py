@@ -225,3 +225,40 @@ def test_a_metric_point_past_2106_is_stored_at_the_end_of_the_time_range(chdb_st
     rows = chdb_store.query(f"SELECT toUnixTimestamp(timestamp), ts_ns, value FROM {chdb_store.db}.metric_points "
                             "WHERE service = 'far-future'").rows
     assert rows == [(0xFFFFFFFF, (1 << 64) - 1, 7.0)]
+
+
+def test_each_invalid_span_is_removed_with_its_reason_and_the_valid_ones_counted_per_service():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tracehouse.collector.validate import check_traces
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = "shop"
+    spans = rs.scope_spans.add().spans
+    good_tid, good_sid = b"\x01" * 16, b"\x02" * 8
+    cases = [  # (trace_id, span_id, parent_span_id, links, reason or None)
+        (good_tid, good_sid, b"", [], None),
+        (good_tid, good_sid, b"\x00" * 8, [], None),  # a zero parent is a root, not an error
+        (good_tid, good_sid, b"\x03" * 8, [(good_tid, good_sid)], None),
+        (b"\x01" * 15, good_sid, b"", [], "spans with an invalid trace_id"),
+        (b"\x00" * 16, good_sid, b"", [], "spans with an invalid trace_id"),
+        (b"", good_sid, b"", [], "spans with an invalid trace_id"),
+        (good_tid, b"\x02" * 9, b"", [], "spans with an invalid span_id"),
+        (good_tid, b"\x00" * 8, b"", [], "spans with an invalid span_id"),
+        (good_tid, good_sid, b"\x03" * 4, [], "spans with an invalid parent_span_id"),
+        (good_tid, good_sid, b"", [(good_tid, good_sid), (b"\x01" * 8, good_sid)], "spans with an invalid link"),
+        (good_tid, good_sid, b"", [(good_tid, b"")], "spans with an invalid link"),
+    ]
+    for i, (tid, sid, pid, links, _) in enumerate(cases):
+        s = spans.add(trace_id=tid, span_id=sid, parent_span_id=pid, name=f"s{i}")
+        for ltid, lsid in links:
+            s.links.add(trace_id=ltid, span_id=lsid)
+    out = check_traces(req)
+    reasons: dict[str, int] = {}
+    for *_, reason in cases:
+        if reason:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    assert out.reasons == reasons and out.rejected == 8 and out.modified
+    assert out.per_service == {"shop": 3}
+    assert [s.name for s in req.resource_spans[0].scope_spans[0].spans] == ["s0", "s1", "s2"]
