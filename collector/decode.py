@@ -111,11 +111,22 @@ def decode_request(signal: Signal, content_type: str, content_encoding: str, bod
     return _from_json(signal, body), True, None
 
 
-def _from_json(signal: Signal, body: bytes) -> Message:
+_BOM = b"\xef\xbb\xbf"
+
+
+def load_json(body: bytes) -> Any:
+    """A JSON body as Python values; a leading UTF-8 byte order mark is ignored (RFC 8259 lets a
+    parser do so, and some clients' encoders write one). Raises BadRequest."""
+    if body[:3] == _BOM:
+        body = body[3:]
     try:
-        doc = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequest(400, f"malformed JSON: {e}") from None
+
+
+def _from_json(signal: Signal, body: bytes) -> Message:
+    doc = load_json(body)
     if not isinstance(doc, dict):
         raise BadRequest(400, "malformed JSON: the body must be an object")
     try:

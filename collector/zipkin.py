@@ -47,7 +47,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from .decode import BadRequest
+from .decode import BadRequest, load_json
 
 __all__ = ["ZSpan", "Endpoint", "SharedIds", "spans_from_json", "spans_from_proto", "to_otlp"]
 
@@ -204,10 +204,7 @@ def _span_json(i: int, d: Any) -> ZSpan:
 
 def spans_from_json(body: bytes) -> list[ZSpan]:
     """A Zipkin v2 JSON body (a list of spans). Raises BadRequest."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise BadRequest(400, f"malformed JSON: {e}") from None
+    doc = load_json(body)
     if not isinstance(doc, list):
         raise BadRequest(400, "a Zipkin v2 body must be a JSON list of spans")
     return [_span_json(i, d) for i, d in enumerate(doc)]

@@ -262,3 +262,20 @@ def test_each_invalid_span_is_removed_with_its_reason_and_the_valid_ones_counted
     assert out.reasons == reasons and out.rejected == 8 and out.modified
     assert out.per_service == {"shop": 3}
     assert [s.name for s in req.resource_spans[0].scope_spans[0].spans] == ["s0", "s1", "s2"]
+
+
+def test_a_json_body_that_starts_with_a_byte_order_mark_is_read_like_one_without():
+    from tracehouse.collector.zipkin import spans_from_json
+
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0102030405060708090a0b0c0d0e0f10",
+                                                          "spanId": "0102030405060708", "name": "bom"}]}]}]}
+    body = json.dumps(doc).encode()
+    plain, _ = decode_body(SIGNALS["traces"], "application/json", "", body, 1 << 20)
+    with_bom, _ = decode_body(SIGNALS["traces"], "application/json", "", b"\xef\xbb\xbf" + body, 1 << 20)
+    assert with_bom == plain and with_bom.resource_spans[0].scope_spans[0].spans[0].name == "bom"
+    zipkin = json.dumps([{"traceId": "0102030405060708", "id": "0a0b0c0d0e0f1011", "name": "z"}]).encode()
+    assert [s.name for s in spans_from_json(b"\xef\xbb\xbf" + zipkin)] == ["z"]
+    for bad in (b"\xef\xbb\xbf", b"\xef\xbb\xbf\xef\xbb\xbf" + body, b"\xef\xbb" + body):
+        with pytest.raises(BadRequest) as e:
+            decode_body(SIGNALS["traces"], "application/json", "", bad, 1 << 20)
+        assert e.value.status == 400 and "malformed JSON" in e.value.message
