@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+from tracehouse.agent.forklocks import renew_in_child
+
 _lock = threading.Lock()
+renew_in_child(globals(), "_lock")
 _counters: Counter[str] = Counter()
 
 

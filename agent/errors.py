@@ -12,8 +12,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from tracehouse.agent.forklocks import renew_in_child
+
 _log = logging.getLogger("tracehouse.agent")
 _lock = threading.Lock()
+renew_in_child(globals(), "_lock")
 _last_logged: dict[str, float] = {}
 _counts: Counter[str] = Counter()
 _hook: Callable[[str, BaseException], None] | None = None

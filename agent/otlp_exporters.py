@@ -42,6 +42,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from tracehouse.agent import environment as env
 from tracehouse.agent import otlp_metrics, otlp_spans
 from tracehouse.agent.config_otlp import GRPC, SignalExport
+from tracehouse.agent.forklocks import renew_in_child
 from tracehouse.agent.otlp_transport import GrpcTransport, HttpTransport, grpc_available
 from tracehouse.agent.watchdog import INFLIGHT
 
@@ -61,6 +62,17 @@ SWITCH_S = 0.0005
 _share_lock = threading.Lock()
 _share_depth = 0
 _share_saved = 0.005
+
+
+def _share_after_fork() -> None:
+    """A child forked while an export ran with the short interval: no export runs in it now."""
+    global _share_depth
+    if _share_depth and sys.getswitchinterval() == SWITCH_S and _share_saved > SWITCH_S:
+        sys.setswitchinterval(_share_saved)
+    _share_depth = 0
+
+
+renew_in_child(globals(), "_share_lock", then=_share_after_fork)
 
 _log = logging.getLogger("tracehouse.agent")
 _GRPC_MISSING = ("tracehouse: OTLP/gRPC was asked for ({var}=grpc) but grpcio is not installed "

@@ -20,8 +20,10 @@ import weakref
 from typing import Any
 
 from . import errors
+from .forklocks import renew_in_child
 
 _lock = threading.Lock()
+renew_in_child(globals(), "_lock")
 _pools: list[tuple[weakref.ref, str, str]] = []  # (pool, db.system, pool name)
 _installed = False
 

@@ -14,9 +14,23 @@ import threading
 import time
 import tracemalloc
 
+from tracehouse.agent.forklocks import renew_in_child
+
 __all__ = ["capture_memory", "process_memory"]
 
 _busy = threading.Lock()  # one tracemalloc window at a time per process
+_window_open = False  # tracemalloc was started by the window under way
+
+
+def _window_after_fork() -> None:
+    """A child forked during a window: the thread that would stop tracemalloc is not in it."""
+    global _window_open
+    if _window_open and tracemalloc.is_tracing():
+        tracemalloc.stop()
+    _window_open = False
+
+
+renew_in_child(globals(), "_busy", then=_window_after_fork)
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -83,11 +97,12 @@ def capture_memory(window_s: float = 2.0, top_n: int = 25, sleep=time.sleep) -> 
     if not _busy.acquire(blocking=False):
         mem["tracemalloc"] = "busy"
         return {"memory": mem, "truncated": False}
+    global _window_open
     started_here = False
     try:
         if not tracemalloc.is_tracing():
             tracemalloc.start(1)
-            started_here = True
+            started_here = _window_open = True
         mem["tracemalloc"] = "window" if started_here else "already tracing"
         old = by_line(tracemalloc.take_snapshot())  # grouped at once: the raw traces are freed before the next
         t0 = time.monotonic()
@@ -97,7 +112,7 @@ def capture_memory(window_s: float = 2.0, top_n: int = 25, sleep=time.sleep) -> 
         mem["window_s"] = round(time.monotonic() - t0, 3)
         if started_here:
             tracemalloc.stop()
-            started_here = False
+            started_here = _window_open = False
         top = sorted(((k, v) for k, v in new.items() if _theirs(k[0])), key=lambda kv: -kv[1][0])[:top_n]
         mem["top"] = [{"file": f, "line": ln, "size": size, "count": count} for (f, ln), (size, count) in top]
         growth = []
@@ -111,6 +126,7 @@ def capture_memory(window_s: float = 2.0, top_n: int = 25, sleep=time.sleep) -> 
     finally:
         if started_here:
             tracemalloc.stop()
+            _window_open = False
         _busy.release()
     after = process_memory()
     mem["rss_after"] = after.get("rss")

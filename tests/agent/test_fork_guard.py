@@ -112,3 +112,61 @@ def test_a_child_forked_during_an_export_exports_its_own_metrics():
 def test_without_the_guard_a_child_forked_during_an_export_never_exports():
     # the uWSGI worker of CI's failed run: spans sent, not one metric in 30 s
     assert _fork_during_an_export(guarded=False) == 1
+
+
+def test_a_child_forked_while_agent_threads_hold_its_locks_can_take_them():
+    """The agent's module-level locks (counters, errors, pools, the export's switch interval, the
+    memory snapshot window), each held by another thread at the fork: the child, where those
+    threads do not exist, must be able to take every one (the after-fork hook resets counters and
+    errors first thing; a held lock there would hang the worker before it serves)."""
+    import sys
+
+    from tracehouse.agent import counters, errors, otlp_exporters, pools, snapshot_memory
+
+    held = [(counters, "_lock"), (errors, "_lock"), (pools, "_lock"), (otlp_exporters, "_share_lock"),
+            (snapshot_memory, "_busy")]
+    release = threading.Event()
+    holders = []
+    for module, name in held:
+        taken = threading.Event()
+
+        def hold(lock=getattr(module, name), taken=taken):
+            with lock:
+                taken.set()
+                release.wait(30)
+
+        t = threading.Thread(target=hold, daemon=True)
+        t.start()
+        holders.append((t, taken))
+    assert all(taken.wait(10) for _, taken in holders)
+    interval = sys.getswitchinterval()
+    pid = os.fork()
+    if pid == 0:  # the child: what the agent's hook and threads do with each lock
+        class Pool:
+            pass
+
+        pool = Pool()
+        result = {}
+
+        def use() -> None:
+            counters.reset()
+            errors.reset()
+            counters.add("spans.exported", 3)
+            errors.swallow("export spans", ValueError("x"))
+            pools.track(pool, "redis", "p")
+            pools.snapshot()
+            with otlp_exporters.gil_share():
+                pass
+            result["memory"] = snapshot_memory.capture_memory(window_s=0, top_n=1)["memory"]["tracemalloc"]
+            result["counted"] = counters.snapshot().get("spans.exported")
+
+        t = threading.Thread(target=use, daemon=True)
+        t.start()
+        t.join(5)
+        ok = not t.is_alive() and result == {"memory": "window", "counted": 3} and sys.getswitchinterval() == interval
+        os._exit(0 if ok else 1)
+    release.set()
+    for t, _ in holders:
+        t.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
