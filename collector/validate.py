@@ -58,11 +58,10 @@ def _span_problem(s) -> str | None:
         return "spans with an invalid trace_id"
     if len(sid) != 8 or sid == _ZERO8:
         return "spans with an invalid span_id"
-    if pid and len(pid) != 8:
+    if len(pid) not in _PARENT_LENGTHS:
         return "spans with an invalid parent_span_id"
-    for link in s.links:
-        if len(link.trace_id) != 16 or len(link.span_id) != 8:
-            return "spans with an invalid link"
+    if _bad_link(s.links):
+        return "spans with an invalid link"
     return None
 
 

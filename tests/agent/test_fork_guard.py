@@ -20,6 +20,24 @@ from opentelemetry.sdk.metrics.export import (
 from tracehouse.agent import sdk_private
 
 
+def _fork_and_check(in_child) -> int:
+    """Fork; the child runs ``in_child`` on a thread of its own and exits 0 when it returned true
+    within 5 s, 1 otherwise (it raised, or waits for ever on a lock). Returns the child's pid."""
+    pid = os.fork()
+    if pid == 0:
+        result = []
+        t = threading.Thread(target=lambda: result.append(bool(in_child())), daemon=True)
+        t.start()
+        t.join(5)
+        os._exit(0 if result == [True] else 1)
+    return pid
+
+
+def _exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def _fork_during_a_collection(guarded: bool) -> int:
     reader = InMemoryMetricReader()
     if guarded:
@@ -38,17 +56,16 @@ def _fork_during_a_collection(guarded: bool) -> int:
     collecting = threading.Thread(target=reader.get_metrics_data)
     collecting.start()
     assert entered.wait(10)
-    pid = os.fork()
-    if pid == 0:  # the child: collect once, as its reader thread or its shutdown would
+    def in_child() -> bool:  # collect once, as its reader thread or its shutdown would
         slow.clear()
-        t = threading.Thread(target=reader.get_metrics_data, daemon=True)
-        t.start()
-        t.join(5)
-        os._exit(1 if t.is_alive() else 0)
+        reader.get_metrics_data()
+        return True
+
+    pid = _fork_and_check(in_child)
     collecting.join()
-    _, status = os.waitpid(pid, 0)
+    code = _exit_code(pid)
     mp.shutdown()
-    return os.waitstatus_to_exitcode(status)
+    return code
 
 
 def test_a_fork_waits_for_the_collection_so_the_child_can_collect():
@@ -92,17 +109,16 @@ def _fork_during_an_export(guarded: bool) -> int:
     exporting = threading.Thread(target=reader.collect)
     exporting.start()
     assert exporter.entered.wait(10)  # the parent's export is under way, its export lock held
-    pid = os.fork()
-    if pid == 0:  # the child: one collection and export, as its reader thread's next tick would
-        t = threading.Thread(target=reader.collect, daemon=True)
-        t.start()
-        t.join(5)
-        os._exit(0 if not t.is_alive() and exporter.calls == 2 else 1)
+    def in_child() -> bool:  # one collection and export, as its reader thread's next tick would
+        reader.collect()
+        return exporter.calls == 2
+
+    pid = _fork_and_check(in_child)
     exporter.release.set()
     exporting.join()
-    _, status = os.waitpid(pid, 0)
+    code = _exit_code(pid)
     mp.shutdown()
-    return os.waitstatus_to_exitcode(status)
+    return code
 
 
 def test_a_child_forked_during_an_export_exports_its_own_metrics():
@@ -140,33 +156,26 @@ def test_a_child_forked_while_agent_threads_hold_its_locks_can_take_them():
         holders.append((t, taken))
     assert all(taken.wait(10) for _, taken in holders)
     interval = sys.getswitchinterval()
-    pid = os.fork()
-    if pid == 0:  # the child: what the agent's hook and threads do with each lock
-        class Pool:
+    class Pool:
+        pass
+
+    pool = Pool()
+
+    def in_child() -> bool:  # what the agent's hook and threads do with each lock
+        counters.reset()
+        errors.reset()
+        counters.add("spans.exported", 3)
+        errors.swallow("export spans", ValueError("x"))
+        pools.track(pool, "redis", "p")
+        pools.snapshot()
+        with otlp_exporters.gil_share():
             pass
+        memory = snapshot_memory.capture_memory(window_s=0, top_n=1)["memory"]["tracemalloc"]
+        return (memory == "window" and counters.snapshot().get("spans.exported") == 3
+                and sys.getswitchinterval() == interval)
 
-        pool = Pool()
-        result = {}
-
-        def use() -> None:
-            counters.reset()
-            errors.reset()
-            counters.add("spans.exported", 3)
-            errors.swallow("export spans", ValueError("x"))
-            pools.track(pool, "redis", "p")
-            pools.snapshot()
-            with otlp_exporters.gil_share():
-                pass
-            result["memory"] = snapshot_memory.capture_memory(window_s=0, top_n=1)["memory"]["tracemalloc"]
-            result["counted"] = counters.snapshot().get("spans.exported")
-
-        t = threading.Thread(target=use, daemon=True)
-        t.start()
-        t.join(5)
-        ok = not t.is_alive() and result == {"memory": "window", "counted": 3} and sys.getswitchinterval() == interval
-        os._exit(0 if ok else 1)
+    pid = _fork_and_check(in_child)
     release.set()
     for t, _ in holders:
         t.join(10)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert _exit_code(pid) == 0
