@@ -97,22 +97,21 @@ def capture_memory(window_s: float = 2.0, top_n: int = 25, sleep=time.sleep) -> 
     if not _busy.acquire(blocking=False):
         mem["tracemalloc"] = "busy"
         return {"memory": mem, "truncated": False}
-    global _window_open
-    started_here = False
+    global _window_open  # one window at a time (_busy): the flag is this call's
     try:
         if not tracemalloc.is_tracing():
             tracemalloc.start(1)
-            started_here = _window_open = True
-        mem["tracemalloc"] = "window" if started_here else "already tracing"
+            _window_open = True
+        mem["tracemalloc"] = "window" if _window_open else "already tracing"
         old = by_line(tracemalloc.take_snapshot())  # grouped at once: the raw traces are freed before the next
         t0 = time.monotonic()
         if window_s > 0:
             sleep(window_s)
         new = by_line(tracemalloc.take_snapshot())
         mem["window_s"] = round(time.monotonic() - t0, 3)
-        if started_here:
+        if _window_open:
             tracemalloc.stop()
-            started_here = _window_open = False
+            _window_open = False
         top = sorted(((k, v) for k, v in new.items() if _theirs(k[0])), key=lambda kv: -kv[1][0])[:top_n]
         mem["top"] = [{"file": f, "line": ln, "size": size, "count": count} for (f, ln), (size, count) in top]
         growth = []
@@ -124,7 +123,7 @@ def capture_memory(window_s: float = 2.0, top_n: int = 25, sleep=time.sleep) -> 
         mem["growth"] = [{"file": f, "line": ln, "size_diff": sd, "count_diff": cd, "size": size}
                          for sd, cd, size, (f, ln) in growth[:top_n]]
     finally:
-        if started_here:
+        if _window_open:
             tracemalloc.stop()
             _window_open = False
         _busy.release()
