@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --- alerts subcommand (help entry only; dispatched in main) ---
     sub.add_parser("alerts", help="alert rules: test FILE..., check FILE..., run (see tracehouse alerts -h)")
     # --- end alerts subcommand ---
-    demo = sub.add_parser("demo", help="run the demo shop alone against a running tracehouse server")
+    demo = sub.add_parser("demo", help="run the demo shop alone against a running tracehouse server (its "
+                          "agents send TRACEHOUSE_TOKEN when the server needs an ingest token)")
     demo.add_argument("--endpoint", default="http://127.0.0.1:4318", help="the server's OTLP/HTTP base URL")
     demo.add_argument("--rps", type=float, default=12.0, help="requests per second sent to the shop")
     demo.add_argument("--config", help=argparse.SUPPRESS)
@@ -110,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         if settings.demo and ns.cmd == "serve":
             from .demo import DemoShop
 
-            shop = DemoShop(endpoint=f"http://{_client_host(settings.host)}:{settings.otlp_port}")
+            # the shop's agents send with one of the server's own ingest tokens: with tokens set,
+            # an agent without one is refused (401) and the demo would show nothing
+            token = {"TRACEHOUSE_TOKEN": settings.ingest_tokens[0]} if settings.ingest_tokens else {}
+            shop = DemoShop(endpoint=f"http://{_client_host(settings.host)}:{settings.otlp_port}", extra_env=token)
             shop.start()
             print(f"demo shop running: {len(shop.procs)} processes, traffic to the gateway on port "
                   f"{shop.ports['gateway']}", flush=True)
@@ -157,12 +161,34 @@ def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
+def _refuses_demo(endpoint: str) -> str:
+    """Why the server at ``endpoint`` would refuse the shop's telemetry ('' if it takes it): an
+    empty OTLP request sent with the token the shop's agents will send (``TRACEHOUSE_TOKEN``).
+    A server that cannot be reached yet is not a refusal: the agents retry."""
+    import httpx
+
+    token = os.environ.get("TRACEHOUSE_TOKEN", "")
+    headers = {"content-type": "application/x-protobuf", **({"authorization": f"Bearer {token}"} if token else {})}
+    try:
+        r = httpx.post(endpoint + "/v1/traces", content=b"", headers=headers, timeout=5)
+    except httpx.HTTPError:
+        return ""
+    if r.status_code == 401:
+        return (f"{endpoint} refused the demo's telemetry (401): set TRACEHOUSE_TOKEN to one of the server's "
+                "TRACEHOUSE_INGEST_TOKENS" + (" (the one set was not accepted)" if token else ""))
+    return ""
+
+
 def _run_demo(ns: argparse.Namespace) -> int:
     import signal
     import threading
 
     from .demo import DemoShop
 
+    refused = _refuses_demo(ns.endpoint.rstrip("/"))
+    if refused:
+        print(f"tracehouse demo: {refused}", file=sys.stderr, flush=True)
+        return 2
     shop = DemoShop(endpoint=ns.endpoint.rstrip("/"), rps=ns.rps)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

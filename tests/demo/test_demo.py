@@ -153,19 +153,52 @@ def _screenshots(http: int, trace_id: str) -> None:
     assert problems == []
 
 
-def test_demo_alone_against_a_running_server(tmp_path):
-    """`tracehouse demo --endpoint URL` sends the shop's telemetry to an existing server."""
+def _without_token() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("TRACEHOUSE_TOKEN", "TRACEHOUSE_INGEST_TOKENS")}
+
+
+def test_demo_with_ingest_tokens_set_sends_with_one_of_them(tmp_path):
+    """With TRACEHOUSE_INGEST_TOKENS set, `serve --demo` still shows the shop: its agents send with
+    one of the server's tokens (they sent none, were refused with 401, and the demo stayed empty)."""
     otlp, http = free_port(), free_port()
     log = tmp_path / "serve.log"
+    env = {**_without_token(), "TRACEHOUSE_INGEST_TOKENS": "demo-ingest-secret,other"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([TRACEHOUSE, "serve", "--demo", "--otlp-port", str(otlp), "--http-port", str(http)],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    try:
+        _wait("the demo's services", lambda: {"gateway", "orders", "payments"} <= {
+            s["service"] for s in _get(http, "/api/services")["services"]}, 120, proc, log)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(45)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_demo_alone_against_a_running_server(tmp_path):
+    """`tracehouse demo --endpoint URL` sends the shop's telemetry to an existing server; one that
+    needs an ingest token the demo was not given is named at once, with the variable to set."""
+    otlp, http = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    env = {**_without_token(), "TRACEHOUSE_INGEST_TOKENS": "shop-secret"}
     with open(log, "wb") as out:
         server = subprocess.Popen([TRACEHOUSE, "serve", "--otlp-port", str(otlp), "--http-port", str(http)],
-                                  cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                  cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env=env)
     shop = None
     try:
         _wait("the server", lambda: "tracehouse dashboard:" in log.read_text(), 90, server, log)
+        for token in ("", "wrong"):
+            refused = subprocess.run([TRACEHOUSE, "demo", "--endpoint", f"http://127.0.0.1:{otlp}"], cwd=tmp_path,
+                                     capture_output=True, text=True, timeout=60,
+                                     env={**_without_token(), **({"TRACEHOUSE_TOKEN": token} if token else {})})
+            assert refused.returncode == 2, refused.stderr
+            assert "401" in refused.stderr and "TRACEHOUSE_TOKEN" in refused.stderr
         shop = subprocess.Popen([TRACEHOUSE, "demo", "--endpoint", f"http://127.0.0.1:{otlp}", "--rps", "20"],
                                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                env=dict(os.environ))
+                                env={**_without_token(), "TRACEHOUSE_TOKEN": "shop-secret"})
         _wait("demo traffic", lambda: {"gateway", "orders"} <= {
             s["service"] for s in _get(http, "/api/services")["services"]}, 120, server, log)
         kids = psutil.Process(shop.pid).children(recursive=True)
