@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from tracehouse.storage import QueryLimitExceeded, QueryTimeout, StorageError
+from tracehouse.storage import QueryLimitExceeded, QueryTimeout, StorageError, json_body
 
 from .errors import ReadOnlyRule, RuleError
 
@@ -24,6 +24,18 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 log = logging.getLogger("tracehouse.alerts")
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """A route's body: a JSON object, read strictly (``storage.json_body``): 400 otherwise, 415
+    when sent as another type."""
+    try:
+        data = json_body.parse(await request.body(), request.headers.get("content-type"))
+    except json_body.BodyError as e:
+        raise HTTPException(415 if isinstance(e, json_body.NotJsonType) else 400, str(e)) from None
+    if not isinstance(data, dict):
+        raise HTTPException(400, "the body must be a JSON object")
+    return data
 
 
 class RateLimiter:
@@ -80,7 +92,7 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
         return {"rules": eng().list_rules()}
 
     @r.post("/rules", dependencies=edit, status_code=201)
-    def create_rule(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def create_rule(body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
         e = eng()
         if body.get("id") and e.get_rule(str(body["id"])) is not None:
             raise HTTPException(409, f"rule {body['id']} exists; PUT /api/alerts/rules/{body['id']} replaces it")
@@ -90,7 +102,7 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
             raise bad(x) from None
 
     @r.post("/rules/preview", dependencies=view)
-    def preview(request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def preview(request: Request, body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
         who = getattr(request.state, "user", None) or (request.client.host if request.client else "")
         wait = previews.take(str(who))
         if wait:
@@ -115,7 +127,7 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
         return ar.to_dict()
 
     @r.put("/rules/{rule_id:path}", dependencies=edit)
-    def put_rule(rule_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def put_rule(rule_id: str, body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
         try:
             return eng().put_rule(body, rule_id).to_dict()
         except ReadOnlyRule as x:
@@ -141,7 +153,7 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
         return {"silences": eng().silences()}
 
     @r.post("/silences", dependencies=edit, status_code=201)
-    def add_silence(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def add_silence(body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
         try:
             return eng().add_silence(body)
         except (RuleError, ValueError) as x:

@@ -66,16 +66,30 @@ def duration(value: Any, what: str) -> float:
     return seconds
 
 
-def _finite(v: Any, what: str) -> None:
-    """Every number in a rule is finite (JSON bodies may hold NaN and Infinity, which no answer can carry)."""
+def sound_values(v: Any, what: str) -> None:
+    """Every number in a rule or silence is finite (JSON bodies may hold NaN and Infinity, which no
+    answer can carry) and every text, keys included, is Unicode that UTF-8 can carry: a JSON or
+    YAML ``\\ud800`` escape gives a lone surrogate, which was stored and then made every listing
+    of the rules answer 500."""
     if isinstance(v, float) and not math.isfinite(v):
         raise RuleError(f"{what}: numbers must be finite")
-    if isinstance(v, dict):
+    if isinstance(v, str):
+        _utf8(v, what)
+    elif isinstance(v, dict):
         for k, x in v.items():
-            _finite(x, f"{what}.{k}")
+            if isinstance(k, str):
+                _utf8(k, what)
+            sound_values(x, f"{what}.{k}")
     elif isinstance(v, list):
         for i, x in enumerate(v):
-            _finite(x, f"{what}[{i}]")
+            sound_values(x, f"{what}[{i}]")
+
+
+def _utf8(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RuleError(f"{what}: text must be valid Unicode (it holds a lone surrogate)") from None
 
 
 def text_field(d: dict[str, Any], key: str, what: str, default: str = "") -> str:
@@ -169,7 +183,7 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     kind = d.get("kind", "red")
     if kind not in KINDS:
         raise RuleError(f"{name}: kind must be one of {KINDS}")
-    _finite(d, name)
+    sound_values(d, name)
     group = text_field(d, "group", name, group)
     r = Rule(id=rule_id or text_field(d, "id", name) or f"{group}/{name}", alert=name, kind=kind, group=group,
              source=source, raw=dict(d))

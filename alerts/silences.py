@@ -15,7 +15,7 @@ import re2
 from tracehouse.storage import InvalidParameter, parse_duration
 from tracehouse.storage.timerange import MAX_TIME_NS, parse_time
 
-from .rules import RuleError, text_field
+from .rules import RuleError, sound_values, text_field
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*\"?(.*?)\"?\s*$")
@@ -118,6 +118,7 @@ def _ns(v: Any, what: str) -> int:
 def parse_silence(d: Any, now_ns: int) -> Silence:
     if not isinstance(d, dict):
         raise RuleError("a silence must be a mapping")
+    sound_values(d, "silence")
     given = d.get("matchers") or []
     if not isinstance(given, list):
         raise RuleError("a silence's matchers must be a list")

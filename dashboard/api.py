@@ -17,6 +17,7 @@ from tracehouse.storage import (
     StorageError,
     StorageUnavailable,
     attr_filters,
+    json_body,
     parse_duration,
     parse_range,
 )
@@ -38,7 +39,7 @@ def error_response(exc: Exception) -> JSONResponse:
     """Our own reasons for bad parameters and unknown ids; for anything the database said, a generic
     message and an id that the server log carries next to the database's text."""
     if isinstance(exc, InvalidParameter):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"error": str(exc)}, status_code=415 if isinstance(exc, json_body.NotJsonType) else 400)
     if isinstance(exc, NotFound):
         return JSONResponse({"error": str(exc)}, status_code=404)
     if isinstance(exc, QueryTimeout):
@@ -49,13 +50,15 @@ def error_response(exc: Exception) -> JSONResponse:
         return _logged(exc, 503, "storage unavailable", {"Retry-After": "5"})
     if isinstance(exc, StorageError):
         return _logged(exc, 500, "storage error")
-    return _logged(exc, 500, "internal error")
+    # a bug: Starlette answers it, then re-raises it, and uvicorn closes the connection; said in
+    # the answer, or a client that keeps connections alive sends its next request into the close
+    return _logged(exc, 500, "internal error", {"Connection": "close"})
 
 
 def _logged(exc: Exception, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     error_id = uuid.uuid4().hex[:16]
     log.error("error id %s: %s answered %d: %s: %s", error_id, type(exc).__name__, status, message, exc,
-              exc_info=status >= 500)
+              exc_info=exc if status >= 500 else None)
     return JSONResponse({"error": message, "error_id": error_id}, status_code=status, headers=headers)
 
 

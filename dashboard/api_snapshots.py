@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from tracehouse.storage import InvalidParameter
+from tracehouse.storage import InvalidParameter, json_body
 from tracehouse.storage import queries_snapshots as qsnap
 
 __all__ = ["snapshots_router"]
@@ -49,10 +49,7 @@ def snapshots_router(get_store, require_role: Any = None) -> APIRouter:
 
     @r.post("", status_code=201, dependencies=guard)
     async def create(request: Request) -> JSONResponse:
-        try:
-            data = await request.json()
-        except ValueError:
-            raise InvalidParameter("body must be JSON") from None
+        data = json_body.parse(await request.body(), request.headers.get("content-type"))
         if not isinstance(data, dict):
             raise InvalidParameter("body must be a JSON object")
         unknown = set(data) - {"service", "instance", "kind", "reason"}

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from tracehouse.storage import InvalidParameter, queries_usage, retention
+from tracehouse.storage import json_body, queries_usage, retention
 
 from .auth import has_role
 
@@ -54,10 +54,7 @@ def storage_router(get_store, require_role: Callable[[str], Any] | None = None) 
 
     @r.put("/retention", dependencies=admin)
     async def put_retention(request: Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise InvalidParameter("body must be JSON: {\"spans\": 7, ...}") from None
+        body = json_body.parse(await request.body(), request.headers.get("content-type"))
         store = get_store(request)
         report = retention.set_days(store, body)
         return {"applied": report.to_dict(), "retention": retention.in_effect(store)}

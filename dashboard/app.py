@@ -103,5 +103,8 @@ def _error_page(request: Request, exc: Exception):
     from .render import render
 
     assert isinstance(resp, JSONResponse)
-    return render(request, "error.html", None, status_code=resp.status_code, title=f"Error {resp.status_code}",
+    page = render(request, "error.html", None, status_code=resp.status_code, title=f"Error {resp.status_code}",
                   message=str(exc) if isinstance(exc, (InvalidParameter, NotFound)) else resp.body.decode())
+    if "connection" in resp.headers:
+        page.headers["connection"] = resp.headers["connection"]
+    return page
