@@ -1,9 +1,11 @@
 """The native decoder's insert with other engine settings, against the insert as it is, in one
 process and alternating, so that the machine's drift (±15% between runs here) falls on every
 variant alike. Each round stores the same requests once per variant (the order rotates each
-round); prints per variant the median and best wall time, the median CPU seconds (all threads of
-the process) and the median anonymous-memory peak over the insert's start, and the ratio of the
-median wall time to the insert as it is.
+round, each after ``--settle`` seconds of rest, so that what the last insert freed is returned
+first: the engine's allocator is configured as the server configures it); prints per variant the
+median and best wall time, the median CPU seconds (all threads of the process) and the median
+anonymous-memory peak over the insert's start, and the ratio of the median wall time to the
+insert as it is.
 
     python bench/insert_ab_bench.py --spans 100000 --rounds 8 \\
         --variant 'chain_on:optimize_and_compare_chain=1' --variant 'no_merge:query_plan_merge_expressions=0'
@@ -24,6 +26,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,7 +60,8 @@ def override(settings: str, pairs: dict[str, str]) -> str:
     return settings
 
 
-def run(spans: int, rounds: int, variants: list[tuple[str, dict[str, str]]], per_request: int) -> list[dict]:
+def run(spans: int, rounds: int, variants: list[tuple[str, dict[str, str]]], per_request: int,
+        settle: float) -> list[dict]:
     from bench.ingest_bench import build_requests
     from tracehouse.collector import native_feed
     from tracehouse.collector.convert import Limits
@@ -66,12 +70,14 @@ def run(spans: int, rounds: int, variants: list[tuple[str, dict[str, str]]], per
     from tracehouse.storage import Store
 
     bodies = build_requests(spans, min(per_request, spans))
+    url = f"chdb://{tempfile.mkdtemp(prefix='th-insert-ab-')}/data?database=bench"
+    Store.prefer_low_memory(url)  # the engine's allocator as the server configures it
     original, block_bytes = native_feed.insert_settings, native_feed.BLOCK_BYTES
     all_variants = [(AS_IS, {}), *variants]
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in all_variants}
-    tmp = tempfile.mkdtemp(prefix="th-insert-ab-")
+    tmp = url.split("chdb://", 1)[1].rsplit("/data?", 1)[0]
     try:
-        with Store.open(f"chdb://{tmp}/data?database=bench") as store:
+        with Store.open(url) as store:
             store.migrate()
             nt = NativeTraces(store, Redactor(), Limits(), os.path.join(tmp, "schemas"))
             nt.open()
@@ -82,6 +88,7 @@ def run(spans: int, rounds: int, variants: list[tuple[str, dict[str, str]]], per
                     native_feed.BLOCK_BYTES = int(pairs.get("block_bytes", block_bytes))
                     native_feed.insert_settings = lambda *a, _e=engine: override(original(*a), _e)
                     batch += 1
+                    time.sleep(settle)  # what the last insert freed goes back to the system first
                     try:
                         took = measure(lambda b=batch: nt.insert(bodies, b, f"ab-{b}"))
                     finally:
@@ -109,11 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=6, help="counted inserts per variant")
     p.add_argument("--variant", action="append", default=[], help="NAME:setting=value[;setting=value…]")
     p.add_argument("--per-request", type=int, default=300, dest="per_request")
+    p.add_argument("--settle", type=float, default=2.5,
+                   help="seconds to wait before each insert, so that its memory peak is its own (the server's "
+                        "allocator returns freed memory within about a second)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.spans < 1 or args.rounds < 1:
         raise SystemExit("--spans and --rounds must be at least 1")
-    rows = run(args.spans, args.rounds, [parse_variant(v) for v in args.variant], args.per_request)
+    rows = run(args.spans, args.rounds, [parse_variant(v) for v in args.variant], args.per_request, args.settle)
     if args.json:
         print(json.dumps({"runs": rows}))
     else:
