@@ -47,12 +47,13 @@ def _surrogate_variants(body: str) -> list[str]:
 
 def test_no_body_makes_the_api_answer_500_or_breaks_a_later_answer(chdb_store):
     hostile = ['{"a": ' * 10_000 + "1" + "}" * 10_000, "[" * 100_000, "", "null", "[]", '"x"', "1e999",
-               '{"a": NaN}', "\xff\xfe", '{"a": "\\udc00\\ud800"}']
+               '{"a": NaN}', '{"a": "\\udc00\\ud800"}']
     failures, sent = [], 0
     with TestClient(_app(chdb_store), raise_server_exceptions=False) as c:
         for method, path, body in ROUTES:
-            for text in [*hostile, *_surrogate_variants(body)]:
-                r = c.request(method, path, content=text.encode("utf-8", "surrogatepass"),
+            for text in [*hostile, *_surrogate_variants(body), body.replace("a", "\udcff", 1)]:
+                # the last: a byte that is not UTF-8 (0xff, carried by surrogateescape) in a text
+                r = c.request(method, path, content=text.encode("utf-8", "surrogateescape"),
                               headers={"content-type": "application/json"})
                 sent += 1
                 if r.status_code >= 500 or (SURROGATE in text and r.status_code < 400):
