@@ -3,6 +3,7 @@ view state every page keeps in its query string, and formatting filters."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -107,9 +108,13 @@ def fmt_num(v: Any) -> str:
 
 
 def fmt_bytes(v: Any) -> str:
-    if v is None:
+    """Sizes come from agents' snapshot bodies too: anything but a finite number shows as –."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
         return "–"
-    v = float(v)
+    if not math.isfinite(v):
+        return "–"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(v) < 1024 or unit == "TiB":
             return f"{v:.1f} {unit}" if unit != "B" else f"{v:.0f} B"

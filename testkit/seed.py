@@ -114,16 +114,36 @@ def logs_and_snapshots(store, now: int, trace_id: str, span_id: str) -> list[str
     ]
     ids = []
     for ts, sev, sevtext, service, event, body, tid, sid in recs:
-        k, v, t = encode_map({"snapshot.reason": "slow request"} if event else {"logger": "app"})
-        row = dict(timestamp=ts // NS, ts_ns=ts, observed_ns=ts, trace_id=bytes.fromhex(tid) if tid else b"\x00" * 16,
-                   span_id=bytes.fromhex(sid) if sid else b"\x00" * 8, flags=1, severity_number=sev,
-                   severity_text=sevtext, service=service, instance="i-1", event_name=event, body=body, attr_keys=k,
-                   attr_values=v, attr_types=t, resource_keys=["service.name"], resource_values=[service],
-                   scope_name="app", scope_version="")
-        for key, val in row.items():
-            cols[key].append(val)
+        log_row(cols, ts, service, event, body, {"snapshot.reason": "slow request"} if event else {"logger": "app"},
+                (sev, sevtext), tid, sid, flags=1, scope="app")
         if event:
             ids.append(f"{ts}-{service}")
+    store.insert("logs", cols)
+    return ids
+
+
+def log_row(cols, ts: int, service: str, event: str, body: str, attrs: dict, severity: tuple[int, str] = (9, "INFO"),
+            trace_id: str = "", span_id: str = "", flags: int = 0, scope: str = "") -> None:
+    """One row of ``logs`` appended to ``cols`` (``store.columns_for("logs")``)."""
+    k, v, t = encode_map(attrs)
+    row = dict(timestamp=ts // NS, ts_ns=ts, observed_ns=ts, trace_id=bytes.fromhex(trace_id) if trace_id else b"\x00" * 16,
+               span_id=bytes.fromhex(span_id) if span_id else b"\x00" * 8, flags=flags, severity_number=severity[0],
+               severity_text=severity[1], service=service, instance="i-1", event_name=event, body=body, attr_keys=k,
+               attr_values=v, attr_types=t, resource_keys=["service.name"], resource_values=[service],
+               scope_name=scope, scope_version="")
+    for key, val in row.items():
+        cols[key].append(val)
+
+
+def snapshot_records(store, now: int, service: str, bodies: list[str]) -> list[str]:
+    """Snapshot log records of ``service`` with these bodies (as any ingest client could send
+    them), one a millisecond apart before ``now``; their page ids."""
+    cols = store.columns_for("logs")
+    ids = []
+    for i, body in enumerate(bodies):
+        ts = now - (i + 1) * 1_000_000
+        log_row(cols, ts, service, "tracehouse.snapshot", body, {"snapshot.kind": "threads"}, (13, "WARN"))
+        ids.append(f"{ts}-{service}")
     store.insert("logs", cols)
     return ids
 
@@ -175,14 +195,8 @@ def thread_snapshots(store, now: int, service: str = "orders", n: int = 6) -> No
         threads.append({"name": "MainThread", "id": 99, "stack": [
             {"file": "server.py", "line": 5, "function": "serve_forever"}, {"file": "main.py", "line": 1,
                                                                              "function": "<module>"}]})
-        k, v, t = encode_map({"snapshot.kind": "threads", "snapshot.reason": "sampled"})
-        row = dict(timestamp=ts // NS, ts_ns=ts, observed_ns=ts, trace_id=b"\x00" * 16, span_id=b"\x00" * 8, flags=0,
-                   severity_number=9, severity_text="INFO", service=service, instance="i-1",
-                   event_name="tracehouse.snapshot", body=json.dumps({"kind": "threads", "threads": threads}),
-                   attr_keys=k, attr_values=v, attr_types=t, resource_keys=["service.name"], resource_values=[service],
-                   scope_name="", scope_version="")
-        for key, val in row.items():
-            cols[key].append(val)
+        log_row(cols, ts, service, "tracehouse.snapshot", json.dumps({"kind": "threads", "threads": threads}),
+                {"snapshot.kind": "threads", "snapshot.reason": "sampled"})
     store.insert("logs", cols)
 
 

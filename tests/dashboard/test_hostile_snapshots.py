@@ -1,0 +1,54 @@
+"""Snapshot records are written by whoever holds an ingest token: their bodies are hostile until
+read. Found by sending such records through a running server, once: a body nested 5,000 deep, a
+``\\ud800`` escape (a lone surrogate), a size that was an object and a frame line that was a list
+each made the snapshot list, the flame graph and the snapshot's own page answer 500, for every
+viewer, for as long as the record was in the time range."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+
+from fastapi.testclient import TestClient
+
+from testkit.seed import snapshot_records
+from tracehouse.dashboard import create_app
+
+SERVICE = "snapfuzz"
+BODIES = {
+    "deep array": "[" * 5000 + "]" * 5000,
+    "deep threads": '{"kind": "threads", "threads": ' + "[" * 3000 + "]" * 3000 + "}",
+    "nested 900 deep": "[" * 900 + "]" * 900,
+    "lone surrogates": '{"kind": "threads", "reason": "\\ud800", "threads": [{"name": "\\udc00x", "id": 1, '
+                       '"stack": [{"file": "\\ud800.py", "line": 1, "function": "\\ud800", "code": "x"}]}]}',
+    "a lone surrogate in a key": '{"kind": "memory", "\\ud800": 1, "memory": {"rss": 5, "top": '
+                                 '[{"file": "\\ud83d", "line": 2, "size": 3, "count": 1}]}}',
+    "wrong types": '{"kind": 5, "threads": [{"name": null, "stack": [null, 1, "x", {"line": "NaN", "file": []}]}], '
+                   '"memory": {"rss": "big", "top": [1, {"size": {}}]}, "groups": 7}',
+    "lists and objects where numbers go": '{"kind": "threads", "threads": [{"name": [1], "stack": [{"file": "a", '
+                                          '"line": [1], "function": {"x": 1}}, {"line": {"a": 1}}]}], "memory": '
+                                          '{"rss": [1], "growth": [{"size_diff": "x", "count_diff": [], "line": {}}]}}',
+    "a number past a double": '{"kind": "threads", "threads": [{"name": "a", "id": 1e999, "stack": '
+                              '[{"file": "a", "line": 1e400, "function": "f"}]}]}',
+    "a 3,000-frame stack": json.dumps({"kind": "threads", "threads": [{"name": "t", "stack": [
+        {"file": f"f{i}.py", "line": i, "function": "g"} for i in range(3000)]}]}),
+}
+
+
+def test_no_snapshot_body_makes_a_page_answer_500(chdb_store):
+    ids = dict(zip(BODIES, snapshot_records(chdb_store, time.time_ns(), SERVICE, list(BODIES.values()))))
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for path in ("/snapshots?since=1h", f"/snapshots?service={SERVICE}&since=1h",
+                     f"/flamegraph?service={SERVICE}&since=1h"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        for what, sid in ids.items():
+            r = c.get(f"/snapshots/{sid}")
+            assert r.status_code == 200, (what, r.status_code, r.text[:300])
+        # a body the page cannot read is shown as the text that was sent, with the reason
+        page = c.get(f"/snapshots/{ids['lone surrogates']}").text
+        assert "body is not JSON" in page and "\\ud800.py" in page
+        # a body it can read but not write back out (nested past 255) is shown as sent, too
+        assert "[[[[" in c.get(f"/snapshots/{ids['nested 900 deep']}").text
