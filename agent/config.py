@@ -48,6 +48,16 @@ class AgentConfig:
     command_poll_s: float = 5.0
 
 
+def export_headers() -> dict[str, str]:
+    """The headers every export sends: ``OTEL_EXPORTER_OTLP_HEADERS``, plus ``TRACEHOUSE_TOKEN``
+    as a bearer token unless those headers carry an authorization already."""
+    headers = env.get_pairs(env.OTEL_EXPORTER_OTLP_HEADERS)
+    token = env.get_str(env.TRACEHOUSE_TOKEN)
+    if token and not any(k.lower() == "authorization" for k in headers):
+        headers["authorization"] = f"Bearer {token}"
+    return headers
+
+
 def _check_endpoint(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -94,10 +104,7 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
     if metrics_interval is not None and metrics_interval <= 0:
         raise ValueError("metrics_interval must be > 0")
 
-    headers = env.get_pairs(env.OTEL_EXPORTER_OTLP_HEADERS)
-    token = env.get_str(env.TRACEHOUSE_TOKEN)
-    if token and not any(k.lower() == "authorization" for k in headers):
-        headers["authorization"] = f"Bearer {token}"
+    headers = export_headers()
 
     attrs = {}
     if v := env.get_str(env.TRACEHOUSE_ENVIRONMENT):

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from tracehouse.storage import json_body
+
 EVENT = "tracehouse.snapshot"
 
 
@@ -32,13 +34,14 @@ def parse_id(sid: str) -> tuple[int, str] | None:
 
 def parse_body(body: str) -> tuple[Any, str | None]:
     """The body's JSON, or why not. Any client holding an ingest token can write a snapshot
-    record, so the body is read strictly (orjson): a ``\\ud800`` escape (a lone surrogate, which
-    no page can carry) or nesting past 1024 levels is refused, and the page shows the raw text.
-    The standard library's parser accepted both, and every snapshot page in range answered 500."""
+    record, so the body is read as the APIs read theirs (``storage.json_body``): a ``\\ud800``
+    escape (a lone surrogate, which no page can carry) or nesting past 1024 levels is refused,
+    and the page shows the raw text. The standard library's parser accepted both, and every
+    snapshot page in range answered 500."""
     try:
-        return orjson.loads(body), None
-    except (orjson.JSONDecodeError, TypeError) as e:
-        return None, f"body is not JSON: {e}"
+        return json_body.parse(body), None
+    except json_body.BodyError as e:
+        return None, str(e)
 
 
 def _pretty(body: Any) -> str | None:
@@ -92,8 +95,11 @@ def hot_frames(threads: Any, top: int = 10) -> list[tuple[str, int]]:
 
 def summarize(rec: dict[str, Any]) -> dict[str, Any]:
     body, error = parse_body(rec.get("body", ""))
+    raw = _pretty(body) if body is not None else None
+    if body is not None and raw is None:
+        error = "the body is nested too deep to be shown formatted: shown as sent"
     out: dict[str, Any] = {"id": snapshot_id(rec), "record": rec, "error": error, "kind": "unknown",
-                           "raw": (_pretty(body) if body is not None else None) or rec.get("body", ""),
+                           "raw": raw or rec.get("body", ""),
                            "snapshot_attr_id": (rec.get("attributes") or {}).get("snapshot.id")}
     if not isinstance(body, dict):
         return out

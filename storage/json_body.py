@@ -27,7 +27,7 @@ class NotJsonType(BodyError):
     """The request says its body is of another type than JSON (answer 415)."""
 
 
-def parse(body: bytes, content_type: str | None = None) -> Any:
+def parse(body: bytes | str, content_type: str | None = None) -> Any:
     """The JSON value of ``body``. ``content_type``, when the request has one, must be JSON's
     (``application/json`` or ``application/*+json``), as FastAPI asks of a ``Body``: a cross-site
     form cannot send that type without a preflight."""

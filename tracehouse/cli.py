@@ -163,19 +163,25 @@ def _client_host(host: str) -> str:
 
 def _refuses_demo(endpoint: str) -> str:
     """Why the server at ``endpoint`` would refuse the shop's telemetry ('' if it takes it): an
-    empty OTLP request sent with the token the shop's agents will send (``TRACEHOUSE_TOKEN``).
-    A server that cannot be reached yet is not a refusal: the agents retry."""
+    empty OTLP request with the headers the shop's agents will send (``TRACEHOUSE_TOKEN`` or
+    ``OTEL_EXPORTER_OTLP_HEADERS``, read as the agent reads them). A server that cannot be reached
+    yet is not a refusal: the agents retry, and this says so."""
     import httpx
 
-    token = os.environ.get("TRACEHOUSE_TOKEN", "")
-    headers = {"content-type": "application/x-protobuf", **({"authorization": f"Bearer {token}"} if token else {})}
+    from .agent.config import export_headers
+
+    headers = export_headers()
     try:
-        r = httpx.post(endpoint + "/v1/traces", content=b"", headers=headers, timeout=5)
-    except httpx.HTTPError:
+        r = httpx.post(endpoint + "/v1/traces", content=b"", timeout=5,
+                       headers={**headers, "content-type": "application/x-protobuf"})
+    except httpx.HTTPError as e:
+        print(f"tracehouse demo: {endpoint} cannot be reached yet ({e}); the shop's agents will keep retrying",
+              file=sys.stderr, flush=True)
         return ""
     if r.status_code == 401:
+        sent = any(k.lower() == "authorization" for k in headers)
         return (f"{endpoint} refused the demo's telemetry (401): set TRACEHOUSE_TOKEN to one of the server's "
-                "TRACEHOUSE_INGEST_TOKENS" + (" (the one set was not accepted)" if token else ""))
+                "TRACEHOUSE_INGEST_TOKENS" + (" (the token sent was not accepted)" if sent else ""))
     return ""
 
 

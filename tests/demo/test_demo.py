@@ -154,7 +154,8 @@ def _screenshots(http: int, trace_id: str) -> None:
 
 
 def _without_token() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("TRACEHOUSE_TOKEN", "TRACEHOUSE_INGEST_TOKENS")}
+    return {k: v for k, v in os.environ.items()
+            if k not in ("TRACEHOUSE_TOKEN", "TRACEHOUSE_INGEST_TOKENS", "OTEL_EXPORTER_OTLP_HEADERS")}
 
 
 def test_demo_with_ingest_tokens_set_sends_with_one_of_them(tmp_path):
@@ -198,7 +199,9 @@ def test_demo_alone_against_a_running_server(tmp_path):
             assert "401" in refused.stderr and "TRACEHOUSE_TOKEN" in refused.stderr
         shop = subprocess.Popen([TRACEHOUSE, "demo", "--endpoint", f"http://127.0.0.1:{otlp}", "--rps", "20"],
                                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                env={**_without_token(), "TRACEHOUSE_TOKEN": "shop-secret"})
+                                # the token as OTEL_EXPORTER_OTLP_HEADERS carries it: the check before the
+                                # shop starts reads the headers as the shop's agents do
+                                env={**_without_token(), "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20shop-secret"})
         _wait("demo traffic", lambda: {"gateway", "orders"} <= {
             s["service"] for s in _get(http, "/api/services")["services"]}, 120, server, log)
         kids = psutil.Process(shop.pid).children(recursive=True)
