@@ -70,12 +70,12 @@ def run(spans: int, rounds: int, variants: list[tuple[str, dict[str, str]]], per
     from tracehouse.storage import Store
 
     bodies = build_requests(spans, min(per_request, spans))
-    url = f"chdb://{tempfile.mkdtemp(prefix='th-insert-ab-')}/data?database=bench"
+    tmp = tempfile.mkdtemp(prefix="th-insert-ab-")
+    url = f"chdb://{tmp}/data?database=bench"
     Store.prefer_low_memory(url)  # the engine's allocator as the server configures it
     original, block_bytes = native_feed.insert_settings, native_feed.BLOCK_BYTES
     all_variants = [(AS_IS, {}), *variants]
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in all_variants}
-    tmp = url.split("chdb://", 1)[1].rsplit("/data?", 1)[0]
     try:
         with Store.open(url) as store:
             store.migrate()
