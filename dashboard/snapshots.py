@@ -20,6 +20,14 @@ from tracehouse.storage import json_body
 
 EVENT = "tracehouse.snapshot"
 
+#: Caps on what one snapshot's page shows. A body may hold up to 1 MiB (the collector's cap) and is
+#: written by any ingest client: a million one-letter frames, or thousands of distinct stacks, made
+#: a 20 MB page that took 3 s to render. The agent sends at most 64 frames a thread and 200 threads.
+MAX_FRAMES = 256  # frames kept per stack, innermost first (where the thread is)
+MAX_GROUPS = 50  # distinct stacks listed on the page, biggest groups first
+MAX_RAW_CHARS = 256 << 10  # characters of the raw body shown
+OUTER = "… outer frames not shown"
+
 
 def snapshot_id(rec: dict[str, Any]) -> str:
     return f"{rec['time_ns']}-{rec['service']}"
@@ -58,13 +66,19 @@ def _line(v: Any) -> int | str:
 
 
 def frames(stack: Any) -> list[dict[str, Any]]:
+    """A stack's frames as the pages show them, innermost first: at most ``MAX_FRAMES``, then one
+    frame named ``OUTER`` when there were more (the same for every cut stack, so a flame graph
+    merges them)."""
+    stack = stack if isinstance(stack, list) else []
     out = []
-    for f in stack if isinstance(stack, list) else []:
+    for f in stack[:MAX_FRAMES]:
         if isinstance(f, dict):
             out.append({"file": str(f.get("file", "")), "line": _line(f.get("line", "")),
                         "function": str(f.get("function", "")), "code": str(f.get("code", "") or "")})
         else:
             out.append({"file": "", "line": "", "function": str(f), "code": ""})
+    if len(stack) > MAX_FRAMES:
+        out.append({"file": "", "line": "", "function": OUTER, "code": f"{len(stack) - MAX_FRAMES} frames"})
     return out
 
 
@@ -98,15 +112,17 @@ def summarize(rec: dict[str, Any]) -> dict[str, Any]:
     raw = _pretty(body) if body is not None else None
     if body is not None and raw is None:
         error = "the body is nested too deep to be shown formatted: shown as sent"
+    raw = raw or rec.get("body", "")
     out: dict[str, Any] = {"id": snapshot_id(rec), "record": rec, "error": error, "kind": "unknown",
-                           "raw": raw or rec.get("body", ""),
+                           "raw": raw[:MAX_RAW_CHARS], "raw_cut": max(0, len(raw) - MAX_RAW_CHARS),
                            "snapshot_attr_id": (rec.get("attributes") or {}).get("snapshot.id")}
     if not isinstance(body, dict):
         return out
     out["kind"] = str(body.get("kind") or ("threads" if "threads" in body else "memory" if "memory" in body
                                             else "unknown"))
     if isinstance(body.get("threads"), list):
-        out["groups"] = thread_groups(body["threads"])
+        groups = thread_groups(body["threads"])
+        out["groups"], out["groups_hidden"] = groups[:MAX_GROUPS], max(0, len(groups) - MAX_GROUPS)
         out["hot"] = hot_frames(body["threads"])
         out["thread_count"] = len(body["threads"])
     mem = body.get("memory")

@@ -52,3 +52,27 @@ def test_no_snapshot_body_makes_a_page_answer_500(chdb_store):
         assert "body is not JSON" in page and "\\ud800.py" in page
         # a body it can read but not write back out (nested past 255) is shown as sent, too
         assert "[[[[" in c.get(f"/snapshots/{ids['nested 900 deep']}").text
+
+
+def test_a_snapshot_page_shows_a_bounded_part_of_a_huge_body(chdb_store):
+    """A body under the collector's 1 MiB cap made a 17 MB page (200,000 one-letter frames: every
+    frame listed, the whole body pretty-printed) and 2,000 distinct stacks a 10 MB one. Each stack
+    now shows its innermost 256 frames, the page the 50 biggest stack groups and 256 KiB of the raw
+    body, each saying what it left out."""
+    bodies = [json.dumps({"kind": "threads", "threads": [{"name": "t", "stack": ["a"] * 200_000}]}),
+              json.dumps({"kind": "threads", "threads": [{"name": f"w{i}", "stack": [f"f{i}"] + ["a"] * 60}
+                                                         for i in range(2000)]})]
+    assert all(len(b) < 1 << 20 for b in bodies)
+    deep, wide = snapshot_records(chdb_store, time.time_ns(), SERVICE, bodies)
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        page = c.get(f"/snapshots/{deep}")
+        assert page.status_code == 200 and len(page.content) < 1_000_000, len(page.content)
+        assert "outer frames not shown" in page.text and "199744 frames" in page.text
+        assert 'id="raw-cut"' in page.text
+        page = c.get(f"/snapshots/{wide}")
+        assert page.status_code == 200 and len(page.content) < 1_000_000, len(page.content)
+        assert "Threads by stack (2000 distinct)" in page.text
+        assert "1950 more distinct stacks, with fewer threads each, not shown." in page.text
+        flame = c.get(f"/flamegraph?service={SERVICE}&since=1h")
+        assert flame.status_code == 200 and "outer frames not shown" in flame.text
