@@ -147,24 +147,33 @@ class LeanBatchSpanProcessor(SpanProcessor):
             self._export(everything=False)
 
     def _export(self, everything: bool, deadline: float | None = None) -> None:
-        with self._export_lock:
-            q = self._queue
-            first = True
-            # On the timer: at least one batch; then only while a full wake-up's worth is queued.
-            while q and (everything or first or len(q) >= self._wake_at):
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-                first = False
-                n = min(self._max_batch, len(q))
-                popleft = q.popleft
-                batch = [popleft() for _ in range(n)]
-                token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-                try:
-                    self._exporter.export(batch)
-                except Exception as exc:
-                    errors.swallow("export spans", exc)
-                finally:
-                    detach(token)
+        lock = self._export_lock
+        # A flush with a deadline waits for an export in flight only until its deadline.
+        if not lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            return
+        try:
+            self._export_batches(everything, deadline)
+        finally:
+            lock.release()
+
+    def _export_batches(self, everything: bool, deadline: float | None) -> None:
+        q = self._queue
+        first = True
+        # On the timer: at least one batch; then only while a full wake-up's worth is queued.
+        while q and (everything or first or len(q) >= self._wake_at):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            first = False
+            n = min(self._max_batch, len(q))
+            popleft = q.popleft
+            batch = [popleft() for _ in range(n)]
+            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            try:
+                self._exporter.export(batch)
+            except Exception as exc:
+                errors.swallow("export spans", exc)
+            finally:
+                detach(token)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:

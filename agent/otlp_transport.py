@@ -1,7 +1,9 @@
 """Send one encoded OTLP request: HTTP/protobuf over ``http.client``, or gRPC through grpcio.
 
 Both take the request bytes that :mod:`.otlp_spans`/:mod:`.otlp_metrics` wrote, so neither
-builds a protobuf object. Every call has a deadline (the export timeout); a collector that
+builds a protobuf object. Every call has a deadline (the export timeout), for the whole exchange:
+a socket timeout bounds one read only, so a collector (or a proxy) sending its answer a byte at a
+time held an export, and a ``force_flush`` waiting for it, for as long as it liked. A collector that
 answers 429/502/503/504 (or gRPC UNAVAILABLE/RESOURCE_EXHAUSTED) is retried within that
 deadline, honouring ``Retry-After`` as the OTLP specification asks. Any other failure raises
 :class:`ExportFailed`, which the guarded exporter counts and rate-limits (see :mod:`.export`).
@@ -9,8 +11,11 @@ deadline, honouring ``Retry-After`` as the OTLP specification asks. Any other fa
 
 from __future__ import annotations
 
+import functools
 import gzip
 import http.client
+import io
+import socket
 import ssl
 import time
 from urllib.parse import urlsplit
@@ -79,10 +84,14 @@ class HttpTransport:
                 conn.timeout = remaining
                 if conn.sock is not None:
                     conn.sock.settimeout(remaining)
+            conn.response_class = functools.partial(_response, deadline=deadline)
             try:
-                conn.request("POST", self._path, body, self._headers)
+                conn.request("POST", self._path, body, self._headers)  # sendall: bounded as a whole
                 resp = conn.getresponse()
                 resp.read()
+            except _PastDeadline:
+                self.close()
+                raise ExportFailed(f"POST {self.url}: no whole answer within {self._timeout:g} s") from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 if reused and not reused_failed:  # the collector closed an idle kept-alive connection
@@ -108,6 +117,47 @@ class HttpTransport:
                 conn.close()
             except OSError:
                 pass
+
+
+def _response(sock: socket.socket, *args, deadline: float, **kwargs) -> http.client.HTTPResponse:
+    return http.client.HTTPResponse(_Reads(sock, deadline), *args, **kwargs)  # type: ignore[arg-type]
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads, each one given only what is left of ``deadline``: ``http.client`` reads a
+    head line by line and a body in chunks, each read under the socket's timeout, so that timeout
+    alone bounds nothing. Closing it leaves the socket to its connection."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        super().__init__()
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _PastDeadline
+        self._sock.settimeout(left)
+        try:
+            return self._sock.recv_into(b)
+        except TimeoutError:
+            raise _PastDeadline from None
+
+
+class _PastDeadline(TimeoutError):
+    pass
+
+
+class _Reads:
+    """What ``HTTPResponse`` is given instead of the socket: it only calls ``makefile``."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
 
 
 def grpc_available() -> bool:

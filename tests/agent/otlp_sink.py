@@ -154,3 +154,32 @@ def closed_port_url() -> str:
     port = s.getsockname()[1]
     s.close()
     return f"http://127.0.0.1:{port}"
+
+
+class TricklingServer(HangingServer):
+    """Reads each request, then answers a byte at a time, every ``every`` seconds, for as long as
+    the client stays: a 200 head whose body never ends (``part="body"``), or a head that never
+    ends (``part="head"``). A socket timeout, which bounds one read, never fires."""
+
+    def __init__(self, part: str = "body", every: float = 0.1):
+        self.part, self.every = part, every
+        super().__init__()
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._answer, args=(c,), daemon=True).start()
+
+    def _answer(self, c):
+        try:
+            c.recv(1 << 20)
+            c.sendall(b"HTTP/1.1 200 OK\r\n" + (b"Content-Length: 1000000\r\n\r\n" if self.part == "body" else b""))
+            while not self._stop:
+                c.sendall(b"x" if self.part == "body" else b"X-Slow: 1\r\n")
+                time.sleep(self.every)
+        except OSError:
+            pass

@@ -12,7 +12,7 @@ import pytest
 
 from testkit.servers import free_port, wait_port
 from tests.agent import apps
-from tests.agent.otlp_sink import HangingServer, attrs, closed_port_url
+from tests.agent.otlp_sink import HangingServer, TricklingServer, attrs, closed_port_url
 
 BIN = os.path.dirname(sys.executable)
 
@@ -156,3 +156,37 @@ print(a.stats()); print(took)
     assert dropped >= 1000 and stats["errors"] >= 1, stats
     assert float(took) < 5.0
     assert "Queue full" not in out.stderr or out.stderr.count("Queue full") < 5
+
+
+@pytest.mark.agent_errors_expected
+def test_a_flush_keeps_its_timeout_while_a_collector_answers_a_byte_at_a_time():
+    """The host's ``force_flush(0.3)`` waited for the export in flight, which a collector answering
+    a byte every 0.1 s held for ever: the export now ends at its deadline (3 s here), and a flush
+    waits for it only until its own."""
+    slow = TricklingServer("body")
+    code = f"""
+import time, tracehouse.agent as a
+from opentelemetry import trace
+h = a.start(service="s", endpoint="{slow.url}", metrics=False, logs=False, instrument=False)
+tracer = trace.get_tracer("t")
+for _ in range(10):
+    with tracer.start_as_current_span("x"):
+        pass
+time.sleep(0.5)  # the export thread is now waiting on the collector
+with tracer.start_as_current_span("y"):
+    pass
+t0 = time.monotonic(); h.force_flush(0.3); flush = time.monotonic() - t0
+time.sleep(3.5)  # past the export's deadline: the export thread is free again
+print(a.stats()); print(flush)
+t0 = time.monotonic(); h.shutdown(1); print(time.monotonic() - t0)
+"""
+    env = dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100", TRACEHOUSE_EXPORT_TIMEOUT="3")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    finally:
+        slow.close()
+    stats_line, flush, shut = out.stdout.strip().splitlines()[-3:]
+    assert float(flush) < 1.0, (flush, out.stderr[-2000:])
+    assert float(shut) < 2.0
+    stats = eval(stats_line)  # noqa: S307 - our own dict repr
+    assert stats.get("spans.dropped.export_failed", 0) >= 10, stats

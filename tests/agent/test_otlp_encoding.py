@@ -34,6 +34,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.span import TraceState
 
 from tracehouse.agent import otlp_exporters, otlp_metrics, otlp_spans
+from tests.agent.otlp_sink import TricklingServer
 from tracehouse.agent.otlp_transport import ExportFailed, GrpcTransport, HttpTransport
 
 
@@ -264,6 +265,22 @@ def test_http_transport_retries_503_after_retry_after_and_gives_up_at_its_deadli
     with pytest.raises(ExportFailed, match="400"):
         t.send(b"y")
     t.close()
+
+
+@pytest.mark.parametrize("part", ["head", "body"])
+def test_http_transport_deadline_covers_an_answer_sent_a_byte_at_a_time(part):
+    """A socket timeout bounds one read: a collector or proxy answering a byte every 0.1 s held an
+    export (and a flush waiting for it) for as long as it went on, whatever the export timeout."""
+    slow = TricklingServer(part)
+    try:
+        t = HttpTransport(slow.url + "/v1/traces", {}, timeout=1.0)
+        t0 = time.monotonic()
+        with pytest.raises(ExportFailed, match="no whole answer within 1 s"):
+            t.send(b"abc")
+        assert time.monotonic() - t0 < 2.0
+        t.close()
+    finally:
+        slow.close()
 
 
 def test_grpc_transport_sends_the_lean_bytes_to_a_real_grpc_server():
