@@ -14,6 +14,7 @@ from tracehouse.storage import queries_logs as qlogs
 from tracehouse.storage import queries_snapshots as qsnap
 from tracehouse.storage import queries_telemetry as qtel
 from tracehouse.storage import queries_traces as qtr
+from tracehouse.storage.limits import RAW_MAX_DAYS
 
 from . import compare, figures, figures_explore, flamegraph, snapshots, waterfall
 from .render import render, view_from
@@ -61,9 +62,12 @@ def traces_router() -> APIRouter:
         store = request.app.state.store
         t = qtr.outline(store, trace_id)
         wf = waterfall.compact(t.pop("spans"))
-        # logs of the trace: around its own time, not the page's range
-        start = t["start_ns"]
-        tr = TimeRange(start - 60 * _NS, start + int(t["duration_ms"] * 1e6) + 600 * _NS)
+        # logs of the trace: around its own time, not the page's range, and at most as long as a
+        # query over raw logs may be (a span that ends 40 days after its trace began made the page
+        # answer 400)
+        start = t["start_ns"] - 60 * _NS
+        end = t["start_ns"] + int(t["duration_ms"] * 1e6) + 600 * _NS
+        tr = TimeRange(start, min(end, start + RAW_MAX_DAYS * 86400 * _NS))
         logs = qtel.logs(store, tr, trace_id=t["trace_id"], limit=500)
         snaps = [snapshots.brief(x) for x in logs if x["event_name"] == snapshots.EVENT]
         logs = [x for x in logs if x["event_name"] != snapshots.EVENT]

@@ -26,18 +26,25 @@ def explicit_buckets(counts: Sequence[float], bounds: Sequence[float]) -> dict[f
 
 def exponential_buckets(scale: int, zero_count: float, offset: int, counts: Sequence[float]) -> dict[float, float]:
     """OTLP exponential buckets (positive range): bucket ``offset + j`` holds values in
-    (base^(offset+j), base^(offset+j+1)] with base = 2^(2^-scale); zeros go to bound 0."""
-    base = 2.0 ** (2.0 ** -int(scale))
+    (base^(offset+j), base^(offset+j+1)] with base = 2^(2^-scale); zeros go to bound 0. The base
+    itself is never formed: at scale -10 (the least the OTLP specification allows) it is 2^1024,
+    past a double, and every explorer view of the metric answered 500."""
+    width = _pow2(-int(scale))  # bound i is 2^(i * width)
     out: dict[float, float] = {0.0: float(zero_count)} if zero_count else {}
     for j, c in enumerate(counts):
         if c:
-            try:
-                lower, upper = base ** (int(offset) + j), base ** (int(offset) + j + 1)
-            except OverflowError:
-                lower, upper = INF, INF
+            i = int(offset) + j
+            lower, upper = _pow2(i * width if i else 0.0), _pow2((i + 1) * width if i + 1 else 0.0)
             out.setdefault(lower, 0.0)  # an empty bucket ending there: the lower bound for quantiles
             out[upper] = out.get(upper, 0.0) + float(c)
     return out
+
+
+def _pow2(e: float) -> float:
+    """2^e, past the largest double as infinity and below the smallest as 0."""
+    if e >= 1024:
+        return INF
+    return 0.0 if e < -1075 else 2.0 ** e
 
 
 def add(a: dict[float, float], b: dict[float, float]) -> dict[float, float]:

@@ -13,6 +13,7 @@ from .limits import require_raw_range
 from .timerange import TimeRange
 
 MAX_TRACE_SPANS = 50_000
+UINT32_MAX = 0xFFFFFFFF
 #: spans the waterfall outline reads (light columns only, so far more than a full trace)
 MAX_OUTLINE_SPANS = 200_000
 KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -174,7 +175,10 @@ def _maybe_json(v: str) -> Any:
 
 
 def _hours(store, tid: str) -> dict[str, int]:
-    """The hours a trace's spans fall in, as ``lo``/``hi`` parameters bounding a spans query."""
+    """The hours a trace's spans fall in, as ``lo``/``hi`` parameters bounding a spans query
+    (``hi`` included). The last hour a DateTime holds (2106-02-07 06:00 UTC, where later times are
+    clamped) ends at the type's largest value: past it, as a UInt32 parameter, the bound matched
+    nothing, and one span sent that far ahead made its whole trace answer 404."""
     bounds = store.read(
         f"SELECT count() AS n, toUInt32(min(hour)) AS lo, toUInt32(max(hour)) AS hi FROM {store.t('trace_summary')} "
         "WHERE trace_id = toFixedString(unhex({tid:String}), 16)",
@@ -182,7 +186,7 @@ def _hours(store, tid: str) -> dict[str, int]:
     ).dicts()[0]
     if not bounds["n"]:
         raise NotFound(f"trace {tid} not found")
-    return {"lo": int(bounds["lo"]), "hi": int(bounds["hi"]) + 3600}
+    return {"lo": int(bounds["lo"]), "hi": min(int(bounds["hi"]) + 3599, UINT32_MAX)}
 
 
 def trace(store, trace_id: str) -> dict[str, Any]:
@@ -190,11 +194,13 @@ def trace(store, trace_id: str) -> dict[str, Any]:
     tid = parse_trace_id(trace_id)
     res = store.read(
         f"SELECT {_SPAN_COLUMNS} FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
-        "AND timestamp >= toDateTime({lo:UInt32}) AND timestamp < toDateTime({hi:UInt32}) "
+        "AND timestamp >= toDateTime({lo:UInt32}) AND timestamp <= toDateTime({hi:UInt32}) "
         "ORDER BY start_ns, span_id LIMIT 1 BY span_id LIMIT {cap:UInt32}",
-        {"tid": tid, **_hours(store, tid), "cap": MAX_TRACE_SPANS},
+        {"tid": tid, **_hours(store, tid), "cap": MAX_TRACE_SPANS + 1},
     )
-    spans = [span_dict(r, tid) for r in res.dicts()]
+    rows = res.dicts()
+    truncated = len(rows) > MAX_TRACE_SPANS
+    spans = [span_dict(r, tid) for r in rows[:MAX_TRACE_SPANS]]
     if not spans:
         raise NotFound(f"trace {tid} not found")
     start = min(s["start_ns"] for s in spans)
@@ -206,7 +212,7 @@ def trace(store, trace_id: str) -> dict[str, Any]:
         "span_count": len(spans),
         "services": sorted({s["service"] for s in spans}),
         "error": any(s["status"]["code"] == "error" for s in spans),
-        "truncated": len(spans) >= MAX_TRACE_SPANS,
+        "truncated": truncated,
         "spans": spans,
     }
 
@@ -218,7 +224,7 @@ def span(store, trace_id: str, span_id: str) -> dict[str, Any]:
     res = store.read(
         f"SELECT {_SPAN_COLUMNS} FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
         "AND span_id = unhex({sid:String}) AND timestamp >= toDateTime({lo:UInt32}) "
-        "AND timestamp < toDateTime({hi:UInt32}) LIMIT 1",
+        "AND timestamp <= toDateTime({hi:UInt32}) LIMIT 1",
         {"tid": tid, "sid": sid, **_hours(store, tid)},
     )
     rows = res.dicts()
@@ -235,7 +241,7 @@ def outline(store, trace_id: str, cap: int = MAX_OUTLINE_SPANS) -> dict[str, Any
     res = store.read(
         "SELECT lower(hex(span_id)), lower(hex(parent_span_id)), service, name, start_ns, duration_ns, "
         f"status_code = 2 FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
-        "AND timestamp >= toDateTime({lo:UInt32}) AND timestamp < toDateTime({hi:UInt32}) "
+        "AND timestamp >= toDateTime({lo:UInt32}) AND timestamp <= toDateTime({hi:UInt32}) "
         "ORDER BY start_ns, span_id LIMIT 1 BY span_id LIMIT {cap:UInt32}",
         {"tid": tid, **_hours(store, tid), "cap": int(cap) + 1},
     )

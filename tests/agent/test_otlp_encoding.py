@@ -33,8 +33,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from tracehouse.agent import otlp_exporters, otlp_metrics, otlp_spans
 from tests.agent.otlp_sink import TricklingServer
+from tracehouse.agent import otlp_exporters, otlp_metrics, otlp_spans
 from tracehouse.agent.otlp_transport import ExportFailed, GrpcTransport, HttpTransport
 
 

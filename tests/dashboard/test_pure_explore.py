@@ -122,3 +122,15 @@ def test_compact_waterfall_rows():
     assert [wf["services"][i] for i in wf["svc"]] == ["s1", "s2", "s1"] and wf["total_ns"] == 100
     assert [wf["names"][i] for i in wf["op"]] == ["root", "child", "orphan"]
     assert waterfall.compact([])["ids"] == ""
+
+
+def test_exponential_buckets_at_the_least_scale_do_not_overflow():
+    """Scale -10, the least the OTLP specification allows, has base 2^1024, past a double: every
+    explorer view of such a histogram answered 500 (OverflowError)."""
+    e = mm.exponential_buckets(-10, 0, 0, [3])  # bucket 0 is (1, 2^1024]
+    assert e == {1.0: 0.0, math.inf: 3.0}
+    e = mm.exponential_buckets(-10, 1, -1, [2])  # bucket -1 is (2^-1024, 1]
+    assert e[1.0] == 2 and 0 < min(k for k in e if k > 0) < 1e-300
+    assert mm.exponential_buckets(-(2 ** 31), 0, 2 ** 31 - 1, [1]) == {math.inf: 1.0}
+    assert mm.exponential_buckets(-(2 ** 31), 0, -(2 ** 31), [1]) == {0.0: 1.0}
+    assert mm.quantile(0.5, mm.exponential_buckets(-10, 0, 0, [3])) == 1.0
