@@ -14,12 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracehouse.agent import counters, errors
 from tracehouse.agent.otlp_transport import ExportFailed
+from tracehouse.agent.sdk_names import LogRecordExporter, LogRecordExportResult
 
 __all__ = ["ExportFailed", "GuardedLogExporter", "GuardedMetricExporter", "GuardedSpanExporter", "otlp_factories"]
 

@@ -22,8 +22,8 @@ Nine same-run measurements of the bench (three runs each of three sessions; figu
 README.md): ``none`` met the issue's targets (added p50 ≤ 1/10 of stock's, added p99 ≤ 1 ms,
 added CPU ≤ 1/8 of stock's) most often, so it is the default.
 
-Logs (a trickle: warnings and snapshots) go through the stock OTLP log exporter of the chosen
-protocol.
+Logs (a trickle: warnings and snapshots) are encoded by the SDK's own log encoder and sent over
+the same transports, so their exports have the same whole-exchange deadline and the same retries.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ from tracehouse.agent import otlp_metrics, otlp_spans
 from tracehouse.agent.config_otlp import GRPC, SignalExport
 from tracehouse.agent.forklocks import renew_in_child
 from tracehouse.agent.otlp_transport import GrpcTransport, HttpTransport, grpc_available
+from tracehouse.agent.sdk_names import LogRecordExporter, LogRecordExportResult
 from tracehouse.agent.watchdog import INFLIGHT
 
-__all__ = ["BUSY_MAX_S", "LeanMetricExporter", "LeanSpanExporter", "PAUSE_S", "SWITCH_S", "gil_share",
+__all__ = ["BUSY_MAX_S", "LeanLogExporter", "LeanMetricExporter", "LeanSpanExporter", "PAUSE_S", "SWITCH_S", "gil_share",
            "log_exporter", "metric_preferences", "pause", "span_encoder", "transport", "yield_to_requests"]
 
 PAUSE_S = 0.00005
@@ -257,32 +258,29 @@ def metric_preferences() -> tuple[dict, dict]:
     return _temporality(), _histogram_aggregation()
 
 
-def log_exporter(cfg: SignalExport):
-    """The stock OTLP log exporter for ``cfg`` (gRPC one when asked for and installed)."""
-    if cfg.protocol == GRPC:
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
-        except ImportError:
-            url = _http_fallback("logs", cfg)
-            env.warn_once("grpc missing logs", _GRPC_MISSING.format(
-                var=env.OTEL_EXPORTER_OTLP_PROTOCOL, signal="logs", url=url) +
-                " (logs over gRPC need opentelemetry-exporter-otlp-proto-grpc)")
-            cfg = SignalExport("http/protobuf", url, cfg.headers, cfg.timeout, cfg.compression, cfg.certificate)
-        else:
-            from tracehouse.agent.otlp_transport import grpc_target
+class LeanLogExporter(LogRecordExporter):
+    """Log records → OTLP bytes (the SDK's own encoder) → transport. The stock HTTP exporter's
+    timeout bounded each read, not the exchange: a collector answering a byte at a time held the
+    log export thread for as long as it liked. Records keep their own resource."""
 
-            target, secure = grpc_target(cfg.url, cfg.insecure)
-            return GrpcLogs(endpoint=target, insecure=not secure, headers=cfg.headers, timeout=cfg.timeout,
-                            compression=_grpc_compression(cfg.compression))
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    def __init__(self, transport):
+        self._transport = transport
+        self._around, _ = _yielding()
 
-    return OTLPLogExporter(endpoint=cfg.url, headers=cfg.headers, timeout=cfg.timeout,
-                           certificate_file=cfg.certificate,
-                           compression=Compression.Gzip if cfg.compression == "gzip" else Compression.NoCompression)
+    def export(self, batch) -> LogRecordExportResult:
+        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+        with self._around():
+            self._transport.send(encode_logs(batch).SerializeToString())
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._transport.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
-def _grpc_compression(name: str | None):
-    from grpc import Compression
-
-    return Compression.Gzip if name == "gzip" else Compression.NoCompression
+def log_exporter(cfg: SignalExport) -> LeanLogExporter:
+    """The log exporter for ``cfg``: the same transports as spans and metrics."""
+    return LeanLogExporter(transport("logs", cfg))

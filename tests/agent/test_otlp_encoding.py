@@ -33,7 +33,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from tests.agent.otlp_sink import TricklingServer
+from tests.agent.otlp_sink import Sink, TricklingServer
 from tracehouse.agent import otlp_exporters, otlp_metrics, otlp_spans
 from tracehouse.agent.otlp_transport import ExportFailed, GrpcTransport, HttpTransport
 
@@ -281,6 +281,54 @@ def test_http_transport_deadline_covers_an_answer_sent_a_byte_at_a_time(part):
         t.close()
     finally:
         slow.close()
+
+
+def test_log_records_are_sent_by_the_same_transport_within_the_same_deadline():
+    """Logs (warnings, snapshots) went through the stock OTLP/HTTP log exporter, whose timeout bounds
+    each read: against a collector answering a byte at a time it never returned."""
+    from tracehouse.agent.config_otlp import SignalExport
+    from tracehouse.agent.export import otlp_factories
+
+    slow, sink = TricklingServer("head"), Sink()
+    try:
+        for url, fails in ((slow.url, True), (sink.url, False)):
+            exporter = otlp_factories({"logs": SignalExport("http/protobuf", url + "/v1/logs", timeout=1.0)})["logs"]()
+            t0 = time.monotonic()
+            if fails:
+                with pytest.raises(ExportFailed, match="no whole answer within 1 s"):
+                    exporter.export([_log_record()])
+                assert time.monotonic() - t0 < 2.0
+            else:
+                exporter.export([_log_record()])
+                ((_, record),) = sink.logs()
+                assert record.body.string_value == "hello"
+            exporter.shutdown()
+    finally:
+        slow.close()
+        sink.close()
+
+
+def _log_record():
+    """A log record as the SDK hands it to an exporter."""
+    from opentelemetry._logs import LogRecord
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    seen = []
+
+    class Keep:
+        def on_emit(self, record):
+            seen.append(record)
+
+        def shutdown(self):
+            pass
+
+        def force_flush(self, timeout_millis=0):
+            return True
+
+    provider = LoggerProvider()
+    provider.add_log_record_processor(Keep())
+    provider.get_logger("t").emit(LogRecord(body="hello"))
+    return seen[0]
 
 
 def test_grpc_transport_sends_the_lean_bytes_to_a_real_grpc_server():

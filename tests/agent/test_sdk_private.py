@@ -68,13 +68,21 @@ def _run(mode: str, path: str | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+_INSTALLED: dict[int, str] = {}
+
+
 def _install(tmp_path_factory, minor: int) -> str:
-    target = str(tmp_path_factory.mktemp(f"sdk1.{minor}"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "--target", target, f"opentelemetry-sdk==1.{minor}.0", f"opentelemetry-api==1.{minor}.0",
-                    f"opentelemetry-semantic-conventions==0.{minor + 21}b0"],
-                   check=True, timeout=240, capture_output=True)
-    return target
+    """SDK, API and semantic conventions of release 1.``minor``, and the OTLP encoder and protobuf
+    classes of the same release (they move together: pip installs them as a set)."""
+    if minor not in _INSTALLED:
+        target = str(tmp_path_factory.mktemp(f"sdk1.{minor}"))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "--target", target, f"opentelemetry-sdk==1.{minor}.0", f"opentelemetry-api==1.{minor}.0",
+                        f"opentelemetry-semantic-conventions==0.{minor + 21}b0",
+                        f"opentelemetry-exporter-otlp-proto-common==1.{minor}.0", f"opentelemetry-proto==1.{minor}.0"],
+                       check=True, timeout=240, capture_output=True)
+        _INSTALLED[minor] = target
+    return _INSTALLED[minor]
 
 
 @pytest.mark.parametrize("minor", sorted({sdk_private.SUPPORTED[0][1], 35, 40}))
@@ -82,6 +90,35 @@ def test_private_path_on_older_supported_releases(tmp_path_factory, minor):
     got = _run("private", _install(tmp_path_factory, minor))
     assert got.pop("version") == [1, minor] and got.pop("private") is True and got.pop("lean") is True
     assert got == EXPECTED
+
+
+START = r"""
+import logging, sys, time
+sys.path.insert(0, sys.argv[1])
+from tests.agent.otlp_sink import Sink
+sink = Sink()
+import tracehouse.agent as agent
+from opentelemetry import metrics, trace
+h = agent.start(service="old-sdk", endpoint=sink.url, instrument=False, metrics_interval=0.2)
+with trace.get_tracer("t").start_as_current_span("s"):
+    logging.getLogger("app").warning("hello")
+metrics.get_meter("m").create_counter("c").add(1)
+time.sleep(0.5)
+h.force_flush(5)
+h.shutdown(2)
+print(len(sink.spans()), len(sink.logs()), any(m.name == "c" for _, m in sink.metrics()), agent.stats().get("errors", 0))
+"""
+
+
+@pytest.mark.parametrize("minor", sorted({sdk_private.SUPPORTED[0][1], 35, 40}))
+def test_the_agent_starts_and_sends_every_signal_on_older_supported_releases(tmp_path_factory, minor):
+    """The log exporter's base class was imported by its 1.39 name: on 1.30-1.38, which
+    ``pyproject.toml`` allows, ``tracehouse.agent.start()`` raised ImportError in the host."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=_install(tmp_path_factory, minor) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", START, here], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["1", "1", "True", "0"], (out.stdout, out.stderr[-3000:])
 
 
 def test_installed_release_is_in_range_and_the_public_fallback_gives_the_same_figures():

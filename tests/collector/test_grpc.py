@@ -310,15 +310,17 @@ def test_tracehouse_collector_serves_grpc_and_zipkin_on_the_ports_it_is_given(tm
 
 def test_the_tracehouse_agent_sends_over_grpc_when_asked(running, tmp_path):
     """OTEL_EXPORTER_OTLP_PROTOCOL=grpc: the agent's own encoder and gRPC transport, in a process of
-    its own, reach the receiver with the token from OTEL_EXPORTER_OTLP_HEADERS."""
+    its own, reach the receiver with the token from OTEL_EXPORTER_OTLP_HEADERS; log records too."""
     import subprocess
     import sys
 
     script = (
         "import tracehouse.agent as agent\n"
         "from opentelemetry import trace\n"
-        "h = agent.start(service='agent-grpc', metrics=False, logs=False)\n"
+        "import logging\n"
+        "h = agent.start(service='agent-grpc', metrics=False)\n"
         "t = trace.get_tracer('agent.test')\n"
+        "logging.getLogger('agent.test').warning('sent over gRPC')\n"
         "with t.start_as_current_span('parent', kind=trace.SpanKind.SERVER):\n"
         "    with t.start_as_current_span('child'):\n"
         "        pass\n"
@@ -332,6 +334,8 @@ def test_the_tracehouse_agent_sends_over_grpc_when_asked(running, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     running.wait_stored("traces", 2)
     assert running.collector.metrics.get("tracehouse_collector_accepted_items_total", signal="traces") == 2
+    running.wait_stored("logs", 1)
+    assert running.collector.metrics.get("tracehouse_collector_accepted_items_total", signal="logs") == 1
 
 
 def test_a_call_is_refused_on_its_metadata_before_its_message_is_read(chdb_store, tmp_path):
