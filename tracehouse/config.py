@@ -36,6 +36,9 @@ class Settings:
     ingest_tokens: list[str] = field(default_factory=list)
     #: TRACEHOUSE_INGEST_TOKEN_HEADER: header carrying the token when not Authorization: Bearer
     ingest_token_header: str = "authorization"
+    #: TRACEHOUSE_OTLP_CORS_ORIGINS: origins whose pages may send to the OTLP/HTTP and Zipkin receivers
+    #: from a browser (``https://app.example.com``, ``https://*.example.com`` or ``*``; '' = none)
+    otlp_cors_origins: list[str] = field(default_factory=list)
     #: TRACEHOUSE_RATE_LIMIT_PER_SERVICE: per-service token bucket for items/s (0 = off)
     rate_limit_per_service: float = 0.0
     #: TRACEHOUSE_REDACT_KEYS: extra attribute key patterns to mask

@@ -101,13 +101,13 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     store.tracer = tracer
     try:
         if "collector" in roles:
-            from tracehouse.collector import build_collector
+            from tracehouse.collector import build_collector, cors
 
             collector_app, collector_bg = build_collector(settings, store)
             collector_app.m.exposed = registry
             registry.register(collector_app.m.registry)
-            servers.append(_Server(exposure.guard(collector_app, settings), settings.host, settings.otlp_port,
-                                   **listen))
+            servers.append(_Server(exposure.guard(cors.wrap(collector_app, settings), settings), settings.host,
+                                   settings.otlp_port, **listen))
             background.extend(collector_bg)
             job = RetentionJob(store, settings.retention_interval, registry=registry)
             job.tracer = tracer
@@ -120,8 +120,8 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             if settings.zipkin_port:
                 from tracehouse.collector.zipkin_app import ZipkinApp
 
-                servers.append(_Server(exposure.guard(ZipkinApp(collector_app.core), settings), settings.host,
-                                       settings.zipkin_port, **listen))
+                servers.append(_Server(exposure.guard(cors.wrap(ZipkinApp(collector_app.core), settings), settings),
+                                       settings.host, settings.zipkin_port, **listen))
         engines: list[Any] = []
         if "alerts" in roles:  # built before the dashboard, which is given the engine; started below
             from tracehouse.alerts import build_engine
