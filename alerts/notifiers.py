@@ -2,18 +2,22 @@
 
 All sit behind :class:`Notifier`: ``notify(message) -> None`` raising :class:`NotifyError` on
 failure (``retryable`` says whether a retry may help). Each call checks its destination with the
-SSRF guard first, has a timeout, and never follows redirects.
+SSRF guard first, has a time limit for the whole exchange (``deadline.py``), and never follows
+redirects.
 """
 
 from __future__ import annotations
 
 import json
 import smtplib
+import ssl
 from email.message import EmailMessage
 from typing import Any, Protocol
 
+import httpcore
 import httpx
 
+from . import deadline
 from .errors import DestinationRefused, NotifyError, RuleError
 from .ssrf import check_host, check_url, pinned
 
@@ -33,29 +37,41 @@ def _post(url: str, body: dict[str, Any], allow_private: bool, headers: dict[str
         addrs = check_url(url, allow_private)
     except DestinationRefused as e:
         raise NotifyError(str(e), retryable=False) from None
-    content = json.dumps(body)
-    r = None
-    with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as c:
-        for i, addr in enumerate(addrs):  # only the checked addresses; the name is not resolved again
-            target, host, ext = pinned(url, addr)
-            try:
-                r = c.post(target, content=content, extensions=ext,
-                           headers={"content-type": "application/json", **(headers or {}), **host})
-                break
-            except httpx.ConnectError as e:
-                if i == len(addrs) - 1:
-                    raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
-            except httpx.HTTPError as e:
-                raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
-    if r is None:
+    content = json.dumps(body).encode()
+    answer = None
+    for i, addr in enumerate(addrs):  # only the checked addresses; the name is not resolved again
+        target, host, ext = pinned(url, addr)
+        try:
+            answer = deadline.post_status(target, content, {"content-type": "application/json", **(headers or {}),
+                                                            **host}, ext, _ssl_context(), TIMEOUT_S)
+            break
+        except httpcore.ConnectError as e:
+            if i == len(addrs) - 1:
+                raise NotifyError(f"POST {_redact(url)}: ConnectError: {e}") from None
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
+                httpcore.UnsupportedProtocol) as e:
+            raise NotifyError(f"POST {_redact(url)}: {type(e).__name__}: {e}") from None
+    if answer is None:
         raise NotifyError(f"POST {_redact(url)}: no address to connect to")
-    if 300 <= r.status_code < 400:
-        raise NotifyError(f"POST {_redact(url)}: redirect {r.status_code} refused (redirects are not followed)",
+    status, answer_headers = answer
+    if 300 <= status < 400:
+        raise NotifyError(f"POST {_redact(url)}: redirect {status} refused (redirects are not followed)",
                           retryable=False)
-    if r.status_code >= 400:
-        raise NotifyError(f"POST {_redact(url)}: HTTP {r.status_code}",
-                          retryable=r.status_code >= 500 or r.status_code in (408, 429),
-                          retry_after=_retry_after(r.headers.get("retry-after")))
+    if status >= 400:
+        raise NotifyError(f"POST {_redact(url)}: HTTP {status}",
+                          retryable=status >= 500 or status in (408, 429),
+                          retry_after=_retry_after(answer_headers.get("retry-after")))
+
+
+_ssl: ssl.SSLContext | None = None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's default trust (certifi's roots), made once."""
+    global _ssl
+    if _ssl is None:
+        _ssl = httpx.create_ssl_context()
+    return _ssl
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -128,8 +144,9 @@ class EmailNotifier:
         msg.set_content(slack_text(message) + "\n\n" + json.dumps(message, indent=2))
         # connect to the checked address, never to a second resolution of the name; STARTTLS checks
         # the certificate against the name (smtplib takes it from ``_host``)
+        cut = None
         try:
-            with smtplib.SMTP(timeout=TIMEOUT_S) as s:
+            with smtplib.SMTP(timeout=TIMEOUT_S) as s, deadline.smtp_cutoff(s, TIMEOUT_S) as cut:
                 s._host = self.host  # type: ignore[attr-defined]
                 s.connect(addrs[0], self.port)
                 if self.starttls:
@@ -138,6 +155,8 @@ class EmailNotifier:
                     s.login(self.username, self.password)
                 s.send_message(msg)
         except (smtplib.SMTPException, OSError) as e:
+            if cut is not None and cut.fired:
+                raise NotifyError(f"SMTP {self.host}:{self.port}: not done within {TIMEOUT_S:g} s") from None
             raise NotifyError(f"SMTP {self.host}:{self.port}: {type(e).__name__}: {e}") from None
 
 

@@ -117,6 +117,7 @@ class Dispatcher:
         self.groups: dict[str, Group] = {}
         self.sent: list[dict[str, Any]] = []  # the last few messages, for the API
         self._lock = threading.RLock()
+        self._sending = threading.Lock()
 
     def reset(self) -> None:
         """Forget every group (an engine taking the cluster's lease over starts from the store)."""
@@ -174,62 +175,79 @@ class Dispatcher:
         return ""
 
     def tick(self, now_ns: int) -> int:
-        """Flush the groups that are due; return the number of messages sent."""
-        with self._lock:
-            silences = self.silences()
-            firing = [a.labels for g in self.groups.values() for a in g.alerts.values() if a.state == "firing"]
-            due = [g for g in self.groups.values() if g.next_flush_ns <= now_ns and g.next_attempt_ns <= now_ns]
+        """Flush the groups that are due; return the number of messages sent. Receivers are called
+        without the dispatcher's lock, so neither the evaluation loop (``update``) nor the API
+        (``status``) waits on a slow receiver; one thread sends at a time, and a tick that finds
+        another sending returns at once (that one flushes what is due)."""
+        if not self._sending.acquire(blocking=False):
+            return 0
+        try:
+            with self._lock:
+                silences = self.silences()
+                firing = [a.labels for g in self.groups.values() for a in g.alerts.values() if a.state == "firing"]
+                due = [g for g in self.groups.values() if g.next_flush_ns <= now_ns and g.next_attempt_ns <= now_ns]
             sent = 0
             for g in due:
                 sent += self._flush(g, now_ns, firing, silences)
-                if not g.alerts:
-                    self.groups.pop(g.key, None)
+                with self._lock:
+                    gone = not g.alerts and self.groups.get(g.key) is g
+                    if gone:
+                        self.groups.pop(g.key, None)
+                if gone:
                     self._record(g, forget=True)
             return sent
+        finally:
+            self._sending.release()
 
     def _flush(self, g: Group, now_ns: int, firing_labels: list[dict[str, str]], silences: list[Silence]) -> int:
-        live = {fp: a for fp, a in g.alerts.items() if not self.muted(a, firing_labels, silences, now_ns)}
-        firing = {fp for fp, a in live.items() if a.state == "firing"}
+        with self._lock:
+            live = {fp: a for fp, a in g.alerts.items() if not self.muted(a, firing_labels, silences, now_ns)}
+            firing = {fp for fp, a in live.items() if a.state == "firing"}
 
-        def to_send() -> tuple[set[str], bool]:
-            resolved = {fp for fp, a in g.alerts.items() if a.state == "resolved" and fp in g.notified_firing}
-            repeat = bool(firing) and now_ns - g.last_sent_ns >= int(g.route.repeat_interval * NS)
-            return resolved, bool(firing - g.notified_firing or resolved or repeat)
+            def to_send() -> tuple[set[str], bool]:
+                resolved = {fp for fp, a in g.alerts.items() if a.state == "resolved" and fp in g.notified_firing}
+                repeat = bool(firing) and now_ns - g.last_sent_ns >= int(g.route.repeat_interval * NS)
+                return resolved, bool(firing - g.notified_firing or resolved or repeat)
 
-        resolved, due = to_send()
-        if due and self._adopt(g):  # another engine process, or this one before a restart, sent since
             resolved, due = to_send()
-        if not due:
-            self._done(g, now_ns, firing, sent=False)
-            return 0
-        msg = self.message(g, [live[fp] for fp in sorted(firing)] + [g.alerts[fp] for fp in sorted(resolved)])
-        try:
-            for n in self.receivers.get(g.receiver, []):
-                try:
-                    n.notify(msg)
-                except NotifyError:
-                    self._count("failed", g.receiver, n)
-                    raise
-                self._count("sent", g.receiver, n)
-        except NotifyError as e:
-            g.last_error = str(e)
-            if e.retryable:
-                g.attempts += 1
-                delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (g.attempts - 1))
-                delay = delay * (0.5 + 0.5 * self.rng.random())
-                if e.retry_after:  # the receiver said when (Slack's and others' 429 Retry-After)
-                    delay = max(delay, min(self.backoff_max_s, e.retry_after))
-                g.next_attempt_ns = now_ns + int(delay * NS)
-                log.warning("notification to %s failed (attempt %d, next in %.1fs): %s", g.receiver, g.attempts,
-                            (g.next_attempt_ns - now_ns) / NS, e)
+            if due and self._adopt(g):  # another engine process, or this one before a restart, sent since
+                resolved, due = to_send()
+            if not due:
+                self._done(g, now_ns, firing, sent=False)
                 return 0
-            log.error("notification to %s refused, not retried: %s", g.receiver, e)
+            msg = self.message(g, [live[fp] for fp in sorted(firing)] + [g.alerts[fp] for fp in sorted(resolved)])
+        error = self._send(g.receiver, msg)
+        with self._lock:
+            if error is not None:
+                g.last_error = str(error)
+                if error.retryable:
+                    g.attempts += 1
+                    delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (g.attempts - 1))
+                    delay = delay * (0.5 + 0.5 * self.rng.random())
+                    if error.retry_after:  # the receiver said when (Slack's and others' 429 Retry-After)
+                        delay = max(delay, min(self.backoff_max_s, error.retry_after))
+                    g.next_attempt_ns = now_ns + int(delay * NS)
+                    log.warning("notification to %s failed (attempt %d, next in %.1fs): %s", g.receiver,
+                                g.attempts, (g.next_attempt_ns - now_ns) / NS, error)
+                    return 0
+                log.error("notification to %s refused, not retried: %s", g.receiver, error)
+                self._done(g, now_ns, firing, sent=True)
+                return 0
+            g.last_error = ""
+            self.sent = (self.sent + [msg])[-50:]
             self._done(g, now_ns, firing, sent=True)
-            return 0
-        g.last_error = ""
-        self.sent = (self.sent + [msg])[-50:]
-        self._done(g, now_ns, firing, sent=True)
-        return 1
+            return 1
+
+    def _send(self, receiver: str, msg: dict[str, Any]) -> NotifyError | None:
+        """Every notifier of ``receiver`` in turn; the first failure ends the attempt."""
+        for n in self.receivers.get(receiver, []):
+            try:
+                n.notify(msg)
+            except NotifyError as e:
+                self._count("failed", receiver, n)
+                return e
+            self._count("sent", receiver, n)
+        return None
 
     def _count(self, outcome: str, receiver: str, notifier: Notifier) -> None:
         if self.metrics is not None:
