@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from tracehouse import pathtext  # noqa: F401  (registers the {name:text} path convertor)
 from tracehouse.storage import queries_infra as qinfra
 from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_metrics as qm
@@ -75,7 +76,7 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
             row["spark"] = figures.sparkline(sparks.get(row["service"], []))
         return render(request, "services.html", view, title="Services", services=rows)
 
-    @r.get("/services/{service:path}", response_class=HTMLResponse)
+    @r.get("/services/{service:text}", response_class=HTMLResponse)
     def service_page(request: Request, service: str):
         view = view_from(request)
         store = _store(request)
