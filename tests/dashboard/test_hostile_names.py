@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 
@@ -27,6 +27,7 @@ from tracehouse.dashboard import create_app
 
 NAMES = ["new\nline", "trail\n", ".", "..", "a?b=1&c=2", "a#frag", "a%2Fb", "%00", "%41", "nul\x00",
          "slash/svc", "x/operations", "x/series", "plain"]
+SERVICE_LINK = re.compile(r'href="(/services/[^"]*|/service\?[^"]*)"')
 
 
 @pytest.fixture
@@ -71,8 +72,74 @@ def _client(store, settings=None, **kw) -> Iterator[_Client]:
         yield _Client(port)
 
 
+def _browser(url: str) -> str:
+    """``url`` (a path and query) as a browser requests it (WHATWG URL): tabs and newlines dropped,
+    the fragment too, dot segments resolved ("%2e" is a dot), other characters percent-encoded."""
+    path, _, query = re.sub(r"[\t\n\r]", "", url).split("#", 1)[0].partition("?")
+    segs, out = path.split("/")[1:], []
+    for i, seg in enumerate(segs):
+        dot = seg.lower().replace("%2e", ".")
+        if dot in (".", ".."):
+            if dot == ".." and out:
+                out.pop()
+            if i == len(segs) - 1:
+                out.append("")
+        else:
+            out.append(seg)
+    safe = "/%!$&'()*+,;=:@~"
+    return quote("/" + "/".join(out), safe=safe) + ("?" + quote(query, safe=safe + "?") if query else "")
+
+
+def _service_links(body: str) -> list[str]:
+    return [html.unescape(h) for h in SERVICE_LINK.findall(body)]
+
+
+def _dot_segment(href: str) -> bool:
+    """A segment browsers resolve away (WHATWG URL: "%2e" is a dot, too)."""
+    return any(s.lower().replace("%2e", ".") in (".", "..") for s in urlsplit(href).path.split("/"))
+
+
 def _h1_service(body: str) -> str:
     return html.unescape(re.search(r'class="crumb">Services</a> / (.*?)</h1>', body, re.S)[1])
+
+
+def _range_form(body: str) -> tuple[str, list[tuple[str, str]]]:
+    form = re.search(r'<form class="range" method="get" action="([^"]*)" id="range-form">(.*?)</form>', body, re.S)
+    hidden = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', form[2])
+    return html.unescape(form[1]), [(html.unescape(k), html.unescape(v)) for k, v in hidden]
+
+
+def _submit_range(c: _Client, body: str, since: str = "6h"):
+    """What static/app.js does on a range change: the form's action + "?" + its fields."""
+    action, hidden = _range_form(body)
+    return action, c.get(_browser(action + "?" + urlencode(hidden + [("since", since)])))
+
+
+def test_every_page_links_each_service_to_its_own_page(names_store):
+    store, sids = names_store
+    with _client(store) as c:
+        pages = ["/services?since=1h", "/service-map?since=1h", "/logs?since=1h"]
+        pages += ["/snapshots/" + quote(sids[n], safe="") + "?since=1h" for n in NAMES]
+        seen: dict[str, set[str]] = {}
+        for page in pages:
+            r = c.get(page)
+            assert r.status_code == 200, (page, r.status_code, r.text[:200])
+            for href in _service_links(r.text):
+                assert not _dot_segment(href), (page, href)
+                seen.setdefault(href, set()).add(page)
+        opened = {}
+        for href in seen:
+            r = c.get(_browser(href))
+            assert r.status_code == 200, (href, r.status_code, r.text[:200])
+            name = _h1_service(r.text)
+            opened[name] = href
+            assert html.escape("op " + name) in r.text  # its own operations, not another service's
+        assert set(NAMES) <= set(opened), set(NAMES) - set(opened)
+        for name in NAMES:  # each page that shows a name links it
+            pages_linking = seen[opened[name]]
+            assert {"/services?since=1h", "/service-map?since=1h", "/logs?since=1h"} <= pages_linking, name
+            assert "/snapshots/" + quote(sids[name], safe="") + "?since=1h" in pages_linking, name
+        assert c.get("/service").status_code == 400  # the query form without a name
 
 
 def test_the_path_forms_of_service_and_snapshot_pages_take_any_name(names_store):
