@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 
 from tracehouse.storage import InvalidParameter, TimeRange, parse_range
 
-from .links import service_href
+from .links import current_path, service_href
 
 RANGES = ("15m", "1h", "6h", "24h", "7d")
 REFRESH = {"off": 0, "10s": 10, "30s": 30, "1m": 60}
@@ -161,7 +161,7 @@ def render(request: Request, template: str, view: View | None, status_code: int 
     if _ENV is None:
         _ENV = make_env()
     t0 = time.perf_counter()
-    html = _ENV.get_template(template).render(request=request, view=view, path=request.url.path, **ctx)
+    html = _ENV.get_template(template).render(request=request, view=view, path=current_path(request), **ctx)
     resp = HTMLResponse(html, status_code=status_code)
     resp.headers["Server-Timing"] = f"render;dur={(time.perf_counter() - t0) * 1000:.1f}"
     return resp

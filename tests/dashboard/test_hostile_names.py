@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import pytest
 
@@ -24,6 +24,7 @@ from testkit.seed import NS, log_row, snapshot_records, span_row
 from testkit.servers import serving
 from tracehouse.alerts import Engine, alerts_router, build_config
 from tracehouse.dashboard import create_app
+from tracehouse.dashboard.auth import hash_password
 
 NAMES = ["new\nline", "trail\n", ".", "..", "a?b=1&c=2", "a#frag", "a%2Fb", "%00", "%41", "nul\x00",
          "slash/svc", "x/operations", "x/series", "plain"]
@@ -191,3 +192,63 @@ def test_rule_pages_and_api_take_any_rule_id(names_store):
             assert r.status_code == 200 and f'data-rule-id="{html.escape(rule_id)}"' in r.text, rule_id
             r = c.get("/api/alerts/rules/" + quote(rule_id, safe=""))
             assert r.status_code == 200 and r.json()["id"] == rule_id
+
+
+def test_the_range_form_stays_on_the_same_page(names_store):
+    """The range form's action is the path as requested (still encoded): on service ``a%2Fb`` it went to
+    service ``a/b``, on ``%41`` to ``A``, on ``a#frag`` to ``a``, on ``new\\nline`` to ``newline``."""
+    store, sids = names_store
+    engine = _engine(store)
+    with _client(store, alerts=engine) as c:
+        links = {_h1_service(c.get(_browser(h)).text): h for h in _service_links(c.get("/services?since=1h").text)}
+        for name in NAMES:
+            href = links[name]
+            action, r = _submit_range(c, c.get(_browser(href)).text)
+            assert action == urlsplit(href).path, (name, action, href)
+            assert r.status_code == 200 and _h1_service(r.text) == name, (name, action, r.status_code)
+            assert 'value="6h" selected' in r.text
+            snap = "/snapshots/" + quote(sids[name], safe="")  # a snapshot id carries the service name
+            action, r = _submit_range(c, c.get(snap).text)
+            assert action == snap and r.status_code == 200 and 'value="6h" selected' in r.text, (name, action)
+        for rule_id in RULE_IDS:
+            href = "/alerts/rules/" + quote(rule_id, safe="")
+            action, r = _submit_range(c, c.get(href).text)
+            assert action == href and r.status_code == 200, (rule_id, action, r.status_code)
+            assert f'data-rule-id="{html.escape(rule_id)}"' in r.text
+
+
+def test_the_login_redirect_keeps_the_encoded_path(names_store):
+    store, _ = names_store
+    settings = SimpleNamespace(users={"ann": {"password_hash": hash_password("pw", n=2**10), "role": "viewer"}},
+                               api_tokens=[], secret_key="test-key")
+    with _client(store, settings) as c:
+        for name in ("a%2Fb", "slash/svc", "a?b=1&c=2", "new\nline", "%41"):
+            path = "/services/" + quote(name, safe="")
+            r = c.get(path + "?since=6h")
+            assert r.status_code == 303
+            assert unquote(r.headers["location"].split("next=", 1)[1]) == path + "?since=6h", name
+
+
+@pytest.mark.browser
+def test_in_chromium_each_service_link_and_its_range_form_open_that_service(names_store, page):
+    """The same through Chromium's own URL handling (dot segments, fragments, newlines) and app.js."""
+    store, _ = names_store
+
+    def shown(text: str) -> str:  # an HTML parser drops or replaces a NUL
+        return text.replace("\x00", "").replace("\ufffd", "")
+
+    with serving(create_app(SimpleNamespace(users={}, api_tokens=[]), store)) as port:
+        base = f"http://127.0.0.1:{port}"
+        page.goto(f"{base}/services?since=1h")
+        cells = page.locator("#services-table tbody tr td:first-child")
+        names = [shown(cells.nth(i).get_attribute("data-v")) for i in range(cells.count())]
+        assert sorted(names) == sorted(map(shown, NAMES))
+        for i, name in enumerate(names):
+            page.goto(f"{base}/services?since=1h")
+            page.locator("#services-table tbody tr td:first-child a").nth(i).click()
+            page.wait_for_load_state()
+            assert shown(page.locator("h1").text_content()) == f"Services / {name}", (name, page.url)
+            page.select_option("#range-since", "6h")
+            page.wait_for_url("**since=6h**")
+            assert shown(page.locator("h1").text_content()) == f"Services / {name}", (name, page.url)
+        assert page.problems == []
