@@ -1,23 +1,20 @@
-"""Links to pages of names others chose (a service name is whatever an ingest client sent), and the
-current page's own path."""
+"""Links to a service's page (whose name is whatever an ingest client sent) and to the current page."""
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from fastapi import Request
 
-#: names a browser resolves as path segments (WHATWG URL; "%2e" is a dot too, so quoting cannot help):
-#: ``/services/..`` opens ``/``
-DOT_SEGMENTS = frozenset({".", ".."})
+from tracehouse.pathtext import service_path
 
 
 def service_href(service: str, qs: str = "") -> str:
-    """The service page of ``service`` with the query string ``qs``: ``/services/<name>``, or for a dot
-    segment ``/service?name=<name>`` (which opens any name)."""
-    if service in DOT_SEGMENTS:
-        return "/service?" + urlencode({"name": service}) + (f"&{qs}" if qs else "")
-    return f"/services/{quote(service, safe='')}" + (f"?{qs}" if qs else "")
+    """The service page of ``service`` (``pathtext.service_path``) with the query string ``qs``."""
+    path = service_path(service)
+    if not qs:
+        return path
+    return path + ("&" if "?" in path else "?") + qs
 
 
 def current_path(request: Request) -> str:

@@ -23,6 +23,7 @@ import pytest
 from testkit.seed import NS, log_row, snapshot_records, span_row
 from testkit.servers import serving
 from tracehouse.alerts import Engine, alerts_router, build_config
+from tracehouse.alerts.templates import render_all
 from tracehouse.dashboard import create_app
 from tracehouse.dashboard.auth import hash_password
 
@@ -168,6 +169,18 @@ def test_the_service_api_routes_take_any_name(names_store, name):
         r = c.get(base + "/series", params={"since": "1h"})
         assert r.status_code == 200 and r.json()["service"] == name, (r.status_code, r.text[:200])
         assert sum(p["requests"] for p in r.json()["points"]) == 1
+
+
+def test_an_alerts_dashboard_link_opens_its_service(names_store):
+    """The ``dashboard`` annotation of an alert (sent with its notifications) had the name unencoded:
+    ``/services/a?b=1&c=2`` opened service ``a``, ``/services/a#frag`` ``a``."""
+    store, _ = names_store
+    with _client(store) as c:
+        for name in NAMES:
+            link = render_all({}, 1.0, {"service": name}, "http://dash.example/", "r")["dashboard"]
+            assert link.startswith("http://dash.example/") and not _dot_segment(link), (name, link)
+            r = c.get(_browser(link[len("http://dash.example"):]))
+            assert r.status_code == 200 and _h1_service(r.text) == name, (name, link, r.status_code)
 
 
 RULE_IDS = ["new\nrule", "r%2Fx", "trail\n"]
