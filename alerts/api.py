@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from tracehouse import pathtext  # noqa: F401  (registers the {name:text} path convertor)
 from tracehouse.storage import QueryLimitExceeded, QueryTimeout, StorageError, json_body
 
 from .errors import ReadOnlyRule, RuleError
@@ -119,14 +120,14 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
                     "read more than allowed" if isinstance(x, QueryLimitExceeded) else "failed")
             raise HTTPException(400, f"the query {what} (error id {error_id})") from None
 
-    @r.get("/rules/{rule_id:path}", dependencies=view)
+    @r.get("/rules/{rule_id:text}", dependencies=view)
     def get_rule(rule_id: str) -> dict[str, Any]:
         ar = eng().get_rule(rule_id)
         if ar is None:
             raise HTTPException(404, f"no rule {rule_id}")
         return ar.to_dict()
 
-    @r.put("/rules/{rule_id:path}", dependencies=edit)
+    @r.put("/rules/{rule_id:text}", dependencies=edit)
     def put_rule(rule_id: str, body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
         try:
             return eng().put_rule(body, rule_id).to_dict()
@@ -135,7 +136,7 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
         except (RuleError, ValueError) as x:
             raise bad(x) from None
 
-    @r.delete("/rules/{rule_id:path}", dependencies=edit)
+    @r.delete("/rules/{rule_id:text}", dependencies=edit)
     def delete_rule(rule_id: str) -> dict[str, Any]:
         try:
             if not eng().delete_rule(rule_id):

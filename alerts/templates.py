@@ -25,6 +25,8 @@ from jinja2 import StrictUndefined, TemplateError, nodes, pass_environment
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from tracehouse.pathtext import service_path
+
 from .errors import RuleError
 
 MAX_TEMPLATE_CHARS = 4000
@@ -216,6 +218,6 @@ def render_all(templates: dict[str, str], value: float, labels: dict[str, str], 
     out = {k: render(v, ctx) for k, v in templates.items()}
     if "dashboard" not in out and dashboard_url:
         svc = labels.get("service")
-        out["dashboard"] = f"{dashboard_url.rstrip('/')}/services/{svc}" if svc else f"{dashboard_url.rstrip('/')}/alerts"
+        out["dashboard"] = dashboard_url.rstrip("/") + (service_path(svc) if svc else "/alerts")
     return out
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from tracehouse import pathtext  # noqa: F401  (registers the {name:text} path convertor)
 from tracehouse.storage import (
     InvalidParameter,
     NotFound,
@@ -101,13 +102,16 @@ def api_router(get_store) -> APIRouter:
         tr = parse_range(since, until)
         return {"since_ns": tr.start_ns, "until_ns": tr.end_ns, "services": qsvc.services(get_store(request), tr)}
 
-    @r.get("/services/{service}/operations")
+    # {service:text}: any name, "/" (sent as %2F or not) and newlines included. The route is the path's
+    # last segment and the name everything before it: /api/services/a%2Foperations/series is the
+    # series of service "a/operations"
+    @r.get("/services/{service:text}/operations")
     def service_operations(request: Request, service: str, since: str | None = SINCE,
                            until: str | None = UNTIL) -> dict[str, Any]:
         tr = parse_range(since, until)
         return {"service": service, "operations": qsvc.operations(get_store(request), service, tr)}
 
-    @r.get("/services/{service}/series")
+    @r.get("/services/{service:text}/series")
     def service_series(request: Request, service: str, since: str | None = SINCE, until: str | None = UNTIL,
                        step: str | None = Query(None, description="bucket width, e.g. 1m, 5m (minimum 1m)"),
                        operation: str | None = None) -> dict[str, Any]:

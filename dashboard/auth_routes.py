@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .auth import COOKIE, LOGIN_CSRF_COOKIE, OPEN_PATHS, ROLES, SESSION_S, Auth, _b64, has_role, require_role
 from .auth import same as same_secret
+from .links import current_path
 from .render import render
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -59,7 +60,8 @@ def install_auth(app: FastAPI, auth: Auth) -> None:
                 if is_api:
                     return _unauthorized()
                 qs = f"?{request.url.query}" if request.url.query else ""
-                return RedirectResponse(f"/login?next={quote(path + qs, safe='')}", status_code=303)
+                return RedirectResponse(f"/login?next={quote(current_path(request) + qs, safe='')}",
+                                        status_code=303)
             if request.method in UNSAFE and not same_secret(request.headers.get("x-csrf-token") or "", principal["csrf"]):
                 return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
         if request.method in UNSAFE and not has_role(principal, "editor"):

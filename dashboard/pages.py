@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from tracehouse import pathtext  # noqa: F401  (registers the {name:text} path convertor)
+from tracehouse.storage import InvalidParameter
 from tracehouse.storage import queries_infra as qinfra
 from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_metrics as qm
@@ -56,6 +58,28 @@ def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict
     return figs, sorted(probes.values(), key=lambda p: p["target"])
 
 
+def _service_page(request: Request, service: str, alerts: AlertSource | None):
+    view = view_from(request)
+    store = _store(request)
+    tr = view.tr
+    summary = qsvc.service_summary(store, service, tr)
+    ops = qsvc.operations(store, service, tr) if summary else []
+    series = qsvc.series(store, service, tr, has_entry=summary["has_entry"]) if summary else {"points": []}
+    red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
+    res_figs, probes = _resources(store, tr, service)
+    # exemplars of the service's latency histograms: points on the latency chart that open their trace
+    exemplars = qm.exemplars(store, tr, service, step_s=series.get("step_s") or 60) if summary else []
+    figures_explore.with_exemplars(red["latency"], exemplars)
+    failing = qreq.failing_requests(store, tr, service, 10) if summary else []
+    slowest = qreq.slowest_requests(store, tr, service, 10, summary["p95_ms"]) if summary else []
+    snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
+                                                  limit=20)]
+    return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
+                  firing=firing_for_service(alerts, service),
+                  red=red, ops_fig=figures.operations_figure(ops) if ops else None, res_figs=res_figs,
+                  probes=probes, failing=failing, slowest=slowest, snaps=snaps, exemplars=exemplars)
+
+
 def pages_router(alerts: AlertSource | None = None) -> APIRouter:
     """Services, service map and infrastructure pages; ``alerts`` gives the service page its firing alerts."""
     r = APIRouter(include_in_schema=False)
@@ -75,27 +99,17 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
             row["spark"] = figures.sparkline(sparks.get(row["service"], []))
         return render(request, "services.html", view, title="Services", services=rows)
 
-    @r.get("/services/{service:path}", response_class=HTMLResponse)
+    @r.get("/services/{service:text}", response_class=HTMLResponse)
     def service_page(request: Request, service: str):
-        view = view_from(request)
-        store = _store(request)
-        tr = view.tr
-        summary = qsvc.service_summary(store, service, tr)
-        ops = qsvc.operations(store, service, tr) if summary else []
-        series = qsvc.series(store, service, tr, has_entry=summary["has_entry"]) if summary else {"points": []}
-        red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
-        res_figs, probes = _resources(store, tr, service)
-        # exemplars of the service's latency histograms: points on the latency chart that open their trace
-        exemplars = qm.exemplars(store, tr, service, step_s=series.get("step_s") or 60) if summary else []
-        figures_explore.with_exemplars(red["latency"], exemplars)
-        failing = qreq.failing_requests(store, tr, service, 10) if summary else []
-        slowest = qreq.slowest_requests(store, tr, service, 10, summary["p95_ms"]) if summary else []
-        snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
-                                                      limit=20)]
-        return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
-                      firing=firing_for_service(alerts, service),
-                      red=red, ops_fig=figures.operations_figure(ops) if ops else None, res_figs=res_figs,
-                      probes=probes, failing=failing, slowest=slowest, snaps=snaps, exemplars=exemplars)
+        return _service_page(request, service, alerts)
+
+    @r.get("/service", response_class=HTMLResponse)
+    def service_page_by_query(request: Request):
+        """The same page for any name; links use it where the path form cannot work (``links.service_href``)."""
+        name = request.query_params.get("name")
+        if name is None:
+            raise InvalidParameter("name is required: /service?name=<service>")
+        return _service_page(request, name, alerts)
 
     @r.get("/service-map", response_class=HTMLResponse)
     def service_map_page(request: Request):

@@ -20,6 +20,7 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from tracehouse import pathtext  # noqa: F401  (registers the {name:text} path convertor)
 from tracehouse.storage import NotFound, StorageError
 
 from .alerts_source import AlertSource
@@ -246,7 +247,7 @@ def alerts_pages_router(engine: AlertSource | None) -> APIRouter:
     def new_rule_page(request: Request):
         return _editor(request, engine, None)
 
-    @r.get("/alerts/rules/{rule_id:path}", response_class=HTMLResponse)
+    @r.get("/alerts/rules/{rule_id:text}", response_class=HTMLResponse)
     def rule_page(request: Request, rule_id: str):
         return _editor(request, engine, rule_id)
 

@@ -9,6 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from tracehouse import pathtext  # noqa: F401  (registers the {name:text} path convertor)
 from tracehouse.storage import InvalidParameter, NotFound, TimeRange, attr_filters
 from tracehouse.storage import queries_logs as qlogs
 from tracehouse.storage import queries_snapshots as qsnap
@@ -84,7 +85,7 @@ def traces_router() -> APIRouter:
         return render(request, "snapshots.html", view, title="Snapshots", service=service,
                       snaps=[snapshots.brief(x) for x in recs])
 
-    @r.get("/snapshots/{sid:path}", response_class=HTMLResponse)
+    @r.get("/snapshots/{sid:text}", response_class=HTMLResponse)
     def snapshot_page(request: Request, sid: str):
         view = view_from(request, default="24h")
         if _REQUEST_ID.match(sid):  # a snapshot request (an alert's snapshot_id): its snapshot, once taken

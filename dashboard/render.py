@@ -18,6 +18,8 @@ from fastapi.responses import HTMLResponse
 
 from tracehouse.storage import InvalidParameter, TimeRange, parse_range
 
+from .links import current_path, service_href
+
 RANGES = ("15m", "1h", "6h", "24h", "7d")
 REFRESH = {"off": 0, "10s": 10, "30s": 30, "1m": 60}
 _TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -147,7 +149,7 @@ def make_env() -> jinja2.Environment:
     env.filters.update(ms=fmt_ms, pct=fmt_pct, rate=fmt_rate, ts=fmt_ns, bytes=fmt_bytes, num=fmt_num,
                        urlpart=lambda s: quote(str(s), safe=""))
     env.policies["json.dumps_function"] = _dumps
-    env.globals.update(RANGES=RANGES, REFRESH=list(REFRESH), health=health)
+    env.globals.update(RANGES=RANGES, REFRESH=list(REFRESH), health=health, service_href=service_href)
     return env
 
 
@@ -159,7 +161,7 @@ def render(request: Request, template: str, view: View | None, status_code: int 
     if _ENV is None:
         _ENV = make_env()
     t0 = time.perf_counter()
-    html = _ENV.get_template(template).render(request=request, view=view, path=request.url.path, **ctx)
+    html = _ENV.get_template(template).render(request=request, view=view, path=current_path(request), **ctx)
     resp = HTMLResponse(html, status_code=status_code)
     resp.headers["Server-Timing"] = f"render;dur={(time.perf_counter() - t0) * 1000:.1f}"
     return resp
