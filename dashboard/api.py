@@ -98,8 +98,9 @@ def api_router(get_store) -> APIRouter:
 
     @r.get("/services")
     def list_services(request: Request, since: str | None = SINCE, until: str | None = UNTIL) -> dict[str, Any]:
+        """The busiest services (at most 2,000; ``truncated`` and ``total`` say when there are more)."""
         tr = parse_range(since, until)
-        return {"since_ns": tr.start_ns, "until_ns": tr.end_ns, "services": qsvc.services(get_store(request), tr)}
+        return {"since_ns": tr.start_ns, "until_ns": tr.end_ns, **qsvc.listing(get_store(request), tr)}
 
     @r.get("/services/{service}/operations")
     def service_operations(request: Request, service: str, since: str | None = SINCE,

@@ -22,6 +22,8 @@ from .render import render, view_from
 
 RESOURCE_PREFIXES = ("container.cpu.", "container.memory.", "process.")
 PROBE_UP, PROBE_DURATION = "tracehouse.probe.up", "tracehouse.probe.duration"
+#: services drawn on the map page (the busiest): more make a map nobody can read, and a page of megabytes
+MAP_SERVICES = 200
 
 
 def _store(request: Request):
@@ -69,11 +71,12 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
     def services_page(request: Request):
         view = view_from(request)
         store = _store(request)
-        rows = qsvc.services(store, view.tr)
-        sparks = qsvc.sparklines(store, view.tr)
-        for row in rows:
+        got = qsvc.listing(store, view.tr, qsvc.PAGE_SERVICES)
+        sparks = qsvc.sparklines(store, view.tr, limit=qsvc.PAGE_SERVICES)
+        for row in got["services"]:
             row["spark"] = figures.sparkline(sparks.get(row["service"], []))
-        return render(request, "services.html", view, title="Services", services=rows)
+        return render(request, "services.html", view, title="Services", services=got["services"],
+                      total=got["total"], truncated=got["truncated"])
 
     @r.get("/services/{service:path}", response_class=HTMLResponse)
     def service_page(request: Request, service: str):
@@ -100,7 +103,7 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
     @r.get("/service-map", response_class=HTMLResponse)
     def service_map_page(request: Request):
         view = view_from(request)
-        graph = qmap.service_map(_store(request), view.tr)
+        graph = qmap.service_map(_store(request), view.tr, MAP_SERVICES)
         lay = servicemap_layout.layout(graph)
         kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
         for e in lay["edges"]:

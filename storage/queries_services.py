@@ -9,8 +9,9 @@ from .errors import InvalidParameter
 from .timerange import TimeRange
 
 MAX_POINTS = 2000
-#: services listed on the overview (and sparklines drawn); a result LIMIT in the SQL
+#: services listed by the API (the busiest; a result LIMIT in the SQL) and on the pages
 MAX_SERVICES = 2000
+PAGE_SERVICES = 500
 
 
 def _f(v: Any) -> float | None:
@@ -44,16 +45,26 @@ def _red(row: dict[str, Any], seconds: float) -> dict[str, Any]:
     }
 
 
-def services(store, tr: TimeRange) -> list[dict[str, Any]]:
-    """Per service: request rate, error rate, p50/p95/p99 and span count. Requests are the service's
-    entry spans (server/consumer/root); a service with none (a batch worker, say) is measured by
-    all its spans."""
+def _busiest(store) -> str:
+    """SQL: the ``{cap}`` services with the most spans in the window (then the most errors, then by
+    name), so a flood of one-span services named to sort first cannot push real ones off a list."""
+    return (f"SELECT service FROM (SELECT service, countMerge(calls) AS c, sumMerge(errors) AS e "
+            f"FROM {store.t('red_1m')} WHERE minute >= toDateTime({{start:UInt32}}) "
+            "AND minute < toDateTime({end:UInt32}) GROUP BY service ORDER BY c DESC, e DESC, service "
+            "LIMIT {cap:UInt32})")
+
+
+def services(store, tr: TimeRange, limit: int = MAX_SERVICES) -> list[dict[str, Any]]:
+    """Per service: request rate, error rate, p50/p95/p99 and span count, by name. Requests are the
+    service's entry spans (server/consumer/root); a service with none (a batch worker, say) is
+    measured by all its spans. At most ``limit`` services: the busiest (see :func:`listing`)."""
     res = store.read(
         f"SELECT service, is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
         f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
         "WHERE minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) "
-        "GROUP BY service, is_entry ORDER BY service, is_entry LIMIT {cap:UInt32}",
-        {**_window(tr), "cap": 2 * MAX_SERVICES},
+        f"AND service IN ({_busiest(store)}) GROUP BY service, is_entry ORDER BY service, is_entry "
+        "LIMIT {rows:UInt32}",
+        {**_window(tr), "cap": int(limit), "rows": 2 * int(limit)},
     )
     by_service: dict[str, dict[int, dict[str, Any]]] = {}
     for row in res.dicts():
@@ -65,6 +76,19 @@ def services(store, tr: TimeRange) -> list[dict[str, Any]]:
         item["span_count"] = sum(int(r["calls"] or 0) for r in rows.values())
         out.append(item)
     return out
+
+
+def listing(store, tr: TimeRange, limit: int = MAX_SERVICES) -> dict[str, Any]:
+    """:func:`services` and whether the list was cut: ``{"services", "total", "truncated"}``. Past
+    ``limit`` services the busiest are kept (most spans, then most errors, then by name) and
+    ``total`` counts them all; counted only when the list is full."""
+    rows = services(store, tr, limit)
+    total = len(rows)
+    if total >= limit:
+        total = int(store.read(
+            f"SELECT uniqExact(service) FROM {store.t('red_1m')} WHERE minute >= toDateTime({{start:UInt32}}) "
+            "AND minute < toDateTime({end:UInt32})", _window(tr)).scalar())
+    return {"services": rows, "total": total, "truncated": total > len(rows)}
 
 
 def service_summary(store, service: str, tr: TimeRange) -> dict[str, Any] | None:
@@ -145,16 +169,17 @@ def series(store, service: str, tr: TimeRange, step_s: int | None = None, operat
     return {"service": service, "operation": operation, "step_s": step, "points": points}
 
 
-def sparklines(store, tr: TimeRange, step_s: int | None = None) -> dict[str, list[tuple[int, float]]]:
-    """Request-rate series for every service, for the overview's sparklines (one query)."""
+def sparklines(store, tr: TimeRange, step_s: int | None = None,
+               limit: int = MAX_SERVICES) -> dict[str, list[tuple[int, float]]]:
+    """Request-rate series for the services :func:`services` lists with the same ``limit`` (one query)."""
     step = pick_step(tr, step_s)
     res = store.read(
         "SELECT service, groupArray(t) AS ts, groupArray(calls) AS cs FROM ("
         f"SELECT service, intDiv(toUInt32(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, countMerge(calls) AS calls "
         f"FROM {store.t('red_1m')} WHERE is_entry = 1 AND minute >= toDateTime({{start:UInt32}}) "
-        "AND minute < toDateTime({end:UInt32}) GROUP BY service, t) GROUP BY service ORDER BY service "
-        "LIMIT {cap:UInt32}",
-        {"step": step, **_window(tr), "cap": MAX_SERVICES},
+        f"AND minute < toDateTime({{end:UInt32}}) AND service IN ({_busiest(store)}) GROUP BY service, t) "
+        "GROUP BY service LIMIT {cap:UInt32}",
+        {"step": step, **_window(tr), "cap": int(limit)},
     )
     out: dict[str, list[tuple[int, float]]] = {}
     for service, ts, cs in res.rows:

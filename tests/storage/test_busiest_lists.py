@@ -1,0 +1,59 @@
+"""Lists with a cap keep the busiest entries and say they were cut, on embedded chDB and a ClickHouse
+18.16 server. Found by a prober: 4,000 one-span services named ``aaa-flood-NNNN`` (any ingest token
+can send them) pushed a real service that sorts after them off the services list and the map."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from testkit.seed import span_row
+from tracehouse.storage import parse_range
+from tracehouse.storage import queries_map as qmap
+from tracehouse.storage import queries_services as qsvc
+
+NS = 1_000_000_000
+FLOOD = 4000
+
+
+def _flood(store, now: int) -> None:
+    """4,000 one-span services sorting first (the last with an error), and ``zz-victim`` with 3
+    spans calling ``zz-db``."""
+    cols = store.columns_for("spans")
+    for i in range(FLOOD):
+        span_row(cols, os.urandom(16), os.urandom(8), b"\0" * 8, f"aaa-flood-{i:05d}", "x", now - 30 * NS, 1000,
+                 {}, error=i == FLOOD - 1)
+    for _ in range(3):
+        tid, root = os.urandom(16), os.urandom(8)
+        span_row(cols, tid, root, b"\0" * 8, "zz-victim", "GET /", now - 20 * NS, 5_000_000, {})
+        span_row(cols, tid, os.urandom(8), root, "zz-victim", "SELECT", now - 20 * NS, 1_000_000,
+                 {"db.system": "postgresql", "server.address": "zz-db", "server.port": 5432}, kind=3)
+    store.insert("spans", cols)
+
+
+def test_a_flood_of_one_span_services_does_not_hide_a_busy_one(store):
+    _flood(store, time.time_ns())
+    tr = parse_range("15m", None)
+    names = [s["service"] for s in qsvc.services(store, tr)]
+    assert "zz-victim" in names  # most spans
+    assert len(names) == qsvc.MAX_SERVICES and names == sorted(names)  # the busiest, listed by name
+    got = qsvc.listing(store, tr)
+    assert got["services"] == qsvc.services(store, tr) and got["truncated"] and got["total"] == FLOOD + 1
+    assert f"aaa-flood-{FLOOD - 1:05d}" in names  # one span like the rest, but an error: kept before them
+    assert f"aaa-flood-{qsvc.MAX_SERVICES - 2:05d}" not in names  # made room for it
+    assert "zz-victim" in qsvc.sparklines(store, tr)
+
+    small = qsvc.listing(store, tr, limit=5000)
+    assert small["total"] == len(small["services"]) == FLOOD + 1 and not small["truncated"]
+
+
+def test_the_map_keeps_the_busiest_services_and_their_calls(store):
+    _flood(store, time.time_ns())
+    full = qmap.service_map(store, parse_range("15m", None))
+    assert "zz-victim" in {n["id"] for n in full["nodes"]} and full["services_total"] == FLOOD + 1
+    m = qmap.service_map(store, parse_range("15m", None), limit=10)
+    services = [n["id"] for n in m["nodes"] if n["kind"] == "service"]
+    assert len(services) == 10 and "zz-victim" in services
+    assert m["truncated"] and m["services_total"] == FLOOD + 1 and not m["edges_truncated"]
+    assert [e["source"] for e in m["edges"]] == ["zz-victim"]  # its database call
+    assert {n["kind"] for n in m["nodes"]} - {"service"}  # and the database it calls
