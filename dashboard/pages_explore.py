@@ -17,6 +17,8 @@ from . import figures, figures_explore, units
 from .render import render, view_from
 
 STEPS = ("", "10s", "30s", "1m", "5m", "15m", "1h")
+#: longest label-chip link: longer request heads are refused (h11's limit is 16 KiB, many proxies' 8 KiB)
+MAX_LINK = 8000
 
 
 def metric_query(params, tr: TimeRange) -> tuple[qm.MetricQuery, dict[str, Any]]:
@@ -46,6 +48,23 @@ def _table(result: dict[str, Any], u: units.Unit) -> list[dict[str, Any]]:
     return rows
 
 
+def _chips(view, form: dict[str, Any], labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per label key, its values with the link that filters by exactly that label (the quoted filter
+    form when the plain one would mean another); ``href`` None where no link can (a key or value past
+    the filter length limit, or a link too long to send), so the chip is shown as text, not a 400."""
+    out = []
+    for lab in labels:
+        values = []
+        for v in lab["values"]:
+            a = attr_filters.format_filter(lab["key"], "=", v)
+            href = None if a is None else "/explore?" + view.qs(
+                metric=form["metric"], service=form["service"] or None, attr=form["attrs"] + [a],
+                group_by=form["group_by"], agg=form["agg"] or None, step=form["step"] or None)
+            values.append({"value": v, "href": href if href and len(href) <= MAX_LINK else None})
+        out.append({"key": lab["key"], "values": values})
+    return out
+
+
 def explore_pages_router() -> APIRouter:
     r = APIRouter(include_in_schema=False)
 
@@ -64,8 +83,9 @@ def explore_pages_router() -> APIRouter:
                 u = figures_explore.value_unit(result)
                 title = f"{result['agg']} of {mq.name}" + (f" by {', '.join(mq.group_by)}" if mq.group_by else "")
                 fig = figures_explore.explore_figure(result, title)
+                labels = qm.labels(store, view.tr, mq.name)
                 ctx.update(fig=figures.in_window(fig, view.tr.start_s, view.tr.end_s), rows=_table(result, u),
-                           labels=qm.labels(store, view.tr, mq.name), unit=u)
+                           labels=labels, chips=_chips(view, form, labels), unit=u)
         return render(request, "explore.html", view, title="Explore" + (f" · {mq.name}" if mq.name else ""), **ctx)
 
     return r
