@@ -152,7 +152,9 @@ def api_router(get_store) -> APIRouter:
     @r.get("/metrics/names")
     def metric_names(request: Request, since: str | None = SINCE, until: str | None = UNTIL,
                      service: str | None = None) -> dict[str, Any]:
-        return {"metrics": qtel.metric_names(get_store(request), parse_range(since, until), service or None)}
+        """Metrics with points in the range: at most 5,000, the ones with the most points past that
+        (``truncated`` and ``total`` say so)."""
+        return qtel.metric_listing(get_store(request), parse_range(since, until), service or None)
 
     @r.get("/metrics")
     def metrics(request: Request, name: str = Query(..., description="metric name"), since: str | None = SINCE,

@@ -117,7 +117,8 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
     def infrastructure_page(request: Request):
         view = view_from(request)
         store = _store(request)
-        latest = qinfra.infra_latest(store, view.tr)
+        got = qinfra.infra_latest(store, view.tr)
+        latest = got["rows"]
         unit_of = {r["name"]: r["unit"] for r in latest}
         grouped = infra.group_infra(latest)
         step = qsvc.pick_step(view.tr, None)
@@ -130,7 +131,8 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
                     fig = figures.xy_figure(name, lines, units.parse(unit_of.get(name), name))
                     fig = figures.in_window(fig, view.tr.start_s, view.tr.end_s)
                     figs.append({"id": f"infra-{len(figs)}", "fig": fig})
-        return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs)
+        return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs,
+                      total=got["total"], truncated=got["truncated"])
 
     return r
 

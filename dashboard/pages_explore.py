@@ -19,6 +19,8 @@ from .render import render, view_from
 STEPS = ("", "10s", "30s", "1m", "5m", "15m", "1h")
 #: longest label-chip link: longer request heads are refused (h11's limit is 16 KiB, many proxies' 8 KiB)
 MAX_LINK = 8000
+#: metric names listed on the page (those with the most points): the table and the form's suggestions
+PAGE_NAMES = 500
 
 
 def metric_query(params, tr: TimeRange) -> tuple[qm.MetricQuery, dict[str, Any]]:
@@ -73,8 +75,9 @@ def explore_pages_router() -> APIRouter:
         view = view_from(request)
         store = request.app.state.store
         mq, form = metric_query(request.query_params, view.tr)
-        names = qtel.metric_names(store, view.tr, form["service"] or None)
-        ctx: dict[str, Any] = {"names": names, "f": form, "steps": STEPS, "result": None}
+        listed = qtel.metric_listing(store, view.tr, form["service"] or None, PAGE_NAMES)
+        ctx: dict[str, Any] = {"names": listed["metrics"], "names_total": listed["total"],
+                               "names_truncated": listed["truncated"], "f": form, "steps": STEPS, "result": None}
         if mq.name:
             result = qm.explore(store, mq)
             info = result.pop("info")
@@ -83,9 +86,10 @@ def explore_pages_router() -> APIRouter:
                 u = figures_explore.value_unit(result)
                 title = f"{result['agg']} of {mq.name}" + (f" by {', '.join(mq.group_by)}" if mq.group_by else "")
                 fig = figures_explore.explore_figure(result, title)
-                labels = qm.labels(store, view.tr, mq.name)
+                lab = qm.label_listing(store, view.tr, mq.name)
                 ctx.update(fig=figures.in_window(fig, view.tr.start_s, view.tr.end_s), rows=_table(result, u),
-                           labels=labels, chips=_chips(view, form, labels), unit=u)
+                           labels=lab["labels"], labels_truncated=lab["truncated"],
+                           chips=_chips(view, form, lab["labels"]), unit=u)
         return render(request, "explore.html", view, title="Explore" + (f" · {mq.name}" if mq.name else ""), **ctx)
 
     return r
@@ -113,9 +117,10 @@ def explore_api_router(get_store) -> APIRouter:
     @r.get("/labels")
     def labels(request: Request, metric: str = Query(...), since: str | None = None,
                until: str | None = None) -> dict[str, Any]:
-        """The metric's label keys and their most frequent values."""
+        """The metric's label keys (up to 200 of each kind, the ones most points carry; ``truncated``
+        says when there are more) and their most frequent values."""
         tr = parse_range(since, until)
         store = get_store(request)
-        return {"metric": metric, "info": qm.describe(store, tr, metric), "labels": qm.labels(store, tr, metric)}
+        return {"metric": metric, "info": qm.describe(store, tr, metric), **qm.label_listing(store, tr, metric)}
 
     return r

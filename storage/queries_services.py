@@ -48,10 +48,9 @@ def _red(row: dict[str, Any], seconds: float) -> dict[str, Any]:
 def _busiest(store) -> str:
     """SQL: the ``{cap}`` services with the most spans in the window (then the most errors, then by
     name), so a flood of one-span services named to sort first cannot push real ones off a list."""
-    return (f"SELECT service FROM (SELECT service, countMerge(calls) AS c, sumMerge(errors) AS e "
-            f"FROM {store.t('red_1m')} WHERE minute >= toDateTime({{start:UInt32}}) "
-            "AND minute < toDateTime({end:UInt32}) GROUP BY service ORDER BY c DESC, e DESC, service "
-            "LIMIT {cap:UInt32})")
+    return (f"SELECT service FROM {store.t('red_1m')} WHERE minute >= toDateTime({{start:UInt32}}) "
+            "AND minute < toDateTime({end:UInt32}) GROUP BY service "
+            "ORDER BY countMerge(calls) DESC, sumMerge(errors) DESC, service LIMIT {cap:UInt32}")
 
 
 def services(store, tr: TimeRange, limit: int = MAX_SERVICES) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Many names from one ingest client: lists keep the busiest entries, say they were cut, and pages
 stay bounded. Found by a prober: 4,000 one-span services ``aaa-flood-NNNN`` hid a real service
 ``zz-victim`` from /api/services, /api/service-map and /services, without a word; 20,000 made
-/services 2.4 MB."""
+/services 2.4 MB. Metric names, hosts and label keys were listed the same way (by name, then cut)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
+from testkit.metricgen import point
 from testkit.seed import span_row
 from tracehouse.dashboard import create_app
 
@@ -58,3 +59,36 @@ def test_an_uncut_list_says_so(chdb_store):
         assert api["truncated"] is False and api["total"] == 1
         assert c.get("/api/service-map?since=15m").json()["truncated"] is False
         assert 'id="services-truncated"' not in c.get("/services?since=15m").text
+
+
+def test_metric_names_hosts_and_label_keys_flooded(chdb_store):
+    """5,000 one-point metric names, hosts and label keys sorting first; the real ones have 3 points."""
+    now = time.time_ns()
+    cols = chdb_store.columns_for("metric_points")
+    for i in range(FLOOD):
+        point(cols, now - 30 * NS, "flood", f"aaa.flood.{i:05d}", {}, None, value=1.0)
+        point(cols, now - 30 * NS, "flood", "system.cpu.utilization", {}, {"host.name": f"aaa-host-{i:05d}"},
+              value=1.0)
+    point(cols, now - 30 * NS, "flood", "chip.gauge", {f"aaa.k.{i:05d}": "x" for i in range(FLOOD)}, None, value=1.0)
+    for j in range(3):
+        point(cols, now - (10 + j) * NS, "real", "zz.real", {}, None, value=1.0)
+        point(cols, now - (10 + j) * NS, "real", "system.cpu.utilization", {}, {"host.name": "zz-host"}, value=1.0)
+        point(cols, now - (10 + j) * NS, "real", "chip.gauge", {"zz.key": "v"}, None, value=1.0)
+    chdb_store.insert("metric_points", cols)
+    with TestClient(create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)) as c:
+        names = c.get("/api/metrics/names?since=15m").json()
+        assert "zz.real" in [m["name"] for m in names["metrics"]]
+        assert names["truncated"] is True and names["total"] == FLOOD + 3  # + the host metric and chip.gauge
+        page = c.get("/explore?since=15m")
+        assert 'value="zz.real"' in page.text and 'id="names-truncated"' in page.text
+        assert len(page.content) < 300_000  # was 1.5 MB with 20,000 names
+
+        infra = c.get("/infrastructure?since=15m")
+        assert '<td data-v="zz-host">' in infra.text and 'id="infra-truncated"' in infra.text
+        assert len(infra.content) < 200_000  # was 1.0 MB with 20,000 hosts
+
+        labels = c.get("/api/metrics/labels?metric=chip.gauge&since=15m").json()
+        assert "zz.key" in [x["key"] for x in labels["labels"]] and labels["truncated"] is True
+        page = c.get("/explore?metric=chip.gauge&since=15m")
+        assert 'value="zz.key"' in page.text and 'id="labels-truncated"' in page.text
+        assert len(page.content) < 300_000  # was 1.4 MB with 20,000 keys

@@ -7,10 +7,14 @@ from __future__ import annotations
 import os
 import time
 
+from testkit.metricgen import point
 from testkit.seed import span_row
 from tracehouse.storage import parse_range
+from tracehouse.storage import queries_infra as qinfra
 from tracehouse.storage import queries_map as qmap
+from tracehouse.storage import queries_metrics as qm
 from tracehouse.storage import queries_services as qsvc
+from tracehouse.storage import queries_telemetry as qtel
 
 NS = 1_000_000_000
 FLOOD = 4000
@@ -57,3 +61,53 @@ def test_the_map_keeps_the_busiest_services_and_their_calls(store):
     assert m["truncated"] and m["services_total"] == FLOOD + 1 and not m["edges_truncated"]
     assert [e["source"] for e in m["edges"]] == ["zz-victim"]  # its database call
     assert {n["kind"] for n in m["nodes"]} - {"service"}  # and the database it calls
+
+
+def _points(store, now: int, rows) -> None:
+    cols = store.columns_for("metric_points")
+    for service, name, attrs, resource, n in rows:
+        for j in range(n):
+            point(cols, now - (10 + j) * NS, service, name, attrs, resource, value=1.0)
+    store.insert("metric_points", cols)
+
+
+def test_metric_names_keep_the_ones_with_most_points(store):
+    now = time.time_ns()
+    _points(store, now, [("flood", f"aaa.flood.{i:05d}", {}, None, 1) for i in range(5000)]
+            + [("real", "zz.real", {}, None, 3)])
+    tr = parse_range("15m", None)
+    names = [m["name"] for m in qtel.metric_names(store, tr)]
+    assert "zz.real" in names and len(names) == 5000 and names == sorted(names)
+    got = qtel.metric_listing(store, tr, limit=10)
+    assert "zz.real" in [m["name"] for m in got["metrics"]] and got["truncated"]
+    assert got["total"] == 5001
+    assert qtel.metric_listing(store, tr, service="real") == {"metrics": qtel.metric_names(store, tr, "real"),
+                                                              "total": 1, "truncated": False}
+
+
+def test_infrastructure_keeps_the_hosts_with_most_points(store):
+    now = time.time_ns()
+    _points(store, now, [("flood", "system.cpu.utilization", {}, {"host.name": f"aaa-host-{i:05d}"}, 1)
+                         for i in range(5000)]
+            + [("real", "system.cpu.utilization", {}, {"host.name": "zz-host"}, 5),
+               ("real", "container.cpu.utilization", {}, {"host.name": "zz-host", "container.id": "zz-ctr"}, 4)])
+    tr = parse_range("15m", None)
+    lines = qinfra.infra_series(store, tr, "system.cpu.utilization", 60)
+    assert "host zz-host" in lines and len(lines) == 30
+    got = qinfra.infra_latest(store, tr)
+    machines = {(r["host"], r["container"]) for r in got["rows"]}
+    assert {("zz-host", ""), ("zz-host", "zz-ctr")} <= machines and len(machines) == qinfra.MAX_MACHINES
+    assert got["truncated"] and got["total"] == 5002
+
+
+def test_label_keys_keep_the_ones_most_points_carry(store):
+    now = time.time_ns()
+    flood = {f"aaa.k.{i:05d}": "x" for i in range(5000)}
+    _points(store, now, [("svc", "chip.gauge", flood, None, 1), ("svc", "chip.gauge", {"zz.key": "v"}, None, 3)])
+    tr = parse_range("15m", None)
+    keys = [x["key"] for x in qm.labels(store, tr, "chip.gauge")]
+    assert "zz.key" in keys
+    got = qm.label_listing(store, tr, "chip.gauge")
+    assert got["truncated"] and len(got["labels"]) == len(qm.COLUMNS) + qm.MAX_LABEL_KEYS + 1  # + service.name
+    small = qm.label_listing(store, tr, "chip.gauge", max_keys=6000)
+    assert not small["truncated"] and len(small["labels"]) == len(qm.COLUMNS) + 5001 + 1
