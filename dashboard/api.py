@@ -97,10 +97,12 @@ def api_router(get_store) -> APIRouter:
     r = APIRouter(prefix="/api", tags=["query"])
 
     @r.get("/services")
-    def list_services(request: Request, since: str | None = SINCE, until: str | None = UNTIL) -> dict[str, Any]:
+    def list_services(request: Request, since: str | None = SINCE, until: str | None = UNTIL,
+                      q: str | None = Query(None, description="only names containing this (any case)")
+                      ) -> dict[str, Any]:
         """The busiest services (at most 2,000; ``truncated`` and ``total`` say when there are more)."""
         tr = parse_range(since, until)
-        return {"since_ns": tr.start_ns, "until_ns": tr.end_ns, **qsvc.listing(get_store(request), tr)}
+        return {"since_ns": tr.start_ns, "until_ns": tr.end_ns, **qsvc.listing(get_store(request), tr, match=q or None)}
 
     @r.get("/services/{service}/operations")
     def service_operations(request: Request, service: str, since: str | None = SINCE,

@@ -71,12 +71,13 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
     def services_page(request: Request):
         view = view_from(request)
         store = _store(request)
-        got = qsvc.listing(store, view.tr, qsvc.PAGE_SERVICES)
-        sparks = qsvc.sparklines(store, view.tr, limit=qsvc.PAGE_SERVICES)
+        match = (request.query_params.get("q") or "").strip()
+        got = qsvc.listing(store, view.tr, qsvc.PAGE_SERVICES, match or None)
+        sparks = qsvc.sparklines(store, view.tr, limit=qsvc.PAGE_SERVICES, match=match or None)
         for row in got["services"]:
             row["spark"] = figures.sparkline(sparks.get(row["service"], []))
         return render(request, "services.html", view, title="Services", services=got["services"],
-                      total=got["total"], truncated=got["truncated"])
+                      total=got["total"], truncated=got["truncated"], q=match)
 
     @r.get("/services/{service:path}", response_class=HTMLResponse)
     def service_page(request: Request, service: str):

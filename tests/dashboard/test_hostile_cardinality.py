@@ -48,6 +48,12 @@ def test_a_service_flood_hides_no_busier_service_and_says_the_list_was_cut(flood
     smap = flooded.get("/service-map?since=15m")
     assert smap.status_code == 200 and 'data-node="zz-victim"' in smap.text and 'id="map-truncated"' in smap.text
     assert len(smap.content) < 200_000
+    # a service as busy as the flood is cut, but found by part of its name
+    assert "aaa-flood-04999" not in page.text and 'id="services-filter"' in page.text
+    found = flooded.get("/services?since=15m&q=flood-04999")
+    assert 'data-service="aaa-flood-04999"' in found.text and 'id="services-truncated"' not in found.text
+    assert [s["service"] for s in flooded.get("/api/services?since=15m&q=FLOOD-04999").json()["services"]] == [
+        "aaa-flood-04999"]
 
 
 def test_an_uncut_list_says_so(chdb_store):

@@ -49,6 +49,13 @@ def test_a_flood_of_one_span_services_does_not_hide_a_busy_one(store):
 
     small = qsvc.listing(store, tr, limit=5000)
     assert small["total"] == len(small["services"]) == FLOOD + 1 and not small["truncated"]
+    # as busy as the flood: cut, but found by part of its name
+    cut = f"aaa-flood-{FLOOD - 2:05d}"
+    assert cut not in names
+    found = qsvc.listing(store, tr, match="FLOOD-03998")
+    assert [s["service"] for s in found["services"]] == [cut] and found["total"] == 1 and not found["truncated"]
+    assert set(qsvc.sparklines(store, tr, match="zz-")) == {"zz-victim"}
+    assert qsvc.listing(store, tr, limit=3, match="flood-0399")["total"] == 10
 
 
 def test_the_map_keeps_the_busiest_services_and_their_calls(store):
