@@ -98,9 +98,12 @@ def api_router(get_store) -> APIRouter:
     r = APIRouter(prefix="/api", tags=["query"])
 
     @r.get("/services")
-    def list_services(request: Request, since: str | None = SINCE, until: str | None = UNTIL) -> dict[str, Any]:
+    def list_services(request: Request, since: str | None = SINCE, until: str | None = UNTIL,
+                      q: str | None = Query(None, description="only names containing this (any case)")
+                      ) -> dict[str, Any]:
+        """The busiest services (at most 2,000; ``truncated`` and ``total`` say when there are more)."""
         tr = parse_range(since, until)
-        return {"since_ns": tr.start_ns, "until_ns": tr.end_ns, "services": qsvc.services(get_store(request), tr)}
+        return {"since_ns": tr.start_ns, "until_ns": tr.end_ns, **qsvc.listing(get_store(request), tr, match=q or None)}
 
     # {service:text}: any name, "/" (sent as %2F or not) and newlines included. The route is the path's
     # last segment and the name everything before it: /api/services/a%2Foperations/series is the
@@ -155,7 +158,9 @@ def api_router(get_store) -> APIRouter:
     @r.get("/metrics/names")
     def metric_names(request: Request, since: str | None = SINCE, until: str | None = UNTIL,
                      service: str | None = None) -> dict[str, Any]:
-        return {"metrics": qtel.metric_names(get_store(request), parse_range(since, until), service or None)}
+        """Metrics with points in the range: at most 5,000, the ones with the most points past that
+        (``truncated`` and ``total`` say so)."""
+        return qtel.metric_listing(get_store(request), parse_range(since, until), service or None)
 
     @r.get("/metrics")
     def metrics(request: Request, name: str = Query(..., description="metric name"), since: str | None = SINCE,

@@ -24,6 +24,8 @@ from .render import render, view_from
 
 RESOURCE_PREFIXES = ("container.cpu.", "container.memory.", "process.")
 PROBE_UP, PROBE_DURATION = "tracehouse.probe.up", "tracehouse.probe.duration"
+#: services drawn on the map page (the busiest): more make a map nobody can read, and a page of megabytes
+MAP_SERVICES = 200
 
 
 def _store(request: Request):
@@ -93,11 +95,13 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
     def services_page(request: Request):
         view = view_from(request)
         store = _store(request)
-        rows = qsvc.services(store, view.tr)
-        sparks = qsvc.sparklines(store, view.tr)
-        for row in rows:
+        match = (request.query_params.get("q") or "").strip()
+        got = qsvc.listing(store, view.tr, qsvc.PAGE_SERVICES, match or None)
+        sparks = qsvc.sparklines(store, view.tr, limit=qsvc.PAGE_SERVICES, match=match or None)
+        for row in got["services"]:
             row["spark"] = figures.sparkline(sparks.get(row["service"], []))
-        return render(request, "services.html", view, title="Services", services=rows)
+        return render(request, "services.html", view, title="Services", services=got["services"],
+                      total=got["total"], truncated=got["truncated"], q=match)
 
     @r.get("/services/{service:text}", response_class=HTMLResponse)
     def service_page(request: Request, service: str):
@@ -114,7 +118,7 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
     @r.get("/service-map", response_class=HTMLResponse)
     def service_map_page(request: Request):
         view = view_from(request)
-        graph = qmap.service_map(_store(request), view.tr)
+        graph = qmap.service_map(_store(request), view.tr, MAP_SERVICES)
         lay = servicemap_layout.layout(graph)
         kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
         for e in lay["edges"]:
@@ -128,7 +132,8 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
     def infrastructure_page(request: Request):
         view = view_from(request)
         store = _store(request)
-        latest = qinfra.infra_latest(store, view.tr)
+        got = qinfra.infra_latest(store, view.tr)
+        latest = got["rows"]
         unit_of = {r["name"]: r["unit"] for r in latest}
         grouped = infra.group_infra(latest)
         step = qsvc.pick_step(view.tr, None)
@@ -141,7 +146,8 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
                     fig = figures.xy_figure(name, lines, units.parse(unit_of.get(name), name))
                     fig = figures.in_window(fig, view.tr.start_s, view.tr.end_s)
                     figs.append({"id": f"infra-{len(figs)}", "fig": fig})
-        return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs)
+        return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs,
+                      total=got["total"], truncated=got["truncated"])
 
     return r
 

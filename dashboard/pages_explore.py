@@ -17,6 +17,10 @@ from . import figures, figures_explore, units
 from .render import render, view_from
 
 STEPS = ("", "10s", "30s", "1m", "5m", "15m", "1h")
+#: longest label-chip link: longer request heads are refused (h11's limit is 16 KiB, many proxies' 8 KiB)
+MAX_LINK = 8000
+#: metric names listed on the page (those with the most points): the table and the form's suggestions
+PAGE_NAMES = 500
 
 
 def metric_query(params, tr: TimeRange) -> tuple[qm.MetricQuery, dict[str, Any]]:
@@ -46,6 +50,23 @@ def _table(result: dict[str, Any], u: units.Unit) -> list[dict[str, Any]]:
     return rows
 
 
+def _chips(view, form: dict[str, Any], labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per label key, its values with the link that filters by exactly that label (the quoted filter
+    form when the plain one would mean another); ``href`` None where no link can (a key or value past
+    the filter length limit, or a link too long to send), so the chip is shown as text, not a 400."""
+    out = []
+    for lab in labels:
+        values = []
+        for v in lab["values"]:
+            a = attr_filters.format_filter(lab["key"], "=", v)
+            href = None if a is None else "/explore?" + view.qs(
+                metric=form["metric"], service=form["service"] or None, attr=form["attrs"] + [a],
+                group_by=form["group_by"], agg=form["agg"] or None, step=form["step"] or None)
+            values.append({"value": v, "href": href if href and len(href) <= MAX_LINK else None})
+        out.append({"key": lab["key"], "values": values})
+    return out
+
+
 def explore_pages_router() -> APIRouter:
     r = APIRouter(include_in_schema=False)
 
@@ -54,8 +75,9 @@ def explore_pages_router() -> APIRouter:
         view = view_from(request)
         store = request.app.state.store
         mq, form = metric_query(request.query_params, view.tr)
-        names = qtel.metric_names(store, view.tr, form["service"] or None)
-        ctx: dict[str, Any] = {"names": names, "f": form, "steps": STEPS, "result": None}
+        listed = qtel.metric_listing(store, view.tr, form["service"] or None, PAGE_NAMES)
+        ctx: dict[str, Any] = {"names": listed["metrics"], "names_total": listed["total"],
+                               "names_truncated": listed["truncated"], "f": form, "steps": STEPS, "result": None}
         if mq.name:
             result = qm.explore(store, mq)
             info = result.pop("info")
@@ -64,8 +86,10 @@ def explore_pages_router() -> APIRouter:
                 u = figures_explore.value_unit(result)
                 title = f"{result['agg']} of {mq.name}" + (f" by {', '.join(mq.group_by)}" if mq.group_by else "")
                 fig = figures_explore.explore_figure(result, title)
+                lab = qm.label_listing(store, view.tr, mq.name)
                 ctx.update(fig=figures.in_window(fig, view.tr.start_s, view.tr.end_s), rows=_table(result, u),
-                           labels=qm.labels(store, view.tr, mq.name), unit=u)
+                           labels=lab["labels"], labels_truncated=lab["truncated"],
+                           chips=_chips(view, form, lab["labels"]), unit=u)
         return render(request, "explore.html", view, title="Explore" + (f" · {mq.name}" if mq.name else ""), **ctx)
 
     return r
@@ -93,9 +117,10 @@ def explore_api_router(get_store) -> APIRouter:
     @r.get("/labels")
     def labels(request: Request, metric: str = Query(...), since: str | None = None,
                until: str | None = None) -> dict[str, Any]:
-        """The metric's label keys and their most frequent values."""
+        """The metric's label keys (up to 200 of each kind, the ones most points carry; ``truncated``
+        says when there are more) and their most frequent values."""
         tr = parse_range(since, until)
         store = get_store(request)
-        return {"metric": metric, "info": qm.describe(store, tr, metric), "labels": qm.labels(store, tr, metric)}
+        return {"metric": metric, "info": qm.describe(store, tr, metric), **qm.label_listing(store, tr, metric)}
 
     return r

@@ -13,6 +13,13 @@ One filter is one string, so a list of them travels in a URL as repeated ``attr=
 The first operator from the left splits key from value (``a=b=c`` is ``a`` = ``b=c``); spaces
 around the key (and around numbers) are ignored, a text value is taken as written. A filter matches a record when its own attributes or its
 resource's attributes satisfy it. Values reach SQL only as bound parameters.
+
+A key holding an operator (``le<5``, ``k=v``) or spaces at its ends cannot be written that way, so
+there is a quoted form: ``=`` and a JSON array, ``=["key", "op", "value"]`` or ``=["key", "exists"]``
+(``=["le<5", "=", "a"]``), key and value taken exactly. Every text starting ``=[`` and ending ``]``
+was refused before (an empty key), so no filter that worked changes meaning. :func:`format_filter`
+writes the plain form when it reads back as the same filter, else the quoted one: links built from
+stored labels use it.
 """
 
 from __future__ import annotations
@@ -21,9 +28,12 @@ import math
 import re
 from dataclasses import dataclass
 
+import orjson
+
 from .errors import InvalidParameter
 
-__all__ = ["AttrFilter", "OPS", "MAX_FILTERS", "parse_filter", "parse_filters", "condition", "column_condition"]
+__all__ = ["AttrFilter", "OPS", "MAX_FILTERS", "parse_filter", "parse_filters", "format_filter", "condition",
+           "column_condition"]
 
 #: operator → its label in forms
 OPS = {"=": "=", "!=": "≠", "~": "contains", ">": ">", "<": "<", ">=": "≥", "<=": "≤", "exists": "exists"}
@@ -55,8 +65,15 @@ class AttrFilter:
 
     @property
     def text(self) -> str:
-        """The filter as it is written in a URL."""
-        return f"{self.key} exists" if self.op == "exists" else f"{self.key}{self.op}{self.value}"
+        """The filter as it is written in a URL: plain when that reads back as this filter, else quoted."""
+        plain = f"{self.key} exists" if self.op == "exists" else f"{self.key}{self.op}{self.value}"
+        try:
+            if parse_filter(plain) == self:
+                return plain
+        except InvalidParameter:
+            pass
+        parts = [self.key, "exists"] if self.op == "exists" else [self.key, self.op, self.value]
+        return "=" + orjson.dumps(parts).decode()
 
 
 def number(text: str) -> float:
@@ -69,7 +86,31 @@ def number(text: str) -> float:
     return v
 
 
+def format_filter(key: str, op: str, value: str = "") -> str | None:
+    """The text of the filter ``key op value`` (see :attr:`AttrFilter.text`), or None when there is
+    none: a key or value longer than the limit."""
+    try:
+        return AttrFilter(key, op, value).text
+    except InvalidParameter:
+        return None
+
+
+def _quoted(text: str) -> AttrFilter:
+    try:
+        parts = orjson.loads(text[1:])
+    except orjson.JSONDecodeError as e:
+        raise InvalidParameter(f"bad quoted attribute filter: {e}") from None
+    if (isinstance(parts, list) and all(isinstance(p, str) for p in parts)
+            and (len(parts) == 3 and parts[1] != "exists" or len(parts) == 2 and parts[1] == "exists")):
+        return AttrFilter(*parts)
+    raise InvalidParameter('a quoted attribute filter is =["key", "op", "value"] or =["key", "exists"], '
+                           "all of them strings")
+
+
 def parse_filter(text: str) -> AttrFilter:
+    quoted = text.strip()
+    if quoted.startswith("=[") and quoted.endswith("]"):
+        return _quoted(quoted)
     m = _SPLIT.search(text)
     if m is None or not text[: m.start()].strip():
         ex = _EXISTS.match(text)

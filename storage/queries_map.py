@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .queries_services import _f, _ms, _window, services
+from .queries_services import MAX_SERVICES, _f, _ms, _window, listing
 from .timerange import TimeRange
 
 #: endpoints and edges read for one map (the busiest first); a result LIMIT in the SQL
@@ -21,9 +21,13 @@ def normalize_address(addr: str) -> str:
     return f"{host}:{port}" if port else host
 
 
-def service_map(store, tr: TimeRange) -> dict[str, Any]:
+def service_map(store, tr: TimeRange, limit: int = MAX_SERVICES) -> dict[str, Any]:
+    """Nodes and edges; past ``limit`` services the busiest are drawn (``queries_services.listing``)
+    with the edges among them and their dependencies, and ``truncated`` / ``services_total`` say so.
+    ``edges_truncated``: more than ``MAX_EDGES`` edges were called, the busiest are shown."""
     w = _window(tr)
-    svc = {s["service"]: s for s in services(store, tr)}
+    got = listing(store, tr, limit)
+    svc = {s["service"]: s for s in got["services"]}
     endpoints: dict[str, tuple[str, int]] = {}
     res = store.read(
         f"SELECT address, service, countMerge(hits) AS hits FROM {store.t('service_endpoints')} "
@@ -39,16 +43,18 @@ def service_map(store, tr: TimeRange) -> dict[str, Any]:
         f"SELECT service, target, target_kind, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
         f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('edges_1m')} "
         "WHERE minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) "
-        "GROUP BY service, target, target_kind ORDER BY calls DESC LIMIT {cap:UInt32}",
-        {**w, "cap": MAX_EDGES},
+        "GROUP BY service, target, target_kind ORDER BY calls DESC, errors DESC, service, target "
+        "LIMIT {cap:UInt32}",
+        {**w, "cap": MAX_EDGES + 1},
     )
+    edge_rows = res.dicts()
     nodes: dict[str, dict[str, Any]] = {
         name: {"id": name, "name": name, "kind": "service", "requests": s["requests"], "rate": s["rate"],
                "error_rate": s["error_rate"], "p95_ms": s["p95_ms"]}
         for name, s in svc.items()
     }
     edges: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in res.dicts():
+    for r in edge_rows[:MAX_EDGES]:
         target, kind = r["target"], r["target_kind"]
         if kind in ("external", "service"):
             hit = endpoints.get(normalize_address(target))
@@ -56,6 +62,8 @@ def service_map(store, tr: TimeRange) -> dict[str, Any]:
                 target, kind = hit[0], "service"
         if target == r["service"] and kind == "service":
             continue  # a service calling itself through its own address: not an edge on the map
+        if got["truncated"] and (r["service"] not in svc or (kind == "service" and target not in svc)):
+            continue  # a service left off the list: its edges would bring it back as a bare node
         node_id = target if kind == "service" else f"{kind}:{target}"
         nodes.setdefault(node_id, {"id": node_id, "name": target, "kind": kind})
         e = edges.setdefault((r["service"], node_id), {"source": r["service"], "target": node_id, "calls": 0,
@@ -77,4 +85,5 @@ def service_map(store, tr: TimeRange) -> dict[str, Any]:
         out_edges.append(e)
     out_edges.sort(key=lambda e: (e["source"], e["target"]))
     return {"nodes": sorted(nodes.values(), key=lambda n: (n["kind"] != "service", n["id"])), "edges": out_edges,
-            "window_s": _f(tr.seconds)}
+            "window_s": _f(tr.seconds), "truncated": got["truncated"], "services_total": got["total"],
+            "edges_truncated": len(edge_rows) > MAX_EDGES}

@@ -26,7 +26,8 @@ from .queries_services import pick_step
 from .queries_telemetry import METRIC_TYPES
 from .timerange import TimeRange
 
-__all__ = ["MetricQuery", "AGGS", "describe", "labels", "explore", "exemplars", "default_agg", "latency_metrics"]
+__all__ = ["MetricQuery", "AGGS", "describe", "labels", "explore", "exemplars", "default_agg", "latency_metrics",
+           "label_listing"]
 
 _HIST = ("p50", "p90", "p95", "p99", "avg", "rate", "count")
 AGGS = {
@@ -39,6 +40,8 @@ AGGS = {
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 COLUMNS = ("service", "instance")
 MAX_GROUPS = 100
+#: label keys listed per kind (point, resource attributes): the ones most points carry
+MAX_LABEL_KEYS = 200
 MAX_ROWS = 200_000
 _MAPS = (("attr_keys", "attr_values"), ("resource_keys", "resource_values"))
 _NS = 1_000_000_000
@@ -104,26 +107,45 @@ def default_agg(info: dict[str, Any]) -> str:
 
 
 def labels(store, tr: TimeRange, name: str, values_per_key: int = 20) -> list[dict[str, Any]]:
-    """The metric's label keys with their most frequent values: service and instance first, then
-    point attributes, then resource attributes not already listed."""
+    """The metric's label keys with their most frequent values (see :func:`label_listing`)."""
+    return label_listing(store, tr, name, values_per_key)["labels"]
+
+
+def label_listing(store, tr: TimeRange, name: str, values_per_key: int = 20,
+                  max_keys: int = MAX_LABEL_KEYS) -> dict[str, Any]:
+    """``{"labels": [{"key", "values"}], "truncated"}``: the metric's label keys with their most
+    frequent values, service and instance first, then point attributes, then resource attributes
+    not already listed. Past ``max_keys`` keys of one kind, the ones most points carry (a flood of
+    keys that sort first must not hide the others), and ``truncated`` says so."""
     require_raw_range(tr, "metric points")
-    params = {"name": name, "start": tr.start_s, "end": tr.end_s, "nv": int(values_per_key)}
+    base = {"name": name, "start": tr.start_s, "end": tr.end_s}
+    params = {**base, "nv": int(values_per_key), "nk": int(max_keys), "rows": int(values_per_key) * int(max_keys)}
     where = ("name = {name:String} AND timestamp >= toDateTime({start:UInt32}) "
              "AND timestamp <= toDateTime({end:UInt32})")
+    table = store.t("metric_points")
     out: dict[str, list[str]] = {}
+    truncated = False
     for key in COLUMNS:
-        res = store.read(f"SELECT toString({key}) AS v, count() AS n FROM {store.t('metric_points')} WHERE {where} "
-                          "GROUP BY v ORDER BY n DESC, v LIMIT {nv:UInt32}", params)
+        res = store.read(f"SELECT toString({key}) AS v, count() AS n FROM {table} WHERE {where} "
+                          "GROUP BY v ORDER BY n DESC, v LIMIT {nv:UInt32}", {**base, "nv": params["nv"]})
         out[key] = [r[0] for r in res.rows]
     for keys, values in _MAPS:
+        busiest = (f"SELECT k FROM {table} ARRAY JOIN {keys} AS k WHERE {where} "
+                   "GROUP BY k ORDER BY count() DESC, k LIMIT {nk:UInt32}")
         res = store.read(
-            f"SELECT k, v, count() AS n FROM {store.t('metric_points')} ARRAY JOIN {keys} AS k, {values} AS v "
-            f"WHERE {where} GROUP BY k, v ORDER BY k, n DESC, v LIMIT {{nv:UInt32}} BY k LIMIT 5000", params)
+            f"SELECT k, v, count() AS n FROM {table} ARRAY JOIN {keys} AS k, {values} AS v "
+            f"WHERE {where} AND k IN ({busiest}) GROUP BY k, v ORDER BY k, n DESC, v LIMIT {{nv:UInt32}} BY k "
+            "LIMIT {rows:UInt32}", params)
         listed = set(out) if keys != "attr_keys" else set()
+        found = set()
         for k, v, _ in res.rows:
+            found.add(k)
             if k not in listed:
                 out.setdefault(k, []).append(v)
-    return [{"key": k, "values": v} for k, v in out.items()]
+        if len(found) >= max_keys:
+            truncated = truncated or int(store.read(
+                f"SELECT uniqExact(k) FROM {table} ARRAY JOIN {keys} AS k WHERE {where}", base).scalar()) > len(found)
+    return {"labels": [{"key": k, "values": v} for k, v in out.items()], "truncated": truncated}
 
 
 _SELECT = {

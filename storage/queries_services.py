@@ -9,8 +9,9 @@ from .errors import InvalidParameter
 from .timerange import TimeRange
 
 MAX_POINTS = 2000
-#: services listed on the overview (and sparklines drawn); a result LIMIT in the SQL
+#: services listed by the API (the busiest; a result LIMIT in the SQL) and on the pages
 MAX_SERVICES = 2000
+PAGE_SERVICES = 500
 
 
 def _f(v: Any) -> float | None:
@@ -44,16 +45,37 @@ def _red(row: dict[str, Any], seconds: float) -> dict[str, Any]:
     }
 
 
-def services(store, tr: TimeRange) -> list[dict[str, Any]]:
-    """Per service: request rate, error rate, p50/p95/p99 and span count. Requests are the service's
-    entry spans (server/consumer/root); a service with none (a batch worker, say) is measured by
-    all its spans."""
+def _scope(tr: TimeRange, match: str | None) -> tuple[str, dict[str, Any]]:
+    """WHERE text and its parameters: the window, and names containing ``match`` (any case) if given."""
+    cond = "minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32})"
+    params: dict[str, Any] = _window(tr)
+    if match:
+        if len(match) > 1000:
+            raise InvalidParameter("q longer than 1000 characters")
+        cond += " AND positionCaseInsensitiveUTF8(service, {match:String}) > 0"
+        params["match"] = match
+    return cond, params
+
+
+def _busiest(store, cond: str) -> str:
+    """SQL: the ``{cap}`` services with the most spans in the window (then the most errors, then by
+    name), so a flood of one-span services named to sort first cannot push busier ones off a list."""
+    return (f"SELECT service FROM {store.t('red_1m')} WHERE {cond} GROUP BY service "
+            "ORDER BY countMerge(calls) DESC, sumMerge(errors) DESC, service LIMIT {cap:UInt32}")
+
+
+def services(store, tr: TimeRange, limit: int = MAX_SERVICES, match: str | None = None) -> list[dict[str, Any]]:
+    """Per service: request rate, error rate, p50/p95/p99 and span count, by name. Requests are the
+    service's entry spans (server/consumer/root); a service with none (a batch worker, say) is
+    measured by all its spans. At most ``limit`` services: the busiest (see :func:`listing`);
+    ``match``: only names containing it (any case)."""
+    cond, params = _scope(tr, match)
     res = store.read(
         f"SELECT service, is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
         f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
-        "WHERE minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) "
-        "GROUP BY service, is_entry ORDER BY service, is_entry LIMIT {cap:UInt32}",
-        {**_window(tr), "cap": 2 * MAX_SERVICES},
+        f"WHERE {cond} AND service IN ({_busiest(store, cond)}) GROUP BY service, is_entry "
+        "ORDER BY service, is_entry LIMIT {rows:UInt32}",
+        {**params, "cap": int(limit), "rows": 2 * int(limit)},
     )
     by_service: dict[str, dict[int, dict[str, Any]]] = {}
     for row in res.dicts():
@@ -65,6 +87,20 @@ def services(store, tr: TimeRange) -> list[dict[str, Any]]:
         item["span_count"] = sum(int(r["calls"] or 0) for r in rows.values())
         out.append(item)
     return out
+
+
+def listing(store, tr: TimeRange, limit: int = MAX_SERVICES, match: str | None = None) -> dict[str, Any]:
+    """:func:`services` and whether the list was cut: ``{"services", "total", "truncated"}``. Past
+    ``limit`` services the busiest are kept (most spans, then most errors, then by name) and
+    ``total`` counts them all; counted only when the list is full. Services as busy as the last
+    one kept can be left out (a flood of one-span services against a one-span service): ``match``
+    finds any service by part of its name."""
+    rows = services(store, tr, limit, match)
+    total = len(rows)
+    if total >= limit:
+        cond, params = _scope(tr, match)
+        total = int(store.read(f"SELECT uniqExact(service) FROM {store.t('red_1m')} WHERE {cond}", params).scalar())
+    return {"services": rows, "total": total, "truncated": total > len(rows)}
 
 
 def service_summary(store, service: str, tr: TimeRange) -> dict[str, Any] | None:
@@ -145,16 +181,18 @@ def series(store, service: str, tr: TimeRange, step_s: int | None = None, operat
     return {"service": service, "operation": operation, "step_s": step, "points": points}
 
 
-def sparklines(store, tr: TimeRange, step_s: int | None = None) -> dict[str, list[tuple[int, float]]]:
-    """Request-rate series for every service, for the overview's sparklines (one query)."""
+def sparklines(store, tr: TimeRange, step_s: int | None = None, limit: int = MAX_SERVICES,
+               match: str | None = None) -> dict[str, list[tuple[int, float]]]:
+    """Request-rate series of the services :func:`services` lists with the same ``limit`` and
+    ``match`` (one query)."""
     step = pick_step(tr, step_s)
+    cond, params = _scope(tr, match)
     res = store.read(
         "SELECT service, groupArray(t) AS ts, groupArray(calls) AS cs FROM ("
         f"SELECT service, intDiv(toUInt32(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, countMerge(calls) AS calls "
-        f"FROM {store.t('red_1m')} WHERE is_entry = 1 AND minute >= toDateTime({{start:UInt32}}) "
-        "AND minute < toDateTime({end:UInt32}) GROUP BY service, t) GROUP BY service ORDER BY service "
-        "LIMIT {cap:UInt32}",
-        {"step": step, **_window(tr), "cap": MAX_SERVICES},
+        f"FROM {store.t('red_1m')} WHERE is_entry = 1 AND {cond} AND service IN ({_busiest(store, cond)}) "
+        "GROUP BY service, t) GROUP BY service LIMIT {cap:UInt32}",
+        {**params, "step": step, "cap": int(limit)},
     )
     out: dict[str, list[tuple[int, float]]] = {}
     for service, ts, cs in res.rows:

@@ -27,9 +27,14 @@ SEVERITIES = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "err
 MAX_SERIES = 200
 
 
-def metric_names(store, tr: TimeRange, service: str | None = None) -> list[dict[str, Any]]:
+MAX_NAMES = 5000
+
+
+def metric_names(store, tr: TimeRange, service: str | None = None, limit: int = MAX_NAMES) -> list[dict[str, Any]]:
+    """The metrics with points in ``tr``, by name; past ``limit`` the ones with the most points (a
+    flood of one-point names that sort first must not hide the others)."""
     require_raw_range(tr, "metric points")
-    params: dict[str, Any] = {"start": tr.start_s, "end": tr.end_s}
+    params: dict[str, Any] = {"start": tr.start_s, "end": tr.end_s, "cap": int(limit)}
     cond = ""
     if service:
         cond = " AND service = {service:String}"
@@ -38,14 +43,27 @@ def metric_names(store, tr: TimeRange, service: str | None = None) -> list[dict[
         f"SELECT name, any(type) AS type, any(unit) AS unit, any(description) AS description, "
         f"groupUniqArray(service) AS services, count() AS points FROM {store.t('metric_points')} "
         f"WHERE timestamp >= toDateTime({{start:UInt32}}) AND timestamp <= toDateTime({{end:UInt32}}){cond} "
-        "GROUP BY name ORDER BY name LIMIT 5000",
+        "GROUP BY name ORDER BY points DESC, name LIMIT {cap:UInt32}",
         params,
     )
-    return [
+    return sorted((
         {"name": r["name"], "type": METRIC_TYPES.get(int(r["type"]), "unknown"), "unit": r["unit"],
          "description": r["description"], "services": sorted(r["services"]), "points": int(r["points"])}
-        for r in res.dicts()
-    ]
+        for r in res.dicts()), key=lambda m: m["name"])
+
+
+def metric_listing(store, tr: TimeRange, service: str | None = None, limit: int = MAX_NAMES) -> dict[str, Any]:
+    """:func:`metric_names` and whether the list was cut: ``{"metrics", "total", "truncated"}``
+    (``total`` counted only when the list is full)."""
+    rows = metric_names(store, tr, service, limit)
+    total = len(rows)
+    if total >= limit:
+        params: dict[str, Any] = {"start": tr.start_s, "end": tr.end_s, **({"service": service} if service else {})}
+        total = int(store.read(
+            f"SELECT uniqExact(name) FROM {store.t('metric_points')} WHERE timestamp >= toDateTime({{start:UInt32}}) "
+            "AND timestamp <= toDateTime({end:UInt32})" + (" AND service = {service:String}" if service else ""),
+            params).scalar())
+    return {"metrics": rows, "total": total, "truncated": total > len(rows)}
 
 
 def metric_series(store, name: str, tr: TimeRange, service: str | None = None, labels: list[str] | None = None,

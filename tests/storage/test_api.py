@@ -68,7 +68,7 @@ def test_service_map_metrics_logs_endpoints(api):
     m = c.get("/api/service-map").json()
     assert {"source": "gateway", "target": "orders"}.items() <= m["edges"][0].items() or any(
         e["source"] == "gateway" and e["target"] == "orders" for e in m["edges"])
-    assert c.get("/api/metrics/names").json() == {"metrics": []}
+    assert c.get("/api/metrics/names").json() == {"metrics": [], "total": 0, "truncated": False}
     assert c.get("/api/metrics", params={"name": "x"}).json()["series"] == []
     assert c.get("/api/logs").json() == {"logs": []}
     assert c.get("/api/storage").json()["backend"] == "chdb"
