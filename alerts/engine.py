@@ -41,7 +41,14 @@ from .state import Alert, AlertingRule, SnapshotFunc, Transition
 from .templates import check
 
 log = logging.getLogger("tracehouse.alerts")
-_RULE_ID = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
+_RULE_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
+
+
+def _valid_id(rid: Any) -> bool:
+    """An id for a rule made through the API: it is a segment of the rule's page URL, so a line
+    break (``$`` matched before one, and PUT took any id), and ".", ".." (which browsers resolve
+    away) and "new" (the new-rule page) are refused."""
+    return isinstance(rid, str) and _RULE_ID.fullmatch(rid) is not None and rid not in (".", "..", "new")
 
 
 class Engine:
@@ -259,10 +266,11 @@ class Engine:
 
     def put_rule(self, body: dict[str, Any], rule_id: str | None = None) -> AlertingRule:
         """Create or replace an API rule (raises RuleError for a bad rule, ReadOnlyRule for a YAML one)."""
-        given = body.get("id")
-        if rule_id is None and given is not None and not (isinstance(given, str) and _RULE_ID.match(given)):
-            raise RuleError("a rule's id is a text of 1-200 letters, digits and _ . : / -")
-        rid = rule_id or given or uuid.uuid4().hex[:16]
+        given = body.get("id") if rule_id is None else rule_id
+        if given is not None and not _valid_id(given):
+            raise RuleError("a rule's id is a text of 1-200 letters, digits and _ . : / -, other than "
+                            "'.', '..' and 'new' (which name other pages)")
+        rid = given or uuid.uuid4().hex[:16]
         with self._lock:
             old = self.rules.get(rid)
             if old is not None and old.rule.read_only:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from tracehouse.storage import StorageError
 
@@ -274,7 +275,8 @@ class Dispatcher:
                 "annotations": dict(a.annotations, **a.extra_annotations),
                 "startsAt": rfc3339(a.fired_at_ns or a.active_at_ns),
                 "endsAt": rfc3339(a.resolved_at_ns if a.state == "resolved" else 0),
-                "generatorURL": f"{self.external_url.rstrip('/')}/alerts?rule={a.rule_id}" if self.external_url else "",
+                "generatorURL": f"{self.external_url.rstrip('/')}/alerts?{urlencode({'rule': a.rule_id})}"
+                if self.external_url else "",
                 "fingerprint": a.fingerprint,
                 "value": a.value if a.value == a.value else None,
             })

@@ -165,6 +165,7 @@ def _join(value: Any, d: str = "", attribute: Any = None) -> str:
 
 _env = _BoundedSandbox(autoescape=False, undefined=StrictUndefined)
 _env.filters["human"] = _human
+_env.filters["service_path"] = service_path  # {{ dashboard_url }}{{ labels.service|service_path }}
 for _name in ("center", "indent", "wordwrap", "truncate"):
     _env.filters[_name] = _wrap_width(_name)
 _env.filters["replace"] = _replace

@@ -135,3 +135,17 @@ def test_silences_of_the_wrong_shape_are_refused_with_a_reason(chdb_store):
         r = c.post("/api/alerts/silences", json=body)
         assert r.status_code == 400, (body, r.status_code, r.text)
     assert c.get("/api/alerts/silences").json()["silences"] == []
+
+
+def test_a_rule_id_must_name_a_page_of_its_own(chdb_store):
+    """PUT took any id: a line break (the id regex's ``$`` matched before one, and PUT did not even
+    check), "." and ".." (browsers resolve /alerts/rules/.. away) and "new" (the new-rule page)."""
+    c, engine = _client(chdb_store, Clock())
+    rule = {"alert": "Slow", "kind": "red", "service": "api", "signal": "p95", "threshold": 200}
+    for rid in ("new", "a%0Ab", "a%0A"):  # "." and ".." never reach it through a client: covered below
+        r = c.put(f"/api/alerts/rules/{rid}", json=rule)
+        assert r.status_code == 400 and "id" in r.json()["detail"], (rid, r.status_code)
+    for rid in ("new", ".", "..", "a\nb", "a\n", ""):
+        assert c.post("/api/alerts/rules", json=dict(rule, id=rid)).status_code == 400, rid
+    assert [r["id"] for r in c.get("/api/alerts/rules").json()["rules"]] == ["g/PaymentsErrors"]
+    assert c.put("/api/alerts/rules/team.a:slow-1", json=rule).status_code == 200

@@ -346,3 +346,19 @@ def test_notifier_connects_to_the_address_it_checked(monkeypatch):
     finally:
         checked.close()
         rebound.close()
+
+
+def test_links_to_a_rule_and_to_a_service_are_encoded():
+    """The notification's generatorURL carried the rule id as it was (``a&b`` cut the query), and a
+    template could only write ``/services/{{ labels.service }}`` (``a?b=1`` opened service ``a``)."""
+    from tracehouse.alerts.notify import Dispatcher, Group, Route
+    from tracehouse.alerts.state import Alert
+    from tracehouse.alerts.templates import render
+
+    d = Dispatcher(Route(receiver="ops"), {}, external_url="https://th.example/")
+    alert = Alert(rule_id="g/a b&c=#", fingerprint="f", labels={"alertname": "A"}, state="firing")
+    msg = d.message(Group("ops", Route(receiver="ops"), {}, 0), [alert])
+    assert msg["alerts"][0]["generatorURL"] == "https://th.example/alerts?rule=g%2Fa+b%26c%3D%23"
+    for name, path in (("a?b=1", "/services/a%3Fb%3D1"), ("..", "/service?name=.."), ("x/y", "/services/x%2Fy")):
+        assert render("{{ dashboard_url }}{{ labels.service|service_path }}",
+                      {"dashboard_url": "https://th.example", "labels": {"service": name}}) == "https://th.example" + path
