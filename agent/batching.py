@@ -52,7 +52,8 @@ def _env_delay_ms() -> float:
         value = float(raw) if raw else _DEFAULT_DELAY_MS
     except ValueError:
         value = _DEFAULT_DELAY_MS
-    return value if value > 0 else _DEFAULT_DELAY_MS
+    # past a day (1e13 ms), Event.wait raised OverflowError in the export thread, and spans stopped
+    return value if 0 < value <= 86_400_000 else _DEFAULT_DELAY_MS
 
 
 class LeanBatchSpanProcessor(SpanProcessor):

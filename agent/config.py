@@ -12,6 +12,7 @@ from tracehouse.agent import environment as env
 from tracehouse.agent.config_otlp import SignalExport, resolve_exports
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
+DAY_S = 86400.0  # the longest interval taken: past TIMEOUT_MAX a thread's Event.wait raises OverflowError
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 
 
@@ -70,7 +71,7 @@ def _log_level(raw: str | None) -> int | None:
         return logging.WARNING
     if raw.lower() in ("off", "none", "disabled"):
         return None
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():  # "²".isdigit() is true, and int() refuses it
         return int(raw)
     if raw.lower() in _LEVELS:
         return _LEVELS[raw.lower()]
@@ -121,9 +122,9 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
 
     interval = metrics_interval
     if interval is None:
-        interval = env.get_float(env.OTEL_METRIC_EXPORT_INTERVAL, 15.0, lo=0.001, scale=0.001)
+        interval = env.get_float(env.OTEL_METRIC_EXPORT_INTERVAL, 15.0, lo=0.001, hi=DAY_S, scale=0.001)
     if interval is None:
-        interval = _default(env.get_float(env.TRACEHOUSE_METRICS_INTERVAL, 15.0, lo=0.05), 15.0)
+        interval = _default(env.get_float(env.TRACEHOUSE_METRICS_INTERVAL, 15.0, lo=0.05, hi=DAY_S), 15.0)
 
     if isinstance(log_level, str):
         level = _log_level(log_level)
@@ -142,7 +143,7 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
         queue_size=int(_default(env.get_float(env.TRACEHOUSE_QUEUE_SIZE, 2048, lo=1, hi=1e6), 2048)),
         log_level=level,
         probes=tuple(probes if probes is not None else env.get_list(env.TRACEHOUSE_PROBES)),
-        probe_interval=_default(env.get_float(env.TRACEHOUSE_PROBE_INTERVAL, 15.0, lo=0.05), 15.0),
+        probe_interval=_default(env.get_float(env.TRACEHOUSE_PROBE_INTERVAL, 15.0, lo=0.05, hi=DAY_S), 15.0),
         probe_timeout=_default(env.get_float(env.TRACEHOUSE_PROBE_TIMEOUT, 2.0, lo=0.01, hi=60), 2.0),
         cgroup_root=env.get_str(env.TRACEHOUSE_CGROUP_ROOT, default="/sys/fs/cgroup"),
         disabled_instrumentations=frozenset(
@@ -172,8 +173,8 @@ def _snapshot_settings() -> dict:
     switch = (env.get_str(env.TRACEHOUSE_SNAPSHOTS) or "on").lower()
     return dict(
         snapshots=switch not in ("0", "false", "no", "off"),
-        snapshot_slow_ms=_default(env.get_float(env.TRACEHOUSE_SNAPSHOT_SLOW_MS, 5000.0, lo=0), 5000.0),
-        snapshot_memory_mb=env.get_float(env.TRACEHOUSE_SNAPSHOT_MEMORY_MB, None, lo=1) or None,
+        snapshot_slow_ms=_default(env.get_float(env.TRACEHOUSE_SNAPSHOT_SLOW_MS, 5000.0, lo=0, hi=DAY_S * 1000), 5000.0),
+        snapshot_memory_mb=env.get_float(env.TRACEHOUSE_SNAPSHOT_MEMORY_MB, None, lo=1, hi=1 << 30) or None,
         snapshot_locals=env.get_bool(env.TRACEHOUSE_SNAPSHOT_LOCALS),
         snapshot_memory_window_s=_default(env.get_float(env.TRACEHOUSE_SNAPSHOT_MEMORY_WINDOW_S, 2.0, lo=0, hi=60),
                                           2.0),

@@ -60,7 +60,11 @@ def _protocol(signal: str) -> str:
 
 
 def _valid_url(name: str, raw: str) -> str | None:
-    parts = urlsplit(raw if "://" in raw else f"http://{raw}")
+    try:
+        parts = urlsplit(raw if "://" in raw else f"http://{raw}")
+    except ValueError:  # "http://[::1" (an unclosed IPv6 literal): start() raised it in the host
+        env.warn_once(f"{name}={raw}", f"tracehouse: ignoring {name}={raw!r} (not a URL)")
+        return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         env.warn_once(f"{name}={raw}", f"tracehouse: ignoring {name}={raw!r} (not an http(s) URL)")
         return None

@@ -1,10 +1,24 @@
-"""Python ``logging`` records exported as OTLP log records, with the active trace and span ids."""
+"""Python ``logging`` records exported as OTLP log records, with the active trace and span ids.
+
+The export handler is attached to no logger. A handler on the root logger (the SDK's way) changed
+the host's own logging: ``logging.basicConfig()`` did nothing, since the root logger already had a
+handler, and Python's last-resort output of unhandled warnings to stderr never fired, so the host's
+log lines vanished; lowering the root level to let the export level through made the host's own
+handlers print records it had filtered out. Instead ``Logger.callHandlers`` is wrapped: after the
+host's handlers have had a record (so their count, levels and ``lastResort`` are as before), the
+record goes to the export handler too when it is at the export level or above. What is exported
+is what the host's logging creates: a record below a logger's effective level is never made.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import warnings
 
 _SKIP = ("opentelemetry", "tracehouse.agent", "urllib3.connectionpool")
+_handlers: list[logging.Handler] = []
+_lock = threading.Lock()
 
 
 class _NotOurOwn(logging.Filter):
@@ -14,21 +28,46 @@ class _NotOurOwn(logging.Filter):
         return not record.name.startswith(_SKIP)
 
 
-def install(logger_provider, level: int, logger: logging.Logger | None = None) -> logging.Handler:
+def _export(record: logging.LogRecord) -> None:
+    for h in _handlers:
+        if record.levelno >= h.level:
+            h.handle(record)  # a failing emit goes to the handler's handleError, as for any handler
+
+
+def _wrap(original):
+    def callHandlers(self: logging.Logger, record: logging.LogRecord) -> None:  # noqa: N802 - stdlib's name
+        original(self, record)
+        if _handlers:
+            _export(record)
+
+    callHandlers.tracehouse_original = original  # type: ignore[attr-defined]
+    return callHandlers
+
+
+def install(logger_provider, level: int) -> logging.Handler:
     from opentelemetry.sdk._logs import LoggingHandler
 
-    handler = LoggingHandler(level=level, logger_provider=logger_provider)
+    class Handler(LoggingHandler):
+        def flush(self) -> None:
+            """Nothing: ``logging.shutdown()`` at exit calls it, and the SDK's flush starts a thread
+            (a traceback under a thread limit) and waits on the collector. The agent flushes its
+            provider itself, within its bounds."""
+
+    with warnings.catch_warnings():  # deprecated in newer SDKs: a host running with -W error died of it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        handler = Handler(level=level, logger_provider=logger_provider)
     handler.addFilter(_NotOurOwn())
-    target = logger or logging.getLogger()
-    target.addHandler(handler)
-    if target.level == logging.NOTSET or target.level > level:
-        # Let records of the configured level reach the handler without changing other handlers.
-        for h in target.handlers:
-            if h is not handler and h.level == logging.NOTSET:
-                h.setLevel(target.level if target.level != logging.NOTSET else logging.WARNING)
-        target.setLevel(level)
+    with _lock:
+        _handlers.append(handler)
+        if not hasattr(logging.Logger.callHandlers, "tracehouse_original"):
+            logging.Logger.callHandlers = _wrap(logging.Logger.callHandlers)  # type: ignore[method-assign]
     return handler
 
 
-def uninstall(handler: logging.Handler, logger: logging.Logger | None = None) -> None:
-    (logger or logging.getLogger()).removeHandler(handler)
+def uninstall(handler: logging.Handler) -> None:
+    with _lock:
+        if handler in _handlers:
+            _handlers.remove(handler)
+        current = logging.Logger.callHandlers
+        if not _handlers and hasattr(current, "tracehouse_original"):
+            logging.Logger.callHandlers = current.tracehouse_original  # type: ignore[method-assign]

@@ -65,6 +65,17 @@ class Agent:
         self.snapshots = None
         self._pid = os.getpid()
         self._shut = False
+        try:
+            self._begin(factories, span_exporter, metric_exporter, log_exporter, set_global, entry_points)
+        except BaseException:
+            # what did start (threads, global providers, the log hook) must not outlive a failed start
+            self.shutdown(1.0)
+            raise
+
+    def _begin(self, factories, span_exporter, metric_exporter, log_exporter, set_global, entry_points):
+        from tracehouse.agent import export
+
+        config = self.config
         for name in _EXPORT_LOGGERS:
             logging.getLogger(name).addFilter(_RateLimit())
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
@@ -228,15 +239,14 @@ class Agent:
         self._pid = os.getpid()
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        ok = True
-        for p in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            if p is not None:
-                try:
-                    ok = bool(p.force_flush(int(timeout * 1000))) and ok
-                except Exception as exc:
-                    errors.swallow("force_flush", exc)
-                    ok = False
-        return ok
+        """Flush every signal at once; returns within ``timeout`` seconds (False if any is not done):
+        the SDK's log and metric processors wait for an export in flight whatever timeout they get,
+        and one after another the three took up to three times the export timeout."""
+        return _bounded(lambda p, budget: bool(p.force_flush(int(budget * 1000))), self._providers(), timeout,
+                        "force_flush")
+
+    def _providers(self) -> list:
+        return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop everything; returns within ``timeout`` seconds even with a hung collector."""
@@ -260,32 +270,45 @@ class Agent:
             from tracehouse.agent import instrument
 
             instrument.unload(self.instrumentation)
-        budget = max(0.1, timeout - 0.1)
-        threads = []
-        for p in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            if p is None:
-                continue
-            t = threading.Thread(target=_quiet_shutdown, args=(p, budget), daemon=True,
-                                 name="tracehouse-shutdown")
-            t.start()
-            threads.append(t)
-        deadline = time.monotonic() + budget
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        done = not any(t.is_alive() for t in threads)
+        done = _bounded(_shutdown_provider, self._providers(), max(0.1, timeout - 0.1), "shutdown")
         if not done:
             counters.add("shutdown.timed_out")
         return done
 
 
-def _quiet_shutdown(provider, budget: float) -> None:
-    try:
+def _bounded(call, providers: list, budget: float, what: str) -> bool:
+    """``call(provider, budget)`` for every provider, each on a thread of its own, waiting for them
+    all until ``budget`` seconds have passed; True when all returned True in time. A thread that
+    cannot be started (the host's thread limit) counts as not done, without a traceback."""
+    results: list[bool] = []
+    threads = []
+    for p in providers:
+        def run(p=p) -> None:
+            try:
+                results.append(call(p, budget) is not False)
+            except Exception as exc:
+                errors.swallow(what, exc)
+                results.append(False)
+
+        t = threading.Thread(target=run, daemon=True, name=f"tracehouse-{what}")
         try:
-            provider.shutdown(timeout_millis=budget * 1000)
-        except TypeError:
-            provider.shutdown()
-    except Exception as exc:
-        errors.swallow("shutdown", exc)
+            t.start()
+        except RuntimeError as exc:  # can't start new thread
+            errors.swallow(what, exc)
+            continue
+        threads.append(t)
+    deadline = time.monotonic() + budget
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return len(threads) == len(providers) and not any(t.is_alive() for t in threads) and all(results)
+
+
+def _shutdown_provider(provider, budget: float) -> bool:
+    try:
+        provider.shutdown(timeout_millis=budget * 1000)
+    except TypeError:
+        provider.shutdown()
+    return True
 
 
 _lock = threading.Lock()

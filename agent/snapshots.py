@@ -223,8 +223,7 @@ class Snapshots:
             _, instance = self.identity()
             self.emitter.emit(body, {"snapshot.id": new_id(), "snapshot.instance": instance,
                                      "exception.type": exc_type.__qualname__})
-            if fatal:  # the process is about to end: push it out now, briefly
-                self.logger_provider.force_flush(2000)
+            # fatal: the process is about to end; the agent's exit handler flushes it, within its bound
         except Exception as e:
             errors.swallow("snapshot exception", e)
 
@@ -234,8 +233,9 @@ class Snapshots:
         snaps = self
 
         def excepthook(exc_type, exc, tb):
-            snaps.on_exception(exc_type, exc, tb, threading.current_thread().name, fatal=True)
+            # the host's hook (its traceback) first: nothing of ours may delay it
             prev_sys(exc_type, exc, tb)
+            snaps.on_exception(exc_type, exc, tb, threading.current_thread().name, fatal=True)
 
         def thread_excepthook(args):
             name = args.thread.name if args.thread is not None else "unknown"

@@ -20,7 +20,17 @@ def _start():
         os.environ.setdefault("UWSGI_PY_CALL_UWSGI_FORK_HOOKS", "1")
     try:
         import tracehouse.agent
-
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] == "tracehouse":
+            # another Python the application starts (a system tool, another virtualenv) inherits
+            # PYTHONPATH: it has no agent to start, and says nothing on the application's stderr
+            return
+        print(f"tracehouse agent did not start: {exc!r}", file=sys.stderr)
+        return
+    except Exception as exc:
+        print(f"tracehouse agent did not start: {exc!r}", file=sys.stderr)
+        return
+    try:
         tracehouse.agent.start()
     except Exception as exc:  # the application must run even when the agent cannot
         print(f"tracehouse agent did not start: {exc!r}", file=sys.stderr)
