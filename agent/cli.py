@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         os.execvpe(exe, command, env)
     except OSError as exc:
         print(f"tracehouse-agent: cannot run {command[0]!r}: {exc}", file=sys.stderr)
-        return 127
+        # as a shell says it (POSIX): 127 for a command not found, 126 for one found but not runnable
+        return 127 if isinstance(exc, FileNotFoundError) else 126
     return 0  # pragma: no cover - execvpe does not return
 
 

@@ -172,3 +172,14 @@ def test_another_python_the_host_starts_says_nothing_of_the_agent(tmp_path):
                           str(bare / "bin" / "python"), "-c", "print('child'); raise SystemExit(7)"],
                          capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout, out.stderr) == (7, "child\n", "")
+
+
+def test_a_command_that_cannot_run_exits_as_under_a_shell(tmp_path):
+    """A file that is not executable exited 127 (not found) where a shell exits 126."""
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\necho never\n")
+    for target, code in ((str(script), 126), (str(tmp_path / "missing"), 127)):
+        shell = subprocess.run(["sh", "-c", f"'{target}'"], capture_output=True, timeout=30)
+        agent = subprocess.run([AGENT_RUN, "run", "--", target], capture_output=True, text=True, timeout=30)
+        assert agent.returncode == shell.returncode == code, (target, agent.stderr)
+        assert "cannot run" in agent.stderr
