@@ -204,7 +204,7 @@ class Snapshots:
             self._submit("memory", "memory_threshold",
                          f"rss {rss / 2**20:.0f} MiB above {self.config.snapshot_memory_mb:g} MiB")
 
-    def on_exception(self, exc_type, exc, tb, thread_name: str, fatal: bool) -> None:
+    def on_exception(self, exc_type, exc, tb, thread_name: str) -> None:
         if not self._active or exc_type is None or issubclass(exc_type, (KeyboardInterrupt, SystemExit)) or not self._allowed("exception"):
             return
         try:
@@ -223,7 +223,8 @@ class Snapshots:
             _, instance = self.identity()
             self.emitter.emit(body, {"snapshot.id": new_id(), "snapshot.instance": instance,
                                      "exception.type": exc_type.__qualname__})
-            # fatal: the process is about to end; the agent's exit handler flushes it, within its bound
+            # an unhandled exception in the main thread ends the process: the agent's exit handler
+            # flushes the snapshot, within its bound
         except Exception as e:
             errors.swallow("snapshot exception", e)
 
@@ -235,11 +236,11 @@ class Snapshots:
         def excepthook(exc_type, exc, tb):
             # the host's hook (its traceback) first: nothing of ours may delay it
             prev_sys(exc_type, exc, tb)
-            snaps.on_exception(exc_type, exc, tb, threading.current_thread().name, fatal=True)
+            snaps.on_exception(exc_type, exc, tb, threading.current_thread().name)
 
         def thread_excepthook(args):
             name = args.thread.name if args.thread is not None else "unknown"
-            snaps.on_exception(args.exc_type, args.exc_value, args.exc_traceback, name, fatal=False)
+            snaps.on_exception(args.exc_type, args.exc_value, args.exc_traceback, name)
             prev_thr(args)
 
         excepthook.tracehouse = True  # type: ignore[attr-defined]

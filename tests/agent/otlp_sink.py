@@ -140,6 +140,10 @@ class HangingServer:
             except OSError:
                 return
             self.conns.append(c)
+            self._on_connection(c)
+
+    def _on_connection(self, c):
+        """Nothing: the connection is held and never answered."""
 
     def close(self):
         self._stop = True
@@ -157,29 +161,32 @@ def closed_port_url() -> str:
 
 
 class TricklingServer(HangingServer):
-    """Reads each request, then answers a byte at a time, every ``every`` seconds, for as long as
-    the client stays: a 200 head whose body never ends (``part="body"``), or a head that never
-    ends (``part="head"``). A socket timeout, which bounds one read, never fires."""
+    """Answers each connection a byte at a time, every ``every`` seconds, for as long as the client
+    stays, so a socket timeout (which bounds one read) never fires: ``head`` once, then ``drip``
+    again and again. ``TricklingServer.http("body")`` is a 200 head whose body never ends,
+    ``.http("head")`` a head that never ends. With ``read_first`` it reads the request first (an
+    SMTP server speaks first)."""
 
-    def __init__(self, part: str = "body", every: float = 0.1):
-        self.part, self.every = part, every
+    def __init__(self, head: bytes, drip: bytes, read_first: bool = True, every: float = 0.1):
+        self.head, self.drip, self.read_first, self.every = head, drip, read_first, every
         super().__init__()
 
-    def _accept(self):
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._answer, args=(c,), daemon=True).start()
+    @classmethod
+    def http(cls, part: str) -> TricklingServer:
+        if part == "body":
+            return cls(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", b"x")
+        return cls(b"HTTP/1.1 200 OK\r\n", b"X-Slow: 1\r\n")
+
+    def _on_connection(self, c):
+        threading.Thread(target=self._answer, args=(c,), daemon=True).start()
 
     def _answer(self, c):
         try:
-            c.recv(1 << 20)
-            c.sendall(b"HTTP/1.1 200 OK\r\n" + (b"Content-Length: 1000000\r\n\r\n" if self.part == "body" else b""))
+            if self.read_first:
+                c.recv(1 << 20)
+            c.sendall(self.head)
             while not self._stop:
-                c.sendall(b"x" if self.part == "body" else b"X-Slow: 1\r\n")
+                c.sendall(self.drip)
                 time.sleep(self.every)
-        except OSError:
+        except OSError:  # the client gave up: what the test waits for
             pass

@@ -170,7 +170,7 @@ def test_a_flush_keeps_its_timeout_while_a_collector_answers_a_byte_at_a_time():
     """The host's ``force_flush(0.3)`` waited for the export in flight, which a collector answering
     a byte every 0.1 s held for ever: the export now ends at its deadline (3 s here), and a flush
     waits for it only until its own."""
-    slow = TricklingServer("body")
+    slow = TricklingServer.http("body")
     code = f"""
 import time, tracehouse.agent as a
 from opentelemetry import trace
@@ -183,7 +183,9 @@ time.sleep(0.5)  # the export thread is now waiting on the collector
 with tracer.start_as_current_span("y"):
     pass
 t0 = time.monotonic(); h.force_flush(0.3); flush = time.monotonic() - t0
-time.sleep(3.5)  # past the export's deadline: the export thread is free again
+deadline = time.monotonic() + 10  # until the export in flight has failed at its own deadline
+while a.stats().get("spans.dropped.export_failed", 0) < 10 and time.monotonic() < deadline:
+    time.sleep(0.05)
 print(a.stats()); print(flush)
 t0 = time.monotonic(); h.shutdown(1); print(time.monotonic() - t0)
 """

@@ -271,7 +271,7 @@ def test_http_transport_retries_503_after_retry_after_and_gives_up_at_its_deadli
 def test_http_transport_deadline_covers_an_answer_sent_a_byte_at_a_time(part):
     """A socket timeout bounds one read: a collector or proxy answering a byte every 0.1 s held an
     export (and a flush waiting for it) for as long as it went on, whatever the export timeout."""
-    slow = TricklingServer(part)
+    slow = TricklingServer.http(part)
     try:
         t = HttpTransport(slow.url + "/v1/traces", {}, timeout=1.0)
         t0 = time.monotonic()
@@ -289,7 +289,7 @@ def test_log_records_are_sent_by_the_same_transport_within_the_same_deadline():
     from tracehouse.agent.config_otlp import SignalExport
     from tracehouse.agent.export import otlp_factories
 
-    slow, sink = TricklingServer("head"), Sink()
+    slow, sink = TricklingServer.http("head"), Sink()
     try:
         for url, fails in ((slow.url, True), (sink.url, False)):
             exporter = otlp_factories({"logs": SignalExport("http/protobuf", url + "/v1/logs", timeout=1.0)})["logs"]()

@@ -4,54 +4,18 @@ dispatcher's lock with it, so alert evaluation and the notifications API waited 
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
 
+from tests.agent.otlp_sink import TricklingServer as Trickler
 from tracehouse.alerts import notifiers
 from tracehouse.alerts.notifiers import EmailNotifier, NotifyError, WebhookNotifier
 from tracehouse.alerts.notify import Dispatcher, Route
 from tracehouse.alerts.state import Alert
 
 MSG = {"status": "firing", "groupLabels": {"alertname": "A"}, "alerts": []}
-
-
-class Trickler:
-    """Accepts connections and sends ``head`` then ``drip`` every 0.1 s until closed."""
-
-    def __init__(self, head: bytes, drip: bytes, read_first: bool = True):
-        self.head, self.drip, self.read_first = head, drip, read_first
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._drip, args=(c,), daemon=True).start()
-
-    def _drip(self, c):
-        try:
-            if self.read_first:
-                c.recv(65536)
-            c.sendall(self.head)
-            while not self.stop:
-                c.sendall(self.drip)
-                time.sleep(0.1)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.stop = True
-        self.sock.close()
 
 
 @pytest.fixture
@@ -78,7 +42,7 @@ def test_a_webhook_answering_a_byte_at_a_time_fails_within_the_limit(short_limit
 
 
 def test_an_smtp_server_answering_a_byte_at_a_time_fails_within_the_limit(short_limit):
-    slow = Trickler(b"220-slow\r\n", b"220-still greeting\r\n", read_first=False)
+    slow = Trickler(b"220-slow\r\n", b"220-still greeting\r\n", read_first=False)  # SMTP speaks first
     try:
         t0 = time.monotonic()
         with pytest.raises(NotifyError, match="not done within 1 s"):
