@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
@@ -62,33 +63,64 @@ class StarletteInstrumentor(BaseInstrumentor):
             return build_middleware_stack
 
         _patch(Starlette, "build_middleware_stack", make)
-        try:
-            from fastapi import FastAPI
+        # A subclass that builds its own stack without calling Starlette's (FastAPI) is patched too,
+        # when it is made: Starlette is often first imported by FastAPI's own import, before the
+        # FastAPI class exists; or at once when it exists already.
+        self._patched = patched = [Starlette]
+        original_hook = Starlette.__dict__.get("__init_subclass__")
 
-            if "build_middleware_stack" in FastAPI.__dict__:
-                _patch(FastAPI, "build_middleware_stack", make)
-        except ImportError:
-            pass
-        try:  # FastAPI >= 0.16x traces natively once a provider is set: one server span is enough.
-            from fastapi.telemetry._asgi import NativeTelemetry
+        def adopt(cls) -> None:
+            if "build_middleware_stack" in cls.__dict__:
+                _patch(cls, "build_middleware_stack", make)
+                patched.append(cls)
+            _no_native_telemetry()
 
-            _patch(NativeTelemetry, "enabled", lambda original: lambda self: False)
-        except ImportError:
-            pass
+        def __init_subclass__(cls, **kw):
+            if original_hook is not None:
+                original_hook.__get__(None, cls)(**kw)
+            else:
+                super(Starlette, cls).__init_subclass__(**kw)
+            adopt(cls)
+
+        __init_subclass__._tracehouse_original = original_hook  # type: ignore[attr-defined]
+        Starlette.__init_subclass__ = classmethod(__init_subclass__)
+        for cls in _subclasses(Starlette):
+            adopt(cls)
 
     def _uninstrument(self, **kwargs):
         from starlette.applications import Starlette
 
-        _unpatch(Starlette, "build_middleware_stack")
-        try:
-            from fastapi import FastAPI
+        hook = Starlette.__dict__.get("__init_subclass__")
+        if hook is not None and hasattr(hook.__func__, "_tracehouse_original"):
+            original = hook.__func__._tracehouse_original
+            if original is None:
+                del Starlette.__init_subclass__
+            else:
+                Starlette.__init_subclass__ = original
+        for cls in getattr(self, "_patched", ()):
+            _unpatch(cls, "build_middleware_stack")
+        native = sys.modules.get("fastapi.telemetry._asgi")
+        if native is not None and hasattr(native, "NativeTelemetry"):
+            _unpatch(native.NativeTelemetry, "enabled")
 
-            _unpatch(FastAPI, "build_middleware_stack")
-            from fastapi.telemetry._asgi import NativeTelemetry
 
-            _unpatch(NativeTelemetry, "enabled")
-        except ImportError:
-            pass
+def _subclasses(cls) -> list[type]:
+    out, todo = [], list(cls.__subclasses__())
+    while todo:
+        c = todo.pop()
+        if c not in out:
+            out.append(c)
+            todo.extend(c.__subclasses__())
+    return out
+
+
+def _no_native_telemetry() -> None:
+    """FastAPI >= 0.16x traces natively once a provider is set: one server span is enough.
+
+    Its module has run by the time the FastAPI class is made (``fastapi.applications`` imports it)."""
+    native = sys.modules.get("fastapi.telemetry._asgi")
+    if native is not None and hasattr(native, "NativeTelemetry"):
+        _patch(native.NativeTelemetry, "enabled", lambda original: lambda self: False)
 
 
 class UvicornInstrumentor(BaseInstrumentor):

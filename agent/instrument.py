@@ -1,19 +1,27 @@
 """Load instrumentations: the agent's lean ones first, then every installed entry point.
 
-Each instrumentor is loaded in isolation: a broken one is counted and logged, the rest load.
-Stock entry points that a lean instrumentor replaces (fastapi, asgi, wsgi, flask, …) are
-skipped when the lean one applied.
+An instrumentor is loaded when the host first imports the library it instruments (at once when
+the host already has, as with ``start()`` called after the imports): the agent does not import
+libraries the host never uses, nor pay their import time at start-up (:mod:`.on_import`,
+:mod:`.instrument_targets`). Each instrumentor is loaded in isolation: a broken one is counted
+and logged, the rest load. Stock entry points that a lean instrumentor replaces (fastapi, asgi,
+wsgi, flask, …) are skipped; they are loaded instead if the lean one fails.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 
-from tracehouse.agent import errors
+from tracehouse.agent import counters, errors
+from tracehouse.agent.on_import import Deferred
 
 _log = logging.getLogger("tracehouse.agent")
 GROUP = "opentelemetry_instrumentor"
+#: the module whose import loads a lean instrumentor (None: at once)
+LEAN_MODULES = {"starlette": "starlette.applications", "uvicorn": "uvicorn.config",
+                "gunicorn": "gunicorn.app.base", "flask": "flask", "uwsgi": None}
 
 
 @dataclass
@@ -22,6 +30,13 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     instrumentors: list = field(default_factory=list)
+    deferred: dict[str, Deferred] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def pending(self) -> list[str]:
+        """Instrumentors waiting for the host to import their library."""
+        return [name for name, d in list(self.deferred.items()) if d.pending]
 
 
 def _try(name: str, make, report: Report, **kwargs) -> bool:
@@ -30,11 +45,21 @@ def _try(name: str, make, report: Report, **kwargs) -> bool:
         inst.instrument(skip_dep_check=True, **kwargs)
     except Exception as exc:
         report.failed[name] = f"{type(exc).__name__}: {exc}"
+        counters.add("instrumentations.failed")
         _log.warning("tracehouse: instrumentation %s failed and was skipped: %r", name, exc)
         return False
-    report.loaded.append(name)
-    report.instrumentors.append(inst)
+    with report.lock:
+        report.loaded.append(name)
+        report.instrumentors.append(inst)
+    counters.add("instrumentations.loaded")
     return True
+
+
+def _when_imported(report: Report, name: str, modules, load) -> None:
+    if not modules:
+        load()
+        return
+    report.deferred[name] = Deferred(modules, load, f"instrumentation {name}")
 
 
 def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), entry_points=None) -> Report:
@@ -44,11 +69,11 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
         get_dist_dependency_conflicts,
     )
 
-    from tracehouse.agent import frameworks
+    from tracehouse.agent import frameworks, instrument_targets
 
     report = Report()
     kwargs = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
-    replaced: set[str] = set()
+    lean: list[str] = []
     for name, cls in frameworks.LEAN.items():
         if name in disabled:
             continue
@@ -57,17 +82,18 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
         except Exception as exc:
             errors.swallow(f"dependency check {name}", exc)
             continue
-        if conflict:
-            continue
-        if _try(f"tracehouse.{name}", cls, report):
-            replaced.update(frameworks.REPLACES[name])
+        if not conflict:
+            lean.append(name)
+    replaced = {stock for name in lean for stock in frameworks.REPLACES[name]}
 
     if entry_points is None:
         from importlib.metadata import entry_points as _eps
 
         entry_points = _eps(group=GROUP)
+    stock: list[tuple[object, tuple[str, ...]]] = []
+    held: dict[str, tuple[object, tuple[str, ...]]] = {}
     for ep in entry_points:
-        if ep.name in disabled or ep.name in replaced:
+        if ep.name in disabled:
             report.skipped.append(ep.name)
             continue
         try:
@@ -75,15 +101,41 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
             if dist is not None and get_dist_dependency_conflicts(dist):
                 report.skipped.append(ep.name)
                 continue
+            modules = instrument_targets.modules(ep)
         except Exception as exc:
             report.failed[ep.name] = f"{type(exc).__name__}: {exc}"
             continue
-        _try(ep.name, lambda ep=ep: ep.load()(), report, **kwargs)
+        if ep.name in replaced:
+            report.skipped.append(ep.name)
+            held[ep.name] = (ep, modules)
+        else:
+            stock.append((ep, modules))
+
+    def load_stock(ep, modules) -> None:
+        _when_imported(report, ep.name, modules, lambda: _try(ep.name, lambda: ep.load()(), report, **kwargs))
+
+    def load_lean(name: str) -> None:
+        if _try(f"tracehouse.{name}", frameworks.LEAN[name], report):
+            return
+        for replacement in frameworks.REPLACES[name]:  # the stock one takes over
+            if replacement in held:
+                load_stock(*held.pop(replacement))
+
+    for name in lean:
+        module = LEAN_MODULES.get(name)
+        _when_imported(report, f"tracehouse.{name}", (module,) if module else (),
+                       lambda name=name: load_lean(name))
+    for ep, modules in stock:
+        load_stock(ep, modules)
     return report
 
 
 def unload(report: Report) -> None:
-    for inst in report.instrumentors:
+    for d in list(report.deferred.values()):
+        d.cancel()
+    with report.lock:
+        loaded = list(report.instrumentors)
+    for inst in loaded:
         try:
             inst.uninstrument()
         except Exception as exc:

@@ -104,8 +104,6 @@ class Agent:
 
             self.instrumentation = instrument.load_all(self.tracer_provider, self.meter_provider,
                                                        config.disabled_instrumentations, entry_points)
-            counters.add("instrumentations.loaded", len(self.instrumentation.loaded))
-            counters.add("instrumentations.failed", len(self.instrumentation.failed))
         if config.snapshots and self.logger_provider is not None:
             try:
                 self._start_snapshots()

@@ -1,7 +1,7 @@
 """Connection-pool figures for the clients that expose them: redis-py, SQLAlchemy and psycopg2 pools.
 
-Pools are found by wrapping the pool classes' constructors (only for libraries already installed,
-without importing the ones that are not) and kept as weak references; figures are read at
+Pools are found by wrapping the pool classes' constructors when the host imports the client
+(the agent imports none of them) and kept as weak references; figures are read at
 collection time, nothing runs on the request path. Exported with the OpenTelemetry database
 semantic-convention names:
 
@@ -14,13 +14,14 @@ each with ``db.client.connection.pool.name`` and ``db.system``.
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 import threading
 import weakref
 from typing import Any
 
 from . import errors
 from .forklocks import renew_in_child
+from .on_import import Deferred
 
 _lock = threading.Lock()
 renew_in_child(globals(), "_lock")
@@ -85,31 +86,34 @@ def _wrap_init(cls: type, on_new) -> None:
     cls.__init__ = __init__
 
 
+def _redis(module) -> None:
+    _wrap_init(module.ConnectionPool, lambda p: track(p, "redis", _redis_name(p)))
+
+
+def _sqlalchemy(module) -> None:
+    _wrap_init(module.QueuePool, lambda p: track(p, "sqlalchemy", f"sqlalchemy-{id(p):x}"))
+
+
+def _psycopg2(module) -> None:
+    def name(p: Any) -> str:
+        kw = getattr(p, "_kwargs", {}) or {}
+        dsn = " ".join(str(a) for a in getattr(p, "_args", ()) if isinstance(a, str))
+        if kw:
+            return f"postgresql://{kw.get('host', 'localhost')}:{kw.get('port', 5432)}/{kw.get('dbname', '')}"
+        return "postgresql:" + " ".join(x for x in dsn.split() if not x.startswith("password"))
+
+    _wrap_init(module.AbstractConnectionPool, lambda p: track(p, "postgresql", name(p)))
+
+
 def install() -> None:
-    """Wrap the pool classes of the installed clients (idempotent)."""
+    """Wrap the pool classes of the clients the host imports, when it imports them (idempotent)."""
     global _installed
     if _installed:
         return
     _installed = True
-    if importlib.util.find_spec("redis") is not None:
-        import redis
-
-        _wrap_init(redis.ConnectionPool, lambda p: track(p, "redis", _redis_name(p)))
-    if importlib.util.find_spec("sqlalchemy") is not None:
-        from sqlalchemy import pool as sa_pool
-
-        _wrap_init(sa_pool.QueuePool, lambda p: track(p, "sqlalchemy", f"sqlalchemy-{id(p):x}"))
-    if importlib.util.find_spec("psycopg2") is not None:
-        from psycopg2 import pool as pg_pool
-
-        def name(p: Any) -> str:
-            kw = getattr(p, "_kwargs", {}) or {}
-            dsn = " ".join(str(a) for a in getattr(p, "_args", ()) if isinstance(a, str))
-            if kw:
-                return f"postgresql://{kw.get('host', 'localhost')}:{kw.get('port', 5432)}/{kw.get('dbname', '')}"
-            return "postgresql:" + " ".join(x for x in dsn.split() if not x.startswith("password"))
-
-        _wrap_init(pg_pool.AbstractConnectionPool, lambda p: track(p, "postgresql", name(p)))
+    for module, wrap in (("redis.connection", _redis), ("sqlalchemy.pool", _sqlalchemy),
+                         ("psycopg2.pool", _psycopg2)):
+        Deferred((module,), lambda wrap=wrap, module=module: wrap(sys.modules[module]), f"track {module} pools")
 
 
 def snapshot() -> list[dict[str, Any]]:

@@ -38,7 +38,8 @@ def test_one_broken_instrumentor_does_not_stop_the_rest(caplog):
         report = instrument.load_all(tracer_provider="tp", entry_points=eps, disabled=frozenset({"uvicorn"}))
     try:
         assert "good" in report.loaded and "broken" in report.failed
-        assert "tracehouse.starlette" in report.loaded and "fastapi" in report.skipped  # the lean one replaces it
+        # the lean one replaces the stock one (loaded when Starlette is imported, at once if it is already)
+        assert "tracehouse.starlette" in report.loaded + report.pending and "fastapi" in report.skipped
         assert calls == ["tp"] and "broken" in caplog.text
     finally:
         instrument.unload(report)
