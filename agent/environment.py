@@ -88,7 +88,8 @@ TRACEHOUSE_PROBE_INTERVAL = "TRACEHOUSE_PROBE_INTERVAL"
 """Seconds between probe rounds. Default 15."""
 
 TRACEHOUSE_PROBE_TIMEOUT = "TRACEHOUSE_PROBE_TIMEOUT"
-"""Seconds allowed for one probe. Default 2."""
+"""Seconds allowed for one whole probe check (DNS, connect, handshake, answer), not per read: past
+it the target is down ("TimeoutError: no answer within 2.0 s"). Default 2."""
 
 TRACEHOUSE_CGROUP_ROOT = "TRACEHOUSE_CGROUP_ROOT"
 """Where the cgroup filesystem is mounted. Default ``/sys/fs/cgroup``."""

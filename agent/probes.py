@@ -1,8 +1,11 @@
 """Health probes of the middleware a service depends on (Redis, PostgreSQL, HTTP, any TCP port).
 
-Each target URL is checked every ``interval`` seconds within ``timeout``: at protocol level
-when the client library is importable (Redis ``PING`` via redis-py, ``SELECT 1`` via psycopg2 or
-psycopg, MySQL ``SELECT 1`` via PyMySQL, HTTP status via urllib), otherwise by a TCP connect.
+Each target URL is checked every ``interval`` seconds: at protocol level when the client library
+is importable (Redis ``PING`` via redis-py, ``SELECT 1`` via psycopg2 or psycopg, MySQL ``SELECT 1``
+via PyMySQL, HTTP status via urllib), otherwise by a TCP connect. ``timeout`` bounds the whole check
+(DNS, connect, handshake, answer), not one read: a peer that answers a byte at a time is down at the
+deadline (``probe_deadline``). The targets of a round are checked at once, each in its own thread,
+so a hung one delays no other; while its check still runs, it is down without a new check.
 Results feed two gauges, ``tracehouse.probe.up`` (1/0) and ``tracehouse.probe.duration`` (s),
 with ``probe.target`` (the URL without its password) and ``probe.kind``. Checks run under
 ``suppress_instrumentation`` so they create no spans.
@@ -18,10 +21,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from tracehouse.agent import errors
+from tracehouse.agent.probe_deadline import Call, wait_all
 
 DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "postgresql": 5432, "postgres": 5432, "mysql": 3306,
                  "amqp": 5672, "amqps": 5671, "kafka": 9092, "http": 80, "https": 443}
 KINDS = {"rediss": "redis", "postgres": "postgresql", "amqps": "amqp", "https": "http"}
+Result = tuple[bool, float, str | None]  # up, seconds, reason when down
 
 
 @dataclass(frozen=True)
@@ -130,8 +135,8 @@ def _http(t: Target, timeout: float) -> None:
 CHECKS = {"redis": _redis, "postgresql": _postgresql, "mysql": _mysql, "http": _http}
 
 
-def check(t: Target, timeout: float) -> tuple[bool, float, str | None]:
-    """Run one probe: (up, seconds, reason when down). Never raises."""
+def _attempt(t: Target, timeout: float) -> Result:
+    """The check itself, in the thread that does the work (the OTel context is per thread)."""
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
     token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
@@ -145,8 +150,36 @@ def check(t: Target, timeout: float) -> tuple[bool, float, str | None]:
         detach(token)
 
 
+def _late(timeout: float, why: str) -> Result:
+    return False, timeout, f"TimeoutError: {why}"
+
+
+def _outcome(call: Call[Result], timeout: float) -> Result:
+    if call.done.is_set() and call.result is not None:
+        return call.result
+    return _late(timeout, f"no answer within {float(timeout)} s")
+
+
+def _start(t: Target, timeout: float, wake: threading.Event | None = None) -> Call[Result] | Result:
+    try:
+        return Call(lambda: _attempt(t, timeout), f"tracehouse-probe {t.display}", wake)
+    except RuntimeError as exc:  # no thread to be had: the host is at its limit, not the target
+        return False, 0.0, f"{type(exc).__name__}: {exc}"
+
+
+def check(t: Target, timeout: float) -> Result:
+    """Run one probe within ``timeout`` for the whole call: (up, seconds, reason when down).
+    Never raises; past the deadline it returns and leaves the check to end in its daemon thread."""
+    call = _start(t, timeout)
+    if not isinstance(call, Call):
+        return call
+    call.done.wait(timeout)
+    return _outcome(call, timeout)
+
+
 class ProbeRunner:
-    """Checks every target each ``interval`` in one daemon thread; holds the latest results."""
+    """Checks every target each ``interval`` from one daemon thread, each check in a thread of its
+    own within ``timeout``; holds the latest results."""
 
     def __init__(self, urls, interval: float = 15.0, timeout: float = 2.0):
         self.targets: list[Target] = []
@@ -157,15 +190,32 @@ class ProbeRunner:
                 errors.swallow("probe configuration", exc)
         self.interval = interval
         self.timeout = timeout
-        self.results: dict[Target, tuple[bool, float, str | None]] = {}
+        self.results: dict[Target, Result] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by a check that returns, and by stop()
         self._thread: threading.Thread | None = None
+        self._calls: dict[Target, Call[Result]] = {}  # the last check of each target
 
     def run_once(self) -> None:
+        """One round: every target at once; returns when all answered or at the deadline."""
+        timeout = self.timeout
+        deadline = time.monotonic() + timeout
+        started: dict[Target, Call[Result]] = {}
         for t in self.targets:
-            if self._stop.is_set():
-                return
-            self.results[t] = check(t, self.timeout)
+            previous = self._calls.get(t)
+            if previous is not None and previous.running:
+                self.results[t] = _late(timeout, "previous check still running")
+                continue
+            call = _start(t, timeout, self._wake)
+            if isinstance(call, Call):
+                started[t] = self._calls[t] = call
+            else:
+                self.results[t] = call
+        wait_all(started.values(), deadline, self._wake, self._stop)
+        if self._stop.is_set():
+            return
+        for t, call in started.items():
+            self.results[t] = _outcome(call, timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -184,11 +234,14 @@ class ProbeRunner:
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     def after_fork(self) -> None:
         self._thread = None
+        self._calls = {}  # the parent's checks did not come along
+        self._wake = threading.Event()  # a parent's thread may have held its lock at the fork
         self.start()
 
     def register(self, meter) -> list:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gzip
 import socket
+import struct
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -165,10 +167,12 @@ class TricklingServer(HangingServer):
     stays, so a socket timeout (which bounds one read) never fires: ``head`` once, then ``drip``
     again and again. ``TricklingServer.http("body")`` is a 200 head whose body never ends,
     ``.http("head")`` a head that never ends. With ``read_first`` it reads the request first (an
-    SMTP server speaks first)."""
+    SMTP server speaks first). With ``reply`` the answers do end: each request gets
+    ``reply(request)``, a byte at a time (a slow peer that finishes)."""
 
-    def __init__(self, head: bytes, drip: bytes, read_first: bool = True, every: float = 0.1):
-        self.head, self.drip, self.read_first, self.every = head, drip, read_first, every
+    def __init__(self, head: bytes, drip: bytes, read_first: bool = True, every: float = 0.1,
+                 reply: Callable[[bytes], bytes] | None = None):
+        self.head, self.drip, self.read_first, self.every, self.reply = head, drip, read_first, every, reply
         super().__init__()
 
     @classmethod
@@ -177,11 +181,36 @@ class TricklingServer(HangingServer):
             return cls(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", b"x")
         return cls(b"HTTP/1.1 200 OK\r\n", b"X-Slow: 1\r\n")
 
+    @classmethod
+    def redis(cls, every: float, forever: bool = True) -> TricklingServer:
+        """A Redis-protocol peer: a first reply that never ends (``+PPP…``) or, not ``forever``, the
+        right reply to each command (HELLO, PING, anything else: OK), each a byte at a time."""
+        if forever:
+            return cls(b"+", b"P", every=every)
+
+        def reply(request: bytes) -> bytes:
+            if b"HELLO" in request:
+                return b"%1\r\n$5\r\nproto\r\n:3\r\n"
+            return b"+PONG\r\n" if b"PING" in request else b"+OK\r\n"
+        return cls(b"", b"", every=every, reply=reply)
+
+    @classmethod
+    def postgresql(cls, every: float) -> TricklingServer:
+        """A PostgreSQL-protocol peer: no TLS, no password, ready for queries, then an answer to the
+        first query (a row description of 10,000 bytes) that never ends."""
+        def msg(kind: bytes, body: bytes) -> bytes:
+            return kind + struct.pack("!i", 4 + len(body)) + body
+        ready = (b"N" + msg(b"R", struct.pack("!i", 0)) + msg(b"S", b"client_encoding\0UTF8\0")
+                 + msg(b"Z", b"I"))
+        return cls(ready + b"T" + struct.pack("!i", 10_000), b"a", every=every)
+
     def _on_connection(self, c):
         threading.Thread(target=self._answer, args=(c,), daemon=True).start()
 
     def _answer(self, c):
         try:
+            if self.reply is not None:
+                return self._reply_to_each(c, self.reply)
             if self.read_first:
                 c.recv(1 << 20)
             c.sendall(self.head)
@@ -190,3 +219,10 @@ class TricklingServer(HangingServer):
                 time.sleep(self.every)
         except OSError:  # the client gave up: what the test waits for
             pass
+
+    def _reply_to_each(self, c, reply: Callable[[bytes], bytes]) -> None:
+        while not self._stop and (request := c.recv(1 << 20)):
+            answer = reply(request)
+            for i in range(len(answer)):
+                time.sleep(self.every)
+                c.sendall(answer[i:i + 1])

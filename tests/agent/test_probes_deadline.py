@@ -1,0 +1,174 @@
+"""A probe's ``timeout`` bounds the whole check, not one socket read. A peer that answers a byte at a
+time never trips a per-read timeout: the check ran for as long as the peer went on, and since every
+target was checked one after another in one thread, every other target's result (and the
+``tracehouse.probe.*`` gauges) stayed at its last value, "up" included, for as long as that lasted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from testkit import servers
+from tests.agent.otlp_sink import TricklingServer
+from tracehouse.agent import probes
+
+
+def within(seconds: float, fn):
+    """``fn()``, or an AssertionError when it has not returned after ``seconds`` (it goes on in a
+    daemon thread, so a hanging check fails the test instead of hanging it)."""
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert out, f"did not return within {seconds} s"
+    return out[0]
+
+
+def timed_check(url: str, timeout: float, bound: float = 10.0):
+    t0 = time.monotonic()
+    result = within(bound, lambda: probes.check(probes.parse(url), timeout))
+    return result, time.monotonic() - t0
+
+
+def gauges(runner: probes.ProbeRunner) -> dict[str, dict[str, float]]:
+    reader = InMemoryMetricReader()
+    runner.register(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    data = reader.get_metrics_data()
+    return {m.name: {p.attributes["probe.target"]: p.value for p in m.data.data_points}
+            for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+
+
+def wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+PEERS = {
+    # each reply (HELLO, CLIENT SETINFO ×2, PING) a byte every 0.3 s: no read waited 1 s, up after ~11 s
+    "redis spelling +PONG": (lambda: TricklingServer.redis(every=0.3, forever=False), "redis", "", 20),
+    "redis reply never ends": (lambda: TricklingServer.redis(every=0.1), "redis", "", 5),
+    "http head never ends": (lambda: TricklingServer.http("head"), "http", "/health", 5),
+    # libpq's connect_timeout bounds the handshake; nothing bounded the query after it
+    # (statement_timeout is the server's)
+    "postgresql answer never ends": (lambda: TricklingServer.postgresql(every=0.1), "postgresql", "/x", 5),
+}
+
+
+@pytest.mark.parametrize("peer", PEERS)
+def test_a_peer_answering_a_byte_at_a_time_is_down_at_the_deadline(peer):
+    start, scheme, path, bound = PEERS[peer]
+    slow = start()
+    try:
+        (up, seconds, reason), elapsed = timed_check(slow.url.replace("http", scheme) + path, 1.0, bound)
+        assert (up, seconds, reason) == (False, 1.0, "TimeoutError: no answer within 1.0 s")
+        assert elapsed < 1.6, elapsed
+    finally:
+        slow.close()
+
+
+def test_a_hung_target_does_not_hold_up_a_healthy_one(tmp_path):
+    """The hung target comes first; the real Redis after it is reported up each round, then down
+    once stopped. Before, the one probe thread never got past the hung target: no result at all."""
+    never = TricklingServer.redis(every=0.1)
+    redis = servers.start_redis(str(tmp_path / "redis"))
+    runner = probes.ProbeRunner([never.url.replace("http", "redis"), redis.url], interval=0.2, timeout=0.5)
+    hung, healthy = runner.targets
+    runner.start()
+    try:
+        assert wait_for(lambda: {hung, healthy} <= runner.results.keys(), 3), runner.results
+        assert runner.results[healthy][0] is True, runner.results
+        first = runner.results[healthy]
+        assert wait_for(lambda: runner.results[healthy] is not first, 0.2 + 0.5 + 1), "not refreshed"
+        assert runner.results[healthy][0] is True, runner.results
+        up, seconds, reason = runner.results[hung]
+        assert up is False and seconds == 0.5 and reason.startswith("TimeoutError: "), reason
+        g = gauges(runner)
+        assert g["tracehouse.probe.up"] == {hung.display: 0, healthy.display: 1}, g
+        assert g["tracehouse.probe.duration"][hung.display] == 0.5, g
+        redis.stop()
+        assert wait_for(lambda: runner.results[healthy][0] is False, 0.2 + 0.5 + 1.5), runner.results
+        assert gauges(runner)["tracehouse.probe.up"] == {hung.display: 0, healthy.display: 0}
+    finally:
+        runner.stop()
+        redis.stop()
+        never.close()
+
+
+def test_a_hung_target_keeps_one_check_in_flight_however_many_rounds():
+    """Each round reports it down at the deadline; no second check (thread, connection) is started
+    while the first still runs. Before, the first round never returned."""
+    never = TricklingServer.redis(every=0.05)
+    runner = probes.ProbeRunner([never.url.replace("http", "redis")], interval=0.01, timeout=0.1)
+    (target,) = runner.targets
+    try:
+        reasons = set()
+        for _ in range(30):
+            within(2, runner.run_once)
+            up, seconds, reason = runner.results[target]
+            assert up is False and seconds == 0.1, runner.results
+            reasons.add(reason)
+        assert reasons == {"TimeoutError: no answer within 0.1 s", "TimeoutError: previous check still running"}
+        workers = [t for t in threading.enumerate() if t.name == f"tracehouse-probe {target.display}"]
+        assert len(workers) == 1 and len(never.conns) == 1, (workers, len(never.conns))
+    finally:
+        never.close()
+    assert wait_for(lambda: not workers[0].is_alive(), 2)  # the peer hung up: the check ended
+
+
+def test_stop_and_interpreter_exit_do_not_wait_for_a_hung_check():
+    never = TricklingServer.redis(every=0.1)
+    code = f"""
+import time
+from tracehouse.agent import probes
+r = probes.ProbeRunner(["redis://127.0.0.1:{never.port}"], interval=0.05, timeout=0.2).start()
+time.sleep(0.5)
+t0 = time.monotonic()
+r.stop()
+print(round(time.monotonic() - t0, 3))
+"""
+    try:
+        t0 = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+        assert float(out.stdout) < 0.3 and time.monotonic() - t0 < 10, out.stdout
+    finally:
+        never.close()
+
+
+def test_a_forked_child_checks_afresh_while_the_parents_check_hangs():
+    """The parent's hung check did not come along into the child: the child checks that target
+    again (down at the deadline) and keeps checking the healthy one (the same port, by TCP)."""
+    never = TricklingServer.redis(every=0.1)
+    code = f"""
+import os, time
+from tracehouse.agent import probes
+r = probes.ProbeRunner(["redis://127.0.0.1:{never.port}", "tcp://127.0.0.1:{never.port}"],
+                       interval=0.05, timeout=0.2).start()
+time.sleep(0.5)
+pid = os.fork()
+if pid == 0:
+    r.after_fork()
+    r.results.clear()
+    time.sleep(0.2 + 0.3)
+    print(sorted((t.kind, up, reason) for t, (up, _, reason) in r.results.items()), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    finally:
+        never.close()
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout.strip() in (
+        "[('redis', False, 'TimeoutError: no answer within 0.2 s'), ('tcp', True, None)]",
+        "[('redis', False, 'TimeoutError: previous check still running'), ('tcp', True, None)]"), out.stdout
