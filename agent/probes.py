@@ -77,12 +77,24 @@ def _redis(t: Target, timeout: float) -> None:
     except ImportError:
         return _tcp(t, timeout)
     client = redis.Redis.from_url(t.url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                  retry_on_timeout=False)
+                                  retry_on_timeout=False, **_redis_plain())
     try:
         if not client.ping():
             raise ConnectionError("PING was not answered with PONG")
     finally:
         client.close()
+
+
+def _redis_plain() -> dict:
+    """Only PING on the wire: redis-py 8 opens with ``HELLO 3`` (RESP3), which a server before 6.0
+    refuses ("unknown command"): a healthy Redis 5 was reported down. RESP2 is what every server
+    speaks, and the client's ``CLIENT SETINFO`` calls add nothing to a probe."""
+    import inspect
+
+    from redis.connection import AbstractConnection
+
+    params = inspect.signature(AbstractConnection.__init__).parameters
+    return {k: v for k, v in (("protocol", 2), ("lib_name", None), ("lib_version", None)) if k in params}
 
 
 def _postgresql(t: Target, timeout: float) -> None:

@@ -5,7 +5,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from testkit import servers
-from tests.agent.otlp_sink import HangingServer, closed_port_url
+from tests.agent.otlp_sink import HangingServer, TricklingServer, closed_port_url
 from tracehouse.agent import probes
 
 
@@ -76,3 +76,26 @@ def test_hanging_peer_is_down_within_the_timeout():
         assert up is False and time.monotonic() - t0 < 2 and "imeout" in reason
     finally:
         hang.close()
+
+
+def test_a_redis_older_than_six_is_up():
+    """redis-py 8 opens with HELLO 3, which Redis before 6.0 refuses: a healthy Redis 5 was down.
+    A peer speaking only RESP2 (it refuses HELLO and CLIENT SETINFO as Redis 5 does) must be up,
+    and a probe sends it nothing but what it needs (AUTH, SELECT, PING)."""
+    seen: list[bytes] = []
+
+    def reply(request: bytes) -> bytes:
+        seen.append(request.split(b"\r\n")[2])
+        if b"HELLO" in request:
+            return b"-ERR unknown command 'HELLO'\r\n"
+        if b"SETINFO" in request:
+            return b"-ERR Unknown subcommand or wrong number of arguments for 'SETINFO'\r\n"
+        return b"+PONG\r\n" if b"PING" in request else b"+OK\r\n"
+
+    peer = TricklingServer(b"", b"", every=0, reply=reply)
+    try:
+        up, _, reason = probes.check(probes.parse(f"redis://:secret@127.0.0.1:{peer.port}/2"), 5.0)
+    finally:
+        peer.close()
+    assert (up, reason) == (True, None)
+    assert seen == [b"AUTH", b"SELECT", b"PING"]
