@@ -15,6 +15,7 @@ from tracehouse.agent import errors
 from tracehouse.agent import http_server as hs
 from tracehouse.agent.metrics_process import LOOP_LAG
 from tracehouse.agent.watchdog import INFLIGHT, Inflight
+from tracehouse.agent.wsgi import ERROR_KEY, ROUTE_KEY
 
 _MARK = "tracehouse.instrumented"
 _tuple = tuple.__new__  # Inflight(...) without the NamedTuple's Python-level __new__
@@ -57,6 +58,9 @@ class TracehouseASGIMiddleware:
                     route = getattr(route, "path", None)
                     if route is not None and scope.get("root_path"):
                         route = scope["root_path"] + route
+                else:  # set by a framework hook (Django), as in a WSGI environ
+                    route = scope.get(ROUTE_KEY)
+                    error = error or scope.get(ERROR_KEY)
                 hs.detach(token)
                 inst.active.add(-1, method)
                 hs.finish(inst, span, method, route, status or (500 if error is not None else 0), start, end, error)

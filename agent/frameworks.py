@@ -22,24 +22,9 @@ import sys
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from tracehouse.agent.asgi import TracehouseASGIMiddleware
+from tracehouse.agent.patching import patch as _patch
+from tracehouse.agent.patching import unpatch as _unpatch
 from tracehouse.agent.wsgi import ROUTE_KEY, TracehouseWSGIMiddleware
-
-_ORIGINAL = "_tracehouse_original"
-
-
-def _patch(owner, name: str, make):
-    current = getattr(owner, name)
-    if getattr(current, _ORIGINAL, None) is not None:
-        return
-    wrapper = make(current)
-    setattr(wrapper, _ORIGINAL, current)
-    setattr(owner, name, wrapper)
-
-
-def _unpatch(owner, name: str) -> None:
-    original = getattr(getattr(owner, name), _ORIGINAL, None)
-    if original is not None:
-        setattr(owner, name, original)
 
 
 def is_asgi(app) -> bool:
@@ -211,6 +196,12 @@ class FlaskInstrumentor(BaseInstrumentor):
         _unpatch(flask.Flask, "wsgi_app")
 
 
+def _django():
+    from tracehouse.agent.framework_django import DjangoInstrumentor
+
+    return DjangoInstrumentor()
+
+
 def _uwsgi():
     from tracehouse.agent.uwsgi_loader import UwsgiInstrumentor
 
@@ -218,7 +209,7 @@ def _uwsgi():
 
 
 LEAN = {"starlette": StarletteInstrumentor, "uvicorn": UvicornInstrumentor,
-        "gunicorn": GunicornInstrumentor, "flask": FlaskInstrumentor, "uwsgi": _uwsgi}
+        "gunicorn": GunicornInstrumentor, "flask": FlaskInstrumentor, "django": _django, "uwsgi": _uwsgi}
 # Stock entry points the lean instrumentors replace (skipped when the lean one loaded).
 REPLACES = {"starlette": ("fastapi", "starlette", "asgi"), "uvicorn": ("asgi",),
-            "gunicorn": ("wsgi",), "flask": ("flask", "wsgi"), "uwsgi": ()}
+            "gunicorn": ("wsgi",), "flask": ("flask", "wsgi"), "django": ("django", "wsgi", "asgi"), "uwsgi": ()}

@@ -21,7 +21,8 @@ _log = logging.getLogger("tracehouse.agent")
 GROUP = "opentelemetry_instrumentor"
 #: the module whose import loads a lean instrumentor (None: at once)
 LEAN_MODULES = {"starlette": "starlette.applications", "uvicorn": "uvicorn.config",
-                "gunicorn": "gunicorn.app.base", "flask": "flask", "uwsgi": None}
+                "gunicorn": "gunicorn.app.base", "flask": "flask", "django": "django",
+                "uwsgi": None}
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 The span ends when the server closes the response iterable (PEP 3333), so streamed bodies
 count in the duration. ``environ["tracehouse.route"]`` may be set by a framework hook (the
-Flask instrumentor does) to name the route.
+Flask and Django instrumentors do) to name the route, and ``environ["tracehouse.error"]`` to the
+exception a framework answered with a 500 itself (Django), which no middleware sees raised.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tracehouse.agent import http_server as hs
 from tracehouse.agent.watchdog import INFLIGHT, Inflight
 
 ROUTE_KEY = "tracehouse.route"
+ERROR_KEY = "tracehouse.error"
 _tuple = tuple.__new__  # Inflight(...) without the NamedTuple's Python-level __new__
 _MARK = "tracehouse.instrumented"
 
@@ -103,6 +105,8 @@ class _Request:
         INFLIGHT.pop(self.key, None)
         try:
             end = time_ns()
+            if error is None:
+                error = self.environ.get(ERROR_KEY)
             status = self.status or (500 if error is not None else 0)
             try:
                 hs.detach(self.token)
