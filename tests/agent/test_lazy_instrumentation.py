@@ -75,3 +75,54 @@ def test_libraries_imported_after_start_are_instrumented_when_imported(tmp_path,
     assert sink.wait(lambda s: any(m.name == "http.server.request.duration" for _, m in s.metrics()))
     client = next(s for _, s in spans if s.kind == 3)
     assert client.trace_id == server[0].trace_id and client.parent_span_id == server[0].span_id
+
+
+def fake_instrumentation(root, name: str, requires: list[str], extra: str, library: str) -> None:
+    """An installed instrumentation distribution as pip lays one out: its module (which imports the
+    library at import time, as the real ones do), METADATA naming what it instruments under the
+    ``instruments`` extra and an ``opentelemetry_instrumentor`` entry point."""
+    (root / f"{name}.py").write_text(textwrap.dedent(f"""
+        import {library}
+        from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+        class Instrumentor(BaseInstrumentor):
+            def instrumentation_dependencies(self):
+                return ()
+
+            def _instrument(self, **kwargs):
+                {library}.instrumented_by = "{name}"
+
+            def _uninstrument(self, **kwargs):
+                pass
+    """))
+    info = root / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: " + name + "\nVersion: 1.0\n"
+                                   f"Provides-Extra: {extra}\n"
+                                   + "".join(f'Requires-Dist: {r}; extra == "{extra}"\n' for r in requires))
+    (info / "entry_points.txt").write_text(f"[opentelemetry_instrumentor]\n{name} = {name}:Instrumentor\n")
+    (info / "RECORD").write_text(f"{name}.py,,\n{info.name}/METADATA,,\n")
+
+
+def test_an_instrumentation_waits_for_its_library_under_another_import_name(tmp_path):
+    """``psycopg2-binary`` installs the module ``psycopg2``; an instrumentation that names either
+    distribution (``instruments-any``, as opentelemetry-instrumentation-psycopg2 does) is loaded when
+    ``psycopg2`` is imported, and one naming a library that is not installed is not loaded at all."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    fake_instrumentation(plugins, "fake_pg", ["psycopg2>=2.7", "psycopg2-binary>=2.7"], "instruments-any", "psycopg2")
+    fake_instrumentation(plugins, "fake_absent", ["no-such-library>=1"], "instruments", "no_such_library")
+    got = run_under_agent(tmp_path, """
+        import json, sys
+        from tracehouse.agent import pipeline
+
+        report = pipeline.current().instrumentation
+        before = {"pending": sorted(report.pending), "imported": "psycopg2" in sys.modules}
+        import psycopg2
+        print(json.dumps({"before": before, "by": getattr(psycopg2, "instrumented_by", None),
+                          "loaded": report.loaded, "skipped": report.skipped, "failed": report.failed}))
+    """, closed_port_url(), PYTHONPATH=str(plugins))
+    assert got["before"] == {"pending": got["before"]["pending"], "imported": False}
+    assert "fake_pg" in got["before"]["pending"]
+    assert got["by"] == "fake_pg" and "fake_pg" in got["loaded"] and not got["failed"]
+    assert "fake_absent" in got["skipped"] and "fake_absent" not in got["loaded"]
