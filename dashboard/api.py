@@ -109,10 +109,13 @@ def api_router(get_store) -> APIRouter:
     # last segment and the name everything before it: /api/services/a%2Foperations/series is the
     # series of service "a/operations"
     @r.get("/services/{service:text}/operations")
-    def service_operations(request: Request, service: str, since: str | None = SINCE,
-                           until: str | None = UNTIL) -> dict[str, Any]:
+    def service_operations(request: Request, service: str, since: str | None = SINCE, until: str | None = UNTIL,
+                           q: str | None = Query(None, description="only names containing this (any case)")
+                           ) -> dict[str, Any]:
+        """The service's busiest operations (at most 500, the most calls first; ``truncated`` and
+        ``total`` say when there are more)."""
         tr = parse_range(since, until)
-        return {"service": service, "operations": qsvc.operations(get_store(request), service, tr)}
+        return {"service": service, **qsvc.operation_listing(get_store(request), service, tr, match=q or None)}
 
     @r.get("/services/{service:text}/series")
     def service_series(request: Request, service: str, since: str | None = SINCE, until: str | None = UNTIL,

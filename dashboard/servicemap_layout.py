@@ -44,6 +44,28 @@ def layers(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> dict[str
     return layer
 
 
+def busiest(graph: dict[str, Any], max_nodes: int, max_edges: int) -> dict[str, Any]:
+    """The part of ``queries_map.service_map``'s graph a page draws: every service with spans of its
+    own (the graph already holds only the busiest), then the other nodes (dependencies, and peers
+    known only by name) with the most calls into them, up to ``max_nodes`` in all; and of the calls
+    among those, the ``max_edges`` with the most calls (then errors). ``nodes_hidden`` and
+    ``edges_hidden`` count what was left out."""
+    nodes, edges = graph.get("nodes", []), graph.get("edges", [])
+    calls_in: dict[str, tuple[int, int]] = {}
+    for e in edges:
+        c, x = calls_in.get(e["target"], (0, 0))
+        calls_in[e["target"]] = (c + e["calls"], x + e["errors"])
+    own = [n for n in nodes if "requests" in n]
+    others = sorted((n for n in nodes if "requests" not in n),
+                    key=lambda n: (-calls_in.get(n["id"], (0, 0))[0], -calls_in.get(n["id"], (0, 0))[1], n["id"]))
+    keep = {n["id"] for n in own + others[:max(0, max_nodes - len(own))]}
+    among = [e for e in edges if e["source"] in keep and e["target"] in keep]
+    among = sorted(among, key=lambda e: (-e["calls"], -e["errors"], e["source"], e["target"]))[:max_edges]
+    return {**graph, "nodes": [n for n in nodes if n["id"] in keep],
+            "edges": sorted(among, key=lambda e: (e["source"], e["target"])),
+            "nodes_hidden": len(nodes) - len(keep), "edges_hidden": len(edges) - len(among)}
+
+
 def health_of(node: dict[str, Any]) -> str:
     er = node.get("error_rate")
     if node.get("kind") == "service" and not node.get("requests") and er is None:

@@ -21,33 +21,57 @@ def normalize_address(addr: str) -> str:
     return f"{host}:{port}" if port else host
 
 
+def _normalized(column: str, alias: str) -> str:
+    """SQL: :func:`normalize_address` of ``column`` (a port is ASCII digits here); ``alias`` names
+    its parts (``alias_p``, ``alias_l``, ``alias_h``)."""
+    local = "[" + ", ".join(f"'{k}'" for k in _LOCAL_NAMES) + "]"
+    mapped = "[" + ", ".join(f"'{v}'" for v in _LOCAL_NAMES.values()) + "]"
+    p, low, h = f"{alias}_p", f"{alias}_l", f"{alias}_h"
+    host = (f"(transform((lowerUTF8(if({p} = '', {column}, substring({column}, 1, length({column}) - length({p}) - 1)))"
+            f" AS {low}), {local}, {mapped}, {low}) AS {h})")
+    return f"if((extract({column}, ':([0-9]+)$') AS {p}) = '', {host}, concat({h}, ':', {p}))"
+
+
+_WINDOW = "minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32})"
+
+
+def _busiest_edges(store, more: str = "") -> str:
+    """SQL: the ``{cap}`` edges (caller, target as recorded, kind) with the most calls in the window,
+    then the most errors; ``more``: further columns."""
+    return (f"SELECT service, target, target_kind, countMerge(calls) AS calls, sumMerge(errors) AS errors{more} "
+            f"FROM {store.t('edges_1m')} WHERE {_WINDOW} GROUP BY service, target, target_kind "
+            "ORDER BY calls DESC, errors DESC, service, target, target_kind LIMIT {cap:UInt32}")
+
+
+def _endpoints(store, params: dict[str, Any]) -> dict[str, str]:
+    """Normalized address → the service that answers most requests there, for the addresses the
+    busiest edges call (and only those: a flood of other addresses cannot push them out)."""
+    res = store.read(
+        f"SELECT {_normalized('address', 'a')} AS addr, argMax(service, hits) AS service FROM ("
+        f"SELECT address, service, countMerge(hits) AS hits FROM {store.t('service_endpoints')} WHERE {_WINDOW} "
+        f"AND {_normalized('address', 'e')} IN (SELECT {_normalized('target', 't')} FROM ({_busiest_edges(store)}) "
+        "WHERE target_kind IN ('external', 'service')) GROUP BY address, service) GROUP BY addr LIMIT {cap:UInt32}",
+        params,
+    )
+    return {normalize_address(addr): service for addr, service in res.rows}
+
+
 def service_map(store, tr: TimeRange, limit: int = MAX_SERVICES) -> dict[str, Any]:
     """Nodes and edges; past ``limit`` services the busiest are drawn (``queries_services.listing``)
     with the edges among them and their dependencies, and ``truncated`` / ``services_total`` say so.
-    ``edges_truncated``: more than ``MAX_EDGES`` edges were called, the busiest are shown."""
-    w = _window(tr)
+    Past ``MAX_EDGES`` edges (caller → target as recorded) the busiest are read, ``edges_truncated``
+    says so and ``edges_total`` counts them all. A client call to an address is drawn to the service
+    that answers there."""
+    params = {**_window(tr), "cap": MAX_EDGES + 1}
     got = listing(store, tr, limit)
     svc = {s["service"]: s for s in got["services"]}
-    endpoints: dict[str, tuple[str, int]] = {}
-    res = store.read(
-        f"SELECT address, service, countMerge(hits) AS hits FROM {store.t('service_endpoints')} "
-        "WHERE minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) "
-        "GROUP BY address, service ORDER BY hits DESC LIMIT {cap:UInt32}",
-        {**w, "cap": MAX_EDGES},
-    )
-    for address, service, hits in res.rows:
-        key = normalize_address(address)
-        if key not in endpoints or endpoints[key][1] < hits:
-            endpoints[key] = (service, int(hits))
-    res = store.read(
-        f"SELECT service, target, target_kind, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
-        f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('edges_1m')} "
-        "WHERE minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32}) "
-        "GROUP BY service, target, target_kind ORDER BY calls DESC, errors DESC, service, target "
-        "LIMIT {cap:UInt32}",
-        {**w, "cap": MAX_EDGES + 1},
-    )
-    edge_rows = res.dicts()
+    endpoints = _endpoints(store, params)
+    edge_rows = store.read(_busiest_edges(store, ", quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q"),
+                           params).dicts()
+    edges_total = len(edge_rows)
+    if edges_total > MAX_EDGES:
+        edges_total = int(store.read(f"SELECT uniqExact(service, target, target_kind) FROM {store.t('edges_1m')} "
+                                     f"WHERE {_WINDOW}", _window(tr)).scalar())
     nodes: dict[str, dict[str, Any]] = {
         name: {"id": name, "name": name, "kind": "service", "requests": s["requests"], "rate": s["rate"],
                "error_rate": s["error_rate"], "p95_ms": s["p95_ms"]}
@@ -59,7 +83,7 @@ def service_map(store, tr: TimeRange, limit: int = MAX_SERVICES) -> dict[str, An
         if kind in ("external", "service"):
             hit = endpoints.get(normalize_address(target))
             if hit:
-                target, kind = hit[0], "service"
+                target, kind = hit, "service"
         if target == r["service"] and kind == "service":
             continue  # a service calling itself through its own address: not an edge on the map
         if got["truncated"] and (r["service"] not in svc or (kind == "service" and target not in svc)):
@@ -86,4 +110,4 @@ def service_map(store, tr: TimeRange, limit: int = MAX_SERVICES) -> dict[str, An
     out_edges.sort(key=lambda e: (e["source"], e["target"]))
     return {"nodes": sorted(nodes.values(), key=lambda n: (n["kind"] != "service", n["id"])), "edges": out_edges,
             "window_s": _f(tr.seconds), "truncated": got["truncated"], "services_total": got["total"],
-            "edges_truncated": len(edge_rows) > MAX_EDGES}
+            "edges_truncated": len(edge_rows) > MAX_EDGES, "edges_total": edges_total}

@@ -169,7 +169,9 @@ _SELECT = {
 
 def explore(store, mq: MetricQuery) -> dict[str, Any]:
     """``{"name", "type", "unit", "agg", "step_s", "series": [{"labels", "points": [[t, v]]}],
-    "truncated"}``; an unknown metric gives no series."""
+    "series_total", "truncated"}``; an unknown metric gives no series. Past ``MAX_GROUPS`` groups the
+    ones with the most points are kept (then by labels) and ``series_total`` counts them all;
+    ``truncated``: groups or points (past ``MAX_ROWS`` rows of a stream and step) were left out."""
     if not mq.name:
         raise InvalidParameter("metric name is required")
     if len(mq.group_by) > 10:
@@ -187,38 +189,54 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     if mq.tr.seconds / step > 2000:
         raise InvalidParameter("step too small: more than 2000 points")
     out: dict[str, Any] = {"name": mq.name, "type": mtype, "unit": info["unit"] if info else "", "agg": agg, "step_s": step,
-           "series": [], "truncated": False, "info": info}
+           "series": [], "series_total": 0, "truncated": False, "info": info}
     if info is None or mtype == "unknown":
         return out
-    params: dict[str, Any] = {"step": step, "rows": MAX_ROWS}
-    where = mq.where(params)
-    group = ("[" + ", ".join(_label(g, f"g{i}", params) for i, g in enumerate(mq.group_by)) + "]"
+    base: dict[str, Any] = {}
+    where = mq.where(base)
+    group = ("[" + ", ".join(_label(g, f"g{i}", base) for i, g in enumerate(mq.group_by)) + "]"
              if mq.group_by else "emptyArrayString()")
+    params: dict[str, Any] = {**base, "step": step, "rows": MAX_ROWS}
     kind = "value" if mtype in ("gauge", "sum") else mtype
+    table = store.t("metric_points")
+    busiest = ""
+    if mq.group_by:
+        # past MAX_GROUPS groups, the ones with the most points: a flood of one-point label values
+        # that sort first must not hide the others (one more is read to tell the list was cut)
+        params["groups"] = MAX_GROUPS + 1
+        busiest = (f" AND {group} IN (SELECT {group} AS g FROM {table} WHERE {where} GROUP BY g "
+                   "ORDER BY count() DESC, g LIMIT {groups:UInt32})")
     res = store.read(
         f"SELECT {group} AS grp, cityHash64(service, instance, attr_keys, attr_values) AS stream, "
         "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, max(ts_ns) AS lts, min(ts_ns) AS fts, "
-        "argMin(start_ns, ts_ns) AS fstart, "
-        f"any(temporality) AS temp, {_SELECT[kind]} FROM {store.t('metric_points')} WHERE {where} "
+        "argMin(start_ns, ts_ns) AS fstart, count() AS n, "
+        f"any(temporality) AS temp, {_SELECT[kind]} FROM {table} WHERE {where}{busiest} "
         "GROUP BY grp, stream, t ORDER BY grp, stream, t LIMIT {rows:UInt32}",
         params,
     )
+    rows = res.dicts()
+    points: dict[tuple, int] = {}
+    for r in rows:
+        points[tuple(r["grp"])] = points.get(tuple(r["grp"]), 0) + int(r["n"])
+    keep = set(sorted(points, key=lambda k: (-points[k], k))[:MAX_GROUPS])
     groups: dict[tuple, dict[int, list]] = {}
-    truncated = len(res.rows) >= MAX_ROWS
     prev: dict[Any, dict[str, Any]] = {}
-    for r in res.dicts():
+    for r in rows:
         key = tuple(r["grp"])
-        if key not in groups and len(groups) >= MAX_GROUPS:
-            truncated = True
+        if key not in keep:
             continue
         contrib = _contribution(kind, r, prev.get(r["stream"]), step, mq.tr.start_ns)
         prev[r["stream"]] = r
         groups.setdefault(key, {}).setdefault(int(r["t"]), []).append(contrib)
     reduce = _reduce_value if kind == "value" else _reduce_hist
     for key, steps in groups.items():
-        points = [[t, reduce(agg, cs)] for t, cs in sorted(steps.items())]
-        out["series"].append({"labels": dict(zip(mq.group_by, key)), "points": points})
-    out["truncated"] = truncated
+        out["series"].append({"labels": dict(zip(mq.group_by, key)),
+                              "points": [[t, reduce(agg, cs)] for t, cs in sorted(steps.items())]})
+    total = len(points)
+    if total > MAX_GROUPS or len(rows) >= MAX_ROWS:
+        total = int(store.read(f"SELECT uniqExact({group}) FROM {table} WHERE {where}", base).scalar())
+    out["series_total"] = total
+    out["truncated"] = len(rows) >= MAX_ROWS or total > len(out["series"])
     return out
 
 

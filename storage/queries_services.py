@@ -12,6 +12,8 @@ MAX_POINTS = 2000
 #: services listed by the API (the busiest; a result LIMIT in the SQL) and on the pages
 MAX_SERVICES = 2000
 PAGE_SERVICES = 500
+#: a service's operations listed (the most calls first); a result LIMIT in the SQL
+MAX_OPERATIONS = 500
 
 
 def _f(v: Any) -> float | None:
@@ -47,14 +49,19 @@ def _red(row: dict[str, Any], seconds: float) -> dict[str, Any]:
 
 def _scope(tr: TimeRange, match: str | None) -> tuple[str, dict[str, Any]]:
     """WHERE text and its parameters: the window, and names containing ``match`` (any case) if given."""
-    cond = "minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32})"
     params: dict[str, Any] = _window(tr)
-    if match:
-        if len(match) > 1000:
-            raise InvalidParameter("q longer than 1000 characters")
-        cond += " AND positionCaseInsensitiveUTF8(service, {match:String}) > 0"
-        params["match"] = match
-    return cond, params
+    cond = "minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32})"
+    return cond + _containing("service", match, params), params
+
+
+def _containing(column: str, match: str | None, params: dict[str, Any]) -> str:
+    """SQL ` AND …`: ``column`` contains ``match`` (any case); nothing when ``match`` is empty."""
+    if not match:
+        return ""
+    if len(match) > 1000:
+        raise InvalidParameter("q longer than 1000 characters")
+    params["match"] = match
+    return f" AND positionCaseInsensitiveUTF8({column}, {{match:String}}) > 0"
 
 
 def _busiest(store, cond: str) -> str:
@@ -121,19 +128,49 @@ def service_summary(store, service: str, tr: TimeRange) -> dict[str, Any] | None
             "span_count": sum(int(r["calls"] or 0) for r in rows.values()), "has_entry": 1 in rows}
 
 
-def operations(store, service: str, tr: TimeRange) -> list[dict[str, Any]]:
+def _operations(store, service: str, tr: TimeRange, limit: int, match: str | None) -> list[dict[str, Any]]:
+    """Up to ``limit`` + 1 of the service's operations, the busiest first (the extra row says the
+    list goes on)."""
+    cond, params = _op_scope(service, tr, match)
     res = store.read(
         f"SELECT name, kind, max(is_entry) AS is_entry, countMerge(calls) AS calls, sumMerge(errors) AS errors, "
-        f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} "
-        "WHERE service = {service:String} AND minute >= toDateTime({start:UInt32}) "
-        "AND minute < toDateTime({end:UInt32}) GROUP BY name, kind ORDER BY calls DESC LIMIT 500",
-        {"service": service, **_window(tr)},
+        f"quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q FROM {store.t('red_1m')} WHERE {cond} "
+        "GROUP BY name, kind ORDER BY calls DESC, errors DESC, name, kind LIMIT {cap:UInt32}",
+        {**params, "cap": int(limit) + 1},
     )
     return [
         {"operation": r["name"], "kind": _KINDS.get(int(r["kind"]), "unspecified"), "entry": bool(r["is_entry"]),
          **_red(r, tr.seconds)}
         for r in res.dicts()
     ]
+
+
+def _op_scope(service: str, tr: TimeRange, match: str | None) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"service": service, **_window(tr)}
+    cond = ("service = {service:String} AND minute >= toDateTime({start:UInt32}) "
+            "AND minute < toDateTime({end:UInt32})")
+    return cond + _containing("name", match, params), params
+
+
+def operations(store, service: str, tr: TimeRange, limit: int = MAX_OPERATIONS,
+               match: str | None = None) -> list[dict[str, Any]]:
+    """The service's operations (name and span kind) with their RED, the most calls first (then the
+    most errors, then by name): at most ``limit`` (see :func:`operation_listing`)."""
+    return _operations(store, service, tr, limit, match)[:limit]
+
+
+def operation_listing(store, service: str, tr: TimeRange, limit: int = MAX_OPERATIONS,
+                      match: str | None = None) -> dict[str, Any]:
+    """:func:`operations` and whether the list was cut: ``{"operations", "total", "truncated"}``.
+    Past ``limit`` the busiest are kept and ``total`` counts them all (counted only then); an
+    operation no busier than the last one kept can be left out: ``match`` (part of the name, any
+    case) finds any."""
+    rows = _operations(store, service, tr, limit, match)
+    if len(rows) <= limit:
+        return {"operations": rows, "total": len(rows), "truncated": False}
+    cond, params = _op_scope(service, tr, match)
+    total = int(store.read(f"SELECT uniqExact(name, kind) FROM {store.t('red_1m')} WHERE {cond}", params).scalar())
+    return {"operations": rows[:limit], "total": total, "truncated": True}
 
 
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}

@@ -102,17 +102,19 @@ def metric_series(store, name: str, tr: TimeRange, service: str | None = None, l
         series_key = "arrayConcat([toString(service), toString(instance)], attr_keys, attr_values)"
         key_names = []
     # One row per series (its points as arrays), at most MAX_SERIES + 1 of them: the cap is in the
-    # SQL, so a metric with a million label sets costs the engine's aggregation, not a transfer.
+    # SQL, so a metric with a million label sets costs the engine's aggregation, not a transfer. Past
+    # the cap the series with the most points are kept (a flood of one-point label sets that sort
+    # first must not hide the others), listed by labels.
     params["cap"] = MAX_SERIES + 1
     sql = (
         "SELECT skey, groupArray(t) AS ts, groupArray(v) AS vs FROM ("
         f"SELECT {series_key} AS skey, intDiv(toUInt32(timestamp), {{step:UInt32}}) * {{step:UInt32}} AS t, "
-        f"{AGGS[agg]} AS v FROM {store.t('metric_points')} WHERE {' AND '.join(conds)} "
-        "GROUP BY skey, t) GROUP BY skey ORDER BY skey LIMIT {cap:UInt32}"
+        f"{AGGS[agg]} AS v, count() AS n FROM {store.t('metric_points')} WHERE {' AND '.join(conds)} "
+        "GROUP BY skey, t) GROUP BY skey ORDER BY sum(n) DESC, skey LIMIT {cap:UInt32}"
     )
     rows = store.read(sql, params).rows
     series = []
-    for skey, ts, vs in rows[:MAX_SERIES]:
+    for skey, ts, vs in sorted(rows[:MAX_SERIES], key=lambda r: tuple(r[0])):
         key = tuple(skey)
         if key_names:
             lbl = dict(zip(key_names, key))

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
+from testkit import floods
 from testkit.metricgen import point
 from testkit.seed import span_row
 from tracehouse.dashboard import create_app
@@ -98,3 +99,74 @@ def test_metric_names_hosts_and_label_keys_flooded(chdb_store):
         page = c.get("/explore?metric=chip.gauge&since=15m")
         assert 'value="zz.key"' in page.text and 'id="labels-truncated"' in page.text
         assert len(page.content) < 300_000  # was 1.4 MB with 20,000 keys
+
+
+def _client(store):
+    return TestClient(create_app(SimpleNamespace(users={}, api_tokens=[]), store))
+
+
+def _ops(page) -> str:
+    return page.text.split('id="ops-table"', 1)[1].split("</table>", 1)[0]
+
+
+def test_a_service_s_operations_say_they_were_cut(chdb_store):
+    """600 one-span operations sorting first and ``zz-checkout`` with 3 spans: the answer was a bare
+    list of the 500 busiest, and the page said nothing of the other 101."""
+    floods.operations(chdb_store, "sh/op", time.time_ns())
+    with _client(chdb_store) as c:
+        api = c.get("/api/services/sh%2Fop/operations?since=15m").json()
+        assert api["service"] == "sh/op" and api["operations"][0]["operation"] == "zz-checkout"
+        assert len(api["operations"]) == 500 and api["truncated"] is True and api["total"] == 601
+        found = c.get("/api/services/sh%2Fop/operations?since=15m&q=OP-00599").json()
+        assert [o["operation"] for o in found["operations"]] == ["aaa-op-00599"] and found["truncated"] is False
+
+        page = c.get("/services/sh%2Fop?since=15m")
+        assert 'id="ops-truncated"' in page.text and "busiest of 601 operations" in page.text
+        assert 'data-v="zz-checkout"' in _ops(page) and "aaa-op-00599" not in page.text
+        assert 'id="ops-filter"' in page.text
+        for path in ("/services/sh%2Fop?since=15m&q=op-00599", "/service?name=sh%2Fop&since=15m&q=op-00599"):
+            found = c.get(path)
+            assert _ops(found).count("data-v=") == 7 and 'data-v="aaa-op-00599"' in _ops(found)  # 7 columns
+            assert 'id="ops-truncated"' not in found.text and 'value="op-00599"' in found.text
+        assert 'name="name" value="sh/op"' in c.get("/service?name=sh%2Fop&since=15m").text  # the filter keeps it
+
+
+def test_a_flood_of_peers_keeps_the_map_page_drawable(chdb_store):
+    """``app`` calls a database and two services 3 times each, and 6,000 peer.service names once each:
+    the map page drew 5,001 nodes (4.5 MB; Chromium took 5 s to load it) and said only that there
+    were more calls than it reads."""
+    now = time.time_ns()
+    cols = chdb_store.columns_for("spans")
+    floods.app_and_its_dependencies(cols, now)
+    floods.peers(cols, now, 6000)
+    chdb_store.insert("spans", cols)
+    with _client(chdb_store) as c:
+        graph = c.get("/api/service-map?since=15m").json()
+        assert graph["edges_truncated"] is True and graph["edges_total"] == 6003 and len(graph["edges"]) == 5000
+        page = c.get("/service-map?since=15m")
+        assert page.status_code == 200 and len(page.content) < 400_000  # was 4.5 MB
+        assert page.text.count("data-node=") == 300 and 'id="map-drawn-truncated"' in page.text
+        assert "Drawing 300 of 5001 nodes" in page.text and "6003 caller → callee pairs" in page.text
+        for node in ("zz-api", "local-svc", "database:postgresql"):
+            assert f'data-source="app" data-target="{node}"' in page.text and f'data-node="{node}"' in page.text
+
+
+def test_a_flood_of_label_values_hides_no_busier_series(chdb_store):
+    """3,000 one-point values of ``route`` sorting first and ``zz-route`` with 5 points, grouped by
+    route: the explorer showed the first 100 groups by name and /api/metrics the first 200."""
+    now = time.time_ns()
+    cols = chdb_store.columns_for("metric_points")
+    for i in range(3000):
+        point(cols, now - 30 * NS, "flood", "http.requests", {"route": f"aaa-route-{i:05d}"}, None, value=1.0)
+    for j in range(5):
+        point(cols, now - (10 + j) * NS, "real", "http.requests", {"route": "zz-route"}, None, value=1.0)
+    chdb_store.insert("metric_points", cols)
+    with _client(chdb_store) as c:
+        got = c.get("/api/metrics/explore?metric=http.requests&since=15m&group_by=route").json()
+        assert "zz-route" in [s["labels"]["route"] for s in got["series"]] and len(got["series"]) == 100
+        assert got["truncated"] is True and got["series_total"] == 3001
+        old = c.get("/api/metrics?name=http.requests&since=15m&group_by=route").json()
+        assert "zz-route" in [s["labels"]["route"] for s in old["series"]] and old["truncated"] is True
+        page = c.get("/explore?metric=http.requests&since=15m&group_by=route")
+        table = page.text.split('id="explore-series"', 1)[1].split("</table>", 1)[0]
+        assert "zz-route" in table and 'id="series-truncated"' in page.text and "of 3001" in page.text

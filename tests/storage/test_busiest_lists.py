@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import time
 
+from testkit import floods
 from testkit.metricgen import point
 from testkit.seed import span_row
-from tracehouse.storage import parse_range
+from tracehouse.storage import attr_filters, parse_range
 from tracehouse.storage import queries_infra as qinfra
 from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_metrics as qm
@@ -118,3 +119,84 @@ def test_label_keys_keep_the_ones_most_points_carry(store):
     assert got["truncated"] and len(got["labels"]) == len(qm.COLUMNS) + qm.MAX_LABEL_KEYS + 1  # + service.name
     small = qm.label_listing(store, tr, "chip.gauge", max_keys=6000)
     assert not small["truncated"] and len(small["labels"]) == len(qm.COLUMNS) + 5001 + 1
+
+
+def test_a_service_s_operations_keep_the_busiest_and_say_they_were_cut(store):
+    """600 one-span operations named to sort first, and ``zz-checkout`` with 3 spans: the list of 500
+    keeps it and says it was cut (the answer was a bare list of 500)."""
+    floods.operations(store, "shop", time.time_ns())
+    tr = parse_range("15m", None)
+    got = qsvc.operation_listing(store, "shop", tr)
+    names = [o["operation"] for o in got["operations"]]
+    assert names[0] == "zz-checkout" and len(names) == qsvc.MAX_OPERATIONS == 500
+    assert got["truncated"] and got["total"] == 601
+    assert got["operations"] == qsvc.operations(store, "shop", tr)
+    assert names[1:] == sorted(names[1:])  # as busy as each other: by name
+    assert qsvc.operation_listing(store, "shop", tr, limit=601) == {
+        "operations": qsvc.operations(store, "shop", tr, limit=601), "total": 601, "truncated": False}
+    # cut, but found by part of its name
+    assert "aaa-op-00599" not in names
+    found = qsvc.operation_listing(store, "shop", tr, match="OP-00599")
+    assert [o["operation"] for o in found["operations"]] == ["aaa-op-00599"] and not found["truncated"]
+    assert qsvc.operation_listing(store, "shop", tr, limit=3, match="op-0059")["total"] == 10
+
+
+def _app_edges(m) -> set[str]:
+    return {e["target"] for e in m["edges"] if e["source"] == "app"}
+
+
+EDGE_FLOOD = qmap.MAX_EDGES + 100
+
+
+def test_the_map_keeps_the_busiest_calls_past_a_flood_of_peers_and_counts_them(store):
+    """One client sends 5,100 one-call spans from ``app``, each to another peer.service."""
+    now = time.time_ns()
+    cols = store.columns_for("spans")
+    floods.app_and_its_dependencies(cols, now)
+    floods.peers(cols, now, EDGE_FLOOD)
+    store.insert("spans", cols)
+    m = qmap.service_map(store, parse_range("15m", None))
+    assert {"database:postgresql", "zz-api", "local-svc"} <= _app_edges(m)
+    assert m["edges_truncated"] and m["edges_total"] == EDGE_FLOOD + 3  # + zz-db, zz-api:8080, LOCALHOST:9090
+    assert len(m["edges"]) == qmap.MAX_EDGES
+
+
+def test_a_flood_of_server_addresses_does_not_unresolve_a_called_service(store):
+    """5,100 addresses a flood service answers at, twice each, against zz-api answering once at the
+    address ``app`` calls: that call stays an edge to the service zz-api (it became external
+    zz-api:8080: only the 5,000 busiest addresses were read, whatever was called)."""
+    now = time.time_ns()
+    cols = store.columns_for("spans")
+    floods.app_and_its_dependencies(cols, now)
+    for i in range(EDGE_FLOOD):
+        for _ in range(2):
+            span_row(cols, os.urandom(16), os.urandom(8), b"\0" * 8, "flood", "x", now - 30 * NS, 1000,
+                     {"server.address": f"aaa-ep-{i:05d}", "server.port": 80})
+    store.insert("spans", cols)
+    m = qmap.service_map(store, parse_range("15m", None))
+    assert _app_edges(m) == {"database:postgresql", "zz-api", "local-svc"}
+    assert not m["edges_truncated"] and m["edges_total"] == 3
+
+
+def test_metric_series_grouped_keep_the_groups_with_most_points(store):
+    """3,000 one-point label values sorting first, and ``zz-route`` with 5 points: the explorer kept
+    the first 100 groups by name, /api/metrics the first 200."""
+    now = time.time_ns()
+    _points(store, now, [("flood", "http.requests", {"route": f"aaa-route-{i:05d}"}, None, 1) for i in range(3000)]
+            + [("real", "http.requests", {"route": "zz-route"}, None, 5)])
+    tr = parse_range("15m", None)
+    got = qm.explore(store, qm.MetricQuery("http.requests", tr, group_by=("route",), agg="count"))
+    routes = [s["labels"]["route"] for s in got["series"]]
+    assert "zz-route" in routes and len(routes) == qm.MAX_GROUPS
+    assert got["truncated"] and got["series_total"] == 3001
+    assert sum(p[1] for s in got["series"] if s["labels"]["route"] == "zz-route" for p in s["points"]) == 5
+    whole = qm.explore(store, qm.MetricQuery("http.requests", tr, agg="count"))
+    assert len(whole["series"]) == 1 and whole["series_total"] == 1 and not whole["truncated"]
+    one = qm.explore(store, qm.MetricQuery("http.requests", tr, group_by=("route", "service"),
+                                           filters=tuple(attr_filters.parse_filters(["route~aaa-route-0299"]))))
+    assert one["series_total"] == 10 and not one["truncated"]
+
+    series = qtel.metric_series(store, "http.requests", tr, group_by=["route"])
+    routes = [s["labels"]["route"] for s in series["series"]]
+    assert "zz-route" in routes and len(routes) == qtel.MAX_SERIES and series["truncated"]
+    assert routes == sorted(routes)
