@@ -8,14 +8,29 @@ host never uses nor pays their import time at start-up.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 
 import wrapt
+import wrapt.importer
 
 from tracehouse.agent import errors
 
 _PENDING, _STARTED, _CANCELLED = 0, 1, 2
+
+
+def _renew_wrapt_lock() -> None:
+    """wrapt's finder takes one module-level lock for every import the process makes once a hook is
+    registered. A fork while another thread holds it (an export thread importing lazily while
+    gunicorn forks a worker) would leave the child's first import waiting for ever: the child gets
+    a new one, as :mod:`.forklocks` does for the agent's own locks."""
+    if isinstance(getattr(wrapt.importer, "_post_import_hooks_lock", None), type(threading.RLock())):
+        wrapt.importer._post_import_hooks_lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_wrapt_lock)
 
 
 class Deferred:

@@ -126,3 +126,32 @@ def test_an_instrumentation_waits_for_its_library_under_another_import_name(tmp_
     assert "fake_pg" in got["before"]["pending"]
     assert got["by"] == "fake_pg" and "fake_pg" in got["loaded"] and not got["failed"]
     assert "fake_absent" in got["skipped"] and "fake_absent" not in got["loaded"]
+
+
+def test_a_child_forked_while_another_thread_imports_can_import(tmp_path):
+    """Once the agent waits for an import, every import passes through wrapt's finder and its lock.
+    A fork while another thread holds that lock (a worker forked while an export thread imports)
+    must not leave the child unable to import anything."""
+    got = run_under_agent(tmp_path, """
+        import json, os, signal, threading
+        import wrapt.importer
+
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with wrapt.importer._post_import_hooks_lock:
+                held.set()
+                release.wait(10)
+
+        threading.Thread(target=hold, daemon=True).start()
+        held.wait(5)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(5)  # the old code waits here for ever
+            import colorsys  # a module not imported yet
+            os._exit(0)
+        release.set()
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"child": os.waitstatus_to_exitcode(status)}))
+    """, closed_port_url())
+    assert got == {"child": 0}
