@@ -322,8 +322,11 @@ def start(config: AgentConfig, **kwargs) -> Agent:
         _check_uwsgi()
         _agent = Agent(config, **kwargs)
         if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+            from tracehouse.agent import mp_children
+
             os.register_at_fork(after_in_child=_after_fork)
             atexit.register(_at_exit)
+            mp_children.install(_at_exit)  # forked multiprocessing children skip atexit
             _fork_hook_registered = True
         return _agent
 
