@@ -150,9 +150,14 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
     return report
 
 
-def unload(report: Report) -> None:
+def stop_waiting(report: Report) -> None:
+    """Load nothing more (the libraries the host imports from now on stay as they are)."""
     for d in list(report.deferred.values()):
         d.cancel()
+
+
+def unload(report: Report) -> None:
+    stop_waiting(report)
     with report.lock:
         loaded = list(report.instrumentors)
     for inst in loaded:

@@ -17,7 +17,7 @@ from importlib.metadata import version
 import pytest
 
 from tests.agent.helpers import run_host
-from tests.agent.otlp_sink import attrs
+from tests.agent.otlp_sink import attrs, closed_port_url
 STOCK = ("instrumentation-urllib", "instrumentation-logging", "instrumentation-system-metrics",
          "instrumentation-httpx", "util-http")
 
@@ -111,3 +111,19 @@ def test_an_instrumentor_for_a_library_not_installed_is_skipped_quietly(tmp_path
     assert "httpx" in got["loaded"] and "httpx2" in got["skipped"]
     assert got["failed"] == {} and stderr == ""
     assert sink.wait(lambda s: [x for _, x in s.spans() if x.kind == 3])
+
+
+def test_the_trace_context_log_format_keeps_working_while_the_process_exits(tmp_path, stock):
+    """``OTEL_PYTHON_LOG_CORRELATION=true`` puts a log format with trace ids on the root logger.
+    The agent undid the instrumentation at exit, the format stayed: every record made after that
+    (here the agent's own warnings about a collector that is down) was a ``--- Logging error ---``
+    traceback on stderr instead of a line."""
+    got, stderr = run_host(tmp_path, f"""
+        import json, logging
+        from tracehouse.agent import pipeline
+        logging.getLogger("app").warning("before exit")
+        print(json.dumps({REPORT}))
+    """, closed_port_url(), stock, OTEL_PYTHON_LOG_CORRELATION="true")
+    assert "logging" in got["loaded"]
+    assert "Logging error" not in stderr and "Traceback" not in stderr, stderr
+    assert "trace_id=0 span_id=0" in stderr.splitlines()[0] and "before exit" in stderr.splitlines()[0]
