@@ -32,6 +32,8 @@ class Report:
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: skipped because the library is installed in a version they do not support (why, for each)
+    unsupported: dict[str, str] = field(default_factory=dict)
     instrumentors: list = field(default_factory=list)
     deferred: dict[str, Deferred] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -117,8 +119,12 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
             continue
         try:
             dist = getattr(ep, "dist", None)
-            if dist is not None and get_dist_dependency_conflicts(dist):
+            conflict = get_dist_dependency_conflicts(dist) if dist is not None else None
+            if conflict:
                 report.skipped.append(ep.name)
+                if getattr(conflict, "found", None):  # its library is there, in a version it does not support
+                    report.unsupported[ep.name] = str(conflict)
+                    counters.add("instrumentations.unsupported_version")
                 continue
             modules = instrument_targets.modules(ep)
         except Exception as exc:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.agent.helpers import run_host
 from tests.agent.otlp_sink import attrs, closed_port_url
+
 STOCK = ("instrumentation-urllib", "instrumentation-logging", "instrumentation-system-metrics",
          "instrumentation-httpx", "util-http")
 
