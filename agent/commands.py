@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from tracehouse.agent import counters, errors
+from tracehouse.agent.untraced import untraced
 
 __all__ = ["CommandPoller", "PATH"]
 
@@ -79,7 +80,7 @@ class CommandPoller:
         query = urllib.parse.urlencode({"service": service, "instance": instance})
         req = urllib.request.Request(f"{self.url}?{query}", headers=dict(self.headers, accept="application/json"))
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
+            with untraced(), self._opener.open(req, timeout=self.timeout) as resp:
                 raw = resp.read(MAX_RESPONSE + 1)
         except urllib.error.HTTPError as exc:
             counters.add("commands.poll_failed")

@@ -26,6 +26,12 @@ def snapshot() -> dict[str, int]:
     return out
 
 
+#: counters of state that a forked child inherits with the process (its loaded instrumentations)
+INHERITED = ("instrumentations.",)
+
+
 def reset() -> None:
+    """Forget what was sent and dropped (a forked child starts afresh), not what it inherited."""
     with _lock:
-        _counters.clear()
+        for name in [n for n in _counters if not n.startswith(INHERITED)]:
+            del _counters[name]

@@ -5,7 +5,8 @@
   ``scope["route"]``, which names the span). FastAPI's own native telemetry (0.16x) is turned
   off while this is instrumented, so a request has one server span, not two (disable the
   ``starlette`` instrumentation to get FastAPI's back).
-* uvicorn: ``Config.load`` wraps any other ASGI app it loads.
+* uvicorn: ``Config.load`` wraps any other ASGI app it loads; the agent flushes when a signal
+  stopped the server (uvicorn ends the process with that signal, so ``atexit`` does not run).
 * gunicorn: ``BaseApplication.wsgi`` wraps the WSGI app it loads (ASGI apps are left alone).
 * Flask: ``Flask.wsgi_app`` is wrapped and a ``request_started`` hook names the route.
 * uWSGI (``pyuwsgi``): the ``--module`` application is wrapped when it loads (:mod:`.uwsgi_loader`).
@@ -15,6 +16,7 @@ A request is traced once whichever layers saw it (the middlewares mark the scope
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import sys
@@ -124,11 +126,40 @@ class UvicornInstrumentor(BaseInstrumentor):
             return load
 
         _patch(Config, "load", make)
+        from uvicorn.server import Server
+
+        if hasattr(Server, "capture_signals"):
+            _patch(Server, "capture_signals", _flush_before_signal)
 
     def _uninstrument(self, **kwargs):
         from uvicorn.config import Config
+        from uvicorn.server import Server
 
         _unpatch(Config, "load")
+        if hasattr(Server, "capture_signals"):
+            _unpatch(Server, "capture_signals")
+
+
+def _flush_before_signal(original):
+    """uvicorn (0.29+) raises the SIGTERM or SIGINT it caught again once it has shut down, with the
+    handler it found: under the default one (a plain ``uvicorn``, gunicorn's ``UvicornWorker``)
+    SIGTERM then ends the process without ``atexit``, so the agent never flushed: a deployment's
+    stop lost the last seconds of spans, logs and metrics. Flush when the server is done, before."""
+
+    @functools.wraps(original)
+    @contextlib.contextmanager
+    def capture_signals(self):
+        with original(self):
+            try:
+                yield
+            finally:
+                if getattr(self, "_captured_signals", True):  # a signal stopped it (unknown: flush)
+                    from tracehouse.agent import pipeline
+
+                    agent = pipeline.current()
+                    if agent is not None:
+                        agent.force_flush(5.0)
+    return capture_signals
 
 
 def _is_starlette(app) -> bool:

@@ -4,8 +4,10 @@ An instrumentor is loaded when the host first imports the library it instruments
 the host already has, as with ``start()`` called after the imports): the agent does not import
 libraries the host never uses, nor pay their import time at start-up (:mod:`.on_import`,
 :mod:`.instrument_targets`). Each instrumentor is loaded in isolation: a broken one is counted
-and logged, the rest load. Stock entry points that a lean instrumentor replaces (fastapi, asgi,
-wsgi, flask, …) are skipped; they are loaded instead if the lean one fails.
+and logged, the rest load; one whose library is not installed (a distribution can hold several) is
+skipped. Stock entry points that a lean instrumentor replaces (fastapi, asgi, wsgi, flask, …) are
+skipped; they are loaded instead if the lean one fails. Those that would send again what the agent
+sends itself are skipped or loaded without the overlap (:mod:`.stock_overlap`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Report:
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: skipped because the library is installed in a version they do not support (why, for each)
+    unsupported: dict[str, str] = field(default_factory=dict)
     instrumentors: list = field(default_factory=list)
     deferred: dict[str, Deferred] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -40,9 +44,14 @@ class Report:
         return [name for name, d in list(self.deferred.items()) if d.pending]
 
 
-def _try(name: str, make, report: Report, **kwargs) -> bool:
+def _try(name: str, make, report: Report, check: bool = False, **kwargs) -> bool:
+    """Instrument with ``make()``; ``check``: skip it when its own dependencies are not installed."""
     try:
         inst = make()
+        if check and _absent(name, inst):
+            with report.lock:
+                report.skipped.append(name)
+            return False
         inst.instrument(skip_dep_check=True, **kwargs)
     except Exception as exc:
         report.failed[name] = f"{type(exc).__name__}: {exc}"
@@ -54,6 +63,17 @@ def _try(name: str, make, report: Report, **kwargs) -> bool:
         report.instrumentors.append(inst)
     counters.add("instrumentations.loaded")
     return True
+
+
+def _absent(name: str, inst) -> bool:
+    """One distribution can hold instrumentors for different libraries (``httpx`` and ``httpx2``):
+    its ``instruments-any`` requirements are met by either, each instrumentor needs its own."""
+    from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+
+    conflict = get_dependency_conflicts(inst.instrumentation_dependencies())
+    if conflict is not None:
+        _log.debug("tracehouse: instrumentation %s skipped: %s", name, conflict)
+    return conflict is not None
 
 
 def _when_imported(report: Report, name: str, modules, load) -> None:
@@ -70,7 +90,7 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
         get_dist_dependency_conflicts,
     )
 
-    from tracehouse.agent import frameworks, instrument_targets
+    from tracehouse.agent import frameworks, instrument_targets, stock_overlap
 
     report = Report()
     kwargs = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
@@ -94,13 +114,17 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
     stock: list[tuple[object, tuple[str, ...]]] = []
     held: dict[str, tuple[object, tuple[str, ...]]] = {}
     for ep in entry_points:
-        if ep.name in disabled:
+        if ep.name in disabled or stock_overlap.skipped(ep.name, meter_provider):
             report.skipped.append(ep.name)
             continue
         try:
             dist = getattr(ep, "dist", None)
-            if dist is not None and get_dist_dependency_conflicts(dist):
+            conflict = get_dist_dependency_conflicts(dist) if dist is not None else None
+            if conflict:
                 report.skipped.append(ep.name)
+                if getattr(conflict, "found", None):  # its library is there, in a version it does not support
+                    report.unsupported[ep.name] = str(conflict)
+                    counters.add("instrumentations.unsupported_version")
                 continue
             modules = instrument_targets.modules(ep)
         except Exception as exc:
@@ -113,7 +137,8 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
             stock.append((ep, modules))
 
     def load_stock(ep, modules) -> None:
-        _when_imported(report, ep.name, modules, lambda: _try(ep.name, lambda: ep.load()(), report, **kwargs))
+        _when_imported(report, ep.name, modules, lambda: _try(ep.name, lambda: ep.load()(), report, check=True,
+                                                              **kwargs, **stock_overlap.options(ep.name)))
 
     def load_lean(name: str) -> None:
         if _try(f"tracehouse.{name}", frameworks.LEAN[name], report):
@@ -131,9 +156,14 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
     return report
 
 
-def unload(report: Report) -> None:
+def stop_waiting(report: Report) -> None:
+    """Load nothing more (the libraries the host imports from now on stay as they are)."""
     for d in list(report.deferred.values()):
         d.cancel()
+
+
+def unload(report: Report) -> None:
+    stop_waiting(report)
     with report.lock:
         loaded = list(report.instrumentors)
     for inst in loaded:

@@ -246,8 +246,13 @@ class Agent:
     def _providers(self) -> list:
         return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
 
-    def shutdown(self, timeout: float = 5.0) -> bool:
-        """Stop everything; returns within ``timeout`` seconds even with a hung collector."""
+    def shutdown(self, timeout: float = 5.0, unload: bool = True) -> bool:
+        """Stop everything; returns within ``timeout`` seconds even with a hung collector.
+
+        ``unload=False`` (at exit) leaves the instrumented libraries as they are: the host's other
+        threads and ``atexit`` handlers still run with them, and some cannot be undone cleanly (the
+        stock ``logging`` one leaves its trace-context log format on the root logger, and every
+        record made without its fields afterwards failed to format, a traceback on stderr)."""
         if self._shut:
             return True
         self._shut = True
@@ -267,7 +272,10 @@ class Agent:
         if self.instrumentation is not None:
             from tracehouse.agent import instrument
 
-            instrument.unload(self.instrumentation)
+            if unload:
+                instrument.unload(self.instrumentation)
+            else:
+                instrument.stop_waiting(self.instrumentation)
         done = _bounded(_shutdown_provider, self._providers(), max(0.1, timeout - 0.1), "shutdown")
         if not done:
             counters.add("shutdown.timed_out")
@@ -322,8 +330,11 @@ def start(config: AgentConfig, **kwargs) -> Agent:
         _check_uwsgi()
         _agent = Agent(config, **kwargs)
         if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+            from tracehouse.agent import mp_children
+
             os.register_at_fork(after_in_child=_after_fork)
             atexit.register(_at_exit)
+            mp_children.install(_at_exit)  # forked multiprocessing children skip atexit
             _fork_hook_registered = True
         return _agent
 
@@ -367,4 +378,4 @@ def _after_fork() -> None:
 def _at_exit() -> None:
     agent = _agent
     if agent is not None and not agent._shut:
-        agent.shutdown(timeout=5.0)
+        agent.shutdown(timeout=5.0, unload=False)

@@ -149,17 +149,15 @@ CHECKS = {"redis": _redis, "postgresql": _postgresql, "mysql": _mysql, "http": _
 
 def _attempt(t: Target, timeout: float) -> Result:
     """The check itself, in the thread that does the work (the OTel context is per thread)."""
-    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+    from tracehouse.agent.untraced import untraced
 
-    token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
     start = time.perf_counter()
     try:
-        CHECKS.get(t.kind, _tcp)(t, timeout)
+        with untraced():
+            CHECKS.get(t.kind, _tcp)(t, timeout)
         return True, time.perf_counter() - start, None
     except Exception as exc:
         return False, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
-    finally:
-        detach(token)
 
 
 def _late(timeout: float, why: str) -> Result:

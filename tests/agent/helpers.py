@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -29,3 +35,15 @@ class Recorder:
         http_server.configure(None)
         self.tp.shutdown()
         self.mp.shutdown()
+
+
+def run_host(tmp_path, script: str, endpoint: str, pythonpath: str = "", **env) -> tuple[dict, str]:
+    """Run ``script`` under ``tracehouse-agent run``: (its last line of output as JSON, its stderr)."""
+    (tmp_path / "host.py").write_text(textwrap.dedent(script))
+    path = os.pathsep.join(p for p in (pythonpath, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100", PYTHONPATH=path, **env)
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "tracehouse-agent"), "run", "--service", "host",
+                          "--endpoint", endpoint, "--", sys.executable, str(tmp_path / "host.py")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=90, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr

@@ -23,7 +23,8 @@ def run_server(tmp_path, kind: str, endpoint: str, extra_env=None):
     (tmp_path / "wapp.py").write_text(apps.WSGI_APP)
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(tmp_path), OTEL_BSP_SCHEDULE_DELAY="200",
-               TRACEHOUSE_METRICS_INTERVAL="0.5", TRACEHOUSE_LOG_LEVEL="WARNING", **(extra_env or {}))
+               TRACEHOUSE_METRICS_INTERVAL="0.5", TRACEHOUSE_LOG_LEVEL="WARNING")
+    env.update(extra_env or {})
     if kind == "uvicorn":
         cmd = [f"{BIN}/uvicorn", "fapp:app", "--port", str(port), "--no-access-log"]
     else:
@@ -83,6 +84,21 @@ def test_fastapi_under_uvicorn_exports_traces_metrics_and_logs(tmp_path, sink):
     for name in ("process.cpu.time", "process.memory.usage", "system.cpu.utilization", "http.server.active_requests",
                  "cpython.gc.collections", "container.cpu.time"):
         assert name in names
+
+
+def test_uvicorn_stopped_by_sigterm_sends_what_it_had_not_sent_yet(tmp_path, sink):
+    """uvicorn raises the SIGTERM again once it has shut down: the process ends by the signal,
+    without ``atexit``, and the agent's last batch of spans, logs and metrics was lost."""
+    proc, port = run_server(tmp_path, "uvicorn", sink.url, {"OTEL_BSP_SCHEDULE_DELAY": "60000",
+                                                            "TRACEHOUSE_METRICS_INTERVAL": "60"})
+    try:
+        assert get(port, "/items/1")[0] == 200
+    finally:
+        stop(proc)
+    assert proc.returncode == -signal.SIGTERM  # as without the agent
+    assert [x.name for _, x in sink.spans() if x.kind == 2] == ["GET /items/{item_id}"]
+    assert any("looked at item" in r.body.string_value for _, r in sink.logs())
+    assert any(m.name == "http.server.request.duration" for _, m in sink.metrics())
 
 
 def test_gunicorn_workers_each_get_their_own_instance_id(tmp_path, sink):

@@ -155,3 +155,22 @@ def test_a_child_forked_while_another_thread_imports_can_import(tmp_path):
         print(json.dumps({"child": os.waitstatus_to_exitcode(status)}))
     """, closed_port_url())
     assert got == {"child": 0}
+
+
+def test_an_instrumentation_for_an_unsupported_version_says_why_it_was_skipped(tmp_path):
+    """``opentelemetry-bootstrap`` installs opentelemetry-instrumentation-sqlalchemy (SQLAlchemy < 2.1)
+    next to SQLAlchemy 2.1: skipped, as opentelemetry-instrument does, but nothing said so, and a
+    service importing SQLAlchemy got no span of its own nor a reason."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    fake_instrumentation(plugins, "fake_old", ["pytest<1"], "instruments", "pytest")
+    got = run_under_agent(tmp_path, """
+        import json
+        from tracehouse.agent import pipeline, stats
+
+        report = pipeline.current().instrumentation
+        print(json.dumps({"skipped": report.skipped, "unsupported": report.unsupported,
+                          "count": stats().get("instrumentations.unsupported_version", 0)}))
+    """, closed_port_url(), PYTHONPATH=str(plugins))
+    assert "fake_old" in got["skipped"] and got["count"] >= 1
+    assert "pytest<1" in got["unsupported"]["fake_old"].replace(" ", "")
