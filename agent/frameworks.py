@@ -24,6 +24,7 @@ import sys
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from tracehouse.agent.asgi import TracehouseASGIMiddleware
+from tracehouse.agent.patching import ORIGINAL
 from tracehouse.agent.patching import patch as _patch
 from tracehouse.agent.patching import unpatch as _unpatch
 from tracehouse.agent.wsgi import ROUTE_KEY, TracehouseWSGIMiddleware
@@ -69,7 +70,7 @@ class StarletteInstrumentor(BaseInstrumentor):
                 super(Starlette, cls).__init_subclass__(**kw)
             adopt(cls)
 
-        __init_subclass__._tracehouse_original = original_hook  # type: ignore[attr-defined]
+        setattr(__init_subclass__, ORIGINAL, original_hook)
         Starlette.__init_subclass__ = classmethod(__init_subclass__)
         for cls in _subclasses(Starlette):
             adopt(cls)
@@ -78,8 +79,8 @@ class StarletteInstrumentor(BaseInstrumentor):
         from starlette.applications import Starlette
 
         hook = Starlette.__dict__.get("__init_subclass__")
-        if hook is not None and hasattr(hook.__func__, "_tracehouse_original"):
-            original = hook.__func__._tracehouse_original
+        if hook is not None and hasattr(hook.__func__, ORIGINAL):
+            original = getattr(hook.__func__, ORIGINAL)
             if original is None:
                 del Starlette.__init_subclass__
             else:

@@ -23,7 +23,7 @@ def _required(dist) -> list[str]:
     for line in dist.requires or ():
         try:
             req = Requirement(line)
-        except InvalidRequirement:
+        except InvalidRequirement:  # as the SDK's own dependency check: a line it cannot read names nothing
             continue
         if req.marker is not None and any(req.marker.evaluate({"extra": e}) for e in _EXTRAS):
             names.append(req.name)
@@ -59,12 +59,12 @@ def modules(ep) -> tuple[str, ...]:
         for name in _required(dist):
             try:
                 found += [m for m in top_level(metadata.distribution(name)) if m not in found]
-            except metadata.PackageNotFoundError:
+            except metadata.PackageNotFoundError:  # one of "instruments-any" that is not installed
                 continue
     if not found and ep.name.isidentifier():
         try:
             if importlib.util.find_spec(ep.name) is not None:
                 found.append(ep.name)
-        except (ImportError, ValueError):
+        except (ImportError, ValueError):  # not a module here: the instrumentor loads at once
             pass
     return tuple(found)

@@ -17,21 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from testkit.servers import free_port  # noqa: E402
+
 LIBRARIES = ("fastapi", "starlette", "uvicorn", "flask", "django", "redis", "requests", "sqlalchemy",
              "psycopg2", "urllib3", "httpx", "grpc")
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(cmd: list[str], env: dict) -> float:
@@ -54,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = os.path.join(tmp, "probe.py")
     with open(probe, "w") as f:
         f.write(f"import json, sys\nprint(json.dumps([m for m in {LIBRARIES!r} if m in sys.modules]))\n")
-    env = dict(os.environ, TRACEHOUSE_ENDPOINT=f"http://127.0.0.1:{closed_port()}", OTEL_SERVICE_NAME="bench")
+    env = dict(os.environ, TRACEHOUSE_ENDPOINT=f"http://127.0.0.1:{free_port()}", OTEL_SERVICE_NAME="bench")
     off = dict(env, OTEL_SDK_DISABLED="true")
     cases: dict[str, tuple[list[str], dict]] = {}
     for py in pythons:

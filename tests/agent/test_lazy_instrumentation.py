@@ -5,12 +5,11 @@ FastAPI, redis or requests imported them anyway (0.5 s of an empty script's 0.7 
 ``tracehouse-agent run``).
 """
 
-import json
 import os
-import subprocess
 import sys
 import textwrap
 
+from tests.agent.helpers import run_host
 from tests.agent.otlp_sink import closed_port_url
 
 BIN = os.path.dirname(sys.executable)
@@ -18,17 +17,8 @@ LIBRARIES = ("fastapi", "starlette", "uvicorn", "gunicorn", "flask", "redis", "r
              "psycopg2", "urllib3")
 
 
-def run_under_agent(tmp_path, script: str, endpoint: str, **env) -> dict:
-    (tmp_path / "host.py").write_text(textwrap.dedent(script))
-    out = subprocess.run([f"{BIN}/tracehouse-agent", "run", "--service", "lazy", "--endpoint", endpoint, "--",
-                          sys.executable, str(tmp_path / "host.py")], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60, env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100", **env))
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def test_a_host_that_imports_nothing_gets_none_of_the_instrumented_libraries(tmp_path):
-    got = run_under_agent(tmp_path, f"""
+    got, _ = run_host(tmp_path, f"""
         import json, sys
         from tracehouse.agent import pipeline
         assert pipeline.current() is not None, "the agent is running"
@@ -38,7 +28,7 @@ def test_a_host_that_imports_nothing_gets_none_of_the_instrumented_libraries(tmp
 
 
 def test_libraries_imported_after_start_are_instrumented_when_imported(tmp_path, sink):
-    got = run_under_agent(tmp_path, f"""
+    got, _ = run_host(tmp_path, f"""
         import json, sys
         from tracehouse.agent import pipeline, pools
 
@@ -112,7 +102,7 @@ def test_an_instrumentation_waits_for_its_library_under_another_import_name(tmp_
     plugins.mkdir()
     fake_instrumentation(plugins, "fake_pg", ["psycopg2>=2.7", "psycopg2-binary>=2.7"], "instruments-any", "psycopg2")
     fake_instrumentation(plugins, "fake_absent", ["no-such-library>=1"], "instruments", "no_such_library")
-    got = run_under_agent(tmp_path, """
+    got, _ = run_host(tmp_path, """
         import json, sys
         from tracehouse.agent import pipeline
 
@@ -121,7 +111,7 @@ def test_an_instrumentation_waits_for_its_library_under_another_import_name(tmp_
         import psycopg2
         print(json.dumps({"before": before, "by": getattr(psycopg2, "instrumented_by", None),
                           "loaded": report.loaded, "skipped": report.skipped, "failed": report.failed}))
-    """, closed_port_url(), PYTHONPATH=str(plugins))
+    """, closed_port_url(), pythonpath=str(plugins))
     assert got["before"] == {"pending": got["before"]["pending"], "imported": False}
     assert "fake_pg" in got["before"]["pending"]
     assert got["by"] == "fake_pg" and "fake_pg" in got["loaded"] and not got["failed"]
@@ -132,7 +122,7 @@ def test_a_child_forked_while_another_thread_imports_can_import(tmp_path):
     """Once the agent waits for an import, every import passes through wrapt's finder and its lock.
     A fork while another thread holds that lock (a worker forked while an export thread imports)
     must not leave the child unable to import anything."""
-    got = run_under_agent(tmp_path, """
+    got, _ = run_host(tmp_path, """
         import json, os, signal, threading
         import wrapt.importer
 
@@ -164,13 +154,13 @@ def test_an_instrumentation_for_an_unsupported_version_says_why_it_was_skipped(t
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     fake_instrumentation(plugins, "fake_old", ["pytest<1"], "instruments", "pytest")
-    got = run_under_agent(tmp_path, """
+    got, _ = run_host(tmp_path, """
         import json
         from tracehouse.agent import pipeline, stats
 
         report = pipeline.current().instrumentation
         print(json.dumps({"skipped": report.skipped, "unsupported": report.unsupported,
                           "count": stats().get("instrumentations.unsupported_version", 0)}))
-    """, closed_port_url(), PYTHONPATH=str(plugins))
+    """, closed_port_url(), pythonpath=str(plugins))
     assert "fake_old" in got["skipped"] and got["count"] >= 1
     assert "pytest<1" in got["unsupported"]["fake_old"].replace(" ", "")
