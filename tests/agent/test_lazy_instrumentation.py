@@ -27,6 +27,22 @@ def test_a_host_that_imports_nothing_gets_none_of_the_instrumented_libraries(tmp
     assert got["imported"] == []
 
 
+def test_sdk_disabled_imports_no_part_of_opentelemetry_and_starts_nothing(tmp_path, sink):
+    # OTEL_SDK_DISABLED used to switch every signal off only after the configuration was
+    # resolved, which imports the SDK (its sampler, resources, psutil): 0.3 s of every start
+    got, _ = run_host(tmp_path, """
+        import json, sys, threading
+        import tracehouse.agent
+        handle = tracehouse.agent.start()  # a second call, as an application would make
+        print(json.dumps({"otel": sorted(m for m in sys.modules if m.split(".")[0] in ("opentelemetry", "psutil")),
+                          "threads": [t.name for t in threading.enumerate()],
+                          "config": repr(handle.config), "flush": handle.force_flush(),
+                          "shutdown": tracehouse.agent.shutdown()}))
+    """, sink.url, OTEL_SDK_DISABLED="true")
+    assert got == {"otel": [], "threads": ["MainThread"], "config": "None", "flush": True, "shutdown": True}
+    assert not sink.spans()
+
+
 def test_libraries_imported_after_start_are_instrumented_when_imported(tmp_path, sink):
     got, _ = run_host(tmp_path, f"""
         import json, sys
