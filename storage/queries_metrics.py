@@ -171,7 +171,9 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     """``{"name", "type", "unit", "agg", "step_s", "series": [{"labels", "points": [[t, v]]}],
     "series_total", "truncated"}``; an unknown metric gives no series. Past ``MAX_GROUPS`` groups the
     ones with the most points are kept (then by labels) and ``series_total`` counts them all;
-    ``truncated``: groups or points (past ``MAX_ROWS`` rows of a stream and step) were left out."""
+    ``truncated``: groups or points (past ``MAX_ROWS`` rows of a stream and step) were left out.
+    ``step_s`` is coarser than ``asked_step_s`` when the streams would not fit in ``MAX_ROWS`` at the
+    step asked (or picked)."""
     if not mq.name:
         raise InvalidParameter("metric name is required")
     if len(mq.group_by) > 10:
@@ -189,7 +191,7 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     if mq.tr.seconds / step > 2000:
         raise InvalidParameter("step too small: more than 2000 points")
     out: dict[str, Any] = {"name": mq.name, "type": mtype, "unit": info["unit"] if info else "", "agg": agg, "step_s": step,
-           "series": [], "series_total": 0, "truncated": False, "info": info}
+           "asked_step_s": step, "series": [], "series_total": 0, "truncated": False, "info": info}
     if info is None or mtype == "unknown":
         return out
     base: dict[str, Any] = {}
@@ -206,15 +208,22 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
         params["groups"] = MAX_GROUPS + 1
         busiest = (f" AND {group} IN (SELECT {group} AS g FROM {table} WHERE {where} GROUP BY g "
                    "ORDER BY count() DESC, g LIMIT {groups:UInt32})")
-    res = store.read(
-        f"SELECT {group} AS grp, cityHash64(service, instance, attr_keys, attr_values) AS stream, "
-        "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, max(ts_ns) AS lts, min(ts_ns) AS fts, "
-        "argMin(start_ns, ts_ns) AS fstart, count() AS n, "
-        f"any(temporality) AS temp, {_SELECT[kind]} FROM {table} WHERE {where}{busiest} "
-        "GROUP BY grp, stream, t ORDER BY grp, stream, t LIMIT {rows:UInt32}",
-        params,
-    )
-    rows = res.dicts()
+    sql = (f"SELECT {group} AS grp, {_STREAM} AS stream, "
+           "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, max(ts_ns) AS lts, min(ts_ns) AS fts, "
+           "argMin(start_ns, ts_ns) AS fstart, count() AS n, "
+           f"any(temporality) AS temp, {_SELECT[kind]} FROM {table} WHERE {where}{busiest} "
+           "GROUP BY grp, stream, t ORDER BY grp, stream, t LIMIT {rows:UInt32}")
+    rows = store.read(sql, params).dicts()
+    if len(rows) >= MAX_ROWS:
+        # more streams than fit at this step: the rows would be cut in stream order, leaving the
+        # last streams out of every step (an average of a subset). A coarser step that fits them
+        # all instead, as a chart's "max data points" does; cut only when not even one step fits
+        counted = {k: v for k, v in params.items() if k not in ("step", "rows")}
+        streams = int(store.read(f"SELECT uniqExact({_STREAM}) FROM {table} WHERE {where}{busiest}", counted).scalar())
+        coarser = fitting_step(mq.tr.seconds, streams, step)
+        if coarser > step:
+            step = out["step_s"] = params["step"] = coarser
+            rows = store.read(sql, params).dicts()
     points: dict[tuple, int] = {}
     for r in rows:
         points[tuple(r["grp"])] = points.get(tuple(r["grp"]), 0) + int(r["n"])
@@ -238,6 +247,20 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     out["series_total"] = total
     out["truncated"] = len(rows) >= MAX_ROWS or total > len(out["series"])
     return out
+
+
+_STREAM = "cityHash64(service, instance, attr_keys, attr_values)"
+
+
+def fitting_step(seconds: float, streams: int, step: int) -> int:
+    """The smallest step, a whole number of minutes and at least ``step``, at which ``streams``
+    streams' rows (one per stream and step, plus one for a range that is not step-aligned) fit in
+    ``MAX_ROWS``; ``step`` when none does (not even one step per stream)."""
+    per_stream = MAX_ROWS // max(streams, 1) - 1
+    if per_stream < 1:
+        return step
+    need = -(-int(seconds) // per_stream)  # ceil
+    return max(step, -(-need // 60) * 60)
 
 
 def _tuple(x: Any) -> tuple:

@@ -170,3 +170,27 @@ def test_a_flood_of_label_values_hides_no_busier_series(chdb_store):
         page = c.get("/explore?metric=http.requests&since=15m&group_by=route")
         table = page.text.split('id="explore-series"', 1)[1].split("</table>", 1)[0]
         assert "zz-route" in table and 'id="series-truncated"' in page.text and "of 3001" in page.text
+
+
+def test_more_streams_than_the_row_cap_coarsen_the_step_instead_of_dropping_streams(chdb_store, monkeypatch):
+    """200 streams of a gauge (stream i holds i) at every 3-minute step of 6 h: 24,000 rows of
+    stream and step against a cap of 20,000 (the real cap, 200,000, is reached the same way by
+    1,700 streams at the automatic step). The explorer read the rows in stream order and cut them:
+    the last streams were missing from every step, so the average of all series was that of a
+    subset (not 99.5), with only "some points were left out" to show for it."""
+    from tracehouse.storage import queries_metrics
+
+    monkeypatch.setattr(queries_metrics, "MAX_ROWS", 20_000)
+    now = (time.time_ns() // (180 * NS)) * 180 * NS
+    cols = chdb_store.columns_for("metric_points")
+    for step in range(1, 120):
+        for i in range(200):
+            point(cols, now - step * 180 * NS, "queues", "queue.depth", {"queue": f"q{i:03d}"}, None, value=float(i))
+    chdb_store.insert("metric_points", cols)
+    with _client(chdb_store) as c:
+        got = c.get("/api/metrics/explore?metric=queue.depth&since=6h&agg=avg").json()
+        assert got["truncated"] is False and got["asked_step_s"] == 180 and got["step_s"] == 240
+        (series,) = got["series"]
+        assert len(series["points"]) >= 88 and {v for _, v in series["points"]} == {99.5}
+        page = c.get("/explore?metric=queue.depth&since=6h&agg=avg")
+        assert 'id="step-raised"' in page.text and "240 s" in page.text and 'id="points-truncated"' not in page.text
