@@ -10,6 +10,7 @@ spelling, so the two engines apply the same rules.
 from __future__ import annotations
 
 import itertools
+import re
 
 from tracehouse.storage.attrs import ARRAY, BOOL, BYTES, DOUBLE, EMPTY, INT, KVLIST, STR
 
@@ -114,10 +115,16 @@ class Sql:
         self._params = lit(param_pattern(red.param_names, re2=True))
         self._key_re = lit("(?:^| )(?:" + "|".join(red.words) + ")(?: |$)")
         # a key can be secret only if it holds the longest word of some listed sequence (or one
-        # of the few characters that lower-case to ASCII letters): a cheap test first
+        # of the few characters that lower-case to ASCII letters): a cheap test first, as one
+        # regular expression. Its (?i:…) folds case as Unicode does, so it admits every key that
+        # an ASCII case-insensitive search for the words admits (and a few more, which the full
+        # test then decides). Measured against that search (``multiSearchAnyCaseInsensitive``
+        # over the 17 words, then a match for the odd characters): the flattening of a 100k-span
+        # batch took 1.19 against 1.40 CPU-s (medians of eight, alternating), where no test at all
+        # took 1.14.
         needles = sorted({max(w.split(" "), key=len) for w in red.words})
-        self._needles = "[" + ", ".join(lit(n) for n in needles) + "]"
-        self._odd_chars = lit("|".join(chr(c) for c in LOWER_TO_ASCII))
+        odd = "|".join(chr(c) for c in LOWER_TO_ASCII)
+        self._prefilter = lit("(?i:" + "|".join(re.escape(n) for n in needles) + ")" + (f"|{odd}" if odd else ""))
 
     # Redactor.key_is_secret
     def words(self, k: str) -> str:
@@ -128,8 +135,7 @@ class Sql:
         return f"trimBoth(replaceRegexpAll(lower({s}), '[^a-z0-9]+', ' '))"
 
     def secret(self, k: str) -> str:
-        return (f"(multiSearchAnyCaseInsensitive({k}, {self._needles}) OR match({k}, {self._odd_chars})) "
-                f"AND match({self.words(k)}, {self._key_re})")
+        return f"match({k}, {self._prefilter}) AND match({self.words(k)}, {self._key_re})"
 
     # Redactor.text
     def redact(self, s: str) -> str:
