@@ -4,6 +4,15 @@ size, in this process, without HTTP, WAL or sender. Prints spans/s, CPU seconds 
 (all threads of the process) and the peak of anonymous memory over the start.
 
     python bench/native_engine_bench.py --spans 300000 --batch 100000,30000 --json
+    python bench/native_engine_bench.py --stages --batch 100000 --rounds 8 --json
+
+``--stages`` splits one batch's engine work, alternating the stages over ``--rounds`` rounds on
+the same requests (medians of CPU seconds and wall time): ``decode`` reads every field of every
+request and touches each span's attributes (``SELECT … FORMAT Null``), ``flatten`` also computes
+every row the insert would store (the decoder's statement, ``FORMAT Null``), ``insert`` is the
+insert itself (``spans``, the rollup views and the side table; merges stopped, so that a
+background merge of an earlier round is not counted). Differences between them are what each
+stage costs.
 """
 
 from __future__ import annotations
@@ -84,13 +93,76 @@ def run(spans: int, batch: int, per_request: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def stages(batch: int, per_request: int, rounds: int) -> dict:
+    import resource
+
+    from bench.ingest_bench import build_requests
+    from tracehouse.collector import native_feed as nf
+    from tracehouse.collector.convert import Limits
+    from tracehouse.collector.native import NativeTraces
+    from tracehouse.collector.redact import Redactor
+    from tracehouse.storage import Store
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    bodies = build_requests(batch, per_request)
+    tmp = tempfile.mkdtemp(prefix="th-native-stages-")
+    try:
+        with Store.open(f"chdb://{tmp}/data?database=bench") as store:
+            store.migrate()
+            nt = NativeTraces(store, Redactor(), Limits(), os.path.join(tmp, "schemas"))
+            nt.open()
+            nt.insert(bodies[:1], 1, "warm-up")
+            store.query("SYSTEM STOP MERGES")
+            settings = nf.insert_settings(nt._schema, "stages", nf.requests_per_block(bodies))
+
+            def select(sql: str, k: int) -> None:
+                store.backend.insert_file("", "Protobuf", nf.frame(bodies, k), structure=nt._columns,
+                                          settings=settings, select=sql, pipe=True)
+
+            touch = ("SELECT sum(length(arrayFlatten(arrayMap(r -> arrayMap(s -> arrayMap(sp -> length(sp.attributes), "
+                     "s.spans), r.scope_spans), resource_spans)))) FROM {input}")
+            work = {"decode": lambda k: select(touch, k),
+                    "flatten": lambda k: select(nt._flatten + " FORMAT Null", k),
+                    "insert": lambda k: nt.insert(bodies, k, f"stages-{k}")}
+            got: dict[str, list[tuple[float, float]]] = {n: [] for n in work}
+            k = 1
+            for _ in range(rounds):
+                for name, fn in work.items():
+                    k += 1
+                    c0, t0 = cpu(), time.perf_counter()
+                    fn(k)
+                    got[name].append((time.perf_counter() - t0, cpu() - c0))
+            store.query("SYSTEM START MERGES")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def median(xs: list[float]) -> float:
+        xs = sorted(xs)
+        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+    return {"batch_spans": batch, "rounds": rounds,
+            **{f"{n}_cpu_s": round(median([c for _, c in v]), 3) for n, v in got.items()},
+            **{f"{n}_wall_s": round(median([w for w, _ in v]), 3) for n, v in got.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spans", type=int, default=300_000)
     p.add_argument("--batch", default="100000", help="spans per insert; comma-separated to compare")
     p.add_argument("--per-request", type=int, default=300, dest="per_request")
+    p.add_argument("--stages", action="store_true", help="split one batch's engine work into its stages")
+    p.add_argument("--rounds", type=int, default=8, help="rounds of the stages (--stages)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.stages:
+        res = stages(int(args.batch.split(",")[0]), args.per_request, args.rounds)
+        if not args.json:
+            print(", ".join(f"{k} {v}" for k, v in res.items()))
+        print(json.dumps(res))
+        return 0
     runs = [run(args.spans, int(b), args.per_request) for b in args.batch.split(",") if b.strip()]
     if not args.json:
         for r in runs:
