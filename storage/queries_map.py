@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .queries_services import MAX_SERVICES, _f, _ms, _window, listing
+from .queries_services import MAX_SERVICES, _busiest, _f, _ms, _window, listing
 from .timerange import TimeRange
 
 #: endpoints and edges read for one map (the busiest first); a result LIMIT in the SQL
@@ -35,21 +35,22 @@ def _normalized(column: str, alias: str) -> str:
 _WINDOW = "minute >= toDateTime({start:UInt32}) AND minute < toDateTime({end:UInt32})"
 
 
-def _busiest_edges(store, more: str = "") -> str:
+def _busiest_edges(store, more: str = "", callers: str = "") -> str:
     """SQL: the ``{cap}`` edges (caller, target as recorded, kind) with the most calls in the window,
-    then the most errors; ``more``: further columns."""
+    then the most errors; ``more``: further columns; ``callers``: a condition on the caller."""
     return (f"SELECT service, target, target_kind, countMerge(calls) AS calls, sumMerge(errors) AS errors{more} "
-            f"FROM {store.t('edges_1m')} WHERE {_WINDOW} GROUP BY service, target, target_kind "
+            f"FROM {store.t('edges_1m')} WHERE {_WINDOW}{callers} GROUP BY service, target, target_kind "
             "ORDER BY calls DESC, errors DESC, service, target, target_kind LIMIT {cap:UInt32}")
 
 
-def _endpoints(store, params: dict[str, Any]) -> dict[str, str]:
+def _endpoints(store, params: dict[str, Any], callers: str) -> dict[str, str]:
     """Normalized address → the service that answers most requests there, for the addresses the
     busiest edges call (and only those: a flood of other addresses cannot push them out)."""
     res = store.read(
         f"SELECT {_normalized('address', 'a')} AS addr, argMax(service, hits) AS service FROM ("
         f"SELECT address, service, countMerge(hits) AS hits FROM {store.t('service_endpoints')} WHERE {_WINDOW} "
-        f"AND {_normalized('address', 'e')} IN (SELECT {_normalized('target', 't')} FROM ({_busiest_edges(store)}) "
+        f"AND {_normalized('address', 'e')} IN (SELECT {_normalized('target', 't')} FROM "
+        f"({_busiest_edges(store, callers=callers)}) "
         "WHERE target_kind IN ('external', 'service')) GROUP BY address, service) GROUP BY addr LIMIT {cap:UInt32}",
         params,
     )
@@ -60,18 +61,25 @@ def service_map(store, tr: TimeRange, limit: int = MAX_SERVICES) -> dict[str, An
     """Nodes and edges; past ``limit`` services the busiest are drawn (``queries_services.listing``)
     with the edges among them and their dependencies, and ``truncated`` / ``services_total`` say so.
     Past ``MAX_EDGES`` edges (caller → target as recorded) the busiest are read, ``edges_truncated``
-    says so and ``edges_total`` counts them all. A client call to an address is drawn to the service
+    says so and ``edges_total`` counts them all (of the services drawn, when the list is cut). A client call to an address is drawn to the service
     that answers there."""
     params = {**_window(tr), "cap": MAX_EDGES + 1}
     got = listing(store, tr, limit)
     svc = {s["service"]: s for s in got["services"]}
-    endpoints = _endpoints(store, params)
-    edge_rows = store.read(_busiest_edges(store, ", quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q"),
-                           params).dicts()
+    callers = ""
+    if got["truncated"]:
+        # only the edges of the services drawn are read: a flood of busier edges from services
+        # left off the map would otherwise take the places among the MAX_EDGES read
+        callers = f" AND service IN ({_busiest(store, _WINDOW, 'drawn')})"
+        params["drawn"] = int(limit)
+    endpoints = _endpoints(store, params, callers)
+    edge_rows = store.read(_busiest_edges(store, ", quantilesTDigestMerge(0.5, 0.95, 0.99)(duration_q) AS q",
+                                          callers), params).dicts()
     edges_total = len(edge_rows)
     if edges_total > MAX_EDGES:
+        counted = {k: v for k, v in params.items() if k != "cap"}
         edges_total = int(store.read(f"SELECT uniqExact(service, target, target_kind) FROM {store.t('edges_1m')} "
-                                     f"WHERE {_WINDOW}", _window(tr)).scalar())
+                                     f"WHERE {_WINDOW}{callers}", counted).scalar())
     nodes: dict[str, dict[str, Any]] = {
         name: {"id": name, "name": name, "kind": "service", "requests": s["requests"], "rate": s["rate"],
                "error_rate": s["error_rate"], "p95_ms": s["p95_ms"]}

@@ -64,11 +64,11 @@ def _containing(column: str, match: str | None, params: dict[str, Any]) -> str:
     return f" AND positionCaseInsensitiveUTF8({column}, {{match:String}}) > 0"
 
 
-def _busiest(store, cond: str) -> str:
-    """SQL: the ``{cap}`` services with the most spans in the window (then the most errors, then by
-    name), so a flood of one-span services named to sort first cannot push busier ones off a list."""
+def _busiest(store, cond: str, cap: str = "cap") -> str:
+    """SQL: the ``{<cap>}`` services with the most spans in the window (then the most errors, then
+    by name), so a flood of one-span services named to sort first cannot push busier ones off a list."""
     return (f"SELECT service FROM {store.t('red_1m')} WHERE {cond} GROUP BY service "
-            "ORDER BY countMerge(calls) DESC, sumMerge(errors) DESC, service LIMIT {cap:UInt32}")
+            f"ORDER BY countMerge(calls) DESC, sumMerge(errors) DESC, service LIMIT {{{cap}:UInt32}}")
 
 
 def services(store, tr: TimeRange, limit: int = MAX_SERVICES, match: str | None = None) -> list[dict[str, Any]]:

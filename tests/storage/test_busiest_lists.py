@@ -161,6 +161,32 @@ def test_the_map_keeps_the_busiest_calls_past_a_flood_of_peers_and_counts_them(s
     assert len(m["edges"]) == qmap.MAX_EDGES
 
 
+def test_edges_of_services_left_off_the_map_do_not_push_out_the_edges_of_those_drawn(store):
+    """5,100 services of three client spans each, each calling a peer of its own three times, and
+    ``zz-victim``: 20 requests and one database call. With the map cut to 10 services, the victim
+    is drawn (it has the most spans), but its database call was missing: the 5,000 busiest edges
+    were read before the edges of services left off were dropped, and the flood's, three calls
+    each, filled them all."""
+    now = time.time_ns()
+    cols = store.columns_for("spans")
+    for i in range(EDGE_FLOOD):
+        for _ in range(3):
+            span_row(cols, os.urandom(16), os.urandom(8), os.urandom(8), f"aaa-flood-{i:05d}", "call", now - 30 * NS,
+                     1000, {"peer.service": f"aaa-peer-{i:05d}"}, kind=3)
+    tid, root = os.urandom(16), os.urandom(8)
+    for _ in range(20):
+        span_row(cols, tid, os.urandom(8), b"\0" * 8, "zz-victim", "GET /", now - 20 * NS, 5_000_000, {}, kind=2)
+    span_row(cols, tid, os.urandom(8), root, "zz-victim", "SELECT", now - 20 * NS, 1_000_000,
+             {"db.system": "postgresql"}, kind=3)
+    store.insert("spans", cols)
+    m = qmap.service_map(store, parse_range("15m", None), limit=10)
+    drawn = {n["id"] for n in m["nodes"] if n["kind"] == "service"}
+    assert "zz-victim" in drawn and len(drawn) == 10 and m["truncated"]
+    # the nine flood services drawn call peers that are not drawn: only the victim's edge is left
+    assert [(e["source"], e["target"]) for e in m["edges"]] == [("zz-victim", "database:postgresql")]
+    assert not m["edges_truncated"] and m["edges_total"] == 10  # the edges of the services drawn
+
+
 def test_a_flood_of_server_addresses_does_not_unresolve_a_called_service(store):
     """5,100 addresses a flood service answers at, twice each, against zz-api answering once at the
     address ``app`` calls: that call stays an edge to the service zz-api (it became external
