@@ -61,8 +61,8 @@ def service_map(store, tr: TimeRange, limit: int = MAX_SERVICES) -> dict[str, An
     """Nodes and edges; past ``limit`` services the busiest are drawn (``queries_services.listing``)
     with the edges among them and their dependencies, and ``truncated`` / ``services_total`` say so.
     Past ``MAX_EDGES`` edges (caller → target as recorded) the busiest are read, ``edges_truncated``
-    says so and ``edges_total`` counts them all (of the services drawn, when the list is cut). A client call to an address is drawn to the service
-    that answers there."""
+    says so and ``edges_total`` counts them all (those of the services drawn, when the list is cut).
+    A client call to an address is drawn to the service that answers there."""
     params = {**_window(tr), "cap": MAX_EDGES + 1}
     got = listing(store, tr, limit)
     svc = {s["service"]: s for s in got["services"]}
