@@ -122,7 +122,9 @@ def test_a_service_s_operations_say_they_were_cut(chdb_store):
 
         page = c.get("/services/sh%2Fop?since=15m")
         assert 'id="ops-truncated"' in page.text and "busiest of 601 operations" in page.text
-        assert 'data-v="zz-checkout"' in _ops(page) and "aaa-op-00599" not in page.text
+        # the operations table: the page's trace lists may show any of the flood's spans (all start
+        # at the same instant), which made this flaky when it read the whole page (CI, 1 in ~40)
+        assert 'data-v="zz-checkout"' in _ops(page) and "aaa-op-00599" not in _ops(page)
         assert 'id="ops-filter"' in page.text
         for path in ("/services/sh%2Fop?since=15m&q=op-00599", "/service?name=sh%2Fop&since=15m&q=op-00599"):
             found = c.get(path)
