@@ -25,6 +25,8 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
+from statistics import median
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -60,89 +62,76 @@ def measure(fn) -> tuple[float, float, float]:
     return dt, cpu, peak - base
 
 
-def run(spans: int, batch: int, per_request: int) -> dict:
-    from bench.ingest_bench import build_requests
+@contextmanager
+def _decoder(prefix: str):
+    """A store in a temporary directory and its native trace decoder, opened and warmed up
+    (the first insert analyses every statement): ``(store, decoder)``."""
     from tracehouse.collector.convert import Limits
     from tracehouse.collector.native import NativeTraces
     from tracehouse.collector.redact import Redactor
     from tracehouse.storage import Store
 
-    bodies = build_requests(spans, per_request)
-    tmp = tempfile.mkdtemp(prefix="th-native-bench-")
+    tmp = tempfile.mkdtemp(prefix=prefix)
     try:
         with Store.open(f"chdb://{tmp}/data?database=bench") as store:
             store.migrate()
             nt = NativeTraces(store, Redactor(), Limits(), os.path.join(tmp, "schemas"))
             nt.open()
-            per = max(1, batch // per_request)
-            batches = [bodies[i:i + per] for i in range(0, len(bodies), per)]
-            nt.insert(batches[0][:1], 1, "warm-up")
-            store.query(f"TRUNCATE TABLE {store.db}.spans")
-            stored = 0
-
-            def insert_all() -> None:
-                nonlocal stored
-                for i, b in enumerate(batches):
-                    stored += nt.insert(b, i + 2, f"bench-{i}").stored
-
-            dt, cpu, anon = measure(insert_all)
-            rows = int(store.query(f"SELECT count() FROM {store.db}.spans").scalar())
-        return {"batch_spans": batch, "spans": stored, "rows": rows, "spans_per_s": round(stored / dt),
-                "cpu_s_per_100k": round(cpu / stored * 1e5, 2), "anon_peak_over_start_mb": round(anon)}
+            yield store, nt
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(spans: int, batch: int, per_request: int) -> dict:
+    from bench.ingest_bench import build_requests
+
+    bodies = build_requests(spans, per_request)
+    with _decoder("th-native-bench-") as (store, nt):
+        per = max(1, batch // per_request)
+        batches = [bodies[i:i + per] for i in range(0, len(bodies), per)]
+        nt.insert(batches[0][:1], 1, "warm-up")
+        store.query(f"TRUNCATE TABLE {store.db}.spans")
+        stored = 0
+
+        def insert_all() -> None:
+            nonlocal stored
+            for i, b in enumerate(batches):
+                stored += nt.insert(b, i + 2, f"bench-{i}").stored
+
+        dt, cpu, anon = measure(insert_all)
+        rows = int(store.query(f"SELECT count() FROM {store.db}.spans").scalar())
+    return {"batch_spans": batch, "spans": stored, "rows": rows, "spans_per_s": round(stored / dt),
+            "cpu_s_per_100k": round(cpu / stored * 1e5, 2), "anon_peak_over_start_mb": round(anon)}
 
 
 def stages(batch: int, per_request: int, rounds: int) -> dict:
-    import resource
-
     from bench.ingest_bench import build_requests
     from tracehouse.collector import native_feed as nf
-    from tracehouse.collector.convert import Limits
-    from tracehouse.collector.native import NativeTraces
-    from tracehouse.collector.redact import Redactor
-    from tracehouse.storage import Store
-
-    def cpu() -> float:
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        return r.ru_utime + r.ru_stime
 
     bodies = build_requests(batch, per_request)
-    tmp = tempfile.mkdtemp(prefix="th-native-stages-")
-    try:
-        with Store.open(f"chdb://{tmp}/data?database=bench") as store:
-            store.migrate()
-            nt = NativeTraces(store, Redactor(), Limits(), os.path.join(tmp, "schemas"))
-            nt.open()
-            nt.insert(bodies[:1], 1, "warm-up")
-            store.query("SYSTEM STOP MERGES")
-            settings = nf.insert_settings(nt._schema, "stages", nf.requests_per_block(bodies))
+    with _decoder("th-native-stages-") as (store, nt):
+        nt.insert(bodies[:1], 1, "warm-up")
+        store.query("SYSTEM STOP MERGES")
+        settings = nf.insert_settings(nt._schema, "stages", nf.requests_per_block(bodies))
 
-            def select(sql: str, k: int) -> None:
-                store.backend.insert_file("", "Protobuf", nf.frame(bodies, k), structure=nt._columns,
-                                          settings=settings, select=sql, pipe=True)
+        def select(sql: str, k: int) -> None:
+            store.backend.insert_file("", "Protobuf", nf.frame(bodies, k), structure=nt._columns,
+                                      settings=settings, select=sql, pipe=True)
 
-            touch = ("SELECT sum(length(arrayFlatten(arrayMap(r -> arrayMap(s -> arrayMap(sp -> length(sp.attributes), "
-                     "s.spans), r.scope_spans), resource_spans)))) FROM {input}")
-            work = {"decode": lambda k: select(touch, k),
-                    "flatten": lambda k: select(nt._flatten + " FORMAT Null", k),
-                    "insert": lambda k: nt.insert(bodies, k, f"stages-{k}")}
-            got: dict[str, list[tuple[float, float]]] = {n: [] for n in work}
-            k = 1
-            for _ in range(rounds):
-                for name, fn in work.items():
-                    k += 1
-                    c0, t0 = cpu(), time.perf_counter()
-                    fn(k)
-                    got[name].append((time.perf_counter() - t0, cpu() - c0))
-            store.query("SYSTEM START MERGES")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    def median(xs: list[float]) -> float:
-        xs = sorted(xs)
-        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
-
+        touch = ("SELECT sum(length(arrayFlatten(arrayMap(r -> arrayMap(s -> arrayMap(sp -> length(sp.attributes), "
+                 "s.spans), r.scope_spans), resource_spans)))) FROM {input}")
+        work = {"decode": lambda k: select(touch, k),
+                "flatten": lambda k: select(nt._flatten + " FORMAT Null", k),
+                "insert": lambda k: nt.insert(bodies, k, f"stages-{k}")}
+        got: dict[str, list[tuple[float, float]]] = {n: [] for n in work}
+        k = 1
+        for _ in range(rounds):
+            for name, fn in work.items():
+                k += 1
+                c0, t0 = time.process_time(), time.perf_counter()  # CPU of every thread of the process
+                fn(k)
+                got[name].append((time.perf_counter() - t0, time.process_time() - c0))
+        store.query("SYSTEM START MERGES")
     return {"batch_spans": batch, "rounds": rounds,
             **{f"{n}_cpu_s": round(median([c for _, c in v]), 3) for n, v in got.items()},
             **{f"{n}_wall_s": round(median([w for w, _ in v]), 3) for n, v in got.items()}}

@@ -34,12 +34,9 @@ def digest_of(kind: int, payload: bytes) -> bytes:
     ``hashlib.blake2b``. Collectors before this digest wrote BLAKE2b digests into their WAL: a
     retry of a request acknowledged by such a collector, arriving after the upgrade, is not
     recognised (it is stored again), once."""
-    h = hashlib.sha256(_DOMAIN[kind & 0xFF])
+    h = hashlib.sha256(b"tracehouse-rq" + bytes([kind]))
     h.update(payload)
     return h.digest()[:16]
-
-
-_DOMAIN = [b"tracehouse-rq" + bytes([k]) for k in range(256)]
 
 
 class RecentRequests:
