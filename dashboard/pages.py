@@ -35,20 +35,33 @@ def _store(request: Request):
     return request.app.state.store
 
 
-def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+#: lines per resource chart: the instances (and attribute sets) with the highest values; a service
+#: of hundreds of instances drew hundreds of lines (a chart nobody can read, a page of megabytes)
+CHART_SERIES = 20
+
+
+def _peak(series: dict[str, Any]) -> float:
+    return max((p[1] for p in series["points"] if p[1] is not None), default=float("-inf"))
+
+
+def _resources(store, tr, service: str) -> dict[str, Any]:
     """Resource charts (container and process metrics) and the probe table, from one read."""
     got = qm.service_resources(store, tr, service, RESOURCE_PREFIXES, (PROBE_UP, PROBE_DURATION),
                                qsvc.pick_step(tr, None))
+    metrics = got["metrics"]
     figs = []
-    for name in sorted(n for n in got if n.startswith(RESOURCE_PREFIXES))[:8]:
+    for name in sorted(n for n in metrics if n.startswith(RESOURCE_PREFIXES)):
+        every = metrics[name]["series"]
+        top = sorted(every, key=lambda s: (-_peak(s), sorted(s["labels"].items())))[:CHART_SERIES]
         series = {"name": name, "series": [{"labels": s["labels"], "points": [[p[0], p[1]] for p in s["points"]]}
-                                           for s in got[name]["series"]]}
-        fig = figures.metric_figure(name, series, ("instance",), units.parse(got[name]["unit"], name))
+                                           for s in top]}
+        title = name if len(every) <= CHART_SERIES else f"{name} (highest {len(top)} of {len(every)} series)"
+        fig = figures.metric_figure(title, series, ("instance",), units.parse(metrics[name]["unit"], name))
         figs.append({"id": f"res-{len(figs)}", "fig": figures.in_window(fig, tr.start_s, tr.end_s)})
     probes: dict[str, dict[str, Any]] = {}
     for metric, key in ((PROBE_UP, "up"), (PROBE_DURATION, "duration")):
         by_target: dict[str, dict[int, tuple[int, float]]] = {}
-        for s in got.get(metric, {}).get("series", []):
+        for s in metrics.get(metric, {}).get("series", []):
             steps = by_target.setdefault(s["labels"].get("probe.target") or "(unknown)", {})
             for t, _, last, lts in s["points"]:
                 if last is not None and (t not in steps or lts > steps[t][0]):
@@ -60,7 +73,8 @@ def _resources(store, tr, service: str) -> tuple[list[dict[str, Any]], list[dict
                 row[key] = vals[-1]
                 if key == "up":
                     row["uptime"] = sum(1 for v in vals if v >= 1) / len(vals)
-    return figs, sorted(probes.values(), key=lambda p: p["target"])
+    return {"figs": figs, "probes": sorted(probes.values(), key=lambda p: p["target"]), "step_s": got["step_s"],
+            "asked_step_s": got["asked_step_s"], "truncated": got["truncated"]}
 
 
 def _service_page(request: Request, service: str, alerts: AlertSource | None):
@@ -74,7 +88,7 @@ def _service_page(request: Request, service: str, alerts: AlertSource | None):
     ops = listed["operations"]
     series = qsvc.series(store, service, tr, has_entry=summary["has_entry"]) if summary else {"points": []}
     red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
-    res_figs, probes = _resources(store, tr, service)
+    res = _resources(store, tr, service)
     # exemplars of the service's latency histograms: points on the latency chart that open their trace
     exemplars = qm.exemplars(store, tr, service, step_s=series.get("step_s") or 60) if summary else []
     figures_explore.with_exemplars(red["latency"], exemplars)
@@ -85,8 +99,8 @@ def _service_page(request: Request, service: str, alerts: AlertSource | None):
     return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
                   ops_total=listed["total"], ops_truncated=listed["truncated"], q=match,
                   firing=firing_for_service(alerts, service),
-                  red=red, ops_fig=figures.operations_figure(ops) if ops else None, res_figs=res_figs,
-                  probes=probes, failing=failing, slowest=slowest, snaps=snaps, exemplars=exemplars)
+                  red=red, ops_fig=figures.operations_figure(ops) if ops else None, res=res,
+                  failing=failing, slowest=slowest, snaps=snaps, exemplars=exemplars)
 
 
 def pages_router(alerts: AlertSource | None = None) -> APIRouter:

@@ -414,13 +414,18 @@ _MEAN = "if(type IN (3, 4, 5), if(count > 0, sum / count, 0), value)"
 
 
 def service_resources(store, tr: TimeRange, service: str, prefixes: tuple[str, ...], names: tuple[str, ...],
-                      step_s: int) -> dict[str, dict[str, Any]]:
-    """Every metric of a service whose name starts with one of ``prefixes`` or is one of ``names``,
-    in one read: ``{name: {"unit", "series": [{"labels", "points": [[t, mean, last, last_ns]]}]}}``, one
-    series per instance and attribute set (the service page's resource charts and probe table
-    took a query per metric)."""
+                      step_s: int, drawn: int = 8) -> dict[str, Any]:
+    """The first ``drawn`` metrics (by name) of a service whose name starts with one of ``prefixes``,
+    and those of ``names``, in one read: ``{"metrics": {name: {"unit", "series": [{"labels", "points":
+    [[t, mean, last, last_ns]]}]}}, "step_s", "asked_step_s", "truncated"}``, one series per instance and
+    attribute set (the service page's resource charts and probe table took a query per metric).
+
+    Only those metrics are read, and at a step coarser than ``step_s`` when their streams would not
+    fit in ``MAX_ROWS`` rows at it: the rows were cut in name and instance order, so a service with
+    many instances lost the last metrics (the probes, which sort after ``process.*``) without a word.
+    ``truncated``: rows were left out all the same (more streams than even one step each fits)."""
     require_raw_range(tr, "metric points")
-    params: dict[str, Any] = {"service": service, "start": tr.start_s, "end": tr.end_s, "step": int(step_s)}
+    params: dict[str, Any] = {"service": service, "start": tr.start_s, "end": tr.end_s}
     which = []
     for i, p in enumerate(prefixes):
         params[f"p{i}"] = p
@@ -428,27 +433,39 @@ def service_resources(store, tr: TimeRange, service: str, prefixes: tuple[str, .
     for i, n in enumerate(names):
         params[f"n{i}"] = n
         which.append(f"name = {{n{i}:String}}")
+    out: dict[str, Any] = {"metrics": {}, "step_s": int(step_s), "asked_step_s": int(step_s), "truncated": False}
     if not which:
-        return {}
+        return out
+    where = ("service = {service:String} AND timestamp >= toDateTime({start:UInt32}) "
+             "AND timestamp <= toDateTime({end:UInt32})")
+    present = store.read(f"SELECT name, uniqExact(instance, attr_keys, attr_values) FROM {store.t('metric_points')} "
+                         f"WHERE {where} AND ({' OR '.join(which)}) GROUP BY name ORDER BY name", params).rows
+    picked = [(n, s) for n, s in present if n.startswith(prefixes)][:drawn] + [(n, s) for n, s in present
+                                                                               if n in names]
+    if not picked:
+        return out
+    wanted = {f"w{i}": n for i, (n, _) in enumerate(picked)}
+    step = out["step_s"] = fitting_step(tr.seconds, sum(int(s) for _, s in picked), int(step_s))
+    q = {"service": service, "start": tr.start_s, "end": tr.end_s, "step": step, "rows": MAX_ROWS, **wanted}
     res = store.read(
         "SELECT name, any(unit) AS unit, instance, attr_keys, attr_values, "
         "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, "
         f"avg({_MEAN}) AS mean, argMax({_MEAN}, ts_ns) AS last, max(ts_ns) AS lts FROM {store.t('metric_points')} "
-        "WHERE service = {service:String} AND timestamp >= toDateTime({start:UInt32}) "
-        f"AND timestamp <= toDateTime({{end:UInt32}}) AND ({' OR '.join(which)}) "
-        "GROUP BY name, instance, attr_keys, attr_values, t ORDER BY name, instance, t LIMIT 200000",
-        params,
+        f"WHERE {where} AND name IN ({', '.join(f'{{{k}:String}}' for k in wanted)}) "
+        "GROUP BY name, instance, attr_keys, attr_values, t ORDER BY name, instance, t LIMIT {rows:UInt32}",
+        q,
     )
-    out: dict[str, dict[str, Any]] = {}
+    out["truncated"] = len(res.rows) >= MAX_ROWS
+    metrics = out["metrics"]
     for name, unit, instance, keys, values, t, mean, last, lts in res.rows:
-        m = out.setdefault(name, {"unit": unit, "series": {}})
+        m = metrics.setdefault(name, {"unit": unit, "series": {}})
         key = (instance, tuple(keys), tuple(values))
         s = m["series"].get(key)
         if s is None:
             s = m["series"][key] = {"labels": {"service": service, "instance": instance, **dict(zip(keys, values))},
                                     "points": []}
         s["points"].append([int(t), _num(mean), _num(last), int(lts)])
-    for m in out.values():
+    for m in metrics.values():
         m["series"] = list(m["series"].values())
     return out
 

@@ -196,3 +196,36 @@ def test_more_streams_than_the_row_cap_coarsen_the_step_instead_of_dropping_stre
         assert len(series["points"]) >= 88 and {v for _, v in series["points"]} == {99.5}
         page = c.get("/explore?metric=queue.depth&since=6h&agg=avg")
         assert 'id="step-raised"' in page.text and "240 s" in page.text and 'id="points-truncated"' not in page.text
+
+
+def test_a_service_of_many_instances_keeps_its_probe_table_and_readable_resource_charts(chdb_store):
+    """1,000 instances report two process metrics every 3 minutes for 6 h: 240,000 rows of metric,
+    instance and step, past the service page's cap of 200,000. The page read every resource metric
+    in name and instance order and cut the rows: the probe metrics (``tracehouse.probe.*`` sort after
+    ``process.*``) were left out and the page said "No probes reported" for a database that was
+    down; each chart drew 1,000 lines. Now only the drawn metrics are read, at a step where they all
+    fit, and a chart draws the highest 20 lines and says so."""
+    now = (time.time_ns() // (180 * NS)) * 180 * NS
+    cols = chdb_store.columns_for("metric_points")
+    for step in range(1, 121):
+        t = now - step * 180 * NS
+        for i in range(1000):
+            res = {"service.name": "fleet", "service.instance.id": f"i-{i:04d}"}
+            point(cols, t, "fleet", "process.cpu.utilization", {}, res, instance=f"i-{i:04d}", value=i / 1000)
+            point(cols, t, "fleet", "process.memory.usage", {}, res, instance=f"i-{i:04d}", value=float(i << 20),
+                  unit="By")
+        point(cols, t, "fleet", "tracehouse.probe.up", {"probe.target": "postgres:5432"}, None, instance="agent",
+              value=0.0 if step < 5 else 1.0)
+        point(cols, t, "fleet", "tracehouse.probe.duration", {"probe.target": "postgres:5432"}, None,
+              instance="agent", value=0.25, unit="s")
+    chdb_store.insert("metric_points", cols)
+    with _client(chdb_store) as c:
+        page = c.get("/services/fleet?since=6h")
+        assert page.status_code == 200
+        probes = page.text.split('id="probes"', 1)[1].split("</table>", 1)[0]
+        assert "postgres:5432" in probes and "down" in probes and "250" in probes
+        assert 'id="res-step-raised"' in page.text and "240 s instead of 180 s" in page.text
+        assert 'id="res-truncated"' not in page.text
+        assert "process.cpu.utilization (highest 20 of 1000 series)" in page.text
+        assert "i-0999" in page.text and "i-0980" in page.text and "i-0979" not in page.text
+        assert len(page.content) < 1_000_000
