@@ -18,6 +18,7 @@ from tracehouse.storage import (
     StorageError,
     StorageUnavailable,
     attr_filters,
+    is_digits,
     json_body,
     parse_duration,
     parse_range,
@@ -72,7 +73,7 @@ HANDLED = (InvalidParameter, NotFound, QueryTimeout, StorageUnavailable, Storage
 def _step(step: str | None) -> int | None:
     if not step:
         return None
-    return int(parse_duration(step)) if not step.isdigit() else int(step)
+    return int(parse_duration(step)) if not is_digits(step) else int(step)
 
 
 def _float(name: str, v: str | None) -> float | None:

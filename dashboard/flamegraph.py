@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from tracehouse.storage import is_digits
+
 from . import snapshots
 from .figures import plain
 
@@ -88,7 +90,7 @@ def icicle(root: Node, max_nodes: int = MAX_NODES) -> dict[str, Any]:
 
 
 def _line_key(s: str) -> tuple[int, str]:
-    return (int(s), s) if s.isdigit() else (1 << 30, s)
+    return (int(s), s) if is_digits(s) else (1 << 30, s)
 
 
 def depth(root: Node) -> int:

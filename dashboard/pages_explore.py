@@ -9,7 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from tracehouse.storage import InvalidParameter, TimeRange, attr_filters, parse_duration, parse_range
+from tracehouse.storage import (
+    InvalidParameter,
+    TimeRange,
+    attr_filters,
+    is_digits,
+    parse_duration,
+    parse_range,
+)
 from tracehouse.storage import queries_metrics as qm
 from tracehouse.storage import queries_telemetry as qtel
 
@@ -29,7 +36,7 @@ def metric_query(params, tr: TimeRange) -> tuple[qm.MetricQuery, dict[str, Any]]
     group_by = [g.strip() for g in params.getlist("group_by") if g.strip()]
     step = None
     if form["step"]:
-        step = int(form["step"]) if form["step"].isdigit() else int(parse_duration(form["step"]))
+        step = int(form["step"]) if is_digits(form["step"]) else int(parse_duration(form["step"]))
     mq = qm.MetricQuery(form["metric"], tr, service=form["service"] or None,
                         filters=tuple(attr_filters.parse_filters(attrs)), group_by=tuple(group_by),
                         agg=form["agg"] or None, step_s=step)

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from tracehouse.storage import InvalidParameter, TimeRange, attr_filters, parse_range
+from tracehouse.storage import InvalidParameter, TimeRange, attr_filters, is_digits, parse_range
 from tracehouse.storage import queries_logs as qlogs
 
 from . import figures, figures_explore, snapshots
@@ -34,7 +34,7 @@ def log_query(params, tr: TimeRange) -> tuple[qlogs.LogQuery, dict[str, Any]]:
 def _limit(v: str | None) -> int:
     if not v:
         return PAGE
-    if not v.isdigit():
+    if not is_digits(v):
         raise InvalidParameter("limit must be an integer")
     return int(v)
 
@@ -90,7 +90,7 @@ def logs_api_router(get_store) -> APIRouter:
         """Matching records per time bucket and severity group."""
         tr = parse_range(since, until, default="1h")
         query, _ = log_query(request.query_params, tr)
-        if step is not None and not step.isdigit():
+        if step is not None and not is_digits(step):
             raise InvalidParameter("step must be a number of seconds")
         return qlogs.volume(get_store(request), query, int(step) if step else None)
 

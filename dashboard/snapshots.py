@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tracehouse.storage import json_body
+from tracehouse.storage import is_digits, json_body
 
 EVENT = "tracehouse.snapshot"
 
@@ -35,7 +35,7 @@ def snapshot_id(rec: dict[str, Any]) -> str:
 
 def parse_id(sid: str) -> tuple[int, str] | None:
     ts, sep, service = sid.partition("-")
-    if not sep or not ts.isdigit() or not service:
+    if not sep or not is_digits(ts) or not service:
         return None
     return int(ts), service
 

@@ -19,7 +19,7 @@ from .errors import InvalidParameter
 from .ids import hex_id, parse_span_id, parse_trace_id
 from .limits import require_raw_range
 from .queries_telemetry import SEVERITIES
-from .timerange import TimeRange
+from .timerange import TimeRange, is_digits
 
 __all__ = ["LogQuery", "GROUPS", "search", "volume", "services", "pick_step", "severity_group", "thread_snapshots",
            "snapshot_services"]
@@ -39,7 +39,7 @@ def severity_group(number: int) -> str:
 
 def _severity(text: str) -> int:
     s = text.strip().lower()
-    num = int(s) if s.isdigit() else SEVERITIES.get(s)
+    num = int(s) if is_digits(s) else SEVERITIES.get(s)
     if num is None or not 0 <= num <= 24:
         raise InvalidParameter(f"bad severity {text!r}: one of {', '.join(GROUPS[1:])} or 1-24")
     return num
@@ -91,7 +91,7 @@ def _cursor(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
     ts, sep, skip = text.partition("-")
-    if not sep or not ts.isdigit() or not skip.isdigit() or len(ts) > 20 or len(skip) > 9:
+    if not sep or not is_digits(ts) or not is_digits(skip) or len(ts) > 20 or len(skip) > 9:
         raise InvalidParameter("bad cursor: <ts_ns>-<skip>")
     return int(ts), int(skip)
 

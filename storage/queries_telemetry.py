@@ -10,7 +10,7 @@ from .ids import hex_id, parse_trace_id
 from .limits import require_raw_range
 from .queries_services import pick_step
 from .queries_traces import parse_attr_filters
-from .timerange import TimeRange
+from .timerange import TimeRange, is_digits
 
 METRIC_TYPES = {1: "gauge", 2: "sum", 3: "histogram", 4: "exponential_histogram", 5: "summary"}
 _VALUE = "if(type IN (3, 4, 5), if(count > 0, sum / count, 0), value)"
@@ -142,7 +142,7 @@ def logs(store, tr: TimeRange, service: str | None = None, trace_id: str | None 
         params["tid"] = parse_trace_id(trace_id)
     if severity:
         s = severity.strip().lower()
-        num = SEVERITIES.get(s) if not s.isdigit() else int(s)
+        num = SEVERITIES.get(s) if not is_digits(s) else int(s)
         if num is None or not 0 <= num <= 24:
             raise InvalidParameter(f"bad severity {severity!r}: one of {sorted(SEVERITIES)} or 1-24")
         conds.append("severity_number >= {sev:UInt8}")

@@ -17,6 +17,13 @@ MAX_RANGE_NS = 400 * 86400 * NS
 MAX_TIME_NS = (2**32 - 1) * NS
 
 
+def is_digits(text: str, max_len: int = 30) -> bool:
+    """``text`` is a whole number ``int()`` reads: ASCII digits only, at most ``max_len`` of them.
+    (``str.isdigit`` also admits digits ``int()`` refuses, such as ``²``, and ``int()`` refuses
+    more than 4,300 digits: either made a bad parameter a 500.)"""
+    return text.isascii() and text.isdigit() and len(text) <= max_len
+
+
 @dataclass(frozen=True)
 class TimeRange:
     start_ns: int
@@ -51,7 +58,7 @@ def parse_time(text: str | None, now_ns: int, default_ns: int) -> int:
         return now_ns
     if _REL.match(t):
         return now_ns - int(parse_duration(t) * NS)
-    if t.isdigit():  # epoch seconds, milliseconds or nanoseconds
+    if is_digits(t):  # epoch seconds, milliseconds or nanoseconds
         v = int(t)
         if v < 10**11:
             return v * NS

@@ -53,3 +53,19 @@ def test_no_parameter_value_makes_the_api_answer_500(chdb_store):
                     failures.append((path[:80], {k: v[:30] for k, v in query.items()}, r.status_code, r.text[:120]))
     assert sent > 1000
     assert failures == []
+
+
+def test_numbers_int_cannot_read_are_bad_parameters_not_500s(chdb_store):
+    """``str.isdigit`` admits ``²`` (and ``int()`` refuses more than 4,300 digits): a time, step,
+    severity, limit or snapshot id made of them answered 500 on the API and on pages."""
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
+    odd = ["\u00b2", "1\u00b3", "9" * 5000]
+    routes = [("/api/services", "since"), ("/api/services", "until"), ("/api/services/x/series", "step"),
+              ("/api/metrics?name=x", "step"), ("/api/logs", "severity"), ("/api/logs/volume", "step"),
+              ("/services", "since"), ("/logs", "severity"), ("/logs", "limit"), ("/explore?metric=x", "step")]
+    with TestClient(app, raise_server_exceptions=False) as c:
+        answers = [(path, name, v[:5], c.get(path, params={name: v}).status_code) for path, name in routes for v in odd]
+        answers += [("/snapshots/" + v, "", "", c.get("/snapshots/" + urllib.parse.quote(v + "-x")).status_code)
+                    for v in odd]
+    assert [a for a in answers if a[3] >= 500] == []
+    assert all(a[3] in (400, 404, 422) for a in answers if a[0].startswith("/api")), answers
