@@ -19,7 +19,7 @@ from .errors import InvalidParameter
 from .ids import hex_id, parse_span_id, parse_trace_id
 from .limits import require_raw_range
 from .queries_telemetry import SEVERITIES
-from .timerange import TimeRange, is_digits
+from .timerange import TimeRange, check_step, is_digits
 
 __all__ = ["LogQuery", "GROUPS", "search", "volume", "services", "pick_step", "severity_group", "thread_snapshots",
            "snapshot_services"]
@@ -156,7 +156,7 @@ def pick_step(tr: TimeRange, buckets: int = 100) -> int:
 def volume(store, query: LogQuery, step_s: int | None = None) -> dict[str, Any]:
     """Matching records per time bucket and severity group: ``{"step_s", "total", "points":
     [{"t": unix seconds, "counts": {group: n}}]}``."""
-    step = pick_step(query.tr) if step_s is None else int(step_s)
+    step = pick_step(query.tr) if step_s is None else check_step(int(step_s))
     if step < 1 or query.tr.seconds / step > 2000:
         raise InvalidParameter("step too small: more than 2000 buckets")
     params: dict[str, Any] = {"step": step}

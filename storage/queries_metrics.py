@@ -24,7 +24,7 @@ from .errors import InvalidParameter
 from .limits import require_raw_range
 from .queries_services import pick_step
 from .queries_telemetry import METRIC_TYPES
-from .timerange import TimeRange
+from .timerange import TimeRange, check_step
 
 __all__ = ["MetricQuery", "AGGS", "describe", "labels", "explore", "exemplars", "default_agg", "latency_metrics",
            "label_listing"]
@@ -187,7 +187,7 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
         raise InvalidParameter(f"aggregation {agg!r} does not apply to a {mtype}: one of {', '.join(AGGS[mtype])}")
     if mq.step_s is not None and int(mq.step_s) < 10:
         raise InvalidParameter("step must be at least 10 s")
-    step = pick_step(mq.tr, None) if mq.step_s is None else int(mq.step_s)
+    step = pick_step(mq.tr, None) if mq.step_s is None else check_step(int(mq.step_s))
     if mq.tr.seconds / step > 2000:
         raise InvalidParameter("step too small: more than 2000 points")
     out: dict[str, Any] = {"name": mq.name, "type": mtype, "unit": info["unit"] if info else "", "agg": agg, "step_s": step,

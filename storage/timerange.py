@@ -13,6 +13,9 @@ NS = 1_000_000_000
 _REL = re.compile(r"^(?:now-)?(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_RANGE_NS = 400 * 86400 * NS
+#: the longest bucket a series may ask for: the longest range (steps reach SQL as UInt32 seconds, so
+#: a longer one wrapped round and put the buckets at times outside the range)
+MAX_STEP_S = MAX_RANGE_NS // NS
 #: the stored times' range: seconds since 1970 in a UInt32 (ClickHouse's DateTime), up to 2106-02-07
 MAX_TIME_NS = (2**32 - 1) * NS
 
@@ -22,6 +25,13 @@ def is_digits(text: str, max_len: int = 30) -> bool:
     (``str.isdigit`` also admits digits ``int()`` refuses, such as ``²``, and ``int()`` refuses
     more than 4,300 digits: either made a bad parameter a 500.)"""
     return text.isascii() and text.isdigit() and len(text) <= max_len
+
+
+def check_step(step_s: int) -> int:
+    """``step_s`` unless it is longer than :data:`MAX_STEP_S` (then ``InvalidParameter``)."""
+    if step_s > MAX_STEP_S:
+        raise InvalidParameter("step longer than 400 days (the longest time range)")
+    return step_s
 
 
 @dataclass(frozen=True)
