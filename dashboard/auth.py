@@ -16,7 +16,9 @@ that off loopback, see ``tracehouse.exposure``). Otherwise:
 * sessions are an HMAC-SHA256-signed cookie (HttpOnly, SameSite=Strict; Secure over HTTPS and
   whenever a trusted TLS proxy is declared) holding the principal, expiry, a fingerprint of its
   credential (a changed password or token ends the session) and a CSRF token; the role is read
-  from the configuration at each request. The signing key comes from ``settings.secret_key_file``
+  from the configuration at each request. Signing out ends the session in this process (its id is
+  remembered until it would have expired), so a copy of the cookie is refused afterwards; another
+  replica, or this one after a restart, still takes it until it expires. The signing key comes from ``settings.secret_key_file``
   or ``settings.secret_key``, else it is random per process (sessions then end on restart and do
   not carry across replicas).
 
@@ -32,6 +34,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +157,8 @@ class Auth:
         self.secure_cookies = bool([p for p in getattr(settings, "trusted_proxies", None) or [] if p])
         self.clock = clock
         self.limiter = limiter or LoginLimiter()
+        self._ended: dict[str, int] = {}  # session id (its CSRF token) → expiry, of sessions signed out
+        self._ended_lock = threading.Lock()
         if self.enabled and not configured:
             log.warning("no TRACEHOUSE_SECRET_KEY(_FILE): dashboard sessions are signed with a random key, so they "
                         "end when this process stops and are not valid on other replicas")
@@ -209,6 +214,8 @@ class Auth:
             return None
         if not isinstance(s, dict) or not isinstance(s.get("exp"), int) or s["exp"] < self.clock():
             return None
+        if str(s.get("csrf", "")) in self._ended:
+            return None
         name, kind = str(s.get("n", "")), s.get("k")
         if kind == "u" and isinstance(self.users.get(name), dict):
             u = self.users[name]
@@ -219,7 +226,16 @@ class Auth:
             return None
         if not same(str(s.get("f", "")), self._fingerprint(kind, credential)):
             return None
-        return {"u": shown, "r": role if role in ROLES else "viewer", "csrf": str(s.get("csrf", "")), "kind": kind}
+        return {"u": shown, "r": role if role in ROLES else "viewer", "csrf": str(s.get("csrf", "")), "kind": kind,
+                "exp": s["exp"]}
+
+    def end(self, session: dict[str, Any]) -> None:
+        """Sign out: :meth:`session` refuses this session (a principal it returned) from now on."""
+        now = self.clock()
+        with self._ended_lock:
+            for sid in [sid for sid, exp in self._ended.items() if exp < now]:
+                del self._ended[sid]
+            self._ended[session["csrf"]] = int(session["exp"])
 
     def _token(self, given: bytes) -> ApiToken | None:
         found = None

@@ -119,6 +119,8 @@ def _router(auth: Auth) -> APIRouter:
         form = await request.form()
         if session and not same_secret(str(form.get("csrf", "")), session["csrf"]):
             return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
+        if session:
+            auth.end(session)
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE)
         return resp

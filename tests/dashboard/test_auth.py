@@ -86,3 +86,19 @@ def test_editor_unsafe_requests_need_the_csrf_token(secured):
         csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/services").text)[1]
         assert c.post("/api/services", json={}).status_code == 403  # no token: refused before routing
         assert c.post("/api/services", json={}, headers={"X-CSRF-Token": csrf}).status_code == 405  # passed the gate
+
+
+def test_a_session_cookie_kept_after_signing_out_is_refused(secured):
+    """Sign-out only deleted the cookie: a copy of it (taken before) still read and changed things
+    until it expired, 12 hours later."""
+    with TestClient(secured) as c:
+        assert _login(c, "ed", "pw2").status_code == 303
+        kept = c.cookies.get("th_session")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/services").text)[1]
+        assert c.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    with TestClient(secured, cookies={"th_session": kept}) as replay:
+        assert replay.get("/api/auth/me").status_code == 401
+        assert replay.get("/services", follow_redirects=False).status_code == 303
+        r = replay.post("/api/alerts/silences", json={"matchers": [{"name": "rule", "value": "x"}], "duration": "1h"},
+                        headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 401
