@@ -9,7 +9,8 @@ An editor writes these templates, so rendering one must stay cheap whatever it s
   :data:`MAX_VALUE_CHARS`, no integer past :data:`MAX_INT_BITS` bits; ``%`` on strings (printf
   widths) is refused;
 - padding and joining filters (``center``, ``indent``, ``wordwrap``, ``truncate``, ``replace``,
-  ``join``, ``format``) check their result size first; ``range`` stops at :data:`MAX_RANGE`;
+  ``join``, ``format``) check their result size first, and ``slice``/``batch`` their count (which
+  they loop to, or pad to); ``range`` stops at :data:`MAX_RANGE`;
   ``lipsum`` is gone; strings, lists and dicts offer only a few read-only methods;
 - the template itself is at most :data:`MAX_TEMPLATE_CHARS`, its output at most
   :data:`MAX_OUTPUT_CHARS` (cut, with an ellipsis).
@@ -125,11 +126,11 @@ def _bounded_range(*args: int) -> range:
 
 
 def _wrap_width(name: str):
-    """The filter ``name`` with its width (first argument after the value) checked first."""
+    """The filter ``name`` with its width or count (first argument after the value) checked first."""
     original = _env.filters[name]
 
     def width_ok(args: tuple, kwargs: dict) -> None:
-        width = args[0] if args else kwargs.get("width", kwargs.get("length", 0))
+        width = args[0] if args else next((kwargs[k] for k in ("width", "length", "slices", "linecount") if k in kwargs), 0)
         if isinstance(width, int):
             _checked(width)
 
@@ -166,7 +167,7 @@ def _join(value: Any, d: str = "", attribute: Any = None) -> str:
 _env = _BoundedSandbox(autoescape=False, undefined=StrictUndefined)
 _env.filters["human"] = _human
 _env.filters["service_path"] = service_path  # {{ dashboard_url }}{{ labels.service|service_path }}
-for _name in ("center", "indent", "wordwrap", "truncate"):
+for _name in ("center", "indent", "wordwrap", "truncate", "slice", "batch"):
     _env.filters[_name] = _wrap_width(_name)
 _env.filters["replace"] = _replace
 _env.filters["join"] = _join

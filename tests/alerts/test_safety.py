@@ -231,7 +231,20 @@ HOSTILE_TEMPLATES = [
     "{{ '{:>99999999}'.format(1) }}", "{{ 'x'.ljust(10**8) }}", "{{ lipsum(10**5) }}", "{{ range(10**8)|list }}",
     "{{ ('x' * 9999)|replace('x', 'y' * 9999) }}", "{{ range(999)|join('x' * 9999) }}",
     "{{ ('x' * 9000) + ('y' * 9000) }}", "{{ ('x' * 4000) ~ ('y' * 4000) }}{{ 'z' * 4000 }}",
+    "{{ 'ab'|slice(10**5)|list|length }}", "{{ 'a'|batch(10**5, 'x')|list|length }}",
 ]
+
+
+@pytest.mark.parametrize("text", ["{{ 'ab'|slice(10**5)|list|length }}", "{{ 'ab'|slice(slices=10**5)|list|length }}",
+                                  "{{ 'a'|batch(10**5, 'x')|first|length }}",
+                                  "{{ 'a'|batch(linecount=10**5, fill_with='x')|first|length }}"])
+def test_slice_and_batch_counts_are_bounded(text):
+    """``slice`` loops to its count and ``batch`` pads to it: ``'ab'|slice(10**9)`` took minutes and
+    gigabytes in the alert engine; past MAX_VALUE_CHARS the template is an error instead."""
+    from tracehouse.alerts.templates import render
+
+    out = render(text, {"value": "1", "labels": {}})
+    assert out.startswith("<template error") and "not allowed" in out
 
 
 @pytest.mark.parametrize("text", HOSTILE_TEMPLATES)
