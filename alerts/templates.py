@@ -4,20 +4,25 @@ plain text (notifiers escape for their own formats), and the sandbox refuses att
 
 An editor writes these templates, so rendering one must stay cheap whatever it says:
 
-- no loops, macros, call or filter blocks, includes or imports (an annotation is a line of text);
+- no loops, macros, call or filter blocks, includes or imports (an annotation is a line of text),
+  and no ``set``, ``with`` or ``block`` (a name bound to a value lets ``{% set a = a ~ a %}``
+  double it at every step);
 - ``*``, ``**``, ``+`` and ``//`` are checked before they run: no string or list longer than
   :data:`MAX_VALUE_CHARS`, no integer past :data:`MAX_INT_BITS` bits; ``%`` on strings (printf
   widths) is refused;
 - padding and joining filters (``center``, ``indent``, ``wordwrap``, ``truncate``, ``replace``,
   ``join``, ``format``) check their result size first, and ``slice``/``batch`` their count (which
   they loop to, or pad to); ``range`` stops at :data:`MAX_RANGE`;
-  ``lipsum`` is gone; strings, lists and dicts offer only a few read-only methods;
+  ``lipsum`` is gone; every filter's result, a string, list or tuple, is at most
+  :data:`MAX_VALUE_CHARS` long (``|list|string`` grows a value fivefold a step); strings, lists and
+  dicts offer only a few read-only methods;
 - the template itself is at most :data:`MAX_TEMPLATE_CHARS`, its output at most
   :data:`MAX_OUTPUT_CHARS` (cut, with an ellipsis).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import lru_cache
 from typing import Any
@@ -36,7 +41,7 @@ MAX_OUTPUT_CHARS = 4000
 MAX_INT_BITS = 256
 MAX_RANGE = 1000
 _BLOCKED_NODES = (nodes.For, nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.Include, nodes.Import,
-                  nodes.FromImport, nodes.Extends)
+                  nodes.FromImport, nodes.Extends, nodes.Assign, nodes.AssignBlock, nodes.With, nodes.Block)
 _SAFE_METHODS = {
     str: {"lower", "upper", "title", "capitalize", "strip", "lstrip", "rstrip", "startswith", "endswith",
           "split", "count", "find", "isdigit", "isalpha"},
@@ -164,6 +169,18 @@ def _join(value: Any, d: str = "", attribute: Any = None) -> str:
     return str(d).join(items)
 
 
+def _bounded_result(original: Any) -> Any:
+    """The filter ``original`` with the size of its result checked (the pass-arg marker kept)."""
+    @functools.wraps(original)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        if isinstance(out, (str, list, tuple)):
+            _checked(len(out))
+        return out
+
+    return checked
+
+
 _env = _BoundedSandbox(autoescape=False, undefined=StrictUndefined)
 _env.filters["human"] = _human
 _env.filters["service_path"] = service_path  # {{ dashboard_url }}{{ labels.service|service_path }}
@@ -172,6 +189,7 @@ for _name in ("center", "indent", "wordwrap", "truncate", "slice", "batch"):
 _env.filters["replace"] = _replace
 _env.filters["join"] = _join
 del _env.filters["format"]
+_env.filters = {name: _bounded_result(f) for name, f in _env.filters.items()}
 _env.globals["range"] = _bounded_range
 _env.globals.pop("lipsum", None)
 

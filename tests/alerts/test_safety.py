@@ -232,6 +232,7 @@ HOSTILE_TEMPLATES = [
     "{{ ('x' * 9999)|replace('x', 'y' * 9999) }}", "{{ range(999)|join('x' * 9999) }}",
     "{{ ('x' * 9000) + ('y' * 9000) }}", "{{ ('x' * 4000) ~ ('y' * 4000) }}{{ 'z' * 4000 }}",
     "{{ 'ab'|slice(10**5)|list|length }}", "{{ 'a'|batch(10**5, 'x')|list|length }}",
+    "{{ ('x' * 9999)" + "|list|string" * 9 + "|length }}", "{{ ('<' * 9999)" + "|tojson" * 12 + "|length }}",
 ]
 
 
@@ -260,7 +261,10 @@ def test_annotation_templates_are_bounded(text):
 
 
 @pytest.mark.parametrize("text", ["{% for i in range(10**4) %}{% for j in range(10**4) %}{% endfor %}{% endfor %}",
-                                  "{% macro m(n) %}{{ m(n) }}{% endmacro %}{{ m(1) }}", "{{ 'x' }}" * 2000])
+                                  "{% macro m(n) %}{{ m(n) }}{% endmacro %}{{ m(1) }}", "{{ 'x' }}" * 2000,
+                                  "{% set a = 'x' * 9999 %}" + "{% set a = a ~ a %}" * 40 + "{{ a|length }}",
+                                  "{% with a = 'x' * 9999 %}{% with b = a ~ a %}{{ b ~ b }}{% endwith %}{% endwith %}",
+                                  "{% block a %}xxxx{% endblock %}{% block b %}{{ self.a() ~ self.a() }}{% endblock %}"])
 def test_loops_macros_and_huge_templates_are_refused(text):
     from tracehouse.alerts.templates import check
 
