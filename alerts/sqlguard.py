@@ -10,7 +10,8 @@ one statement, the parser's canonical text and syntax tree) and accepts it only 
   :data:`ALLOWED_TABLES`, bare or qualified with the store's database;
 - it calls no table function (``url``, ``file``, ``remote``, ``numbers`` …) and none of the
   functions that reach outside the database, read dictionaries, settings or server state, or sleep
-  (:data:`_FORBIDDEN_FUNCS`, :data:`_FORBIDDEN_PREFIXES`);
+  (:data:`_FORBIDDEN_FUNCS`, :data:`_FORBIDDEN_PREFIXES`), under their own names or the engine's
+  aliases of them (``fullHostName`` is ``FQDN``, ``user`` is ``currentUser``);
 - it uses only the engine's parameters ``{start:UInt32} {end:UInt32} {start_ns:UInt64} {end_ns:UInt64}``.
 
 The statement that runs is the parser's canonical text (comments dropped, exactly one statement),
@@ -27,7 +28,7 @@ import re
 
 from tracehouse.storage import InvalidParameter
 from tracehouse.storage.backend import PARAM_RE
-from tracehouse.storage.sqlparse import Node, parse_select
+from tracehouse.storage.sqlparse import Node, function_aliases, parse_select
 
 from .errors import UnsafeQuery
 
@@ -55,12 +56,14 @@ _FORBIDDEN_FUNCS = frozenset({
     "initialqueryid", "queryid", "initialquerystarttime", "transactionid", "transactionlatestsnapshot",
     "transactionoldestsnapshot", "runningconcurrency", "getclienthttpheader", "getoskernelversion",
     "addresstoline", "addresstolinewithinlines", "addresstosymbol", "demangle", "trap", "catboostevaluate",
-    "modelevaluate", "evalmlmethod", "generateserialid", "zookeepersessionuptime",
+    "modelevaluate", "evalmlmethod", "generateserialid", "zookeepersessionuptime", "version", "chdb",
+    "authenticateduser", "pggetuserbyid", "enabledprofiles", "defaultprofiles", "enabledroles", "defaultroles",
+    "showcertificate",
 })
 _FORBIDDEN_PREFIXES = (
     "dict", "file", "url", "remote", "cluster", "s3", "gcs", "hdfs", "azure", "mysql", "postgres", "odbc", "jdbc",
     "sqlite", "mongo", "redis", "executable", "sleep", "current", "getsetting", "getserver", "filesystem",
-    "iceberg", "deltalake", "hudi", "hive", "kafka", "zookeeper", "addressto",
+    "iceberg", "deltalake", "hudi", "hive", "kafka", "zookeeper", "addressto", "ai",
 )
 _IN_FUNCS = frozenset({"in", "notin", "globalin", "globalnotin", "nullin", "notnullin", "globalnullin",
                        "globalnotnullin"})
@@ -133,7 +136,8 @@ def _check_table(name: str, database: str) -> None:
 
 def _check_function(node: Node, database: str) -> None:
     low = node.name.lower()
-    if low in _FORBIDDEN_FUNCS or low.startswith(_FORBIDDEN_PREFIXES):
+    if any(f in _FORBIDDEN_FUNCS or f.startswith(_FORBIDDEN_PREFIXES)
+           for f in (low, function_aliases().get(low, low))):  # fullHostName is FQDN, user currentUser
         raise UnsafeQuery(f"function {node.name}() is not allowed in alert rules")
     if low in _IN_FUNCS and node.children and len(node.children[0].children) == 2:
         rhs = node.children[0].children[1]

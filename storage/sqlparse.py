@@ -24,7 +24,7 @@ from .backend import PARAM_RE
 from .errors import InvalidParameter, StorageError
 from .textvalues import escape_param
 
-__all__ = ["Node", "Parsed", "parse_select", "SqlSyntaxError"]
+__all__ = ["Node", "Parsed", "parse_select", "function_aliases", "SqlSyntaxError"]
 
 #: the longest statement handed to the parser
 MAX_SQL_CHARS = 20_000
@@ -88,6 +88,19 @@ def _parse(sql: str, param_types: tuple[tuple[str, str], ...]) -> Parsed:
         except Exception as e:
             raise _syntax_error(e, sql) from None
     return Parsed(canonical, _tree(tree.bytes().decode("utf-8", "replace")))
+
+
+@lru_cache(maxsize=1)
+def function_aliases() -> dict[str, str]:
+    """The engine's function aliases, lower case → the function each stands for, lower case
+    (``fullhostname`` → ``fqdn``, ``user`` → ``currentuser``): a policy on function names must
+    see through them."""
+    from .chdb_backend import parser_connection
+
+    with parser_connection() as conn:
+        out = conn.query("SELECT name, alias_to FROM system.functions WHERE alias_to != ''", "TSVRaw")
+    pairs = (line.split("\t") for line in out.bytes().decode("utf-8", "replace").splitlines() if line)
+    return {name.lower(): target.lower() for name, target in pairs}
 
 
 def _syntax_error(e: Exception, sql: str) -> StorageError:

@@ -122,6 +122,30 @@ def test_unsafe_sql_refused(sql):
 
 
 @pytest.mark.parametrize("sql", [
+    # the engine's aliases of refused functions, and functions that name the user, its profiles or the version
+    "SELECT 1 AS value, fullHostName() AS host",  # FQDN
+    "SELECT 1 AS value, user() AS who",  # currentUser
+    "SELECT 1 AS value, session_user() AS who",
+    "SELECT 1 AS value, authUser() AS who",
+    "SELECT 1 AS value, pg_get_userbyid(1) AS who",
+    "SELECT 1 AS value, toString(enabledProfiles()) AS p",
+    "SELECT 1 AS value, version() AS v",
+    "SELECT 1 AS value, aiGenerate('summarise', service) AS s FROM spans",
+])
+def test_server_state_refused_under_every_name(sql):
+    with pytest.raises(UnsafeQuery):
+        prepare(sql, "db1")
+    # what the old guard let through ran and answered the engine's host name or user as a label
+    from tracehouse.storage.sqlparse import function_aliases
+
+    forbidden = [a for a, f in function_aliases().items() if f in ("fqdn", "hostname", "currentuser")]
+    assert {"fullhostname", "user", "session_user"} <= set(forbidden)
+    for alias in forbidden:
+        with pytest.raises(UnsafeQuery):
+            prepare(f"SELECT 1 AS value, {alias}() AS x", "db1")
+
+
+@pytest.mark.parametrize("sql", [
     "SELECT count() AS value FROM `spans`",
     "SELECT count() AS value FROM spans AS s, logs AS l WHERE s.trace_id = l.trace_id",
     "SELECT count() AS value FROM db1.spans WHERE service IN (SELECT service FROM red_1m) AND 1 IN (1, 2)",
