@@ -112,11 +112,19 @@ class _Export:
 
 
 async def _first(requests: AsyncIterator[bytes]) -> bytes:
+    """The call's one message, once the client has closed its side (a unary client closes it with
+    the message). A second message is refused: answering OK would acknowledge a request never stored."""
+    first: bytes | None = None
     async for msg in requests:
-        return msg
-    # unary clients always send one message; none arrives when gRPC refused it for its size
-    # (RESOURCE_EXHAUSTED, already sent to the client), so it is counted as too large
-    raise BadRequest(413, "the call carried no message (over the size cap, refused by gRPC)")
+        if first is not None:
+            raise BadRequest(400, "an Export call carries one message (the method is unary): "
+                                  "send each request on its own call")
+        first = msg
+    if first is None:
+        # unary clients always send one message; none arrives when gRPC refused it for its size
+        # (RESOURCE_EXHAUSTED, already sent to the client), so it is counted as too large
+        raise BadRequest(413, "the call carried no message (over the size cap, refused by gRPC)")
+    return first
 
 
 def handlers(core: Ingest) -> list[grpc.GenericRpcHandler]:

@@ -376,3 +376,26 @@ def test_a_call_is_refused_on_its_metadata_before_its_message_is_read(chdb_store
     finally:
         never.set()
         r.stop()
+
+
+def test_a_call_with_more_than_one_message_is_refused_not_half_stored(chdb_store, tmp_path):
+    """Export is a unary method: a client that streams two requests on one call was answered OK while
+    only the first was stored (the second acknowledged and dropped). It is refused whole, and the
+    client can send each request on its own call."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), grpc=True, max_batch_age=0.1)
+    try:
+        first, first_ids = traces(3, service="first")
+        second, second_ids = traces(4, service="second")
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                ch.stream_unary(TRACE_EXPORT)(iter([first.SerializeToString(), second.SerializeToString()]),
+                                              timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "one message" in e.value.details()
+            assert r.collector.wal.records == 0
+            call = ch.unary_unary(TRACE_EXPORT)
+            call(first.SerializeToString(), timeout=10)
+            call(second.SerializeToString(), timeout=10)
+        r.wait_stored("traces", 7)
+    finally:
+        r.stop()
+    assert span_id_counts(chdb_store) == {i.hex(): 1 for i in first_ids + second_ids}
