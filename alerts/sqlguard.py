@@ -7,7 +7,8 @@ one statement, the parser's canonical text and syntax tree) and accepts it only 
   included) with no ``SETTINGS``, ``FORMAT`` or ``INTO OUTFILE``, and every node of its tree is of
   a kind known to be read-only (:data:`_NODE_KINDS`);
 - every table it names, wherever (FROM, JOIN, a comma list, ``IN table``, quoted or not), is one of
-  :data:`ALLOWED_TABLES`, bare or qualified with the store's database;
+  :data:`ALLOWED_TABLES`, bare or qualified with the store's database, and the table of an
+  ``IN table`` is no alias in the query too (18.16 would read the table the alias stands for);
 - it calls no table function (``url``, ``file``, ``remote``, ``numbers`` …) and none of the
   functions that reach outside the database, read dictionaries, settings or server state, or sleep
   (:data:`_FORBIDDEN_FUNCS`, :data:`_FORBIDDEN_PREFIXES`), under their own names or the engine's
@@ -110,6 +111,7 @@ def _check_tree(root: Node, database: str) -> None:
     if len(root.children) != 1:
         raise UnsafeQuery("FORMAT, INTO OUTFILE and SETTINGS are not allowed in alert rules")
     returns_value = False
+    aliased = [n.text for n in root.walk() if "(alias " in n.text]
     for node in root.walk():
         if node.kind not in _NODE_KINDS:
             what = "SETTINGS" if node.kind in ("Set", "SetQuery") else node.kind
@@ -121,7 +123,7 @@ def _check_tree(root: Node, database: str) -> None:
                 name = next(c.name for c in node.children if c.kind == "Function")
                 raise UnsafeQuery(f"table function {name}() is not allowed in alert rules")
         elif node.kind == "Function":
-            _check_function(node, database)
+            _check_function(node, database, aliased)
         if node.text.endswith("(alias value)") or (node.kind == "Identifier" and node.name == "value"):
             returns_value = True
     if not returns_value:
@@ -134,7 +136,7 @@ def _check_table(name: str, database: str) -> None:
         raise UnsafeQuery(f"table {name!r} is not readable from alert rules: use one of {', '.join(ALLOWED_TABLES)}")
 
 
-def _check_function(node: Node, database: str) -> None:
+def _check_function(node: Node, database: str, aliased: list[str]) -> None:
     low = node.name.lower()
     if any(f in _FORBIDDEN_FUNCS or f.startswith(_FORBIDDEN_PREFIXES)
            for f in (low, function_aliases().get(low, low))):  # fullHostName is FQDN, user currentUser
@@ -143,6 +145,11 @@ def _check_function(node: Node, database: str) -> None:
         rhs = node.children[0].children[1]
         if rhs.kind == "Identifier":  # `x IN name`: the name is a table (or a set) to ClickHouse
             _check_table(rhs.name, database)
+            # 18.16 puts an alias's expression in the name's place and reads the table that names:
+            # `WITH settings AS red_1m … x IN red_1m` read the settings table
+            if any(t.endswith(f"(alias {rhs.name})") for t in aliased):
+                raise UnsafeQuery(f"IN {rhs.name}: {rhs.name} is also an alias in the query; "
+                                  "rename the alias")
 
 
 # -- the 18.16 convenience: {start}/{end} next to a DateTime column become toDateTime(…) ---------------

@@ -121,6 +121,27 @@ def test_unsafe_sql_refused(sql):
         parse_rule({"alert": "X", "kind": "sql", "query": sql})
 
 
+def test_in_an_alias_named_like_a_table_is_refused(server_store):
+    """ClickHouse 18.16 puts an alias's expression in place of the name on the right of IN, and
+    reads the table it then names, from the store's database: with `settings AS red_1m`,
+    `x IN red_1m` read the settings table. The guard refuses an IN whose table is also an alias."""
+    query = "WITH schema_versions AS red_1m SELECT 1 AS value, 1 IN red_1m AS hit FROM (SELECT 1 AS schema_versions)"
+    # what the old guard let through reads schema_versions (3 columns; red_1m has 9), which rules may not
+    with pytest.raises(Exception) as e:
+        server_store.rule_reader().query(query)
+    assert "1 at left, 3 at right" in str(e.value)
+    for sql in (query,
+                "WITH settings AS red_1m SELECT 1 AS value, ('k', 'v', toUInt64(1)) IN red_1m AS hit "
+                "FROM (SELECT 1 AS settings)",
+                "SELECT 1 AS value, 'x' IN spans AS hit, alert_rules AS spans FROM (SELECT 1 AS alert_rules)",
+                "SELECT 1 AS value, 'x' IN db1.logs AS hit, (SELECT 'x') AS `db1.logs`"):
+        with pytest.raises(UnsafeQuery) as e:
+            prepare(sql, "db1")
+        assert "alias" in str(e.value)
+    # IN a table not aliased, and aliases with other names, stay allowed
+    assert prepare("SELECT count() AS value, 1 AS red FROM spans WHERE service IN red_1m", "db1")
+
+
 @pytest.mark.parametrize("sql", [
     # the engine's aliases of refused functions, and functions that name the user, its profiles or the version
     "SELECT 1 AS value, fullHostName() AS host",  # FQDN
