@@ -18,10 +18,9 @@ from tracehouse.storage import (
     StorageError,
     StorageUnavailable,
     attr_filters,
-    is_digits,
     json_body,
-    parse_duration,
     parse_range,
+    parse_step,
 )
 from tracehouse.storage import queries_map as qmap
 from tracehouse.storage import queries_services as qsvc
@@ -67,13 +66,6 @@ def _logged(exc: Exception, status: int, message: str, headers: dict[str, str] |
 #: what the handlers answer; ``Exception`` last: a bug answers 500 with an error id (the traceback
 #: is in the log under it) instead of a reset connection
 HANDLED = (InvalidParameter, NotFound, QueryTimeout, StorageUnavailable, StorageError, Exception)
-
-
-
-def _step(step: str | None) -> int | None:
-    if not step:
-        return None
-    return int(parse_duration(step)) if not is_digits(step) else int(step)
 
 
 def _float(name: str, v: str | None) -> float | None:
@@ -123,7 +115,7 @@ def api_router(get_store) -> APIRouter:
                        step: str | None = Query(None, description="bucket width, e.g. 1m, 5m (minimum 1m)"),
                        operation: str | None = None) -> dict[str, Any]:
         tr = parse_range(since, until)
-        return qsvc.series(get_store(request), service, tr, _step(step), operation)
+        return qsvc.series(get_store(request), service, tr, parse_step(step), operation)
 
     @r.get("/traces")
     def search_traces(request: Request, since: str | None = SINCE, until: str | None = UNTIL,
@@ -173,7 +165,7 @@ def api_router(get_store) -> APIRouter:
                 agg: str = Query("avg", description="avg|min|max|sum|last|count|rate"),
                 group_by: list[str] = Query([], description="labels to group series by")) -> dict[str, Any]:
         return qtel.metric_series(get_store(request), name, parse_range(since, until), service or None, label,
-                                  _step(step), agg, group_by or None)
+                                  parse_step(step), agg, group_by or None)
 
     @r.get("/logs")
     def logs(request: Request, since: str | None = SINCE, until: str | None = UNTIL, service: str | None = None,

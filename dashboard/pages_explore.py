@@ -13,9 +13,8 @@ from tracehouse.storage import (
     InvalidParameter,
     TimeRange,
     attr_filters,
-    is_digits,
-    parse_duration,
     parse_range,
+    parse_step,
 )
 from tracehouse.storage import queries_metrics as qm
 from tracehouse.storage import queries_telemetry as qtel
@@ -34,9 +33,7 @@ def metric_query(params, tr: TimeRange) -> tuple[qm.MetricQuery, dict[str, Any]]
     form = {k: (params.get(k) or "").strip() for k in ("metric", "service", "agg", "step")}
     attrs = [a for a in params.getlist("attr") if a.strip()]
     group_by = [g.strip() for g in params.getlist("group_by") if g.strip()]
-    step = None
-    if form["step"]:
-        step = int(form["step"]) if is_digits(form["step"]) else int(parse_duration(form["step"]))
+    step = parse_step(form["step"])
     mq = qm.MetricQuery(form["metric"], tr, service=form["service"] or None,
                         filters=tuple(attr_filters.parse_filters(attrs)), group_by=tuple(group_by),
                         agg=form["agg"] or None, step_s=step)

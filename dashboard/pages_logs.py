@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from tracehouse.storage import InvalidParameter, TimeRange, attr_filters, is_digits, parse_range
+from tracehouse.storage import InvalidParameter, TimeRange, attr_filters, is_digits, parse_range, parse_step
 from tracehouse.storage import queries_logs as qlogs
 
 from . import figures, figures_explore, snapshots
@@ -90,8 +90,6 @@ def logs_api_router(get_store) -> APIRouter:
         """Matching records per time bucket and severity group."""
         tr = parse_range(since, until, default="1h")
         query, _ = log_query(request.query_params, tr)
-        if step is not None and not is_digits(step):
-            raise InvalidParameter("step must be a number of seconds")
-        return qlogs.volume(get_store(request), query, int(step) if step else None)
+        return qlogs.volume(get_store(request), query, parse_step(step))
 
     return r

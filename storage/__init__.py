@@ -12,7 +12,7 @@ from .errors import (
     StorageUnavailable,
 )
 from .store import Store
-from .timerange import TimeRange, is_digits, parse_duration, parse_range
+from .timerange import TimeRange, is_digits, parse_duration, parse_range, parse_step
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "TimeRange",
     "parse_range",
     "parse_duration",
+    "parse_step",
     "is_digits",
     "StorageError",
     "StorageUnavailable",

@@ -24,7 +24,7 @@ from .errors import InvalidParameter
 from .limits import require_raw_range
 from .queries_services import pick_step
 from .queries_telemetry import METRIC_TYPES
-from .timerange import TimeRange, check_step
+from .timerange import TimeRange
 
 __all__ = ["MetricQuery", "AGGS", "describe", "labels", "explore", "exemplars", "default_agg", "latency_metrics",
            "label_listing"]
@@ -187,7 +187,7 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
         raise InvalidParameter(f"aggregation {agg!r} does not apply to a {mtype}: one of {', '.join(AGGS[mtype])}")
     if mq.step_s is not None and int(mq.step_s) < 10:
         raise InvalidParameter("step must be at least 10 s")
-    step = pick_step(mq.tr, None) if mq.step_s is None else check_step(int(mq.step_s))
+    step = pick_step(mq.tr, None) if mq.step_s is None else int(mq.step_s)
     if mq.tr.seconds / step > 2000:
         raise InvalidParameter("step too small: more than 2000 points")
     out: dict[str, Any] = {"name": mq.name, "type": mtype, "unit": info["unit"] if info else "", "agg": agg, "step_s": step,
@@ -425,7 +425,8 @@ def service_resources(store, tr: TimeRange, service: str, prefixes: tuple[str, .
     many instances lost the last metrics (the probes, which sort after ``process.*``) without a word.
     ``truncated``: rows were left out all the same (more streams than even one step each fits)."""
     require_raw_range(tr, "metric points")
-    params: dict[str, Any] = {"service": service, "start": tr.start_s, "end": tr.end_s}
+    base: dict[str, Any] = {"service": service, "start": tr.start_s, "end": tr.end_s}
+    params = dict(base)
     which = []
     for i, p in enumerate(prefixes):
         params[f"p{i}"] = p
@@ -446,7 +447,7 @@ def service_resources(store, tr: TimeRange, service: str, prefixes: tuple[str, .
         return out
     wanted = {f"w{i}": n for i, (n, _) in enumerate(picked)}
     step = out["step_s"] = fitting_step(tr.seconds, sum(int(s) for _, s in picked), int(step_s))
-    q = {"service": service, "start": tr.start_s, "end": tr.end_s, "step": step, "rows": MAX_ROWS, **wanted}
+    q = {**base, "step": step, "rows": MAX_ROWS, **wanted}
     res = store.read(
         "SELECT name, any(unit) AS unit, instance, attr_keys, attr_values, "
         "intDiv(toUInt32(timestamp), {step:UInt32}) * {step:UInt32} AS t, "

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from .errors import InvalidParameter
-from .timerange import TimeRange, check_step
+from .timerange import TimeRange
 
 MAX_POINTS = 2000
 #: services listed by the API (the busiest; a result LIMIT in the SQL) and on the pages
@@ -179,7 +179,7 @@ _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "produce
 def pick_step(tr: TimeRange, step_s: int | None) -> int:
     if step_s is None:
         step_s = max(60, int(tr.seconds / 120))
-    step_s = max(60, check_step(int(step_s)) - int(step_s) % 60)
+    step_s = max(60, int(step_s) - int(step_s) % 60)
     if tr.seconds / step_s > MAX_POINTS:
         raise InvalidParameter(f"step too small: more than {MAX_POINTS} points")
     return step_s

@@ -24,6 +24,15 @@ AGGS = {
     "rate": f"(max({_VALUE}) - min({_VALUE})) / {{step:UInt32}}",
 }
 SEVERITIES = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "fatal": 21}
+
+
+def parse_severity(text: str) -> int:
+    """The lowest severity number a user asked for: a name (``warn``) or a number 0-24."""
+    s = text.strip().lower()
+    num = int(s) if is_digits(s) else SEVERITIES.get(s)
+    if num is None or not 0 <= num <= 24:
+        raise InvalidParameter(f"bad severity {text!r}: one of trace, debug, info, warn, error, fatal or 1-24")
+    return num
 MAX_SERIES = 200
 
 
@@ -141,12 +150,8 @@ def logs(store, tr: TimeRange, service: str | None = None, trace_id: str | None 
         conds.append("trace_id = toFixedString(unhex({tid:String}), 16)")
         params["tid"] = parse_trace_id(trace_id)
     if severity:
-        s = severity.strip().lower()
-        num = SEVERITIES.get(s) if not is_digits(s) else int(s)
-        if num is None or not 0 <= num <= 24:
-            raise InvalidParameter(f"bad severity {severity!r}: one of {sorted(SEVERITIES)} or 1-24")
         conds.append("severity_number >= {sev:UInt8}")
-        params["sev"] = num
+        params["sev"] = parse_severity(severity)
     if q:
         if len(q) > 1000:
             raise InvalidParameter("q longer than 1000 characters")

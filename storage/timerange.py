@@ -27,8 +27,13 @@ def is_digits(text: str, max_len: int = 30) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= max_len
 
 
-def check_step(step_s: int) -> int:
-    """``step_s`` unless it is longer than :data:`MAX_STEP_S` (then ``InvalidParameter``)."""
+def parse_step(text: str | None) -> int | None:
+    """A step a user gave, in seconds: digits (``300``) or a duration (``5m``); None when empty.
+    At most :data:`MAX_STEP_S` (``InvalidParameter`` past it)."""
+    if text is None or not text.strip():
+        return None
+    t = text.strip()
+    step_s = int(t) if is_digits(t) else int(parse_duration(t))
     if step_s > MAX_STEP_S:
         raise InvalidParameter("step longer than 400 days (the longest time range)")
     return step_s

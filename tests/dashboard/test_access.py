@@ -264,3 +264,19 @@ def test_password_hashing_does_not_stall_other_requests(seeded_store):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_rule_previews_run_only_for_editors_and_not_cross_site(seeded_store):
+    """A preview runs an editor's rule SQL: a viewer's token and a cross-site call are refused before
+    it runs (no engine here: a call that gets through is answered 503 by the route itself)."""
+    from tracehouse.alerts import alerts_router
+    from tracehouse.dashboard import require_role
+
+    app = create_app(SimpleNamespace(users={}, api_tokens=TOKENS, secret_key="k"), seeded_store[0],
+                     routers=[alerts_router(None, require_role)])
+    rule = {"alert": "P", "kind": "sql", "sql": "SELECT 1 AS value"}
+    with TestClient(app) as c:
+        assert c.post("/api/alerts/rules/preview", json=rule, headers=_bearer("view-secret")).status_code == 403
+        cross = _bearer("edit-secret") | {"Origin": "http://evil.example"}
+        assert c.post("/api/alerts/rules/preview", json=rule, headers=cross).status_code == 403
+        assert c.post("/api/alerts/rules/preview", json=rule, headers=_bearer("edit-secret")).status_code == 503
