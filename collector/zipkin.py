@@ -247,6 +247,9 @@ def spans_from_proto(body: bytes) -> list[ZSpan]:
             raise _bad(i, f"unknown kind {s.kind}")
         if s.timestamp > _MAX_US or s.duration > _MAX_US:
             raise _bad(i, "timestamp or duration out of range")
+        for a in s.annotations:
+            if a.timestamp > _MAX_US:
+                raise _bad(i, f"annotation timestamp {a.timestamp} is out of range")
         out.append(ZSpan(
             trace_id=_id_bytes(i, s.trace_id, "trace_id", (8, 16), 16),
             span_id=_id_bytes(i, s.id, "id", (8,), 8),

@@ -170,3 +170,13 @@ def test_malformed_proto3_is_refused():
     lst.spans.add(trace_id=b"\x01" * 3, id=b"\x01" * 8)
     with pytest.raises(BadRequest, match="trace_id must be 8 or 16 bytes"):
         spans_from_proto(lst.SerializeToString())
+
+
+def test_proto3_annotation_timestamps_out_of_range_are_named():
+    # a fixed64 past what nanoseconds hold: refused naming the field, not "cannot decode the body"
+    lst = zipkin_pb2.ListOfSpans()
+    s = lst.spans.add(trace_id=b"\x01" * 16, id=b"\x02" * 8, timestamp=1_000)
+    s.annotations.add(timestamp=(1 << 64) - 1, value="late")
+    with pytest.raises(BadRequest) as e:
+        spans_from_proto(lst.SerializeToString())
+    assert e.value.status == 400 and "span 0: annotation timestamp" in e.value.message
