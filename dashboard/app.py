@@ -30,6 +30,7 @@ from .pages_logs import logs_api_router, logs_pages_router
 from .pages_storage import storage_pages_router
 from .pages_traces import traces_router
 from .security import SecurityHeaders
+from .signouts import SignOuts
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 PLOTLY_JS = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
@@ -87,7 +88,10 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
         return {"status": "ok"}
 
     install_ops(app, store, ready_checks, registry, tracer)
-    install_auth(app, Auth(settings))
+    auth = Auth(settings)
+    if auth.enabled and store is not None:
+        auth.shared_signouts = SignOuts(store)
+    install_auth(app, auth)
     app.add_middleware(CrossSiteGuard, allowed_hosts=getattr(settings, "allowed_hosts", None))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=getattr(settings, "dashboard_max_body_bytes", MAX_BODY_BYTES),

@@ -16,10 +16,11 @@ that off loopback, see ``tracehouse.exposure``). Otherwise:
 * sessions are an HMAC-SHA256-signed cookie (HttpOnly, SameSite=Strict; Secure over HTTPS and
   whenever a trusted TLS proxy is declared) holding the principal, expiry, a fingerprint of its
   credential (a changed password or token ends the session) and a CSRF token; the role is read
-  from the configuration at each request. Signing out ends the session in this process (its id is
-  remembered until it would have expired), so a copy of the cookie is refused afterwards; another
-  replica, or this one after a restart, still takes it until it expires. The signing key comes from ``settings.secret_key_file``
-  or ``settings.secret_key``, else it is random per process (sessions then end on restart and do
+  from the configuration at each request. Signing out ends the session: this process remembers its
+  id until it would have expired, and a digest of it goes to the store, which every replica (and
+  this one after a restart) reads again every two seconds (``signouts.py``); a copy of the cookie
+  is refused afterwards. The signing key comes from ``settings.secret_key_file`` or
+  ``settings.secret_key``, else it is random per process (sessions then end on restart and do
   not carry across replicas).
 
 Password hashes: ``scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>`` or
@@ -159,6 +160,9 @@ class Auth:
         self.limiter = limiter or LoginLimiter()
         self._ended: dict[str, int] = {}  # session id (its CSRF token) → expiry, of sessions signed out
         self._ended_lock = threading.Lock()
+        # sign-outs of other processes, and of this one before a restart (``signouts.SignOuts``;
+        # set by the app when it has a store)
+        self.shared_signouts: Any = None
         if self.enabled and not configured:
             log.warning("no TRACEHOUSE_SECRET_KEY(_FILE): dashboard sessions are signed with a random key, so they "
                         "end when this process stops and are not valid on other replicas")
@@ -214,7 +218,8 @@ class Auth:
             return None
         if not isinstance(s, dict) or not isinstance(s.get("exp"), int) or s["exp"] < self.clock():
             return None
-        if str(s.get("csrf", "")) in self._ended:
+        sid = str(s.get("csrf", ""))
+        if sid in self._ended or (self.shared_signouts is not None and self.shared_signouts.ended(sid)):
             return None
         name, kind = str(s.get("n", "")), s.get("k")
         if kind == "u" and isinstance(self.users.get(name), dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 from urllib.parse import quote
@@ -10,12 +11,16 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from tracehouse.storage.errors import StorageError
+
 from .auth import COOKIE, LOGIN_CSRF_COOKIE, OPEN_PATHS, ROLES, SESSION_S, Auth, _b64, has_role, require_role
 from .auth import same as same_secret
 from .links import current_path
 from .render import render
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+log = logging.getLogger("tracehouse.dashboard")
 
 
 def _safe_next(v: str | None) -> str:
@@ -46,8 +51,11 @@ def install_auth(app: FastAPI, auth: Auth) -> None:
         if path.startswith(OPEN_PATHS):
             return await call_next(request)
         header = request.headers.get("authorization")
+        cookie = request.cookies.get(COOKIE)
+        if cookie and auth.shared_signouts is not None:
+            await auth.shared_signouts.refresh_if_due()
         if _is_metrics(path):  # scraped with an API or ingest token, like the collector's /metrics
-            if auth.metrics_ok(header) or auth.session(request.cookies.get(COOKIE)) is not None:
+            if auth.metrics_ok(header) or auth.session(cookie) is not None:
                 return await call_next(request)
             return _unauthorized()
         if not auth.enabled:
@@ -55,7 +63,7 @@ def install_auth(app: FastAPI, auth: Auth) -> None:
         is_api = path.startswith("/api")
         principal = auth.bearer(header) if is_api else None
         if principal is None:
-            principal = auth.session(request.cookies.get(COOKIE))
+            principal = auth.session(cookie)
             if principal is None:
                 if is_api:
                     return _unauthorized()
@@ -121,6 +129,12 @@ def _router(auth: Auth) -> APIRouter:
             return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
         if session:
             auth.end(session)
+            if auth.shared_signouts is not None:
+                try:
+                    await run_in_threadpool(auth.shared_signouts.record, session["csrf"], session["exp"])
+                except StorageError as e:  # signed out here all the same; other replicas take it until it expires
+                    log.warning("sign-out of %s not recorded in the store (%s): other replicas accept the session "
+                                "until it expires", session["u"], e)
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE)
         return resp

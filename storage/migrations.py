@@ -24,6 +24,7 @@ from .tables import (
     ALERT_STATE,
     DEFAULT_RETENTION_DAYS,
     EDGES_1M,
+    ENDED_SESSIONS,
     LOGS,
     METRIC_POINTS,
     NOTIFY_STATE,
@@ -117,6 +118,10 @@ def _insert_dedup(ctx: Context) -> list[str]:
     return out
 
 
+def _ended_sessions(ctx: Context) -> list[str]:
+    return ctx.tables(ENDED_SESSIONS)
+
+
 _DEDUP = "inserts into signal tables and rollups are deduplicated by token where supported"
 # Migrations recorded under another number by an earlier build: (version, description) as recorded
 # → the version it is now. Token deduplication was 6 on its branch before notify_state took 6, so a
@@ -131,6 +136,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "small parts are compact and packed; spans merge column by column", _part_settings),
     Migration(6, "notification state: what each alert group last sent", _notify_state),
     Migration(7, _DEDUP, _insert_dedup),
+    Migration(8, "signed-out dashboard sessions, refused by every replica", _ended_sessions),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -444,6 +444,21 @@ NOTIFY_STATE = Table(
     placement="everywhere",
 )
 
+# Dashboard sessions signed out before they expire (version 8): every replica, and this one after a
+# restart, refuses them. ``id`` is a digest of the session's id, never the id itself.
+ENDED_SESSIONS = Table(
+    name="ended_sessions",
+    columns=(
+        C("id", "String"),
+        C("expires", "UInt32"),
+        C("ended_ns", "UInt64"),
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="ended_ns",
+    order_by="id",
+    placement="everywhere",
+)
+
 TABLES: tuple[Table, ...] = (
     SCHEMA_VERSIONS,
     SETTINGS,
@@ -460,5 +475,6 @@ TABLES: tuple[Table, ...] = (
     SILENCES,
     SNAPSHOT_REQUESTS,
     NOTIFY_STATE,
+    ENDED_SESSIONS,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}

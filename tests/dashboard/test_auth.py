@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -102,3 +103,65 @@ def test_a_session_cookie_kept_after_signing_out_is_refused(secured):
         r = replay.post("/api/alerts/silences", json={"matchers": [{"name": "rule", "value": "x"}], "duration": "1h"},
                         headers={"X-CSRF-Token": csrf})
         assert r.status_code == 401
+
+
+def test_a_signed_out_session_is_refused_by_other_replicas_and_after_a_restart(seeded_store):
+    """Sign-out was remembered by the process that did it only: another replica behind the same
+    load balancer, or the same dashboard after a restart, still took a kept copy of the cookie (an
+    editor's) until it expired. Two apps on one store stand for two replicas (or before and after a
+    restart): the sign-out goes through the store, and the other refuses the copy."""
+    store = seeded_store[0]
+    settings = SimpleNamespace(users={"ed": {"password_hash": hash_password("pw2", n=2**10), "role": "editor"}},
+                               api_tokens=[], secret_key="replica-key")
+    a, b = create_app(settings, store), create_app(settings, store)
+    b.state.auth.shared_signouts.interval = 0  # read the store at every request (default: every 2 s)
+    with TestClient(a) as ca:
+        assert _login(ca, "ed", "pw2").status_code == 303
+        kept = ca.cookies.get("th_session")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', ca.get("/services").text)[1]
+        with TestClient(b, cookies={"th_session": kept}) as cb:
+            assert cb.get("/api/auth/me").json() == {"name": "ed", "role": "editor"}  # one key: valid on both
+            assert ca.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+            assert cb.get("/api/auth/me").status_code == 401
+            assert cb.get("/services", follow_redirects=False).status_code == 303
+            r = cb.post("/api/alerts/silences", json={"matchers": [{"name": "rule", "value": "x"}], "duration": "1h"},
+                        headers={"X-CSRF-Token": csrf})
+            assert r.status_code == 401
+    restarted = create_app(settings, store)  # reads the store at its first request
+    with TestClient(restarted, cookies={"th_session": kept}) as cr:
+        assert cr.get("/api/auth/me").status_code == 401
+    rows = store.query(f"SELECT id FROM {store.t('ended_sessions')}").rows
+    assert rows and all(csrf not in str(r[0]) for r in rows)  # a digest, not the session's id
+
+
+def test_sign_outs_in_force_when_the_store_cannot_be_read(seeded_store):
+    """A failed read (here: the table is away) keeps the last list read, so a sign-out once seen
+    is never forgotten, and the read is tried again after the interval."""
+    import asyncio
+
+    from tracehouse.dashboard.signouts import SignOuts
+
+    store = seeded_store[0]
+    mono = [0.0]
+    shared = SignOuts(store, interval=2.0, monotonic=lambda: mono[0])
+    other = SignOuts(store)
+    other.record("sid-gone", int(time.time()) + 3600)
+    asyncio.run(shared.refresh_if_due())
+    assert shared.ended("sid-gone") and not shared.ended("sid-live")
+    table = store.t("ended_sessions")
+    store.query(f"RENAME TABLE {table} TO {table}_away")
+    try:
+        mono[0] += 2.5
+        asyncio.run(shared.refresh_if_due())  # fails: the last list stays
+        assert shared.ended("sid-gone")
+    finally:
+        store.query(f"RENAME TABLE {table}_away TO {table}")
+    other.record("sid-expired", int(time.time()) - 1)  # expired: never read back
+    mono[0] += 1.0
+    asyncio.run(shared.refresh_if_due())  # not due yet: nothing read
+    assert not shared.ended("sid-expired")
+    other.record("sid-later", int(time.time()) + 3600)
+    assert not shared.ended("sid-later")
+    mono[0] += 1.5
+    asyncio.run(shared.refresh_if_due())
+    assert shared.ended("sid-gone") and shared.ended("sid-later") and not shared.ended("sid-expired")

@@ -272,6 +272,17 @@ def test_documents_round_trip(store):
     assert store.documents("alert_rules") == [{"alert": "A", "threshold": 2, "id": "r1"}]
 
 
+
+def test_ended_sessions_round_trip_until_they_expire(store):
+    from tracehouse.storage.queries_sessions import ended_sessions, record_ended_session
+
+    record_ended_session(store, "d1", 2_000_000_000)
+    record_ended_session(store, "d1", 2_000_000_100)  # signed out twice: one entry, the later expiry
+    record_ended_session(store, "d2", 1_000)
+    assert ended_sessions(store, 1_999_999_999) == {"d1": 2_000_000_100}
+    assert ended_sessions(store, 500) == {"d1": 2_000_000_100, "d2": 1_000}
+    assert ended_sessions(store, 500, limit=1) == {"d1": 2_000_000_100}  # the longest-lived first
+
 INJECTIONS = [
     "x' OR '1'='1",
     "x'; DROP TABLE spans; --",
