@@ -139,7 +139,9 @@ class EmailNotifier:
             raise NotifyError(str(e), retryable=False) from None
         msg = EmailMessage()
         labels = ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())
-        msg["Subject"] = f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}"[:200]
+        # label values come from the data: a line break (any of those str.splitlines breaks at) would
+        # be refused by the email library, or be a header of its own; each is shown as a space
+        msg["Subject"] = _one_line(f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}")[:200]
         msg["From"], msg["To"] = self.sender, ", ".join(self.to)
         msg.set_content(slack_text(message) + "\n\n" + json.dumps(message, indent=2))
         # connect to the checked address, never to a second resolution of the name; STARTTLS checks
@@ -158,6 +160,10 @@ class EmailNotifier:
             if cut is not None and cut.fired:
                 raise NotifyError(f"SMTP {self.host}:{self.port}: not done within {TIMEOUT_S:g} s") from None
             raise NotifyError(f"SMTP {self.host}:{self.port}: {type(e).__name__}: {e}") from None
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 def build_notifiers(d: dict[str, Any], allow_private: bool) -> list[Notifier]:

@@ -1,0 +1,56 @@
+"""Notifications carrying hostile or odd values (label values from ingested data, odd receiver
+settings) to real local receivers: the message is delivered intact or refused alone, and never
+stops the other groups' notifications."""
+
+from __future__ import annotations
+
+import time
+
+from aiosmtpd.controller import Controller
+
+from testkit.servers import free_port
+from tracehouse.alerts.notifiers import EmailNotifier
+from tracehouse.alerts.notify import Dispatcher, Route
+from tracehouse.alerts.state import Alert
+
+
+class _Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def _alert(fp: str, now: int, **labels: str) -> Alert:
+    return Alert(rule_id="g/Slow", fingerprint=fp, labels={"alertname": "Slow", **labels}, state="firing",
+                 active_at_ns=now, fired_at_ns=now)
+
+
+def _route(receiver: str) -> Route:
+    return Route(receiver=receiver, group_by=["alertname", "region"], group_wait=0.0, group_interval=60.0,
+                 repeat_interval=3600.0)
+
+
+def test_a_label_with_a_line_break_neither_injects_mail_headers_nor_stops_notifications():
+    """A group label from the data (a span attribute) holding CR/LF went into the mail's Subject:
+    the email library raised ValueError out of the notifier, the dispatcher's tick stopped there, and
+    every group after it was never notified (each tick tried the poisoned group first again)."""
+    inbox = _Inbox()
+    port = free_port()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        mail = EmailNotifier("mail", ["oncall@example.com"], "th@example.com", f"127.0.0.1:{port}",
+                             allow_private=True)
+        d = Dispatcher(_route("mail"), {"mail": [mail]})
+        now = time.time_ns()
+        d.update([_alert("f1", now, region="eu\r\nBcc: attacker@evil.example"), _alert("f2", now, region="us")], now)
+        assert d.tick(now + 1) == 2
+        assert sorted(tuple(m.rcpt_tos) for m in inbox.messages) == [("oncall@example.com",)] * 2
+        heads = [m.content.decode().split("\r\n\r\n")[0] for m in inbox.messages]
+        assert not any(line.lower().startswith("bcc:") for h in heads for line in h.split("\r\n"))
+        assert any("Subject: [FIRING:1] alertname=Slow, region=eu  Bcc: attacker@evil.example" in h for h in heads)
+    finally:
+        ctl.stop()
