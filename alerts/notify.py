@@ -247,6 +247,12 @@ class Dispatcher:
             except NotifyError as e:
                 self._count("failed", receiver, n)
                 return e
+            except Exception as e:  # a notifier's own failure (e.g. smtplib and a non-ASCII password):
+                # this group's failed attempt, backed off like any other, never the end of the tick
+                log.exception("notifier %s of %s failed", getattr(n, "integration", type(n).__name__), receiver)
+                self._count("failed", receiver, n)
+                # the type only: the text may quote what it failed on (a character of the password)
+                return NotifyError(f"{type(e).__name__} in the notifier (see the server log)")
             self._count("sent", receiver, n)
         return None
 

@@ -8,9 +8,11 @@ import time
 
 from aiosmtpd.controller import Controller
 
+from testkit.receiver import Receiver
 from testkit.servers import free_port
-from tracehouse.alerts.notifiers import EmailNotifier
+from tracehouse.alerts.notifiers import EmailNotifier, WebhookNotifier
 from tracehouse.alerts.notify import Dispatcher, Route
+from tracehouse.alerts.silences import parse_matcher
 from tracehouse.alerts.state import Alert
 
 
@@ -53,4 +55,35 @@ def test_a_label_with_a_line_break_neither_injects_mail_headers_nor_stops_notifi
         assert not any(line.lower().startswith("bcc:") for h in heads for line in h.split("\r\n"))
         assert any("Subject: [FIRING:1] alertname=Slow, region=eu  Bcc: attacker@evil.example" in h for h in heads)
     finally:
+        ctl.stop()
+
+
+def test_a_notifier_failing_in_an_unforeseen_way_stops_only_its_own_group():
+    """An SMTP password with a non-ASCII character (smtplib encodes it as ASCII) made the email
+    notifier raise UnicodeEncodeError, not NotifyError: the dispatcher's tick ended there, the
+    webhook group after it was never notified, and the failing group was tried again on every tick
+    (0.5 s) with no backoff. Now it is that group's failed attempt (backed off, its error shown)."""
+    inbox = _Inbox()
+    port = free_port()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port, auth_require_tls=False)
+    ctl.start()
+    rx = Receiver()
+    try:
+        mail = EmailNotifier("mail", ["oncall@example.com"], "th@example.com", f"127.0.0.1:{port}",
+                             allow_private=True, username="th", password="pässwörd")
+        route = _route("hook")
+        route.routes = [Route(receiver="mail", group_by=["alertname", "region"], group_wait=0.0,
+                              group_interval=60.0, repeat_interval=3600.0,
+                              matchers=[parse_matcher({"name": "region", "value": "eu"})])]
+        d = Dispatcher(route, {"mail": [mail], "hook": [WebhookNotifier("hook", rx.url, allow_private=True)]})
+        now = time.time_ns()
+        d.update([_alert("f1", now, region="eu"), _alert("f2", now, region="us")], now)
+        assert d.tick(now + 1) == 1
+        assert [b["groupLabels"]["region"] for b in rx.bodies] == ["us"]
+        [failed] = [g for g in d.groups.values() if g.receiver == "mail"]
+        assert failed.attempts == 1 and failed.next_attempt_ns > now + 1
+        assert "UnicodeEncodeError" in failed.last_error and "xe4" not in failed.last_error
+        assert d.tick(now + 2) == 0 and failed.attempts == 1  # backed off: not tried again at once
+    finally:
+        rx.down()
         ctl.stop()
