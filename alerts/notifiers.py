@@ -83,8 +83,11 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _redact(url: str) -> str:
+    """Scheme, host and port only: webhook URLs carry their secret in the path (Slack's
+    ``/services/T…/B…/<token>``) as often as in the query or the user part."""
     u = httpx.URL(url)
-    return str(u.copy_with(query=None, username=None, password=None))
+    host = f"[{u.host}]" if ":" in u.host else u.host
+    return f"{u.scheme}://{host}" + (f":{u.port}" if u.port is not None else "") + ("/..." if u.path != "/" else "/")
 
 
 class WebhookNotifier:

@@ -57,7 +57,7 @@ def check_url(url: str, allow_private: bool) -> list[str]:
         u = urlsplit(url)
         port = u.port or (443 if u.scheme == "https" else 80)
     except ValueError as e:
-        raise DestinationRefused(f"bad URL {url!r}: {e}") from None
+        raise DestinationRefused(f"bad URL (not quoted: it may hold a secret): {e}") from None
     if u.scheme not in ("http", "https"):
         raise DestinationRefused(f"only http and https destinations are allowed, not {u.scheme!r}")
     if u.username or u.password:

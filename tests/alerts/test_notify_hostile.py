@@ -4,16 +4,20 @@ stops the other groups' notifications."""
 
 from __future__ import annotations
 
+import logging
 import time
 
+import pytest
 from aiosmtpd.controller import Controller
 
 from testkit.receiver import Receiver
 from testkit.servers import free_port
-from tracehouse.alerts.notifiers import EmailNotifier, WebhookNotifier
+from tracehouse.alerts.notifiers import EmailNotifier, NotifyError, SlackNotifier, WebhookNotifier
 from tracehouse.alerts.notify import Dispatcher, Route
 from tracehouse.alerts.silences import parse_matcher
 from tracehouse.alerts.state import Alert
+
+from ..support.slack import SlackReceiver
 
 
 class _Inbox:
@@ -87,3 +91,28 @@ def test_a_notifier_failing_in_an_unforeseen_way_stops_only_its_own_group():
     finally:
         rx.down()
         ctl.stop()
+
+
+def test_the_secret_in_a_webhook_url_is_not_in_errors_logs_or_the_api(caplog):
+    """Slack's (and most) incoming webhook URLs carry their secret in the path
+    (``/services/T…/B…/<token>``); an error kept the path, so the token was in the server log and in
+    ``last_error`` of /api/alerts/notifications, which any viewer reads. A URL that does not parse
+    was quoted whole, user and password included."""
+    slack = SlackReceiver()
+    slack.fail_next = [500]
+    secret = slack.url.rsplit("/", 1)[1]
+    try:
+        d = Dispatcher(_route("slack"), {"slack": [SlackNotifier("slack", slack.url, allow_private=True)]})
+        now = time.time_ns()
+        d.update([_alert("f1", now, region="eu")], now)
+        with caplog.at_level(logging.WARNING, "tracehouse.alerts"):
+            assert d.tick(now + 1) == 0
+        [g] = d.status()
+        assert "HTTP 500" in g["last_error"] and f"127.0.0.1:{slack.port}" in g["last_error"]
+        assert secret not in g["last_error"] and secret not in caplog.text
+    finally:
+        slack.stop()
+    for url in ("http://ops:hunter2@127.0.0.1:99999/hook/T0KEN", "http://127.0.0.1:1/hook/T0KEN?token=T0KEN"):
+        with pytest.raises(NotifyError) as e:
+            WebhookNotifier("ops", url, allow_private=True).notify({"status": "firing", "alerts": []})
+        assert "hunter2" not in str(e.value) and "T0KEN" not in str(e.value)
