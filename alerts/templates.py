@@ -118,6 +118,8 @@ def _human(v: Any) -> str:
         return str(v)
     if math.isnan(f):
         return "NaN"
+    if math.isinf(f):  # x / 0 in a SQL rule; int(inf) would raise
+        return "+Inf" if f > 0 else "-Inf"
     if f == int(f) and abs(f) < 1e15:
         return str(int(f))
     return f"{f:.4g}"

@@ -4,6 +4,7 @@ stops the other groups' notifications."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -12,12 +13,14 @@ from aiosmtpd.controller import Controller
 
 from testkit.receiver import Receiver
 from testkit.servers import free_port
+from tracehouse.alerts import Engine, build_config
 from tracehouse.alerts.notifiers import EmailNotifier, NotifyError, SlackNotifier, WebhookNotifier
 from tracehouse.alerts.notify import Dispatcher, Route
 from tracehouse.alerts.silences import parse_matcher
 from tracehouse.alerts.state import Alert
 
 from ..support.slack import SlackReceiver
+from .helpers import Clock
 
 
 class _Inbox:
@@ -116,3 +119,26 @@ def test_the_secret_in_a_webhook_url_is_not_in_errors_logs_or_the_api(caplog):
         with pytest.raises(NotifyError) as e:
             WebhookNotifier("ops", url, allow_private=True).notify({"status": "firing", "alerts": []})
         assert "hunter2" not in str(e.value) and "T0KEN" not in str(e.value)
+
+
+INFINITE = {"alert": "Ratio", "kind": "sql", "query": "SELECT 1 / 0 AS value", "op": ">", "threshold": 1,
+            "annotations": {"summary": "ratio at {{ value }}"}}
+
+
+def _strict_json(raw: bytes):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(raw, parse_constant=refuse)
+
+
+def test_an_infinite_value_fires_and_is_shown_as_inf(chdb_store):
+    """A rule's value may be infinite (x / 0 in a SQL rule is inf in ClickHouse). Rendering the
+    annotations' {{ value }} raised OverflowError (int(inf)) out of the evaluation: the alert stayed
+    pending for ever, never fired and was never notified."""
+    clock = Clock()
+    cfg = build_config([("t.yaml", {"groups": [{"name": "g", "rules": [INFINITE]}]})])
+    e = Engine(chdb_store, cfg, clock=clock)
+    e.run_once()
+    [a] = e.alerts()
+    assert a["state"] == "firing" and a["annotations"]["summary"] == "ratio at +Inf"
+    assert e.rules["g/Ratio"].health == "ok"
