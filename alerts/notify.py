@@ -14,6 +14,7 @@ before a send, so a notification already sent is not sent again.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -284,7 +285,9 @@ class Dispatcher:
                 "generatorURL": f"{self.external_url.rstrip('/')}/alerts?{urlencode({'rule': a.rule_id})}"
                 if self.external_url else "",
                 "fingerprint": a.fingerprint,
-                "value": a.value if a.value == a.value else None,
+                # NaN and ±inf have no JSON spelling (json.dumps writes NaN/Infinity, which strict
+                # receivers refuse): null, like NaN always was; the annotations show +Inf
+                "value": a.value if math.isfinite(a.value) else None,
             })
 
         def common(key: str) -> dict[str, str]:

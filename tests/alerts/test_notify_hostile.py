@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -142,3 +144,36 @@ def test_an_infinite_value_fires_and_is_shown_as_inf(chdb_store):
     [a] = e.alerts()
     assert a["state"] == "firing" and a["annotations"]["summary"] == "ratio at +Inf"
     assert e.rules["g/Ratio"].health == "ok"
+
+
+def test_a_webhook_message_with_an_infinite_value_is_json():
+    """The webhook body carried the value as Python's json writes inf: ``Infinity``, which is not
+    JSON; a receiver that parses strictly (Go's encoding/json, Alertmanager-compatible ones) answers
+    400, which is not retried: the notification was lost."""
+    raw: list[bytes] = []
+
+    class Raw(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            raw.append(self.rfile.read(int(self.headers.get("content-length") or 0)))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Raw)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        d = Dispatcher(_route("hook"), {"hook": [WebhookNotifier("hook", url, allow_private=True)]})
+        now = time.time_ns()
+        a = _alert("f1", now, region="eu")
+        a.value = float("inf")
+        d.update([a], now)
+        assert d.tick(now + 1) == 1
+        [body] = [_strict_json(b) for b in raw]
+        assert body["alerts"][0]["value"] is None
+    finally:
+        server.shutdown()
+        server.server_close()
