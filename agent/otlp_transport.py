@@ -26,6 +26,7 @@ __all__ = ["ExportFailed", "GrpcTransport", "HttpTransport", "grpc_available"]
 
 USER_AGENT = f"tracehouse-agent/{__version__} OTel-OTLP-Exporter-Python"
 _RETRY_STATUS = frozenset((429, 502, 503, 504))
+MAX_ANSWER = 64 * 1024  # what is read of an answer's body (ExportTraceServiceResponse: partial_success)
 GRPC_METHODS = {"spans": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                 "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
                 "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export"}
@@ -88,7 +89,7 @@ class HttpTransport:
             try:
                 conn.request("POST", self._path, body, self._headers)  # sendall: bounded as a whole
                 resp = conn.getresponse()
-                resp.read()
+                resp.read(MAX_ANSWER)  # an OTLP answer is a few bytes; never the whole of a hostile one
             except _PastDeadline:
                 self.close()
                 raise ExportFailed(f"POST {self.url}: no whole answer within {self._timeout:g} s") from None
@@ -98,8 +99,8 @@ class HttpTransport:
                     reused_failed = True
                     continue
                 raise ExportFailed(f"POST {self.url}: {exc!r}") from exc
-            if resp.will_close:
-                self.close()
+            if resp.will_close or not resp.isclosed():  # the rest of a longer answer stays unread:
+                self.close()  # the connection cannot carry another request
             if 200 <= resp.status < 300:
                 return
             if resp.status in _RETRY_STATUS:

@@ -1,0 +1,117 @@
+"""A real instrumented process against a hostile collector on loopback: the agent neither grows the
+host's memory with what the collector sends nor hammers a collector that asks it to wait."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+APP = r'''
+import resource, time
+import tracehouse.agent as ta
+h = ta.start(service="hostile-host")
+from opentelemetry import trace
+tr = trace.get_tracer("t")
+for i in range(300):
+    with tr.start_as_current_span("root", kind=trace.SpanKind.SERVER):
+        pass
+h.force_flush(3.0)
+time.sleep(1.0)
+h.shutdown(2.0)
+print("MAXRSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
+'''
+
+
+class HostileCollector:
+    """Reads each request whole, then answers it with ``answer(conn)``; counts the requests."""
+
+    def __init__(self, answer):
+        self.answer, self.requests, self.sent = answer, 0, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                while len(buf) < n:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                buf = buf[n:]
+                self.requests += 1
+                self.answer(self, c)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def _run(url: str, tmp_path) -> int:
+    (tmp_path / "host.py").write_text(APP)
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=url, TRACEHOUSE_EXPORT_TIMEOUT="2",
+               TRACEHOUSE_COMMAND_POLL_S="0", TRACEHOUSE_METRICS_INTERVAL="3600")
+    out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    return int(re.search(r"MAXRSS_MB (\d+)", out.stdout).group(1))
+
+
+LIMIT = 400 << 20  # what the collector sends at most per answer (the old agent kept all of it)
+
+
+def _endless(kind: str):
+    def answer(srv, c):
+        blob = b"x" * (1 << 20)
+        if kind == "chunked":
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            blob = b"%x\r\n" % len(blob) + blob + b"\r\n"
+        else:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % LIMIT)
+        sent = 0
+        while sent < LIMIT:
+            c.sendall(blob)
+            sent += len(blob)
+        threading.Event().wait(10)  # then hold the connection
+    return answer
+
+
+@pytest.mark.parametrize("kind", ["chunked", "content-length"])
+def test_a_collector_answering_an_endless_body_does_not_grow_the_host(tmp_path, kind):
+    """The transport read the whole answer into memory within the export deadline: a collector
+    (or anything on its port) streaming a chunked body grew the host by 2.8 GB in 3 s here."""
+    srv = HostileCollector(_endless(kind))
+    try:
+        assert _run(srv.url, tmp_path) < 200
+        assert srv.requests >= 1
+    finally:
+        srv.close()
+
