@@ -37,10 +37,13 @@ class ExportFailed(Exception):
 
 
 def _retry_after(value: str | None, backoff: float) -> float:
+    """The wait before a retry: what Retry-After asks (seconds), never less than ``backoff`` (a 0,
+    negative or NaN value was an immediate retry, again and again until the deadline)."""
     try:
-        return max(0.0, float(value)) if value else backoff
+        wait = float(value) if value else backoff
     except ValueError:
         return backoff
+    return wait if wait >= backoff else backoff  # NaN compares false
 
 
 class HttpTransport:

@@ -115,3 +115,17 @@ def test_a_collector_answering_an_endless_body_does_not_grow_the_host(tmp_path, 
     finally:
         srv.close()
 
+
+@pytest.mark.parametrize("retry_after", ["-5", "0", "nan"])
+def test_a_retry_after_of_zero_or_less_does_not_make_the_agent_hammer_the_collector(tmp_path, retry_after):
+    """A 503 whose Retry-After was 0, negative or NaN was retried at once, again and again until the
+    export deadline: some 15,000 requests in 6 s from one process, and its export threads busy."""
+    def busy(srv, c):
+        c.sendall(b"HTTP/1.1 503 Busy\r\nRetry-After: " + retry_after.encode() + b"\r\nContent-Length: 0\r\n\r\n")
+
+    srv = HostileCollector(busy)
+    try:
+        _run(srv.url, tmp_path)
+        assert 1 <= srv.requests < 60
+    finally:
+        srv.close()
