@@ -88,6 +88,7 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
             metrics_interval: float | None = None, probes: list[str] | None = None,
             log_level: int | str | None = None, **overrides) -> AgentConfig:
     """Build the configuration. Bad arguments raise ``ValueError``; bad env values fall back."""
+    env.drop_invalid_sdk_limits()  # before anything imports the SDK, which raises on them
     base: str | None = None
     base_is_argument = endpoint is not None
     if endpoint is not None:

@@ -126,7 +126,35 @@ TRACEHOUSE_COMMAND_POLL_S = "TRACEHOUSE_COMMAND_POLL_S"
 """Seconds between polls of the collector for snapshot requests. Default 5; ``0`` disables polling."""
 
 
+SDK_LIMITS = ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT",
+              "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+              "OTEL_SPAN_EVENT_COUNT_LIMIT", "OTEL_SPAN_LINK_COUNT_LIMIT", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+              "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT")
+"""The OpenTelemetry SDK's span limits, which it reads itself (when ``opentelemetry.sdk.trace`` is
+imported, and in ``SpanLimits()``): see :func:`drop_invalid_sdk_limits`."""
+
 _warned: set[str] = set()
+
+
+def drop_invalid_sdk_limits() -> None:
+    """Take out of the environment every span limit the SDK would refuse (it raises ValueError on
+    anything but a non-negative integer, at import): logged, and the SDK's default applies, as
+    for the agent's own variables. Called before the SDK is imported."""
+    for name in SDK_LIMITS:
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        text = raw.strip().lower()
+        if text == "":  # the SDK's own "unset"
+            continue
+        try:
+            ok = int(text) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            _log.warning("tracehouse: ignoring %s=%r (not a non-negative integer); using the SDK's default",
+                         name, raw)
+            os.environ.pop(name, None)
 
 
 def warn_once(key: str, message: str) -> None:

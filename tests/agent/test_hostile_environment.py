@@ -1,0 +1,53 @@
+"""Hostile or mistaken OTEL_* values in a real instrumented process: the agent logs them, uses the
+default, and the host runs (and is traced) as if they were unset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.agent.otlp_sink import Sink, attrs
+
+APP = r'''
+import tracehouse.agent as ta
+h = ta.start(service="limits-host")
+from opentelemetry import trace
+with trace.get_tracer("t").start_as_current_span("root") as s:
+    for i in range(200):
+        s.set_attribute(f"a{i}", i)
+    s.set_attribute("big", "x" * 5000)
+h.force_flush(5.0)
+h.shutdown(2.0)
+print("HOST RAN TO ITS END")
+'''
+
+
+@pytest.mark.parametrize("name, value", [
+    ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "abc"),
+    ("OTEL_ATTRIBUTE_COUNT_LIMIT", "-1"),
+    ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "1e999"),
+    ("OTEL_SPAN_EVENT_COUNT_LIMIT", "12.5"),
+    ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "nan"),
+])
+def test_an_unparsable_sdk_limit_is_ignored_not_raised_into_the_host(tmp_path, name, value):
+    """The SDK reads its span limits when opentelemetry.sdk.trace is imported (and again in
+    SpanLimits()) and raises ValueError on a value that is not a non-negative integer: start(),
+    which says it raises only for bad arguments, raised it into the host (which died of it), and
+    under ``tracehouse-agent run`` the agent did not start at all."""
+    sink = Sink()
+    try:
+        (tmp_path / "host.py").write_text(APP)
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, TRACEHOUSE_COMMAND_POLL_S="0")
+        env[name] = value
+        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+        assert out.returncode == 0 and "HOST RAN TO ITS END" in out.stdout, out.stderr
+        assert f"ignoring {name}={value!r}" in out.stderr
+        [(_, span)] = sink.wait(lambda s: s.spans())
+        got = attrs(span.attributes)
+        assert len(got) == 128 and len(got["big"]) == 5000  # the SDK's defaults: 128 attributes, no length limit
+    finally:
+        sink.close()
