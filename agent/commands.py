@@ -28,6 +28,14 @@ MAX_COMMANDS = 10
 NOT_SUPPORTED_PAUSE = 300.0
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an HTTPError (a failed poll): urllib would follow it with the request's headers,
+    the ingestion token included, to whatever host it names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 class CommandPoller:
     def __init__(self, endpoint: str, headers: dict[str, str], interval: float, timeout: float,
                  identity: Callable[[], tuple[str, str]], on_command: Callable[[dict], None],
@@ -42,7 +50,7 @@ class CommandPoller:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
     def start(self) -> None:
         self._stop = threading.Event()

@@ -129,3 +129,38 @@ def test_a_retry_after_of_zero_or_less_does_not_make_the_agent_hammer_the_collec
         assert 1 <= srv.requests < 60
     finally:
         srv.close()
+
+
+def test_the_command_poll_follows_no_redirect_and_sends_its_token_nowhere_else():
+    """The snapshot command poll used urllib's default opener, which follows redirects and keeps
+    the request's headers: a collector endpoint (or whatever answers on it) redirecting the poll sent
+    the ingestion token, Authorization: Bearer …, to the host it named, over plain http as well."""
+    from tests.agent.otlp_sink import Sink
+    from tracehouse.agent.commands import CommandPoller
+
+    elsewhere = Sink()
+
+    def redirect(srv, c):
+        c.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + elsewhere.url.encode() + b"/steal\r\nContent-Length: 0\r\n\r\n")
+
+    class Redirector(HostileCollector):
+        def _serve(self, c):  # a GET: no body to read
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            self.requests += 1
+            self.answer(self, c)
+            c.close()
+
+    srv = Redirector(redirect)
+    try:
+        poller = CommandPoller(srv.url, {"authorization": "Bearer s3cret"}, 5.0, 2.0, lambda: ("svc", "i1"),
+                               lambda cmd: None)
+        assert poller.poll_once() == "failed"
+        assert srv.requests == 1 and elsewhere.gets == []
+    finally:
+        srv.close()
+        elsewhere.close()
