@@ -9,6 +9,7 @@ redirects.
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -181,7 +182,7 @@ def build_notifiers(d: dict[str, Any], allow_private: bool) -> list[Notifier]:
             if not url.startswith(("http://", "https://")):
                 raise RuleError(f"receiver {name}: {key} url must be http(s)")
             if key == "webhook":
-                out.append(WebhookNotifier(name, url, allow_private, {str(k): str(v) for k, v in (cfg.get("headers") or {}).items()}))
+                out.append(WebhookNotifier(name, url, allow_private, _headers(name, cfg.get("headers"))))
             else:
                 out.append(SlackNotifier(name, url, allow_private, str(cfg.get("channel") or "")))
     for cfg in _list(d.get("email") or d.get("email_configs")):
@@ -192,6 +193,34 @@ def build_notifiers(d: dict[str, Any], allow_private: bool) -> list[Notifier]:
         out.append(EmailNotifier(name, to, str(cfg.get("from") or "tracehouse@localhost"), str(cfg["smarthost"]),
                                  allow_private, bool(cfg.get("starttls", False)), str(cfg.get("username") or ""),
                                  str(cfg.get("password") or "")))
+    return out
+
+
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\x20-\x7e\t]*")
+#: headers the HTTP client writes itself (a second one would make the request ambiguous)
+_OWN_HEADERS = frozenset(("host", "content-length", "transfer-encoding", "connection", "content-type"))
+
+
+def _headers(receiver: str, raw: Any) -> dict[str, str]:
+    """A webhook's extra headers, checked when the configuration loads: a name that is not an HTTP
+    token or a value with a line break or a non-ASCII character would otherwise fail only when an
+    alert fires (every attempt, for ever). The value is never quoted: it is often a secret."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RuleError(f"receiver {receiver}: webhook headers must be a mapping")
+    out = {}
+    for k, v in raw.items():
+        k, v = str(k), str(v)
+        if not _TOKEN.fullmatch(k):
+            raise RuleError(f"receiver {receiver}: webhook header name {k[:60]!r} is not a valid HTTP header name")
+        if k.lower() in _OWN_HEADERS:
+            raise RuleError(f"receiver {receiver}: webhook header {k} is set by tracehouse itself")
+        if not _VALUE.fullmatch(v):
+            raise RuleError(f"receiver {receiver}: webhook header {k} has a line break, control or non-ASCII "
+                            "character in its value")
+        out[k] = v
     return out
 
 

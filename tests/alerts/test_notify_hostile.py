@@ -177,3 +177,32 @@ def test_a_webhook_message_with_an_infinite_value_is_json():
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("headers, says", [
+    ({"X-Token": "abc\r\nBcc: victim@example.com"}, "X-Token has a line break"),
+    ({"X-Token": "s\u00e9cret"}, "X-Token has a line break, control or non-ASCII"),
+    ({"Bad Name": "v"}, "not a valid HTTP header name"),
+    ({"X-A\r\nX-B": "v"}, "not a valid HTTP header name"),
+    ({"Content-Length": "0"}, "set by tracehouse itself"),
+    ({"host": "internal.example"}, "set by tracehouse itself"),
+    (["X-Token: v"], "must be a mapping"),
+])
+def test_a_webhook_header_that_cannot_be_sent_is_refused_when_the_config_loads(headers, says):
+    """Such a header used to load, then fail at every send (for ever, backed off) once an alert
+    fired; the error names the header, never its value (often a secret)."""
+    from tracehouse.alerts.errors import RuleError
+
+    doc = {"receivers": [{"name": "hook", "webhook": [{"url": "https://hooks.example.com/x", "headers": headers}]}]}
+    with pytest.raises(RuleError) as e:
+        build_config([("alerts.yaml", doc)])
+    assert says in str(e.value) and "receiver hook" in str(e.value)
+    assert "abc" not in str(e.value) and "cret" not in str(e.value)
+
+
+def test_ordinary_webhook_headers_load():
+    doc = {"receivers": [{"name": "hook", "webhook": [{"url": "https://hooks.example.com/x",
+                                                       "headers": {"Authorization": "Bearer a.b-c_d~e/f+g=",
+                                                                   "X-Tab": "a\tb"}}]}]}
+    [n] = build_config([("alerts.yaml", doc)]).receivers["hook"]
+    assert n.headers == {"Authorization": "Bearer a.b-c_d~e/f+g=", "X-Tab": "a\tb"}
