@@ -59,7 +59,12 @@ class EvaluationError(AlertsError, ValueError):
 
 
 class DestinationRefused(AlertsError):
-    """The destination is not allowed (scheme, address range or unresolvable)."""
+    """The destination is not allowed (scheme, address range or unresolvable). ``transient``: the
+    name could not be resolved now (no answer in time, a temporary failure): worth trying again."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class NotifyError(AlertsError):

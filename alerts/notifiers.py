@@ -12,6 +12,7 @@ import json
 import re
 import smtplib
 import ssl
+import time
 from email.message import EmailMessage
 from typing import Any, Protocol
 
@@ -34,17 +35,19 @@ class Notifier(Protocol):
 
 
 def _post(url: str, body: dict[str, Any], allow_private: bool, headers: dict[str, str] | None = None) -> None:
+    start = time.monotonic()
     try:
-        addrs = check_url(url, allow_private)
+        addrs = check_url(url, allow_private, TIMEOUT_S)
     except DestinationRefused as e:
-        raise NotifyError(str(e), retryable=False) from None
+        raise NotifyError(str(e), retryable=e.transient) from None
+    left = max(0.5, TIMEOUT_S - (time.monotonic() - start))  # the resolution counts against the time limit
     content = json.dumps(body).encode()
     answer = None
     for i, addr in enumerate(addrs):  # only the checked addresses; the name is not resolved again
         target, host, ext = pinned(url, addr)
         try:
             answer = deadline.post_status(target, content, {"content-type": "application/json", **(headers or {}),
-                                                            **host}, ext, _ssl_context(), TIMEOUT_S)
+                                                            **host}, ext, _ssl_context(), left)
             break
         except httpcore.ConnectError as e:
             if i == len(addrs) - 1:
@@ -137,10 +140,12 @@ class EmailNotifier:
         self.allow_private, self.starttls, self.username, self.password = allow_private, starttls, username, password
 
     def notify(self, message: dict[str, Any]) -> None:
+        start = time.monotonic()
         try:
-            addrs = check_host(self.host, self.port, self.allow_private)
+            addrs = check_host(self.host, self.port, self.allow_private, TIMEOUT_S)
         except DestinationRefused as e:
-            raise NotifyError(str(e), retryable=False) from None
+            raise NotifyError(str(e), retryable=e.transient) from None
+        left = max(0.5, TIMEOUT_S - (time.monotonic() - start))
         msg = EmailMessage()
         labels = ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())
         # label values come from the data: a line break (any of those str.splitlines breaks at) would
@@ -152,7 +157,7 @@ class EmailNotifier:
         # the certificate against the name (smtplib takes it from ``_host``)
         cut = None
         try:
-            with smtplib.SMTP(timeout=TIMEOUT_S) as s, deadline.smtp_cutoff(s, TIMEOUT_S) as cut:
+            with smtplib.SMTP(timeout=left) as s, deadline.smtp_cutoff(s, left) as cut:
                 s._host = self.host  # type: ignore[attr-defined]
                 s.connect(addrs[0], self.port)
                 if self.starttls:

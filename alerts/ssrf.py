@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import DestinationRefused
@@ -33,13 +35,49 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
                                  or ip.is_multicast or ip.is_unspecified)
 
 
-def check_host(host: str, port: int, allow_private: bool) -> list[str]:
-    """Resolve ``host`` and return its addresses; raise :class:`DestinationRefused` if any is private."""
+#: resolutions that may wait at once; past that a notification fails (retryably) instead of queueing
+MAX_RESOLVING = 4
+_resolving = threading.BoundedSemaphore(MAX_RESOLVING)
+
+
+def _getaddrinfo(host: str, port: int, timeout: float) -> list:
+    """``socket.getaddrinfo`` within ``timeout`` seconds. The system resolver has no time limit of
+    its own (glibc: 5 s per try, two tries per server, up to three servers): it runs in a thread
+    of its own, left to finish by itself when the time is up, at most MAX_RESOLVING at once."""
+    if not _resolving.acquire(blocking=False):
+        raise DestinationRefused(f"cannot resolve {host!r}: {MAX_RESOLVING} earlier resolutions are still waiting "
+                                 "for the resolver", transient=True)
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as e:  # handed to the caller
+            box["error"] = e
+        finally:
+            _resolving.release()
+            done.set()
+
+    threading.Thread(target=run, name="tracehouse-resolve", daemon=True).start()
+    if not done.wait(timeout):
+        raise DestinationRefused(f"cannot resolve {host!r}: no answer from the resolver within {timeout:g} s",
+                                 transient=True)
+    if "error" in box:
+        raise box["error"]
+    return box["infos"]
+
+
+def check_host(host: str, port: int, allow_private: bool, timeout: float = 5.0) -> list[str]:
+    """Resolve ``host`` (within ``timeout`` seconds) and return its addresses; raise
+    :class:`DestinationRefused` if any is private, or it cannot be resolved."""
     if not host:
         raise DestinationRefused("no host")
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
+        infos = _getaddrinfo(host, port, timeout)
+    except socket.gaierror as e:
+        raise DestinationRefused(f"cannot resolve {host!r}: {e}", transient=e.errno == socket.EAI_AGAIN) from None
+    except UnicodeError as e:
         raise DestinationRefused(f"cannot resolve {host!r}: {e}") from None
     addrs = sorted({str(i[4][0]).split("%")[0] for i in infos})
     if not allow_private:
@@ -51,7 +89,7 @@ def check_host(host: str, port: int, allow_private: bool) -> list[str]:
     return addrs
 
 
-def check_url(url: str, allow_private: bool) -> list[str]:
+def check_url(url: str, allow_private: bool, timeout: float = 5.0) -> list[str]:
     """Check an http(s) URL's destination; return the addresses to connect to (see :func:`pinned`)."""
     try:
         u = urlsplit(url)
@@ -62,7 +100,7 @@ def check_url(url: str, allow_private: bool) -> list[str]:
         raise DestinationRefused(f"only http and https destinations are allowed, not {u.scheme!r}")
     if u.username or u.password:
         pass  # credentials in the URL are allowed (basic auth); the host is what matters
-    return check_host(u.hostname or "", port, allow_private)
+    return check_host(u.hostname or "", port, allow_private, timeout)
 
 
 def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:

@@ -206,3 +206,42 @@ def test_ordinary_webhook_headers_load():
                                                                    "X-Tab": "a\tb"}}]}]}
     [n] = build_config([("alerts.yaml", doc)]).receivers["hook"]
     assert n.headers == {"Authorization": "Bearer a.b-c_d~e/f+g=", "X-Tab": "a\tb"}
+
+
+def test_a_resolver_that_never_answers_holds_a_notification_only_within_its_time_limit(monkeypatch):
+    """The name was resolved outside the 5 s limit: a resolver that does not answer (glibc waits
+    5 s per try, two tries per server, up to three servers) held the notification thread, and every
+    other group's notifications behind it, for as long. Now the wait is bounded, the failure is
+    retried later, and resolutions left waiting are capped."""
+    import socket
+
+    from tracehouse.alerts import ssrf
+    from tracehouse.alerts.errors import DestinationRefused
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hung(host, *a, **kw):  # the system resolver, not answering for this name
+        if host == "hooks.slow-dns.example":
+            release.wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *a, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung)
+    try:
+        n = WebhookNotifier("hook", "https://hooks.slow-dns.example/x")
+        t0 = time.monotonic()
+        with pytest.raises(NotifyError) as e:
+            n.notify({"status": "firing", "alerts": [], "groupLabels": {}})
+        assert time.monotonic() - t0 < 6.5
+        assert e.value.retryable and "no answer from the resolver" in str(e.value)
+        for _ in range(ssrf.MAX_RESOLVING - 1):  # more waiting resolutions, up to the cap
+            with pytest.raises(DestinationRefused, match="no answer from the resolver"):
+                ssrf.check_host("hooks.slow-dns.example", 443, False, timeout=0.05)
+        t0 = time.monotonic()
+        with pytest.raises(NotifyError) as e:  # past the cap: refused at once, retryable
+            n.notify({"status": "firing", "alerts": [], "groupLabels": {}})
+        assert time.monotonic() - t0 < 1.0
+        assert e.value.retryable and "still waiting" in str(e.value)
+    finally:
+        release.set()
