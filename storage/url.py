@@ -62,6 +62,11 @@ def parse_storage_url(url: str) -> StorageURL:
     if not url:
         raise ConfigError("empty storage URL")
     parts = urlsplit(url)
+    if parts.scheme in ("clickhouse", "clickhouses") and "@" in parts.path + parts.query + parts.fragment:
+        # a '/', '?' or '#' in the user name or password ended the host part early: what follows (the
+        # rest of the password) would be quoted below as a port, database or cluster, so name nothing
+        raise ConfigError("storage URL: the user name or password holds '/', '?' or '#', which end the "
+                          "host part: percent-encode them (%2F, %3F, %23), and '@' as %40")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     database = _check_identifier(query.get("database", DEFAULT_DATABASE), "database")
     cluster = query.get("cluster", "")

@@ -42,6 +42,22 @@ def test_storage_urls():
             parse_storage_url(bad)
 
 
+def test_storage_url_errors_never_quote_the_password():
+    """A password holding '/', '?' or '#' (base64 passwords hold '/') ends the host part of the URL
+    early; the error then quoted the rest of the password as a "port" or "database", and it went to
+    stderr and the logs at every start."""
+    for url in ("clickhouse://u:s3cr/etPW@h:9000/db", "clickhouse://u:s3cr?etPW@h:9000/db",
+                "clickhouse://u:s3cr#etPW@h/db", "clickhouse://u:1234/etPW@h:9000/db",
+                "clickhouse://u:p@s3cr/etPW@h:9000/db", "clickhouses://u:s3cr/etPW@h/db",
+                "clickhouse://u:s3cr?database=etPW@h:9000/db", "clickhouse://u:s3cr?cluster=etPW@h/db"):
+        with pytest.raises(ConfigError) as e:
+            parse_storage_url(url)
+        assert not any(part in str(e.value) for part in ("s3cr", "etPW", "1234")), str(e.value)
+        assert "percent-encode" in str(e.value)
+    u = parse_storage_url("clickhouse://u:s3cr%2FetPW%3F%23@h:9000/db")
+    assert (u.password, u.host, u.database) == ("s3cr/etPW?#", "h", "db")
+
+
 def test_time_ranges():
     now = 1_800_000_000 * NS
     tr = parse_range("15m", None, now_ns=now)
