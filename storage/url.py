@@ -10,6 +10,8 @@ from .errors import ConfigError
 
 DEFAULT_URL = "chdb://./tracehouse-data"
 DEFAULT_DATABASE = "tracehouse"
+#: the query parameters a storage URL takes; any other is refused rather than ignored
+PARAMETERS = ("database", "cluster", "alt_hosts")
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class StorageURL:
         if self.scheme == "chdb":
             return f"chdb://{self.path}?database={self.database}"
         tail = f"?cluster={self.cluster}" if self.cluster else ""
-        return f"{self.scheme}://{self.user}:***@{self.host}:{self.port}/{self.database}{tail}"
+        scheme = "clickhouses" if self.secure else self.scheme
+        return f"{scheme}://{self.user}:***@{self.host}:{self.port}/{self.database}{tail}"
 
 
 def _check_identifier(name: str, what: str) -> str:
@@ -68,6 +71,11 @@ def parse_storage_url(url: str) -> StorageURL:
         raise ConfigError("storage URL: the user name or password holds '/', '?' or '#', which end the "
                           "host part: percent-encode them (%2F, %3F, %23), and '@' as %40")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - set(PARAMETERS))
+    if unknown:
+        # silently dropped, ?secure=1 (clickhouse-driver's own spelling) left the connection in plain text
+        raise ConfigError(f"unknown storage URL parameter(s) {', '.join(map(repr, unknown))}: the URL takes "
+                          f"{', '.join(PARAMETERS)}; for TLS use clickhouses://host:9440/database")
     database = _check_identifier(query.get("database", DEFAULT_DATABASE), "database")
     cluster = query.get("cluster", "")
     if cluster:

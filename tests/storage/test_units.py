@@ -58,6 +58,20 @@ def test_storage_url_errors_never_quote_the_password():
     assert (u.password, u.host, u.database) == ("s3cr/etPW?#", "h", "db")
 
 
+def test_storage_url_refuses_parameters_it_would_ignore():
+    """?secure=1 (clickhouse-driver's spelling of TLS), ?verify= or a misspelt ?clustr= were dropped
+    without a word: the operator asked for TLS and the password went over plain text."""
+    for url in ("clickhouse://u:p@h:9000/db?secure=1", "clickhouse://u:p@h:9440/db?secure=true&verify=0",
+                "clickhouse://u:p@h/db?clustr=main", "clickhouse://u:p@h/db?ca_certs=/etc/ca.pem",
+                "chdb:///var/lib/th?secure=1", "clickhouse://u:p@h/db?secure="):
+        with pytest.raises(ConfigError, match="unknown storage URL parameter.*clickhouses://"):
+            parse_storage_url(url)
+    tls = parse_storage_url("clickhouses://u:p@h/db")
+    assert tls.secure and tls.port == 9440 and tls.redacted().startswith("clickhouses://")  # shown as TLS
+    u = parse_storage_url("clickhouse://u:p@h/db?cluster=main&alt_hosts=h2:9000&database=other")
+    assert (u.cluster, u.alt_hosts, u.database) == ("main", (("h2", 9000),), "db")
+
+
 def test_time_ranges():
     now = 1_800_000_000 * NS
     tr = parse_range("15m", None, now_ns=now)
