@@ -33,7 +33,7 @@ def _all_k8s() -> list[dict]:
 def _created_secret_keys() -> dict[str, str]:
     """key → value template of the Secret that deploy/kubernetes/create-secrets.sh creates."""
     text = (DEPLOY / "kubernetes" / "create-secrets.sh").read_text()
-    return dict(re.findall(r'--from-literal=([\w-]+)="([^"]*)"', text))
+    return dict(re.findall(r'^put ([\w-]+) "([^"]*)"$', text, re.M))
 
 
 def _cli_ok(args: list[str]) -> None:
@@ -231,6 +231,71 @@ def test_no_secret_ships_with_the_manifests():
     for var, op in re.findall(r"\$\{(\w+)(:?[?-])", compose):
         assert op == ":?", f"{var} must be given by the operator (${{{var}:?...}}), not defaulted"
     assert not [k for k in _dockerfile_env() if SECRET_WORDS.search(k)]
+
+
+FAKE_KUBECTL = r"""#!/bin/sh
+# stands in for kubectl: records its arguments; for create secret --from-file=DIR, copies DIR's files
+printf '%s\n' "$*" >>"$FAKE_LOG"
+for a in "$@"; do
+  case "$a" in
+    --from-file=*) d=${a#--from-file=}; ls -ld "$d" >>"$FAKE_MODES"; ls -l "$d" >>"$FAKE_MODES"
+                   mkdir -p "$FAKE_OUT"; cp "$d"/* "$FAKE_OUT"/; echo "$d" >"$FAKE_DIR";;
+  esac
+done
+case "$1" in get) exit 1;; esac
+exit 0
+"""
+
+
+def _run_create_secrets(tmp_path: Path, given: dict[str, str]) -> tuple[str, dict[str, str], list[str], Path]:
+    """Runs create-secrets.sh with a fake kubectl: (kubectl's arguments, the Secret's files, their
+    `ls -l` lines (directory first), the directory they were read from)."""
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", TMPDIR=str(tmp_path), **given,
+               FAKE_LOG=str(tmp_path / "argv"), FAKE_MODES=str(tmp_path / "modes"), FAKE_OUT=str(tmp_path / "out"),
+               FAKE_DIR=str(tmp_path / "dir"))
+    r = subprocess.run(["sh", str(DEPLOY / "kubernetes" / "create-secrets.sh")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    argv = (tmp_path / "argv").read_text()
+    out = tmp_path / "out"
+    created = {p.name: p.read_text() for p in out.iterdir()} if out.exists() else {}
+    modes = (tmp_path / "modes").read_text().splitlines() if (tmp_path / "modes").exists() else []
+    used = Path((tmp_path / "dir").read_text().strip()) if (tmp_path / "dir").exists() else tmp_path / "none"
+    return argv, created, modes, used
+
+
+def test_create_secrets_passes_no_secret_as_an_argument(tmp_path):
+    """create-secrets.sh gave every secret to kubectl as --from-literal=key=value: arguments, which
+    every user of the machine sees in `ps` while kubectl runs (and audit logs keep). The values now
+    reach kubectl as files only their owner can read, exactly as given (no trailing newline), in a
+    directory removed afterwards."""
+    import stat
+
+    given = {"CLICKHOUSE_PASSWORD": "chpass-0123456789abcdef", "TRACEHOUSE_INGEST_TOKEN": "ingest-0123456789abcdef",
+             "TRACEHOUSE_ADMIN_TOKEN": "admin-0123456789abcdef", "TRACEHOUSE_SECRET_KEY": "session-0123456789abcdef"}
+    argv, created, modes, used = _run_create_secrets(tmp_path, given)
+    assert "create secret generic tracehouse-secrets" in argv
+    for name, value in given.items():
+        assert value not in argv, f"{name} is an argument of kubectl"
+    assert "0123456789abcdef" not in argv
+    assert set(created) == set(_created_secret_keys())
+    assert created["clickhouse-password"] == given["CLICKHOUSE_PASSWORD"]
+    assert created["ingest-tokens"] == given["TRACEHOUSE_INGEST_TOKEN"]
+    assert created["api-tokens"] == "admin:admin:" + given["TRACEHOUSE_ADMIN_TOKEN"]
+    assert created["session-key"] == given["TRACEHOUSE_SECRET_KEY"]
+    assert created["storage-url"] == ("clickhouse://tracehouse:chpass-0123456789abcdef@clickhouse-tracehouse."
+                                      "tracehouse.svc:9000/tracehouse?cluster=tracehouse")
+    assert modes[0].startswith("drwx------"), modes[0]  # the directory, then its files
+    assert all(m.startswith("-rw-------") for m in modes[1:] if not m.startswith("total")), modes
+    assert not used.exists()  # removed on exit
+    assert stat.S_IMODE((DEPLOY / "kubernetes" / "create-secrets.sh").stat().st_mode) & 0o100
 
 
 def test_every_listening_role_as_deployed_has_authentication(tmp_path):
