@@ -20,7 +20,10 @@ CH_PASSWORD="${CLICKHOUSE_PASSWORD:-$(random)}"
 INGEST_TOKEN="${TRACEHOUSE_INGEST_TOKEN:-$(random)}"
 ADMIN_TOKEN="${TRACEHOUSE_ADMIN_TOKEN:-$(random)}"
 SESSION_KEY="${TRACEHOUSE_SECRET_KEY:-$(random)}"
-put storage-url "clickhouse://tracehouse:${CH_PASSWORD}@clickhouse-tracehouse.tracehouse.svc:9000/tracehouse?cluster=tracehouse"
+# percent-encoded for the URL's user info ('/', '?', '#', '@', ':' or '%' would break it); given to Python in
+# its environment, not its arguments
+CH_PASSWORD_IN_URL=$(VALUE="$CH_PASSWORD" python3 -c 'import os, urllib.parse; print(urllib.parse.quote(os.environ["VALUE"], safe=""))')
+put storage-url "clickhouse://tracehouse:${CH_PASSWORD_IN_URL}@clickhouse-tracehouse.tracehouse.svc:9000/tracehouse?cluster=tracehouse"
 put clickhouse-password "${CH_PASSWORD}"
 put ingest-tokens "${INGEST_TOKEN}"
 put api-tokens "admin:admin:${ADMIN_TOKEN}"

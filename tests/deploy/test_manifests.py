@@ -298,6 +298,22 @@ def test_create_secrets_passes_no_secret_as_an_argument(tmp_path):
     assert stat.S_IMODE((DEPLOY / "kubernetes" / "create-secrets.sh").stat().st_mode) & 0o100
 
 
+def test_create_secrets_encodes_the_clickhouse_password_in_the_storage_url(tmp_path):
+    """A CLICKHOUSE_PASSWORD given to the script went into the storage URL as it was: one holding
+    '/', '?', '#', '@', ':' or '%' gave a URL naming another host, port or password (every role then
+    failed to start, or logged part of the password in its error). It is percent-encoded now, and the
+    URL parses back to the very password ClickHouse gets."""
+    from tracehouse.storage import parse_storage_url
+
+    password = "pa/ss?w#rd@x:%2Fy"
+    argv, created, _, _ = _run_create_secrets(tmp_path, {"CLICKHOUSE_PASSWORD": password})
+    assert password not in argv and "pa/ss" not in argv
+    assert created["clickhouse-password"] == password
+    url = parse_storage_url(created["storage-url"])
+    assert (url.user, url.password, url.host, url.port, url.database, url.cluster) == (
+        "tracehouse", password, "clickhouse-tracehouse.tracehouse.svc", 9000, "tracehouse", "tracehouse")
+
+
 def test_every_listening_role_as_deployed_has_authentication(tmp_path):
     """The shipped image alone refuses to start; compose and Kubernetes pass the check that
     ``tracehouse`` runs before listening (secrets stand in as placeholders)."""
