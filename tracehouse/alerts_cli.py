@@ -64,12 +64,16 @@ def cmd_check(files: list[str]) -> int:
 def cmd_run(ns: argparse.Namespace) -> int:
     from tracehouse.alerts import build_engine
 
-    from .config import load_settings
+    from .config import SettingsError, load_settings
     from .exposure import ExposureError, check
     from .server import open_store
 
-    settings = load_settings({"storage": ns.storage, "rules": ns.rules, "host": ns.host, "http_port": ns.http_port,
-                              "insecure_allow_open": ns.insecure_allow_open}, ns.config)
+    try:
+        settings = load_settings({"storage": ns.storage, "rules": ns.rules, "host": ns.host,
+                                  "http_port": ns.http_port, "insecure_allow_open": ns.insecure_allow_open}, ns.config)
+    except SettingsError as e:
+        print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:  # the same rule as the other roles, for whatever port this role listens on (see exposure.LISTENERS)
         check(settings, ("alerts",))

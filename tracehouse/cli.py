@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from .config import load_settings
+from .config import SettingsError, load_settings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         return alerts_main(args[1:])
     # --- end alerts subcommand ---
     ns = build_parser().parse_args(argv)
-    settings = load_settings(_flags(ns), ns.config)
+    try:
+        settings = load_settings(_flags(ns), ns.config)
+    except SettingsError as e:
+        print(f"tracehouse {ns.cmd}: {e}", file=sys.stderr, flush=True)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per notification or self-observe send
     if ns.cmd == "migrate":

@@ -14,6 +14,11 @@ from typing import Any
 log = logging.getLogger("tracehouse.config")
 
 
+class SettingsError(ValueError):
+    """The configuration cannot be used (an unreadable or malformed file, a bad flag): the command
+    says why on one line and exits 2, with no traceback."""
+
+
 @dataclass
 class Settings:
     #: TRACEHOUSE_STORAGE: chdb:///path (embedded) or clickhouse://user:password@host:9000/db
@@ -186,10 +191,15 @@ def load_settings(flags: dict[str, Any] | None = None, config_file: str | None =
     if path:
         import yaml
 
-        with open(path, encoding="utf-8") as f:
-            file_values = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:  # a stream: YAML errors then quote no line of it
+                file_values = yaml.safe_load(f) or {}
+        except OSError as e:  # missing, unreadable, a directory
+            raise SettingsError(f"cannot read the configuration file {path}: {e.strerror or e}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise SettingsError(f"the configuration file {path} is not valid YAML: {e}") from None
         if not isinstance(file_values, dict):
-            raise ValueError(f"{path}: top level must be a mapping")
+            raise SettingsError(f"{path}: top level must be a mapping")
     for f in fields(Settings):
         default = getattr(s, f.name)
         for source, raw in (("file", file_values.get(f.name)), ("env", env.get("TRACEHOUSE_" + f.name.upper()))):
