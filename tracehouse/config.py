@@ -7,6 +7,7 @@ is logged and the default used; a bad flag raises at once (argparse does that).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -181,6 +182,34 @@ def _convert(name: str, default: Any, raw: Any) -> Any:
     return str(raw)
 
 
+#: settings that take one of a few words (compared in lower case)
+CHOICES = {"log_level": ("debug", "info", "warning", "warn", "error", "critical"),
+           "decoder": ("auto", "native", "python")}
+PORTS = ("otlp_port", "otlp_grpc_port", "zipkin_port", "http_port")
+
+
+def _check(name: str, value: Any) -> Any:
+    """``value`` if setting ``name`` can take it, else ValueError saying why. Every number is a size,
+    a count, a port or a duration: finite, not negative, an integer within a signed 64-bit one (what
+    the ClickHouse settings made of them take)."""
+    if name in CHOICES:
+        word = str(value).strip().lower()
+        if word not in CHOICES[name]:
+            raise ValueError(f"{value!r} is not one of {', '.join(CHOICES[name])}")
+        return word
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number")
+    if value < 0:
+        raise ValueError(f"{value!r} is negative")
+    if value >= 1 << 63:
+        raise ValueError(f"{value!r} is too large")
+    if name in PORTS and value > 65535:
+        raise ValueError(f"{value!r} is not a port (0-65535)")
+    return value
+
+
 def load_settings(flags: dict[str, Any] | None = None, config_file: str | None = None,
                   environ: dict[str, str] | None = None) -> Settings:
     """Merge defaults ← YAML file ← environment ← flags (flags win)."""
@@ -206,13 +235,16 @@ def load_settings(flags: dict[str, Any] | None = None, config_file: str | None =
             if raw is None:
                 continue
             try:
-                setattr(s, f.name, _convert(f.name, default, raw))
-            except (ValueError, TypeError) as e:
+                setattr(s, f.name, _check(f.name, _convert(f.name, default, raw)))
+            except (ValueError, TypeError, OverflowError) as e:
                 log.warning("ignoring bad %s value for %s (%s); using %r", source, f.name, e, getattr(s, f.name))
     for k, v in (flags or {}).items():
         if v is None or (isinstance(v, list) and not v):
             continue
         if not hasattr(s, k):
             raise ValueError(f"unknown setting {k}")
-        setattr(s, k, _convert(k, getattr(Settings(), k), v))
+        try:
+            setattr(s, k, _check(k, _convert(k, getattr(Settings(), k), v)))
+        except (ValueError, TypeError, OverflowError) as e:
+            raise SettingsError(f"--{k.replace('_', '-')}: {e}") from None
     return s

@@ -39,3 +39,50 @@ def test_an_unusable_configuration_file_is_a_clear_error_not_a_traceback(tmp_pat
             assert "Traceback" not in r.stderr, r.stderr
             assert str(path) in r.stderr and reason in r.stderr, r.stderr
             assert "s3cret" not in r.stderr  # a YAML error names the line and column, never quotes it
+
+
+BAD_VALUES = {  # setting → values it cannot take (from the environment or the file: logged, default kept)
+    "log_level": ["verbose", "10"],  # logging.basicConfig raised ValueError at every command's start
+    "decoder": ["nativ"],  # build_collector raised ValueError once the store was open
+    "buffer_max_bytes": ["-1"],  # every OTLP request 503 and /readyz "buffer full", for ever
+    "client_timeout_seconds": ["nan", "-5", "inf"],
+    "query_timeout_s": ["nan", "inf"],  # every user query then failed converting it to max_execution_time
+    "query_max_memory_bytes": ["-1", str(10**30)],  # every user query failed: the server refuses the setting
+    "max_concurrent_requests": ["-1"],
+    "otlp_port": ["70000", "-1"],
+    "rate_limit_per_service": ["1e400"],
+}
+
+
+def test_values_no_setting_can_take_are_logged_and_the_default_kept(tmp_path, caplog):
+    from tracehouse.config import Settings, load_settings
+
+    defaults = Settings()
+    for name, values in BAD_VALUES.items():
+        for value in values:
+            caplog.clear()
+            s = load_settings(environ={"TRACEHOUSE_" + name.upper(): value})
+            assert getattr(s, name) == getattr(defaults, name), (name, value)
+            assert f"ignoring bad env value for {name}" in caplog.text, (name, value)
+            cfg = tmp_path / "t.yaml"
+            cfg.write_text(f"{name}: {value}\n")
+            assert getattr(load_settings(config_file=str(cfg), environ={}), name) == getattr(defaults, name)
+    s = load_settings(environ={"TRACEHOUSE_LOG_LEVEL": "DEBUG", "TRACEHOUSE_DECODER": "Python",
+                               "TRACEHOUSE_ZIPKIN_PORT": "9411", "TRACEHOUSE_RATE_LIMIT_PER_SERVICE": "0"})
+    assert (s.log_level, s.decoder, s.zipkin_port, s.rate_limit_per_service) == ("debug", "python", 9411, 0.0)
+
+
+def test_a_flag_no_setting_can_take_stops_the_command_with_a_clear_error(tmp_path):
+    from tracehouse.config import SettingsError, load_settings
+
+    for flag, value in (("otlp_port", 70000), ("http_port", -1), ("otlp_grpc_port", 65536)):
+        with pytest.raises(SettingsError, match=f"--{flag.replace('_', '-')}"):
+            load_settings({flag: value}, environ={})
+    r = _run(["collector", "--otlp-port", "70000"], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--otlp-port: 70000 is not a port" in r.stderr, r.stderr
+
+
+def test_a_bad_log_level_is_not_a_traceback(tmp_path):
+    r = _run(["migrate"], tmp_path, TRACEHOUSE_LOG_LEVEL="verbose")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "ignoring bad env value for log_level" in r.stderr, r.stderr
