@@ -80,7 +80,13 @@ def cmd_run(ns: argparse.Namespace) -> int:
     except ExposureError as e:
         print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
         return 2
-    store = open_store(settings)
+    from tracehouse.storage import ConfigError
+
+    try:
+        store = open_store(settings)
+    except ConfigError as e:  # a bad storage URL: said as `serve` says it, without a traceback
+        print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

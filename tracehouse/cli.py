@@ -83,9 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per notification or self-observe send
     if ns.cmd == "migrate":
-        from tracehouse.storage import Store, parse_storage_url
+        from tracehouse.storage import ConfigError, Store, parse_storage_url
 
-        url = parse_storage_url(settings.storage)
+        try:
+            url = parse_storage_url(settings.storage)
+        except ConfigError as e:
+            print(f"tracehouse migrate: {e}", file=sys.stderr, flush=True)
+            return 2
         if ns.cluster:
             from dataclasses import replace
 

@@ -86,3 +86,17 @@ def test_a_bad_log_level_is_not_a_traceback(tmp_path):
     r = _run(["migrate"], tmp_path, TRACEHOUSE_LOG_LEVEL="verbose")
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "ignoring bad env value for log_level" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["alerts", "run"], ["collector"]])
+def test_a_bad_storage_url_is_a_clear_error_in_every_command(tmp_path, command):
+    """`serve`, `collector` and `dashboard` printed a bad storage URL's reason; `migrate` and
+    `alerts run` raised it as a traceback (one whose last line, before the URL parser stopped
+    quoting passwords, held part of the password)."""
+    for url, reason in (("mysql://h/db", "unknown storage URL scheme"),
+                        ("clickhouse://u:p@h:9000/db?secure=1", "unknown storage URL parameter"),
+                        ("clickhouse://u:s3cr/et@h:9000/db", "percent-encode")):
+        r = _run(command, tmp_path, TRACEHOUSE_STORAGE=url)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr and reason in r.stderr, r.stderr
+        assert "s3cr" not in r.stderr
