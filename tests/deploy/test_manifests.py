@@ -233,6 +233,34 @@ def test_no_secret_ships_with_the_manifests():
     assert not [k for k in _dockerfile_env() if SECRET_WORDS.search(k)]
 
 
+def _pod_specs(doc: dict) -> list[dict]:
+    """The pod specs a manifest makes: a Deployment's or Job's, and the operator's pod templates."""
+    if doc["kind"] in ("Deployment", "Job"):
+        return [doc["spec"]["template"]["spec"]]
+    return [t["spec"] for t in doc.get("spec", {}).get("templates", {}).get("podTemplates", [])]
+
+
+def test_every_container_has_a_memory_limit():
+    """One pod cannot take a node's memory from the others. The ClickHouse and Keeper pod templates
+    had requests only: ClickHouse then caps itself at 90% of the node's RAM, not of its own share."""
+    seen = 0
+    for d in _all_k8s():
+        for spec in _pod_specs(d):
+            for c in spec["containers"]:
+                res = c.get("resources", {})
+                assert "memory" in res.get("requests", {}), (d["metadata"]["name"], c["name"])
+                limit, request = res.get("limits", {}).get("memory"), res["requests"]["memory"]
+                assert limit, f"{d['metadata']['name']}/{c['name']} has no memory limit"
+                assert _bytes(limit) >= _bytes(request), (d["metadata"]["name"], c["name"])
+                seen += 1
+    assert seen >= 6  # collector, dashboard, alerts, migrate, keeper, clickhouse
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
 FAKE_KUBECTL = r"""#!/bin/sh
 # stands in for kubectl: records its arguments; for create secret --from-file=DIR, copies DIR's files
 printf '%s\n' "$*" >>"$FAKE_LOG"
