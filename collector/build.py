@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from tracehouse.storage import Store
+from tracehouse.storage import ConfigError, Store
 
 from .app import CollectorApp
 from .auth import TokenCheck
@@ -40,7 +40,7 @@ def native_decoder(settings: Any, store: Store, redactor: Redactor, limits: Limi
     them where the store is the embedded engine; ``native`` insists (an error where they cannot run)."""
     choice = getattr(settings, "decoder", "auto")
     if choice not in ("auto", "native", "python"):
-        raise ValueError(f"decoder must be auto, native or python, not {choice!r}")
+        raise ConfigError(f"decoder must be auto, native or python, not {choice!r}")
     if choice == "python":
         return None
     from .native import NativeTraces, native_supported
@@ -48,7 +48,8 @@ def native_decoder(settings: Any, store: Store, redactor: Redactor, limits: Limi
 
     if not native_supported(store):
         if choice == "native":
-            raise ValueError("the native decoder needs embedded chDB storage")
+            raise ConfigError("TRACEHOUSE_DECODER=native needs embedded chDB storage (chdb://); with a ClickHouse "
+                              "server, use auto or python")
         return None
     schemas = os.path.join(settings.resolved_buffer_dir, "schemas")
     lanes = int(getattr(settings, "ingest_lanes", 0) or 0) or None

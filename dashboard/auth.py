@@ -140,8 +140,10 @@ def session_key(settings: Any) -> tuple[bytes, bool]:
             data = f.read().strip()
         if not data:
             raise ValueError(f"the session key file {path} is empty")
-    elif isinstance(secret, str) and secret:
-        data = secret.encode()
+    elif isinstance(secret, str) and secret.strip():
+        # stripped as the file's content is: a key pasted with a newline (a Kubernetes secret made
+        # from a file) signs as the same key given without one, on every replica
+        data = secret.strip().encode()
     else:
         return os.urandom(32), False
     return hashlib.sha256(b"tracehouse session key\0" + data).digest(), True

@@ -165,3 +165,16 @@ def test_sign_outs_in_force_when_the_store_cannot_be_read(seeded_store):
     mono[0] += 1.5
     asyncio.run(shared.refresh_if_due())
     assert shared.ended("sid-gone") and shared.ended("sid-later") and not shared.ended("sid-expired")
+
+
+def test_the_session_key_is_the_same_from_the_environment_and_from_a_file(tmp_path):
+    """The file's content was stripped and the variable's was not: replicas given the same key,
+    one from TRACEHOUSE_SECRET_KEY with a trailing newline (a Kubernetes secret made from a file)
+    and one from TRACEHOUSE_SECRET_KEY_FILE, signed different cookies and refused each other's."""
+    users = {"ann": {"password_hash": hash_password("pw", n=2**10), "role": "viewer"}}
+    key_file = tmp_path / "key"
+    key_file.write_text("shared-key\n")
+    from_env = Auth(SimpleNamespace(users=users, api_tokens=[], secret_key="shared-key\r\n"))
+    from_file = Auth(SimpleNamespace(users=users, api_tokens=[], secret_key_file=str(key_file)))
+    cookie = from_env.sign(from_env.login("ann", "pw"))
+    assert from_file.session(cookie)["u"] == "ann"

@@ -4,8 +4,12 @@ commands are real subcommands of the CLI. (No Docker engine or cluster runs here
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -381,3 +385,28 @@ def test_every_listening_role_as_deployed_has_authentication(tmp_path):
             if "dashboard" in _roles(c["args"]) and d["spec"]["replicas"] > 1:
                 assert settings.secret_key, "dashboard replicas need one session key"
     assert listening == 3
+
+
+def test_the_image_health_check_passes_for_a_collector_only_container(tmp_path):
+    """The image's HEALTHCHECK asked only the dashboard's port: a container running
+    ``tracehouse collector`` (no dashboard) was always unhealthy. It runs the same command as the
+    Dockerfile, against a real collector and then against nothing."""
+    from testkit.servers import free_port, wait_port
+
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    check = json.loads(re.search(r"^HEALTHCHECK .*? CMD (\[.*\])$", text, re.M).group(1))
+    otlp, http, grpc_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEHOUSE_")}
+    env.update(TRACEHOUSE_HOST="127.0.0.1", TRACEHOUSE_OTLP_PORT=str(otlp), TRACEHOUSE_HTTP_PORT=str(http),
+               TRACEHOUSE_OTLP_GRPC_PORT=str(grpc_port), TRACEHOUSE_STORAGE=f"chdb://{tmp_path}/data",
+               TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"))
+    check[0] = sys.executable  # the image's python
+    server = subprocess.Popen([sys.executable, "-m", "tracehouse.cli", "collector"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_port(otlp, 90)
+        assert subprocess.run(check, env=env, timeout=10).returncode == 0
+    finally:
+        server.terminate()
+        server.wait(60)
+    assert subprocess.run(check, env=env, timeout=10).returncode == 1

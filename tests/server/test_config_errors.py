@@ -100,3 +100,12 @@ def test_a_bad_storage_url_is_a_clear_error_in_every_command(tmp_path, command):
         assert r.returncode == 2, r.stderr
         assert "Traceback" not in r.stderr and reason in r.stderr, r.stderr
         assert "s3cr" not in r.stderr
+
+
+def test_the_native_decoder_asked_for_with_a_server_store_is_a_clear_error(tmp_path, clickhouse_url):
+    """A valid value in a combination that cannot run: the collector died with a ValueError
+    traceback once the store was open."""
+    r = _run(["collector"], tmp_path, TRACEHOUSE_STORAGE=clickhouse_url, TRACEHOUSE_DECODER="native",
+             TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"))
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "native needs embedded chDB" in r.stderr, r.stderr
