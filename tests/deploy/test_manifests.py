@@ -410,3 +410,34 @@ def test_the_image_health_check_passes_for_a_collector_only_container(tmp_path):
         server.terminate()
         server.wait(60)
     assert subprocess.run(check, env=env, timeout=10).returncode == 1
+
+
+def test_our_pods_run_as_the_image_user_without_privileges_on_a_read_only_root():
+    """The manifests set no security context: a cluster whose policy does not force one ran our
+    containers with the runtime's defaults (privilege escalation allowed, every default capability,
+    a writable root file system), and an admission policy requiring non-root pods refused them
+    (the image names its user, not its uid)."""
+    uid = re.search(r"useradd .*--uid (\d+)", (DEPLOY / "Dockerfile").read_text()).group(1)
+    pods = 0
+    for d in _all_k8s():
+        if d["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        ours = [c for c in pod["containers"] if c["image"] == OUR_IMAGE]
+        if not ours:
+            continue
+        pods += 1
+        psc = pod.get("securityContext", {})
+        assert psc.get("runAsNonRoot") is True and str(psc.get("runAsUser")) == uid, d["metadata"]["name"]
+        assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+        tmp_volumes = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+        for c in ours:
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False and sc.get("readOnlyRootFilesystem") is True, c["name"]
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], c["name"]
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            assert mounts.get("/tmp") in tmp_volumes, c["name"]  # tempfile's writes, with the root read-only
+            # the collector's buffer (its WAL) is a writable volume too
+            if "collector" in c["args"]:
+                assert any(m.get("readOnly") is not True and "buffer" in m["mountPath"] for m in c["volumeMounts"])
+    assert pods == 4  # collector, dashboard, alerts, migrate
