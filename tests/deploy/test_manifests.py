@@ -441,3 +441,17 @@ def test_our_pods_run_as_the_image_user_without_privileges_on_a_read_only_root()
             if "collector" in c["args"]:
                 assert any(m.get("readOnly") is not True and "buffer" in m["mountPath"] for m in c["volumeMounts"])
     assert pods == 4  # collector, dashboard, alerts, migrate
+
+
+def test_long_running_roles_have_time_to_start_before_liveness_counts():
+    """Each role migrates before it listens; on a cluster the first start can take longer than the
+    liveness probe's default window (three misses, 10 s apart), which restarted the pod in a loop."""
+    for d in _all_k8s():
+        if d["kind"] != "Deployment":
+            continue
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            if c["image"] != OUR_IMAGE:
+                continue
+            sp = c.get("startupProbe")
+            assert sp and sp["httpGet"]["path"] == "/healthz", c["name"]
+            assert sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3) >= 300, c["name"]
