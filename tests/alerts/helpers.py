@@ -1,4 +1,4 @@
-"""Test helpers: an injected clock (the webhook receiver is testkit.receiver.Receiver)."""
+"""Test helpers: an injected clock and an SMTP inbox (the webhook receiver is testkit.receiver.Receiver)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ class Clock:
     def advance(self, seconds: float) -> int:
         self.ns += int(seconds * NS)
         return self.ns
+
+
+class Inbox:
+    """An aiosmtpd handler keeping every message it receives."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.messages.append(envelope)
+        return "250 OK"

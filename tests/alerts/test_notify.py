@@ -13,7 +13,7 @@ from testkit.receiver import Receiver
 from testkit.servers import free_port
 from tracehouse.alerts import Engine, build_config
 
-from .helpers import Clock
+from .helpers import Clock, Inbox
 from .spanfactory import add_series
 
 
@@ -134,17 +134,8 @@ def test_silence_and_inhibition(chdb_store):
     rx.down()
 
 
-class _Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.messages.append(envelope)
-        return "250 OK"
-
-
 def test_email_through_real_smtp_server(chdb_store):
-    inbox = _Inbox()
+    inbox = Inbox()
     port = free_port()
     ctl = Controller(inbox, hostname="127.0.0.1", port=port)
     ctl.start()

@@ -22,16 +22,7 @@ from tracehouse.alerts.silences import parse_matcher
 from tracehouse.alerts.state import Alert
 
 from ..support.slack import SlackReceiver
-from .helpers import Clock
-
-
-class _Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.messages.append(envelope)
-        return "250 OK"
+from .helpers import Clock, Inbox
 
 
 def _alert(fp: str, now: int, **labels: str) -> Alert:
@@ -48,7 +39,7 @@ def test_a_label_with_a_line_break_neither_injects_mail_headers_nor_stops_notifi
     """A group label from the data (a span attribute) holding CR/LF went into the mail's Subject:
     the email library raised ValueError out of the notifier, the dispatcher's tick stopped there, and
     every group after it was never notified (each tick tried the poisoned group first again)."""
-    inbox = _Inbox()
+    inbox = Inbox()
     port = free_port()
     ctl = Controller(inbox, hostname="127.0.0.1", port=port)
     ctl.start()
@@ -72,7 +63,7 @@ def test_a_notifier_failing_in_an_unforeseen_way_stops_only_its_own_group():
     notifier raise UnicodeEncodeError, not NotifyError: the dispatcher's tick ended there, the
     webhook group after it was never notified, and the failing group was tried again on every tick
     (0.5 s) with no backoff. Now it is that group's failed attempt (backed off, its error shown)."""
-    inbox = _Inbox()
+    inbox = Inbox()
     port = free_port()
     ctl = Controller(inbox, hostname="127.0.0.1", port=port, auth_require_tls=False)
     ctl.start()
