@@ -13,6 +13,7 @@ import re
 import smtplib
 import ssl
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any, Protocol
 
@@ -34,13 +35,19 @@ class Notifier(Protocol):
     def notify(self, message: dict[str, Any]) -> None: ...
 
 
-def _post(url: str, body: dict[str, Any], allow_private: bool, headers: dict[str, str] | None = None) -> None:
+def _destination(check: Callable[..., list[str]], *args: Any) -> tuple[list[str], float]:
+    """The addresses the SSRF guard ``check(*args, timeout)`` allows, and the seconds left of
+    TIMEOUT_S after it resolved the name (the resolution counts against the time limit)."""
     start = time.monotonic()
     try:
-        addrs = check_url(url, allow_private, TIMEOUT_S)
+        addrs = check(*args, TIMEOUT_S)
     except DestinationRefused as e:
         raise NotifyError(str(e), retryable=e.transient) from None
-    left = max(0.5, TIMEOUT_S - (time.monotonic() - start))  # the resolution counts against the time limit
+    return addrs, max(0.5, TIMEOUT_S - (time.monotonic() - start))
+
+
+def _post(url: str, body: dict[str, Any], allow_private: bool, headers: dict[str, str] | None = None) -> None:
+    addrs, left = _destination(check_url, url, allow_private)
     content = json.dumps(body).encode()
     answer = None
     for i, addr in enumerate(addrs):  # only the checked addresses; the name is not resolved again
@@ -140,12 +147,7 @@ class EmailNotifier:
         self.allow_private, self.starttls, self.username, self.password = allow_private, starttls, username, password
 
     def notify(self, message: dict[str, Any]) -> None:
-        start = time.monotonic()
-        try:
-            addrs = check_host(self.host, self.port, self.allow_private, TIMEOUT_S)
-        except DestinationRefused as e:
-            raise NotifyError(str(e), retryable=e.transient) from None
-        left = max(0.5, TIMEOUT_S - (time.monotonic() - start))
+        addrs, left = _destination(check_host, self.host, self.port, self.allow_private)
         msg = EmailMessage()
         labels = ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())
         # label values come from the data: a line break (any of those str.splitlines breaks at) would
