@@ -50,10 +50,9 @@ class SignOuts:
         return bool(self._ended) and session_digest(sid) in self._ended
 
     def record(self, sid: str, expires: int) -> None:
-        """Blocking (a store insert): run it in a worker thread. Raises the store's errors."""
-        digest = session_digest(sid)
-        record_ended_session(self.store, digest, expires)
-        self._ended[digest] = int(expires)
+        """Blocking (a store insert): run it in a worker thread. Raises the store's errors. This
+        process refuses the session already (``Auth.end``); the others read it from the store."""
+        record_ended_session(self.store, session_digest(sid), expires)
 
     async def refresh_if_due(self) -> None:
         now = self.monotonic()
