@@ -14,7 +14,7 @@ from typing import Any
 from tracehouse.storage import queries_rules
 
 from .errors import EvaluationError
-from .rules import Rule
+from .rules import MAX_ROWS, Rule
 from .sqlguard import prepare
 
 NS = 1_000_000_000
@@ -60,8 +60,11 @@ def _rows_to_samples(res: Any, names: list[str] | None = None, skip: tuple[str, 
     if "value" not in cols:
         raise EvaluationError("the query returned no column named value")
     vi = cols.index("value")
+    if len(res.rows) > MAX_ROWS:
+        raise EvaluationError(f"the query returned more than {MAX_ROWS:,} rows: filter or aggregate it "
+                              "(every row is a label set the rule would follow)")
     out = []
-    for row in res.rows[:10_000]:
+    for row in res.rows:
         labels = {}
         for i, c in enumerate(cols):
             if i == vi or c in skip:

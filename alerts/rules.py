@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from tracehouse.storage import InvalidParameter, parse_duration
+from tracehouse.storage import InvalidParameter, Store, parse_duration
 
 from .errors import RuleError
 
@@ -37,11 +37,19 @@ _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KNOWN = {
     "alert", "kind", "id", "group", "interval", "service", "operation", "signal", "window", "op", "threshold",
     "for", "keep_firing_for", "labels", "annotations", "action", "query", "metric", "filters", "aggregation",
-    "group_by", "target", "nodata_state", "enabled",
+    "group_by", "target", "nodata_state", "enabled", "limit",
 }
 
 
 MAX_DURATION_S = 366 * 86400  # a rule's interval, for, keep_firing_for and window at most
+#: Rows a rule's query may return (more is an evaluation error, never a silent cut), and so the
+#: largest ``limit``.
+MAX_ROWS = Store.RULE_MAX_ROWS
+#: Alert instances (label sets meeting the condition) one evaluation of a rule may make, unless the
+#: rule's ``limit`` says otherwise. More fails the evaluation, as Prometheus's rule ``limit`` does: a
+#: rule that suddenly matches thousands of label sets is almost always a label of too many values,
+#: and would otherwise page once per value.
+DEFAULT_LIMIT = 1_000
 
 
 def duration(value: Any, what: str) -> float:
@@ -138,6 +146,7 @@ class Rule:
     target: str = ""
     action: dict[str, str] = field(default_factory=dict)
     nodata_state: str = "ok"  # ok | nodata | alerting: what a rule returning no rows means
+    limit: int = DEFAULT_LIMIT  # alert instances one evaluation may make (see DEFAULT_LIMIT)
     source: str = "api"
     enabled: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
@@ -226,6 +235,10 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
         raise RuleError(f"{name}: group_by must be a list of label names")
     r.group_by = list(group_by)
     r.filters = _str_map(d.get("filters"), f"{name}.filters")
+    limit = DEFAULT_LIMIT if d.get("limit") is None else d["limit"]
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_ROWS:
+        raise RuleError(f"{name}: limit must be a whole number from 1 to {MAX_ROWS:,}")
+    r.limit = limit
     _kind_fields(r, d)
     return r
 

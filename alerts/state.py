@@ -4,8 +4,9 @@ Per series (fingerprint of its labels): inactive → pending → firing → reso
 counted from the first evaluation where the condition held (firing at the first evaluation with
 ``now - active_at >= for``), ``keep_firing_for`` counted from the first evaluation where it no
 longer held, and resolved alerts kept for ``RESOLVED_RETENTION_S`` so notifiers and the API can
-see them. A query error leaves every alert as it was (no false resolve) and marks the rule's
-health ``err``; a rule that returns no rows is ``nodata`` (and can be made to alert).
+see them. A query error, or more label sets meeting the condition than the rule's ``limit``, leaves
+every alert as it was (no false resolve) and marks the rule's health ``err``; a rule that returns no
+rows is ``nodata`` (and can be made to alert).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .expr import NS, QueryFunc, Sample, evaluate
-from .rules import Rule, compare
+from .rules import MAX_ROWS, Rule, compare
 from .templates import render_all
 
 log = logging.getLogger("tracehouse.alerts")
@@ -119,6 +120,12 @@ class AlertingRule:
         self.last_samples = samples
         self.nodata = not samples and self.rule.kind != "absence"
         active = [s for s in samples if compare(self.rule.op, s.value, self.rule.threshold)]
+        if len(active) > self.rule.limit:  # an error like a failed query: every alert stays as it was
+            self.health = "err"
+            self.last_error = (f"{len(active):,} label sets meet the condition, over the rule's limit of "
+                               f"{self.rule.limit:,} (set limit, up to {MAX_ROWS:,}, or aggregate)")
+            self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
+            return [], ("error" if before != "err" else None)
         if self.nodata and self.rule.nodata_state == "alerting":
             active = [Sample({"nodata": "true"}, float("nan"))]
         out = self._advance(now_ns, active)
@@ -195,7 +202,7 @@ class AlertingRule:
 def _public_error(rule_id: str, e: Exception) -> str:
     """A rule's error as viewers see it: our own messages as they are; the database's text only in the
     server log, under an id the message carries."""
-    from tracehouse.storage import StorageError
+    from tracehouse.storage import QueryLimitExceeded, QueryTimeout, StorageError
 
     if not isinstance(e, StorageError):
         return str(e)[:2000]
@@ -203,4 +210,7 @@ def _public_error(rule_id: str, e: Exception) -> str:
 
     error_id = uuid.uuid4().hex[:16]
     log.warning("rule %s failed (error id %s): %s", rule_id, error_id, e)
-    return f"the rule's query failed: {type(e).__name__} (error id {error_id}; details in the server log)"
+    what = {QueryTimeout: "ran past its time limit",
+            QueryLimitExceeded: "hit a limit of rows read, rows returned or memory: narrow, filter or aggregate it",
+            }.get(type(e), f"failed: {type(e).__name__}")
+    return f"the rule's query {what} (error id {error_id}; details in the server log)"

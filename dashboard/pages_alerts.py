@@ -206,6 +206,7 @@ def rule_form(rule: dict[str, Any] | None) -> dict[str, Any]:
         "for": r.get("for", ""), "keep_firing_for": r.get("keep_firing_for", ""), "severity": severity,
         "labels": lines(labels), "annotations": lines(r.get("annotations")),
         "nodata_state": r.get("nodata_state", "ok"), "snapshot": (r.get("action") or {}).get("snapshot", ""),
+        "limit": "" if r.get("limit") is None else r.get("limit", ""),
     }
 
 

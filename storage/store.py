@@ -181,6 +181,10 @@ class Store:
 
     #: seconds one run of user-written SQL (an alert rule, a preview) may take
     RULE_TIMEOUT_S = 10
+    #: Rows a rule's query may return. The reader stops reading a little past it (the engine cuts
+    #: at a block's end), so that a rule selecting millions of rows is not fetched whole into the
+    #: process; the rule engine then refuses the result (``alerts.expr``), never cutting it silently.
+    RULE_MAX_ROWS = 10_000
 
     def rule_reader(self) -> RuleReader:
         """Where user-written SQL runs: ``.query(sql, params)`` on read-only connections whose default
@@ -194,7 +198,8 @@ class Store:
             return self._rule_reader
 
     def _open_rule_reader(self) -> RuleReader:
-        settings = self.limits.settings(timeout_s=self.RULE_TIMEOUT_S, embedded=self.backend.kind == "chdb")
+        settings = {**self.limits.settings(timeout_s=self.RULE_TIMEOUT_S, embedded=self.backend.kind == "chdb"),
+                    "max_result_rows": self.RULE_MAX_ROWS + 1, "result_overflow_mode": "break"}
         if isinstance(self.backend, EmbeddedBackend):
             return self.backend.restricted_reader(self.db, settings)
         from .server_backend import ServerBackend

@@ -239,6 +239,11 @@
         if (isNaN(num)) throw new Error("threshold must be a number");
         b.threshold = num;
       }
+      var lim = val("limit");
+      if (lim !== "") {
+        if (!/^[0-9]+$/.test(lim)) throw new Error("limit must be a whole number");
+        b.limit = Number(lim);
+      }
       var gb = val("group_by");
       if (gb) b.group_by = gb.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
       var filters = kvLines(val("filters"), "filters");

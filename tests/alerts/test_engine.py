@@ -3,7 +3,9 @@ lifecycle at exact ``for`` boundaries, keep_firing_for, restart in the middle, h
 
 from __future__ import annotations
 
-from tracehouse.alerts import Engine, build_config, parse_rule
+import pytest
+
+from tracehouse.alerts import Engine, RuleError, build_config, parse_rule
 from tracehouse.alerts.state import AlertingRule
 
 from .helpers import NS, Clock
@@ -169,3 +171,57 @@ def test_absence_middleware_and_error_health(chdb_store):
     clock.ns = (base + 60 + 121) * NS
     e.run_once(force=True)
     assert _states(e)["CartSilent"] == "firing"
+
+
+def _many(base_s: int) -> dict:
+    """A SQL rule that matches 3 label sets until base+100, and 1,500 from then on."""
+    return {"alert": "PerUser", "kind": "sql", "op": ">", "threshold": 0,
+            "query": f"SELECT 1 AS value, arrayJoin(range(if({{end:UInt32}} > {base_s + 100}, 1500, 3))) AS n"}
+
+
+def test_a_rule_matching_more_label_sets_than_its_limit_fails_and_keeps_its_alerts(chdb_store):
+    clock = Clock()
+    base = clock.s
+    e = _engine(chdb_store, clock, _many(base))
+    clock.advance(60)
+    e.run_once()
+    assert sorted(a.labels["n"] for a in e.current_alerts()) == ["0", "1", "2"]
+    clock.advance(60)  # now 1,500 label sets meet the condition: over the default limit of 1,000
+    e.run_once(force=True)
+    ar = e.rules["g/PerUser"]
+    assert ar.health == "err" and ar.state == "error"
+    assert ar.last_error == ("1,500 label sets meet the condition, over the rule's limit of 1,000 "
+                             "(set limit, up to 10,000, or aggregate)")
+    # as after a failed query: no alert made, none resolved
+    assert sorted((a.labels["n"], a.state) for a in e.current_alerts()) == [
+        ("0", "firing"), ("1", "firing"), ("2", "firing")]
+    assert any(h["to_state"] == "error" and h["rule_id"] == "g/PerUser" for h in e.history())
+    raised = _engine(chdb_store, clock, dict(_many(base), alert="PerUserAll", limit=2000))
+    raised.run_once()
+    assert raised.rules["g/PerUserAll"].health == "ok" and len(raised.current_alerts()) == 1500
+
+
+def test_a_rule_query_returning_more_rows_than_it_may_is_an_error_not_a_silent_cut(store):
+    clock = Clock()
+    rule = {"alert": "Wide", "kind": "sql", "op": ">", "threshold": 5,
+            "query": "SELECT if(n = 15000, 10, 1) AS value, arrayJoin(range(20000)) AS n"}
+    e = _engine(store, clock, rule)
+    clock.advance(60)
+    e.run_once()
+    ar = e.rules["g/Wide"]
+    # before, the first 10,000 rows were evaluated and the rest dropped: the label set n=15000,
+    # which meets the condition, never alerted, and the rule's health read "ok"
+    assert ar.health == "err", [a.labels for a in e.current_alerts()]
+    assert "10,000 rows" in ar.last_error or "hit a limit of rows" in ar.last_error, ar.last_error
+    assert e.current_alerts() == []
+
+
+def test_the_limit_is_a_whole_number_up_to_the_row_cap():
+    def rule(**over):
+        return parse_rule({"alert": "A", "kind": "sql", "query": "SELECT 1 AS value", **over})
+
+    assert rule().limit == 1000 and rule(limit=1).limit == 1 and rule(limit=10_000).limit == 10_000
+    assert rule(limit=None).limit == 1000  # an empty YAML value, as for the other fields
+    for bad in (0, -1, 10_001, True, "5", 2.5):
+        with pytest.raises(RuleError, match="limit must be a whole number from 1 to 10,000"):
+            rule(limit=bad)

@@ -299,6 +299,7 @@ def test_alerts_in_the_browser_silence_preview_save_delete(page, live_server):
     page.select_option("#r-signal", "error_rate")
     page.fill("#r-window", "15m")
     page.fill("#r-threshold", "0.01")
+    page.fill("#r-limit", "50")
     page.select_option("#r-severity", "warning")
     page.fill("#r-annotations", "summary=checkout failing at {{ value }}")
     page.click("#r-preview")
@@ -333,6 +334,7 @@ def test_alerts_in_the_browser_silence_preview_save_delete(page, live_server):
     assert "> 0.5" in new.inner_text()
     new.locator("a").first.click()
     page.wait_for_load_state("networkidle")
+    assert page.input_value("#r-limit") == "50"  # kept through the edit
     page.click("#r-delete")
     page.click("#r-delete")
     page.wait_for_url("**/alerts?since=1h")
