@@ -210,7 +210,8 @@ def _public_error(rule_id: str, e: Exception) -> str:
 
     error_id = uuid.uuid4().hex[:16]
     log.warning("rule %s failed (error id %s): %s", rule_id, error_id, e)
-    what = {QueryTimeout: "ran past its time limit",
-            QueryLimitExceeded: "hit a limit of rows read, rows returned or memory: narrow, filter or aggregate it",
-            }.get(type(e), f"failed: {type(e).__name__}")
+    known: dict[type, str] = {
+        QueryTimeout: "ran past its time limit",
+        QueryLimitExceeded: "hit a limit of rows read, rows returned or memory: narrow, filter or aggregate it"}
+    what = known.get(type(e), f"failed: {type(e).__name__}")
     return f"the rule's query {what} (error id {error_id}; details in the server log)"
