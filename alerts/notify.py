@@ -97,6 +97,11 @@ class Group:
     attempts: int = 0
     next_attempt_ns: int = 0
     last_error: str = ""
+    #: The receiver's notifiers (by position) that have the message being retried, and what that
+    #: message held (firing and resolved fingerprints): a retry goes only to the others while the
+    #: content is the same, and to every notifier again once it changed.
+    delivered: set[int] = field(default_factory=set)
+    delivered_for: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
     @property
     def key(self) -> str:
@@ -218,44 +223,67 @@ class Dispatcher:
                 self._done(g, now_ns, firing, sent=False)
                 return 0
             msg = self.message(g, [live[fp] for fp in sorted(firing)] + [g.alerts[fp] for fp in sorted(resolved)])
-        error = self._send(g.receiver, msg)
+            content = (frozenset(firing), frozenset(resolved))
+            if g.delivered_for != content:  # not the message some notifiers already have: to all of them
+                g.delivered, g.delivered_for = set(), content
+            skip = set(g.delivered)
+        failures = self._send(g.receiver, msg, skip)
         with self._lock:
-            if error is not None:
-                g.last_error = str(error)
-                if error.retryable:
-                    g.attempts += 1
-                    delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (g.attempts - 1))
-                    delay = delay * (0.5 + 0.5 * self.rng.random())
-                    if error.retry_after:  # the receiver said when (Slack's and others' 429 Retry-After)
-                        delay = max(delay, min(self.backoff_max_s, error.retry_after))
-                    g.next_attempt_ns = now_ns + int(delay * NS)
-                    log.warning("notification to %s failed (attempt %d, next in %.1fs): %s", g.receiver,
-                                g.attempts, (g.next_attempt_ns - now_ns) / NS, error)
-                    return 0
-                log.error("notification to %s refused, not retried: %s", g.receiver, error)
-                self._done(g, now_ns, firing, sent=True)
+            g.delivered |= set(range(len(self.receivers.get(g.receiver, [])))) - set(failures)
+            retry = {i: e for i, e in failures.items() if e.retryable}
+            if failures:
+                g.last_error = "; ".join(self._describe(g.receiver, i, e) for i, e in sorted(failures.items()))
+            if retry:
+                g.attempts += 1
+                delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (g.attempts - 1))
+                delay = delay * (0.5 + 0.5 * self.rng.random())
+                asked = max((e.retry_after or 0.0) for e in retry.values())
+                if asked:  # the receiver said when (Slack's and others' 429 Retry-After)
+                    delay = max(delay, min(self.backoff_max_s, asked))
+                g.next_attempt_ns = now_ns + int(delay * NS)
+                g.delivered |= set(failures) - set(retry)  # refused for good: not sent again
+                log.warning("notification to %s failed (attempt %d, next in %.1fs): %s", g.receiver,
+                            g.attempts, (g.next_attempt_ns - now_ns) / NS, g.last_error)
+                return 0
+            g.delivered, g.delivered_for = set(), (frozenset(), frozenset())
+            self._done(g, now_ns, firing, sent=True)
+            if failures:
+                log.error("notification to %s refused, not retried: %s", g.receiver, g.last_error)
                 return 0
             g.last_error = ""
             self.sent = (self.sent + [msg])[-50:]
-            self._done(g, now_ns, firing, sent=True)
             return 1
 
-    def _send(self, receiver: str, msg: dict[str, Any]) -> NotifyError | None:
-        """Every notifier of ``receiver`` in turn; the first failure ends the attempt."""
-        for n in self.receivers.get(receiver, []):
+    def _send(self, receiver: str, msg: dict[str, Any], skip: set[int]) -> dict[int, NotifyError]:
+        """Every notifier of ``receiver`` but those in ``skip``, each on its own: one that fails (a
+        Slack outage) neither stops the others (the email) nor, once they have the message, makes
+        them get it again at its retries, as Alertmanager's integrations are independent. Returns
+        the failures by the notifier's position."""
+        failures: dict[int, NotifyError] = {}
+        for i, n in enumerate(self.receivers.get(receiver, [])):
+            if i in skip:
+                continue
             try:
                 n.notify(msg)
             except NotifyError as e:
                 self._count("failed", receiver, n)
-                return e
+                failures[i] = e
+                continue
             except Exception as e:  # a notifier's own failure (e.g. smtplib and a non-ASCII password):
                 # this group's failed attempt, backed off like any other, never the end of the tick
                 log.exception("notifier %s of %s failed", getattr(n, "integration", type(n).__name__), receiver)
                 self._count("failed", receiver, n)
                 # the type only: the text may quote what it failed on (a character of the password)
-                return NotifyError(f"{type(e).__name__} in the notifier (see the server log)")
+                failures[i] = NotifyError(f"{type(e).__name__} in the notifier (see the server log)")
+                continue
             self._count("sent", receiver, n)
-        return None
+        return failures
+
+    def _describe(self, receiver: str, i: int, e: NotifyError) -> str:
+        notifiers = self.receivers.get(receiver, [])
+        if len(notifiers) < 2:
+            return str(e)
+        return f"{getattr(notifiers[i], 'integration', type(notifiers[i]).__name__)} #{i + 1}: {e}"
 
     def _count(self, outcome: str, receiver: str, notifier: Notifier) -> None:
         if self.metrics is not None:

@@ -13,7 +13,7 @@ from testkit.receiver import Receiver
 from testkit.servers import free_port
 from tracehouse.alerts import Engine, build_config
 
-from .helpers import Clock, Inbox
+from .helpers import NS, Clock, Inbox
 from .spanfactory import add_series
 
 
@@ -179,3 +179,49 @@ def test_background_threads_notify_within_seconds(chdb_store):
     assert rx.bodies and rx.bodies[0]["alerts"][0]["labels"]["alertname"] == "Down"
     assert rx.times[0] - t0 < 5
     rx.down()
+
+
+def test_each_notifier_of_a_receiver_gets_the_message_whatever_another_does(chdb_store):
+    """A receiver with two webhooks (a Slack outage and a working email, say). The broken one, named
+    first, neither keeps the message from the other nor makes it get it again at each retry; once
+    the broken one is back it gets the message once. A retry whose content changed (another alert
+    firing meanwhile) goes to both: a duplicate, never a loss."""
+    broken, working = Receiver(), Receiver()
+    broken.down()
+    clock = Clock()
+    base = clock.s
+    _down(chdb_store, base, "0x100", "a")
+    _down(chdb_store, base, "1x3 0x100", "b")  # down from base+40
+    cfg = build_config([("t.yaml", {
+        "groups": [{"name": "g", "interval": "10s", "rules": [UP]}],
+        "receivers": [{"name": "ops", "webhook": [{"url": broken.url}, {"url": working.url}]}],
+        "route": {"receiver": "ops", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1m",
+                  "repeat_interval": "4h"},
+        "notifications": {"allow_private_destinations": True},
+    })])
+    e = Engine(chdb_store, cfg, clock=clock, rng=random.Random(1), backoff_base_s=2, backoff_max_s=4)
+    e.run_once()
+    # before: the first notifier's failure ended the attempt, so the second never got anything
+    assert [[a["labels"]["instance"] for a in m["alerts"]] for m in working.bodies] == [["a"]]
+    g = next(iter(e.dispatcher.groups.values()))
+    assert g.attempts == 1 and g.last_error.startswith("webhook #1: ") and "ConnectError" in g.last_error
+    for _ in range(2):  # retries while the content is the same: only the broken one is tried
+        clock.ns = g.next_attempt_ns
+        e.dispatcher.tick(clock.ns)
+    assert len(working.bodies) == 1 and g.attempts == 3
+    clock.ns = (base + 50) * NS  # instance b is down too: the retried message changes
+    e.run_once(force=True)
+    clock.ns = max(clock.ns, g.next_attempt_ns)
+    e.dispatcher.tick(clock.ns)
+    assert [sorted(a["labels"]["instance"] for a in m["alerts"]) for m in working.bodies] == [["a"], ["a", "b"]]
+    broken.up()
+    clock.ns = g.next_attempt_ns
+    assert e.dispatcher.tick(clock.ns) == 1
+    assert [sorted(a["labels"]["instance"] for a in m["alerts"]) for m in broken.bodies] == [["a", "b"]]
+    assert len(working.bodies) == 2 and g.attempts == 0 and g.last_error == ""
+    for _ in range(3):  # nothing more is due until the repeat interval
+        clock.advance(60)
+        e.run_once(force=True)
+    assert len(broken.bodies) == 1 and len(working.bodies) == 2
+    broken.down()
+    working.down()
