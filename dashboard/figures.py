@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import units
+from .units import plain
 
 ERROR = "#d62728"
 OK = "#4e79a7"
@@ -24,13 +25,6 @@ _BASE = {
     # SI prefixes: plotly's default writes 3e9 as "3B" (billions), which reads as bytes
     "yaxis": {"gridcolor": "#eee", "rangemode": "tozero", "exponentformat": "SI"},
 }
-
-
-def plain(text: str) -> str:
-    """User data for plotly text: it reads a subset of HTML in labels, names, titles and hover text
-    (``<br>``, ``<b>``, links), so ``<`` and ``>`` go as entities, which it shows as the characters
-    (Python's ``<module>`` frame stays readable, a tag or a link in a span name stays text)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def iso_time(t_s: float) -> str:

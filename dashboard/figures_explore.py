@@ -53,7 +53,7 @@ def explore_figure(result: dict[str, Any], title: str) -> dict[str, Any]:
         data.append({"type": "scatter", "mode": "lines", "name": plain(name[:80]), "x": [iso_time(p[0]) for p in s["points"]],
                      "y": scaled([p[1] for p in s["points"]], u.factor),
                      "hovertemplate": units.hover(u) + "<extra>%{fullData.name}</extra>"})
-    lay = base_layout(title, height=360, yaxis=units.axis(u), legend={"orientation": "h", "y": -0.15})
+    lay = base_layout(plain(title), height=360, yaxis=units.axis(u), legend={"orientation": "h", "y": -0.15})
     return {"data": data, "layout": lay}
 
 
@@ -84,7 +84,7 @@ def flame_figure(ice: dict[str, Any], title: str) -> dict[str, Any]:
              "hovertemplate": "<b>%{label}</b><br>%{text}<extra></extra>",
              "marker": {"colors": [_warm(x) for x in ice["labels"]], "line": {"width": 1, "color": "#fff"}},
              "pathbar": {"visible": True}}]
-    lay = base_layout(title, height=height, margin={"l": 4, "r": 4, "t": 30, "b": 4})
+    lay = base_layout(plain(title), height=height, margin={"l": 4, "r": 4, "t": 30, "b": 4})
     for k in ("xaxis", "yaxis", "legend"):
         lay.pop(k, None)
     return {"data": data, "layout": lay}

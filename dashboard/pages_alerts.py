@@ -24,7 +24,7 @@ from tracehouse import pathtext  # noqa: F401  (registers the {name:text} path c
 from tracehouse.storage import NotFound, StorageError
 
 from .alerts_source import AlertSource
-from .figures import base_layout, iso_time
+from .figures import base_layout, iso_time, plain
 from .render import fmt_num as fmt_value
 from .render import render, view_from
 
@@ -150,7 +150,9 @@ def timeline_figure(history: list[dict[str, Any]], names: dict[str, str], start_
     history = [h for h in history if start_ns <= (h.get("ts_ns") or 0) <= end_ns]
     if not history:
         return None
-    rows = sorted({names.get(h.get("rule_id", ""), h.get("alertname") or h.get("rule_id", "")) for h in history})
+    # plotly reads markup in category labels and hover text: rule names and alert labels (values
+    # from telemetry) go through plain()
+    rows = sorted({plain(names.get(h.get("rule_id", ""), h.get("alertname") or h.get("rule_id", ""))) for h in history})
     data = []
     for state in ("pending", "firing", "error"):
         x: list[Any] = []
@@ -159,8 +161,9 @@ def timeline_figure(history: list[dict[str, Any]], names: dict[str, str], start_
         for rule_id, st, t0, t1, h in _intervals(history, start_ns, end_ns, now_ns):
             if st != state:
                 continue
-            name = names.get(rule_id, h.get("alertname") or rule_id)
-            desc = ", ".join(f"{k}={v}" for k, v in label_pairs(h.get("labels"))) or name
+            shown = names.get(rule_id, h.get("alertname") or rule_id)
+            name = plain(shown)
+            desc = plain(", ".join(f"{k}={v}" for k, v in label_pairs(h.get("labels"))) or shown)
             t1 = max(t1, t0 + NS)  # a zero-length span still shows
             x += [iso_time(t0 / NS), iso_time(t1 / NS), None]
             y += [name, name, None]
@@ -172,7 +175,7 @@ def timeline_figure(history: list[dict[str, Any]], names: dict[str, str], start_
     marks = sorted(history, key=lambda h: h.get("ts_ns") or 0)
     data.append({"type": "scatter", "mode": "markers", "name": "transition", "showlegend": False,
                  "x": [iso_time((h.get("ts_ns") or 0) / NS) for h in marks],
-                 "y": [names.get(h.get("rule_id", ""), h.get("alertname") or h.get("rule_id", "")) for h in marks],
+                 "y": [plain(names.get(h.get("rule_id", ""), h.get("alertname") or h.get("rule_id", ""))) for h in marks],
                  "text": [f"{h.get('from_state')} → {h.get('to_state')} (value {fmt_value(h.get('value'))})"
                           for h in marks], "hoverinfo": "x+text",
                  "marker": {"size": 7, "symbol": "line-ns-open", "line": {"width": 2},

@@ -17,6 +17,14 @@ _SECONDS = {"s": 1, "ms": 1e-3, "us": 1e-6, "μs": 1e-6, "µs": 1e-6, "ns": 1e-9
 _RATE_SUFFIXES = ("/s", "/sec", "/second")
 
 
+def plain(text: str) -> str:
+    """User data for plotly text: it reads a subset of HTML in labels, names, titles, tick suffixes
+    and hover text (``<br>``, ``<b>``, links), so ``<`` and ``>`` go as entities, which it shows as
+    the characters (Python's ``<module>`` frame stays readable, a tag or a link in a span name or a
+    metric's unit stays text)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 @dataclass(frozen=True)
 class Unit:
     """What a value of a metric is: ``kind`` (bytes, bits, seconds, ratio, percent, count, other),
@@ -71,14 +79,14 @@ def axis(u: Unit) -> dict[str, Any]:
     """Plotly axis properties for values already multiplied by ``u.factor``."""
     if u.kind == "ratio":
         return {"tickformat": ".0%", "hoverformat": ".2%"}
-    return {"tickformat": "~s", "hoverformat": ".4~s", "exponentformat": "SI", "ticksuffix": u.suffix}
+    return {"tickformat": "~s", "hoverformat": ".4~s", "exponentformat": "SI", "ticksuffix": plain(u.suffix)}
 
 
 def hover(u: Unit, axis_name: str = "y") -> str:
     """A hovertemplate fragment for one value: ``%{y:.3~s}GB``-style."""
     if u.kind == "ratio":
         return "%{" + axis_name + ":.2%}"
-    return "%{" + axis_name + ":.4~s}" + u.suffix
+    return "%{" + axis_name + ":.4~s}" + plain(u.suffix)
 
 
 _SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
