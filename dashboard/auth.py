@@ -155,6 +155,10 @@ class Auth:
     def __init__(self, settings: Any, clock=time.time, limiter: LoginLimiter | None = None):
         self.users: dict[str, dict[str, Any]] = dict(getattr(settings, "users", None) or {})
         self.tokens = parse_api_tokens(getattr(settings, "api_tokens", None) or [])
+        # what an unknown name is checked against: a configured user's own hash, so that it costs the
+        # same scrypt/PBKDF2 work as a wrong password of a user (a cheaper hash told names apart by time)
+        self._decoy = next((str(u["password_hash"]) for u in self.users.values()
+                            if isinstance(u, dict) and u.get("password_hash")), "")
         self.ingest_tokens = [str(t).encode() for t in getattr(settings, "ingest_tokens", None) or [] if t]
         self.key, configured = session_key(settings)
         self.secure_cookies = bool([p for p in getattr(settings, "trusted_proxies", None) or [] if p])
@@ -191,8 +195,10 @@ class Auth:
     def login(self, name: str, password: str) -> dict[str, Any] | None:
         """A new session for a user and password, or None. Blocking: run it in a worker thread."""
         u = self.users.get(name)
-        if not isinstance(u, dict) or not verify_password(password, str(u.get("password_hash", ""))):
-            verify_password(password, hash_password("x", n=2**10))  # similar work for unknown users
+        if not isinstance(u, dict):
+            verify_password(password, self._decoy)  # the same work as for a user: result ignored
+            return None
+        if not verify_password(password, str(u.get("password_hash", ""))):
             return None
         return self._new_session("u", name, str(u.get("password_hash", "")).encode())
 

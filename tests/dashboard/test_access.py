@@ -280,3 +280,28 @@ def test_rule_previews_run_only_for_editors_and_not_cross_site(seeded_store):
         cross = _bearer("edit-secret") | {"Origin": "http://evil.example"}
         assert c.post("/api/alerts/rules/preview", json=rule, headers=cross).status_code == 403
         assert c.post("/api/alerts/rules/preview", json=rule, headers=_bearer("edit-secret")).status_code == 503
+
+
+def test_a_wrong_password_takes_as_long_for_an_unknown_name_as_for_a_user(seeded_store):
+    """The sign-in answer was the same words for both, but an unknown name was answered in ~5 ms (a
+    scrypt of n=2^10) and a user's wrong password in ~65 ms (the user's n=2^14 hash): which names are
+    users could be read off a stopwatch, before the per-name limit ever applies. Measured over real
+    loopback HTTP, interleaved, medians of five."""
+    from testkit.servers import serving
+
+    users = {"alice": {"password_hash": hash_password("right"), "role": "viewer"}}  # the default cost
+    with serving(_app(seeded_store[0], users=users)) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+        def attempt(name: str) -> float:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+            t0 = time.perf_counter()
+            r = c.post("/login", data={"csrf": csrf, "username": name, "password": "wrong", "next": "/"})
+            took = time.perf_counter() - t0
+            assert r.status_code == 401 and "Unknown user or wrong password." in r.text
+            return took
+
+        known, unknown = [], []
+        for i in range(5):
+            known.append(attempt("alice"))
+            unknown.append(attempt(f"nobody{i}"))
+        k, u = sorted(known)[2], sorted(unknown)[2]
+        assert 0.5 < u / k < 2, f"known user {k * 1000:.1f} ms, unknown name {u * 1000:.1f} ms"
