@@ -6,6 +6,10 @@ CSP: scripts only from this origin (no inline script; data travels in
 chart types used here without ``eval``, so no ``'unsafe-eval'``. Styles allow ``'unsafe-inline'``
 because plotly.js injects <style> and the waterfall positions bars with style attributes; style
 injection cannot run script.
+
+Cache: every answer but the static files (and what sets its own ``Cache-Control``) is
+``no-store``: pages and API answers hold telemetry and who is signed in, and a browser's Back button
+shows a stored page however old, so one stored before signing out was shown again after it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
 ]
+NO_STORE = (b"cache-control", b"no-store")
+CACHEABLE = ("/static/", "/favicon.ico")
 
 
 class SecurityHeaders:
@@ -29,10 +35,12 @@ class SecurityHeaders:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
+        extra = HEADERS if scope.get("path", "").startswith(CACHEABLE) else HEADERS + [NO_STORE]
+
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [h for h in HEADERS if h[0] not in names]
+                message["headers"] = list(message.get("headers", [])) + [h for h in extra if h[0] not in names]
             await send(message)
 
         return await self.app(scope, receive, send_with_headers)
