@@ -3,11 +3,14 @@
 A sliding window per key keeps at most ``limit`` timestamps; the keys live in an LRU of at most
 ``max_keys`` entries, so a flood of distinct names or addresses evicts the oldest keys instead of
 growing without bound. Every attempt counts (parallel guesses cannot outrun the hash); a
-successful sign-in clears its user name's window, not its address's.
+successful sign-in clears its user name's window, not its address's. A user name is kept as a
+16-byte digest, never itself: a name is as long as a request body allows, and a key stays in the
+LRU until 10,000 newer keys push it out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict, deque
@@ -23,13 +26,13 @@ class LoginLimiter:
         self.window = window_s
         self.max_keys = max_keys
         self.clock = clock
-        self._keys: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._keys: OrderedDict[tuple[str, str | bytes], deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _wait(self, key: tuple[str, str], limit: int, now: float) -> float:
+    def _wait(self, key: tuple[str, str | bytes], limit: int, now: float) -> float:
         q = self._keys.get(key)
         if q is None:
             return 0.0
@@ -37,7 +40,7 @@ class LoginLimiter:
             q.popleft()
         return q[0] + self.window - now if len(q) >= limit else 0.0
 
-    def _record(self, key: tuple[str, str], limit: int, now: float) -> None:
+    def _record(self, key: tuple[str, str | bytes], limit: int, now: float) -> None:
         q = self._keys.get(key)
         if q is None:
             q = self._keys[key] = deque(maxlen=limit)
@@ -51,7 +54,7 @@ class LoginLimiter:
         """Record one attempt; 0 when it may proceed, else the seconds until it may (not recorded).
         An empty ``user`` (token sign-in) is limited by address only."""
         now = self.clock()
-        keys = [(("a", address), self.per_address)] + ([(("u", user), self.per_user)] if user else [])
+        keys = [(("a", address), self.per_address)] + ([(_user_key(user), self.per_user)] if user else [])
         with self._lock:
             wait = max(self._wait(k, lim, now) for k, lim in keys)
             if wait > 0:
@@ -62,4 +65,8 @@ class LoginLimiter:
 
     def succeeded(self, user: str) -> None:
         with self._lock:
-            self._keys.pop(("u", user), None)
+            self._keys.pop(_user_key(user), None)
+
+
+def _user_key(user: str) -> tuple[str, bytes]:
+    return ("u", hashlib.blake2b(user.encode("utf-8", "surrogatepass"), digest_size=16).digest())

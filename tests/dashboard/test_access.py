@@ -305,3 +305,23 @@ def test_a_wrong_password_takes_as_long_for_an_unknown_name_as_for_a_user(seeded
             unknown.append(attempt(f"nobody{i}"))
         k, u = sorted(known)[2], sorted(unknown)[2]
         assert 0.5 < u / k < 2, f"known user {k * 1000:.1f} ms, unknown name {u * 1000:.1f} ms"
+
+
+def test_sign_in_attempts_keep_no_copy_of_the_names_tried(seeded_store):
+    """The limiter kept every user name tried, whole, as a key of its LRU (up to 10,000 keys, which
+    no window ever removes): a name is as long as the 1 MiB body allows, so 30 sign-ins from one
+    address (its limit per 5 minutes) held 15 MiB and the LRU up to ~10 GiB, without signing in.
+    Played over real loopback HTTP; the keys are now a fixed-size digest of the name."""
+    import sys
+
+    from testkit.servers import serving
+
+    app = _app(seeded_store[0], users=USERS)
+    with serving(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        for i in range(30):
+            csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+            r = c.post("/login", data={"csrf": csrf, "username": f"{i:04d}" + "x" * 500_000, "password": "p"})
+            assert r.status_code == 401
+    keys = app.state.auth.limiter._keys  # the limiter's own LRU: what it holds for these attempts
+    held = sum(sys.getsizeof(part) for key in keys for part in key)
+    assert len(keys) == 31 and held < 31 * 1024, f"{held / 2**20:.1f} MiB held for {len(keys)} keys"
