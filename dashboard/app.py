@@ -25,6 +25,7 @@ from .crosssite import CrossSiteGuard
 from .ops import ReadyCheck, install_ops
 from .pages import pages_router
 from .pages_alerts import alerts_pages_router
+from .pages_apidocs import api_docs_router
 from .pages_explore import explore_api_router, explore_pages_router
 from .pages_logs import logs_api_router, logs_pages_router
 from .pages_storage import storage_pages_router
@@ -48,7 +49,10 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     checks of ``/readyz``, ``registry`` the process's Prometheus registry that ``/metrics`` writes
     (the dashboard's own joins it; default: its own only), ``tracer`` an OpenTelemetry tracer for a
     server span per request (the server observing itself)."""
-    app = FastAPI(title="tracehouse", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    # the API reference is our own page (pages_apidocs): FastAPI's Swagger and ReDoc pages load
+    # from a CDN, which the CSP refuses and an offline deployment cannot reach
+    app = FastAPI(title="tracehouse", version="0.1.0", docs_url=None, redoc_url=None,
+                  openapi_url="/api/openapi.json")
     app.state.store = store
     app.state.settings = settings
 
@@ -70,6 +74,7 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     app.include_router(logs_pages_router())
     app.include_router(explore_pages_router())
     app.include_router(storage_pages_router())
+    app.include_router(api_docs_router())
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js() -> FileResponse:

@@ -38,6 +38,23 @@ def test_every_page_loads_cleanly_and_draws_its_figures(page, live_server, info)
         assert page.problems == [], (name, page.problems)
 
 
+def test_the_api_reference_is_a_page_of_its_own_with_every_operation(page, live_server):
+    """It was FastAPI's Swagger page, whose script and styles come from a CDN: the CSP refused
+    them, so it stayed blank (and an offline deployment cannot reach a CDN anyway)."""
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    _open(page, live_server + "/api/docs")
+    assert page.title().endswith("tracehouse") and page.problems == []
+    spec = page.request.get(live_server + "/api/openapi.json").json()
+    n = sum(1 for item in spec["paths"].values() for m in item if m in ("get", "post", "put", "patch", "delete"))
+    rows = page.locator("#api-operations tbody tr")
+    assert n >= 20 and rows.count() == n
+    services = page.locator("#api-operations tr", has_text="/api/services").first
+    assert "GET" in services.inner_text()
+    assert all(u.startswith(live_server) for u in requests), [u for u in requests if not u.startswith(live_server)]
+    assert page.request.get(live_server + "/redoc").status in (401, 404)
+
+
 def test_waterfall_nests_every_span_collapses_and_shows_details(page, live_server, info):
     _open(page, f"{live_server}/traces/{info['trace_id']}")
     ids = info["span_ids"]
