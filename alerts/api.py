@@ -154,7 +154,12 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
         return {"silences": eng().silences()}
 
     @r.post("/silences", dependencies=edit, status_code=201)
-    def add_silence(body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
+    def add_silence(request: Request, body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
+        user = getattr(request.state, "user", None)
+        if isinstance(user, dict) and user.get("u"):
+            # signed in (a user or a token): who made the silence is who is signed in, not what the
+            # body says (an editor could otherwise record it as made by anyone)
+            body = dict(body, createdBy=str(user["u"])[:200])
         try:
             return eng().add_silence(body)
         except (RuleError, ValueError) as x:

@@ -325,3 +325,25 @@ def test_sign_in_attempts_keep_no_copy_of_the_names_tried(seeded_store):
     keys = app.state.auth.limiter._keys  # the limiter's own LRU: what it holds for these attempts
     held = sum(sys.getsizeof(part) for key in keys for part in key)
     assert len(keys) == 31 and held < 31 * 1024, f"{held / 2**20:.1f} MiB held for {len(keys)} keys"
+
+
+def test_a_silence_is_recorded_as_made_by_who_is_signed_in(seeded_store):
+    """createdBy was the body's free text: an editor could record a silence as made by the admin."""
+    from tracehouse.alerts import Engine, alerts_router, build_config
+    from tracehouse.dashboard import require_role
+
+    engine = Engine(seeded_store[0], build_config([]))
+    app = create_app(SimpleNamespace(users=USERS, api_tokens=TOKENS, secret_key="k"), seeded_store[0],
+                     routers=[alerts_router(engine, require_role)])
+    silence = {"matchers": [{"name": "service", "value": "orders"}], "endsAt": "2099-01-01T00:00:00Z",
+               "createdBy": "ada", "comment": "deploy"}
+    with TestClient(app) as c:
+        assert _login(c, "ed").status_code == 303
+        r = c.post("/api/alerts/silences", json=silence, headers={"X-CSRF-Token": _csrf(c)})
+        assert r.status_code == 201, r.text
+        assert r.json()["createdBy"] == "ed"
+    with TestClient(app) as c:  # no session: the token alone
+        by_token = c.post("/api/alerts/silences", json=silence, headers=_bearer("edit-secret")).json()
+        assert by_token["createdBy"] == "token:ed"
+        assert sorted(s["createdBy"] for s in c.get("/api/alerts/silences", headers=_bearer("view-secret"))
+                      .json()["silences"]) == ["ed", "token:ed"]
