@@ -104,7 +104,7 @@ def _router(auth: Auth) -> APIRouter:
             return form_page(request, "Your sign-in form expired; try again.", 403)
         token = str(form.get("token", "") or "")
         name = "" if token else str(form.get("username", ""))
-        wait = auth.limiter.attempt(name, request.client.host if request.client else "")
+        wait = auth.limiter.attempt(name, request.client.host if request.client else "", name in auth.users)
         if wait > 0:
             return form_page(request, "Too many sign-in attempts; try again later.", 429,
                              {"Retry-After": str(int(wait) + 1)})

@@ -215,6 +215,34 @@ def test_login_limiter_memory_is_bounded_and_windows_slide():
     assert lim.attempt("x", "e") == 0
 
 
+def test_a_flood_of_made_up_names_does_not_restart_the_guessing_of_a_users_password(seeded_store):
+    """The per-name windows shared one LRU with every name tried: 10,000 made-up names (from many
+    addresses: IPv6 makes them cheap) pushed a real user's window out, and the guessing of their
+    password could start again. Played over HTTP with a small LRU (5 keys)."""
+    app = _app(seeded_store[0], users=USERS)
+    app.state.auth.limiter = LoginLimiter(per_user=3, per_address=10_000, max_keys=5)
+    with TestClient(app) as c:
+        for _ in range(3):
+            assert _login(c, "ada", pw="guess").status_code == 401
+        assert _login(c, "ada", pw="guess").status_code == 429
+        for i in range(20):
+            assert _login(c, f"made-up-{i}", pw="x").status_code == 401
+        assert _login(c, "ada", pw="guess").status_code == 429  # before: 401, a fresh window of guesses
+        assert _login(c, "made-up-0", pw="x").status_code == 401  # made-up names still come and go
+    assert len(app.state.auth.limiter) <= 5 + 1
+
+
+def test_ipv6_clients_are_limited_per_64_network():
+    lim = LoginLimiter(per_user=100, per_address=3, window_s=60, clock=lambda: 0.0)
+    for i in range(3):
+        assert lim.attempt("", f"2001:db8:1:2::{i + 1:x}") == 0
+    assert lim.attempt("", "2001:db8:1:2:ffff:ffff:ffff:ffff") == 60  # before: 0, a budget per address
+    assert lim.attempt("", "2001:db8:1:3::1") == 0  # the next /64 is another client
+    for _ in range(3):
+        assert lim.attempt("", "::ffff:192.0.2.7") == 0
+    assert lim.attempt("", "192.0.2.7") == 60  # IPv4-mapped is the IPv4 address
+
+
 def test_metrics_path_needs_a_token_whenever_one_is_configured(seeded_store):
     store = seeded_store[0]
     with TestClient(_app(store, ingest_tokens=["ingest-1"])) as c:  # pages open (loopback), /metrics not
