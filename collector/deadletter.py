@@ -31,12 +31,19 @@ class DeadLetters:
         path = os.path.join(self.dir, name)
         tmp = path + ".tmp"
         with self._lock:
-            with open(tmp, "wb") as f:
-                for r in recs:
-                    f.write(encode(r.kind, r.items, r.payload))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "wb") as f:
+                    for r in recs:
+                        f.write(encode(r.kind, r.items, r.payload))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except OSError:  # a full disk: the records stay in the WAL; the writer tries again
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
             dfd = os.open(self.dir, os.O_RDONLY)
             try:
                 os.fsync(dfd)

@@ -42,6 +42,7 @@ from .convert import CONVERTERS, Batch, Limits, Stats, new_batch
 from .deadletter import DeadLetters
 from .decode import BY_CODE, SIGNALS
 from .gc_control import collect, no_gc
+from .keep_running import keep_running
 from .metrics import Registry
 from .redact import Redactor
 from .retry_policy import MAX_REJECTIONS, Backoff, Retries
@@ -168,7 +169,7 @@ class Writer:
                 decoder.open()
                 waiting.pop(0)
                 continue
-            except StorageUnavailable as e:
+            except (StorageUnavailable, OSError) as e:  # OSError: its schema file (a full disk)
                 log.warning("native decoder waits for the store: %s", e)
             except StorageError as e:
                 log.error("native %s decoder unavailable, converting in Python: %s", decoder.signal, e)
@@ -179,46 +180,47 @@ class Writer:
         return True
 
     def _run(self) -> None:
-        try:
-            if not self._open_native():
-                return
-            done, pending, cuts = self.checkpoint.load_all()
-            self.cursor = done
-            self.wal.release(done)
-            if pending:
-                log.info("replaying batch %s..%s with verification", pending[0], pending[1])
-                with no_gc():  # as for every batch below
-                    groups = self._replay_groups(pending, cuts)
-                    if not self._write(pending[0], pending[1], groups, verify=True):
-                        return
-            while not self._give_up():
-                # The cyclic GC stays off while a batch is collected, converted and stored, and runs
-                # between batches, once the batch is freed (a collection while it is alive would
-                # scan its hundreds of thousands of containers: ~15% of the writer's time, measured
-                # with py-spy), and on every retry of a failed insert (see _write).
-                with no_gc():
-                    recs, batches, native = self._collect(self.cursor)
-                    if recs:
-                        first, end = recs[0].pos, recs[-1].end
-                        groups = [(first, self._parts(batches, first, native))]
-                        backlog = self.wal.pending_bytes() - sum(len(r.payload) for r in recs)
-                        del recs, batches, native  # only the columns (and raw requests) stay alive
-                        if native_part(groups[0][1]) and self._beside is not None \
-                                and backlog >= self.native_max_bytes // 4:
-                            # a backlog waits: a second batch is stored beside this one
-                            recs, batches, native = self._collect(end, wait=False)
-                            if recs:
-                                groups.append((recs[0].pos, self._parts(batches, recs[0].pos, native)))
-                                end = recs[-1].end
-                            del recs, batches, native
-                        if not self._write(self.cursor, end, groups, verify=False):
-                            return
-                        continue
-                if self._stop.is_set():
+        if self._open_native():
+            keep_running(self._drain, self._stop, self._give_up,
+                         lambda e: self.m.inc("tracehouse_collector_writer_errors_total", 1, kind="crash"),
+                         self.retry_delay)
+
+    def _drain(self) -> None:
+        """From the checkpoint: replay a pending range, then store batches until stopping."""
+        done, pending, cuts = self.checkpoint.load_all()
+        self.cursor = done
+        self.wal.release(done)
+        if pending:
+            log.info("replaying batch %s..%s with verification", pending[0], pending[1])
+            with no_gc():  # as for every batch below
+                groups = self._replay_groups(pending, cuts)
+                if not self._write(pending[0], pending[1], groups, verify=True):
                     return
-        except Exception:
-            log.exception("writer stopped by an unexpected error; data stays in the buffer")
-            self.m.inc("tracehouse_collector_writer_errors_total", 1, kind="crash")
+        while not self._give_up():
+            # The cyclic GC stays off while a batch is collected, converted and stored, and runs
+            # between batches, once the batch is freed (a collection while it is alive would
+            # scan its hundreds of thousands of containers: ~15% of the writer's time, measured
+            # with py-spy), and on every retry of a failed insert (see _write).
+            with no_gc():
+                recs, batches, native = self._collect(self.cursor)
+                if recs:
+                    first, end = recs[0].pos, recs[-1].end
+                    groups = [(first, self._parts(batches, first, native))]
+                    backlog = self.wal.pending_bytes() - sum(len(r.payload) for r in recs)
+                    del recs, batches, native  # only the columns (and raw requests) stay alive
+                    if native_part(groups[0][1]) and self._beside is not None \
+                            and backlog >= self.native_max_bytes // 4:
+                        # a backlog waits: a second batch is stored beside this one
+                        recs, batches, native = self._collect(end, wait=False)
+                        if recs:
+                            groups.append((recs[0].pos, self._parts(batches, recs[0].pos, native)))
+                            end = recs[-1].end
+                        del recs, batches, native
+                    if not self._write(self.cursor, end, groups, verify=False):
+                        return
+                    continue
+            if self._stop.is_set():
+                return
 
     def _read_range(self, start: Pos, end: Pos) -> list[Record]:
         out: list[Record] = []
