@@ -48,6 +48,8 @@ class Wal:
         self._appender = Appender(self._files, self._extent, segment_bytes)
         self._reader = Reader(self._files, self._extent)
         self.ident = ""  # random, created with the directory: part of every batch id
+        #: the end of the log when it was opened, until a writer has checked its checkpoint against it
+        self.opened_end: Pos | None = None
         #: called with a segment's digests before the segment is deleted (see ``dedup.py``)
         self.on_delete: Callable[[list[bytes]], None] | None = None
 
@@ -73,6 +75,7 @@ class Wal:
             ext.sizes[seq], ext.digests[seq] = self._files.recover(seq)
         ext.current = max(ext.sizes, default=0)
         self._appender.roll()
+        self.opened_end = ext.end  # a checkpoint past this refers to segments that are gone
         if ext.sizes and sum(ext.sizes.values()):
             ext.ages.append([self.durable_end, time.monotonic()])
         self._appender.opened()
@@ -81,6 +84,10 @@ class Wal:
         if self.closed:
             self.open()
         self._appender.start()
+
+    def renew_identity(self) -> None:
+        """A new identity, so that batch ids of records at positions the log used before differ."""
+        self.ident = self._files.identity(renew=True)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write and fsync everything queued, then close."""

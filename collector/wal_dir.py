@@ -54,13 +54,14 @@ class SegmentDir:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
 
-    def identity(self) -> str:
-        """Random, created with the directory: part of every batch id."""
+    def identity(self, renew: bool = False) -> str:
+        """Random, created with the directory: part of every batch id. ``renew``: a new one (the
+        segments the old one numbered are gone, and new records will take their positions)."""
         path = os.path.join(self.dir, "wal.id")
         try:
             with open(path, encoding="ascii") as f:
                 ident = f.read().strip()
-            if ident:
+            if ident and not renew:
                 return ident
         except FileNotFoundError:
             pass

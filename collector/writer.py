@@ -38,6 +38,7 @@ from google.protobuf.message import DecodeError
 from tracehouse.storage import StorageError, StorageUnavailable, Store
 
 from .checkpoint import Checkpoint
+from .checkpoint_bounds import within_wal
 from .convert import CONVERTERS, Batch, Limits, Stats, new_batch
 from .deadletter import DeadLetters
 from .decode import BY_CODE, SIGNALS
@@ -187,7 +188,7 @@ class Writer:
 
     def _drain(self) -> None:
         """From the checkpoint: replay a pending range, then store batches until stopping."""
-        done, pending, cuts = self.checkpoint.load_all()
+        done, pending, cuts = within_wal(self.checkpoint, self.wal)
         self.cursor = done
         self.wal.release(done)
         if pending:

@@ -1,0 +1,41 @@
+"""A writer's checkpoint that points past the end of the WAL it belongs to.
+
+The checkpoint only ever moves to positions the WAL made durable, so one past the end of the log
+as it was opened means the segments it counted are gone (deleted by hand to drop a backlog, lost
+with a disk, or a ``checkpoint.json`` from another buffer directory). Before, the writer waited at
+that position: everything acknowledged afterwards stayed in the WAL, never stored, uncounted by the
+buffer's cap (which counts from the checkpoint), and without a log line; and where the new segment
+reused the old one's number, it read from the middle of a record. Now the writer says so in the
+log and stores what is appended from the end of the log at open on (what lies before it, the
+checkpoint counts as stored, as always), under a new WAL identity (batch ids derive from it and from
+positions, which new records may reuse: the store's deduplication would take them for replays).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .checkpoint import Checkpoint
+from .wal import Pos, Wal
+
+__all__ = ["within_wal"]
+
+log = logging.getLogger("tracehouse.collector.writer")
+
+
+def within_wal(checkpoint: Checkpoint, wal: Wal) -> tuple[Pos, tuple[Pos, Pos] | None, list[Pos]]:
+    """The checkpoint (``Checkpoint.load_all``), moved back to the end the WAL had when opened
+    when it points past it. Checked once per opening of the WAL (later writers on the same log, or
+    the writer starting again after an error, find the checkpoint moved past that end by storing)."""
+    done, pending, cuts = checkpoint.load_all()
+    last = pending[1] if pending else done
+    start = wal.opened_end
+    if start is None or max(done, last) <= start:  # checked already (a writer before), or within
+        wal.opened_end = None
+        return done, pending, cuts
+    log.error("the checkpoint %s points past the end of the buffer %s: the WAL segments it counted are gone; "
+              "storing what is appended from %s on, under a new WAL identity", max(done, last), start, start)
+    wal.renew_identity()
+    checkpoint.save(start)
+    wal.opened_end = None
+    return start, None, []

@@ -1,0 +1,62 @@
+"""A buffer directory whose checkpoint points past the end of its WAL (the segments deleted by hand,
+or a checkpoint.json that counts segments this directory no longer has): a restarted
+``tracehouse collector`` says so in its log, stores what it acknowledges afterwards, and keeps
+everything stored before; nothing twice."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import httpx
+import pytest
+
+from tests.collector.harness import start_collector_process
+from tests.collector.load import span_id_counts
+from tests.collector.payloads import traces
+from tests.support.waiting import wait_for
+from tracehouse.storage import Store
+
+
+def _send(url: str, requests: int = 3, spans: int = 50) -> list[bytes]:
+    acked = []
+    for _ in range(requests):
+        req, ids = traces(spans)
+        r = httpx.post(url + "/v1/traces", content=req.SerializeToString(),
+                       headers={"content-type": "application/x-protobuf"}, timeout=30)
+        assert r.status_code == 200, r.status_code
+        acked += ids
+    return acked
+
+
+@pytest.mark.parametrize("damage", ["checkpoint_ahead", "segments_deleted"])
+def test_checkpoint_past_the_wal_end_does_not_stop_storing(tmp_path, damage):
+    storage, buf = f"chdb://{tmp_path}/data", str(tmp_path / "buffer")
+    env = {"TRACEHOUSE_OTLP_GRPC_PORT": "0"}
+    p = start_collector_process(storage, buf, env=env)
+    try:
+        before = _send(p.url)
+        wait_for(lambda: p.stored() >= len(before), 60, every=0.1, what="the first spans stored")
+    finally:
+        assert p.terminate() == 0
+    if damage == "checkpoint_ahead":
+        with open(os.path.join(buf, "checkpoint.json"), "w") as f:
+            json.dump({"done": [9, 0], "pending": None}, f)
+    else:
+        for path in glob.glob(os.path.join(buf, "*.wal")):
+            os.unlink(path)
+    p = start_collector_process(storage, buf, env=env)
+    try:
+        after = _send(p.url)
+        wait_for(lambda: p.stored() >= len(after), 30, every=0.2,
+                 what=f"the {len(after)} spans acknowledged after the restart stored")
+    finally:
+        assert p.terminate() == 0
+    store = Store.open(storage)
+    try:
+        counts = span_id_counts(store)
+    finally:
+        store.close()
+    assert {i.hex() for i in before + after} == set(counts)
+    assert all(c == 1 for c in counts.values())
