@@ -132,12 +132,22 @@ class Appender:
                       ext.current, ext.sizes[ext.current], e)
 
     def roll(self) -> None:
-        """Continue in a new segment."""
+        """Continue in a new segment. The new file is created first: when that fails (no inode or
+        file descriptor left), nothing has changed and appends go on in the current segment once
+        the error passes. (Closing the old segment first, as before, left the appender with a closed
+        descriptor and a segment of no size: the flusher thread ended on a KeyError, and every
+        request after it waited for ever for its fsync.)"""
         ext = self.extent
+        fd = self.files.create(ext.current + 1)
         if self._fd >= 0:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                os.close(fd)
+                raise
             os.close(self._fd)
-        ext.current += 1
-        self._fd = self.files.create(ext.current)
-        ext.sizes[ext.current] = 0
+        self._fd = fd
+        with ext.cond:
+            ext.current += 1
+            ext.sizes[ext.current] = 0
         self.files.sync()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import threading
 import time
 
 import httpx
@@ -16,20 +17,30 @@ from tests.collector.harness import start_collector_process
 from tests.collector.load import span_id_counts
 from tests.collector.payloads import traces
 from tests.support.waiting import wait_for
+from tracehouse.collector.wal import Wal
 from tracehouse.storage import Store
 
 
-@pytest.fixture
-def small_fs(tmp_path):
+def _tmpfs(tmp_path, options: str):
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     d = tmp_path / "fs"
     d.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(d)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode(errors='replace').strip()}")
     yield str(d)
     subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    yield from _tmpfs(tmp_path, "size=8m")
+
+
+@pytest.fixture
+def few_inodes_fs(tmp_path):
+    yield from _tmpfs(tmp_path, "size=8m,nr_inodes=32")
 
 
 def _fill(path: str) -> None:
@@ -96,3 +107,52 @@ def test_full_disk_answers_503_then_recovers_and_stores_everything_acknowledged(
         store.close()
     assert {i.hex() for i in acked} <= set(counts)
     assert all(c == 1 for c in counts.values())
+
+
+def test_wal_that_cannot_create_its_next_segment_fails_the_appends_and_recovers(few_inodes_fs):
+    """The file system has no inode left when the current segment is full: the appends waiting
+    for that commit fail (their requests get 503) instead of waiting for ever, and once a file can
+    be created again the log goes on; everything acknowledged reads back."""
+    wal = Wal(os.path.join(few_inodes_fs, "wal"), segment_bytes=4096)
+    wal.start()
+
+    def append(payload: bytes) -> tuple[object, BaseException | None]:
+        done, got = threading.Event(), []
+        wal.append(1, 1, payload, lambda pos, err: (got.append((pos, err)), done.set()))
+        assert done.wait(10), "the append was never answered (the WAL's flusher is gone)"
+        return got[0]
+
+    acked = []
+    for i in range(5):  # the segment passes 4096 bytes
+        pos, err = append(b"%d" % i * 1000)
+        assert err is None
+        acked.append(pos)
+    spare = os.path.join(few_inodes_fs, "spare")
+    os.mkdir(spare)
+    n = 0
+    try:
+        while True:
+            os.close(os.open(os.path.join(spare, str(n)), os.O_CREAT | os.O_WRONLY))
+            n += 1
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    try:
+        for _ in range(2):
+            pos, err = append(b"refused")
+            assert pos is None and isinstance(err, OSError)
+    finally:
+        for name in os.listdir(spare):
+            os.unlink(os.path.join(spare, name))
+    for i in range(3):
+        pos, err = append(b"after %d" % i)
+        assert err is None, err
+        acked.append(pos)
+    wal.stop()
+    again = Wal(wal.dir)
+    again.open()
+    try:
+        got = again.read((0, 0), 100, 1 << 20)
+    finally:
+        again.stop()
+    assert [r.pos for r in got] == acked
+    assert b"refused" not in b"".join(r.payload for r in got)
