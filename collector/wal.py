@@ -12,7 +12,8 @@ This is the façade the collector uses; each concern reads on its own in a modul
 - ``wal_read.py``: reading durable records back from a position.
 
 On open, a torn tail (a record cut by a crash, never acknowledged) is truncated away and appends
-continue in a fresh segment. The writer reads records back with ``read`` (only up to the durable
+continue in a fresh segment; damage in the middle of a segment is set aside and the records after
+it kept (``wal_salvage.py``). The writer reads records back with ``read`` (only up to the durable
 end), and ``release``-s what it has stored; ``delete_before`` removes fully-written segments.
 
 One process at a time: ``open`` takes an exclusive lock on ``DIR/lock`` and raises

@@ -14,6 +14,7 @@ import os
 
 from .errors import CollectorError
 from .wal_format import DIGEST_BYTES, DIGESTED, scan
+from .wal_salvage import salvage
 
 __all__ = ["SegmentDir", "WalLocked"]
 
@@ -81,6 +82,11 @@ class SegmentDir:
         with open(path, "rb") as f:
             data = f.read()
         found, valid = scan(data)
+        if valid < len(data):  # damage in the middle (valid records after it) is not a torn tail
+            repaired = bytearray(data)
+            salvage(path, repaired)
+            data = bytes(repaired)
+            found, valid = scan(data)
         digests = [data[at:at + DIGEST_BYTES] for _, _, kind, _, at in found if kind & DIGESTED]
         if valid < len(data):
             log.warning("WAL segment %s: truncating a torn tail of %d bytes", path, len(data) - valid)

@@ -54,7 +54,7 @@ class Record:
         return self.payload[:DIGEST_BYTES] if self.kind & DIGESTED else None
 
 
-def crc(kind: int, items: int, payload: bytes) -> int:
+def crc(kind: int, items: int, payload: bytes | bytearray) -> int:
     return zlib.crc32(payload, zlib.crc32(struct.pack("<BI", kind, items)))
 
 
@@ -62,7 +62,7 @@ def encode(kind: int, items: int, payload: bytes) -> bytes:
     return HEADER.pack(len(payload), crc(kind, items, payload), kind, items) + payload
 
 
-def scan(data: bytes) -> tuple[list[tuple[int, int, int, int, int]], int]:
+def scan(data: bytes | bytearray) -> tuple[list[tuple[int, int, int, int, int]], int]:
     """Valid records at the start of ``data``: (offset, end, kind, items, payload offset); and the
     offset of the end of the last valid record."""
     out = []

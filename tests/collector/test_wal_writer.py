@@ -79,7 +79,8 @@ def test_torn_tail_and_corruption_are_cut_on_open(tmp_path, caplog):
         f"record-{i}".encode() * 10 for i in range(5)]
     assert "torn tail" in caplog.text
     wal2.stop()
-    # flip a byte inside record 3: records 3.. of that segment are no longer trusted
+    # flip a byte inside record 3: record 3 is no longer trusted (replaced by a filler record of its
+    # size, its bytes kept aside), and the intact record 4 after it is kept (test_wal_damage.py)
     with open(path, "r+b") as f:
         f.seek(positions[3][1] + 20)
         b = f.read(1)
@@ -87,7 +88,10 @@ def test_torn_tail_and_corruption_are_cut_on_open(tmp_path, caplog):
         f.write(bytes([b[0] ^ 0xFF]))
     wal3 = Wal(str(tmp_path))
     wal3.open()
-    assert len(wal3.read((seg, 0), 10**9, 10**9)) == 3
+    recs = wal3.read((seg, 0), 10**9, 10**9)
+    assert [r.payload for r in recs if r.kind] == [f"record-{i}".encode() * 10 for i in (0, 1, 2, 4)]
+    assert [r.pos for r in recs] == positions
+    assert recs[3].kind == 0 and recs[3].items == 0
     wal3.stop()
 
 
