@@ -1,4 +1,4 @@
-"""A writer's checkpoint that points past the end of the WAL it belongs to.
+"""A writer's checkpoint that points past the end of the WAL it belongs to, or cannot be read.
 
 The checkpoint only ever moves to positions the WAL made durable, so one past the end of the log
 as it was opened means the segments it counted are gone (deleted by hand to drop a backlog, lost
@@ -14,6 +14,7 @@ positions, which new records may reuse: the store's deduplication would take the
 from __future__ import annotations
 
 import logging
+import os
 
 from .checkpoint import Checkpoint
 from .wal import Pos, Wal
@@ -27,7 +28,10 @@ def within_wal(checkpoint: Checkpoint, wal: Wal) -> tuple[Pos, tuple[Pos, Pos] |
     """The checkpoint (``Checkpoint.load_all``), moved back to the end the WAL had when opened
     when it points past it. Checked once per opening of the WAL (later writers on the same log, or
     the writer starting again after an error, find the checkpoint moved past that end by storing)."""
-    done, pending, cuts = checkpoint.load_all()
+    try:
+        done, pending, cuts = checkpoint.load_all()
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:  # not JSON, or not its shape
+        return _unreadable(checkpoint, wal, e)
     last = pending[1] if pending else done
     start = wal.opened_end
     if start is None or max(done, last) <= start:  # checked already (a writer before), or within
@@ -35,6 +39,25 @@ def within_wal(checkpoint: Checkpoint, wal: Wal) -> tuple[Pos, tuple[Pos, Pos] |
         return done, pending, cuts
     log.error("the checkpoint %s points past the end of the buffer %s: the WAL segments it counted are gone; "
               "storing what is appended from %s on, under a new WAL identity", max(done, last), start, start)
+    wal.renew_identity()
+    checkpoint.save(start)
+    wal.opened_end = None
+    return start, None, []
+
+
+def _unreadable(checkpoint: Checkpoint, wal: Wal, e: BaseException) -> tuple[Pos, None, list[Pos]]:
+    """A checkpoint file that is not one (damaged on disk; it is only ever replaced whole): kept
+    aside, and the WAL stored from its first record, under a new identity (a batch from a position
+    stored before would otherwise carry that batch's deduplication token, and the store would drop
+    it whole). Segments are deleted once stored, so only the stored part of the first one is
+    stored again."""
+    segments = wal.segments()
+    start = Pos(segments[0], 0) if segments else Pos(0, 0)
+    damaged = checkpoint.path + ".damaged"
+    log.error("the checkpoint %s cannot be read (%s: %s); it is kept as %s, and the buffer is stored from its first "
+              "record %s under a new WAL identity (what of its first segment was stored before is stored again)",
+              checkpoint.path, type(e).__name__, e, damaged, start)
+    os.replace(checkpoint.path, damaged)
     wal.renew_identity()
     checkpoint.save(start)
     wal.opened_end = None

@@ -60,3 +60,34 @@ def test_checkpoint_past_the_wal_end_does_not_stop_storing(tmp_path, damage):
         store.close()
     assert {i.hex() for i in before + after} == set(counts)
     assert all(c == 1 for c in counts.values())
+
+
+def test_damaged_checkpoint_is_set_aside_and_nothing_acknowledged_is_lost(tmp_path):
+    """A checkpoint.json that is not JSON any more: the restarted collector keeps it aside, logs why,
+    and stores the buffer from its first record (what of that segment was stored before may be
+    stored again: the checkpoint that said so is gone); before, nothing was stored again."""
+    storage, buf = f"chdb://{tmp_path}/data", str(tmp_path / "buffer")
+    env = {"TRACEHOUSE_OTLP_GRPC_PORT": "0"}
+    p = start_collector_process(storage, buf, env=env)
+    try:
+        before = _send(p.url)
+        wait_for(lambda: p.stored() >= len(before), 60, every=0.1, what="the first spans stored")
+    finally:
+        assert p.terminate() == 0
+    with open(os.path.join(buf, "checkpoint.json"), "w") as f:
+        f.write('{"done": [1, 1')
+    p = start_collector_process(storage, buf, env=env)
+    try:
+        after = _send(p.url)
+        wait_for(lambda: p.stored() >= len(after), 30, every=0.2,
+                 what=f"the {len(after)} spans acknowledged after the restart stored")
+    finally:
+        assert p.terminate() == 0
+    store = Store.open(storage)
+    try:
+        counts = span_id_counts(store)
+    finally:
+        store.close()
+    assert {i.hex() for i in before + after} == set(counts)
+    assert all(counts[i.hex()] == 1 for i in after)
+    assert os.path.exists(os.path.join(buf, "checkpoint.json.damaged"))
