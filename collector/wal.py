@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable
 
 from .wal_append import Appender, Callback, WalClosed
-from .wal_dir import SegmentDir, WalLocked
+from .wal_dir import SegmentDir, WalLocked, WalUnusable
 from .wal_extent import Extent
 from .wal_format import DIGEST_BYTES, DIGESTED, Pos, Record, encode, scan
 from .wal_read import Reader
 
-__all__ = ["Wal", "Record", "WalClosed", "WalLocked", "DIGESTED", "DIGEST_BYTES"]
+__all__ = ["Wal", "Record", "WalClosed", "WalLocked", "WalUnusable", "DIGESTED", "DIGEST_BYTES"]
 # also importable from here, as before the split: the format (deadletter.py) and the position type
 __all__ += ["Pos", "Callback", "encode", "scan"]
 
@@ -68,6 +68,14 @@ class Wal:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
+        try:
+            self._open()
+        except OSError as e:
+            self._files.unlock()
+            raise WalUnusable(f"the buffer directory {self.dir} cannot be used (TRACEHOUSE_BUFFER_DIR): "
+                              f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}") from e
+
+    def _open(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
         self._files.lock()
         self.ident = self._files.identity()

@@ -16,7 +16,7 @@ from .errors import CollectorError
 from .wal_format import DIGEST_BYTES, DIGESTED, scan
 from .wal_salvage import salvage
 
-__all__ = ["SegmentDir", "WalLocked"]
+__all__ = ["SegmentDir", "WalLocked", "WalUnusable"]
 
 log = logging.getLogger("tracehouse.collector.wal")
 
@@ -25,6 +25,11 @@ _SUFFIX = ".wal"
 
 class WalLocked(CollectorError, RuntimeError):
     """Another process is using this buffer directory."""
+
+
+class WalUnusable(CollectorError, RuntimeError):
+    """The buffer directory cannot be created, locked or read at start (read-only, not a
+    directory, no space): the collector stops with this one line instead of a traceback."""
 
 
 class SegmentDir:

@@ -143,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except Exception as e:
-        from tracehouse.collector.wal import WalLocked
+        from tracehouse.collector.wal import WalLocked, WalUnusable
         from tracehouse.storage import ConfigError
 
-        if not isinstance(e, (WalLocked, ConfigError)):
+        if not isinstance(e, (WalLocked, WalUnusable, ConfigError)):
             raise
         print(f"tracehouse: {e}", file=sys.stderr)
         return 2

@@ -7,12 +7,14 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 import threading
 import time
 
 import httpx
 import pytest
 
+from testkit.servers import free_port
 from tests.collector.harness import start_collector_process
 from tests.collector.load import span_id_counts
 from tests.collector.payloads import traces
@@ -156,3 +158,29 @@ def test_wal_that_cannot_create_its_next_segment_fails_the_appends_and_recovers(
         again.stop()
     assert [r.pos for r in got] == acked
     assert b"refused" not in b"".join(r.payload for r in got)
+
+
+@pytest.mark.parametrize("how", ["under_a_file", "read_only"])
+def test_unusable_buffer_directory_stops_the_collector_with_one_line(tmp_path, how):
+    """A buffer directory that cannot be created or written at start: ``tracehouse collector``
+    exits 2 with one line naming the directory and the reason, not a traceback (exit 1)."""
+    if how == "under_a_file":
+        (tmp_path / "file").write_text("")
+        buf = str(tmp_path / "file" / "buffer")
+    else:
+        fs = next(_tmpfs(tmp_path, "size=1m"))
+        os.mkdir(os.path.join(fs, "buffer"))
+        subprocess.run(["mount", "-o", "remount,ro", fs], check=True)
+        buf = os.path.join(fs, "buffer")
+    try:
+        env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=buf, TRACEHOUSE_OTLP_GRPC_PORT="0")
+        done = subprocess.run([sys.executable, "-m", "tracehouse.cli", "collector", "--storage",
+                               f"chdb://{tmp_path}/data", "--otlp-port", str(free_port())],
+                              env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        if how == "read_only":
+            subprocess.run(["umount", "-l", os.path.dirname(buf)], check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-2000:]
+    assert buf in lines[0] and "cannot be used" in lines[0]
