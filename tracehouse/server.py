@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import exposure
+from .accept_errors import AcceptErrors
 from .config import Settings
 from .http_protocol import with_head_timeout
 
@@ -153,6 +154,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
         gc.collect()
         gc.freeze()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(AcceptErrors())  # before any server accepts a connection
 
         def stop(*_: Any) -> None:
             for s in servers:
