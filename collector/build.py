@@ -80,6 +80,8 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
             return False, "buffer closed"
         if not writer.running:
             return False, "writer stopped"
+        if writer.failing:
+            return False, f"writer failing: {writer.failing}"
         if wal.pending_bytes() >= settings.buffer_max_bytes:
             return False, "buffer full"
         if not store.ping():

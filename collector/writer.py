@@ -122,6 +122,8 @@ class Writer:
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
         self.cursor = Pos(0, 0)
+        #: the error the writer's loop last ended on, until it works again (``keep_running.py``)
+        self.failing: str | None = None
         self.stored = {"traces": 0, "metrics": 0, "logs": 0}
         self._count_lock = threading.Lock()
         self.caught_up = threading.Event()
@@ -182,9 +184,11 @@ class Writer:
 
     def _run(self) -> None:
         if self._open_native():
-            keep_running(self._drain, self._stop, self._give_up,
-                         lambda e: self.m.inc("tracehouse_collector_writer_errors_total", 1, kind="crash"),
-                         self.retry_delay)
+            keep_running(self._drain, self._stop, self._give_up, self._failed, self.retry_delay)
+
+    def _failed(self, e: BaseException) -> None:
+        self.failing = f"{type(e).__name__}: {e}"
+        self.m.inc("tracehouse_collector_writer_errors_total", 1, kind="crash")
 
     def _drain(self) -> None:
         """From the checkpoint: replay a pending range, then store batches until stopping."""
@@ -204,6 +208,8 @@ class Writer:
             # with py-spy), and on every retry of a failed insert (see _write).
             with no_gc():
                 recs, batches, native = self._collect(self.cursor)
+                if not recs:
+                    self.failing = None  # caught up: the checkpoint and the WAL read again
                 if recs:
                     first, end = recs[0].pos, recs[-1].end
                     groups = [(first, self._parts(batches, first, native))]
@@ -219,6 +225,7 @@ class Writer:
                         del recs, batches, native
                     if not self._write(self.cursor, end, groups, verify=False):
                         return
+                    self.failing = None  # a batch stored, its checkpoint saved
                     continue
             if self._stop.is_set():
                 return

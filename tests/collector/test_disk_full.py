@@ -85,6 +85,9 @@ def test_full_disk_answers_503_then_recovers_and_stores_everything_acknowledged(
             assert r.status_code == 503, r.status_code
             assert r.headers.get("retry-after")
             time.sleep(0.5)
+        # the writer cannot save its checkpoint: not ready, and says why
+        ready = httpx.get(p.url + "/readyz", timeout=10)
+        assert ready.status_code == 503 and "No space left on device" in ready.text, ready.text
         os.unlink(filler)
 
         def accepted() -> bool:
@@ -100,6 +103,8 @@ def test_full_disk_answers_503_then_recovers_and_stores_everything_acknowledged(
             acked += ids
         wait_for(lambda: p.stored() >= len(acked), 60, every=0.2,
                  what=f"all {len(acked)} acknowledged spans stored after the disk was freed")
+        wait_for(lambda: httpx.get(p.url + "/readyz", timeout=10).status_code == 200, 30, every=0.2,
+                 what="ready again")
     finally:
         p.terminate()
     store = Store.open(storage)
