@@ -10,6 +10,7 @@ from .build import Collector, build_collector
 from .decode import BadRequest
 from .errors import CollectorError
 from .ingest import ClientGone
-from .wal import WalClosed, WalLocked
+from .wal import WalClosed, WalLocked, WalUnusable
 
-__all__ = ["BadRequest", "ClientGone", "Collector", "CollectorError", "WalClosed", "WalLocked", "build_collector"]
+__all__ = ["BadRequest", "ClientGone", "Collector", "CollectorError", "WalClosed", "WalLocked", "WalUnusable",
+           "build_collector"]
