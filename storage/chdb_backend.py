@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import EmbeddedBackend, PipelinedBackend, Result, check_params
 from .chdb_readers import ReaderPool, table_rows
-from .errors import ConfigError, QueryError, QueryLimitExceeded, QueryTimeout, StorageError
+from .disk_full import is_disk_full
+from .errors import (
+    ConfigError,
+    QueryError,
+    QueryLimitExceeded,
+    QueryTimeout,
+    StorageError,
+    StorageUnavailable,
+)
 from .tables import Table
 
 log = logging.getLogger("tracehouse.storage")
@@ -135,6 +143,8 @@ def _translate(e: Exception) -> StorageError:
     if "Code: 159" in text or "TIMEOUT_EXCEEDED" in text:
         return QueryTimeout(text)
     m = re.search(r"Code: (\d+)\.", text)
+    if is_disk_full(int(m.group(1)) if m else None, text):  # not now: once space is freed
+        return StorageUnavailable(f"the store's disk is full: {text}")
     if m and int(m.group(1)) in QueryLimitExceeded.CODES:
         return QueryLimitExceeded(text)
     return QueryError(text)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backend import PARAM_RE, Result, check_params
+from .disk_full import is_disk_full
 from .errors import QueryError, QueryLimitExceeded, QueryTimeout, StorageError, StorageUnavailable
 from .tables import Table
 from .textvalues import clean_params, decode_bytes
@@ -130,7 +131,7 @@ class ServerBackend:
         except ch_errors.ServerException as e:
             if e.code == 159:
                 raise QueryTimeout(str(e)) from e
-            if e.code in RETRYABLE_CODES:
+            if e.code in RETRYABLE_CODES or is_disk_full(e.code, str(e)):
                 raise StorageUnavailable(f"ClickHouse at {self._where(c)} cannot do it now: {e}") from e
             if e.code in QueryLimitExceeded.CODES:
                 raise QueryLimitExceeded(str(e)) from e
