@@ -18,31 +18,20 @@ from testkit.servers import free_port
 from tests.collector.harness import start_collector_process
 from tests.collector.load import span_id_counts
 from tests.collector.payloads import traces
+from tests.collector.tmpfs import mounted
 from tests.support.waiting import wait_for
 from tracehouse.collector.wal import Wal
 from tracehouse.storage import Store
 
 
-def _tmpfs(tmp_path, options: str):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    d = tmp_path / "fs"
-    d.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode(errors='replace').strip()}")
-    yield str(d)
-    subprocess.run(["umount", "-l", str(d)], check=False)
-
-
 @pytest.fixture
 def small_fs(tmp_path):
-    yield from _tmpfs(tmp_path, "size=8m")
+    yield from mounted(tmp_path, "size=8m")
 
 
 @pytest.fixture
 def few_inodes_fs(tmp_path):
-    yield from _tmpfs(tmp_path, "size=8m,nr_inodes=32")
+    yield from mounted(tmp_path, "size=8m,nr_inodes=32")
 
 
 def _fill(path: str) -> None:
@@ -173,7 +162,7 @@ def test_unusable_buffer_directory_stops_the_collector_with_one_line(tmp_path, h
         (tmp_path / "file").write_text("")
         buf = str(tmp_path / "file" / "buffer")
     else:
-        fs = next(_tmpfs(tmp_path, "size=1m"))
+        fs = next(mounted(tmp_path, "size=1m"))
         os.mkdir(os.path.join(fs, "buffer"))
         subprocess.run(["mount", "-o", "remount,ro", fs], check=True)
         buf = os.path.join(fs, "buffer")

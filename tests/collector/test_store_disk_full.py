@@ -15,21 +15,14 @@ import pytest
 from tests.collector.harness import start_collector_process
 from tests.collector.load import span_id_counts
 from tests.collector.payloads import traces
+from tests.collector.tmpfs import mounted
 from tests.support.waiting import wait_for
 from tracehouse.storage import Store
 
 
 @pytest.fixture
 def store_fs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    d = tmp_path / "fs"
-    d.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(d)], capture_output=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode(errors='replace').strip()}")
-    yield str(d)
-    subprocess.run(["umount", "-l", str(d)], check=False)
+    yield from mounted(tmp_path, "size=64m")
 
 
 def _metric(url: str, line_start: str) -> float:
