@@ -14,6 +14,7 @@ from typing import Any
 from . import exposure
 from .accept_errors import AcceptErrors
 from .config import Settings
+from .fd_limit import raise_fd_limit
 from .http_protocol import with_head_timeout
 
 log = logging.getLogger("tracehouse.server")
@@ -90,6 +91,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     from .ops import process_registry
 
     exposure.check(settings, roles)
+    raise_fd_limit()  # connections and the engine's part files: up to what the system allows
     listen = exposure.uvicorn_options(settings)
     # every HTTP server: a request head must arrive within the client timeout (slowloris)
     listen["http"] = with_head_timeout(settings.client_timeout_seconds)

@@ -77,3 +77,26 @@ def test_descriptor_exhaustion_is_logged_sparingly_and_storing_resumes(tmp_path)
     text = log_path.read_text(errors="replace")
     reports = text.count("socket.accept() out of system resource") + text.count("cannot accept connections")
     assert 1 <= reports <= 3, f"{reports} reports of the failing accepts, {len(text)} bytes of log"
+
+
+def test_a_server_raises_its_descriptor_limit_to_what_the_system_allows(tmp_path, server_store, clickhouse_url):
+    """Started with a soft limit of 256 under a hard one of 4,096 (systemd starts services with 1,024
+    under 524,288), a collector writing to a ClickHouse server could hold 256 connections: now it
+    takes 4,096. (The embedded engine raises the limit itself when it is loaded.)"""
+    port = free_port()
+    storage = clickhouse_url.rsplit("/", 1)[0] + "/" + server_store.db
+    env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"), TRACEHOUSE_OTLP_GRPC_PORT="0",
+               TRACEHOUSE_LOG_LEVEL="warning")
+    proc = subprocess.Popen([sys.executable, "-m", "tracehouse.cli", "collector", "--otlp-port", str(port)],
+                            env=dict(env, TRACEHOUSE_STORAGE=storage), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096)),
+                            start_new_session=True)
+    try:
+        assert wait_port(port, 90), "collector did not start"
+        with open(f"/proc/{proc.pid}/limits") as f:
+            line = next(x for x in f if x.startswith("Max open files"))
+        assert line.split()[3:5] == ["4096", "4096"], line
+        assert "chdb" not in open(f"/proc/{proc.pid}/maps").read()  # the engine that would raise it itself
+    finally:
+        proc.terminate()
+        proc.wait(30)
