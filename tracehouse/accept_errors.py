@@ -25,15 +25,26 @@ _MESSAGE = "socket.accept() out of system resource"
 
 
 class AcceptErrors:
-    def __init__(self, every: float = 10.0):
+    """``registry``: a Prometheus registry that gets ``tracehouse_accept_errors_total`` (every failed
+    accept, the ones left out of the log included), for an alert on descriptor exhaustion."""
+
+    def __init__(self, every: float = 10.0, registry: Any = None):
         self.every = every
         self._last = float("-inf")
         self.left_out = 0
+        self._count = None
+        if registry is not None:
+            from prometheus_client import Counter
+
+            self._count = Counter("tracehouse_accept_errors", "Connections the servers could not accept "
+                                  "(no file descriptor or memory left).", registry=registry)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") != _MESSAGE:
             loop.default_exception_handler(context)
             return
+        if self._count is not None:
+            self._count.inc()
         now = time.monotonic()
         if now - self._last < self.every:
             self.left_out += 1

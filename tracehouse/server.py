@@ -156,7 +156,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
         gc.collect()
         gc.freeze()
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(AcceptErrors())  # before any server accepts a connection
+        loop.set_exception_handler(AcceptErrors(registry=registry))  # before any server accepts a connection
 
         def stop(*_: Any) -> None:
             for s in servers:

@@ -68,6 +68,9 @@ def test_descriptor_exhaustion_is_logged_sparingly_and_storing_resumes(tmp_path)
             s.close()
         idle.clear()
         wait_for(lambda: stored() >= acked, 60, every=0.5, what=f"all {acked} acknowledged spans stored")
+        # every failed accept is counted, the ones left out of the log included
+        counted = sum(float(line.rsplit(" ", 1)[1]) for line in client.get(url + "/metrics").text.splitlines()
+                      if line.startswith("tracehouse_accept_errors_total"))
     finally:
         for s in idle:
             s.close()
@@ -77,6 +80,7 @@ def test_descriptor_exhaustion_is_logged_sparingly_and_storing_resumes(tmp_path)
     text = log_path.read_text(errors="replace")
     reports = text.count("socket.accept() out of system resource") + text.count("cannot accept connections")
     assert 1 <= reports <= 3, f"{reports} reports of the failing accepts, {len(text)} bytes of log"
+    assert counted > reports, counted
 
 
 def test_a_server_raises_its_descriptor_limit_to_what_the_system_allows(tmp_path, server_store, clickhouse_url):
