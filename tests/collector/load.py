@@ -66,6 +66,17 @@ def span_id_counts(store) -> dict[str, int]:
     return {h.lower(): int(c) for h, c in rows}
 
 
+def stored_span_counts(storage: str) -> dict[str, int]:
+    """``span_id_counts`` of the store at ``storage`` (opened for it, after its collector stopped)."""
+    from tracehouse.storage import Store
+
+    store = Store.open(storage)
+    try:
+        return span_id_counts(store)
+    finally:
+        store.close()
+
+
 def assert_exactly_once(store, load: Load) -> None:
     counts = span_id_counts(store)
     dup = {k: c for k, c in counts.items() if c > 1}

@@ -16,12 +16,11 @@ import pytest
 
 from testkit.servers import free_port
 from tests.collector.harness import start_collector_process
-from tests.collector.load import span_id_counts
+from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
 from tests.collector.tmpfs import mounted
 from tests.support.waiting import wait_for
 from tracehouse.collector.wal import Wal
-from tracehouse.storage import Store
 
 
 @pytest.fixture
@@ -96,11 +95,7 @@ def test_full_disk_answers_503_then_recovers_and_stores_everything_acknowledged(
                  what="ready again")
     finally:
         p.terminate()
-    store = Store.open(storage)
-    try:
-        counts = span_id_counts(store)
-    finally:
-        store.close()
+    counts = stored_span_counts(storage)
     assert {i.hex() for i in acked} <= set(counts)
     assert all(c == 1 for c in counts.values())
 

@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from tests.collector.harness import start_collector_process
-from tests.collector.load import span_id_counts
+from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
 from tests.support.waiting import wait_for
-from tracehouse.storage import Store
 
 
 def _send(url: str, requests: int = 3, spans: int = 50) -> list[bytes]:
@@ -46,18 +45,8 @@ def test_checkpoint_past_the_wal_end_does_not_stop_storing(tmp_path, damage):
     else:
         for path in glob.glob(os.path.join(buf, "*.wal")):
             os.unlink(path)
-    p = start_collector_process(storage, buf, env=env)
-    try:
-        after = _send(p.url)
-        wait_for(lambda: p.stored() >= len(after), 30, every=0.2,
-                 what=f"the {len(after)} spans acknowledged after the restart stored")
-    finally:
-        assert p.terminate() == 0
-    store = Store.open(storage)
-    try:
-        counts = span_id_counts(store)
-    finally:
-        store.close()
+    after = _restart_and_send(storage, buf, env)
+    counts = stored_span_counts(storage)
     assert {i.hex() for i in before + after} == set(counts)
     assert all(c == 1 for c in counts.values())
 
@@ -76,6 +65,15 @@ def test_damaged_checkpoint_is_set_aside_and_nothing_acknowledged_is_lost(tmp_pa
         assert p.terminate() == 0
     with open(os.path.join(buf, "checkpoint.json"), "w") as f:
         f.write('{"done": [1, 1')
+    after = _restart_and_send(storage, buf, env)
+    counts = stored_span_counts(storage)
+    assert {i.hex() for i in before + after} == set(counts)
+    assert all(counts[i.hex()] == 1 for i in after)
+    assert os.path.exists(os.path.join(buf, "checkpoint.json.damaged"))
+
+
+def _restart_and_send(storage: str, buf: str, env: dict) -> list:
+    """Start the collector again on ``buf``, send spans, and wait until they are stored: their ids."""
     p = start_collector_process(storage, buf, env=env)
     try:
         after = _send(p.url)
@@ -83,11 +81,4 @@ def test_damaged_checkpoint_is_set_aside_and_nothing_acknowledged_is_lost(tmp_pa
                  what=f"the {len(after)} spans acknowledged after the restart stored")
     finally:
         assert p.terminate() == 0
-    store = Store.open(storage)
-    try:
-        counts = span_id_counts(store)
-    finally:
-        store.close()
-    assert {i.hex() for i in before + after} == set(counts)
-    assert all(counts[i.hex()] == 1 for i in after)
-    assert os.path.exists(os.path.join(buf, "checkpoint.json.damaged"))
+    return after

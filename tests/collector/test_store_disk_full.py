@@ -13,11 +13,10 @@ import httpx
 import pytest
 
 from tests.collector.harness import start_collector_process
-from tests.collector.load import span_id_counts
+from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
 from tests.collector.tmpfs import mounted
 from tests.support.waiting import wait_for
-from tracehouse.storage import Store
 
 
 @pytest.fixture
@@ -52,9 +51,5 @@ def test_store_disk_full_is_waited_out_not_dead_lettered(store_fs, tmp_path):
         assert _metric(p.url, "tracehouse_collector_dead_letter_items_total") == 0
     finally:
         assert p.terminate() == 0
-    store = Store.open(storage)
-    try:
-        counts = span_id_counts(store)
-    finally:
-        store.close()
+    counts = stored_span_counts(storage)
     assert set(counts) == {i.hex() for i in acked} and set(counts.values()) == {1}

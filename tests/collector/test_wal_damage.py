@@ -13,11 +13,10 @@ import httpx
 import pytest
 
 from tests.collector.harness import start_collector_process
-from tests.collector.load import span_id_counts
+from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
 from tests.support.waiting import wait_for
 from tracehouse.collector.wal_format import scan
-from tracehouse.storage import Store
 
 
 @pytest.mark.parametrize("where", ["payload", "length"])
@@ -53,11 +52,7 @@ def test_damage_in_the_middle_of_a_segment_loses_only_the_damaged_record(tmp_pat
         wait_for(lambda: p.stored() >= 150, 30, every=0.2, what="the three intact requests stored")
     finally:
         assert p.terminate() == 0
-    store = Store.open(storage)
-    try:
-        counts = span_id_counts(store)
-    finally:
-        store.close()
+    counts = stored_span_counts(storage)
     assert set(counts) == {i.hex() for ids in (acked[0], acked[2], acked[3]) for i in ids}
     assert set(counts.values()) == {1}
     (kept,) = glob.glob(os.path.join(buf, "corrupt", "*.bin"))
