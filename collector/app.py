@@ -15,13 +15,9 @@ from typing import Any
 
 from google.rpc import status_pb2
 
-from .auth import TokenCheck
 from .decode import JSON, PROTOBUF, SIGNALS, BadRequest, decode_request, encode_response, media_type, to_json
-from .dedup import RecentRequests
 from .ingest import INLINE_DECODE_BYTES, ClientGone, Ingest
-from .metrics import CONTENT_TYPE, Registry
-from .ratelimit import RateLimiter
-from .wal import Wal
+from .metrics import CONTENT_TYPE
 
 __all__ = ["CollectorApp"]
 
@@ -32,24 +28,14 @@ _GRPC_CODES = {400: 3, 401: 16, 408: 4, 413: 3, 415: 3, 429: 8, 503: 14, 404: 5,
 
 
 class CollectorApp:
-    def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
-                 max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
-                 ready: Any = None, commands: Any = None, recent: RecentRequests | None = None,
-                 max_concurrent: int = 64, decode_threads: int = 2, body_timeout: float = 60.0,
-                 max_inflight_bytes: int = 256 << 20):
-        self.wal = wal
-        self.m = metrics
-        self.tokens = tokens
-        self.limiter = limiter
-        self.max_body = max_body_bytes
-        self.max_decompressed = max_decompressed_bytes
-        self.buffer_max = buffer_max_bytes
+    """``core``: the transport-independent ingest path (``ingest.Ingest``), shared with the other
+    receivers (gRPC, Zipkin); its limits and token check apply here too."""
+
+    def __init__(self, core: Ingest, ready: Any = None, commands: Any = None):
+        self.core = core
+        self.m = core.m
         self.ready = ready  # () -> (ok, reason)
         self.commands = commands  # the agent command channel (an ASGI callable), when a store backs it
-        # the transport-independent part, shared with the other receivers (gRPC, Zipkin)
-        self.core = Ingest(wal, metrics, tokens, limiter, max_body_bytes, max_decompressed_bytes, buffer_max_bytes,
-                           recent=recent, max_concurrent=max_concurrent, decode_threads=decode_threads,
-                           body_timeout=body_timeout, max_inflight_bytes=max_inflight_bytes)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -74,7 +60,7 @@ class CollectorApp:
             ok, reason = self.ready() if self.ready else (True, "ok")
             await _plain(send, 200 if ok else 503, (reason + "\n").encode())
         elif path == "/metrics" and method in ("GET", "HEAD"):
-            if not self.tokens.allows(dict(scope["headers"])):  # the ingest token, whenever one is configured
+            if not self.core.tokens.allows(dict(scope["headers"])):  # the ingest token, whenever one is configured
                 await _plain(send, 401, b"missing or invalid ingestion token\n", [(b"www-authenticate", b"Bearer")])
                 return
             await _send(send, 200, self.m.render(), CONTENT_TYPE.encode())
@@ -96,7 +82,7 @@ class CollectorApp:
         ctype = headers.get(b"content-type", b"").decode("latin-1")
         as_json = media_type(ctype) == JSON
         encoding = headers.get(b"content-encoding", b"").decode("latin-1")
-        max_body, max_decompressed = self.max_body, self.max_decompressed
+        max_body, max_decompressed = self.core.max_body, self.core.max_decompressed
 
         async def read() -> bytes | None:
             clen = headers.get(b"content-length")

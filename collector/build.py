@@ -13,6 +13,7 @@ from .auth import TokenCheck
 from .commands import CommandEndpoint
 from .convert import Limits
 from .dedup import RecentRequests
+from .ingest import Ingest
 from .metrics import Registry
 from .ratelimit import RateLimiter
 from .redact import Redactor
@@ -89,12 +90,12 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
         return True, "ready"
 
     tokens = TokenCheck(settings.ingest_tokens, settings.ingest_token_header)
-    app = CollectorApp(wal, metrics, tokens, RateLimiter(settings.rate_limit_per_service), settings.max_body_bytes,
-                       settings.max_decompressed_bytes, settings.buffer_max_bytes, ready=ready,
-                       commands=CommandEndpoint(store, tokens), recent=recent,
-                       max_concurrent=settings.max_concurrent_requests,
-                       body_timeout=getattr(settings, "client_timeout_seconds", 60.0),
-                       max_inflight_bytes=getattr(settings, "max_inflight_bytes", 256 << 20))
+    core = Ingest(wal, metrics, tokens, RateLimiter(settings.rate_limit_per_service), settings.max_body_bytes,
+                  settings.max_decompressed_bytes, settings.buffer_max_bytes, recent=recent,
+                  max_concurrent=settings.max_concurrent_requests,
+                  body_timeout=getattr(settings, "client_timeout_seconds", 60.0),
+                  max_inflight_bytes=getattr(settings, "max_inflight_bytes", 256 << 20))
+    app = CollectorApp(core, ready=ready, commands=CommandEndpoint(store, tokens))
     metrics.gauge("tracehouse_collector_inflight_bytes", lambda: app.core.inflight_bytes)
     return Collector(app, wal, writer, metrics)
 
