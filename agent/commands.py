@@ -2,8 +2,10 @@
 
 ``GET {endpoint}/v1/tracehouse/commands?service=S&instance=I`` with the export headers (the same
 ingestion token as OTLP) answers ``{"commands": [{"id", "kind", "reason", "requested_by"}]}``.
-One request at a time, every ``interval`` seconds, each with a timeout; failures back off (a
-collector without the endpoint — 404 — is asked again only every few minutes). The thread never
+One request at a time, every ``interval`` seconds, each within a timeout for the whole exchange (a
+collector answering a byte at a time cannot hold the poll); failures back off (a collector
+without the endpoint — 404 — is asked again only every few minutes). Redirects are failed polls:
+following one would send the ingestion token to whatever host it names. The thread never
 touches the host's threads; commands are handed to ``on_command``, which must not block.
 """
 
@@ -11,13 +13,12 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
 
 from tracehouse.agent import counters, errors
+from tracehouse.agent.otlp_transport import ExportFailed, get_within
 from tracehouse.agent.untraced import untraced
 
 __all__ = ["CommandPoller", "PATH"]
@@ -26,14 +27,6 @@ PATH = "/v1/tracehouse/commands"
 MAX_RESPONSE = 64 * 1024
 MAX_COMMANDS = 10
 NOT_SUPPORTED_PAUSE = 300.0
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an HTTPError (a failed poll): urllib would follow it with the request's headers,
-    the ingestion token included, to whatever host it names."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
 
 
 class CommandPoller:
@@ -50,7 +43,6 @@ class CommandPoller:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
     def start(self) -> None:
         self._stop = threading.Event()
@@ -86,16 +78,16 @@ class CommandPoller:
         """One poll: ``"ok"``, ``"unsupported"`` (404) or ``"failed"`` (network, 5xx, 401)."""
         service, instance = self.identity()
         query = urllib.parse.urlencode({"service": service, "instance": instance})
-        req = urllib.request.Request(f"{self.url}?{query}", headers=dict(self.headers, accept="application/json"))
         try:
-            with untraced(), self._opener.open(req, timeout=self.timeout) as resp:
-                raw = resp.read(MAX_RESPONSE + 1)
-        except urllib.error.HTTPError as exc:
-            counters.add("commands.poll_failed")
-            return "unsupported" if exc.code in (404, 405) else "failed"
-        except (OSError, ValueError):
+            with untraced():
+                status, raw = get_within(f"{self.url}?{query}", dict(self.headers, accept="application/json"),
+                                         self.timeout, MAX_RESPONSE + 1)
+        except (ExportFailed, ValueError):  # ValueError: a URL http.client cannot use
             counters.add("commands.poll_failed")
             return "failed"
+        if status != 200:
+            counters.add("commands.poll_failed")
+            return "unsupported" if status in (404, 405) else "failed"
         counters.add("commands.polled")
         if len(raw) > MAX_RESPONSE:
             counters.add("commands.dropped.too_large")

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from tracehouse.agent import __version__
 
-__all__ = ["ExportFailed", "GrpcTransport", "HttpTransport", "grpc_available"]
+__all__ = ["ExportFailed", "GrpcTransport", "HttpTransport", "get_within", "grpc_available"]
 
 USER_AGENT = f"tracehouse-agent/{__version__} OTel-OTLP-Exporter-Python"
 _RETRY_STATUS = frozenset((429, 502, 503, 504))
@@ -121,6 +121,31 @@ class HttpTransport:
                 conn.close()
             except OSError:
                 pass
+
+
+def get_within(url: str, headers: dict[str, str], timeout: float, limit: int) -> tuple[int, bytes]:
+    """``GET url`` on a connection of its own, the whole exchange within ``timeout`` seconds (a
+    peer answering a byte at a time included): the status and at most ``limit`` bytes of the body.
+    No redirect is followed and no proxy is used. Raises ``ExportFailed`` (connection error, past
+    the deadline)."""
+    parts = urlsplit(url)
+    host, https = parts.hostname or "127.0.0.1", parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    deadline = time.monotonic() + timeout
+    conn = (http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+            if https else http.client.HTTPConnection(host, port, timeout=timeout))
+    conn.response_class = functools.partial(_response, deadline=deadline)
+    try:
+        conn.request("GET", path, headers={"User-Agent": USER_AGENT, **headers})
+        resp = conn.getresponse()
+        return resp.status, resp.read(limit)
+    except _PastDeadline:
+        raise ExportFailed(f"GET {url}: no whole answer within {timeout:g} s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise ExportFailed(f"GET {url}: {exc!r}") from exc
+    finally:
+        conn.close()
 
 
 def _response(sock: socket.socket, *args, deadline: float, **kwargs) -> http.client.HTTPResponse:

@@ -167,3 +167,27 @@ def test_the_command_poll_follows_no_redirect_and_sends_its_token_nowhere_else()
     finally:
         srv.close()
         elsewhere.close()
+
+
+@pytest.mark.parametrize("part", ["head", "body"])
+def test_a_collector_trickling_the_command_answer_cannot_hold_the_poll(part):
+    """The poll's timeout bounded each read only (urllib): a collector, or whatever answers on its
+    address, sending the answer a byte every 0.1 s held the poll thread for as long as it liked, and
+    no snapshot command came through meanwhile. Now the whole exchange has the timeout."""
+    import time
+
+    from tests.agent.otlp_sink import TricklingServer
+    from tracehouse.agent.commands import CommandPoller
+
+    srv = TricklingServer.http(part)
+    try:
+        poller = CommandPoller(srv.url, {}, 5.0, 1.0, lambda: ("svc", "i1"), lambda cmd: None)
+        t0 = time.monotonic()
+        result = [None]
+        t = threading.Thread(target=lambda: result.__setitem__(0, poller.poll_once()), daemon=True)
+        t.start()
+        t.join(6.0)
+        took = time.monotonic() - t0
+        assert result[0] == "failed" and took < 3.0, (result[0], took)
+    finally:
+        srv.close()
