@@ -280,8 +280,12 @@ class Engine:
             for text in rule.annotations.values():
                 check(text)
             self.store.put_document("alert_rules", rid, {"rule": body})
-            if old is not None and old.rule.raw != rule.raw:
-                old.alerts.clear()  # a changed expression starts afresh
+            if old is not None and old.rule.raw != rule.raw and (
+                    not rule.enabled or (old.rule.alert, old.rule.labels) != (rule.alert, rule.labels)):
+                # alerts of another name or labels, or none: what the old rule fired is resolved, not
+                # forgotten. Same name and labels keep their alerts, and the next evaluation of the new
+                # expression decides (Prometheus's CopyState): no resolve and re-fire for an edit.
+                self._retire(old)
             return self._add(rule)
 
     def delete_rule(self, rule_id: str) -> bool:
@@ -292,9 +296,23 @@ class Engine:
             if ar.rule.read_only:
                 raise ReadOnlyRule(f"rule {rule_id} comes from {ar.rule.source[5:]} and is read-only")
             self.store.put_document("alert_rules", rule_id, {}, deleted=True)
-            persist.save_alerts(self.store, [(a, True) for a in ar.alerts.values()])
+            self._retire(ar, deleted=True)
             del self.rules[rule_id]
             return True
+
+    def _retire(self, ar: AlertingRule, deleted: bool = False) -> None:
+        """Resolve the alerts of a rule that was edited, disabled or deleted (see
+        ``AlertingRule.retire``): recorded in the history and handed to the notification groups,
+        so a receiver told that an alert fires is told that it ended, once."""
+        now = self.clock()
+        transitions = ar.retire(now)
+        changed = [(t.alert, deleted or t.to_state == "inactive") for t in transitions]
+        if deleted:  # the rule's resolved alerts too: nothing of it comes back at a restart
+            changed += [(a, True) for a in ar.alerts.values() if a.state == "resolved" and
+                        all(a is not t.alert for t in transitions)]
+        persist.save_alerts(self.store, changed)
+        persist.record_history(self.store, transitions, now)
+        self.dispatcher.update([t.alert for t in transitions if t.to_state == "resolved"], now)
 
     def preview(self, body: dict[str, Any], now_ns: int | None = None) -> dict[str, Any]:
         rule = parse_rule(dict(body), rule_id="preview", source="api")

@@ -177,6 +177,21 @@ class AlertingRule:
                 out.append(Transition(a, "resolved", "deleted"))
         return out
 
+    def retire(self, now_ns: int) -> list[Transition]:
+        """End every alert of this rule's current definition, because the rule was edited,
+        disabled or deleted: a firing alert becomes resolved (so receivers that were told it fires
+        are told it ended, as Alertmanager resolves an alert its rule no longer sends), a pending
+        one is dropped. Resolved alerts stay until their retention runs out."""
+        out: list[Transition] = []
+        for fp, a in list(self.alerts.items()):
+            if a.state == "pending":
+                del self.alerts[fp]
+                out.append(Transition(a, "pending", "inactive"))
+            elif a.state == "firing":
+                a.state, a.resolved_at_ns, a.last_eval_ns, a.keep_firing_since_ns = "resolved", now_ns, now_ns, 0
+                out.append(Transition(a, "firing", "resolved"))
+        return out
+
     def _on_firing(self, a: Alert) -> None:
         kind = self.rule.action.get("snapshot")
         if not kind or self.request_snapshot is None:

@@ -1,0 +1,76 @@
+"""Editing, disabling and deleting a rule while its alert fires: the alert the old rule made is
+resolved (in the history and to the receivers, once), never left firing in a receiver forever.
+A real HTTP receiver on loopback; time is the injected clock."""
+
+from __future__ import annotations
+
+from testkit.receiver import Receiver
+from tracehouse.alerts import Engine, build_config
+
+from .helpers import Clock
+from .spanfactory import add_series
+
+DOWN = {"alert": "Down", "kind": "metric", "metric": "up", "aggregation": "last", "window": "30s", "op": "==",
+        "threshold": 0, "group_by": ["service", "instance"], "labels": {"severity": "critical"}}
+
+
+def _engine(store, clock, rx):
+    cfg = build_config([("t.yaml", {
+        "receivers": [{"name": "ops", "webhook": {"url": rx.url}}],
+        "route": {"receiver": "ops", "group_by": ["alertname", "service"], "group_wait": "10s",
+                  "group_interval": "1m", "repeat_interval": "4h"},
+        "notifications": {"allow_private_destinations": True}})])
+    return Engine(store, cfg, clock=clock, dashboard_url="http://d")
+
+
+def _firing_and_notified(store):
+    rx, clock = Receiver(), Clock()
+    add_series(store, clock.s, 'up{service="shop",instance="a"}', "0x100", interval_s=10)
+    e = _engine(store, clock, rx)
+    e.put_rule(DOWN, rule_id="down")
+    e.run_once()
+    clock.advance(10)
+    e.run_once()
+    assert [(m["status"], [a["labels"]["severity"] for a in m["alerts"]]) for m in rx.bodies] == \
+        [("firing", ["critical"])]
+    return e, clock, rx
+
+
+def _after_change(e, clock, rx, minutes=3):
+    for _ in range(minutes * 6):
+        clock.advance(10)
+        e.run_once()
+    return [(m["status"], [(a["status"], a["labels"].get("severity")) for a in m["alerts"]]) for m in rx.bodies[1:]]
+
+
+def test_deleting_a_firing_rule_resolves_its_alert(chdb_store):
+    e, clock, rx = _firing_and_notified(chdb_store)
+    assert e.delete_rule("down")
+    assert _after_change(e, clock, rx) == [("resolved", [("resolved", "critical")])]
+    assert [(h["from_state"], h["to_state"]) for h in e.history("down")][0] == ("firing", "resolved")
+
+
+def test_disabling_a_firing_rule_resolves_its_alert(chdb_store):
+    e, clock, rx = _firing_and_notified(chdb_store)
+    e.put_rule(dict(DOWN, enabled=False), rule_id="down")
+    assert _after_change(e, clock, rx) == [("resolved", [("resolved", "critical")])]
+    assert [a.state for a in e.current_alerts()] == ["resolved"]
+
+
+def test_editing_a_firing_rules_labels_resolves_the_old_alert(chdb_store):
+    e, clock, rx = _firing_and_notified(chdb_store)
+    e.put_rule(dict(DOWN, labels={"severity": "warning"}), rule_id="down")
+    sent = _after_change(e, clock, rx)
+    # the old label set is resolved; the new one fires (both in the group's next message)
+    assert sent == [("firing", [("firing", "warning"), ("resolved", "critical")])]
+    assert sorted((a.labels["severity"], a.state) for a in e.current_alerts()) == \
+        [("critical", "resolved"), ("warning", "firing")]
+
+
+def test_editing_a_firing_rules_threshold_keeps_it_firing_without_a_second_message(chdb_store):
+    e, clock, rx = _firing_and_notified(chdb_store)
+    e.put_rule(dict(DOWN, op="<", threshold=0.5, **{"for": "5m"}), rule_id="down")  # still met
+    assert _after_change(e, clock, rx) == []
+    assert [a.state for a in e.current_alerts()] == ["firing"]
+    e.put_rule(dict(DOWN, threshold=1), rule_id="down")  # no longer met: resolved at the next evaluation
+    assert _after_change(e, clock, rx) == [("resolved", [("resolved", "critical")])]
