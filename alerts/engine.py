@@ -27,7 +27,7 @@ from typing import Any
 
 from tracehouse.storage import Store
 
-from . import persist
+from . import clockstep, persist
 from .config import AlertConfig
 from .errors import ReadOnlyRule
 from .expr import NS, QueryFunc, evaluate
@@ -150,7 +150,7 @@ class Engine:
                 if ar.rule.enabled:
                     groups.setdefault((ar.rule.group, ar.rule.interval), []).append(ar)
             for key, members in groups.items():
-                due = self._next_due.get(key, 0)
+                due = clockstep.due(self._next_due.get(key, 0), now, int(key[1] * NS))
                 if not force and now < due:
                     continue
                 self._next_due[key] = now + int(key[1] * NS)

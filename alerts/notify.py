@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 from tracehouse.storage import StorageError
 
+from . import clockstep
 from .notifiers import Notifier, NotifyError
 from .notify_state import NotifyLog, Sent
 from .rules import RuleError, duration
@@ -192,6 +193,11 @@ class Dispatcher:
             with self._lock:
                 silences = self.silences()
                 firing = [a.labels for g in self.groups.values() for a in g.alerts.values() if a.state == "firing"]
+                for g in self.groups.values():  # the clock stepped back: not an hour's silence
+                    wait = int(max(g.route.group_wait, g.route.group_interval) * NS)
+                    g.next_flush_ns = clockstep.due(g.next_flush_ns, now_ns, wait)
+                    g.next_attempt_ns = clockstep.due(g.next_attempt_ns, now_ns, int(self.backoff_max_s * NS))
+                    g.last_sent_ns = clockstep.not_after(g.last_sent_ns, now_ns)
                 due = [g for g in self.groups.values() if g.next_flush_ns <= now_ns and g.next_attempt_ns <= now_ns]
             sent = 0
             for g in due:

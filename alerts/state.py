@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import clockstep
 from .expr import NS, QueryFunc, Sample, evaluate
 from .rules import MAX_ROWS, Rule, compare
 from .templates import render_all
@@ -152,6 +153,7 @@ class AlertingRule:
                 self.alerts[fp] = a
                 out.append(Transition(a, "inactive", "pending"))
             a.value, a.last_eval_ns, a.keep_firing_since_ns = s.value, now_ns, 0
+            a.active_at_ns = clockstep.not_after(a.active_at_ns, now_ns)  # the clock stepped back
             a.annotations = render_all(r.annotations, s.value, labels, self.dashboard_url, r.id)
             if a.state == "pending" and now_ns - a.active_at_ns >= int(r.for_s * NS):
                 a.state, a.fired_at_ns = "firing", now_ns
@@ -167,12 +169,14 @@ class AlertingRule:
                 if r.keep_firing_for_s > 0:
                     if not a.keep_firing_since_ns:
                         a.keep_firing_since_ns = now_ns
+                    a.keep_firing_since_ns = clockstep.not_after(a.keep_firing_since_ns, now_ns)
                     if now_ns - a.keep_firing_since_ns < int(r.keep_firing_for_s * NS):
                         a.last_eval_ns = now_ns
                         continue
                 a.state, a.resolved_at_ns, a.last_eval_ns = "resolved", now_ns, now_ns
                 out.append(Transition(a, "firing", "resolved"))
-            elif a.state == "resolved" and now_ns - a.resolved_at_ns > RESOLVED_RETENTION_S * NS:
+            elif a.state == "resolved" and now_ns - clockstep.not_after(a.resolved_at_ns, now_ns) > \
+                    RESOLVED_RETENTION_S * NS:
                 del self.alerts[fp]
                 out.append(Transition(a, "resolved", "deleted"))
         return out
