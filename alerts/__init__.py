@@ -79,6 +79,16 @@ def lease_for(settings: Any, store: Store):
     return ZooKeeperLease(hosts, f"/tracehouse/{store.db}/alerts-lease", ttl=float(getattr(settings, "lease_ttl", 10.0)))
 
 
+def rule_query_offset(settings: Any) -> float:
+    """``TRACEHOUSE_RULE_QUERY_OFFSET``: seconds, 0 to 3600."""
+    from .rules import MAX_QUERY_OFFSET_S
+
+    v = float(getattr(settings, "rule_query_offset", 0.0) or 0.0)
+    if not 0 <= v <= MAX_QUERY_OFFSET_S:
+        raise AlertsConfigError(f"TRACEHOUSE_RULE_QUERY_OFFSET must be 0 to {MAX_QUERY_OFFSET_S:.0f} seconds, not {v}")
+    return v
+
+
 def build_engine(settings: Any, store: Store, request_snapshot: Any = None) -> list[Engine]:
     """The alert engine for the server: rules from ``settings.rules``, dashboard links to the HTTP port,
     snapshot actions queued in the store (``request_snapshot`` replaces that)."""
@@ -90,5 +100,5 @@ def build_engine(settings: Any, store: Store, request_snapshot: Any = None) -> l
 
         request_snapshot = queue_snapshots(store)
     engine = Engine(store, config, dashboard_url=url, request_snapshot=request_snapshot,
-                    lease=lease_for(settings, store))
+                    lease=lease_for(settings, store), query_offset_s=rule_query_offset(settings))
     return [engine]

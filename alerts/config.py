@@ -58,9 +58,11 @@ def build_config(docs: list[tuple[str, dict[str, Any]]], allow_private: bool | N
             if not isinstance(g, dict) or not g.get("name"):
                 raise RuleError(f"{path}: every group needs a name")
             interval = duration(g.get("interval", "10s"), f"group {g['name']}.interval")
+            offset = None if g.get("query_offset") is None else \
+                duration(g["query_offset"], f"group {g['name']}.query_offset")
             for r in g.get("rules") or []:
                 try:
-                    rule = parse_rule(r, str(g["name"]), interval, source=f"file:{path}")
+                    rule = parse_rule(r, str(g["name"]), interval, source=f"file:{path}", query_offset=offset)
                     for text in rule.annotations.values():
                         check(text)
                 except (RuleError, ValueError) as e:

@@ -59,8 +59,10 @@ class Engine:
                  query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
                  rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
                  metrics: AlertMetrics | None = None, lease: Lease | None = None, standby_reload_s: float = 5.0,
-                 sql_query: QueryFunc | None = None):
+                 sql_query: QueryFunc | None = None, query_offset_s: float = 0.0):
         self.store, self.config = store, config or AlertConfig()
+        #: how long before the evaluation time the windows of rules without query_offset end
+        self.query_offset_s = query_offset_s
         self.metrics = metrics or AlertMetrics()
         self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
         self.clock, self.query = clock, query or store.query
@@ -96,7 +98,8 @@ class Engine:
             raise
 
     def _add(self, rule: Rule) -> AlertingRule:
-        ar = AlertingRule(rule, self.dashboard_url, self._snapshot if self.request_snapshot else None)
+        ar = AlertingRule(rule, self.dashboard_url, self._snapshot if self.request_snapshot else None,
+                          self.query_offset_s)
         old = self.rules.get(rule.id)
         if old is not None:
             ar.alerts = old.alerts
@@ -317,7 +320,8 @@ class Engine:
     def preview(self, body: dict[str, Any], now_ns: int | None = None) -> dict[str, Any]:
         rule = parse_rule(dict(body), rule_id="preview", source="api")
         now = self.clock() if now_ns is None else now_ns
-        samples = evaluate(rule, self.query, self.db, now, self.sql_query)
+        offset = rule.query_offset_s if rule.query_offset_s is not None else self.query_offset_s
+        samples = evaluate(rule, self.query, self.db, now - int(offset * NS), self.sql_query)
         return {"now_ns": now, "op": rule.op, "threshold": rule.threshold, "samples": [
             {"labels": s.labels, "value": s.value if s.value == s.value else None,
              "matches": compare(rule.op, s.value, rule.threshold)} for s in samples]}

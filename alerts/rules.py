@@ -37,10 +37,11 @@ _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KNOWN = {
     "alert", "kind", "id", "group", "interval", "service", "operation", "signal", "window", "op", "threshold",
     "for", "keep_firing_for", "labels", "annotations", "action", "query", "metric", "filters", "aggregation",
-    "group_by", "target", "nodata_state", "enabled", "limit",
+    "group_by", "target", "nodata_state", "enabled", "limit", "query_offset",
 }
 
 
+MAX_QUERY_OFFSET_S = 3600.0  # how far a rule's window may end before the evaluation time
 MAX_DURATION_S = 366 * 86400  # a rule's interval, for, keep_firing_for and window at most
 #: Rows a rule's query may return (more is an evaluation error, never a silent cut), and so the
 #: largest ``limit``.
@@ -147,6 +148,10 @@ class Rule:
     action: dict[str, str] = field(default_factory=dict)
     nodata_state: str = "ok"  # ok | nodata | alerting: what a rule returning no rows means
     limit: int = DEFAULT_LIMIT  # alert instances one evaluation may make (see DEFAULT_LIMIT)
+    #: seconds the rule's window ends before the evaluation time, so that data still on its way
+    #: (agents' batches, the collector's buffer) is not read as missing (Prometheus's
+    #: ``query_offset``); None = the engine's default (``TRACEHOUSE_RULE_QUERY_OFFSET``)
+    query_offset_s: float | None = None
     source: str = "api"
     enabled: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
@@ -179,7 +184,7 @@ def _str_map(v: Any, what: str, keys: re.Pattern | None = None) -> dict[str, str
 
 
 def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: str = "api",
-               rule_id: str | None = None) -> Rule:
+               rule_id: str | None = None, query_offset: float | None = None) -> Rule:
     """Validate one rule mapping and return a :class:`Rule` (raises :class:`RuleError`)."""
     if not isinstance(d, dict):
         raise RuleError("a rule must be a mapping")
@@ -201,6 +206,10 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
         raise RuleError(f"{name}: interval must be at least 1s")
     r.for_s = duration(d.get("for", 0), f"{name}.for")
     r.keep_firing_for_s = duration(d.get("keep_firing_for", 0), f"{name}.keep_firing_for")
+    r.query_offset_s = query_offset if d.get("query_offset") is None else \
+        duration(d["query_offset"], f"{name}.query_offset")
+    if r.query_offset_s is not None and r.query_offset_s > MAX_QUERY_OFFSET_S:
+        raise RuleError(f"{name}: query_offset must be at most 1h")
     r.window = duration(d.get("window", "1m"), f"{name}.window")
     if not 1 <= r.window <= 31 * 86400:
         raise RuleError(f"{name}: window must be between 1s and 31d")

@@ -83,8 +83,11 @@ class Transition:
 class AlertingRule:
     """One rule, its alerts, and its health. ``eval`` is called by the group loop."""
 
-    def __init__(self, rule: Rule, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None):
+    def __init__(self, rule: Rule, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
+                 query_offset_s: float = 0.0):
         self.rule = rule
+        #: the rule's query_offset, else the engine's: the window ends this long before ``now``
+        self.query_offset_s = rule.query_offset_s if rule.query_offset_s is not None else query_offset_s
         self.dashboard_url = dashboard_url
         self.request_snapshot = request_snapshot
         self.alerts: dict[str, Alert] = {}
@@ -112,7 +115,7 @@ class AlertingRule:
         t0 = time.perf_counter()
         before = self.health
         try:
-            samples = evaluate(self.rule, query, db, now_ns, sql_query)
+            samples = evaluate(self.rule, query, db, now_ns - int(self.query_offset_s * NS), sql_query)
         except Exception as e:
             self.health, self.last_error = "err", _public_error(self.rule.id, e)
             self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0

@@ -136,6 +136,9 @@ class Settings:
     #: server and database as `storage`, as a read-only user that can read only that database
     #: (see the README); '' = the main user with readonly=1 (logged as a warning)
     rules_storage: str = ""
+    #: TRACEHOUSE_RULE_QUERY_OFFSET: seconds the windows of alert rules end before the evaluation
+    #: time, for data still on its way (a rule's or group's query_offset overrides it)
+    rule_query_offset: float = 0.0
     #: TRACEHOUSE_RULE_PREVIEWS_PER_MINUTE: rule previews each client may run per minute
     rule_previews_per_minute: int = 20
 
