@@ -37,7 +37,7 @@ from .notify import Dispatcher
 from .notify_state import NotifyLog
 from .rules import VOCABULARY, Rule, RuleError, compare, parse_rule
 from .silences import Silence, parse_silence, silence_from_doc
-from .state import Alert, AlertingRule, SnapshotFunc, Transition
+from .state import Alert, AlertingRule, SnapshotFunc, Transition, retire
 from .templates import check
 
 log = logging.getLogger("tracehouse.alerts")
@@ -74,6 +74,7 @@ class Engine:
         self.rules: dict[str, AlertingRule] = {}
         self._next_due: dict[tuple[str, float], int] = {}
         self._silences: list[Silence] = []
+        self._orphans: dict[str, dict[str, Alert]] = {}
         self.dispatcher = Dispatcher(self.config.route, self.config.receivers, self.config.inhibit_rules,
                                      lambda: self._silences, dashboard_url, backoff_base_s, backoff_max_s, rng,
                                      state=NotifyLog(store), metrics=self.metrics)
@@ -118,6 +119,9 @@ class Engine:
                 except (RuleError, KeyError) as e:
                     log.error("stored rule %s is invalid: %s", doc.get("id"), e)
             stored = persist.load_alerts(self.store)
+            # alerts of rules this engine no longer has (removed or renamed in a rule file while the
+            # server was down): the next evaluation resolves them (see _resolve_orphans)
+            self._orphans = {rid: alerts for rid, alerts in stored.items() if rid not in self.rules}
             for rule_id, ar in self.rules.items():
                 if replace:
                     ar.alerts = dict(stored.get(rule_id, {}))
@@ -172,10 +176,31 @@ class Engine:
 
                                 span.set_status(Status(StatusCode.ERROR, ar.last_error[:200]))
                         self.metrics.evaluated(ar.rule.group, time.perf_counter() - t0, failed)
-            alerts = self.current_alerts()
+            alerts = self.current_alerts() + self._resolve_orphans(now)
         self.dispatcher.update(alerts, now)
         self.dispatcher.tick(now)
         return out
+
+    def _resolve_orphans(self, now: int) -> list[Alert]:
+        """Resolve, once, the stored alerts of rules that no longer exist (a rule file changed while
+        the server was down): firing ones become resolved, so receivers told that they fire are told
+        that they ended (Alertmanager resolves an alert no rule sends any more); all are deleted
+        from the store. Returns them for the notification groups. Done by the evaluating engine
+        only (``run_once``), never by a standby."""
+        if not self._orphans:
+            return []
+        orphans, self._orphans = self._orphans, {}
+        transitions = [t for alerts in orphans.values() for t in retire(alerts, now)]
+        gone = [a for alerts in orphans.values() for a in alerts.values()]
+        try:
+            persist.save_alerts(self.store, [(a, True) for a in gone] +
+                                [(t.alert, True) for t in transitions if t.to_state == "inactive"])
+            persist.record_history(self.store, transitions, now)
+        except Exception:
+            log.exception("resolving the alerts of removed rules")
+            self._orphans = orphans  # tried again at the next evaluation
+            return []
+        return [a for a in gone if a.state == "resolved"]
 
     def _span(self, name: str):
         """A span of the server's own traces when it observes itself (``tracer`` set), else nothing."""

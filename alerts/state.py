@@ -186,18 +186,8 @@ class AlertingRule:
 
     def retire(self, now_ns: int) -> list[Transition]:
         """End every alert of this rule's current definition, because the rule was edited,
-        disabled or deleted: a firing alert becomes resolved (so receivers that were told it fires
-        are told it ended, as Alertmanager resolves an alert its rule no longer sends), a pending
-        one is dropped. Resolved alerts stay until their retention runs out."""
-        out: list[Transition] = []
-        for fp, a in list(self.alerts.items()):
-            if a.state == "pending":
-                del self.alerts[fp]
-                out.append(Transition(a, "pending", "inactive"))
-            elif a.state == "firing":
-                a.state, a.resolved_at_ns, a.last_eval_ns, a.keep_firing_since_ns = "resolved", now_ns, now_ns, 0
-                out.append(Transition(a, "firing", "resolved"))
-        return out
+        disabled or deleted (see :func:`retire`)."""
+        return retire(self.alerts, now_ns)
 
     def _on_firing(self, a: Alert) -> None:
         kind = self.rule.action.get("snapshot")
@@ -219,6 +209,22 @@ class AlertingRule:
         return dict(self.rule.to_dict(), state=self.state, health=self.health, last_error=self.last_error,
                     last_eval_ns=self.last_eval_ns, last_duration_s=round(self.last_duration_s, 6),
                     alerts=[a.to_dict() for a in self.alerts.values()])
+
+
+def retire(alerts: dict[str, Alert], now_ns: int) -> list[Transition]:
+    """End ``alerts`` (by fingerprint, changed in place) because their rule was edited, disabled or
+    deleted: a firing alert becomes resolved (so receivers that were told it fires are told it
+    ended, as Alertmanager resolves an alert its rule no longer sends), a pending one is dropped.
+    Resolved alerts stay until their retention runs out."""
+    out: list[Transition] = []
+    for fp, a in list(alerts.items()):
+        if a.state == "pending":
+            del alerts[fp]
+            out.append(Transition(a, "pending", "inactive"))
+        elif a.state == "firing":
+            a.state, a.resolved_at_ns, a.last_eval_ns, a.keep_firing_since_ns = "resolved", now_ns, now_ns, 0
+            out.append(Transition(a, "firing", "resolved"))
+    return out
 
 
 def _public_error(rule_id: str, e: Exception) -> str:

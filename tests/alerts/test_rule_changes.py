@@ -74,3 +74,34 @@ def test_editing_a_firing_rules_threshold_keeps_it_firing_without_a_second_messa
     assert [a.state for a in e.current_alerts()] == ["firing"]
     e.put_rule(dict(DOWN, threshold=1), rule_id="down")  # no longer met: resolved at the next evaluation
     assert _after_change(e, clock, rx) == [("resolved", [("resolved", "critical")])]
+
+
+def _file_engine(store, clock, rx, rules):
+    cfg = build_config([("t.yaml", {
+        "groups": [{"name": "g", "interval": "10s", "rules": rules}],
+        "receivers": [{"name": "ops", "webhook": {"url": rx.url}}],
+        "route": {"receiver": "ops", "group_by": ["alertname", "service"], "group_wait": "10s",
+                  "group_interval": "1m", "repeat_interval": "4h"},
+        "notifications": {"allow_private_destinations": True}})])
+    return Engine(store, cfg, clock=clock, dashboard_url="http://d")
+
+
+def test_a_firing_file_rule_removed_or_renamed_at_a_restart_is_resolved_once(chdb_store):
+    rx, clock = Receiver(), Clock()
+    add_series(chdb_store, clock.s, 'up{service="shop",instance="a"}', "0x100", interval_s=10)
+    e = _file_engine(chdb_store, clock, rx, [DOWN])
+    e.run_once()
+    clock.advance(10)
+    e.run_once()
+    assert [m["status"] for m in rx.bodies] == ["firing"]
+    # restarted with the rule renamed in its file: the old alert is resolved, the new one fires
+    e = _file_engine(chdb_store, clock, rx, [dict(DOWN, alert="ShopDown")])
+    sent = _after_change(e, clock, rx)
+    assert len(sent) == 2
+    assert sorted((a["labels"]["alertname"], a["status"]) for m in rx.bodies[1:] for a in m["alerts"]) == \
+        [("Down", "resolved"), ("ShopDown", "firing")]
+    assert [(h["from_state"], h["to_state"]) for h in e.history("g/Down")][0] == ("firing", "resolved")
+    # and nothing of it again at the next restart
+    e = _file_engine(chdb_store, clock, rx, [dict(DOWN, alert="ShopDown")])
+    assert _after_change(e, clock, rx, minutes=1)[2:] == []
+    assert len(rx.bodies) == 3
