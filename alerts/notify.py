@@ -66,9 +66,22 @@ class Route:
         return out or [self]
 
 
+#: the keys of an Alertmanager route this engine follows; any other (mute_time_intervals, a typo) is
+#: refused when the configuration loads rather than ignored, since an ignored matcher sends every
+#: alert down that route
+ROUTE_KEYS = {"receiver", "group_by", "group_wait", "group_interval", "repeat_interval", "continue", "match",
+              "match_re", "matchers", "routes"}
+
+
 def parse_route(d: Any, parent: Route | None = None) -> Route:
     if not isinstance(d, dict):
         raise RuleError("route must be a mapping")
+    unknown = set(d) - ROUTE_KEYS
+    if unknown:
+        raise RuleError(f"route: unsupported keys {sorted(map(str, unknown))} (known: {sorted(ROUTE_KEYS)})")
+    for key in ("match", "match_re"):
+        if not isinstance(d.get(key) or {}, dict):
+            raise RuleError(f"route.{key} must be a mapping of label names to values")
     p = parent or Route(receiver="")
     r = Route(
         receiver=str(d.get("receiver") or p.receiver),
@@ -81,6 +94,8 @@ def parse_route(d: Any, parent: Route | None = None) -> Route:
     if not r.receiver:
         raise RuleError("route needs a receiver")
     r.matchers = [parse_matcher({"name": k, "value": str(v)}) for k, v in (d.get("match") or {}).items()]
+    r.matchers += [parse_matcher({"name": k, "value": str(v), "isRegex": True})
+                   for k, v in (d.get("match_re") or {}).items()]
     r.matchers += [parse_matcher(m) for m in d.get("matchers") or []]
     r.routes = [parse_route(c, r) for c in d.get("routes") or []]
     return r
