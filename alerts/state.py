@@ -120,6 +120,11 @@ class AlertingRule:
             self.health, self.last_error = "err", _public_error(self.rule.id, e)
             self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
             return [], ("error" if before != "err" else None)
+        duplicate = self._duplicate_labels(samples)
+        if duplicate is not None:  # which row would alert is up to row order: an error, alerts stay
+            self.health, self.last_error = "err", duplicate
+            self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
+            return [], ("error" if before != "err" else None)
         self.health, self.last_error = "ok", ""
         self.last_samples = samples
         self.nodata = not samples and self.rule.kind != "absence"
@@ -135,6 +140,21 @@ class AlertingRule:
         out = self._advance(now_ns, active)
         self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
         return out, ("ok" if before == "err" else None)
+
+    def _duplicate_labels(self, samples: list[Sample]) -> str | None:
+        """The error for a query giving one label set (after the rule's labels) twice, else None:
+        as Prometheus's "vector contains metrics with the same labelset after applying alert labels"."""
+        seen: set[str] = set()
+        for s in samples:
+            labels = self.labels_for(s)
+            fp = fingerprint(labels)
+            if fp in seen:
+                shown = ", ".join(f"{k}={v!r}" for k, v in sorted(labels.items()) if k != "alertname")[:300]
+                return (f"the query gave the same labels twice ({shown or 'no labels'}), after the rule's "
+                        "labels are applied: group by every label column, and give label columns names "
+                        "the rule's labels do not use")
+            seen.add(fp)
+        return None
 
     def labels_for(self, sample: Sample) -> dict[str, str]:
         labels = dict(sample.labels)
