@@ -113,7 +113,12 @@ class Engine:
         lease over, or a standby catching up), the persisted alerts replace the ones in memory
         instead of adding to them, and the notification groups start afresh from the store."""
         with self._lock:
-            for doc in self.store.documents("alert_rules"):
+            docs = self.store.documents("alert_rules")
+            if replace:  # API rules deleted by the engine that held the lease are gone here too
+                stored_ids = {doc.get("id") for doc in docs}
+                for rid in [rid for rid, ar in self.rules.items() if not ar.rule.read_only and rid not in stored_ids]:
+                    del self.rules[rid]
+            for doc in docs:
                 try:
                     self._add(parse_rule(doc["rule"], rule_id=doc["id"], source="api"))
                 except (RuleError, KeyError) as e:

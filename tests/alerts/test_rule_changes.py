@@ -105,3 +105,19 @@ def test_a_firing_file_rule_removed_or_renamed_at_a_restart_is_resolved_once(chd
     e = _file_engine(chdb_store, clock, rx, [dict(DOWN, alert="ShopDown")])
     assert _after_change(e, clock, rx, minutes=1)[2:] == []
     assert len(rx.bodies) == 3
+
+
+def test_a_rule_deleted_through_another_engine_is_gone_after_its_reload(chdb_store):
+    """A standby (another `alerts run` on the cluster, or the next holder of the lease) reloads from
+    the store: a rule the leader deleted must not come back to be evaluated when it takes over."""
+    rx, clock = Receiver(), Clock()
+    add_series(chdb_store, clock.s, 'up{service="shop",instance="a"}', "0x100", interval_s=10)
+    leader = _engine(chdb_store, clock, rx)
+    leader.put_rule(DOWN, rule_id="down")
+    standby = _engine(chdb_store, clock, rx)
+    assert standby.get_rule("down") is not None
+    assert leader.delete_rule("down")
+    standby.reload(replace=True)
+    assert standby.get_rule("down") is None
+    standby.run_once()
+    assert standby.current_alerts() == []
