@@ -161,6 +161,10 @@ class Dispatcher:
                     if g.key not in self.groups:
                         self._adopt(g)
                     g = self.groups.setdefault(g.key, g)
+                    held = g.alerts.get(a.fingerprint)
+                    if a.state == "resolved" and held is not None and held.state == "firing" and \
+                            held.rule_id != a.rule_id:
+                        continue  # another rule makes the same alert and it still fires (Alertmanager merges)
                     # a resolved alert goes out once if its firing was notified (here or before a restart)
                     if a.state == "firing" or a.fingerprint in g.alerts or a.fingerprint in g.notified_firing:
                         g.alerts[a.fingerprint] = a

@@ -121,3 +121,22 @@ def test_a_rule_deleted_through_another_engine_is_gone_after_its_reload(chdb_sto
     assert standby.get_rule("down") is None
     standby.run_once()
     assert standby.current_alerts() == []
+
+
+def test_two_rules_making_the_same_alert_do_not_flap_its_notifications(chdb_store):
+    """Two rules (say a file's and an API copy) with one name and labels make alerts with the same
+    fingerprint, as in Alertmanager: while one fires, the other's resolving must not send a resolved
+    message followed by a new firing one."""
+    rx, clock = Receiver(), Clock()
+    add_series(chdb_store, clock.s, 'up{service="shop",instance="a"}', "0x100", interval_s=10)
+    add_series(chdb_store, clock.s, 'other{service="shop",instance="a"}', "0x6", interval_s=10)
+    e = _engine(chdb_store, clock, rx)
+    e.put_rule(DOWN, rule_id="down")
+    e.put_rule(dict(DOWN, metric="other"), rule_id="down-copy")  # fires, then its series ends
+    e.run_once()
+    clock.advance(10)
+    e.run_once()
+    assert [m["status"] for m in rx.bodies] == ["firing"]
+    sent = _after_change(e, clock, rx, minutes=4)
+    assert sorted(a.labels["instance"] + ":" + a.state for a in e.current_alerts()) == ["a:firing", "a:resolved"]
+    assert sent == []
