@@ -147,8 +147,12 @@ class Engine:
             pseudo = Alert(ar.rule.id, "", {"alertname": ar.rule.alert}, health, annotations={"error": ar.last_error})
             persist.record_history(self.store, [Transition(pseudo, "ok" if health == "error" else "error", health)],
                                    now_ns)
+        touched = [(a, False) for a in ar.touched if all(a is not t.alert for t in transitions)]
+        ar.touched = []
+        if transitions or touched:
+            persist.save_alerts(self.store, [(t.alert, t.to_state in ("inactive", "deleted")) for t in transitions]
+                                + touched)
         if transitions:
-            persist.save_alerts(self.store, [(t.alert, t.to_state in ("inactive", "deleted")) for t in transitions])
             persist.record_history(self.store, transitions, now_ns)
         return transitions
 

@@ -27,6 +27,13 @@ from .templates import render_all
 log = logging.getLogger("tracehouse.alerts")
 
 RESOLVED_RETENTION_S = 15 * 60
+#: A pending alert not evaluated for longer (the server stopped, the machine slept) starts its
+#: ``for`` again: the condition was not watched meanwhile (Prometheus's
+#: ``rules.alert.for-outage-tolerance``, 1h).
+FOR_OUTAGE_TOLERANCE_S = 3600
+#: How often a pending alert's last evaluation is written to the store, so that a restarted engine
+#: knows how long nobody watched it (far below the tolerance).
+PENDING_SAVE_S = 300
 SnapshotFunc = Callable[[str, str, dict], "str | None"]
 
 
@@ -97,6 +104,9 @@ class AlertingRule:
         self.last_duration_s = 0.0
         self.nodata = False
         self.last_samples: list[Sample] = []
+        #: alerts to write to the store without a transition (a pending alert's last evaluation)
+        self.touched: list[Alert] = []
+        self._saved_ns: dict[str, int] = {}
 
     @property
     def state(self) -> str:
@@ -175,6 +185,10 @@ class AlertingRule:
                 a = Alert(r.id, fp, labels, "pending", active_at_ns=now_ns)
                 self.alerts[fp] = a
                 out.append(Transition(a, "inactive", "pending"))
+                self._saved_ns[fp] = now_ns  # saved with its transition
+            elif a.state == "pending" and now_ns - a.last_eval_ns > FOR_OUTAGE_TOLERANCE_S * NS:
+                a.active_at_ns = now_ns  # not watched for over the tolerance: `for` counts again
+                self._saved_ns[fp] = 0
             a.value, a.last_eval_ns, a.keep_firing_since_ns = s.value, now_ns, 0
             a.active_at_ns = clockstep.not_after(a.active_at_ns, now_ns)  # the clock stepped back
             a.annotations = render_all(r.annotations, s.value, labels, self.dashboard_url, r.id)
@@ -182,11 +196,17 @@ class AlertingRule:
                 a.state, a.fired_at_ns = "firing", now_ns
                 self._on_firing(a)
                 out.append(Transition(a, "pending", "firing"))
+            elif a.state == "pending" and now_ns - self._saved_ns.get(fp, 0) >= PENDING_SAVE_S * NS:
+                self.touched.append(a)
+                self._saved_ns[fp] = now_ns
+            if a.state != "pending":
+                self._saved_ns.pop(fp, None)
         for fp, a in list(self.alerts.items()):
             if fp in seen:
                 continue
             if a.state == "pending":
                 del self.alerts[fp]
+                self._saved_ns.pop(fp, None)
                 out.append(Transition(a, "pending", "inactive"))
             elif a.state == "firing":
                 if r.keep_firing_for_s > 0:
