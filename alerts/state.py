@@ -189,6 +189,8 @@ class AlertingRule:
             elif a.state == "pending" and now_ns - a.last_eval_ns > FOR_OUTAGE_TOLERANCE_S * NS:
                 a.active_at_ns = now_ns  # not watched for over the tolerance: `for` counts again
                 self._saved_ns[fp] = 0
+            if a.keep_firing_since_ns:  # held by keep_firing_for, and met again: stored, for a restart
+                self.touched.append(a)
             a.value, a.last_eval_ns, a.keep_firing_since_ns = s.value, now_ns, 0
             a.active_at_ns = clockstep.not_after(a.active_at_ns, now_ns)  # the clock stepped back
             a.annotations = render_all(r.annotations, s.value, labels, self.dashboard_url, r.id)
@@ -212,6 +214,7 @@ class AlertingRule:
                 if r.keep_firing_for_s > 0:
                     if not a.keep_firing_since_ns:
                         a.keep_firing_since_ns = now_ns
+                        self.touched.append(a)  # stored, so that a restart counts from here too
                     a.keep_firing_since_ns = clockstep.not_after(a.keep_firing_since_ns, now_ns)
                     if now_ns - a.keep_firing_since_ns < int(r.keep_firing_for_s * NS):
                         a.last_eval_ns = now_ns

@@ -122,3 +122,25 @@ def test_a_long_for_survives_a_short_restart(chdb_store):
     clock.ns = active + 7200 * 1_000_000_000
     e.run_once()
     assert [a.state for a in e.current_alerts()] == ["firing"]
+
+
+def test_keep_firing_for_counts_across_a_restart(chdb_store):
+    """keep_firing_for counts from the first evaluation where the condition failed, restart or not."""
+    clock = Clock()
+    base = clock.s
+    add_series(chdb_store, base, 'up{service="shop",instance="a"}', "0x6 1x400", interval_s=10)
+    cfg = build_config([("t.yaml", {"groups": [{"name": "g", "interval": "10s",
+                                                "rules": [dict(DOWN, keep_firing_for="30m")]}]})])
+    e = Engine(chdb_store, cfg, clock=clock)
+    clock.advance(10)
+    e.run_once()
+    clock.ns = (base + 100) * 1_000_000_000  # up again: kept firing from here for 30 min
+    e.run_once()
+    assert [(a.state, a.keep_firing_since_ns) for a in e.current_alerts()] == [("firing", clock.ns)]
+    clock.advance(20 * 60)
+    e = Engine(chdb_store, cfg, clock=clock)  # restarted 20 min into it
+    e.run_once()
+    assert [a.state for a in e.current_alerts()] == ["firing"]
+    clock.advance(10 * 60)
+    e.run_once()
+    assert [a.state for a in e.current_alerts()] == ["resolved"]  # 30 min after, not 30 after the restart
