@@ -70,7 +70,8 @@ class Engine:
         self.sql_query = sql_query or (lambda sql, params: store.rule_reader().query(sql, params))
         self.db = store.db
         self.dashboard_url, self.request_snapshot = dashboard_url, request_snapshot
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # rules and alerts in memory; never held across a store call
+        self._evaluating = threading.Lock()
         self.rules: dict[str, AlertingRule] = {}
         self._next_due: dict[tuple[str, float], int] = {}
         self._silences: list[Silence] = []
@@ -112,8 +113,10 @@ class Engine:
         now start from what they last sent, see ``notify_state``). With ``replace`` (taking the
         lease over, or a standby catching up), the persisted alerts replace the ones in memory
         instead of adding to them, and the notification groups start afresh from the store."""
+        docs = self.store.documents("alert_rules")  # read before taking the lock: the store may hang
+        stored = persist.load_alerts(self.store)
+        silences = [silence_from_doc(d) for d in self.store.documents("silences")]
         with self._lock:
-            docs = self.store.documents("alert_rules")
             if replace:  # API rules deleted by the engine that held the lease are gone here too
                 stored_ids = {doc.get("id") for doc in docs}
                 for rid in [rid for rid, ar in self.rules.items() if not ar.rule.read_only and rid not in stored_ids]:
@@ -123,7 +126,6 @@ class Engine:
                     self._add(parse_rule(doc["rule"], rule_id=doc["id"], source="api"))
                 except (RuleError, KeyError) as e:
                     log.error("stored rule %s is invalid: %s", doc.get("id"), e)
-            stored = persist.load_alerts(self.store)
             # alerts of rules this engine no longer has (removed or renamed in a rule file while the
             # server was down): the next evaluation resolves them (see _resolve_orphans)
             self._orphans = {rid: alerts for rid, alerts in stored.items() if rid not in self.rules}
@@ -132,17 +134,20 @@ class Engine:
                     ar.alerts = dict(stored.get(rule_id, {}))
                 else:
                     ar.alerts.update(stored.get(rule_id, {}))
-            self.reload_silences()
+            self._silences = silences
             if replace:
                 self.dispatcher.reset()
-            self.dispatcher.update(self.current_alerts(), self.clock())
+            alerts = self.current_alerts()
+        self.dispatcher.update(alerts, self.clock())  # reads what each new group last sent: not under the lock
 
     def reload_silences(self) -> None:
         self._silences = [silence_from_doc(d) for d in self.store.documents("silences")]
 
     # -- evaluation ------------------------------------------------------------------------------
     def eval_rule(self, ar: AlertingRule, now_ns: int) -> list[Transition]:
-        transitions, health = ar.eval(now_ns, self.query, self.db, self.sql_query)
+        """Evaluate one rule and persist what changed; queries and writes run without the engine's
+        lock (only the change of state takes it), so readers never wait for the store."""
+        transitions, health = ar.eval(now_ns, self.query, self.db, self.sql_query, guard=self._lock)
         if health is not None:
             pseudo = Alert(ar.rule.id, "", {"alertname": ar.rule.alert}, health, annotations={"error": ar.last_error})
             persist.record_history(self.store, [Transition(pseudo, "ok" if health == "error" else "error", health)],
@@ -160,16 +165,20 @@ class Engine:
         """Evaluate every group that is due at ``now_ns`` (all of them with ``force``), then notify."""
         now = self.clock() if now_ns is None else now_ns
         out: list[Transition] = []
-        with self._lock:
+        with self._evaluating:  # one evaluation at a time; the engine's lock only around changes of state
             groups: dict[tuple[str, float], list[AlertingRule]] = {}
-            for ar in self.rules.values():
-                if ar.rule.enabled:
-                    groups.setdefault((ar.rule.group, ar.rule.interval), []).append(ar)
-            for key, members in groups.items():
-                due = clockstep.due(self._next_due.get(key, 0), now, int(key[1] * NS))
-                if not force and now < due:
-                    continue
-                self._next_due[key] = now + int(key[1] * NS)
+            with self._lock:
+                for ar in self.rules.values():
+                    if ar.rule.enabled:
+                        groups.setdefault((ar.rule.group, ar.rule.interval), []).append(ar)
+                due_groups = []
+                for key, members in groups.items():
+                    due = clockstep.due(self._next_due.get(key, 0), now, int(key[1] * NS))
+                    if not force and now < due:
+                        continue
+                    self._next_due[key] = now + int(key[1] * NS)
+                    due_groups.append((key, members))
+            for key, members in due_groups:
                 with self._span(f"alerts group {key[0]}"):
                     for ar in members:
                         t0 = time.perf_counter()
@@ -308,45 +317,59 @@ class Engine:
             raise RuleError("a rule's id is a text of 1-200 letters, digits and _ . : / -, other than "
                             "'.', '..' and 'new' (which name other pages)")
         rid = given or uuid.uuid4().hex[:16]
+        self._refuse_read_only(rid)
+        body = {k: v for k, v in body.items() if k not in ("id", "source", "read_only")}
+        rule = parse_rule(body, group=str(body.get("group", "api")), rule_id=rid, source="api")
+        for text in rule.annotations.values():
+            check(text)
+        self.store.put_document("alert_rules", rid, {"rule": body})  # not under the lock: the store may hang
         with self._lock:
             old = self.rules.get(rid)
-            if old is not None and old.rule.read_only:
-                raise ReadOnlyRule(f"rule {rid} comes from {old.rule.source[5:]} and is read-only")
-            body = {k: v for k, v in body.items() if k not in ("id", "source", "read_only")}
-            rule = parse_rule(body, group=str(body.get("group", "api")), rule_id=rid, source="api")
-            for text in rule.annotations.values():
-                check(text)
-            self.store.put_document("alert_rules", rid, {"rule": body})
+            retired = None
             if old is not None and old.rule.raw != rule.raw and (
                     not rule.enabled or (old.rule.alert, old.rule.labels) != (rule.alert, rule.labels)):
                 # alerts of another name or labels, or none: what the old rule fired is resolved, not
                 # forgotten. Same name and labels keep their alerts, and the next evaluation of the new
                 # expression decides (Prometheus's CopyState): no resolve and re-fire for an edit.
-                self._retire(old)
-            return self._add(rule)
+                retired = self._retire(old)
+            added = self._add(rule)
+        if retired is not None:
+            self._record_retired(*retired)
+        return added
+
+    def _refuse_read_only(self, rule_id: str) -> None:
+        old = self.rules.get(rule_id)
+        if old is not None and old.rule.read_only:
+            raise ReadOnlyRule(f"rule {rule_id} comes from {old.rule.source[5:]} and is read-only")
 
     def delete_rule(self, rule_id: str) -> bool:
+        if rule_id not in self.rules:
+            return False
+        self._refuse_read_only(rule_id)
+        self.store.put_document("alert_rules", rule_id, {}, deleted=True)  # not under the lock
         with self._lock:
-            ar = self.rules.get(rule_id)
+            ar = self.rules.pop(rule_id, None)
             if ar is None:
-                return False
-            if ar.rule.read_only:
-                raise ReadOnlyRule(f"rule {rule_id} comes from {ar.rule.source[5:]} and is read-only")
-            self.store.put_document("alert_rules", rule_id, {}, deleted=True)
-            self._retire(ar, deleted=True)
-            del self.rules[rule_id]
-            return True
+                return True
+            retired = self._retire(ar, deleted=True)
+        self._record_retired(*retired)
+        return True
 
-    def _retire(self, ar: AlertingRule, deleted: bool = False) -> None:
-        """Resolve the alerts of a rule that was edited, disabled or deleted (see
-        ``AlertingRule.retire``): recorded in the history and handed to the notification groups,
-        so a receiver told that an alert fires is told that it ended, once."""
+    def _retire(self, ar: AlertingRule, deleted: bool = False) -> tuple[list[Transition], list, int]:
+        """Resolve, in memory (under the engine's lock), the alerts of a rule that was edited,
+        disabled or deleted (see ``AlertingRule.retire``); ``_record_retired`` then records them
+        outside the lock (the store may hang)."""
         now = self.clock()
         transitions = ar.retire(now)
         changed = [(t.alert, deleted or t.to_state == "inactive") for t in transitions]
         if deleted:  # the rule's resolved alerts too: nothing of it comes back at a restart
             changed += [(a, True) for a in ar.alerts.values() if a.state == "resolved" and
                         all(a is not t.alert for t in transitions)]
+        return transitions, changed, now
+
+    def _record_retired(self, transitions: list[Transition], changed: list, now: int) -> None:
+        """The retired alerts in the store and the history, and handed to the notification groups,
+        so a receiver told that an alert fires is told that it ended, once."""
         persist.save_alerts(self.store, changed)
         persist.record_history(self.store, transitions, now)
         self.dispatcher.update([t.alert for t in transitions if t.to_state == "resolved"], now)

@@ -11,11 +11,13 @@ rows is ``nodata`` (and can be made to alert).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -119,17 +121,28 @@ class AlertingRule:
                 return s
         return "nodata" if self.nodata else "inactive"
 
-    def eval(self, now_ns: int, query: QueryFunc, db: str,
-             sql_query: QueryFunc | None = None) -> tuple[list[Transition], str | None]:
-        """Evaluate at ``now_ns``. Returns the alert transitions and a health change (or None)."""
+    def eval(self, now_ns: int, query: QueryFunc, db: str, sql_query: QueryFunc | None = None,
+             guard: AbstractContextManager[Any] | None = None) -> tuple[list[Transition], str | None]:
+        """Evaluate at ``now_ns``. Returns the alert transitions and a health change (or None).
+
+        The query runs outside ``guard`` (the engine's lock), the change of state inside it: readers
+        of the alerts (the API, ``/metrics``) never wait for a query, which a hung store holds for
+        as long as the connection's timeout."""
         t0 = time.perf_counter()
-        before = self.health
         try:
             samples = evaluate(self.rule, query, db, now_ns - int(self.query_offset_s * NS), sql_query)
         except Exception as e:
-            self.health, self.last_error = "err", _public_error(self.rule.id, e)
-            self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
+            failure = _public_error(self.rule.id, e)
+            with guard or contextlib.nullcontext():
+                before = self.health
+                self.health, self.last_error = "err", failure
+                self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
             return [], ("error" if before != "err" else None)
+        with guard or contextlib.nullcontext():
+            return self._apply(now_ns, samples, t0)
+
+    def _apply(self, now_ns: int, samples: list[Sample], t0: float) -> tuple[list[Transition], str | None]:
+        before = self.health
         duplicate = self._duplicate_labels(samples)
         if duplicate is not None:  # which row would alert is up to row order: an error, alerts stay
             self.health, self.last_error = "err", duplicate

@@ -1,0 +1,110 @@
+"""The alert engine while its ClickHouse server hangs (SIGSTOP) or is down, on a private real
+clickhouse-server this module starts and stops by its pid: firing alerts stay firing, nothing is
+resolved or sent as resolved, an absence rule does not fire because its query failed, the rules'
+health says why, readers of the alerts never wait for the hung store, and evaluation recovers by
+itself when the server answers again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from prometheus_client import generate_latest
+
+from testkit import servers
+from testkit.receiver import Receiver
+from tests.support.waiting import wait_for
+from tracehouse.alerts import Engine, build_config
+from tracehouse.storage import Store
+
+
+@pytest.fixture(scope="module")
+def clickhouse(tmp_path_factory):
+    proc = servers.start_clickhouse(str(tmp_path_factory.mktemp("outage-clickhouse")))
+    yield proc
+    try:
+        os.kill(proc.pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+    proc.stop()
+
+
+@pytest.fixture
+def hang(clickhouse):
+    """``hang()`` stops the server's process (it keeps its connections, answers nothing);
+    ``hang.resume()`` lets it go on. Resumed at the end whatever the test did."""
+
+    class Hang:
+        def __call__(self) -> None:
+            os.kill(clickhouse.pid, signal.SIGSTOP)
+
+        def resume(self) -> None:
+            os.kill(clickhouse.pid, signal.SIGCONT)
+
+    h = Hang()
+    yield h
+    h.resume()
+
+
+@pytest.fixture
+def outage_store(clickhouse, request):
+    store = Store.open(clickhouse.url.rsplit("/", 1)[0] + "/" + request.node.name[:40].replace("[", "_"))
+    store.migrate()
+    yield store
+    store.close()
+
+
+def _engine(store, rx: Receiver) -> Engine:
+    cfg = build_config([("t.yaml", {
+        "groups": [{"name": "g", "interval": "1s", "rules": [
+            {"alert": "Always", "kind": "sql", "query": "SELECT 1 AS value", "op": ">", "threshold": 0},
+            {"alert": "CartSilent", "kind": "absence", "service": "cart", "window": "1m", "for": "1h"},
+        ]}],
+        "receivers": [{"name": "ops", "webhook": {"url": rx.url}}],
+        "route": {"receiver": "ops", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1s",
+                  "repeat_interval": "4h"},
+        "notifications": {"allow_private_destinations": True}})])
+    return Engine(store, cfg)
+
+
+def _states(engine: Engine) -> dict[str, str]:
+    return {a.labels["alertname"]: a.state for a in engine.current_alerts()}
+
+
+def _within(seconds: float, fn, what: str):
+    """``fn()`` on a thread; its result, or a failure naming ``what`` if it takes longer."""
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert out, f"{what} did not answer within {seconds} s while the store hung"
+    return out[0]
+
+
+def test_readers_of_the_alerts_never_wait_for_a_hung_store(outage_store, hang):
+    rx = Receiver()
+    e = _engine(outage_store, rx)
+    e.run_once(force=True)
+    assert _states(e) == {"Always": "firing", "CartSilent": "pending"}
+    wait_for(lambda: len(rx.bodies) == 1, 10, what="the firing notification")
+    hang()
+    evaluation = threading.Thread(target=e.run_once, kwargs={"force": True}, daemon=True)
+    evaluation.start()
+    time.sleep(1.0)  # the evaluation now waits for the stopped server
+    assert evaluation.is_alive()
+    # the API's reads and a Prometheus scrape of the engine's metrics answer at once
+    assert _within(3, lambda: _states(e), "current_alerts()") == {"Always": "firing", "CartSilent": "pending"}
+    assert _within(3, lambda: len(e.alerts()), "alerts()") == 2
+    assert _within(3, lambda: len(e.list_rules()), "list_rules()") == 2
+    assert b"tracehouse_alerts" in _within(3, lambda: generate_latest(e.metrics.registry), "/metrics")
+    hang.resume()
+    evaluation.join(30)
+    assert not evaluation.is_alive()
+    e.run_once(force=True)
+    assert _states(e) == {"Always": "firing", "CartSilent": "pending"}
+    assert {ar.health for ar in e.rules.values()} == {"ok"}
+    assert [b["status"] for b in rx.bodies] == ["firing"]
+    rx.down()
