@@ -119,7 +119,9 @@ class ServerBackend:
             c = None
         self._pool.put(c)
 
-    def _run(self, fn):
+    def _run(self, fn, timeout: float | None = None):
+        """``fn(client)`` on a pooled client; every read and write of its socket, and the hello of
+        a (re)connection, waits at most ``timeout`` seconds (default: the backend's receive timeout)."""
         from clickhouse_driver import errors as ch_errors
 
         if self._closed:
@@ -127,6 +129,7 @@ class ServerBackend:
         c = self._client()
         broken = False
         try:
+            _socket_timeout(c, timeout or self._kw["send_receive_timeout"])
             return fn(c)
         except ch_errors.ServerException as e:
             if e.code == 159:
@@ -161,7 +164,26 @@ class ServerBackend:
             rows, types = c.execute(dsql, dparams, with_column_types=True, settings=settings or None)
             return Result([n for n, _ in types], _text_rows(rows, [t for _, t in types]))
 
-        return self._run(run)
+        return self._run(run, _wait_for(settings))
+
+    def ping(self, timeout: float) -> bool:
+        """Whether the server answers ``SELECT 1`` within ``timeout`` seconds, on a connection of
+        its own (the pooled ones may all be waiting on a hung server)."""
+        from clickhouse_driver import Client
+
+        if self._closed:
+            return False
+        kw = dict(self._kw, connect_timeout=timeout, send_receive_timeout=timeout, sync_request_timeout=timeout)
+        c = Client(**kw)
+        try:
+            return c.execute("SELECT 1") == [(1,)]
+        except Exception:
+            return False
+        finally:
+            try:
+                c.disconnect()
+            except Exception:
+                pass
 
     def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
                token: str | None = None, settings: dict[str, Any] | None = None) -> int:
@@ -190,6 +212,29 @@ class ServerBackend:
                     c.disconnect()
                 except Exception:
                     pass
+
+
+#: seconds a server is given past a statement's own time limit to say it stopped (a hung server says nothing)
+ANSWER_MARGIN_S = 5.0
+
+
+def _wait_for(settings: dict[str, Any] | None) -> float | None:
+    """How long to wait for a statement limited by ``max_execution_time``: its limit and a margin,
+    instead of the backend's receive timeout (made for inserts and migrations)."""
+    limit = (settings or {}).get("max_execution_time")
+    try:
+        return float(limit) + ANSWER_MARGIN_S if limit and float(limit) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _socket_timeout(c, timeout: float) -> None:
+    """Set ``timeout`` on the client's connections: their open sockets, and the hello of a reconnection."""
+    for conn in {id(x): x for x in [getattr(c, "connection", None), *getattr(c, "connections", ())] if x}.values():
+        conn.send_receive_timeout = timeout
+        conn.sync_request_timeout = min(conn.sync_request_timeout, timeout)
+        if getattr(conn, "socket", None) is not None:
+            conn.socket.settimeout(timeout)
 
 
 def _text_rows(rows: list, types: list[str]) -> list[tuple]:

@@ -6,55 +6,17 @@ itself when the server answers again."""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 
-import pytest
 from prometheus_client import generate_latest
 
-from testkit import servers
 from testkit.receiver import Receiver
+from tests.support import hung_store
 from tests.support.waiting import wait_for
 from tracehouse.alerts import Engine, build_config
-from tracehouse.storage import Store
 
-
-@pytest.fixture(scope="module")
-def clickhouse(tmp_path_factory):
-    proc = servers.start_clickhouse(str(tmp_path_factory.mktemp("outage-clickhouse")))
-    yield proc
-    try:
-        os.kill(proc.pid, signal.SIGCONT)
-    except ProcessLookupError:
-        pass
-    proc.stop()
-
-
-@pytest.fixture
-def hang(clickhouse):
-    """``hang()`` stops the server's process (it keeps its connections, answers nothing);
-    ``hang.resume()`` lets it go on. Resumed at the end whatever the test did."""
-
-    class Hang:
-        def __call__(self) -> None:
-            os.kill(clickhouse.pid, signal.SIGSTOP)
-
-        def resume(self) -> None:
-            os.kill(clickhouse.pid, signal.SIGCONT)
-
-    h = Hang()
-    yield h
-    h.resume()
-
-
-@pytest.fixture
-def outage_store(clickhouse, request):
-    store = Store.open(clickhouse.url.rsplit("/", 1)[0] + "/" + request.node.name[:40].replace("[", "_"))
-    store.migrate()
-    yield store
-    store.close()
+clickhouse, hang, outage_store = hung_store.clickhouse, hung_store.hang, hung_store.outage_store
 
 
 def _engine(store, rx: Receiver) -> Engine:

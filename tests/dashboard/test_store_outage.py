@@ -1,0 +1,44 @@
+"""The dashboard while its ClickHouse server hangs (SIGSTOP), on a private real clickhouse-server
+started and resumed by its pid, over real HTTP: /readyz and the API answer 503 within a bounded
+time (the query's time limit and a margin, not the driver's 60 s receive timeout), and answer
+again by themselves once the server does."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from testkit.servers import serving
+from tests.support import hung_store
+from tests.support.waiting import wait_for
+from tracehouse.dashboard.app import create_app
+from tracehouse.storage.limits import QueryLimits
+
+clickhouse, hang, outage_store = hung_store.clickhouse, hung_store.hang, hung_store.outage_store
+
+
+def _timed_get(url: str, timeout: float) -> tuple[httpx.Response, float]:
+    t0 = time.monotonic()
+    r = httpx.get(url, timeout=timeout)
+    return r, time.monotonic() - t0
+
+
+def test_readyz_and_the_api_answer_503_soon_while_the_store_hangs(outage_store, hang):
+    # a page's query: 2 s; waited for: a ping of the pooled connection (5 s), then the limit and a 5 s margin
+    outage_store.limits = QueryLimits(timeout_s=2)
+    with serving(create_app(None, outage_store)) as port:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(base + "/readyz", timeout=10).status_code == 200
+        assert httpx.get(base + "/api/services", timeout=10).status_code == 200  # a pooled connection now
+        hang()
+        r, took = _timed_get(base + "/readyz", timeout=15)
+        assert r.status_code == 503 and "store unreachable" in r.text
+        assert took < 6, f"/readyz took {took:.1f} s"
+        r, took = _timed_get(base + "/api/services", timeout=20)
+        assert r.status_code == 503 and r.json()["error"] == "storage unavailable"
+        assert r.headers["retry-after"] == "5"
+        assert took < 16, f"/api/services took {took:.1f} s"
+        hang.resume()
+        wait_for(lambda: httpx.get(base + "/readyz", timeout=10).status_code == 200, 15, what="ready again")
+        assert httpx.get(base + "/api/services", timeout=10).status_code == 200
