@@ -65,7 +65,11 @@ class Engine:
         self.query_offset_s = query_offset_s
         self.metrics = metrics or AlertMetrics()
         self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
-        self.clock, self.query = clock, query or store.query
+        self.clock = clock
+        #: where the built-in kinds of rule query, within the rule time limit (a hung server is given
+        #: that and a margin, not the connection's receive timeout)
+        self.query = query or (lambda sql, params=None: store.query(
+            sql, params, {"max_execution_time": store.RULE_TIMEOUT_S}))
         #: where SQL rules run (read-only, limited; see Store.rule_reader), opened on first use
         self.sql_query = sql_query or (lambda sql, params: store.rule_reader().query(sql, params))
         self.db = store.db
@@ -148,7 +152,9 @@ class Engine:
         """Evaluate one rule and persist what changed; queries and writes run without the engine's
         lock (only the change of state takes it), so readers never wait for the store."""
         transitions, health = ar.eval(now_ns, self.query, self.db, self.sql_query, guard=self._lock)
-        if health is not None:
+        if health is not None and not (health == "error" and ar.store_unavailable):
+            # (a store out of reach would hold this write as long as it held the query; its
+            # error shows in the rule's health and metrics, and the return as error -> ok)
             pseudo = Alert(ar.rule.id, "", {"alertname": ar.rule.alert}, health, annotations={"error": ar.last_error})
             persist.record_history(self.store, [Transition(pseudo, "ok" if health == "error" else "error", health)],
                                    now_ns)

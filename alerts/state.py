@@ -105,6 +105,7 @@ class AlertingRule:
         self.last_eval_ns = 0
         self.last_duration_s = 0.0
         self.nodata = False
+        self.store_unavailable = False  # the last error was the store out of reach (not the rule's own)
         self.last_samples: list[Sample] = []
         #: alerts to write to the store without a transition (a pending alert's last evaluation)
         self.touched: list[Alert] = []
@@ -132,10 +133,13 @@ class AlertingRule:
         try:
             samples = evaluate(self.rule, query, db, now_ns - int(self.query_offset_s * NS), sql_query)
         except Exception as e:
+            from tracehouse.storage import StorageUnavailable
+
             failure = _public_error(self.rule.id, e)
             with guard or contextlib.nullcontext():
                 before = self.health
                 self.health, self.last_error = "err", failure
+                self.store_unavailable = isinstance(e, StorageUnavailable)
                 self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
             return [], ("error" if before != "err" else None)
         with guard or contextlib.nullcontext():
@@ -143,6 +147,7 @@ class AlertingRule:
 
     def _apply(self, now_ns: int, samples: list[Sample], t0: float) -> tuple[list[Transition], str | None]:
         before = self.health
+        self.store_unavailable = False
         duplicate = self._duplicate_labels(samples)
         if duplicate is not None:  # which row would alert is up to row order: an error, alerts stay
             self.health, self.last_error = "err", duplicate

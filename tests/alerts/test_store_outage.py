@@ -70,3 +70,28 @@ def test_readers_of_the_alerts_never_wait_for_a_hung_store(outage_store, hang):
     assert {ar.health for ar in e.rules.values()} == {"ok"}
     assert [b["status"] for b in rx.bodies] == ["firing"]
     rx.down()
+
+
+def test_an_evaluation_on_a_hung_store_ends_within_the_rule_time_limit(outage_store, hang):
+    outage_store.RULE_TIMEOUT_S = 1  # waited for: a ping of the pooled connection (5 s), the limit, a 5 s margin
+    cfg = build_config([("t.yaml", {"groups": [{"name": "g", "interval": "1s", "rules": [
+        {"alert": "CartSilent", "kind": "absence", "service": "cart", "window": "1m", "for": "1h"}]}]})])
+    e = Engine(outage_store, cfg)
+    e.run_once(force=True)
+    assert _states(e) == {"CartSilent": "pending"}
+    hang()
+    t0 = time.monotonic()
+    evaluation = threading.Thread(target=e.run_once, kwargs={"force": True}, daemon=True)
+    evaluation.start()
+    evaluation.join(20)
+    took = time.monotonic() - t0
+    assert not evaluation.is_alive(), "the evaluation still waits for the hung store after 20 s"
+    assert took < 15, f"the evaluation took {took:.1f} s"
+    ar = e.rules["g/CartSilent"]
+    assert ar.health == "err" and "StorageUnavailable" in ar.last_error
+    assert _states(e) == {"CartSilent": "pending"}  # neither fired nor dropped by a failed query
+    assert e.metrics.eval_failures.labels(group="g")._value.get() == 1
+    hang.resume()
+    e.run_once(force=True)
+    assert ar.health == "ok" and _states(e) == {"CartSilent": "pending"}
+    assert [(h["from_state"], h["to_state"]) for h in e.history("g/CartSilent")][0] == ("error", "ok")
