@@ -39,6 +39,7 @@ from .rules import VOCABULARY, Rule, RuleError, compare, parse_rule
 from .silences import Silence, parse_silence, silence_from_doc
 from .state import Alert, AlertingRule, SnapshotFunc, Transition, retire
 from .templates import check
+from .unsaved import Unsaved
 
 log = logging.getLogger("tracehouse.alerts")
 _RULE_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
@@ -76,6 +77,7 @@ class Engine:
         self.dashboard_url, self.request_snapshot = dashboard_url, request_snapshot
         self._lock = threading.RLock()  # rules and alerts in memory; never held across a store call
         self._evaluating = threading.Lock()
+        self._unsaved = Unsaved()  # changes of state the store has not taken yet
         self.rules: dict[str, AlertingRule] = {}
         self._next_due: dict[tuple[str, float], int] = {}
         self._silences: list[Silence] = []
@@ -158,13 +160,14 @@ class Engine:
             pseudo = Alert(ar.rule.id, "", {"alertname": ar.rule.alert}, health, annotations={"error": ar.last_error})
             persist.record_history(self.store, [Transition(pseudo, "ok" if health == "error" else "error", health)],
                                    now_ns)
-        touched = [(a, False) for a in ar.touched if all(a is not t.alert for t in transitions)]
+        touched = [a for a in ar.touched if all(a is not t.alert for t in transitions)]
         ar.touched = []
-        if transitions or touched:
-            persist.save_alerts(self.store, [(t.alert, t.to_state in ("inactive", "deleted")) for t in transitions]
-                                + touched)
         if transitions:
-            persist.record_history(self.store, transitions, now_ns)
+            self._unsaved.add(transitions, now_ns)
+        if touched:
+            self._unsaved.touch(touched)
+        if len(self._unsaved) and not ar.store_unavailable:  # this change, and any the store could not take before
+            self._unsaved.write(self.store)
         return transitions
 
     def run_once(self, now_ns: int | None = None, force: bool = False) -> list[Transition]:
@@ -271,6 +274,10 @@ class Engine:
             if self.leading:
                 log.warning("alert lease lost: evaluation and notification pause")
                 self.leading = False
+                if len(self._unsaved):  # the next holder decides from what the store has now
+                    log.warning("alert lease lost: %d changes of state the store did not take are dropped",
+                                len(self._unsaved))
+                    self._unsaved.clear()
             return False
         if not self.leading:
             self.reload(replace=True)

@@ -11,6 +11,7 @@ import time
 
 from prometheus_client import generate_latest
 
+from testkit import servers
 from testkit.receiver import Receiver
 from tests.support import hung_store
 from tests.support.waiting import wait_for
@@ -95,3 +96,34 @@ def test_an_evaluation_on_a_hung_store_ends_within_the_rule_time_limit(outage_st
     e.run_once(force=True)
     assert ar.health == "ok" and _states(e) == {"CartSilent": "pending"}
     assert [(h["from_state"], h["to_state"]) for h in e.history("g/CartSilent")][0] == ("error", "ok")
+
+
+def _down_after_first_query(store, clickhouse):
+    """The rule reader's real query, which stops the server (SIGTERM, by pid) right after the first
+    answer: the alert changes state while the store can no longer take the change."""
+    calls = []
+
+    def query(sql, params):
+        result = store.rule_reader().query(sql, params)
+        if not calls:
+            calls.append(1)
+            clickhouse.stop()
+        return result
+
+    return query
+
+
+def test_a_change_of_state_the_store_could_not_take_is_written_when_it_returns(outage_store, clickhouse):
+    rule = {"alert": "Always", "kind": "sql", "query": "SELECT 1 AS value", "op": ">", "threshold": 0}
+    cfg = build_config([("t.yaml", {"groups": [{"name": "g", "interval": "1s", "rules": [rule]}]})])
+    e = Engine(outage_store, cfg, sql_query=_down_after_first_query(outage_store, clickhouse))
+    e.run_once(force=True)  # inactive -> pending -> firing, and the store is gone before it is written
+    assert _states(e) == {"Always": "firing"}
+    restarted = servers.restart_clickhouse(clickhouse)
+    clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
+    e.run_once(force=True)  # no change now: what the store missed is written
+    assert sorted((h["from_state"], h["to_state"]) for h in e.history("g/Always")) == [
+        ("inactive", "pending"), ("pending", "firing")]  # (both at the same time: in no order)
+    again = Engine(outage_store, cfg)  # a restart starts from the firing alert, fires nothing again
+    assert _states(again) == {"Always": "firing"}
+    assert again.run_once(force=True) == []
