@@ -34,6 +34,9 @@ from .state import Alert
 
 log = logging.getLogger("tracehouse.alerts.notify")
 NS = 1_000_000_000
+#: seconds between attempts to record a send the store did not take, and how many groups are kept
+RECORD_RETRY_S = 2.0
+MAX_UNRECORDED = 10_000
 
 
 def rfc3339(ns: int) -> str:
@@ -141,11 +144,15 @@ class Dispatcher:
         self.sent: list[dict[str, Any]] = []  # the last few messages, for the API
         self._lock = threading.RLock()
         self._sending = threading.Lock()
+        #: groups whose record the store did not take after a send: written again (_retry_records)
+        self._unrecorded: dict[str, tuple[Group, bool]] = {}
+        self._retry_records_at = 0.0
 
     def reset(self) -> None:
         """Forget every group (an engine taking the cluster's lease over starts from the store)."""
         with self._lock:
             self.groups.clear()
+            self._unrecorded.clear()
 
     def update(self, alerts: list[Alert], now_ns: int) -> None:
         """Take the current alerts (firing and recently resolved) of every rule."""
@@ -187,12 +194,40 @@ class Dispatcher:
         if self.state is None:
             return
         try:
-            if forget:
-                self.state.forget(g.key)
-            else:
-                self.state.save(g.key, Sent(set(g.notified_firing), g.last_sent_ns))
+            self._write_record(g, forget)
         except StorageError as e:
-            log.warning("cannot record the notification state of %s: %s", g.key, e)
+            log.warning("cannot record the notification state of %s (written again later): %s", g.key, e)
+            with self._lock:
+                if len(self._unrecorded) < MAX_UNRECORDED or g.key in self._unrecorded:
+                    self._unrecorded[g.key] = (g, forget)
+                self._retry_records_at = time.monotonic() + RECORD_RETRY_S
+
+    def _write_record(self, g: Group, forget: bool) -> None:
+        assert self.state is not None
+        if forget:
+            self.state.forget(g.key)
+        else:
+            self.state.save(g.key, Sent(set(g.notified_firing), g.last_sent_ns))
+
+    def _retry_records(self) -> None:
+        """Write again what the store did not take after a send (else a restarted engine, or one
+        taking the lease over, would send it a second time); every RECORD_RETRY_S at most."""
+        with self._lock:
+            if not self._unrecorded or time.monotonic() < self._retry_records_at:
+                return
+            pending = dict(self._unrecorded)
+        for key, entry in pending.items():
+            g, forget = entry
+            try:
+                self._write_record(g, forget)
+            except StorageError as e:
+                log.warning("cannot record the notification state of %s yet: %s", key, e)
+                with self._lock:
+                    self._retry_records_at = time.monotonic() + RECORD_RETRY_S
+                return
+            with self._lock:
+                if self._unrecorded.get(key) is entry:
+                    del self._unrecorded[key]
 
     def muted(self, a: Alert, firing: list[dict[str, str]], silences: list[Silence], now_ns: int) -> str:
         if any(s.mutes(a.labels, now_ns) for s in silences):
@@ -209,6 +244,7 @@ class Dispatcher:
         if not self._sending.acquire(blocking=False):
             return 0
         try:
+            self._retry_records()
             with self._lock:
                 silences = self.silences()
                 firing = [a.labels for g in self.groups.values() for a in g.alerts.values() if a.state == "firing"]

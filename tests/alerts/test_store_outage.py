@@ -127,3 +127,26 @@ def test_a_change_of_state_the_store_could_not_take_is_written_when_it_returns(o
     again = Engine(outage_store, cfg)  # a restart starts from the firing alert, fires nothing again
     assert _states(again) == {"Always": "firing"}
     assert again.run_once(force=True) == []
+
+
+def test_a_notification_sent_while_the_store_was_down_is_not_sent_again_after_a_restart(outage_store, clickhouse):
+    rx = Receiver()
+    rule = {"alert": "Always", "kind": "sql", "query": "SELECT 1 AS value", "op": ">", "threshold": 0}
+    cfg = build_config([("t.yaml", {
+        "groups": [{"name": "g", "interval": "1s", "rules": [rule]}],
+        "receivers": [{"name": "ops", "webhook": {"url": rx.url}}],
+        "route": {"receiver": "ops", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1s",
+                  "repeat_interval": "4h"},
+        "notifications": {"allow_private_destinations": True}})])
+    e = Engine(outage_store, cfg, sql_query=_down_after_first_query(outage_store, clickhouse))
+    e.run_once(force=True)  # fires and notifies; the store is gone when the send is recorded
+    wait_for(lambda: len(rx.bodies) == 1, 10, what="the firing notification")
+    restarted = servers.restart_clickhouse(clickhouse)
+    clickhouse.pid = restarted.pid
+    time.sleep(2.1)  # the dispatcher writes a record again at most every 2 s
+    e.run_once(force=True)
+    again = Engine(outage_store, cfg)  # restarted: knows the firing alert was notified
+    again.run_once(force=True)
+    again.dispatcher.tick(again.clock() + 2 * 10**9)
+    assert [b["status"] for b in rx.bodies] == ["firing"]
+    rx.down()
