@@ -3,7 +3,8 @@ every other one (replicas behind a load balancer) and by this one after a restar
 
 Each process keeps the digests of signed-out sessions that have not expired, and reads them again
 from ``ended_sessions`` at most every ``interval`` seconds: the first request with a session cookie
-after that waits for the read (one small query), requests meanwhile use what was read last. So
+after that waits for the read (one small query) up to ``wait_s`` seconds, requests meanwhile use
+what was read last. So
 another replica refuses a signed-out session within ``interval`` seconds of the sign-out (plus the
 read). When the store cannot be read, the last list read stays in force and the read is tried
 again after ``interval``; the process that signed a session out refuses it at once in any case
@@ -12,6 +13,7 @@ again after ``interval``; the process that signed a session out refuses it at on
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -35,7 +37,7 @@ def session_digest(sid: str) -> str:
 
 class SignOuts:
     def __init__(self, store: Any, interval: float = 2.0, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, wait_s: float = 1.0):
         self.store = store
         self.interval = interval
         self.clock = clock
@@ -44,6 +46,8 @@ class SignOuts:
         self._read_at: float | None = None
         self._reading = False
         self._failing = False
+        #: seconds a request waits for a due read of the list before going on with the last one
+        self.wait_s = wait_s
 
     def ended(self, sid: str) -> bool:
         """Whether another process (or this one before a restart) signed this session out."""
@@ -55,16 +59,24 @@ class SignOuts:
         record_ended_session(self.store, session_digest(sid), expires)
 
     async def refresh_if_due(self) -> None:
+        """Read the list again if it is due, waiting for the read at most ``wait_s`` seconds: a
+        store that hangs must not hold every signed-in request (the read goes on in its thread, one
+        at a time, within its own time limit, and the last list read stays in force meanwhile)."""
         now = self.monotonic()
         if self._reading or (self._read_at is not None and now - self._read_at < self.interval):
             return
         self._reading = True
+        read = asyncio.ensure_future(run_in_threadpool(self._read))
+        read.add_done_callback(lambda f: f.cancelled() or f.exception())  # _read logs its own errors
+        await asyncio.wait({read}, timeout=self.wait_s)
+
+    def _read(self) -> None:
         try:
-            await run_in_threadpool(self._read)
+            self._read_once()
         finally:
             self._reading = False
 
-    def _read(self) -> None:
+    def _read_once(self) -> None:
         try:
             self._ended = ended_sessions(self.store, int(self.clock()))
             if self._failing:

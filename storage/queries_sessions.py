@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 #: signed-out sessions one read returns at most (the newest expiries first)
 MAX_ENDED = 100_000
+#: seconds one read of the list may take (a hung server is given this and a margin, see server_backend)
+READ_TIMEOUT_S = 5
 
 
 def record_ended_session(store: Store, digest: str, expires: int) -> None:
@@ -24,5 +26,6 @@ def ended_sessions(store: Store, now: int, limit: int = MAX_ENDED) -> dict[str, 
     """Digest → expiry (Unix seconds) of the signed-out sessions that have not expired at ``now``."""
     res = store.query(
         f"SELECT id, max(expires) AS e FROM {store.t('ended_sessions')} WHERE expires >= {{now:UInt32}} "
-        "GROUP BY id ORDER BY e DESC LIMIT {lim:UInt32}", {"now": max(0, int(now)), "lim": int(limit)})
+        "GROUP BY id ORDER BY e DESC LIMIT {lim:UInt32}", {"now": max(0, int(now)), "lim": int(limit)},
+        {"max_execution_time": READ_TIMEOUT_S})
     return {str(i): int(e) for i, e in res.rows}

@@ -5,7 +5,9 @@ again by themselves once the server does."""
 
 from __future__ import annotations
 
+import re
 import time
+from types import SimpleNamespace
 
 import httpx
 
@@ -13,14 +15,15 @@ from testkit.servers import serving
 from tests.support import hung_store
 from tests.support.waiting import wait_for
 from tracehouse.dashboard.app import create_app
+from tracehouse.dashboard.auth import hash_password
 from tracehouse.storage.limits import QueryLimits
 
 clickhouse, hang, outage_store = hung_store.clickhouse, hung_store.hang, hung_store.outage_store
 
 
-def _timed_get(url: str, timeout: float) -> tuple[httpx.Response, float]:
+def _timed_get(client, url: str, timeout: float) -> tuple[httpx.Response, float]:
     t0 = time.monotonic()
-    r = httpx.get(url, timeout=timeout)
+    r = client.get(url, timeout=timeout)
     return r, time.monotonic() - t0
 
 
@@ -32,13 +35,42 @@ def test_readyz_and_the_api_answer_503_soon_while_the_store_hangs(outage_store, 
         assert httpx.get(base + "/readyz", timeout=10).status_code == 200
         assert httpx.get(base + "/api/services", timeout=10).status_code == 200  # a pooled connection now
         hang()
-        r, took = _timed_get(base + "/readyz", timeout=15)
+        r, took = _timed_get(httpx, base + "/readyz", timeout=15)
         assert r.status_code == 503 and "store unreachable" in r.text
         assert took < 6, f"/readyz took {took:.1f} s"
-        r, took = _timed_get(base + "/api/services", timeout=20)
+        r, took = _timed_get(httpx, base + "/api/services", timeout=20)
         assert r.status_code == 503 and r.json()["error"] == "storage unavailable"
         assert r.headers["retry-after"] == "5"
         assert took < 16, f"/api/services took {took:.1f} s"
         hang.resume()
         wait_for(lambda: httpx.get(base + "/readyz", timeout=10).status_code == 200, 15, what="ready again")
         assert httpx.get(base + "/api/services", timeout=10).status_code == 200
+
+
+def _signed_in(base: str) -> httpx.Client:
+    c = httpx.Client(base_url=base, timeout=15)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    assert c.post("/login", data={"csrf": csrf, "username": "ed", "password": "pw", "next": "/"}).status_code == 303
+    return c
+
+
+def test_signed_in_requests_do_not_wait_for_the_sign_out_list_of_a_hung_store(outage_store, hang):
+    settings = SimpleNamespace(users={"ed": {"password_hash": hash_password("pw", n=2**10), "role": "editor"}},
+                               api_tokens=[], secret_key="k")
+    with serving(create_app(settings, outage_store)) as port:
+        c = _signed_in(f"http://127.0.0.1:{port}")
+        assert c.get("/api/auth/me").json() == {"name": "ed", "role": "editor"}
+        hang()
+        time.sleep(2.2)  # the list of sign-outs is due to be read again (every 2 s)
+        for _ in range(2):
+            r, took = _timed_get(c, "/api/auth/me", timeout=10)
+            assert r.status_code == 200 and took < 3, f"/api/auth/me: {r.status_code} in {took:.1f} s"
+        hang.resume()
+        r = c.get("/api/auth/me")
+        assert r.status_code == 200
+        # signed out while the store answers again: refused
+        csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/alerts").text)[1]
+        kept = c.cookies.get("th_session")
+        assert c.post("/logout", data={"csrf": csrf}).status_code == 303
+        assert httpx.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}).status_code == 401
+        c.close()
