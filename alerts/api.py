@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from tracehouse import pathtext  # noqa: F401  (registers the {name:text} path convertor)
-from tracehouse.storage import QueryLimitExceeded, QueryTimeout, StorageError, json_body
+from tracehouse.storage import QueryLimitExceeded, QueryTimeout, StorageError, StorageUnavailable, json_body
 
 from .errors import ReadOnlyRule, RuleError
 
@@ -113,6 +113,11 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
             return eng().preview(body)
         except (RuleError, ValueError) as x:
             raise bad(x) from None
+        except StorageUnavailable as x:  # the store's fault, not the rule's: try again later
+            error_id = uuid.uuid4().hex[:16]
+            log.warning("rule preview: store unavailable (error id %s): %s", error_id, x)
+            raise HTTPException(503, f"storage unavailable (error id {error_id})", headers={"Retry-After": "5"}) \
+                from None
         except StorageError as x:  # the database's text goes to the log, with an id the caller gets
             error_id = uuid.uuid4().hex[:16]
             log.warning("rule preview failed (error id %s): %s", error_id, x)

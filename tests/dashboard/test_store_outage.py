@@ -11,9 +11,12 @@ from types import SimpleNamespace
 
 import httpx
 
+from testkit import servers
 from testkit.servers import serving
 from tests.support import hung_store
 from tests.support.waiting import wait_for
+from tracehouse.alerts import Engine, alerts_router, build_config
+from tracehouse.dashboard import require_role
 from tracehouse.dashboard.app import create_app
 from tracehouse.dashboard.auth import hash_password
 from tracehouse.storage.limits import QueryLimits
@@ -74,3 +77,19 @@ def test_signed_in_requests_do_not_wait_for_the_sign_out_list_of_a_hung_store(ou
         assert c.post("/logout", data={"csrf": csrf}).status_code == 303
         assert httpx.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}).status_code == 401
         c.close()
+
+
+def test_a_rule_preview_while_the_store_is_down_answers_503_and_works_when_it_returns(outage_store, clickhouse):
+    engine = Engine(outage_store, build_config([]))
+    app = create_app(None, outage_store, alerts=engine, routers=[alerts_router(engine, require_role)])
+    rule = {"alert": "CartSilent", "kind": "absence", "service": "cart", "window": "1m"}
+    with serving(app) as port:
+        preview = f"http://127.0.0.1:{port}/api/alerts/rules/preview"
+        assert httpx.post(preview, json=rule, timeout=15).status_code == 200
+        clickhouse.stop()
+        r = httpx.post(preview, json=rule, timeout=15)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"  # not 400: the rule is fine
+        assert r.json()["detail"].startswith("storage unavailable (error id ")
+        restarted = servers.restart_clickhouse(clickhouse)
+        clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
+        wait_for(lambda: httpx.post(preview, json=rule, timeout=15).status_code == 200, 20, what="previews again")
