@@ -60,5 +60,5 @@ class NotifyLog:
         self._write(key, {}, deleted=True)
 
     def _write(self, key: str, body: dict[str, Any], deleted: bool) -> None:
-        self.store.insert(TABLE, {"id": [key], "updated_ns": [_version()], "deleted": [int(deleted)],
+        self.store.write_small(TABLE, {"id": [key], "updated_ns": [_version()], "deleted": [int(deleted)],
                                   "body": [json.dumps(body, separators=(",", ":"))]})

@@ -41,7 +41,7 @@ def save_alerts(store: Store, alerts: Iterable[tuple[Alert, bool]]) -> None:
         cols["body"].append(json.dumps(a.body(), sort_keys=True))
         cols["deleted"].append(int(deleted))
     if cols["rule_id"]:
-        store.insert("alert_state", cols)
+        store.write_small("alert_state", cols)
 
 
 def load_alerts(store: Store) -> dict[str, dict[str, Alert]]:
@@ -67,7 +67,7 @@ def record_history(store: Store, transitions: list[Transition], now_ns: int) -> 
         cols["to_state"].append(t.to_state)
         cols["value"].append(float(a.value) if a.value == a.value else 0.0)
         cols["body"].append(json.dumps({"annotations": dict(a.annotations, **a.extra_annotations)}))
-    store.insert("alert_history", cols)
+    store.write_small("alert_history", cols)
 
 
 def history(store: Store, rule_id: str = "", limit: int = 200, since_ns: int = 0) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ READ_TIMEOUT_S = 5
 
 
 def record_ended_session(store: Store, digest: str, expires: int) -> None:
-    store.insert("ended_sessions", {"id": [digest], "expires": [max(0, min(int(expires), 0xFFFFFFFF))],
+    store.write_small("ended_sessions", {"id": [digest], "expires": [max(0, min(int(expires), 0xFFFFFFFF))],
                                     "ended_ns": [time.time_ns()]})
 
 

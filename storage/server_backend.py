@@ -197,7 +197,7 @@ class ServerBackend:
             return c.execute(f"INSERT INTO {qualified_name} ({cols}) VALUES", data, columnar=True,
                              settings=settings or None)
 
-        n = self._run(run)
+        n = self._run(run, _wait_for(settings))
         return int(n or 0)
 
     def close(self) -> None:

@@ -320,8 +320,16 @@ class Store:
         res = self.query(f"SELECT count() FROM {self.t(table)} WHERE batch_id = {{b:UInt64}}", {"b": batch_id})
         return int(res.scalar() or 0) > 0
 
+    #: seconds a write of a few rows (documents, alert state and history, sign-outs) may take on a
+    #: server; a hung one is given that and a margin (server_backend), not the receive timeout
+    SMALL_WRITE_TIMEOUT_S = 10
+
+    def write_small(self, table: str, columns: Mapping[str, Sequence[Any]]) -> int:
+        """:meth:`insert` of a few rows (one block), within :attr:`SMALL_WRITE_TIMEOUT_S` on a server."""
+        return self.insert(table, columns, timeout_s=self.SMALL_WRITE_TIMEOUT_S)
+
     def insert(self, table: str, columns: Mapping[str, Sequence[Any]], batch_id: int | None = None,
-               verify: bool = False) -> int:
+               verify: bool = False, timeout_s: float | None = None) -> int:
         """Insert one columnar batch. With ``batch_id``, the batch is tagged; with ``verify`` (a retry,
         or a replay after a crash), what is already present is not written again, and the rollups
         fed by what was present are made whole (see ``_complete``). Returns rows newly written.
@@ -358,7 +366,11 @@ class Store:
                 log.info("batch %s already in %s; not written again", batch_id, table)
                 self._complete(tbl, table, ordered, int(batch_id), token)
                 return 0
-            self.backend.insert(tbl, self.t(table), ordered, token=token)
+            if timeout_s is not None and self.backend.kind == "clickhouse":
+                self.backend.insert(tbl, self.t(table), ordered, token=token,
+                                    settings={"max_execution_time": max(1, int(timeout_s))})
+            else:
+                self.backend.insert(tbl, self.t(table), ordered, token=token)
             return n
         return self._insert_parts(tbl, table, names, days, batch_id, verify)
 
@@ -541,7 +553,7 @@ class Store:
                 "body": [json.dumps(body, separators=(",", ":"))]}
         for k, v in extra.items():
             cols[k] = [v]
-        self.insert(table, cols)
+        self.write_small(table, cols)
 
     def documents(self, table: str) -> list[dict[str, Any]]:
         res = self.query(

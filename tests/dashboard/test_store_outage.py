@@ -93,3 +93,23 @@ def test_a_rule_preview_while_the_store_is_down_answers_503_and_works_when_it_re
         restarted = servers.restart_clickhouse(clickhouse)
         clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
         wait_for(lambda: httpx.post(preview, json=rule, timeout=15).status_code == 200, 20, what="previews again")
+
+
+def test_a_silence_made_while_the_store_hangs_answers_503_soon_and_works_when_it_returns(outage_store, hang):
+    # a small write: 1 s here; waited for: a ping of the pooled connection (5 s), the limit and a 5 s margin
+    outage_store.SMALL_WRITE_TIMEOUT_S = 1
+    engine = Engine(outage_store, build_config([]))
+    app = create_app(None, outage_store, alerts=engine, routers=[alerts_router(engine, require_role)])
+    silence = {"matchers": [{"name": "service", "value": "cart"}], "duration": "1h", "comment": "deploy"}
+    with serving(app) as port:
+        silences = f"http://127.0.0.1:{port}/api/alerts/silences"
+        assert httpx.post(silences, json=silence, timeout=15).status_code == 201
+        hang()
+        t0 = time.monotonic()
+        r = httpx.post(silences, json=silence, timeout=20)
+        took = time.monotonic() - t0
+        assert r.status_code == 503 and r.json()["error"] == "storage unavailable"
+        assert took < 15, f"the silence took {took:.1f} s"
+        hang.resume()
+        assert httpx.post(silences, json=silence, timeout=15).status_code == 201
+        assert len(httpx.get(silences, timeout=15).json()["silences"]) == 2
