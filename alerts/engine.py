@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tracehouse.storage import Store
+from tracehouse.storage import StorageError, Store
 
 from . import clockstep, persist
 from .config import AlertConfig
@@ -78,6 +78,7 @@ class Engine:
         self._lock = threading.RLock()  # rules and alerts in memory; never held across a store call
         self._evaluating = threading.Lock()
         self._unsaved = Unsaved()  # changes of state the store has not taken yet
+        self._load_failures = 0  # reads of the persisted state failed in a row on taking the lease
         self.rules: dict[str, AlertingRule] = {}
         self._next_due: dict[tuple[str, float], int] = {}
         self._silences: list[Silence] = []
@@ -280,11 +281,30 @@ class Engine:
                     self._unsaved.clear()
             return False
         if not self.leading:
-            self.reload(replace=True)
+            try:
+                self.reload(replace=True)
+            except StorageError as e:
+                self._not_loaded(e)
+                return False
+            self._load_failures = 0
             self._next_due.clear()
             self.leading = True
             log.info("alert lease held: evaluating %d rules", len(self.rules))
         return True
+
+    def _not_loaded(self, e: Exception) -> None:
+        """Holding the lease, the persisted state could not be read: nothing is evaluated (it would
+        fire and notify again what was fired before), and every rule says why."""
+        self._load_failures += 1
+        reason = f"the alert state could not be loaded from the store ({type(e).__name__}); evaluation waits for it"
+        with self._lock:
+            rules = list(self.rules.values())
+            for ar in rules:
+                ar.health, ar.last_error = "err", reason
+        for ar in rules:
+            self.metrics.evaluated(ar.rule.group, 0.0, True)
+        if self._load_failures == 1:
+            log.warning("%s: %s", reason, e)
 
     def _eval_loop(self) -> None:
         last_silences = 0.0
@@ -292,14 +312,20 @@ class Engine:
         while not self._stop.is_set():
             try:
                 if not self._follow_lease():
+                    if self._load_failures:  # held, but the state is not loaded: again after a doubling wait
+                        self._stop.wait(min(30.0, 0.5 * 2 ** min(self._load_failures, 6)))
+                        continue
                     if time.monotonic() - last_standby > self.standby_reload_s:
                         self.reload(replace=True)
                         last_standby = time.monotonic()
                     self._stop.wait(0.2)
                     continue
                 if time.monotonic() - last_silences > 30:
-                    self.reload_silences()
                     last_silences = time.monotonic()
+                    try:
+                        self.reload_silences()
+                    except StorageError as e:  # the last ones read stay in force; rules are evaluated all the same
+                        log.warning("silences could not be read again, the last ones read stay in force: %s", e)
                 self.run_once()
             except Exception:
                 log.exception("alert evaluation loop")

@@ -150,3 +150,27 @@ def test_a_notification_sent_while_the_store_was_down_is_not_sent_again_after_a_
     again.dispatcher.tick(again.clock() + 2 * 10**9)
     assert [b["status"] for b in rx.bodies] == ["firing"]
     rx.down()
+
+
+def test_the_evaluation_loop_shows_a_store_down_at_its_start_and_resumes_by_itself(outage_store, clickhouse):
+    rule = {"alert": "Always", "kind": "sql", "query": "SELECT 1 AS value", "op": ">", "threshold": 0}
+    cfg = build_config([("t.yaml", {"groups": [{"name": "g", "interval": "1s", "rules": [rule]}]})])
+    e = Engine(outage_store, cfg)
+    e.run_once(force=True)
+    assert _states(e) == {"Always": "firing"}
+    clickhouse.stop()
+    e.start()  # takes the lease: the persisted state cannot be read
+    try:
+        ar = e.rules["g/Always"]
+        wait_for(lambda: ar.health == "err", 5, what="the rule's health to say why nothing is evaluated")
+        assert "could not be loaded" in ar.last_error
+        assert e.metrics.eval_failures.labels(group="g")._value.get() >= 1
+        assert _states(e) == {"Always": "firing"} and not e.leading
+        restarted = servers.restart_clickhouse(clickhouse)
+        clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
+        wait_for(lambda: e.leading and ar.health == "ok", 30, what="evaluation to resume by itself")
+        assert _states(e) == {"Always": "firing"}
+        assert sorted((h["from_state"], h["to_state"]) for h in e.history("g/Always")
+                      if h["to_state"] in ("pending", "firing")) == [("inactive", "pending"), ("pending", "firing")]
+    finally:
+        e.stop()
