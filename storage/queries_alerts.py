@@ -17,7 +17,7 @@ MAX_HISTORY = 5000
 
 def alert_states(store: Store) -> list[tuple[str, str, str, str, str]]:
     """(rule id, fingerprint, state, labels, body) of every alert not deleted."""
-    res = store.query(
+    res = store.read_small(
         f"SELECT rule_id, fingerprint, argMax(state, updated_ns), argMax(labels, updated_ns), "
         f"argMax(body, updated_ns), argMax(deleted, updated_ns) AS d FROM {store.t('alert_state')} "
         "GROUP BY rule_id, fingerprint"
@@ -33,7 +33,7 @@ def alert_history(store: Store, rule_id: str = "", limit: int = 200, since_ns: i
     if rule_id:
         where.append("rule_id = {rule_id:String}")
         params["rule_id"] = rule_id
-    res = store.query(
+    res = store.read_small(
         f"SELECT ts_ns, rule_id, alertname, fingerprint, labels, from_state, to_state, value, body "
         f"FROM {store.t('alert_history')} WHERE {' AND '.join(where)} ORDER BY ts_ns DESC LIMIT {{limit:UInt32}}",
         params,
@@ -44,7 +44,7 @@ def alert_history(store: Store, rule_id: str = "", limit: int = 200, since_ns: i
 def notify_state(store: Store, key: str) -> str | None:
     """The body last written for notification group ``key``; None when there is none (or it was
     forgotten)."""
-    res = store.query(
+    res = store.read_small(
         f"SELECT argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {store.t('notify_state')} "
         "WHERE id = {id:String} GROUP BY id",
         {"id": key},

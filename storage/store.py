@@ -555,8 +555,16 @@ class Store:
             cols[k] = [v]
         self.write_small(table, cols)
 
+    #: seconds a read of the small tables (documents, alert state and history, notification state)
+    #: may take; a hung server is given that and a margin (server_backend), not the receive timeout
+    SMALL_READ_TIMEOUT_S = 10
+
+    def read_small(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        """A query over the small tables, within :attr:`SMALL_READ_TIMEOUT_S`."""
+        return self.query(sql, params, {"max_execution_time": max(1, int(self.SMALL_READ_TIMEOUT_S))})
+
     def documents(self, table: str) -> list[dict[str, Any]]:
-        res = self.query(
+        res = self.read_small(
             f"SELECT id, argMax(body, updated_ns), argMax(deleted, updated_ns) FROM {self.t(table)} GROUP BY id ORDER BY id"
         )
         return [dict(json.loads(b), id=i) for i, b, d in res.rows if not d]

@@ -113,3 +113,19 @@ def test_a_silence_made_while_the_store_hangs_answers_503_soon_and_works_when_it
         hang.resume()
         assert httpx.post(silences, json=silence, timeout=15).status_code == 201
         assert len(httpx.get(silences, timeout=15).json()["silences"]) == 2
+
+
+def test_the_alert_history_while_the_store_hangs_answers_503_soon(outage_store, hang):
+    # a read of the small tables: 1 s here; waited for: a ping of the pooled connection (5 s), the limit, 5 s
+    outage_store.SMALL_READ_TIMEOUT_S = 1
+    engine = Engine(outage_store, build_config([]))
+    app = create_app(None, outage_store, alerts=engine, routers=[alerts_router(engine, require_role)])
+    with serving(app) as port:
+        history = f"http://127.0.0.1:{port}/api/alerts/history"
+        assert httpx.get(history, timeout=15).status_code == 200
+        hang()
+        r, took = _timed_get(httpx, history, timeout=20)
+        assert r.status_code == 503 and r.json()["error"] == "storage unavailable"
+        assert took < 15, f"the history took {took:.1f} s"
+        hang.resume()
+        assert httpx.get(history, timeout=15).status_code == 200
