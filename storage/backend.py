@@ -41,10 +41,11 @@ class Backend(Protocol):
         """Run a statement with ``{name:Type}`` placeholders bound from ``params``."""
 
     def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
-               token: str | None = None) -> int:
+               token: str | None = None, settings: dict[str, Any] | None = None) -> int:
         """Insert one columnar batch (columns in ``table.columns`` order); return rows written. With
         ``token`` (servers with ``Capabilities.insert_dedup`` only), a retry with the same token
-        writes only the parts, and the materialized views' parts, that are missing."""
+        writes only the parts, and the materialized views' parts, that are missing. ``settings``:
+        the statement's own (a time limit), for a server."""
 
     def close(self) -> None: ...
 

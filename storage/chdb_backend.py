@@ -232,7 +232,8 @@ class ChdbBackend:
         self.insert_file(f"INSERT INTO {qualified_name} ({cols})", "ArrowStream", payload, settings=settings)
 
     def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
-               token: str | None = None) -> int:
+               token: str | None = None, settings: dict[str, Any] | None = None) -> int:
+        # settings: a server's statement limits; the embedded engine's inserts run in-process
         self.insert_prepared(table, qualified_name, self.prepare(table, columns), token)
         return len(columns[0]) if columns else 0
 

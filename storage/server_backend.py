@@ -78,6 +78,7 @@ class ServerBackend:
         self.url = url
         host, port = node or (url.host, url.port)
         self.node = (host, port)
+        self._receive_timeout = float(receive_timeout)
         alt = "" if node else ",".join(f"{h}:{p}" for h, p in url.alt_hosts)
         self._kw = dict(
             host=host,
@@ -129,7 +130,7 @@ class ServerBackend:
         c = self._client()
         broken = False
         try:
-            _socket_timeout(c, timeout or self._kw["send_receive_timeout"])
+            _socket_timeout(c, timeout or self._receive_timeout)
             return fn(c)
         except ch_errors.ServerException as e:
             if e.code == 159:
