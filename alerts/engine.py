@@ -67,10 +67,9 @@ class Engine:
         self.metrics = metrics or AlertMetrics()
         self.tracer: Any = None  # an OpenTelemetry tracer when the server observes itself
         self.clock = clock
-        #: where the built-in kinds of rule query, within the rule time limit (a hung server is given
-        #: that and a margin, not the connection's receive timeout)
-        self.query = query or (lambda sql, params=None: store.query(
-            sql, params, {"max_execution_time": store.RULE_TIMEOUT_S}))
+        #: where the built-in kinds of rule query, within the store's limits and the rule time limit
+        #: (a hung server is given that and a margin, not the connection's receive timeout)
+        self.query = query or store.rule_query
         #: where SQL rules run (read-only, limited; see Store.rule_reader), opened on first use
         self.sql_query = sql_query or (lambda sql, params: store.rule_reader().query(sql, params))
         self.db = store.db

@@ -186,6 +186,12 @@ class Store:
     #: process; the rule engine then refuses the result (``alerts.expr``), never cutting it silently.
     RULE_MAX_ROWS = 10_000
 
+    def rule_query(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        """A built-in rule's query (red, metric, absence, middleware; the engine's own SQL over the
+        user's rule fields): within :attr:`limits` and the rule time limit, as user-written SQL."""
+        return self.query(sql, params, self.limits.settings(timeout_s=self.RULE_TIMEOUT_S,
+                                                            embedded=self.backend.kind == "chdb"))
+
     def rule_reader(self) -> RuleReader:
         """Where user-written SQL runs: ``.query(sql, params)`` on read-only connections whose default
         database is this store's, within :attr:`limits` (the rule time limit). Embedded: connections
