@@ -6,6 +6,7 @@ have no server-side parameters). Clients are pooled; every call has connect and 
 
 from __future__ import annotations
 
+import logging
 import queue
 from collections.abc import Sequence
 from typing import Any
@@ -67,6 +68,9 @@ RETRYABLE_CODES = frozenset({
 })
 
 
+log = logging.getLogger("tracehouse.storage")
+
+
 class ServerBackend:
     kind = "clickhouse"
 
@@ -113,10 +117,7 @@ class ServerBackend:
 
     def _put(self, c, broken: bool) -> None:
         if broken and c is not None:
-            try:
-                c.disconnect()
-            except Exception:
-                pass
+            _disconnect(c)
             c = None
         self._pool.put(c)
 
@@ -178,13 +179,11 @@ class ServerBackend:
         c = Client(**kw)
         try:
             return c.execute("SELECT 1") == [(1,)]
-        except Exception:
+        except Exception as e:  # any failure means "not ready"; /readyz says so, the log says why
+            log.debug("ClickHouse at %s:%s did not answer the readiness ping: %r", *self.node, e)
             return False
         finally:
-            try:
-                c.disconnect()
-            except Exception:
-                pass
+            _disconnect(c)
 
     def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
                token: str | None = None, settings: dict[str, Any] | None = None) -> int:
@@ -209,10 +208,15 @@ class ServerBackend:
             except queue.Empty:
                 break
             if c is not None:
-                try:
-                    c.disconnect()
-                except Exception:
-                    pass
+                _disconnect(c)
+
+
+def _disconnect(c) -> None:
+    """Close a client's connection; one that already failed has nothing left to keep."""
+    try:
+        c.disconnect()
+    except Exception:  # noqa: BLE001 - closing a broken connection
+        pass
 
 
 #: seconds a server is given past a statement's own time limit to say it stopped (a hung server says nothing)
