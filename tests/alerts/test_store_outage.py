@@ -143,8 +143,9 @@ def test_a_notification_sent_while_the_store_was_down_is_not_sent_again_after_a_
     wait_for(lambda: len(rx.bodies) == 1, 10, what="the firing notification")
     restarted = servers.restart_clickhouse(clickhouse)
     clickhouse.pid = restarted.pid
-    time.sleep(2.1)  # the dispatcher writes a record again at most every 2 s
-    e.run_once(force=True)
+    # the dispatcher writes a record again (at most every 2 s) at its next tick once the store is back
+    wait_for(lambda: e.run_once(force=True) is not None and not e.dispatcher._unrecorded, 15,
+             what="the notification record written once the store is back")
     again = Engine(outage_store, cfg)  # restarted: knows the firing alert was notified
     again.run_once(force=True)
     again.dispatcher.tick(again.clock() + 2 * 10**9)
