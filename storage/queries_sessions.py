@@ -24,8 +24,8 @@ def record_ended_session(store: Store, digest: str, expires: int) -> None:
 
 def ended_sessions(store: Store, now: int, limit: int = MAX_ENDED) -> dict[str, int]:
     """Digest → expiry (Unix seconds) of the signed-out sessions that have not expired at ``now``."""
-    res = store.query(
+    res = store.read_small(
         f"SELECT id, max(expires) AS e FROM {store.t('ended_sessions')} WHERE expires >= {{now:UInt32}} "
         "GROUP BY id ORDER BY e DESC LIMIT {lim:UInt32}", {"now": max(0, int(now)), "lim": int(limit)},
-        {"max_execution_time": READ_TIMEOUT_S})
+        timeout_s=READ_TIMEOUT_S)
     return {str(i): int(e) for i, e in res.rows}

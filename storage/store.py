@@ -565,9 +565,10 @@ class Store:
     #: may take; a hung server is given that and a margin (server_backend), not the receive timeout
     SMALL_READ_TIMEOUT_S = 10
 
-    def read_small(self, sql: str, params: dict[str, Any] | None = None) -> Result:
-        """A query over the small tables, within :attr:`SMALL_READ_TIMEOUT_S`."""
-        return self.query(sql, params, {"max_execution_time": max(1, int(self.SMALL_READ_TIMEOUT_S))})
+    def read_small(self, sql: str, params: dict[str, Any] | None = None, timeout_s: float | None = None) -> Result:
+        """A query over the small tables, within ``timeout_s`` (:attr:`SMALL_READ_TIMEOUT_S` unless given)."""
+        limit = self.SMALL_READ_TIMEOUT_S if timeout_s is None else timeout_s
+        return self.query(sql, params, {"max_execution_time": max(1, int(limit))})
 
     def documents(self, table: str) -> list[dict[str, Any]]:
         res = self.read_small(
