@@ -6,8 +6,13 @@ have no server-side parameters). Clients are pooled; every call has connect and 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import queue
+import socket
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +88,7 @@ class ServerBackend:
         host, port = node or (url.host, url.port)
         self.node = (host, port)
         self._receive_timeout = float(receive_timeout)
+        self._ping_s = float(connect_timeout)
         alt = "" if node else ",".join(f"{h}:{p}" for h, p in url.alt_hosts)
         self._kw = dict(
             host=host,
@@ -103,16 +109,16 @@ class ServerBackend:
             self._pool.put(None)
         self._closed = False
 
-    def _client(self):
+    def _client(self, wait_s: float = 30.0):
         from clickhouse_driver import Client
 
         from .driver_arrays import install
 
         install()  # array columns written in one pass (the driver's bytes, less CPU): driver_arrays.py
         try:
-            c = self._pool.get(timeout=30)
+            c = self._pool.get(timeout=max(0.0, wait_s))
         except queue.Empty:
-            raise StorageUnavailable("no free ClickHouse connection within 30 s") from None
+            raise StorageUnavailable(f"no free ClickHouse connection within {wait_s:.0f} s") from None
         return c if c is not None else Client(**self._kw)
 
     def _put(self, c, broken: bool) -> None:
@@ -122,17 +128,31 @@ class ServerBackend:
         self._pool.put(c)
 
     def _run(self, fn, timeout: float | None = None):
-        """``fn(client)`` on a pooled client; every read and write of its socket, and the hello of
-        a (re)connection, waits at most ``timeout`` seconds (default: the backend's receive timeout)."""
+        """``fn(client)`` on a pooled client. Without ``timeout``, every read and write of its socket,
+        and the hello of a (re)connection, waits at most the backend's receive timeout. With
+        ``timeout`` (a statement with a time limit), the call as a whole ends within it: the wait for
+        a free connection, the driver's ping of a pooled connection, a reconnection and the statement
+        all count against it, and past it the client's sockets are shut (``_Watchdog``), so a hung
+        server answers ``StorageUnavailable`` then, not after a ping, a hello and the read in turn."""
         from clickhouse_driver import errors as ch_errors
 
         if self._closed:
             raise StorageError("store is closed")
-        c = self._client()
+        deadline = time.monotonic() + timeout if timeout else None
+        c = self._client(min(30.0, timeout) if timeout else 30.0)
         broken = False
+        watch = _WATCHDOG.watch(deadline, c) if deadline is not None else None
         try:
-            _socket_timeout(c, timeout or self._receive_timeout)
-            return fn(c)
+            try:
+                _socket_timeout(c, max(0.1, deadline - time.monotonic()) if deadline else self._receive_timeout,
+                                self._ping_s)
+                return fn(c)
+            except Exception as e:
+                if watch is not None and _WATCHDOG.cancel(watch):  # cut off at the deadline
+                    broken = True
+                    raise StorageUnavailable(f"ClickHouse at {self._where(c)} did not answer within "
+                                             f"{timeout:.0f} s") from e
+                raise
         except ch_errors.ServerException as e:
             if e.code == 159:
                 raise QueryTimeout(str(e)) from e
@@ -148,6 +168,8 @@ class ServerBackend:
             broken = True
             raise QueryError(str(e)) from e
         finally:
+            if watch is not None and _WATCHDOG.cancel(watch):
+                broken = True  # its sockets were shut just as it ended: not fit for another call
             self._put(c, broken)
 
     def _where(self, c) -> str:
@@ -219,7 +241,8 @@ def _disconnect(c) -> None:
         pass
 
 
-#: seconds a server is given past a statement's own time limit to say it stopped (a hung server says nothing)
+#: seconds a server is given past a statement's own time limit to say it stopped (a hung server says
+#: nothing): a call with a time limit ends within the limit and this, all it waits for included
 ANSWER_MARGIN_S = 5.0
 
 
@@ -233,11 +256,88 @@ def _wait_for(settings: dict[str, Any] | None) -> float | None:
         return None
 
 
-def _socket_timeout(c, timeout: float) -> None:
-    """Set ``timeout`` on the client's connections: their open sockets, and the hello of a reconnection."""
-    for conn in {id(x): x for x in [getattr(c, "connection", None), *getattr(c, "connections", ())] if x}.values():
+#: seconds between two cuts of a call past its deadline (a reconnection made meanwhile has a new socket)
+CUT_EVERY_S = 0.2
+
+
+class _Watch:
+    __slots__ = ("client", "done", "fired")
+
+    def __init__(self, client: Any):
+        self.client, self.done, self.fired = client, False, False
+
+
+class _Watchdog:
+    """One thread for every backend that ends calls past their deadline: it shuts down the sockets
+    of the call's client (``shutdown``, never ``close``: the descriptor stays the calling thread's),
+    so that the read the call waits in returns at once, and does it again every ``CUT_EVERY_S``
+    until the call ends (the driver reconnects after a failed ping, on a new socket)."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, client: Any) -> _Watch:
+        w = _Watch(client)
+        with self._cv:
+            heapq.heappush(self._heap, (deadline, next(self._seq), w))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="clickhouse-deadlines", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        return w
+
+    def cancel(self, w: _Watch) -> bool:
+        """The call ended: no cut after this returns. Whether its sockets were cut."""
+        with self._cv:
+            w.done = True
+            return w.fired
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cv.wait()
+                    continue
+                when, _, w = self._heap[0]
+                wait = when - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                w.fired = True
+                _cut(w.client)  # under the lock: cancel() returning means no cut comes after
+                heapq.heappush(self._heap, (time.monotonic() + CUT_EVERY_S, next(self._seq), w))
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _connections(c) -> list:
+    return list({id(x): x for x in [getattr(c, "connection", None), *getattr(c, "connections", ())] if x}.values())
+
+
+def _cut(c) -> None:
+    for conn in _connections(c):
+        sock = getattr(conn, "socket", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # not connected (yet, or any more)
+                pass
+
+
+def _socket_timeout(c, timeout: float, ping_s: float) -> None:
+    """Set ``timeout`` on the client's connections: their open sockets, and the hello of a reconnection;
+    the driver's ping before a statement waits ``ping_s``, or ``timeout`` if less (set each time: a
+    call left with little of its time must not shorten the next one's ping)."""
+    for conn in _connections(c):
         conn.send_receive_timeout = timeout
-        conn.sync_request_timeout = min(conn.sync_request_timeout, timeout)
+        conn.sync_request_timeout = min(ping_s, timeout)
         if getattr(conn, "socket", None) is not None:
             conn.socket.settimeout(timeout)
 
