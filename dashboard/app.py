@@ -95,7 +95,7 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     install_ops(app, store, ready_checks, registry, tracer)
     auth = Auth(settings)
     if auth.enabled and store is not None:
-        auth.shared_signouts = SignOuts(store)
+        auth.shared_signouts = SignOuts(store, on_unrecorded=app.state.metrics.signouts_unrecorded.inc)
     install_auth(app, auth)
     app.add_middleware(CrossSiteGuard, allowed_hosts=getattr(settings, "allowed_hosts", None))
     app.add_middleware(SecurityHeaders)

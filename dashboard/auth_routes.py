@@ -11,8 +11,6 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from tracehouse.storage.errors import StorageError
-
 from .auth import COOKIE, LOGIN_CSRF_COOKIE, OPEN_PATHS, ROLES, SESSION_S, Auth, _b64, has_role, require_role
 from .auth import same as same_secret
 from .links import current_path
@@ -129,12 +127,10 @@ def _router(auth: Auth) -> APIRouter:
             return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
         if session:
             auth.end(session)
+            # signed out here at once; other replicas once the store has it: waited for a few seconds,
+            # then counted, logged and written again later (signouts.py); the cookie is cleared anyway
             if auth.shared_signouts is not None:
-                try:
-                    await run_in_threadpool(auth.shared_signouts.record, session["csrf"], session["exp"])
-                except StorageError as e:  # signed out here all the same; other replicas take it until it expires
-                    log.warning("sign-out of %s not recorded in the store (%s): other replicas accept the session "
-                                "until it expires", session["u"], e)
+                await auth.shared_signouts.record_within(session["csrf"], session["exp"])
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE)
         return resp

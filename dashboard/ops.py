@@ -36,6 +36,9 @@ class DashboardMetrics:
                                  ["route", "method", "code"], registry=self.registry, buckets=BUCKETS)
         self.errors = Counter("tracehouse_dashboard_request_errors",
                               "Requests answered 5xx, by route.", ["route"], registry=self.registry)
+        self.signouts_unrecorded = Counter(
+            "tracehouse_dashboard_signouts_unrecorded",
+            "Sign-outs the store did not take within their wait (written again later).", registry=self.registry)
         self.tracer: Any = None  # set when the server observes itself: a server span per request
 
 

@@ -154,3 +154,39 @@ def test_page_queries_on_a_hung_store_answer_503_within_their_limit_and_the_marg
             assert took < bound, f"/api/services took {took:.1f} s: {sorted(round(t, 1) for _, t in answers)}"
         hang.resume()
         wait_for(lambda: httpx.get(url, timeout=10).status_code == 200, 15, what="the API answering again")
+
+
+def test_a_sign_out_while_the_store_hangs_answers_soon_clears_the_cookie_and_reaches_the_store_later(
+        outage_store, hang):
+    from tracehouse.storage.queries_sessions import ended_sessions
+
+    settings = SimpleNamespace(users={"ed": {"password_hash": hash_password("pw", n=2**10), "role": "editor"}},
+                               api_tokens=[], secret_key="k")
+    app = create_app(settings, outage_store)
+    other = create_app(settings, outage_store)  # another replica on the same store
+    with serving(app) as port, serving(other) as other_port:
+        c = _signed_in(f"http://127.0.0.1:{port}")
+        kept = c.cookies.get("th_session")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/alerts").text)[1]
+        elsewhere = f"http://127.0.0.1:{other_port}/api/auth/me"
+        assert httpx.get(elsewhere, cookies={"th_session": kept}, timeout=10).status_code == 200
+        hang()
+        t0 = time.monotonic()
+        r = c.post("/logout", data={"csrf": csrf}, timeout=30)
+        took = time.monotonic() - t0
+        print(f"/logout on the hung store answered in {took:.1f} s")
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert 'th_session=""' in r.headers["set-cookie"] and "Max-Age=0" in r.headers["set-cookie"]
+        assert took < 4, f"/logout took {took:.1f} s"
+        # this process refuses the session at once; the store did not take it: counted
+        assert httpx.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}).status_code == 401
+        assert app.state.metrics.signouts_unrecorded._value.get() == 1
+        assert app.state.auth.shared_signouts.pending() == 1
+        hang.resume()
+        # written once the store answers again (by the write under way, or with the next read of the list)
+        wait_for(lambda: (c.get("/api/auth/me"), app.state.auth.shared_signouts.pending() == 0)[1], 30,
+                 what="the kept sign-out written to the store")
+        assert len(ended_sessions(outage_store, int(time.time()))) == 1
+        wait_for(lambda: httpx.get(elsewhere, cookies={"th_session": kept}, timeout=10).status_code == 401, 10,
+                 what="the other replica refusing the signed-out session")
+        c.close()
