@@ -155,9 +155,13 @@ class Dispatcher:
             self._unrecorded.clear()
 
     def update(self, alerts: list[Alert], now_ns: int) -> None:
-        """Take the current alerts (firing and recently resolved) of every rule."""
+        """Take the current alerts (firing and recently resolved) of every rule. What a new group last
+        sent is read from the store without the lock (a hung store holds neither ``status`` nor a tick)."""
         if self.route is None:
             return
+        with self._lock:
+            new = {key for key in self._group_keys(alerts) if key not in self.groups}
+        records = {key: self._load(key) for key in sorted(new)}
         with self._lock:
             for a in alerts:
                 if a.state not in ("firing", "resolved"):
@@ -166,7 +170,7 @@ class Dispatcher:
                     labels = {k: a.labels.get(k, "") for k in r.group_by}
                     g = Group(r.receiver, r, labels, now_ns + int(r.group_wait * NS))
                     if g.key not in self.groups:
-                        self._adopt(g)
+                        self._adopt(g, records.get(g.key))
                     g = self.groups.setdefault(g.key, g)
                     held = g.alerts.get(a.fingerprint)
                     if a.state == "resolved" and held is not None and held.state == "firing" and \
@@ -176,25 +180,39 @@ class Dispatcher:
                     if a.state == "firing" or a.fingerprint in g.alerts or a.fingerprint in g.notified_firing:
                         g.alerts[a.fingerprint] = a
 
-    def _adopt(self, g: Group) -> bool:
-        """Take what the store says this group last sent, when that is newer than what we know."""
+    def _group_keys(self, alerts: list[Alert]) -> set[str]:
+        assert self.route is not None
+        keys = set()
+        for a in alerts:
+            if a.state in ("firing", "resolved"):
+                for r in self.route.match(a.labels):
+                    keys.add(Group(r.receiver, r, {k: a.labels.get(k, "") for k in r.group_by}, 0).key)
+        return keys
+
+    def _load(self, key: str) -> Sent | None:
+        """What the store says group ``key`` last sent (a store read: never under the lock)."""
         if self.state is None:
-            return False
+            return None
         try:
-            rec = self.state.load(g.key)
+            return self.state.load(key)
         except StorageError as e:
-            log.warning("cannot read the notification state of %s: %s", g.key, e)
-            return False
+            log.warning("cannot read the notification state of %s: %s", key, e)
+            return None
+
+    @staticmethod
+    def _adopt(g: Group, rec: Sent | None) -> bool:
+        """Take what the store said this group last sent, when that is newer than what we know."""
         if rec is None or rec.last_sent_ns <= g.last_sent_ns:
             return False
         g.notified_firing, g.last_sent_ns = set(rec.notified_firing), rec.last_sent_ns
         return True
 
-    def _record(self, g: Group, forget: bool = False) -> None:
+    def _record(self, g: Group, forget: bool = False, sent: Sent | None = None) -> None:
+        """Write what ``g`` sent (``sent``: as it was when sent) to the store: never under the lock."""
         if self.state is None:
             return
         try:
-            self._write_record(g, forget)
+            self._write_record(g, forget, sent)
         except StorageError as e:
             log.warning("cannot record the notification state of %s (written again later): %s", g.key, e)
             with self._lock:
@@ -202,12 +220,12 @@ class Dispatcher:
                     self._unrecorded[g.key] = (g, forget)
                 self._retry_records_at = time.monotonic() + RECORD_RETRY_S
 
-    def _write_record(self, g: Group, forget: bool) -> None:
+    def _write_record(self, g: Group, forget: bool, sent: Sent | None = None) -> None:
         assert self.state is not None
         if forget:
             self.state.forget(g.key)
         else:
-            self.state.save(g.key, Sent(set(g.notified_firing), g.last_sent_ns))
+            self.state.save(g.key, sent or Sent(set(g.notified_firing), g.last_sent_ns))
 
     def _retry_records(self) -> None:
         """Write again what the store did not take after a send (else a restarted engine, or one
@@ -267,18 +285,29 @@ class Dispatcher:
         finally:
             self._sending.release()
 
+    def _due(self, g: Group, now_ns: int, firing_labels: list[dict[str, str]], silences: list[Silence]):
+        """Under the lock: the group's unmuted alerts, the firing ones, and ``to_send()``."""
+        live = {fp: a for fp, a in g.alerts.items() if not self.muted(a, firing_labels, silences, now_ns)}
+        firing = {fp for fp, a in live.items() if a.state == "firing"}
+
+        def to_send() -> tuple[set[str], bool]:
+            resolved = {fp for fp, a in g.alerts.items() if a.state == "resolved" and fp in g.notified_firing}
+            repeat = bool(firing) and now_ns - g.last_sent_ns >= int(g.route.repeat_interval * NS)
+            return resolved, bool(firing - g.notified_firing or resolved or repeat)
+
+        return live, firing, to_send
+
     def _flush(self, g: Group, now_ns: int, firing_labels: list[dict[str, str]], silences: list[Silence]) -> int:
+        rec = None
+        if self.state is not None:  # read again just before a send, without the lock (ticks are one at a time)
+            with self._lock:
+                due = self._due(g, now_ns, firing_labels, silences)[2]()[1]
+            if due:
+                rec = self._load(g.key)
         with self._lock:
-            live = {fp: a for fp, a in g.alerts.items() if not self.muted(a, firing_labels, silences, now_ns)}
-            firing = {fp for fp, a in live.items() if a.state == "firing"}
-
-            def to_send() -> tuple[set[str], bool]:
-                resolved = {fp for fp, a in g.alerts.items() if a.state == "resolved" and fp in g.notified_firing}
-                repeat = bool(firing) and now_ns - g.last_sent_ns >= int(g.route.repeat_interval * NS)
-                return resolved, bool(firing - g.notified_firing or resolved or repeat)
-
+            live, firing, to_send = self._due(g, now_ns, firing_labels, silences)
             resolved, due = to_send()
-            if due and self._adopt(g):  # another engine process, or this one before a restart, sent since
+            if due and self._adopt(g, rec):  # another engine process, or this one before a restart, sent since
                 resolved, due = to_send()
             if not due:
                 self._done(g, now_ns, firing, sent=False)
@@ -307,13 +336,14 @@ class Dispatcher:
                             g.attempts, (g.next_attempt_ns - now_ns) / NS, g.last_error)
                 return 0
             g.delivered, g.delivered_for = set(), (frozenset(), frozenset())
-            self._done(g, now_ns, firing, sent=True)
+            record = self._done(g, now_ns, firing, sent=True)
             if failures:
                 log.error("notification to %s refused, not retried: %s", g.receiver, g.last_error)
-                return 0
-            g.last_error = ""
-            self.sent = (self.sent + [msg])[-50:]
-            return 1
+            else:
+                g.last_error = ""
+                self.sent = (self.sent + [msg])[-50:]
+        self._record(g, sent=record)  # outside the lock: a hung store holds neither status nor update
+        return 0 if failures else 1
 
     def _send(self, receiver: str, msg: dict[str, Any], skip: set[int]) -> dict[int, NotifyError]:
         """Every notifier of ``receiver`` but those in ``skip``, each on its own: one that fails (a
@@ -350,16 +380,19 @@ class Dispatcher:
         if self.metrics is not None:
             self.metrics.notification(outcome, receiver, getattr(notifier, "integration", type(notifier).__name__))
 
-    def _done(self, g: Group, now_ns: int, firing: set[str], sent: bool) -> None:
+    def _done(self, g: Group, now_ns: int, firing: set[str], sent: bool) -> Sent | None:
+        """Under the lock. With ``sent``, what the caller records (``_record``) once it let the lock go."""
+        record = None
         if sent:
             g.notified_firing, g.last_sent_ns = set(firing), now_ns
-            self._record(g)
+            record = Sent(set(firing), now_ns)
         g.attempts, g.next_attempt_ns = 0, 0
         g.next_flush_ns = now_ns + int(g.route.group_interval * NS)
         for fp in [fp for fp, a in g.alerts.items() if a.state == "resolved"]:
             if sent or fp not in g.notified_firing:
                 g.alerts.pop(fp)
                 g.notified_firing.discard(fp)
+        return record
 
     def message(self, g: Group, alerts: list[Alert]) -> dict[str, Any]:
         """Alertmanager's webhook payload (version 4)."""

@@ -175,3 +175,49 @@ def test_the_evaluation_loop_shows_a_store_down_at_its_start_and_resumes_by_itse
                       if h["to_state"] in ("pending", "firing")) == [("inactive", "pending"), ("pending", "firing")]
     finally:
         e.stop()
+
+
+def test_the_notifications_api_answers_at_once_while_the_dispatcher_reads_or_writes_a_hung_store(
+        outage_store, hang):
+    import httpx
+
+    from testkit.servers import serving
+    from tracehouse.alerts import alerts_router
+    from tracehouse.alerts.state import Alert
+    from tracehouse.dashboard import require_role
+    from tracehouse.dashboard.app import create_app
+
+    outage_store.SMALL_READ_TIMEOUT_S = outage_store.SMALL_WRITE_TIMEOUT_S = 1  # waited for: 1 s and 5 s, in all
+    rx = Receiver()
+    e = _engine(outage_store, rx)
+    e.run_once(force=True)
+    wait_for(lambda: len(rx.bodies) == 1, 10, what="the firing notification")
+    d = e.dispatcher
+    app = create_app(None, outage_store, alerts=e, routers=[alerts_router(e, require_role)])
+    with serving(app) as port:
+        url = f"http://127.0.0.1:{port}/api/alerts/notifications"
+        assert [g["receiver"] for g in httpx.get(url, timeout=10).json()["groups"]] == ["ops"]
+        hang()
+        # a new group reads what it last sent; its flush reads it again and records the send
+        other = Alert("g/Other", "fp-other", {"alertname": "Other"}, "firing")
+        now = e.clock()
+        work = [threading.Thread(target=d.update, args=([other], now), daemon=True),
+                threading.Thread(target=d.tick, args=(now + 10**9,), daemon=True)]
+        for t in work:
+            t.start()
+            time.sleep(0.3)  # each now waits for the stopped server
+            t0 = time.monotonic()
+            r = httpx.get(url, timeout=20)
+            took = time.monotonic() - t0
+            print(f"notifications API answered in {took:.2f} s while {t.name} waited on the hung store")
+            assert r.status_code == 200 and took < 1.5, f"the notifications API took {took:.1f} s"
+            assert t.is_alive(), "the dispatcher did not wait for the store"
+            t.join(30)
+        assert {g["key"]: g["last_error"] for g in r.json()["groups"]}.keys() == {
+            'ops:{alertname="Always"}', 'ops:{alertname="Other"}'}
+        hang.resume()
+    wait_for(lambda: len(rx.bodies) == 2, 10, what="the other group's notification")
+    assert [b["commonLabels"]["alertname"] for b in rx.bodies] == ["Always", "Other"]
+    # the send the hung store did not take is recorded once it answers again
+    wait_for(lambda: d.tick(e.clock()) is not None and not d._unrecorded, 15, what="the send recorded")
+    rx.down()
