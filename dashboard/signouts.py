@@ -29,7 +29,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from tracehouse.storage.errors import StorageError
-from tracehouse.storage.queries_sessions import ended_sessions, record_ended_session
+from tracehouse.storage.queries_sessions import ended_sessions, prune_ended_sessions, record_ended_session
 
 __all__ = ["SignOuts", "session_digest"]
 
@@ -37,6 +37,8 @@ log = logging.getLogger("tracehouse.dashboard")
 
 #: sign-outs the store did not take, kept to be written again (the oldest dropped past this)
 MAX_PENDING = 10_000
+#: seconds between two deletions of expired sign-outs from the store (each replica; one is enough)
+PRUNE_EVERY_S = 3600.0
 
 
 def session_digest(sid: str) -> str:
@@ -64,6 +66,7 @@ class SignOuts:
         #: digest → expiry of sign-outs not yet written to the store (written again by ``_read_once``)
         self._pending: dict[str, int] = {}
         self._pending_lock = threading.Lock()
+        self._pruned_at: float | None = None
 
     def ended(self, sid: str) -> bool:
         """Whether another process (or this one before a restart) signed this session out."""
@@ -111,6 +114,21 @@ class SignOuts:
         with self._pending_lock:
             return len(self._pending)
 
+    def _prune_if_due(self) -> None:
+        """Delete expired sign-outs from the store, at most every ``PRUNE_EVERY_S`` (the first read
+        included): the table, and each read of it, stays the size of the sessions still alive."""
+        now = self.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        try:
+            n = prune_ended_sessions(self.store, int(self.clock()))
+        except StorageError as e:  # the list was read: tried again in PRUNE_EVERY_S
+            log.warning("cannot delete expired sign-outs from the store: %s", e)
+            return
+        if n:
+            log.info("deleted %d expired sign-outs from the store", n)
+
     def _write_kept(self) -> None:
         now = int(self.clock())
         with self._pending_lock:
@@ -143,6 +161,7 @@ class SignOuts:
         try:
             self._write_kept()
             self._ended = ended_sessions(self.store, int(self.clock()))
+            self._prune_if_due()
             if self._failing:
                 log.info("signed-out sessions are read from the store again")
             self._failing = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -178,3 +179,23 @@ def test_the_session_key_is_the_same_from_the_environment_and_from_a_file(tmp_pa
     from_file = Auth(SimpleNamespace(users=users, api_tokens=[], secret_key_file=str(key_file)))
     cookie = from_env.sign(from_env.login("ann", "pw"))
     assert from_file.session(cookie)["u"] == "ann"
+
+
+def test_expired_sign_outs_are_deleted_from_the_store(store):
+    """On both backends (chDB, a private clickhouse-server): the first read of the list deletes the
+    sign-outs whose session has expired, so the table does not grow with every sign-out for ever."""
+    from tests.support.waiting import wait_for
+    from tracehouse.dashboard.signouts import SignOuts
+    from tracehouse.storage.queries_sessions import record_ended_session
+
+    now = int(time.time())
+    for i in range(3):
+        record_ended_session(store, f"expired-{i}", now - 60)
+    record_ended_session(store, "alive", now + 3600)
+
+    def kept() -> list[str]:
+        return sorted(r[0] for r in store.query(f"SELECT id FROM {store.t('ended_sessions')}").rows)
+
+    assert kept() == ["alive", "expired-0", "expired-1", "expired-2"]
+    asyncio.run(SignOuts(store).refresh_if_due())
+    wait_for(lambda: kept() == ["alive"], 20, what="expired sign-outs deleted")
