@@ -2,6 +2,7 @@
 
     python bench/ingest_bench.py --spans 300000 --concurrency 8 --decoder old,native --json
     python bench/ingest_bench.py --protocol http,grpc --json     # both, one after the other, same bodies
+    python bench/ingest_bench.py --spans 300000 --decoder old,native --rounds 3 --json  # medians of 3 rounds
 
 ``--decoder`` picks how the server turns stored requests into rows: ``old`` (Python, the
 converter in ``collector/convert.py``), ``native`` (the embedded engine decodes them), ``auto``;
@@ -400,13 +401,17 @@ def bench_main(args: argparse.Namespace) -> int:
     if not decoders or any(d not in _DECODERS for d in decoders):
         raise SystemExit("--decoder takes old, native or auto (comma-separated to compare)")
     runs = []
-    for p in protocols:
-        for d in decoders:
-            if runs:  # let the previous run's writes reach the disk before the next server starts
-                os.sync()
-                time.sleep(5)
-            runs.append(run_once(args, p, d))
-    if len(runs) == 1:
+    rounds = max(1, args.rounds) if len(decoders) > 1 else 1
+    for _ in range(rounds):  # decoders alternate round by round: each round sees one machine state
+        for p in protocols:
+            for d in decoders:
+                if runs:  # let the previous run's writes reach the disk before the next server starts
+                    os.sync()
+                    time.sleep(5)
+                runs.append(run_once(args, p, d))
+    if rounds > 1:
+        result = _rounds_summary(runs, protocols, decoders)
+    elif len(runs) == 1:
         result = runs[0]
     elif len(decoders) == 1:
         result = {r["protocol"]: r for r in runs}
@@ -427,6 +432,28 @@ def bench_main(args: argparse.Namespace) -> int:
                 print(f"{k}: {v}")
     print(json.dumps(result))
     return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in runs) else 1
+
+
+def _rounds_summary(runs: list[dict], protocols: list[str], decoders: list[str]) -> dict:
+    """Medians over the rounds of a decoder comparison: per decoder its stored rate and stored/bulk,
+    and native/old taken round by round (each round's pair ran back to back)."""
+    import statistics
+
+    med: dict = {}
+    for p in protocols:
+        for d in decoders:
+            mine = [r for r in runs if r["protocol"] == p and r["decoder"] == d]
+            med[f"{d}_{p}" if len(protocols) > 1 else d] = {
+                k: statistics.median(r[k] for r in mine)
+                for k in ("stored_spans_per_s", "accepted_spans_per_s", "bulk_insert_spans_per_s",
+                          "stored_vs_bulk_insert", "collector_cpu_s", "collector_rss_mb", "collector_anon_rss_mb")}
+        if "old" in decoders and "native" in decoders:
+            olds = [r for r in runs if r["protocol"] == p and r["decoder"] == "old"]
+            nats = [r for r in runs if r["protocol"] == p and r["decoder"] == "native"]
+            per_round = [round(n["stored_spans_per_s"] / o["stored_spans_per_s"], 3) for o, n in zip(olds, nats)]
+            key = "native_vs_old_stored" + ("" if len(protocols) == 1 else f"_{p}")
+            med[key] = {"per_round": per_round, "median": statistics.median(per_round)}
+    return {"rounds": len(runs) // (len(protocols) * len(decoders)), "medians": med, "runs": runs}
 
 
 def _ratios(r: dict, base: dict) -> dict:
@@ -600,7 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--self-observe", choices=["off", "on", "both"], default="off", dest="self_observe",
                    help="serve with --self-observe; 'both' alternates off/on runs (--rounds each) and prints "
                         "the medians and their ratio")
-    p.add_argument("--rounds", type=int, default=1, help="runs of each setting with --self-observe both")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="runs of each setting with --self-observe both, or of each decoder with --decoder a,b "
+                        "(alternating; medians printed)")
     p.add_argument("--query-load", type=int, default=0, dest="query_load", metavar="N",
                    help="also run the ingest while N clients loop over the most expensive queries the API "
                    "allows (needs --role serve); the bench then runs twice, quiet and loaded, and reports both")
