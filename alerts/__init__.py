@@ -16,6 +16,7 @@ from tracehouse.storage import Store
 from .config import AlertConfig, build_config, load_files
 from .engine import Engine
 from .errors import (
+    ActionTimeout,
     AlertsConfigError,
     AlertsError,
     DestinationRefused,
@@ -34,6 +35,7 @@ __all__ = [
     "Alert",
     "AlertConfig",
     "AlertingRule",
+    "ActionTimeout",
     "AlertsConfigError",
     "AlertsError",
     "DestinationRefused",

@@ -28,6 +28,7 @@ from typing import Any
 from tracehouse.storage import StorageError, Store
 
 from . import clockstep, persist
+from .bounded import BoundedCalls
 from .config import AlertConfig
 from .errors import ReadOnlyRule
 from .expr import NS, QueryFunc, evaluate
@@ -42,6 +43,9 @@ from .templates import check
 from .unsaved import Unsaved
 
 log = logging.getLogger("tracehouse.alerts")
+#: how long the snapshot actions of one rule's evaluation may take in all (the agent command queue
+#: is the store: a hung store, or another target, holds a rule this long at most, and never the API)
+SNAPSHOT_TIMEOUT_S = 5.0
 _RULE_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
 
 
@@ -74,6 +78,9 @@ class Engine:
         self.sql_query = sql_query or (lambda sql, params: store.rule_reader().query(sql, params))
         self.db = store.db
         self.dashboard_url, self.request_snapshot = dashboard_url, request_snapshot
+        #: where snapshot actions run: outside the engine's lock, SNAPSHOT_TIMEOUT_S for one rule's at most
+        self.actions = BoundedCalls(SNAPSHOT_TIMEOUT_S, name="tracehouse-alerts-snapshot",
+                                    on_failure=lambda: self.metrics.action_failures.labels(action="snapshot").inc())
         self._lock = threading.RLock()  # rules and alerts in memory; never held across a store call
         self._evaluating = threading.Lock()
         self._unsaved = Unsaved()  # changes of state the store has not taken yet
@@ -96,18 +103,8 @@ class Engine:
         self.reload()
 
     # -- loading ---------------------------------------------------------------------------------
-    def _snapshot(self, service: str, kind: str, reason: dict) -> str | None:
-        if self.request_snapshot is None:
-            return None
-        try:
-            return self.request_snapshot(service, kind, reason)
-        except Exception:
-            self.metrics.action_failures.labels(action="snapshot").inc()
-            raise
-
     def _add(self, rule: Rule) -> AlertingRule:
-        ar = AlertingRule(rule, self.dashboard_url, self._snapshot if self.request_snapshot else None,
-                          self.query_offset_s)
+        ar = AlertingRule(rule, self.dashboard_url, self.request_snapshot, self.query_offset_s, self.actions)
         old = self.rules.get(rule.id)
         if old is not None:
             ar.alerts = old.alerts

@@ -27,6 +27,7 @@ from __future__ import annotations
 from tracehouse.storage import ConfigError, InvalidParameter
 
 __all__ = [
+    "ActionTimeout",
     "AlertsConfigError",
     "AlertsError",
     "DestinationRefused",
@@ -79,3 +80,8 @@ class NotifyError(AlertsError):
 
 class AlertsConfigError(AlertsError, ConfigError):
     """The engine cannot run as configured; the message says what to set."""
+
+
+class ActionTimeout(AlertsError, TimeoutError):
+    """A rule's action (a snapshot request) did not answer within its time limit, or was not started
+    because earlier requests still have not answered."""

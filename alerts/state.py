@@ -12,6 +12,7 @@ rows is ``nodata`` (and can be made to alert).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import clockstep
+from .bounded import BoundedCalls
 from .expr import NS, QueryFunc, Sample, evaluate
 from .rules import MAX_ROWS, Rule, compare
 from .templates import render_all
@@ -93,8 +95,12 @@ class AlertingRule:
     """One rule, its alerts, and its health. ``eval`` is called by the group loop."""
 
     def __init__(self, rule: Rule, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
-                 query_offset_s: float = 0.0):
+                 query_offset_s: float = 0.0, actions: BoundedCalls | None = None):
         self.rule = rule
+        #: runs the snapshot actions of alerts that started firing: outside the engine's lock, and
+        #: within a time limit (a hung target holds neither readers of the alerts nor evaluation)
+        self.actions = actions or BoundedCalls()
+        self._actions_due: list[tuple[Alert, str, str, dict[str, Any]]] = []
         #: the rule's query_offset, else the engine's: the window ends this long before ``now``
         self.query_offset_s = rule.query_offset_s if rule.query_offset_s is not None else query_offset_s
         self.dashboard_url = dashboard_url
@@ -143,7 +149,11 @@ class AlertingRule:
                 self.last_eval_ns, self.last_duration_s = now_ns, time.perf_counter() - t0
             return [], ("error" if before != "err" else None)
         with guard or contextlib.nullcontext():
-            return self._apply(now_ns, samples, t0)
+            out, health = self._apply(now_ns, samples, t0)
+            due, self._actions_due = self._actions_due, []
+        if due:  # not under the lock, and bounded: the snapshot target may hang
+            self._run_actions(due, guard)
+        return out, health
 
     def _apply(self, now_ns: int, samples: list[Sample], t0: float) -> tuple[list[Transition], str | None]:
         before = self.health
@@ -251,20 +261,32 @@ class AlertingRule:
         return retire(self.alerts, now_ns)
 
     def _on_firing(self, a: Alert) -> None:
+        """Queue the rule's action for an alert that starts firing; ``eval`` runs it after the change
+        of state, outside the engine's lock (see ``_run_actions``)."""
         kind = self.rule.action.get("snapshot")
         if not kind or self.request_snapshot is None:
             return
         reason = {"rule_id": self.rule.id, "alertname": self.rule.alert, "labels": a.labels, "value": a.value}
-        try:
-            snap = self.request_snapshot(a.labels.get("service", self.rule.service), kind, reason)
-        except Exception as e:
-            log.warning("%s: snapshot action failed: %s", self.rule.id, e)
-            a.extra_annotations["snapshot_error"] = str(e)[:300]
-            return
-        if snap:
-            a.extra_annotations["snapshot_id"] = str(snap)
-            if self.dashboard_url:
-                a.extra_annotations["snapshot"] = f"{self.dashboard_url.rstrip('/')}/snapshots/{snap}"
+        self._actions_due.append((a, a.labels.get("service", self.rule.service), kind, reason))
+
+    def _run_actions(self, due: list[tuple[Alert, str, str, dict[str, Any]]],
+                     guard: AbstractContextManager[Any] | None) -> None:
+        """Request the snapshots, within the time limit of ``actions`` in all, and note on each alert
+        the snapshot asked for or why there is none (before the alert is written to the store)."""
+        request = self.request_snapshot
+        assert request is not None
+        calls: list[Callable[[], Any]] = [functools.partial(request, service, kind, reason)
+                                          for _, service, kind, reason in due]
+        results = self.actions.run(calls)
+        with guard or contextlib.nullcontext():
+            for (a, *_), (ok, value) in zip(due, results, strict=True):
+                if not ok:
+                    log.warning("%s: snapshot action failed: %s", self.rule.id, value)
+                    a.extra_annotations["snapshot_error"] = str(value)[:300]
+                elif value:
+                    a.extra_annotations["snapshot_id"] = str(value)
+                    if self.dashboard_url:
+                        a.extra_annotations["snapshot"] = f"{self.dashboard_url.rstrip('/')}/snapshots/{value}"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.rule.to_dict(), state=self.state, health=self.health, last_error=self.last_error,

@@ -148,3 +148,50 @@ def test_snapshot_action_on_firing(chdb_store):
     assert Engine(chdb_store, e.config, clock=clock).alerts()[0]["annotations"]["snapshot_id"] == "snap-123"
     with pytest.raises(RuleError):
         parse_rule(dict(rule, action={"snapshot": "heap"}))
+
+
+def test_a_hung_snapshot_target_holds_neither_the_alerts_api_nor_the_other_rules(store, monkeypatch):
+    """The snapshot action runs outside the engine's lock and within a time limit: a target that
+    never answers (an agent command path that hangs) leaves the alerts API answering, the other rules
+    of the group evaluated, and the alert firing with the reason it has no snapshot."""
+    import threading
+    import time
+
+    from tests.support.waiting import wait_for
+
+    release, calls = threading.Event(), []
+
+    def hung_target(service, kind, reason):
+        calls.append((service, kind, reason["alertname"]))
+        release.wait(60)
+        return "late"
+
+    rules = [{"alert": "Hot", "kind": "sql", "query": "SELECT 1 AS value, 'payments' AS service", "op": ">",
+              "threshold": 0, "action": {"snapshot": "threads"}},
+             {"alert": "Other", "kind": "sql", "query": "SELECT 1 AS value", "op": ">", "threshold": 0}]
+    cfg = build_config([("f", {"groups": [{"name": "g", "rules": rules}]})])
+    monkeypatch.setattr("tracehouse.alerts.engine.SNAPSHOT_TIMEOUT_S", 1.0, raising=False)
+    e = Engine(store, cfg, request_snapshot=hung_target)
+    try:
+        evaluation = threading.Thread(target=e.run_once, kwargs={"force": True}, daemon=True)
+        t0 = time.monotonic()
+        evaluation.start()
+        wait_for(lambda: calls, 10, every=0.05, what="the snapshot request")
+        answers: list = []
+        reader = threading.Thread(target=lambda: answers.append(e.alerts()), daemon=True)
+        reader.start()
+        reader.join(0.5)
+        assert answers, "the alerts API waits for the hung snapshot target"
+        evaluation.join(15)
+        assert not evaluation.is_alive(), "the evaluation still waits for the hung snapshot target"
+        assert time.monotonic() - t0 < 10
+        states = {a.labels["alertname"]: a for a in e.current_alerts()}
+        assert {n: a.state for n, a in states.items()} == {"Hot": "firing", "Other": "firing"}
+        assert "no answer within 1 s" in states["Hot"].extra_annotations["snapshot_error"]
+        assert calls == [("payments", "threads", "Hot")]
+        assert e.metrics.action_failures.labels(action="snapshot")._value.get() == 1
+        # the alert was written with the reason: a restarted engine shows it
+        [hot] = [a for a in Engine(store, cfg).alerts() if a["labels"]["alertname"] == "Hot"]
+        assert "snapshot_error" in hot["annotations"]
+    finally:
+        release.set()
