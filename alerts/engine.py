@@ -200,10 +200,27 @@ class Engine:
 
                                 span.set_status(Status(StatusCode.ERROR, ar.last_error[:200]))
                         self.metrics.evaluated(ar.rule.group, time.perf_counter() - t0, failed)
+            out.extend(self._sweep_disabled(now))
             alerts = self.current_alerts() + self._resolve_orphans(now)
         self.dispatcher.update(alerts, now)
         self.dispatcher.tick(now)
         return out
+
+    def _sweep_disabled(self, now: int) -> list[Transition]:
+        """Disabled rules are not evaluated, but their alerts do not stand still: one still firing or
+        pending (disabled in its file while the server was down, or through another engine) is
+        resolved or dropped, and resolved ones are deleted when their retention runs out, so the
+        alerts API lists what a disabled rule left no longer than an enabled rule's."""
+        with self._lock:
+            changed = [t for ar in self.rules.values() if not ar.rule.enabled and ar.alerts
+                       for t in ar.sweep_disabled(now)]
+        if changed:
+            self._unsaved.add(changed, now)
+            try:
+                self._unsaved.write(self.store)
+            except StorageError as e:  # kept, and written with the next change the store takes
+                log.warning("the alerts of disabled rules could not be written: %s", e)
+        return changed
 
     def _resolve_orphans(self, now: int) -> list[Alert]:
         """Resolve, once, the stored alerts of rules that no longer exist (a rule file changed while

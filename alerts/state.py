@@ -249,8 +249,19 @@ class AlertingRule:
                         continue
                 a.state, a.resolved_at_ns, a.last_eval_ns = "resolved", now_ns, now_ns
                 out.append(Transition(a, "firing", "resolved"))
-            elif a.state == "resolved" and now_ns - clockstep.not_after(a.resolved_at_ns, now_ns) > \
-                    RESOLVED_RETENTION_S * NS:
+            elif _expired(a, now_ns):
+                del self.alerts[fp]
+                out.append(Transition(a, "resolved", "deleted"))
+        return out
+
+    def sweep_disabled(self, now_ns: int) -> list[Transition]:
+        """What evaluation does for a disabled rule: nothing of it stays active (a firing alert is
+        resolved, a pending one dropped: the rule was disabled while the server was down, or by
+        another engine), and its resolved alerts go when their retention runs out, as an enabled
+        rule's do, instead of staying listed until the rule is enabled again or deleted."""
+        out = self.retire(now_ns)
+        for fp, a in list(self.alerts.items()):
+            if _expired(a, now_ns):
                 del self.alerts[fp]
                 out.append(Transition(a, "resolved", "deleted"))
         return out
@@ -292,6 +303,11 @@ class AlertingRule:
         return dict(self.rule.to_dict(), state=self.state, health=self.health, last_error=self.last_error,
                     last_eval_ns=self.last_eval_ns, last_duration_s=round(self.last_duration_s, 6),
                     alerts=[a.to_dict() for a in self.alerts.values()])
+
+
+def _expired(a: Alert, now_ns: int) -> bool:
+    """A resolved alert kept past ``RESOLVED_RETENTION_S``."""
+    return a.state == "resolved" and now_ns - clockstep.not_after(a.resolved_at_ns, now_ns) > RESOLVED_RETENTION_S * NS
 
 
 def retire(alerts: dict[str, Alert], now_ns: int) -> list[Transition]:

@@ -76,6 +76,23 @@ def test_editing_a_firing_rules_threshold_keeps_it_firing_without_a_second_messa
     assert _after_change(e, clock, rx) == [("resolved", [("resolved", "critical")])]
 
 
+def test_a_disabled_rules_resolved_alert_goes_when_its_retention_runs_out(store):
+    """A disabled rule is not evaluated, but what it left is not listed for ever: its resolved alert
+    goes after the retention an enabled rule's resolved alert has (and not back at a restart)."""
+    e, clock, rx = _firing_and_notified(store)
+    e.put_rule(dict(DOWN, enabled=False), rule_id="down")
+    assert _after_change(e, clock, rx) == [("resolved", [("resolved", "critical")])]
+    assert [a["state"] for a in e.alerts()] == ["resolved"]  # shown while receivers and the API may need it
+    for _ in range(13):
+        clock.advance(60)
+        e.run_once()
+    assert e.alerts() == [] and e.current_alerts() == []
+    assert [(h["from_state"], h["to_state"]) for h in e.history("down")][0] == ("resolved", "deleted")
+    assert _engine(store, clock, rx).alerts() == []  # deleted in the store too
+    assert e.get_rule("down") is not None and not e.get_rule("down").rule.enabled
+    assert len(rx.bodies) == 2
+
+
 def _file_engine(store, clock, rx, rules):
     cfg = build_config([("t.yaml", {
         "groups": [{"name": "g", "interval": "10s", "rules": rules}],
@@ -105,6 +122,24 @@ def test_a_firing_file_rule_removed_or_renamed_at_a_restart_is_resolved_once(chd
     e = _file_engine(chdb_store, clock, rx, [dict(DOWN, alert="ShopDown")])
     assert _after_change(e, clock, rx, minutes=1)[2:] == []
     assert len(rx.bodies) == 3
+
+
+def test_a_firing_file_rule_disabled_at_a_restart_is_resolved_once(chdb_store):
+    """`enabled: false` put in the rule file while the server was down: the alert it fired is resolved
+    (in the history and to the receivers, once), as disabling the rule through the API does."""
+    rx, clock = Receiver(), Clock()
+    add_series(chdb_store, clock.s, 'up{service="shop",instance="a"}', "0x100", interval_s=10)
+    e = _file_engine(chdb_store, clock, rx, [DOWN])
+    e.run_once()
+    clock.advance(10)
+    e.run_once()
+    assert [m["status"] for m in rx.bodies] == ["firing"]
+    e = _file_engine(chdb_store, clock, rx, [dict(DOWN, enabled=False)])
+    assert _after_change(e, clock, rx) == [("resolved", [("resolved", "critical")])]
+    assert [(h["from_state"], h["to_state"]) for h in e.history("g/Down")][0] == ("firing", "resolved")
+    e = _file_engine(chdb_store, clock, rx, [dict(DOWN, enabled=False)])  # nothing of it again
+    assert _after_change(e, clock, rx, minutes=1)[1:] == []
+    assert len(rx.bodies) == 2
 
 
 def test_a_rule_deleted_through_another_engine_is_gone_after_its_reload(chdb_store):
