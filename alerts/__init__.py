@@ -9,6 +9,7 @@ running without the engine in its process).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from tracehouse.storage import Store
@@ -81,6 +82,22 @@ def lease_for(settings: Any, store: Store):
     return ZooKeeperLease(hosts, f"/tracehouse/{store.db}/alerts-lease", ttl=float(getattr(settings, "lease_ttl", 10.0)))
 
 
+def alerts_dir(settings: Any) -> str:
+    """The engine's data directory (TRACEHOUSE_ALERTS_DIR; else next to the chDB directory, or
+    ./tracehouse-alerts): the changes of alert state the store did not take wait there too."""
+    given = str(getattr(settings, "alerts_dir", "") or "")
+    if given:
+        return given
+    storage = str(getattr(settings, "storage", "") or "")
+    if not storage:
+        return ""
+    if storage.startswith("chdb://"):
+        from tracehouse.storage import parse_storage_url
+
+        return parse_storage_url(storage).path + "-alerts"
+    return os.path.abspath("./tracehouse-alerts")
+
+
 def rule_query_offset(settings: Any) -> float:
     """``TRACEHOUSE_RULE_QUERY_OFFSET``: seconds, 0 to 3600."""
     from .rules import MAX_QUERY_OFFSET_S
@@ -102,5 +119,6 @@ def build_engine(settings: Any, store: Store, request_snapshot: Any = None) -> l
 
         request_snapshot = queue_snapshots(store)
     engine = Engine(store, config, dashboard_url=url, request_snapshot=request_snapshot,
-                    lease=lease_for(settings, store), query_offset_s=rule_query_offset(settings))
+                    lease=lease_for(settings, store), query_offset_s=rule_query_offset(settings),
+                    state_dir=alerts_dir(settings))
     return [engine]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import re
 import threading
@@ -46,6 +47,8 @@ log = logging.getLogger("tracehouse.alerts")
 #: how long the snapshot actions of one rule's evaluation may take in all (the agent command queue
 #: is the store: a hung store, or another target, holds a rule this long at most, and never the API)
 SNAPSHOT_TIMEOUT_S = 5.0
+#: the file, in the engine's state_dir, of the changes of state the store did not take
+UNSAVED_FILE = "unsaved-alert-changes.json"
 _RULE_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
 
 
@@ -64,7 +67,7 @@ class Engine:
                  query: QueryFunc | None = None, dashboard_url: str = "", request_snapshot: SnapshotFunc | None = None,
                  rng: random.Random | None = None, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
                  metrics: AlertMetrics | None = None, lease: Lease | None = None, standby_reload_s: float = 5.0,
-                 sql_query: QueryFunc | None = None, query_offset_s: float = 0.0):
+                 sql_query: QueryFunc | None = None, query_offset_s: float = 0.0, state_dir: str = ""):
         self.store, self.config = store, config or AlertConfig()
         #: how long before the evaluation time the windows of rules without query_offset end
         self.query_offset_s = query_offset_s
@@ -83,7 +86,9 @@ class Engine:
                                     on_failure=lambda: self.metrics.action_failures.labels(action="snapshot").inc())
         self._lock = threading.RLock()  # rules and alerts in memory; never held across a store call
         self._evaluating = threading.Lock()
-        self._unsaved = Unsaved()  # changes of state the store has not taken yet
+        # changes of state the store has not taken yet; with a state_dir, also in a file there, so a
+        # restart during a store outage starts from them
+        self._unsaved = Unsaved(path=os.path.join(state_dir, UNSAVED_FILE) if state_dir else "")
         self._load_failures = 0  # reads of the persisted state failed in a row on taking the lease
         self.rules: dict[str, AlertingRule] = {}
         self._next_due: dict[tuple[str, float], int] = {}
@@ -100,7 +105,29 @@ class Engine:
         self._threads: list[threading.Thread] = []
         for r in self.config.rules:
             self._add(r)
+        self._replay_unsaved()
         self.reload()
+        if len(self._unsaved):
+            try:
+                self._unsaved.write(self.store)
+            except StorageError as e:  # kept, and written with the next change the store takes
+                log.warning("alert changes from before the restart could not be written yet: %s", e)
+            self._unsaved.sync_file()
+
+    def _replay_unsaved(self) -> None:
+        """Take the changes of state a previous run of this engine decided and the store never took
+        (see ``Unsaved.sync_file``). Only for an engine that evaluates alone: under a lease another
+        engine may have evaluated since from what the store had, and its decisions are the newer."""
+        path = self._unsaved.path
+        if not path or not os.path.exists(path):
+            return
+        if not isinstance(self.lease, AlwaysHeld):
+            log.warning("alert changes in %s are dropped: under a lease, the holder decides from the store", path)
+            self._unsaved.drop_file()
+            return
+        n = self._unsaved.load_file()
+        if n:
+            log.warning("%d alert changes the store did not take before the restart are taken from %s", n, path)
 
     # -- loading ---------------------------------------------------------------------------------
     def _add(self, rule: Rule) -> AlertingRule:
@@ -137,6 +164,14 @@ class Engine:
                     ar.alerts = dict(stored.get(rule_id, {}))
                 else:
                     ar.alerts.update(stored.get(rule_id, {}))
+            for a, deleted in self._unsaved.alerts():  # decided here, newer than what the store has
+                owner = self.rules.get(a.rule_id)
+                held = owner.alerts if owner is not None else self._orphans.setdefault(a.rule_id, {})
+                if deleted:
+                    held.pop(a.fingerprint, None)
+                else:
+                    held[a.fingerprint] = a
+            self._orphans = {rid: alerts for rid, alerts in self._orphans.items() if alerts}
             self._silences = silences
             if replace:
                 self.dispatcher.reset()
@@ -163,8 +198,11 @@ class Engine:
             self._unsaved.add(transitions, now_ns)
         if touched:
             self._unsaved.touch(touched)
-        if len(self._unsaved) and not ar.store_unavailable:  # this change, and any the store could not take before
-            self._unsaved.write(self.store)
+        try:
+            if len(self._unsaved) and not ar.store_unavailable:  # this change, and any the store could not take before
+                self._unsaved.write(self.store)
+        finally:
+            self._unsaved.sync_file()  # what the store did not take, on disk; no file once it took all
         return transitions
 
     def run_once(self, now_ns: int | None = None, force: bool = False) -> list[Transition]:
@@ -220,6 +258,7 @@ class Engine:
                 self._unsaved.write(self.store)
             except StorageError as e:  # kept, and written with the next change the store takes
                 log.warning("the alerts of disabled rules could not be written: %s", e)
+            self._unsaved.sync_file()
         return changed
 
     def _resolve_orphans(self, now: int) -> list[Alert]:
@@ -292,6 +331,7 @@ class Engine:
                     log.warning("alert lease lost: %d changes of state the store did not take are dropped",
                                 len(self._unsaved))
                     self._unsaved.clear()
+                    self._unsaved.sync_file()
             return False
         if not self.leading:
             try:

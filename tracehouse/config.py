@@ -36,6 +36,9 @@ class Settings:
     http_port: int = 8080
     #: TRACEHOUSE_BUFFER_DIR: the collector's durable buffer ('' = <chdb dir>/buffer or ./tracehouse-buffer)
     buffer_dir: str = ""
+    #: TRACEHOUSE_ALERTS_DIR: the alert engine's data directory: changes of alert state the store has
+    #: not taken yet wait there too ('' = <chdb dir>-alerts or ./tracehouse-alerts)
+    alerts_dir: str = ""
     #: TRACEHOUSE_BUFFER_MAX_BYTES: cap of the durable buffer; past it OTLP requests get 503
     buffer_max_bytes: int = 1 << 30
     #: TRACEHOUSE_INGEST_TOKENS: comma-separated tokens accepted on OTLP ('' = open)

@@ -225,3 +225,39 @@ def test_the_limit_is_a_whole_number_up_to_the_row_cap():
     for bad in (0, -1, 10_001, True, "5", 2.5):
         with pytest.raises(RuleError, match="limit must be a whole number from 1 to 10,000"):
             rule(limit=bad)
+
+
+def test_the_file_of_unsaved_changes_is_bounded_and_a_bad_one_is_ignored(chdb_store, tmp_path, caplog):
+    import json
+    import os
+
+    from tracehouse.alerts.engine import UNSAVED_FILE
+    from tracehouse.alerts.state import Alert, Transition
+    from tracehouse.alerts.unsaved import Unsaved
+
+    path = str(tmp_path / UNSAVED_FILE)
+    kept = Unsaved(path=path, max_file_bytes=40_000)
+    alerts = [Alert("g/A", f"fp{i}", {"alertname": "A", "i": str(i)}, "firing") for i in range(100)]
+    for i, a in enumerate(alerts):
+        kept.add([Transition(a, "pending", "firing")], 1_000 + i)
+    kept.sync_file()
+    assert 0 < os.path.getsize(path) <= 40_000 and not any(n.startswith(".") for n in os.listdir(tmp_path))
+    doc = json.load(open(path))
+    assert len(doc["alerts"]) == 100 and 0 < len(doc["history"]) < 100
+    assert doc["history"][-1][1] == 1_099  # the newest rows are the ones kept
+    again = Unsaved(path=path)
+    assert again.load_file() == 100 + len(doc["history"])
+    again.write(chdb_store)  # the store takes it: every alert, and the rows the file kept
+    again.sync_file()
+    assert not os.path.exists(path)
+    from tracehouse.alerts import persist
+
+    assert len(persist.load_alerts(chdb_store)["g/A"]) == 100
+    with open(path, "w") as f:
+        f.write('{"format": 1, "alerts": [["g/A"')  # cut short by a crash of the disk, say
+    assert Unsaved(path=path).load_file() == 0
+    assert "unreadable and ignored" in caplog.text
+    caplog.clear()
+    e = Engine(chdb_store, build_config([]), state_dir=str(tmp_path))  # starts in spite of it
+    assert "unreadable and ignored" in caplog.text and len(e._unsaved) == 0
+    assert os.path.exists(path)  # left for inspection

@@ -221,3 +221,38 @@ def test_the_notifications_api_answers_at_once_while_the_dispatcher_reads_or_wri
     # the send the hung store did not take is recorded once it answers again
     wait_for(lambda: d.tick(e.clock()) is not None and not d._unrecorded, 15, what="the send recorded")
     rx.down()
+
+
+def _file_settings(tmp_path):
+    import types
+
+    import yaml
+
+    rules = tmp_path / "t.yaml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "g", "interval": "1s", "rules": [
+        {"alert": "Always", "kind": "sql", "query": "SELECT 1 AS value", "op": ">", "threshold": 0}]}]}))
+    return types.SimpleNamespace(rules=[str(rules)], alerts_dir=str(tmp_path / "alerts"))
+
+
+def test_a_change_of_state_the_store_did_not_take_survives_a_restart_during_the_outage(outage_store, clickhouse,
+                                                                                      tmp_path):
+    import os
+
+    from tracehouse.alerts import build_engine
+
+    settings = _file_settings(tmp_path)
+    [e] = build_engine(settings, outage_store)
+    e.sql_query = _down_after_first_query(outage_store, clickhouse)
+    e.run_once(force=True)  # inactive -> pending -> firing, and the store is gone before it is written
+    assert _states(e) == {"Always": "firing"}
+    del e  # the server stops before the store is back
+    restarted = servers.restart_clickhouse(clickhouse)
+    clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
+    [again] = build_engine(settings, outage_store)  # started again: from the file of what the store missed
+    assert _states(again) == {"Always": "firing"}
+    assert again.run_once(force=True) == []  # fires nothing again
+    assert sorted((h["from_state"], h["to_state"]) for h in again.history("g/Always")) == [
+        ("inactive", "pending"), ("pending", "firing")]
+    assert os.listdir(settings.alerts_dir) == []  # the store took it all: no file left
+    [third] = build_engine(settings, outage_store)
+    assert _states(third) == {"Always": "firing"} and third.run_once(force=True) == []
