@@ -119,11 +119,13 @@ class Engine:
         (see ``Unsaved.sync_file``). Only for an engine that evaluates alone: under a lease another
         engine may have evaluated since from what the store had, and its decisions are the newer."""
         path = self._unsaved.path
-        if not path or not os.path.exists(path):
+        if path and not isinstance(self.lease, AlwaysHeld):  # no file under a lease: it would never be read
+            self._unsaved.path = ""
+            if os.path.exists(path):
+                log.warning("alert changes in %s are dropped: under a lease, the holder decides from the store", path)
+                self._unsaved.drop_file(path)
             return
-        if not isinstance(self.lease, AlwaysHeld):
-            log.warning("alert changes in %s are dropped: under a lease, the holder decides from the store", path)
-            self._unsaved.drop_file()
+        if not path or not os.path.exists(path):
             return
         n = self._unsaved.load_file()
         if n:

@@ -194,10 +194,15 @@ class Unsaved:
             self._changes += 1
         return len(alerts) + sum(len(b) for b, _ in history)
 
-    def drop_file(self) -> None:
-        if self.path:
-            with _suppress_missing():
-                os.unlink(self.path)
+    def drop_file(self, path: str = "") -> None:
+        """Remove the file (``path``, else the one this writes)."""
+        path = path or self.path
+        if path:
+            try:
+                with _suppress_missing():
+                    os.unlink(path)
+            except OSError as e:
+                log.error("alert changes the store did not take: could not remove %s: %s", path, e)
 
 
 def _alert_row(a: Alert, deleted: bool) -> list:

@@ -261,3 +261,29 @@ def test_the_file_of_unsaved_changes_is_bounded_and_a_bad_one_is_ignored(chdb_st
     e = Engine(chdb_store, build_config([]), state_dir=str(tmp_path))  # starts in spite of it
     assert "unreadable and ignored" in caplog.text and len(e._unsaved) == 0
     assert os.path.exists(path)  # left for inspection
+
+
+def test_under_a_lease_the_file_of_unsaved_changes_is_neither_taken_nor_written(chdb_store, tmp_path, caplog):
+    """Another engine may have held the lease since this one stopped: what it decided from the store
+    is newer than the file, which is dropped (and none written: it would never be read)."""
+    import os
+
+    from tracehouse.alerts.engine import UNSAVED_FILE
+    from tracehouse.alerts.lease import ZooKeeperLease
+    from tracehouse.alerts.state import Alert, Transition
+    from tracehouse.alerts.unsaved import Unsaved
+
+    path = str(tmp_path / UNSAVED_FILE)
+    old = Unsaved(path=path)
+    old.add([Transition(Alert("g/Always", "fp", {"alertname": "Always"}, "firing"), "pending", "firing")], 1)
+    old.sync_file()
+    assert os.path.exists(path)
+    cfg = build_config([("f", {"groups": [{"name": "g", "rules": [
+        {"alert": "Always", "kind": "sql", "query": "SELECT 1 AS value", "op": ">", "threshold": 0}]}]})])
+    e = Engine(chdb_store, cfg, state_dir=str(tmp_path),
+               lease=ZooKeeperLease("127.0.0.1:1", "/never-started"))  # never started: only its kind counts
+    assert not os.path.exists(path) and "are dropped" in caplog.text
+    assert e.current_alerts() == [] and len(e._unsaved) == 0
+    e._unsaved.add([Transition(Alert("g/Always", "fp", {"alertname": "Always"}, "firing"), "pending", "firing")], 2)
+    e._unsaved.sync_file()
+    assert os.listdir(tmp_path) == []
