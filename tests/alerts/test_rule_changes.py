@@ -103,14 +103,19 @@ def _file_engine(store, clock, rx, rules):
     return Engine(store, cfg, clock=clock, dashboard_url="http://d")
 
 
-def test_a_firing_file_rule_removed_or_renamed_at_a_restart_is_resolved_once(chdb_store):
-    rx, clock = Receiver(), Clock()
-    add_series(chdb_store, clock.s, 'up{service="shop",instance="a"}', "0x100", interval_s=10)
-    e = _file_engine(chdb_store, clock, rx, [DOWN])
+def _fire_file_rule(store, clock, rx) -> None:
+    """An engine with DOWN in its rule file, evaluated until the alert fired (one notification)."""
+    add_series(store, clock.s, 'up{service="shop",instance="a"}', "0x100", interval_s=10)
+    e = _file_engine(store, clock, rx, [DOWN])
     e.run_once()
     clock.advance(10)
     e.run_once()
     assert [m["status"] for m in rx.bodies] == ["firing"]
+
+
+def test_a_firing_file_rule_removed_or_renamed_at_a_restart_is_resolved_once(chdb_store):
+    rx, clock = Receiver(), Clock()
+    _fire_file_rule(chdb_store, clock, rx)
     # restarted with the rule renamed in its file: the old alert is resolved, the new one fires
     e = _file_engine(chdb_store, clock, rx, [dict(DOWN, alert="ShopDown")])
     sent = _after_change(e, clock, rx)
@@ -128,12 +133,7 @@ def test_a_firing_file_rule_disabled_at_a_restart_is_resolved_once(chdb_store):
     """`enabled: false` put in the rule file while the server was down: the alert it fired is resolved
     (in the history and to the receivers, once), as disabling the rule through the API does."""
     rx, clock = Receiver(), Clock()
-    add_series(chdb_store, clock.s, 'up{service="shop",instance="a"}', "0x100", interval_s=10)
-    e = _file_engine(chdb_store, clock, rx, [DOWN])
-    e.run_once()
-    clock.advance(10)
-    e.run_once()
-    assert [m["status"] for m in rx.bodies] == ["firing"]
+    _fire_file_rule(chdb_store, clock, rx)
     e = _file_engine(chdb_store, clock, rx, [dict(DOWN, enabled=False)])
     assert _after_change(e, clock, rx) == [("resolved", [("resolved", "critical")])]
     assert [(h["from_state"], h["to_state"]) for h in e.history("g/Down")][0] == ("firing", "resolved")
