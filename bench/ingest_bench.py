@@ -409,29 +409,33 @@ def bench_main(args: argparse.Namespace) -> int:
                     os.sync()
                     time.sleep(5)
                 runs.append(run_once(args, p, d))
-    if rounds > 1:
-        result = _rounds_summary(runs, protocols, decoders)
-    elif len(runs) == 1:
-        result = runs[0]
-    elif len(decoders) == 1:
-        result = {r["protocol"]: r for r in runs}
-        base = runs[0]
-        for r in runs[1:]:
-            result[f"{r['protocol']}_vs_{base['protocol']}"] = _ratios(r, base)
-    else:
-        result = {"runs": runs}
-        for p in protocols:
-            by = {r["decoder"]: r for r in runs if r["protocol"] == p}
-            if "old" in by and "native" in by:
-                key = "native_vs_old" if len(protocols) == 1 else f"native_vs_old_{p}"
-                result[key] = _ratios(by["native"], by["old"])
-                result[key + "_stored"] = result[key]["stored_spans_per_s"]
+    result = _rounds_summary(runs, protocols, decoders) if rounds > 1 else _summary(runs, protocols, decoders)
     if not args.json and len(runs) > 1:
         for k, v in result.items():
             if "_vs_" in k:
                 print(f"{k}: {v}")
     print(json.dumps(result))
     return 0 if all(r["lost"] == 0 and r["duplicates"] == 0 for r in runs) else 1
+
+
+def _summary(runs: list[dict], protocols: list[str], decoders: list[str]) -> dict:
+    """One run's result, or several runs' with their ratios (protocols against the first, native against old)."""
+    if len(runs) == 1:
+        return runs[0]
+    if len(decoders) == 1:
+        result = {r["protocol"]: r for r in runs}
+        base = runs[0]
+        for r in runs[1:]:
+            result[f"{r['protocol']}_vs_{base['protocol']}"] = _ratios(r, base)
+        return result
+    result = {"runs": runs}
+    for p in protocols:
+        by = {r["decoder"]: r for r in runs if r["protocol"] == p}
+        if "old" in by and "native" in by:
+            key = "native_vs_old" if len(protocols) == 1 else f"native_vs_old_{p}"
+            result[key] = _ratios(by["native"], by["old"])
+            result[key + "_stored"] = result[key]["stored_spans_per_s"]
+    return result
 
 
 def _rounds_summary(runs: list[dict], protocols: list[str], decoders: list[str]) -> dict:
