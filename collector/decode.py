@@ -66,20 +66,39 @@ def media_type(content_type: str) -> str:
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress gzip (or zlib) data, refusing to produce more than ``limit`` bytes."""
-    d = zlib.decompressobj(wbits=47)  # 32 + 15: auto-detect gzip or zlib header
-    try:
-        out = d.decompress(body, limit + 1)
-        if len(out) > limit or d.unconsumed_tail:
-            raise BadRequest(413, f"decompressed body exceeds {limit} bytes")
-        out += d.flush()
-    except zlib.error as e:
-        raise BadRequest(400, f"bad gzip body: {e}") from None
-    if len(out) > limit:
-        raise BadRequest(413, f"decompressed body exceeds {limit} bytes")
-    if not d.eof:
-        raise BadRequest(400, "truncated gzip body")
-    return out
+    """Decompress gzip (or zlib) data, refusing to produce more than ``limit`` bytes.
+
+    A gzip body may hold several members one after another (RFC 1952 §2.2; what ``pigz``, a
+    compressor flushing per batch or concatenated files give): their contents are concatenated, as
+    gzip readers do (Go's, so the OpenTelemetry Collector's, and Python's ``gzip``). Zero bytes after
+    the last member are padding and ignored; anything else after it is refused (400), never
+    silently dropped. Each member is fed from 256 bytes on, doubling, so that what zlib copies
+    past a member's end stays small: many tiny members cost linear time."""
+    view = memoryview(body)
+    parts: list[bytes] = []
+    size = pos = 0
+    while True:
+        d = zlib.decompressobj(wbits=47)  # 32 + 15: auto-detect gzip or zlib header
+        step = 256
+        while not d.eof:
+            if pos >= len(view):
+                raise BadRequest(400, "truncated gzip body")
+            chunk = view[pos:pos + step]
+            pos += len(chunk)
+            step = min(step * 2, 1 << 20)
+            try:
+                part = d.decompress(chunk, limit - size + 1)
+            except zlib.error as e:
+                raise BadRequest(400, f"bad gzip body: {e}") from None
+            size += len(part)
+            if size > limit or d.unconsumed_tail:
+                raise BadRequest(413, f"decompressed body exceeds {limit} bytes")
+            parts.append(part)
+        pos -= len(d.unused_data)
+        if pos >= len(view) or view[pos] == 0:  # no member starts with a zero byte: padding
+            if any(view[pos:]):
+                raise BadRequest(400, f"bad gzip body: data after the last member at byte {pos}")
+            return b"".join(parts)
 
 
 def decode_body(signal: Signal, content_type: str, content_encoding: str, body: bytes,

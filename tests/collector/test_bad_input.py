@@ -91,6 +91,32 @@ def test_gzip_bomb_is_cut_off_without_inflating(running):
     assert resp.status_code == 413
 
 
+def test_every_member_of_a_multi_member_gzip_body_is_stored_and_trailing_junk_is_refused(running, chdb_store):
+    """RFC 1952: a gzip body is a series of members, read as one stream (Go's reader, so the
+    OpenTelemetry Collector, and Python's gzip do). Only the first member used to be read: the
+    others' spans were dropped behind a 200, and bytes after the gzip data were ignored."""
+    gz = {"content-type": "application/x-protobuf", "content-encoding": "gzip"}
+    first, ids1 = traces(3, service="gz-a")
+    second, ids2 = traces(4, service="gz-b")
+    # two serialized requests one after the other are one request holding both (protobuf merge)
+    body = gzip.compress(first.SerializeToString()) + gzip.compress(second.SerializeToString())
+    resp = _post(running, body, gz)
+    assert resp.status_code == 200, resp.content
+    assert ExportTraceServiceResponse.FromString(resp.content).partial_success.rejected_spans == 0
+    running.wait_stored("traces", 7)
+    # junk after the last member (zero padding aside) is refused, with nothing of the request kept
+    junk, _ = traces(2, service="gz-junk")
+    resp = _post(running, gzip.compress(junk.SerializeToString()) + b"not gzip", gz)
+    assert resp.status_code == 400 and "gzip" in _status(resp).message
+    padded, ids3 = traces(2, service="gz-padded")
+    assert _post(running, gzip.compress(padded.SerializeToString()) + b"\x00" * 64, gz).status_code == 200
+    running.wait_stored("traces", 9)
+    time.sleep(0.3)
+    rows = chdb_store.query(f"SELECT service, span_id FROM {chdb_store.db}.spans").rows
+    assert sorted(tuple(r) for r in rows) == sorted([("gz-a", i) for i in ids1] + [("gz-b", i) for i in ids2]
+                                  + [("gz-padded", i) for i in ids3])
+
+
 def test_oversized_body_without_content_length(running):
     def chunks():
         for _ in range(30):
