@@ -56,6 +56,7 @@ KINDS = {"CLIENT": Span.SPAN_KIND_CLIENT, "SERVER": Span.SPAN_KIND_SERVER, "PROD
 # zipkin.proto3.Span.Kind → OTLP
 _PROTO_KINDS = {0: Span.SPAN_KIND_INTERNAL, 1: Span.SPAN_KIND_CLIENT, 2: Span.SPAN_KIND_SERVER,
                 3: Span.SPAN_KIND_PRODUCER, 4: Span.SPAN_KIND_CONSUMER}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _MAX_US = (1 << 64) // 1000 - 1  # the largest microsecond count whose nanoseconds fit in UInt64
 _ZERO16 = b"\x00" * 16
 _ZERO8 = b"\x00" * 8
@@ -320,7 +321,10 @@ def _put(attrs: Any, key: str, value: Any) -> None:
     if isinstance(value, bool):
         kv.value.bool_value = value
     elif isinstance(value, int):
-        kv.value.int_value = value
+        if _INT64_MIN <= value <= _INT64_MAX:
+            kv.value.int_value = value
+        else:  # past int64 (a JSON number in an annotation's text): kept exactly, as text
+            kv.value.string_value = str(value)
     elif isinstance(value, float):
         kv.value.double_value = value
     elif isinstance(value, str):

@@ -197,3 +197,30 @@ def test_bad_input_is_refused_clearly_and_nothing_is_stored(chdb_store, tmp_path
     m = r.collector.metrics
     assert m.get("tracehouse_collector_rejected_requests_total", reason="malformed") == 8
     assert m.get("tracehouse_collector_rejected_requests_total", reason="too_large") == 2
+
+
+def test_an_annotation_holding_a_number_past_int64_does_not_refuse_the_batch(chdb_store, tmp_path):
+    """An annotation's text of the form ``{"name": {attributes}}`` becomes an event with attributes;
+    a number in it past int64 (an unsigned 64-bit id, say) used to raise on the int64 attribute
+    (ValueError), which refused the whole batch with "cannot decode the body: ValueError". It is now
+    kept exactly, as text, and every span of the batch is stored."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), zipkin=True, max_batch_age=0.1)
+    try:
+        now = time.time_ns() // 1000
+        trace = os.urandom(16).hex()
+        spans = [{"traceId": trace, "id": os.urandom(8).hex(), "name": f"op{i}", "timestamp": now, "duration": 5,
+                  "localEndpoint": {"serviceName": "zk-big"}} for i in range(3)]
+        spans[1]["annotations"] = [{"timestamp": now + 1,
+                                    "value": '{"retry": {"id": 18446744073709551615, "ok": 7}}'}]
+        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps(spans),
+                          headers={"content-type": "application/json"}, timeout=30)
+        assert resp.status_code == 202, resp.text
+        r.wait_stored("traces", 3)
+    finally:
+        r.stop()
+    db = chdb_store.db
+    assert chdb_store.query(f"SELECT count() FROM {db}.spans WHERE service = 'zk-big'").scalar() == 3
+    name, attrs = chdb_store.query(f"SELECT events_name, events_attrs FROM {db}.spans WHERE name = 'op1'").rows[0]
+    assert list(name) == ["retry"]
+    ev = orjson.loads(attrs[0])
+    assert str(ev["id"]) == "18446744073709551615" and str(ev["ok"]) == "7"
