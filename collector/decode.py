@@ -149,26 +149,54 @@ def _from_json(signal: Signal, body: bytes) -> Message:
     if not isinstance(doc, dict):
         raise BadRequest(400, "malformed JSON: the body must be an object")
     try:
-        _ids_hex_to_b64(doc)
         msg = signal.request()
+        _ids_hex_to_b64(doc, msg.DESCRIPTOR)
         json_format.ParseDict(doc, msg, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as e:
         raise BadRequest(400, f"malformed OTLP/JSON: {e}") from None
     return msg
 
 
-def _ids_hex_to_b64(node: Any) -> None:
-    stack = [node]
+def _ids_hex_to_b64(doc: dict, desc: Any) -> None:
+    """Turn the hex ids of an OTLP/JSON document into base64, in place, where the message
+    ``desc`` describes (the schema, not the key alone, decides: a key named like an id inside a
+    field this version of OTLP does not know is left alone, and ``ParseDict`` ignores it, as the
+    OTLP/JSON rules ask of unknown fields)."""
+    stack = [(doc, desc)]
     while stack:
-        n = stack.pop()
-        if isinstance(n, dict):
-            for k, v in n.items():
-                if k in _ID_KEYS and isinstance(v, str):
-                    n[k] = _hex_to_b64(v)
-                elif isinstance(v, (dict, list)):
-                    stack.append(v)
-        elif isinstance(n, list):
-            stack.extend(x for x in n if isinstance(x, (dict, list)))
+        node, d = stack.pop()
+        table = _id_walk(d)
+        for k, v in node.items():
+            entry = table.get(k)
+            if entry is None:
+                continue
+            is_id, sub = entry
+            if is_id:
+                if isinstance(v, str):
+                    node[k] = _hex_to_b64(v)
+            elif isinstance(v, dict):
+                stack.append((v, sub))
+            elif isinstance(v, list):
+                stack.extend((x, sub) for x in v if isinstance(x, dict))
+
+
+_ID_FIELDS = frozenset({"trace_id", "span_id", "parent_span_id"})
+_WALKS: dict[str, dict[str, tuple[bool, Any]]] = {}
+
+
+def _id_walk(desc: Any) -> dict[str, tuple[bool, Any]]:
+    """For one message type: JSON key (both spellings) → (an id field?, the message type of a
+    message field), for the fields that are ids or may hold some."""
+    table = _WALKS.get(desc.full_name)
+    if table is None:
+        table = {}
+        for f in desc.fields:
+            is_id = f.name in _ID_FIELDS and f.type == f.TYPE_BYTES
+            sub = f.message_type if f.type == f.TYPE_MESSAGE else None
+            if is_id or sub is not None:
+                table[f.name] = table[f.json_name] = (is_id, sub)
+        _WALKS[desc.full_name] = table
+    return table
 
 
 def _hex_to_b64(v: str) -> str:

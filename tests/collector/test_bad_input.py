@@ -298,3 +298,34 @@ def test_any_field_of_any_signal_of_the_wrong_type_or_range_is_refused_or_stored
 
 def _count_of(store, service: str) -> int:
     return int(store.query(f"SELECT count() FROM {store.db}.spans WHERE service = {{s:String}}", {"s": service}).scalar())
+
+
+def test_unknown_json_fields_are_ignored_even_when_they_hold_keys_named_like_ids(running, chdb_store):
+    """OTLP/JSON receivers MUST ignore fields with unknown names. Ids were turned from hex into
+    base64 wherever a key was named traceId/spanId, so an unknown field (a newer OTLP's, or a
+    vendor's) holding such a key with another kind of value refused the whole request (400)."""
+    js = {"content-type": "application/json"}
+    tid, sid, link_tid = os.urandom(16).hex(), os.urandom(8).hex(), os.urandom(16).hex()
+    span = {"traceId": tid, "spanId": sid, "name": "known", "kind": 2, "startTimeUnixNano": str(time.time_ns()),
+            "endTimeUnixNano": str(time.time_ns() + 1000), "links": [{"traceId": link_tid, "span_id": sid}],
+            "futureCause": {"traceId": "not an id at all", "spanId": 42},
+            "vendorExtras": [{"parentSpanId": "??"}]}
+    doc = {"resourceSpans": [{"resource": {"attributes": [kv_json("service.name", "json-unknown")]},
+                              "scopeSpans": [{"spans": [span]}], "schemaExtras": {"span_id": "x"}}],
+           "futureTopLevel": {"trace_id": "zz"}}
+    resp = _post(running, orjson.dumps(doc), js)
+    assert resp.status_code == 200, resp.content
+    assert resp.json().get("partialSuccess", {}).get("rejectedSpans", "0") in (0, "0")
+    running.wait_stored("traces", 1)
+    row = chdb_store.query(f"SELECT trace_id, span_id, links_trace_id FROM {chdb_store.db}.spans "
+                           "WHERE service = 'json-unknown'").rows
+    assert [(r[0].hex(), r[1].hex(), [x.hex() for x in r[2]]) for r in row] == [(tid, sid, [link_tid])]
+    # a known id field is still checked
+    bad = copy.deepcopy(doc)
+    bad["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "not hex"
+    resp = _post(running, orjson.dumps(bad), js)
+    assert resp.status_code == 400 and "neither hex nor base64" in resp.json()["message"]
+
+
+def kv_json(key: str, value: str) -> dict:
+    return {"key": key, "value": {"stringValue": value}}
