@@ -25,7 +25,8 @@ receiver does:
   children (same service, parent = the shared id) follow it. ``SharedIds`` remembers recent
   shared spans so children reported in a later request follow too.
 
-A span without a timestamp (Zipkin allows it for incomplete spans) starts at its first annotation,
+A span without a timestamp (Zipkin allows it for incomplete spans; a timestamp of 0 is absent, in
+JSON as in proto3, as Zipkin's own model reads it) starts at its first annotation,
 or else at the time it is received, with no duration. Anything malformed raises ``BadRequest`` naming
 the span and the field: the whole request is refused. All-zero ids pass here and are refused span by
 span by the same checks as OTLP spans (counted, and named in the answer).
@@ -193,7 +194,7 @@ def _span_json(i: int, d: Any) -> ZSpan:
     return ZSpan(
         trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=k,
         name="" if name is None else _str(i, name, "name"),
-        timestamp=None if ts is None else _micros(i, ts, "timestamp"),
+        timestamp=None if ts is None else (_micros(i, ts, "timestamp") or None),  # 0: absent
         duration=0 if dur is None else _micros(i, dur, "duration"),
         local=_endpoint_json(i, d.get("localEndpoint"), "localEndpoint"),
         remote=_endpoint_json(i, d.get("remoteEndpoint"), "remoteEndpoint"),

@@ -224,3 +224,28 @@ def test_an_annotation_holding_a_number_past_int64_does_not_refuse_the_batch(chd
     assert list(name) == ["retry"]
     ev = orjson.loads(attrs[0])
     assert str(ev["id"]) == "18446744073709551615" and str(ev["ok"]) == "7"
+
+
+def test_a_json_span_with_timestamp_0_is_a_span_without_timestamp(chdb_store, tmp_path):
+    """Zipkin's model reads a timestamp of 0 as absent ("zero means null"; times at or before the
+    epoch are invalid), and the proto3 path here did too; a JSON span with ``"timestamp": 0`` was
+    stored as starting in 1970 instead of at its first annotation (or when received)."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), zipkin=True, max_batch_age=0.1)
+    try:
+        before = time.time_ns()
+        first = before // 1000 - 5_000
+        spans = [{"traceId": os.urandom(16).hex(), "id": os.urandom(8).hex(), "name": "annotated", "timestamp": 0,
+                  "duration": 0, "localEndpoint": {"serviceName": "zk-zero"},
+                  "annotations": [{"timestamp": first + 300, "value": "ws"}, {"timestamp": first, "value": "cs"}]},
+                 {"traceId": os.urandom(16).hex(), "id": os.urandom(8).hex(), "name": "bare", "timestamp": 0,
+                  "localEndpoint": {"serviceName": "zk-zero"}}]
+        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps(spans),
+                          headers={"content-type": "application/json"}, timeout=30)
+        assert resp.status_code == 202, resp.text
+        r.wait_stored("traces", 2)
+    finally:
+        r.stop()
+    rows = dict((name, (start, dur)) for name, start, dur in chdb_store.query(
+        f"SELECT name, start_ns, duration_ns FROM {chdb_store.db}.spans WHERE service = 'zk-zero'").rows)
+    assert rows["annotated"] == (first * 1000, 300_000)
+    assert before // 1000 * 1000 <= rows["bare"][0] <= time.time_ns() and rows["bare"][1] == 0
