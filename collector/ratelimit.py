@@ -41,7 +41,7 @@ class RateLimiter:
                 b = self._buckets.get(svc)
                 if b is None:
                     if len(self._buckets) >= self.max_services:
-                        self._buckets.clear()  # bounded memory under a flood of service names
+                        self._make_room(now)
                     b = self._buckets[svc] = [self.burst, now]
                 b[0] = min(self.burst, b[0] + (now - b[1]) * self.rate)
                 b[1] = now
@@ -54,6 +54,18 @@ class RateLimiter:
             for b, n in buckets:
                 b[0] -= n
             return 0.0
+
+    def _make_room(self, now: float) -> None:
+        """Bounded memory under a flood of service names, without lifting the limit of the services
+        being throttled: the fullest buckets go first (one refilled to the burst holds nothing a new
+        bucket would not), down to half the cap, so the sweep runs once per ``max_services / 2`` new
+        names. Clearing every bucket, as before, let one request naming ``max_services`` new
+        services reset the empty buckets of everyone else."""
+        level = {svc: b[0] + (now - b[1]) * self.rate for svc, b in self._buckets.items()}
+        fullest = sorted(level, key=level.__getitem__, reverse=True)
+        drop = max(len(fullest) - self.max_services // 2, sum(v >= self.burst for v in level.values()))
+        for svc in fullest[:drop]:
+            del self._buckets[svc]
 
     @staticmethod
     def retry_after(wait: float) -> int:

@@ -210,6 +210,31 @@ def test_rate_limit_per_service(chdb_store, tmp_path):
     assert _count(chdb_store) == 20
 
 
+def test_a_flood_of_service_names_does_not_lift_the_limit_of_a_throttled_service(chdb_store, tmp_path):
+    """The limiter keeps at most 10,000 service buckets; past that it used to clear them all, so a
+    request naming 10,000 new services gave every throttled service a full bucket again. Full
+    buckets (nothing to remember) and the fullest go first now; an emptied one stays."""
+    # one item per 100 s: the victim's bucket cannot refill during the test, however slow the host
+    r = run_collector(chdb_store, str(tmp_path / "b"), rate_limit_per_service=0.01, max_batch_age=0.1)
+    try:
+        assert _post(r, traces(1, service="victim")[0].SerializeToString()).status_code == 200
+        assert _post(r, traces(1, service="victim")[0].SerializeToString()).status_code == 429
+        flood, _ = traces(1, service="flood-0")
+        template = flood.resource_spans[0]
+        for i in range(1, 10_000):
+            rs = flood.resource_spans.add()
+            rs.CopyFrom(template)
+            rs.resource.attributes[0].value.string_value = f"flood-{i}"
+            rs.scope_spans[0].spans[0].span_id = os.urandom(8)
+        assert _post(r, flood.SerializeToString()).status_code == 200
+        resp = _post(r, traces(1, service="victim")[0].SerializeToString())
+        assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
+        r.wait_stored("traces", 10_001)
+    finally:
+        r.stop()
+    assert int(chdb_store.query(f"SELECT count() FROM {chdb_store.db}.spans WHERE service = 'victim'").scalar()) == 1
+
+
 def test_an_out_of_range_metric_temporality_is_stored_as_unspecified_and_the_writer_goes_on(running, chdb_store):
     """OTLP/JSON may carry any number for an enum; aggregationTemporality -1 once stopped the
     writer thread (the store's client could not encode it as UInt8): nothing was stored after it."""
