@@ -212,10 +212,7 @@ def test_an_annotation_holding_a_number_past_int64_does_not_refuse_the_batch(chd
                   "localEndpoint": {"serviceName": "zk-big"}} for i in range(3)]
         spans[1]["annotations"] = [{"timestamp": now + 1,
                                     "value": '{"retry": {"id": 18446744073709551615, "ok": 7}}'}]
-        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps(spans),
-                          headers={"content-type": "application/json"}, timeout=30)
-        assert resp.status_code == 202, resp.text
-        r.wait_stored("traces", 3)
+        _store_json(r, spans)
     finally:
         r.stop()
     db = chdb_store.db
@@ -224,6 +221,14 @@ def test_an_annotation_holding_a_number_past_int64_does_not_refuse_the_batch(chd
     assert list(name) == ["retry"]
     ev = orjson.loads(attrs[0])
     assert str(ev["id"]) == "18446744073709551615" and str(ev["ok"]) == "7"
+
+
+def _store_json(r, spans: list[dict]) -> None:
+    """Post Zipkin v2 JSON spans, expect 202, and wait until all of them are stored."""
+    resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps(spans),
+                      headers={"content-type": "application/json"}, timeout=30)
+    assert resp.status_code == 202, resp.text
+    r.wait_stored("traces", len(spans))
 
 
 def test_a_json_span_with_timestamp_0_is_a_span_without_timestamp(chdb_store, tmp_path):
@@ -239,10 +244,7 @@ def test_a_json_span_with_timestamp_0_is_a_span_without_timestamp(chdb_store, tm
                   "annotations": [{"timestamp": first + 300, "value": "ws"}, {"timestamp": first, "value": "cs"}]},
                  {"traceId": os.urandom(16).hex(), "id": os.urandom(8).hex(), "name": "bare", "timestamp": 0,
                   "localEndpoint": {"serviceName": "zk-zero"}}]
-        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps(spans),
-                          headers={"content-type": "application/json"}, timeout=30)
-        assert resp.status_code == 202, resp.text
-        r.wait_stored("traces", 2)
+        _store_json(r, spans)
     finally:
         r.stop()
     rows = dict((name, (start, dur)) for name, start, dur in chdb_store.query(
