@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from .config import SettingsError, load_settings
+from .config import Settings, SettingsError, load_settings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -83,24 +83,32 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per notification or self-observe send
     if ns.cmd == "migrate":
-        from tracehouse.storage import ConfigError, Store, parse_storage_url
-
-        try:
-            url = parse_storage_url(settings.storage)
-        except ConfigError as e:
-            print(f"tracehouse migrate: {e}", file=sys.stderr, flush=True)
-            return 2
-        if ns.cluster:
-            from dataclasses import replace
-
-            url = replace(url, cluster=ns.cluster)
-        with Store.open(url) as store:
-            applied = store.migrate(retention=settings.retention or None)
-            print(f"schema at version {store.schema_version()} on {url.redacted()}"
-                  + (f" (applied {applied})" if applied else " (already current)"))
-        return 0
+        return _migrate(ns, settings)
     if ns.cmd == "demo":
         return _run_demo(ns)
+    return _serve(ns, settings)
+
+
+def _migrate(ns: argparse.Namespace, settings: Settings) -> int:
+    from tracehouse.storage import ConfigError, Store, parse_storage_url
+
+    try:
+        url = parse_storage_url(settings.storage)
+    except ConfigError as e:
+        print(f"tracehouse migrate: {e}", file=sys.stderr, flush=True)
+        return 2
+    if ns.cluster:
+        from dataclasses import replace
+
+        url = replace(url, cluster=ns.cluster)
+    with Store.open(url) as store:
+        applied = store.migrate(retention=settings.retention or None)
+        print(f"schema at version {store.schema_version()} on {url.redacted()}"
+              + (f" (applied {applied})" if applied else " (already current)"))
+    return 0
+
+
+def _serve(ns: argparse.Namespace, settings: Settings) -> int:
     _quiet_grpc_fork()
     from . import server
     from .exposure import ExposureError
@@ -126,14 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             shop.start()
             print(f"demo shop running: {len(shop.procs)} processes, traffic to the gateway on port "
                   f"{shop.ports['gateway']}", flush=True)
-        if "dashboard" in roles:
-            print(f"tracehouse dashboard: http://{settings.host}:{settings.http_port}/", flush=True)
-        if "collector" in roles:
-            print(f"tracehouse OTLP/HTTP: http://{settings.host}:{settings.otlp_port}/v1/traces", flush=True)
-            if settings.otlp_grpc_port:
-                print(f"tracehouse OTLP/gRPC: {settings.host}:{settings.otlp_grpc_port}", flush=True)
-            if settings.zipkin_port:
-                print(f"tracehouse Zipkin v2: http://{settings.host}:{settings.zipkin_port}/api/v2/spans", flush=True)
+        _print_endpoints(settings, roles)
 
     try:
         asyncio.run(server.run(settings, roles, on_started=started))
@@ -154,6 +155,17 @@ def main(argv: list[str] | None = None) -> int:
         if shop is not None:
             shop.stop()
     return 0
+
+
+def _print_endpoints(settings: Settings, roles: tuple[str, ...]) -> None:
+    if "dashboard" in roles:
+        print(f"tracehouse dashboard: http://{settings.host}:{settings.http_port}/", flush=True)
+    if "collector" in roles:
+        print(f"tracehouse OTLP/HTTP: http://{settings.host}:{settings.otlp_port}/v1/traces", flush=True)
+        if settings.otlp_grpc_port:
+            print(f"tracehouse OTLP/gRPC: {settings.host}:{settings.otlp_grpc_port}", flush=True)
+        if settings.zipkin_port:
+            print(f"tracehouse Zipkin v2: http://{settings.host}:{settings.zipkin_port}/api/v2/spans", flush=True)
 
 
 def _quiet_grpc_fork() -> None:

@@ -40,75 +40,82 @@ def _resource_attrs() -> dict[str, str]:
             "service.instance.id": f"{socket.gethostname()}:{os.getpid()}", "telemetry.sdk.language": "python"}
 
 
+def _attrs(labels: dict[str, str]) -> list:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    return [KeyValue(key=k, value=AnyValue(string_value=str(v))) for k, v in sorted(labels.items())]
+
+
+def _counter(metric, fam, start_ns: int, now_ns: int, temporality: int) -> None:
+    metric.sum.aggregation_temporality, metric.sum.is_monotonic = temporality, True
+    for s in fam.samples:
+        if s.name.endswith("_total"):
+            metric.name = s.name
+            metric.sum.data_points.add(start_time_unix_nano=start_ns, time_unix_nano=now_ns,
+                                       as_double=s.value, attributes=_attrs(s.labels))
+
+
+def _series(samples, drop: str = "") -> dict[tuple, dict[str, Any]]:
+    """Samples grouped by their labels (less ``drop``): labels, ``_count``, ``_sum`` and buckets."""
+    series: dict[tuple, dict[str, Any]] = {}
+    for s in samples:
+        labels = {k: v for k, v in s.labels.items() if k != drop}
+        d = series.setdefault(tuple(sorted(labels.items())), {"labels": labels, "buckets": []})
+        if s.name.endswith("_bucket"):
+            d["buckets"].append((float(s.labels["le"]), s.value))
+        elif s.name.endswith("_count"):
+            d["count"] = s.value
+        elif s.name.endswith("_sum"):
+            d["sum"] = s.value
+    return series
+
+
+def _histogram(metric, fam, start_ns: int, now_ns: int, temporality: int) -> None:
+    metric.histogram.aggregation_temporality = temporality
+    for d in _series(fam.samples, drop="le").values():
+        bounds = sorted(d["buckets"])
+        counts, prev = [], 0.0
+        for _, cum in bounds:  # Prometheus buckets are cumulative, OTLP's are not
+            counts.append(int(cum - prev))
+            prev = cum
+        metric.histogram.data_points.add(
+            start_time_unix_nano=start_ns, time_unix_nano=now_ns, count=int(d.get("count", prev)),
+            sum=d.get("sum", 0.0), bucket_counts=counts,
+            explicit_bounds=[b for b, _ in bounds if b != float("inf")], attributes=_attrs(d["labels"]))
+
+
+def _summary(metric, fam, start_ns: int, now_ns: int, temporality: int) -> None:
+    for d in _series(fam.samples).values():
+        metric.summary.data_points.add(start_time_unix_nano=start_ns, time_unix_nano=now_ns,
+                                       count=int(d.get("count", 0)), sum=d.get("sum", 0.0),
+                                       attributes=_attrs(d["labels"]))
+
+
+def _gauge(metric, fam, start_ns: int, now_ns: int, temporality: int) -> None:
+    """Gauge, info, stateset, unknown: the sample values as they are."""
+    for s in fam.samples:
+        if not s.name.endswith("_created"):
+            metric.name = s.name
+            metric.gauge.data_points.add(time_unix_nano=now_ns, as_double=s.value, attributes=_attrs(s.labels))
+
+
+_BY_TYPE = {"counter": _counter, "histogram": _histogram, "summary": _summary}
+
+
 def metrics_request(registry: CollectorRegistry, start_ns: int, now_ns: int):
     """The registry's current samples as one ``ExportMetricsServiceRequest`` (pure)."""
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
     from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
-
-    def attrs(labels: dict[str, str]) -> list:
-        out = []
-        for k, v in sorted(labels.items()):
-            kv = KeyValue(key=k)
-            kv.value.string_value = str(v)
-            out.append(kv)
-        return out
 
     req = ExportMetricsServiceRequest()
     rm = req.resource_metrics.add()
-    rm.resource.attributes.extend(attrs(_resource_attrs()))
+    rm.resource.attributes.extend(_attrs(_resource_attrs()))
     sm = rm.scope_metrics.add()
     sm.scope.name, sm.scope.version = "tracehouse.self_observe", __version__
     cumulative = m.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
     for fam in registry.collect():
         metric = m.Metric(name=fam.name, description=fam.documentation[:500], unit=fam.unit or "")
-        if fam.type == "counter":
-            metric.sum.aggregation_temporality, metric.sum.is_monotonic = cumulative, True
-            for s in fam.samples:
-                if s.name.endswith("_total"):
-                    metric.name = s.name
-                    metric.sum.data_points.add(start_time_unix_nano=start_ns, time_unix_nano=now_ns,
-                                               as_double=s.value, attributes=attrs(s.labels))
-        elif fam.type == "histogram":
-            metric.histogram.aggregation_temporality = cumulative
-            series: dict[tuple, dict[str, Any]] = {}
-            for s in fam.samples:
-                labels = {k: v for k, v in s.labels.items() if k != "le"}
-                d = series.setdefault(tuple(sorted(labels.items())), {"labels": labels, "buckets": []})
-                if s.name.endswith("_bucket"):
-                    d["buckets"].append((float(s.labels["le"]), s.value))
-                elif s.name.endswith("_count"):
-                    d["count"] = s.value
-                elif s.name.endswith("_sum"):
-                    d["sum"] = s.value
-            for d in series.values():
-                bounds = sorted(d["buckets"])
-                counts, prev = [], 0.0
-                for _, cum in bounds:
-                    counts.append(int(cum - prev))
-                    prev = cum
-                metric.histogram.data_points.add(
-                    start_time_unix_nano=start_ns, time_unix_nano=now_ns, count=int(d.get("count", prev)),
-                    sum=d.get("sum", 0.0), bucket_counts=counts,
-                    explicit_bounds=[b for b, _ in bounds if b != float("inf")], attributes=attrs(d["labels"]))
-        elif fam.type == "summary":
-            series = {}
-            for s in fam.samples:
-                d = series.setdefault(tuple(sorted(s.labels.items())), {"labels": s.labels})
-                if s.name.endswith("_count"):
-                    d["count"] = s.value
-                elif s.name.endswith("_sum"):
-                    d["sum"] = s.value
-            for d in series.values():
-                metric.summary.data_points.add(start_time_unix_nano=start_ns, time_unix_nano=now_ns,
-                                               count=int(d.get("count", 0)), sum=d.get("sum", 0.0),
-                                               attributes=attrs(d["labels"]))
-        else:  # gauge, info, stateset, unknown: the sample values as they are
-            for s in fam.samples:
-                if s.name.endswith("_created"):
-                    continue
-                metric.name = s.name
-                metric.gauge.data_points.add(time_unix_nano=now_ns, as_double=s.value, attributes=attrs(s.labels))
+        _BY_TYPE.get(fam.type, _gauge)(metric, fam, start_ns, now_ns, cumulative)
         kind = metric.WhichOneof("data")
         if kind is not None and len(getattr(metric, kind).data_points):
             sm.metrics.append(metric)

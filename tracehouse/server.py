@@ -86,8 +86,6 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     before anything starts when a role would listen openly on a non-loopback address. Every role's
     metrics go into one process registry (each port's ``/metrics`` writes it); the writing roles run
     the retention job."""
-    from tracehouse.storage.retention import RetentionJob
-
     from .ops import process_registry
 
     exposure.check(settings, roles)
@@ -104,46 +102,12 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     store.tracer = tracer
     try:
         if "collector" in roles:
-            from tracehouse.collector import build_collector, cors
-
-            collector_app, collector_bg = build_collector(settings, store)
-            collector_app.m.exposed = registry
-            registry.register(collector_app.m.registry)
-            servers.append(_Server(exposure.guard(cors.wrap(collector_app, settings), settings), settings.host,
-                                   settings.otlp_port, **listen))
-            background.extend(collector_bg)
-            job = RetentionJob(store, settings.retention_interval, registry=registry)
-            job.tracer = tracer
-            background.append(job)
-            if settings.otlp_grpc_port:
-                from tracehouse.collector.grpc_receiver import GrpcReceiver
-
-                servers.append(GrpcReceiver(collector_app.core, settings.host, settings.otlp_grpc_port,
-                                            settings.max_decompressed_bytes))
-            if settings.zipkin_port:
-                from tracehouse.collector.zipkin_app import ZipkinApp
-
-                servers.append(_Server(exposure.guard(cors.wrap(ZipkinApp(collector_app.core), settings), settings),
-                                       settings.host, settings.zipkin_port, **listen))
-        engines: list[Any] = []
-        if "alerts" in roles:  # built before the dashboard, which is given the engine; started below
-            from tracehouse.alerts import build_engine
-
-            engines = build_engine(settings, store)
-            for engine in engines:
-                engine.tracer = tracer
-                registry.register(engine.metrics.registry)
-                background.append(engine)
+            _add_collector(settings, store, registry, tracer, listen, servers, background)
+        # built before the dashboard, which is given the engine; started below
+        engines = _alert_engines(settings, store, registry, tracer) if "alerts" in roles else []
+        background.extend(engines)
         if "dashboard" in roles:
-            from tracehouse.alerts import alerts_router
-            from tracehouse.dashboard import create_app, require_role
-
-            engine = engines[0] if engines else None
-            # without the engine in this process (a dashboard alone) the alerts API answers 503
-            api = alerts_router(engine, require_role, previews_per_minute=settings.rule_previews_per_minute)
-            dash = create_app(settings, store, alerts=engine, routers=[api],
-                              ready_checks=[e.ready for e in engines], registry=registry, tracer=tracer)
-            servers.append(_Server(exposure.guard(dash, settings), settings.host, settings.http_port, **listen))
+            servers.append(_dashboard(settings, store, engines, registry, tracer, listen))
         if observer is not None:
             background.append(observer)  # stopped first: nothing more to send once the servers stop
         for b in background:
@@ -167,11 +131,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
                 loop.add_signal_handler(sig, stop)
         tasks = [asyncio.create_task(s.serve()) for s in servers]
         if on_started is not None:
-            while not all(s.started for s in servers) and not any(t.done() for t in tasks):
-                await asyncio.sleep(0.05)
-            r = on_started()
-            if asyncio.iscoroutine(r):
-                await r
+            await _when_started(servers, tasks, on_started)
         await asyncio.gather(*tasks)
     finally:
         for b in reversed(background):
@@ -180,3 +140,62 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
             except Exception:
                 log.exception("error stopping %s", b)
         store.close()
+
+
+def _add_collector(settings: Settings, store: Any, registry: Any, tracer: Any, listen: dict,
+                   servers: list, background: list) -> None:
+    """The collector's servers (OTLP/HTTP, and OTLP/gRPC and Zipkin when their ports are set), its
+    background work and the retention job."""
+    from tracehouse.collector import build_collector, cors
+    from tracehouse.storage.retention import RetentionJob
+
+    collector_app, collector_bg = build_collector(settings, store)
+    collector_app.m.exposed = registry
+    registry.register(collector_app.m.registry)
+    servers.append(_Server(exposure.guard(cors.wrap(collector_app, settings), settings), settings.host,
+                           settings.otlp_port, **listen))
+    background.extend(collector_bg)
+    job = RetentionJob(store, settings.retention_interval, registry=registry)
+    job.tracer = tracer
+    background.append(job)
+    if settings.otlp_grpc_port:
+        from tracehouse.collector.grpc_receiver import GrpcReceiver
+
+        servers.append(GrpcReceiver(collector_app.core, settings.host, settings.otlp_grpc_port,
+                                    settings.max_decompressed_bytes))
+    if settings.zipkin_port:
+        from tracehouse.collector.zipkin_app import ZipkinApp
+
+        servers.append(_Server(exposure.guard(cors.wrap(ZipkinApp(collector_app.core), settings), settings),
+                               settings.host, settings.zipkin_port, **listen))
+
+
+def _alert_engines(settings: Settings, store: Any, registry: Any, tracer: Any) -> list[Any]:
+    from tracehouse.alerts import build_engine
+
+    engines = build_engine(settings, store)
+    for engine in engines:
+        engine.tracer = tracer
+        registry.register(engine.metrics.registry)
+    return engines
+
+
+def _dashboard(settings: Settings, store: Any, engines: list, registry: Any, tracer: Any, listen: dict) -> _Server:
+    from tracehouse.alerts import alerts_router
+    from tracehouse.dashboard import create_app, require_role
+
+    engine = engines[0] if engines else None
+    # without the engine in this process (a dashboard alone) the alerts API answers 503
+    api = alerts_router(engine, require_role, previews_per_minute=settings.rule_previews_per_minute)
+    dash = create_app(settings, store, alerts=engine, routers=[api],
+                      ready_checks=[e.ready for e in engines], registry=registry, tracer=tracer)
+    return _Server(exposure.guard(dash, settings), settings.host, settings.http_port, **listen)
+
+
+async def _when_started(servers: list, tasks: list, on_started: Callable[[], Awaitable[None] | None]) -> None:
+    """Call ``on_started`` once every server listens (or one of them ended: it failed to start)."""
+    while not all(s.started for s in servers) and not any(t.done() for t in tasks):
+        await asyncio.sleep(0.05)
+    r = on_started()
+    if asyncio.iscoroutine(r):
+        await r
