@@ -201,6 +201,16 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     group = text_field(d, "group", name, group)
     r = Rule(id=rule_id or text_field(d, "id", name) or f"{group}/{name}", alert=name, kind=kind, group=group,
              source=source, raw=dict(d))
+    _timing(r, d, interval, query_offset)
+    _presentation(r, d)
+    _condition(r, d)
+    _kind_fields(r, d)
+    return r
+
+
+def _timing(r: Rule, d: dict[str, Any], interval: float, query_offset: float | None) -> None:
+    """How often, how long and over what window the rule looks."""
+    name = r.alert
     r.interval = duration(d.get("interval", interval), f"{name}.interval")
     if r.interval < 1:
         raise RuleError(f"{name}: interval must be at least 1s")
@@ -213,6 +223,11 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     r.window = duration(d.get("window", "1m"), f"{name}.window")
     if not 1 <= r.window <= 31 * 86400:
         raise RuleError(f"{name}: window must be between 1s and 31d")
+
+
+def _presentation(r: Rule, d: dict[str, Any]) -> None:
+    """Labels, annotations, action, enabled and the no-data state."""
+    name = r.alert
     r.labels = _str_map(d.get("labels"), f"{name}.labels", _LABEL)
     r.annotations = _str_map(d.get("annotations"), f"{name}.annotations", _LABEL)
     r.action = _str_map(d.get("action"), f"{name}.action")
@@ -225,6 +240,11 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     r.nodata_state = text_field(d, "nodata_state", name, "ok")
     if r.nodata_state not in NODATA_STATES:
         raise RuleError(f"{name}: nodata_state must be ok, nodata or alerting")
+
+
+def _condition(r: Rule, d: dict[str, Any]) -> None:
+    """What is compared, with what, for which services and series."""
+    name = r.alert
     r.op = text_field(d, "op", name, ">")
     if r.op not in OPS:
         raise RuleError(f"{name}: op must be one of {OPS}")
@@ -248,8 +268,6 @@ def parse_rule(d: Any, group: str = "default", interval: float = 10.0, source: s
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_ROWS:
         raise RuleError(f"{name}: limit must be a whole number from 1 to {MAX_ROWS:,}")
     r.limit = limit
-    _kind_fields(r, d)
-    return r
 
 
 def _kind_fields(r: Rule, d: dict[str, Any]) -> None:
