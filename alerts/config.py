@@ -52,31 +52,18 @@ def build_config(docs: list[tuple[str, dict[str, Any]]], allow_private: bool | N
         if unknown:
             raise RuleError(f"{path}: unknown top-level keys {sorted(unknown)}")
         notif = d.get("notifications") or {}
+        if not isinstance(notif, dict):
+            raise RuleError(f"{path}: notifications must be a mapping")
         if notif.get("allow_private_destinations"):
             cfg.allow_private_destinations = True
-        for g in d.get("groups") or []:
-            if not isinstance(g, dict) or not g.get("name"):
-                raise RuleError(f"{path}: every group needs a name")
-            interval = duration(g.get("interval", "10s"), f"group {g['name']}.interval")
-            offset = None if g.get("query_offset") is None else \
-                duration(g["query_offset"], f"group {g['name']}.query_offset")
-            for r in g.get("rules") or []:
-                try:
-                    rule = parse_rule(r, str(g["name"]), interval, source=f"file:{path}", query_offset=offset)
-                    for text in rule.annotations.values():
-                        check(text)
-                except (RuleError, ValueError) as e:
-                    raise RuleError(f"{path}: {e}") from None
-                if rule.id in seen:
-                    raise RuleError(f"{path}: duplicate rule {rule.id}")
-                seen.add(rule.id)
-                cfg.rules.append(rule)
-        raw_receivers.extend(d.get("receivers") or [])
+        for g in _listed(d, "groups", path):
+            _read_group(path, g, cfg, seen)
+        raw_receivers.extend(_listed(d, "receivers", path))
         if d.get("route") is not None:
             if cfg.route is not None:
                 raise RuleError(f"{path}: route is defined in more than one file")
             cfg.route = parse_route(d["route"])
-        cfg.inhibit_rules.extend(parse_inhibit_rule(x) for x in d.get("inhibit_rules") or [])
+        cfg.inhibit_rules.extend(parse_inhibit_rule(x) for x in _listed(d, "inhibit_rules", path))
     if allow_private is not None:
         cfg.allow_private_destinations = allow_private
     for r in raw_receivers:
@@ -89,6 +76,36 @@ def build_config(docs: list[tuple[str, dict[str, Any]]], allow_private: bool | N
     if cfg.route is not None:
         _check_receivers(cfg.route, cfg.receivers)
     return cfg
+
+
+def _listed(d: dict[str, Any], key: str, where: str) -> list[Any]:
+    """``d[key]`` as a list (absent or empty: none); anything else is refused, not iterated (a
+    text would be read letter by letter, a mapping key by key)."""
+    v = d.get(key) or []
+    if not isinstance(v, list):
+        raise RuleError(f"{where}: {key} must be a list")
+    return v
+
+
+def _read_group(path: str, g: Any, cfg: AlertConfig, seen: set[str]) -> None:
+    name = g.get("name") if isinstance(g, dict) else None
+    # a text, or a number YAML read from one (name: 2024)
+    if isinstance(name, bool) or not isinstance(name, (str, int)) or name in ("", None):
+        raise RuleError(f"{path}: every group needs a name (a text)")
+    name = str(name)
+    interval = duration(g.get("interval", "10s"), f"group {name}.interval")
+    offset = None if g.get("query_offset") is None else duration(g["query_offset"], f"group {name}.query_offset")
+    for r in _listed(g, "rules", f"{path}: group {name}"):
+        try:
+            rule = parse_rule(r, name, interval, source=f"file:{path}", query_offset=offset)
+            for text in rule.annotations.values():
+                check(text)
+        except (RuleError, ValueError) as e:
+            raise RuleError(f"{path}: {e}") from None
+        if rule.id in seen:
+            raise RuleError(f"{path}: duplicate rule {rule.id}")
+        seen.add(rule.id)
+        cfg.rules.append(rule)
 
 
 def _check_receivers(route: Route, receivers: dict[str, Any]) -> None:

@@ -112,6 +112,14 @@ def test_build_engine_from_settings(chdb_store, tmp_path):
     ({"receivers": [{"name": "x", "webhook": {"url": "ftp://x"}}]}, "http"),
     ({"groups": [{"name": "g", "rules": [{"alert": "A", "kind": "red", "signal": "rate",
                                           "annotations": {"s": "{{ value "}}]}]}, "template"),
+    # the wrong shape anywhere is a clear error, not a traceback nor a text read letter by letter
+    ({"notifications": ["allow_private_destinations"]}, "notifications must be a mapping"),
+    ({"notifications": "yes"}, "notifications must be a mapping"),
+    ({"groups": {"g": {"rules": []}}}, "groups must be a list"),
+    ({"groups": [{"name": ["g"], "rules": []}]}, "every group needs a name"),
+    ({"groups": [{"name": True, "rules": []}]}, "every group needs a name"),
+    ({"groups": [{"name": "g", "rules": {"alert": "A", "kind": "red", "signal": "rate"}}]}, "rules must be a list"),
+    ({"receivers": {"name": "x"}}, "receivers must be a list"),
 ])
 def test_bad_rule_files_refused_with_reason(doc, reason):
     with pytest.raises(RuleError) as e:
@@ -195,3 +203,8 @@ def test_a_hung_snapshot_target_holds_neither_the_alerts_api_nor_the_other_rules
         assert "snapshot_error" in hot["annotations"]
     finally:
         release.set()
+
+
+def test_a_group_named_by_a_number_keeps_working():
+    rule = {"alert": "A", "kind": "red", "signal": "rate"}
+    assert [r.id for r in build_config([("f.yaml", {"groups": [{"name": 2024, "rules": [rule]}]})]).rules] == ["2024/A"]
