@@ -201,58 +201,75 @@ class AlertingRule:
         return labels
 
     def _advance(self, now_ns: int, active: list[Sample]) -> list[Transition]:
-        r = self.rule
         out: list[Transition] = []
         seen = set()
         for s in active:
-            labels = self.labels_for(s)
-            fp = fingerprint(labels)
-            seen.add(fp)
-            a = self.alerts.get(fp)
-            if a is None or a.state == "resolved":
-                a = Alert(r.id, fp, labels, "pending", active_at_ns=now_ns)
-                self.alerts[fp] = a
-                out.append(Transition(a, "inactive", "pending"))
-                self._saved_ns[fp] = now_ns  # saved with its transition
-            elif a.state == "pending" and now_ns - a.last_eval_ns > FOR_OUTAGE_TOLERANCE_S * NS:
-                a.active_at_ns = now_ns  # not watched for over the tolerance: `for` counts again
-                self._saved_ns[fp] = 0
-            if a.keep_firing_since_ns:  # held by keep_firing_for, and met again: stored, for a restart
-                self.touched.append(a)
-            a.value, a.last_eval_ns, a.keep_firing_since_ns = s.value, now_ns, 0
-            a.active_at_ns = clockstep.not_after(a.active_at_ns, now_ns)  # the clock stepped back
-            a.annotations = render_all(r.annotations, s.value, labels, self.dashboard_url, r.id)
-            if a.state == "pending" and now_ns - a.active_at_ns >= int(r.for_s * NS):
-                a.state, a.fired_at_ns = "firing", now_ns
-                self._on_firing(a)
-                out.append(Transition(a, "pending", "firing"))
-            elif a.state == "pending" and now_ns - self._saved_ns.get(fp, 0) >= PENDING_SAVE_S * NS:
-                self.touched.append(a)
-                self._saved_ns[fp] = now_ns
-            if a.state != "pending":
-                self._saved_ns.pop(fp, None)
+            seen.add(self._met(now_ns, s, out))
         for fp, a in list(self.alerts.items()):
-            if fp in seen:
-                continue
-            if a.state == "pending":
-                del self.alerts[fp]
-                self._saved_ns.pop(fp, None)
-                out.append(Transition(a, "pending", "inactive"))
-            elif a.state == "firing":
-                if r.keep_firing_for_s > 0:
-                    if not a.keep_firing_since_ns:
-                        a.keep_firing_since_ns = now_ns
-                        self.touched.append(a)  # stored, so that a restart counts from here too
-                    a.keep_firing_since_ns = clockstep.not_after(a.keep_firing_since_ns, now_ns)
-                    if now_ns - a.keep_firing_since_ns < int(r.keep_firing_for_s * NS):
-                        a.last_eval_ns = now_ns
-                        continue
-                a.state, a.resolved_at_ns, a.last_eval_ns = "resolved", now_ns, now_ns
-                out.append(Transition(a, "firing", "resolved"))
-            elif _expired(a, now_ns):
-                del self.alerts[fp]
-                out.append(Transition(a, "resolved", "deleted"))
+            if fp not in seen:
+                self._not_met(now_ns, fp, a, out)
         return out
+
+    def _met(self, now_ns: int, s: Sample, out: list[Transition]) -> str:
+        """A series the query gave: its alert starts pending, or stays, or starts firing; its
+        fingerprint."""
+        r = self.rule
+        labels = self.labels_for(s)
+        fp = fingerprint(labels)
+        a = self.alerts.get(fp)
+        if a is None or a.state == "resolved":
+            a = Alert(r.id, fp, labels, "pending", active_at_ns=now_ns)
+            self.alerts[fp] = a
+            out.append(Transition(a, "inactive", "pending"))
+            self._saved_ns[fp] = now_ns  # saved with its transition
+        elif a.state == "pending" and now_ns - a.last_eval_ns > FOR_OUTAGE_TOLERANCE_S * NS:
+            a.active_at_ns = now_ns  # not watched for over the tolerance: `for` counts again
+            self._saved_ns[fp] = 0
+        if a.keep_firing_since_ns:  # held by keep_firing_for, and met again: stored, for a restart
+            self.touched.append(a)
+        a.value, a.last_eval_ns, a.keep_firing_since_ns = s.value, now_ns, 0
+        a.active_at_ns = clockstep.not_after(a.active_at_ns, now_ns)  # the clock stepped back
+        a.annotations = render_all(r.annotations, s.value, labels, self.dashboard_url, r.id)
+        if a.state == "pending" and now_ns - a.active_at_ns >= int(r.for_s * NS):
+            a.state, a.fired_at_ns = "firing", now_ns
+            self._on_firing(a)
+            out.append(Transition(a, "pending", "firing"))
+        elif a.state == "pending" and now_ns - self._saved_ns.get(fp, 0) >= PENDING_SAVE_S * NS:
+            self.touched.append(a)
+            self._saved_ns[fp] = now_ns
+        if a.state != "pending":
+            self._saved_ns.pop(fp, None)
+        return fp
+
+    def _not_met(self, now_ns: int, fp: str, a: Alert, out: list[Transition]) -> None:
+        """An alert whose series the query no longer gives: dropped while pending, resolved when
+        firing (after ``keep_firing_for``), deleted when resolved past its retention."""
+        if a.state == "pending":
+            del self.alerts[fp]
+            self._saved_ns.pop(fp, None)
+            out.append(Transition(a, "pending", "inactive"))
+        elif a.state == "firing":
+            if self._kept_firing(now_ns, a):
+                return
+            a.state, a.resolved_at_ns, a.last_eval_ns = "resolved", now_ns, now_ns
+            out.append(Transition(a, "firing", "resolved"))
+        elif _expired(a, now_ns):
+            del self.alerts[fp]
+            out.append(Transition(a, "resolved", "deleted"))
+
+    def _kept_firing(self, now_ns: int, a: Alert) -> bool:
+        """Whether ``keep_firing_for`` still holds a firing alert whose condition ended."""
+        keep = self.rule.keep_firing_for_s
+        if keep <= 0:
+            return False
+        if not a.keep_firing_since_ns:
+            a.keep_firing_since_ns = now_ns
+            self.touched.append(a)  # stored, so that a restart counts from here too
+        a.keep_firing_since_ns = clockstep.not_after(a.keep_firing_since_ns, now_ns)
+        if now_ns - a.keep_firing_since_ns < int(keep * NS):
+            a.last_eval_ns = now_ns
+            return True
+        return False
 
     def sweep_disabled(self, now_ns: int) -> list[Transition]:
         """What evaluation does for a disabled rule: nothing of it stays active (a firing alert is
