@@ -7,28 +7,23 @@ with ``npm ci``, and this module does the same when node_modules is missing."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from tests.collector import node_clients
 from tests.collector.harness import run_collector
 from tracehouse.config import Settings
 from tracehouse.dashboard import create_app
 
-JS = Path(__file__).parent / "js"
 TOKEN = "js-token"
 
 
 @pytest.fixture(scope="module")
 def node_project() -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    assert node and npm, "node and npm are needed for the JS client test (Debian: nodejs, npm)"
-    if not (JS / "node_modules" / "@opentelemetry" / "exporter-trace-otlp-grpc").is_dir():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS, check=True, timeout=300)
-    return JS
+    return node_clients.node_project()
 
 
 def test_js_grpc_exporter_multi_service_trace(node_project, chdb_store, tmp_path):
