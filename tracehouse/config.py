@@ -62,6 +62,10 @@ class Settings:
     #: of connecting (or of the previous answer on the connection), and its body within this many
     #: seconds of the head; a slower one is answered 408 or cut off, so it holds no request slot
     client_timeout_seconds: float = 60.0
+    #: TRACEHOUSE_MAX_CONNECTIONS: connections the HTTP servers (OTLP, Zipkin, dashboard) hold at once;
+    #: past it a new one is answered 503 + Retry-After and closed. 0: the file descriptor limit less
+    #: 1,024 (or half of it, whichever is more), at most 10,000, so the WAL and the store keep descriptors
+    max_connections: int = 0
     #: TRACEHOUSE_DASHBOARD_MAX_BODY_BYTES: largest request body the dashboard and its API take (413
     #: past it); its forms and JSON documents are small
     dashboard_max_body_bytes: int = 1 << 20

@@ -17,25 +17,38 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .connection_cap import BUSY, ConnectionCap
+
 __all__ = ["with_head_timeout"]
 
 
-def with_head_timeout(seconds: float, base: type = H11Protocol) -> type:
+def with_head_timeout(seconds: float, base: type = H11Protocol, cap: ConnectionCap | None = None) -> type:
     """A subclass of uvicorn's protocol class ``base`` (h11's or httptools') that closes a
     connection whose request head takes longer than ``seconds``. The deadline is set when the
     connection is made and again when an answer is complete; when it passes, the connection is
-    closed unless a request (its head complete) is in progress."""
+    closed unless a request (its head complete) is in progress. With ``cap``, a connection past it
+    is answered 503 and closed at once (``connection_cap.py``)."""
     class HeadDeadline(base):  # type: ignore[misc, valid-type]
         _head_timer: asyncio.TimerHandle | None = None
+        _admitted = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            if cap is not None:
+                self._admitted = cap.admit()
+                if not self._admitted:
+                    transport.write(BUSY)
+                    transport.close()
+                    return
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
+            if self._admitted and cap is not None:
+                self._admitted = False
+                cap.release()
             super().connection_lost(exc)
 
         def on_response_complete(self) -> None:

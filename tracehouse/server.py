@@ -14,6 +14,7 @@ from typing import Any
 from . import exposure
 from .accept_errors import AcceptErrors
 from .config import Settings
+from .connection_cap import ConnectionCap, default_limit
 from .fd_limit import raise_fd_limit
 from .http_protocol import with_head_timeout
 
@@ -91,10 +92,12 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     exposure.check(settings, roles)
     raise_fd_limit()  # connections and the engine's part files: up to what the system allows
     listen = exposure.uvicorn_options(settings)
-    # every HTTP server: a request head must arrive within the client timeout (slowloris)
-    listen["http"] = with_head_timeout(settings.client_timeout_seconds)
     store = open_store(settings)
     registry = process_registry(roles)
+    # every HTTP server: a request head must arrive within the client timeout (slowloris), and the
+    # servers hold at most so many connections (after the store is open: the engine raises the limit)
+    cap = ConnectionCap(settings.max_connections or default_limit(), registry)
+    listen["http"] = with_head_timeout(settings.client_timeout_seconds, cap=cap)
     servers: list[_Server] = []
     background: list[Any] = []  # objects with start()/stop() run beside the servers
     observer = _observer(settings, registry) if settings.self_observe and "collector" in roles else None

@@ -1,7 +1,9 @@
-"""Idle connections that use up a ``tracehouse collector``'s file descriptors (its limit set to 400):
-the failing accepts are logged a line at a time, not thousands a second; a client already connected
-is still answered; and once the connections go, the writer, which could not open its files either,
-stores everything acknowledged."""
+"""Idle connections against a ``tracehouse collector`` whose file descriptor limit is 400. Past its
+connection cap (TRACEHOUSE_MAX_CONNECTIONS) a new connection is answered 503 and closed, so the
+writer keeps descriptors and stores what is acknowledged during the flood. With the cap set above
+the limit, the connections use the descriptors up: the failing accepts are logged a line at a time,
+not thousands a second; a client already connected is still answered; and once the connections go,
+the writer, which could not open its files either, stores everything acknowledged."""
 
 from __future__ import annotations
 
@@ -23,40 +25,97 @@ def _limit_fds() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
 
 
+def _collector(tmp_path, log_path, **env: str) -> subprocess.Popen:
+    env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"), TRACEHOUSE_OTLP_GRPC_PORT="0",
+               TRACEHOUSE_LOG_LEVEL="warning", **env)
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "tracehouse.cli", "collector", "--storage",
+                                 f"chdb://{tmp_path}/data", "--otlp-port", env["PORT"]], env=env, stdout=log,
+                                stderr=log, preexec_fn=_limit_fds, start_new_session=True)
+
+
+def _sum(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def _post(client: httpx.Client, url: str) -> int:
+    req, _ = traces(50)
+    return client.post(url + "/v1/traces", content=req.SerializeToString(),
+                       headers={"content-type": "application/x-protobuf"}).status_code
+
+
+def _flood(port: int, n: int) -> list[socket.socket]:
+    idle = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        idle.append(s)
+    return idle
+
+
+def test_connections_past_the_cap_are_refused_and_storing_goes_on_during_the_flood(tmp_path):
+    port = free_port()
+    # the embedded engine alone holds ~190 descriptors: a cap of 100 leaves it room under 400
+    proc = _collector(tmp_path, tmp_path / "collector.log", PORT=str(port), TRACEHOUSE_MAX_CONNECTIONS="100")
+    url = f"http://127.0.0.1:{port}"
+    idle: list[socket.socket] = []
+    client = httpx.Client(timeout=10)  # connected before the flood, kept alive
+    try:
+        assert wait_port(port, 60)
+        assert _post(client, url) == 200
+        idle = _flood(port, 500)
+        wait_for(lambda: _sum(client.get(url + "/metrics").text, "tracehouse_connections_refused_total") >= 350,
+                 20, every=0.2, what="connections past the cap refused")
+        metrics = client.get(url + "/metrics").text
+        assert _sum(metrics, "tracehouse_connections_open") == 100
+        assert len(os.listdir(f"/proc/{proc.pid}/fd")) < 380
+        # a new client is told to come back (the OTLP exporters retry on 503), not left hanging
+        fresh = httpx.post(url + "/v1/traces", content=b"", headers={"content-type": "application/x-protobuf"},
+                           timeout=10)
+        assert fresh.status_code == 503 and fresh.headers["retry-after"] == "1"
+        # the client connected before is served, and what it sends is stored while the flood lasts
+        acked = 50
+        for _ in range(4):
+            assert _post(client, url) == 200
+            acked += 50
+        wait_for(lambda: _sum(client.get(url + "/metrics").text, "tracehouse_collector_written_items_total") >= acked,
+                 30, every=0.5, what=f"all {acked} acknowledged spans stored during the flood")
+        for s in idle:
+            s.close()
+        idle.clear()
+        wait_for(lambda: _post(httpx.Client(timeout=10), url) == 200, 20, every=0.5,
+                 what="new connections taken again once the flood ends")
+    finally:
+        for s in idle:
+            s.close()
+        client.close()
+        proc.terminate()
+        proc.wait(60)
+
+
 def test_descriptor_exhaustion_is_logged_sparingly_and_storing_resumes(tmp_path):
     port = free_port()
     log_path = tmp_path / "collector.log"
-    env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"), TRACEHOUSE_OTLP_GRPC_PORT="0",
-               TRACEHOUSE_LOG_LEVEL="warning")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tracehouse.cli", "collector", "--storage",
-                                 f"chdb://{tmp_path}/data", "--otlp-port", str(port)], env=env, stdout=log,
-                                stderr=log, preexec_fn=_limit_fds, start_new_session=True)
+    # a cap above the descriptor limit: the connections use the descriptors up
+    proc = _collector(tmp_path, log_path, PORT=str(port), TRACEHOUSE_MAX_CONNECTIONS="100000")
     url = f"http://127.0.0.1:{port}"
     idle: list[socket.socket] = []
     client = httpx.Client(timeout=10)  # connected before the flood, kept alive
 
     def post() -> int:
-        req, _ = traces(50)
-        return client.post(url + "/v1/traces", content=req.SerializeToString(),
-                           headers={"content-type": "application/x-protobuf"}).status_code
+        return _post(client, url)
 
     def stored() -> float:
-        text = client.get(url + "/metrics").text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("tracehouse_collector_written_items_total"))
+        return _sum(client.get(url + "/metrics").text, "tracehouse_collector_written_items_total")
 
     try:
         assert wait_port(port, 60)
         assert post() == 200
-        for _ in range(500):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
-            idle.append(s)
+        idle = _flood(port, 500)
         wait_for(lambda: len(os.listdir(f"/proc/{proc.pid}/fd")) >= 399, 20, every=0.2,
                  what="the collector's descriptors used up")
         acked = 50
@@ -104,3 +163,10 @@ def test_a_server_raises_its_descriptor_limit_to_what_the_system_allows(tmp_path
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_default_cap_leaves_the_store_descriptors():
+    from tracehouse.connection_cap import default_limit
+
+    # half a small limit, 1,024 under a larger one, never more than 10,000; no limit: 10,000
+    assert [default_limit(n) for n in (400, 1024, 2048, 4096, 524288, -1)] == [200, 512, 1024, 3072, 10000, 10000]
