@@ -82,9 +82,10 @@ def _headers(context: aio.ServicerContext) -> dict[bytes, bytes]:
 class _Export:
     """One Export method: bytes in, the Export*ServiceResponse's bytes out, or an abort."""
 
-    def __init__(self, core: Ingest, sig: Signal):
+    def __init__(self, core: Ingest, sig: Signal, calls: _Calls):
         self.core = core
         self.sig = sig
+        self.calls = calls
 
     async def export(self, requests: AsyncIterator[bytes], context: aio.ServicerContext) -> bytes:
         """Registered as a stream-unary method (a unary client sends its one message the same
@@ -92,6 +93,23 @@ class _Export:
         unauthenticated caller's message is never received (a unary handler runs only once the
         whole message, up to the 64 MB cap, has arrived), and a caller that sends none holds its
         slot only for the client timeout."""
+        core, sig, calls = self.core, self.sig, self.calls
+        if calls.active >= calls.cap:
+            # refused here, not by gRPC's own maximum_concurrent_rpcs, whose RESOURCE_EXHAUSTED has no
+            # RetryInfo: the OTLP spec (and the Go and Java exporters) retry RESOURCE_EXHAUSTED only
+            # when the server says when, so those clients would drop the data
+            out = core.refuse(sig, 429, f"more than {calls.cap} OTLP/gRPC calls in progress; retry later",
+                              "overloaded", 1)
+            code, meta = trailers(out)
+            await context.abort(code, out.message, trailing_metadata=meta)
+            raise AssertionError("unreachable: abort raises")
+        calls.active += 1
+        try:
+            return await self._export(requests, context)
+        finally:
+            calls.active -= 1
+
+    async def _export(self, requests: AsyncIterator[bytes], context: aio.ServicerContext) -> bytes:
         core, sig = self.core, self.sig
 
         async def read() -> bytes:
@@ -127,10 +145,19 @@ async def _first(requests: AsyncIterator[bytes]) -> bytes:
     return first
 
 
-def handlers(core: Ingest) -> list[grpc.GenericRpcHandler]:
+class _Calls:
+    """The Export calls in progress on one server (all signals), against its cap."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.active = 0
+
+
+def handlers(core: Ingest, calls: _Calls | None = None) -> list[grpc.GenericRpcHandler]:
     out = []
+    calls = calls or _Calls(256)
     for name, service in SERVICES.items():
-        methods = {m.name: grpc.stream_unary_rpc_method_handler(_Export(core, SIGNALS[name]).export)
+        methods = {m.name: grpc.stream_unary_rpc_method_handler(_Export(core, SIGNALS[name], calls).export)
                    for m in service.methods}
         out.append(grpc.method_handlers_generic_handler(service.full_name, methods))
     return out
@@ -140,8 +167,8 @@ class GrpcReceiver:
     """The OTLP/gRPC server, with the same ``serve()`` / ``stop()`` / ``started`` as the HTTP ones.
 
     ``max_message_bytes`` caps a message after decompression (gRPC checks it before the handler
-    runs); ``max_concurrent`` bounds the calls in progress (more get RESOURCE_EXHAUSTED, which
-    clients retry). ``stop()`` may be called from any thread.
+    runs); ``max_concurrent`` bounds the calls in progress (more get RESOURCE_EXHAUSTED with a
+    RetryInfo of 1 s, which the OpenTelemetry exporters of every language retry). ``stop()`` may be called from any thread.
     """
 
     def __init__(self, core: Ingest, host: str, port: int, max_message_bytes: int,
@@ -150,6 +177,7 @@ class GrpcReceiver:
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.max_message_bytes = max_message_bytes
         self.max_concurrent = max_concurrent
+        self.calls = _Calls(max_concurrent)
         self.grace = grace
         self.started = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,8 +195,10 @@ class GrpcReceiver:
             # another process on the same port must be an error, not a silent share of the traffic
             ("grpc.so_reuseport", 0),
         ]
-        server = aio.server(handlers=handlers(self.core), options=options,
-                            maximum_concurrent_rpcs=self.max_concurrent)
+        # the cap is kept by the handlers (refusals with RetryInfo); gRPC's own limit, whose refusals
+        # carry none, is only a backstop far above it (a refusal takes its slot for microseconds)
+        server = aio.server(handlers=handlers(self.core, self.calls), options=options,
+                            maximum_concurrent_rpcs=4 * self.max_concurrent)
         try:
             server.add_insecure_port(self.address)
         except RuntimeError as e:

@@ -74,6 +74,7 @@ def run_collector(store: Any, buffer_dir: str, grpc: bool = False, zipkin: bool 
     opts = dict(settings)
     build_opts = {k: opts.pop(k) for k in ("segment_bytes", "max_batch_items", "max_batch_age", "grace", "limits",
                                            "retry_delay") if k in opts}
+    grpc_max_concurrent = opts.pop("grpc_max_concurrent", 256)
     s = Settings(storage="chdb:///unused", buffer_dir=buffer_dir, **opts)
     c = create_collector(s, store, **build_opts)
     c.wal.start()
@@ -85,7 +86,8 @@ def run_collector(store: Any, buffer_dir: str, grpc: bool = False, zipkin: bool 
         from tracehouse.collector.grpc_receiver import GrpcReceiver
 
         gport = free_port()
-        receiver = GrpcReceiver(c.app.core, "127.0.0.1", gport, s.max_decompressed_bytes)
+        receiver = GrpcReceiver(c.app.core, "127.0.0.1", gport, s.max_decompressed_bytes,
+                                max_concurrent=grpc_max_concurrent)
         gt = threading.Thread(target=asyncio.run, args=(receiver.serve(),), daemon=True)
         gt.start()
         _wait_started(receiver)

@@ -399,3 +399,73 @@ def test_a_call_with_more_than_one_message_is_refused_not_half_stored(chdb_store
     finally:
         r.stop()
     assert span_id_counts(chdb_store) == {i.hex(): 1 for i in first_ids + second_ids}
+
+
+def test_calls_past_the_cap_get_retry_info_and_the_exporter_delivers_after_retrying(chdb_store, tmp_path):
+    """At its cap of concurrent calls the receiver answered gRPC's own RESOURCE_EXHAUSTED, which has
+    no RetryInfo: the OTLP spec, and the Go and Java exporters, retry RESOURCE_EXHAUSTED only when
+    the server says when, so their data was dropped. The refusal now carries RetryInfo (1 s), and
+    the official Python exporter, sending while the cap is reached, delivers once a slot is free."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), grpc=True, grpc_max_concurrent=2, max_batch_age=0.1)
+    release = threading.Event()
+    held = [traces(3, service=f"holder{i}") for i in range(2)]
+    answers: list = []
+
+    def slow(req):  # a call that takes its slot, and sends its message only when released
+        release.wait(30)
+        yield req.SerializeToString()
+
+    def hold(req) -> None:
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            for _ in range(100):  # refused only while the other one and a probe below hold the slots
+                try:
+                    answers.append(ch.stream_unary(TRACE_EXPORT)(slow(req), timeout=30))
+                    return
+                except grpc.RpcError as err:
+                    if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    time.sleep(0.01)
+
+    holders = [threading.Thread(target=hold, args=(req,)) for req, _ in held]
+    try:
+        for t in holders:
+            t.start()
+        deadline = time.monotonic() + 10
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            while True:  # empty requests (nothing to store) until the two slow calls hold the slots
+                try:
+                    ch.unary_unary(TRACE_EXPORT)(b"", timeout=10)
+                except grpc.RpcError as err:
+                    e = err
+                    break
+                assert time.monotonic() < deadline, "the two slow calls did not take their slots"
+                time.sleep(0.01)
+        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+        status = rpc_status.from_call(e)
+        assert status is not None, "no google.rpc.Status details: clients following the spec drop the data"
+        info = error_details_pb2.RetryInfo()
+        assert len(status.details) == 1 and status.details[0].Unpack(info) and info.retry_delay.seconds == 1
+        assert dict(e.trailing_metadata())["google.rpc.retryinfo-bin"] == info.SerializeToString()
+
+        spans, ids = _spans(40, "retrier")
+        exporter = OTLPSpanExporter(endpoint=r.grpc_target, insecure=True, timeout=30)
+        result = {}
+        sender = threading.Thread(target=lambda: result.update(r=exporter.export(spans)))
+        sender.start()
+        m = r.collector.metrics
+        before = m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="overloaded")
+        while m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="overloaded") == before:
+            assert time.monotonic() < deadline + 10, "the exporter's first try was not refused"
+            time.sleep(0.01)
+        release.set()
+        sender.join(30)
+        exporter.shutdown()
+        assert result["r"].name == "SUCCESS"
+        for t in holders:
+            t.join(30)
+        assert len(answers) == 2
+        r.wait_stored("traces", 40 + 6)
+    finally:
+        release.set()
+        r.stop()
+    assert span_id_counts(chdb_store) == {i.hex(): 1 for i in ids + held[0][1] + held[1][1]}
