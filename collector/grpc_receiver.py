@@ -121,7 +121,11 @@ class _Export:
         def decode(body: bytes) -> tuple[Any, bytes]:
             return decode_body(sig, PROTOBUF, "", body, core.max_decompressed)[0], body
 
-        out = await core.handle(sig, _headers(context), read, decode, INLINE_DECODE_BYTES)
+        # the message is counted against the bytes in flight at the most it may hold before it is
+        # received (as a chunked HTTP body): gRPC takes it in whole, so counting it once read would
+        # let 64 calls hold 64 messages of 20 MiB before any was refused
+        out = await core.handle(sig, _headers(context), read, decode, INLINE_DECODE_BYTES,
+                                declared=core.max_decompressed)
         if out.ok:
             return encode_response(sig, out.rejected, out.message, False)
         code, meta = trailers(out)

@@ -163,8 +163,10 @@ class Ingest:
         the receiver accepts); ``decode(body)`` parses it, in the decode pool, or on the loop when
         the body has at most ``inline_max`` bytes (the receiver passes ``INLINE_DECODE_BYTES`` for
         uncompressed protobuf, 0 otherwise). ``declared``: the most the body will hold, counted
-        against the bytes in flight before it is read (``declared_size``); None (gRPC, whose
-        transport has received the message already) counts it once read."""
+        against the bytes in flight before it is read (``declared_size``; gRPC: the message cap);
+        None counts it once read. Once decoded, the request counts what it then holds until it
+        is durable, its decoded payload, when that is more than its body (a gzip body): 503 +
+        Retry-After when that passes the cap."""
         out = self.authorize(sig, headers)
         if out is not None:
             return out
@@ -194,7 +196,18 @@ class Ingest:
             else:  # counted from the head: what the body holds, not what it might have (never more)
                 self.inflight_bytes -= held - len(body)
             held = len(body)
-            return await self.submit(sig, lambda: decode(body), inline=len(body) <= inline_max)
+            prep = await self.decode(sig, lambda: decode(body), inline=len(body) <= inline_max)
+            if isinstance(prep, Outcome):
+                return prep
+            # counted as what it holds from here until it is durable: the decoded payload, up to
+            # ~1,000x its compressed body (a request alone is always let in, as above)
+            more = len(prep.payload) - held
+            if more > 0:
+                if self.inflight_bytes > held and self.inflight_bytes + more > self.max_inflight_bytes:
+                    return self._too_many_bytes(sig)
+                self.inflight_bytes += more
+                held += more
+            return await self.store(sig, prep)
         finally:
             self.inflight_bytes -= held
             self._active -= 1
@@ -205,6 +218,11 @@ class Ingest:
     async def submit(self, sig: Signal, decode: Decoder, inline: bool = False) -> Outcome:
         """Decode, check and buffer one admitted request; answers once it is durable. ``inline``:
         decode on the loop (a small body, see ``INLINE_DECODE_BYTES``), not in the decode pool."""
+        prep = await self.decode(sig, decode, inline)
+        return prep if isinstance(prep, Outcome) else await self.store(sig, prep)
+
+    async def decode(self, sig: Signal, decode: Decoder, inline: bool = False) -> Prepared | Outcome:
+        """Decode and check one request: what the WAL would hold, or the refusal of a bad body."""
         name = sig.name
         try:
             if inline:
@@ -221,6 +239,12 @@ class Ingest:
         except Exception as e:  # anything the decoder did not foresee is the body's fault, not a 500
             log.warning("unexpected error decoding a %s request: %r", name, e)
             return self.refuse(sig, 400, f"cannot decode the body: {type(e).__name__}", "malformed")
+        return prep
+
+    async def store(self, sig: Signal, prep: Prepared) -> Outcome:
+        """Buffer one decoded request (unless it repeats one acknowledged before); answers once it
+        is durable."""
+        name = sig.name
         checked = prep.checked
         if checked.accepted and await self._already_acknowledged(prep):
             # a retry of a request acknowledged before (its answer was lost): acknowledged again, not stored

@@ -55,8 +55,9 @@ class Settings:
     #: TRACEHOUSE_MAX_CONCURRENT_REQUESTS: OTLP requests in flight at once; past it, 503 + Retry-After
     max_concurrent_requests: int = 64
     #: TRACEHOUSE_MAX_INFLIGHT_BYTES: OTLP/Zipkin request bytes held at once, read or being read (a
-    #: body counts its Content-Length, or TRACEHOUSE_MAX_BODY_BYTES when chunked, from its head); 503 +
-    #: Retry-After past it
+    #: body counts its Content-Length, or TRACEHOUSE_MAX_BODY_BYTES when chunked, from its head; a gRPC
+    #: call the message cap until its message is read; a decoded request its payload when larger, as a
+    #: gzip body's); 503 + Retry-After (gRPC: UNAVAILABLE with RetryInfo) past it
     max_inflight_bytes: int = 256 << 20
     #: TRACEHOUSE_CLIENT_TIMEOUT_SECONDS: a client must send a request's head within this many seconds
     #: of connecting (or of the previous answer on the connection), and its body within this many

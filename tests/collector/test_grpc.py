@@ -469,3 +469,61 @@ def test_calls_past_the_cap_get_retry_info_and_the_exporter_delivers_after_retry
         release.set()
         r.stop()
     assert span_id_counts(chdb_store) == {i.hex(): 1 for i in ids + held[0][1] + held[1][1]}
+
+
+def test_a_call_is_counted_at_the_message_cap_before_its_message_is_received(chdb_store, tmp_path):
+    """gRPC takes a message in whole when the handler reads it, and its size was counted against the
+    bytes in flight only then: 64 calls could make the process hold 64 messages of 20 MiB before
+    one was refused. A call now counts the message cap (20 MiB) from its start: while one call
+    waits for its message, another past the budget (30 MiB) is answered UNAVAILABLE with
+    RetryInfo before its message is received, and the official exporter, sending meanwhile,
+    delivers once the budget is free; each span is stored once."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), grpc=True, max_batch_age=0.1, max_inflight_bytes=30 << 20)
+    release = threading.Event()
+    held, held_ids = traces(3, service="holder")
+    answers: list = []
+
+    def slow():  # a call that waits for its message
+        release.wait(30)
+        yield held.SerializeToString()
+
+    def hold() -> None:
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            answers.append(ch.stream_unary(TRACE_EXPORT)(slow(), timeout=30))
+
+    holder = threading.Thread(target=hold)
+    try:
+        holder.start()
+        core = r.collector.app.core
+        deadline = time.monotonic() + 10
+        while core._active < 1:
+            assert time.monotonic() < deadline, "the slow call did not start"
+            time.sleep(0.01)
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary(TRACE_EXPORT)(traces(2)[0].SerializeToString(), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "bytes in flight" in e.value.details()
+        info = error_details_pb2.RetryInfo()
+        assert rpc_status.from_call(e.value).details[0].Unpack(info) and info.retry_delay.seconds == 1
+
+        spans, ids = _spans(40, "retrier")
+        exporter = OTLPSpanExporter(endpoint=r.grpc_target, insecure=True, timeout=30)
+        result = {}
+        sender = threading.Thread(target=lambda: result.update(r=exporter.export(spans)))
+        sender.start()
+        m = r.collector.metrics
+        while m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="overloaded") < 2:
+            assert time.monotonic() < deadline + 10, "the exporter's first try was not refused"
+            time.sleep(0.01)
+        release.set()
+        sender.join(30)
+        exporter.shutdown()
+        assert result["r"].name == "SUCCESS"
+        holder.join(30)
+        assert len(answers) == 1
+        r.wait_stored("traces", 40 + 3)
+        assert core.inflight_bytes == 0
+    finally:
+        release.set()
+        r.stop()
+    assert span_id_counts(chdb_store) == {i.hex(): 1 for i in ids + held_ids}

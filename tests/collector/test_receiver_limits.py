@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.collector.harness import run_collector
+from tests.collector.load import span_id_counts
 from tests.collector.payloads import kv, traces
 from tests.collector.test_grpc import TRACE_EXPORT
 from tracehouse.collector.decode import to_json
@@ -158,3 +159,56 @@ def test_small_protobuf_bodies_are_decoded_on_the_loop_the_rest_in_the_decode_th
         r.wait_stored("traces", 920)
     finally:
         r.stop()
+
+
+def _held_request(port: int, length: int) -> socket.socket:
+    """A request whose head declares ``length`` bytes of body, of which none arrives: it holds that
+    many of the bytes in flight."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n"
+              b"content-length: %d\r\n\r\n" % length)
+    return s
+
+
+def test_the_bytes_in_flight_count_a_gzip_body_as_what_it_inflates_to(chdb_store, tmp_path):
+    """The bytes-in-flight cap counted a gzip body at its compressed size for the whole request,
+    while from its decoding until it is durable the request holds the inflated payload (up to
+    ~1,000x larger), so the cap did not bound what concurrent gzip bodies made the process hold.
+    While another request holds part of the budget, a gzip body that inflates past the rest is
+    answered 503 + Retry-After, nothing of it stored; sent again once the budget is free, it is
+    stored exactly once."""
+    req, ids = traces(10_000)
+    for s in req.resource_spans[0].scope_spans[0].spans:
+        s.attributes.append(kv("description", "the same long text on every span " * 8))
+    raw = req.SerializeToString()
+    body = gzip.compress(raw)
+    assert len(body) < 1 << 20 and len(raw) > 3 << 20  # 1 MiB held + the body fits; + the payload does not
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), max_batch_age=0.1, max_inflight_bytes=3 << 20)
+    held = None
+    headers = {"content-type": "application/x-protobuf", "content-encoding": "gzip"}
+    try:
+        held = _held_request(int(r.url.rsplit(":", 1)[1]), 1 << 20)
+        core = r.collector.app.core
+        deadline = time.monotonic() + 10
+        while core.inflight_bytes < 1 << 20:
+            assert time.monotonic() < deadline, "the held request did not take its bytes"
+            time.sleep(0.01)
+        resp = httpx.post(r.url + "/v1/traces", content=body, headers=headers, timeout=30)
+        assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1, resp.text
+        assert "bytes in flight" in resp.text
+        assert r.collector.wal.records == 0
+        held.close()
+        held = None
+        while core.inflight_bytes:
+            assert time.monotonic() < deadline + 10, "the held request's bytes were not released"
+            time.sleep(0.01)
+        for _ in range(2):  # the client's retry, then a retry of a request whose answer was lost
+            resp = httpx.post(r.url + "/v1/traces", content=body, headers=headers, timeout=30)
+            assert resp.status_code == 200, resp.text
+        assert core.inflight_bytes == 0
+        r.wait_stored("traces", 10_000)
+    finally:
+        if held is not None:
+            held.close()
+        r.stop()
+    assert span_id_counts(chdb_store) == {i.hex(): 1 for i in ids}
