@@ -3,7 +3,8 @@
 again without being stored twice.
 
 A request is known by the digest of what the WAL stores for it (the signal and the serialized
-message, so the same content sent with or without gzip, or as JSON, is the same request). The
+message, so the same content sent with or without gzip, or as JSON, is the same request; a Zipkin
+request by its decompressed body, see ``ingest.Decoded``). The
 window is bounded by age and by count. It survives a restart: every WAL record carries its
 digest (``wal.DIGESTED``), read back when the WAL opens, and the digests of records whose WAL
 segment is about to be deleted are first appended to a journal (``recent-requests.log``:

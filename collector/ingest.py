@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import Message
 
@@ -31,14 +31,25 @@ from .ratelimit import RateLimiter
 from .validate import Checked, check
 from .wal import Wal, WalClosed
 
-__all__ = ["ClientGone", "Ingest", "Outcome", "Decoder", "Prepared", "prepare", "INLINE_DECODE_BYTES"]
+__all__ = ["ClientGone", "Ingest", "Outcome", "Decoded", "Decoder", "Prepared", "prepare", "INLINE_DECODE_BYTES"]
 
 log = logging.getLogger("tracehouse.collector")
 
 #: Parses a request (called in the decode pool): the message, and the protobuf bytes it was parsed
 #: from, decompressed, when there are such bytes (None: JSON or another format; the message is
 #: serialized for the WAL).
-Decoder = Callable[[], tuple[Message, "bytes | None"]]
+Decoder = Callable[[], "tuple[Message, bytes | None] | Decoded"]
+
+
+class Decoded(NamedTuple):
+    """What a decoder returns when the stored message does not identify the request: ``key``, the
+    decompressed body as received, is digested instead of the payload (Zipkin: a span without
+    timestamp gets the time it is received, so a client's retry of the same body converts to
+    another payload, and was stored twice)."""
+
+    msg: Message
+    raw: bytes | None
+    key: bytes
 
 # How long a client waits before retrying when the buffer is full or cannot be written.
 BUFFER_RETRY_AFTER = 5
@@ -82,7 +93,8 @@ def prepare(sig: Signal, decode: Decoder) -> Prepared:
     protobuf the client sent (decompressed) when the checks changed nothing, else the message
     serialized again (JSON, Zipkin, or invalid items removed): the same content sent again,
     compressed or not, has the same payload and digest."""
-    msg, raw = decode()
+    out = decode()
+    msg, raw = out[0], out[1]
     checked = check(sig.name, msg)
     if not checked.accepted:
         payload = b""
@@ -90,6 +102,8 @@ def prepare(sig: Signal, decode: Decoder) -> Prepared:
         payload = raw
     else:
         payload = msg.SerializeToString()
+    if isinstance(out, Decoded):  # a code of its own: a body's digest never equals a payload's
+        return Prepared(checked, payload, digest_of(0x80 | sig.code, out.key))
     return Prepared(checked, payload, digest_of(sig.code, payload))
 
 
@@ -157,7 +171,7 @@ class Ingest:
         return True
 
     async def handle(self, sig: Signal, headers: dict[bytes, bytes], read: Callable[[], Awaitable[bytes | None]],
-                     decode: Callable[[bytes], tuple[Message, bytes | None]], inline_max: int = 0,
+                     decode: Callable[[bytes], tuple[Message, bytes | None] | Decoded], inline_max: int = 0,
                      declared: int | None = None) -> Outcome:
         """One request, from its headers to its answer. ``read`` gives the body (None: larger than
         the receiver accepts); ``decode(body)`` parses it, in the decode pool, or on the loop when

@@ -13,7 +13,7 @@ from typing import Any
 
 from .app import _plain, _read_body
 from .decode import SIGNALS, BadRequest, gunzip, media_type
-from .ingest import Ingest
+from .ingest import Decoded, Ingest
 from .zipkin import SharedIds, spans_from_json, spans_from_proto, to_otlp
 
 __all__ = ["ZipkinApp"]
@@ -64,8 +64,8 @@ class ZipkinApp:
                 return None
             return await _read_body(receive, core.max_body, core.body_timeout)
 
-        def decode(body: bytes) -> tuple[Any, None]:
-            return self._decode(ctype, encoding, body), None
+        def decode(body: bytes) -> Decoded:
+            return self._decode(ctype, encoding, body)
 
         out = await core.handle(_TRACES, headers, read, decode, declared=core.declared_size(headers))
         if out.ok:
@@ -75,7 +75,8 @@ class ZipkinApp:
         extra = [(b"retry-after", str(out.retry_after).encode())] if out.retry_after is not None else []
         await _plain(send, out.status, (out.message + "\n").encode(), extra)
 
-    def _decode(self, ctype: str, encoding: str, body: bytes) -> Any:
+    def _decode(self, ctype: str, encoding: str, body: bytes) -> Decoded:
+        """The OTLP request, known by the Zipkin body it came from (see ``Decoded``)."""
         mt = media_type(ctype)
         if mt not in _JSON and mt not in _PROTO:
             raise BadRequest(415, f"unsupported content type {ctype!r}: send Zipkin v2 as application/json "
@@ -88,4 +89,4 @@ class ZipkinApp:
         if len(body) > self.core.max_decompressed:
             raise BadRequest(413, f"body exceeds {self.core.max_decompressed} bytes")
         spans = spans_from_json(body) if mt in _JSON else spans_from_proto(body)
-        return to_otlp(spans, self.shared)
+        return Decoded(to_otlp(spans, self.shared), None, body)

@@ -251,3 +251,31 @@ def test_a_json_span_with_timestamp_0_is_a_span_without_timestamp(chdb_store, tm
         f"SELECT name, start_ns, duration_ns FROM {chdb_store.db}.spans WHERE service = 'zk-zero'").rows)
     assert rows["annotated"] == (first * 1000, 300_000)
     assert before // 1000 * 1000 <= rows["bare"][0] <= time.time_ns() and rows["bare"][1] == 0
+
+
+def test_a_retried_body_with_spans_without_timestamp_is_stored_once(chdb_store, tmp_path):
+    """A span without timestamp or annotations starts when it is received, so each send of the same
+    body converted to another OTLP request, whose digest the dedup window had not seen: a client's
+    retry after a lost answer stored the spans twice. The body itself is now what identifies a
+    Zipkin request: the retry (here gzipped) is acknowledged again and not stored."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), zipkin=True, max_batch_age=0.1)
+    spans = [{"traceId": os.urandom(16).hex(), "id": os.urandom(8).hex(), "name": f"bare {i}",
+              "localEndpoint": {"serviceName": "zk-retry"}} for i in range(3)]
+    spans.append({"traceId": os.urandom(16).hex(), "id": os.urandom(8).hex(), "name": "timed",
+                  "timestamp": time.time_ns() // 1000, "duration": 5, "localEndpoint": {"serviceName": "zk-retry"}})
+    body = orjson.dumps(spans)
+    try:
+        _store_json(r, spans)
+        time.sleep(0.002)  # the retry is received at another microsecond
+        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=gzip.compress(body), timeout=30,
+                          headers={"content-type": "application/json", "content-encoding": "gzip"})
+        assert resp.status_code == 202, resp.text
+        assert r.collector.metrics.get("tracehouse_collector_duplicate_requests_total", signal="traces") == 1
+        other = [dict(spans[0], id=os.urandom(8).hex())]  # another body is another request
+        _store_json(r, other)
+        r.wait_stored("traces", 5)
+    finally:
+        r.stop()
+    counts = dict(chdb_store.query(
+        f"SELECT hex(span_id), count() FROM {chdb_store.db}.spans WHERE service = 'zk-retry' GROUP BY span_id").rows)
+    assert {k.lower(): v for k, v in counts.items()} == {s["id"]: 1 for s in spans + other}
