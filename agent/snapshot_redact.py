@@ -21,10 +21,13 @@ _SEP = re.compile(r"[^a-z0-9]+")
 _KEY_RE = re.compile("(?:^| )(?:" + "|".join(re.escape(w) for w in sorted(_WORDS, key=len, reverse=True))
                      + ")(?: |$)")
 # key=value / key: value pairs whose key looks like a credential, and user:password@ in URLs.
+# The runs after a keyword and before "://" are bounded: unbounded, every keyword in a long run
+# ("password.password.…", a long word) scanned to the run's end, quadratic in the text (a 90 KB
+# exception message took minutes, holding the GIL). No credential key or URL scheme is longer.
 _PAIR_RE = re.compile(r"(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|authorization|bearer|"
-                      r"credential|session)[\w.-]*[\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;]+)")
+                      r"credential|session)[\w.-]{0,64}[\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;]+)")
 _SCHEME_RE = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{6,}")
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*):[^@/?#\s]*@")
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]{0,31}://[^:/?#@\s]*):[^@/?#\s]*@")
 _cache: dict[str, bool] = {}
 
 

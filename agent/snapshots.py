@@ -219,7 +219,7 @@ class Snapshots:
             if frames:
                 stack[0]["line"] = last.tb_lineno
             body["exception"] = {"type": f"{exc_type.__module__}.{exc_type.__qualname__}",
-                                 "message": mask_text(str(exc))[:500], "thread": thread_name, "stack": stack}
+                                 "message": mask_text(str(exc)[:1000])[:500], "thread": thread_name, "stack": stack}
             _, instance = self.identity()
             self.emitter.emit(body, {"snapshot.id": new_id(), "snapshot.instance": instance,
                                      "exception.type": exc_type.__qualname__})

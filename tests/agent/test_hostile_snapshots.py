@@ -1,0 +1,63 @@
+"""Fault snapshots taken in a hostile process: what the host's own data (exception messages,
+source lines, locals, threads) makes the agent do stays bounded in time and size, in a real host
+process exporting to a real loopback collector."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from tracehouse.agent.snapshot_export import EVENT_NAME
+
+HOST = """
+import json, sys, threading, time
+import tracehouse.agent as a
+h = a.start(service="hostile", endpoint={url!r}, instrument=False, metrics=False, command_poll_s=0)
+{body}
+h.shutdown(5)
+"""
+
+
+def _run(tmp_path, sink, body: str, timeout: float = 15.0) -> dict:
+    """Run the host; its last stdout line as JSON (raises TimeoutExpired, killing it, past ``timeout``)."""
+    script = tmp_path / "host.py"
+    script.write_text(HOST.format(url=sink.url, body=textwrap.dedent(body)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
+                         env=dict(os.environ, OTEL_BLRP_SCHEDULE_DELAY="100"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _snapshots(sink) -> list[dict]:
+    found = []
+    for _, rec in sink.logs():
+        if any(kv.key == "event.name" and kv.value.string_value == EVENT_NAME for kv in rec.attributes):
+            found.append(json.loads(rec.body.string_value))
+    return found
+
+
+def test_a_huge_exception_message_does_not_hold_the_dying_thread(tmp_path, sink):
+    # The message of an unhandled exception is often the application's input ("bad value: ...").
+    # Masking it ran two regexes that are quadratic on runs like "password.password..." or a
+    # long word: a 90 KB message held the thread (its excepthook runs the snapshot first) for
+    # minutes, and the process's exit behind it.
+    result = _run(tmp_path, sink, """
+        msg = "password=hunter2 " + "password." * 5000 + " " + "a" * 40000
+        def boom():
+            raise ValueError(msg)
+        t0 = time.monotonic()
+        t = threading.Thread(target=boom, name="doomed")
+        t.start()
+        t.join(10)
+        print(json.dumps({"held_s": time.monotonic() - t0, "alive": t.is_alive()}))
+    """)
+    assert not result["alive"] and result["held_s"] < 3.0, result
+    snap, = sink.wait(lambda s: _snapshots(s))
+    exc = snap["exception"]
+    assert exc["thread"] == "doomed" and exc["type"] == "builtins.ValueError"
+    assert "hunter2" not in exc["message"] and exc["message"].startswith("password=[REDACTED]")
+    assert len(exc["message"]) <= 500
+
