@@ -14,7 +14,20 @@ import threading
 
 from tracehouse.agent.snapshot_redact import mask_source_line, safe_repr
 
-__all__ = ["Limits", "capture_threads", "frame_stack", "group_stacks", "task_stacks"]
+__all__ = ["MAX_CODE", "Limits", "capture_threads", "frame_stack", "group_stacks", "source_line", "task_stacks"]
+
+MAX_CODE = 400  # characters of a frame's source line that are read (masked) and sent
+
+
+def source_line(filename: str, line: int) -> str:
+    """The source line shown for a frame, masked, cut at ``MAX_CODE`` (marked ``…``).
+
+    Generated or minified code can hold megabytes on one line: masked whole (read as Python
+    tokens) it took seconds of the capturing thread, and no body with it fitted the size cap."""
+    text = linecache.getline(filename, line).strip()
+    if len(text) <= MAX_CODE:
+        return mask_source_line(text)
+    return mask_source_line(text[:MAX_CODE]) + " …"
 
 
 class Limits:
@@ -31,7 +44,7 @@ def _frame(f, with_locals: bool, limits: Limits) -> dict:
     code = f.f_code
     line = f.f_lineno or 0
     out = {"file": code.co_filename, "line": line, "function": code.co_name,
-           "code": mask_source_line(linecache.getline(code.co_filename, line).strip())}
+           "code": source_line(code.co_filename, line)}
     if with_locals:
         items = list(f.f_locals.items())[: limits.max_locals]
         out["locals"] = {str(k): safe_repr(str(k), v) for k, v in items}

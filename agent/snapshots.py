@@ -21,7 +21,7 @@ import time
 from tracehouse.agent import counters, errors
 from tracehouse.agent.snapshot_export import SnapshotEmitter, new_id
 from tracehouse.agent.snapshot_redact import mask_text
-from tracehouse.agent.snapshot_threads import Limits, capture_threads, frame_stack
+from tracehouse.agent.snapshot_threads import Limits, capture_threads, frame_stack, source_line
 from tracehouse.agent.watchdog import INFLIGHT, Inflight, Watchdog
 
 __all__ = ["Snapshots", "TokenBucket"]
@@ -260,10 +260,6 @@ class Snapshots:
 
 
 def _plain(f) -> dict:
-    import linecache
-
-    from tracehouse.agent.snapshot_redact import mask_source_line
-
     line = f.f_lineno or 0
     return {"file": f.f_code.co_filename, "line": line, "function": f.f_code.co_name,
-            "code": mask_source_line(linecache.getline(f.f_code.co_filename, line).strip())}
+            "code": source_line(f.f_code.co_filename, line)}

@@ -61,3 +61,34 @@ def test_a_huge_exception_message_does_not_hold_the_dying_thread(tmp_path, sink)
     assert "hunter2" not in exc["message"] and exc["message"].startswith("password=[REDACTED]")
     assert len(exc["message"]) <= 500
 
+
+def test_a_huge_source_line_on_a_stack_is_cut_not_read_whole(tmp_path, sink):
+    # Generated or minified code puts megabytes on one line. Each frame's source line was masked
+    # whole (read as Python tokens: 3 MB took ~13 s of the snapshotting thread, GIL included),
+    # and the body then could not fit its cap in any form, so the snapshot said nothing at all.
+    huge = "ev.wait(10) or (" + "1, " * 1_000_000 + ")"
+    result = _run(tmp_path, sink, """
+        ev = threading.Event()
+        def parked():
+            HUGE_LINE
+        p = threading.Thread(target=parked, name="parked")
+        p.start()
+        time.sleep(0.2)
+        def boom():
+            raise ValueError("boom")
+        t0 = time.monotonic()
+        t = threading.Thread(target=boom, name="doomed")
+        t.start()
+        t.join(10)
+        held = time.monotonic() - t0
+        ev.set()
+        p.join()
+        print(json.dumps({"held_s": held, "alive": t.is_alive()}))
+    """.replace("HUGE_LINE", huge))
+    assert not result["alive"] and result["held_s"] < 3.0, result
+    snap, = sink.wait(lambda s: _snapshots(s))
+    parked, = [t for t in snap["threads"] if t["name"] == "parked"]
+    top, = [f for f in parked["stack"] if f["function"] == "parked"]
+    assert top["code"].startswith("ev.wait(10) or (1, 1, ")
+    assert len(top["code"]) <= 500
+
