@@ -5,7 +5,9 @@ locals and source lines, exception messages, and the command line sent with ever
 from __future__ import annotations
 
 import io
+import itertools
 import re
+import reprlib
 import tokenize
 
 __all__ = ["MASK", "is_secret_name", "mask_argv", "mask_source_line", "mask_text", "safe_repr"]
@@ -51,12 +53,58 @@ def mask_text(s: str) -> str:
     return s
 
 
+class _BoundedRepr(reprlib.Repr):
+    """``repr`` that reads no more of a string, bytes or container than it shows: a plain
+    ``repr`` of an 80 MB string copied all of it (seconds, GIL held, its size again in RSS)
+    before the 200 characters kept. Other objects' own ``__repr__`` still runs whole."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxlong = self.maxother = limit
+        self.maxtuple = self.maxlist = self.maxset = self.maxfrozenset = self.maxdeque = self.maxarray = 40
+        self.maxdict = 20
+
+    def repr_bytes(self, x, level):
+        return self.repr_str(x, level)  # the same head ... tail cut, as bytes
+
+    repr_bytearray = repr_bytes
+
+    # reprlib sorts a dict's keys and a set's items before taking the first few (seconds for
+    # millions): these take the first ones in iteration order instead
+    def _items(self, x, level, left: str, right: str, limit: int, each) -> str:
+        if not x:
+            return left + right
+        if level <= 0:
+            return left + "..." + right
+        pieces = [each(item, level - 1) for item in itertools.islice(x, limit)]
+        if len(x) > limit:
+            pieces.append("...")
+        return left + ", ".join(pieces) + right
+
+    def repr_dict(self, x, level):
+        return self._items(x.items(), level, "{", "}", self.maxdict,
+                           lambda kv, lv: f"{self.repr1(kv[0], lv)}: {self.repr1(kv[1], lv)}")
+
+    def repr_set(self, x, level):
+        return self._items(x, level, "{", "}", self.maxset, self.repr1) if x else "set()"
+
+    def repr_frozenset(self, x, level):
+        return self._items(x, level, "frozenset({", "})", self.maxfrozenset, self.repr1) if x else "frozenset()"
+
+
+_REPRS: dict[int, _BoundedRepr] = {}
+
+
 def safe_repr(name: str, value: object, limit: int = 200) -> str:
     """The ``repr`` of a local variable, masked when its name looks like a credential."""
     if is_secret_name(name):
         return MASK
+    r = _REPRS.get(limit)
+    if r is None:
+        r = _REPRS[limit] = _BoundedRepr(limit)
     try:
-        text = repr(value)
+        text = r.repr(value)
     except Exception as exc:  # a broken __repr__ is the application's business, not ours
         text = f"<repr failed: {type(exc).__name__}>"
     return mask_text(text[:limit])

@@ -15,16 +15,16 @@ from tracehouse.agent.snapshot_export import EVENT_NAME
 HOST = """
 import json, sys, threading, time
 import tracehouse.agent as a
-h = a.start(service="hostile", endpoint={url!r}, instrument=False, metrics=False, command_poll_s=0)
+h = a.start(service="hostile", endpoint={url!r}, instrument=False, metrics=False, command_poll_s=0{extra})
 {body}
 h.shutdown(5)
 """
 
 
-def _run(tmp_path, sink, body: str, timeout: float = 15.0) -> dict:
+def _run(tmp_path, sink, body: str, timeout: float = 15.0, extra: str = "") -> dict:
     """Run the host; its last stdout line as JSON (raises TimeoutExpired, killing it, past ``timeout``)."""
     script = tmp_path / "host.py"
-    script.write_text(HOST.format(url=sink.url, body=textwrap.dedent(body)))
+    script.write_text(HOST.format(url=sink.url, body=textwrap.dedent(body), extra=extra))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
                          env=dict(os.environ, OTEL_BLRP_SCHEDULE_DELAY="100"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -92,3 +92,35 @@ def test_a_huge_source_line_on_a_stack_is_cut_not_read_whole(tmp_path, sink):
     assert top["code"].startswith("ev.wait(10) or (1, 1, ")
     assert len(top["code"]) <= 500
 
+
+def test_huge_locals_are_shown_cut_without_copying_them_whole(tmp_path, sink):
+    # With locals on (TRACEHOUSE_SNAPSHOT_LOCALS=1) each was repr()'d whole and then cut to 200
+    # characters: an 80 MB string held by 40 frames of a recursion was 40 copies of 80 MB made one
+    # after the other on the snapshotting thread (seconds, GIL held, RSS up 80 MB at each).
+    result = _run(tmp_path, sink, """
+        ev = threading.Event()
+        def deep(n, blob, rows):
+            if n:
+                return deep(n - 1, blob, rows)
+            ev.wait(20)
+        blob = "x" * 80_000_000
+        p = threading.Thread(target=deep, args=(40, blob, list(range(2_000_000))), name="parked")
+        p.start()
+        time.sleep(0.2)
+        def boom():
+            raise ValueError("boom")
+        t0 = time.monotonic()
+        t = threading.Thread(target=boom, name="doomed")
+        t.start()
+        t.join(15)
+        held = time.monotonic() - t0
+        ev.set()
+        p.join()
+        print(json.dumps({"held_s": held, "alive": t.is_alive()}))
+    """, timeout=30, extra=", snapshot_locals=True")
+    assert not result["alive"] and result["held_s"] < 3.0, result
+    snap, = sink.wait(lambda s: _snapshots(s))
+    parked, = [t for t in snap["threads"] if t["name"] == "parked"]
+    frame = next(f for f in parked["stack"] if f["function"] == "deep")
+    assert frame["locals"]["blob"].startswith("'xxxx") and len(frame["locals"]["blob"]) <= 200
+    assert frame["locals"]["rows"].startswith("[0, 1, 2") and len(frame["locals"]["rows"]) <= 200
