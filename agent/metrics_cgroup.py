@@ -14,13 +14,23 @@ from __future__ import annotations
 import os
 
 USER_HZ_NS = 1e9
+MAX_READ = 4 << 20  # the longest file read (a node's mountinfo with thousands of mounts is < 1 MiB)
 
 
 def _text(path: str) -> str | None:
+    """A file's text, at most ``MAX_READ`` bytes of it (a root pointing at an endless file such as
+    ``/dev/zero`` would be read into memory for ever); undecodable bytes replaced."""
     try:
-        with open(path) as fh:
-            return fh.read().strip()
+        with open(path, "rb") as fh:
+            return fh.read(MAX_READ).decode("utf-8", "replace").strip()
     except OSError:
+        return None
+
+
+def _number(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
         return None
 
 
@@ -50,10 +60,10 @@ def _psi(path: str) -> dict[str, float]:
     """``some avg10=0.00 avg60=0.00 avg300=0.00 total=123`` → {"some": total_seconds, ...}."""
     out = {}
     for line in (_text(path) or "").splitlines():
-        kind, *fields = line.split()
+        kind, *fields = line.split() or ("",)
         for f in fields:
-            if f.startswith("total="):
-                out[kind] = int(f[6:]) / 1e6
+            if f.startswith("total=") and (n := _number(f[6:])) is not None:
+                out[kind] = n / 1e6
     return out
 
 
@@ -110,9 +120,9 @@ def _read_v2(root: str) -> dict[str, float]:
     for line in (_text(os.path.join(root, "io.stat")) or "").splitlines():
         for f in line.split()[1:]:
             k, _, val = f.partition("=")
-            if k in ("rbytes", "wbytes", "rios", "wios"):
+            n = _number(val)
+            if k in ("rbytes", "wbytes", "rios", "wios") and n is not None:
                 found = True
-                n = int(val)
                 if k == "rbytes":
                     rb += n
                 elif k == "wbytes":
@@ -185,8 +195,8 @@ def _read_v1_dirs(acct: str | None, cpu: str | None, mem: str | None, blk: str |
         for fname, acc in (("blkio.throttle.io_service_bytes", totals), ("blkio.throttle.io_serviced", ops)):
             for line in (_text(os.path.join(blk, fname)) or "").splitlines():
                 parts = line.split()
-                if len(parts) == 3 and parts[1] in acc:
-                    acc[parts[1]] += int(parts[2])
+                if len(parts) == 3 and parts[1] in acc and (n := _number(parts[2])) is not None:
+                    acc[parts[1]] += n
                     found = True
         if found:
             out.update({"disk.io.read": totals["Read"], "disk.io.write": totals["Write"],

@@ -81,3 +81,30 @@ def test_instruments_from_a_fake_tree_and_the_real_machine(tmp_path):
     assert metrics_cgroup.version("/sys/fs/cgroup") in (1, 2)
     assert real["cpu.time"] > 0 and real["memory.usage"] > 0
     assert metrics_cgroup.register(MeterProvider().get_meter("t"), str(tmp_path / "nothing")) == []
+
+
+def test_garbage_in_one_cgroup_file_loses_only_that_figure(tmp_path):
+    # A line the parser did not expect (a blank line in a pressure file, a non-number, bytes that
+    # are not UTF-8) raised out of read(): the reading was swallowed whole, so every container
+    # metric vanished for as long as the file stayed so, not only the unreadable figure.
+    write(tmp_path, {
+        "cgroup.controllers": "cpu io memory\n",
+        "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+        "memory.current": "104857600\n",
+        "io.stat": "8:0 rbytes=4096 wbytes=junk rios=2 wios=3\n8:16 rbytes=?\n",
+        "cpu.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=2000000\n\n"
+                        "full avg10=0.00 avg60=0.00 avg300=0.00 total=n/a\n",
+        "memory.pressure": "garbage\n",
+    })
+    (tmp_path / "memory.events").write_bytes(b"oom_kill 1\n\xff\xfe oom 2\n")
+    v = metrics_cgroup.read(str(tmp_path))
+    assert v["cpu.time"] == 2.5 and v["memory.usage"] == 104857600 and v["memory.oom_kills"] == 1
+    assert v["pressure.cpu.some"] == 2.0 and "pressure.cpu.full" not in v
+    assert (v["disk.io.read"], v["disk.io.write"], v["disk.operations.read"]) == (4096, 0, 2)
+
+    write(tmp_path / "v1", {
+        "memory/memory.usage_in_bytes": "5000\n",
+        "blkio/blkio.throttle.io_service_bytes": "8:0 Read 100\n8:0 Write lots\n",
+    })
+    v = metrics_cgroup.read(str(tmp_path / "v1"))
+    assert v["memory.usage"] == 5000 and v["disk.io.read"] == 100 and v["disk.io.write"] == 0
