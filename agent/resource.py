@@ -20,8 +20,10 @@ def container_id(proc_self: str = "/proc/self") -> str | None:
     """Container id from ``cgroup`` (v1, and v2 with systemd scopes) or ``mountinfo`` (v2)."""
     for name in ("cgroup", "mountinfo"):
         try:
-            with open(os.path.join(proc_self, name)) as fh:
-                text = fh.read()
+            # bytes: a mount point is any bytes, not UTF-8 text (one such path made start() raise
+            # UnicodeDecodeError into the host); container ids are hex
+            with open(os.path.join(proc_self, name), "rb") as fh:
+                text = fh.read(4 << 20).decode("utf-8", "replace")
         except OSError:
             continue
         for line in text.splitlines():

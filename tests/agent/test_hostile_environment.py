@@ -51,3 +51,43 @@ def test_an_unparsable_sdk_limit_is_ignored_not_raised_into_the_host(tmp_path, n
         assert len(got) == 128 and len(got["big"]) == 5000  # the SDK's defaults: 128 attributes, no length limit
     finally:
         sink.close()
+
+
+def _unshare() -> str | None:
+    """``unshare`` when this user may make a private mount namespace (root, here), else None."""
+    import shutil
+
+    path = shutil.which("unshare")
+    if path is None:
+        return None
+    try:
+        ok = subprocess.run([path, "-m", "--propagation", "private", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return path if ok.returncode == 0 else None
+
+
+def test_a_mount_point_that_is_not_utf8_does_not_stop_the_host(tmp_path):
+    """A path on Linux is bytes: a mount at a directory whose name is not UTF-8 (a Latin-1 name
+    on a volume, a bind mount made by a tool) shows in /proc/self/mountinfo, which the agent read
+    as strict UTF-8 text for the container id: start() raised UnicodeDecodeError into the host.
+    The mount is made in a private mount namespace of the host's own, seen by nothing else."""
+    unshare = _unshare()
+    if unshare is None:
+        pytest.skip("no private mount namespace for this user")
+    sink = Sink()
+    bad = os.fsencode(str(tmp_path)) + b"/caf\xe9"
+    os.mkdir(bad)
+    (tmp_path / "host.py").write_text(APP)
+    try:
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, TRACEHOUSE_COMMAND_POLL_S="0")
+        out = subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c",
+                              b'mount -t tmpfs none "$1" && exec "$2" "$3"',
+                              "sh", bad, sys.executable, str(tmp_path / "host.py")],
+                             env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 0 and "HOST RAN TO ITS END" in out.stdout, out.stderr[-3000:]
+        [(_, span)] = sink.wait(lambda s: s.spans())
+        assert span.name == "root"
+    finally:
+        sink.close()
+        os.rmdir(bad)
