@@ -47,6 +47,11 @@ OTEL_TRACES_SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
 OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
 """Metric export interval in milliseconds. Falls back to ``TRACEHOUSE_METRICS_INTERVAL`` (s)."""
 
+OTEL_BLRP_SCHEDULE_DELAY = "OTEL_BLRP_SCHEDULE_DELAY"
+"""Milliseconds between log exports (default 1000). Read by the agent, not left to the SDK's log
+processor: it raised 0 or a negative value into ``start()`` and let a value past a day kill its
+export thread (``OverflowError``), so no log or snapshot left the process."""
+
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 """``true`` turns the agent into a no-op."""
 

@@ -193,9 +193,13 @@ class Agent:
         from tracehouse.agent import logs
 
         lp = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        from tracehouse.agent import environment as env
+
+        delay = env.get_float(env.OTEL_BLRP_SCHEDULE_DELAY, 1000.0, lo=1.0, hi=86_400_000.0)
         lp.add_log_record_processor(BatchLogRecordProcessor(
             exporter, max_queue_size=self.config.queue_size, max_export_batch_size=min(512, self.config.queue_size),
-            export_timeout_millis=self.config.export_timeout * 1000))
+            export_timeout_millis=self.config.export_timeout * 1000,
+            schedule_delay_millis=1000.0 if delay is None else delay))
         self.logger_provider = lp
         if set_global:
             from opentelemetry._logs import set_logger_provider

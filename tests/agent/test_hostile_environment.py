@@ -91,3 +91,35 @@ def test_a_mount_point_that_is_not_utf8_does_not_stop_the_host(tmp_path):
     finally:
         sink.close()
         os.rmdir(bad)
+
+
+LOG_APP = r'''
+import logging
+import tracehouse.agent as ta
+h = ta.start(service="blrp-host", instrument=False, metrics=False)
+logging.getLogger("app").warning("still exported")
+h.force_flush(5.0)
+h.shutdown(2.0)
+print("HOST RAN TO ITS END")
+'''
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "-0.5", "1e13"])
+def test_a_bad_log_export_delay_is_ignored_not_raised_into_the_host(tmp_path, value):
+    """The SDK's log processor read OTEL_BLRP_SCHEDULE_DELAY itself: 0 or a negative number raised
+    ValueError out of start() (the host died of it), a fraction printed the SDK's traceback on the
+    host's stderr, and 1e13 ms killed its export thread (OverflowError), so nothing was exported."""
+    sink = Sink()
+    try:
+        (tmp_path / "host.py").write_text(LOG_APP)
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, TRACEHOUSE_COMMAND_POLL_S="0",
+                   OTEL_BLRP_SCHEDULE_DELAY=value)
+        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+        assert out.returncode == 0 and "HOST RAN TO ITS END" in out.stdout, out.stderr[-3000:]
+        assert "Traceback" not in out.stderr and f"ignoring OTEL_BLRP_SCHEDULE_DELAY={value!r}" in out.stderr, \
+            out.stderr[-3000:]
+        records = sink.wait(lambda s: [r for _, r in s.logs() if r.body.string_value == "still exported"])
+        assert len(records) == 1
+    finally:
+        sink.close()
