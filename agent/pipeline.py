@@ -188,15 +188,13 @@ class Agent:
 
     def _start_logs(self, exporter, set_global):
         from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
-        from tracehouse.agent import logs
+        from tracehouse.agent import environment as env
+        from tracehouse.agent import logs, sdk_private
 
         lp = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
-        from tracehouse.agent import environment as env
-
         delay = env.get_float(env.OTEL_BLRP_SCHEDULE_DELAY, 1000.0, lo=1.0, hi=86_400_000.0)
-        lp.add_log_record_processor(BatchLogRecordProcessor(
+        lp.add_log_record_processor(sdk_private.counting_log_processor()(
             exporter, max_queue_size=self.config.queue_size, max_export_batch_size=min(512, self.config.queue_size),
             export_timeout_millis=self.config.export_timeout * 1000,
             schedule_delay_millis=1000.0 if delay is None else delay))

@@ -16,6 +16,10 @@ Three shortcuts keep the request path short; each is used only with an SDK relea
   ``service.instance.id``). Spans and metrics do not need it (the agent's exporters stamp the
   current resource); for logs the fallback keeps the parent's resource.
 
+* :func:`counting_log_processor` counts the log records the SDK's batch processor drops when its
+  queue is full (it drops the oldest without a count), reading the length of its queue.
+  Fallback (no queue found): nothing counted, as before.
+
 One more lives in its own module for its size: :mod:`.server_span` builds the middlewares'
 SERVER span as a subclass of the SDK's ``Span`` (its private fields, the tracer's span limits,
 scope and processors, the SDK samplers' decisions), only when :func:`supported` says so.
@@ -28,7 +32,8 @@ import logging
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 
-__all__ = ["SUPPORTED", "HistogramStreams", "add_attributes", "guard_collection_against_fork", "sdk_version", "supported",
+__all__ = ["SUPPORTED", "HistogramStreams", "add_attributes", "counting_log_processor", "guard_collection_against_fork",
+           "sdk_version", "supported",
            "update_resource"]
 
 SUPPORTED = ((1, 30), (1, 46))
@@ -243,3 +248,33 @@ def guard_collection_against_fork(reader) -> bool:
     os.register_at_fork(before=lambda: state["lock"].acquire(), after_in_parent=lambda: state["lock"].release(),
                         after_in_child=child)
     return True
+
+
+def counting_log_processor():
+    """The SDK's ``BatchLogRecordProcessor``, counting ``logs.dropped.queue_full``.
+
+    When its queue is full the SDK's processor drops the oldest record (a bounded deque) and
+    counts nothing the agent can report, so a burst of host log records or snapshots past the
+    queue vanished from ``stats()``. The queue is ``_queue`` up to SDK 1.3x and
+    ``_batch_processor._queue`` since; records arrive through ``emit`` (older) or ``on_emit``."""
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    from tracehouse.agent import counters
+
+    def full(proc) -> bool:
+        inner = getattr(proc, "_batch_processor", proc)
+        if getattr(inner, "_shutdown", False):  # the record is refused, not queued
+            return False
+        q = getattr(inner, "_queue", None)
+        maxlen = getattr(q, "maxlen", None)
+        return maxlen is not None and len(q) >= maxlen  # type: ignore[arg-type]
+
+    name = "on_emit" if hasattr(BatchLogRecordProcessor, "on_emit") else "emit"
+    parent = getattr(BatchLogRecordProcessor, name)
+
+    def emit(self, record) -> None:
+        if full(self):
+            counters.add("logs.dropped.queue_full")
+        return parent(self, record)
+
+    return type("CountingBatchLogRecordProcessor", (BatchLogRecordProcessor,), {name: emit})

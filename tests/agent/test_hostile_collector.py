@@ -191,3 +191,39 @@ def test_a_collector_trickling_the_command_answer_cannot_hold_the_poll(part):
         assert result[0] == "failed" and took < 3.0, (result[0], took)
     finally:
         srv.close()
+
+
+LOG_BURST = r'''
+import json, logging, time
+import tracehouse.agent as ta
+h = ta.start(service="log-burst", instrument=False, metrics=False)
+log = logging.getLogger("app")
+log.addHandler(logging.NullHandler())  # the host's own handler: its records are not printed
+for i in range(1000):
+    log.warning("burst %d", i)
+print(json.dumps(ta.stats()), flush=True)
+h.shutdown(1.0)
+'''
+
+
+@pytest.mark.agent_errors_expected
+def test_log_records_dropped_by_a_full_queue_are_counted(tmp_path):
+    """The log queue (the SDK's batch processor) drops its oldest record when it is full and told
+    nobody: a burst of host log records while the collector hung left no trace in stats()."""
+    import json
+
+    from tests.agent.otlp_sink import HangingServer
+
+    srv = HangingServer()
+    try:
+        (tmp_path / "host.py").write_text(LOG_BURST)
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=srv.url, TRACEHOUSE_COMMAND_POLL_S="0",
+                   TRACEHOUSE_QUEUE_SIZE="100", TRACEHOUSE_EXPORT_TIMEOUT="2")
+        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
+                             timeout=30, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        stats = json.loads(out.stdout.strip().splitlines()[-1])
+        # one batch of 100 is in flight to the hung collector and 100 wait: the rest was dropped
+        assert 700 <= stats.get("logs.dropped.queue_full", 0) <= 900, stats
+    finally:
+        srv.close()
