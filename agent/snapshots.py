@@ -239,9 +239,13 @@ class Snapshots:
             snaps.on_exception(exc_type, exc, tb, threading.current_thread().name)
 
         def thread_excepthook(args):
-            name = args.thread.name if args.thread is not None else "unknown"
-            snaps.on_exception(args.exc_type, args.exc_value, args.exc_traceback, name)
-            prev_thr(args)
+            # the host's hook first here too: a traceback (or a fail-fast exit) is not held up by
+            # a capture of every thread
+            try:
+                prev_thr(args)
+            finally:
+                name = args.thread.name if args.thread is not None else "unknown"
+                snaps.on_exception(args.exc_type, args.exc_value, args.exc_traceback, name)
 
         excepthook.tracehouse = True  # type: ignore[attr-defined]
         thread_excepthook.tracehouse = True  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from tracehouse.agent.snapshot_export import EVENT_NAME
 
 HOST = """
 import json, sys, threading, time
+{before}
 import tracehouse.agent as a
 h = a.start(service="hostile", endpoint={url!r}, instrument=False, metrics=False, command_poll_s=0{extra})
 {body}
@@ -21,10 +22,10 @@ h.shutdown(5)
 """
 
 
-def _run(tmp_path, sink, body: str, timeout: float = 15.0, extra: str = "") -> dict:
+def _run(tmp_path, sink, body: str, timeout: float = 15.0, extra: str = "", before: str = "") -> dict:
     """Run the host; its last stdout line as JSON (raises TimeoutExpired, killing it, past ``timeout``)."""
     script = tmp_path / "host.py"
-    script.write_text(HOST.format(url=sink.url, body=textwrap.dedent(body), extra=extra))
+    script.write_text(HOST.format(url=sink.url, body=textwrap.dedent(body), extra=extra, before=textwrap.dedent(before)))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
                          env=dict(os.environ, OTEL_BLRP_SCHEDULE_DELAY="100"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -124,3 +125,23 @@ def test_huge_locals_are_shown_cut_without_copying_them_whole(tmp_path, sink):
     frame = next(f for f in parked["stack"] if f["function"] == "deep")
     assert frame["locals"]["blob"].startswith("'xxxx") and len(frame["locals"]["blob"]) <= 200
     assert frame["locals"]["rows"].startswith("[0, 1, 2") and len(frame["locals"]["rows"]) <= 200
+
+
+def test_the_hosts_thread_excepthook_runs_before_the_snapshot(tmp_path, sink):
+    # sys.excepthook ran the host's hook first, threading.excepthook ran the agent's capture of
+    # every thread first: a thread's traceback (or a host's fail-fast hook) waited for it.
+    result = _run(tmp_path, sink, """
+        def boom():
+            raise ValueError("boom")
+        t = threading.Thread(target=boom, name="doomed")
+        t.start()
+        t.join(10)
+        print(json.dumps({"emitted_before_host_hook": seen, "after": a.stats().get("snapshots.emitted", 0)}))
+    """, before="""
+        seen = []
+        def host_hook(args):
+            import tracehouse.agent
+            seen.append(tracehouse.agent.stats().get("snapshots.emitted", 0))
+        threading.excepthook = host_hook
+    """)
+    assert result == {"emitted_before_host_hook": [0], "after": 1}, result
