@@ -176,11 +176,12 @@ class GrpcReceiver:
     """
 
     def __init__(self, core: Ingest, host: str, port: int, max_message_bytes: int,
-                 max_concurrent: int = 256, grace: float = 10.0):
+                 max_concurrent: int = 256, grace: float = 10.0, max_connections: int | None = None):
         self.core = core
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.max_message_bytes = max_message_bytes
         self.max_concurrent = max_concurrent
+        self.max_connections = max_connections
         self.calls = _Calls(max_concurrent)
         self.grace = grace
         self.started = False
@@ -199,6 +200,8 @@ class GrpcReceiver:
             # another process on the same port must be an error, not a silent share of the traffic
             ("grpc.so_reuseport", 0),
         ]
+        if self.max_connections:  # past it gRPC closes a new connection at once (its connection quota)
+            options.append(("grpc.max_allowed_incoming_connections", self.max_connections))
         # the cap is kept by the handlers (refusals with RetryInfo); gRPC's own limit, whose refusals
         # carry none, is only a backstop far above it (a refusal takes its slot for microseconds)
         server = aio.server(handlers=handlers(self.core, self.calls), options=options,

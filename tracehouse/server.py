@@ -96,7 +96,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     registry = process_registry(roles)
     # every HTTP server: a request head must arrive within the client timeout (slowloris), and the
     # servers hold at most so many connections (after the store is open: the engine raises the limit)
-    cap = ConnectionCap(settings.max_connections or default_limit(), registry)
+    cap = ConnectionCap(connection_limit(settings, roles), registry)
     listen["http"] = with_head_timeout(settings.client_timeout_seconds, cap=cap)
     servers: list[_Server] = []
     background: list[Any] = []  # objects with start()/stop() run beside the servers
@@ -105,7 +105,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     store.tracer = tracer
     try:
         if "collector" in roles:
-            _add_collector(settings, store, registry, tracer, listen, servers, background)
+            _add_collector(settings, store, registry, tracer, listen, servers, background, cap.limit)
         # built before the dashboard, which is given the engine; started below
         engines = _alert_engines(settings, store, registry, tracer) if "alerts" in roles else []
         background.extend(engines)
@@ -145,8 +145,17 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
         store.close()
 
 
+def connection_limit(settings: Settings, roles: tuple[str, ...]) -> int:
+    """The connections the HTTP servers may hold, and the OTLP/gRPC port apart: the setting, or
+    the default (``connection_cap.default_limit``) halved between the two when both listen."""
+    if settings.max_connections:
+        return settings.max_connections
+    grpc = "collector" in roles and bool(settings.otlp_grpc_port)
+    return max(1, default_limit() // (2 if grpc else 1))
+
+
 def _add_collector(settings: Settings, store: Any, registry: Any, tracer: Any, listen: dict,
-                   servers: list, background: list) -> None:
+                   servers: list, background: list, max_connections: int) -> None:
     """The collector's servers (OTLP/HTTP, and OTLP/gRPC and Zipkin when their ports are set), its
     background work and the retention job."""
     from tracehouse.collector import build_collector, cors
@@ -165,7 +174,7 @@ def _add_collector(settings: Settings, store: Any, registry: Any, tracer: Any, l
         from tracehouse.collector.grpc_receiver import GrpcReceiver
 
         servers.append(GrpcReceiver(collector_app.core, settings.host, settings.otlp_grpc_port,
-                                    settings.max_decompressed_bytes))
+                                    settings.max_decompressed_bytes, max_connections=max_connections))
     if settings.zipkin_port:
         from tracehouse.collector.zipkin_app import ZipkinApp
 

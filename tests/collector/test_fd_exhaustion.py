@@ -170,3 +170,38 @@ def test_the_default_cap_leaves_the_store_descriptors():
 
     # half a small limit, 1,024 under a larger one, never more than 10,000; no limit: 10,000
     assert [default_limit(n) for n in (400, 1024, 2048, 4096, 524288, -1)] == [200, 512, 1024, 3072, 10000, 10000]
+
+
+def test_the_grpc_port_refuses_connections_past_the_cap(tmp_path):
+    import grpc
+
+    port, gport = free_port(), free_port()
+    env = dict(os.environ, TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"), TRACEHOUSE_OTLP_GRPC_PORT=str(gport),
+               TRACEHOUSE_LOG_LEVEL="warning", TRACEHOUSE_MAX_CONNECTIONS="5")
+    proc = subprocess.Popen([sys.executable, "-m", "tracehouse.cli", "collector", "--storage",
+                             f"chdb://{tmp_path}/data", "--otlp-port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    idle: list[socket.socket] = []
+
+    def connects() -> bool:
+        with grpc.insecure_channel(f"127.0.0.1:{gport}") as ch:
+            try:
+                grpc.channel_ready_future(ch).result(timeout=2)
+                return True
+            except grpc.FutureTimeoutError:
+                return False
+
+    try:
+        assert wait_port(gport, 60)
+        idle = [socket.create_connection(("127.0.0.1", gport), timeout=5) for _ in range(5)]
+        # the five idle connections hold the port's whole allowance (once the server took them)
+        wait_for(lambda: not connects(), 15, every=0.2, what="a new gRPC connection refused")
+        for s in idle:
+            s.close()
+        idle.clear()
+        wait_for(connects, 20, every=0.5, what="a gRPC connection once the idle ones are gone")
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(60)
