@@ -1,11 +1,18 @@
 """A ClickHouse server through clickhouse-driver (native protocol, port 9000).
 
 Placeholders ``{name:Type}`` are bound on the client by the driver's own escaping (old servers
-have no server-side parameters). Clients are pooled; every call has connect and receive timeouts.
+have no server-side parameters). Clients are pooled. Every call ends within a deadline, all it waits
+for included (a free connection, the driver's ping, a reconnection and the statement): a statement's
+``max_execution_time`` and a margin; else :data:`DEFAULT_CALL_S`; an insert, or a statement run in a
+:func:`long_calls` scope (migrations, rollup rebuilds, retention), :data:`LONG_CALL_S`. Within it, the TCP
+connect and the hello of a (re)connection wait at most the connect timeout, and each read or write of
+a statement at most the receive timeout (a server at work sends progress packets meanwhile).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
@@ -13,7 +20,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .backend import PARAM_RE, Result, check_params
@@ -81,7 +88,7 @@ class ServerBackend:
 
     def __init__(self, url: StorageURL, pool_size: int = 4, connect_timeout: float = 5.0,
                  receive_timeout: float = 60.0, node: tuple[str, int] | None = None,
-                 default_database: str = "default"):
+                 default_database: str = "default", call_timeout: float | None = None):
         """A pool of connections to ``url``'s host (then its ``alt_hosts`` in turn), or to ``node``
         alone (one replica of a cluster, for the sharded writer)."""
         self.url = url
@@ -89,6 +96,9 @@ class ServerBackend:
         self.node = (host, port)
         self._receive_timeout = float(receive_timeout)
         self._ping_s = float(connect_timeout)
+        self._connect_s = float(connect_timeout)
+        #: seconds a call without a time limit may take in all (outside a ``long_calls`` scope)
+        self._call_s = float(call_timeout) if call_timeout else DEFAULT_CALL_S
         alt = "" if node else ",".join(f"{h}:{p}" for h, p in url.alt_hosts)
         self._kw = dict(
             host=host,
@@ -119,7 +129,11 @@ class ServerBackend:
             c = self._pool.get(timeout=max(0.0, wait_s))
         except queue.Empty:
             raise StorageUnavailable(f"no free ClickHouse connection within {wait_s:.0f} s") from None
-        return c if c is not None else Client(**self._kw)
+        if c is None:
+            c = Client(**self._kw)
+            for conn in _connections(c):
+                _bound_handshake(conn)
+        return c
 
     def _put(self, c, broken: bool) -> None:
         if broken and c is not None:
@@ -127,31 +141,34 @@ class ServerBackend:
             c = None
         self._pool.put(c)
 
-    def _run(self, fn, timeout: float | None = None):
-        """``fn(client)`` on a pooled client. Without ``timeout``, every read and write of its socket,
-        and the hello of a (re)connection, waits at most the backend's receive timeout. With
-        ``timeout`` (a statement with a time limit), the call as a whole ends within it: the wait for
-        a free connection, the driver's ping of a pooled connection, a reconnection and the statement
-        all count against it, and past it the client's sockets are shut (``_Watchdog``), so a hung
-        server answers ``StorageUnavailable`` then, not after a ping, a hello and the read in turn."""
+    def _run(self, fn, timeout: float | None = None, long: bool = False):
+        """``fn(client)`` on a pooled client, ending within a deadline: ``timeout`` (a statement with a
+        time limit: the limit and a margin), else :data:`LONG_CALL_S` for ``long`` calls (inserts) and
+        in a ``long_calls`` scope, else the backend's call timeout. The wait for a free connection, the
+        driver's ping of a pooled connection, a reconnection (its TCP connect and hello within the
+        connect timeout) and the statement all count against it, and past it the client's sockets are
+        shut (``_Watchdog``), so a hung server answers ``StorageUnavailable`` then, not after a ping, a
+        hello and a 60 s read in turn."""
         from clickhouse_driver import errors as ch_errors
 
         if self._closed:
             raise StorageError("store is closed")
-        deadline = time.monotonic() + timeout if timeout else None
-        c = self._client(min(30.0, timeout) if timeout else 30.0)
+        budget = timeout or _LONG.get() or (LONG_CALL_S if long else self._call_s)
+        deadline = time.monotonic() + budget
+        c = self._client(min(30.0, budget))
         broken = False
-        watch = _WATCHDOG.watch(deadline, c) if deadline is not None else None
+        watch = _WATCHDOG.watch(deadline, c)
         try:
             try:
-                _socket_timeout(c, max(0.1, deadline - time.monotonic()) if deadline else self._receive_timeout,
-                                self._ping_s)
+                left = max(0.1, deadline - time.monotonic())
+                _socket_timeout(c, min(self._receive_timeout, left), min(self._ping_s, left),
+                                min(self._connect_s, left))
                 return fn(c)
             except Exception as e:
-                if watch is not None and _WATCHDOG.cancel(watch):  # cut off at the deadline
+                if _WATCHDOG.cancel(watch):  # cut off at the deadline
                     broken = True
                     raise StorageUnavailable(f"ClickHouse at {self._where(c)} did not answer within "
-                                             f"{timeout:.0f} s") from e
+                                             f"{budget:.0f} s") from e
                 raise
         except ch_errors.ServerException as e:
             if e.code == 159:
@@ -168,7 +185,7 @@ class ServerBackend:
             broken = True
             raise QueryError(str(e)) from e
         finally:
-            if watch is not None and _WATCHDOG.cancel(watch):
+            if _WATCHDOG.cancel(watch):
                 broken = True  # its sockets were shut just as it ended: not fit for another call
             self._put(c, broken)
 
@@ -199,12 +216,14 @@ class ServerBackend:
             return False
         kw = dict(self._kw, connect_timeout=timeout, send_receive_timeout=timeout, sync_request_timeout=timeout)
         c = Client(**kw)
+        watch = _WATCHDOG.watch(time.monotonic() + timeout, c)  # connect, hello and answer: timeout in all
         try:
             return c.execute("SELECT 1") == [(1,)]
         except Exception as e:  # any failure means "not ready"; /readyz says so, the log says why
             log.debug("ClickHouse at %s:%s did not answer the readiness ping: %r", *self.node, e)
             return False
         finally:
+            _WATCHDOG.cancel(watch)
             _disconnect(c)
 
     def insert(self, table: Table, qualified_name: str, columns: Sequence[Sequence[Any]],
@@ -219,7 +238,7 @@ class ServerBackend:
             return c.execute(f"INSERT INTO {qualified_name} ({cols}) VALUES", data, columnar=True,
                              settings=settings or None)
 
-        n = self._run(run, _wait_for(settings))
+        n = self._run(run, _wait_for(settings), long=True)  # a big block: sent and written within LONG_CALL_S
         return int(n or 0)
 
     def close(self) -> None:
@@ -239,6 +258,29 @@ def _disconnect(c) -> None:
         c.disconnect()
     except Exception:  # noqa: BLE001 - closing a broken connection
         pass
+
+
+#: seconds a call without a time limit may take in all, everything it waits for included (a backend's
+#: default; ``call_timeout`` sets another): reads of settings, documents and the like, which a hung
+#: server must not hold for minutes
+DEFAULT_CALL_S = 30.0
+#: seconds an insert, or a statement in a ``long_calls`` scope, may take in all; on a hung server it
+#: still ends sooner: its ping and reconnection within the connect timeout, a read within the
+#: receive timeout
+LONG_CALL_S = 900.0
+
+_LONG: contextvars.ContextVar[float | None] = contextvars.ContextVar("tracehouse_long_calls", default=None)
+
+
+@contextlib.contextmanager
+def long_calls(seconds: float = LONG_CALL_S) -> Iterator[None]:
+    """Calls without a time limit made in this scope (this thread) may take ``seconds`` in all, not
+    the backend's call timeout: migrations, rollup rebuilds, retention, which may run for long."""
+    token = _LONG.set(float(seconds))
+    try:
+        yield
+    finally:
+        _LONG.reset(token)
 
 
 #: seconds a server is given past a statement's own time limit to say it stopped (a hung server says
@@ -331,15 +373,37 @@ def _cut(c) -> None:
                 pass
 
 
-def _socket_timeout(c, timeout: float, ping_s: float) -> None:
-    """Set ``timeout`` on the client's connections: their open sockets, and the hello of a reconnection;
-    the driver's ping before a statement waits ``ping_s``, or ``timeout`` if less (set each time: a
-    call left with little of its time must not shorten the next one's ping)."""
+def _socket_timeout(c, timeout: float, ping_s: float, connect_s: float) -> None:
+    """Set ``timeout`` on the client's connections' reads and writes (their open sockets, and the
+    statement after a reconnection); the driver's ping before a statement waits ``ping_s``, the TCP
+    connect and hello of a reconnection ``connect_s`` (set each time: a call left with little of its
+    time must not shorten the next one's)."""
     for conn in _connections(c):
         conn.send_receive_timeout = timeout
-        conn.sync_request_timeout = min(ping_s, timeout)
+        conn.sync_request_timeout = ping_s
+        conn.connect_timeout = connect_s
+        conn.tracehouse_handshake_s = connect_s
         if getattr(conn, "socket", None) is not None:
             conn.socket.settimeout(timeout)
+
+
+def _bound_handshake(conn) -> None:
+    """Make ``conn``'s (re)connections wait for the server's hello at most its ``tracehouse_handshake_s``
+    (the driver waits the receive timeout, 60 s, on a server that accepts and says nothing); the
+    statement's reads after it wait the receive timeout again."""
+    init = conn._init_connection
+
+    def bounded(host, port):
+        idle = conn.send_receive_timeout
+        conn.send_receive_timeout = min(idle, getattr(conn, "tracehouse_handshake_s", idle))
+        try:
+            init(host, port)
+        finally:
+            conn.send_receive_timeout = idle
+        if getattr(conn, "socket", None) is not None:
+            conn.socket.settimeout(idle)
+
+    conn._init_connection = bounded
 
 
 def _text_rows(rows: list, types: list[str]) -> list[tuple]:

@@ -19,6 +19,7 @@ from .errors import ConfigError, QueryError, StorageError, StorageUnavailable
 from .limits import BusyBudget, QueryLimits
 from .migrations import LATEST, applied_versions, migrate
 from .schema import ROLLUP_VIEWS, SPANS_SOURCE, local_name, view_selects
+from .server_backend import long_calls
 from .tables import DEFAULT_RETENTION_DAYS, TABLES_BY_NAME, Table
 from .url import DEFAULT_URL, StorageURL, parse_storage_url
 
@@ -245,7 +246,8 @@ class Store:
 
     # -- schema ------------------------------------------------------------------------------
     def migrate(self, target: int | None = None, retention: dict[str, int] | None = None) -> list[int]:
-        applied = migrate(self.backend, self.db, self.caps, self.url.cluster, retention, target)
+        with long_calls():  # DDL on a busy server may take long: not the call timeout of a small read
+            applied = migrate(self.backend, self.db, self.caps, self.url.cluster, retention, target)
         if 1 in applied:
             current = dict(DEFAULT_RETENTION_DAYS, **(retention or {}))
             for signal, days in current.items():
@@ -315,7 +317,8 @@ class Store:
 
     def enforce_retention(self, now_s: float | None = None) -> list[tuple[str, str]]:
         """Apply the configured retention now; returns the (table, partition id) pairs dropped."""
-        return _retention.apply(self, now_s).dropped
+        with long_calls():
+            return _retention.apply(self, now_s).dropped
 
     # -- inserts -----------------------------------------------------------------------------
     def columns_for(self, table: str) -> dict[str, list[Any]]:
@@ -323,7 +326,8 @@ class Store:
         return {c.name: [] for c in _table(table).columns}
 
     def batch_present(self, table: str, batch_id: int) -> bool:
-        res = self.query(f"SELECT count() FROM {self.t(table)} WHERE batch_id = {{b:UInt64}}", {"b": batch_id})
+        with long_calls():  # a scan of a large table, for the writer (which retries), not a request
+            res = self.query(f"SELECT count() FROM {self.t(table)} WHERE batch_id = {{b:UInt64}}", {"b": batch_id})
         return int(res.scalar() or 0) > 0
 
     #: seconds a write of a few rows (documents, alert state and history, sign-outs) may take on a
@@ -409,6 +413,11 @@ class Store:
         if not minutes:
             return
         hours = sorted({m - m % 3600 for m in minutes})
+        with long_calls():  # an INSERT ... SELECT over hours of spans
+            self._rebuild_rollups(minutes, hours)
+        log.warning("rebuilt the rollups of %d minutes from spans after an interrupted insert", len(minutes))
+
+    def _rebuild_rollups(self, minutes: list[int], hours: list[int]) -> None:
         sp = self.t("spans")
         span_hours = f"timestamp >= toDateTime({hours[0]}) AND timestamp < toDateTime({hours[-1] + 3600})"
         m_list = ", ".join(f"toDateTime({m})" for m in minutes)
@@ -424,7 +433,6 @@ class Store:
             self.query(f"ALTER TABLE {self.t(rollup)} DELETE WHERE {doomed}")
             self._wait_mutations(rollup)
             self.query(f"INSERT INTO {self.t(rollup)} " + selects[rollup].replace("{src}", source))
-        log.warning("rebuilt the rollups of %d minutes from spans after an interrupted insert", len(minutes))
 
     def _wait_mutations(self, table: str, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
