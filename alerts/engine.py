@@ -49,6 +49,8 @@ log = logging.getLogger("tracehouse.alerts")
 SNAPSHOT_TIMEOUT_S = 5.0
 #: the file, in the engine's state_dir, of the changes of state the store did not take
 UNSAVED_FILE = "unsaved-alert-changes.json"
+#: the file, in the engine's state_dir, of the notification records the store did not take
+UNRECORDED_FILE = "unrecorded-notifications.json"
 _RULE_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
 
 
@@ -101,6 +103,7 @@ class Engine:
         self.lease: Lease = lease or AlwaysHeld()
         self.leading = False  # evaluating under the lease (set by the evaluation loop)
         self.standby_reload_s = standby_reload_s
+        self._attach_unrecorded(state_dir)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         for r in self.config.rules:
@@ -113,6 +116,23 @@ class Engine:
             except StorageError as e:  # kept, and written with the next change the store takes
                 log.warning("alert changes from before the restart could not be written yet: %s", e)
             self._unsaved.sync_file()
+
+    def _attach_unrecorded(self, state_dir: str) -> None:
+        """Notification records the store did not take, kept in a file of ``state_dir`` and taken
+        from it at a start. Only for an engine that evaluates alone (as ``_replay_unsaved``)."""
+        if not state_dir:
+            return
+        path = os.path.join(state_dir, UNRECORDED_FILE)
+        if not isinstance(self.lease, AlwaysHeld):
+            if os.path.exists(path):
+                log.warning("notification records in %s are dropped: under a lease, the holder decides from "
+                            "the store", path)
+                try:
+                    os.unlink(path)
+                except OSError as e:
+                    log.error("could not remove %s: %s", path, e)
+            return
+        self.dispatcher.attach_file(path)
 
     def _replay_unsaved(self) -> None:
         """Take the changes of state a previous run of this engine decided and the store never took
@@ -176,7 +196,7 @@ class Engine:
             self._orphans = {rid: alerts for rid, alerts in self._orphans.items() if alerts}
             self._silences = silences
             if replace:
-                self.dispatcher.reset()
+                self.dispatcher.reset(keep_unrecorded=isinstance(self.lease, AlwaysHeld))
             alerts = self.current_alerts()
         self.dispatcher.update(alerts, self.clock())  # reads what each new group last sent: not under the lock
 

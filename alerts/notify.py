@@ -8,7 +8,10 @@ never the backlog of every missed one.
 
 With a :class:`~.notify_state.NotifyLog`, what each group last sent is kept in the store: a group
 created after a restart (or in another engine process) starts from it, and it is read again just
-before a send, so a notification already sent is not sent again.
+before a send, so a notification already sent is not sent again. A record the store did not take
+is kept and written again; with a file (``attach_file``: the engine's data directory, when it
+evaluates alone) it is kept on local disk too, so a restart during the outage starts from it and
+does not send the same notification a second time.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from tracehouse.storage import StorageError
+from tracehouse.storage import StorageError, statefile
 
 from . import clockstep
 from .notifiers import Notifier, NotifyError
@@ -37,6 +40,21 @@ NS = 1_000_000_000
 #: seconds between attempts to record a send the store did not take, and how many groups are kept
 RECORD_RETRY_S = 2.0
 MAX_UNRECORDED = 10_000
+#: the file of records the store did not take (written whole; past this size it is not written)
+MAX_FILE_BYTES = 8 << 20
+_FORMAT = 1
+
+
+def _kept_from_file(key: Any, v: Any) -> tuple[Sent | None, int]:
+    """One entry of the file of records the store did not take; ValueError or TypeError when it is
+    not of the shape this version writes (the file is read as untrusted input)."""
+    if not isinstance(key, str) or len(key) > 64 * 1024 or not isinstance(v, dict):
+        raise ValueError("an entry of the wrong shape")
+    forget, firing, last, at = v.get("forget"), v.get("firing"), v.get("last_sent_ns"), v.get("at_ns")
+    if type(forget) is not bool or not isinstance(firing, list) or not all(isinstance(f, str) for f in firing) \
+            or type(last) is not int or type(at) is not int or not 0 <= last < 2**63 or not 0 <= at < 2**63:
+        raise ValueError("an entry of the wrong shape")
+    return (None if forget else Sent(set(firing), last)), at
 
 
 def rfc3339(ns: int) -> str:
@@ -144,15 +162,25 @@ class Dispatcher:
         self.sent: list[dict[str, Any]] = []  # the last few messages, for the API
         self._lock = threading.RLock()
         self._sending = threading.Lock()
-        #: groups whose record the store did not take after a send: written again (_retry_records)
-        self._unrecorded: dict[str, tuple[Group, bool]] = {}
+        #: group key → the record the store did not take after a send (None: the group ended, its
+        #: record is to be deleted) and when it was made: written again (_retry_records)
+        self._unrecorded: dict[str, tuple[Sent | None, int]] = {}
         self._retry_records_at = 0.0
+        #: where ``_unrecorded`` is kept on disk ('' = nowhere); changes since the last write of it
+        self.path = ""
+        self._changes = self._synced = 0
+        self._file_lock = threading.Lock()  # one writer of the file at a time, in the order of changes
 
-    def reset(self) -> None:
-        """Forget every group (an engine taking the cluster's lease over starts from the store)."""
+    def reset(self, keep_unrecorded: bool = False) -> None:
+        """Forget every group (an engine taking the cluster's lease over starts from the store), and
+        the records the store did not take unless ``keep_unrecorded`` (an engine evaluating alone: they
+        are newer than the store's, and still to be written)."""
         with self._lock:
             self.groups.clear()
-            self._unrecorded.clear()
+            if not keep_unrecorded and self._unrecorded:
+                self._unrecorded.clear()
+                self._changes += 1
+        self.sync_file()
 
     def update(self, alerts: list[Alert], now_ns: int) -> None:
         """Take the current alerts (firing and recently resolved) of every rule. What a new group last
@@ -190,14 +218,24 @@ class Dispatcher:
         return keys
 
     def _load(self, key: str) -> Sent | None:
-        """What the store says group ``key`` last sent (a store read: never under the lock)."""
+        """What group ``key`` last sent: the store's record, or the one it did not take yet when that
+        is newer (a send during an outage, kept across a restart by the file). A store read: never
+        under the lock."""
         if self.state is None:
             return None
         try:
-            return self.state.load(key)
+            rec = self.state.load(key)
         except StorageError as e:
             log.warning("cannot read the notification state of %s: %s", key, e)
-            return None
+            rec = None
+        with self._lock:
+            kept = self._unrecorded.get(key)
+        if kept is None:
+            return rec
+        sent, at_ns = kept
+        if rec is not None and rec.last_sent_ns > at_ns:
+            return rec
+        return sent  # None: the group ended after the store's record was made
 
     @staticmethod
     def _adopt(g: Group, rec: Sent | None) -> bool:
@@ -211,21 +249,28 @@ class Dispatcher:
         """Write what ``g`` sent (``sent``: as it was when sent) to the store: never under the lock."""
         if self.state is None:
             return
+        record = None if forget else (sent or Sent(set(g.notified_firing), g.last_sent_ns))
         try:
-            self._write_record(g, forget, sent)
+            self._write_record(g.key, record)
         except StorageError as e:
             log.warning("cannot record the notification state of %s (written again later): %s", g.key, e)
             with self._lock:
                 if len(self._unrecorded) < MAX_UNRECORDED or g.key in self._unrecorded:
-                    self._unrecorded[g.key] = (g, forget)
+                    self._unrecorded[g.key] = (record, time.time_ns() if record is None else record.last_sent_ns)
+                    self._changes += 1
                 self._retry_records_at = time.monotonic() + RECORD_RETRY_S
-
-    def _write_record(self, g: Group, forget: bool, sent: Sent | None = None) -> None:
-        assert self.state is not None
-        if forget:
-            self.state.forget(g.key)
         else:
-            self.state.save(g.key, sent or Sent(set(g.notified_firing), g.last_sent_ns))
+            with self._lock:  # an older record kept for this group must not replace this one later
+                if self._unrecorded.pop(g.key, None) is not None:
+                    self._changes += 1
+        self.sync_file()
+
+    def _write_record(self, key: str, record: Sent | None) -> None:
+        assert self.state is not None
+        if record is None:
+            self.state.forget(key)
+        else:
+            self.state.save(key, record)
 
     def _retry_records(self) -> None:
         """Write again what the store did not take after a send (else a restarted engine, or one
@@ -234,18 +279,93 @@ class Dispatcher:
             if not self._unrecorded or time.monotonic() < self._retry_records_at:
                 return
             pending = dict(self._unrecorded)
-        for key, entry in pending.items():
-            g, forget = entry
-            try:
-                self._write_record(g, forget)
-            except StorageError as e:
-                log.warning("cannot record the notification state of %s yet: %s", key, e)
+        try:
+            for key, entry in pending.items():
+                try:
+                    self._write_record(key, entry[0])
+                except StorageError as e:
+                    log.warning("cannot record the notification state of %s yet: %s", key, e)
+                    with self._lock:
+                        self._retry_records_at = time.monotonic() + RECORD_RETRY_S
+                    return
                 with self._lock:
-                    self._retry_records_at = time.monotonic() + RECORD_RETRY_S
-                return
+                    if self._unrecorded.get(key) is entry:
+                        del self._unrecorded[key]
+                        self._changes += 1
+        finally:
+            self.sync_file()
+
+    # -- the file of records the store did not take ----------------------------------------------
+    def attach_file(self, path: str) -> int:
+        """Keep the records the store did not take in ``path`` too, and take those a previous run
+        kept there (written to the store at the next tick). Returns how many were taken. A file that
+        cannot be read is ignored (logged, and left for inspection until a record replaces it)."""
+        self.path = path
+        n = self._load_file()
+        if n >= 0:  # read: the file says what is kept now (entries left out of it are gone from it)
             with self._lock:
-                if self._unrecorded.get(key) is entry:
-                    del self._unrecorded[key]
+                self._changes += 1
+            self.sync_file()
+        return max(n, 0)
+
+    def sync_file(self) -> None:
+        """Make the file hold the records kept now (none: no file). Errors are logged, never raised:
+        the file only narrows what a restart during an outage would send again."""
+        if not self.path:
+            return
+        with self._file_lock:
+            self._sync_file()
+
+    def _sync_file(self) -> None:
+        with self._lock:
+            if self._changes == self._synced:
+                return
+            changes = self._changes
+            groups = {key: {"forget": sent is None, "firing": sorted(sent.notified_firing) if sent else [],
+                            "last_sent_ns": sent.last_sent_ns if sent else 0, "at_ns": at_ns}
+                      for key, (sent, at_ns) in self._unrecorded.items()}
+        try:
+            if groups:
+                statefile.write_json(self.path, {"format": _FORMAT, "groups": groups}, MAX_FILE_BYTES)
+            else:
+                statefile.remove(self.path)
+        except (OSError, ValueError) as e:
+            log.error("notification records the store did not take: could not write %s: %s", self.path, e)
+            try:  # an older file would be taken at a restart as newer than what was sent since
+                statefile.remove(self.path)
+            except OSError as gone:
+                log.error("notification records the store did not take: could not remove %s: %s", self.path, gone)
+            return
+        with self._lock:
+            self._synced = max(self._synced, changes)
+
+    def _load_file(self) -> int:
+        try:
+            doc = statefile.read_json(self.path, MAX_FILE_BYTES)
+            if doc is None:
+                return 0
+            if not isinstance(doc, dict) or doc.get("format") != _FORMAT or not isinstance(doc.get("groups"), dict):
+                raise ValueError("not a file of notification records this version writes")
+        except (OSError, ValueError) as e:
+            log.error("notification records the store did not take: %s is unreadable and ignored: %s", self.path, e)
+            return -1
+        taken, bad = {}, 0
+        for key, v in doc["groups"].items():
+            try:
+                taken[key] = _kept_from_file(key, v)
+            except (TypeError, ValueError):
+                bad += 1
+        if bad:
+            log.error("notification records the store did not take: %d entries of %s of the wrong shape ignored",
+                      bad, self.path)
+        with self._lock:
+            for key, entry in list(taken.items())[:MAX_UNRECORDED]:
+                self._unrecorded.setdefault(key, entry)  # anything recorded since the start is newer
+            self._retry_records_at = 0.0
+        if taken:
+            log.warning("%d notification records the store did not take before the restart are taken from %s",
+                        len(taken), self.path)
+        return len(taken)
 
     def muted(self, a: Alert, firing: list[dict[str, str]], silences: list[Silence], now_ns: int) -> str:
         if any(s.mutes(a.labels, now_ns) for s in silences):

@@ -256,3 +256,76 @@ def test_a_change_of_state_the_store_did_not_take_survives_a_restart_during_the_
     assert os.listdir(settings.alerts_dir) == []  # the store took it all: no file left
     [third] = build_engine(settings, outage_store)
     assert _states(third) == {"Always": "firing"} and third.run_once(force=True) == []
+
+
+def test_a_notification_the_store_did_not_record_is_not_sent_again_by_an_engine_restarted_after_the_outage(
+        outage_store, clickhouse, tmp_path):
+    """The record of a send the store did not take waits in a file of the engine's data directory: an
+    engine started again after the outage (the record was in the first one's memory only) sends
+    nothing a second time, writes the record to the store, and leaves no file."""
+    import os
+    import types
+
+    import yaml
+
+    from tracehouse.alerts import build_engine
+    from tracehouse.alerts.engine import UNRECORDED_FILE
+
+    rx = Receiver()
+    rules = tmp_path / "t.yaml"
+    rules.write_text(yaml.safe_dump({
+        "groups": [{"name": "g", "interval": "1s", "rules": [
+            {"alert": "Always", "kind": "sql", "query": "SELECT 1 AS value", "op": ">", "threshold": 0}]}],
+        "receivers": [{"name": "ops", "webhook": {"url": rx.url}}],
+        "route": {"receiver": "ops", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1s",
+                  "repeat_interval": "4h"},
+        "notifications": {"allow_private_destinations": True}}))
+    settings = types.SimpleNamespace(rules=[str(rules)], alerts_dir=str(tmp_path / "alerts"))
+    [e] = build_engine(settings, outage_store)
+    e.sql_query = _down_after_first_query(outage_store, clickhouse)
+    e.run_once(force=True)  # fires and notifies; the store is gone when the send is recorded
+    wait_for(lambda: len(rx.bodies) == 1, 10, what="the firing notification")
+    assert len(e.dispatcher._unrecorded) == 1
+    assert os.path.exists(os.path.join(settings.alerts_dir, UNRECORDED_FILE))
+    del e  # the server stops before the store is back
+    restarted = servers.restart_clickhouse(clickhouse)
+    clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
+    [again] = build_engine(settings, outage_store)  # started again: from the file of what the store missed
+    again.run_once(force=True)
+    again.dispatcher.tick(again.clock() + 2 * 10**9)
+    assert [b["status"] for b in rx.bodies] == ["firing"]  # not sent a second time
+    wait_for(lambda: again.run_once(force=True) is not None and not again.dispatcher._unrecorded, 15,
+             what="the notification record written once the store is back")
+    again.dispatcher.tick(again.clock() + 2 * 10**9)
+    assert [b["status"] for b in rx.bodies] == ["firing"]  # not sent a second time
+    assert os.listdir(settings.alerts_dir) == []  # the store took it all: no file left
+    [third] = build_engine(settings, outage_store)  # from the store now
+    third.run_once(force=True)
+    third.dispatcher.tick(third.clock() + 2 * 10**9)
+    assert [b["status"] for b in rx.bodies] == ["firing"]
+    rx.down()
+
+
+def test_a_hostile_file_of_notification_records_is_read_safely(tmp_path):
+    import json
+
+    from tracehouse.alerts.notify import Dispatcher
+
+    path = tmp_path / "unrecorded.json"
+    good = {"forget": False, "firing": ["fp1"], "last_sent_ns": 5, "at_ns": 5}
+    path.write_text(json.dumps({"format": 1, "groups": {
+        'ops:{alertname="A"}': good,
+        "bad-type": {"forget": "yes", "firing": ["x"], "last_sent_ns": 1, "at_ns": 1},
+        "bad-list": {"forget": False, "firing": [1, {"a": 2}], "last_sent_ns": 1, "at_ns": 1},
+        "bad-int": {"forget": False, "firing": [], "last_sent_ns": 10**30, "at_ns": 1},
+        "not-a-dict": [1, 2]}}))
+    d = Dispatcher(None, {})
+    assert d.attach_file(str(path)) == 1
+    assert list(d._unrecorded) == ['ops:{alertname="A"}']
+    assert json.loads(path.read_text())["groups"] == {'ops:{alertname="A"}': good}  # rewritten without the rest
+    for junk in (b"\xff\xfe not json", b"[1, 2]", b'{"format": 99, "groups": {}}', b"[" * 100_000):
+        path.write_bytes(junk)
+        assert Dispatcher(None, {}).attach_file(str(path)) == 0
+        assert path.read_bytes() == junk  # left for inspection
+    path.write_bytes(b" " * (9 << 20))  # over the size limit: not read
+    assert Dispatcher(None, {}).attach_file(str(path)) == 0
