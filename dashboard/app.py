@@ -95,13 +95,36 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     install_ops(app, store, ready_checks, registry, tracer)
     auth = Auth(settings)
     if auth.enabled and store is not None:
-        auth.shared_signouts = SignOuts(store, on_unrecorded=app.state.metrics.signouts_unrecorded.inc)
+        folder = dashboard_dir(settings)
+        auth.shared_signouts = SignOuts(store, on_unrecorded=app.state.metrics.signouts_unrecorded.inc,
+                                        path=os.path.join(folder, SIGNOUTS_FILE) if folder else "")
+        app.router.on_shutdown.append(auth.shared_signouts.close)  # background retries end with the app
     install_auth(app, auth)
     app.add_middleware(CrossSiteGuard, allowed_hosts=getattr(settings, "allowed_hosts", None))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=getattr(settings, "dashboard_max_body_bytes", MAX_BODY_BYTES),
                        timeout=getattr(settings, "client_timeout_seconds", 60.0))
     return app
+
+
+#: the file, in the dashboard's data directory, of the sign-outs the store did not take yet
+SIGNOUTS_FILE = "unrecorded-signouts.json"
+
+
+def dashboard_dir(settings: Any) -> str:
+    """The dashboard's data directory (TRACEHOUSE_DASHBOARD_DIR; else next to the chDB directory, or
+    ./tracehouse-dashboard; '' without a storage setting): sign-outs the store did not take wait there."""
+    given = str(getattr(settings, "dashboard_dir", "") or "")
+    if given:
+        return given
+    storage = str(getattr(settings, "storage", "") or "")
+    if not storage:
+        return ""
+    if storage.startswith("chdb://"):
+        from tracehouse.storage import parse_storage_url
+
+        return parse_storage_url(storage).path + "-dashboard"
+    return os.path.abspath("./tracehouse-dashboard")
 
 
 def _error_page(request: Request, exc: Exception):

@@ -39,6 +39,9 @@ class Settings:
     #: TRACEHOUSE_ALERTS_DIR: the alert engine's data directory: changes of alert state the store has
     #: not taken yet wait there too ('' = <chdb dir>-alerts or ./tracehouse-alerts)
     alerts_dir: str = ""
+    #: TRACEHOUSE_DASHBOARD_DIR: the dashboard's data directory: sign-outs the store has not taken yet
+    #: wait there ('' = <chdb dir>-dashboard or ./tracehouse-dashboard)
+    dashboard_dir: str = ""
     #: TRACEHOUSE_BUFFER_MAX_BYTES: cap of the durable buffer; past it OTLP requests get 503
     buffer_max_bytes: int = 1 << 30
     #: TRACEHOUSE_INGEST_TOKENS: comma-separated tokens accepted on OTLP ('' = open)

@@ -190,3 +190,94 @@ def test_a_sign_out_while_the_store_hangs_answers_soon_clears_the_cookie_and_rea
         wait_for(lambda: httpx.get(elsewhere, cookies={"th_session": kept}, timeout=10).status_code == 401, 10,
                  what="the other replica refusing the signed-out session")
         c.close()
+
+
+def _signouts_settings(tmp_path):
+    return SimpleNamespace(users={"ed": {"password_hash": hash_password("pw", n=2**10), "role": "editor"}},
+                           api_tokens=[], secret_key="k", dashboard_dir=str(tmp_path / "dashboard"))
+
+
+def test_a_sign_out_the_store_did_not_take_is_refused_after_a_restart_and_written_in_the_background(
+        outage_store, clickhouse, tmp_path):
+    """Signed out while the store is down: the sign-out waits in the dashboard's data directory, so a
+    process started again (a second app on the same directory and store) refuses the cookie before
+    the store is back, and writes the sign-out to the store by itself once it is (no request needed),
+    leaving no file."""
+    import os
+
+    from tracehouse.dashboard.app import SIGNOUTS_FILE
+    from tracehouse.storage.queries_sessions import ended_sessions
+
+    settings = _signouts_settings(tmp_path)
+    app = create_app(settings, outage_store)
+    with serving(app) as port:
+        c = _signed_in(f"http://127.0.0.1:{port}")
+        kept = c.cookies.get("th_session")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/alerts").text)[1]
+        clickhouse.stop()
+        r = c.post("/logout", data={"csrf": csrf}, timeout=30)
+        assert r.status_code == 303 and app.state.auth.shared_signouts.pending() == 1
+        c.close()
+    app.state.auth.shared_signouts.close()  # the process ends (its shutdown handler)
+    assert os.path.exists(os.path.join(settings.dashboard_dir, SIGNOUTS_FILE))
+    again = create_app(settings, outage_store)  # started again while the store is still down
+    signouts = again.state.auth.shared_signouts
+    try:
+        with serving(again) as port:
+            r = httpx.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}, timeout=15)
+            assert r.status_code == 401, "a signed-out cookie works again after a restart"
+            restarted = servers.restart_clickhouse(clickhouse)
+            clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
+            signouts.retry_s = 0.2
+            # no request comes: the background retries write it
+            wait_for(lambda: signouts.pending() == 0, 30, what="the kept sign-out written in the background")
+            assert len(ended_sessions(outage_store, int(time.time()))) == 1
+            assert os.listdir(settings.dashboard_dir) == []
+    finally:
+        signouts.close()
+    third = create_app(_signouts_settings(tmp_path / "elsewhere"), outage_store)  # from the store now
+    with serving(third) as port:
+        assert httpx.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept},
+                         timeout=15).status_code == 401
+
+
+def test_sign_outs_the_store_did_not_take_are_written_in_the_background_without_requests(outage_store, clickhouse):
+    settings = SimpleNamespace(users={"ed": {"password_hash": hash_password("pw", n=2**10), "role": "editor"}},
+                               api_tokens=[], secret_key="k")
+    app = create_app(settings, outage_store)
+    signouts = app.state.auth.shared_signouts
+    signouts.retry_s = 0.2
+    try:
+        with serving(app) as port:
+            c = _signed_in(f"http://127.0.0.1:{port}")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/alerts").text)[1]
+            clickhouse.stop()
+            assert c.post("/logout", data={"csrf": csrf}, timeout=30).status_code == 303
+            assert signouts.pending() == 1
+            c.close()
+            restarted = servers.restart_clickhouse(clickhouse)
+            clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
+            wait_for(lambda: signouts.pending() == 0, 30, what="the kept sign-out written without any request")
+    finally:
+        signouts.close()
+
+
+def test_a_hostile_file_of_sign_outs_is_read_safely(tmp_path):
+    import json
+
+    from tracehouse.dashboard.signouts import SignOuts, session_digest
+
+    path = tmp_path / "signouts.json"
+    good, now = session_digest("s1"), int(time.time())
+    path.write_text(json.dumps({"format": 1, "signouts": {
+        good: now + 3600, session_digest("old"): now - 10, "<script>": now + 3600, "a" * 32: "soon",
+        "b" * 32: -1, "c" * 32: 2**40}}))
+    s = SignOuts(None, path=str(path), retry_s=3600)
+    s.close()
+    assert s.pending() == 1 and s.ended("s1") and not s.ended("old")
+    assert json.loads(path.read_text())["signouts"] == {good: now + 3600}  # rewritten without the rest
+    for junk in (b"\xff not json", b"[1]", b'{"format": 2, "signouts": {}}', b"[" * 100_000, b" " * (2 << 20)):
+        path.write_bytes(junk)
+        s = SignOuts(None, path=str(path), retry_s=3600)
+        s.close()
+        assert s.pending() == 0 and path.read_bytes() == junk  # ignored, left for inspection
