@@ -35,6 +35,7 @@ from typing import Any
 
 from .errors import InvalidParameter, StorageError
 from .queries_usage import Partition, partitions
+from .server_backend import long_calls
 from .tables import RETENTION_TABLES, TABLES_BY_NAME
 
 __all__ = ["MIN_DAYS", "MAX_DAYS", "Plan", "Report", "RetentionJob", "apply", "in_effect", "plan", "set_days",
@@ -150,7 +151,13 @@ class Report:
 
 def apply(store, now_s: float | None = None, signals: tuple[str, ...] | None = None) -> Report:
     """Bring the tables to the configured retention. A failing statement is reported and the rest
-    still runs (a partition over the server's ``max_partition_size_to_drop`` stays, for one)."""
+    still runs (a partition over the server's ``max_partition_size_to_drop`` stays, for one). Its
+    statements (ALTERs) may take long: not the call timeout of a small read (server_backend)."""
+    with long_calls():
+        return _apply(store, now_s, signals)
+
+
+def _apply(store, now_s: float | None, signals: tuple[str, ...] | None) -> Report:
     now_s = time.time() if now_s is None else now_s
     rep = Report(started_s=now_s)
     t0 = time.perf_counter()

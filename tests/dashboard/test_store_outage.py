@@ -281,3 +281,19 @@ def test_a_hostile_file_of_sign_outs_is_read_safely(tmp_path):
         s = SignOuts(None, path=str(path), retry_s=3600)
         s.close()
         assert s.pending() == 0 and path.read_bytes() == junk  # ignored, left for inspection
+
+
+def test_the_storage_api_answers_503_soon_while_the_store_hangs(outage_store, hang):
+    """``GET /api/storage`` reads without a statement time limit (parts, settings, versions): each
+    such call ends within the ping and a reconnection's connect and hello, not their 60 s receive
+    timeout (65 s before)."""
+    with serving(create_app(None, outage_store)) as port:
+        url = f"http://127.0.0.1:{port}/api/storage"
+        assert httpx.get(url, timeout=30).status_code == 200
+        hang()
+        r, took = _timed_get(httpx, url, timeout=120)
+        print(f"/api/storage on the hung store answered in {took:.1f} s")
+        assert r.status_code == 503 and r.json()["error"] == "storage unavailable"
+        assert took < 16, f"/api/storage took {took:.1f} s"
+        hang.resume()
+        wait_for(lambda: httpx.get(url, timeout=30).status_code == 200, 30, what="the storage API answering again")
