@@ -37,6 +37,7 @@ from .errors import InvalidParameter, StorageError
 from .queries_usage import Partition, partitions
 from .server_backend import long_calls
 from .tables import RETENTION_TABLES, TABLES_BY_NAME
+from .timerange import is_digits
 
 __all__ = ["MIN_DAYS", "MAX_DAYS", "Plan", "Report", "RetentionJob", "apply", "in_effect", "plan", "set_days",
            "apply_configured", "table_ttls", "validate"]
@@ -56,7 +57,9 @@ def validate(changes: dict[str, Any]) -> dict[str, int]:
     for signal, days in changes.items():
         if signal not in RETENTION_TABLES:
             raise InvalidParameter(f"unknown signal {str(signal)[:50]!r}: one of {sorted(RETENTION_TABLES)}")
-        if isinstance(days, bool) or not isinstance(days, (int, str)) or not str(days).strip().isdigit():
+        # ASCII digits only (is_digits): str.isdigit admits "²" (int() refuses it: a 500) and other
+        # scripts' digits ("٣" read as 3 days, dropping data nobody asked to drop)
+        if isinstance(days, bool) or not isinstance(days, (int, str)) or not is_digits(str(days).strip()):
             raise InvalidParameter(f"retention for {signal} must be a whole number of days")
         d = int(days)
         if not MIN_DAYS <= d <= MAX_DAYS:

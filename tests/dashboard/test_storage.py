@@ -62,6 +62,20 @@ def test_api_retention_change_applies_at_once_and_bad_input_is_a_400(open_client
     assert c.get("/api/storage").json()["retention_days"]["spans"] == 2
 
 
+
+def test_retention_days_int_cannot_read_or_foreign_digits_are_400s_and_change_nothing(open_client):
+    """``str.isdigit`` admits ``²`` and other scripts' digits: ``"²"``, ``"1³"`` and 5,000 digits
+    answered 500 (``int()`` refuses them), and ``"٣"`` (Arabic-Indic three) set 3 days and dropped
+    every older partition."""
+    c, store = open_client
+    before = store.query(f"SELECT count() FROM {store.t('spans')}").scalar()
+    for days in ("\u00b2", "1\u00b3", "9" * 5000, "\u0663", "\uff17"):
+        r = c.put("/api/storage/retention", json={"spans": days})
+        assert r.status_code == 400 and "whole number of days" in r.json()["error"], (days[:5], r.status_code, r.text)
+    assert c.get("/api/storage").json()["retention_days"]["spans"] == 7
+    assert store.query(f"SELECT count() FROM {store.t('spans')}").scalar() == before
+    assert c.put("/api/storage/retention", json={"spans": " 6 "}).status_code == 200  # spaces as before
+
 USERS = {"ann": ("pw-a", "admin"), "ed": ("pw-e", "editor"), "vi": ("pw-v", "viewer")}
 
 
