@@ -104,8 +104,12 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
 
     @r.post("/rules/preview", dependencies=edit)  # runs rule SQL: for those who may write rules (the gate says so too)
     def preview(request: Request, body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
-        who = getattr(request.state, "user", None) or (request.client.host if request.client else "")
-        wait = previews.take(str(who))
+        # one budget per principal (a user's or token's name), not per session: the session (its
+        # CSRF token and expiry are in it) made each sign-in a fresh budget of its own
+        user = getattr(request.state, "user", None)
+        who = (f"principal:{user.get('u')}" if isinstance(user, dict) and user.get("u")
+               else f"address:{request.client.host if request.client else ''}")
+        wait = previews.take(who)
         if wait:
             raise HTTPException(429, "too many rule previews; try again shortly",
                                 headers={"Retry-After": str(max(1, round(wait)))})

@@ -310,6 +310,30 @@ def test_rule_previews_run_only_for_editors_and_not_cross_site(seeded_store):
         assert c.post("/api/alerts/rules/preview", json=rule, headers=_bearer("edit-secret")).status_code == 503
 
 
+
+def test_signing_in_again_gives_no_fresh_budget_of_rule_previews(seeded_store):
+    """Previews (rule SQL run on demand) are limited per principal: the key was the whole session,
+    whose CSRF token and expiry differ at every sign-in, so an editor who signed in again had a
+    fresh budget each time (after 5 previews the first session got 429, a second one 503 again:
+    through the limiter to the route, which has no engine here)."""
+    from tracehouse.alerts import alerts_router
+    from tracehouse.dashboard import require_role
+
+    app = create_app(SimpleNamespace(users=USERS, api_tokens=TOKENS, secret_key="k"), seeded_store[0],
+                     routers=[alerts_router(None, require_role, previews_per_minute=0.01)])
+    rule = {"alert": "P", "kind": "sql", "sql": "SELECT 1 AS value"}
+    with TestClient(app) as first, TestClient(app) as second:
+        for c in (first, second):
+            assert _login(c, "ed").status_code == 303
+        hdr = {"x-csrf-token": _csrf(first)}
+        codes = [first.post("/api/alerts/rules/preview", json=rule, headers=hdr).status_code for _ in range(6)]
+        assert codes == [503] * 5 + [429]
+        again = second.post("/api/alerts/rules/preview", json=rule, headers={"x-csrf-token": _csrf(second)})
+        assert again.status_code == 429 and int(again.headers["retry-after"]) > 0
+        # another principal keeps its own budget
+        assert first.post("/api/alerts/rules/preview", json=rule,
+                          headers=_bearer("edit-secret")).status_code == 503
+
 def test_a_wrong_password_takes_as_long_for_an_unknown_name_as_for_a_user(seeded_store):
     """The sign-in answer was the same words for both, but an unknown name was answered in ~5 ms (a
     scrypt of n=2^10) and a user's wrong password in ~65 ms (the user's n=2^14 hash): which names are
