@@ -14,12 +14,12 @@ user name or ``token:<name>``) when an auth layer sets it, else ``api@<client ad
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from tracehouse.storage import InvalidParameter, json_body
 from tracehouse.storage import queries_snapshots as qsnap
@@ -36,9 +36,15 @@ def _who(request: Request) -> str:
 
 
 def _parsed(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record with its body parsed, or as sent when the answer cannot carry it parsed. Any
+    ingest client writes these bodies: read strictly (``storage.json_body``, orjson), and kept as
+    text when not JSON, when holding a lone surrogate or a number past a double, or when nested too
+    deep to be written back in the answer (orjson's 255 levels; FastAPI's encoder ran out of stack
+    before that). The standard library's parser let each of these through to answer 500."""
     try:
-        body = json.loads(rec["body"])
-    except (ValueError, TypeError):
+        body = json_body.parse(rec["body"])
+        orjson.dumps({"snapshots": [{"body": body}]})  # as deep as it sits in the answer
+    except (json_body.BodyError, orjson.JSONEncodeError, TypeError):
         body = None
     return dict(rec, body=body if body is not None else rec["body"])
 
@@ -73,12 +79,14 @@ def snapshots_router(get_store, require_role: Any = None) -> APIRouter:
         return {"requests": qsnap.list_requests(get_store(request), service or None, limit)}
 
     @r.get("/{request_id}")
-    def get_one(request: Request, request_id: str) -> dict[str, Any]:
+    def get_one(request: Request, request_id: str) -> Response:
         store = get_store(request)
         req = qsnap.get_request(store, request_id)
         snaps = [_parsed(s) for s in qsnap.snapshots_for(store, request_id, req["requested_ns"])]
         if snaps:
             req["status"] = "captured"
-        return dict(req, snapshots=snaps)
+        # written by orjson, which _parsed checked can write every body: FastAPI's encoder recurses
+        # per level and ran out of stack on a body some 200 levels deep
+        return Response(orjson.dumps(dict(req, snapshots=snaps)), media_type="application/json")
 
     return r

@@ -76,3 +76,32 @@ def test_a_snapshot_page_shows_a_bounded_part_of_a_huge_body(chdb_store):
         assert "1950 more distinct stacks, with fewer threads each, not shown." in page.text
         flame = c.get(f"/flamegraph?service={SERVICE}&since=1h")
         assert flame.status_code == 200 and "outer frames not shown" in flame.text
+
+
+def test_the_snapshot_request_api_answers_whatever_body_its_snapshots_carry(chdb_store):
+    """``GET /api/snapshots/{id}`` read the bodies of the snapshots answering a request with the
+    standard library's parser: a body nested 5,000 deep (RecursionError), a ``\\ud800`` escape (a
+    lone surrogate the answer cannot encode) and a number past a double (inf, not JSON) each made it
+    answer 500, for every viewer. A body that is not JSON the API can carry is given as sent."""
+    from testkit.seed import log_row
+
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for what, body in {**BODIES, "nested 251 deep": "[" * 251 + "]" * 251, "nested 252 deep": "[" * 252 + "]" * 252}.items():
+            r = c.post("/api/snapshots", json={"service": SERVICE, "kind": "threads"})
+            assert r.status_code == 201, r.text
+            rid = r.json()["id"]
+            cols = chdb_store.columns_for("logs")
+            log_row(cols, time.time_ns() + 1_000_000, SERVICE, "tracehouse.snapshot", body,
+                    {"snapshot.kind": "threads", "snapshot.request_id": rid}, (13, "WARN"))
+            chdb_store.insert("logs", cols)
+            r = c.get(f"/api/snapshots/{rid}")
+            assert r.status_code == 200, (what, r.status_code, r.text[:300])
+            got = r.json()
+            assert got["status"] == "captured" and len(got["snapshots"]) == 1, what
+            snap = got["snapshots"][0]
+            if what in ("deep array", "deep threads", "nested 900 deep", "nested 252 deep", "lone surrogates",
+                        "a lone surrogate in a key", "a number past a double"):
+                assert snap["body"] == body, what  # as sent
+            else:
+                assert snap["body"] == json.loads(body), what
