@@ -9,7 +9,6 @@ running without the engine in its process).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from tracehouse.storage import Store
@@ -85,17 +84,9 @@ def lease_for(settings: Any, store: Store):
 def alerts_dir(settings: Any) -> str:
     """The engine's data directory (TRACEHOUSE_ALERTS_DIR; else next to the chDB directory, or
     ./tracehouse-alerts): the changes of alert state the store did not take wait there too."""
-    given = str(getattr(settings, "alerts_dir", "") or "")
-    if given:
-        return given
-    storage = str(getattr(settings, "storage", "") or "")
-    if not storage:
-        return ""
-    if storage.startswith("chdb://"):
-        from tracehouse.storage import parse_storage_url
+    from tracehouse.storage.statefile import state_dir
 
-        return parse_storage_url(storage).path + "-alerts"
-    return os.path.abspath("./tracehouse-alerts")
+    return state_dir(settings, "alerts_dir", "alerts")
 
 
 def rule_query_offset(settings: Any) -> float:

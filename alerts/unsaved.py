@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 
 from tracehouse.storage import Store
+from tracehouse.storage.statefile import write_bytes
 
 from . import persist
 from .state import Alert, Transition
@@ -146,24 +146,7 @@ class Unsaved:
             history = history[max(1, len(history) // 10):]  # the oldest rows go first
         if len(data) > self.max_file_bytes:
             raise ValueError(f"{len(alerts)} alerts take {len(data):,} bytes, over {self.max_file_bytes:,}")
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".unsaved-", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with _suppress_missing():
-                os.unlink(tmp)
-            raise
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_bytes(self.path, data)
 
     def load_file(self) -> int:
         """Take what the file kept (written by an engine that stopped before the store took it), to be

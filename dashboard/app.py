@@ -114,17 +114,9 @@ SIGNOUTS_FILE = "unrecorded-signouts.json"
 def dashboard_dir(settings: Any) -> str:
     """The dashboard's data directory (TRACEHOUSE_DASHBOARD_DIR; else next to the chDB directory, or
     ./tracehouse-dashboard; '' without a storage setting): sign-outs the store did not take wait there."""
-    given = str(getattr(settings, "dashboard_dir", "") or "")
-    if given:
-        return given
-    storage = str(getattr(settings, "storage", "") or "")
-    if not storage:
-        return ""
-    if storage.startswith("chdb://"):
-        from tracehouse.storage import parse_storage_url
+    from tracehouse.storage.statefile import state_dir
 
-        return parse_storage_url(storage).path + "-dashboard"
-    return os.path.abspath("./tracehouse-dashboard")
+    return state_dir(settings, "dashboard_dir", "dashboard")
 
 
 def _error_page(request: Request, exc: Exception):

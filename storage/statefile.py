@@ -10,7 +10,7 @@ import os
 import tempfile
 from typing import Any
 
-__all__ = ["write_json", "read_json", "remove"]
+__all__ = ["write_json", "write_bytes", "read_json", "remove", "state_dir"]
 
 
 def write_json(path: str, doc: Any, max_bytes: int) -> None:
@@ -18,6 +18,11 @@ def write_json(path: str, doc: Any, max_bytes: int) -> None:
     data = json.dumps(doc, separators=(",", ":")).encode()
     if len(data) > max_bytes:
         raise ValueError(f"{len(data):,} bytes, over {max_bytes:,}")
+    write_bytes(path, data)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Replace ``path`` by ``data``: a temporary file beside it, fsync, rename, fsync of the folder."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", dir=folder)
@@ -36,6 +41,22 @@ def write_json(path: str, doc: Any, max_bytes: int) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def state_dir(settings: Any, setting: str, name: str) -> str:
+    """A role's data directory: the setting ``setting`` when given; else next to the chDB directory
+    (``<path>-<name>``), or ``./tracehouse-<name>`` on a ClickHouse server; '' without a storage setting."""
+    given = str(getattr(settings, setting, "") or "")
+    if given:
+        return given
+    storage = str(getattr(settings, "storage", "") or "")
+    if not storage:
+        return ""
+    if storage.startswith("chdb://"):
+        from .url import parse_storage_url
+
+        return parse_storage_url(storage).path + "-" + name
+    return os.path.abspath("./tracehouse-" + name)
 
 
 def read_json(path: str, max_bytes: int) -> Any:

@@ -63,6 +63,23 @@ def test_a_huge_exception_message_does_not_hold_the_dying_thread(tmp_path, sink)
     assert len(exc["message"]) <= 500
 
 
+def _doomed(wait_s: int) -> str:
+    """Host code: a thread dies of an exception while the thread ``p`` is parked on ``ev``; prints
+    how long the dying thread was held (the agent's snapshot runs in it) and whether it still lives."""
+    return textwrap.indent(textwrap.dedent(f"""
+        time.sleep(0.2)
+        def boom():
+            raise ValueError("boom")
+        t0 = time.monotonic()
+        t = threading.Thread(target=boom, name="doomed")
+        t.start()
+        t.join({wait_s})
+        held = time.monotonic() - t0
+        ev.set()
+        p.join()
+        print(json.dumps({{"held_s": held, "alive": t.is_alive()}}))"""), "        ").strip()
+
+
 def test_a_huge_source_line_on_a_stack_is_cut_not_read_whole(tmp_path, sink):
     # Generated or minified code puts megabytes on one line. Each frame's source line was masked
     # whole (read as Python tokens: 3 MB took ~13 s of the snapshotting thread, GIL included),
@@ -74,18 +91,8 @@ def test_a_huge_source_line_on_a_stack_is_cut_not_read_whole(tmp_path, sink):
             HUGE_LINE
         p = threading.Thread(target=parked, name="parked")
         p.start()
-        time.sleep(0.2)
-        def boom():
-            raise ValueError("boom")
-        t0 = time.monotonic()
-        t = threading.Thread(target=boom, name="doomed")
-        t.start()
-        t.join(10)
-        held = time.monotonic() - t0
-        ev.set()
-        p.join()
-        print(json.dumps({"held_s": held, "alive": t.is_alive()}))
-    """.replace("HUGE_LINE", huge))
+        DOOMED
+    """.replace("HUGE_LINE", huge).replace("DOOMED", _doomed(10)))
     assert not result["alive"] and result["held_s"] < 3.0, result
     snap, = sink.wait(lambda s: _snapshots(s))
     parked, = [t for t in snap["threads"] if t["name"] == "parked"]
@@ -107,18 +114,8 @@ def test_huge_locals_are_shown_cut_without_copying_them_whole(tmp_path, sink):
         blob = "x" * 80_000_000
         p = threading.Thread(target=deep, args=(40, blob, list(range(2_000_000))), name="parked")
         p.start()
-        time.sleep(0.2)
-        def boom():
-            raise ValueError("boom")
-        t0 = time.monotonic()
-        t = threading.Thread(target=boom, name="doomed")
-        t.start()
-        t.join(15)
-        held = time.monotonic() - t0
-        ev.set()
-        p.join()
-        print(json.dumps({"held_s": held, "alive": t.is_alive()}))
-    """, timeout=30, extra=", snapshot_locals=True")
+        DOOMED
+    """.replace("DOOMED", _doomed(15)), timeout=30, extra=", snapshot_locals=True")
     assert not result["alive"] and result["held_s"] < 3.0, result
     snap, = sink.wait(lambda s: _snapshots(s))
     parked, = [t for t in snap["threads"] if t["name"] == "parked"]

@@ -57,6 +57,14 @@ def _flood(port: int, n: int) -> list[socket.socket]:
     return idle
 
 
+def _end(proc: subprocess.Popen, client: httpx.Client, idle: list[socket.socket]) -> None:
+    for s in idle:
+        s.close()
+    client.close()
+    proc.terminate()
+    proc.wait(60)
+
+
 def test_connections_past_the_cap_are_refused_and_storing_goes_on_during_the_flood(tmp_path):
     port = free_port()
     # the embedded engine alone holds ~190 descriptors: a cap of 100 leaves it room under 400
@@ -90,11 +98,7 @@ def test_connections_past_the_cap_are_refused_and_storing_goes_on_during_the_flo
         wait_for(lambda: _post(httpx.Client(timeout=10), url) == 200, 20, every=0.5,
                  what="new connections taken again once the flood ends")
     finally:
-        for s in idle:
-            s.close()
-        client.close()
-        proc.terminate()
-        proc.wait(60)
+        _end(proc, client, idle)
 
 
 def test_descriptor_exhaustion_is_logged_sparingly_and_storing_resumes(tmp_path):
@@ -131,11 +135,7 @@ def test_descriptor_exhaustion_is_logged_sparingly_and_storing_resumes(tmp_path)
         counted = sum(float(line.rsplit(" ", 1)[1]) for line in client.get(url + "/metrics").text.splitlines()
                       if line.startswith("tracehouse_accept_errors_total"))
     finally:
-        for s in idle:
-            s.close()
-        client.close()
-        proc.terminate()
-        proc.wait(60)
+        _end(proc, client, idle)
     text = log_path.read_text(errors="replace")
     reports = text.count("socket.accept() out of system resource") + text.count("cannot accept connections")
     assert 1 <= reports <= 3, f"{reports} reports of the failing accepts, {len(text)} bytes of log"
@@ -193,9 +193,15 @@ def test_the_grpc_port_refuses_connections_past_the_cap(tmp_path):
 
     try:
         assert wait_port(gport, 60)
-        idle = [socket.create_connection(("127.0.0.1", gport), timeout=5) for _ in range(5)]
-        # the five idle connections hold the port's whole allowance (once the server took them)
-        wait_for(lambda: not connects(), 15, every=0.2, what="a new gRPC connection refused")
+        wait_for(connects, 30, every=0.5, what="the gRPC port serving")
+
+        def flooded() -> bool:
+            # idle connections beyond the allowance: those past it are closed by the server (and one
+            # made while a closing channel still held its place too), the five it took stay
+            idle.extend(socket.create_connection(("127.0.0.1", gport), timeout=5) for _ in range(3))
+            return not connects()
+
+        wait_for(flooded, 20, every=0.2, what="a new gRPC connection refused while idle ones hold the port")
         for s in idle:
             s.close()
         idle.clear()
