@@ -369,8 +369,10 @@ def _fill(span: Span, s: ZSpan, now_us: int) -> None:
         if k not in _CONSUMED and k != "service.name":
             _put(attrs, k, v)
     for tag, fld in _DROPPED.items():
-        if tags.get(tag, "").isdigit():
-            setattr(span, fld, min(int(tags[tag]), (1 << 32) - 1))
+        n = tags.get(tag, "")
+        # ASCII digits only ("²".isdigit() is true, and int() refuses it), few enough for int()
+        if n.isascii() and n.isdigit() and len(n) <= 20:
+            setattr(span, fld, min(int(n), (1 << 32) - 1))
     _status(span, tags)
     if s.remote:
         if s.remote.service and "peer.service" not in tags:

@@ -180,3 +180,16 @@ def test_proto3_annotation_timestamps_out_of_range_are_named():
     with pytest.raises(BadRequest) as e:
         spans_from_proto(lst.SerializeToString())
     assert e.value.status == 400 and "span 0: annotation timestamp" in e.value.message
+
+
+@pytest.mark.parametrize("count", ["²", "1³", "٣", "9" * 5000, "-1", " 3", "3.0"])
+def test_a_dropped_count_tag_that_is_not_a_plain_number_is_ignored_not_fatal_to_the_request(count):
+    # "²".isdigit() is true and int() refuses it; 5,000 digits are past int()'s limit: either made
+    # the whole request (every span of it) a 400
+    _, spans = _map([{"traceId": TRACE, "id": "a2fb4a1d1a96d312", "name": "odd", "timestamp": 5, "duration": 1,
+                      "tags": {"otel.dropped_events_count": count, "otel.dropped_links_count": "7"}},
+                     {"traceId": TRACE, "id": "b2fb4a1d1a96d312", "name": "neighbour", "timestamp": 5,
+                      "duration": 1}])
+    span = spans["odd"][2]
+    assert span.dropped_events_count == 0 and span.dropped_links_count == 7
+    assert "neighbour" in spans
