@@ -141,7 +141,7 @@ class EmailNotifier:
     def __init__(self, name: str, to: list[str], sender: str, smarthost: str, allow_private: bool = False,
                  starttls: bool = False, username: str = "", password: str = ""):
         host, _, port = smarthost.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             raise RuleError(f"receiver {name}: smarthost must be host:port")
         self.name, self.to, self.sender, self.host, self.port = name, to, sender, host, int(port)
         self.allow_private, self.starttls, self.username, self.password = allow_private, starttls, username, password

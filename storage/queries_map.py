@@ -15,7 +15,7 @@ _LOCAL_NAMES = {"localhost": "127.0.0.1", "::1": "127.0.0.1", "[::1]": "127.0.0.
 
 def normalize_address(addr: str) -> str:
     host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):  # as the SQL (_normalized) reads a port
         host, port = addr, ""
     host = _LOCAL_NAMES.get(host.lower(), host.lower())
     return f"{host}:{port}" if port else host

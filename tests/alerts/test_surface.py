@@ -120,6 +120,11 @@ def test_build_engine_from_settings(chdb_store, tmp_path):
     ({"groups": [{"name": True, "rules": []}]}, "every group needs a name"),
     ({"groups": [{"name": "g", "rules": {"alert": "A", "kind": "red", "signal": "rate"}}]}, "rules must be a list"),
     ({"receivers": {"name": "x"}}, "receivers must be a list"),
+    # "²".isdigit() is true, and int() refused it: a ValueError traceback at start
+    ({"receivers": [{"name": "m", "email_configs": [{"to": "a@example.com", "from": "b@example.com",
+                                                     "smarthost": "mail:²"}]}]}, "smarthost"),
+    ({"receivers": [{"name": "m", "email_configs": [{"to": "a@example.com", "from": "b@example.com",
+                                                     "smarthost": "mail:99999"}]}]}, "smarthost"),
 ])
 def test_bad_rule_files_refused_with_reason(doc, reason):
     with pytest.raises(RuleError) as e:

@@ -226,3 +226,12 @@ def test_metric_series_grouped_keep_the_groups_with_most_points(store):
     routes = [s["labels"]["route"] for s in series["series"]]
     assert "zz-route" in routes and len(routes) == qtel.MAX_SERIES and series["truncated"]
     assert routes == sorted(routes)
+
+
+def test_an_address_is_normalized_alike_in_python_and_in_sql(chdb_store):
+    # the map matches a client span's peer address (SQL) against the names Python gives; a port of
+    # non-ASCII digits ("²".isdigit() is true) split in Python and not in SQL
+    addresses = ["localhost:²", "LOCALHOST:80", "db:5432", "db:٣", "::1", "[::1]:8080", "host:", "0.0.0.0:9"]
+    sql = f"SELECT {qmap._normalized('a', 'x')} FROM (SELECT {{a:String}} AS a)"
+    got = [chdb_store.query(sql, {"a": a}).scalar() for a in addresses]
+    assert got == [qmap.normalize_address(a) for a in addresses]
