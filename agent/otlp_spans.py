@@ -14,7 +14,18 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from tracehouse.agent.otlp_wire import attributes, fixed32, fixed64, ld, scope, string, tag, varint
+from tracehouse.agent.otlp_wire import (
+    CACHE_TEXT_MAX,
+    attributes,
+    fixed32,
+    fixed64,
+    ld,
+    scope,
+    string,
+    tag,
+    text,
+    varint,
+)
 from tracehouse.agent.otlp_wire import resource as encode_resource
 
 __all__ = ["SLICE", "EncodedSpan", "encode", "encode_records", "encode_span", "encoded"]
@@ -95,6 +106,8 @@ _NAMES_MAX = 4096
 def _name(name: str) -> bytes:
     b = _names.get(name)
     if b is None:
+        if len(name) > CACHE_TEXT_MAX:  # not cached (see otlp_wire.CACHE_TEXT_MAX), cut at TEXT_MAX
+            return ld(_NAME, text(name))
         if len(_names) >= _NAMES_MAX:
             _names.clear()
         b = _names[name] = string(_NAME, name)

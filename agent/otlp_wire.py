@@ -14,7 +14,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
-__all__ = ["anyvalue", "attributes", "fixed64", "key_value", "ld", "resource", "scope", "tag", "varint"]
+__all__ = ["CACHE_TEXT_MAX", "TEXT_MAX", "anyvalue", "attributes", "fixed64", "key_value", "ld", "resource", "scope", "tag",
+           "text", "varint"]
 
 _SMALL = [bytes((i,)) for i in range(128)]
 _pack_q = struct.Struct("<Q").pack
@@ -24,6 +25,23 @@ _pack_q_signed = struct.Struct("<q").pack
 
 _CACHE_MAX = 8192
 _caches: dict[bytes, dict] = {}  # per field tag: (key, value, type) -> KeyValue field bytes
+#: strings longer than this are not cached: 8,192 entries of distinct 1 MB values held ~16 GB
+CACHE_TEXT_MAX = 256
+#: characters of a string value written, as many as the collector stores (``collector.convert.Limits``
+#: ``max_value_len``): a longer one is cut here, so spans waiting for a slow collector hold no more
+#: than would be stored (1 MB attribute values held the queue at ~2 GB), counted in
+#: ``values.truncated`` of ``tracehouse.agent.stats()``
+TEXT_MAX = 16384
+
+
+def text(v: str) -> bytes:
+    """``v`` as UTF-8 (unencodable characters replaced), cut at ``TEXT_MAX`` characters."""
+    if len(v) > TEXT_MAX:
+        from . import counters
+
+        counters.add("values.truncated")
+        v = v[:TEXT_MAX]
+    return v.encode("utf-8", "replace")
 
 
 def varint(n: int) -> bytes:
@@ -87,7 +105,7 @@ _T2 = b"\x12"  # field 2, length-delimited (KeyValue.value)
 def anyvalue(v) -> bytes:
     t = type(v)
     if t is str:
-        return ld(_AV_STR, v.encode("utf-8", "replace"))
+        return ld(_AV_STR, text(v))
     if t is bool:
         return _AV_BOOL + (b"\x01" if v else b"\x00")
     if t is int:
@@ -99,7 +117,7 @@ def anyvalue(v) -> bytes:
     if isinstance(v, bool):
         return _AV_BOOL + (b"\x01" if v else b"\x00")
     if isinstance(v, str):
-        return ld(_AV_STR, str(v).encode("utf-8", "replace"))
+        return ld(_AV_STR, text(str(v)))
     if isinstance(v, int):
         return _AV_INT + varint(int(v))
     if isinstance(v, float):
@@ -110,7 +128,7 @@ def anyvalue(v) -> bytes:
         return ld(_AV_KVLIST, b"".join(ld(_T1, key_value(str(k), x)) for k, x in v.items()))
     if isinstance(v, (list, tuple)) or hasattr(v, "__iter__"):
         return ld(_AV_ARRAY, b"".join(ld(_T1, anyvalue(x)) for x in v))
-    return ld(_AV_STR, str(v).encode("utf-8", "replace"))
+    return ld(_AV_STR, text(str(v)))
 
 
 def key_value(key: str, value) -> bytes:
@@ -129,7 +147,7 @@ def attributes(tag_bytes: bytes, attrs) -> bytes:
     append = out.append
     for k, v in attrs.items():
         t = type(v)
-        if t is str or t is int:
+        if (t is str and len(v) <= CACHE_TEXT_MAX) or t is int:
             ck = (k, v, t)
             b = cache.get(ck)
             if b is None:

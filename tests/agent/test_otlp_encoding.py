@@ -358,3 +358,50 @@ def test_grpc_transport_sends_the_lean_bytes_to_a_real_grpc_server():
     req = ExportTraceServiceRequest()
     req.ParseFromString(got[0][0])
     assert req == encode_spans(spans) and got[0][1]["authorization"] == "Bearer t"
+
+
+def _huge_spans(n: int, size: int):
+    mem = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource({"service.name": "s"}))
+    tp.add_span_processor(SimpleSpanProcessor(mem))
+    t = tp.get_tracer("huge")
+    for i in range(n):
+        big = f"{i:06d}" + "é" * size  # distinct values, as a request body or a query would be
+        with t.start_as_current_span(f"name {i} " + big) as sp:
+            sp.set_attribute("payload", big)
+            sp.set_attribute("short", "kept whole")
+    return mem.get_finished_spans()
+
+
+def test_huge_values_are_cut_to_what_the_collector_stores_and_not_cached():
+    import gc
+    import tracemalloc
+
+    from tracehouse.agent import counters
+    from tracehouse.collector.convert import Limits
+
+    TEXT_MAX = Limits().max_value_len  # noqa: N806 - what the collector stores of a value
+    spans = _huge_spans(3, 1_000_000)
+    before = counters.snapshot().get("values.truncated", 0)
+    req = ExportTraceServiceRequest()
+    req.ParseFromString(otlp_spans.encode(spans))
+    sent = req.resource_spans[0].scope_spans[0].spans
+    for i, s in enumerate(sent):  # cut to the collector's own cap, in characters (not bytes)
+        attrs = {kv.key: kv.value.string_value for kv in s.attributes}
+        assert attrs["payload"] == (f"{i:06d}" + "é" * 1_000_000)[:TEXT_MAX] and attrs["short"] == "kept whole"
+        assert s.name == (f"name {i} {i:06d}" + "é" * 1_000_000)[:TEXT_MAX]
+    assert counters.snapshot().get("values.truncated", 0) - before == 6
+    del spans, req, sent
+    # encoding a stream of spans with distinct 100 kB values keeps none of them: the value cache
+    # held each value and its encoding (8,192 entries: ~1.6 GB of such values)
+    spans = _huge_spans(200, 100_000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for span in spans:
+            otlp_spans.encoded(span)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 2_000_000, held
