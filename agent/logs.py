@@ -16,6 +16,9 @@ import logging
 import threading
 import warnings
 
+from . import counters
+from .otlp_wire import TEXT_MAX
+
 _SKIP = ("opentelemetry", "tracehouse.agent", "urllib3.connectionpool")
 _handlers: list[logging.Handler] = []
 _lock = threading.Lock()
@@ -48,6 +51,16 @@ def install(logger_provider, level: int) -> logging.Handler:
     from opentelemetry.sdk._logs import LoggingHandler
 
     class Handler(LoggingHandler):
+        def _translate(self, record: logging.LogRecord):  # the SDK's, with the body cut
+            out = super()._translate(record)
+            body = getattr(out, "body", None)
+            if isinstance(body, str) and len(body) > TEXT_MAX:
+                # as the span writer cuts a value: records waiting for a slow collector (2,048 of
+                # them) held whole 1 MB messages, ~3.5 GB
+                counters.add("values.truncated")
+                out.body = body[:TEXT_MAX]
+            return out
+
         def flush(self) -> None:
             """Nothing: ``logging.shutdown()`` at exit calls it, and the SDK's flush starts a thread
             (a traceback under a thread limit) and waits on the collector. The agent flushes its

@@ -227,3 +227,47 @@ def test_log_records_dropped_by_a_full_queue_are_counted(tmp_path):
         assert 700 <= stats.get("logs.dropped.queue_full", 0) <= 900, stats
     finally:
         srv.close()
+
+
+HUGE_LOGS = r'''
+import gc, json, logging
+import tracehouse.agent as ta
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmRSS:")) / 1024
+
+h = ta.start(service="huge-logs", instrument=False, metrics=False)
+log = logging.getLogger("app")
+log.addHandler(logging.NullHandler())
+gc.collect()
+before = rss_mb()
+for i in range(300):  # a failed request's 1 MB body in a warning, say
+    log.warning("request %d failed: %s", i, "x" * 1_000_000)
+gc.collect()
+print(json.dumps({"grew_mb": rss_mb() - before, "stats": ta.stats()}), flush=True)
+h.shutdown(1.0)
+'''
+
+
+@pytest.mark.agent_errors_expected
+def test_huge_log_messages_wait_for_a_hung_collector_cut_to_what_is_stored(tmp_path):
+    """The log queue holds 2,048 records: with 1 MB messages and the collector hung, ~2 GB of the
+    host's memory. A body is cut to what the collector stores (16,384 characters) as it is made."""
+    import json
+
+    from tests.agent.otlp_sink import HangingServer
+
+    srv = HangingServer()
+    try:
+        (tmp_path / "host.py").write_text(HUGE_LOGS)
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=srv.url, TRACEHOUSE_COMMAND_POLL_S="0",
+                   TRACEHOUSE_EXPORT_TIMEOUT="2")
+        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["stats"].get("values.truncated") == 300, result["stats"]
+        assert result["grew_mb"] < 60, result  # 300 records kept whole: ~300 MB more
+    finally:
+        srv.close()
