@@ -455,3 +455,41 @@ def test_long_running_roles_have_time_to_start_before_liveness_counts():
             sp = c.get("startupProbe")
             assert sp and sp["httpGet"]["path"] == "/healthz", c["name"]
             assert sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3) >= 300, c["name"]
+
+
+#: the settings of the state files a role keeps across a restart (what the store did not take yet)
+_STATE_DIRS = {"dashboard": ["TRACEHOUSE_DASHBOARD_DIR"], "alerts": ["TRACEHOUSE_ALERTS_DIR"],
+               "serve": ["TRACEHOUSE_DASHBOARD_DIR", "TRACEHOUSE_ALERTS_DIR"]}
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def test_the_state_files_of_each_role_go_to_a_writable_volume():
+    """Sign-outs, alert changes and notifications the store did not take are kept in files (by
+    default next to the working directory): on a read-only root file system, or in a container's
+    own layer, a restart lost them and a signed-out session came back."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    env = dict(re.findall(r"(TRACEHOUSE_\w+)=(\S+)", dockerfile))
+    image_volumes = json.loads(re.search(r"^VOLUME (\[.*\])$", dockerfile, re.M).group(1))
+    for name in _STATE_DIRS["serve"]:
+        assert _under(env[name], image_volumes), (name, env.get(name))
+        assert re.search(r"install -d -o tracehouse -g tracehouse[^\n]*" + re.escape(os.path.dirname(env[name])),
+                         dockerfile), "the volume's directory belongs to the image's user"
+    for d in _all_k8s():
+        if d["kind"] != "Deployment":
+            continue
+        spec = d["spec"]["template"]["spec"]
+        for c in spec["containers"]:
+            wanted = _STATE_DIRS.get(c["args"][0], [])
+            values = {e["name"]: e.get("value") for e in c.get("env", [])}
+            writable = [m["mountPath"] for m in c.get("volumeMounts", []) if not m.get("readOnly")]
+            for name in wanted:
+                assert name in values and _under(values[name], writable), (d["metadata"]["name"], name)
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    for svc in compose["services"].values():
+        if svc.get("image") == OUR_IMAGE and svc.get("command", [""])[0] in _STATE_DIRS:
+            mounted = [v.split(":")[1] for v in svc.get("volumes", []) if not v.endswith(":ro")]
+            for name in _STATE_DIRS[svc["command"][0]]:
+                assert _under(env[name], mounted), name
