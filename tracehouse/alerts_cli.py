@@ -75,18 +75,26 @@ def cmd_run(ns: argparse.Namespace) -> int:
         print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .cli import quiet_libraries
+
+    quiet_libraries()
     try:  # the same rule as the other roles, for whatever port this role listens on (see exposure.LISTENERS)
         check(settings, ("alerts",))
     except ExposureError as e:
         print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
         return 2
     from tracehouse.storage import ConfigError
+    from tracehouse.storage.errors import StorageUnavailable
+
+    from .cli import store_unreachable
 
     try:
         store = open_store(settings)
     except ConfigError as e:  # a bad storage URL: said as `serve` says it, without a traceback
         print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
         return 2
+    except StorageUnavailable as e:
+        return store_unreachable("tracehouse alerts run", e)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tracehouse {ns.cmd}: {e}", file=sys.stderr, flush=True)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per notification or self-observe send
+    quiet_libraries()
     if ns.cmd == "migrate":
         return _migrate(ns, settings)
     if ns.cmd == "demo":
@@ -89,8 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(ns, settings)
 
 
+def quiet_libraries() -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per notification or self-observe send
+    # the driver logs a traceback per failed connect; the store's own errors say it once, with the address
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
+
+
+def store_unreachable(who: str, e: Exception) -> int:
+    """One line for a store that cannot be reached at start (no traceback); the exit status."""
+    print(f"{who}: cannot start: {e}; start ClickHouse first (or check TRACEHOUSE_STORAGE)", file=sys.stderr,
+          flush=True)
+    return 1
+
+
 def _migrate(ns: argparse.Namespace, settings: Settings) -> int:
     from tracehouse.storage import ConfigError, Store, parse_storage_url
+    from tracehouse.storage.errors import StorageUnavailable
 
     try:
         url = parse_storage_url(settings.storage)
@@ -101,10 +115,13 @@ def _migrate(ns: argparse.Namespace, settings: Settings) -> int:
         from dataclasses import replace
 
         url = replace(url, cluster=ns.cluster)
-    with Store.open(url) as store:
-        applied = store.migrate(retention=settings.retention or None)
-        print(f"schema at version {store.schema_version()} on {url.redacted()}"
-              + (f" (applied {applied})" if applied else " (already current)"))
+    try:
+        with Store.open(url) as store:
+            applied = store.migrate(retention=settings.retention or None)
+            print(f"schema at version {store.schema_version()} on {url.redacted()}"
+                  + (f" (applied {applied})" if applied else " (already current)"))
+    except StorageUnavailable as e:
+        return store_unreachable("tracehouse migrate", e)
     return 0
 
 
@@ -146,7 +163,10 @@ def _serve(ns: argparse.Namespace, settings: Settings) -> int:
     except Exception as e:
         from tracehouse.collector.wal import WalLocked, WalUnusable
         from tracehouse.storage import ConfigError
+        from tracehouse.storage.errors import StorageUnavailable
 
+        if isinstance(e, StorageUnavailable):  # at start: the schema is checked before anything listens
+            return store_unreachable(f"tracehouse {ns.cmd}", e)
         if not isinstance(e, (WalLocked, WalUnusable, ConfigError)):
             raise
         print(f"tracehouse: {e}", file=sys.stderr)

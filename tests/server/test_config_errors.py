@@ -109,3 +109,15 @@ def test_the_native_decoder_asked_for_with_a_server_store_is_a_clear_error(tmp_p
              TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"))
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and "native needs embedded chDB" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", [["collector"], ["dashboard"], ["serve"], ["migrate"], ["alerts", "run"]])
+def test_a_clickhouse_server_that_cannot_be_reached_at_start_is_one_clear_line(tmp_path, command):
+    from testkit.servers import free_port
+
+    # a port nothing listens on: the schema check at start cannot connect
+    r = _run(command, tmp_path, TRACEHOUSE_STORAGE=f"clickhouse://default:@127.0.0.1:{free_port()}/db",
+             TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "unavailable" in r.stderr and "start ClickHouse first" in r.stderr, r.stderr[-3000:]
