@@ -16,6 +16,8 @@ from tracehouse.storage import queries_metrics as qm
 from tracehouse.storage import queries_requests as qreq
 from tracehouse.storage import queries_services as qsvc
 from tracehouse.storage import queries_telemetry as qtel
+from tracehouse.storage.limits import RAW_MAX_DAYS
+from tracehouse.storage.timerange import NS, TimeRange
 
 from . import figures, figures_explore, infra, servicemap_layout, snapshots, units
 from .alerts_source import AlertSource
@@ -88,19 +90,23 @@ def _service_page(request: Request, service: str, alerts: AlertSource | None):
     ops = listed["operations"]
     series = qsvc.series(store, service, tr, has_entry=summary["has_entry"]) if summary else {"points": []}
     red = {k: figures.in_window(f, tr.start_s, tr.end_s) for k, f in figures.red_figures(series).items()}
-    res = _resources(store, tr, service)
+    # the rate, error and latency charts read rollups (400 days); what reads raw rows covers their
+    # longest range, the last RAW_MAX_DAYS of the window (a longer window answered 400 for the page)
+    raw = TimeRange(max(tr.start_ns, tr.end_ns - RAW_MAX_DAYS * 86400 * NS), tr.end_ns)
+    res = _resources(store, raw, service)
     # exemplars of the service's latency histograms: points on the latency chart that open their trace
-    exemplars = qm.exemplars(store, tr, service, step_s=series.get("step_s") or 60) if summary else []
+    exemplars = qm.exemplars(store, raw, service, step_s=series.get("step_s") or 60) if summary else []
     figures_explore.with_exemplars(red["latency"], exemplars)
-    failing = qreq.failing_requests(store, tr, service, 10) if summary else []
-    slowest = qreq.slowest_requests(store, tr, service, 10, summary["p95_ms"]) if summary else []
-    snaps = [snapshots.brief(x) for x in qtel.logs(store, tr, service=service, event_name=snapshots.EVENT,
+    failing = qreq.failing_requests(store, raw, service, 10) if summary else []
+    slowest = qreq.slowest_requests(store, raw, service, 10, summary["p95_ms"]) if summary else []
+    snaps = [snapshots.brief(x) for x in qtel.logs(store, raw, service=service, event_name=snapshots.EVENT,
                                                   limit=20)]
     return render(request, "service.html", view, title=service, service=service, summary=summary, ops=ops,
                   ops_total=listed["total"], ops_truncated=listed["truncated"], q=match,
                   firing=firing_for_service(alerts, service),
                   red=red, ops_fig=figures.operations_figure(ops) if ops else None, res=res,
-                  failing=failing, slowest=slowest, snaps=snaps, exemplars=exemplars)
+                  failing=failing, slowest=slowest, snaps=snaps, exemplars=exemplars,
+                  raw_days=RAW_MAX_DAYS if raw != tr else None)
 
 
 def pages_router(alerts: AlertSource | None = None) -> APIRouter:

@@ -67,6 +67,20 @@ def test_service_page_lists_slowest_and_failing_requests(client, info):
     assert failing.count(f"/traces/{info['trace_id']}") == 1  # one row per trace
 
 
+@pytest.mark.parametrize("since", ["60d", "400d"])
+def test_service_page_over_more_days_than_raw_rows_allow_shows_what_it_can(client, info, since):
+    # the rate, error and latency charts read rollups (400 days); resources, requests and snapshots
+    # read raw rows, limited to 31 days: the whole page answered 400 past that
+    r = client.get(f"/services/shop?since={since}")
+    assert r.status_code == 200, r.text[:300]
+    body = _main(r.text)
+    for fig in ("rate", "errors", "latency"):
+        assert f'data-fig="{fig}"' in body
+    assert 'id="raw-days"' in body and "last 31 days" in body
+    assert f"/traces/{info['trace_id']}" in body.split("Slowest requests", 1)[1]
+    assert 'id="raw-days"' not in _main(client.get("/services/shop?since=7d").text)
+
+
 def test_service_page_for_a_quiet_service_has_empty_states(client):
     body = _main(client.get("/services/no-such-service").text)
     assert "No spans from no-such-service" in body and "No probes reported" in body
