@@ -5,8 +5,6 @@ JS web SDK's OTLP/HTTP exporters and zipkin-js do); a page of any other origin c
 from __future__ import annotations
 
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -15,6 +13,7 @@ from playwright.sync_api import sync_playwright
 from testkit.servers import free_port, wait_port
 from tests.collector.harness import start_serve_process
 from tests.dashboard.browsing import CHROMIUM_ARGS
+from tests.support.pages import serving_pages
 from tracehouse.collector.cors import allowed
 
 TOKEN = "browser-token"
@@ -27,19 +26,6 @@ SEND = """async ([url, token, body]) => {
     return [r.status, await r.text()];
   } catch (e) { return ["blocked", String(e)]; }
 }"""
-
-
-class _Page(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"<!doctype html><title>shop</title><p>a page that sends telemetry"
-        self.send_response(200)
-        self.send_header("content-type", "text/html")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
 
 
 def _otlp(service: str, span_id: str) -> dict:
@@ -64,12 +50,8 @@ def test_origin_patterns():
 
 @pytest.fixture
 def page_server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    with serving_pages({"/": (b"<!doctype html><title>shop</title><p>a page that sends telemetry", "text/html")}) as port:
+        yield port
 
 
 def test_a_listed_origins_page_sends_and_another_cannot(tmp_path, page_server):

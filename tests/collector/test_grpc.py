@@ -401,6 +401,29 @@ def test_a_call_with_more_than_one_message_is_refused_not_half_stored(chdb_store
     assert span_id_counts(chdb_store) == {i.hex(): 1 for i in first_ids + second_ids}
 
 
+def _overloaded(r) -> float:
+    return r.collector.metrics.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="overloaded")
+
+
+def _exporter_delivers_after_refusal(r, release: threading.Event, refused: int, deadline: float) -> list[bytes]:
+    """The official exporter sends 40 spans while the receiver refuses; once ``refused`` overload
+    refusals are counted (its first try among them), ``release`` frees the receiver, and the export
+    must succeed after retrying. Returns the span ids."""
+    spans, ids = _spans(40, "retrier")
+    exporter = OTLPSpanExporter(endpoint=r.grpc_target, insecure=True, timeout=30)
+    result = {}
+    sender = threading.Thread(target=lambda: result.update(r=exporter.export(spans)))
+    sender.start()
+    while _overloaded(r) < refused:
+        assert time.monotonic() < deadline, "the exporter's first try was not refused"
+        time.sleep(0.01)
+    release.set()
+    sender.join(30)
+    exporter.shutdown()
+    assert result["r"].name == "SUCCESS"
+    return ids
+
+
 def test_calls_past_the_cap_get_retry_info_and_the_exporter_delivers_after_retrying(chdb_store, tmp_path):
     """At its cap of concurrent calls the receiver answered gRPC's own RESOURCE_EXHAUSTED, which has
     no RetryInfo: the OTLP spec, and the Go and Java exporters, retry RESOURCE_EXHAUSTED only when
@@ -447,20 +470,8 @@ def test_calls_past_the_cap_get_retry_info_and_the_exporter_delivers_after_retry
         assert len(status.details) == 1 and status.details[0].Unpack(info) and info.retry_delay.seconds == 1
         assert dict(e.trailing_metadata())["google.rpc.retryinfo-bin"] == info.SerializeToString()
 
-        spans, ids = _spans(40, "retrier")
-        exporter = OTLPSpanExporter(endpoint=r.grpc_target, insecure=True, timeout=30)
-        result = {}
-        sender = threading.Thread(target=lambda: result.update(r=exporter.export(spans)))
-        sender.start()
-        m = r.collector.metrics
-        before = m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="overloaded")
-        while m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="overloaded") == before:
-            assert time.monotonic() < deadline + 10, "the exporter's first try was not refused"
-            time.sleep(0.01)
-        release.set()
-        sender.join(30)
-        exporter.shutdown()
-        assert result["r"].name == "SUCCESS"
+        refused = _overloaded(r)
+        ids = _exporter_delivers_after_refusal(r, release, refused + 1, deadline + 10)
         for t in holders:
             t.join(30)
         assert len(answers) == 2
@@ -506,19 +517,7 @@ def test_a_call_is_counted_at_the_message_cap_before_its_message_is_received(chd
         info = error_details_pb2.RetryInfo()
         assert rpc_status.from_call(e.value).details[0].Unpack(info) and info.retry_delay.seconds == 1
 
-        spans, ids = _spans(40, "retrier")
-        exporter = OTLPSpanExporter(endpoint=r.grpc_target, insecure=True, timeout=30)
-        result = {}
-        sender = threading.Thread(target=lambda: result.update(r=exporter.export(spans)))
-        sender.start()
-        m = r.collector.metrics
-        while m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="overloaded") < 2:
-            assert time.monotonic() < deadline + 10, "the exporter's first try was not refused"
-            time.sleep(0.01)
-        release.set()
-        sender.join(30)
-        exporter.shutdown()
-        assert result["r"].name == "SUCCESS"
+        ids = _exporter_delivers_after_refusal(r, release, 2, deadline + 10)
         holder.join(30)
         assert len(answers) == 1
         r.wait_stored("traces", 40 + 3)

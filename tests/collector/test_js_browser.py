@@ -7,8 +7,6 @@ page of an origin that is not listed, and a wrong token, get an export error and
 from __future__ import annotations
 
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -19,6 +17,7 @@ from testkit.servers import free_port
 from tests.collector.harness import start_serve_process
 from tests.collector.node_clients import bundle_for_browser
 from tests.dashboard.browsing import CHROMIUM_ARGS
+from tests.support.pages import serving_pages
 from tests.support.waiting import wait_for
 
 TOKEN = "browser-token"
@@ -27,27 +26,9 @@ TOKEN = "browser-token"
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory):
     script = bundle_for_browser("browser_trace.js", tmp_path_factory.mktemp("bundle") / "bundle.js").read_bytes()
-    pages = {"/": (b"<!doctype html><title>shop</title><script src='/bundle.js'></script>", "text/html"),
-             "/bundle.js": (script, "text/javascript")}
-
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body, kind = pages.get(self.path, (b"", "text/plain"))
-            self.send_response(200 if body else 404)
-            self.send_header("content-type", kind)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    with serving_pages({"/": (b"<!doctype html><title>shop</title><script src='/bundle.js'></script>", "text/html"),
+                        "/bundle.js": (script, "text/javascript")}) as port:
+        yield port
 
 
 def _send_from(ctx, origin: str, url: str, token: str) -> dict:
