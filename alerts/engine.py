@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tracehouse.storage import StorageError, Store
+from tracehouse.storage import StorageError, Store, statefile
 
 from . import clockstep, persist
 from .bounded import BoundedCalls
@@ -128,7 +128,7 @@ class Engine:
                 log.warning("notification records in %s are dropped: under a lease, the holder decides from "
                             "the store", path)
                 try:
-                    os.unlink(path)
+                    statefile.remove(path)
                 except OSError as e:
                     log.error("could not remove %s: %s", path, e)
             return

@@ -17,11 +17,29 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["AcceptErrors"]
+__all__ = ["AcceptErrors", "Sparse"]
 
 log = logging.getLogger("tracehouse.server")
 
 _MESSAGE = "socket.accept() out of system resource"
+
+
+class Sparse:
+    """At most one report of a condition per ``every`` seconds: ``due()`` is the number of reports
+    left out since the last one when a report is due now, else None (this one is left out)."""
+
+    def __init__(self, every: float):
+        self.every = every
+        self._last = float("-inf")
+        self.left_out = 0
+
+    def due(self) -> int | None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self.left_out += 1
+            return None
+        n, self._last, self.left_out = self.left_out, now, 0
+        return n
 
 
 class AcceptErrors:
@@ -29,9 +47,7 @@ class AcceptErrors:
     accept, the ones left out of the log included), for an alert on descriptor exhaustion."""
 
     def __init__(self, every: float = 10.0, registry: Any = None):
-        self.every = every
-        self._last = float("-inf")
-        self.left_out = 0
+        self._sparse = Sparse(every)
         self._count = None
         if registry is not None:
             from prometheus_client import Counter
@@ -45,12 +61,8 @@ class AcceptErrors:
             return
         if self._count is not None:
             self._count.inc()
-        now = time.monotonic()
-        if now - self._last < self.every:
-            self.left_out += 1
-            return
-        log.error("cannot accept connections: %s (the process's file descriptor limit, or memory, is exhausted: "
-                  "many open connections?); %d more such errors since the last report", context.get("exception"),
-                  self.left_out)
-        self._last = now
-        self.left_out = 0
+        left_out = self._sparse.due()
+        if left_out is not None:
+            log.error("cannot accept connections: %s (the process's file descriptor limit, or memory, is exhausted: "
+                      "many open connections?); %d more such errors since the last report", context.get("exception"),
+                      left_out)

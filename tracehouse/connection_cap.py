@@ -12,8 +12,9 @@ ones too (as with any connection limit); the clients already connected are serve
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
+
+from .accept_errors import Sparse
 
 __all__ = ["ConnectionCap", "default_limit", "BUSY"]
 
@@ -47,9 +48,7 @@ class ConnectionCap:
         self.limit = limit
         self.open = 0
         self.refused = 0
-        self.every = every
-        self._last = float("-inf")
-        self._left_out = 0
+        self._sparse = Sparse(every)
         self._count = None
         if registry is not None:
             from prometheus_client import Counter, Gauge
@@ -67,13 +66,10 @@ class ConnectionCap:
         self.refused += 1
         if self._count is not None:
             self._count.inc()
-        now = time.monotonic()
-        if now - self._last >= self.every:
+        left_out = self._sparse.due()
+        if left_out is not None:
             log.error("refusing connections: the servers hold %d, TRACEHOUSE_MAX_CONNECTIONS; %d more refused "
-                      "since the last report", self.open, self._left_out)
-            self._last, self._left_out = now, 0
-        else:
-            self._left_out += 1
+                      "since the last report", self.open, left_out)
         return False
 
     def release(self) -> None:
