@@ -325,10 +325,7 @@ class Dispatcher:
                             "last_sent_ns": sent.last_sent_ns if sent else 0, "at_ns": at_ns}
                       for key, (sent, at_ns) in self._unrecorded.items()}
         try:
-            if groups:
-                statefile.write_json(self.path, {"format": _FORMAT, "groups": groups}, MAX_FILE_BYTES)
-            else:
-                statefile.remove(self.path)
+            statefile.put(self.path, {"format": _FORMAT, "groups": groups} if groups else None, MAX_FILE_BYTES)
         except (OSError, ValueError) as e:
             log.error("notification records the store did not take: could not write %s: %s", self.path, e)
             try:  # an older file would be taken at a restart as newer than what was sent since

@@ -22,7 +22,7 @@ import os
 import threading
 
 from tracehouse.storage import Store
-from tracehouse.storage.statefile import write_bytes
+from tracehouse.storage.statefile import remove, write_bytes
 
 from . import persist
 from .state import Alert, Transition
@@ -122,15 +122,13 @@ class Unsaved:
                        for batch, now in self._history]
         try:
             if not alerts and not history:
-                with _suppress_missing():
-                    os.unlink(self.path)
+                remove(self.path)
             else:
                 self._write_file(alerts, history)
         except (OSError, ValueError) as e:
             log.error("alert changes the store did not take: could not write %s: %s", self.path, e)
             try:  # an older file would be taken at a restart as newer than the store: none at all
-                with _suppress_missing():
-                    os.unlink(self.path)
+                remove(self.path)
             except OSError as gone:
                 log.error("alert changes the store did not take: could not remove %s: %s", self.path, gone)
             return
@@ -182,8 +180,7 @@ class Unsaved:
         path = path or self.path
         if path:
             try:
-                with _suppress_missing():
-                    os.unlink(path)
+                remove(path)
             except OSError as e:
                 log.error("alert changes the store did not take: could not remove %s: %s", path, e)
 
@@ -199,8 +196,3 @@ def _from_row(row: list) -> tuple[Alert, bool]:
         raise ValueError("an alert row of the wrong shape")
     return Alert.from_row(rule_id, fp, state, labels, body), deleted
 
-
-def _suppress_missing():
-    import contextlib
-
-    return contextlib.suppress(FileNotFoundError)

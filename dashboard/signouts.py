@@ -258,10 +258,7 @@ class SignOuts:
                     return
                 changes, kept = self._changes, dict(self._pending)
             try:
-                if kept:
-                    statefile.write_json(self.path, {"format": _FORMAT, "signouts": kept}, MAX_FILE_BYTES)
-                else:
-                    statefile.remove(self.path)
+                statefile.put(self.path, {"format": _FORMAT, "signouts": kept} if kept else None, MAX_FILE_BYTES)
             except (OSError, ValueError) as e:
                 log.error("sign-outs the store did not take: could not write %s: %s (a restart would accept "
                           "them again)", self.path, e)

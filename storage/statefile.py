@@ -10,7 +10,15 @@ import os
 import tempfile
 from typing import Any
 
-__all__ = ["write_json", "write_bytes", "read_json", "remove", "state_dir"]
+__all__ = ["put", "write_json", "write_bytes", "read_json", "remove", "state_dir"]
+
+
+def put(path: str, doc: Any, max_bytes: int) -> None:
+    """``path`` holds ``doc`` (as :func:`write_json`), or no file when ``doc`` is None."""
+    if doc is None:
+        remove(path)
+    else:
+        write_json(path, doc, max_bytes)
 
 
 def write_json(path: str, doc: Any, max_bytes: int) -> None:
