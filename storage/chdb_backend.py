@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .backend import EmbeddedBackend, PipelinedBackend, Result, check_params
+from .chdb_dir import check_free
 from .chdb_readers import ReaderPool, table_rows
 from .disk_full import is_disk_full
 from .errors import (
@@ -45,6 +46,7 @@ def _open_session(path: str):
         import os
 
         os.makedirs(path, exist_ok=True)
+        check_free(path)
         try:
             sess = chdb_session.Session(path)
         except Exception as e:  # chDB raises RuntimeError subclasses

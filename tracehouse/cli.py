@@ -120,6 +120,9 @@ def _migrate(ns: argparse.Namespace, settings: Settings) -> int:
             applied = store.migrate(retention=settings.retention or None)
             print(f"schema at version {store.schema_version()} on {url.redacted()}"
                   + (f" (applied {applied})" if applied else " (already current)"))
+    except ConfigError as e:  # an embedded store another process has open
+        print(f"tracehouse migrate: {e}", file=sys.stderr, flush=True)
+        return 2
     except StorageUnavailable as e:
         return store_unreachable("tracehouse migrate", e)
     return 0

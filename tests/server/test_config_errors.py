@@ -121,3 +121,25 @@ def test_a_clickhouse_server_that_cannot_be_reached_at_start_is_one_clear_line(t
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     assert "unavailable" in r.stderr and "start ClickHouse first" in r.stderr, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("command", [["collector"], ["dashboard"], ["serve"], ["migrate"], ["alerts", "run"]])
+def test_an_embedded_store_another_process_has_open_is_one_clear_line(tmp_path, command):
+    """A second process on the same chDB directory (two `tracehouse serve` with one TRACEHOUSE_STORAGE)
+    stopped with the engine's 'Error initializing EmbeddedServer: .' under a traceback, which
+    named neither the cause nor the process holding the directory."""
+    data = tmp_path / "data"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom tracehouse.storage import Store\n"
+         f"s = Store.open({'chdb://' + str(data)!r})\nprint('open', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        r = _run(command, tmp_path, TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"))
+        assert r.returncode == 2, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr, r.stderr[-3000:]
+        assert f"{data} is in use by process {holder.pid}" in r.stderr, r.stderr[-3000:]
+    finally:
+        holder.communicate("", timeout=60)
+    # once the holder has gone, the directory opens again
+    assert _run(["migrate"], tmp_path).returncode == 0
