@@ -11,8 +11,9 @@ one statement, the parser's canonical text and syntax tree) and accepts it only 
   ``IN table`` is no alias in the query too (18.16 would read the table the alias stands for);
 - it calls no table function (``url``, ``file``, ``remote``, ``numbers`` …) and none of the
   functions that reach outside the database, read dictionaries, settings or server state, or sleep
-  (:data:`_FORBIDDEN_FUNCS`, :data:`_FORBIDDEN_PREFIXES`), under their own names or the engine's
-  aliases of them (``fullHostName`` is ``FQDN``, ``user`` is ``currentUser``);
+  (:data:`_FORBIDDEN_FUNCS`, :data:`_FORBIDDEN_PREFIXES`), nor those whose one call may outlast the
+  query's time limit (the edit distances), under their own names or the engine's aliases of them
+  (``fullHostName`` is ``FQDN``, ``user`` is ``currentUser``);
 - it uses only the engine's parameters ``{start:UInt32} {end:UInt32} {start_ns:UInt64} {end_ns:UInt64}``.
 
 The statement that runs is the parser's canonical text (comments dropped, exactly one statement),
@@ -65,6 +66,11 @@ _FORBIDDEN_PREFIXES = (
     "dict", "file", "url", "remote", "cluster", "s3", "gcs", "hdfs", "azure", "mysql", "postgres", "odbc", "jdbc",
     "sqlite", "mongo", "redis", "executable", "sleep", "current", "getsetting", "getserver", "filesystem",
     "iceberg", "deltalake", "hudi", "hive", "kafka", "zookeeper", "addressto", "ai",
+    # quadratic in their arguments' length with little memory, in one call: the engine checks a
+    # query's time limit between blocks, so a block of rows each comparing two 64k-character strings
+    # (about 5 s a row) ran for hours past max_execution_time, holding a query slot (measured on
+    # chDB: 8 rows of 20k characters, 4.1 s under a limit of 1 s)
+    "editdistance", "levenshtein", "dameraulevenshtein", "arraylevenshtein", "arraysimilarity",
 )
 _IN_FUNCS = frozenset({"in", "notin", "globalin", "globalnotin", "nullin", "notnullin", "globalnullin",
                        "globalnotnullin"})
