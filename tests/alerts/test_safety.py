@@ -174,6 +174,8 @@ def test_server_state_refused_under_every_name(sql):
     "SELECT max(arrayLevenshteinDistance(attr_keys, attr_values)) AS value FROM spans",
     "SELECT max(arrayLevenshteinDistanceWeighted(attr_keys, attr_values, [1.], [1.])) AS value FROM spans",
     "SELECT max(arraySimilarity(attr_keys, attr_values, [1.], [1.])) AS value FROM spans",
+    "SELECT length(arrayReduceInRanges('uniqExact', arrayMap(x -> (1, 1000000), range(300)), range(1000000))) "
+    "AS value",
 ])
 def test_functions_whose_one_call_outlasts_the_time_limit_are_refused(sql):
     """The engine checks max_execution_time between blocks of rows; an edit distance of two 64k
