@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .app import _plain, _read_body
-from .decode import SIGNALS, BadRequest, gunzip, media_type
+from .decode import SIGNALS, BadRequest, decompress, media_type
 from .ingest import Decoded, Ingest
 from .zipkin import SharedIds, spans_from_json, spans_from_proto, to_otlp
 
@@ -81,11 +81,7 @@ class ZipkinApp:
         if mt not in _JSON and mt not in _PROTO:
             raise BadRequest(415, f"unsupported content type {ctype!r}: send Zipkin v2 as application/json "
                                   "or application/x-protobuf")
-        enc = encoding.strip().lower()
-        if enc == "gzip":
-            body = gunzip(body, self.core.max_decompressed)
-        elif enc not in ("", "identity"):
-            raise BadRequest(415, f"unsupported content encoding {encoding!r}")
+        body = decompress(encoding, body, self.core.max_decompressed)
         if len(body) > self.core.max_decompressed:
             raise BadRequest(413, f"body exceeds {self.core.max_decompressed} bytes")
         spans = spans_from_json(body) if mt in _JSON else spans_from_proto(body)
