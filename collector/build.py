@@ -29,11 +29,14 @@ class Collector:
     wal: Wal
     writer: Writer
     metrics: Registry
+    #: what starts the writer once the store can be used, when it could not be at start (a
+    #: ``tracehouse.store_wait.StoreWait``: ``waiting``, ``reason()``, ``then``, ``start()``/``stop()``)
+    store_wait: Any = None
 
     @property
     def background(self) -> list[Any]:
         # Stopped in reverse order by the server: the writer drains first, then the WAL closes.
-        return [self.wal, self.writer]
+        return [self.wal, self.writer if self.store_wait is None else self.store_wait]
 
 
 def native_decoder(settings: Any, store: Store, redactor: Redactor, limits: Limits | None) -> Any:
@@ -59,7 +62,7 @@ def native_decoder(settings: Any, store: Store, redactor: Redactor, limits: Limi
 
 def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 20, max_batch_items: int = 15_000,
                      max_batch_age: float = 1.0, grace: float = 10.0, limits: Limits | None = None,
-                     retry_delay: float = 0.2) -> Collector:
+                     retry_delay: float = 0.2, store_wait: Any = None) -> Collector:
     metrics = Registry()
     wal = Wal(settings.resolved_buffer_dir, segment_bytes=segment_bytes)
     red = Redactor(settings.redact_keys)
@@ -75,10 +78,15 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
     metrics.gauge("tracehouse_collector_buffer_age_seconds", wal.oldest_age)
     metrics.gauge("tracehouse_collector_wal_fsyncs_total", lambda: wal.fsyncs)
     metrics.gauge("tracehouse_collector_wal_records_total", lambda: wal.records)
+    metrics.gauge("tracehouse_collector_store_waiting", lambda: float(store_wait is not None and store_wait.waiting))
+    if store_wait is not None:
+        store_wait.then.insert(0, writer)  # the writer starts once the store answers and is migrated
 
     def ready() -> tuple[bool, str]:
         if wal.closed:
             return False, "buffer closed"
+        if store_wait is not None and store_wait.waiting:
+            return False, store_wait.reason()
         if not writer.running:
             return False, "writer stopped"
         if writer.failing:
@@ -97,10 +105,11 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
                   max_inflight_bytes=getattr(settings, "max_inflight_bytes", 256 << 20))
     app = CollectorApp(core, ready=ready, commands=CommandEndpoint(store, tokens))
     metrics.gauge("tracehouse_collector_inflight_bytes", lambda: app.core.inflight_bytes)
-    return Collector(app, wal, writer, metrics)
+    return Collector(app, wal, writer, metrics, store_wait)
 
 
-def build_collector(settings: Any, store: Store) -> tuple[CollectorApp, list[Any]]:
-    """The ASGI app and the background services (``start()``/``stop()``) for ``tracehouse serve``."""
-    c = create_collector(settings, store)
+def build_collector(settings: Any, store: Store, store_wait: Any = None) -> tuple[CollectorApp, list[Any]]:
+    """The ASGI app and the background services (``start()``/``stop()``) for ``tracehouse serve``;
+    with ``store_wait``, the writer starts once it has found the store usable."""
+    c = create_collector(settings, store, store_wait=store_wait)
     return c.app, c.background

@@ -53,6 +53,9 @@ HELP: dict[str, tuple[str, str]] = {
         "counter", "Acknowledged items the store kept rejecting, kept in dead-letter files."),
     "tracehouse_collector_dead_letter_batches_total": ("counter", "Batch parts written to dead-letter files."),
     "tracehouse_collector_dead_letter_bytes": ("gauge", "Size of the dead-letter files on disk."),
+    "tracehouse_collector_store_waiting": (
+        "gauge", "1 while the store could not be used since start (unreachable, or its migrations not run): "
+        "what arrives is buffered, nothing is written yet."),
     "tracehouse_collector_native_python_requests_total": (
         "counter", "Requests the native decoders left to the Python path (values they do not format), by signal."),
     "tracehouse_collector_native_rewritten_requests_total": (

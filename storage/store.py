@@ -44,7 +44,7 @@ def chunk_batch_id(batch_id: int, i: int) -> int:
 class Store:
     """Typed inserts and queries over one ClickHouse database."""
 
-    def __init__(self, backend: Backend, url: StorageURL):
+    def __init__(self, backend: Backend, url: StorageURL, connect: bool = True):
         self.backend = backend
         self.url = url
         self.db = url.database
@@ -60,11 +60,22 @@ class Store:
         self.rules_url = ""
         self._rule_reader: RuleReader | None = None
         self._rule_reader_lock = threading.Lock()
-        self.caps: Capabilities = capabilities_for(str(self.query("SELECT version()").scalar()))
+        self._caps: Capabilities | None = None
+        if connect:
+            self._caps = self.caps
+
+    @property
+    def caps(self) -> Capabilities:
+        """What the server supports, from its version (asked on first use without ``connect``)."""
+        if self._caps is None:
+            self._caps = capabilities_for(str(self.query("SELECT version()").scalar()))
+        return self._caps
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
-    def open(cls, url: str | StorageURL = DEFAULT_URL, **backend_options: Any) -> Store:
+    def open(cls, url: str | StorageURL = DEFAULT_URL, connect: bool = True, **backend_options: Any) -> Store:
+        """The store at ``url``. A server is asked its version at once, unless ``connect`` is false:
+        then not before the first statement (a collector starts while its server is down)."""
         u = parse_storage_url(url) if isinstance(url, str) else url
         if u.scheme == "chdb":
             from .chdb_backend import ChdbBackend
@@ -75,7 +86,7 @@ class Store:
 
             backend = ServerBackend(u, **backend_options)
         try:
-            return cls(backend, u)
+            return cls(backend, u, connect)
         except BaseException:
             backend.close()
             raise

@@ -168,7 +168,9 @@ def _serve(ns: argparse.Namespace, settings: Settings) -> int:
         from tracehouse.storage import ConfigError
         from tracehouse.storage.errors import StorageUnavailable
 
-        if isinstance(e, StorageUnavailable):  # at start: the schema is checked before anything listens
+        # at start: the schema is checked before anything listens (but the collector alone, which
+        # buffers while it connects again: server._open_or_wait)
+        if isinstance(e, StorageUnavailable):
             return store_unreachable(f"tracehouse {ns.cmd}", e)
         if not isinstance(e, (WalLocked, WalUnusable, ConfigError)):
             raise

@@ -48,14 +48,32 @@ class _Server:
 
 
 def open_store(settings: Settings):
-    from tracehouse.storage import InvalidParameter, Store, retention
+    store = _store(settings)
+    try:
+        prepare_store(store, settings)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
-    Store.prefer_low_memory(settings.storage)
+
+def _store(settings: Settings):
+    """The configured store with the settings' limits, not connected yet (see ``prepare_store``)."""
+    from tracehouse.storage import Store
     from tracehouse.storage.limits import QueryLimits
 
-    store = Store.open(settings.storage)
+    Store.prefer_low_memory(settings.storage)
+    store = Store.open(settings.storage, connect=False)
     store.limits = QueryLimits.from_settings(settings)
     store.rules_url = settings.rules_storage
+    return store
+
+
+def prepare_store(store: Any, settings: Settings) -> None:
+    """Connect, migrate and apply the configured retention (raises ``StorageUnavailable`` while the
+    store cannot be reached)."""
+    from tracehouse.storage import InvalidParameter, retention
+
     store.migrate(retention=settings.retention or None)
     try:  # TRACEHOUSE_RETENTION takes effect when it changes (not over a later change made in the UI)
         changed = retention.apply_configured(store, settings.retention)
@@ -64,7 +82,32 @@ def open_store(settings: Settings):
     except InvalidParameter as e:
         log.error("ignoring the configured retention %r: %s", settings.retention, e)
     store.release_startup_memory()
-    return store
+
+
+def _open_or_wait(settings: Settings, roles: tuple[str, ...]) -> tuple[Any, Any]:
+    """The store, prepared; or, for the collector alone when the store cannot be reached, the store
+    and the ``StoreWait`` that prepares it later (the collector buffers meanwhile). Every other role
+    needs the store to do anything, and stops with ``StorageUnavailable`` (the CLI's one line)."""
+    from tracehouse.storage.errors import StorageUnavailable
+
+    store = _store(settings)
+    try:
+        prepare_store(store, settings)
+        return store, None
+    except StorageUnavailable as e:
+        if roles != ("collector",):
+            store.close()
+            raise
+        from .store_wait import StoreWait
+
+        where = store.url.redacted()
+        log.warning("the store at %s cannot be reached (%s): the collector starts, buffers what it receives in %s "
+                    "(up to %d bytes) and connects again with waits doubling up to 5 s", where, e,
+                    settings.resolved_buffer_dir, settings.buffer_max_bytes)
+        return store, StoreWait(lambda: prepare_store(store, settings), str(e), where)
+    except BaseException:
+        store.close()
+        raise
 
 
 def _observer(settings: Settings, registry: Any):
@@ -92,7 +135,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     exposure.check(settings, roles)
     raise_fd_limit()  # connections and the engine's part files: up to what the system allows
     listen = exposure.uvicorn_options(settings)
-    store = open_store(settings)
+    store, store_wait = _open_or_wait(settings, roles)
     registry = process_registry(roles)
     # every HTTP server: a request head must arrive within the client timeout (slowloris), and the
     # servers hold at most so many connections (after the store is open: the engine raises the limit)
@@ -105,7 +148,7 @@ async def run(settings: Settings, roles: tuple[str, ...] = ("collector", "dashbo
     store.tracer = tracer
     try:
         if "collector" in roles:
-            _add_collector(settings, store, registry, tracer, listen, servers, background, cap.limit)
+            _add_collector(settings, store, registry, tracer, listen, servers, background, cap.limit, store_wait)
         # built before the dashboard, which is given the engine; started below
         engines = _alert_engines(settings, store, registry, tracer) if "alerts" in roles else []
         background.extend(engines)
@@ -155,13 +198,14 @@ def connection_limit(settings: Settings, roles: tuple[str, ...]) -> int:
 
 
 def _add_collector(settings: Settings, store: Any, registry: Any, tracer: Any, listen: dict,
-                   servers: list, background: list, max_connections: int) -> None:
+                   servers: list, background: list, max_connections: int, store_wait: Any = None) -> None:
     """The collector's servers (OTLP/HTTP, and OTLP/gRPC and Zipkin when their ports are set), its
-    background work and the retention job."""
+    background work and the retention job (with ``store_wait``: the writer and the retention job
+    start once the store can be used)."""
     from tracehouse.collector import build_collector, cors
     from tracehouse.storage.retention import RetentionJob
 
-    collector_app, collector_bg = build_collector(settings, store)
+    collector_app, collector_bg = build_collector(settings, store, store_wait)
     collector_app.m.exposed = registry
     registry.register(collector_app.m.registry)
     servers.append(_Server(exposure.guard(cors.wrap(collector_app, settings), settings), settings.host,
@@ -169,7 +213,7 @@ def _add_collector(settings: Settings, store: Any, registry: Any, tracer: Any, l
     background.extend(collector_bg)
     job = RetentionJob(store, settings.retention_interval, registry=registry)
     job.tracer = tracer
-    background.append(job)
+    (background if store_wait is None else store_wait.then).append(job)
     if settings.otlp_grpc_port:
         from tracehouse.collector.grpc_receiver import GrpcReceiver
 

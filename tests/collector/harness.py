@@ -125,14 +125,21 @@ class CollectorProcess:
 
 
 def start_collector_process(storage: str, buffer_dir: str, port: int | None = None,
-                            env: dict[str, str] | None = None) -> CollectorProcess:
+                            env: dict[str, str] | None = None, stderr: Any = None) -> CollectorProcess:
+    """``tracehouse collector`` as a process, once its OTLP port answers (``stderr``: a file for its
+    log, else this process's); RuntimeError with its exit status if it ends before."""
     port = port or free_port()
     e = dict(os.environ, TRACEHOUSE_BUFFER_DIR=buffer_dir, TRACEHOUSE_LOG_LEVEL="warning", **(env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "tracehouse.cli", "collector", "--storage", storage,
-                             "--otlp-port", str(port)], env=e, stdout=subprocess.DEVNULL, start_new_session=True)
-    if not wait_port(port, 60):
-        proc.kill()
-        raise RuntimeError("tracehouse collector did not start")
+                             "--otlp-port", str(port)], env=e, stdout=subprocess.DEVNULL, stderr=stderr,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not wait_port(port, 0.5):
+        if proc.poll() is not None:
+            raise RuntimeError(f"tracehouse collector exited with status {proc.returncode} before it listened")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("tracehouse collector did not start")
     return CollectorProcess(proc, f"http://127.0.0.1:{port}", port)
 
 

@@ -111,8 +111,9 @@ def test_the_native_decoder_asked_for_with_a_server_store_is_a_clear_error(tmp_p
     assert "Traceback" not in r.stderr and "native needs embedded chDB" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("command", [["collector"], ["dashboard"], ["serve"], ["migrate"], ["alerts", "run"]])
+@pytest.mark.parametrize("command", [["dashboard"], ["serve"], ["migrate"], ["alerts", "run"]])
 def test_a_clickhouse_server_that_cannot_be_reached_at_start_is_one_clear_line(tmp_path, command):
+    """The collector alone starts and buffers instead (tests/collector/test_store_down_at_start.py)."""
     from testkit.servers import free_port
 
     # a port nothing listens on: the schema check at start cannot connect
