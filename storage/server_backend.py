@@ -114,6 +114,10 @@ class ServerBackend:
         )
         if alt:
             self._kw["alt_hosts"] = alt
+        #: the hosts a connection tries in turn, and the one that answered last (new connections try
+        #: it first: a host that drops connects unanswered would cost each its connect timeout)
+        self._hosts = [self.node] if node else list(url.hosts)
+        self._answered: tuple[str, int] | None = None
         self._pool: queue.LifoQueue = queue.LifoQueue(maxsize=pool_size)
         for _ in range(pool_size):
             self._pool.put(None)
@@ -130,10 +134,27 @@ class ServerBackend:
         except queue.Empty:
             raise StorageUnavailable(f"no free ClickHouse connection within {wait_s:.0f} s") from None
         if c is None:
-            c = Client(**self._kw)
+            c = Client(**self._client_kw())
             for conn in _connections(c):
                 _bound_handshake(conn)
         return c
+
+    def _client_kw(self, **overrides: Any) -> dict[str, Any]:
+        """The client's options, its hosts in turn from the one that answered last."""
+        kw = dict(self._kw, **overrides)
+        last = self._answered
+        if last is not None and len(self._hosts) > 1 and last in self._hosts:
+            i = self._hosts.index(last)
+            first, *rest = self._hosts[i:] + self._hosts[:i]
+            kw["host"], kw["port"] = first
+            kw["alt_hosts"] = ",".join(f"{h}:{p}" for h, p in rest)
+        return kw
+
+    def _note_answer(self, c) -> None:
+        conn = getattr(c, "connection", None)
+        host, port = getattr(conn, "host", None), getattr(conn, "port", None)
+        if host is not None and port is not None:
+            self._answered = (host, int(port))
 
     def _put(self, c, broken: bool) -> None:
         if broken and c is not None:
@@ -163,7 +184,9 @@ class ServerBackend:
                 left = max(0.1, deadline - time.monotonic())
                 _socket_timeout(c, min(self._receive_timeout, left), min(self._ping_s, left),
                                 min(self._connect_s, left))
-                return fn(c)
+                out = fn(c)
+                self._note_answer(c)
+                return out
             except Exception as e:
                 if _WATCHDOG.cancel(watch):  # cut off at the deadline
                     broken = True
@@ -214,11 +237,13 @@ class ServerBackend:
 
         if self._closed:
             return False
-        kw = dict(self._kw, connect_timeout=timeout, send_receive_timeout=timeout, sync_request_timeout=timeout)
-        c = Client(**kw)
+        c = Client(**self._client_kw(connect_timeout=timeout, send_receive_timeout=timeout,
+                                     sync_request_timeout=timeout))
         watch = _WATCHDOG.watch(time.monotonic() + timeout, c)  # connect, hello and answer: timeout in all
         try:
-            return c.execute("SELECT 1") == [(1,)]
+            ok = c.execute("SELECT 1") == [(1,)]
+            self._note_answer(c)
+            return ok
         except Exception as e:  # any failure means "not ready"; /readyz says so, the log says why
             log.debug("ClickHouse at %s:%s did not answer the readiness ping: %r", *self.node, e)
             return False
