@@ -23,7 +23,14 @@ __all__ = [
     "InvalidParameter",
     "NotFound",
     "ConfigError",
+    "one_line",
 ]
+
+
+def one_line(e: BaseException, limit: int = 500) -> str:
+    """A store error in one line, for a log or a terminal: a server's message without the stack
+    trace that old servers append to it."""
+    return " ".join(str(e).split("Stack trace:", 1)[0].split())[:limit]
 
 
 class StorageError(Exception):

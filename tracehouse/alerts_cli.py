@@ -84,7 +84,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
         return 2
     from tracehouse.storage import ConfigError
-    from tracehouse.storage.errors import StorageUnavailable
+    from tracehouse.storage.errors import QueryError, StorageUnavailable
 
     from .cli import store_unreachable
 
@@ -93,7 +93,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     except ConfigError as e:  # a bad storage URL: said as `serve` says it, without a traceback
         print(f"tracehouse alerts run: {e}", file=sys.stderr, flush=True)
         return 2
-    except StorageUnavailable as e:
+    except (StorageUnavailable, QueryError) as e:
         return store_unreachable("tracehouse alerts run", e)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

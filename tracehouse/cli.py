@@ -96,15 +96,22 @@ def quiet_libraries() -> None:
 
 
 def store_unreachable(who: str, e: Exception) -> int:
-    """One line for a store that cannot be reached at start (no traceback); the exit status."""
-    print(f"{who}: cannot start: {e}; start ClickHouse first (or check TRACEHOUSE_STORAGE)", file=sys.stderr,
-          flush=True)
+    """One line for a store that cannot be reached at start, or that refuses what the command must
+    do there (a wrong user or password, a user without the rights for the schema): no traceback,
+    no server stack trace; the exit status."""
+    from tracehouse.storage.errors import StorageUnavailable, one_line
+
+    if isinstance(e, StorageUnavailable):
+        hint = "start ClickHouse first (or check TRACEHOUSE_STORAGE)"
+    else:
+        hint = "the store refused it: check the user, password and database of TRACEHOUSE_STORAGE"
+    print(f"{who}: cannot start: {one_line(e)}; {hint}", file=sys.stderr, flush=True)
     return 1
 
 
 def _migrate(ns: argparse.Namespace, settings: Settings) -> int:
     from tracehouse.storage import ConfigError, Store, parse_storage_url
-    from tracehouse.storage.errors import StorageUnavailable
+    from tracehouse.storage.errors import QueryError, StorageUnavailable
 
     try:
         url = parse_storage_url(settings.storage)
@@ -123,7 +130,7 @@ def _migrate(ns: argparse.Namespace, settings: Settings) -> int:
     except ConfigError as e:  # an embedded store another process has open
         print(f"tracehouse migrate: {e}", file=sys.stderr, flush=True)
         return 2
-    except StorageUnavailable as e:
+    except (StorageUnavailable, QueryError) as e:
         return store_unreachable("tracehouse migrate", e)
     return 0
 
@@ -166,11 +173,11 @@ def _serve(ns: argparse.Namespace, settings: Settings) -> int:
     except Exception as e:
         from tracehouse.collector.wal import WalLocked, WalUnusable
         from tracehouse.storage import ConfigError
-        from tracehouse.storage.errors import StorageUnavailable
+        from tracehouse.storage.errors import QueryError, StorageUnavailable
 
         # at start: the schema is checked before anything listens (but the collector alone, which
-        # buffers while it connects again: server._open_or_wait)
-        if isinstance(e, StorageUnavailable):
+        # buffers while it connects again: server._open_or_wait); a store that answers may refuse
+        if isinstance(e, (StorageUnavailable, QueryError)):
             return store_unreachable(f"tracehouse {ns.cmd}", e)
         if not isinstance(e, (WalLocked, WalUnusable, ConfigError)):
             raise

@@ -88,7 +88,7 @@ def _open_or_wait(settings: Settings, roles: tuple[str, ...]) -> tuple[Any, Any]
     """The store, prepared; or, for the collector alone when the store cannot be reached, the store
     and the ``StoreWait`` that prepares it later (the collector buffers meanwhile). Every other role
     needs the store to do anything, and stops with ``StorageUnavailable`` (the CLI's one line)."""
-    from tracehouse.storage.errors import StorageUnavailable
+    from tracehouse.storage.errors import StorageUnavailable, one_line
 
     store = _store(settings)
     try:
@@ -102,9 +102,9 @@ def _open_or_wait(settings: Settings, roles: tuple[str, ...]) -> tuple[Any, Any]
 
         where = store.url.redacted()
         log.warning("the store at %s cannot be reached (%s): the collector starts, buffers what it receives in %s "
-                    "(up to %d bytes) and connects again with waits doubling up to 5 s", where, e,
+                    "(up to %d bytes) and connects again with waits doubling up to 5 s", where, one_line(e),
                     settings.resolved_buffer_dir, settings.buffer_max_bytes)
-        return store, StoreWait(lambda: prepare_store(store, settings), str(e), where)
+        return store, StoreWait(lambda: prepare_store(store, settings), one_line(e), where)
     except BaseException:
         store.close()
         raise

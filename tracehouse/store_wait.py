@@ -19,6 +19,7 @@ from typing import Any
 
 from tracehouse.collector.retry_policy import Backoff
 from tracehouse.storage import StorageError
+from tracehouse.storage.errors import one_line
 
 from .accept_errors import Sparse
 
@@ -82,12 +83,13 @@ class StoreWait:
             return
 
     def _failed(self, e: BaseException) -> None:
-        changed = str(e) != self.error
-        self.error = str(e)
+        error = one_line(e)
+        changed = error != self.error
+        self.error = error
         left_out = self._sparse.due()
         if changed or left_out is not None:
             log.warning("the store at %s still cannot be used (%d attempts): %s; what arrives is buffered",
-                        self.where, self.attempts, e)
+                        self.where, self.attempts, error)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -144,3 +144,18 @@ def test_an_embedded_store_another_process_has_open_is_one_clear_line(tmp_path, 
         holder.communicate("", timeout=60)
     # once the holder has gone, the directory opens again
     assert _run(["migrate"], tmp_path).returncode == 0
+
+
+def test_a_clickhouse_server_that_refuses_the_user_at_start_is_one_clear_line(tmp_path, command, clickhouse_url):
+    """A wrong user or password: every command printed a Python traceback and the server's stack
+    trace (about 100 lines) and exited 1."""
+    base = clickhouse_url.rsplit("/", 1)[0]
+    wrong = base.replace("//default:@", "//nobody:s3cret-pw@")
+    assert wrong != base
+    r = _run(command, tmp_path, TRACEHOUSE_STORAGE=f"{wrong}/db", TRACEHOUSE_BUFFER_DIR=str(tmp_path / "buffer"),
+             TRACEHOUSE_OTLP_GRPC_PORT="0")
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "Stack trace" not in r.stderr, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and "nobody" in lines[0] and "check the user, password" in lines[0], r.stderr[-3000:]
+    assert "s3cret-pw" not in r.stderr
