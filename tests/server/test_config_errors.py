@@ -146,6 +146,7 @@ def test_an_embedded_store_another_process_has_open_is_one_clear_line(tmp_path, 
     assert _run(["migrate"], tmp_path).returncode == 0
 
 
+@pytest.mark.parametrize("command", [["collector"], ["dashboard"], ["serve"], ["migrate"], ["alerts", "run"]])
 def test_a_clickhouse_server_that_refuses_the_user_at_start_is_one_clear_line(tmp_path, command, clickhouse_url):
     """A wrong user or password: every command printed a Python traceback and the server's stack
     trace (about 100 lines) and exited 1."""
