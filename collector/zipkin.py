@@ -403,6 +403,10 @@ def _unshare(spans: list[ZSpan], seen: SharedIds | None) -> None:
     server's children under it."""
     moved: dict[tuple[bytes, bytes, str], bytes] = {}
     for s in spans:
+        if s.shared and s.kind == Span.SPAN_KIND_SERVER and s.span_id == _ZERO8:
+            # an all-zero id is invalid, shared or not: left as it is, the span is refused (and named)
+            # by the checks every span passes, where its own id would have made it a valid root span
+            s.shared = False
         if s.shared and s.kind == Span.SPAN_KIND_SERVER:
             key = (s.trace_id, s.span_id, _service(s))
             new = shared_server_id(s.trace_id, s.span_id)

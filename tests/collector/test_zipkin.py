@@ -279,3 +279,30 @@ def test_a_retried_body_with_spans_without_timestamp_is_stored_once(chdb_store, 
     counts = dict(chdb_store.query(
         f"SELECT hex(span_id), count() FROM {chdb_store.db}.spans WHERE service = 'zk-retry' GROUP BY span_id").rows)
     assert {k.lower(): v for k, v in counts.items()} == {s["id"]: 1 for s in spans + other}
+
+
+def test_a_shared_server_span_with_an_all_zero_id_is_refused_like_any_other(chdb_store, tmp_path):
+    """A shared server span gets an id of its own derived from the shared one; with the shared id all
+    zeros (invalid, and refused span by span for any other span) it got a valid made-up id, lost its
+    zero parent and was stored as a root span, answered as accepted. It is now refused and named in
+    the answer, and the rest of the batch is stored."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), zipkin=True, max_batch_age=0.1)
+    now = time.time_ns() // 1000
+    trace = os.urandom(16).hex()
+    good = {"traceId": trace, "id": os.urandom(8).hex(), "name": "fine", "kind": "CLIENT", "timestamp": now,
+            "duration": 5, "localEndpoint": {"serviceName": "zk-zero-shared"}}
+    bad = {"traceId": trace, "id": "0000000000000000", "parentId": "0000000000000000", "name": "zero",
+           "kind": "SERVER", "shared": True, "timestamp": now, "duration": 3,
+           "localEndpoint": {"serviceName": "zk-zero-shared"}}
+    try:
+        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps([bad, good]),
+                          headers={"content-type": "application/json"}, timeout=30)
+        assert resp.status_code == 202 and "1 spans rejected" in resp.text and "invalid span_id" in resp.text, resp.text
+        r.wait_stored("traces", 1)
+        m = r.collector.metrics
+        assert m.get("tracehouse_collector_rejected_items_total", signal="traces") == 1
+        assert m.get("tracehouse_collector_accepted_items_total", signal="traces") == 1
+    finally:
+        r.stop()
+    names = [n for (n,) in chdb_store.query(f"SELECT name FROM {chdb_store.db}.spans").rows]
+    assert names == ["fine"]
