@@ -20,7 +20,8 @@ receiver does:
 - annotations → events; ``{"name": {attributes}}`` values (the OpenTelemetry exporters' form) are
   split into the event name and its attributes;
 - shared spans (a server span reusing its client's span id, Zipkin's older RPC model): the server
-  side gets its own id, derived from the trace and shared id so a retry maps it the same way, and
+  side gets its own id, derived from the trace, the shared id and its service (a retry maps it the same
+  way; a proxy and the service behind it, both joining one client span, get one id each), and
   the client span as its parent, as Jaeger's query does (``SpanIDDeduper``); the server's own
   children (same service, parent = the shared id) follow it. ``SharedIds`` remembers recent
   shared spans so children reported in a later request follow too.
@@ -291,9 +292,11 @@ class SharedIds:
             return self._ids.get(key)
 
 
-def shared_server_id(trace_id: bytes, span_id: bytes) -> bytes:
-    """The id given to the server side of a shared span: stable for a (trace, span) pair."""
-    h = hashlib.blake2b(trace_id + span_id, digest_size=8, person=b"zipkin-shared").digest()
+def shared_server_id(trace_id: bytes, span_id: bytes, service: str) -> bytes:
+    """The id given to the server side of a shared span: stable for a (trace, span, service), so
+    that two servers joining the same client span (a proxy and the service behind it) get an id each."""
+    h = hashlib.blake2b(trace_id + span_id + service.encode("utf-8", "surrogatepass"), digest_size=8,
+                        person=b"zipkin-shared").digest()
     return h if h != _ZERO8 else b"\x00" * 7 + b"\x01"
 
 
@@ -409,7 +412,7 @@ def _unshare(spans: list[ZSpan], seen: SharedIds | None) -> None:
             s.shared = False
         if s.shared and s.kind == Span.SPAN_KIND_SERVER:
             key = (s.trace_id, s.span_id, _service(s))
-            new = shared_server_id(s.trace_id, s.span_id)
+            new = shared_server_id(*key)
             moved[key] = new
             if seen is not None:
                 seen.put(key, new)

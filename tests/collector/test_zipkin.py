@@ -119,7 +119,7 @@ def test_one_trace_across_otlp_and_zipkin_services(running, store):
     assert web_root["parent_span_id"] in ("", None, "0" * 16)
     assert web_call["parent_span_id"] == web_root["span_id"]
     assert orders_server["span_id"] == shared_server_id(bytes.fromhex(trace_hex),
-                                                        bytes.fromhex(web_call["span_id"])).hex()
+                                                        bytes.fromhex(web_call["span_id"]), "zk-orders").hex()
     assert orders_server["parent_span_id"] == web_call["span_id"] and orders_server["kind"] == "server"
     assert orders_call["parent_span_id"] == orders_server["span_id"] and orders_call["kind"] == "client"
     assert pay_server["parent_span_id"] == orders_call["span_id"] and pay_server["kind"] == "server"
@@ -306,3 +306,32 @@ def test_a_shared_server_span_with_an_all_zero_id_is_refused_like_any_other(chdb
         r.stop()
     names = [n for (n,) in chdb_store.query(f"SELECT name FROM {chdb_store.db}.spans").rows]
     assert names == ["fine"]
+
+
+def test_two_servers_joining_one_client_span_get_an_id_each(chdb_store, tmp_path):
+    """A proxy and the service behind it may both join the client's span (both report a shared
+    server span with the client's id). Each server side's own id was derived from the trace and the
+    shared id alone, so the two got the same id: two spans stored under one id, one of them hidden
+    from the waterfall, and their children under whichever. The id now depends on the service too."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), zipkin=True, max_batch_age=0.1)
+    now = time.time_ns() // 1000
+    trace, shared = os.urandom(16).hex(), os.urandom(8).hex()
+
+    def span(name: str, service: str, **kw) -> dict:
+        return {"traceId": trace, "name": name, "timestamp": now, "duration": 5,
+                "localEndpoint": {"serviceName": service}, **kw}
+
+    spans = [span("call", "zk-front", id=shared, kind="CLIENT"),
+             span("proxy", "zk-proxy", id=shared, kind="SERVER", shared=True),
+             span("route", "zk-proxy", id=os.urandom(8).hex(), parentId=shared),
+             span("serve", "zk-back", id=shared, kind="SERVER", shared=True),
+             span("db", "zk-back", id=os.urandom(8).hex(), parentId=shared, kind="CLIENT")]
+    try:
+        _store_json(r, spans)
+    finally:
+        r.stop()
+    rows = {name: (sid.hex(), pid.hex()) for name, sid, pid in chdb_store.query(
+        f"SELECT name, span_id, parent_span_id FROM {chdb_store.db}.spans").rows}
+    assert len({sid for sid, _ in rows.values()}) == 5, rows
+    assert rows["proxy"][1] == rows["serve"][1] == shared
+    assert rows["route"][1] == rows["proxy"][0] and rows["db"][1] == rows["serve"][0]

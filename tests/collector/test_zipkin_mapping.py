@@ -107,7 +107,7 @@ def test_shared_span_gets_its_own_id_under_its_client_and_its_children_follow():
                "timestamp": 12, "duration": 2, "localEndpoint": {"serviceName": "front"}}
     seen = SharedIds(capacity=10)
     _, spans = _map([client, server, child, sibling], seen)
-    new = shared_server_id(T, bytes.fromhex("000000000000000a"))
+    new = shared_server_id(T, bytes.fromhex("000000000000000a"), "back")
     assert spans["call"][2].span_id.hex() == "000000000000000a"
     assert spans["serve"][2].span_id == new and spans["serve"][2].parent_span_id.hex() == "000000000000000a"
     assert spans["db"][2].parent_span_id == new  # the server's child follows it
