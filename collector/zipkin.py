@@ -205,9 +205,10 @@ def _span_json(i: int, d: Any) -> ZSpan:
     )
 
 
-def spans_from_json(body: bytes) -> list[ZSpan]:
-    """A Zipkin v2 JSON body (a list of spans). Raises BadRequest."""
-    doc = load_json(body)
+def spans_from_json(body: bytes, max_containers: int | None = None) -> list[ZSpan]:
+    """A Zipkin v2 JSON body (a list of spans), with at most ``max_containers`` objects and arrays
+    (``decode.json_budget``). Raises BadRequest."""
+    doc = load_json(body, max_containers)
     if not isinstance(doc, list):
         raise BadRequest(400, "a Zipkin v2 body must be a JSON list of spans")
     return [_span_json(i, d) for i, d in enumerate(doc)]

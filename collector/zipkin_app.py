@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .app import _plain, _read_body
-from .decode import SIGNALS, BadRequest, decompress, media_type
+from .decode import SIGNALS, BadRequest, decompress, json_budget, media_type
 from .ingest import Decoded, Ingest
 from .zipkin import SharedIds, spans_from_json, spans_from_proto, to_otlp
 
@@ -84,5 +84,8 @@ class ZipkinApp:
         body = decompress(encoding, body, self.core.max_decompressed)
         if len(body) > self.core.max_decompressed:
             raise BadRequest(413, f"body exceeds {self.core.max_decompressed} bytes")
-        spans = spans_from_json(body) if mt in _JSON else spans_from_proto(body)
+        if mt in _JSON:
+            spans = spans_from_json(body, json_budget(self.core.max_decompressed))
+        else:
+            spans = spans_from_proto(body)
         return Decoded(to_otlp(spans, self.shared), None, body)

@@ -376,3 +376,41 @@ def test_unknown_json_fields_are_ignored_even_when_they_hold_keys_named_like_ids
 
 def kv_json(key: str, value: str) -> dict:
     return {"key": key, "value": {"stringValue": value}}
+
+
+def test_a_json_body_of_countless_tiny_objects_is_refused_before_it_is_parsed(chdb_store, tmp_path):
+    """20 MiB of ``{},`` (7 million empty spans, a 20 KB gzip body) held a decode thread for 93 s and
+    took 1.1 GB through orjson and ParseDict (an OTLP/JSON body of real spans holds one JSON object or
+    array per ~40 bytes; this one per 3); Zipkin's JSON parsed into 480 MB before refusing span 0.
+    Both are refused (413) before parsing, past one object or array per 20 bytes of the body cap,
+    brackets inside strings not counted; the collector then stores the next request as usual."""
+    gz = {"content-type": "application/json", "content-encoding": "gzip"}
+    n = (20 << 20) // 3 - 100
+    otlp = gzip.compress(b'{"resourceSpans":[{"scopeSpans":[{"spans":[' + b"{}," * n + b"{}]}]}]}", 9)
+    zipkin = gzip.compress(b"[" + b"{}," * n + b"{}]", 9)
+    assert len(otlp) < 100_000 and len(zipkin) < 100_000
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), zipkin=True, max_batch_age=0.05)  # default limits
+    try:
+        resp = _post(r, otlp, gz)
+        assert resp.status_code == 413, resp.status_code
+        assert f"holds {n + 7} objects and arrays, more than the 1048576" in orjson.loads(resp.content)["message"]
+        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=zipkin, headers=gz, timeout=30)
+        assert resp.status_code == 413 and "objects and arrays" in resp.text, (resp.status_code, resp.text)
+        m = r.collector.metrics
+        assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="too_large") == 2
+        # brackets inside strings are data, not structure: a name full of them is stored
+        req, _ = traces(1)
+        req.resource_spans[0].scope_spans[0].spans[0].name = "{[" * 600
+        from tracehouse.collector.decode import to_json
+        assert _post(r, to_json(req), {"content-type": "application/json"}).status_code == 200
+        r.wait_stored("traces", 1)
+    finally:
+        r.stop()
+    assert _count(chdb_store) == 1
+
+
+def test_a_json_body_of_real_spans_at_the_size_cap_is_within_the_object_budget():
+    from tracehouse.collector.decode import _containers, json_budget, to_json
+
+    body = to_json(traces(64_000)[0])  # ~21 MB: spans with three attributes each
+    assert _containers(body, 0) * 1.8 < json_budget(len(body))
