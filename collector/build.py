@@ -83,18 +83,24 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
         store_wait.then.insert(0, writer)  # the writer starts once the store answers and is migrated
 
     def ready() -> tuple[bool, str]:
+        """Whether the collector takes data: a store that cannot be reached is no reason to refuse
+        it (the buffer holds it until the store is back), so a collector waiting for its store
+        stays ready, saying so, until the buffer is full. (A load balancer, or Kubernetes, that
+        took every collector out while ClickHouse restarts would turn away what the buffers are
+        for.) Its own faults (buffer closed or full, writer stopped or failing on an error of its
+        own) make it not ready."""
         if wal.closed:
             return False, "buffer closed"
+        if wal.pending_bytes() >= settings.buffer_max_bytes:
+            return False, "buffer full"
         if store_wait is not None and store_wait.waiting:
-            return False, store_wait.reason()
+            return True, f"ready, buffering: {store_wait.reason()}"
         if not writer.running:
             return False, "writer stopped"
         if writer.failing:
             return False, f"writer failing: {writer.failing}"
-        if wal.pending_bytes() >= settings.buffer_max_bytes:
-            return False, "buffer full"
         if not store.ping():
-            return False, "store unreachable"
+            return True, "ready, buffering: store unreachable"
         return True, "ready"
 
     tokens = TokenCheck(settings.ingest_tokens, settings.ingest_token_header)

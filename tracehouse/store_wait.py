@@ -5,7 +5,7 @@ restarting, out of reach) receives and buffers all the same: the WAL takes what 
 cap (past it, 503 with Retry-After, as during any outage). ``StoreWait`` connects again, with waits
 doubling up to ``retry_policy.MAX_DELAY``, runs the migrations once the server answers, and only
 then starts the work that needs the store (``then``: the writer, which drains the buffer, and the
-retention job). Meanwhile ``/readyz`` answers 503 with the reason and
+retention job). Meanwhile ``/readyz`` answers 200 ``ready, buffering: …`` with the reason (it takes data) and
 ``tracehouse_collector_store_waiting`` is 1. Each retry's error is logged at most once a minute, or
 when it changes (a server that answers but refuses the migrations says why).
 """
