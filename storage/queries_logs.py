@@ -19,7 +19,7 @@ from .errors import InvalidParameter
 from .ids import hex_id, parse_span_id, parse_trace_id
 from .limits import require_raw_range
 from .queries_telemetry import parse_severity
-from .timerange import TimeRange, is_digits
+from .timerange import MAX_TIME_NS, NS, TimeRange, is_digits
 
 __all__ = ["LogQuery", "GROUPS", "search", "volume", "services", "pick_step", "severity_group", "thread_snapshots",
            "snapshot_services"]
@@ -27,6 +27,7 @@ __all__ = ["LogQuery", "GROUPS", "search", "volume", "services", "pick_step", "s
 #: severity groups of the OTLP severity numbers (0 unset, 1-4 trace, 5-8 debug, … 21-24 fatal)
 GROUPS = ("unset", "trace", "debug", "info", "warn", "error", "fatal")
 MAX_PAGE = 500
+_MAX_NS = 2**64 - 1  # ts_ns is a UInt64
 BODY_CHARS = 4000
 _STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 _ORDER = ("ts_ns DESC, observed_ns DESC, service DESC, instance DESC, span_id DESC, "
@@ -80,13 +81,33 @@ class LogQuery:
         return " AND ".join(conds)
 
 
+def _second(ts_ns: int) -> int:
+    """The ``timestamp`` (DateTime, UInt32 seconds) of a record at ``ts_ns``: the collector stores later
+    times at the column's end."""
+    return min(ts_ns, MAX_TIME_NS) // NS
+
+
 def _cursor(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
     ts, sep, skip = text.partition("-")
-    if not sep or not is_digits(ts) or not is_digits(skip) or len(ts) > 20 or len(skip) > 9:
-        raise InvalidParameter("bad cursor: <ts_ns>-<skip>")
+    if not sep or not is_digits(ts, 20) or not is_digits(skip, 9) or int(ts) > _MAX_NS:
+        raise InvalidParameter("bad cursor: <ts_ns>-<skip>, as the 'next' of the previous page")
     return int(ts), int(skip)
+
+
+def _check_skip(store, where: str, params: dict[str, Any], ts: int, skip: int) -> None:
+    """A cursor skips only records at exactly its time that earlier pages showed, so never more than
+    are stored at that time. Checked past a page's worth (below that, the pages' two queries read at
+    most ``skip + limit`` records anyway): a crafted skip of a billion made the page query read
+    and sort every column of every matching record in the range, to answer an empty page."""
+    if skip <= MAX_PAGE:
+        return
+    n = store.read(f"SELECT count() FROM {store.t('logs')} WHERE {where} AND ts_ns = {{cts:UInt64}} "
+                   "AND timestamp = toDateTime({cts_s:UInt32})", dict(params, cts=ts, cts_s=_second(ts))).scalar()
+    if skip > int(n or 0):
+        raise InvalidParameter(f"bad cursor: it skips {skip} records at {ts} ns, where {int(n or 0)} match; "
+                               "follow the 'next' of the previous page")
 
 
 def search(store, query: LogQuery, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
@@ -102,6 +123,7 @@ def search(store, query: LogQuery, limit: int = 100, cursor: str | None = None) 
     cur = _cursor(cursor)
     skip = 0
     if cur is not None:
+        _check_skip(store, where, params, *cur)
         where += " AND ts_ns <= {cts:UInt64}"
         params["cts"], skip = cur
     low = store.read(f"SELECT ts_ns FROM {store.t('logs')} WHERE {where} ORDER BY ts_ns DESC "
@@ -110,7 +132,7 @@ def search(store, query: LogQuery, limit: int = 100, cursor: str | None = None) 
     page_where = where
     if low is not None:
         page_where += " AND ts_ns >= {low:UInt64} AND timestamp >= toDateTime({low_s:UInt32})"
-        params.update(low=int(low), low_s=int(low) // 1_000_000_000)
+        params.update(low=int(low), low_s=_second(int(low)))
     res = store.read(
         "SELECT ts_ns, severity_number, severity_text, service, instance, event_name, "
         "substringUTF8(body, 1, {chars:UInt32}) AS body, length(body) > {chars:UInt32} AS cut, "
