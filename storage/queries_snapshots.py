@@ -21,12 +21,16 @@ from typing import Any
 from .attrs import decode_map
 from .errors import InvalidParameter, NotFound
 from .ids import hex_id
+from .timerange import NS, UINT32_MAX
 
 __all__ = ["KINDS", "TTL_S", "EVENT_NAME", "create_request", "queue_request", "take_pending", "list_requests", "get_request",
            "snapshots_for"]
 
 KINDS = ("threads", "memory")
 TTL_S = 120
+#: how long after a request its snapshots may be stamped: taken while live (``TTL_S``), then queued
+#: behind the agent's other snapshots and captured, on a clock that may run ahead of the server's
+ANSWER_WINDOW_S = TTL_S + 600
 EVENT_NAME = "tracehouse.snapshot"
 _COLS = "id, claimed_by, updated_ns, service, instance, kind, reason, requested_by, requested_ns"
 
@@ -135,14 +139,18 @@ def get_request(store, request_id: str) -> dict[str, Any]:
 
 
 def snapshots_for(store, request_id: str, since_ns: int, limit: int = 100) -> list[dict[str, Any]]:
-    """The snapshot log records that answer ``request_id`` (newest first)."""
+    """The snapshot log records that answer ``request_id`` (newest first): captured between a minute
+    before the request (the agent's clock may be behind) and ``ANSWER_WINDOW_S`` after it. Without
+    the upper bound, reading an old request back scanned every log record stored since it."""
+    start = since_ns // NS
     res = store.read(
         "SELECT ts_ns, service, instance, body, lower(hex(trace_id)) AS trace_hex, lower(hex(span_id)) AS span_hex, "
         f"attr_keys, attr_values, attr_types FROM {store.t('logs')} "
-        "WHERE timestamp >= toDateTime({start:UInt32}) AND event_name = {ev:String} "
-        "AND attr_values[indexOf(attr_keys, 'snapshot.request_id')] = {id:String} "
+        "WHERE timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32}) "
+        "AND event_name = {ev:String} AND attr_values[indexOf(attr_keys, 'snapshot.request_id')] = {id:String} "
         "ORDER BY ts_ns DESC LIMIT {n:UInt32}",
-        {"start": max(0, since_ns // 1_000_000_000 - 60), "ev": EVENT_NAME, "id": request_id, "n": int(limit)},
+        {"start": min(max(0, start - 60), UINT32_MAX), "end": min(start + ANSWER_WINDOW_S, UINT32_MAX),
+         "ev": EVENT_NAME, "id": request_id, "n": int(limit)},
     )
     return [{"time_ns": int(r["ts_ns"]), "service": r["service"], "instance": r["instance"], "body": r["body"],
              "trace_id": hex_id(r["trace_hex"]), "span_id": hex_id(r["span_hex"]),

@@ -10,10 +10,9 @@ from .attrs import decode_map
 from .errors import InvalidParameter, NotFound
 from .ids import hex_id, parse_span_id, parse_trace_id
 from .limits import require_raw_range
-from .timerange import TimeRange
+from .timerange import UINT32_MAX, TimeRange
 
 MAX_TRACE_SPANS = 50_000
-UINT32_MAX = 0xFFFFFFFF
 #: spans the waterfall outline reads (light columns only, so far more than a full trace)
 MAX_OUTLINE_SPANS = 200_000
 KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}

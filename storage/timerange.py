@@ -17,7 +17,8 @@ MAX_RANGE_NS = 400 * 86400 * NS
 #: a longer one wrapped round and put the buckets at times outside the range)
 MAX_STEP_S = MAX_RANGE_NS // NS
 #: the stored times' range: seconds since 1970 in a UInt32 (ClickHouse's DateTime), up to 2106-02-07
-MAX_TIME_NS = (2**32 - 1) * NS
+UINT32_MAX = 2**32 - 1
+MAX_TIME_NS = UINT32_MAX * NS
 
 
 def is_digits(text: str, max_len: int = 30) -> bool:

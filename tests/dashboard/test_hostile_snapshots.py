@@ -105,3 +105,29 @@ def test_the_snapshot_request_api_answers_whatever_body_its_snapshots_carry(chdb
                 assert snap["body"] == body, what  # as sent
             else:
                 assert snap["body"] == json.loads(body), what
+
+
+def test_reading_a_request_back_reads_only_the_time_its_snapshots_can_have(store):
+    """``GET /api/snapshots/{id}`` (and ``/snapshots/{id}``) looked for the request's snapshots from
+    a minute before it up to any time: an old request's id scanned every log record stored since.
+    Its snapshots are now read up to ``ANSWER_WINDOW_S`` after it: a record that claims to answer
+    it a day later is not one of them (the request had expired)."""
+    from testkit.seed import log_row
+    from tracehouse.storage import queries_snapshots as qsnap
+
+    ns, rid = 1_000_000_000, "0123456789abcdef" * 2
+    asked = time.time_ns() - 2 * 86400 * ns
+    qsnap.create_request(store, rid, SERVICE, "threads", now_ns=asked)
+    cols = store.columns_for("logs")
+    for at, body in ((asked + 30 * ns, "answer"), (asked + (qsnap.ANSWER_WINDOW_S - 1) * ns, "late answer"),
+                     (asked + 86400 * ns, "a day later")):
+        log_row(cols, at, SERVICE, "tracehouse.snapshot", json.dumps({"kind": "threads", "note": body}),
+                {"snapshot.kind": "threads", "snapshot.request_id": rid}, (13, "WARN"))
+    store.insert("logs", cols)
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), store)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get(f"/api/snapshots/{rid}")
+        assert r.status_code == 200, r.text
+        assert [s["body"]["note"] for s in r.json()["snapshots"]] == ["late answer", "answer"]
+        r = c.get(f"/snapshots/{rid}", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == f"/snapshots/{asked + 30 * ns}-{SERVICE}"
