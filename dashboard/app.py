@@ -8,20 +8,19 @@ from typing import Any
 
 import plotly
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from tracehouse.storage import InvalidParameter, NotFound
-
 from .alerts_source import AlertSource
-from .api import HANDLED, api_router, error_response
+from .api import api_router
 from .api_snapshots import snapshots_router
 from .api_storage import storage_router
 from .auth import Auth, require_role
 from .auth_routes import install_auth
 from .bodylimit import MAX_BODY_BYTES, BodyLimit
 from .crosssite import CrossSiteGuard
+from .errors import install_error_handlers
 from .ops import ReadyCheck, install_ops
 from .pages import pages_router
 from .pages_alerts import alerts_pages_router
@@ -59,8 +58,7 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     def get_store(request: Request):
         return request.app.state.store
 
-    for exc in HANDLED:
-        app.add_exception_handler(exc, _error_page)
+    install_error_handlers(app)
     app.include_router(api_router(get_store))
     app.include_router(logs_api_router(get_store))
     app.include_router(explore_api_router(get_store))
@@ -117,18 +115,3 @@ def dashboard_dir(settings: Any) -> str:
     from tracehouse.storage.statefile import state_dir
 
     return state_dir(settings, "dashboard_dir", "dashboard")
-
-
-def _error_page(request: Request, exc: Exception):
-    """JSON for /api, an HTML page (same status) for everything else."""
-    resp = error_response(exc)
-    if request.url.path.startswith("/api"):
-        return resp
-    from .render import render
-
-    assert isinstance(resp, JSONResponse)
-    page = render(request, "error.html", None, status_code=resp.status_code, title=f"Error {resp.status_code}",
-                  message=str(exc) if isinstance(exc, (InvalidParameter, NotFound)) else resp.body.decode())
-    if "connection" in resp.headers:
-        page.headers["connection"] = resp.headers["connection"]
-    return page

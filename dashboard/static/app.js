@@ -135,9 +135,7 @@
 
   function apiError(r, d, text) {
     var msg = "";
-    if (d && typeof d.detail === "string") msg = d.detail;
-    else if (d && Array.isArray(d.detail)) msg = d.detail.map(function (x) { return (x.loc || []).join(".") + ": " + x.msg; }).join("; ");
-    else if (d && d.error) msg = d.error + (d.detail ? ": " + d.detail : "");
+    if (d && typeof d.error === "string") msg = d.error;  // every API error: {"error": reason}
     else msg = (text || "").slice(0, 300);
     return r.status + " " + (msg || r.statusText);
   }

@@ -89,7 +89,7 @@ def test_a_rule_preview_while_the_store_is_down_answers_503_and_works_when_it_re
         clickhouse.stop()
         r = httpx.post(preview, json=rule, timeout=15)
         assert r.status_code == 503 and r.headers["retry-after"] == "5"  # not 400: the rule is fine
-        assert r.json()["detail"].startswith("storage unavailable (error id ")
+        assert r.json()["error"].startswith("storage unavailable (error id ")
         restarted = servers.restart_clickhouse(clickhouse)
         clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
         wait_for(lambda: httpx.post(preview, json=rule, timeout=15).status_code == 200, 20, what="previews again")
