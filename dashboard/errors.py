@@ -34,6 +34,37 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc, _error_page)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _bad_parameter)
+    _document(app)
+
+
+ERROR_SCHEMA = {"type": "object", "required": ["error"], "title": "Error",
+                "properties": {"error": {"type": "string", "description": "the reason"},
+                               "error_id": {"type": "string", "description": "where the server log has more"}}}
+
+
+def _document(app: FastAPI) -> None:
+    """The OpenAPI document says what a bad parameter answers: 400 ``{"error"}``, not FastAPI's 422
+    ``HTTPValidationError`` that it adds to every operation with parameters."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        error = {"description": "Bad parameter", "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/Error"}}}}
+        for item in schema.get("paths", {}).values():
+            for op in item.values():
+                responses = op.get("responses") if isinstance(op, dict) else None
+                if isinstance(responses, dict) and responses.pop("422", None) is not None:
+                    responses.setdefault("400", error)
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        schemas["Error"] = ERROR_SCHEMA
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _is_api(request: Request) -> bool:

@@ -35,6 +35,10 @@ def test_api_errors_have_one_shape(chdb_store):
         assert "limit" in r.json()["error"] and "integer" in r.json()["error"]
         assert c.post("/api/services", json={}).headers["allow"] == "GET"
         assert c.get("/api/alerts").json() == {"error": "the alert engine is not running"}
+        doc = c.get("/api/openapi.json")
+        assert '"422"' not in doc.text and "ValidationError" not in doc.text  # FastAPI's, not what is answered
+        assert doc.json()["paths"]["/api/snapshots"]["get"]["responses"]["400"]["content"]["application/json"] == {
+            "schema": {"$ref": "#/components/schemas/Error"}}
         page = c.get("/no-such-page")
         assert page.status_code == 404 and page.headers["content-type"].startswith("text/html") and "Error 404" in page.text
 
