@@ -5,7 +5,7 @@ A trailing-slash redirect names no host: Starlette's was built from the request'
 
 from __future__ import annotations
 
-import socket
+import http.client
 from types import SimpleNamespace
 
 from fastapi.testclient import TestClient
@@ -44,17 +44,16 @@ def test_api_errors_have_one_shape(chdb_store):
 
 
 def _raw_get(port: int, target: str, host: str) -> tuple[int, dict[str, str]]:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
-    return int(head[0].split()[1]), headers
+    """``GET target`` as sent, with this Host header (no client rewrites either)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", target, skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        conn.close()
 
 
 def test_a_trailing_slash_redirect_names_no_host(chdb_store):
