@@ -47,11 +47,50 @@ def _wrap(original):
     return callHandlers
 
 
+_STACKTRACE = "exception.stacktrace"
+_HEAD = 4096  # of a stack trace cut in its middle: the outermost frames; the rest is its innermost end
+
+
+def _cut(key: str, value):
+    """``value`` within ``TEXT_MAX`` characters (each string of a sequence too), or ``value``
+    itself when nothing is too long. A stack trace loses its middle: its last lines name the
+    exception and the frame that raised it."""
+    if isinstance(value, str):
+        if len(value) <= TEXT_MAX:
+            return value
+        counters.add("values.truncated")
+        if key != _STACKTRACE:
+            return value[:TEXT_MAX]
+        width = len(str(len(value)))
+        tail = TEXT_MAX - _HEAD - len("\n  ...  characters cut ...\n") - width
+        marker = f"\n  ... {len(value) - _HEAD - tail:>{width}} characters cut ...\n"
+        return value[:_HEAD] + marker + value[-tail:]
+    if isinstance(value, (list, tuple)) and any(isinstance(v, str) and len(v) > TEXT_MAX for v in value):
+        return type(value)(_cut("", v) for v in value)
+    return value
+
+
+def _cut_attributes(out) -> None:
+    """Every attribute value of a record within ``TEXT_MAX`` characters: the SDK sets
+    ``exception.stacktrace`` (a deep recursion's is megabytes) and ``exception.message`` whole, and
+    each ``extra=`` value of the host's as it was; a hung collector's queue held 2,048 of them."""
+    attrs = getattr(out, "attributes", None)
+    if not attrs:
+        return
+    cut = {k: _cut(k, v) for k, v in attrs.items()}
+    if any(cut[k] is not v for k, v in attrs.items()):
+        try:
+            for k, v in cut.items():
+                attrs[k] = v
+        except TypeError:  # an immutable mapping (older SDKs): a new one
+            out.attributes = cut
+
+
 def install(logger_provider, level: int) -> logging.Handler:
     from opentelemetry.sdk._logs import LoggingHandler
 
     class Handler(LoggingHandler):
-        def _translate(self, record: logging.LogRecord):  # the SDK's, with the body cut
+        def _translate(self, record: logging.LogRecord):  # the SDK's, with the body and attributes cut
             out = super()._translate(record)
             body = getattr(out, "body", None)
             if isinstance(body, str) and len(body) > TEXT_MAX:
@@ -59,6 +98,7 @@ def install(logger_provider, level: int) -> logging.Handler:
                 # them) held whole 1 MB messages, ~3.5 GB
                 counters.add("values.truncated")
                 out.body = body[:TEXT_MAX]
+            _cut_attributes(out)
             return out
 
         def flush(self) -> None:
