@@ -21,6 +21,7 @@ import time
 from urllib.parse import urlsplit
 
 from tracehouse.agent import __version__
+from tracehouse.agent.name_lookup import connect
 
 __all__ = ["ExportFailed", "GrpcTransport", "HttpTransport", "get_within", "grpc_available"]
 
@@ -88,7 +89,7 @@ class HttpTransport:
                 conn.timeout = remaining
                 if conn.sock is not None:
                     conn.sock.settimeout(remaining)
-            conn.response_class = functools.partial(_response, deadline=deadline)
+            _within(conn, deadline)
             try:
                 conn.request("POST", self._path, body, self._headers)  # sendall: bounded as a whole
                 resp = conn.getresponse()
@@ -135,7 +136,7 @@ def get_within(url: str, headers: dict[str, str], timeout: float, limit: int) ->
     deadline = time.monotonic() + timeout
     conn = (http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
             if https else http.client.HTTPConnection(host, port, timeout=timeout))
-    conn.response_class = functools.partial(_response, deadline=deadline)
+    _within(conn, deadline)
     try:
         conn.request("GET", path, headers={"User-Agent": USER_AGENT, **headers})
         resp = conn.getresponse()
@@ -146,6 +147,14 @@ def get_within(url: str, headers: dict[str, str], timeout: float, limit: int) ->
         raise ExportFailed(f"GET {url}: {exc!r}") from exc
     finally:
         conn.close()
+
+
+def _within(conn: http.client.HTTPConnection, deadline: float) -> None:
+    """The name lookup, the connect and the answer of ``conn``'s next exchange within ``deadline``
+    (the lookup had none of ours: a resolver that did not answer held an export, and a host's own
+    flush, for glibc's 10 to 30 s)."""
+    conn._create_connection = functools.partial(connect, deadline=deadline)  # type: ignore[attr-defined]
+    conn.response_class = functools.partial(_response, deadline=deadline)
 
 
 def _response(sock: socket.socket, *args, deadline: float, **kwargs) -> http.client.HTTPResponse:

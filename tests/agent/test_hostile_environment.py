@@ -125,3 +125,64 @@ def test_a_bad_log_export_delay_is_ignored_not_raised_into_the_host(tmp_path, va
         assert len(records) == 1
     finally:
         sink.close()
+
+
+DNS_APP = r'''
+import time
+import tracehouse.agent as ta
+h = ta.start(service="dns-host", instrument=False, metrics=False)
+from opentelemetry import trace
+with trace.get_tracer("t").start_as_current_span("root"):
+    pass
+t0 = time.monotonic()
+trace.get_tracer_provider().force_flush(1000)  # the host's own flush (a serverless handler's, say)
+print("FLUSH_S", time.monotonic() - t0, flush=True)
+h.shutdown(2.0)
+print("HOST RAN TO ITS END")
+'''
+
+
+def _silent_name_server():
+    """A UDP socket on port 53 of a loopback address of its own (resolv.conf names no port), which
+    reads nothing: a name server that never answers."""
+    import random
+    import socket
+
+    for _ in range(20):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}", 53))
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    raise AssertionError("no loopback address with a free port 53")
+
+
+def test_a_resolver_that_never_answers_holds_an_export_only_within_its_timeout(tmp_path):
+    """The collector's name was looked up by ``socket.create_connection``, outside the export's
+    deadline: with a name server that never answers (here one on loopback that reads nothing, made
+    the host's by a private mount namespace, glibc told to wait 3 s), a host thread's
+    ``force_flush(1000 ms)`` took 3 s (10 to 30 s with glibc's defaults). Now the lookup counts
+    against the export timeout (1 s), and the export fails after it."""
+    unshare = _unshare()
+    if unshare is None:
+        assert os.geteuid() != 0, "root could not make a private mount namespace"
+        pytest.skip("no private mount namespace for this user")
+    resolver = _silent_name_server()
+    (tmp_path / "resolv.conf").write_text(f"nameserver {resolver.getsockname()[0]}\n"
+                                          "options timeout:3 attempts:1\n")
+    (tmp_path / "host.py").write_text(DNS_APP)
+    try:
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT="http://collector.never-answers.test:4318",
+                   TRACEHOUSE_EXPORT_TIMEOUT="1", TRACEHOUSE_COMMAND_POLL_S="0")
+        out = subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c",
+                              'mount --bind "$1" /etc/resolv.conf && exec "$2" "$3"', "sh",
+                              str(tmp_path / "resolv.conf"), sys.executable, str(tmp_path / "host.py")],
+                             env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 0 and "HOST RAN TO ITS END" in out.stdout, out.stderr[-3000:]
+        flush_s = float(out.stdout.split("FLUSH_S ")[1].split()[0])
+        assert flush_s < 2.0, out.stdout
+        assert "no answer from the resolver for" in out.stderr, out.stderr[-3000:]
+    finally:
+        resolver.close()
