@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from asyncio import current_task, get_running_loop
 from threading import get_ident
-from time import time_ns
+from time import monotonic_ns, time_ns
 
 from tracehouse.agent import errors
 from tracehouse.agent import http_server as hs
@@ -29,7 +29,7 @@ class TracehouseASGIMiddleware:
         if scope["type"] != "http" or _MARK in scope:
             return await self.app(scope, receive, send)
         try:
-            inst, span, token, method, start, loop = _begin(scope)
+            inst, span, token, method, start, mono, loop = _begin(scope)
         except Exception as exc:
             errors.swallow("asgi request start", exc)
             return await self.app(scope, receive, send)
@@ -42,7 +42,7 @@ class TracehouseASGIMiddleware:
             await send(message)
 
         key = id(scope)
-        INFLIGHT[key] = _tuple(Inflight, (start, span, get_ident(), current_task(loop), method, scope["path"]))
+        INFLIGHT[key] = _tuple(Inflight, (mono, span, get_ident(), current_task(loop), method, scope["path"]))
         error = None
         try:
             await self.app(scope, receive, send_wrapper)
@@ -52,7 +52,7 @@ class TracehouseASGIMiddleware:
         finally:
             INFLIGHT.pop(key, None)
             try:
-                end = time_ns()
+                end = start + (monotonic_ns() - mono)  # a wall clock step is no time taken
                 route = scope.get("route")
                 if route is not None:
                     route = getattr(route, "path", None)
@@ -69,7 +69,7 @@ class TracehouseASGIMiddleware:
 
 
 def _begin(scope):
-    start = time_ns()
+    start, mono = time_ns(), monotonic_ns()
     inst = hs.current()
     loop = get_running_loop()
     if LOOP_LAG._loop is not loop:
@@ -115,4 +115,4 @@ def _begin(scope):
     token = hs.attach(span, parent)
     scope[_MARK] = True
     inst.active.add(1, method)
-    return inst, span, token, method, start, loop
+    return inst, span, token, method, start, mono, loop

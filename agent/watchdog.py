@@ -20,7 +20,7 @@ __all__ = ["INFLIGHT", "Inflight", "Watchdog"]
 
 
 class Inflight(NamedTuple):
-    start_ns: int  # time.time_ns() when the request began
+    mono_ns: int  # time.monotonic_ns() when the request began (a wall clock step is no time in flight)
     span: object  # the SERVER span (trace and span ids for the link)
     thread_id: int
     task: object  # the asyncio task serving it (ASGI), else None
@@ -64,7 +64,7 @@ class Watchdog:
         next_mem = 0.0
         while not self._stop.wait(self.interval):
             try:
-                self.check(time.time_ns())
+                self.check(time.monotonic_ns())
                 if self.memory_bytes and self.on_memory is not None and time.monotonic() >= next_mem:
                     next_mem = time.monotonic() + self.memory_every
                     if proc is None:
@@ -78,17 +78,19 @@ class Watchdog:
                 errors.swallow("snapshot watchdog", exc)
 
     def check(self, now_ns: int) -> int:
-        """Report requests in flight longer than the threshold (once each); returns how many."""
+        """Report requests in flight longer than the threshold (once each); returns how many.
+        ``now_ns`` is ``time.monotonic_ns()``: with the wall clock, a step forward made every request
+        in flight "slow" (a snapshot each) and a step back hid the slow ones."""
         if self.slow_ns is None:
             return 0
         n = 0
         live = set()
         for key, entry in list(INFLIGHT.items()):
-            tag = (key, entry.start_ns)
+            tag = (key, entry.mono_ns)
             live.add(tag)
-            if now_ns - entry.start_ns >= self.slow_ns and tag not in self._reported:
+            if now_ns - entry.mono_ns >= self.slow_ns and tag not in self._reported:
                 self._reported.add(tag)
                 n += 1
-                self.on_slow(entry, (now_ns - entry.start_ns) / 1e6)
+                self.on_slow(entry, (now_ns - entry.mono_ns) / 1e6)
         self._reported &= live
         return n

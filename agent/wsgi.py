@@ -9,7 +9,7 @@ exception a framework answered with a 500 itself (Django), which no middleware s
 from __future__ import annotations
 
 from threading import get_ident
-from time import time_ns
+from time import monotonic_ns, time_ns
 
 from tracehouse.agent import errors
 from tracehouse.agent import http_server as hs
@@ -43,11 +43,12 @@ class TracehouseWSGIMiddleware:
 
 
 class _Request:
-    __slots__ = ("inst", "span", "token", "method", "start", "status", "environ", "_start_response", "done",
-                 "key")
+    __slots__ = ("inst", "span", "token", "method", "start", "mono", "status", "environ", "_start_response",
+                 "done", "key")
 
     def __init__(self, environ, start_response):
         self.start = time_ns()
+        self.mono = monotonic_ns()  # the duration's clock: a wall clock step is no time taken
         self.inst = inst = hs.current()
         self.environ = environ
         self._start_response = start_response
@@ -88,7 +89,7 @@ class _Request:
         environ[_MARK] = True
         inst.active.add(1, method)
         self.key = key = get_ident()
-        INFLIGHT[key] = _tuple(Inflight, (self.start, self.span, key, None, method, attrs["url.path"]))
+        INFLIGHT[key] = _tuple(Inflight, (self.mono, self.span, key, None, method, attrs["url.path"]))
 
     def start_response(self, status, headers, exc_info=None):
         try:
@@ -104,7 +105,7 @@ class _Request:
         self.done = True
         INFLIGHT.pop(self.key, None)
         try:
-            end = time_ns()
+            end = self.start + (monotonic_ns() - self.mono)
             if error is None:
                 error = self.environ.get(ERROR_KEY)
             status = self.status or (500 if error is not None else 0)
