@@ -134,15 +134,17 @@ TRACEHOUSE_COMMAND_POLL_S = "TRACEHOUSE_COMMAND_POLL_S"
 SDK_LIMITS = ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT",
               "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
               "OTEL_SPAN_EVENT_COUNT_LIMIT", "OTEL_SPAN_LINK_COUNT_LIMIT", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
-              "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT")
-"""The OpenTelemetry SDK's span limits, which it reads itself (when ``opentelemetry.sdk.trace`` is
-imported, and in ``SpanLimits()``): see :func:`drop_invalid_sdk_limits`."""
+              "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT",
+              "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+"""The OpenTelemetry SDK's span and log record limits, which it reads itself (when
+``opentelemetry.sdk.trace`` is imported, in ``SpanLimits()`` and, in the SDKs that have it, in
+``LogRecordLimits()`` of every ``LoggerProvider``): see :func:`drop_invalid_sdk_limits`."""
 
 _warned: set[str] = set()
 
 
 def drop_invalid_sdk_limits() -> None:
-    """Take out of the environment every span limit the SDK would refuse (it raises ValueError on
+    """Take out of the environment every span or log record limit the SDK would refuse (it raises ValueError on
     anything but a non-negative integer, at import): logged, and the SDK's default applies, as
     for the agent's own variables. Called before the SDK is imported."""
     for name in SDK_LIMITS:
