@@ -140,6 +140,10 @@ SDK_LIMITS = ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT",
 ``opentelemetry.sdk.trace`` is imported, in ``SpanLimits()`` and, in the SDKs that have it, in
 ``LogRecordLimits()`` of every ``LoggerProvider``): see :func:`drop_invalid_sdk_limits`."""
 
+SDK_LIMIT_MAX = 2**31 - 1
+"""The largest limit taken: the SDK makes a ``deque(maxlen=limit)`` for a span's events and links,
+and past ``sys.maxsize`` that raised OverflowError in every ``start_span`` of the host."""
+
 _warned: set[str] = set()
 
 
@@ -155,12 +159,12 @@ def drop_invalid_sdk_limits() -> None:
         if text == "":  # the SDK's own "unset"
             continue
         try:
-            ok = int(text) >= 0
+            value = int(text)
         except ValueError:
-            ok = False
-        if not ok:
-            _log.warning("tracehouse: ignoring %s=%r (not a non-negative integer); using the SDK's default",
-                         name, raw)
+            value = -1
+        if not 0 <= value <= SDK_LIMIT_MAX:
+            _log.warning("tracehouse: ignoring %s=%r (%s); using the SDK's default", name, raw,
+                         "out of range" if value > SDK_LIMIT_MAX else "not a non-negative integer")
             os.environ.pop(name, None)
 
 

@@ -33,6 +33,8 @@ print("HOST RAN TO ITS END")
     ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "nan"),
     ("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "abc"),
     ("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-1"),
+    ("OTEL_SPAN_EVENT_COUNT_LIMIT", "99999999999999999999"),  # past sys.maxsize: OverflowError in start_span
+    ("OTEL_SPAN_LINK_COUNT_LIMIT", "9223372036854775808"),
 ])
 def test_an_unparsable_sdk_limit_is_ignored_not_raised_into_the_host(tmp_path, name, value):
     """The SDK reads its span limits when opentelemetry.sdk.trace is imported (and again in
