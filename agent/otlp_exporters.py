@@ -268,10 +268,10 @@ class LeanLogExporter(LogRecordExporter):
         self._around, _ = _yielding()
 
     def export(self, batch) -> LogRecordExportResult:
-        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+        from tracehouse.agent.otlp_logs import encoded
 
         with self._around():
-            self._transport.send(encode_logs(batch).SerializeToString())
+            self._transport.send(encoded(batch))
         return LogRecordExportResult.SUCCESS
 
     def shutdown(self) -> None:

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Mapping
 
 __all__ = ["CACHE_TEXT_MAX", "TEXT_MAX", "anyvalue", "attributes", "fixed64", "key_value", "ld", "resource", "scope", "tag",
-           "text", "varint"]
+           "text", "valid", "varint"]
 
 _SMALL = [bytes((i,)) for i in range(128)]
 _pack_q = struct.Struct("<Q").pack
@@ -42,6 +42,20 @@ def text(v: str) -> bytes:
         counters.add("values.truncated")
         v = v[:TEXT_MAX]
     return v.encode("utf-8", "replace")
+
+
+def valid(v: str) -> str:
+    """``v`` itself when it encodes as UTF-8, else with each character that does not (a lone
+    surrogate: a file name, an argument or an environment value Python decoded with
+    ``surrogateescape``) replaced by ``?``, as :func:`text` writes it. The SDK's encoders (logs,
+    a resource's attributes) raise on such a string."""
+    if v.isascii():
+        return v
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return v.encode("utf-8", "replace").decode("utf-8")
+    return v
 
 
 def varint(n: int) -> bytes:

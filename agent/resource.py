@@ -8,6 +8,7 @@ import socket
 import sys
 import uuid
 
+from tracehouse.agent.otlp_wire import valid
 from tracehouse.agent.snapshot_redact import mask_argv
 
 _CONTAINER_ID = re.compile(r"([0-9a-f]{64})")
@@ -83,7 +84,10 @@ def attributes(service: str, extra: dict[str, str], proc_self: str = "/proc/self
     attrs.update(k8s_attributes())
     attrs.update(extra)
     attrs["service.name"] = service
-    return attrs
+    # an argument, a path or an environment value that is not UTF-8 (decoded with surrogateescape):
+    # the SDK's log encoder logged a traceback for it at every export and dropped it
+    return {valid(k): [valid(x) for x in v] if isinstance(v, list) else valid(v) if isinstance(v, str) else v
+            for k, v in attrs.items()}
 
 
 def build(service: str, extra: dict[str, str]):

@@ -68,3 +68,42 @@ def test_exception_attributes_and_extras_of_a_log_record_are_cut_to_the_value_li
         assert len(long["exception.stacktrace"]) == TEXT_MAX
     finally:
         sink.close()
+
+
+NOT_UTF8 = r'''
+import logging, sys
+import tracehouse.agent as ta
+h = ta.start(service="not-utf8", instrument=False, metrics=False)
+log = logging.getLogger("app")
+log.addHandler(logging.NullHandler())
+name = sys.argv[1]  # a file name in Latin-1, as Python decodes it: "caf\udce9.csv"
+log.warning("before")
+log.warning("cannot open %s", name, extra={"file": name, "files": [name, "ok"]})
+log.warning("after")
+h.force_flush(5.0)
+h.shutdown(2.0)
+print("HOST RAN TO ITS END")
+'''
+
+
+def test_a_log_record_with_text_that_is_not_utf8_is_exported_with_its_batch(tmp_path):
+    """A file name in Latin-1 (from an argument, ``os.listdir``, an environment value) is a str with a
+    lone surrogate; the SDK's log encoder raised on it: the three records of the batch were all
+    dropped (``export logs failed: UnicodeEncodeError``), and the same name in the process's
+    arguments (a resource attribute) printed a traceback on the host's stderr at every log export.
+    Now such characters are written as ``?``, as in spans, and the batch goes out."""
+    sink = Sink()
+    try:
+        (tmp_path / "host.py").write_text(NOT_UTF8)
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, TRACEHOUSE_COMMAND_POLL_S="0")
+        out = subprocess.run([sys.executable, str(tmp_path / "host.py"), b"caf\xe9.csv"], env=env,
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 0 and "HOST RAN TO ITS END" in out.stdout, out.stderr[-3000:]
+        assert "Traceback" not in out.stderr and "failed" not in out.stderr, out.stderr[-3000:]
+        logs = sink.wait(lambda s: len(s.logs()) == 3 and s.logs())
+        assert [r.body.string_value for _, r in logs] == ["before", "cannot open caf?.csv", "after"]
+        got = attrs(logs[1][1].attributes)
+        assert got["file"] == "caf?.csv" and [v.string_value for v in got["files"].values] == ["caf?.csv", "ok"]
+        assert [v.string_value for v in logs[0][0]["process.command_args"].values][-1] == "caf?.csv"
+    finally:
+        sink.close()
