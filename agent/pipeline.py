@@ -17,6 +17,7 @@ import uuid
 
 from tracehouse.agent import counters, errors
 from tracehouse.agent.config import AgentConfig
+from tracehouse.agent.forklocks import renew_in_child
 
 _log = logging.getLogger("tracehouse.agent")
 
@@ -284,13 +285,31 @@ class Agent:
         return done
 
 
+_running_lock = threading.Lock()
+_running: dict[tuple[str, int], threading.Thread] = {}  # (what, id(provider)) -> its last thread
+
+
 def _bounded(call, providers: list, budget: float, what: str) -> bool:
     """``call(provider, budget)`` for every provider, each on a thread of its own, waiting for them
     all until ``budget`` seconds have passed; True when all returned True in time. A thread that
-    cannot be started (the host's thread limit) counts as not done, without a traceback."""
+    cannot be started (the host's thread limit) counts as not done, without a traceback.
+
+    A provider whose last ``what`` is still running (the SDK's log and metric processors wait for
+    an export in flight, whatever their timeout) gets no second thread: the call waits for that
+    one and counts as not done. A host flushing at every request while the collector hung left two
+    threads per call waiting (100 flushes: 207 threads)."""
     results: list[bool] = []
     threads = []
+    pending = 0
     for p in providers:
+        key = (what, id(p))
+        with _running_lock:
+            previous = _running.get(key)
+        if previous is not None and previous.is_alive():
+            threads.append(previous)
+            pending += 1
+            continue
+
         def run(p=p) -> None:
             try:
                 results.append(call(p, budget) is not False)
@@ -304,11 +323,14 @@ def _bounded(call, providers: list, budget: float, what: str) -> bool:
         except RuntimeError as exc:  # can't start new thread
             errors.swallow(what, exc)
             continue
+        with _running_lock:
+            _running[key] = t
         threads.append(t)
     deadline = time.monotonic() + budget
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
-    return len(threads) == len(providers) and not any(t.is_alive() for t in threads) and all(results)
+    return not pending and len(threads) == len(providers) and not any(t.is_alive() for t in threads) \
+        and all(results)
 
 
 def _shutdown_provider(provider, budget: float) -> bool:
@@ -318,6 +340,8 @@ def _shutdown_provider(provider, budget: float) -> bool:
         provider.shutdown()
     return True
 
+
+renew_in_child(globals(), "_running_lock", then=_running.clear)  # the parent's threads are not the child's
 
 _lock = threading.Lock()
 _agent: Agent | None = None

@@ -271,3 +271,43 @@ def test_huge_log_messages_wait_for_a_hung_collector_cut_to_what_is_stored(tmp_p
         assert result["grew_mb"] < 60, result  # 300 records kept whole: ~300 MB more
     finally:
         srv.close()
+
+
+FLUSH_EVERY_REQUEST = r'''
+import logging, threading
+import tracehouse.agent as ta
+h = ta.start(service="flush-host")
+from opentelemetry import trace
+log = logging.getLogger("app")
+log.addHandler(logging.NullHandler())
+peak = 0
+for i in range(100):  # a serverless-style handler: flush at the end of each request
+    with trace.get_tracer("t").start_as_current_span("root"):
+        log.warning("request %d", i)
+    h.force_flush(0.05)
+    peak = max(peak, threading.active_count())
+print("PEAK_THREADS", peak, flush=True)
+h.shutdown(1.0)
+'''
+
+
+@pytest.mark.agent_errors_expected
+def test_flushing_at_every_request_while_the_collector_hangs_does_not_pile_up_threads(tmp_path):
+    """force_flush runs each provider's flush on a thread and waits for it only until its timeout;
+    the SDK's log and metric processors wait for the export in flight whatever their timeout, so
+    with a hung collector each call left two threads waiting: 100 flushes, 207 threads. Now a
+    provider still flushing from an earlier call gets no second thread."""
+    from tests.agent.otlp_sink import HangingServer
+
+    srv = HangingServer()
+    try:
+        (tmp_path / "host.py").write_text(FLUSH_EVERY_REQUEST)
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=srv.url, TRACEHOUSE_COMMAND_POLL_S="0",
+                   TRACEHOUSE_EXPORT_TIMEOUT="10")
+        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        peak = int(re.search(r"PEAK_THREADS (\d+)", out.stdout).group(1))
+        assert peak <= 12, out.stdout  # the agent's own threads, and one flush thread per provider
+    finally:
+        srv.close()
