@@ -206,27 +206,32 @@ h.shutdown(1.0)
 '''
 
 
+def _against_a_hung_collector(tmp_path, app: str, **env_vars: str) -> str:
+    """Run ``app`` as a host process exporting to a collector that never answers; its stdout."""
+    from tests.agent.otlp_sink import HangingServer
+
+    srv = HangingServer()
+    try:
+        (tmp_path / "host.py").write_text(app)
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=srv.url, TRACEHOUSE_COMMAND_POLL_S="0", **env_vars)
+        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+    finally:
+        srv.close()
+
+
 @pytest.mark.agent_errors_expected
 def test_log_records_dropped_by_a_full_queue_are_counted(tmp_path):
     """The log queue (the SDK's batch processor) drops its oldest record when it is full and told
     nobody: a burst of host log records while the collector hung left no trace in stats()."""
     import json
 
-    from tests.agent.otlp_sink import HangingServer
-
-    srv = HangingServer()
-    try:
-        (tmp_path / "host.py").write_text(LOG_BURST)
-        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=srv.url, TRACEHOUSE_COMMAND_POLL_S="0",
-                   TRACEHOUSE_QUEUE_SIZE="100", TRACEHOUSE_EXPORT_TIMEOUT="2")
-        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
-                             timeout=30, cwd=tmp_path)
-        assert out.returncode == 0, out.stderr[-3000:]
-        stats = json.loads(out.stdout.strip().splitlines()[-1])
-        # one batch of 100 is in flight to the hung collector and 100 wait: the rest was dropped
-        assert 700 <= stats.get("logs.dropped.queue_full", 0) <= 900, stats
-    finally:
-        srv.close()
+    out = _against_a_hung_collector(tmp_path, LOG_BURST, TRACEHOUSE_QUEUE_SIZE="100", TRACEHOUSE_EXPORT_TIMEOUT="2")
+    stats = json.loads(out.strip().splitlines()[-1])
+    # one batch of 100 is in flight to the hung collector and 100 wait: the rest was dropped
+    assert 700 <= stats.get("logs.dropped.queue_full", 0) <= 900, stats
 
 
 HUGE_LOGS = r'''
@@ -256,21 +261,10 @@ def test_huge_log_messages_wait_for_a_hung_collector_cut_to_what_is_stored(tmp_p
     host's memory. A body is cut to what the collector stores (16,384 characters) as it is made."""
     import json
 
-    from tests.agent.otlp_sink import HangingServer
-
-    srv = HangingServer()
-    try:
-        (tmp_path / "host.py").write_text(HUGE_LOGS)
-        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=srv.url, TRACEHOUSE_COMMAND_POLL_S="0",
-                   TRACEHOUSE_EXPORT_TIMEOUT="2")
-        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
-                             timeout=60, cwd=tmp_path)
-        assert out.returncode == 0, out.stderr[-3000:]
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        assert result["stats"].get("values.truncated") == 300, result["stats"]
-        assert result["grew_mb"] < 60, result  # 300 records kept whole: ~300 MB more
-    finally:
-        srv.close()
+    out = _against_a_hung_collector(tmp_path, HUGE_LOGS, TRACEHOUSE_EXPORT_TIMEOUT="2")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["stats"].get("values.truncated") == 300, result["stats"]
+    assert result["grew_mb"] < 60, result  # 300 records kept whole: ~300 MB more
 
 
 FLUSH_EVERY_REQUEST = r'''
@@ -297,17 +291,6 @@ def test_flushing_at_every_request_while_the_collector_hangs_does_not_pile_up_th
     the SDK's log and metric processors wait for the export in flight whatever their timeout, so
     with a hung collector each call left two threads waiting: 100 flushes, 207 threads. Now a
     provider still flushing from an earlier call gets no second thread."""
-    from tests.agent.otlp_sink import HangingServer
-
-    srv = HangingServer()
-    try:
-        (tmp_path / "host.py").write_text(FLUSH_EVERY_REQUEST)
-        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=srv.url, TRACEHOUSE_COMMAND_POLL_S="0",
-                   TRACEHOUSE_EXPORT_TIMEOUT="10")
-        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], env=env, capture_output=True, text=True,
-                             timeout=60, cwd=tmp_path)
-        assert out.returncode == 0, out.stderr[-3000:]
-        peak = int(re.search(r"PEAK_THREADS (\d+)", out.stdout).group(1))
-        assert peak <= 12, out.stdout  # the agent's own threads, and one flush thread per provider
-    finally:
-        srv.close()
+    out = _against_a_hung_collector(tmp_path, FLUSH_EVERY_REQUEST, TRACEHOUSE_EXPORT_TIMEOUT="10")
+    peak = int(re.search(r"PEAK_THREADS (\d+)", out).group(1))
+    assert peak <= 12, out  # the agent's own threads, and one flush thread per provider
