@@ -22,7 +22,14 @@ log = logging.getLogger("tracehouse.dashboard")
 
 
 def _safe_next(v: str | None) -> str:
-    return v if v and v.startswith("/") and not v.startswith("//") and "\\" not in v else "/services"
+    """``next=`` when it is a path of this site, else ``/services``. Browsers drop tabs and line
+    breaks from a URL and treat ``\\`` as ``/``, so ``/<TAB>/evil.example`` would become
+    ``//evil.example``: whitespace, control characters and backslashes are refused outright, not
+    left to the encoding of the Location header."""
+    if (v and v.startswith("/") and not v.startswith("//") and "\\" not in v and v.isprintable()
+            and not any(c.isspace() for c in v) and len(v) <= 2000):
+        return v
+    return "/services"
 
 
 def _is_metrics(path: str) -> bool:

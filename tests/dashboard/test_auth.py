@@ -199,3 +199,16 @@ def test_expired_sign_outs_are_deleted_from_the_store(store):
     assert kept() == ["alive", "expired-0", "expired-1", "expired-2"]
     asyncio.run(SignOuts(store).refresh_if_due())
     wait_for(lambda: kept() == ["alive"], 20, what="expired sign-outs deleted")
+
+
+def test_login_next_with_whitespace_or_control_characters_goes_to_the_services_page(secured):
+    """Browsers drop tabs and line breaks from a URL, so `/<TAB>/evil.example/` reads as
+    `//evil.example/`, another site. The old check let such a `next` through, and only Starlette's
+    encoding of the Location header (`/%09/evil.example/`) kept it on this site."""
+    with TestClient(secured) as c:
+        for target in ("/\t/evil.example/", "/\n/evil.example/", "/\r\n/evil.example/", "/ /evil.example/",
+                       "/\x00/evil.example/", "/\u2028/evil.example/", "/" + "a" * 3000):
+            r = _login(c, "ann", "pw", target)
+            assert r.status_code == 303 and r.headers["location"] == "/services", (target, r.headers["location"])
+        r = _login(c, "ann", "pw", "/traces/abc?since=1h&q=a%20b")
+        assert r.status_code == 303 and r.headers["location"] == "/traces/abc?since=1h&q=a%20b"
