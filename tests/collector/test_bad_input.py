@@ -414,3 +414,40 @@ def test_a_json_body_of_real_spans_at_the_size_cap_is_within_the_object_budget()
 
     body = to_json(traces(64_000)[0])  # ~21 MB: spans with three attributes each
     assert _containers(body, 0) * 1.8 < json_budget(len(body))
+
+
+def test_histogram_points_with_more_buckets_than_any_sdk_makes_are_refused_and_the_rest_stored(running, chdb_store):
+    """A point's buckets had no limit: one JSON point of ten million zero counts (a 20 MB body) was
+    stored as one 84 MB row. Past 16,384 buckets (a side) a point is refused, as partial success."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+        ExportMetricsServiceResponse,
+    )
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    now = time.time_ns()
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.extend([kv("service.name", "buckets")])
+    sm = rm.scope_metrics.add()
+    h = sm.metrics.add(name="latency")
+    for n in (3, 17_000):
+        p = h.histogram.data_points.add(time_unix_nano=now, count=n, sum=1.0)
+        p.bucket_counts.extend([1] * n)
+        if n < 10:
+            p.explicit_bounds.extend(float(i) for i in range(n - 1))
+    e = sm.metrics.add(name="latency_exp")
+    for n in (5, 16_385):
+        p = e.exponential_histogram.data_points.add(time_unix_nano=now, count=n, scale=2)
+        p.positive.bucket_counts.extend([1] * n)
+    assert isinstance(e.exponential_histogram.data_points[0], metrics_pb2.ExponentialHistogramDataPoint)
+    body = gzip.compress(req.SerializeToString())  # within the fixture's body cap
+    resp = _post(running, body, {"content-type": "application/x-protobuf", "content-encoding": "gzip"},
+                 path="/v1/metrics")
+    assert resp.status_code == 200, resp.content
+    partial = ExportMetricsServiceResponse.FromString(resp.content).partial_success
+    assert partial.rejected_data_points == 2 and "more than 16,384 buckets" in partial.error_message
+    running.wait_stored("metrics", 2)
+    rows = chdb_store.query(f"SELECT name, length(bucket_counts) + length(exp_positive_counts) "
+                            f"FROM {chdb_store.db}.metric_points ORDER BY name").rows
+    assert [tuple(r) for r in rows] == [("latency", 3), ("latency_exp", 5)]
