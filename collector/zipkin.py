@@ -115,10 +115,9 @@ def _hex_id(i: int, v: Any, name: str, size: int) -> bytes:
 def _micros(i: int, v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
         raise _bad(i, f"{name} must be a number of microseconds")
-    n = int(v)
-    if not 0 <= n <= _MAX_US:
-        raise _bad(i, f"{name} {n} is out of range")
-    return n
+    if not 0 <= v <= _MAX_US:  # compared before int(): 1e300 made a 301-digit number for the message
+        raise _bad(i, f"{name} {str(v)[:40]} is out of range (0 to {_MAX_US} microseconds)")
+    return int(v)
 
 
 def _str(i: int, v: Any, name: str) -> str:

@@ -163,6 +163,15 @@ def test_malformed_json_is_refused_naming_the_field(body, text):
     assert e.value.status == 400 and text in e.value.message
 
 
+def test_a_huge_timestamp_is_refused_in_a_short_message():
+    """1e300 became a 301-digit number in the error message (and the log line that shows it)."""
+    for v in (b"1e300", b"-1e300", b"18446744073709551615"):
+        with pytest.raises(BadRequest) as e:
+            spans_from_json(b'[{"traceId": "1", "id": "1", "duration": ' + v + b"}]")
+        assert "duration" in e.value.message and "out of range" in e.value.message
+        assert len(e.value.message) < 120, e.value.message
+
+
 def test_malformed_proto3_is_refused():
     with pytest.raises(BadRequest, match="malformed protobuf"):
         spans_from_proto(b"\xff\xff\xff")
