@@ -176,10 +176,10 @@ class Snapshots:
             return
         ctx = entry.span.get_span_context() if entry.span is not None else None
         trace_id, span_id = (ctx.trace_id, ctx.span_id) if ctx is not None and ctx.is_valid else (0, 0)
-        reason = f"{entry.method} {entry.path} in flight for {elapsed_ms:.0f} ms"
+        reason = f"{entry.method[:32]} {entry.path[:500]} in flight for {elapsed_ms:.0f} ms"
         try:
             body = self.thread_body("slow_request", reason, skip_thread=threading.get_ident())
-            req = {"thread_id": entry.thread_id, "elapsed_ms": round(elapsed_ms, 1), "method": entry.method,
+            req = {"thread_id": entry.thread_id, "elapsed_ms": round(elapsed_ms, 1), "method": entry.method[:32],
                    "path": entry.path[:500], "trace_id": f"{trace_id:032x}" if trace_id else "",
                    "span_id": f"{span_id:016x}" if span_id else ""}
             if entry.task is not None:
@@ -194,7 +194,7 @@ class Snapshots:
             body["request"] = req
             _, instance = self.identity()
             self.emitter.emit(body, {"snapshot.id": new_id(), "snapshot.instance": instance,
-                                     "http.request.method": entry.method, "url.path": entry.path[:500]},
+                                     "http.request.method": entry.method[:32], "url.path": entry.path[:500]},
                               trace_id, span_id)
         except Exception as exc:
             errors.swallow("snapshot slow request", exc)

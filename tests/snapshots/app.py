@@ -47,7 +47,7 @@ def app(environ, start_response):
     out = {"ok": True}
     if path == "/hang":
         hang(float(q.get("hold", "3")))
-    elif path == "/slow":
+    elif path == "/slow" or path.startswith("/slow/"):
         time.sleep(float(q.get("s", "1")))
     elif path == "/leak":
         leak(int(q.get("n", "100")))

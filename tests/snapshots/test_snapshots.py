@@ -174,3 +174,19 @@ def test_storm_of_slow_requests_is_rate_limited_and_size_capped(server):
     assert len(recs[0]["body"].encode()) <= 8192
     assert body["truncated"] is True and recs[0]["attributes"]["snapshot.truncated"] is True
     assert body["dropped"]
+
+
+def test_a_slow_request_with_a_long_path_gets_a_snapshot_of_bounded_reason_and_attributes(server):
+    """The snapshot's url.path was cut at 500 characters, but its reason held the whole path (and
+    the method), so a client's 3,000-character path went into every slow request's record."""
+    app = App(server, "snap-long-path")
+    long_path = "/slow/" + "p" * 3000
+    try:
+        status, _ = app.get(long_path + "?s=1.6")
+        assert status == 200
+        rec = _by_trigger(server, "snap-long-path", "slow_request")[0]
+    finally:
+        app.stop()
+    body = rec["parsed"]
+    assert body["reason"].startswith("GET /slow/ppp") and len(body["reason"]) <= 560, len(body["reason"])
+    assert body["request"]["path"] == long_path[:500] and rec["attributes"]["url.path"] == long_path[:500]
