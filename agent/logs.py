@@ -93,11 +93,9 @@ def install(logger_provider, level: int) -> logging.Handler:
         def _translate(self, record: logging.LogRecord):  # the SDK's, with the body and attributes cut
             out = super()._translate(record)
             body = getattr(out, "body", None)
-            if isinstance(body, str) and len(body) > TEXT_MAX:
-                # as the span writer cuts a value: records waiting for a slow collector (2,048 of
-                # them) held whole 1 MB messages, ~3.5 GB
-                counters.add("values.truncated")
-                out.body = body[:TEXT_MAX]
+            cut = _cut("", body)  # as the span writer cuts a value: records waiting for a slow
+            if cut is not body:  # collector (2,048 of them) held whole 1 MB messages, ~3.5 GB
+                out.body = cut
             _cut_attributes(out)
             return out
 

@@ -82,8 +82,6 @@ class ZipkinApp:
             raise BadRequest(415, f"unsupported content type {ctype!r}: send Zipkin v2 as application/json "
                                   "or application/x-protobuf")
         body = decompress(encoding, body, self.core.max_decompressed)
-        if len(body) > self.core.max_decompressed:
-            raise BadRequest(413, f"body exceeds {self.core.max_decompressed} bytes")
         if mt in _JSON:
             spans = spans_from_json(body, json_budget(self.core.max_decompressed))
         else:

@@ -14,32 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
-__all__ = ["AcceptErrors", "Sparse"]
+from .sparse import Sparse
+
+__all__ = ["AcceptErrors"]
 
 log = logging.getLogger("tracehouse.server")
 
 _MESSAGE = "socket.accept() out of system resource"
-
-
-class Sparse:
-    """At most one report of a condition per ``every`` seconds: ``due()`` is the number of reports
-    left out since the last one when a report is due now, else None (this one is left out)."""
-
-    def __init__(self, every: float):
-        self.every = every
-        self._last = float("-inf")
-        self.left_out = 0
-
-    def due(self) -> int | None:
-        now = time.monotonic()
-        if now - self._last < self.every:
-            self.left_out += 1
-            return None
-        n, self._last, self.left_out = self.left_out, now, 0
-        return n
 
 
 class AcceptErrors:

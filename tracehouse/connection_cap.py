@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .accept_errors import Sparse
+from .sparse import Sparse
 
 __all__ = ["ConnectionCap", "default_limit", "BUSY"]
 

@@ -21,7 +21,7 @@ from tracehouse.collector.retry_policy import Backoff
 from tracehouse.storage import StorageError
 from tracehouse.storage.errors import one_line
 
-from .accept_errors import Sparse
+from .sparse import Sparse
 
 __all__ = ["StoreWait"]
 
