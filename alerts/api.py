@@ -11,7 +11,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -62,6 +63,39 @@ class RateLimiter:
             return (1 - tokens) / self.rate if self.rate > 0 else 60.0
 
 
+@contextmanager
+def _rule_errors() -> Iterator[None]:
+    """A rule or silence the engine refuses: 400 with its reason; a rule from a read-only file: 403."""
+    try:
+        yield
+    except ReadOnlyRule as x:
+        raise HTTPException(403, str(x)) from None
+    except (RuleError, ValueError) as x:
+        raise HTTPException(400, str(x)) from None
+
+
+def _principal(request: Request) -> str:
+    """Whom a rate budget is kept for: the signed-in user's or token's name, else the address. Not
+    the session: it (its CSRF token and expiry are in it) made each sign-in a fresh budget."""
+    user = getattr(request.state, "user", None)
+    if isinstance(user, dict) and user.get("u"):
+        return f"principal:{user.get('u')}"
+    return f"address:{request.client.host if request.client else ''}"
+
+
+def _preview_failed(x: StorageError) -> HTTPException:
+    """A rule preview's storage failure as an answer: the database's text goes to the log only,
+    with an id the caller gets; the store's own unavailability is 503 (try again later)."""
+    error_id = uuid.uuid4().hex[:16]
+    if isinstance(x, StorageUnavailable):
+        log.warning("rule preview: store unavailable (error id %s): %s", error_id, x)
+        return HTTPException(503, f"storage unavailable (error id {error_id})", headers={"Retry-After": "5"})
+    log.warning("rule preview failed (error id %s): %s", error_id, x)
+    what = ("timed out" if isinstance(x, QueryTimeout) else
+            "read more than allowed" if isinstance(x, QueryLimitExceeded) else "failed")
+    return HTTPException(400, f"the query {what} (error id {error_id})")
+
+
 def _open(role: str) -> Callable[[], None]:
     def dep() -> None:
         return None
@@ -81,12 +115,13 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
             raise HTTPException(503, "the alert engine is not running")
         return engine
 
-    def bad(e: Exception) -> HTTPException:
-        return HTTPException(400, str(e))
+    _rule_routes(r, eng, view, edit, previews)
+    _state_routes(r, eng, view, edit)
+    return r
 
-    @r.get("", dependencies=view)
-    def list_alerts() -> dict[str, Any]:
-        return {"alerts": eng().alerts()}
+
+def _rule_routes(r: APIRouter, eng: Callable[[], Engine], view: list, edit: list, previews: RateLimiter) -> None:
+    """Rules: list, create, preview (rate-limited per principal), read, replace, delete."""
 
     @r.get("/rules", dependencies=view)
     def list_rules() -> dict[str, Any]:
@@ -97,37 +132,20 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
         e = eng()
         if body.get("id") and e.get_rule(str(body["id"])) is not None:
             raise HTTPException(409, f"rule {body['id']} exists; PUT /api/alerts/rules/{body['id']} replaces it")
-        try:
+        with _rule_errors():
             return e.put_rule(body).to_dict()
-        except (RuleError, ValueError) as x:
-            raise bad(x) from None
 
     @r.post("/rules/preview", dependencies=edit)  # runs rule SQL: for those who may write rules (the gate says so too)
     def preview(request: Request, body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
-        # one budget per principal (a user's or token's name), not per session: the session (its
-        # CSRF token and expiry are in it) made each sign-in a fresh budget of its own
-        user = getattr(request.state, "user", None)
-        who = (f"principal:{user.get('u')}" if isinstance(user, dict) and user.get("u")
-               else f"address:{request.client.host if request.client else ''}")
-        wait = previews.take(who)
+        wait = previews.take(_principal(request))
         if wait:
             raise HTTPException(429, "too many rule previews; try again shortly",
                                 headers={"Retry-After": str(max(1, round(wait)))})
         try:
-            return eng().preview(body)
-        except (RuleError, ValueError) as x:
-            raise bad(x) from None
-        except StorageUnavailable as x:  # the store's fault, not the rule's: try again later
-            error_id = uuid.uuid4().hex[:16]
-            log.warning("rule preview: store unavailable (error id %s): %s", error_id, x)
-            raise HTTPException(503, f"storage unavailable (error id {error_id})", headers={"Retry-After": "5"}) \
-                from None
-        except StorageError as x:  # the database's text goes to the log, with an id the caller gets
-            error_id = uuid.uuid4().hex[:16]
-            log.warning("rule preview failed (error id %s): %s", error_id, x)
-            what = ("timed out" if isinstance(x, QueryTimeout) else
-                    "read more than allowed" if isinstance(x, QueryLimitExceeded) else "failed")
-            raise HTTPException(400, f"the query {what} (error id {error_id})") from None
+            with _rule_errors():
+                return eng().preview(body)
+        except StorageError as x:
+            raise _preview_failed(x) from None
 
     @r.get("/rules/{rule_id:text}", dependencies=view)
     def get_rule(rule_id: str) -> dict[str, Any]:
@@ -138,21 +156,24 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
 
     @r.put("/rules/{rule_id:text}", dependencies=edit)
     def put_rule(rule_id: str, body: dict[str, Any] = Depends(json_object)) -> dict[str, Any]:
-        try:
+        with _rule_errors():
             return eng().put_rule(body, rule_id).to_dict()
-        except ReadOnlyRule as x:
-            raise HTTPException(403, str(x)) from None
-        except (RuleError, ValueError) as x:
-            raise bad(x) from None
 
     @r.delete("/rules/{rule_id:text}", dependencies=edit)
     def delete_rule(rule_id: str) -> dict[str, Any]:
-        try:
-            if not eng().delete_rule(rule_id):
-                raise HTTPException(404, f"no rule {rule_id}")
-        except ReadOnlyRule as x:
-            raise HTTPException(403, str(x)) from None
+        with _rule_errors():
+            deleted = eng().delete_rule(rule_id)
+        if not deleted:
+            raise HTTPException(404, f"no rule {rule_id}")
         return {"deleted": rule_id}
+
+
+def _state_routes(r: APIRouter, eng: Callable[[], Engine], view: list, edit: list) -> None:
+    """What the engine holds: alerts, their history, silences, notification groups."""
+
+    @r.get("", dependencies=view)
+    def list_alerts() -> dict[str, Any]:
+        return {"alerts": eng().alerts()}
 
     @r.get("/history", dependencies=view)
     def history(rule_id: str = "", limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
@@ -169,10 +190,8 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
             # signed in (a user or a token): who made the silence is who is signed in, not what the
             # body says (an editor could otherwise record it as made by anyone)
             body = dict(body, createdBy=str(user["u"])[:200])
-        try:
+        with _rule_errors():
             return eng().add_silence(body)
-        except (RuleError, ValueError) as x:
-            raise bad(x) from None
 
     @r.delete("/silences/{silence_id}", dependencies=edit)
     def delete_silence(silence_id: str) -> dict[str, Any]:
@@ -183,5 +202,3 @@ def alerts_router(engine: Engine | None, require_role: Callable[[str], Any] | No
     @r.get("/notifications", dependencies=view)
     def notifications() -> dict[str, Any]:
         return {"groups": eng().dispatcher.status()}
-
-    return r
