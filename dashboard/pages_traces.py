@@ -76,6 +76,20 @@ def traces_router() -> APIRouter:
                       colors=dict(zip(wf["services"], wf["colors"])), ticks=waterfall.ticks(wf["total_ns"]),
                       logs=logs, snaps=snaps, logs_range=(tr.start_ns, tr.end_ns))
 
+    @r.get("/compare", response_class=HTMLResponse)
+    def compare_page(request: Request):
+        """Two traces aligned by service and operation. ``a`` and ``b`` (or two ``t``) name them;
+        with one, traces of the same root operation are offered."""
+        view = view_from(request)
+        q = request.query_params
+        ids = [x.strip() for x in [q.get("a") or "", q.get("b") or ""] + q.getlist("t") if x and x.strip()]
+        ctx = _compare_context(request.app.state.store, view.tr, ids)
+        return render(request, "compare.html", view, title="Compare traces", **ctx)
+
+    return _snapshot_routes(r)
+
+
+def _snapshot_routes(r: APIRouter) -> APIRouter:
     @r.get("/snapshots", response_class=HTMLResponse)
     def snapshots_page(request: Request):
         view = view_from(request, default="24h")
@@ -135,36 +149,32 @@ def traces_router() -> APIRouter:
         return render(request, "flamegraph.html", view, title="Flame graph" + (f" · {service}" if service else ""),
                       **ctx)
 
-    @r.get("/compare", response_class=HTMLResponse)
-    def compare_page(request: Request):
-        """Two traces aligned by service and operation. ``a`` and ``b`` (or two ``t``) name them;
-        with one, traces of the same root operation are offered."""
-        view = view_from(request)
-        store = request.app.state.store
-        q = request.query_params
-        ids = [x.strip() for x in [q.get("a") or "", q.get("b") or ""] + q.getlist("t") if x and x.strip()]
-        if len(ids) > 2:
-            raise InvalidParameter("compare two traces: a and b")
-        ctx: dict[str, Any] = {"a": None, "b": None, "cmp": None, "candidates": [], "ids": ids}
-        if ids:
-            ctx["a"] = qtr.outline(store, ids[0])
-        if len(ids) == 2:
-            ctx["b"] = qtr.outline(store, ids[1])
-            cmp = compare.compare(ctx["a"], ctx["b"])
-            ctx.update(cmp=cmp, fig=figures_explore.compare_figure(cmp["rows"]))
-        elif ctx["a"] is not None:
-            root = compare.root(ctx["a"])
-            if root:
-                found = qtr.search(store, view.tr, service=root[0], operation=root[1], limit=30)
-                ctx["candidates"] = [t for t in found if t["trace_id"] != ctx["a"]["trace_id"]
-                                     and (t["root_service"], t["root_operation"]) == root][:20]
-            ctx["root"] = root
-        for k in ("a", "b"):
-            if ctx[k] is not None:
-                ctx[k] = {key: v for key, v in ctx[k].items() if key != "spans"}
-        return render(request, "compare.html", view, title="Compare traces", **ctx)
-
     return r
+
+
+def _compare_context(store: Any, tr: TimeRange, ids: list[str]) -> dict[str, Any]:
+    """What the compare page shows for one or two trace ids: both outlines and their alignment, or
+    the first and traces of its root operation to pick from."""
+    if len(ids) > 2:
+        raise InvalidParameter("compare two traces: a and b")
+    ctx: dict[str, Any] = {"a": None, "b": None, "cmp": None, "candidates": [], "ids": ids}
+    if ids:
+        ctx["a"] = qtr.outline(store, ids[0])
+    if len(ids) == 2:
+        ctx["b"] = qtr.outline(store, ids[1])
+        cmp = compare.compare(ctx["a"], ctx["b"])
+        ctx.update(cmp=cmp, fig=figures_explore.compare_figure(cmp["rows"]))
+    elif ctx["a"] is not None:
+        root = compare.root(ctx["a"])
+        if root:
+            found = qtr.search(store, tr, service=root[0], operation=root[1], limit=30)
+            ctx["candidates"] = [t for t in found if t["trace_id"] != ctx["a"]["trace_id"]
+                                 and (t["root_service"], t["root_operation"]) == root][:20]
+        ctx["root"] = root
+    for k in ("a", "b"):
+        if ctx[k] is not None:
+            ctx[k] = {key: v for key, v in ctx[k].items() if key != "spans"}
+    return ctx
 
 
 def _requested(request: Request, request_id: str):
