@@ -7,8 +7,9 @@ chart types used here without ``eval``, so no ``'unsafe-eval'``. Styles allow ``
 because plotly.js injects <style> and the waterfall positions bars with style attributes; style
 injection cannot run script.
 
-Cache: every answer but the static files (and what sets its own ``Cache-Control``) is
-``no-store``: pages and API answers hold telemetry and who is signed in, and a browser's Back button
+Cache: every answer but the static files found (and what sets its own ``Cache-Control``) is
+``no-store``; a static path's error (a 404 for a file a later version ships) is ``no-store`` too,
+since browsers may keep a 404 heuristically: pages and API answers hold telemetry and who is signed in, and a browser's Back button
 shows a stored page however old, so one stored before signing out was shown again after it.
 """
 
@@ -35,11 +36,13 @@ class SecurityHeaders:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
-        extra = HEADERS if scope.get("path", "").startswith(CACHEABLE) else HEADERS + [NO_STORE]
+        cacheable = scope.get("path", "").startswith(CACHEABLE)
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
+                found = message.get("status", 200) in (200, 206, 304)
+                extra = HEADERS if cacheable and found else HEADERS + [NO_STORE]
                 message["headers"] = list(message.get("headers", [])) + [h for h in extra if h[0] not in names]
             await send(message)
 

@@ -31,6 +31,19 @@ def test_every_page_renders_with_security_headers(client, path):
         assert "src=" in tag or 'type="application/json"' in tag, tag
 
 
+def test_static_files_are_cacheable_but_a_missing_one_is_not(client):
+    # browsers may keep a 404 heuristically: one kept from before an upgrade would hide the file the
+    # new version ships
+    found = client.get("/static/app.js")
+    assert found.status_code == 200 and "no-store" not in found.headers.get("cache-control", "")
+    for path in ("/static/no-such-file.js", "/static/../app.py", "/favicon.ico"):
+        r = client.get(path)
+        if r.status_code != 200:
+            assert r.headers.get("cache-control") == "no-store", (path, r.status_code)
+    missing = client.get("/static/no-such-file.js")
+    assert missing.status_code == 404 and missing.headers["x-content-type-options"] == "nosniff"
+
+
 def test_root_redirects_to_services_keeping_the_range(client):
     r = client.get("/?since=6h", follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == "/services?since=6h"
