@@ -85,19 +85,35 @@ def read(root: str = "/sys/fs/cgroup") -> dict[str, float]:
     return {}
 
 
+#: cpu.stat keys (v2) and cpuacct.stat / cpu.stat keys (v1): (metric, divisor to seconds or None)
+_CPU_V2 = {"usage_usec": ("cpu.time", 1e6), "user_usec": ("cpu.time.user", 1e6),
+           "system_usec": ("cpu.time.system", 1e6), "nr_throttled": ("cpu.throttled.periods", None),
+           "throttled_usec": ("cpu.throttled.time", 1e6)}
+_THROTTLE_V1 = {"nr_throttled": ("cpu.throttled.periods", None), "throttled_time": ("cpu.throttled.time", 1e9)}
+_IO_V2 = {"rbytes": "disk.io.read", "wbytes": "disk.io.write", "rios": "disk.operations.read",
+          "wios": "disk.operations.write"}
+
+
+def _pick(out: dict[str, float], values: dict[str, int], table: dict[str, tuple[str, float | None]]) -> None:
+    """``out[metric] = values[key] / divisor`` for each key of ``table`` that ``values`` has."""
+    for key, (metric, divisor) in table.items():
+        if key in values:
+            out[metric] = values[key] / divisor if divisor else values[key]
+
+
+def _memory(out: dict[str, float], usage: int | None, inactive: int, limit: int | None, oom: dict[str, int]) -> None:
+    if usage is not None:
+        out["memory.usage"] = usage
+        out["memory.working_set"] = max(0, usage - inactive)
+    if limit is not None:
+        out["memory.limit"] = limit
+    if "oom_kill" in oom:
+        out["memory.oom_kills"] = oom["oom_kill"]
+
+
 def _read_v2(root: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    cpu = _kv(os.path.join(root, "cpu.stat"))
-    if "usage_usec" in cpu:
-        out["cpu.time"] = cpu["usage_usec"] / 1e6
-    if "user_usec" in cpu:
-        out["cpu.time.user"] = cpu["user_usec"] / 1e6
-    if "system_usec" in cpu:
-        out["cpu.time.system"] = cpu["system_usec"] / 1e6
-    if "nr_throttled" in cpu:
-        out["cpu.throttled.periods"] = cpu["nr_throttled"]
-    if "throttled_usec" in cpu:
-        out["cpu.throttled.time"] = cpu["throttled_usec"] / 1e6
+    _pick(out, _kv(os.path.join(root, "cpu.stat")), _CPU_V2)
     quota = (_text(os.path.join(root, "cpu.max")) or "").split()
     if len(quota) == 2 and quota[0] != "max":
         try:
@@ -105,39 +121,25 @@ def _read_v2(root: str) -> dict[str, float]:
         except (ValueError, ZeroDivisionError):
             pass
     usage = _int(os.path.join(root, "memory.current"))
-    if usage is not None:
-        out["memory.usage"] = usage
-        mstat = _kv(os.path.join(root, "memory.stat"))
-        out["memory.working_set"] = max(0, usage - mstat.get("inactive_file", 0))
-    limit = _int(os.path.join(root, "memory.max"))
-    if limit is not None:
-        out["memory.limit"] = limit
-    events = _kv(os.path.join(root, "memory.events"))
-    if "oom_kill" in events:
-        out["memory.oom_kills"] = events["oom_kill"]
-    rb = wb = rio = wio = 0
-    found = False
-    for line in (_text(os.path.join(root, "io.stat")) or "").splitlines():
-        for f in line.split()[1:]:
-            k, _, val = f.partition("=")
-            n = _number(val)
-            if k in ("rbytes", "wbytes", "rios", "wios") and n is not None:
-                found = True
-                if k == "rbytes":
-                    rb += n
-                elif k == "wbytes":
-                    wb += n
-                elif k == "rios":
-                    rio += n
-                else:
-                    wio += n
-    if found:
-        out.update({"disk.io.read": rb, "disk.io.write": wb, "disk.operations.read": rio,
-                    "disk.operations.write": wio})
+    inactive = _kv(os.path.join(root, "memory.stat")).get("inactive_file", 0) if usage is not None else 0
+    _memory(out, usage, inactive, _int(os.path.join(root, "memory.max")), _kv(os.path.join(root, "memory.events")))
+    out.update(_io_v2(_text(os.path.join(root, "io.stat")) or ""))
     for res in ("cpu", "memory", "io"):
         for kind, total in _psi(os.path.join(root, f"{res}.pressure")).items():
             out[f"pressure.{res}.{kind}"] = total
     return out
+
+
+def _io_v2(text: str) -> dict[str, float]:
+    """io.stat's bytes and operations summed over devices; {} when it has none."""
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        for f in line.split()[1:]:
+            k, _, val = f.partition("=")
+            n = _number(val)
+            if k in _IO_V2 and n is not None:
+                sums[k] = sums.get(k, 0) + n
+    return {metric: sums.get(k, 0) for k, metric in _IO_V2.items()} if sums else {}
 
 
 def _v1_dir(root: str, *names: str) -> str | None:
@@ -159,49 +161,41 @@ def _read_v1_dirs(acct: str | None, cpu: str | None, mem: str | None, blk: str |
         usage = _int(os.path.join(acct, "cpuacct.usage"))
         if usage is not None:
             out["cpu.time"] = usage / 1e9
-        st = _kv(os.path.join(acct, "cpuacct.stat"))
         ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        if "user" in st:
-            out["cpu.time.user"] = st["user"] / ticks
-        if "system" in st:
-            out["cpu.time.system"] = st["system"] / ticks
+        _pick(out, _kv(os.path.join(acct, "cpuacct.stat")),
+              {"user": ("cpu.time.user", ticks), "system": ("cpu.time.system", ticks)})
     if cpu:
         quota = _int(os.path.join(cpu, "cpu.cfs_quota_us"))
         period = _int(os.path.join(cpu, "cpu.cfs_period_us"))
         if quota is not None and quota > 0 and period:
             out["cpu.limit"] = quota / period
-        st = _kv(os.path.join(cpu, "cpu.stat"))
-        if "nr_throttled" in st:
-            out["cpu.throttled.periods"] = st["nr_throttled"]
-        if "throttled_time" in st:
-            out["cpu.throttled.time"] = st["throttled_time"] / 1e9
+        _pick(out, _kv(os.path.join(cpu, "cpu.stat")), _THROTTLE_V1)
     if mem:
         usage = _int(os.path.join(mem, "memory.usage_in_bytes"))
-        if usage is not None:
-            out["memory.usage"] = usage
-            st = _kv(os.path.join(mem, "memory.stat"))
-            inactive = st.get("total_inactive_file", st.get("inactive_file", 0))
-            out["memory.working_set"] = max(0, usage - inactive)
+        st = _kv(os.path.join(mem, "memory.stat")) if usage is not None else {}
         limit = _int(os.path.join(mem, "memory.limit_in_bytes"))
-        if limit is not None and limit < 1 << 62:
-            out["memory.limit"] = limit
-        oom = _kv(os.path.join(mem, "memory.oom_control"))
-        if "oom_kill" in oom:
-            out["memory.oom_kills"] = oom["oom_kill"]
+        _memory(out, usage, st.get("total_inactive_file", st.get("inactive_file", 0)),
+                limit if limit is not None and limit < 1 << 62 else None, _kv(os.path.join(mem, "memory.oom_control")))
     if blk:
-        totals = {"Read": 0, "Write": 0}
-        ops = {"Read": 0, "Write": 0}
-        found = False
-        for fname, acc in (("blkio.throttle.io_service_bytes", totals), ("blkio.throttle.io_serviced", ops)):
-            for line in (_text(os.path.join(blk, fname)) or "").splitlines():
-                parts = line.split()
-                if len(parts) == 3 and parts[1] in acc and (n := _number(parts[2])) is not None:
-                    acc[parts[1]] += n
-                    found = True
-        if found:
-            out.update({"disk.io.read": totals["Read"], "disk.io.write": totals["Write"],
-                        "disk.operations.read": ops["Read"], "disk.operations.write": ops["Write"]})
+        out.update(_blkio_v1(blk))
     return out
+
+
+def _blkio_v1(blk: str) -> dict[str, float]:
+    """The throttle files' bytes and operations summed over devices; {} when they have none."""
+    totals = {"Read": 0, "Write": 0}
+    ops = {"Read": 0, "Write": 0}
+    found = False
+    for fname, acc in (("blkio.throttle.io_service_bytes", totals), ("blkio.throttle.io_serviced", ops)):
+        for line in (_text(os.path.join(blk, fname)) or "").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] in acc and (n := _number(parts[2])) is not None:
+                acc[parts[1]] += n
+                found = True
+    if not found:
+        return {}
+    return {"disk.io.read": totals["Read"], "disk.io.write": totals["Write"],
+            "disk.operations.read": ops["Read"], "disk.operations.write": ops["Write"]}
 
 
 def _mounts(mountinfo: str) -> list[tuple[str, str, str, set[str]]]:
