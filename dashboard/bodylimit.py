@@ -31,57 +31,70 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.max_bytes
-        for k, v in scope.get("headers", ()):
-            if k == b"content-length":
-                if not v.strip().isdigit():
-                    return await _refuse(send, 400, "invalid Content-Length")
-                if int(v) > limit:
-                    return await _refuse(send, 413, f"request body larger than {limit} bytes")
-        seen = 0
-        over = started = done = False
-        refusal: tuple[int, str] | None = None
-        deadline = time.monotonic() + self.timeout
-
-        async def counted() -> dict:
-            # past the cap or the deadline the app is told the client left (Starlette raises
-            # ClientDisconnect where it reads), whatever it answers is dropped, and the client gets
-            # the 413 or 408; once the body is whole, receive() is the server's own again (a
-            # streaming answer waits on it for the disconnect)
-            nonlocal seen, over, done, refusal
-            if over:
-                return {"type": "http.disconnect"}
-            if done:
-                return await receive()
-            try:
-                msg = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                over, refusal = True, (408, f"request body not received within {self.timeout:g} s")
-                return {"type": "http.disconnect"}
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > limit:
-                    over, refusal = True, (413, f"request body larger than {limit} bytes")
-                    return {"type": "http.disconnect"}
-                done = not msg.get("more_body", False)
-            return msg
-
-        async def guarded(msg: dict) -> None:
-            nonlocal started
-            if over:
-                return
-            started = started or msg["type"] == "http.response.start"
-            await send(msg)
-
+        declared = _declared_refusal(scope.get("headers", ()), self.max_bytes)
+        if declared is not None:
+            return await _refuse(send, *declared)
+        guard = _Guard(receive, send, self.max_bytes, self.timeout)
         try:
-            await self.app(scope, counted, guarded)
+            await self.app(scope, guard.receive, guard.send)
         except Exception:
             # past the cap or the deadline: the ClientDisconnect (or what wraps it) that the
-            # disconnect above caused; the refusal below answers it
-            if not over:
+            # disconnect the guard made up caused; the refusal below answers it
+            if not guard.over:
                 raise
-        if refusal is not None and not started:
-            await _refuse(send, *refusal)
+        if guard.refusal is not None and not guard.started:
+            await _refuse(send, *guard.refusal)
+
+
+def _declared_refusal(headers: Any, limit: int) -> tuple[int, str] | None:
+    """The answer to a request whose ``Content-Length`` is not a number or is over ``limit``."""
+    for k, v in headers:
+        if k == b"content-length":
+            if not v.strip().isdigit():
+                return 400, "invalid Content-Length"
+            if int(v) > limit:
+                return 413, f"request body larger than {limit} bytes"
+    return None
+
+
+class _Guard:
+    """One request's body, counted as the app reads it. Past the cap or the deadline the app is told
+    the client left (Starlette raises ClientDisconnect where it reads), whatever it answers is
+    dropped, and the client gets the 413 or 408; once the body is whole, receive() is the server's
+    own again (a streaming answer waits on it for the disconnect)."""
+
+    def __init__(self, receive: Any, send: Any, limit: int, timeout: float):
+        self._receive, self._send, self.limit, self.timeout = receive, send, limit, timeout
+        self.deadline = time.monotonic() + timeout
+        self.seen = 0
+        self.over = self.started = self.done = False
+        self.refusal: tuple[int, str] | None = None
+
+    def _refused(self, status: int, message: str) -> dict:
+        self.over, self.refusal = True, (status, message)
+        return {"type": "http.disconnect"}
+
+    async def receive(self) -> dict:
+        if self.over:
+            return {"type": "http.disconnect"}
+        if self.done:
+            return await self._receive()
+        try:
+            msg = await asyncio.wait_for(self._receive(), max(0.0, self.deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            return self._refused(408, f"request body not received within {self.timeout:g} s")
+        if msg["type"] == "http.request":
+            self.seen += len(msg.get("body", b""))
+            if self.seen > self.limit:
+                return self._refused(413, f"request body larger than {self.limit} bytes")
+            self.done = not msg.get("more_body", False)
+        return msg
+
+    async def send(self, msg: dict) -> None:
+        if self.over:
+            return
+        self.started = self.started or msg["type"] == "http.response.start"
+        await self._send(msg)
 
 
 async def _refuse(send: Any, status: int, message: str) -> None:
