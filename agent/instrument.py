@@ -85,15 +85,44 @@ def _when_imported(report: Report, name: str, modules, load) -> None:
 
 def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), entry_points=None) -> Report:
     """Instrument what is installed. ``entry_points`` overrides discovery (tests)."""
-    from opentelemetry.instrumentation.dependencies import (
-        get_dependency_conflicts,
-        get_dist_dependency_conflicts,
-    )
-
-    from tracehouse.agent import frameworks, instrument_targets, stock_overlap
+    from tracehouse.agent import frameworks, stock_overlap
 
     report = Report()
     kwargs = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+    lean = _lean_usable(disabled)
+    replaced = {stock for name in lean for stock in frameworks.REPLACES[name]}
+    if entry_points is None:
+        from importlib.metadata import entry_points as _eps
+
+        entry_points = _eps(group=GROUP)
+    stock, held = _stock(report, entry_points, disabled, replaced, meter_provider)
+
+    def load_stock(ep, modules) -> None:
+        _when_imported(report, ep.name, modules, lambda: _try(ep.name, lambda: ep.load()(), report, check=True,
+                                                              **kwargs, **stock_overlap.options(ep.name)))
+
+    def load_lean(name: str) -> None:
+        if _try(f"tracehouse.{name}", frameworks.LEAN[name], report):
+            return
+        for replacement in frameworks.REPLACES[name]:  # the stock one takes over
+            if replacement in held:
+                load_stock(*held.pop(replacement))
+
+    for name in lean:
+        module = LEAN_MODULES.get(name)
+        _when_imported(report, f"tracehouse.{name}", (module,) if module else (),
+                       lambda name=name: load_lean(name))
+    for ep, modules in stock:
+        load_stock(ep, modules)
+    return report
+
+
+def _lean_usable(disabled) -> list[str]:
+    """The agent's own instrumentations whose library is installed in a supported version."""
+    from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+
+    from tracehouse.agent import frameworks
+
     lean: list[str] = []
     for name, cls in frameworks.LEAN.items():
         if name in disabled:
@@ -105,12 +134,16 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
             continue
         if not conflict:
             lean.append(name)
-    replaced = {stock for name in lean for stock in frameworks.REPLACES[name]}
+    return lean
 
-    if entry_points is None:
-        from importlib.metadata import entry_points as _eps
 
-        entry_points = _eps(group=GROUP)
+def _stock(report: Report, entry_points, disabled, replaced: set[str], meter_provider):
+    """The stock instrumentors to load, ``[(entry point, modules)]``, and those an agent's own one
+    replaces, held by name in case it fails to load; skipped and failed ones go to ``report``."""
+    from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+
+    from tracehouse.agent import instrument_targets, stock_overlap
+
     stock: list[tuple[object, tuple[str, ...]]] = []
     held: dict[str, tuple[object, tuple[str, ...]]] = {}
     for ep in entry_points:
@@ -135,25 +168,7 @@ def load_all(tracer_provider=None, meter_provider=None, disabled=frozenset(), en
             held[ep.name] = (ep, modules)
         else:
             stock.append((ep, modules))
-
-    def load_stock(ep, modules) -> None:
-        _when_imported(report, ep.name, modules, lambda: _try(ep.name, lambda: ep.load()(), report, check=True,
-                                                              **kwargs, **stock_overlap.options(ep.name)))
-
-    def load_lean(name: str) -> None:
-        if _try(f"tracehouse.{name}", frameworks.LEAN[name], report):
-            return
-        for replacement in frameworks.REPLACES[name]:  # the stock one takes over
-            if replacement in held:
-                load_stock(*held.pop(replacement))
-
-    for name in lean:
-        module = LEAN_MODULES.get(name)
-        _when_imported(report, f"tracehouse.{name}", (module,) if module else (),
-                       lambda name=name: load_lean(name))
-    for ep, modules in stock:
-        load_stock(ep, modules)
-    return report
+    return stock, held
 
 
 def stop_waiting(report: Report) -> None:
