@@ -167,35 +167,46 @@ class Settings:
 
 
 def _convert(name: str, default: Any, raw: Any) -> Any:
+    """``raw`` (a YAML value, or the text of a variable or flag) as the type of ``default``."""
     if isinstance(default, bool):
-        if isinstance(raw, bool):
-            return raw
-        s = str(raw).strip().lower()
-        if s in ("1", "true", "yes", "on"):
-            return True
-        if s in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"{raw!r} is not a boolean")
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
+        return _boolean(raw)
+    if isinstance(default, (int, float)):
+        return type(default)(raw)
     if isinstance(default, list):
-        if isinstance(raw, list):
-            return [x if isinstance(x, dict) else str(x) for x in raw]
-        if isinstance(raw, dict):  # a YAML mapping of named entries: name → {..} or name → "value"
-            return [dict(v, name=str(k)) if isinstance(v, dict) else f"{k}:{v}" for k, v in raw.items()]
-        return [p.strip() for p in str(raw).split(",") if p.strip()]
+        return _list(raw)
     if isinstance(default, dict):
-        if isinstance(raw, dict):
-            return raw
-        out = {}
-        for part in str(raw).split(","):
-            if part.strip():
-                k, _, v = part.partition("=")
-                out[k.strip()] = int(v) if v.strip().isdigit() else v.strip()
-        return out
+        return _mapping(raw)
     return str(raw)
+
+
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    s = str(raw).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean")
+
+
+def _list(raw: Any) -> list:
+    if isinstance(raw, list):
+        return [x if isinstance(x, dict) else str(x) for x in raw]
+    if isinstance(raw, dict):  # a YAML mapping of named entries: name → {..} or name → "value"
+        return [dict(v, name=str(k)) if isinstance(v, dict) else f"{k}:{v}" for k, v in raw.items()]
+    return [p.strip() for p in str(raw).split(",") if p.strip()]
+
+
+def _mapping(raw: Any) -> dict:
+    if isinstance(raw, dict):
+        return raw
+    out: dict[str, Any] = {}
+    for part in str(raw).split(","):
+        if part.strip():
+            k, _, v = part.partition("=")
+            out[k.strip()] = int(v) if v.strip().isdigit() else v.strip()
+    return out
 
 
 #: settings that take one of a few words (compared in lower case)
@@ -226,25 +237,29 @@ def _check(name: str, value: Any) -> Any:
     return value
 
 
+def _read_file(path: str) -> dict[str, Any]:
+    """A YAML configuration file's mapping; SettingsError when it cannot be read or is not one."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:  # a stream: YAML errors then quote no line of it
+            values = yaml.safe_load(f) or {}
+    except OSError as e:  # missing, unreadable, a directory
+        raise SettingsError(f"cannot read the configuration file {path}: {e.strerror or e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise SettingsError(f"the configuration file {path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise SettingsError(f"{path}: top level must be a mapping")
+    return values
+
+
 def load_settings(flags: dict[str, Any] | None = None, config_file: str | None = None,
                   environ: dict[str, str] | None = None) -> Settings:
     """Merge defaults ← YAML file ← environment ← flags (flags win)."""
     env = os.environ if environ is None else environ
     s = Settings()
-    file_values: dict[str, Any] = {}
     path = config_file or env.get("TRACEHOUSE_CONFIG")
-    if path:
-        import yaml
-
-        try:
-            with open(path, encoding="utf-8") as f:  # a stream: YAML errors then quote no line of it
-                file_values = yaml.safe_load(f) or {}
-        except OSError as e:  # missing, unreadable, a directory
-            raise SettingsError(f"cannot read the configuration file {path}: {e.strerror or e}") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise SettingsError(f"the configuration file {path} is not valid YAML: {e}") from None
-        if not isinstance(file_values, dict):
-            raise SettingsError(f"{path}: top level must be a mapping")
+    file_values = _read_file(path) if path else {}
     for f in fields(Settings):
         default = getattr(s, f.name)
         for source, raw in (("file", file_values.get(f.name)), ("env", env.get("TRACEHOUSE_" + f.name.upper()))):
