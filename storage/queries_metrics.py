@@ -174,22 +174,9 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     ``truncated``: groups or points (past ``MAX_ROWS`` rows of a stream and step) were left out.
     ``step_s`` is coarser than ``asked_step_s`` when the streams would not fit in ``MAX_ROWS`` at the
     step asked (or picked)."""
-    if not mq.name:
-        raise InvalidParameter("metric name is required")
-    if len(mq.group_by) > 10:
-        raise InvalidParameter("at most 10 group-by labels")
-    if any(not g or len(g) > 1000 for g in mq.group_by):
-        raise InvalidParameter("bad group-by label")
+    _check_query(mq)
     info = describe(store, mq.tr, mq.name)
-    mtype = info["type"] if info else "gauge"
-    agg = mq.agg or (default_agg(info) if info else "avg")
-    if agg not in AGGS.get(mtype, ()):
-        raise InvalidParameter(f"aggregation {agg!r} does not apply to a {mtype}: one of {', '.join(AGGS[mtype])}")
-    if mq.step_s is not None and int(mq.step_s) < 10:
-        raise InvalidParameter("step must be at least 10 s")
-    step = pick_step(mq.tr, None) if mq.step_s is None else int(mq.step_s)
-    if mq.tr.seconds / step > 2000:
-        raise InvalidParameter("step too small: more than 2000 points")
+    mtype, agg, step = _type_agg_step(mq, info)
     out: dict[str, Any] = {"name": mq.name, "type": mtype, "unit": info["unit"] if info else "", "agg": agg, "step_s": step,
            "asked_step_s": step, "series": [], "series_total": 0, "truncated": False, "info": info}
     if info is None or mtype == "unknown":
@@ -228,6 +215,46 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
     for r in rows:
         points[tuple(r["grp"])] = points.get(tuple(r["grp"]), 0) + int(r["n"])
     keep = set(sorted(points, key=lambda k: (-points[k], k))[:MAX_GROUPS])
+    out["series"] = _series(rows, keep, kind, agg, step, mq)
+    total = len(points)
+    if total > MAX_GROUPS or len(rows) >= MAX_ROWS:
+        total = int(store.read(f"SELECT uniqExact({group}) FROM {table} WHERE {where}", base).scalar())
+    out["series_total"] = total
+    out["truncated"] = len(rows) >= MAX_ROWS or total > len(out["series"])
+    return out
+
+
+_STREAM = "cityHash64(service, instance, attr_keys, attr_values)"
+
+
+def _check_query(mq: MetricQuery) -> None:
+    if not mq.name:
+        raise InvalidParameter("metric name is required")
+    if len(mq.group_by) > 10:
+        raise InvalidParameter("at most 10 group-by labels")
+    if any(not g or len(g) > 1000 for g in mq.group_by):
+        raise InvalidParameter("bad group-by label")
+    if mq.step_s is not None and int(mq.step_s) < 10:
+        raise InvalidParameter("step must be at least 10 s")
+
+
+def _type_agg_step(mq: MetricQuery, info: dict[str, Any] | None) -> tuple[str, str, int]:
+    """The metric's type, the aggregation (asked, or the type's default) and the step (asked, or
+    picked for the range); InvalidParameter when they do not go together."""
+    mtype = info["type"] if info else "gauge"
+    agg = mq.agg or (default_agg(info) if info else "avg")
+    if agg not in AGGS.get(mtype, ()):
+        raise InvalidParameter(f"aggregation {agg!r} does not apply to a {mtype}: one of {', '.join(AGGS[mtype])}")
+    step = pick_step(mq.tr, None) if mq.step_s is None else int(mq.step_s)
+    if mq.tr.seconds / step > 2000:
+        raise InvalidParameter("step too small: more than 2000 points")
+    return mtype, agg, step
+
+
+def _series(rows: list[dict[str, Any]], keep: set[tuple], kind: str, agg: str, step: int,
+            mq: MetricQuery) -> list[dict[str, Any]]:
+    """The kept groups' series: each stream's contribution per step (a counter's increase from the
+    stream's previous row), reduced by ``agg`` over the group's streams."""
     groups: dict[tuple, dict[int, list]] = {}
     prev: dict[Any, dict[str, Any]] = {}
     for r in rows:
@@ -238,18 +265,8 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
         prev[r["stream"]] = r
         groups.setdefault(key, {}).setdefault(int(r["t"]), []).append(contrib)
     reduce = _reduce_value if kind == "value" else _reduce_hist
-    for key, steps in groups.items():
-        out["series"].append({"labels": dict(zip(mq.group_by, key)),
-                              "points": [[t, reduce(agg, cs)] for t, cs in sorted(steps.items())]})
-    total = len(points)
-    if total > MAX_GROUPS or len(rows) >= MAX_ROWS:
-        total = int(store.read(f"SELECT uniqExact({group}) FROM {table} WHERE {where}", base).scalar())
-    out["series_total"] = total
-    out["truncated"] = len(rows) >= MAX_ROWS or total > len(out["series"])
-    return out
-
-
-_STREAM = "cityHash64(service, instance, attr_keys, attr_values)"
+    return [{"labels": dict(zip(mq.group_by, key)),
+             "points": [[t, reduce(agg, cs)] for t, cs in sorted(steps.items())]} for key, steps in groups.items()]
 
 
 def fitting_step(seconds: float, streams: int, step: int) -> int:
