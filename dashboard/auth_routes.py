@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .auth import COOKIE, LOGIN_CSRF_COOKIE, OPEN_PATHS, ROLES, SESSION_S, Auth, _b64, has_role, require_role
@@ -65,37 +65,51 @@ def install_auth(app: FastAPI, auth: Auth) -> None:
             return _unauthorized()
         if not auth.enabled:
             return await call_next(request)
-        is_api = path.startswith("/api")
-        principal = auth.bearer(header) if is_api else None
-        if principal is None:
-            principal = auth.session(cookie)
-            if principal is None:
-                if is_api:
-                    return _unauthorized()
-                qs = f"?{request.url.query}" if request.url.query else ""
-                return RedirectResponse(f"/login?next={quote(current_path(request) + qs, safe='')}",
-                                        status_code=303)
-            if request.method in UNSAFE and not same_secret(request.headers.get("x-csrf-token") or "", principal["csrf"]):
-                return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
-        if request.method in UNSAFE and not has_role(principal, "editor"):
-            return JSONResponse({"error": "viewers cannot change anything"}, status_code=403)
+        principal = _principal(auth, request, header, cookie)
+        if not isinstance(principal, dict):  # the answer refusing the request
+            return principal
         request.state.user = principal
         return await call_next(request)
+
+
+def _principal(auth: Auth, request: Request, header: str | None, cookie: str | None) -> dict[str, Any] | Response:
+    """Who makes a request for a page or the API (a bearer token's principal on the API, else the
+    session's), or the answer refusing it: 401 on the API and a redirect to sign in for a page
+    without either, 403 for a change with a session but without its CSRF token, or by a viewer."""
+    is_api = request.url.path.startswith("/api")
+    principal = auth.bearer(header) if is_api else None
+    if principal is None:
+        principal = auth.session(cookie)
+        if principal is None:
+            if is_api:
+                return _unauthorized()
+            qs = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(f"/login?next={quote(current_path(request) + qs, safe='')}", status_code=303)
+        if request.method in UNSAFE and not same_secret(request.headers.get("x-csrf-token") or "", principal["csrf"]):
+            return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
+    if request.method in UNSAFE and not has_role(principal, "editor"):
+        return JSONResponse({"error": "viewers cannot change anything"}, status_code=403)
+    return principal
+
+
+def _form_page(auth: Auth, request: Request, error: str, status: int, headers: dict[str, str] | None):
+    """The sign-in form, with a fresh CSRF token in it and in a cookie for /login only."""
+    token = _b64(os.urandom(18))
+    resp = render(request, "login.html", None, status_code=status, title="Sign in", csrf=token, error=error,
+                  next=_safe_next(request.query_params.get("next")), users=bool(auth.users),
+                  tokens=bool(auth.tokens))
+    resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login",
+                    secure=_secure(request, auth))
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
 
 
 def _router(auth: Auth) -> APIRouter:
     r = APIRouter(include_in_schema=False)
 
     def form_page(request: Request, error: str = "", status: int = 200, headers: dict[str, str] | None = None):
-        token = _b64(os.urandom(18))
-        resp = render(request, "login.html", None, status_code=status, title="Sign in", csrf=token, error=error,
-                      next=_safe_next(request.query_params.get("next")), users=bool(auth.users),
-                      tokens=bool(auth.tokens))
-        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login",
-                        secure=_secure(request, auth))
-        for k, v in (headers or {}).items():
-            resp.headers[k] = v
-        return resp
+        return _form_page(auth, request, error, status, headers)
 
     @r.get("/login")
     def login_form(request: Request):
