@@ -66,16 +66,23 @@ def build_config(docs: list[tuple[str, dict[str, Any]]], allow_private: bool | N
         cfg.inhibit_rules.extend(parse_inhibit_rule(x) for x in _listed(d, "inhibit_rules", path))
     if allow_private is not None:
         cfg.allow_private_destinations = allow_private
-    for r in raw_receivers:
-        if not isinstance(r, dict):
-            raise RuleError("receivers must be mappings")
-        name = str(r.get("name") or "")
-        if name in cfg.receivers:
-            raise RuleError(f"duplicate receiver {name}")
-        cfg.receivers[name] = build_notifiers(r, cfg.allow_private_destinations)
+    cfg.receivers = _receivers(raw_receivers, cfg.allow_private_destinations)
     if cfg.route is not None:
         _check_receivers(cfg.route, cfg.receivers)
     return cfg
+
+
+def _receivers(raw: list[Any], allow_private: bool) -> dict[str, Any]:
+    """The notifiers of each receiver, by name (once each)."""
+    out: dict[str, Any] = {}
+    for r in raw:
+        if not isinstance(r, dict):
+            raise RuleError("receivers must be mappings")
+        name = str(r.get("name") or "")
+        if name in out:
+            raise RuleError(f"duplicate receiver {name}")
+        out[name] = build_notifiers(r, allow_private)
+    return out
 
 
 def _listed(d: dict[str, Any], key: str, where: str) -> list[Any]:

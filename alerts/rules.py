@@ -271,35 +271,50 @@ def _condition(r: Rule, d: dict[str, Any]) -> None:
 
 
 def _kind_fields(r: Rule, d: dict[str, Any]) -> None:
-    name = r.alert
-    if r.kind == "red":
-        r.signal = text_field(d, "signal", name)
-        if r.signal not in RED_SIGNALS:
-            raise RuleError(f"{name}: red rules need signal, one of {RED_SIGNALS}")
-        if r.operation and not r.service:
-            raise RuleError(f"{name}: operation needs a service")
-    elif r.kind == "metric":
-        r.metric = text_field(d, "metric", name)
-        if not r.metric:
-            raise RuleError(f"{name}: metric rules need a metric name")
-        r.aggregation = text_field(d, "aggregation", name, "avg")
-        if r.aggregation not in AGGREGATIONS:
-            raise RuleError(f"{name}: aggregation must be one of {AGGREGATIONS}")
-        if not r.group_by:
-            r.group_by = ["service", "instance"]
-    elif r.kind == "middleware":
-        r.target = text_field(d, "target", name)
-        if "op" not in d:
-            r.op, r.threshold = "==", 0.0
-    elif r.kind == "absence":
-        if not r.service:
-            raise RuleError(f"{name}: absence rules need a service")
-        r.signal = text_field(d, "signal", name, "any")
-        if r.signal not in ABSENCE_SIGNALS:
-            raise RuleError(f"{name}: absence signal must be spans, metrics or any")
-        r.op, r.threshold = "==", 0.0
-    elif r.kind == "sql":
-        from .sqlguard import check_query
+    _KIND_FIELDS[r.kind](r, d, r.alert)
 
-        r.query = text_field(d, "query", name)
-        check_query(r.query)  # raises RuleError with the reason
+
+def _red_fields(r: Rule, d: dict[str, Any], name: str) -> None:
+    r.signal = text_field(d, "signal", name)
+    if r.signal not in RED_SIGNALS:
+        raise RuleError(f"{name}: red rules need signal, one of {RED_SIGNALS}")
+    if r.operation and not r.service:
+        raise RuleError(f"{name}: operation needs a service")
+
+
+def _metric_fields(r: Rule, d: dict[str, Any], name: str) -> None:
+    r.metric = text_field(d, "metric", name)
+    if not r.metric:
+        raise RuleError(f"{name}: metric rules need a metric name")
+    r.aggregation = text_field(d, "aggregation", name, "avg")
+    if r.aggregation not in AGGREGATIONS:
+        raise RuleError(f"{name}: aggregation must be one of {AGGREGATIONS}")
+    if not r.group_by:
+        r.group_by = ["service", "instance"]
+
+
+def _middleware_fields(r: Rule, d: dict[str, Any], name: str) -> None:
+    r.target = text_field(d, "target", name)
+    if "op" not in d:
+        r.op, r.threshold = "==", 0.0
+
+
+def _absence_fields(r: Rule, d: dict[str, Any], name: str) -> None:
+    if not r.service:
+        raise RuleError(f"{name}: absence rules need a service")
+    r.signal = text_field(d, "signal", name, "any")
+    if r.signal not in ABSENCE_SIGNALS:
+        raise RuleError(f"{name}: absence signal must be spans, metrics or any")
+    r.op, r.threshold = "==", 0.0
+
+
+def _sql_fields(r: Rule, d: dict[str, Any], name: str) -> None:
+    from .sqlguard import check_query
+
+    r.query = text_field(d, "query", name)
+    check_query(r.query)  # raises RuleError with the reason
+
+
+#: what each kind of rule reads beyond the common fields, and checks
+_KIND_FIELDS = {"red": _red_fields, "metric": _metric_fields, "middleware": _middleware_fields,
+                "absence": _absence_fields, "sql": _sql_fields}

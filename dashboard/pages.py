@@ -147,13 +147,7 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
         view = view_from(request)
         graph = servicemap_layout.busiest(qmap.service_map(_store(request), view.tr, MAP_SERVICES), MAP_NODES,
                                           MAP_EDGES)
-        lay = servicemap_layout.layout(graph)
-        kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
-        for e in lay["edges"]:
-            # traces through the caller; for service → service edges, through the callee too
-            e["filters"] = {"service": e["source"]}
-            if kinds.get(e["target"]) == "service":
-                e["filters"]["calls"] = e["target"]
+        lay = _with_trace_filters(servicemap_layout.layout(graph), graph)
         return render(request, "service_map.html", view, title="Service map", graph=graph, lay=lay)
 
     @r.get("/infrastructure", response_class=HTMLResponse)
@@ -164,18 +158,35 @@ def pages_router(alerts: AlertSource | None = None) -> APIRouter:
         latest = got["rows"]
         unit_of = {r["name"]: r["unit"] for r in latest}
         grouped = infra.group_infra(latest)
-        step = qsvc.pick_step(view.tr, None)
-        figs = []
-        if grouped["hosts"] or grouped["containers"]:
-            for name in ("system.cpu.utilization", "system.memory.usage", "container.cpu.utilization",
-                         "container.memory.usage"):
-                lines = qinfra.infra_series(store, view.tr, name, step)
-                if lines:
-                    fig = figures.xy_figure(name, lines, units.parse(unit_of.get(name), name))
-                    fig = figures.in_window(fig, view.tr.start_s, view.tr.end_s)
-                    figs.append({"id": f"infra-{len(figs)}", "fig": fig})
+        figs = _infra_figures(store, view.tr, unit_of) if grouped["hosts"] or grouped["containers"] else []
         return render(request, "infrastructure.html", view, title="Infrastructure", infra=grouped, figs=figs,
                       total=got["total"], truncated=got["truncated"])
 
     return r
 
+
+def _with_trace_filters(lay: dict[str, Any], graph: dict[str, Any]) -> dict[str, Any]:
+    """Each edge's link to its traces: through the caller; for service → service edges, through the
+    callee too."""
+    kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
+    for e in lay["edges"]:
+        e["filters"] = {"service": e["source"]}
+        if kinds.get(e["target"]) == "service":
+            e["filters"]["calls"] = e["target"]
+    return lay
+
+
+INFRA_CHARTS = ("system.cpu.utilization", "system.memory.usage", "container.cpu.utilization", "container.memory.usage")
+
+
+def _infra_figures(store: Any, tr: Any, unit_of: dict[str, str]) -> list[dict[str, Any]]:
+    """The infrastructure page's charts, those of ``INFRA_CHARTS`` that have lines in the range."""
+    step = qsvc.pick_step(tr, None)
+    figs: list[dict[str, Any]] = []
+    for name in INFRA_CHARTS:
+        lines = qinfra.infra_series(store, tr, name, step)
+        if lines:
+            fig = figures.xy_figure(name, lines, units.parse(unit_of.get(name), name))
+            fig = figures.in_window(fig, tr.start_s, tr.end_s)
+            figs.append({"id": f"infra-{len(figs)}", "fig": fig})
+    return figs
