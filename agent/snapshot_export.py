@@ -61,6 +61,39 @@ def _cut_stacks(body: dict, frames: int) -> None:
     body.setdefault("dropped", {})["frames"] = body.get("dropped", {}).get("frames", 0) + dropped
 
 
+def _drop_locals(body: dict) -> None:
+    for k in ("threads", "groups", "tasks"):
+        for t in body.get(k) or ():
+            for f in t.get("stack") or ():
+                f.pop("locals", None)
+
+
+def _cut_lists(body: dict, n: int) -> None:
+    """At most ``n`` threads, groups and tasks, the rest counted in ``dropped``."""
+    for key in ("threads", "groups", "tasks"):
+        items = body.get(key) or []
+        if len(items) > n:
+            body["dropped"][key] = body["dropped"].get(key, 0) + len(items) - n
+            body[key] = items[:n]
+
+
+def _cut_memory(body: dict, n: int) -> None:
+    """At most ``n`` entries of the memory snapshot's lists (and no gc figures at 0)."""
+    mem = body.get("memory")
+    if isinstance(mem, dict):
+        for key in ("top", "growth"):
+            if len(mem.get(key) or ()) > n:
+                mem[key] = mem[key][:n]
+        if n == 0:
+            mem.pop("gc", None)
+
+
+#: the cuts :func:`fit` makes in turn, each keeping more of the body than the next
+_CUTS = ([_drop_locals] + [lambda body, n=n: _cut_stacks(body, n) for n in (32, 16, 8, 4)]
+         + [lambda body, n=n: _cut_lists(body, n) for n in (100, 50, 20, 10, 5, 2, 1)]
+         + [lambda body, n=n: _cut_memory(body, n) for n in (10, 3, 0)])
+
+
 def fit(body: dict, max_bytes: int) -> str:
     """Serialize ``body``, shrinking it step by step (locals, groups' duplicates, frames, threads,
     memory lists) until it fits ``max_bytes``; every cut sets ``truncated``."""
@@ -69,30 +102,8 @@ def fit(body: dict, max_bytes: int) -> str:
         return text
     body["truncated"] = True
     body.setdefault("dropped", {})
-    steps = []
-    steps.append(lambda: [f.pop("locals", None) for k in ("threads", "groups", "tasks")
-                          for t in body.get(k) or () for f in t.get("stack") or ()])
-    for frames in (32, 16, 8, 4):
-        steps.append(lambda n=frames: _cut_stacks(body, n))
-    for n in (100, 50, 20, 10, 5, 2, 1):
-        def cut(n=n):
-            for key in ("threads", "groups", "tasks"):
-                items = body.get(key) or []
-                if len(items) > n:
-                    body["dropped"][key] = body["dropped"].get(key, 0) + len(items) - n
-                    body[key] = items[:n]
-        steps.append(cut)
-    for n in (10, 3, 0):
-        def cut_mem(n=n):
-            mem = body.get("memory")
-            if isinstance(mem, dict):
-                for key in ("top", "growth"):
-                    if len(mem.get(key) or ()) > n:
-                        mem[key] = mem[key][:n]
-                mem.pop("gc", None) if n == 0 else None
-        steps.append(cut_mem)
-    for step in steps:
-        step()
+    for cut in _CUTS:
+        cut(body)
         text = _dumps(body)
         if len(text.encode()) <= max_bytes:
             return text

@@ -217,6 +217,12 @@ def _mask_code(line: str) -> str:
             # compared with another name (password == expected): nothing literal to hide
             if op in _ASSIGN_OPS or op == ":" or any(t[0] in _LITERALS and start <= t[2] < end for t in toks):
                 masks.append((start, end))
+    return _apply_masks(line, toks, masks)
+
+
+def _apply_masks(line: str, toks: list, masks: list[tuple[int, int]]) -> str:
+    """``line`` with each span of ``masks`` replaced by MASK (overlapping ones once) and secrets in
+    the string literals between them masked."""
     out, pos = [], 0
     for start, end in sorted(masks):
         if start < pos:
