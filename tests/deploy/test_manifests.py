@@ -97,6 +97,29 @@ def test_compose_references_exist():
     assert any(s.get("build", {}).get("dockerfile") == "deploy/Dockerfile" for s in services.values())
 
 
+def _check_container(c: dict, vols: dict, secrets: dict, configmaps: dict) -> None:
+    """Our image, a valid command line, resource requests, and every port, secret, volume and
+    configuration file it names defined."""
+    assert c["image"] == OUR_IMAGE
+    _cli_ok(c["args"])
+    assert "requests" in c["resources"]
+    port_names = {p["name"] for p in c.get("ports", [])}
+    for probe in ("readinessProbe", "livenessProbe"):
+        if probe in c:
+            assert c[probe]["httpGet"]["port"] in port_names
+    for e in c.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            assert ref["key"] in secrets[ref["name"]], ref
+    for m in c.get("volumeMounts", []):
+        assert m["name"] in vols
+    args = c["args"]
+    if "--config" in args:
+        f = Path(args[args.index("--config") + 1]).name
+        cm = next(v["configMap"]["name"] for v in vols.values() if "configMap" in v)
+        assert f in configmaps[cm]
+
+
 def test_kubernetes_references_exist():
     docs = _all_k8s()
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
@@ -111,24 +134,7 @@ def test_kubernetes_references_exist():
             assert d["spec"]["selector"]["matchLabels"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
         vols = {v["name"]: v for v in spec.get("volumes", [])}
         for c in spec["containers"]:
-            assert c["image"] == OUR_IMAGE
-            _cli_ok(c["args"])
-            assert "requests" in c["resources"]
-            port_names = {p["name"] for p in c.get("ports", [])}
-            for probe in ("readinessProbe", "livenessProbe"):
-                if probe in c:
-                    assert c[probe]["httpGet"]["port"] in port_names
-            for e in c.get("env", []):
-                ref = e.get("valueFrom", {}).get("secretKeyRef")
-                if ref:
-                    assert ref["key"] in secrets[ref["name"]], ref
-            for m in c.get("volumeMounts", []):
-                assert m["name"] in vols
-            args = c["args"]
-            if "--config" in args:
-                f = Path(args[args.index("--config") + 1]).name
-                cm = next(v["configMap"]["name"] for v in vols.values() if "configMap" in v)
-                assert f in configmaps[cm]
+            _check_container(c, vols, secrets, configmaps)
         for v in vols.values():
             if "configMap" in v:
                 assert v["configMap"]["name"] in configmaps
