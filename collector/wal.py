@@ -4,7 +4,8 @@ This is the façade the collector uses; each concern reads on its own in a modul
 
 - ``wal_format.py``: the record format (``<u32 length><u32 crc32><u8 kind><u32 items>`` + payload,
   the CRC over kind, items and payload) and positions, ``Pos(segment, offset)``;
-- ``wal_dir.py``: the segment files (named by a sequence number), the one-process lock, the identity;
+- ``wal_dir.py``: the segment files (named by a sequence number), the one-process lock, the identity,
+  the key (the seed of the records' CRCs);
 - ``wal_append.py``: group commit: ``append`` queues a record and returns at once; one flusher
   thread writes everything queued, calls ``fdatasync`` once for the lot and then reports each
   record's position to its callback. Nothing is acknowledged before that fsync;
@@ -79,6 +80,7 @@ class Wal:
         os.makedirs(self.dir, exist_ok=True)
         self._files.lock()
         self.ident = self._files.identity()
+        self._files.load_key()
         ext = self._extent
         for seq in self.segments():
             ext.sizes[seq], ext.digests[seq] = self._files.recover(seq)
@@ -114,9 +116,9 @@ class Wal:
         if digest is not None:
             if len(digest) != DIGEST_BYTES:
                 raise ValueError("bad digest length")
-            rec = encode(kind | DIGESTED, items, digest + payload)
+            rec = encode(kind | DIGESTED, items, digest + payload, self._files.seed)
         else:
-            rec = encode(kind, items, payload)
+            rec = encode(kind, items, payload, self._files.seed)
         self._appender.append(rec, callback)
 
     # -- reading ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import os
 
 from .errors import CollectorError
 from .wal_format import DIGEST_BYTES, DIGESTED, scan
+from .wal_key import load_or_create
 from .wal_salvage import salvage
 
 __all__ = ["SegmentDir", "WalLocked", "WalUnusable"]
@@ -36,6 +37,16 @@ class SegmentDir:
     def __init__(self, directory: str):
         self.dir = directory
         self._lock_fd = -1
+        #: the seed of the CRCs of records written now, and the first segment written with it (``wal_key.py``)
+        self.seed = 0
+        self.first_seeded = 0
+
+    def load_key(self) -> None:
+        self.seed, self.first_seeded = load_or_create(self.dir, self.segments())
+
+    def seed_of(self, seq: int) -> int:
+        """The seed of the CRCs of segment ``seq``'s records (0: written before the key)."""
+        return self.seed if seq >= self.first_seeded else 0
 
     def lock(self) -> None:
         if self._lock_fd >= 0:
@@ -86,12 +97,13 @@ class SegmentDir:
         path = self.path(seq)
         with open(path, "rb") as f:
             data = f.read()
-        found, valid = scan(data)
+        seed = self.seed_of(seq)
+        found, valid = scan(data, seed)
         if valid < len(data):  # damage in the middle (valid records after it) is not a torn tail
             repaired = bytearray(data)
-            salvage(path, repaired)
+            salvage(path, repaired, seed)
             data = bytes(repaired)
-            found, valid = scan(data)
+            found, valid = scan(data, seed)
         digests = [data[at:at + DIGEST_BYTES] for _, _, kind, _, at in found if kind & DIGESTED]
         if valid < len(data):
             log.warning("WAL segment %s: truncating a torn tail of %d bytes", path, len(data) - valid)

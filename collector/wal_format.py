@@ -1,7 +1,12 @@
 """The WAL's record format and positions (what is on disk; no files, no threads).
 
 A record is ``<u32 length><u32 crc32><u8 kind><u32 items>`` followed by ``length`` payload bytes;
-the CRC covers kind, items and payload. A position is ``Pos(segment, offset)``: a tuple, so it
+the CRC covers kind, items and payload, and starts from the buffer directory's ``seed`` (random,
+``wal_dir.py``; 0 in segments written before it existed, and in dead-letter files). A client's
+request may contain bytes shaped as a record (its payload is the client's protobuf, bytes values
+and all); when damage makes salvage look for the next record inside it (``wal_salvage.py``), such
+bytes were taken for a record of their own and stored. Without the seed, no client can make their
+CRC match. A position is ``Pos(segment, offset)``: a tuple, so it
 orders, compares and serializes (checkpoint files) exactly as the ``(segment, offset)`` pair.
 """
 
@@ -54,15 +59,15 @@ class Record:
         return self.payload[:DIGEST_BYTES] if self.kind & DIGESTED else None
 
 
-def crc(kind: int, items: int, payload: bytes | bytearray) -> int:
-    return zlib.crc32(payload, zlib.crc32(struct.pack("<BI", kind, items)))
+def crc(kind: int, items: int, payload: bytes | bytearray, seed: int = 0) -> int:
+    return zlib.crc32(payload, zlib.crc32(struct.pack("<BI", kind, items), seed))
 
 
-def encode(kind: int, items: int, payload: bytes) -> bytes:
-    return HEADER.pack(len(payload), crc(kind, items, payload), kind, items) + payload
+def encode(kind: int, items: int, payload: bytes, seed: int = 0) -> bytes:
+    return HEADER.pack(len(payload), crc(kind, items, payload, seed), kind, items) + payload
 
 
-def scan(data: bytes | bytearray) -> tuple[list[tuple[int, int, int, int, int]], int]:
+def scan(data: bytes | bytearray, seed: int = 0) -> tuple[list[tuple[int, int, int, int, int]], int]:
     """Valid records at the start of ``data``: (offset, end, kind, items, payload offset); and the
     offset of the end of the last valid record."""
     out = []
@@ -71,7 +76,7 @@ def scan(data: bytes | bytearray) -> tuple[list[tuple[int, int, int, int, int]],
     while off + hs <= n:
         length, c, kind, items = HEADER.unpack_from(data, off)
         end = off + hs + length
-        if end > n or crc(kind, items, data[off + hs:end]) != c:
+        if end > n or crc(kind, items, data[off + hs:end], seed) != c:
             break
         out.append((off, end, kind, items, off + hs))
         off = end

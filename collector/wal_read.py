@@ -78,6 +78,7 @@ class Reader:
                 if HEADER.size + length > len(data):  # one record bigger than the chunk
                     data += f.read(HEADER.size + length - len(data))
             # Parse only as many records as asked for: the CRC is the cost, not the read.
+            seed = self.files.seed_of(seg)
             p, n = 0, len(data)
             hs = HEADER.size
             new = tuple.__new__  # Pos(seg, x) without the NamedTuple's argument handling: 2.5x cheaper
@@ -88,7 +89,7 @@ class Reader:
                 if e > n:
                     break
                 payload = data[p + hs:e]
-                if crc(kind, k, payload) != c:
+                if crc(kind, k, payload, seed) != c:
                     raise OSError(f"WAL segment {seg} is corrupt at offset {off + p}")
                 end = new(Pos, (seg, off + e))
                 out.append(Record(at, end, kind, k, payload))

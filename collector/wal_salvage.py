@@ -7,7 +7,8 @@ after it were truncated away. Now each damaged range followed by valid records i
 ``<buffer dir>/corrupt/<segment>-<offset>.bin`` for the operator, and replaced in the segment by
 a filler record of the same size (kind 0, no items: the writer skips it), so every position (the
 checkpoint's among them) stays where it was; only what is left after the last valid record is a
-torn tail.
+torn tail. A valid record is one whose CRC matches from the directory's seed (``wal_format.py``):
+bytes shaped as a record inside a client's request do not, as no client knows the seed.
 """
 
 from __future__ import annotations
@@ -30,35 +31,36 @@ FILLER = 0
 _CANDIDATE = re.compile(rb"(?=[\x00-\xff]{3}[\x00-\x03][\x00-\xff]{4}[\x01-\x03\x81-\x83])", re.S)
 
 
-def _resync(data: bytearray, start: int) -> int | None:
+def _resync(data: bytearray, start: int, seed: int) -> int | None:
     """The first offset past ``start`` (at least a header further) where a valid record starts."""
     n, hs = len(data), HEADER.size
     length = HEADER.unpack_from(data, start)[0] if start + hs <= n else n
     # a record whose payload alone is damaged: the next one starts where its header says
     end = start + hs + length
-    if end + hs <= n and _valid_at(data, end):
+    if end + hs <= n and _valid_at(data, end, seed):
         return end
     for m in _CANDIDATE.finditer(data, start + hs):
-        if _valid_at(data, m.start()):
+        if _valid_at(data, m.start(), seed):
             return m.start()
     return None
 
 
-def _valid_at(data: bytearray, p: int) -> bool:
+def _valid_at(data: bytearray, p: int, seed: int) -> bool:
     hs = HEADER.size
     if p + hs > len(data):
         return False
     length, c, kind, items = HEADER.unpack_from(data, p)
     end = p + hs + length
-    return end <= len(data) and crc(kind, items, bytes(data[p + hs:end])) == c
+    return end <= len(data) and crc(kind, items, bytes(data[p + hs:end]), seed) == c
 
 
-def salvage(path: str, data: bytearray) -> int:
-    """Replace the damaged ranges of segment ``path`` (read into ``data``) that valid records
-    follow, in ``data`` and in the file, keeping a copy of each; returns the valid size."""
-    _, valid = scan(data)
+def salvage(path: str, data: bytearray, seed: int = 0) -> int:
+    """Replace the damaged ranges of segment ``path`` (read into ``data``, its records' CRCs
+    seeded with ``seed``) that valid records follow, in ``data`` and in the file, keeping a copy
+    of each; returns the valid size."""
+    _, valid = scan(data, seed)
     while valid < len(data):
-        nxt = _resync(data, valid)
+        nxt = _resync(data, valid, seed)
         if nxt is None:
             break
         keep = os.path.join(os.path.dirname(path), "corrupt",
@@ -68,7 +70,7 @@ def salvage(path: str, data: bytearray) -> int:
             f.write(data[valid:nxt])
             f.flush()
             os.fsync(f.fileno())
-        filler = encode(FILLER, 0, bytes(nxt - valid - HEADER.size))
+        filler = encode(FILLER, 0, bytes(nxt - valid - HEADER.size), seed)
         with open(path, "r+b") as f:
             f.seek(valid)
             f.write(filler)
@@ -77,5 +79,5 @@ def salvage(path: str, data: bytearray) -> int:
         data[valid:nxt] = filler
         log.error("WAL segment %s: %d damaged bytes at offset %d, followed by valid records; the bytes are kept "
                   "in %s and the records after them stored", path, nxt - valid, valid, keep)
-        _, valid = scan(data)
+        _, valid = scan(data, seed)
     return valid

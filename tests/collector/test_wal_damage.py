@@ -17,6 +17,7 @@ from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
 from tests.support.waiting import wait_for
 from tracehouse.collector.wal_format import scan
+from tracehouse.collector.wal_key import load_or_create
 
 
 @pytest.mark.parametrize("where", ["payload", "length"])
@@ -38,7 +39,7 @@ def test_damage_in_the_middle_of_a_segment_loses_only_the_damaged_record(tmp_pat
     (seg,) = [s for s in glob.glob(os.path.join(buf, "*.wal")) if os.path.getsize(s)]
     with open(seg, "rb") as f:
         data = bytearray(f.read())
-    found, valid = scan(bytes(data))
+    found, valid = scan(bytes(data), load_or_create(buf, [])[0])  # the directory's key exists: read
     assert len(found) == 4 and valid == len(data)
     start, end = found[1][0], found[1][1]
     if where == "payload":
