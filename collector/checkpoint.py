@@ -6,37 +6,59 @@ of it is stored, ``done`` moves to its end. A pending range found at start is re
 verification (``writer.py``). ``cuts``: where further batches stored side by side with the first
 begin (each batch's id and deduplication tokens derive from its first record, so a replay must
 cut the range where the first attempt did); absent in files of earlier versions: one batch.
+
+Each state is written twice: to ``checkpoint.json.copy``, then to ``checkpoint.json``. A file
+damaged on disk (cut short, zero-filled, garbage) is replaced by the other: the copy is never
+behind the state the writer acted on (a crash between the two writes leaves the copy one pending
+range ahead, which is replayed with verification: harmless). Before, a damaged checkpoint made the
+writer store the buffer again from its first record under a new identity, and every span of the
+first segment stored before was stored twice (``checkpoint_bounds.py`` still does that when both
+files are damaged).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 
 from .wal_format import Pos
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "DAMAGED"]
+
+log = logging.getLogger("tracehouse.collector.writer")
+
+#: what reading a checkpoint file that is not one raises (not JSON, or not its shape)
+DAMAGED = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 
 
 class Checkpoint:
     def __init__(self, path: str):
         self.path = path
+        self.copy = path + ".copy"
 
     def load(self) -> tuple[Pos, tuple[Pos, Pos] | None]:
         done, pending, _ = self.load_all()
         return done, pending
 
     def load_all(self) -> tuple[Pos, tuple[Pos, Pos] | None, list[Pos]]:
-        """``done``, the pending range, and where batches after the range's first one begin."""
+        """``done``, the pending range, and where batches after the range's first one begin; from
+        the copy when the file is damaged (``DAMAGED`` raised when both are)."""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                doc = json.load(f)
-            done = Pos(*doc["done"])
-            pend = doc.get("pending")
-            cuts = [Pos(*c) for c in doc.get("cuts") or []] if pend else []
-            return done, (Pos(*pend[0]), Pos(*pend[1])) if pend else None, cuts
+            return _read(self.path)
         except FileNotFoundError:
             return Pos(0, 0), None, []
+        except DAMAGED as e:
+            try:
+                got = _read(self.copy)
+            except (OSError, *DAMAGED):
+                raise e from None
+            shutil.copyfile(self.path, self.path + ".damaged")
+            log.error("the checkpoint %s cannot be read (%s: %s); it is kept as %s.damaged, and its copy %s is used",
+                      self.path, type(e).__name__, e, self.path, self.copy)
+            self.save(got[0], got[1], got[2])
+            return got
 
     def save(self, done: Pos, pending: tuple[Pos, Pos] | None = None, cuts: list[Pos] | None = None) -> None:
         tmp = self.path + ".tmp"
@@ -44,8 +66,18 @@ class Checkpoint:
         if pending and cuts:
             doc["cuts"] = [list(c) for c in cuts]
         body = json.dumps(doc)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        for path in (self.copy, self.path):  # the copy first: see the module's docstring
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+
+
+def _read(path: str) -> tuple[Pos, tuple[Pos, Pos] | None, list[Pos]]:
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    done = Pos(*doc["done"])
+    pend = doc.get("pending")
+    cuts = [Pos(*c) for c in doc.get("cuts") or []] if pend else []
+    return done, (Pos(*pend[0]), Pos(*pend[1])) if pend else None, cuts

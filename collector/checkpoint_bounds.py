@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 
-from .checkpoint import Checkpoint
+from .checkpoint import DAMAGED, Checkpoint
 from .wal import Pos, Wal
 
 __all__ = ["within_wal"]
@@ -30,7 +30,7 @@ def within_wal(checkpoint: Checkpoint, wal: Wal) -> tuple[Pos, tuple[Pos, Pos] |
     the writer starting again after an error, find the checkpoint moved past that end by storing)."""
     try:
         done, pending, cuts = checkpoint.load_all()
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:  # not JSON, or not its shape
+    except DAMAGED as e:  # not JSON, or not its shape, and its copy neither
         return _unreadable(checkpoint, wal, e)
     last = pending[1] if pending else done
     start = wal.opened_end
@@ -46,7 +46,7 @@ def within_wal(checkpoint: Checkpoint, wal: Wal) -> tuple[Pos, tuple[Pos, Pos] |
 
 
 def _unreadable(checkpoint: Checkpoint, wal: Wal, e: BaseException) -> tuple[Pos, None, list[Pos]]:
-    """A checkpoint file that is not one (damaged on disk; it is only ever replaced whole): kept
+    """A checkpoint file that is not one, nor its copy (damaged on disk; each is only ever replaced whole): kept
     aside, and the WAL stored from its first record, under a new identity (a batch from a position
     stored before would otherwise carry that batch's deduplication token, and the store would drop
     it whole). Segments are deleted once stored, so only the stored part of the first one is

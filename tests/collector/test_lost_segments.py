@@ -52,9 +52,10 @@ def test_checkpoint_past_the_wal_end_does_not_stop_storing(tmp_path, damage):
 
 
 def test_damaged_checkpoint_is_set_aside_and_nothing_acknowledged_is_lost(tmp_path):
-    """A checkpoint.json that is not JSON any more: the restarted collector keeps it aside, logs why,
-    and stores the buffer from its first record (what of that segment was stored before may be
-    stored again: the checkpoint that said so is gone); before, nothing was stored again."""
+    """A checkpoint.json that is not JSON any more, and its copy neither: the restarted collector
+    keeps it aside, logs why, and stores the buffer from its first record (what of that segment was
+    stored before may be stored again: the checkpoint that said so is gone); before, nothing was
+    stored again. (One of the two damaged: test_checkpoint_damage.py.)"""
     storage, buf = f"chdb://{tmp_path}/data", str(tmp_path / "buffer")
     env = {"TRACEHOUSE_OTLP_GRPC_PORT": "0"}
     p = start_collector_process(storage, buf, env=env)
@@ -63,8 +64,9 @@ def test_damaged_checkpoint_is_set_aside_and_nothing_acknowledged_is_lost(tmp_pa
         wait_for(lambda: p.stored() >= len(before), 60, every=0.1, what="the first spans stored")
     finally:
         assert p.terminate() == 0
-    with open(os.path.join(buf, "checkpoint.json"), "w") as f:
-        f.write('{"done": [1, 1')
+    for name in ("checkpoint.json", "checkpoint.json.copy"):
+        with open(os.path.join(buf, name), "w") as f:
+            f.write('{"done": [1, 1')
     after = _restart_and_send(storage, buf, env)
     counts = stored_span_counts(storage)
     assert {i.hex() for i in before + after} == set(counts)
