@@ -26,6 +26,7 @@ from typing import Any
 from .backend import PARAM_RE, Result, check_params
 from .disk_full import is_disk_full
 from .errors import QueryError, QueryLimitExceeded, QueryTimeout, StorageError, StorageUnavailable
+from .host_race import race_hosts
 from .tables import Table
 from .textvalues import clean_params, decode_bytes
 from .url import StorageURL
@@ -134,9 +135,7 @@ class ServerBackend:
         except queue.Empty:
             raise StorageUnavailable(f"no free ClickHouse connection within {wait_s:.0f} s") from None
         if c is None:
-            c = Client(**self._client_kw())
-            for conn in _connections(c):
-                _bound_handshake(conn)
+            c = _bounded(Client(**self._client_kw()))
         return c
 
     def _client_kw(self, **overrides: Any) -> dict[str, Any]:
@@ -237,8 +236,8 @@ class ServerBackend:
 
         if self._closed:
             return False
-        c = Client(**self._client_kw(connect_timeout=timeout, send_receive_timeout=timeout,
-                                     sync_request_timeout=timeout))
+        c = _bounded(Client(**self._client_kw(connect_timeout=timeout, send_receive_timeout=timeout,
+                                              sync_request_timeout=timeout)))
         watch = _WATCHDOG.watch(time.monotonic() + timeout, c)  # connect, hello and answer: timeout in all
         try:
             ok = c.execute("SELECT 1") == [(1,)]
@@ -410,6 +409,15 @@ def _socket_timeout(c, timeout: float, ping_s: float, connect_s: float) -> None:
         conn.tracehouse_handshake_s = connect_s
         if getattr(conn, "socket", None) is not None:
             conn.socket.settimeout(timeout)
+
+
+def _bounded(c):
+    """Client ``c`` with its connections' hello bounded, connecting to the first of its hosts that
+    answers (``host_race.py``)."""
+    for conn in _connections(c):
+        _bound_handshake(conn)
+        race_hosts(conn)
+    return c
 
 
 def _bound_handshake(conn) -> None:

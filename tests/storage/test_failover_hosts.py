@@ -75,3 +75,45 @@ def test_new_connections_go_to_the_failover_host_that_answered_not_to_the_black_
     # none waits the black hole's 2 s (before: each query took 2 s, ending at its deadline with its
     # connection dropped, so the next one went to the black hole again; the ping took its 2 s)
     assert max(took_queries) < 1.0 and took_ping < 1.0, (took_queries, took_ping)
+
+
+def test_the_first_connection_does_not_wait_for_a_black_holed_first_host(clickhouse_url):
+    """A fresh backend (no host has answered yet) whose first host is a black hole: its first call
+    and its readiness ping connect to the failover host a quarter of a second later. Before, the
+    first connection waited on the black hole for all the time the call had (its 3 s connect timeout
+    cut to the call's 2 s): 2.0 s for the query and for the ping, against 0.26 s now."""
+    good = parse_storage_url(clickhouse_url)
+    with black_hole() as hole:
+        url = parse_storage_url(f"clickhouse://default:@127.0.0.1:{hole}/default"
+                                f"?alt_hosts={good.host}:{good.port}")
+        took = {}
+        for what in ("query", "ping"):
+            backend = ServerBackend(url, pool_size=1, connect_timeout=3.0, call_timeout=2.0)
+            try:
+                t0 = time.monotonic()
+                if what == "query":
+                    assert backend.query("SELECT 1").rows == [(1,)]
+                else:
+                    assert backend.ping(2.0)
+                took[what] = time.monotonic() - t0
+            finally:
+                backend.close()
+    print(f"first call on a fresh backend: {took}")
+    # the failover host's connect starts a quarter of a second after the black hole's
+    assert max(took.values()) < 1.5, took
+
+
+def test_no_host_answering_ends_within_one_connect_timeout_not_one_per_host():
+    """Every host a black hole: a connection gives up after the connect timeout once (before: once
+    per host, 2 x 1.5 s), and says which hosts it tried."""
+    with black_hole() as a, black_hole() as b:
+        url = parse_storage_url(f"clickhouse://default:@127.0.0.1:{a}/default?alt_hosts=127.0.0.1:{b}")
+        backend = ServerBackend(url, pool_size=1, connect_timeout=1.5, call_timeout=10.0)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(StorageUnavailable):
+                backend.query("SELECT 1")
+            took = time.monotonic() - t0
+        finally:
+            backend.close()
+    assert 1.4 < took < 2.5, took
