@@ -11,11 +11,9 @@ import time
 
 import pytest
 
-from tests.collector.harness import start_collector_process
 from tests.collector.load import span_id_counts
 from tests.collector.rollups import rollup_mismatches, span_totals
-from tests.collector.test_lost_segments import _restart_and_send, _send
-from tests.support.waiting import wait_for
+from tests.collector.test_lost_segments import _restart_and_send, store_and_stop
 from tracehouse.storage import Store
 
 _DAMAGE = {
@@ -35,12 +33,7 @@ def test_a_damaged_checkpoint_stores_nothing_twice(tmp_path, request, backend, d
         storage = f"{base}/cpdamage{time.time_ns() % 10**9}"
     buf = str(tmp_path / "buffer")
     env = {"TRACEHOUSE_OTLP_GRPC_PORT": "0"}
-    p = start_collector_process(storage, buf, env=env)
-    try:
-        before = _send(p.url)
-        wait_for(lambda: p.stored() >= len(before), 60, every=0.1, what="the first spans stored")
-    finally:
-        assert p.terminate() == 0
+    before = store_and_stop(storage, buf, env)
     path = os.path.join(buf, "checkpoint.json")
     with open(path, "rb") as f:
         raw = f.read()

@@ -33,12 +33,7 @@ def _send(url: str, requests: int = 3, spans: int = 50) -> list[bytes]:
 def test_checkpoint_past_the_wal_end_does_not_stop_storing(tmp_path, damage):
     storage, buf = f"chdb://{tmp_path}/data", str(tmp_path / "buffer")
     env = {"TRACEHOUSE_OTLP_GRPC_PORT": "0"}
-    p = start_collector_process(storage, buf, env=env)
-    try:
-        before = _send(p.url)
-        wait_for(lambda: p.stored() >= len(before), 60, every=0.1, what="the first spans stored")
-    finally:
-        assert p.terminate() == 0
+    before = store_and_stop(storage, buf, env)
     if damage == "checkpoint_ahead":
         with open(os.path.join(buf, "checkpoint.json"), "w") as f:
             json.dump({"done": [9, 0], "pending": None}, f)
@@ -58,12 +53,7 @@ def test_damaged_checkpoint_is_set_aside_and_nothing_acknowledged_is_lost(tmp_pa
     stored again. (One of the two damaged: test_checkpoint_damage.py.)"""
     storage, buf = f"chdb://{tmp_path}/data", str(tmp_path / "buffer")
     env = {"TRACEHOUSE_OTLP_GRPC_PORT": "0"}
-    p = start_collector_process(storage, buf, env=env)
-    try:
-        before = _send(p.url)
-        wait_for(lambda: p.stored() >= len(before), 60, every=0.1, what="the first spans stored")
-    finally:
-        assert p.terminate() == 0
+    before = store_and_stop(storage, buf, env)
     for name in ("checkpoint.json", "checkpoint.json.copy"):
         with open(os.path.join(buf, name), "w") as f:
             f.write('{"done": [1, 1')
@@ -72,6 +62,17 @@ def test_damaged_checkpoint_is_set_aside_and_nothing_acknowledged_is_lost(tmp_pa
     assert {i.hex() for i in before + after} == set(counts)
     assert all(counts[i.hex()] == 1 for i in after)
     assert os.path.exists(os.path.join(buf, "checkpoint.json.damaged"))
+
+
+def store_and_stop(storage: str, buf: str, env: dict) -> list:
+    """Start the collector on ``buf``, send spans, wait until they are stored, stop it: their ids."""
+    p = start_collector_process(storage, buf, env=env)
+    try:
+        sent = _send(p.url)
+        wait_for(lambda: p.stored() >= len(sent), 60, every=0.1, what="the first spans stored")
+    finally:
+        assert p.terminate() == 0
+    return sent
 
 
 def _restart_and_send(storage: str, buf: str, env: dict) -> list:

@@ -6,18 +6,14 @@ seeded with a random key of the buffer directory, which no client knows."""
 
 from __future__ import annotations
 
-import glob
 import os
 import struct
 import threading
 
-import httpx
 import pytest
 
-from tests.collector.harness import start_collector_process
-from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
-from tests.support.waiting import wait_for
+from tests.collector.test_wal_damage import acknowledged_then_killed, restart_on
 from tracehouse.collector.wal import Wal, WalUnusable
 from tracehouse.collector.wal_format import HEADER, Pos, encode, scan
 from tracehouse.storage import Store
@@ -51,30 +47,12 @@ def test_a_record_crafted_inside_a_request_is_not_salvaged_as_a_record(tmp_path)
     carrier.resource_spans[0].scope_spans[0].spans[5].attributes.add(key="blob").value.bytes_value = crafted
     before, before_ids = traces(20, service="honest")
     after, after_ids = traces(20, service="honest")
-    p = start_collector_process(storage, buf, env=env)
-    try:
-        for req in (before, carrier, after):
-            r = httpx.post(p.url + "/v1/traces", content=req.SerializeToString(),
-                           headers={"content-type": "application/x-protobuf"}, timeout=30)
-            assert r.status_code == 200, r.text
-        assert p.stored() == 0  # the batch closes a second after its first record: not yet
-    finally:
-        p.kill()
-    (seg,) = [s for s in glob.glob(os.path.join(buf, "*.wal")) if os.path.getsize(s)]
-    with open(seg, "rb") as f:
-        data = bytearray(f.read())
+    seg, data = acknowledged_then_killed(storage, buf, env, [before, carrier, after])
     starts = _boundaries(bytes(data))
     assert len(starts) == 3
     assert data.find(crafted) > starts[1]  # the crafted record lies whole inside the carrier's record
     data[starts[1] + 3] = 0x7F  # the carrier's length damaged: it now runs past the end of the segment
-    with open(seg, "wb") as f:
-        f.write(data)
-    p = start_collector_process(storage, buf, env=env)
-    try:
-        wait_for(lambda: p.stored() >= 40, 30, every=0.2, what="the two intact requests stored")
-    finally:
-        assert p.terminate() == 0
-    counts = stored_span_counts(storage)
+    counts = restart_on(seg, data, storage, buf, env, 40)
     assert not {i.hex() for i in inner_ids} & set(counts), "the crafted record was stored"
     assert _services(storage) == {"honest"}
     assert set(counts) == {i.hex() for i in before_ids + after_ids}
