@@ -22,9 +22,10 @@ receiver does:
 - shared spans (a server span reusing its client's span id, Zipkin's older RPC model): the server
   side gets its own id, derived from the trace, the shared id and its service (a retry maps it the same
   way; a proxy and the service behind it, both joining one client span, get one id each), and
-  the client span as its parent, as Jaeger's query does (``SpanIDDeduper``); the server's own
-  children (same service, parent = the shared id) follow it. ``SharedIds`` remembers recent
-  shared spans so children reported in a later request follow too.
+  the client span as its parent, as Jaeger's query does (``SpanIDDeduper``). The server's own
+  children (same service, parent = the shared id) are stored as they came and put under it when
+  the trace is read (``storage.shared_spans``): a child may arrive before its server span, in
+  another request or at another collector, and its trace must not depend on that order.
 
 A span without a timestamp (Zipkin allows it for incomplete spans; a timestamp of 0 is absent, in
 JSON as in proto3, as Zipkin's own model reads it) starts at its first annotation,
@@ -35,11 +36,8 @@ span by the same checks as OTLP spans (counted, and named in the answer).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +47,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tracehouse.storage.shared_spans import shared_server_id
+
 from .decode import BadRequest, load_json
 
-__all__ = ["ZSpan", "Endpoint", "SharedIds", "spans_from_json", "spans_from_proto", "to_otlp"]
+__all__ = ["ZSpan", "Endpoint", "shared_server_id", "spans_from_json", "spans_from_proto", "to_otlp"]
 
 KINDS = {"CLIENT": Span.SPAN_KIND_CLIENT, "SERVER": Span.SPAN_KIND_SERVER, "PRODUCER": Span.SPAN_KIND_PRODUCER,
          "CONSUMER": Span.SPAN_KIND_CONSUMER}
@@ -270,36 +270,6 @@ def spans_from_proto(body: bytes) -> list[ZSpan]:
 # --- Zipkin → OTLP ---------------------------------------------------------------------------------
 
 
-class SharedIds:
-    """Recent shared server spans, (trace id, shared id, service) → the server side's own id;
-    bounded, so children reported after their shared parent still follow it. Requests are decoded
-    in a thread pool: guarded by a lock."""
-
-    def __init__(self, capacity: int = 50_000):
-        self.capacity = capacity
-        self._ids: OrderedDict[tuple[bytes, bytes, str], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, key: tuple[bytes, bytes, str], new_id: bytes) -> None:
-        with self._lock:
-            self._ids[key] = new_id
-            self._ids.move_to_end(key)
-            while len(self._ids) > self.capacity:
-                self._ids.popitem(last=False)
-
-    def get(self, key: tuple[bytes, bytes, str]) -> bytes | None:
-        with self._lock:
-            return self._ids.get(key)
-
-
-def shared_server_id(trace_id: bytes, span_id: bytes, service: str) -> bytes:
-    """The id given to the server side of a shared span: stable for a (trace, span, service), so
-    that two servers joining the same client span (a proxy and the service behind it) get an id each."""
-    h = hashlib.blake2b(trace_id + span_id + service.encode("utf-8", "surrogatepass"), digest_size=8,
-                        person=b"zipkin-shared").digest()
-    return h if h != _ZERO8 else b"\x00" * 7 + b"\x01"
-
-
 def _service(s: ZSpan) -> str:
     return (s.local.service if s.local else "") or "unknown_service"
 
@@ -401,35 +371,20 @@ def _fill(span: Span, s: ZSpan, now_us: int) -> None:
             _put(ev.attributes, str(k), v)
 
 
-def _unshare(spans: list[ZSpan], seen: SharedIds | None) -> None:
-    """Give the server side of each shared span its own id, its client as parent, and move the
-    server's children under it."""
-    moved: dict[tuple[bytes, bytes, str], bytes] = {}
+def _unshare(spans: list[ZSpan]) -> None:
+    """Give the server side of each shared span its own id and its client as parent (its children
+    follow it when the trace is read: ``storage.shared_spans``)."""
     for s in spans:
-        if s.shared and s.kind == Span.SPAN_KIND_SERVER and s.span_id == _ZERO8:
-            # an all-zero id is invalid, shared or not: left as it is, the span is refused (and named)
-            # by the checks every span passes, where its own id would have made it a valid root span
-            s.shared = False
-        if s.shared and s.kind == Span.SPAN_KIND_SERVER:
-            key = (s.trace_id, s.span_id, _service(s))
-            new = shared_server_id(*key)
-            moved[key] = new
-            if seen is not None:
-                seen.put(key, new)
-    for s in spans:
-        if s.shared and s.kind == Span.SPAN_KIND_SERVER:
-            s.parent_id, s.span_id = s.span_id, moved[(s.trace_id, s.span_id, _service(s))]
-        elif s.parent_id:
-            key = (s.trace_id, s.parent_id, _service(s))
-            parent = moved.get(key) or (seen.get(key) if seen is not None else None)
-            if parent is not None:
-                s.parent_id = parent
+        # an all-zero id is invalid, shared or not: left as it is, the span is refused (and named) by
+        # the checks every span passes, where its own id would have made it a valid root span
+        if s.shared and s.kind == Span.SPAN_KIND_SERVER and s.span_id != _ZERO8:
+            s.parent_id, s.span_id = s.span_id, shared_server_id(s.trace_id, s.span_id, _service(s))
 
 
-def to_otlp(spans: list[ZSpan], seen: SharedIds | None = None, now_us: int | None = None) -> ExportTraceServiceRequest:
+def to_otlp(spans: list[ZSpan], now_us: int | None = None) -> ExportTraceServiceRequest:
     """One request: a ResourceSpans per local service, a ScopeSpans per instrumentation scope."""
     now = now_us if now_us is not None else time.time_ns() // 1000
-    _unshare(spans, seen)
+    _unshare(spans)
     req = ExportTraceServiceRequest()
     scopes: dict[tuple[str, str, str], Any] = {}
     resources: dict[str, Any] = {}

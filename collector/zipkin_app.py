@@ -14,7 +14,7 @@ from typing import Any
 from .app import _plain, _read_body
 from .decode import SIGNALS, BadRequest, decompress, json_budget, media_type
 from .ingest import Decoded, Ingest
-from .zipkin import SharedIds, spans_from_json, spans_from_proto, to_otlp
+from .zipkin import spans_from_json, spans_from_proto, to_otlp
 
 __all__ = ["ZipkinApp"]
 
@@ -24,9 +24,8 @@ _PROTO = ("application/x-protobuf", "application/protobuf")
 
 
 class ZipkinApp:
-    def __init__(self, core: Ingest, shared: SharedIds | None = None):
+    def __init__(self, core: Ingest):
         self.core = core
-        self.shared = shared if shared is not None else SharedIds()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -86,4 +85,4 @@ class ZipkinApp:
             spans = spans_from_json(body, json_budget(self.core.max_decompressed))
         else:
             spans = spans_from_proto(body)
-        return Decoded(to_otlp(spans, self.shared), None, body)
+        return Decoded(to_otlp(spans), None, body)

@@ -10,6 +10,7 @@ from .attrs import decode_map
 from .errors import InvalidParameter, NotFound
 from .ids import hex_id, parse_span_id, parse_trace_id
 from .limits import require_raw_range
+from .shared_spans import reparent_shared_children, shared_server_id
 from .timerange import UINT32_MAX, TimeRange
 
 MAX_TRACE_SPANS = 50_000
@@ -202,6 +203,7 @@ def trace(store, trace_id: str) -> dict[str, Any]:
     spans = [span_dict(r, tid) for r in rows[:MAX_TRACE_SPANS]]
     if not spans:
         raise NotFound(f"trace {tid} not found")
+    reparent_shared_children(tid, spans)
     start = min(s["start_ns"] for s in spans)
     end = max(s["end_ns"] for s in spans)
     return {
@@ -220,16 +222,27 @@ def trace(store, trace_id: str) -> dict[str, Any]:
 def span(store, trace_id: str, span_id: str) -> dict[str, Any]:
     """One span with everything (attributes, resource, events, links). Raises NotFound."""
     tid, sid = parse_trace_id(trace_id), parse_span_id(span_id)
+    hours = _hours(store, tid)
     res = store.read(
         f"SELECT {_SPAN_COLUMNS} FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
         "AND span_id = unhex({sid:String}) AND timestamp >= toDateTime({lo:UInt32}) "
         "AND timestamp <= toDateTime({hi:UInt32}) LIMIT 1",
-        {"tid": tid, "sid": sid, **_hours(store, tid)},
+        {"tid": tid, "sid": sid, **hours},
     )
     rows = res.dicts()
     if not rows:
         raise NotFound(f"span {sid} not found in trace {tid}")
-    return span_dict(rows[0], tid)
+    out = span_dict(rows[0], tid)
+    parent = out["parent_span_id"]
+    if parent:  # the parent the trace view gives it (a shared span's server side: ``shared_spans``)
+        server = shared_server_id(bytes.fromhex(tid), bytes.fromhex(parent), out["service"]).hex()
+        if server != sid and store.read(
+                f"SELECT count() FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
+                "AND span_id = unhex({sid:String}) AND timestamp >= toDateTime({lo:UInt32}) "
+                "AND timestamp <= toDateTime({hi:UInt32})",
+                {"tid": tid, "sid": server, **hours}).rows[0][0]:
+            out["parent_span_id"] = server
+    return out
 
 
 def outline(store, trace_id: str, cap: int = MAX_OUTLINE_SPANS) -> dict[str, Any]:
@@ -252,6 +265,7 @@ def outline(store, trace_id: str, cap: int = MAX_OUTLINE_SPANS) -> dict[str, Any
              for sid, p, svc, name, st, d, e in rows[:cap]]
     if not spans:
         raise NotFound(f"trace {tid} not found")
+    reparent_shared_children(tid, spans)
     start = min(s["start_ns"] for s in spans)
     end = max(s["end_ns"] for s in spans)
     return {"trace_id": tid, "start_ns": start, "duration_ms": round((end - start) / 1e6, 3),

@@ -30,6 +30,7 @@ from tests.collector.harness import run_collector
 from tracehouse.collector.zipkin import shared_server_id
 from tracehouse.config import Settings
 from tracehouse.dashboard import create_app
+from tracehouse.storage import queries_traces as qtr
 
 ORDERS_PORT = 18081  # the address zk-orders reports as its local endpoint (nothing listens there)
 
@@ -137,6 +138,56 @@ def test_one_trace_across_otlp_and_zipkin_services(running, store):
     assert {("web", "zk-orders"), ("zk-orders", "zk-payments")} <= edges
     # RED rollups: the Zipkin services' server spans count as requests
     assert services["zk-orders"]["requests"] == 1 and services["zk-payments"]["requests"] == 1
+
+
+def _shared_trace(trace_hex: str) -> dict[str, dict]:
+    """A client span of zk-front, the shared server span of zk-back joining it, the server's child
+    (zk-back, parent = the shared id) and a child of the client's own (zk-front, same parent)."""
+    now = time.time_ns() // 1000
+    common = {"traceId": trace_hex, "parentId": "00000000000000f1"}
+    return {
+        "client": dict(common, id="00000000000000aa", name="call back", kind="CLIENT", timestamp=now,
+                       duration=90, localEndpoint={"serviceName": "zk-front"}),
+        "server": dict(common, id="00000000000000aa", name="serve", kind="SERVER", shared=True,
+                       timestamp=now + 10, duration=70, localEndpoint={"serviceName": "zk-back"}),
+        "child": {"traceId": trace_hex, "id": "00000000000000bb", "parentId": "00000000000000aa", "name": "db",
+                  "kind": "CLIENT", "timestamp": now + 20, "duration": 20, "localEndpoint": {"serviceName": "zk-back"}},
+        "sibling": {"traceId": trace_hex, "id": "00000000000000cc", "parentId": "00000000000000aa",
+                    "name": "front work", "timestamp": now + 20, "duration": 20,
+                    "localEndpoint": {"serviceName": "zk-front"}},
+    }
+
+
+@pytest.mark.parametrize("order", [
+    [["client", "server", "child", "sibling"]],  # one request, the server first
+    [["child", "sibling", "client", "server"]],  # one request, the child first
+    [["client", "server"], ["child", "sibling"]],  # two requests, the server first
+    [["child", "sibling"], ["client", "server"]],  # two requests, the child first
+    [["child"], ["sibling"], ["server"], ["client"]],
+])
+def test_shared_span_children_follow_their_server_whatever_the_order(store, tmp_path, order):
+    r = run_collector(store, str(tmp_path / "b"), zipkin=True, max_batch_age=0.1)
+    trace_hex = os.urandom(16).hex()
+    spans = _shared_trace(trace_hex)
+    try:
+        for batch in order:
+            resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps([spans[k] for k in batch]),
+                              headers={"content-type": "application/json"}, timeout=30)
+            assert resp.status_code == 202, resp.text
+        r.wait_stored("traces", 4)
+    finally:
+        r.stop()
+    server_id = shared_server_id(bytes.fromhex(trace_hex), bytes.fromhex("00000000000000aa"), "zk-back").hex()
+    expected = {"call back": ("00000000000000aa", "00000000000000f1"), "serve": (server_id, "00000000000000aa"),
+                "db": ("00000000000000bb", server_id), "front work": ("00000000000000cc", "00000000000000aa")}
+    with TestClient(create_app(Settings(), store)) as client:
+        t = client.get(f"/api/traces/{trace_hex}").json()
+        o = client.get(f"/api/traces/{trace_hex}/outline").json()
+        db = client.get(f"/api/traces/{trace_hex}/spans/00000000000000bb").json()
+        front = client.get(f"/api/traces/{trace_hex}/spans/00000000000000cc").json()
+    assert {s["name"]: (s["span_id"], s["parent_span_id"]) for s in t["spans"]} == expected
+    assert {s["name"]: (s["span_id"], s["parent_span_id"]) for s in o["spans"]} == expected
+    assert db["parent_span_id"] == server_id and front["parent_span_id"] == "00000000000000aa"
 
 
 def test_json_gzip_token_and_partial_refusal(store, tmp_path):
@@ -330,8 +381,8 @@ def test_two_servers_joining_one_client_span_get_an_id_each(chdb_store, tmp_path
         _store_json(r, spans)
     finally:
         r.stop()
-    rows = {name: (sid.hex(), pid.hex()) for name, sid, pid in chdb_store.query(
-        f"SELECT name, span_id, parent_span_id FROM {chdb_store.db}.spans").rows}
+    # the trace as it is read (each server's children are put under it then: storage.shared_spans)
+    rows = {s["name"]: (s["span_id"], s["parent_span_id"]) for s in qtr.trace(chdb_store, trace)["spans"]}
     assert len({sid for sid, _ in rows.values()}) == 5, rows
     assert rows["proxy"][1] == rows["serve"][1] == shared
     assert rows["route"][1] == rows["proxy"][0] and rows["db"][1] == rows["serve"][0]
