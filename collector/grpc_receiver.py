@@ -94,22 +94,27 @@ class _Export:
         whole message, up to the 64 MB cap, has arrived), and a caller that sends none holds its
         slot only for the client timeout."""
         core, sig, calls = self.core, self.sig, self.calls
-        if calls.active >= calls.cap:
+        # the token first: a caller without one is told so (UNAUTHENTICATED, final), not to retry later
+        headers = _headers(context)
+        out = core.authorize(sig, headers)
+        if out is None and calls.active >= calls.cap:
             # refused here, not by gRPC's own maximum_concurrent_rpcs, whose RESOURCE_EXHAUSTED has no
             # RetryInfo: the OTLP spec (and the Go and Java exporters) retry RESOURCE_EXHAUSTED only
             # when the server says when, so those clients would drop the data
             out = core.refuse(sig, 429, f"more than {calls.cap} OTLP/gRPC calls in progress; retry later",
                               "overloaded", 1)
+        if out is not None:
             code, meta = trailers(out)
             await context.abort(code, out.message, trailing_metadata=meta)
             raise AssertionError("unreachable: abort raises")
         calls.active += 1
         try:
-            return await self._export(requests, context)
+            return await self._export(requests, context, headers)
         finally:
             calls.active -= 1
 
-    async def _export(self, requests: AsyncIterator[bytes], context: aio.ServicerContext) -> bytes:
+    async def _export(self, requests: AsyncIterator[bytes], context: aio.ServicerContext,
+                      headers: dict[bytes, bytes]) -> bytes:
         core, sig = self.core, self.sig
 
         async def read() -> bytes:
@@ -124,7 +129,7 @@ class _Export:
         # the message is counted against the bytes in flight at the most it may hold before it is
         # received (as a chunked HTTP body): gRPC takes it in whole, so counting it once read would
         # let 64 calls hold 64 messages of 20 MiB before any was refused
-        out = await core.handle(sig, _headers(context), read, decode, INLINE_DECODE_BYTES,
+        out = await core.handle(sig, headers, read, decode, INLINE_DECODE_BYTES,
                                 declared=core.max_decompressed)
         if out.ok:
             return encode_response(sig, out.rejected, out.message, False)

@@ -526,3 +526,63 @@ def test_a_call_is_counted_at_the_message_cap_before_its_message_is_received(chd
         release.set()
         r.stop()
     assert span_id_counts(chdb_store) == {i.hex(): 1 for i in ids + held_ids}
+
+
+def test_a_call_without_a_valid_token_is_unauthenticated_even_at_the_calls_cap(chdb_store, tmp_path):
+    """The cap of calls in progress was checked before the token: with the cap reached, a caller
+    without a valid token was answered RESOURCE_EXHAUSTED with RetryInfo (come back in 1 s), so
+    an exporter with a wrong token retried for its whole timeout instead of being told. The token
+    is now checked first; a valid one at the cap still gets RESOURCE_EXHAUSTED with RetryInfo."""
+    r = run_collector(chdb_store, str(tmp_path / "b"), grpc=True, ingest_tokens=[TOKEN], grpc_max_concurrent=2,
+                      max_batch_age=0.1)
+    release = threading.Event()
+    held = [traces(2, service=f"holder{i}") for i in range(2)]
+    answers: list = []
+
+    def slow(req):  # a call that takes its slot, and sends its message only when released
+        release.wait(30)
+        yield req.SerializeToString()
+
+    def hold(req) -> None:
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            answers.append(ch.stream_unary(TRACE_EXPORT)(slow(req), timeout=30, metadata=AUTH))
+
+    holders = [threading.Thread(target=hold, args=(req,)) for req, _ in held]
+    try:
+        for t in holders:
+            t.start()
+        deadline = time.monotonic() + 10
+        while r.extra[0][0].calls.active < 2:  # the GrpcReceiver
+            assert time.monotonic() < deadline, "the two slow calls did not take their slots"
+            time.sleep(0.01)
+        body = traces(1)[0].SerializeToString()
+        with grpc.insecure_channel(r.grpc_target) as ch:
+            call = ch.unary_unary(TRACE_EXPORT)
+            for md in ((), (("authorization", "Bearer wrong"),)):
+                with pytest.raises(grpc.RpcError) as e:
+                    call(body, metadata=md, timeout=10)
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, e.value
+                assert "google.rpc.retryinfo-bin" not in dict(e.value.trailing_metadata())
+            with pytest.raises(grpc.RpcError) as e:
+                call(body, metadata=AUTH, timeout=10)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "calls in progress" in e.value.details()
+            assert "google.rpc.retryinfo-bin" in dict(e.value.trailing_metadata())
+        # the official exporter with a wrong token fails at once, without retrying
+        spans, _ = _spans(2, "intruder")
+        exporter = OTLPSpanExporter(endpoint=r.grpc_target, insecure=True,
+                                    headers=(("authorization", "Bearer wrong"),), timeout=20)
+        t0 = time.monotonic()
+        assert exporter.export(spans).name == "FAILURE"
+        assert time.monotonic() - t0 < 5
+        exporter.shutdown()
+        release.set()
+        for t in holders:
+            t.join(30)
+        assert len(answers) == 2
+        r.wait_stored("traces", 4)
+    finally:
+        release.set()
+        r.stop()
+    m = r.collector.metrics
+    assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="unauthorized") == 3
+    assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="overloaded") == 1
