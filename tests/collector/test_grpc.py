@@ -7,6 +7,7 @@ import gzip
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -424,6 +425,12 @@ def _exporter_delivers_after_refusal(r, release: threading.Event, refused: int, 
     return ids
 
 
+def _when_released(release: threading.Event, req) -> Iterator[bytes]:
+    """A call's one message, sent only once ``release`` is set: the call holds its slot until then."""
+    release.wait(30)
+    yield req.SerializeToString()
+
+
 def test_calls_past_the_cap_get_retry_info_and_the_exporter_delivers_after_retrying(chdb_store, tmp_path):
     """At its cap of concurrent calls the receiver answered gRPC's own RESOURCE_EXHAUSTED, which has
     no RetryInfo: the OTLP spec, and the Go and Java exporters, retry RESOURCE_EXHAUSTED only when
@@ -434,15 +441,11 @@ def test_calls_past_the_cap_get_retry_info_and_the_exporter_delivers_after_retry
     held = [traces(3, service=f"holder{i}") for i in range(2)]
     answers: list = []
 
-    def slow(req):  # a call that takes its slot, and sends its message only when released
-        release.wait(30)
-        yield req.SerializeToString()
-
     def hold(req) -> None:
         with grpc.insecure_channel(r.grpc_target) as ch:
             for _ in range(100):  # refused only while the other one and a probe below hold the slots
                 try:
-                    answers.append(ch.stream_unary(TRACE_EXPORT)(slow(req), timeout=30))
+                    answers.append(ch.stream_unary(TRACE_EXPORT)(_when_released(release, req), timeout=30))
                     return
                 except grpc.RpcError as err:
                     if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -539,13 +542,10 @@ def test_a_call_without_a_valid_token_is_unauthenticated_even_at_the_calls_cap(c
     held = [traces(2, service=f"holder{i}") for i in range(2)]
     answers: list = []
 
-    def slow(req):  # a call that takes its slot, and sends its message only when released
-        release.wait(30)
-        yield req.SerializeToString()
-
     def hold(req) -> None:
         with grpc.insecure_channel(r.grpc_target) as ch:
-            answers.append(ch.stream_unary(TRACE_EXPORT)(slow(req), timeout=30, metadata=AUTH))
+            answers.append(ch.stream_unary(TRACE_EXPORT)(_when_released(release, req), timeout=30,
+                                                         metadata=AUTH))
 
     holders = [threading.Thread(target=hold, args=(req,)) for req, _ in held]
     try:
