@@ -203,7 +203,7 @@ def trace(store, trace_id: str) -> dict[str, Any]:
     spans = [span_dict(r, tid) for r in rows[:MAX_TRACE_SPANS]]
     if not spans:
         raise NotFound(f"trace {tid} not found")
-    reparent_shared_children(tid, spans)
+    reparent_shared_children(tid, spans, [s for s in spans if s["kind"] == "server"])
     start = min(s["start_ns"] for s in spans)
     end = max(s["end_ns"] for s in spans)
     return {
@@ -252,7 +252,7 @@ def outline(store, trace_id: str, cap: int = MAX_OUTLINE_SPANS) -> dict[str, Any
     tid = parse_trace_id(trace_id)
     res = store.read(
         "SELECT lower(hex(span_id)), lower(hex(parent_span_id)), service, name, start_ns, duration_ns, "
-        f"status_code = 2 FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
+        f"status_code = 2, kind = 2 FROM {store.t('spans')} WHERE trace_id = unhex({{tid:String}}) "
         "AND timestamp >= toDateTime({lo:UInt32}) AND timestamp <= toDateTime({hi:UInt32}) "
         "ORDER BY start_ns, span_id LIMIT 1 BY span_id LIMIT {cap:UInt32}",
         {"tid": tid, **_hours(store, tid), "cap": int(cap) + 1},
@@ -262,10 +262,10 @@ def outline(store, trace_id: str, cap: int = MAX_OUTLINE_SPANS) -> dict[str, Any
     zero = "0" * 16
     spans = [{"span_id": sid, "parent_span_id": None if p == zero else p, "service": svc, "name": name,
               "start_ns": int(st), "end_ns": int(st) + int(d), "duration_ms": round(int(d) / 1e6, 3), "error": bool(e)}
-             for sid, p, svc, name, st, d, e in rows[:cap]]
+             for sid, p, svc, name, st, d, e, _ in rows[:cap]]
     if not spans:
         raise NotFound(f"trace {tid} not found")
-    reparent_shared_children(tid, spans)
+    reparent_shared_children(tid, spans, [s for s, row in zip(spans, rows) if row[7]])
     start = min(s["start_ns"] for s in spans)
     end = max(s["end_ns"] for s in spans)
     return {"trace_id": tid, "start_ns": start, "duration_ms": round((end - start) / 1e6, 3),

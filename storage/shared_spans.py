@@ -10,7 +10,6 @@ when it is written, since nothing says yet that its parent id is shared.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from typing import Any
 
 __all__ = ["shared_server_id", "reparent_shared_children"]
@@ -26,24 +25,20 @@ def shared_server_id(trace_id: bytes, span_id: bytes, service: str) -> bytes:
     return h if h != _ZERO8 else b"\x00" * 7 + b"\x01"
 
 
-def reparent_shared_children(trace_hex: str, spans: list[dict[str, Any]]) -> None:
+def reparent_shared_children(trace_hex: str, spans: list[dict[str, Any]], servers: list[dict[str, Any]]) -> None:
     """Put each span whose parent is a shared span id under the server side of that shared span of
     its own service, when the trace holds it (in place; ``span_id``/``parent_span_id`` in hex).
-
-    Such a child and its server share their parent and service, so only (parent, service) pairs
-    held by two spans or more are hashed: a trace without shared spans costs a count per span."""
-    pairs = Counter((s["parent_span_id"], s["service"]) for s in spans if s["parent_span_id"])
+    ``servers``: the spans of ``spans`` of kind SERVER, the only ones that can be such a server
+    side (one hash each: a trace without shared spans costs a dictionary lookup per span)."""
     tid = bytes.fromhex(trace_hex)
-    ids = {s["span_id"] for s in spans}
-    servers: dict[tuple[str, str], str] = {}
-    for (parent, service), n in pairs.items():
-        if n > 1:
-            sid = shared_server_id(tid, bytes.fromhex(parent), service).hex()
-            if sid in ids:
-                servers[(parent, service)] = sid
-    if not servers:
+    shared: dict[tuple[str, str], str] = {}
+    for s in servers:
+        parent = s["parent_span_id"]
+        if parent and s["span_id"] == shared_server_id(tid, bytes.fromhex(parent), s["service"]).hex():
+            shared[(parent, s["service"])] = s["span_id"]
+    if not shared:
         return
     for s in spans:
-        server = servers.get((s["parent_span_id"], s["service"]))
+        server = shared.get((s["parent_span_id"], s["service"]))
         if server is not None and server != s["span_id"]:
             s["parent_span_id"] = server
