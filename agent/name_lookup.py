@@ -1,6 +1,6 @@
 """Connect to ``host:port`` within a deadline that covers the name lookup too.
 
-``socket.create_connection`` (what ``http.client`` uses) bounds the connect, not the lookup: the
+``socket.create_connection`` bounds the connect, not the lookup: the
 system resolver has no time limit of ours, and one that does not answer holds the caller for
 glibc's own (5 s per try, two tries per name server, up to three servers: 30 s). So a name is
 looked up in a daemon thread and the caller waits for it only until its deadline; past it the
@@ -82,11 +82,9 @@ def resolve(host: str, port: int, timeout: float) -> list:
     return lookup.infos
 
 
-def connect(address: tuple[str, int], timeout: float | None = None, source_address=None, *,
-            deadline: float) -> socket.socket:
+def connect(address: tuple[str, int], *, deadline: float) -> socket.socket:
     """``socket.create_connection`` with the lookup and every connect attempt within ``deadline``
-    (``time.monotonic()``); the socket's own timeout is then ``timeout``. The signature is
-    ``http.client``'s ``_create_connection``."""
+    (``time.monotonic()``); the socket's timeout is what was left of it when it connected."""
     host, port = address
     infos = resolve(host, port, deadline - time.monotonic())
     error: OSError | None = None
@@ -95,11 +93,7 @@ def connect(address: tuple[str, int], timeout: float | None = None, source_addre
         if left <= 0:
             break
         try:
-            sock = socket.create_connection(sockaddr[:2], left, source_address)
+            return socket.create_connection(sockaddr[:2], left)
         except OSError as exc:
             error = exc
-            continue
-        if timeout is None or isinstance(timeout, (int, float)):  # not http.client's "the default" sentinel
-            sock.settimeout(timeout)
-        return sock
     raise error or TimeoutError(f"no connection to {host}:{port} before the deadline")

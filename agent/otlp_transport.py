@@ -11,7 +11,6 @@ deadline, honouring ``Retry-After`` as the OTLP specification asks. Any other fa
 
 from __future__ import annotations
 
-import functools
 import gzip
 import http.client
 import io
@@ -64,12 +63,7 @@ class HttpTransport:
         self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": USER_AGENT, **headers}
         if self._gzip:
             self._headers["Content-Encoding"] = "gzip"
-        self._conn: http.client.HTTPConnection | None = None
-
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        self._conn: _Connection | None = None
 
     def send(self, body: bytes) -> None:
         if self._gzip:
@@ -84,14 +78,10 @@ class HttpTransport:
             conn = self._conn
             reused = conn is not None
             if conn is None:
-                conn = self._conn = self._connect(remaining)
-            else:
-                conn.timeout = remaining
-                if conn.sock is not None:
-                    conn.sock.settimeout(remaining)
-            _within(conn, deadline)
+                conn = self._conn = _Connection(self._host, self._port, self._ssl)
+            conn.deadline = deadline
             try:
-                conn.request("POST", self._path, body, self._headers)  # sendall: bounded as a whole
+                conn.request("POST", self._path, body, self._headers)
                 resp = conn.getresponse()
                 resp.read(MAX_ANSWER)  # an OTLP answer is a few bytes; never the whole of a hostile one
             except _PastDeadline:
@@ -133,10 +123,8 @@ def get_within(url: str, headers: dict[str, str], timeout: float, limit: int) ->
     host, https = parts.hostname or "127.0.0.1", parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    deadline = time.monotonic() + timeout
-    conn = (http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
-            if https else http.client.HTTPConnection(host, port, timeout=timeout))
-    _within(conn, deadline)
+    conn = _Connection(host, port, ssl.create_default_context() if https else None)
+    conn.deadline = time.monotonic() + timeout
     try:
         conn.request("GET", path, headers={"User-Agent": USER_AGENT, **headers})
         resp = conn.getresponse()
@@ -149,16 +137,46 @@ def get_within(url: str, headers: dict[str, str], timeout: float, limit: int) ->
         conn.close()
 
 
-def _within(conn: http.client.HTTPConnection, deadline: float) -> None:
-    """The name lookup, the connect and the answer of ``conn``'s next exchange within ``deadline``
-    (the lookup had none of ours: a resolver that did not answer held an export, and a host's own
-    flush, for glibc's 10 to 30 s)."""
-    conn._create_connection = functools.partial(connect, deadline=deadline)  # type: ignore[attr-defined]
-    conn.response_class = functools.partial(_response, deadline=deadline)
+class _Connection(http.client.HTTPConnection):
+    """An HTTP (``tls``: HTTPS) connection whose next exchange, the name lookup, the connect, the
+    TLS handshake, every send and the answer included, ends by ``deadline`` (``time.monotonic()``).
+    A socket's timeout bounds one call: set once when the connection was made, the handshake and
+    the send of the body each had all of it (over TLS a collector slow to shake hands, then reading
+    slowly, held a 1 s export for 1.7 s), and the lookup had none of ours (a resolver that did not
+    answer held an export, and a host's own flush, for glibc's 10 to 30 s)."""
 
+    deadline = 0.0
 
-def _response(sock: socket.socket, *args, deadline: float, **kwargs) -> http.client.HTTPResponse:
-    return http.client.HTTPResponse(_Reads(sock, deadline), *args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None):
+        super().__init__(host, port)
+        self._tls = tls
+
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _PastDeadline
+        return left
+
+    def connect(self) -> None:
+        sock = connect((self.host, self.port), deadline=self.deadline)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
+            if self._tls is not None:
+                sock.settimeout(self._left())  # the handshake, as a whole (one call)
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def send(self, data) -> None:
+        if self.sock is None:
+            self.connect()
+        self.sock.settimeout(self._left())  # one sendall is bounded as a whole, over TLS too
+        super().send(data)
+
+    def response_class(self, sock: socket.socket, *args, **kwargs) -> http.client.HTTPResponse:  # type: ignore[override]
+        return http.client.HTTPResponse(_Reads(sock, self.deadline), *args, **kwargs)  # type: ignore[arg-type]
 
 
 class _DeadlineReader(io.RawIOBase):

@@ -226,3 +226,44 @@ class TricklingServer(HangingServer):
             for i in range(len(answer)):
                 time.sleep(self.every)
                 c.sendall(answer[i:i + 1])
+
+
+def self_signed(directory: str) -> tuple[str, str]:
+    """(certificate, key) files of a self-signed certificate for 127.0.0.1 and localhost, made by
+    the ``openssl`` command (``cryptography`` is not a dependency)."""
+    import os
+    import subprocess
+
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+class SlowTLSServer(HangingServer):
+    """A TLS peer on loopback that waits ``handshake_after`` seconds before its side of the
+    handshake, then reads ``chunk`` bytes every ``every`` seconds and never answers: a collector (or
+    a proxy) reading a large export slowly."""
+
+    def __init__(self, cert: str, key: str, handshake_after: float = 0.0, chunk: int = 64, every: float = 0.1):
+        import ssl
+
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.handshake_after, self.chunk, self.every = handshake_after, chunk, every
+        super().__init__()
+        self.url = f"https://127.0.0.1:{self.port}"
+
+    def _on_connection(self, c):
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        threading.Thread(target=self._read_slowly, args=(c,), daemon=True).start()
+
+    def _read_slowly(self, c):
+        try:
+            time.sleep(self.handshake_after)
+            s = self.ctx.wrap_socket(c, server_side=True)
+            while not self._stop and s.recv(self.chunk):
+                time.sleep(self.every)
+        except OSError:  # the client gave up
+            pass
