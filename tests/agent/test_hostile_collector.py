@@ -134,6 +134,31 @@ def test_a_retry_after_of_zero_or_less_does_not_make_the_agent_hammer_the_collec
         srv.close()
 
 
+@pytest.mark.parametrize("close_after_answer", [False, True])
+def test_the_transport_keeps_its_connection_and_reopens_one_the_collector_closed(close_after_answer):
+    """Three exports go over one kept-alive connection; a collector that closes it after each answer
+    (an idle timeout, a restart) costs a second connection, not a failed export."""
+    from tracehouse.agent.otlp_transport import HttpTransport
+
+    peers = []
+
+    def ok(srv, c):
+        peers.append(c.getpeername())
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        if close_after_answer:
+            c.shutdown(socket.SHUT_RDWR)
+
+    srv = HostileCollector(ok)
+    t = HttpTransport(srv.url + "/v1/traces", {}, timeout=2.0)
+    try:
+        for body in (b"a", b"b" * 100_000, b"c"):
+            t.send(body)
+    finally:
+        t.close()
+        srv.close()
+    assert srv.requests == 3 and len(set(peers)) == (3 if close_after_answer else 1), peers
+
+
 def test_the_command_poll_follows_no_redirect_and_sends_its_token_nowhere_else():
     """The snapshot command poll used urllib's default opener, which follows redirects and keeps
     the request's headers: a collector endpoint (or whatever answers on it) redirecting the poll sent
