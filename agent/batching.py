@@ -31,6 +31,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from tracehouse.agent import counters, errors
+from tracehouse.agent import environment as env
 
 _DEFAULT_DELAY_MS = 5000.0
 ENCODE_AT = 16  # spans encoded together when a root ends (a tight loop: ~20% less CPU than one by one)
@@ -47,13 +48,10 @@ def _env_encode_at() -> int:
 
 
 def _env_delay_ms() -> float:
-    raw = os.environ.get("OTEL_BSP_SCHEDULE_DELAY")
-    try:
-        value = float(raw) if raw else _DEFAULT_DELAY_MS
-    except ValueError:
-        value = _DEFAULT_DELAY_MS
-    # past a day (1e13 ms), Event.wait raised OverflowError in the export thread, and spans stopped
-    return value if 0 < value <= 86_400_000 else _DEFAULT_DELAY_MS
+    # past a day (1e13 ms), Event.wait raised OverflowError in the export thread, and spans stopped;
+    # a value that did not parse was silently replaced
+    value = env.get_float("OTEL_BSP_SCHEDULE_DELAY", _DEFAULT_DELAY_MS, lo=0.001, hi=86_400_000)
+    return _DEFAULT_DELAY_MS if value is None else value
 
 
 class LeanBatchSpanProcessor(SpanProcessor):

@@ -52,7 +52,7 @@ class AgentConfig:
 def export_headers() -> dict[str, str]:
     """The headers every export sends: ``OTEL_EXPORTER_OTLP_HEADERS``, plus ``TRACEHOUSE_TOKEN``
     as a bearer token unless those headers carry an authorization already."""
-    headers = env.get_pairs(env.OTEL_EXPORTER_OTLP_HEADERS)
+    headers = env.get_pairs(env.OTEL_EXPORTER_OTLP_HEADERS, headers=True)
     token = env.get_str(env.TRACEHOUSE_TOKEN)
     if token and not any(k.lower() == "authorization" for k in headers):
         headers["authorization"] = f"Bearer {token}"
@@ -113,7 +113,7 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
         attrs["deployment.environment"] = v
     if v := env.get_str(env.TRACEHOUSE_SERVICE_VERSION):
         attrs["service.version"] = v
-    attrs.update(env.get_pairs(env.OTEL_RESOURCE_ATTRIBUTES))
+    attrs.update(env.get_pairs(env.OTEL_RESOURCE_ATTRIBUTES, for_sdk=True))
     service = (service or env.get_str(env.OTEL_SERVICE_NAME, env.TRACEHOUSE_SERVICE)
                or attrs.get("service.name") or _program_name())
 

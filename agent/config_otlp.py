@@ -92,16 +92,19 @@ def _endpoint(signal: str, protocol: str, base: str | None, base_is_argument: bo
 
 def _headers(signal: str, common: dict[str, str]) -> dict[str, str]:
     out = dict(common)
-    out.update(env.get_pairs(_var(signal, "HEADERS")[0]))
+    out.update(env.get_pairs(_var(signal, "HEADERS")[0], headers=True))
     return out
 
 
-def _timeout(signal: str, default: float) -> float:
-    for name in _var(signal, "TIMEOUT"):
-        v = env.get_float(name, default * 1000, lo=1, hi=600_000)
-        if v is not None:
-            return v / 1000.0
-    return default
+def _timeout_ms(name: str, default: float) -> float | None:
+    return env.get_float(name, default * 1000, lo=1, hi=600_000)
+
+
+def _timeout(signal: str, common: float) -> float:
+    """The signal's own timeout variable, else ``common`` (``OTEL_EXPORTER_OTLP_TIMEOUT`` read once
+    for the three signals: a bad value was logged three times)."""
+    v = _timeout_ms(_var(signal, "TIMEOUT")[0], common)
+    return common if v is None else v / 1000.0
 
 
 def _compression(signal: str) -> str | None:
@@ -120,13 +123,15 @@ def resolve_exports(base: str | None, base_is_argument: bool, headers: dict[str,
                     timeout: float) -> dict[str, SignalExport]:
     """The export settings of each signal. ``base``: a base URL (argument or generic variable)."""
     out = {}
+    generic = _timeout_ms("OTEL_EXPORTER_OTLP_TIMEOUT", timeout)
+    common = timeout if generic is None else generic / 1000.0
     for signal in SIGNALS:
         protocol = _protocol(signal)
         cert = env.get_str(*_var(signal, "CERTIFICATE"))
         insecure_raw = env.get_str(*_var(signal, "INSECURE"))
         out[signal] = SignalExport(
             protocol=protocol, url=_endpoint(signal, protocol, base, base_is_argument),
-            headers=_headers(signal, headers), timeout=_timeout(signal, timeout),
+            headers=_headers(signal, headers), timeout=_timeout(signal, common),
             compression=_compression(signal), certificate=cert,
             insecure=None if insecure_raw is None else insecure_raw.lower() in ("1", "true", "yes", "on"))
     return out

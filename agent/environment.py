@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 _log = logging.getLogger("tracehouse.agent")
 
@@ -213,17 +214,36 @@ def get_list(*names: str) -> list[str]:
     return out
 
 
-def get_pairs(name: str) -> dict[str, str]:
-    """Parse ``k=v,k2=v2`` (values URL-decoded); malformed items are logged and skipped."""
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSENDABLE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")  # what HTTP/1.1 (latin-1, no control character) cannot carry
+
+
+def get_pairs(name: str, *, headers: bool = False, for_sdk: bool = False) -> dict[str, str]:
+    """Parse ``k=v,k2=v2`` (values URL-decoded); malformed items are logged and skipped. With
+    ``headers``, so is an item HTTP cannot send (a name that is not a token, a value with a line
+    break or past latin-1): ``http.client`` raised on it at every export, so nothing was exported.
+    With ``for_sdk`` the variable is left holding the well-formed items only: the SDK reads it
+    again (``OTEL_RESOURCE_ATTRIBUTES``, for every ``Resource.create``) and logged each bad item
+    a second time, its own way."""
     from urllib.parse import unquote
 
     out: dict[str, str] = {}
+    kept: list[str] = []
     for item in os.environ.get(name, "").split(","):
         if not item.strip():
             continue
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key, value = key.strip(), unquote(value.strip())
+        if not sep or not key:
             _log.warning("tracehouse: ignoring malformed item %r in %s", item, name)
             continue
-        out[key.strip()] = unquote(value.strip())
+        if headers and (not _TOKEN.fullmatch(key) or _UNSENDABLE.search(value)):
+            _log.warning("tracehouse: ignoring header %r in %s (%s); sending the others", key[:100], name,
+                         "not a valid header name" if not _TOKEN.fullmatch(key) else
+                         "a value HTTP cannot send: a line break, a control character or past latin-1")
+            continue
+        out[key] = value
+        kept.append(item)
+    if for_sdk and name in os.environ and len(kept) < len([i for i in os.environ[name].split(",") if i.strip()]):
+        os.environ[name] = ",".join(kept)
     return out
