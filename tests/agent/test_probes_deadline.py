@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from testkit import servers
-from tests.agent.otlp_sink import TricklingServer
+from tests.agent.otlp_sink import HangingServer, TricklingServer
 from tracehouse.agent import probes
 
 
@@ -123,6 +123,32 @@ def test_a_hung_target_keeps_one_check_in_flight_however_many_rounds():
     finally:
         never.close()
     assert wait_for(lambda: not workers[0].is_alive(), 2)  # the peer hung up: the check ended
+
+
+def test_targets_that_accept_and_never_answer_cost_at_most_one_thread_each_over_many_intervals():
+    """A "Redis" and a "PostgreSQL" that accept and never say a word, probed every 0.05 s with a
+    0.2 s timeout by the runner's own loop for 3 s (some 12 rounds; libpq holds its connect for
+    2 s): at no time more than one check thread per target, each reported down with a TimeoutError."""
+    hang = HangingServer()
+    runner = probes.ProbeRunner([f"redis://127.0.0.1:{hang.port}", f"postgresql://u@127.0.0.1:{hang.port}/db"],
+                                interval=0.05, timeout=0.2)
+    names = {f"tracehouse-probe {t.display}" for t in runner.targets}
+    most = 0
+    runner.start()
+    try:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            workers = [t for t in threading.enumerate() if t.name in names]
+            most = max(most, len(workers))
+            assert len({t.name for t in workers}) == len(workers), workers  # one per target
+            time.sleep(0.02)
+        results = dict(runner.results)
+    finally:
+        runner.stop()
+        hang.close()
+    assert 1 <= most <= 2, most
+    assert {t.kind for t in results} == {"redis", "postgresql"}
+    assert all(up is False and reason.startswith("TimeoutError: ") for up, _, reason in results.values()), results
 
 
 def test_stop_and_interpreter_exit_do_not_wait_for_a_hung_check():
