@@ -156,7 +156,9 @@ def test_the_transport_keeps_its_connection_and_reopens_one_the_collector_closed
     finally:
         t.close()
         srv.close()
-    assert srv.requests == 3 and len(set(peers)) == (3 if close_after_answer else 1), peers
+    # closing: a request can reach the old connection before the close and lose its answer, so be sent twice
+    assert (srv.requests >= 3 if close_after_answer else srv.requests == 3), peers
+    assert len(set(peers)) == (3 if close_after_answer else 1), peers
 
 
 def test_the_command_poll_follows_no_redirect_and_sends_its_token_nowhere_else():
