@@ -54,6 +54,11 @@ def export_headers() -> dict[str, str]:
     as a bearer token unless those headers carry an authorization already."""
     headers = env.get_pairs(env.OTEL_EXPORTER_OTLP_HEADERS, headers=True)
     token = env.get_str(env.TRACEHOUSE_TOKEN)
+    if token and not env.sendable(token):  # http.client would raise at every export: nothing sent
+        logging.getLogger("tracehouse.agent").warning(
+            "tracehouse: ignoring %s (a line break, a control character or a character past latin-1, which HTTP "
+            "cannot send); exporting without it", env.TRACEHOUSE_TOKEN)
+        token = None
     if token and not any(k.lower() == "authorization" for k in headers):
         headers["authorization"] = f"Bearer {token}"
     return headers

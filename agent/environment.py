@@ -195,12 +195,19 @@ def get_float(name: str, default: float, *, lo: float | None = None, hi: float |
     try:
         value = float(raw) * scale
     except ValueError:
-        _log.warning("tracehouse: ignoring %s=%r (not a number); using %s", name, raw, default)
+        _log.warning("tracehouse: ignoring %s=%r (not a number); using its default, %s", name, raw[:100],
+                     _in_units(default, scale))
         return default
     if (lo is not None and value < lo) or (hi is not None and value > hi) or value != value:
-        _log.warning("tracehouse: ignoring %s=%r (out of range); using %s", name, raw, default)
+        _log.warning("tracehouse: ignoring %s=%r (out of range: %s to %s); using its default, %s", name, raw[:100],
+                     _in_units(lo, scale), _in_units(hi, scale), _in_units(default, scale))
         return default
     return value
+
+
+def _in_units(value: float | None, scale: float) -> str:
+    """``value`` (scaled) as the variable states it, e.g. milliseconds for an ``OTEL_*`` time."""
+    return "none" if value is None else f"{value / scale:g}"
 
 
 def get_bool(name: str) -> bool:
@@ -216,6 +223,11 @@ def get_list(*names: str) -> list[str]:
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSENDABLE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")  # what HTTP/1.1 (latin-1, no control character) cannot carry
+
+
+def sendable(value: str) -> bool:
+    """Whether ``value`` can be an HTTP/1.1 header value (latin-1, no line break or control character)."""
+    return not _UNSENDABLE.search(value)
 
 
 def get_pairs(name: str, *, headers: bool = False, for_sdk: bool = False) -> dict[str, str]:
@@ -235,9 +247,11 @@ def get_pairs(name: str, *, headers: bool = False, for_sdk: bool = False) -> dic
         key, sep, value = item.partition("=")
         key, value = key.strip(), unquote(value.strip())
         if not sep or not key:
-            _log.warning("tracehouse: ignoring malformed item %r in %s", item, name)
+            # the item itself is not logged: a header written without its '=' is often a credential
+            _log.warning("tracehouse: ignoring item %d of %s (%d characters): not key=value", len(kept) + 1, name,
+                         len(item))
             continue
-        if headers and (not _TOKEN.fullmatch(key) or _UNSENDABLE.search(value)):
+        if headers and (not _TOKEN.fullmatch(key) or not sendable(value)):
             _log.warning("tracehouse: ignoring header %r in %s (%s); sending the others", key[:100], name,
                          "not a valid header name" if not _TOKEN.fullmatch(key) else
                          "a value HTTP cannot send: a line break, a control character or past latin-1")

@@ -46,7 +46,9 @@ srv.shutdown()
     ("OTEL_EXPORTER_OTLP_HEADERS", "x-a=b%0D%0AX-Evil: 1"),  # every export failed: ValueError, no span stored
     ("OTEL_EXPORTER_OTLP_HEADERS", "x-a=\u00e9\u4e2d"),  # every export failed: UnicodeEncodeError
     ("OTEL_EXPORTER_OTLP_HEADERS", "x k\u00e9y=v"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization Bearer s3cr3t-token"),  # the whole item was logged, secret too
     ("OTEL_BSP_SCHEDULE_DELAY", "abc"),  # nothing said, the default used
+    ("TRACEHOUSE_TOKEN", "s3cr3t%0D%0AX-Evil: 1".replace("%0D%0A", "\r\n")),  # every export failed: ValueError
 ])
 def test_a_bad_otel_value_gets_one_line_and_the_host_serves_and_is_traced(tmp_path, name, value):
     sink = Sink()
@@ -60,6 +62,7 @@ def test_a_bad_otel_value_gets_one_line_and_the_host_serves_and_is_traced(tmp_pa
         assert out.returncode == 0 and out.stdout == "SERVED hello\n", out.stderr[-3000:]
         lines = out.stderr.splitlines()
         assert len(lines) == 1 and name in lines[0] and lines[0].startswith("tracehouse: ignoring"), lines
+        assert "s3cr3t" not in out.stderr
         spans = sink.wait(lambda s: [sp for sp in s.spans() if sp[1].name == "work"])
         assert spans, out.stderr
         resource = spans[0][0]
