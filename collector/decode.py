@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from .errors import CollectorError
+from .wire_budget import over_budget
 
 __all__ = ["SIGNALS", "Signal", "BadRequest", "decode_body", "encode_response", "to_json", "PROTOBUF", "JSON"]
 
@@ -194,6 +195,9 @@ def decode_request(signal: Signal, content_type: str, content_encoding: str, bod
         raise BadRequest(415, f"unsupported content type {content_type!r}: use {PROTOBUF} or {JSON}")
     body = decompress(content_encoding, body, max_decompressed)
     if mt == PROTOBUF:
+        reason = over_budget(signal.name, body)
+        if reason:
+            raise BadRequest(413, reason)
         try:
             return signal.request.FromString(body), False, body
         except (DecodeError, ValueError) as e:

@@ -1,0 +1,162 @@
+"""What an OTLP protobuf body may cost to parse: a wire-level count of its list elements.
+
+upb parses a body with no limit on how many messages it holds, and each costs far more parsed
+than sent: an empty span is two bytes on the wire (``12 00``) and ~160 bytes parsed and checked,
+so 20 MiB of them (a 20 kB gzip body, or one gRPC message) took ~1.8 GB and 15 s. A body over
+``SMALL_BODY`` bytes is first walked here, at the list levels only (resources, scopes, spans /
+log records / metrics, data points), and refused (413) as soon as its elements pass a budget: each
+element is charged the bytes a real one at least takes (``MIN_BYTES``), and the charges of the
+elements up to any point may not pass the bytes before it by more than ``SLACK``. A real body is charged a fraction of its size (spans with attributes: ~400 bytes
+each, charged 32), so only a body of countless tiny elements is refused, in milliseconds. Field
+numbers come from the generated descriptors.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+
+__all__ = ["SMALL_BODY", "MIN_BYTES", "over_budget"]
+
+#: bodies up to this size are parsed as they come: the worst shape of 1 MiB costs < ~100 MB parsed
+SMALL_BODY = 1 << 20
+
+#: how far the charges of the elements up to a point of a body may pass the bytes before it
+SLACK = 64 << 10
+
+#: the bytes a real element at each list level at least takes on the wire, with its tag and length
+MIN_BYTES = {"resources": 16, "scopes": 16, "spans": 32, "log_records": 16, "metrics": 24, "data_points": 12}
+
+
+def _levels(request: type[Message], path: tuple[str, ...]) -> list[tuple[int, str]]:
+    desc, out = request.DESCRIPTOR, []
+    for i, name in enumerate(path):
+        f = desc.fields_by_name[name]
+        out.append((f.number, ("resources", "scopes")[i] if i < 2 else name))
+        desc = f.message_type
+    return out
+
+
+#: the path from each request to its list levels: (field number, name of the level) per level
+_LEVELS = {
+    "traces": _levels(ExportTraceServiceRequest, ("resource_spans", "scope_spans", "spans")),
+    "logs": _levels(ExportLogsServiceRequest, ("resource_logs", "scope_logs", "log_records")),
+    "metrics": _levels(ExportMetricsServiceRequest, ("resource_metrics", "scope_metrics", "metrics")),
+}
+#: a metric's data fields (gauge, sum, histogram, …), each a message whose field 1 is data_points
+_METRIC_DATA = frozenset(f.number for f in Metric.DESCRIPTOR.oneofs_by_name["data"].fields)
+_POINTS_FIELDS = {f.message_type.fields_by_name["data_points"].number
+                  for f in Metric.DESCRIPTOR.oneofs_by_name["data"].fields}
+assert len(_POINTS_FIELDS) == 1, "every metric data type has data_points at one field number"
+_POINTS = frozenset(_POINTS_FIELDS)
+
+
+class _Over(Exception):
+    """The body's elements passed the budget at the level named."""
+
+
+class _Walk:
+    """Charges the elements of one body as they come: the charges up to any point of the body may
+    pass the bytes before that point by ``SLACK`` at most, so a body of tiny elements is refused
+    within its first ~``SLACK`` bytes. Stops at the first malformed field (the parser then names it)."""
+
+    def __init__(self, body: bytes):
+        self.buf = body
+        self.used = 0
+        self.count: dict[str, int] = {}
+
+    def elements(self, level: str | None, start: int, end: int, wanted: frozenset[int], leaves: bool = False):
+        """(start, end) of each length-delimited field of ``buf[start:end]`` whose number is in
+        ``wanted``, each charged to ``level`` (None: not charged); ``leaves``: charged, not yielded."""
+        buf, cost, used, pos, n = self.buf, MIN_BYTES[level] if level else 0, self.used, start, 0
+        try:
+            while pos < end:
+                key = buf[pos]
+                pos += 1
+                if key & 0x80:
+                    key, pos = self._varint(key, pos)
+                wire = key & 7
+                if wire == 2:
+                    size = buf[pos] if pos < end else 0
+                    pos += 1
+                    if size & 0x80:  # two bytes (128 to 16,383: most elements) without a call
+                        if pos < end and not buf[pos] & 0x80:
+                            size = size & 0x7F | buf[pos] << 7
+                            pos += 1
+                        else:
+                            size, pos = self._varint(size, pos)
+                    if pos + size > end:
+                        return
+                    if key >> 3 in wanted:
+                        n += 1
+                        used += cost
+                        if used > pos + SLACK:
+                            raise _Over(level, pos)
+                        if not leaves:
+                            self.used = used
+                            yield pos, pos + size
+                            used = self.used
+                    pos += size
+                elif wire == 0:
+                    while pos < end and buf[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+                elif wire == 1:
+                    pos += 8
+                elif wire == 5:
+                    pos += 4
+                else:
+                    return
+        finally:
+            self.used = used
+            if level:
+                self.count[level] = self.count.get(level, 0) + n
+
+    def _varint(self, first: int, pos: int) -> tuple[int, int]:
+        buf, value, shift = self.buf, first & 0x7F, 7
+        while pos < len(buf) and shift < 64:
+            b = buf[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value, pos
+            shift += 7
+        return 7, len(buf)  # malformed: wire type 7 (as a key) or a length past the end stops the walk
+
+    def spans_or_logs(self, levels: list[tuple[int, str]]) -> None:
+        (rf, _), (sf, _), (xf, x) = levels
+        for rs, re_ in self.elements("resources", 0, len(self.buf), frozenset({rf})):
+            for ss, se in self.elements("scopes", rs, re_, frozenset({sf})):
+                for _ in self.elements(x, ss, se, frozenset({xf}), leaves=True):
+                    pass
+
+    def metrics(self, levels: list[tuple[int, str]]) -> None:
+        (rf, _), (sf, _), (mf, _) = levels
+        for rs, re_ in self.elements("resources", 0, len(self.buf), frozenset({rf})):
+            for ss, se in self.elements("scopes", rs, re_, frozenset({sf})):
+                for ms, me in self.elements("metrics", ss, se, frozenset({mf})):
+                    for ds, de in self.elements(None, ms, me, _METRIC_DATA):
+                        for _ in self.elements("data_points", ds, de, _POINTS, leaves=True):
+                            pass
+
+
+def over_budget(signal: str, body: bytes, small: int = SMALL_BODY) -> str | None:
+    """Why a protobuf body over ``small`` bytes holds too many list elements for its size (the
+    reason for a 413), or None: a smaller body, or one within the budget."""
+    if len(body) <= small:
+        return None
+    walk = _Walk(body)
+    try:
+        if signal == "metrics":
+            walk.metrics(_LEVELS[signal])
+        else:
+            walk.spans_or_logs(_LEVELS[signal])
+    except _Over as over:
+        level, pos = over.args
+        return (f"the body holds {walk.count[level]:,} {level.replace('_', ' ')} in its first {pos:,} "
+                f"bytes: too many for their size (a body over {small:,} bytes may hold one per "
+                f"{MIN_BYTES[level]} bytes); send fewer per request")
+    return None
