@@ -51,7 +51,7 @@ _METRIC_DATA = frozenset(f.number for f in Metric.DESCRIPTOR.oneofs_by_name["dat
 _POINTS_FIELDS = {f.message_type.fields_by_name["data_points"].number
                   for f in Metric.DESCRIPTOR.oneofs_by_name["data"].fields}
 assert len(_POINTS_FIELDS) == 1, "every metric data type has data_points at one field number"
-_POINTS = frozenset(_POINTS_FIELDS)
+_POINTS = _POINTS_FIELDS.pop()
 
 
 class _Over(Exception):
@@ -66,11 +66,14 @@ class _Walk:
     def __init__(self, body: bytes):
         self.buf = body
         self.used = 0
+        self.pos = 0  # where the field after the one ``elements(one=True)`` walked starts
         self.count: dict[str, int] = {}
 
-    def elements(self, level: str | None, start: int, end: int, wanted: frozenset[int], leaves: bool = False):
+    def elements(self, level: str | None, start: int, end: int, wanted: frozenset[int], leaves: bool = False,
+                 one: bool = False):
         """(start, end) of each length-delimited field of ``buf[start:end]`` whose number is in
-        ``wanted``, each charged to ``level`` (None: not charged); ``leaves``: charged, not yielded."""
+        ``wanted``, each charged to ``level`` (None: not charged); ``leaves``: charged, not yielded;
+        ``one``: the first field only, where the next starts left in ``pos``."""
         buf, cost, used, pos, n = self.buf, MIN_BYTES[level] if level else 0, self.used, start, 0
         try:
             while pos < end:
@@ -89,6 +92,7 @@ class _Walk:
                         else:
                             size, pos = self._varint(size, pos)
                     if pos + size > end:
+                        pos = end
                         return
                     if key >> 3 in wanted:
                         n += 1
@@ -109,11 +113,49 @@ class _Walk:
                 elif wire == 5:
                     pos += 4
                 else:
+                    pos = end
+                    return
+                if one:
                     return
         finally:
+            self.pos = pos
             self.used = used
             if level:
                 self.count[level] = self.count.get(level, 0) + n
+
+    def leaves(self, level: str, start: int, end: int, number: int) -> None:
+        """Charge the fields ``number`` of ``buf[start:end]`` to ``level``: those with a one-byte key
+        and a length under 16,384 (nearly all) are read here in fewer steps than ``elements`` takes,
+        any other field through it."""
+        buf, tag, cost, used, pos, n = self.buf, number << 3 | 2, MIN_BYTES[level], self.used, start, 0
+        while pos < end:
+            if buf[pos] == tag and pos + 1 < end:
+                size = buf[pos + 1]
+                if not size & 0x80:
+                    pos += 2 + size
+                elif pos + 2 < end and not buf[pos + 2] & 0x80:
+                    pos += 3 + (size & 0x7F | buf[pos + 2] << 7)
+                else:
+                    pos = self._one(level, pos, end, number, used)
+                    used = self.used
+                    continue
+                n += 1
+                used += cost
+                if used > pos + SLACK:
+                    self.used, self.count[level] = used, self.count.get(level, 0) + n
+                    raise _Over(level, pos)
+            else:
+                pos = self._one(level, pos, end, number, used)
+                used = self.used
+        self.used, self.count[level] = used, self.count.get(level, 0) + n
+
+    def _one(self, level: str, pos: int, end: int, number: int, used: int) -> int:
+        """Walk the one field at ``pos`` through ``elements`` (charged if it is ``number``); where
+        the next one starts (``end`` when it is malformed)."""
+        self.used = used
+        for _ in self.elements(level, pos, end, frozenset({number}), leaves=True, one=True):
+            pass
+        return self.pos
 
     def _varint(self, first: int, pos: int) -> tuple[int, int]:
         buf, value, shift = self.buf, first & 0x7F, 7
@@ -130,8 +172,7 @@ class _Walk:
         (rf, _), (sf, _), (xf, x) = levels
         for rs, re_ in self.elements("resources", 0, len(self.buf), frozenset({rf})):
             for ss, se in self.elements("scopes", rs, re_, frozenset({sf})):
-                for _ in self.elements(x, ss, se, frozenset({xf}), leaves=True):
-                    pass
+                self.leaves(x, ss, se, xf)
 
     def metrics(self, levels: list[tuple[int, str]]) -> None:
         (rf, _), (sf, _), (mf, _) = levels
@@ -139,8 +180,7 @@ class _Walk:
             for ss, se in self.elements("scopes", rs, re_, frozenset({sf})):
                 for ms, me in self.elements("metrics", ss, se, frozenset({mf})):
                     for ds, de in self.elements(None, ms, me, _METRIC_DATA):
-                        for _ in self.elements("data_points", ds, de, _POINTS, leaves=True):
-                            pass
+                        self.leaves("data_points", ds, de, _POINTS)
 
 
 def over_budget(signal: str, body: bytes, small: int = SMALL_BODY) -> str | None:

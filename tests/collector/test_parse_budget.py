@@ -100,3 +100,44 @@ def test_a_real_body_of_several_mib_is_stored_whole_over_http_and_grpc(collector
     rows = chdb_store.query(f"SELECT service, count() FROM {chdb_store.db}.spans GROUP BY service "
                             "ORDER BY service").rows
     assert [tuple(r) for r in rows] == [("big-grpc", 15_000), ("big-http", 15_000)]
+
+
+def test_real_metrics_and_logs_bodies_past_the_floor_pass_and_a_cut_body_is_left_to_the_parser(collector):
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from tracehouse.collector.wire_budget import SMALL_BODY, over_budget
+
+    now = time.time_ns()
+    metrics = ExportMetricsServiceRequest()
+    rm = metrics.resource_metrics.add()
+    rm.resource.attributes.add(key="service.name").value.string_value = "m"
+    sm = rm.scope_metrics.add()
+    for j in range(4_000):  # SDK-like cumulative sums: start, time, value, two attributes
+        m = sm.metrics.add(name=f"requests.{j % 50}", unit="1")
+        m.sum.aggregation_temporality, m.sum.is_monotonic = 2, True
+        for k in range(8):
+            p = m.sum.data_points.add(start_time_unix_nano=now - 10**10, time_unix_nano=now, as_int=k)
+            p.attributes.add(key="route").value.string_value = f"/r/{k}"
+            p.attributes.add(key="code").value.int_value = 200
+    logs = ExportLogsServiceRequest()
+    sl = logs.resource_logs.add().scope_logs.add()
+    for i in range(30_000):  # what the SDK's logging handler sends: times, severity, a short body
+        sl.log_records.add(time_unix_nano=now, observed_time_unix_nano=now, severity_number=13,
+                           severity_text="WARN").body.string_value = f"retrying {i}"
+    for signal, msg in (("metrics", metrics), ("logs", logs)):
+        body = msg.SerializeToString()
+        assert len(body) > SMALL_BODY
+        assert over_budget(signal, body) is None
+        resp = httpx.post(collector.url + f"/v1/{signal}", content=gzip.compress(body),
+                          headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"}, timeout=60)
+        assert resp.status_code == 200, resp.content[:200]
+    collector.wait_stored("metrics", 32_000)
+    collector.wait_stored("logs", 30_000)
+    # a body cut in the middle of an element is not counted as over budget: the parser names it (400)
+    good = traces(40_000)[0].SerializeToString()
+    cut = good[: len(good) // 2 + 3]
+    assert len(cut) > SMALL_BODY and over_budget("traces", cut) is None
+    resp = httpx.post(collector.url + "/v1/traces", content=cut, headers={"content-type": "application/x-protobuf"},
+                      timeout=60)
+    assert resp.status_code == 400 and b"malformed protobuf" in resp.content, resp.content[:200]
