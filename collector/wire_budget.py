@@ -18,17 +18,23 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 __all__ = ["SMALL_BODY", "MIN_BYTES", "over_budget"]
 
 #: bodies up to this size are parsed as they come: the worst shape of 1 MiB costs < ~100 MB parsed
 SMALL_BODY = 1 << 20
 
+#: the charge of a field the walk steps over (a span's or metric's own fields are not walked)
+OTHER = 4
+
 #: how far the charges of the elements up to a point of a body may pass the bytes before it
 SLACK = 64 << 10
 
 #: the bytes a real element at each list level at least takes on the wire, with its tag and length
-MIN_BYTES = {"resources": 16, "scopes": 16, "spans": 32, "log_records": 16, "metrics": 24, "data_points": 12}
+MIN_BYTES = {"resources": 16, "scopes": 16, "spans": 32, "log_records": 16, "metrics": 24, "data_points": 12,
+             "resource attributes": 8, "other fields": OTHER}
 
 
 def _levels(request: type[Message], path: tuple[str, ...]) -> list[tuple[int, str]]:
@@ -54,6 +60,11 @@ assert len(_POINTS_FIELDS) == 1, "every metric data type has data_points at one 
 _POINTS = _POINTS_FIELDS.pop()
 
 
+#: a resource's attributes are walked too (few in a real body; every one read to find service.name)
+_RESOURCE = frozenset({ResourceSpans.DESCRIPTOR.fields_by_name["resource"].number})
+_RESOURCE_ATTRS = Resource.DESCRIPTOR.fields_by_name["attributes"].number
+
+
 class _Over(Exception):
     """The body's elements passed the budget at the level named."""
 
@@ -66,6 +77,7 @@ class _Walk:
     def __init__(self, body: bytes):
         self.buf = body
         self.used = 0
+        self.last = 0  # the number of the field ``elements`` yielded last
         self.pos = 0  # where the field after the one ``elements(one=True)`` walked starts
         self.count: dict[str, int] = {}
 
@@ -97,12 +109,16 @@ class _Walk:
                     if key >> 3 in wanted:
                         n += 1
                         used += cost
-                        if used > pos + SLACK:
+                        if cost and used > pos + SLACK:
                             raise _Over(level, pos)
                         if not leaves:
-                            self.used = used
+                            self.used, self.last = used, key >> 3
                             yield pos, pos + size
                             used = self.used
+                        pos += size
+                        if one:
+                            return
+                        continue
                     pos += size
                 elif wire == 0:
                     while pos < end and buf[pos] & 0x80:
@@ -115,6 +131,11 @@ class _Walk:
                 else:
                     pos = end
                     return
+                # any other field costs the walk a step, however small: charged too
+                self.count["other fields"] = self.count.get("other fields", 0) + 1
+                used += OTHER
+                if used > pos + SLACK:
+                    raise _Over("other fields", pos)
                 if one:
                     return
         finally:
@@ -171,13 +192,19 @@ class _Walk:
     def spans_or_logs(self, levels: list[tuple[int, str]]) -> None:
         (rf, _), (sf, _), (xf, x) = levels
         for rs, re_ in self.elements("resources", 0, len(self.buf), frozenset({rf})):
-            for ss, se in self.elements("scopes", rs, re_, frozenset({sf})):
-                self.leaves(x, ss, se, xf)
+            for ss, se in self.elements("scopes", rs, re_, _RESOURCE | {sf}):
+                if self.last in _RESOURCE:  # the resource, charged as a scope: its attributes
+                    self.leaves("resource attributes", ss, se, _RESOURCE_ATTRS)
+                else:
+                    self.leaves(x, ss, se, xf)
 
     def metrics(self, levels: list[tuple[int, str]]) -> None:
         (rf, _), (sf, _), (mf, _) = levels
         for rs, re_ in self.elements("resources", 0, len(self.buf), frozenset({rf})):
-            for ss, se in self.elements("scopes", rs, re_, frozenset({sf})):
+            for ss, se in self.elements("scopes", rs, re_, _RESOURCE | {sf}):
+                if self.last in _RESOURCE:
+                    self.leaves("resource attributes", ss, se, _RESOURCE_ATTRS)
+                    continue
                 for ms, me in self.elements("metrics", ss, se, frozenset({mf})):
                     for ds, de in self.elements(None, ms, me, _METRIC_DATA):
                         self.leaves("data_points", ds, de, _POINTS)

@@ -23,7 +23,7 @@ from tests.collector.wire_shapes import SHAPES, empty_elements
 
 #: the shapes made of countless elements at a list level (those inside a span or a data point cost
 #: a few times a real body's parse and are not refused: see bench/decode_bound_bench.py)
-LIST_SHAPES = ["resource_spans", "scope_spans", "spans", "log_records", "metrics", "gauge_points",
+LIST_SHAPES = ["resource_spans", "resource_attributes", "scope_spans", "spans", "log_records", "metrics", "gauge_points",
                "histogram_points"]
 SERVICES = {"traces": "trace.v1.TraceService", "metrics": "metrics.v1.MetricsService",
             "logs": "logs.v1.LogsService"}
