@@ -30,6 +30,10 @@ class AgentConfig:
     metrics_interval: float = 15.0
     export_timeout: float = 3.0
     queue_size: int = 2048
+    #: spans / log records per export, and the log records' queue (``OTEL_BSP_*``, ``OTEL_BLRP_*``)
+    batch_size: int = 512
+    log_queue_size: int = 2048
+    log_batch_size: int = 512
     log_level: int | None = logging.WARNING
     probes: tuple[str, ...] = ()
     probe_interval: float = 15.0
@@ -47,6 +51,25 @@ class AgentConfig:
     snapshot_memory_window_s: float = 2.0
     snapshot_max_bytes: int = 262144
     command_poll_s: float = 5.0
+
+
+def _count(*names: str, default: int) -> int:
+    """The first of ``names`` set to a count (1 to a million), else ``default``; a bad one is logged."""
+    for name in names:
+        value = env.get_float(name, float(default), lo=1, hi=1e6)
+        if value is not None:
+            return int(value)
+    return default
+
+
+def _queues() -> dict[str, int]:
+    """Queue and batch sizes: ``OTEL_BSP_*`` (spans) and ``OTEL_BLRP_*`` (log records) first, then
+    ``TRACEHOUSE_QUEUE_SIZE`` for both queues; a batch is at most its queue."""
+    spans = _count(env.OTEL_BSP_MAX_QUEUE_SIZE, env.TRACEHOUSE_QUEUE_SIZE, default=2048)
+    logs = _count(env.OTEL_BLRP_MAX_QUEUE_SIZE, env.TRACEHOUSE_QUEUE_SIZE, default=2048)
+    return {"queue_size": spans, "batch_size": min(spans, _count(env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, default=512)),
+            "log_queue_size": logs,
+            "log_batch_size": min(logs, _count(env.OTEL_BLRP_MAX_EXPORT_BATCH_SIZE, default=512))}
 
 
 def export_headers() -> dict[str, str]:
@@ -146,7 +169,7 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
         export_timeout=timeout,
         exports=resolve_exports(base, base_is_argument, headers, timeout),
         propagators=_propagators(), exemplar_filter=_exemplar_filter(),
-        queue_size=int(_default(env.get_float(env.TRACEHOUSE_QUEUE_SIZE, 2048, lo=1, hi=1e6), 2048)),
+        **_queues(),
         log_level=level,
         probes=tuple(probes if probes is not None else env.get_list(env.TRACEHOUSE_PROBES)),
         probe_interval=_default(env.get_float(env.TRACEHOUSE_PROBE_INTERVAL, 15.0, lo=0.05, hi=DAY_S), 15.0),

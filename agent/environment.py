@@ -49,6 +49,10 @@ OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
 """Metric export interval in milliseconds. Falls back to ``TRACEHOUSE_METRICS_INTERVAL`` (s)."""
 
 OTEL_BLRP_SCHEDULE_DELAY = "OTEL_BLRP_SCHEDULE_DELAY"
+OTEL_BSP_MAX_QUEUE_SIZE = "OTEL_BSP_MAX_QUEUE_SIZE"
+OTEL_BSP_MAX_EXPORT_BATCH_SIZE = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
+OTEL_BLRP_MAX_QUEUE_SIZE = "OTEL_BLRP_MAX_QUEUE_SIZE"
+OTEL_BLRP_MAX_EXPORT_BATCH_SIZE = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"
 """Milliseconds between log exports (default 1000). Read by the agent, not left to the SDK's log
 processor: it raised 0 or a negative value into ``start()`` and let a value past a day kill its
 export thread (``OverflowError``), so no log or snapshot left the process."""

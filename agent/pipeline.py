@@ -130,7 +130,7 @@ class Agent:
 
             encoder = span_encoder()
         batch = LeanBatchSpanProcessor(exporter, max_queue_size=self.config.queue_size,
-                                       max_export_batch_size=min(512, self.config.queue_size), encoder=encoder)
+                                       max_export_batch_size=self.config.batch_size, encoder=encoder)
         self.error_keeper = None
         if keeps_errors(cfg.sampler, cfg.sample_ratio):
             self.error_keeper = ErrorKeepingProcessor(batch)
@@ -196,7 +196,7 @@ class Agent:
         lp = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
         delay = env.get_float(env.OTEL_BLRP_SCHEDULE_DELAY, 1000.0, lo=1.0, hi=86_400_000.0)
         lp.add_log_record_processor(sdk_private.counting_log_processor()(
-            exporter, max_queue_size=self.config.queue_size, max_export_batch_size=min(512, self.config.queue_size),
+            exporter, max_queue_size=self.config.log_queue_size, max_export_batch_size=self.config.log_batch_size,
             export_timeout_millis=self.config.export_timeout * 1000,
             schedule_delay_millis=1000.0 if delay is None else delay))
         self.logger_provider = lp

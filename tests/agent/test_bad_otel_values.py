@@ -71,3 +71,44 @@ def test_a_bad_otel_value_gets_one_line_and_the_host_serves_and_is_traced(tmp_pa
             assert resource["deployment.environment"] == "prod"
     finally:
         sink.close()
+
+
+BATCHES = r'''
+import logging
+from opentelemetry import trace
+tracer = trace.get_tracer("host")
+for i in range(12):
+    with tracer.start_as_current_span(f"s{i}"):
+        logging.getLogger("host").warning("record %d", i)
+print("DONE", flush=True)
+'''
+
+
+def _spans_per_request(sink: Sink, path: str) -> list[int]:
+    with sink.lock:
+        reqs = [m for p, m, _ in sink.requests if p == path]
+    if path == "/v1/traces":
+        return [sum(len(ss.spans) for rs in m.resource_spans for ss in rs.scope_spans) for m in reqs]
+    return [sum(len(sl.log_records) for rl in m.resource_logs for sl in rl.scope_logs) for m in reqs]
+
+
+def test_the_standard_batch_size_variables_cut_the_exports(tmp_path):
+    """``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` and ``OTEL_BLRP_MAX_EXPORT_BATCH_SIZE`` were read by nothing
+    (the agent sent up to 512 spans or records per export whatever they said); the queue sizes
+    likewise. 12 spans and 12 log records at batches of 5 and 4 go as 5+5+2 and 4+4+4."""
+    sink = Sink()
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, TRACEHOUSE_COMMAND_POLL_S="0",
+               OTEL_BSP_MAX_EXPORT_BATCH_SIZE="5", OTEL_BSP_MAX_QUEUE_SIZE="100",
+               OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="4", OTEL_BLRP_MAX_QUEUE_SIZE="100")
+    (tmp_path / "host.py").write_text(BATCHES)
+    try:
+        out = subprocess.run([AGENT_RUN, "run", "--service", "host", "--", sys.executable, str(tmp_path / "host.py")],
+                             env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 0 and "DONE" in out.stdout, out.stderr[-3000:]
+        assert sink.wait(lambda s: sum(_spans_per_request(s, "/v1/traces")) >= 12)
+        per = _spans_per_request(sink, "/v1/traces")
+        assert sum(per) == 12 and max(per) <= 5, per
+        records = _spans_per_request(sink, "/v1/logs")
+        assert sum(records) >= 12 and max(records) <= 4, records
+    finally:
+        sink.close()
