@@ -29,6 +29,12 @@ def load_or_create(directory: str, segments: list[int]) -> tuple[int, int]:
         with open(path, "rb") as f:
             raw = f.read(200)
     except FileNotFoundError:
+        seeded = _written_with_a_key(directory, segments)
+        if seeded is not None:
+            raise OSError(errno.ENOENT, f"the WAL key is missing, but segment {seeded} was written with one (or its "
+                          "first record is damaged): without the key its records cannot be checked and would be "
+                          "cut away, so the buffer is not read (restore the key, or move the segments away to start "
+                          "empty)", path) from None
         return _create(path, max(segments, default=0) + 1)
     try:
         salt_hex, first = raw.decode("ascii").split()
@@ -39,6 +45,24 @@ def load_or_create(directory: str, segments: list[int]) -> tuple[int, int]:
     except ValueError as e:
         raise OSError(errno.EINVAL, f"the WAL key is damaged ({e}); without it the buffer's records cannot "
                       "be checked, so it is not read", path) from None
+
+
+def _written_with_a_key(directory: str, segments: list[int]) -> int | None:
+    """The first of ``segments`` whose first record does not check from seed 0: written with a key
+    that is gone (deleted by hand, lost in a copy), whose records would all be taken for a torn tail
+    and cut away if a new key were made; None when every segment is empty or from before keys."""
+    from .wal_format import HEADER, crc
+
+    for seq in segments:
+        with open(os.path.join(directory, f"{seq:016d}.wal"), "rb") as f:
+            head = f.read(HEADER.size)
+            if len(head) < HEADER.size:
+                continue  # empty, or a header cut short: a torn tail either way
+            length, c, kind, items = HEADER.unpack(head)
+            payload = f.read(min(length, 1 << 30))
+        if len(payload) == length and crc(kind, items, payload) != c:
+            return seq
+    return None
 
 
 def _create(path: str, first: int) -> tuple[int, int]:

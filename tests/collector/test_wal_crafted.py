@@ -110,3 +110,21 @@ def test_a_damaged_key_stops_the_buffer_with_a_clear_error(tmp_path):
     with pytest.raises(WalUnusable, match="WAL key is damaged"):
         Wal(d).open()
     assert os.path.getsize(os.path.join(d, f"{max(wal.segments()):016d}.wal")) > 0  # nothing cut away
+
+
+def test_a_missing_key_beside_segments_written_with_one_stops_the_buffer_and_cuts_nothing(tmp_path):
+    """A key deleted by hand (or left behind by a copy of the segments alone) made a new key, under
+    which every record of the segments written with the old one failed its CRC and was cut away as
+    a torn tail: the buffered data was lost without a word."""
+    d = str(tmp_path)
+    wal = Wal(d)
+    wal.start()
+    _append(wal, 3, b"x")
+    wal.stop()
+    sizes = {s: os.path.getsize(os.path.join(d, f"{s:016d}.wal")) for s in wal.segments()}
+    assert sum(sizes.values()) > 0
+    os.remove(os.path.join(d, "wal.key"))
+    with pytest.raises(WalUnusable, match="WAL key is missing"):
+        Wal(d).open()
+    assert {s: os.path.getsize(os.path.join(d, f"{s:016d}.wal")) for s in sizes} == sizes  # nothing cut away
+    assert not os.path.exists(os.path.join(d, "wal.key"))
