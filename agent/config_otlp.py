@@ -119,6 +119,22 @@ def _compression(signal: str) -> str | None:
     return None
 
 
+def _certificate(signal: str) -> str | None:
+    """The CA file to trust for the signal's collector; one that cannot be read is logged once by
+    name and not used (the system's CAs then check the collector: nothing is trusted that the file
+    would not have made trusted). It failed every export with a bare FileNotFoundError."""
+    for name in _var(signal, "CERTIFICATE"):
+        path = os.environ.get(name, "").strip()
+        if not path:
+            continue
+        if os.path.isfile(path) and os.access(path, os.R_OK):
+            return path
+        env.warn_once(f"{name}={path}", f"tracehouse: ignoring {name}={path[:200]!r} (not a readable file); "
+                                        "checking the collector's certificate against the system's CAs")
+        return None
+    return None
+
+
 def resolve_exports(base: str | None, base_is_argument: bool, headers: dict[str, str],
                     timeout: float) -> dict[str, SignalExport]:
     """The export settings of each signal. ``base``: a base URL (argument or generic variable)."""
@@ -127,7 +143,7 @@ def resolve_exports(base: str | None, base_is_argument: bool, headers: dict[str,
     common = timeout if generic is None else generic / 1000.0
     for signal in SIGNALS:
         protocol = _protocol(signal)
-        cert = env.get_str(*_var(signal, "CERTIFICATE"))
+        cert = _certificate(signal)
         insecure_raw = env.get_str(*_var(signal, "INSECURE"))
         out[signal] = SignalExport(
             protocol=protocol, url=_endpoint(signal, protocol, base, base_is_argument),

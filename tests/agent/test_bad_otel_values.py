@@ -48,6 +48,7 @@ srv.shutdown()
     ("OTEL_EXPORTER_OTLP_HEADERS", "x k\u00e9y=v"),
     ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization Bearer s3cr3t-token"),  # the whole item was logged, secret too
     ("OTEL_BSP_SCHEDULE_DELAY", "abc"),  # nothing said, the default used
+    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),  # nothing said; https exports: FileNotFoundError
     ("TRACEHOUSE_TOKEN", "s3cr3t%0D%0AX-Evil: 1".replace("%0D%0A", "\r\n")),  # every export failed: ValueError
 ])
 def test_a_bad_otel_value_gets_one_line_and_the_host_serves_and_is_traced(tmp_path, name, value):
