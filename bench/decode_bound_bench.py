@@ -3,7 +3,7 @@
 
     python bench/decode_bound_bench.py [--size-mib 20] [--shapes spans,metrics] [--rounds 5]
 
-Attack shapes (``tests/collector/wire_shapes.py``: one repeated field's empty elements filling the
+Attack shapes (``testkit/wire_shapes.py``: one repeated field's empty elements filling the
 body, at the list levels and inside spans and data points), each in a fresh subprocess:
 
 - ``before``: ``Request.FromString`` then ``validate.check``, what the receiver did;
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 _CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
-from tests.collector.wire_shapes import empty_elements
+from testkit.wire_shapes import empty_elements
 from tracehouse.collector.decode import SIGNALS, BadRequest, decode_request
 from tracehouse.collector.validate import check
 
@@ -135,7 +135,7 @@ def real_bodies(rounds: int) -> list[dict]:
 
 
 def main() -> None:
-    from tests.collector.wire_shapes import SHAPES
+    from testkit.wire_shapes import SHAPES
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=float, default=20)

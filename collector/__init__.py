@@ -11,6 +11,7 @@ from .decode import BadRequest
 from .errors import CollectorError
 from .ingest import ClientGone
 from .wal import WalClosed, WalLocked, WalUnusable
+from .wire_budget import OverBudget
 
-__all__ = ["BadRequest", "ClientGone", "Collector", "CollectorError", "WalClosed", "WalLocked", "WalUnusable",
-           "build_collector"]
+__all__ = ["BadRequest", "ClientGone", "Collector", "CollectorError", "OverBudget", "WalClosed", "WalLocked",
+           "WalUnusable", "build_collector"]

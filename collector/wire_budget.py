@@ -21,7 +21,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
-__all__ = ["SMALL_BODY", "MIN_BYTES", "over_budget"]
+from .errors import CollectorError
+
+__all__ = ["SMALL_BODY", "MIN_BYTES", "OverBudget", "over_budget"]
 
 #: bodies up to this size are parsed as they come: the worst shape of 1 MiB costs < ~100 MB parsed
 SMALL_BODY = 1 << 20
@@ -65,7 +67,7 @@ _RESOURCE = frozenset({ResourceSpans.DESCRIPTOR.fields_by_name["resource"].numbe
 _RESOURCE_ATTRS = Resource.DESCRIPTOR.fields_by_name["attributes"].number
 
 
-class _Over(Exception):
+class OverBudget(CollectorError):
     """The body's elements passed the budget at the level named."""
 
 
@@ -110,7 +112,7 @@ class _Walk:
                         n += 1
                         used += cost
                         if cost and used > pos + SLACK:
-                            raise _Over(level, pos)
+                            raise OverBudget(level, pos)
                         if not leaves:
                             self.used, self.last = used, key >> 3
                             yield pos, pos + size
@@ -135,7 +137,7 @@ class _Walk:
                 self.count["other fields"] = self.count.get("other fields", 0) + 1
                 used += OTHER
                 if used > pos + SLACK:
-                    raise _Over("other fields", pos)
+                    raise OverBudget("other fields", pos)
                 if one:
                     return
         finally:
@@ -164,7 +166,7 @@ class _Walk:
                 used += cost
                 if used > pos + SLACK:
                     self.used, self.count[level] = used, self.count.get(level, 0) + n
-                    raise _Over(level, pos)
+                    raise OverBudget(level, pos)
             else:
                 pos = self._one(level, pos, end, number, used)
                 used = self.used
@@ -221,7 +223,7 @@ def over_budget(signal: str, body: bytes, small: int = SMALL_BODY) -> str | None
             walk.metrics(_LEVELS[signal])
         else:
             walk.spans_or_logs(_LEVELS[signal])
-    except _Over as over:
+    except OverBudget as over:
         level, pos = over.args
         return (f"the body holds {walk.count[level]:,} {level.replace('_', ' ')} in its first {pos:,} "
                 f"bytes: too many for their size (a body over {small:,} bytes may hold one per "

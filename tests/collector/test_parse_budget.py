@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from testkit.wire_shapes import SHAPES, empty_elements
 from tests.collector.harness import run_collector
 from tests.collector.payloads import traces
-from tests.collector.wire_shapes import SHAPES, empty_elements
 
 #: the shapes made of countless elements at a list level (those inside a span or a data point cost
 #: a few times a real body's parse and are not refused: see bench/decode_bound_bench.py)
