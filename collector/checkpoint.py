@@ -13,7 +13,9 @@ behind the state the writer acted on (a crash between the two writes leaves the 
 range ahead, which is replayed with verification: harmless). Before, a damaged checkpoint made the
 writer store the buffer again from its first record under a new identity, and every span of the
 first segment stored before was stored twice (``checkpoint_bounds.py`` still does that when both
-files are damaged).
+files are damaged). A file also carries ``crc``, the CRC-32 of the rest of it: damage that leaves
+valid JSON (a digit changed) is caught too, as is a position that is not two whole numbers; files
+of earlier versions have no ``crc`` and are read as they are.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import zlib
 
 from .wal_format import Pos
 
@@ -65,6 +68,7 @@ class Checkpoint:
         doc: dict = {"done": list(done), "pending": [list(pending[0]), list(pending[1])] if pending else None}
         if pending and cuts:
             doc["cuts"] = [list(c) for c in cuts]
+        doc["crc"] = _crc(doc)
         body = json.dumps(doc)
         for path in (self.copy, self.path):  # the copy first: see the module's docstring
             with open(tmp, "w", encoding="utf-8") as f:
@@ -74,10 +78,23 @@ class Checkpoint:
             os.replace(tmp, path)
 
 
+def _crc(doc: dict) -> int:
+    return zlib.crc32(json.dumps({k: v for k, v in doc.items() if k != "crc"}, sort_keys=True).encode())
+
+
+def _pos(v: object) -> Pos:
+    """A position read back: two whole numbers, not negative (ValueError otherwise)."""
+    if not isinstance(v, list) or len(v) != 2 or not all(type(x) is int and x >= 0 for x in v):
+        raise ValueError(f"not a position: {str(v)[:80]}")
+    return Pos(*v)
+
+
 def _read(path: str) -> tuple[Pos, tuple[Pos, Pos] | None, list[Pos]]:
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
-    done = Pos(*doc["done"])
+    if "crc" in doc and doc["crc"] != _crc(doc):
+        raise ValueError("its CRC does not match its content")
+    done = _pos(doc["done"])
     pend = doc.get("pending")
-    cuts = [Pos(*c) for c in doc.get("cuts") or []] if pend else []
-    return done, (Pos(*pend[0]), Pos(*pend[1])) if pend else None, cuts
+    cuts = [_pos(c) for c in doc.get("cuts") or []] if pend else []
+    return done, (_pos(pend[0]), _pos(pend[1])) if pend else None, cuts

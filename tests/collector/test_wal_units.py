@@ -4,7 +4,10 @@ policy and its drop rule. Pure and fast (no store, no threads)."""
 from __future__ import annotations
 
 import json
+import os
 import threading
+
+import pytest
 
 from tracehouse.collector.checkpoint import Checkpoint
 from tracehouse.collector.retry_policy import MAX_DELAY, MAX_REJECTIONS, NATIVE_REJECTIONS, Backoff, Retries
@@ -54,12 +57,29 @@ def test_checkpoint_file_format_is_unchanged(tmp_path):
     assert done == Pos(3, 120) and type(done) is Pos and pending == ((3, 120), (4, 64))
     assert all(type(p) is Pos for p in pending)
     cp.save(Pos(4, 64), (Pos(4, 64), Pos(5, 0)))
-    with open(path, encoding="utf-8") as f:
-        assert f.read() == '{"done": [4, 64], "pending": [[4, 64], [5, 0]]}'
+    with open(path, encoding="utf-8") as f:  # the same fields, and a CRC an earlier version ignores
+        assert f.read().startswith('{"done": [4, 64], "pending": [[4, 64], [5, 0]], "crc": ')
     cp.save(Pos(5, 0))
     with open(path, encoding="utf-8") as f:
-        assert f.read() == '{"done": [5, 0], "pending": null}'
+        assert f.read().startswith('{"done": [5, 0], "pending": null, "crc": ')
     assert cp.load() == ((5, 0), None)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda text: text.replace("[5, 0]", "[7, 0]", 1),  # valid JSON, a digit changed: read as done at (7, 0)
+    lambda text: '{"done": [1, "x"], "pending": null}',  # not a position: TypeError further on
+    lambda text: '{"done": [-1, 0], "pending": null}',
+])
+def test_a_checkpoint_damaged_into_other_valid_json_is_replaced_by_its_copy(tmp_path, damage):
+    path = str(tmp_path / "checkpoint.json")
+    cp = Checkpoint(path)
+    cp.save(Pos(5, 0))
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(damage(text))
+    assert cp.load() == ((5, 0), None)  # from the copy
+    assert os.path.exists(path + ".damaged")
 
 
 def test_backoff_doubles_up_to_the_cap():
