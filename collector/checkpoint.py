@@ -51,7 +51,7 @@ class Checkpoint:
         try:
             return _read(self.path)
         except FileNotFoundError:
-            return Pos(0, 0), None, []
+            return self._copy_of_missing()
         except DAMAGED as e:
             try:
                 got = _read(self.copy)
@@ -62,6 +62,17 @@ class Checkpoint:
                       self.path, type(e).__name__, e, self.path, self.copy)
             self.save(got[0], got[1], got[2])
             return got
+
+    def _copy_of_missing(self) -> tuple[Pos, tuple[Pos, Pos] | None, list[Pos]]:
+        """No checkpoint file: the start of the buffer, unless its copy survived (the file deleted by
+        hand, or lost with its directory entry): then the copy, so nothing stored is stored again."""
+        try:
+            got = _read(self.copy)
+        except (OSError, *DAMAGED):
+            return Pos(0, 0), None, []
+        log.error("the checkpoint %s is missing; its copy %s is used", self.path, self.copy)
+        self.save(got[0], got[1], got[2])
+        return got
 
     def save(self, done: Pos, pending: tuple[Pos, Pos] | None = None, cuts: list[Pos] | None = None) -> None:
         tmp = self.path + ".tmp"

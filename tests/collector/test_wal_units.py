@@ -82,6 +82,19 @@ def test_a_checkpoint_damaged_into_other_valid_json_is_replaced_by_its_copy(tmp_
     assert os.path.exists(path + ".damaged")
 
 
+def test_a_missing_checkpoint_beside_its_copy_is_taken_from_the_copy(tmp_path):
+    """A checkpoint.json deleted by hand: the buffer was stored again from its first record (every
+    span of it twice on a server without insert deduplication); its copy holds where it was."""
+    path = str(tmp_path / "checkpoint.json")
+    Checkpoint(path).save(Pos(5, 0), (Pos(5, 0), Pos(6, 10)))
+    os.remove(path)
+    assert Checkpoint(path).load() == ((5, 0), ((5, 0), (6, 10)))
+    assert os.path.exists(path)  # written again
+    os.remove(path)
+    os.remove(path + ".copy")
+    assert Checkpoint(path).load() == ((0, 0), None)  # neither: a fresh buffer
+
+
 def test_backoff_doubles_up_to_the_cap():
     b = Backoff(0.2)
     assert [b.next() for _ in range(7)] == [0.2, 0.4, 0.8, 1.6, 3.2, MAX_DELAY, MAX_DELAY]
