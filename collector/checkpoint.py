@@ -68,7 +68,11 @@ class Checkpoint:
         hand, or lost with its directory entry): then the copy, so nothing stored is stored again."""
         try:
             got = _read(self.copy)
-        except (OSError, *DAMAGED):
+        except FileNotFoundError:  # neither: a fresh buffer
+            return Pos(0, 0), None, []
+        except (OSError, *DAMAGED) as e:
+            log.error("the checkpoint %s is missing and its copy cannot be read (%s: %s); the buffer is stored "
+                      "from its first record", self.path, type(e).__name__, e)
             return Pos(0, 0), None, []
         log.error("the checkpoint %s is missing; its copy %s is used", self.path, self.copy)
         self.save(got[0], got[1], got[2])

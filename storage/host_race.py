@@ -16,12 +16,15 @@ again to the winner (the driver wraps its own socket).
 from __future__ import annotations
 
 import errno
+import logging
 import selectors
 import socket
 import time
 from typing import Any
 
 __all__ = ["STAGGER_S", "race_hosts"]
+
+log = logging.getLogger("tracehouse.storage")
 
 #: how long a connect has alone before the next host's starts (RFC 8305's "Connection Attempt Delay")
 STAGGER_S = 0.25
@@ -101,7 +104,8 @@ def _start(sel: selectors.BaseSelector, where: tuple[str, int]) -> None:
     starts none: the race goes on with the other hosts)."""
     try:
         infos = socket.getaddrinfo(where[0], where[1], 0, socket.SOCK_STREAM)
-    except OSError:
+    except OSError as e:
+        log.warning("failover host %s:%s cannot be resolved (%s); trying the others", where[0], where[1], e)
         return
     for af, socktype, proto, _, sa in infos:
         sock = socket.socket(af, socktype, proto)
