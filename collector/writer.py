@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -90,6 +91,20 @@ def native_part(parts: list[Part]) -> bool:
 def _message(r: Record):
     """The record's request without a copy of it (a view of the payload read from the WAL)."""
     return memoryview(r.payload)[DIGEST_BYTES:] if r.kind & DIGESTED else r.payload
+
+
+@dataclass
+class _Gathered:
+    """A batch being read from the WAL: its records, the converted ones' columns, the native ones,
+    and the counts its thresholds are checked against."""
+    recs: list[Record] = field(default_factory=list)
+    batches: dict[str, Batch] = field(default_factory=dict)
+    native: list[Record] = field(default_factory=list)
+    items: int = 0
+    size: int = 0
+    n_items: int = 0
+    n_size: int = 0
+    first: float = 0.0  # when its first record was read
 
 
 class Writer:
@@ -264,60 +279,64 @@ class Writer:
         ``start``). Records for Python are converted as they arrive, so conversion overlaps with
         waiting for the batch to fill; records for a native decoder are kept as they are (and
         count against their own, larger, thresholds)."""
-        recs: list[Record] = []
-        batches: dict[str, Batch] = {}
-        native: list[Record] = []
-        items = size = n_items = n_size = 0
-        first = 0.0
+        g = _Gathered()
         pos = start
         while True:
             pos = self.wal.normalize(pos)
             if self.wal.durable_end <= pos:
-                if not wait:
-                    return recs, batches, native
-                if not recs:
-                    self.caught_up.set()
-                if self._stop.is_set():
-                    return recs, batches, native
-                if not recs:
-                    self.wal.wait_durable(pos, 0.2)
-                    if self.wal.durable_end <= pos:
-                        return recs, batches, native  # idle: back to the loop (and the GC) now and then
-                    continue
-                # the batch closes max_age after its first record was read, or after that record
-                # became durable if that is earlier: records that waited in the WAL while the
-                # previous batch was stored do not wait a whole max_age again once caught up
-                now = time.monotonic()
-                left = min(first + self.max_age - now, self.max_age - self.wal.oldest_age())
-                if left <= 0:
-                    return recs, batches, native
-                self.wal.wait_durable(pos, min(left, 0.2))
+                if self._done_waiting(pos, g, wait):
+                    return g.recs, g.batches, g.native
                 continue
             if self.caught_up.is_set():
                 self.caught_up.clear()
-            more = self.wal.read(pos, max(1, min(self.max_items - items, self.native_max_items - n_items)),
-                                 max(1, min(self.max_bytes - size, self.native_max_bytes - n_size)))
+            more = self.wal.read(pos, max(1, min(self.max_items - g.items, self.native_max_items - g.n_items)),
+                                 max(1, min(self.max_bytes - g.size, self.native_max_bytes - g.n_size)))
             if not more:
-                return recs, batches, native
-            if not recs:
-                first = time.monotonic()
-            mine = [r for r in more if not self._is_native(r)]
-            if mine:
-                t0 = time.monotonic()
-                self._convert(mine, batches)
-                self.m.observe("tracehouse_collector_writer_convert_seconds", time.monotonic() - t0)
-                items += sum(r.items for r in mine)
-                size += sum(len(r.payload) for r in mine)
-            for r in more:
-                if self._is_native(r):
-                    native.append(r)
-                    n_items += r.items
-                    n_size += len(r.payload)
-            recs.extend(more)
+                return g.recs, g.batches, g.native
+            if not g.recs:
+                g.first = time.monotonic()
+            self._take(more, g)
             pos = more[-1].end
-            if (items >= self.max_items or size >= self.max_bytes or n_items >= self.native_max_items
-                    or n_size >= self.native_max_bytes or time.monotonic() - first >= self.max_age):
-                return recs, batches, native
+            if (g.items >= self.max_items or g.size >= self.max_bytes or g.n_items >= self.native_max_items
+                    or g.n_size >= self.native_max_bytes or time.monotonic() - g.first >= self.max_age):
+                return g.recs, g.batches, g.native
+
+    def _done_waiting(self, pos: Pos, g: _Gathered, wait: bool) -> bool:
+        """Nothing durable past ``pos``: True when the batch ends here, else after a short wait
+        for more (False: read again)."""
+        if not wait:
+            return True
+        if not g.recs:
+            self.caught_up.set()
+        if self._stop.is_set():
+            return True
+        if not g.recs:
+            self.wal.wait_durable(pos, 0.2)
+            return self.wal.durable_end <= pos  # idle: back to the loop (and the GC) now and then
+        # the batch closes max_age after its first record was read, or after that record became
+        # durable if that is earlier: records that waited in the WAL while the previous batch was
+        # stored do not wait a whole max_age again once caught up
+        left = min(g.first + self.max_age - time.monotonic(), self.max_age - self.wal.oldest_age())
+        if left <= 0:
+            return True
+        self.wal.wait_durable(pos, min(left, 0.2))
+        return False
+
+    def _take(self, more: list[Record], g: _Gathered) -> None:
+        """Add records read to the batch: converted now when for Python, kept when native."""
+        mine = [r for r in more if not self._is_native(r)]
+        if mine:
+            t0 = time.monotonic()
+            self._convert(mine, g.batches)
+            self.m.observe("tracehouse_collector_writer_convert_seconds", time.monotonic() - t0)
+            g.items += sum(r.items for r in mine)
+            g.size += sum(len(r.payload) for r in mine)
+        for r in more:
+            if self._is_native(r):
+                g.native.append(r)
+                g.n_items += r.items
+                g.n_size += len(r.payload)
+        g.recs.extend(more)
 
     def _convert(self, recs: list[Record], batches: dict[str, Batch]) -> dict[str, Batch]:
         st = Stats()

@@ -326,6 +326,28 @@ def _fill(span: Span, s: ZSpan, now_us: int) -> None:
         span.parent_span_id = s.parent_id
     span.name = s.name
     span.kind = s.kind  # type: ignore[assignment]  # an int the enum's stub calls ValueType
+    _times(span, s, now_us)
+    tags = s.tags
+    for k, v in tags.items():
+        if k not in _CONSUMED and k != "service.name":
+            _put(span.attributes, k, v)
+    for tag, fld in _DROPPED.items():
+        n = tags.get(tag, "")
+        # ASCII digits only ("²".isdigit() is true, and int() refuses it), few enough for int()
+        if n.isascii() and n.isdigit() and len(n) <= 20:
+            setattr(span, fld, min(int(n), (1 << 32) - 1))
+    _status(span, tags)
+    _endpoints(span, s)
+    for t, value in s.annotations:
+        ev = span.events.add()
+        ev.time_unix_nano = t * 1000
+        ev.name, ev_attrs = _event(value)
+        for k, v in ev_attrs.items():
+            _put(ev.attributes, str(k), v)
+
+
+def _times(span: Span, s: ZSpan, now_us: int) -> None:
+    """Start and end: a span without a timestamp spans its annotations, or starts when received."""
     start = s.timestamp
     duration = s.duration
     if start is None:
@@ -336,17 +358,11 @@ def _fill(span: Span, s: ZSpan, now_us: int) -> None:
             start, duration = now_us, 0
     span.start_time_unix_nano = start * 1000
     span.end_time_unix_nano = min(start + duration, _MAX_US) * 1000
-    tags = s.tags
-    attrs = span.attributes
-    for k, v in tags.items():
-        if k not in _CONSUMED and k != "service.name":
-            _put(attrs, k, v)
-    for tag, fld in _DROPPED.items():
-        n = tags.get(tag, "")
-        # ASCII digits only ("²".isdigit() is true, and int() refuses it), few enough for int()
-        if n.isascii() and n.isdigit() and len(n) <= 20:
-            setattr(span, fld, min(int(n), (1 << 32) - 1))
-    _status(span, tags)
+
+
+def _endpoints(span: Span, s: ZSpan) -> None:
+    """The remote and local endpoints as the semantic conventions' attributes, unless a tag set them."""
+    tags, attrs = s.tags, span.attributes
     if s.remote:
         if s.remote.service and "peer.service" not in tags:
             _put(attrs, "peer.service", s.remote.service)
@@ -363,12 +379,6 @@ def _fill(span: Span, s: ZSpan, now_us: int) -> None:
             _put(attrs, "server.address", s.local.address)
             if s.local.port and "server.port" not in tags:
                 _put(attrs, "server.port", s.local.port)
-    for t, value in s.annotations:
-        ev = span.events.add()
-        ev.time_unix_nano = t * 1000
-        ev.name, ev_attrs = _event(value)
-        for k, v in ev_attrs.items():
-            _put(ev.attributes, str(k), v)
 
 
 def _unshare(spans: list[ZSpan]) -> None:
