@@ -515,24 +515,11 @@ class Store:
         has them (a rollup might not). Logs and metric points have no views: on a retry, a piece
         the shard already holds is skipped. Every shard that can be written is written, then the
         first failure is raised, and the retry sends only what was not acknowledged."""
-        from .cluster import split_rows
-
         sw = self.shard_writer()
         id_at = names.index("batch_id") if "batch_id" in names else -1
         target = SPANS_SOURCE if table == "spans" else f"{table}_local"
         settings = self._insert_settings()
-        per_shard: dict[int, list[tuple[int, list[Sequence[Any]]]]] = {}
-        for d, day in enumerate(days):
-            route = sw.sharder.route(tbl.shard_key, names, day)
-            for s, piece in enumerate(split_rows(route, day, len(sw.shards))):
-                if piece is None:
-                    continue
-                pid = chunk_batch_id(int(batch_id), (d << 16) + (s << 8)) if batch_id else 0
-                if id_at >= 0:
-                    piece = list(piece)
-                    piece[id_at] = [pid] * len(piece[0])
-                if not (pid and sw.acknowledged(target, pid)):
-                    per_shard.setdefault(s, []).append((pid, piece))
+        per_shard = self._pieces_per_shard(sw, tbl, names, days, batch_id, id_at, target)
 
         def write_shard(s: int) -> int:
             written = 0
@@ -564,6 +551,27 @@ class Store:
         if failed:
             raise failed[0]
         return written
+
+    @staticmethod
+    def _pieces_per_shard(sw: Any, tbl: Table, names: list[str], days: list[list[Sequence[Any]]],
+                          batch_id: int | None, id_at: int, target: str) -> dict[int, list[tuple[int, list[Sequence[Any]]]]]:
+        """The batch's (day, shard) pieces by shard, each with its own id (stamped in its
+        ``batch_id`` column when it has one); pieces the shard already acknowledged are left out."""
+        from .cluster import split_rows
+
+        per_shard: dict[int, list[tuple[int, list[Sequence[Any]]]]] = {}
+        for d, day in enumerate(days):
+            route = sw.sharder.route(tbl.shard_key, names, day)
+            for s, piece in enumerate(split_rows(route, day, len(sw.shards))):
+                if piece is None:
+                    continue
+                pid = chunk_batch_id(int(batch_id), (d << 16) + (s << 8)) if batch_id else 0
+                if id_at >= 0:
+                    piece = list(piece)
+                    piece[id_at] = [pid] * len(piece[0])
+                if not (pid and sw.acknowledged(target, pid)):
+                    per_shard.setdefault(s, []).append((pid, piece))
+        return per_shard
 
     def _insert_settings(self) -> dict[str, Any] | None:
         # Servers from 20.3 on do not deduplicate blocks that views write unless asked to.
