@@ -126,6 +126,12 @@ def anyvalue(v) -> bytes:
         return _AV_INT + varint(v)
     if t is float:
         return _AV_DOUBLE + _pack_d(v)
+    return _anyvalue_other(v)
+
+
+def _anyvalue_other(v) -> bytes:
+    """``anyvalue`` of what is not exactly a str, bool, int or float: None, subclasses of those,
+    bytes, mappings and sequences (recursively), anything else as its text."""
     if v is None:
         return b""
     if isinstance(v, bool):
