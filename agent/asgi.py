@@ -74,31 +74,12 @@ def _begin(scope):
     loop = get_running_loop()
     if LOOP_LAG._loop is not loop:
         LOOP_LAG.ensure(loop)
-    traceparent = tracestate = host = agent = baggage = None
     headers = scope["headers"]
-    for k, v in headers:
-        if k == b"host":
-            host = v.decode("latin-1")
-        elif k == b"user-agent":
-            agent = v.decode("latin-1")
-        elif k == b"traceparent":
-            traceparent = v.decode("latin-1")
-        elif k == b"tracestate":
-            tracestate = v.decode("latin-1")
-        elif k == b"baggage":
-            baggage = v.decode("latin-1")
+    host, agent, traceparent, tracestate, baggage = _wanted_headers(headers)
     method = scope["method"]
     if method not in hs.KNOWN_METHODS:
         method = "_OTHER"
-    prop = hs.PROPAGATION
-    if prop.mode == "w3c":
-        parent = hs.parent_context(traceparent, tracestate) if traceparent else None
-        if baggage and prop.baggage:
-            parent = hs.with_baggage(parent, baggage)
-    elif prop.mode == "textmap":
-        parent = hs.extract({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers})
-    else:
-        parent = None
+    parent = _parent(headers, traceparent, tracestate, baggage)
     attrs = {"http.request.method": method, "url.path": scope["path"], "url.scheme": scope.get("scheme", "http")}
     srv = scope.get("server")
     name, port = hs.host_and_port(host, srv[1] if srv else None)
@@ -116,3 +97,33 @@ def _begin(scope):
     scope[_MARK] = True
     inst.active.add(1, method)
     return inst, span, token, method, start, mono, loop
+
+
+def _wanted_headers(headers):
+    """Host, User-Agent, traceparent, tracestate and baggage (None when absent): one pass."""
+    traceparent = tracestate = host = agent = baggage = None
+    for k, v in headers:
+        if k == b"host":
+            host = v.decode("latin-1")
+        elif k == b"user-agent":
+            agent = v.decode("latin-1")
+        elif k == b"traceparent":
+            traceparent = v.decode("latin-1")
+        elif k == b"tracestate":
+            tracestate = v.decode("latin-1")
+        elif k == b"baggage":
+            baggage = v.decode("latin-1")
+    return host, agent, traceparent, tracestate, baggage
+
+
+def _parent(headers, traceparent, tracestate, baggage):
+    """The caller's context as the configured propagation reads it (None: a new trace)."""
+    prop = hs.PROPAGATION
+    if prop.mode == "w3c":
+        parent = hs.parent_context(traceparent, tracestate) if traceparent else None
+        if baggage and prop.baggage:
+            parent = hs.with_baggage(parent, baggage)
+        return parent
+    if prop.mode == "textmap":
+        return hs.extract({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers})
+    return None

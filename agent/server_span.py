@@ -201,6 +201,14 @@ class ServerSpans:
         return decision, decision.is_recording(), decision.is_sampled(), (dict(attrs) if attrs else {}), \
             result.trace_state
 
+    @staticmethod
+    def _new_id(bits: int) -> int:
+        """RandomIdGenerator's trace (128) or span (64) id, without its method calls: never 0."""
+        n = _getrandbits(bits)
+        while not n:
+            n = _getrandbits(bits)
+        return n
+
     def start(self, name: str, parent, start_time: int, attributes: dict):
         """A started SERVER span named ``name`` under ``parent`` (a context, or ``None`` for the
         current one) with ``attributes`` (str/int values; the dict becomes the span's own)."""
@@ -216,12 +224,7 @@ class ServerSpans:
         fast_ids = self._fast_ids
         if parent_ctx is None or not parent_ctx.is_valid:
             parent_ctx = None
-            if fast_ids:  # RandomIdGenerator.generate_trace_id, without the method call
-                trace_id = _getrandbits(128)
-                while not trace_id:
-                    trace_id = _getrandbits(128)
-            else:
-                trace_id = tracer.id_generator.generate_trace_id()
+            trace_id = self._new_id(128) if fast_ids else tracer.id_generator.generate_trace_id()
         else:
             trace_id = parent_ctx.trace_id
         decision, recording, sampled, attrs, trace_state = self._decide(parent, parent_ctx, trace_id, name,
@@ -231,12 +234,7 @@ class ServerSpans:
                 parent_ctx.trace_flags.random_trace_id
         else:
             random = False
-        if fast_ids:
-            span_id = _getrandbits(64)
-            while not span_id:
-                span_id = _getrandbits(64)
-        else:
-            span_id = tracer.id_generator.generate_span_id()
+        span_id = self._new_id(64) if fast_ids else tracer.id_generator.generate_span_id()
         # SpanContext(...) without its Python-level __new__: both ids are valid here.
         context = _tuple(SpanContext, (trace_id, span_id, False, self._flags[(sampled, random)],
                                        trace_state if trace_state is not None else _NO_STATE,
