@@ -26,6 +26,9 @@ from tracehouse.agent import environment as env
 __all__ = ["SIGNALS", "SignalExport", "resolve_exports"]
 
 SIGNALS = {"spans": ("TRACES", "/v1/traces"), "metrics": ("METRICS", "/v1/metrics"), "logs": ("LOGS", "/v1/logs")}
+PROCESSOR_TIMEOUTS = {"spans": env.OTEL_BSP_EXPORT_TIMEOUT, "metrics": env.OTEL_METRIC_EXPORT_TIMEOUT,
+                      "logs": env.OTEL_BLRP_EXPORT_TIMEOUT}
+"""The batch processor's (metric reader's) bound on one export of each signal, in ms."""
 HTTP, GRPC = "http/protobuf", "grpc"
 DEFAULT_HTTP = "http://127.0.0.1:4318"
 DEFAULT_GRPC = "http://127.0.0.1:4317"
@@ -40,6 +43,7 @@ class SignalExport:
     compression: str | None = None
     certificate: str | None = None
     insecure: bool | None = None
+    processor_timeout: float | None = None  # s: OTEL_BSP/BLRP/METRIC_EXPORT_TIMEOUT, already within timeout
 
 
 def _var(signal: str, suffix: str) -> tuple[str, str]:
@@ -100,11 +104,21 @@ def _timeout_ms(name: str, default: float) -> float | None:
     return env.get_float(name, default * 1000, lo=1, hi=600_000)
 
 
-def _timeout(signal: str, common: float) -> float:
+def _timeout(signal: str, common: float, bound: float | None) -> float:
     """The signal's own timeout variable, else ``common`` (``OTEL_EXPORTER_OTLP_TIMEOUT`` read once
-    for the three signals: a bad value was logged three times)."""
+    for the three signals: a bad value was logged three times); then at most ``bound``, the
+    signal's processor bound (:func:`processor_timeout`)."""
     v = _timeout_ms(_var(signal, "TIMEOUT")[0], common)
-    return common if v is None else v / 1000.0
+    own = common if v is None else v / 1000.0
+    return own if bound is None else min(own, bound)
+
+
+def processor_timeout(signal: str) -> float | None:
+    """``OTEL_BSP_EXPORT_TIMEOUT``, ``OTEL_METRIC_EXPORT_TIMEOUT`` or ``OTEL_BLRP_EXPORT_TIMEOUT`` (ms)
+    in seconds: the longest one export of the signal may take, by the spec; None when unset, the
+    spec's default (30 s) when bad (logged). Unread, an export with a 10 s exporter timeout held
+    its processor for 10 s under ``OTEL_BSP_EXPORT_TIMEOUT=500``."""
+    return env.get_float(PROCESSOR_TIMEOUTS[signal], 30.0, lo=0.001, hi=600.0, scale=0.001)
 
 
 def _compression(signal: str) -> str | None:
@@ -145,9 +159,10 @@ def resolve_exports(base: str | None, base_is_argument: bool, headers: dict[str,
         protocol = _protocol(signal)
         cert = _certificate(signal)
         insecure_raw = env.get_str(*_var(signal, "INSECURE"))
+        bound = processor_timeout(signal)
         out[signal] = SignalExport(
             protocol=protocol, url=_endpoint(signal, protocol, base, base_is_argument),
-            headers=_headers(signal, headers), timeout=_timeout(signal, common),
+            headers=_headers(signal, headers), timeout=_timeout(signal, common, bound), processor_timeout=bound,
             compression=_compression(signal), certificate=cert,
             insecure=None if insecure_raw is None else insecure_raw.lower() in ("1", "true", "yes", "on"))
     return out

@@ -57,6 +57,15 @@ OTEL_BLRP_MAX_EXPORT_BATCH_SIZE = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"
 processor: it raised 0 or a negative value into ``start()`` and let a value past a day kill its
 export thread (``OverflowError``), so no log or snapshot left the process."""
 
+OTEL_BSP_EXPORT_TIMEOUT = "OTEL_BSP_EXPORT_TIMEOUT"
+OTEL_BLRP_EXPORT_TIMEOUT = "OTEL_BLRP_EXPORT_TIMEOUT"
+OTEL_METRIC_EXPORT_TIMEOUT = "OTEL_METRIC_EXPORT_TIMEOUT"
+"""Milliseconds one export of spans, log records or metrics may take, as a whole (retries
+included); when set, each bounds its signal's exports below the exporter's own timeout
+(``OTEL_EXPORTER_OTLP_*TIMEOUT``). Not left to the SDK: the span processor is the agent's own, the
+SDK's log processor reads its variable and never uses it, and its metric reader reads its variable
+only when given no timeout (the agent gives one)."""
+
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 """``true`` turns the agent into a no-op."""
 

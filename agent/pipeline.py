@@ -149,9 +149,11 @@ class Agent:
 
         from tracehouse.agent import metrics_cgroup, metrics_host, metrics_process, pools, probes
 
+        # OTEL_METRIC_EXPORT_TIMEOUT bounds a collection and its export (the exporter's own timeout is within it)
+        bound = getattr(self.config.exports.get("metrics"), "processor_timeout", None)
         reader = PeriodicExportingMetricReader(
             exporter, export_interval_millis=self.config.metrics_interval * 1000,
-            export_timeout_millis=self.config.export_timeout * 1000)
+            export_timeout_millis=(self.config.export_timeout if bound is None else bound) * 1000)
         from tracehouse.agent import sdk_private
 
         sdk_private.guard_collection_against_fork(reader)  # a forked worker never inherits held SDK locks
