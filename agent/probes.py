@@ -98,22 +98,60 @@ def _redis_plain() -> dict:
 
 
 def _postgresql(t: Target, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
     secs = max(1, math.ceil(timeout))
+    url = t.url.replace("postgres://", "postgresql://", 1)
+    options = f"-c statement_timeout={int(timeout * 1000)}"
     try:
-        import psycopg2 as driver
+        import psycopg2
     except ImportError:
         try:
-            import psycopg as driver
+            import psycopg
         except ImportError:
             return _tcp(t, timeout)
-    url = t.url.replace("postgres://", "postgresql://", 1)
-    conn = driver.connect(url, connect_timeout=secs, options=f"-c statement_timeout={int(timeout * 1000)}")
+        return _blocking_select_1(psycopg.connect(url, connect_timeout=secs, options=options))
+    # Asynchronous, each step waited for until our deadline: libpq's connect_timeout is whole
+    # seconds, at least 2, and nothing of the client's bounds the query after the handshake, so a
+    # hung server held the check's thread and its connection 2 s past a 0.2 s deadline (for as long
+    # as the server liked, once past the handshake)
+    conn = psycopg2.connect(url, async_=1, connect_timeout=secs, options=options)
+    try:
+        _pg_wait(conn, deadline, timeout)
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        _pg_wait(conn, deadline, timeout)
+        cur.fetchone()
+    finally:
+        conn.close()
+    return None
+
+
+def _blocking_select_1(conn) -> None:
+    """psycopg 3: libpq's own bounds (the check's thread is abandoned at the deadline)."""
     try:
         cur = conn.cursor()
         cur.execute("SELECT 1")
         cur.fetchone()
     finally:
         conn.close()
+
+
+def _pg_wait(conn, deadline: float, timeout: float) -> None:
+    """Drive an asynchronous psycopg2 connection until its step is done, or raise at ``deadline``."""
+    import select
+
+    from psycopg2 import extensions
+
+    while True:
+        state = conn.poll()
+        if state == extensions.POLL_OK:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no answer within {float(timeout)} s")
+        poller = select.poll()  # not select(): a host with 1024 files open has descriptors past its limit
+        poller.register(conn.fileno(), select.POLLIN if state == extensions.POLL_READ else select.POLLOUT)
+        poller.poll(max(1, math.ceil(left * 1000)))
 
 
 def _mysql(t: Target, timeout: float) -> None:
@@ -165,7 +203,9 @@ def _late(timeout: float, why: str) -> Result:
 
 
 def _outcome(call: Call[Result], timeout: float) -> Result:
-    if call.done.is_set() and call.result is not None:
+    """The check's result; past the deadline it is a timeout, whether the check gave up itself (the
+    PostgreSQL one ends at its deadline) or is still running."""
+    if call.done.is_set() and call.result is not None and (call.result[0] or call.result[1] < timeout):
         return call.result
     return _late(timeout, f"no answer within {float(timeout)} s")
 

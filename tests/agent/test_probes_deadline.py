@@ -5,8 +5,12 @@ target was checked one after another in one thread, every other target's result 
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -127,8 +131,8 @@ def test_a_hung_target_keeps_one_check_in_flight_however_many_rounds():
 
 def test_targets_that_accept_and_never_answer_cost_at_most_one_thread_each_over_many_intervals():
     """A "Redis" and a "PostgreSQL" that accept and never say a word, probed every 0.05 s with a
-    0.2 s timeout by the runner's own loop for 3 s (some 12 rounds; libpq holds its connect for
-    2 s): at no time more than one check thread per target, each reported down with a TimeoutError."""
+    0.2 s timeout by the runner's own loop for 3 s (some 12 rounds): at no time more than one
+    check thread per target, each reported down with a TimeoutError."""
     hang = HangingServer()
     runner = probes.ProbeRunner([f"redis://127.0.0.1:{hang.port}", f"postgresql://u@127.0.0.1:{hang.port}/db"],
                                 interval=0.05, timeout=0.2)
@@ -198,3 +202,45 @@ os.waitpid(pid, 0)
     assert out.stdout.strip() in (
         "[('redis', False, 'TimeoutError: no answer within 0.2 s'), ('tcp', True, None)]",
         "[('redis', False, 'TimeoutError: previous check still running'), ('tcp', True, None)]"), out.stdout
+
+
+def _stopped_postgres(tmp_path):
+    """A real PostgreSQL, its postmaster stopped with SIGSTOP: the kernel still accepts connections."""
+    pg = servers.start_postgres(tempfile.mkdtemp(prefix="th-pg-hung-"))  # initdb's user must reach it
+    with open(os.path.join(pg.directory, "data", "postmaster.pid")) as f:
+        postmaster = int(f.readline())
+    os.kill(postmaster, signal.SIGSTOP)
+
+    def close():
+        # runuser (when root) stopped itself with its child and forwards nothing until continued
+        for pid in {postmaster, pg.pid}:
+            os.kill(pid, signal.SIGCONT)
+        os.kill(postmaster, signal.SIGINT)  # fast shutdown: the connections the kernel queued end too
+        pg.stop()
+        shutil.rmtree(pg.directory, ignore_errors=True)
+    return pg.url, close
+
+
+def _hanging_socket(tmp_path):
+    hang = HangingServer()
+    return f"postgresql://u@127.0.0.1:{hang.port}/db", hang.close
+
+
+@pytest.mark.parametrize("hung", [_hanging_socket, _stopped_postgres], ids=["socket", "sigstop"])
+def test_a_hung_postgresql_check_ends_at_its_deadline_with_its_thread(tmp_path, hung):
+    """libpq's connect_timeout is whole seconds, at least 2: a check with a 0.3 s timeout was reported
+    at 0.3 s, but its thread (and its connection to the server) lived on for 2 s, so each round
+    of a runner probing more often found "previous check still running" instead of checking. Now
+    the check ends at its deadline: every round is a fresh check, and no thread is left behind."""
+    url, close = hung(tmp_path)
+    runner = probes.ProbeRunner([url], interval=3600, timeout=0.3)
+    (target,) = runner.targets
+    name = f"tracehouse-probe {target.display}"
+    try:
+        for _ in range(4):
+            within(2, runner.run_once)
+            assert runner.results[target] == (False, 0.3, "TimeoutError: no answer within 0.3 s"), runner.results
+            assert wait_for(lambda: not [t for t in threading.enumerate() if t.name == name], 0.3), \
+                "the check's thread outlived its deadline"
+    finally:
+        close()
