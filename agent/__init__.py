@@ -49,7 +49,7 @@ def start(service: str | None = None, endpoint: str | None = None, **options) ->
     """
     from tracehouse.agent import environment
 
-    if environment.get_bool(environment.OTEL_SDK_DISABLED):
+    if environment.get_otel_bool(environment.OTEL_SDK_DISABLED):
         # the SDK is not even imported (resolving the configuration would: its sampler), which
         # under ``tracehouse-agent run`` was 0.3 s of every process's start; nothing runs
         return AgentHandle(_Disabled())

@@ -67,7 +67,8 @@ SDK's log processor reads its variable and never uses it, and its metric reader 
 only when given no timeout (the agent gives one)."""
 
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
-"""``true`` turns the agent into a no-op."""
+"""``true`` (any case) turns the agent into a no-op; as the specification says, any other value is
+false (``1``, ``yes``: logged once), as the OpenTelemetry SDK reads it."""
 
 TRACEHOUSE_SERVICE = "TRACEHOUSE_SERVICE"
 """Service name when ``OTEL_SERVICE_NAME`` is unset."""
@@ -225,6 +226,16 @@ def _in_units(value: float | None, scale: float) -> str:
 
 def get_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def get_otel_bool(name: str) -> bool:
+    """A boolean ``OTEL_*`` variable as the specification reads it: true only for ``true`` (any
+    case); anything but ``true``, ``false`` or empty is logged once and read as false."""
+    raw = os.environ.get(name, "").strip()
+    if raw.lower() in ("", "false", "true"):
+        return raw.lower() == "true"
+    warn_once(f"{name}={raw}", f"tracehouse: {name}={raw[:100]!r} is not true or false; read as false")
+    return False
 
 
 def get_list(*names: str) -> list[str]:

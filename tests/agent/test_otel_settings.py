@@ -126,3 +126,34 @@ def test_always_off_sampler_and_sdk_disabled_send_no_spans(tmp_path, sink):
         finally:
             _stop(proc)
     assert not [s for _, s in sink.spans() if attrs(s.attributes).get("url.path") == "/items/1"]
+
+
+SDK_SWITCH = r'''
+import json
+import tracehouse.agent as ta
+h = ta.start(service="switch")
+from opentelemetry import trace
+with trace.get_tracer("t").start_as_current_span("switched"):
+    pass
+print(json.dumps({"started": h.config is not None, "flushed": h.force_flush(5.0)}), flush=True)
+h.shutdown(2.0)
+'''
+
+
+@pytest.mark.parametrize("value, started", [("TRUE", False), (" true ", False), ("false", True), ("1", True),
+                                            ("yes", True)])
+def test_sdk_disabled_is_true_only_for_true_as_the_spec_says(tmp_path, sink, value, started):
+    """The specification (and the OpenTelemetry SDK, which reads the same variable for its own
+    providers): only ``true``, any case, is true; any other value is false, and one that is not
+    ``false`` gets a warning. Before, ``1``, ``yes`` and ``on`` switched the agent off silently."""
+    (tmp_path / "host.py").write_text(SDK_SWITCH)
+    env = dict(os.environ, OTEL_SDK_DISABLED=value, OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
+               TRACEHOUSE_COMMAND_POLL_S="0", TRACEHOUSE_METRICS_INTERVAL="3600")
+    out = subprocess.run([sys.executable, str(tmp_path / "host.py")], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert f'"started": {str(started).lower()}' in out.stdout, out.stdout
+    names = [s.name for _, s in sink.spans()]
+    assert names == (["switched"] if started else []), names
+    warned = [ln for ln in out.stderr.splitlines() if "OTEL_SDK_DISABLED" in ln]
+    assert len(warned) == (1 if value in ("1", "yes") else 0), out.stderr
