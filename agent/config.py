@@ -142,8 +142,9 @@ def resolve(service: str | None = None, endpoint: str | None = None, *, sample_r
     if v := env.get_str(env.TRACEHOUSE_SERVICE_VERSION):
         attrs["service.version"] = v
     attrs.update(env.get_pairs(env.OTEL_RESOURCE_ATTRIBUTES, for_sdk=True))
-    service = (service or env.get_str(env.OTEL_SERVICE_NAME, env.TRACEHOUSE_SERVICE)
-               or attrs.get("service.name") or _program_name())
+    # the OTEL_* ones first: service.name in OTEL_RESOURCE_ATTRIBUTES lost to TRACEHOUSE_SERVICE
+    service = (service or env.get_str(env.OTEL_SERVICE_NAME) or attrs.get("service.name")
+               or env.get_str(env.TRACEHOUSE_SERVICE) or _program_name())
 
     from tracehouse.agent.sampling import resolve_sampler
 

@@ -157,3 +157,34 @@ def test_sdk_disabled_is_true_only_for_true_as_the_spec_says(tmp_path, sink, val
     assert names == (["switched"] if started else []), names
     warned = [ln for ln in out.stderr.splitlines() if "OTEL_SDK_DISABLED" in ln]
     assert len(warned) == (1 if value in ("1", "yes") else 0), out.stderr
+
+
+NAMED = r'''
+import tracehouse.agent as ta
+from opentelemetry import trace
+h = ta.start()
+with trace.get_tracer("t").start_as_current_span("named"):
+    pass
+h.force_flush(5.0)
+h.shutdown(2.0)
+'''
+
+
+@pytest.mark.parametrize("env_vars, expect", [
+    ({"OTEL_SERVICE_NAME": "otel", "OTEL_RESOURCE_ATTRIBUTES": "service.name=attrs", "TRACEHOUSE_SERVICE": "th"},
+     "otel"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "team=core,service.name=attrs", "TRACEHOUSE_SERVICE": "th"}, "attrs"),
+    ({"TRACEHOUSE_SERVICE": "th"}, "th"),
+])
+def test_service_name_precedence_as_received_by_the_collector(tmp_path, sink, env_vars, expect):
+    """``OTEL_SERVICE_NAME``, then ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES`` (the spec's order),
+    then ``TRACEHOUSE_SERVICE`` (the agent's fallback: OTEL_* variables first). Before, the
+    fallback won over the resource attribute: the spans came as ``th``."""
+    (tmp_path / "host.py").write_text(NAMED)
+    env = {k: v for k, v in os.environ.items() if k not in ("OTEL_SERVICE_NAME", "TRACEHOUSE_SERVICE")}
+    env.update(env_vars, OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, TRACEHOUSE_COMMAND_POLL_S="0",
+               TRACEHOUSE_METRICS_INTERVAL="3600")
+    out = subprocess.run([sys.executable, str(tmp_path / "host.py")], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert [(r["service.name"], s.name) for r, s in sink.spans()] == [(expect, "named")]
