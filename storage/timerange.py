@@ -63,7 +63,10 @@ def parse_duration(text: str) -> float:
     m = _REL.match(text.strip()) if isinstance(text, str) else None
     if not m:
         raise InvalidParameter(f"bad duration {text!r}: use a number and one of ms, s, m, h, d, w (e.g. 15m)")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if not seconds <= UINT32_MAX:  # 310 digits made it infinite: converting it to ns answered 500
+        raise InvalidParameter(f"duration {text[:40]!r} longer than 136 years (the longest time stored)")
+    return seconds
 
 
 def parse_time(text: str | None, now_ns: int, default_ns: int) -> int:

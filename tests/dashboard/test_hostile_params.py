@@ -87,3 +87,19 @@ def test_a_step_longer_than_any_range_is_refused_not_wrapped(chdb_store):
             assert r.status_code == 400, (path, r.status_code, r.text[:200])
             assert "step" in r.json()["error"]
         assert c.get("/api/services/orders/series", params={"step": "400d", "since": "1h"}).status_code == 200
+
+
+def test_a_duration_too_long_for_a_float_is_a_bad_parameter_not_a_500(chdb_store):
+    """``since=1000…0d`` (a 1 and 400 zeros) read as an infinite float of seconds: converting it to
+    nanoseconds raised OverflowError, and the API, the pages and the step of every chart answered 500
+    (``internal error``) with a traceback in the log. Now 400 with a reason."""
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
+    huge = ["1" + "0" * 400 + "d", "9" * 310 + "s", "now-" + "9" * 400 + "w"]
+    routes = [("/api/services", "since"), ("/api/services", "until"), ("/api/traces", "since"),
+              ("/api/services/x/series", "step"), ("/api/metrics", "step"), ("/api/logs/volume", "step"),
+              ("/api/metrics/explore", "step"), ("/services", "since"), ("/traces", "since"), ("/explore", "step")]
+    extra = {"/api/metrics": {"name": "x"}, "/api/metrics/explore": {"metric": "x"}, "/explore": {"metric": "x"}}
+    with TestClient(app, raise_server_exceptions=False) as c:
+        answers = [(path, name, v[:8], c.get(path, params={name: v, **extra.get(path, {})}).status_code)
+                   for path, name in routes for v in huge]
+    assert [a for a in answers if a[3] != 400] == []
