@@ -146,3 +146,31 @@ def test_a_loop_of_reads_is_paced_on_chdb(chdb_store):
     store.read("SELECT sleep(0.9) AS x")
     with pytest.raises(StorageUnavailable):  # the wait would pass the time limit: 503, not a stall
         store.read("SELECT 1 AS x")
+
+
+def test_a_trace_too_big_for_the_memory_limit_is_answered_cut_at_its_text_budget(store):
+    """``/api/traces/{id}`` sorted every column of every span: a trace of 100,000 spans with 6 kB of
+    attributes each answered 422 after 7 s (the sort passed 1 GiB) with the server's RSS 900 MB up, so
+    it could not be read at all. Here: 25,000 spans of 6 kB under a 320 MB limit. Now the spans' sizes
+    are read first and the answer stops at ``MAX_TRACE_TEXT_BYTES`` of text, ``truncated``."""
+    now = time.time_ns()
+    cols, tids = generate(25_000, now - 300 * NS, 290 * NS, Gen(error_rate=0), store=store)
+    n = len(cols["trace_id"])
+    keys, values, types = encode_map({f"k{i}": chr(97 + i) * 300 for i in range(20)})
+    cols["trace_id"] = [tids[0]] * n
+    cols["attr_keys"], cols["attr_values"], cols["attr_types"] = [keys] * n, [values] * n, [types] * n
+    store.insert("spans", cols)
+    store.limits = QueryLimits(max_memory_bytes=320 << 20)
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), store)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get(f"/api/traces/{tids[0].hex()}")
+        assert r.status_code == 200, r.text[:300]
+        body = r.json()
+        kept = body["span_count"]
+        assert body["truncated"] and 0 < kept < n
+        assert kept * 6_000 <= qtr.MAX_TRACE_TEXT_BYTES < (kept + 1) * 6_400
+        starts = [s["start_ns"] for s in body["spans"]]
+        assert starts == sorted(starts) and len({s["span_id"] for s in body["spans"]}) == kept
+        # the spans kept are the ones that start first: the outline's first ones
+        outline = c.get(f"/api/traces/{tids[0].hex()}/outline").json()["spans"]
+        assert [s["span_id"] for s in body["spans"]] == [s["span_id"] for s in outline[:kept]]
