@@ -65,8 +65,19 @@ class ReaderPool:
                     raise StorageUnavailable(f"no free engine connection within {self.wait_s:g} s") from None
         try:
             yield conn
-        finally:
-            self._free.put(conn)
+        except BaseException:
+            # A statement the engine stopped (a memory or time limit) leaves its connection's
+            # output behind: the next statement on it read that as its own Arrow result and failed
+            # ("Message metadata too long", a 500). A connection that failed is closed, not reused.
+            self._discard(conn)
+            raise
+        self._free.put(conn)
+
+    def _discard(self, conn: Any) -> None:
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        _close_quietly(conn)
 
     def query(self, sql: str, params: dict[str, Any] | None = None):
         """Run one statement; returns the engine's ArrowTable (or None). Engine errors propagate."""
@@ -81,10 +92,14 @@ class ReaderPool:
             self._closed = True
             conns, self._all = self._all, []
         for c in conns:
-            try:
-                c.close()
-            except Exception:  # closing an engine connection that already failed: nothing to keep
-                pass
+            _close_quietly(c)
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # closing an engine connection that already failed: nothing to keep
+        pass
 
 
 def table_rows(tbl: Any) -> tuple[list[str], list[tuple]]:

@@ -153,14 +153,7 @@ def test_a_trace_too_big_for_the_memory_limit_is_answered_cut_at_its_text_budget
     attributes each answered 422 after 7 s (the sort passed 1 GiB) with the server's RSS 900 MB up, so
     it could not be read at all. Here: 25,000 spans of 6 kB under a 320 MB limit. Now the spans' sizes
     are read first and the answer stops at ``MAX_TRACE_TEXT_BYTES`` of text, ``truncated``."""
-    now = time.time_ns()
-    cols, tids = generate(25_000, now - 300 * NS, 290 * NS, Gen(error_rate=0), store=store)
-    n = len(cols["trace_id"])
-    keys, values, types = encode_map({f"k{i}": chr(97 + i) * 300 for i in range(20)})
-    cols["trace_id"] = [tids[0]] * n
-    cols["attr_keys"], cols["attr_values"], cols["attr_types"] = [keys] * n, [values] * n, [types] * n
-    store.insert("spans", cols)
-    store.limits = QueryLimits(max_memory_bytes=320 << 20)
+    tids, n = _big_trace(store)
     app = create_app(SimpleNamespace(users={}, api_tokens=[]), store)
     with TestClient(app, raise_server_exceptions=False) as c:
         r = c.get(f"/api/traces/{tids[0].hex()}")
@@ -174,3 +167,29 @@ def test_a_trace_too_big_for_the_memory_limit_is_answered_cut_at_its_text_budget
         # the spans kept are the ones that start first: the outline's first ones
         outline = c.get(f"/api/traces/{tids[0].hex()}/outline").json()["spans"]
         assert [s["span_id"] for s in body["spans"]] == [s["span_id"] for s in outline[:kept]]
+
+
+def _big_trace(store) -> tuple[list[bytes], int]:
+    """One trace of 25,000 spans with 6 kB of attributes each, and a user-query memory limit of
+    320 MB, which sorting all of it passes."""
+    cols, tids = generate(25_000, time.time_ns() - 300 * NS, 290 * NS, Gen(error_rate=0), store=store)
+    n = len(cols["trace_id"])
+    keys, values, types = encode_map({f"k{i}": chr(97 + i) * 300 for i in range(20)})
+    cols["trace_id"] = [tids[0]] * n
+    cols["attr_keys"], cols["attr_values"], cols["attr_types"] = [keys] * n, [values] * n, [types] * n
+    store.insert("spans", cols)
+    store.limits = QueryLimits(max_memory_bytes=320 << 20)
+    return tids, n
+
+
+def test_the_query_after_one_stopped_at_a_limit_is_answered(store):
+    """On chDB, a statement stopped at the memory limit left its output on its reader connection,
+    and the next statement there (the pool hands back the same one) failed reading it as its own
+    Arrow result: 'Message metadata too long', a 500 on the next page anyone opened."""
+    _big_trace(store)
+    heavy = (f"SELECT attr_values FROM {store.t('spans')} ORDER BY start_ns, span_id "
+             "LIMIT 1 BY span_id LIMIT 50001")
+    for _ in range(2):
+        with pytest.raises(QueryLimitExceeded):
+            store.read(heavy)
+        assert store.read("SELECT 1 AS x").rows == [(1,)]
