@@ -13,6 +13,7 @@ default database is the store's.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,8 @@ from typing import Any
 
 from .errors import StorageError, StorageUnavailable
 from .textvalues import decode_bytes, escape_param
+
+log = logging.getLogger("tracehouse.storage")
 
 __all__ = ["ReaderPool", "table_rows"]
 
@@ -98,8 +101,8 @@ class ReaderPool:
 def _close_quietly(conn: Any) -> None:
     try:
         conn.close()
-    except Exception:  # closing an engine connection that already failed: nothing to keep
-        pass
+    except Exception as e:  # closing an engine connection that already failed: nothing to keep
+        log.debug("closing an engine read connection failed: %s: %s", type(e).__name__, e)
 
 
 def table_rows(tbl: Any) -> tuple[list[str], list[tuple]]:
