@@ -4,7 +4,8 @@ process agrees on what is happening without talking to each other.
 One cycle lasts ``CYCLE_S``; in each cycle (so a newcomer sees everything in the first minute
 or two):
 - 10–30 s: bursts of payment errors (the card processor declines 40% of charges with a 500);
-- 20–24 s: a report request hangs on a lock held by another thread (a slow-request snapshot);
+- 20–24 s: a report request hangs on a lock held by another thread (a slow-request snapshot; the
+  launcher sends one report request in this window, so every cycle has one);
 - 30–50 s: a latency spike in inventory (300–900 ms per stock check);
 - 55–80 s: the external bank is down (the launcher stops it; payments fail, its probe reports down);
 - always: orders leaks a little memory per request (a slow leak, capped).

@@ -24,6 +24,24 @@ class Traffic:
             t.start()
             self._workers.append(t)
 
+    def once(self, method: str, path: str) -> threading.Thread:
+        """Sends one request on a thread of its own (the fault schedule's own calls, which must not
+        depend on the random mix reaching a short window)."""
+        def send() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+            try:
+                conn.request(method, path)
+                conn.getresponse().read()
+                self.sent += 1
+            except (OSError, http.client.HTTPException):
+                self.failed += 1
+            finally:
+                conn.close()
+
+        t = threading.Thread(target=send, name="demo-traffic-scheduled", daemon=True)
+        t.start()
+        return t
+
     def stop(self) -> None:
         self._stop.set()
         for t in self._workers:
