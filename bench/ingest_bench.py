@@ -34,10 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from testkit.otlp_load import kv as _kv  # noqa: E402
 from testkit.servers import free_port, wait_port  # noqa: E402
+
+if TYPE_CHECKING:
+    import psutil
 
 SERVICES = ["frontend", "checkout", "cart", "payments", "inventory", "shipping", "users", "search"]
 ROUTES = ["/api/cart", "/api/checkout", "/api/items/{id}", "/api/users/{id}", "/api/search", "/health"]
@@ -144,6 +148,54 @@ async def _send_all(url: str, bodies: list[bytes], concurrency: int) -> dict:
     return stats
 
 
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict, bytes]:
+    """The status, headers (lower-case names) and body of one HTTP/1.1 answer."""
+    status = int((await reader.readline()).split()[1])
+    headers = {}
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = line.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+class _RawConnection:
+    """One keep-alive HTTP/1.1 connection that posts prepared bodies; opened on first use and
+    again after an error or a ``Connection: close``."""
+
+    _ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, IndexError)
+
+    def __init__(self, host: str, port: int, path: str):
+        self.host, self.port = host, port
+        self.head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/x-protobuf\r\n"
+                     "Content-Length: {}\r\n\r\n")
+        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, body: bytes) -> tuple[int, dict, bytes] | None:
+        """The answer, or None when the connection failed (closed, to be opened again)."""
+        try:
+            if self.conn is None:
+                self.conn = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 30)
+            reader, writer = self.conn
+            writer.write(self.head.format(len(body)).encode())
+            writer.write(body)
+            answer = await asyncio.wait_for(_read_answer(reader), 60)
+        except self._ERRORS:
+            self.close()
+            return None
+        if answer[1].get("connection", "").lower() == "close":
+            self.close()
+        return answer
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn[1].close()
+        self.conn = None
+
+
 async def _send_all_raw(url: str, bodies: list[bytes], concurrency: int) -> dict:
     """The same requests as ``_send_all`` over plain asyncio streams: each connection writes a
     prepared HTTP/1.1 head and the body, reads the status line, headers and body of the answer.
@@ -157,56 +209,30 @@ async def _send_all_raw(url: str, bodies: list[bytes], concurrency: int) -> dict
     for b in bodies:
         queue.put_nowait(b)
     stats = {"requests": 0, "retries": 0, "errors": 0}
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/x-protobuf\r\n"
-            "Content-Length: {}\r\n\r\n")
 
-    async def answer(reader: asyncio.StreamReader) -> tuple[int, dict, bytes]:
-        status = int((await reader.readline()).split()[1])
-        headers = {}
+    async def send(conn: _RawConnection, body: bytes) -> None:
         while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            k, _, v = line.decode("latin-1").partition(":")
-            headers[k.strip().lower()] = v.strip()
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        return status, headers, body
+            answer = await conn.post(body)
+            if answer is None:
+                stats["errors"] += 1
+                await asyncio.sleep(0.5)
+                continue
+            status, headers, content = answer
+            if status == 200:
+                stats["requests"] += 1
+                return
+            if status not in (429, 503):
+                raise RuntimeError(f"unexpected status {status}: {content[:200]!r}")
+            stats["retries"] += 1
+            await asyncio.sleep(min(float(headers.get("retry-after", "1")), 2.0))
 
     async def worker() -> None:
-        conn = None
-        while True:
-            try:
-                body = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            while True:
-                try:
-                    if conn is None:
-                        conn = await asyncio.wait_for(asyncio.open_connection(host, port), 30)
-                    reader, writer = conn
-                    writer.write(head.format(len(body)).encode())
-                    writer.write(body)
-                    status, headers, content = await asyncio.wait_for(answer(reader), 60)
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, IndexError):
-                    stats["errors"] += 1
-                    if conn is not None:
-                        conn[1].close()
-                    conn = None
-                    await asyncio.sleep(0.5)
-                    continue
-                if headers.get("connection", "").lower() == "close":
-                    conn[1].close()
-                    conn = None
-                if status == 200:
-                    stats["requests"] += 1
-                    break
-                if status in (429, 503):
-                    stats["retries"] += 1
-                    await asyncio.sleep(min(float(headers.get("retry-after", "1")), 2.0))
-                    continue
-                raise RuntimeError(f"unexpected status {status}: {content[:200]!r}")
-        if conn is not None:
-            conn[1].close()
+        conn = _RawConnection(host, port, path)
+        try:
+            while not queue.empty():
+                await send(conn, queue.get_nowait())
+        finally:
+            conn.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return stats
@@ -498,6 +524,36 @@ def bulk_insert_rate(storage: str, bodies_args: argparse.Namespace) -> float:
     return n / dt
 
 
+def _watch_until_stored(proc: psutil.Process, sender: subprocess.Popen, url: str, args: argparse.Namespace,
+                        w0: float) -> tuple[float, float, float]:
+    """Samples the server's peak RSS (all, anonymous; MB) until the sender ended and every span is
+    stored; returns them with the time it was."""
+    rss = anon = 0.0
+    while True:
+        rss = max(rss, proc.memory_info().rss / 2**20)
+        anon = max(anon, _rss_anon_mb(proc.pid))
+        if sender.poll() is not None and _stored(url) >= args.spans:
+            return rss, anon, time.time()
+        if time.time() - w0 > args.timeout:
+            raise RuntimeError(f"timed out: {_stored(url)} of {args.spans} stored")
+        time.sleep(0.05)
+
+
+def _count_stored(storage: str, args: argparse.Namespace) -> tuple[int, int]:
+    """The bench's rows in ``spans`` and their distinct span ids (then drops a given store's database)."""
+    from tracehouse.storage import Store
+
+    with Store.open(storage) as store:
+        # the server's own spans (--self-observe) and preloaded ones are not the bench's
+        mine = " WHERE service != 'tracehouse'" + (
+            " AND scope_name = 'opentelemetry.instrumentation.bench'" if getattr(args, "preload", 0) else "")
+        count = int(store.query(f"SELECT count() FROM {store.db}.spans{mine}").scalar())
+        distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans{mine}").scalar())
+        if args.storage:
+            store.query(f"DROP DATABASE IF EXISTS {store.db}")
+    return count, distinct
+
+
 def run_once(args: argparse.Namespace, protocol: str, decoder: str = "auto") -> dict:
     import psutil
 
@@ -544,33 +600,13 @@ def run_once(args: argparse.Namespace, protocol: str, decoder: str = "auto") -> 
         w0 = time.time()
         sender.stdin.write("go\n")
         sender.stdin.flush()
-        rss = anon = 0.0
-        stored_at = None
-        while True:
-            rss = max(rss, proc.memory_info().rss / 2**20)
-            anon = max(anon, _rss_anon_mb(server.pid))
-            if sender.poll() is not None and stored_at is None:
-                if _stored(url) >= args.spans:
-                    stored_at = time.time()
-                    break
-            if time.time() - w0 > args.timeout:
-                raise RuntimeError(f"timed out: {_stored(url)} of {args.spans} stored")
-            time.sleep(0.05)
+        rss, anon, stored_at = _watch_until_stored(proc, sender, url, args, w0)
         cpu1 = proc.cpu_times()
         query_stats = _stop_query_load(loader) if loader is not None else None
         sent = json.loads(sender.stdout.read().strip().splitlines()[-1])
         server.send_signal(signal.SIGTERM)
         server.wait(120)
-        from tracehouse.storage import Store
-
-        with Store.open(storage) as store:
-            # the server's own spans (--self-observe) and preloaded ones are not the bench's
-            mine = " WHERE service != 'tracehouse'" + (
-                " AND scope_name = 'opentelemetry.instrumentation.bench'" if getattr(args, "preload", 0) else "")
-            count = int(store.query(f"SELECT count() FROM {store.db}.spans{mine}").scalar())
-            distinct = int(store.query(f"SELECT uniqExact(span_id) FROM {store.db}.spans{mine}").scalar())
-            if args.storage:
-                store.query(f"DROP DATABASE IF EXISTS {store.db}")
+        count, distinct = _count_stored(storage, args)
         send_s = sent["t1"] - sent["t0"]
         store_s = stored_at - sent["t0"]
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(stored_at - w0, 1e-9)
