@@ -115,6 +115,15 @@ class ClientGone(CollectorError):
     """The client disconnected before its request's body ended: nothing of it is stored."""
 
 
+class _Held:
+    """The bytes one request has counted in flight, released when it ends."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class Ingest:
     def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
                  max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
@@ -186,45 +195,59 @@ class Ingest:
             return out
         if self._active >= self.max_concurrent:
             return self.refuse(sig, 503, "too many requests in flight; retry later", "overloaded", 1)
-        held = 0
+        held = _Held()
         if declared is not None:
             if not self._hold(declared):
                 return self._too_many_bytes(sig)
-            held = declared
+            held.n = declared
         self._active += 1
         try:
             if self.wal.pending_bytes() >= self.buffer_max:  # full already: spare the client the upload
                 return self.refuse(sig, 503, "durable buffer is full; retry later", "buffer_full",
                                    BUFFER_RETRY_AFTER)
-            try:
-                body = await read()
-            except BadRequest as e:  # 408: the body did not arrive in time
-                return self.refuse(sig, e.status, e.message, "timeout" if e.status == 408 else _reason(e.status))
-            except ClientGone:  # nobody is left to answer; counted under nginx's code for it
-                return self.refuse(sig, 499, "client disconnected before the end of its body", "client_disconnected")
-            if body is None:
-                return self.too_large(sig)
-            if declared is None:  # counted only now that it is read
-                if not self._hold(len(body)):
-                    return self._too_many_bytes(sig)
-            else:  # counted from the head: what the body holds, not what it might have (never more)
-                self.inflight_bytes -= held - len(body)
-            held = len(body)
+            body = await self._read(sig, read, declared is None, held)
+            if isinstance(body, Outcome):
+                return body
             prep = await self.decode(sig, lambda: decode(body), inline=len(body) <= inline_max)
             if isinstance(prep, Outcome):
                 return prep
-            # counted as what it holds from here until it is durable: the decoded payload, up to
-            # ~1,000x its compressed body (a request alone is always let in, as above)
-            more = len(prep.payload) - held
-            if more > 0:
-                if self.inflight_bytes > held and self.inflight_bytes + more > self.max_inflight_bytes:
-                    return self._too_many_bytes(sig)
-                self.inflight_bytes += more
-                held += more
+            if not self._hold_payload(len(prep.payload), held):
+                return self._too_many_bytes(sig)
             return await self.store(sig, prep)
         finally:
-            self.inflight_bytes -= held
+            self.inflight_bytes -= held.n
             self._active -= 1
+
+    async def _read(self, sig: Signal, read: Callable[[], Awaitable[bytes | None]], count_now: bool,
+                    held: _Held) -> bytes | Outcome:
+        """The body, counted in the bytes in flight (``count_now``: only now that it is read; else
+        what was held from its head becomes what it holds, never more), or the refusal."""
+        try:
+            body = await read()
+        except BadRequest as e:  # 408: the body did not arrive in time
+            return self.refuse(sig, e.status, e.message, "timeout" if e.status == 408 else _reason(e.status))
+        except ClientGone:  # nobody is left to answer; counted under nginx's code for it
+            return self.refuse(sig, 499, "client disconnected before the end of its body", "client_disconnected")
+        if body is None:
+            return self.too_large(sig)
+        if count_now:
+            if not self._hold(len(body)):
+                return self._too_many_bytes(sig)
+        else:
+            self.inflight_bytes -= held.n - len(body)
+        held.n = len(body)
+        return body
+
+    def _hold_payload(self, payload: int, held: _Held) -> bool:
+        """Counts a decoded request as what it holds from here until it is durable: its payload, up
+        to ~1,000x its compressed body (a request alone is always let in). False: past the cap."""
+        more = payload - held.n
+        if more > 0:
+            if self.inflight_bytes > held.n and self.inflight_bytes + more > self.max_inflight_bytes:
+                return False
+            self.inflight_bytes += more
+            held.n += more
+        return True
 
     def _too_many_bytes(self, sig: Signal) -> Outcome:
         return self.refuse(sig, 503, "too many request bytes in flight; retry later", "overloaded", 1)
