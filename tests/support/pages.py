@@ -9,11 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @contextlib.contextmanager
-def serving_pages(pages: dict[str, tuple[bytes, str]]) -> Iterator[int]:
-    """Serve ``{path: (body, content type)}`` (404 for any other path); yields the port."""
+def serving_pages(pages: dict[str, tuple[bytes, str]], seen: list[str] | None = None) -> Iterator[int]:
+    """Serve ``{path: (body, content type)}`` (404 for any other path); yields the port. ``seen``
+    records the path of every GET."""
 
     class Page(BaseHTTPRequestHandler):
         def do_GET(self):
+            if seen is not None:
+                seen.append(self.path)
             body, kind = pages.get(self.path, (b"", "text/plain"))
             self.send_response(200 if body else 404)
             self.send_header("content-type", kind)
