@@ -41,7 +41,6 @@ NUMERIC = (">", "<", ">=", "<=")
 MAX_FILTERS = 20
 MAX_LEN = 1000
 _SPLIT = re.compile(r"(!=|>=|<=|=|~|>|<)")
-_EXISTS = re.compile(r"^(.+?)\s+exists\s*$", re.S)
 
 #: where a record keeps its attributes: (keys column, values column)
 SPAN_MAPS = (("attr_keys", "attr_values"), ("resource_keys", "resource_values"))
@@ -113,13 +112,23 @@ def parse_filter(text: str) -> AttrFilter:
         return _quoted(quoted)
     m = _SPLIT.search(text)
     if m is None or not text[: m.start()].strip():
-        ex = _EXISTS.match(text)
-        if ex and ex.group(1).strip():
-            return AttrFilter(ex.group(1).strip(), "exists")
+        key = _exists_key(text)
+        if key:
+            return AttrFilter(key, "exists")
         raise InvalidParameter(f"bad attribute filter {text!r}: use key=value, key!=value, key~text, key>n, "
                                "key<n or 'key exists'")
     key, op, value = text[: m.start()].strip(), m.group(1), text[m.end():]
     return AttrFilter(key, op, value.strip() if op in NUMERIC else value)
+
+
+def _exists_key(text: str) -> str:
+    """The key of ``key exists`` (spaces around it, at least one before ``exists``), or ''. Not a
+    regular expression: ``^(.+?)\\s+exists\\s*$`` was quadratic in a run of spaces (a 16 kB filter,
+    all a request head can hold, took 0.9 s of the process's time)."""
+    t = text.rstrip()
+    if not t.endswith("exists") or not t[:-6][-1:].isspace():
+        return ""
+    return t[:-6].strip()
 
 
 def parse_filters(values: list[str] | None) -> list[AttrFilter]:
