@@ -36,13 +36,25 @@ UNTIL = Query(None, description="RFC 3339 time or relative; default now")
 log = logging.getLogger("tracehouse.dashboard")
 
 
+#: characters kept of each end of a reason: a reason quotes the value it refuses, and a value is as
+#: long as its sender made it (a 16 kB filter came back whole, in the JSON and in the HTML page)
+REASON_EDGE = 200
+
+
+def clip_reason(text: str) -> str:
+    """``text`` with its middle cut to an ellipsis past ``2 * REASON_EDGE`` characters: the start
+    says what was refused and the end how to write it."""
+    return text if len(text) <= 2 * REASON_EDGE + 1 else f"{text[:REASON_EDGE]}…{text[-REASON_EDGE:]}"
+
+
 def error_response(exc: Exception) -> JSONResponse:
     """Our own reasons for bad parameters and unknown ids; for anything the database said, a generic
     message and an id that the server log carries next to the database's text."""
     if isinstance(exc, InvalidParameter):
-        return JSONResponse({"error": str(exc)}, status_code=415 if isinstance(exc, json_body.NotJsonType) else 400)
+        return JSONResponse({"error": clip_reason(str(exc))},
+                            status_code=415 if isinstance(exc, json_body.NotJsonType) else 400)
     if isinstance(exc, NotFound):
-        return JSONResponse({"error": str(exc)}, status_code=404)
+        return JSONResponse({"error": clip_reason(str(exc))}, status_code=404)
     if isinstance(exc, QueryTimeout):
         return _logged(exc, 504, "query timed out: narrow the time range or add filters")
     if isinstance(exc, QueryLimitExceeded):

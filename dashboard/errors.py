@@ -22,7 +22,7 @@ from starlette.routing import Match
 
 from tracehouse.storage import InvalidParameter, NotFound
 
-from .api import HANDLED, error_response
+from .api import HANDLED, clip_reason, error_response
 from .links import current_path
 
 __all__ = ["install_error_handlers"]
@@ -88,7 +88,8 @@ def _answer(request: Request, resp: JSONResponse, message: str) -> Response:
 def _error_page(request: Request, exc: Exception) -> Response:
     """JSON for /api, an HTML page (same status) for everything else."""
     resp = error_response(exc)
-    return _answer(request, resp, str(exc) if isinstance(exc, (InvalidParameter, NotFound)) else resp.body.decode())
+    return _answer(request, resp,
+                   clip_reason(str(exc)) if isinstance(exc, (InvalidParameter, NotFound)) else resp.body.decode())
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
@@ -97,7 +98,7 @@ def _http_error(request: Request, exc: Exception) -> Response:
         moved = _slash_redirect(request)
         if moved is not None:
             return moved
-    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    message = clip_reason(exc.detail if isinstance(exc.detail, str) else str(exc.detail))
     if exc.status_code in (204, 304):  # no body allowed
         return Response(status_code=exc.status_code, headers=exc.headers)
     return _answer(request, JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers),
