@@ -53,6 +53,10 @@ MAX_ROWS = Store.RULE_MAX_ROWS
 DEFAULT_LIMIT = 1_000
 
 
+#: longest duration text: ``1h30m`` forms are short, and the longer a text the longer ``_PART`` scans it
+MAX_DURATION_CHARS = 64
+
+
 def duration(value: Any, what: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
@@ -60,6 +64,8 @@ def duration(value: Any, what: str) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
+        if len(text) > MAX_DURATION_CHARS:  # _PART.findall is quadratic in a run of digits: 30,000 took 45 s
+            raise RuleError(f"{what}: a duration is at most {MAX_DURATION_CHARS} characters (e.g. 5m or 1h30m)")
         parts = _PART.findall(text)
         try:
             if parts and "".join(n + u for n, u in parts) == text:  # Prometheus style: 1h30m, 5m10s

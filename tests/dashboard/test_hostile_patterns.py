@@ -1,6 +1,7 @@
 """Hostile texts against a real ``tracehouse serve`` (embedded chDB) holding spans the OpenTelemetry
-SDK sent it, as an anonymous client on loopback with httpx: values long enough that an answer
-quoting them whole is mostly the value."""
+SDK sent it, as an anonymous client on loopback with httpx: patterns that cost a Python regular
+expression time quadratic in their length, and values long enough that an answer quoting them whole
+is mostly the value."""
 
 from __future__ import annotations
 
@@ -36,6 +37,22 @@ def served(tmp_path_factory):
             yield role, c
     finally:
         role.stop()
+
+
+def test_a_rule_duration_of_many_digits_is_refused_at_once(served):
+    """A duration text was split by ``re.findall`` over ``(\\d+(?:\\.\\d+)?)(ms|s|m|h|d|w)``, quadratic in
+    a run of digits: 10,000 took 5 s and 30,000 45 s of the process's time, holding the interpreter
+    that the collector and the dashboard share; a 1 MiB body would have held it for days. Before,
+    this request got no answer within the client's 30 s."""
+    role, c = served
+    for field in ("for", "interval", "window", "keep_firing_for"):
+        r = c.post("/api/alerts/rules", json={"alert": "Slow", "kind": "red", "service": "checkout",
+                                              "signal": "p95", "threshold": 1, field: "1" * 100_000})
+        assert r.status_code == 400, (field, r.status_code, r.text[:300])
+        assert "at most 64 characters" in r.json()["error"] and len(r.content) < 1000, r.text[:300]
+    assert c.get("/api/alerts/rules").status_code == 200
+    found = c.get("/api/traces", params={"service": "checkout", "since": "1h", "attr": "request.id=r-3"}).json()
+    assert [t["root_service"] for t in found["traces"]] == ["checkout"]
 
 
 def test_error_answers_quote_a_long_value_by_its_ends(served):
