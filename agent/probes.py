@@ -13,14 +13,13 @@ with ``probe.target`` (the URL without its password) and ``probe.kind``. Checks 
 
 from __future__ import annotations
 
-import math
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from tracehouse.agent import errors
+from tracehouse.agent import errors, probe_postgresql
 from tracehouse.agent.probe_deadline import Call, wait_all
 
 DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "postgresql": 5432, "postgres": 5432, "mysql": 3306,
@@ -98,60 +97,8 @@ def _redis_plain() -> dict:
 
 
 def _postgresql(t: Target, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    secs = max(1, math.ceil(timeout))
-    url = t.url.replace("postgres://", "postgresql://", 1)
-    options = f"-c statement_timeout={int(timeout * 1000)}"
-    try:
-        import psycopg2
-    except ImportError:
-        try:
-            import psycopg
-        except ImportError:
-            return _tcp(t, timeout)
-        return _blocking_select_1(psycopg.connect(url, connect_timeout=secs, options=options))
-    # Asynchronous, each step waited for until our deadline: libpq's connect_timeout is whole
-    # seconds, at least 2, and nothing of the client's bounds the query after the handshake, so a
-    # hung server held the check's thread and its connection 2 s past a 0.2 s deadline (for as long
-    # as the server liked, once past the handshake)
-    conn = psycopg2.connect(url, async_=1, connect_timeout=secs, options=options)
-    try:
-        _pg_wait(conn, deadline, timeout)
-        cur = conn.cursor()
-        cur.execute("SELECT 1")
-        _pg_wait(conn, deadline, timeout)
-        cur.fetchone()
-    finally:
-        conn.close()
-    return None
-
-
-def _blocking_select_1(conn) -> None:
-    """psycopg 3: libpq's own bounds (the check's thread is abandoned at the deadline)."""
-    try:
-        cur = conn.cursor()
-        cur.execute("SELECT 1")
-        cur.fetchone()
-    finally:
-        conn.close()
-
-
-def _pg_wait(conn, deadline: float, timeout: float) -> None:
-    """Drive an asynchronous psycopg2 connection until its step is done, or raise at ``deadline``."""
-    import select
-
-    from psycopg2 import extensions
-
-    while True:
-        state = conn.poll()
-        if state == extensions.POLL_OK:
-            return
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no answer within {float(timeout)} s")
-        poller = select.poll()  # not select(): a host with 1024 files open has descriptors past its limit
-        poller.register(conn.fileno(), select.POLLIN if state == extensions.POLL_READ else select.POLLOUT)
-        poller.poll(max(1, math.ceil(left * 1000)))
+    if not probe_postgresql.select_1(t.url, timeout):
+        _tcp(t, timeout)
 
 
 def _mysql(t: Target, timeout: float) -> None:

@@ -47,3 +47,12 @@ def run_host(tmp_path, script: str, endpoint: str, pythonpath: str = "", **env) 
                          capture_output=True, text=True, timeout=90, env=env)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def use_driver(monkeypatch, driver: str) -> None:
+    """``psycopg``: the PostgreSQL probe as on a host with psycopg 3 (a [dev] dependency) and without
+    psycopg2, which is hidden from import for the test."""
+    if driver == "psycopg":
+        import psycopg  # noqa: F401 - missing, the probe would fall back to TCP: fail here instead
+
+        monkeypatch.setitem(sys.modules, "psycopg2", None)

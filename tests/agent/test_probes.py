@@ -1,10 +1,13 @@
 import tempfile
 import time
 
+import pytest
+
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from testkit import servers
+from tests.agent.helpers import use_driver
 from tests.agent.otlp_sink import HangingServer, TricklingServer, closed_port_url
 from tracehouse.agent import probes
 
@@ -59,10 +62,16 @@ def test_wrong_password_and_stopped_servers_are_down(tmp_path):
         redis.stop()
 
 
-def test_postgres_stopped_mid_test():
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_postgres_stopped_mid_test(monkeypatch, driver):
+    use_driver(monkeypatch, driver)
     pg = servers.start_postgres(tempfile.mkdtemp(prefix="th-pg-agent-"))
     target = probes.parse(pg.url)
-    assert probes.check(target, 2)[0] is True
+    up, seconds, reason = probes.check(target, 2)
+    assert (up, reason) == (True, None) and seconds < 2
+    wrong = probes.parse(pg.url.replace("/postgres", "/no_such_database"))
+    up, _, reason = probes.check(wrong, 2)
+    assert up is False and "no_such_database" in reason, reason
     pg.stop()
     up, seconds, reason = probes.check(target, 2)
     assert up is False and seconds < 2.5 and reason

@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from testkit import servers
+from tests.agent.helpers import use_driver
 from tests.agent.otlp_sink import HangingServer, TricklingServer
 from tracehouse.agent import probes
 
@@ -226,12 +227,23 @@ def _hanging_socket(tmp_path):
     return f"postgresql://u@127.0.0.1:{hang.port}/db", hang.close
 
 
-@pytest.mark.parametrize("hung", [_hanging_socket, _stopped_postgres], ids=["socket", "sigstop"])
-def test_a_hung_postgresql_check_ends_at_its_deadline_with_its_thread(tmp_path, hung):
+def _trickling_answer(tmp_path):
+    slow = TricklingServer.postgresql(every=0.05)
+    return f"postgresql://u@127.0.0.1:{slow.port}/db", slow.close
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+@pytest.mark.parametrize("hung", [_hanging_socket, _stopped_postgres, _trickling_answer],
+                         ids=["socket", "sigstop", "trickle"])
+def test_a_hung_postgresql_check_ends_at_its_deadline_with_its_thread(tmp_path, monkeypatch, hung, driver):
     """libpq's connect_timeout is whole seconds, at least 2: a check with a 0.3 s timeout was reported
     at 0.3 s, but its thread (and its connection to the server) lived on for 2 s, so each round
     of a runner probing more often found "previous check still running" instead of checking. Now
-    the check ends at its deadline: every round is a fresh check, and no thread is left behind."""
+    the check ends at its deadline: every round is a fresh check, and no thread is left behind.
+    With psycopg 3 (no psycopg2) the check connected and queried blocking: its thread outlived the
+    deadline by 2 s (socket, sigstop) and, once past the handshake (trickle), for as long as the
+    server went on."""
+    use_driver(monkeypatch, driver)
     url, close = hung(tmp_path)
     runner = probes.ProbeRunner([url], interval=3600, timeout=0.3)
     (target,) = runner.targets
