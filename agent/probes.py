@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from tracehouse.agent import errors, probe_postgresql
+from tracehouse.agent import errors, forklocks, probe_postgresql
 from tracehouse.agent.probe_deadline import Call, wait_all
 
 DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "postgresql": 5432, "postgres": 5432, "mysql": 3306,
@@ -164,13 +164,36 @@ def _start(t: Target, timeout: float, wake: threading.Event | None = None) -> Ca
         return False, 0.0, f"{type(exc).__name__}: {exc}"
 
 
+_in_flight: dict[Target, Call[Result]] = {}  # check(): the check of each target still running
+_in_flight_lock = threading.Lock()
+forklocks.renew_in_child(globals(), "_in_flight_lock", then=_in_flight.clear)  # the parent's checks stay there
+
+
+def _join_or_start(t: Target, timeout: float) -> tuple[Call[Result] | Result, bool]:
+    """The check of ``t`` still running (joined: True), else a new one (False)."""
+    with _in_flight_lock:
+        for done in [k for k, c in _in_flight.items() if not c.running]:
+            del _in_flight[done]
+        if (call := _in_flight.get(t)) is not None:
+            return call, True
+        started = _start(t, timeout)
+        if isinstance(started, Call):
+            _in_flight[t] = started
+        return started, False
+
+
 def check(t: Target, timeout: float) -> Result:
     """Run one probe within ``timeout`` for the whole call: (up, seconds, reason when down).
-    Never raises; past the deadline it returns and leaves the check to end in its daemon thread."""
-    call = _start(t, timeout)
+    Never raises; past the deadline it returns and leaves the check to end in its daemon thread.
+    While a check of ``t`` still runs (abandoned by an earlier call, or another thread's), a call
+    waits for that one instead of starting another: one thread per target, however often (each
+    call against a hung target had left one more thread blocked)."""
+    call, joined = _join_or_start(t, timeout)
     if not isinstance(call, Call):
         return call
     call.done.wait(timeout)
+    if joined and not call.done.is_set():
+        return _late(timeout, "previous check still running")
     return _outcome(call, timeout)
 
 

@@ -256,3 +256,37 @@ def test_a_hung_postgresql_check_ends_at_its_deadline_with_its_thread(tmp_path, 
                 "the check's thread outlived its deadline"
     finally:
         close()
+
+
+HUNG_PEERS = {
+    # each a byte every 0.02 s: no read of the client waits its 0.1 s socket timeout, so no check ends
+    "redis": lambda: TricklingServer.redis(every=0.02),
+    "http": lambda: TricklingServer(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"x", every=0.02),  # a header never ending
+}
+
+
+@pytest.mark.parametrize("kind", HUNG_PEERS)
+def test_check_called_again_and_again_keeps_one_check_in_flight(kind):
+    """``probes.check()`` called 50 times (as a host's own scheduler would) on a target that never
+    finishes its answer: each call is down at its deadline, and only the first starts a check (one
+    thread, one connection). Before, every call started a thread of its own that stayed blocked:
+    50 threads and 50 connections after 50 calls."""
+    hung = HUNG_PEERS[kind]()
+    target = probes.parse(hung.url.replace("http", kind))
+    name = f"tracehouse-probe {target.display}"
+    before = threading.active_count()
+    try:
+        results, most = [], 0
+        for _ in range(50):
+            results.append(within(2, lambda: probes.check(target, 0.1)))
+            most = max(most, threading.active_count() - before)
+        workers = [t for t in threading.enumerate() if t.name == name]
+        assert len(workers) == 1 and len(hung.conns) == 1, (len(workers), len(hung.conns))
+        assert most <= 2, most  # the check's thread, and the test server's own for its connection
+        assert results[0] == (False, 0.1, "TimeoutError: no answer within 0.1 s"), results[0]
+        assert set(results[1:]) == {(False, 0.1, "TimeoutError: previous check still running")}, set(results)
+    finally:
+        hung.close()
+    assert wait_for(lambda: not workers[0].is_alive(), 2)  # the peer hung up: the check ended
+    # the target checked afresh once its check ended
+    assert probes.check(target, 0.1) == (False, 0.1, "TimeoutError: no answer within 0.1 s")
