@@ -29,9 +29,11 @@ from collections import deque
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from tracehouse.agent import counters, errors
 from tracehouse.agent import environment as env
+from tracehouse.agent.export import export_within
 
 _DEFAULT_DELAY_MS = 5000.0
 ENCODE_AT = 16  # spans encoded together when a root ends (a tight loop: ~20% less CPU than one by one)
@@ -145,42 +147,48 @@ class LeanBatchSpanProcessor(SpanProcessor):
                 self._adopt_raw()
             self._export(everything=False)
 
-    def _export(self, everything: bool, deadline: float | None = None) -> None:
+    def _export(self, everything: bool, deadline: float | None = None) -> bool:
+        """Export what is queued; False when an export failed or ``deadline`` came first."""
         lock = self._export_lock
         # A flush with a deadline waits for an export in flight only until its deadline.
         if not lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
-            return
+            return False
         try:
-            self._export_batches(everything, deadline)
+            return self._export_batches(everything, deadline)
         finally:
             lock.release()
 
-    def _export_batches(self, everything: bool, deadline: float | None) -> None:
+    def _export_batches(self, everything: bool, deadline: float | None) -> bool:
         q = self._queue
         first = True
+        ok = True
         # On the timer: at least one batch; then only while a full wake-up's worth is queued.
         while q and (everything or first or len(q) >= self._wake_at):
-            if deadline is not None and time.monotonic() >= deadline:
-                return
+            left_ms = None if deadline is None else (deadline - time.monotonic()) * 1000.0
+            if left_ms is not None and left_ms <= 0:
+                return False
             first = False
             n = min(self._max_batch, len(q))
             popleft = q.popleft
             batch = [popleft() for _ in range(n)]
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
-                self._exporter.export(batch)
+                # within a flush, one export gets the time left (an exporter that takes it)
+                ok = export_within(self._exporter, batch, left_ms) is not SpanExportResult.FAILURE and ok
             except Exception as exc:
+                ok = False
                 errors.swallow("export spans", exc)
             finally:
                 detach(token)
+        return ok
 
     # -- lifecycle -------------------------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         if self._shutdown:
             return False
         self._adopt_raw()
-        self._export(everything=True, deadline=time.monotonic() + timeout_millis / 1000.0)
-        return not self._queue
+        done = self._export(everything=True, deadline=time.monotonic() + timeout_millis / 1000.0)
+        return done and not self._queue
 
     def shutdown(self) -> None:
         if self._shutdown:

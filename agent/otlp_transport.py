@@ -32,6 +32,11 @@ GRPC_METHODS = {"spans": "/opentelemetry.proto.collector.trace.v1.TraceService/E
                 "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export"}
 
 
+def within(own: float, timeout: float | None) -> float:
+    """The time one send may take: the transport's own timeout, or ``timeout`` when shorter."""
+    return own if timeout is None else max(0.001, min(own, timeout))
+
+
 class ExportFailed(Exception):
     """An export the collector did not accept (connection error, timeout, non-2xx)."""
 
@@ -65,16 +70,19 @@ class HttpTransport:
             self._headers["Content-Encoding"] = "gzip"
         self._conn: _Connection | None = None
 
-    def send(self, body: bytes) -> None:
+    def send(self, body: bytes, timeout: float | None = None) -> None:
+        """POST ``body`` within the transport's timeout, or ``timeout`` (s) when shorter (a flush's
+        time left)."""
         if self._gzip:
             body = gzip.compress(body, compresslevel=6)
-        deadline = time.monotonic() + self._timeout
+        limit = within(self._timeout, timeout)
+        deadline = time.monotonic() + limit
         backoff = 0.5
         reused_failed = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ExportFailed(f"POST {self.url}: no answer within {self._timeout:g} s")
+                raise ExportFailed(f"POST {self.url}: no answer within {limit:g} s")
             conn = self._conn
             reused = conn is not None
             if conn is None:
@@ -86,7 +94,7 @@ class HttpTransport:
                 resp.read(MAX_ANSWER)  # an OTLP answer is a few bytes; never the whole of a hostile one
             except _PastDeadline:
                 self.close()
-                raise ExportFailed(f"POST {self.url}: no whole answer within {self._timeout:g} s") from None
+                raise ExportFailed(f"POST {self.url}: no whole answer within {limit:g} s") from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 if reused and not reused_failed:  # the collector closed an idle kept-alive connection
@@ -259,13 +267,14 @@ class GrpcTransport:
         self._retry = frozenset((grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                  grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED))
 
-    def send(self, body: bytes) -> None:
-        deadline = time.monotonic() + self._timeout
+    def send(self, body: bytes, timeout: float | None = None) -> None:
+        limit = within(self._timeout, timeout)
+        deadline = time.monotonic() + limit
         backoff = 0.5
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ExportFailed(f"gRPC {self.url}: no answer within {self._timeout:g} s")
+                raise ExportFailed(f"gRPC {self.url}: no answer within {limit:g} s")
             try:
                 self._call(body, timeout=remaining, metadata=self._metadata, compression=self._compression)
                 return

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.agent.otlp_sink import HangingServer
+from tests.agent.otlp_sink import HangingServer, Sink
 
 HOST = r'''
 import json, logging, time
@@ -95,3 +95,55 @@ def test_a_bad_processor_timeout_gets_one_line_and_the_default(tmp_path, value):
     assert len(lines) == 1 and repr(value) in lines[0] and "30000" in lines[0], out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["stats"].get("spans.dropped.export_failed") and result["failed_after"] < 0.3 + 1.5, result
+
+
+FLUSH = r'''
+import json, time
+import tracehouse.agent as ta
+from opentelemetry import trace
+h = ta.start(service="flush")
+for name in ("one", "two"):
+    with trace.get_tracer("t").start_as_current_span(name):
+        pass
+t0 = time.monotonic()
+ok = trace.get_tracer_provider().force_flush(%(timeout_ms)d)
+took = time.monotonic() - t0
+print(json.dumps({"ok": ok, "took": round(took, 3), "stats": ta.stats()}), flush=True)
+h.shutdown(0.5)
+'''
+
+
+def _flush(tmp_path, endpoint: str, timeout_ms: int) -> dict:
+    (tmp_path / "flush.py").write_text(FLUSH % {"timeout_ms": timeout_ms})
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_EXPORTER_OTLP_TIMEOUT="10000",
+               OTEL_BSP_SCHEDULE_DELAY="600000", TRACEHOUSE_METRICS_INTERVAL="3600", TRACEHOUSE_COMMAND_POLL_S="0",
+               TRACEHOUSE_SNAPSHOTS="off")
+    out = subprocess.run([sys.executable, str(tmp_path / "flush.py")], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_force_flush_bounds_the_export_in_flight_by_its_own_timeout(tmp_path):
+    """``force_flush(500)`` on the tracer provider, the agent's OTLP/HTTP exporter (10 s timeout)
+    sending to a collector that accepts and never answers: False within 0.5 s and a margin, the
+    batch counted as failed. Before, the deadline was checked only between batches: the one export
+    took the exporter's 10 s, and the flush returned True (the queue was empty)."""
+    hung = HangingServer()
+    try:
+        out = _flush(tmp_path, hung.url, 500)
+        assert hung.conns, "no export reached the collector"
+    finally:
+        hung.close()
+    assert out["ok"] is False and out["took"] < 0.5 + 1.0, out
+    assert out["stats"].get("spans.dropped.export_failed") == 2, out
+
+
+def test_force_flush_to_a_collector_that_answers_is_true(tmp_path):
+    sink = Sink()
+    try:
+        out = _flush(tmp_path, sink.url, 5000)
+        assert out["ok"] is True and out["stats"].get("spans.exported") == 2, out
+        assert sorted(s.name for _, s in sink.spans()) == ["one", "two"]
+    finally:
+        sink.close()

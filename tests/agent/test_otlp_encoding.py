@@ -131,7 +131,7 @@ class _Recorded:
     def __init__(self):
         self.sent = []
 
-    def send(self, body):
+    def send(self, body, timeout=None):  # timeout: a flush's time left, as the real transports take it
         self.sent.append((body, sys.getswitchinterval()))
 
     def close(self):
