@@ -44,23 +44,25 @@ class SignalExport:
     certificate: str | None = None
     insecure: bool | None = None
     processor_timeout: float | None = None  # s: OTEL_BSP/BLRP/METRIC_EXPORT_TIMEOUT, already within timeout
+    protocol_from: str = "OTEL_EXPORTER_OTLP_PROTOCOL"  # the variable that chose ``protocol``
 
 
 def _var(signal: str, suffix: str) -> tuple[str, str]:
     return f"OTEL_EXPORTER_OTLP_{SIGNALS[signal][0]}_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}"
 
 
-def _protocol(signal: str) -> str:
+def _protocol(signal: str) -> tuple[str, str]:
+    """The signal's protocol, and the variable it came from (the generic one when none is set)."""
     for name in _var(signal, "PROTOCOL"):
         raw = os.environ.get(name, "").strip().lower()
         if not raw:
             continue
         if raw in (HTTP, GRPC):
-            return raw
+            return raw, name
         env.warn_once(f"{name}={raw}", f"tracehouse: {name}={raw!r} is not supported (http/protobuf, grpc); "
                             "using http/protobuf")
-        return HTTP
-    return HTTP
+        return HTTP, name
+    return HTTP, _var(signal, "PROTOCOL")[1]
 
 
 def _valid_url(name: str, raw: str) -> str | None:
@@ -156,12 +158,12 @@ def resolve_exports(base: str | None, base_is_argument: bool, headers: dict[str,
     generic = _timeout_ms("OTEL_EXPORTER_OTLP_TIMEOUT", timeout)
     common = timeout if generic is None else generic / 1000.0
     for signal in SIGNALS:
-        protocol = _protocol(signal)
+        protocol, protocol_from = _protocol(signal)
         cert = _certificate(signal)
         insecure_raw = env.get_str(*_var(signal, "INSECURE"))
         bound = processor_timeout(signal)
         out[signal] = SignalExport(
-            protocol=protocol, url=_endpoint(signal, protocol, base, base_is_argument),
+            protocol=protocol, protocol_from=protocol_from, url=_endpoint(signal, protocol, base, base_is_argument),
             headers=_headers(signal, headers), timeout=_timeout(signal, common, bound), processor_timeout=bound,
             compression=_compression(signal), certificate=cert,
             insecure=None if insecure_raw is None else insecure_raw.lower() in ("1", "true", "yes", "on"))

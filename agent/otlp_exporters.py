@@ -157,8 +157,7 @@ def transport(signal: str, cfg: SignalExport):
             return GrpcTransport(cfg.url, signal, cfg.headers, cfg.timeout, cfg.compression, cfg.insecure,
                                  cfg.certificate)
         url = _http_fallback(signal, cfg)
-        env.warn_once(f"grpc missing {signal}", _GRPC_MISSING.format(var=env.OTEL_EXPORTER_OTLP_PROTOCOL,
-                                                                     signal=signal, url=url))
+        env.warn_once(f"grpc missing {signal}", _GRPC_MISSING.format(var=cfg.protocol_from, signal=signal, url=url))
         return HttpTransport(url, cfg.headers, cfg.timeout, cfg.compression, cfg.certificate)
     return HttpTransport(cfg.url, cfg.headers, cfg.timeout, cfg.compression, cfg.certificate)
 

@@ -4,6 +4,7 @@ samplers, the SDK switch; unsupported values are logged once, never ignored sile
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from testkit.servers import free_port, wait_port
 from tests.agent import apps
-from tests.agent.otlp_sink import attrs
+from tests.agent.otlp_sink import Sink, attrs
 from tracehouse.agent import config
 
 BIN = os.path.dirname(sys.executable)
@@ -188,3 +189,37 @@ def test_service_name_precedence_as_received_by_the_collector(tmp_path, sink, en
                          cwd=tmp_path, env=env)
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert [(r["service.name"], s.name) for r, s in sink.spans()] == [(expect, "named")]
+
+
+GRPC_MISSING = r'''
+import json, sys
+sys.modules["grpc"] = None  # a host without grpcio: importing it fails
+import tracehouse.agent as ta
+from opentelemetry import trace
+h = ta.start(service="nogrpc")
+with trace.get_tracer("t").start_as_current_span("over-http"):
+    pass
+print(json.dumps({"flushed": h.force_flush(5)}), flush=True)
+h.shutdown(1)
+'''
+
+
+def test_grpc_asked_for_without_grpcio_sends_over_http_and_says_which_variable_asked(tmp_path):
+    """``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc`` on a host without grpcio: one line naming that
+    variable (it named ``OTEL_EXPORTER_OTLP_PROTOCOL``, which was not set) and where the spans go
+    instead; the spans reach the collector over HTTP/protobuf."""
+    sink = Sink()
+    try:
+        (tmp_path / "host.py").write_text(GRPC_MISSING)
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc",
+                   TRACEHOUSE_METRICS_INTERVAL="3600", TRACEHOUSE_COMMAND_POLL_S="0", TRACEHOUSE_SNAPSHOTS="off")
+        out = subprocess.run([sys.executable, str(tmp_path / "host.py")], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path, env=env)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == {"flushed": True}, out.stdout
+        assert [s.name for _, s in sink.spans()] == ["over-http"]
+    finally:
+        sink.close()
+    lines = [ln for ln in out.stderr.splitlines() if "grpc" in ln.lower()]
+    assert len(lines) == 1, out.stderr
+    assert "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc" in lines[0] and f"{sink.url}/v1/traces" in lines[0], lines
