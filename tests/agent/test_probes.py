@@ -2,7 +2,6 @@ import tempfile
 import time
 
 import pytest
-
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
