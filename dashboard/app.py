@@ -21,6 +21,7 @@ from .auth_routes import install_auth
 from .bodylimit import MAX_BODY_BYTES, BodyLimit
 from .crosssite import CrossSiteGuard
 from .errors import install_error_handlers
+from .fairness import FairAdmission, FairGate, running_for
 from .ops import ReadyCheck, install_ops
 from .pages import pages_router
 from .pages_alerts import alerts_pages_router
@@ -91,6 +92,9 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
         return {"status": "ok"}
 
     install_ops(app, store, ready_checks, registry, tracer)
+    app.state.fairness = fair_gate(settings, store)
+    # inside the auth gate (added next, so outside this): a turn is per signed-in principal
+    app.add_middleware(FairAdmission, gate=app.state.fairness, metrics=app.state.metrics)
     auth = Auth(settings)
     if auth.enabled and store is not None:
         folder = dashboard_dir(settings)
@@ -103,6 +107,15 @@ def create_app(settings: Any, store: Any, *, alerts: AlertSource | None = None,
     app.add_middleware(BodyLimit, max_bytes=getattr(settings, "dashboard_max_body_bytes", MAX_BODY_BYTES),
                        timeout=getattr(settings, "client_timeout_seconds", 60.0))
     return app
+
+
+def fair_gate(settings: Any, store: Any) -> FairGate:
+    """Turns at the store for the dashboard's requests (``fairness.py``), from the settings."""
+    return FairGate(running=running_for(store, settings),
+                    per_principal=getattr(settings, "dashboard_running_per_client", 2),
+                    queue=getattr(settings, "dashboard_queue_per_client", 16),
+                    max_principals=getattr(settings, "dashboard_max_clients", 1000),
+                    wait_s=getattr(settings, "dashboard_queue_wait_s", 15.0))
 
 
 #: the file, in the dashboard's data directory, of the sign-outs the store did not take yet

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 
-__all__ = ["LoginLimiter"]
+__all__ = ["LoginLimiter", "address_key"]
 
 
 class LoginLimiter:
@@ -67,7 +67,7 @@ class LoginLimiter:
         An empty ``user`` (token sign-in) is limited by address only; ``user_exists``: ``user`` is
         a configured user, whose window is never evicted."""
         now = self.clock()
-        keys = [(("a", _address_key(address)), self.per_address, False)] + (
+        keys = [(("a", address_key(address)), self.per_address, False)] + (
             [(_user_key(user), self.per_user, user_exists)] if user else [])
         with self._lock:
             wait = max(self._wait(k, lim, now) for k, lim, _ in keys)
@@ -85,7 +85,7 @@ class LoginLimiter:
             self._users.pop(_user_key(user), None)
 
 
-def _address_key(address: str) -> str:
+def address_key(address: str) -> str:
     """An IPv4 address as it is; an IPv6 one as its /64 (an IPv4-mapped one as the IPv4 address)."""
     try:
         ip = ipaddress.ip_address(address)

@@ -39,6 +39,15 @@ class DashboardMetrics:
         self.signouts_unrecorded = Counter(
             "tracehouse_dashboard_signouts_unrecorded",
             "Sign-outs the store did not take within their wait (written again later).", registry=self.registry)
+        self.admission_wait = Histogram(
+            "tracehouse_dashboard_admission_wait_seconds",
+            "Time store-bound requests waited for their turn (fairness per principal).", registry=self.registry,
+            buckets=BUCKETS)
+        self.admission_refused = Counter(
+            "tracehouse_dashboard_admission_refused",
+            "Store-bound requests refused a turn: queue (429, the principal's queue was full), deadline (503, "
+            "no turn within the wait), principals (503, too many principals waiting).", ["reason"],
+            registry=self.registry)
         self.tracer: Any = None  # set when the server observes itself: a server span per request
 
 

@@ -73,6 +73,19 @@ class Settings:
     #: TRACEHOUSE_DASHBOARD_MAX_BODY_BYTES: largest request body the dashboard and its API take (413
     #: past it); its forms and JSON documents are small
     dashboard_max_body_bytes: int = 1 << 20
+    #: TRACEHOUSE_DASHBOARD_MAX_RUNNING: dashboard requests that may query the store running at once, in
+    #: all (0 = twice the concurrent user queries on embedded chDB, 4 on a ClickHouse server)
+    dashboard_max_running: int = 0
+    #: TRACEHOUSE_DASHBOARD_RUNNING_PER_CLIENT: of those, running at once for one signed-in user, API
+    #: token or (without sign-in) client address; the client's others wait their turn
+    dashboard_running_per_client: int = 2
+    #: TRACEHOUSE_DASHBOARD_QUEUE_PER_CLIENT: requests of one client waiting for a turn; past it 429 + Retry-After
+    dashboard_queue_per_client: int = 16
+    #: TRACEHOUSE_DASHBOARD_MAX_CLIENTS: clients with requests running or waiting at once; a new one past
+    #: it is answered 503 + Retry-After
+    dashboard_max_clients: int = 1000
+    #: TRACEHOUSE_DASHBOARD_QUEUE_WAIT_S: seconds a request waits for its turn at most (then 503 + Retry-After)
+    dashboard_queue_wait_s: float = 15.0
     #: TRACEHOUSE_DEDUP_WINDOW_SECONDS: a request whose content was acknowledged this recently is
     #: acknowledged again without being stored (a client's retry after a lost answer)
     dedup_window_seconds: float = 600.0
