@@ -137,9 +137,10 @@ class GuardedMetricExporter(MetricExporter):
         super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
         self._guard = _Guard("metrics", factory)
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+    def export(self, metrics_data: MetricsData, timeout_millis: float | None = None, **kwargs) -> MetricExportResult:
         n = sum(len(sm.metrics) for rm in metrics_data.resource_metrics for sm in rm.scope_metrics)
-        ok = self._guard.run(n, lambda e: e.export(metrics_data) == MetricExportResult.SUCCESS)
+        # the reader's bound for this export (its export timeout, or a flush's time left)
+        ok = self._guard.run(n, lambda e: export_within(e, metrics_data, timeout_millis) == MetricExportResult.SUCCESS)
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

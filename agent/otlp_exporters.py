@@ -237,14 +237,17 @@ class LeanMetricExporter(MetricExporter):
         self._resource = resource
         self._around, self._pause = _yielding()
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+    def export(self, metrics_data: MetricsData, timeout_millis: float | None = None, **kwargs) -> MetricExportResult:
+        """``timeout_millis``: the reader's bound for this export (its export timeout, or a flush's
+        time left), kept when shorter than the transport's own."""
         if self._resource is not None:
             res = self._resource()
             metrics_data = MetricsData(resource_metrics=[
                 ResourceMetrics(resource=res, scope_metrics=rm.scope_metrics, schema_url=rm.schema_url)
                 for rm in metrics_data.resource_metrics])
         with self._around():
-            self._transport.send(otlp_metrics.encode(metrics_data, self._pause))
+            self._transport.send(otlp_metrics.encode(metrics_data, self._pause),
+                                 None if timeout_millis is None else timeout_millis / 1000.0)
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

@@ -147,3 +147,36 @@ def test_force_flush_to_a_collector_that_answers_is_true(tmp_path):
         assert sorted(s.name for _, s in sink.spans()) == ["one", "two"]
     finally:
         sink.close()
+
+
+METRICS_FLUSH = r'''
+import json, time
+import tracehouse.agent as ta
+from opentelemetry import metrics
+h = ta.start(service="flush")
+metrics.get_meter("m").create_counter("orders").add(1)
+t0 = time.monotonic()
+metrics.get_meter_provider().force_flush(%(timeout_ms)d)
+print(json.dumps({"took": round(time.monotonic() - t0, 3), "stats": ta.stats()}), flush=True)
+h.shutdown(0.5)
+'''
+
+
+def test_a_metrics_flush_bounds_its_export_by_the_flushs_timeout(tmp_path):
+    """``force_flush(500)`` on the meter provider against a collector that accepts and never
+    answers: the SDK's reader passes the flush's timeout to the export, which now keeps it (before,
+    the exporter took its own 10 s: ``took`` 10.02 s)."""
+    hung = HangingServer()
+    try:
+        (tmp_path / "flush.py").write_text(METRICS_FLUSH % {"timeout_ms": 500})
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=hung.url, OTEL_EXPORTER_OTLP_TIMEOUT="10000",
+                   OTEL_METRIC_EXPORT_INTERVAL="600000", TRACEHOUSE_METRICS_INTERVAL="3600",
+                   TRACEHOUSE_COMMAND_POLL_S="0", TRACEHOUSE_SNAPSHOTS="off")
+        out = subprocess.run([sys.executable, str(tmp_path / "flush.py")], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path, env=env)
+        assert hung.conns, "no export reached the collector"
+    finally:
+        hung.close()
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["stats"].get("metrics.dropped.export_failed") and result["took"] < 0.5 + 1.0, result
