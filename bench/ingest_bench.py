@@ -416,6 +416,29 @@ def _rss_anon_mb(pid: int) -> float:
     return 0.0
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server's live threads, by kind: ``python`` (threads the
+    interpreter started: receivers, WAL, writer) and ``engine`` (threads the embedded engine
+    started, named by it). A thread that has exited is not counted (per-insert feed threads)."""
+    out = {"python": 0.0, "engine": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        kind = "python" if comm.startswith("python") or comm.startswith("tracehouse") else "engine"
+        out[kind] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
+
+
 _DECODERS = {"old": "python", "python": "python", "native": "native", "auto": "auto"}
 
 
@@ -476,7 +499,8 @@ def _rounds_summary(runs: list[dict], protocols: list[str], decoders: list[str])
             med[f"{d}_{p}" if len(protocols) > 1 else d] = {
                 k: statistics.median(r[k] for r in mine)
                 for k in ("stored_spans_per_s", "accepted_spans_per_s", "bulk_insert_spans_per_s",
-                          "stored_vs_bulk_insert", "collector_cpu_s", "collector_rss_mb", "collector_anon_rss_mb")}
+                          "stored_vs_bulk_insert", "collector_cpu_s", "collector_python_cpu_s", "collector_engine_cpu_s",
+                          "collector_rss_mb", "collector_anon_rss_mb")}
         if "old" in decoders and "native" in decoders:
             olds = [r for r in runs if r["protocol"] == p and r["decoder"] == "old"]
             nats = [r for r in runs if r["protocol"] == p and r["decoder"] == "native"]
@@ -596,12 +620,12 @@ def run_once(args: argparse.Namespace, protocol: str, decoder: str = "auto") -> 
             if not wait_port(http, 90):
                 raise RuntimeError("dashboard did not start")
             loader = _start_query_load(f"http://127.0.0.1:{http}", args.query_load)
-        cpu0 = proc.cpu_times()
+        cpu0, threads0 = proc.cpu_times(), _thread_cpu(server.pid)
         w0 = time.time()
         sender.stdin.write("go\n")
         sender.stdin.flush()
         rss, anon, stored_at = _watch_until_stored(proc, sender, url, args, w0)
-        cpu1 = proc.cpu_times()
+        cpu1, threads1 = proc.cpu_times(), _thread_cpu(server.pid)
         query_stats = _stop_query_load(loader) if loader is not None else None
         sent = json.loads(sender.stdout.read().strip().splitlines()[-1])
         server.send_signal(signal.SIGTERM)
@@ -628,6 +652,9 @@ def run_once(args: argparse.Namespace, protocol: str, decoder: str = "auto") -> 
             # CPU seconds the server spent from the first request until everything was stored: less
             # sensitive than the rates to what else runs on the machine
             "collector_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
+            # of which the interpreter's threads and the embedded engine's (live threads only)
+            "collector_python_cpu_s": round(threads1["python"] - threads0["python"], 1),
+            "collector_engine_cpu_s": round(threads1["engine"] - threads0["engine"], 1),
             "collector_rss_mb": round(rss, 1),
             # RSS less the clean file-backed pages (chDB's ~200 MB library text): the memory the
             # process allocated itself
