@@ -25,6 +25,24 @@ SHAPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "gauge_points": ("metrics", ("resource_metrics", "scope_metrics", "metrics", "gauge", "data_points")),
     "histogram_points": ("metrics", ("resource_metrics", "scope_metrics", "metrics", "histogram", "data_points")),
     "exemplars": ("metrics", ("resource_metrics", "scope_metrics", "metrics", "sum", "data_points", "exemplars")),
+    # inside a span, a log record or a data point
+    "event_attributes": ("traces", ("resource_spans", "scope_spans", "spans", "events", "attributes")),
+    "link_attributes": ("traces", ("resource_spans", "scope_spans", "spans", "links", "attributes")),
+    "array_values": ("traces", ("resource_spans", "scope_spans", "spans", "attributes", "value", "array_value",
+                                "values")),
+    "kvlist_values": ("traces", ("resource_spans", "scope_spans", "spans", "attributes", "value", "kvlist_value",
+                                 "values")),
+    "log_attributes": ("logs", ("resource_logs", "scope_logs", "log_records", "attributes")),
+    "gauge_point_attributes": ("metrics", ("resource_metrics", "scope_metrics", "metrics", "gauge", "data_points",
+                                           "attributes")),
+    "histogram_point_attributes": ("metrics", ("resource_metrics", "scope_metrics", "metrics", "histogram",
+                                               "data_points", "attributes")),
+    "exponential_histogram_point_attributes": ("metrics", ("resource_metrics", "scope_metrics", "metrics",
+                                                           "exponential_histogram", "data_points", "attributes")),
+    "summary_point_attributes": ("metrics", ("resource_metrics", "scope_metrics", "metrics", "summary",
+                                             "data_points", "attributes")),
+    "exemplar_attributes": ("metrics", ("resource_metrics", "scope_metrics", "metrics", "sum", "data_points",
+                                        "exemplars", "filtered_attributes")),
 }
 
 

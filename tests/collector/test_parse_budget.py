@@ -21,8 +21,8 @@ from testkit.wire_shapes import SHAPES, empty_elements
 from tests.collector.harness import run_collector
 from tests.collector.payloads import traces
 
-#: the shapes made of countless elements at a list level (those inside a span or a data point cost
-#: a few times a real body's parse and are not refused: see bench/decode_bound_bench.py)
+#: the shapes made of countless elements at a list level (those inside a span, a log record or a data
+#: point: test_parse_budget_inside.py)
 LIST_SHAPES = ["resource_spans", "resource_attributes", "scope_spans", "spans", "log_records", "metrics", "gauge_points",
                "histogram_points"]
 SERVICES = {"traces": "trace.v1.TraceService", "metrics": "metrics.v1.MetricsService",
