@@ -1,14 +1,15 @@
 """What the messages inside a span, a log record or a data point cost: the tables the parse budget's
 inner walk (``wire_budget``) charges, and the cheap sign that a body needs it.
 
-An empty attribute is two bytes on the wire (``4a 00``) and ~54 bytes parsed, an empty link ~86:
-16 MiB of them in one span took ~430-690 MB to parse. A real one is never empty (an attribute's key is
-a non-empty string, OpenTelemetry specification, "Attribute"; SDKs drop one with an empty key; an
-event has its time, a link its span context, an exemplar its time). So the inner walk charges each
-message the bytes a real one at least takes (``CHARGES``), as the list levels are charged. A
-message of less than four bytes on the wire is empty (``tag 00``): a body holds few such pairs unless
-it holds empty messages, and only a body with more than one per ``SIGN_BYTES`` bytes is walked inside
-(counted at C speed with ``bytes.count``; a pair inside an id or a number only costs a walk, never a
+An empty attribute is two bytes on the wire (``4a 00``) and ~54 bytes parsed, an empty link ~86;
+one holding a single unknown field (``4a 02 08 00``) ~116: 16 MiB of either in one span took
+~340-700 MB to parse. A real one is never that small (an attribute's key is a non-empty string,
+OpenTelemetry specification, "Attribute"; SDKs drop one with an empty key; an event has its time,
+a link its trace and span ids, an exemplar its time and value). So the inner walk charges each
+message the bytes a real one at least takes (``CHARGES``), as the list levels are charged. A message
+of under five bytes on the wire is a key and a length of 0 or 2 (one byte cannot hold a field): a
+body holds few such pairs unless it holds such messages, and only a body with more than one per
+``SIGN_BYTES`` bytes is walked inside (a pair inside an id or a number only costs a walk, never a
 refusal)."""
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ CHARGES = {
     "opentelemetry.proto.common.v1.AnyValue": ("values", 2),
     "opentelemetry.proto.common.v1.ArrayValue": ("lists", 2),
     "opentelemetry.proto.common.v1.KeyValueList": ("maps", 2),
-    "opentelemetry.proto.trace.v1.Span.Event": ("events", 4),
-    "opentelemetry.proto.trace.v1.Span.Link": ("links", 4),
-    "opentelemetry.proto.metrics.v1.Exemplar": ("exemplars", 4),
+    "opentelemetry.proto.trace.v1.Span.Event": ("events", 8),  # its time alone: 9 bytes, 11 with tag, length
+    "opentelemetry.proto.trace.v1.Span.Link": ("links", 16),  # trace and span ids: 30 bytes with tags, length
+    "opentelemetry.proto.metrics.v1.Exemplar": ("exemplars", 8),  # time and value: 20 bytes
     "opentelemetry.proto.metrics.v1.SummaryDataPoint.ValueAtQuantile": ("quantiles", 2),
 }
 
@@ -85,28 +86,41 @@ _TAGS = {"traces": _tags([ELEMENTS["traces"]]), "logs": _tags([ELEMENTS["logs"]]
          "metrics": _tags(list(POINTS.values()))}
 
 
+#: keys whose two-byte messages are common in real bodies (a short string, a small value): only
+#: their empty messages are counted
+_SHORT_REAL = {1 << 3 | 2, 2 << 3 | 2}
+
+
 def _marks(tags: set[int]) -> bytes:
-    """A ``bytes.translate`` table: each of ``tags`` → 1, zero → 2, any other byte → 0."""
-    return bytes(2 if b == 0 else 1 if b in tags else 0 for b in range(256))
+    """A ``bytes.translate`` table: a key of ``tags`` → 1 (3 for one of ``_SHORT_REAL``), the byte 0 →
+    2, the byte 2 → 4, any other byte → 0."""
+    return bytes(2 if b == 0 else 4 if b == 2 else 3 if b in tags & _SHORT_REAL else 1 if b in tags else 0
+                 for b in range(256))
 
 
-#: per signal, what turns a body into marks whose ``01 02`` pairs are its ``tag 00`` pairs
+#: per signal, what turns a body into marks whose ``01 02``, ``01 04`` and ``03 02`` pairs are its
+#: pairs of a key and a length of 0 or 2
 _MARKS = {signal: _marks(tags) for signal, tags in _TAGS.items()}
 
 
+def _tiny(marks: bytes) -> int:
+    return marks.count(b"\x01\x02") + marks.count(b"\x01\x04") + marks.count(b"\x03\x02")
+
+
 def needs_inner_walk(signal: str, body: bytes) -> bool:
-    """Whether ``body`` may hold more than one empty message inside its elements per ``SIGN_BYTES``
+    """Whether ``body`` may hold more than one tiny message inside its elements per ``SIGN_BYTES``
     bytes, from a sample: ``PIECES`` pieces of ``PIECE`` bytes, one at a random offset in each
-    stretch of the body, turned into marks by one ``translate``, whose ``01 02`` pairs are its
-    ``tag 00`` pairs (every empty message is one; not every pair is one). It is walked when the
-    sample holds more than one pair per ``SIGN_BYTES`` × 4 bytes: a body of one per ``SIGN_BYTES``
-    shows 4× that, wherever its empty messages are (their share of the pieces is their share of
-    the stretches); real bodies hold one pair per ~3,500 bytes or fewer."""
+    stretch of the body, turned into marks by one ``translate`` and counted by ``_tiny``: the
+    pairs of a message field's key and a length of 0 or 2 (every such message is one; not every
+    pair is one). It is walked when the sample holds more than one pair per ``SIGN_BYTES`` × 4
+    bytes: a body of one per ``SIGN_BYTES`` shows 4× that, wherever its tiny messages are (their
+    share of the pieces is their share of the stretches); real bodies hold one pair per ~3,500
+    bytes or fewer."""
     stretch = len(body) // PIECES - PIECE
     if stretch <= 0:
-        return body.translate(_MARKS[signal]).count(b"\x01\x02") * SIGN_BYTES > len(body)
+        return _tiny(body.translate(_MARKS[signal])) * SIGN_BYTES > len(body)
     step = stretch + PIECE
     offsets = memoryview(_RANDOM.randbytes(4 * PIECES)).cast("I")
     sample = b"".join([body[o:o + PIECE] for o in
                        [i * step + r % stretch for i, r in enumerate(offsets)]])
-    return sample.translate(_MARKS[signal]).count(b"\x01\x02") * SIGN_BYTES * 4 > len(sample)
+    return _tiny(sample.translate(_MARKS[signal])) * SIGN_BYTES * 4 > len(sample)

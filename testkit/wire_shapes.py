@@ -70,11 +70,12 @@ def _numbers(signal: str, path: tuple[str, ...]) -> list[int]:
     return out
 
 
-def empty_elements(shape: str, size: int) -> tuple[str, bytes]:
-    """(signal, a protobuf body of about ``size`` bytes) for one of ``SHAPES``."""
+def empty_elements(shape: str, size: int, payload: bytes = b"") -> tuple[str, bytes]:
+    """(signal, a protobuf body of about ``size`` bytes) for one of ``SHAPES``; ``payload``: what
+    each element holds instead of nothing (``08 00``: one unknown field)."""
     signal, path = SHAPES[shape]
     nums = _numbers(signal, path)
-    one = field(nums[-1], b"")
+    one = field(nums[-1], payload)
     body = one * max(1, (size - 16) // len(one))
     for n in reversed(nums[:-1]):
         body = field(n, body)
