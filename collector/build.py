@@ -15,6 +15,7 @@ from .convert import Limits
 from .dedup import RecentRequests
 from .ingest import Ingest
 from .metrics import Registry
+from .parse_gate import ParseGate
 from .ratelimit import RateLimiter
 from .redact import Redactor
 from .wal import Wal
@@ -69,9 +70,11 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
     recent = RecentRequests(settings.resolved_buffer_dir, window_s=settings.dedup_window_seconds,
                             max_entries=settings.dedup_max_requests, source=wal.digests)
     wal.on_delete = recent.persist
+    gate = ParseGate()  # the decode threads' and the writer's parsed requests, together
     writer = Writer(wal, store, metrics, red, limits, max_items=max_batch_items, max_age=max_batch_age,
                     grace=grace, native=native_decoder(settings, store, red, limits), retry_delay=retry_delay,
-                    native_min_items=NATIVE_MIN_ITEMS if getattr(settings, "decoder", "auto") == "auto" else 0)
+                    native_min_items=NATIVE_MIN_ITEMS if getattr(settings, "decoder", "auto") == "auto" else 0,
+                    parse_gate=gate)
     metrics.gauge("tracehouse_collector_dead_letter_bytes", writer.dead.size)
     metrics.gauge("tracehouse_collector_buffer_bytes", wal.pending_bytes)
     metrics.gauge("tracehouse_collector_buffer_max_bytes", lambda: settings.buffer_max_bytes)
@@ -108,7 +111,7 @@ def create_collector(settings: Any, store: Store, *, segment_bytes: int = 64 << 
                   settings.max_decompressed_bytes, settings.buffer_max_bytes, recent=recent,
                   max_concurrent=settings.max_concurrent_requests,
                   body_timeout=getattr(settings, "client_timeout_seconds", 60.0),
-                  max_inflight_bytes=getattr(settings, "max_inflight_bytes", 256 << 20))
+                  max_inflight_bytes=getattr(settings, "max_inflight_bytes", 256 << 20), parse_gate=gate)
     app = CollectorApp(core, ready=ready, commands=CommandEndpoint(store, tokens))
     metrics.gauge("tracehouse_collector_inflight_bytes", lambda: app.core.inflight_bytes)
     return Collector(app, wal, writer, metrics, store_wait)

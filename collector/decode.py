@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from .errors import CollectorError
+from .parse_gate import before_parse
 from .wire_budget import over_budget
 
 __all__ = ["SIGNALS", "Signal", "BadRequest", "decode_body", "encode_response", "to_json", "PROTOBUF", "JSON"]
@@ -198,10 +199,12 @@ def decode_request(signal: Signal, content_type: str, content_encoding: str, bod
         reason = over_budget(signal.name, body)
         if reason:
             raise BadRequest(413, reason)
+        before_parse(len(body))
         try:
             return signal.request.FromString(body), False, body
         except (DecodeError, ValueError) as e:
             raise BadRequest(400, f"malformed protobuf: {e}") from None
+    before_parse(len(body))
     return _from_json(signal, body, json_budget(max_decompressed)), True, None
 
 

@@ -27,6 +27,7 @@ from .decode import BadRequest, Signal
 from .dedup import RecentRequests, digest_of
 from .errors import CollectorError
 from .metrics import Registry
+from .parse_gate import ParseGate
 from .ratelimit import RateLimiter
 from .validate import Checked, check
 from .wal import Wal, WalClosed
@@ -88,11 +89,15 @@ class Prepared:
     digest: bytes
 
 
-def prepare(sig: Signal, decode: Decoder) -> Prepared:
+def prepare(sig: Signal, decode: Decoder, gate: ParseGate | None = None) -> Prepared:
     """Decode and check one request (CPU-bound: run off the event loop). The payload is the
     protobuf the client sent (decompressed) when the checks changed nothing, else the message
     serialized again (JSON, Zipkin, or invalid items removed): the same content sent again,
-    compressed or not, has the same payload and digest."""
+    compressed or not, has the same payload and digest. ``gate``: room for the parsed message
+    (``parse_gate``), held until it is dropped here."""
+    if gate is not None:
+        with gate.scope():
+            return prepare(sig, decode)
     out = decode()
     msg, raw = out[0], out[1]
     checked = check(sig.name, msg)
@@ -128,7 +133,8 @@ class Ingest:
     def __init__(self, wal: Wal, metrics: Registry, tokens: TokenCheck, limiter: RateLimiter,
                  max_body_bytes: int, max_decompressed_bytes: int, buffer_max_bytes: int,
                  recent: RecentRequests | None = None, max_concurrent: int = 64, decode_threads: int = 2,
-                 body_timeout: float = 60.0, max_inflight_bytes: int = 256 << 20):
+                 body_timeout: float = 60.0, max_inflight_bytes: int = 256 << 20,
+                 parse_gate: ParseGate | None = None):
         self.wal = wal
         self.m = metrics
         self.tokens = tokens
@@ -146,6 +152,8 @@ class Ingest:
         self.inflight_bytes = 0
         self._active = 0
         self._decoder = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="tracehouse-decode")
+        #: room for parsed requests, shared with the writer (``parse_gate``)
+        self.parse_gate = parse_gate or ParseGate()
         self._inflight: dict[bytes, asyncio.Future] = {}
 
     def close(self) -> None:
@@ -266,7 +274,8 @@ class Ingest:
                 prep = prepare(sig, decode)
             else:
                 try:
-                    pending = asyncio.get_running_loop().run_in_executor(self._decoder, prepare, sig, decode)
+                    pending = asyncio.get_running_loop().run_in_executor(self._decoder, prepare, sig, decode,
+                                                                         self.parse_gate)
                 except RuntimeError:  # the pool is shut down: the collector is stopping
                     return self.refuse(sig, 503, "the collector is stopping; retry later", "stopping",
                                        BUFFER_RETRY_AFTER)

@@ -46,6 +46,7 @@ from .decode import BY_CODE, SIGNALS
 from .gc_control import collect, no_gc
 from .keep_running import keep_running
 from .metrics import Registry
+from .parse_gate import ParseGate, before_parse
 from .redact import Redactor
 from .retry_policy import MAX_REJECTIONS, Backoff, Retries
 from .wal import DIGEST_BYTES, DIGESTED, Pos, Record, Wal
@@ -112,7 +113,7 @@ class Writer:
                  limits: Limits | None = None, max_items: int = 50_000, max_age: float = 1.0,
                  max_bytes: int = 32 << 20, grace: float = 10.0, native: Any = None,
                  native_max_items: int = 100_000, native_max_bytes: int = 40 << 20, retry_delay: float = 0.2,
-                 native_min_items: int = 0):
+                 native_min_items: int = 0, parse_gate: ParseGate | None = None):
         self.wal = wal
         # the native decoders (a NativeTraces, a NativeLogs, or a list of them) by signal code,
         # opened when the writer starts
@@ -123,6 +124,8 @@ class Writer:
         self.native_min_items = native_min_items
         self.retry_delay = retry_delay  # first wait after a failed insert; doubles up to 5 s
         self.native_max_bytes = native_max_bytes
+        #: room for parsed requests, shared with the receivers' decode threads (``parse_gate``)
+        self.parse_gate = parse_gate or ParseGate()
         self.dead = DeadLetters(os.path.join(wal.dir, "dead-letter"))
         self.store = store
         self.m = metrics
@@ -350,7 +353,9 @@ class Writer:
             if b is None:
                 b = batches[sig.name] = new_batch(table)
             try:
-                fn(sig.request.FromString(r.message), b, self.red, self.lim, st)
+                with self.parse_gate.scope():  # the parsed request is dropped when converted
+                    before_parse(len(r.message))
+                    fn(sig.request.FromString(r.message), b, self.red, self.lim, st)
                 b.positions.append(r.pos)
             except (DecodeError, ValueError, TypeError, OverflowError) as e:
                 log.error("dropping a WAL record at %s that does not convert: %s", r.pos, e)
@@ -520,7 +525,9 @@ class Writer:
         st = Stats()
         b = new_batch(p.table)
         for msg in payloads:
-            CONVERTERS[p.sig][1](SIGNALS[p.sig].request.FromString(bytes(msg)), b, self.red, self.lim, st)
+            with self.parse_gate.scope():
+                before_parse(len(msg))
+                CONVERTERS[p.sig][1](SIGNALS[p.sig].request.FromString(bytes(msg)), b, self.red, self.lim, st)
         for what, n in st.truncated.items():
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)
         return Part(p.sig, p.table, b.columns(), len(b), batch_id, positions, verify=p.verify)
