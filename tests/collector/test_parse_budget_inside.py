@@ -21,6 +21,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult
 
+from testkit.procmem import reset_peak, status_mb
 from testkit.servers import free_port
 from testkit.wire_shapes import SHAPES, empty_elements
 from tests.collector.harness import run_collector, start_serve_process
@@ -39,13 +40,6 @@ SIZE = 16 << 20
 PEAK_MB = 120
 
 
-def _status_mb(pid: int, key: str) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {key} for {pid}")
-
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory):
@@ -61,14 +55,13 @@ def test_a_body_of_tiny_messages_inside_an_element_is_refused_before_it_is_parse
     signal, body = empty_elements(shape, SIZE, payload)
     sent = gzip.compress(body, 6)
     pid = serve.proc.pid
-    with open(f"/proc/{pid}/clear_refs", "w") as f:
-        f.write("5")  # the peak (VmHWM) from here on
-    base = _status_mb(pid, "VmRSS:")
+    reset_peak(pid)
+    base = status_mb(pid, "VmRSS:")
     t0 = time.monotonic()
     resp = httpx.post(f"{serve.url}/v1/{signal}", content=sent, timeout=60,
                       headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
     took = time.monotonic() - t0
-    added = _status_mb(pid, "VmHWM:") - base
+    added = status_mb(pid, "VmHWM:") - base
     print(f"{shape}: {len(sent):,} B gzip, answered {resp.status_code} in {took:.3f} s, peak +{added:.0f} MB")
     assert resp.status_code == 413, (resp.status_code, resp.content[:200])
     assert b"too many for their size" in resp.content and b"send fewer per request" in resp.content

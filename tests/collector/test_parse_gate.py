@@ -11,6 +11,7 @@ import time
 
 import httpx
 
+from testkit.procmem import reset_peak, status_mb
 from testkit.servers import free_port
 from testkit.wire_shapes import empty_elements
 from tests.collector.harness import start_serve_process
@@ -46,13 +47,6 @@ def test_a_body_larger_than_the_room_left_waits_until_the_one_parsed_is_dropped(
     assert gate.used == 0
 
 
-def _status_mb(pid: int, key: str) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {key} for {pid}")
-
 
 def _peak_for(bodies: int, sent: bytes, signal: str) -> float:
     """The peak resident memory a fresh ``tracehouse serve`` adds while ``bodies`` copies of
@@ -62,9 +56,8 @@ def _peak_for(bodies: int, sent: bytes, signal: str) -> float:
     try:
         pid = srv.proc.pid
         time.sleep(2)  # the store's start-up work is done
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")  # the peak (VmHWM) from here on
-        base = _status_mb(pid, "VmRSS:")
+        reset_peak(pid)
+        base = status_mb(pid, "VmRSS:")
         codes: list[int] = []
 
         def post() -> None:
@@ -78,7 +71,7 @@ def _peak_for(bodies: int, sent: bytes, signal: str) -> float:
         for t in threads:
             t.join(150)
         assert codes == [200] * bodies, codes  # parsed, checked (its one span has no ids: rejected)
-        return _status_mb(pid, "VmHWM:") - base
+        return status_mb(pid, "VmHWM:") - base
     finally:
         srv.kill()
 
