@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+import grpc
 import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -25,6 +26,7 @@ from testkit.procmem import reset_peak, status_mb
 from testkit.servers import free_port
 from testkit.wire_shapes import SHAPES, empty_elements
 from tests.collector.harness import run_collector, start_serve_process
+from tests.collector.test_parse_budget import SERVICES
 from tracehouse.collector.wire_budget import SMALL_BODY, over_budget
 
 #: the shapes of empty messages inside an element (an array of empty values is valid OTLP: not here)
@@ -151,3 +153,24 @@ def test_an_array_of_empty_values_is_valid_otlp_and_not_refused():
     signal, body = empty_elements("array_values", 4 << 20)
     assert over_budget(signal, body) is None
     assert over_budget(signal, body, inner=True) is None
+
+
+@pytest.fixture
+def grpc_collector(chdb_store, tmp_path):
+    r = run_collector(chdb_store, str(tmp_path / "buffer"), grpc=True, max_batch_age=0.1)
+    yield r
+    r.stop()
+
+
+@pytest.mark.parametrize("shape", ["span_attributes", "log_attributes", "gauge_point_attributes"])
+def test_over_grpc_a_message_of_tiny_messages_inside_an_element_is_refused(grpc_collector, shape):
+    """OTLP/gRPC goes through the same decoder as OTLP/HTTP: the same 16 MiB message, sent as it
+    is (gRPC's own size cap is 20 MiB), is refused with INVALID_ARGUMENT and nothing is buffered."""
+    signal, body = empty_elements(shape, SIZE)
+    with grpc.insecure_channel(grpc_collector.grpc_target, options=[("grpc.max_send_message_length", -1)]) as ch:
+        call = ch.unary_unary(f"/opentelemetry.proto.collector.{SERVICES[signal]}/Export")
+        with pytest.raises(grpc.RpcError) as e:
+            call(body, timeout=60)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+    assert "too many for their size" in e.value.details() and "send fewer per request" in e.value.details()
+    assert grpc_collector.collector.wal.records == 0
