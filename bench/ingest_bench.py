@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from testkit.otlp_load import kv as _kv  # noqa: E402
+from testkit.procmem import status_mb  # noqa: E402
 from testkit.servers import free_port, wait_port  # noqa: E402
 
 if TYPE_CHECKING:
@@ -407,13 +408,9 @@ def _stored(url: str) -> int:
 
 def _rss_anon_mb(pid: int) -> float:
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) / 1024
+        return status_mb(pid, "RssAnon:")
     except OSError:  # the server has exited: nothing to add to the peak
-        pass
-    return 0.0
+        return 0.0
 
 
 def _thread_cpu(pid: int) -> dict[str, float]:
@@ -424,7 +421,7 @@ def _thread_cpu(pid: int) -> dict[str, float]:
     tick = os.sysconf("SC_CLK_TCK")
     try:
         tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
+    except OSError:  # the server has exited: nothing more to count
         return out
     for tid in tids:
         try:

@@ -72,6 +72,13 @@ class ParseGate:
                     self._used -= held
                     self._cond.notify_all()
 
+    @contextmanager
+    def parsing(self, size: int) -> Iterator[None]:
+        """A scope in which ``size`` bytes are parsed now (and dropped by its end)."""
+        with self.scope():
+            before_parse(size)
+            yield
+
     def _take(self, n: int) -> int:
         n = min(max(n, 1), self.budget)
         with self._cond:

@@ -46,7 +46,7 @@ from .decode import BY_CODE, SIGNALS
 from .gc_control import collect, no_gc
 from .keep_running import keep_running
 from .metrics import Registry
-from .parse_gate import ParseGate, before_parse
+from .parse_gate import ParseGate
 from .redact import Redactor
 from .retry_policy import MAX_REJECTIONS, Backoff, Retries
 from .wal import DIGEST_BYTES, DIGESTED, Pos, Record, Wal
@@ -353,8 +353,7 @@ class Writer:
             if b is None:
                 b = batches[sig.name] = new_batch(table)
             try:
-                with self.parse_gate.scope():  # the parsed request is dropped when converted
-                    before_parse(len(r.message))
+                with self.parse_gate.parsing(len(r.message)):  # the parsed request is dropped when converted
                     fn(sig.request.FromString(r.message), b, self.red, self.lim, st)
                 b.positions.append(r.pos)
             except (DecodeError, ValueError, TypeError, OverflowError) as e:
@@ -525,8 +524,7 @@ class Writer:
         st = Stats()
         b = new_batch(p.table)
         for msg in payloads:
-            with self.parse_gate.scope():
-                before_parse(len(msg))
+            with self.parse_gate.parsing(len(msg)):
                 CONVERTERS[p.sig][1](SIGNALS[p.sig].request.FromString(bytes(msg)), b, self.red, self.lim, st)
         for what, n in st.truncated.items():
             self.m.inc("tracehouse_collector_truncated_total", n, what=what)

@@ -55,7 +55,10 @@ def _peak_for(bodies: int, sent: bytes, signal: str) -> float:
     srv = start_serve_process(f"chdb://{d}/data", f"{d}/buffer", free_port(), free_port())
     try:
         pid = srv.proc.pid
-        time.sleep(2)  # the store's start-up work is done
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{srv.url}/readyz", timeout=10).text.strip() != "ready":  # the writer runs
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.1)
         reset_peak(pid)
         base = status_mb(pid, "VmRSS:")
         codes: list[int] = []
