@@ -147,17 +147,47 @@ def test_principals_tracked_are_bounded_and_forgotten_when_idle(heavy):
     assert 'tracehouse_dashboard_admission_refused_total{reason="principals"} 1.0' in metrics
 
 
+class HeldTurn:
+    """A POST whose body the server reads until :meth:`release`: FairAdmission gives the request its
+    turn before the app reads the body, so the turn stays held for as long as the test says, on any
+    machine (a heavy read's duration is not: one ended within the 0.3 s wait on a CI run)."""
+
+    def __init__(self, url: str, local_address: str):
+        self._go = threading.Event()
+        self.status: int | None = None
+        self._thread = threading.Thread(target=self._post, args=(url, local_address))
+        self._thread.start()
+
+    def _body(self):
+        yield b'{"service": "held", '
+        self._go.wait(30)
+        yield b'"kind": "threads", "reason": "a test holding its turn"}'
+
+    def _post(self, url: str, local_address: str) -> None:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=local_address), timeout=60) as c:
+            self.status = c.post(url, content=self._body(), headers={"content-type": "application/json"}).status_code
+
+    def release(self) -> int | None:
+        self._go.set()
+        self._thread.join(60)
+        return self.status
+
+
 def test_a_wait_for_a_turn_ends_at_its_deadline(heavy):
-    store, tid = heavy
+    store, _ = heavy
     app = _app(store, dashboard_max_running=1, dashboard_queue_wait_s=0.3)
     gate = app.state.fairness
     with serving(app) as port, httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"),
                                             timeout=60) as c:
         base = f"http://127.0.0.1:{port}"
-        flood = Flood(f"{base}/api/traces/{tid}", 1, local_address="127.0.0.1")
-        wait_for(lambda: len(gate) == 1, 10, every=0.01, what="127.0.0.1's read running")
-        r, took = _timed(c, f"{base}/traces/{tid}")  # a page: refused in text
-        assert flood.join()[0][0] == 200
+        held = HeldTurn(f"{base}/api/snapshots", "127.0.0.1")
+        try:
+            wait_for(lambda: len(gate) == 1, 10, every=0.01, what="127.0.0.1's request holding the turn")
+            r, took = _timed(c, f"{base}/traces/{'ab' * 16}")  # a page: refused in text
+            assert len(gate) == 1  # the turn was held throughout
+        finally:
+            held_status = held.release()
+    assert held_status == 201  # the held request was answered once its body was whole
     assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
     assert "no turn at the store within 0.3 s" in r.text and r.headers["content-type"].startswith("text/plain")
     assert took < 0.3 + 0.7, f"the wait ended after {took:.1f} s"
