@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+from py_zipkin.encoding.protobuf import zipkin_pb2
 
 from .errors import CollectorError
 from .wire_inside import CHARGES, ELEMENTS, POINTS, Table, needs_inner_walk
@@ -42,7 +43,8 @@ SLACK = 64 << 10
 
 #: the bytes a real element at each list level at least takes on the wire, with its tag and length
 MIN_BYTES = {"resources": 16, "scopes": 16, "spans": 32, "log_records": 16, "metrics": 24, "data_points": 12,
-             "resource attributes": 8, "other fields": OTHER}
+             "resource attributes": 8, "other fields": OTHER,
+             "Zipkin spans": 20}  # a Zipkin v2 proto3 span: its trace id and span id, 8 bytes each
 #: the same inside a span, a log record or a data point (``wire_inside``)
 _ALL_BYTES = {**MIN_BYTES, **dict(CHARGES.values())}
 #: how deep the inner walk follows values in values (the parser refuses a body nested past 100)
@@ -75,6 +77,8 @@ _POINTS = _POINTS_FIELDS.pop()
 #: a resource's attributes are walked too (few in a real body; every one read to find service.name)
 _RESOURCE = frozenset({ResourceSpans.DESCRIPTOR.fields_by_name["resource"].number})
 _RESOURCE_ATTRS = Resource.DESCRIPTOR.fields_by_name["attributes"].number
+#: a Zipkin body (``ListOfSpans``) is one list level: its spans
+_ZIPKIN_SPANS = zipkin_pb2.ListOfSpans.DESCRIPTOR.fields_by_name["spans"].number
 
 
 class OverBudget(CollectorError):
@@ -280,6 +284,15 @@ class _Walk:
                             self.inside(ps, pe, table)
 
 
+    def zipkin(self, inner: Table | None = None) -> None:
+        """A Zipkin v2 proto3 body; ``inner``: walk inside each span with this table too."""
+        if inner is None:
+            self.leaves("Zipkin spans", 0, len(self.buf), _ZIPKIN_SPANS)
+            return
+        for xs, xe in self.elements("Zipkin spans", 0, len(self.buf), frozenset({_ZIPKIN_SPANS})):
+            self.inside(xs, xe, inner)
+
+
 def _skip(buf: bytes, wire: int, pos: int, end: int) -> int:
     """Where the field of wire type ``wire`` (not 2) whose value starts at ``pos`` ends; -1 for a
     wire type a field cannot have."""
@@ -308,7 +321,7 @@ def _run(buf: bytes, start: int, end: int) -> int:
 def over_budget(signal: str, body: bytes, small: int = SMALL_BODY, inner: bool | None = None) -> str | None:
     """Why a protobuf body over ``small`` bytes holds too many list elements for its size, or too
     many messages inside them (the reason for a 413), or None: a smaller body, or one within the
-    budget. ``inner``: whether to walk inside spans, log records and data points (None: when
+    budget. ``signal``: traces, logs, metrics, or zipkin (a Zipkin v2 proto3 ``ListOfSpans``). ``inner``: whether to walk inside spans, log records and data points (None: when
     ``wire_inside.needs_inner_walk`` says so)."""
     if len(body) <= small:
         return None
@@ -318,6 +331,8 @@ def over_budget(signal: str, body: bytes, small: int = SMALL_BODY, inner: bool |
     try:
         if signal == "metrics":
             walk.metrics(_LEVELS[signal], POINTS if inner else None)
+        elif signal == "zipkin":
+            walk.zipkin(ELEMENTS[signal] if inner else None)
         else:
             walk.spans_or_logs(_LEVELS[signal], ELEMENTS[signal] if inner else None)
     except OverBudget as over:

@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from py_zipkin.encoding.protobuf import zipkin_pb2
 
 __all__ = ["CHARGES", "SIGN_BYTES", "PIECES", "PIECE", "Table", "ELEMENTS", "POINTS", "needs_inner_walk"]
 
@@ -35,6 +36,10 @@ CHARGES = {
     "opentelemetry.proto.trace.v1.Span.Link": ("links", 16),  # trace and span ids: 30 bytes with tags, length
     "opentelemetry.proto.metrics.v1.Exemplar": ("exemplars", 8),  # time and value: 20 bytes
     "opentelemetry.proto.metrics.v1.SummaryDataPoint.ValueAtQuantile": ("quantiles", 2),
+    # Zipkin v2 proto3 (``zipkin.proto``): an annotation has its time (fixed64) and a value, a tag a
+    # key (Zipkin's own model drops an empty one)
+    "zipkin.proto3.Annotation": ("annotations", 8),
+    "zipkin.proto3.Span.TagsEntry": ("tags", 5),
 }
 
 #: a body with more empty-message pairs than one per this many bytes is walked inside its elements
@@ -59,8 +64,9 @@ def _table(desc: Any) -> Table:
     return table
 
 
-#: the table of one span and of one log record
-ELEMENTS = {"traces": _table(Span.DESCRIPTOR), "logs": _table(LogRecord.DESCRIPTOR)}
+#: the table of one span, of one log record and of one Zipkin span
+ELEMENTS = {"traces": _table(Span.DESCRIPTOR), "logs": _table(LogRecord.DESCRIPTOR),
+            "zipkin": _table(zipkin_pb2.Span.DESCRIPTOR)}
 #: a metric's data field (gauge, sum, …) → the table of one of its data points
 POINTS = {f.number: _table(f.message_type.fields_by_name["data_points"].message_type)
           for f in Metric.DESCRIPTOR.oneofs_by_name["data"].fields}
@@ -83,7 +89,7 @@ def _tags(roots: list[Table]) -> set[int]:
 
 
 _TAGS = {"traces": _tags([ELEMENTS["traces"]]), "logs": _tags([ELEMENTS["logs"]]),
-         "metrics": _tags(list(POINTS.values()))}
+         "metrics": _tags(list(POINTS.values())), "zipkin": _tags([ELEMENTS["zipkin"]])}
 
 
 #: keys whose two-byte messages are common in real bodies (a short string, a small value): only

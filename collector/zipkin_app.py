@@ -14,6 +14,8 @@ from typing import Any
 from .app import _plain, _read_body
 from .decode import SIGNALS, BadRequest, decompress, json_budget, media_type
 from .ingest import Decoded, Ingest
+from .parse_gate import before_parse
+from .wire_budget import over_budget
 from .zipkin import spans_from_json, spans_from_proto, to_otlp
 
 __all__ = ["ZipkinApp"]
@@ -81,6 +83,11 @@ class ZipkinApp:
             raise BadRequest(415, f"unsupported content type {ctype!r}: send Zipkin v2 as application/json "
                                   "or application/x-protobuf")
         body = decompress(encoding, body, self.core.max_decompressed)
+        if mt not in _JSON:
+            reason = over_budget("zipkin", body)
+            if reason:
+                raise BadRequest(413, reason)
+        before_parse(len(body))  # room for what it parses to (``parse_gate``), as an OTLP body takes
         if mt in _JSON:
             spans = spans_from_json(body, json_budget(self.core.max_decompressed))
         else:
