@@ -127,22 +127,26 @@ def test_anonymous_clients_are_told_apart_by_address(heavy):
 
 
 def test_principals_tracked_are_bounded_and_forgotten_when_idle(heavy):
-    store, tid = heavy
+    store, _ = heavy
     app = _app(store, dashboard_max_running=1, dashboard_running_per_client=1, dashboard_max_clients=2)
     gate = app.state.fairness
     with serving(app) as port:
-        url = f"http://127.0.0.1:{port}/api/traces/{tid}"
-        first = Flood(url, 3, local_address="127.0.0.1")
-        wait_for(lambda: gate.waiting() >= 1, 10, every=0.02, what="127.0.0.1 waiting")
-        second = Flood(url, 1, local_address="127.0.0.2")
-        wait_for(lambda: len(gate) == 2, 10, every=0.02, what="127.0.0.2 waiting")
-        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3"), timeout=60) as third:
-            r, took = _timed(third, f"http://127.0.0.1:{port}/api/services")
+        base = f"http://127.0.0.1:{port}"
+        first = HeldTurn(f"{base}/api/snapshots", "127.0.0.1")  # runs, holding the one turn
+        wait_for(lambda: len(gate) == 1, 10, every=0.02, what="127.0.0.1 holding the turn")
+        second = HeldTurn(f"{base}/api/snapshots", "127.0.0.2")  # waits for it
+        try:
+            wait_for(lambda: len(gate) == 2 and gate.waiting() == 1, 10, every=0.02,
+                     what="127.0.0.1 running and 127.0.0.2 waiting")
+            with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3"), timeout=60) as third:
+                r, took = _timed(third, f"{base}/api/services")
+        finally:
+            answered = [first.release(), second.release()]
         assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
         assert "too many clients" in r.json()["error"]
         assert took < 2, f"the refusal took {took:.1f} s"
-        assert {a[0] for a in first.join() + second.join()} == {200}
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert answered == [201, 201]
+        metrics = httpx.get(f"{base}/metrics").text
     assert len(gate) == 0  # all idle: nothing kept
     assert 'tracehouse_dashboard_admission_refused_total{reason="principals"} 1.0' in metrics
 
