@@ -172,7 +172,7 @@ class FairAdmission:
         except Refused as e:
             if self.metrics is not None:
                 self.metrics.admission_refused.labels(reason=e.reason).inc()
-            return await _refuse(scope, send, e)
+            return await _refuse(scope, receive, send, e)
         if self.metrics is not None:
             self.metrics.admission_wait.observe(waited)
         try:
@@ -181,12 +181,24 @@ class FairAdmission:
             self.gate.leave(key)
 
 
-async def _refuse(scope, send, e: Refused) -> None:
+async def _refuse(scope, receive, send, e: Refused) -> None:
+    """JSON under /api; a page for a browser (its ``Accept`` names HTML: the error page, which loads
+    itself again after Retry-After); plain text for anything else."""
+    headers = [(b"retry-after", str(e.retry_after).encode())]
     if scope["path"].startswith("/api"):
         body, kind = json.dumps({"error": str(e)}).encode(), b"application/json"
+    elif b"text/html" in dict(scope.get("headers") or ()).get(b"accept", b""):
+        from starlette.requests import Request
+
+        from .render import render
+
+        page = render(Request(scope, receive), "error.html", None, status_code=e.status,
+                      title="Busy" if e.status == 503 else "Too many requests", message=str(e),
+                      retry_after=e.retry_after)
+        page.headers["retry-after"] = str(e.retry_after)
+        return await page(scope, receive, send)
     else:
         body, kind = (str(e) + "\n").encode(), b"text/plain; charset=utf-8"
     await send({"type": "http.response.start", "status": e.status,
-                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", str(e.retry_after).encode())]})
+                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})

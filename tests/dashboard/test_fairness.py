@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from testkit.seed import big_trace
 from testkit.servers import serving
@@ -187,7 +188,8 @@ def test_a_wait_for_a_turn_ends_at_its_deadline(heavy):
         held = HeldTurn(f"{base}/api/snapshots", "127.0.0.1")
         try:
             wait_for(lambda: len(gate) == 1, 10, every=0.01, what="127.0.0.1's request holding the turn")
-            r, took = _timed(c, f"{base}/traces/{'ab' * 16}")  # a page: refused in text
+            r, took = _timed(c, f"{base}/traces/{'ab' * 16}")  # a page, not asked by a browser: refused in text
+            browser = c.get(f"{base}/traces/{'ab' * 16}", headers={"accept": "text/html,*/*;q=0.8"})
             assert len(gate) == 1  # the turn was held throughout
         finally:
             held_status = held.release()
@@ -195,3 +197,32 @@ def test_a_wait_for_a_turn_ends_at_its_deadline(heavy):
     assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
     assert "no turn at the store within 0.3 s" in r.text and r.headers["content-type"].startswith("text/plain")
     assert took < 0.3 + 0.7, f"the wait ended after {took:.1f} s"
+    # a browser gets the error page, which loads itself again after Retry-After
+    assert browser.status_code == 503 and browser.headers["retry-after"] == "1"
+    assert browser.headers["content-type"].startswith("text/html")
+    assert '<meta http-equiv="refresh" content="1">' in browser.text
+    assert "no turn at the store within 0.3 s" in browser.text and "<h1>Busy</h1>" in browser.text
+
+
+def test_a_browser_turned_away_loads_the_page_again_after_retry_after(heavy, page):
+    """Chromium, sent to a page while the store's one turn is held, gets the Busy page, which loads
+    the page again by itself once the turn is free."""
+    store, _ = heavy
+    app = _app(store, dashboard_max_running=1, dashboard_queue_wait_s=0.3)
+    gate = app.state.fairness
+    with serving(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        held = HeldTurn(f"{base}/api/snapshots", "127.0.0.2")
+        try:
+            wait_for(lambda: len(gate) == 1, 10, every=0.01, what="127.0.0.2's request holding the turn")
+            first = page.goto(f"{base}/services")
+            assert first is not None and first.status == 503 and first.headers["retry-after"] == "1"
+            assert page.locator("h1").inner_text() == "Busy"
+            assert "no turn at the store within 0.3 s" in page.locator(".error-msg").inner_text()
+        finally:
+            held_status = held.release()
+        assert held_status == 201
+        # the page's own refresh (the script policy allows no evaluated test code): polled from here
+        wait_for(lambda: page.locator("h1").first.inner_text(timeout=1000) != "Busy", 15, every=0.2,
+                 what="the page loaded again", tolerate=(PlaywrightError,))
+        assert page.title().startswith("Services"), page.title()
