@@ -51,6 +51,9 @@ class Decoded(NamedTuple):
     msg: Message
     raw: bytes | None
     key: bytes
+    #: attributes cut while the message was made (Zipkin tags past the limit), counted with the
+    #: writer's cuts once the request is durable
+    cut_attributes: int = 0
 
 # How long a client waits before retrying when the buffer is full or cannot be written.
 BUFFER_RETRY_AFTER = 5
@@ -87,6 +90,7 @@ class Prepared:
     checked: Checked
     payload: bytes
     digest: bytes
+    cut_attributes: int = 0  # see ``Decoded``
 
 
 def prepare(sig: Signal, decode: Decoder, gate: ParseGate | None = None) -> Prepared:
@@ -108,7 +112,7 @@ def prepare(sig: Signal, decode: Decoder, gate: ParseGate | None = None) -> Prep
     else:
         payload = msg.SerializeToString()
     if isinstance(out, Decoded):  # a code of its own: a body's digest never equals a payload's
-        return Prepared(checked, payload, digest_of(0x80 | sig.code, out.key))
+        return Prepared(checked, payload, digest_of(0x80 | sig.code, out.key), out.cut_attributes)
     return Prepared(checked, payload, digest_of(sig.code, payload))
 
 
@@ -323,6 +327,8 @@ class Ingest:
                            reason="buffer_error")
                 return self.refuse(sig, 503, f"cannot buffer the data: {e}", "buffer_error", BUFFER_RETRY_AFTER)
             self.m.inc("tracehouse_collector_accepted_items_total", checked.accepted, signal=name)
+            if prep.cut_attributes:
+                self.m.inc("tracehouse_collector_truncated_total", prep.cut_attributes, what="attributes")
         self.m.inc("tracehouse_collector_requests_total", 1, signal=name, code="200")
         return Outcome(200, checked.message(), rejected=checked.rejected)
 

@@ -49,6 +49,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tracehouse.storage.shared_spans import shared_server_id
 
+from .convert import Limits
 from .decode import BadRequest, load_json
 
 __all__ = ["ZSpan", "Endpoint", "shared_server_id", "spans_from_json", "spans_from_proto", "to_otlp"]
@@ -68,6 +69,10 @@ _SCOPE_VERSION = ("otel.scope.version", "otel.library.version")
 _DROPPED = {"otel.dropped_attributes_count": "dropped_attributes_count",
             "otel.dropped_events_count": "dropped_events_count",
             "otel.dropped_links_count": "dropped_links_count"}
+#: tags kept as attributes per span: the writer keeps no more (``convert.Limits``); the rest are
+#: counted as cut at conversion, not turned into messages the writer would drop. A span of 1.5M
+#: tags (a 17 MB JSON body) took 3.1 s to convert and ~10 s to accept and store.
+MAX_TAGS = Limits.max_attributes
 _CONSUMED = frozenset(("otel.status_code", "otel.status_description", "error", *_SCOPE_NAME, *_SCOPE_VERSION,
                        *_DROPPED))
 
@@ -93,6 +98,7 @@ class ZSpan:
     annotations: list[tuple[int, str]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     shared: bool = False
+    cut_tags: int = 0  # tags left out of ``tags``, past MAX_TAGS (``_kept``)
 
 
 # --- JSON ------------------------------------------------------------------------------------------
@@ -199,9 +205,33 @@ def _span_json(i: int, d: Any) -> ZSpan:
         local=_endpoint_json(i, d.get("localEndpoint"), "localEndpoint"),
         remote=_endpoint_json(i, d.get("remoteEndpoint"), "remoteEndpoint"),
         annotations=annotations,
-        tags={_str(i, key, "tag key"): _tag_value(i, key, v) for key, v in (tags or {}).items()},
+        **_kept((_str(i, key, "tag key"), _tag_value(i, key, v)) for key, v in (tags or {}).items()),
         shared=bool(d.get("shared")),
     )
+
+
+#: tags the mapping reads: always kept by ``_kept`` (service, status, scope, dropped counts, and
+#: the attributes ``_endpoints`` does not overwrite)
+_READ = _CONSUMED | {"service.name", "peer.service", "network.peer.address", "network.peer.port",
+                     "network.local.address", "network.local.port", "server.address", "server.port"}
+
+
+def _kept(tags: Any) -> dict[str, Any]:
+    """``tags`` (pairs, each checked as it is read) as ZSpan's ``tags`` and ``cut_tags``: those the
+    mapping reads (so it maps the span as it would with every tag), and the first MAX_TAGS others;
+    the others only counted. What is stored and counted as cut is what it was with every tag: the
+    writer keeps a span's first MAX_TAGS attributes."""
+    kept: dict[str, str] = {}
+    plain = cut = 0
+    for k, v in tags:
+        if k in _READ:
+            kept[k] = v
+        elif plain < MAX_TAGS:
+            kept[k] = v
+            plain += 1
+        else:
+            cut += 1
+    return {"tags": kept, "cut_tags": cut}
 
 
 def spans_from_json(body: bytes, max_containers: int | None = None) -> list[ZSpan]:
@@ -262,7 +292,7 @@ def spans_from_proto(body: bytes) -> list[ZSpan]:
             local=_endpoint_proto(i, s.local_endpoint, "local_endpoint", s.HasField("local_endpoint")),
             remote=_endpoint_proto(i, s.remote_endpoint, "remote_endpoint", s.HasField("remote_endpoint")),
             annotations=[(a.timestamp, a.value) for a in s.annotations],
-            tags=dict(s.tags), shared=s.shared,
+            **_kept(s.tags.items()), shared=s.shared,
         ))
     return out
 
@@ -319,7 +349,8 @@ def _status(span: Span, tags: dict[str, str]) -> None:
         span.status.code = Status.STATUS_CODE_OK
 
 
-def _fill(span: Span, s: ZSpan, now_us: int) -> None:
+def _fill(span: Span, s: ZSpan, now_us: int) -> int:
+    """Fill ``span`` from ``s``; returns how many of its tags were cut (past ``MAX_TAGS``, ``_kept``)."""
     span.trace_id = s.trace_id
     span.span_id = s.span_id
     if s.parent_id and s.parent_id != _ZERO8:
@@ -344,6 +375,7 @@ def _fill(span: Span, s: ZSpan, now_us: int) -> None:
         ev.name, ev_attrs = _event(value)
         for k, v in ev_attrs.items():
             _put(ev.attributes, str(k), v)
+    return s.cut_tags
 
 
 def _times(span: Span, s: ZSpan, now_us: int) -> None:
@@ -391,8 +423,9 @@ def _unshare(spans: list[ZSpan]) -> None:
             s.parent_id, s.span_id = s.span_id, shared_server_id(s.trace_id, s.span_id, _service(s))
 
 
-def to_otlp(spans: list[ZSpan], now_us: int | None = None) -> ExportTraceServiceRequest:
-    """One request: a ResourceSpans per local service, a ScopeSpans per instrumentation scope."""
+def to_otlp(spans: list[ZSpan], now_us: int | None = None, cut: dict[str, int] | None = None) -> ExportTraceServiceRequest:
+    """One request: a ResourceSpans per local service, a ScopeSpans per instrumentation scope.
+    ``cut``: tags cut past ``MAX_TAGS`` are added to its ``attributes``."""
     now = now_us if now_us is not None else time.time_ns() // 1000
     _unshare(spans)
     req = ExportTraceServiceRequest()
@@ -411,5 +444,7 @@ def to_otlp(spans: list[ZSpan], now_us: int | None = None) -> ExportTraceService
             ss = scopes[(svc, scope_name, scope_version)] = rs.scope_spans.add()
             ss.scope.name = scope_name
             ss.scope.version = scope_version
-        _fill(ss.spans.add(), s, now)
+        n = _fill(ss.spans.add(), s, now)
+        if n and cut is not None:
+            cut["attributes"] = cut.get("attributes", 0) + n
     return req

@@ -92,4 +92,6 @@ class ZipkinApp:
             spans = spans_from_json(body, json_budget(self.core.max_decompressed))
         else:
             spans = spans_from_proto(body)
-        return Decoded(to_otlp(spans), None, body)
+        cut: dict[str, int] = {}
+        req = to_otlp(spans, cut=cut)
+        return Decoded(req, None, body, cut.get("attributes", 0))

@@ -386,3 +386,33 @@ def test_two_servers_joining_one_client_span_get_an_id_each(chdb_store, tmp_path
     assert len({sid for sid, _ in rows.values()}) == 5, rows
     assert rows["proxy"][1] == rows["serve"][1] == shared
     assert rows["route"][1] == rows["proxy"][0] and rows["db"][1] == rows["serve"][0]
+
+
+def test_a_span_of_more_tags_than_the_limit_is_stored_and_counted_as_before(chdb_store, tmp_path):
+    """Tags past the attribute limit are no longer turned into attributes the writer drops: what
+    is stored and counted as cut is what it was (the first MAX_TAGS tags; every other one counted in
+    ``tracehouse_collector_truncated_total{what="attributes"}``), counted once when a retried body
+    is acknowledged again."""
+    from tracehouse.collector.zipkin import MAX_TAGS
+
+    r = run_collector(chdb_store, str(tmp_path / "b"), zipkin=True, max_batch_age=0.1)
+    try:
+        tags = {f"t{i:05d}": str(i) for i in range(5_000)}
+        tags["peer.service"] = "late-peer"
+        span = {"traceId": os.urandom(16).hex(), "id": os.urandom(8).hex(), "name": "many-tags",
+                "timestamp": time.time_ns() // 1000, "duration": 5, "localEndpoint": {"serviceName": "zk-many"},
+                "remoteEndpoint": {"serviceName": "db"}, "tags": tags}
+        body = gzip.compress(orjson.dumps([span]))
+        headers = {"content-type": "application/json", "content-encoding": "gzip"}
+        for _ in range(2):  # the second is a client's retry: acknowledged, not stored again
+            resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=body, headers=headers, timeout=30)
+            assert resp.status_code == 202, resp.text
+        r.wait_stored("traces", 1)
+        cut = r.collector.metrics.get("tracehouse_collector_truncated_total", what="attributes")
+        dup = r.collector.metrics.get("tracehouse_collector_duplicate_requests_total", signal="traces")
+    finally:
+        r.stop()
+    keys, values = chdb_store.query(f"SELECT attr_keys, attr_values FROM {chdb_store.db}.spans "
+                                    "WHERE name = 'many-tags'").rows[0]
+    assert list(keys) == [f"t{i:05d}" for i in range(MAX_TAGS)] and list(values) == [str(i) for i in range(MAX_TAGS)]
+    assert dup == 1 and cut == 5_001 - MAX_TAGS  # as when every tag was converted and the writer cut them

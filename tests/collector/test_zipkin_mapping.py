@@ -195,3 +195,43 @@ def test_a_dropped_count_tag_that_is_not_a_plain_number_is_ignored_not_fatal_to_
     span = spans["odd"][2]
     assert span.dropped_events_count == 0 and span.dropped_links_count == 7
     assert "neighbour" in spans
+
+
+def _many_tags(n: int) -> dict:
+    """``n`` plain tags, then tags the mapping reads (status, peer.service), last."""
+    tags = {f"t{i:05d}": str(i) for i in range(n)}
+    return dict(tags, **{"otel.status_code": "ERROR", "error": "boom", "peer.service": "late-peer"})
+
+
+@pytest.mark.parametrize("encoding", ["json", "proto"])
+def test_tags_past_the_attribute_limit_are_counted_not_converted(encoding):
+    """The writer keeps a span's first MAX_TAGS attributes: a span of 5,000 tags became 5,000
+    attribute messages for it to drop (1.5M tags: 3.1 s). Now the first MAX_TAGS plain tags become
+    attributes, and so do the tags the mapping reads, wherever they are; the rest are counted."""
+    from tracehouse.collector.zipkin import MAX_TAGS
+
+    tags = _many_tags(5_000)
+    if encoding == "json":
+        spans = spans_from_json(orjson.dumps([{"traceId": TRACE, "id": "a2fb4a1d1a96d312", "name": "op",
+                                               "timestamp": 1_700_000_000_000_000, "duration": 5,
+                                               "localEndpoint": {"serviceName": "many"},
+                                               "remoteEndpoint": {"serviceName": "db"}, "tags": tags}]))
+    else:
+        s = zipkin_pb2.Span(trace_id=T, id=bytes.fromhex("a2fb4a1d1a96d312"), name="op",
+                            timestamp=1_700_000_000_000_000, duration=5)
+        s.local_endpoint.service_name, s.remote_endpoint.service_name = "many", "db"
+        s.tags.update(tags)
+        spans = spans_from_proto(zipkin_pb2.ListOfSpans(spans=[s]).SerializeToString())
+    cut: dict[str, int] = {}
+    span = to_otlp(spans, cut=cut).resource_spans[0].scope_spans[0].spans[0]
+    keys = [kv.key for kv in span.attributes]
+    if encoding == "json":  # JSON keeps the sender's order; a proto map has none of its own
+        assert keys == [f"t{i:05d}" for i in range(MAX_TAGS)] + ["peer.service"]
+    else:
+        assert len(keys) == MAX_TAGS + 1 and keys[-1] == "peer.service" and len(set(keys)) == len(keys)
+    assert _attrs(span)["peer.service"] == "late-peer"  # the tag, not the remote endpoint's name
+    assert span.status.code == span.status.STATUS_CODE_ERROR and span.status.message == "boom"
+    # what the writer then cuts (the attributes past MAX_TAGS) and this count make what it cut of
+    # every tag before: 5,001 attributes, of which MAX_TAGS stored
+    assert cut == {"attributes": 5_000 - MAX_TAGS}
+    assert cut["attributes"] + len(keys) - MAX_TAGS == 5_001 - MAX_TAGS
