@@ -283,7 +283,6 @@ class _Walk:
                         for ps, pe in self.elements("data_points", ds, de, frozenset({_POINTS})):
                             self.inside(ps, pe, table)
 
-
     def zipkin(self, inner: Table | None = None) -> None:
         """A Zipkin v2 proto3 body; ``inner``: walk inside each span with this table too."""
         if inner is None:
@@ -321,7 +320,8 @@ def _run(buf: bytes, start: int, end: int) -> int:
 def over_budget(signal: str, body: bytes, small: int = SMALL_BODY, inner: bool | None = None) -> str | None:
     """Why a protobuf body over ``small`` bytes holds too many list elements for its size, or too
     many messages inside them (the reason for a 413), or None: a smaller body, or one within the
-    budget. ``signal``: traces, logs, metrics, or zipkin (a Zipkin v2 proto3 ``ListOfSpans``). ``inner``: whether to walk inside spans, log records and data points (None: when
+    budget. ``signal``: traces, logs, metrics, or zipkin (a Zipkin v2 proto3 ``ListOfSpans``).
+    ``inner``: whether to walk inside spans, log records and data points (None: when
     ``wire_inside.needs_inner_walk`` says so)."""
     if len(body) <= small:
         return None

@@ -30,8 +30,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.requests import Request
+
 from .auth import OPEN_PATHS
 from .loginlimit import address_key
+from .render import render
 
 __all__ = ["FairGate", "FairAdmission", "Refused", "running_for"]
 
@@ -184,14 +187,9 @@ class FairAdmission:
 async def _refuse(scope, receive, send, e: Refused) -> None:
     """JSON under /api; a page for a browser (its ``Accept`` names HTML: the error page, which loads
     itself again after Retry-After); plain text for anything else."""
-    headers = [(b"retry-after", str(e.retry_after).encode())]
     if scope["path"].startswith("/api"):
         body, kind = json.dumps({"error": str(e)}).encode(), b"application/json"
     elif b"text/html" in dict(scope.get("headers") or ()).get(b"accept", b""):
-        from starlette.requests import Request
-
-        from .render import render
-
         page = render(Request(scope, receive), "error.html", None, status_code=e.status,
                       title="Busy" if e.status == 503 else "Too many requests", message=str(e),
                       retry_after=e.retry_after)
@@ -200,5 +198,6 @@ async def _refuse(scope, receive, send, e: Refused) -> None:
     else:
         body, kind = (str(e) + "\n").encode(), b"text/plain; charset=utf-8"
     await send({"type": "http.response.start", "status": e.status,
-                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()), *headers]})
+                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", str(e.retry_after).encode())]})
     await send({"type": "http.response.body", "body": body})
