@@ -179,9 +179,8 @@ def test_the_evaluation_loop_shows_a_store_down_at_its_start_and_resumes_by_itse
 
 def test_the_notifications_api_answers_at_once_while_the_dispatcher_reads_or_writes_a_hung_store(
         outage_store, hang):
-    import httpx
-
     from testkit.servers import serving
+    from tests.support import oneshot
     from tracehouse.alerts import alerts_router
     from tracehouse.alerts.state import Alert
     from tracehouse.dashboard import require_role
@@ -196,7 +195,7 @@ def test_the_notifications_api_answers_at_once_while_the_dispatcher_reads_or_wri
     app = create_app(None, outage_store, alerts=e, routers=[alerts_router(e, require_role)])
     with serving(app) as port:
         url = f"http://127.0.0.1:{port}/api/alerts/notifications"
-        assert [g["receiver"] for g in httpx.get(url, timeout=10).json()["groups"]] == ["ops"]
+        assert [g["receiver"] for g in oneshot.get(url, timeout=10).json()["groups"]] == ["ops"]
         hang()
         # a new group reads what it last sent; its flush reads it again and records the send
         other = Alert("g/Other", "fp-other", {"alertname": "Other"}, "firing")
@@ -207,7 +206,7 @@ def test_the_notifications_api_answers_at_once_while_the_dispatcher_reads_or_wri
             t.start()
             time.sleep(0.3)  # each now waits for the stopped server
             t0 = time.monotonic()
-            r = httpx.get(url, timeout=20)
+            r = oneshot.get(url, timeout=20)
             took = time.monotonic() - t0
             print(f"notifications API answered in {took:.2f} s while {t.name} waited on the hung store")
             assert r.status_code == 200 and took < 1.5, f"the notifications API took {took:.1f} s"

@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import uvicorn
 
 from testkit.servers import free_port, wait_port
+from tests.support import oneshot
 from tracehouse.collector.build import Collector, create_collector
 from tracehouse.config import Settings
 
@@ -117,7 +117,7 @@ class CollectorProcess:
         return self.proc.wait(60)
 
     def stored(self, signal: str = "traces") -> int:
-        text = httpx.get(self.url + "/metrics", timeout=10).text
+        text = oneshot.get(self.url + "/metrics", timeout=10).text
         for line in text.splitlines():
             if line.startswith("tracehouse_collector_written_items_total{") and f'signal="{signal}"' in line:
                 return int(float(line.rsplit(" ", 1)[1]))

@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from tests.collector.harness import run_collector
 from tests.collector.payloads import kv, traces
+from tests.support import oneshot
 from tracehouse.collector.convert import Limits
 
 PB = {"content-type": "application/x-protobuf"}
@@ -37,7 +38,7 @@ def _count(store) -> int:
 
 
 def _post(r, body: bytes, headers=None, path="/v1/traces") -> httpx.Response:
-    return httpx.post(r.url + path, content=body, headers=headers if headers is not None else PB, timeout=30)
+    return oneshot.post(r.url + path, content=body, headers=headers if headers is not None else PB, timeout=30)
 
 
 def _status(resp: httpx.Response) -> status_pb2.Status:
@@ -71,7 +72,7 @@ def test_every_bad_body_is_refused_and_nothing_is_stored(running, chdb_store):
     resp = _post(running, bad_utf8)
     assert resp.status_code == 400 and "UTF-8" in _status(resp).message
     assert _post(running, b"", {"content-type": "application/x-protobuf"}, "/v1/nope").status_code == 404
-    assert httpx.get(running.url + "/v1/traces").status_code == 405
+    assert oneshot.get(running.url + "/v1/traces").status_code == 405
     time.sleep(0.3)
     assert _count(chdb_store) == 0 and running.collector.wal.records == 0
     assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="malformed") == 6
@@ -144,7 +145,7 @@ def test_oversized_body_without_content_length(running):
         for _ in range(30):
             yield b"\x00" * 10_000
 
-    resp = httpx.post(running.url + "/v1/traces", content=chunks(), headers=PB)
+    resp = oneshot.post(running.url + "/v1/traces", content=chunks(), headers=PB)
     assert resp.status_code == 413
 
 
@@ -208,8 +209,8 @@ def test_tokens(chdb_store, tmp_path):
         assert _post(r, other, dict(PB, **{"x-tracehouse-token": "other"})).status_code == 200
         r.wait_stored("traces", 4)
         # health endpoints are not behind the token
-        assert httpx.get(r.url + "/healthz").status_code == 200
-        assert httpx.get(r.url + "/readyz").text.strip() == "ready"
+        assert oneshot.get(r.url + "/healthz").status_code == 200
+        assert oneshot.get(r.url + "/readyz").text.strip() == "ready"
     finally:
         r.stop()
     assert _count(chdb_store) == 4
@@ -394,7 +395,7 @@ def test_a_json_body_of_countless_tiny_objects_is_refused_before_it_is_parsed(ch
         resp = _post(r, otlp, gz)
         assert resp.status_code == 413, resp.status_code
         assert f"holds {n + 7} objects and arrays, more than the 1048576" in orjson.loads(resp.content)["message"]
-        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=zipkin, headers=gz, timeout=30)
+        resp = oneshot.post(r.zipkin_url + "/api/v2/spans", content=zipkin, headers=gz, timeout=30)
         assert resp.status_code == 413 and "objects and arrays" in resp.text, (resp.status_code, resp.text)
         m = r.collector.metrics
         assert m.get("tracehouse_collector_rejected_requests_total", signal="traces", reason="too_large") == 2

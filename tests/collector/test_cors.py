@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import tempfile
 
-import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
 from testkit.servers import free_port, wait_port
 from tests.collector.harness import start_serve_process
 from tests.dashboard.browsing import CHROMIUM_ARGS
+from tests.support import oneshot
 from tests.support.pages import serving_pages
 from tracehouse.collector.cors import allowed
 
@@ -87,13 +87,13 @@ def test_a_listed_origins_page_sends_and_another_cannot(tmp_path, page_server):
         auth = {"authorization": f"Bearer {TOKEN}"}
         # no page may read the collector's own figures or an agent's commands, listed or not
         for path in ("/metrics", "/v1/tracehouse/commands?service=a&instance=i"):
-            pre = httpx.options(f"http://127.0.0.1:{otlp}{path}", headers={
+            pre = oneshot.options(f"http://127.0.0.1:{otlp}{path}", headers={
                 "origin": listed, "access-control-request-method": "GET"})
             assert "access-control-allow-origin" not in pre.headers, path
-        pre = httpx.options(f"http://127.0.0.1:{otlp}/v1/traces", headers={
+        pre = oneshot.options(f"http://127.0.0.1:{otlp}/v1/traces", headers={
             "origin": "https://evil.example", "access-control-request-method": "POST"})
         assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
-        metrics = httpx.get(f"http://127.0.0.1:{otlp}/metrics", headers=auth).text
+        metrics = oneshot.get(f"http://127.0.0.1:{otlp}/metrics", headers=auth).text
         accepted = {line.split('signal="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
                     for line in metrics.splitlines() if line.startswith("tracehouse_collector_accepted_items_total{")}
         assert accepted.get("traces") == 2, metrics  # one OTLP span, one Zipkin span

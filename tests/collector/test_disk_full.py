@@ -19,6 +19,7 @@ from tests.collector.harness import start_collector_process
 from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
 from tests.collector.tmpfs import mounted
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.collector.wal import Wal
 
@@ -48,7 +49,7 @@ def _fill(path: str) -> None:
 
 def _post(url: str, n: int = 50) -> tuple[httpx.Response, list[bytes]]:
     req, ids = traces(n)
-    r = httpx.post(url + "/v1/traces", content=req.SerializeToString(),
+    r = oneshot.post(url + "/v1/traces", content=req.SerializeToString(),
                    headers={"content-type": "application/x-protobuf"}, timeout=30)
     return r, ids
 
@@ -74,7 +75,7 @@ def test_full_disk_answers_503_then_recovers_and_stores_everything_acknowledged(
             assert r.headers.get("retry-after")
             time.sleep(0.5)
         # the writer cannot save its checkpoint: not ready, and says why
-        ready = httpx.get(p.url + "/readyz", timeout=10)
+        ready = oneshot.get(p.url + "/readyz", timeout=10)
         assert ready.status_code == 503 and "No space left on device" in ready.text, ready.text
         os.unlink(filler)
 
@@ -91,7 +92,7 @@ def test_full_disk_answers_503_then_recovers_and_stores_everything_acknowledged(
             acked += ids
         wait_for(lambda: p.stored() >= len(acked), 60, every=0.2,
                  what=f"all {len(acked)} acknowledged spans stored after the disk was freed")
-        wait_for(lambda: httpx.get(p.url + "/readyz", timeout=10).status_code == 200, 30, every=0.2,
+        wait_for(lambda: oneshot.get(p.url + "/readyz", timeout=10).status_code == 200, 30, every=0.2,
                  what="ready again")
     finally:
         p.terminate()

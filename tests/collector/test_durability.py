@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from testkit import servers
 from tests.collector.harness import run_collector, start_collector_process
 from tests.collector.load import Load, assert_exactly_once, span_id_counts
 from tests.collector.payloads import traces
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.storage import Store
 
@@ -43,7 +43,7 @@ def test_clickhouse_outage_mid_load(private_clickhouse, tmp_path):
         # acknowledged while ClickHouse was down, more than it stored: they waited in the buffer
         assert len(load.acked) - acked_at_stop > r.collector.writer.stored["traces"] - stored_before
         # ready while it can buffer (saying why it buffers), not ready once the buffer cannot take more
-        ready = httpx.get(r.url + "/readyz")
+        ready = oneshot.get(r.url + "/readyz")
         assert ((ready.status_code, ready.text.strip()) == (503, "buffer full")
                 or (ready.status_code == 200 and "buffering: store unreachable" in ready.text)), ready.text
         assert r.collector.metrics.get("tracehouse_collector_writer_errors_total", kind="unavailable") >= 1
@@ -95,7 +95,7 @@ def test_graceful_stop_drains_and_restart_replays_the_rest(chdb_store, tmp_path)
     # A long batch age: nothing is written until stop() drains it.
     r = run_collector(chdb_store, buffer_dir, max_batch_age=60)
     req, ids = traces(500)
-    assert httpx.post(r.url + "/v1/traces", content=req.SerializeToString(),
+    assert oneshot.post(r.url + "/v1/traces", content=req.SerializeToString(),
                       headers={"content-type": "application/x-protobuf"}).status_code == 200
     time.sleep(0.3)
     assert r.collector.writer.stored["traces"] == 0

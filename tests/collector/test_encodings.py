@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.collector.harness import run_collector
 from tests.collector.payloads import traces
+from tests.support import oneshot
 from tracehouse.collector.decode import ZSTD_MAX_WINDOW
 
 
@@ -40,7 +41,7 @@ def _services(store) -> dict[str, int]:
 
 def _post(r, body: bytes, encoding: str, path: str = "/v1/traces",
           ctype: str = "application/x-protobuf") -> httpx.Response:
-    return httpx.post(r.url + path, content=body, timeout=30,
+    return oneshot.post(r.url + path, content=body, timeout=30,
                       headers={"content-type": ctype, "content-encoding": encoding})
 
 
@@ -116,7 +117,7 @@ def test_zipkin_takes_the_same_encodings(chdb_store, tmp_path):
         span = {"traceId": "5af7183fb1d4cf5f", "id": "6b221d5bc9e6496c", "name": "get", "timestamp": time.time_ns() // 1000,
                 "duration": 1000, "localEndpoint": {"serviceName": "zipkin-zstd"}}
         body = json.dumps([span]).encode()
-        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=zstandard.ZstdCompressor().compress(body),
+        resp = oneshot.post(r.zipkin_url + "/api/v2/spans", content=zstandard.ZstdCompressor().compress(body),
                           headers={"content-type": "application/json", "content-encoding": "zstd"}, timeout=30)
         assert resp.status_code == 202, resp.text
         r.wait_stored("traces", 1)

@@ -16,6 +16,7 @@ from tests.collector.harness import run_collector
 from tests.collector.payloads import traces
 from tests.collector.rollups import rollup_mismatches, span_totals
 from tests.collector.test_grpc import TRACE_EXPORT
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.collector import native_feed
 from tracehouse.collector.deadletter import records, requeue
@@ -26,7 +27,7 @@ PB = {"content-type": "application/x-protobuf"}
 
 
 def _post(r, body: bytes, headers=None) -> httpx.Response:
-    return httpx.post(r.url + "/v1/traces", content=body, headers=headers or PB, timeout=30)
+    return oneshot.post(r.url + "/v1/traces", content=body, headers=headers or PB, timeout=30)
 
 
 def test_every_receiver_recognises_a_retried_request(chdb_store, tmp_path):
@@ -46,7 +47,7 @@ def test_every_receiver_recognises_a_retried_request(chdb_store, tmp_path):
             for b in (body, second.SerializeToString(), second.SerializeToString()):
                 call(b, timeout=10)
         for _ in range(2):
-            resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=zbody, headers={"content-type": "application/json"},
+            resp = oneshot.post(r.zipkin_url + "/api/v2/spans", content=zbody, headers={"content-type": "application/json"},
                               timeout=30)
             assert resp.status_code == 202
         r.wait_stored("traces", 31)
@@ -144,7 +145,7 @@ def test_a_batch_the_store_keeps_rejecting_goes_to_a_dead_letter_file(chdb_store
             files = r.collector.writer.dead.files()
             assert len(files) == 1 and [items for _, items, _ in records(files[0])] == [25]
             wait_for(lambda: r.collector.wal.pending_bytes() == 0, 10, what="the WAL released")
-            text = httpx.get(r.url + "/metrics").text
+            text = oneshot.get(r.url + "/metrics").text
             assert 'tracehouse_collector_dead_letter_items_total{signal="traces"} 25' in text
             assert "tracehouse_collector_dead_letter_bytes " in text
         finally:

@@ -18,6 +18,7 @@ import httpx
 
 from testkit.servers import free_port, wait_port
 from tests.collector.payloads import traces
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 
 
@@ -80,7 +81,7 @@ def test_connections_past_the_cap_are_refused_and_storing_goes_on_during_the_flo
         assert _sum(metrics, "tracehouse_connections_open") == 100
         assert len(os.listdir(f"/proc/{proc.pid}/fd")) < 600
         # a new client is told to come back (the OTLP exporters retry on 503), not left hanging
-        fresh = httpx.post(url + "/v1/traces", content=b"", headers={"content-type": "application/x-protobuf"},
+        fresh = oneshot.post(url + "/v1/traces", content=b"", headers={"content-type": "application/x-protobuf"},
                            timeout=10)
         assert fresh.status_code == 503 and fresh.headers["retry-after"] == "1"
         # the client connected before is served, and what it sends is stored while the flood lasts

@@ -9,7 +9,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
@@ -17,6 +16,7 @@ from testkit.servers import free_port
 from tests.collector.harness import start_serve_process
 from tests.collector.node_clients import bundle_for_browser
 from tests.dashboard.browsing import CHROMIUM_ARGS
+from tests.support import oneshot
 from tests.support.pages import serving_pages
 from tests.support.waiting import wait_for
 
@@ -62,7 +62,7 @@ def test_the_js_web_exporter_sends_from_a_listed_origin_only(tmp_path: Path, pag
             assert len(bad["results"]) == 2 and "ok" not in bad["results"], bad
 
         def stored(trace_id: str):
-            r = httpx.get(f"{api}/traces/{trace_id}", timeout=10)
+            r = oneshot.get(f"{api}/traces/{trace_id}", timeout=10)
             return r.json() if r.status_code == 200 and r.json().get("span_count") == 2 else None
 
         t = wait_for(lambda: stored(good["traceId"]), 30, what="the page's trace")
@@ -77,6 +77,6 @@ def test_the_js_web_exporter_sends_from_a_listed_origin_only(tmp_path: Path, pag
         assert child["status"] == {"code": "error", "message": "payment declined"}
         assert [(e["name"], e["attributes"]) for e in child["events"]] == [("retry", {"attempt": 2})]
         for bad in (unlisted, wrong_token):  # nothing of theirs stored
-            assert httpx.get(f"{api}/traces/{bad['traceId']}", timeout=10).status_code == 404
+            assert oneshot.get(f"{api}/traces/{bad['traceId']}", timeout=10).status_code == 404
     finally:
         srv.terminate()

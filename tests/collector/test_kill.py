@@ -15,6 +15,7 @@ from testkit.servers import free_port
 from tests.collector.harness import start_serve_process
 from tests.collector.rollups import rollup_mismatches, span_totals
 from tests.collector.sdk_load import SdkLoad
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.storage import Store
 
@@ -24,7 +25,7 @@ KILLS_PER_RUN = 2
 
 def _metric(url: str, name: str) -> float:
     try:
-        text = httpx.get(url + "/metrics", timeout=5).text
+        text = oneshot.get(url + "/metrics", timeout=5).text
     except httpx.HTTPError:
         return -1
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))

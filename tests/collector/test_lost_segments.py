@@ -9,12 +9,12 @@ import glob
 import json
 import os
 
-import httpx
 import pytest
 
 from tests.collector.harness import start_collector_process
 from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 
 
@@ -22,7 +22,7 @@ def _send(url: str, requests: int = 3, spans: int = 50) -> list[bytes]:
     acked = []
     for _ in range(requests):
         req, ids = traces(spans)
-        r = httpx.post(url + "/v1/traces", content=req.SerializeToString(),
+        r = oneshot.post(url + "/v1/traces", content=req.SerializeToString(),
                        headers={"content-type": "application/x-protobuf"}, timeout=30)
         assert r.status_code == 200, r.status_code
         acked += ids

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import shutil
 
-import httpx
 import pytest
 
 from tests.collector import corpus, log_corpus
 from tests.collector.harness import drain, run_collector
 from tests.collector.test_native import SPAN_COLUMNS, _counters, _fill_wal, _rows
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.collector import native_feed
 from tracehouse.collector.convert import Limits
@@ -119,7 +119,7 @@ def test_a_log_batch_whose_insert_failed_after_its_rows_landed_is_stored_once(ch
         assert isinstance(r.collector.writer.natives[SIGNALS["logs"].code], NativeLogs)
         plain = dict(log_corpus.corner_requests())["plain logs"]
         try:
-            resp = httpx.post(r.url + "/v1/logs", content=plain.SerializeToString(), headers=pb, timeout=30)
+            resp = oneshot.post(r.url + "/v1/logs", content=plain.SerializeToString(), headers=pb, timeout=30)
             assert resp.status_code == 200
             m = r.collector.metrics
             wait_for(lambda: m.get("tracehouse_collector_writer_errors_total") >= 1, 30, every=0.05,
@@ -133,7 +133,7 @@ def test_a_log_batch_whose_insert_failed_after_its_rows_landed_is_stored_once(ch
         more, sl = log_corpus._req(service="later")
         for n in range(10):
             log_corpus._rec(sl, 500 + n, f"later {n}")
-        resp = httpx.post(r.url + "/v1/logs", content=more.SerializeToString(), headers=pb, timeout=30)
+        resp = oneshot.post(r.url + "/v1/logs", content=more.SerializeToString(), headers=pb, timeout=30)
         assert resp.status_code == 200
         r.wait_stored("logs", 10)
     finally:

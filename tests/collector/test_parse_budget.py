@@ -8,7 +8,6 @@ import gzip
 import time
 
 import grpc
-import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
@@ -20,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from testkit.wire_shapes import SHAPES, empty_elements
 from tests.collector.harness import run_collector
 from tests.collector.payloads import traces
+from tests.support import oneshot
 
 #: the shapes made of countless elements at a list level (those inside a span, a log record or a data
 #: point: test_parse_budget_inside.py)
@@ -40,7 +40,7 @@ def collector(chdb_store, tmp_path):
 
 def _alive(r) -> None:
     good, _ = traces(3)
-    resp = httpx.post(r.url + "/v1/traces", content=good.SerializeToString(),
+    resp = oneshot.post(r.url + "/v1/traces", content=good.SerializeToString(),
                       headers={"content-type": "application/x-protobuf"}, timeout=10)
     assert resp.status_code == 200, resp.text
     r.wait_stored("traces", 3)
@@ -53,7 +53,7 @@ def test_a_body_of_countless_empty_elements_is_refused_before_it_is_parsed(colle
     assert len(body) > SIZE - 64
     # OTLP/HTTP, gzip: ~12 kB on the wire
     t0 = time.monotonic()
-    resp = httpx.post(collector.url + f"/v1/{signal}", content=gzip.compress(body),
+    resp = oneshot.post(collector.url + f"/v1/{signal}", content=gzip.compress(body),
                       headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"}, timeout=60)
     took = time.monotonic() - t0
     assert resp.status_code == 413, (resp.status_code, resp.content[:200])
@@ -129,7 +129,7 @@ def test_real_metrics_and_logs_bodies_past_the_floor_pass_and_a_cut_body_is_left
         body = msg.SerializeToString()
         assert len(body) > SMALL_BODY
         assert over_budget(signal, body) is None
-        resp = httpx.post(collector.url + f"/v1/{signal}", content=gzip.compress(body),
+        resp = oneshot.post(collector.url + f"/v1/{signal}", content=gzip.compress(body),
                           headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"}, timeout=60)
         assert resp.status_code == 200, resp.content[:200]
     collector.wait_stored("metrics", 32_000)
@@ -138,6 +138,6 @@ def test_real_metrics_and_logs_bodies_past_the_floor_pass_and_a_cut_body_is_left
     good = traces(40_000)[0].SerializeToString()
     cut = good[: len(good) // 2 + 3]
     assert len(cut) > SMALL_BODY and over_budget("traces", cut) is None
-    resp = httpx.post(collector.url + "/v1/traces", content=cut, headers={"content-type": "application/x-protobuf"},
+    resp = oneshot.post(collector.url + "/v1/traces", content=cut, headers={"content-type": "application/x-protobuf"},
                       timeout=60)
     assert resp.status_code == 400 and b"malformed protobuf" in resp.content, resp.content[:200]

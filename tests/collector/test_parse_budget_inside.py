@@ -12,7 +12,6 @@ import os
 import time
 
 import grpc
-import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -27,6 +26,7 @@ from testkit.servers import free_port
 from testkit.wire_shapes import SHAPES, empty_elements
 from tests.collector.harness import run_collector, start_serve_process
 from tests.collector.test_parse_budget import SERVICES
+from tests.support import oneshot
 from tracehouse.collector.wire_budget import SMALL_BODY, over_budget
 
 #: the shapes of empty messages inside an element (an array of empty values is valid OTLP: not here)
@@ -60,7 +60,7 @@ def test_a_body_of_tiny_messages_inside_an_element_is_refused_before_it_is_parse
     reset_peak(pid)
     base = status_mb(pid, "VmRSS:")
     t0 = time.monotonic()
-    resp = httpx.post(f"{serve.url}/v1/{signal}", content=sent, timeout=60,
+    resp = oneshot.post(f"{serve.url}/v1/{signal}", content=sent, timeout=60,
                       headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
     took = time.monotonic() - t0
     added = status_mb(pid, "VmHWM:") - base
@@ -137,7 +137,7 @@ def test_real_bodies_walked_inside_or_not_are_stored_whole(collector, chdb_store
     exporter = OTLPMetricExporter(endpoint=collector.url + "/v1/metrics", timeout=60)
     assert exporter.export(reader.get_metrics_data()) == MetricExportResult.SUCCESS
     for signal, body in (("logs", logs), ("traces", spans)):
-        resp = httpx.post(collector.url + f"/v1/{signal}", content=gzip.compress(body),
+        resp = oneshot.post(collector.url + f"/v1/{signal}", content=gzip.compress(body),
                           headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"}, timeout=60)
         assert resp.status_code == 200, resp.content[:200]
     collector.wait_stored("metrics", 16_000)

@@ -9,12 +9,11 @@ import tempfile
 import threading
 import time
 
-import httpx
-
 from testkit.procmem import reset_peak, status_mb
 from testkit.servers import free_port
 from testkit.wire_shapes import empty_elements
 from tests.collector.harness import start_serve_process
+from tests.support import oneshot
 from tracehouse.collector.parse_gate import ParseGate, before_parse
 
 
@@ -56,7 +55,7 @@ def _peak_for(bodies: int, sent: bytes, signal: str) -> float:
     try:
         pid = srv.proc.pid
         deadline = time.monotonic() + 60
-        while httpx.get(f"{srv.url}/readyz", timeout=10).text.strip() != "ready":  # the writer runs
+        while oneshot.get(f"{srv.url}/readyz", timeout=10).text.strip() != "ready":  # the writer runs
             assert time.monotonic() < deadline, "serve did not become ready"
             time.sleep(0.1)
         reset_peak(pid)
@@ -64,7 +63,7 @@ def _peak_for(bodies: int, sent: bytes, signal: str) -> float:
         codes: list[int] = []
 
         def post() -> None:
-            r = httpx.post(f"{srv.url}/v1/{signal}", content=sent, timeout=120,
+            r = oneshot.post(f"{srv.url}/v1/{signal}", content=sent, timeout=120,
                            headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
             codes.append(r.status_code)
 

@@ -16,6 +16,7 @@ from tests.collector.harness import run_collector
 from tests.collector.load import span_id_counts
 from tests.collector.payloads import kv, traces
 from tests.collector.test_grpc import TRACE_EXPORT
+from tests.support import oneshot
 from tracehouse.collector.decode import to_json
 
 
@@ -32,7 +33,7 @@ def test_json_is_decoded_off_the_event_loop(chdb_store, tmp_path):
 
         def post() -> None:
             t0 = time.monotonic()
-            out["status"] = httpx.post(r.url + "/v1/traces", content=body,
+            out["status"] = oneshot.post(r.url + "/v1/traces", content=body,
                                        headers={"content-type": "application/json"}, timeout=120).status_code
             out["seconds"] = time.monotonic() - t0
 
@@ -75,13 +76,13 @@ def test_requests_past_the_cap_are_answered_503_at_once(chdb_store, tmp_path):
         deadline = time.monotonic() + 10
         while r.collector.app.core._active < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        resp = httpx.post(r.url + "/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
+        resp = oneshot.post(r.url + "/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
         assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1
         with grpc.insecure_channel(r.grpc_target) as ch:
             with pytest.raises(grpc.RpcError) as e:
                 ch.unary_unary(TRACE_EXPORT)(body, timeout=10)
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-        zipkin = httpx.post(r.zipkin_url + "/api/v2/spans", content=b"[]", headers={"content-type": "application/json"})
+        zipkin = oneshot.post(r.zipkin_url + "/api/v2/spans", content=b"[]", headers={"content-type": "application/json"})
         assert zipkin.status_code == 503 and int(zipkin.headers["retry-after"]) >= 1
         assert r.collector.metrics.get("tracehouse_collector_rejected_requests_total", reason="overloaded") == 3
         for s in slow:
@@ -90,7 +91,7 @@ def test_requests_past_the_cap_are_answered_503_at_once(chdb_store, tmp_path):
         deadline = time.monotonic() + 10
         while r.collector.app.core._active and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert httpx.post(r.url + "/v1/traces", content=body,
+        assert oneshot.post(r.url + "/v1/traces", content=body,
                           headers={"content-type": "application/x-protobuf"}).status_code == 200
         r.wait_stored("traces", 5)
     finally:
@@ -108,12 +109,12 @@ def test_the_buffer_cap_counts_the_decoded_request_not_the_compressed_body(chdb_
     assert len(body) < 300_000 < len(raw)
     r = run_collector(chdb_store, str(tmp_path / "buffer"), max_batch_age=60, buffer_max_bytes=300_000)
     try:
-        resp = httpx.post(r.url + "/v1/traces", content=body,
+        resp = oneshot.post(r.url + "/v1/traces", content=body,
                           headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
         assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1
         assert r.collector.wal.records == 0 and r.collector.wal.pending_bytes() == 0
         small, _ = traces(20)
-        assert httpx.post(r.url + "/v1/traces", content=gzip.compress(small.SerializeToString()),
+        assert oneshot.post(r.url + "/v1/traces", content=gzip.compress(small.SerializeToString()),
                           headers={"content-type": "application/x-protobuf",
                                    "content-encoding": "gzip"}).status_code == 200
     finally:
@@ -142,7 +143,7 @@ def test_small_protobuf_bodies_are_decoded_on_the_loop_the_rest_in_the_decode_th
     pb = {"content-type": "application/x-protobuf"}
     try:
         small = traces(300)[0].SerializeToString()
-        assert httpx.post(r.url + "/v1/traces", content=small, headers=pb).status_code == 200
+        assert oneshot.post(r.url + "/v1/traces", content=small, headers=pb).status_code == 200
         with grpc.insecure_channel(r.grpc_target) as ch:
             ch.unary_unary(TRACE_EXPORT)(traces(300)[0].SerializeToString(), timeout=10)
         assert CountingPool.submitted == 0, "a small protobuf body was handed to a decode thread"
@@ -150,10 +151,10 @@ def test_small_protobuf_bodies_are_decoded_on_the_loop_the_rest_in_the_decode_th
         for s in big.resource_spans[0].scope_spans[0].spans:
             s.attributes.append(kv("description", "x" * 1000))
         assert len(big.SerializeToString()) > INLINE_DECODE_BYTES
-        assert httpx.post(r.url + "/v1/traces", content=big.SerializeToString(), headers=pb).status_code == 200
-        assert httpx.post(r.url + "/v1/traces", content=gzip.compress(traces(10)[0].SerializeToString()),
+        assert oneshot.post(r.url + "/v1/traces", content=big.SerializeToString(), headers=pb).status_code == 200
+        assert oneshot.post(r.url + "/v1/traces", content=gzip.compress(traces(10)[0].SerializeToString()),
                           headers={**pb, "content-encoding": "gzip"}).status_code == 200
-        assert httpx.post(r.url + "/v1/traces", content=to_json(traces(10)[0]),
+        assert oneshot.post(r.url + "/v1/traces", content=to_json(traces(10)[0]),
                           headers={"content-type": "application/json"}).status_code == 200
         assert CountingPool.submitted == 3
         r.wait_stored("traces", 920)
@@ -193,7 +194,7 @@ def test_the_bytes_in_flight_count_a_gzip_body_as_what_it_inflates_to(chdb_store
         while core.inflight_bytes < 1 << 20:
             assert time.monotonic() < deadline, "the held request did not take its bytes"
             time.sleep(0.01)
-        resp = httpx.post(r.url + "/v1/traces", content=body, headers=headers, timeout=30)
+        resp = oneshot.post(r.url + "/v1/traces", content=body, headers=headers, timeout=30)
         assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1, resp.text
         assert "bytes in flight" in resp.text
         assert r.collector.wal.records == 0
@@ -203,7 +204,7 @@ def test_the_bytes_in_flight_count_a_gzip_body_as_what_it_inflates_to(chdb_store
             assert time.monotonic() < deadline + 10, "the held request's bytes were not released"
             time.sleep(0.01)
         for _ in range(2):  # the client's retry, then a retry of a request whose answer was lost
-            resp = httpx.post(r.url + "/v1/traces", content=body, headers=headers, timeout=30)
+            resp = oneshot.post(r.url + "/v1/traces", content=body, headers=headers, timeout=30)
             assert resp.status_code == 200, resp.text
         assert core.inflight_bytes == 0
         r.wait_stored("traces", 10_000)

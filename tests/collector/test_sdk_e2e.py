@@ -7,7 +7,6 @@ import gzip
 import json
 import time
 
-import httpx
 import pytest
 from opentelemetry import trace as trace_api
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -30,6 +29,7 @@ from starlette.testclient import TestClient
 
 from tests.collector.harness import run_collector
 from tests.collector.payloads import kv
+from tests.support import oneshot
 from tracehouse.collector.decode import to_json
 from tracehouse.config import Settings
 from tracehouse.dashboard import create_app
@@ -202,11 +202,11 @@ def test_otlp_json_traces_and_summary(running, store, encoding):
     headers = {"content-type": "application/json", "authorization": f"Bearer {TOKEN}"}
     if encoding.endswith("gzip"):
         body, headers["content-encoding"] = gzip.compress(body), "gzip"
-    r = httpx.post(running.url + "/v1/traces", content=body, headers=headers)
+    r = oneshot.post(running.url + "/v1/traces", content=body, headers=headers)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert r.json() == {}
     headers.pop("content-encoding", None)
-    r = httpx.post(running.url + "/v1/metrics", content=to_json(_summary_request()), headers=headers)
+    r = oneshot.post(running.url + "/v1/metrics", content=to_json(_summary_request()), headers=headers)
     assert r.status_code == 200
     running.wait_stored("traces", 1)
     running.wait_stored("metrics", 1)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import socket
 import time
 
-import httpx
-
 from testkit.servers import free_port
 from tests.collector.harness import run_collector, start_serve_process
 from tests.collector.payloads import traces
 from tests.collector.rollups import span_totals
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 
 PB = {"content-type": "application/x-protobuf"}
@@ -55,12 +54,12 @@ def test_a_body_that_does_not_arrive_in_time_is_answered_408_and_frees_its_slot(
         wait_for(lambda: core.inflight_bytes >= 2000, 5, every=0.02, what="both slow bodies in flight")
         req, _ = traces(5)
         body = req.SerializeToString()
-        busy = httpx.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)
+        busy = oneshot.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)
         assert busy.status_code == 503  # both slots held by the slow bodies
         for s in slow:
             closed, got = _closed_within(s, 10)
             assert got.startswith(b"HTTP/1.1 408"), got[:100]
-        ok = httpx.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)
+        ok = oneshot.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)
         assert ok.status_code == 200
         r.wait_stored("traces", 5)
         m = r.collector.metrics
@@ -95,7 +94,7 @@ def test_a_body_cut_short_by_a_disconnect_is_not_stored_even_when_it_parses(chdb
         while not any(m.get("tracehouse_collector_requests_total", signal="traces", code=c) for c in ("200", "499")):
             assert time.monotonic() < deadline, "the cut request was not handled"
             time.sleep(0.05)
-        resp = httpx.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)  # the client's retry
+        resp = oneshot.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)  # the client's retry
         assert resp.status_code == 200
         r.wait_stored("traces", 12)
     finally:
@@ -131,7 +130,7 @@ def test_a_request_head_that_does_not_arrive_in_time_is_cut_off(tmp_path):
                 assert closed, f"port {port}: connection still open after {time.monotonic() - t0:.1f} s"
                 s.close()
             assert time.monotonic() - t0 < 5
-            ok = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+            ok = oneshot.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
             assert ok.status_code in (200, 503), ok.status_code
     finally:
         proc.kill()
@@ -154,20 +153,20 @@ def test_request_bytes_in_flight_are_capped(chdb_store, tmp_path):
         while core.inflight_bytes < 95_000:
             assert time.monotonic() < deadline, "the slow body was not counted"
             time.sleep(0.02)
-        refused = httpx.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)
+        refused = oneshot.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         slow.close()
         deadline = time.monotonic() + 5
         while core.inflight_bytes:
             assert time.monotonic() < deadline, "the disconnected body is still counted"
             time.sleep(0.02)
-        assert httpx.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10).status_code == 200
+        assert oneshot.post(r.url + "/v1/traces", content=body, headers=PB, timeout=10).status_code == 200
         big, _ = traces(1100)  # larger than the cap on its own: taken when nothing else is in flight
         assert len(big.SerializeToString()) > 100_000
-        assert httpx.post(r.url + "/v1/traces", content=big.SerializeToString(), headers=PB,
+        assert oneshot.post(r.url + "/v1/traces", content=big.SerializeToString(), headers=PB,
                           timeout=10).status_code == 200
         r.wait_stored("traces", 1250)
         assert core.inflight_bytes == 0
-        assert "tracehouse_collector_inflight_bytes 0" in httpx.get(r.url + "/metrics", timeout=10).text
+        assert "tracehouse_collector_inflight_bytes 0" in oneshot.get(r.url + "/metrics", timeout=10).text
     finally:
         r.stop()

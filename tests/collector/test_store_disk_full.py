@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 
-import httpx
 import pytest
 
 from tests.collector.harness import start_collector_process
 from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
 from tests.collector.tmpfs import mounted
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 
 
@@ -25,7 +25,7 @@ def store_fs(tmp_path):
 
 
 def _metric(url: str, line_start: str) -> float:
-    text = httpx.get(url + "/metrics", timeout=10).text
+    text = oneshot.get(url + "/metrics", timeout=10).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
 
 
@@ -38,7 +38,7 @@ def test_store_disk_full_is_waited_out_not_dead_lettered(store_fs, tmp_path):
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
         for _ in range(3):
             req, ids = traces(50)
-            r = httpx.post(p.url + "/v1/traces", content=req.SerializeToString(),
+            r = oneshot.post(p.url + "/v1/traces", content=req.SerializeToString(),
                            headers={"content-type": "application/x-protobuf"}, timeout=30)
             assert r.status_code == 200
             acked += ids

@@ -5,7 +5,6 @@ every acknowledged span stored exactly once. Before, the command printed one lin
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from testkit import servers
@@ -13,6 +12,7 @@ from tests.collector.harness import start_collector_process
 from tests.collector.payloads import traces
 from tests.collector.rollups import rollup_mismatches, span_totals
 from tests.collector.sdk_load import SdkLoad, make_batches
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.storage import Store
 
@@ -20,7 +20,7 @@ CAP = 400_000  # the buffer's cap in bytes: reached while the server is down
 
 
 def _metric(url: str, name: str) -> float:
-    text = httpx.get(url + "/metrics", timeout=5).text
+    text = oneshot.get(url + "/metrics", timeout=5).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
@@ -48,7 +48,7 @@ def test_the_collector_buffers_while_clickhouse_is_down_at_start_and_writes_once
     load = None
     store = None
     try:
-        ready = httpx.get(proc.url + "/readyz", timeout=10)
+        ready = oneshot.get(proc.url + "/readyz", timeout=10)
         # ready all the same: it takes data (a balancer keeps it in), and says what it waits for
         assert ready.status_code == 200 and "ready, buffering: store unreachable" in ready.text, ready.text
         assert _metric(proc.url, "tracehouse_collector_store_waiting") == 1
@@ -70,7 +70,7 @@ def test_the_collector_buffers_while_clickhouse_is_down_at_start_and_writes_once
         assert _metric(proc.url, "tracehouse_collector_buffer_bytes") > CAP // 2
         # past the cap: 503 with Retry-After, the client keeps its data
         req, _ = traces(300)  # larger than what the cap leaves
-        full = httpx.post(proc.url + "/v1/traces", content=req.SerializeToString(), timeout=10,
+        full = oneshot.post(proc.url + "/v1/traces", content=req.SerializeToString(), timeout=10,
                           headers={"content-type": "application/x-protobuf"})
         assert full.status_code == 503 and full.headers.get("retry-after"), (full.status_code, full.headers)
         assert _metric(proc.url, "tracehouse_collector_written_items_total") == 0
@@ -92,7 +92,7 @@ def test_the_collector_buffers_while_clickhouse_is_down_at_start_and_writes_once
         load.stop()
         wait_for(lambda: _metric(proc.url, "tracehouse_collector_buffer_bytes") == 0, 60, every=0.1,
                  what="the buffer drained")
-        ready = httpx.get(proc.url + "/readyz", timeout=10)
+        ready = oneshot.get(proc.url + "/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         assert _metric(proc.url, "tracehouse_collector_store_waiting") == 0
         assert proc.terminate() == 0

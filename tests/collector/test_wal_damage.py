@@ -9,12 +9,12 @@ from __future__ import annotations
 import glob
 import os
 
-import httpx
 import pytest
 
 from tests.collector.harness import start_collector_process
 from tests.collector.load import stored_span_counts
 from tests.collector.payloads import traces
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.collector.wal_format import scan
 from tracehouse.collector.wal_key import load_or_create
@@ -60,7 +60,7 @@ def acknowledged_then_killed(storage: str, buf: str, env: dict, requests: list) 
     p = start_collector_process(storage, buf, env=env)
     try:
         for req in requests:
-            r = httpx.post(p.url + "/v1/traces", content=req.SerializeToString(),
+            r = oneshot.post(p.url + "/v1/traces", content=req.SerializeToString(),
                            headers={"content-type": "application/x-protobuf"}, timeout=30)
             assert r.status_code == 200, r.text
         assert p.stored() == 0  # the batch closes a second after its first record: not yet

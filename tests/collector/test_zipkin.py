@@ -9,7 +9,6 @@ import gzip
 import os
 import time
 
-import httpx
 import orjson
 import pytest
 from opentelemetry import trace as trace_api
@@ -27,6 +26,7 @@ from py_zipkin.zipkin import ZipkinAttrs, zipkin_span
 from starlette.testclient import TestClient
 
 from tests.collector.harness import run_collector
+from tests.support import oneshot
 from tracehouse.collector.zipkin import shared_server_id
 from tracehouse.config import Settings
 from tracehouse.dashboard import create_app
@@ -47,7 +47,7 @@ class HttpTransport(BaseTransportHandler):
 
     def send(self, payload):
         body = payload if isinstance(payload, bytes) else payload.encode()
-        r = httpx.post(self.url, content=body, headers={"content-type": self.content_type, **self.headers},
+        r = oneshot.post(self.url, content=body, headers={"content-type": self.content_type, **self.headers},
                        timeout=30)
         self.statuses.append(r.status_code)
 
@@ -171,7 +171,7 @@ def test_shared_span_children_follow_their_server_whatever_the_order(store, tmp_
     spans = _shared_trace(trace_hex)
     try:
         for batch in order:
-            resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps([spans[k] for k in batch]),
+            resp = oneshot.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps([spans[k] for k in batch]),
                               headers={"content-type": "application/json"}, timeout=30)
             assert resp.status_code == 202, resp.text
         r.wait_stored("traces", 4)
@@ -200,8 +200,8 @@ def test_json_gzip_token_and_partial_refusal(store, tmp_path):
         zero = dict(span, id="0000000000000000")
         body = gzip.compress(orjson.dumps([span, zero]))
         headers = {"content-type": "application/json", "content-encoding": "gzip"}
-        assert httpx.post(url, content=body, headers=headers).status_code == 401
-        resp = httpx.post(url, content=body, headers=dict(headers, authorization="Bearer zk"))
+        assert oneshot.post(url, content=body, headers=headers).status_code == 401
+        resp = oneshot.post(url, content=body, headers=dict(headers, authorization="Bearer zk"))
         assert resp.status_code == 202 and "1 spans rejected" in resp.text and "invalid span_id" in resp.text
         r.wait_stored("traces", 1)
     finally:
@@ -233,14 +233,14 @@ def test_bad_input_is_refused_clearly_and_nothing_is_stored(chdb_store, tmp_path
             (b'[{"traceId": "1", "id": "1", "name": "\xff"}]', js, 400, "malformed JSON"),
         ]
         for body, headers, status, text in cases:
-            resp = httpx.post(url, content=body, headers=headers, timeout=30)
+            resp = oneshot.post(url, content=body, headers=headers, timeout=30)
             assert resp.status_code == status and text in resp.text, (text, resp.status_code, resp.text)
-        assert httpx.get(url).status_code == 405
-        assert httpx.post(r.zipkin_url + "/api/v1/spans", content=b"[]", headers=js).status_code == 404
+        assert oneshot.get(url).status_code == 405
+        assert oneshot.post(r.zipkin_url + "/api/v1/spans", content=b"[]", headers=js).status_code == 404
         assert r.collector.wal.records == 0
         # still serving: no content type is JSON, as Zipkin assumes
         good = [{"traceId": "1", "id": "2", "name": "fine", "timestamp": time.time_ns() // 1000, "duration": 1}]
-        assert httpx.post(url, content=orjson.dumps(good)).status_code == 202
+        assert oneshot.post(url, content=orjson.dumps(good)).status_code == 202
         r.wait_stored("traces", 1)
     finally:
         r.stop()
@@ -276,7 +276,7 @@ def test_an_annotation_holding_a_number_past_int64_does_not_refuse_the_batch(chd
 
 def _store_json(r, spans: list[dict]) -> None:
     """Post Zipkin v2 JSON spans, expect 202, and wait until all of them are stored."""
-    resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps(spans),
+    resp = oneshot.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps(spans),
                       headers={"content-type": "application/json"}, timeout=30)
     assert resp.status_code == 202, resp.text
     r.wait_stored("traces", len(spans))
@@ -318,7 +318,7 @@ def test_a_retried_body_with_spans_without_timestamp_is_stored_once(chdb_store, 
     try:
         _store_json(r, spans)
         time.sleep(0.002)  # the retry is received at another microsecond
-        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=gzip.compress(body), timeout=30,
+        resp = oneshot.post(r.zipkin_url + "/api/v2/spans", content=gzip.compress(body), timeout=30,
                           headers={"content-type": "application/json", "content-encoding": "gzip"})
         assert resp.status_code == 202, resp.text
         assert r.collector.metrics.get("tracehouse_collector_duplicate_requests_total", signal="traces") == 1
@@ -346,7 +346,7 @@ def test_a_shared_server_span_with_an_all_zero_id_is_refused_like_any_other(chdb
            "kind": "SERVER", "shared": True, "timestamp": now, "duration": 3,
            "localEndpoint": {"serviceName": "zk-zero-shared"}}
     try:
-        resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps([bad, good]),
+        resp = oneshot.post(r.zipkin_url + "/api/v2/spans", content=orjson.dumps([bad, good]),
                           headers={"content-type": "application/json"}, timeout=30)
         assert resp.status_code == 202 and "1 spans rejected" in resp.text and "invalid span_id" in resp.text, resp.text
         r.wait_stored("traces", 1)
@@ -405,7 +405,7 @@ def test_a_span_of_more_tags_than_the_limit_is_stored_and_counted_as_before(chdb
         body = gzip.compress(orjson.dumps([span]))
         headers = {"content-type": "application/json", "content-encoding": "gzip"}
         for _ in range(2):  # the second is a client's retry: acknowledged, not stored again
-            resp = httpx.post(r.zipkin_url + "/api/v2/spans", content=body, headers=headers, timeout=30)
+            resp = oneshot.post(r.zipkin_url + "/api/v2/spans", content=body, headers=headers, timeout=30)
             assert resp.status_code == 202, resp.text
         r.wait_stored("traces", 1)
         cut = r.collector.metrics.get("tracehouse_collector_truncated_total", what="attributes")

@@ -22,6 +22,7 @@ from py_zipkin.encoding._helpers import Endpoint, Span
 from testkit.procmem import reset_peak, status_mb
 from testkit.servers import free_port, wait_port
 from tests.collector.harness import run_collector, start_serve_process
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.collector.wire_budget import SMALL_BODY, over_budget
 
@@ -57,7 +58,7 @@ def serve(tmp_path_factory):
 
 
 def _post(url: str, body: bytes) -> httpx.Response:
-    return httpx.post(url, content=gzip.compress(body, 6), timeout=120,
+    return oneshot.post(url, content=gzip.compress(body, 6), timeout=120,
                       headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
 
 

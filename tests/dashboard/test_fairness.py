@@ -17,6 +17,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from testkit.seed import big_trace
 from testkit.servers import serving
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.dashboard.app import create_app
 from tracehouse.storage import Store
@@ -147,7 +148,7 @@ def test_principals_tracked_are_bounded_and_forgotten_when_idle(heavy):
         assert "too many clients" in r.json()["error"]
         assert took < 2, f"the refusal took {took:.1f} s"
         assert answered == [201, 201]
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = oneshot.get(f"{base}/metrics").text
     assert len(gate) == 0  # all idle: nothing kept
     assert 'tracehouse_dashboard_admission_refused_total{reason="principals"} 1.0' in metrics
 

@@ -13,7 +13,6 @@ import time
 from types import SimpleNamespace
 from urllib.parse import quote
 
-import httpx
 import pytest
 import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -24,6 +23,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from testkit.servers import serving
 from tests.collector.harness import run_collector
 from tests.dashboard.browsing import open_page
+from tests.support import oneshot
 from tracehouse.alerts import Engine, alerts_router, build_config
 from tracehouse.dashboard import create_app
 
@@ -110,7 +110,7 @@ def test_telemetry_is_text_in_every_chart(chdb_store, tmp_path, page):
     running = run_collector(chdb_store, str(tmp_path / "buf"), max_batch_age=0.05)
     try:
         for path, msg in _telemetry(now):
-            r = httpx.post(running.url + path, content=msg.SerializeToString(), headers=PROTOBUF, timeout=10)
+            r = oneshot.post(running.url + path, content=msg.SerializeToString(), headers=PROTOBUF, timeout=10)
             assert r.status_code == 200, r.text
         _wait(chdb_store, f"SELECT count() FROM {chdb_store.t('metric_points')}", 12)
         _wait(chdb_store, f"SELECT count() FROM {chdb_store.t('logs')}", 1)

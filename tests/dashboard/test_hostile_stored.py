@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-import httpx
 from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from tests.collector.harness import run_collector
+from tests.support import oneshot
 from tracehouse.dashboard import create_app
 
 NS = 1_000_000_000
@@ -25,7 +25,7 @@ def _resource(msg, service: str) -> None:
 
 
 def _send(url: str, path: str, msg) -> None:
-    r = httpx.post(url + path, content=msg.SerializeToString(), headers=PROTOBUF, timeout=10)
+    r = oneshot.post(url + path, content=msg.SerializeToString(), headers=PROTOBUF, timeout=10)
     assert r.status_code == 200, r.text
 
 

@@ -13,7 +13,7 @@ import httpx
 
 from testkit import servers
 from testkit.servers import serving
-from tests.support import hung_store
+from tests.support import hung_store, oneshot
 from tests.support.waiting import wait_for
 from tracehouse.alerts import Engine, alerts_router, build_config
 from tracehouse.dashboard import require_role
@@ -35,8 +35,8 @@ def test_readyz_and_the_api_answer_503_soon_while_the_store_hangs(outage_store, 
     outage_store.limits = QueryLimits(timeout_s=2)
     with serving(create_app(None, outage_store)) as port:
         base = f"http://127.0.0.1:{port}"
-        assert httpx.get(base + "/readyz", timeout=10).status_code == 200
-        assert httpx.get(base + "/api/services", timeout=10).status_code == 200  # a pooled connection now
+        assert oneshot.get(base + "/readyz", timeout=10).status_code == 200
+        assert oneshot.get(base + "/api/services", timeout=10).status_code == 200  # a pooled connection now
         hang()
         r, took = _timed_get(httpx, base + "/readyz", timeout=15)
         assert r.status_code == 503 and "store unreachable" in r.text
@@ -46,8 +46,8 @@ def test_readyz_and_the_api_answer_503_soon_while_the_store_hangs(outage_store, 
         assert r.headers["retry-after"] == "5"
         assert took < 16, f"/api/services took {took:.1f} s"
         hang.resume()
-        wait_for(lambda: httpx.get(base + "/readyz", timeout=10).status_code == 200, 15, what="ready again")
-        assert httpx.get(base + "/api/services", timeout=10).status_code == 200
+        wait_for(lambda: oneshot.get(base + "/readyz", timeout=10).status_code == 200, 15, what="ready again")
+        assert oneshot.get(base + "/api/services", timeout=10).status_code == 200
 
 
 def _signed_in(base: str) -> httpx.Client:
@@ -75,7 +75,7 @@ def test_signed_in_requests_do_not_wait_for_the_sign_out_list_of_a_hung_store(ou
         csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/alerts").text)[1]
         kept = c.cookies.get("th_session")
         assert c.post("/logout", data={"csrf": csrf}).status_code == 303
-        assert httpx.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}).status_code == 401
+        assert oneshot.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}).status_code == 401
         c.close()
 
 
@@ -85,14 +85,14 @@ def test_a_rule_preview_while_the_store_is_down_answers_503_and_works_when_it_re
     rule = {"alert": "CartSilent", "kind": "absence", "service": "cart", "window": "1m"}
     with serving(app) as port:
         preview = f"http://127.0.0.1:{port}/api/alerts/rules/preview"
-        assert httpx.post(preview, json=rule, timeout=15).status_code == 200
+        assert oneshot.post(preview, json=rule, timeout=15).status_code == 200
         clickhouse.stop()
-        r = httpx.post(preview, json=rule, timeout=15)
+        r = oneshot.post(preview, json=rule, timeout=15)
         assert r.status_code == 503 and r.headers["retry-after"] == "5"  # not 400: the rule is fine
         assert r.json()["error"].startswith("storage unavailable (error id ")
         restarted = servers.restart_clickhouse(clickhouse)
         clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
-        wait_for(lambda: httpx.post(preview, json=rule, timeout=15).status_code == 200, 20, what="previews again")
+        wait_for(lambda: oneshot.post(preview, json=rule, timeout=15).status_code == 200, 20, what="previews again")
 
 
 def test_a_silence_made_while_the_store_hangs_answers_503_soon_and_works_when_it_returns(outage_store, hang):
@@ -103,16 +103,16 @@ def test_a_silence_made_while_the_store_hangs_answers_503_soon_and_works_when_it
     silence = {"matchers": [{"name": "service", "value": "cart"}], "duration": "1h", "comment": "deploy"}
     with serving(app) as port:
         silences = f"http://127.0.0.1:{port}/api/alerts/silences"
-        assert httpx.post(silences, json=silence, timeout=15).status_code == 201
+        assert oneshot.post(silences, json=silence, timeout=15).status_code == 201
         hang()
         t0 = time.monotonic()
-        r = httpx.post(silences, json=silence, timeout=20)
+        r = oneshot.post(silences, json=silence, timeout=20)
         took = time.monotonic() - t0
         assert r.status_code == 503 and r.json()["error"] == "storage unavailable"
         assert took < 15, f"the silence took {took:.1f} s"
         hang.resume()
-        assert httpx.post(silences, json=silence, timeout=15).status_code == 201
-        assert len(httpx.get(silences, timeout=15).json()["silences"]) == 2
+        assert oneshot.post(silences, json=silence, timeout=15).status_code == 201
+        assert len(oneshot.get(silences, timeout=15).json()["silences"]) == 2
 
 
 def test_the_alert_history_while_the_store_hangs_answers_503_soon(outage_store, hang):
@@ -122,13 +122,13 @@ def test_the_alert_history_while_the_store_hangs_answers_503_soon(outage_store, 
     app = create_app(None, outage_store, alerts=engine, routers=[alerts_router(engine, require_role)])
     with serving(app) as port:
         history = f"http://127.0.0.1:{port}/api/alerts/history"
-        assert httpx.get(history, timeout=15).status_code == 200
+        assert oneshot.get(history, timeout=15).status_code == 200
         hang()
         r, took = _timed_get(httpx, history, timeout=20)
         assert r.status_code == 503 and r.json()["error"] == "storage unavailable"
         assert took < 15, f"the history took {took:.1f} s"
         hang.resume()
-        assert httpx.get(history, timeout=15).status_code == 200
+        assert oneshot.get(history, timeout=15).status_code == 200
 
 
 def test_page_queries_on_a_hung_store_answer_503_within_their_limit_and_the_margin(outage_store, hang):
@@ -147,7 +147,7 @@ def test_page_queries_on_a_hung_store_answer_503_within_their_limit_and_the_marg
     with serving(create_app(fair, outage_store)) as port:
         url = f"http://127.0.0.1:{port}/api/services"
         with ThreadPoolExecutor(6) as pool:  # every pooled connection made and kept (4), before the hang
-            assert [r.status_code for r in pool.map(lambda _: httpx.get(url, timeout=15), range(6))] == [200] * 6
+            assert [r.status_code for r in pool.map(lambda _: oneshot.get(url, timeout=15), range(6))] == [200] * 6
         hang()
         with ThreadPoolExecutor(6) as pool:  # more requests than pooled connections
             answers = list(pool.map(lambda _: _timed_get(httpx, url, timeout=30), range(6)))
@@ -156,7 +156,7 @@ def test_page_queries_on_a_hung_store_answer_503_within_their_limit_and_the_marg
             assert r.status_code == 503 and r.json()["error"] == "storage unavailable"
             assert took < bound, f"/api/services took {took:.1f} s: {sorted(round(t, 1) for _, t in answers)}"
         hang.resume()
-        wait_for(lambda: httpx.get(url, timeout=10).status_code == 200, 15, what="the API answering again")
+        wait_for(lambda: oneshot.get(url, timeout=10).status_code == 200, 15, what="the API answering again")
 
 
 def test_a_sign_out_while_the_store_hangs_answers_soon_clears_the_cookie_and_reaches_the_store_later(
@@ -172,7 +172,7 @@ def test_a_sign_out_while_the_store_hangs_answers_soon_clears_the_cookie_and_rea
         kept = c.cookies.get("th_session")
         csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/alerts").text)[1]
         elsewhere = f"http://127.0.0.1:{other_port}/api/auth/me"
-        assert httpx.get(elsewhere, cookies={"th_session": kept}, timeout=10).status_code == 200
+        assert oneshot.get(elsewhere, cookies={"th_session": kept}, timeout=10).status_code == 200
         hang()
         t0 = time.monotonic()
         r = c.post("/logout", data={"csrf": csrf}, timeout=30)
@@ -182,7 +182,7 @@ def test_a_sign_out_while_the_store_hangs_answers_soon_clears_the_cookie_and_rea
         assert 'th_session=""' in r.headers["set-cookie"] and "Max-Age=0" in r.headers["set-cookie"]
         assert took < 4, f"/logout took {took:.1f} s"
         # this process refuses the session at once; the store did not take it: counted
-        assert httpx.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}).status_code == 401
+        assert oneshot.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}).status_code == 401
         assert app.state.metrics.signouts_unrecorded._value.get() == 1
         assert app.state.auth.shared_signouts.pending() == 1
         hang.resume()
@@ -190,7 +190,7 @@ def test_a_sign_out_while_the_store_hangs_answers_soon_clears_the_cookie_and_rea
         wait_for(lambda: (c.get("/api/auth/me"), app.state.auth.shared_signouts.pending() == 0)[1], 30,
                  what="the kept sign-out written to the store")
         assert len(ended_sessions(outage_store, int(time.time()))) == 1
-        wait_for(lambda: httpx.get(elsewhere, cookies={"th_session": kept}, timeout=10).status_code == 401, 10,
+        wait_for(lambda: oneshot.get(elsewhere, cookies={"th_session": kept}, timeout=10).status_code == 401, 10,
                  what="the other replica refusing the signed-out session")
         c.close()
 
@@ -227,7 +227,7 @@ def test_a_sign_out_the_store_did_not_take_is_refused_after_a_restart_and_writte
     signouts = again.state.auth.shared_signouts
     try:
         with serving(again) as port:
-            r = httpx.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}, timeout=15)
+            r = oneshot.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept}, timeout=15)
             assert r.status_code == 401, "a signed-out cookie works again after a restart"
             restarted = servers.restart_clickhouse(clickhouse)
             clickhouse.pid = restarted.pid  # the module's fixture stops the restarted server
@@ -240,7 +240,7 @@ def test_a_sign_out_the_store_did_not_take_is_refused_after_a_restart_and_writte
         signouts.close()
     third = create_app(_signouts_settings(tmp_path / "elsewhere"), outage_store)  # from the store now
     with serving(third) as port:
-        assert httpx.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept},
+        assert oneshot.get(f"http://127.0.0.1:{port}/api/auth/me", cookies={"th_session": kept},
                          timeout=15).status_code == 401
 
 
@@ -292,11 +292,11 @@ def test_the_storage_api_answers_503_soon_while_the_store_hangs(outage_store, ha
     timeout (65 s before)."""
     with serving(create_app(None, outage_store)) as port:
         url = f"http://127.0.0.1:{port}/api/storage"
-        assert httpx.get(url, timeout=30).status_code == 200
+        assert oneshot.get(url, timeout=30).status_code == 200
         hang()
         r, took = _timed_get(httpx, url, timeout=120)
         print(f"/api/storage on the hung store answered in {took:.1f} s")
         assert r.status_code == 503 and r.json()["error"] == "storage unavailable"
         assert took < 16, f"/api/storage took {took:.1f} s"
         hang.resume()
-        wait_for(lambda: httpx.get(url, timeout=30).status_code == 200, 30, what="the storage API answering again")
+        wait_for(lambda: oneshot.get(url, timeout=30).status_code == 200, 30, what="the storage API answering again")

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from testkit.servers import free_port
+from tests.support import oneshot
 from tests.support.waiting import wait_for
 from tracehouse.config import Settings
 from tracehouse.dashboard.auth import hash_password
@@ -149,21 +150,21 @@ def test_both_ports_answer_only_to_allowed_host_names(loopback_server):
     for port in loopback_server.ports:
         url = f"http://127.0.0.1:{port}/healthz"
         for host in ("evil.example", f"evil.example:{port}", f"localhost.evil.example:{port}", "10.0.0.7"):
-            r = httpx.get(url, headers={"Host": host})
+            r = oneshot.get(url, headers={"Host": host})
             assert r.status_code == 400 and "host not allowed" in r.text, (port, host)
         for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost"):
-            assert httpx.get(url, headers={"Host": host}).status_code == 200, (port, host)
+            assert oneshot.get(url, headers={"Host": host}).status_code == 200, (port, host)
     otlp, _ = loopback_server.ports
     # OTLP itself is behind the same check: a rebound page cannot send spans either
-    r = httpx.post(f"http://127.0.0.1:{otlp}/v1/traces", content=b"", headers={"Host": "evil.example",
+    r = oneshot.post(f"http://127.0.0.1:{otlp}/v1/traces", content=b"", headers={"Host": "evil.example",
                    "Content-Type": "application/x-protobuf", "Authorization": "Bearer ingest-secret"})
     assert r.status_code == 400
 
 
 def test_collector_metrics_need_the_ingest_token(loopback_server):
     otlp, _ = loopback_server.ports
-    assert httpx.get(f"http://127.0.0.1:{otlp}/metrics").status_code == 401
-    r = httpx.get(f"http://127.0.0.1:{otlp}/metrics", headers={"Authorization": "Bearer ingest-secret"})
+    assert oneshot.get(f"http://127.0.0.1:{otlp}/metrics").status_code == 401
+    r = oneshot.get(f"http://127.0.0.1:{otlp}/metrics", headers={"Authorization": "Bearer ingest-secret"})
     assert r.status_code == 200 and "tracehouse_collector" in r.text
 
 
@@ -185,11 +186,11 @@ def test_forwarded_headers_are_not_believed_without_a_trusted_proxy(loopback_ser
 def test_cross_site_text_plain_snapshot_request_is_refused(loopback_server):
     _, http = loopback_server.ports
     base = f"http://127.0.0.1:{http}"
-    r = httpx.post(base + "/api/snapshots", content='{"service": "orders", "kind": "threads"}',
+    r = oneshot.post(base + "/api/snapshots", content='{"service": "orders", "kind": "threads"}',
                    headers={"Content-Type": "text/plain", "Origin": "http://attacker.example",
                             "Authorization": "Bearer view-secret"})
     assert r.status_code == 403
-    listed = httpx.get(base + "/api/snapshots", headers={"Authorization": "Bearer view-secret"}).json()
+    listed = oneshot.get(base + "/api/snapshots", headers={"Authorization": "Bearer view-secret"}).json()
     assert listed["requests"] == []
 
 
@@ -197,12 +198,12 @@ def test_a_session_outlives_a_restart_when_the_key_is_a_setting(loopback_server)
     _, http = loopback_server.ports
     base = f"http://127.0.0.1:{http}"
     cookie = _sign_in(base).cookies["th_session"]
-    assert httpx.get(base + "/api/auth/me", cookies={"th_session": cookie}).json()["name"] == "ada"
+    assert oneshot.get(base + "/api/auth/me", cookies={"th_session": cookie}).json()["name"] == "ada"
     loopback_server.stop()
     again = Serving(*loopback_server.restart_args)
     try:
         again.wait_started()
-        me = httpx.get(base + "/api/auth/me", cookies={"th_session": cookie})
+        me = oneshot.get(base + "/api/auth/me", cookies={"th_session": cookie})
         assert me.status_code == 200 and me.json() == {"name": "ada", "role": "admin"}
     finally:
         again.stop()
