@@ -359,7 +359,9 @@ def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> in
     """Append the records of an ExportLogsServiceRequest to ``batch``; returns records added. As for
     spans, a resource without records adds nothing, not even to the truncation counters; times
     past the DateTime column's range sit at its end, and severities outside 0..255 at its bounds
-    (the column is UInt8: a negative enum value used to fail the whole batch's insert)."""
+    (the column is UInt8: a negative enum value used to fail the whole batch's insert). A severity
+    text is cut like a body (counted as ``severity texts``): it was stored whole, and every page of
+    the Logs page repeated it per record."""
     rows = batch.rows
     before = len(rows)
     for rl in req.resource_logs:
@@ -390,7 +392,8 @@ def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> in
                 ak, av, at = _attrs(r.attributes, red, lim, st)
                 rows.append((
                     min(ts // _NS, _MAX_SECONDS), ts, r.observed_time_unix_nano, r.trace_id or _ZERO16,
-                    r.span_id or _ZERO8, r.flags, min(max(r.severity_number, 0), 255), r.severity_text, service,
+                    r.span_id or _ZERO8, r.flags, min(max(r.severity_number, 0), 255),
+                    _text(r.severity_text, lim, st, "severity texts"), service,
                     instance,
                     _text(event, lim, st, "event names"),
                     _snapshot_text(text, lim, st) if event == SNAPSHOT_EVENT else _text(text, lim, st, "log bodies"),
