@@ -431,6 +431,10 @@ def _exemplars(p) -> tuple[list[bytes], list[bytes], list[float], list[int]]:
 
 
 def convert_metrics(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
+    """Append the points of an ExportMetricsServiceRequest to ``batch``; returns points added. A
+    metric's name, description and unit are cut at the value length (counted once per metric as
+    ``metric names|descriptions|units``): every point's row repeats them, and a 100 kB description
+    on 2,000 points (a 140 kB body) was stored as 200 MB and took the writer 1.7 GB to insert."""
     rows = batch.rows
     before = len(rows)
     for rm in req.resource_metrics:
@@ -447,7 +451,9 @@ def convert_metrics(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) ->
                 if not 0 <= temporality <= 2:  # an open enum: OTLP/JSON may carry any number
                     temporality = 0
                 mono = int(getattr(data, "is_monotonic", False))
-                head = (service, instance, m.name, m.description, m.unit, mtype, temporality, mono)
+                head = (service, instance, _text(m.name, lim, st, "metric names"),
+                        _text(m.description, lim, st, "metric descriptions"), _text(m.unit, lim, st, "metric units"),
+                        mtype, temporality, mono)
                 for p in data.data_points:
                     ts = p.time_unix_nano
                     ak, av, at = _attrs(p.attributes, red, lim, st)
