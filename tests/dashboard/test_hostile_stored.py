@@ -92,3 +92,39 @@ def test_a_trace_is_called_truncated_only_when_spans_were_left_out(chdb_store, m
     whole, cut = big_trace(chdb_store, time.time_ns(), 12), big_trace(chdb_store, time.time_ns(), 13)
     assert (qtr.trace(chdb_store, whole)["truncated"], qtr.trace(chdb_store, whole)["span_count"]) == (False, 12)
     assert (qtr.trace(chdb_store, cut)["truncated"], qtr.trace(chdb_store, cut)["span_count"]) == (True, 12)
+
+
+def test_an_alert_whose_value_is_infinite_shows_on_the_alerts_and_service_pages(chdb_store, tmp_path):
+    """OTLP doubles may be ±Inf, and a metric rule's ``max`` over such a gauge fires with value +Inf:
+    the alerts page and the service page (its firing-alert banner) answered 500 for every viewer."""
+    import yaml
+
+    from tracehouse.alerts import Engine, alerts_router, build_config
+
+    now = time.time_ns()
+    metrics = ExportMetricsServiceRequest()
+    rm = metrics.resource_metrics.add()
+    _resource(rm, "inf")
+    m = rm.scope_metrics.add().metrics.add(name="queue.depth")
+    for i, v in enumerate((1.0, float("inf"), float("-inf"))):
+        m.gauge.data_points.add(time_unix_nano=now - (30 - 10 * i) * NS, as_double=v)
+    running = run_collector(chdb_store, str(tmp_path / "buf"), max_batch_age=0.05)
+    try:
+        _send(running.url, "/v1/metrics", metrics)
+        _wait(chdb_store, f"SELECT count() FROM {chdb_store.t('metric_points')}", 3)
+    finally:
+        running.stop()
+    rules = {"groups": [{"name": "g", "interval": "10s", "rules": [
+        {"alert": f"Depth{agg}", "kind": "metric", "metric": "queue.depth", "aggregation": agg, "window": "15m",
+         "op": op, "threshold": 0} for agg, op in (("max", ">"), ("min", "<"))]}]}
+    engine = Engine(chdb_store, build_config([("/etc/tracehouse/rules.yaml", yaml.safe_load(yaml.safe_dump(rules)))]))
+    engine.run_once(time.time_ns())
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store, alerts=engine,
+                     routers=[alerts_router(engine)])
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert {a["rule_id"] for a in c.get("/api/alerts").json()["alerts"]} == {"g/Depthmax", "g/Depthmin"}
+        for path in ("/alerts?since=1h", "/services/inf?since=1h", "/alerts/rules/g/Depthmax"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        page = c.get("/alerts?since=1h").text
+        assert "∞" in page and "-∞" in page
