@@ -7,10 +7,12 @@ import time
 from types import SimpleNamespace
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from playwright.sync_api import expect
 
 from tests.collector.harness import run_collector
 from tracehouse.dashboard import create_app
@@ -128,3 +130,33 @@ def test_an_alert_whose_value_is_infinite_shows_on_the_alerts_and_service_pages(
             assert r.status_code == 200, (path, r.status_code, r.text[:300])
         page = c.get("/alerts?since=1h").text
         assert "∞" in page and "-∞" in page
+
+
+@pytest.mark.browser
+def test_a_gauge_of_values_near_the_largest_double_is_charted_without_errors(chdb_store, tmp_path, page):
+    """OTLP doubles reach 1.8e308: a gauge of 0 and 1e308 made plotly.js draw NaN coordinates (two
+    console errors per chart and no line) on the explorer and the API-fed charts. Such values are
+    gaps in a chart now (the explorer's table still shows them)."""
+    from testkit.servers import serving
+    from tests.dashboard.browsing import open_page
+
+    now = time.time_ns()
+    metrics = ExportMetricsServiceRequest()
+    rm = metrics.resource_metrics.add()
+    _resource(rm, "huge")
+    m = rm.scope_metrics.add().metrics.add(name="huge.gauge")
+    for i, v in enumerate((0.0, 1e308, 2.0, -1.7e308, 3.0)):
+        m.gauge.data_points.add(time_unix_nano=now - (300 - 60 * i) * NS, as_double=v)
+    running = run_collector(chdb_store, str(tmp_path / "buf"), max_batch_age=0.05)
+    try:
+        _send(running.url, "/v1/metrics", metrics)
+        _wait(chdb_store, f"SELECT count() FROM {chdb_store.t('metric_points')}", 5)
+    finally:
+        running.stop()
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
+    with serving(app) as port:
+        for agg in ("avg", "max", "min", "last"):
+            open_page(page, f"http://127.0.0.1:{port}/explore?since=1h&metric=huge.gauge&agg={agg}")
+            expect(page.locator("[data-fig]:not([data-rendered])")).to_have_count(0, timeout=20_000)
+            assert page.locator("[data-fig] .main-svg").count() > 0
+            assert page.problems == [], (agg, page.problems)
