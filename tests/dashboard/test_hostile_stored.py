@@ -96,6 +96,23 @@ def test_a_trace_is_called_truncated_only_when_spans_were_left_out(chdb_store, m
     assert (qtr.trace(chdb_store, cut)["truncated"], qtr.trace(chdb_store, cut)["span_count"]) == (True, 12)
 
 
+def _store_gauge(store, tmp_path, service: str, name: str, values: tuple[float, ...]) -> None:
+    """A gauge of ``values``, one a minute up to now, stored through a running collector."""
+    now = time.time_ns()
+    metrics = ExportMetricsServiceRequest()
+    rm = metrics.resource_metrics.add()
+    _resource(rm, service)
+    m = rm.scope_metrics.add().metrics.add(name=name)
+    for i, v in enumerate(values):
+        m.gauge.data_points.add(time_unix_nano=now - (len(values) - i) * 60 * NS, as_double=v)
+    running = run_collector(store, str(tmp_path / "buf"), max_batch_age=0.05)
+    try:
+        _send(running.url, "/v1/metrics", metrics)
+        _wait(store, f"SELECT count() FROM {store.t('metric_points')}", len(values))
+    finally:
+        running.stop()
+
+
 def test_an_alert_whose_value_is_infinite_shows_on_the_alerts_and_service_pages(chdb_store, tmp_path):
     """OTLP doubles may be ±Inf, and a metric rule's ``max`` over such a gauge fires with value +Inf:
     the alerts page and the service page (its firing-alert banner) answered 500 for every viewer."""
@@ -103,19 +120,7 @@ def test_an_alert_whose_value_is_infinite_shows_on_the_alerts_and_service_pages(
 
     from tracehouse.alerts import Engine, alerts_router, build_config
 
-    now = time.time_ns()
-    metrics = ExportMetricsServiceRequest()
-    rm = metrics.resource_metrics.add()
-    _resource(rm, "inf")
-    m = rm.scope_metrics.add().metrics.add(name="queue.depth")
-    for i, v in enumerate((1.0, float("inf"), float("-inf"))):
-        m.gauge.data_points.add(time_unix_nano=now - (30 - 10 * i) * NS, as_double=v)
-    running = run_collector(chdb_store, str(tmp_path / "buf"), max_batch_age=0.05)
-    try:
-        _send(running.url, "/v1/metrics", metrics)
-        _wait(chdb_store, f"SELECT count() FROM {chdb_store.t('metric_points')}", 3)
-    finally:
-        running.stop()
+    _store_gauge(chdb_store, tmp_path, "inf", "queue.depth", (1.0, float("inf"), float("-inf")))
     rules = {"groups": [{"name": "g", "interval": "10s", "rules": [
         {"alert": f"Depth{agg}", "kind": "metric", "metric": "queue.depth", "aggregation": agg, "window": "15m",
          "op": op, "threshold": 0} for agg, op in (("max", ">"), ("min", "<"))]}]}
@@ -140,19 +145,7 @@ def test_a_gauge_of_values_near_the_largest_double_is_charted_without_errors(chd
     from testkit.servers import serving
     from tests.dashboard.browsing import open_page
 
-    now = time.time_ns()
-    metrics = ExportMetricsServiceRequest()
-    rm = metrics.resource_metrics.add()
-    _resource(rm, "huge")
-    m = rm.scope_metrics.add().metrics.add(name="huge.gauge")
-    for i, v in enumerate((0.0, 1e308, 2.0, -1.7e308, 3.0)):
-        m.gauge.data_points.add(time_unix_nano=now - (300 - 60 * i) * NS, as_double=v)
-    running = run_collector(chdb_store, str(tmp_path / "buf"), max_batch_age=0.05)
-    try:
-        _send(running.url, "/v1/metrics", metrics)
-        _wait(chdb_store, f"SELECT count() FROM {chdb_store.t('metric_points')}", 5)
-    finally:
-        running.stop()
+    _store_gauge(chdb_store, tmp_path, "huge", "huge.gauge", (0.0, 1e308, 2.0, -1.7e308, 3.0))
     app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
     with serving(app) as port:
         for agg in ("avg", "max", "min", "last"):
