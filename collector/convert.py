@@ -359,7 +359,9 @@ def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> in
     """Append the records of an ExportLogsServiceRequest to ``batch``; returns records added. As for
     spans, a resource without records adds nothing, not even to the truncation counters; times
     past the DateTime column's range sit at its end, and severities outside 0..255 at its bounds
-    (the column is UInt8: a negative enum value used to fail the whole batch's insert)."""
+    (the column is UInt8: a negative enum value used to fail the whole batch's insert). A severity
+    text is cut like a body (counted as ``severity texts``): it was stored whole, and every page of
+    the Logs page repeated it per record."""
     rows = batch.rows
     before = len(rows)
     for rl in req.resource_logs:
@@ -390,7 +392,8 @@ def convert_logs(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> in
                 ak, av, at = _attrs(r.attributes, red, lim, st)
                 rows.append((
                     min(ts // _NS, _MAX_SECONDS), ts, r.observed_time_unix_nano, r.trace_id or _ZERO16,
-                    r.span_id or _ZERO8, r.flags, min(max(r.severity_number, 0), 255), r.severity_text, service,
+                    r.span_id or _ZERO8, r.flags, min(max(r.severity_number, 0), 255),
+                    _text(r.severity_text, lim, st, "severity texts"), service,
                     instance,
                     _text(event, lim, st, "event names"),
                     _snapshot_text(text, lim, st) if event == SNAPSHOT_EVENT else _text(text, lim, st, "log bodies"),
@@ -428,6 +431,10 @@ def _exemplars(p) -> tuple[list[bytes], list[bytes], list[float], list[int]]:
 
 
 def convert_metrics(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) -> int:
+    """Append the points of an ExportMetricsServiceRequest to ``batch``; returns points added. A
+    metric's name, description and unit are cut at the value length (counted once per metric as
+    ``metric names|descriptions|units``): every point's row repeats them, and a 100 kB description
+    on 2,000 points (a 140 kB body) was stored as 200 MB and took the writer 1.7 GB to insert."""
     rows = batch.rows
     before = len(rows)
     for rm in req.resource_metrics:
@@ -444,7 +451,9 @@ def convert_metrics(req, batch: Batch, red: Redactor, lim: Limits, st: Stats) ->
                 if not 0 <= temporality <= 2:  # an open enum: OTLP/JSON may carry any number
                     temporality = 0
                 mono = int(getattr(data, "is_monotonic", False))
-                head = (service, instance, m.name, m.description, m.unit, mtype, temporality, mono)
+                head = (service, instance, _text(m.name, lim, st, "metric names"),
+                        _text(m.description, lim, st, "metric descriptions"), _text(m.unit, lim, st, "metric units"),
+                        mtype, temporality, mono)
                 for p in data.data_points:
                     ts = p.time_unix_nano
                     ak, av, at = _attrs(p.attributes, red, lim, st)

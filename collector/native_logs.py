@@ -33,6 +33,7 @@ RECORD_DEPTH = 1  # record attributes and the body
 STATS = {
     "attributes": "st_attributes", "attribute values": "st_attribute_values", "attribute keys": "st_attribute_keys",
     "event names": "st_event_names", "log bodies": "st_log_bodies", "snapshot bodies": "st_snapshot_bodies",
+    "severity texts": "st_severity_texts",
 }
 
 
@@ -126,7 +127,7 @@ def flatten_select(sql: Sql, raw_table: str) -> str:
         "toFixedString(r.span_id, 8) AS span_id",
         "r.flags AS flags",
         "toUInt8(least(greatest(r.severity_number, 0), 255)) AS severity_number",
-        "r.severity_text AS severity_text",
+        f"substringUTF8(r.severity_text, 1, {lim.max_value_len}) AS severity_text",
         "service",
         "instance",
         f"substringUTF8(event, 1, {lim.max_value_len}) AS event_name",
@@ -146,6 +147,7 @@ def flatten_select(sql: Sql, raw_table: str) -> str:
         f"if({first}, r_n_values, 0) AS st_res_values",
         f"{attrs['n_keys']} + if({first}, r_n_keys, 0) AS st_attribute_keys",
         f"toUInt64(lengthUTF8(event) > {lim.max_value_len}) AS st_event_names",
+        f"toUInt64(lengthUTF8(r.severity_text) > {lim.max_value_len}) AS st_severity_texts",
         f"toUInt64(NOT {snapshot} AND lengthUTF8(text) > {lim.max_value_len}) AS st_log_bodies",
         f"toUInt64({snapshot} AND lengthUTF8(text) > {lim.max_snapshot_body_len}) AS st_snapshot_bodies",
     ]

@@ -73,8 +73,18 @@ def operations_figure(ops: list[dict[str, Any]], top: int = 15) -> dict[str, Any
                                             barmode="group", margin={"l": 10})}
 
 
+#: the largest magnitude a line is drawn through: past ~1e305 plotly.js computes NaN coordinates (a
+#: console error per trace, and no line) when the axis also spans small values
+DRAWABLE = 1e300
+
+
 def scaled(values: list, factor: float) -> list:
-    return values if factor == 1 else [None if v is None else v * factor for v in values]
+    """``values`` times ``factor``, for a chart: a value past ``DRAWABLE`` (or NaN) is a gap, as a
+    missing one is (tables show the values themselves)."""
+    out = values if factor == 1 else [None if v is None else v * factor for v in values]
+    if all(v is None or abs(v) <= DRAWABLE for v in out):
+        return out
+    return [v if v is not None and abs(v) <= DRAWABLE else None for v in out]
 
 
 def metric_figure(title: str, series: dict[str, Any], label_keys: tuple[str, ...] = (),

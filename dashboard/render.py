@@ -95,7 +95,9 @@ def fmt_ns(ns: Any) -> str:
 
 
 def fmt_num(v: Any) -> str:
-    """A measured value: integers as such, 4 significant digits otherwise, NaN/None spelled out."""
+    """A measured value: integers as such, 4 significant digits otherwise, NaN/None/infinities spelled
+    out (a metric rule over a gauge an SDK sent +Inf to fires with that value: the alerts and service
+    pages answered 500)."""
     if v is None:
         return "–"
     try:
@@ -104,6 +106,8 @@ def fmt_num(v: Any) -> str:
         return str(v)
     if f != f:
         return "NaN"
+    if math.isinf(f):
+        return "∞" if f > 0 else "-∞"
     if f == int(f) and abs(f) < 1e15:
         return str(int(f))
     return f"{f:,.0f}" if abs(f) >= 1000 else f"{f:.4g}"

@@ -82,13 +82,16 @@ def _label(key: str, pname: str, params: dict[str, Any]) -> str:
 
 
 def describe(store, tr: TimeRange, name: str) -> dict[str, Any] | None:
-    """Type, unit, description and temporality of a metric in ``tr`` (None when it has no points)."""
+    """Type, unit, description and temporality of a metric in ``tr`` (None when it has no points).
+    Points of one name sent as more than one type (a gauge and a histogram, say): the type with the
+    most points, which ``explore`` then reads alone (``type_code``)."""
     require_raw_range(tr, "metric points")
     res = store.read(
-        "SELECT any(type) AS type, any(unit) AS unit, any(description) AS description, "
+        "SELECT type, any(unit) AS unit, any(description) AS description, "
         "any(temporality) AS temporality, max(is_monotonic) AS monotonic, count() AS points, "
         f"groupUniqArray(service) AS services FROM {store.t('metric_points')} WHERE name = {{name:String}} "
-        "AND timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32})",
+        "AND timestamp >= toDateTime({start:UInt32}) AND timestamp <= toDateTime({end:UInt32}) "
+        "GROUP BY type ORDER BY points DESC, type LIMIT 1",
         {"name": name, "start": tr.start_s, "end": tr.end_s},
     ).dicts()
     if not res or not int(res[0]["points"]):
@@ -96,7 +99,8 @@ def describe(store, tr: TimeRange, name: str) -> dict[str, Any] | None:
     r = res[0]
     return {"name": name, "type": METRIC_TYPES.get(int(r["type"]), "unknown"), "unit": r["unit"],
             "description": r["description"], "temporality": {1: "delta", 2: "cumulative"}.get(int(r["temporality"]), ""),
-            "monotonic": bool(r["monotonic"]), "points": int(r["points"]), "services": sorted(r["services"])}
+            "monotonic": bool(r["monotonic"]), "points": int(r["points"]), "services": sorted(r["services"]),
+            "type_code": int(r["type"])}
 
 
 def default_agg(info: dict[str, Any]) -> str:
@@ -181,8 +185,8 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
            "asked_step_s": step, "series": [], "series_total": 0, "truncated": False, "info": info}
     if info is None or mtype == "unknown":
         return out
-    base: dict[str, Any] = {}
-    where = mq.where(base)
+    base: dict[str, Any] = {"type": info["type_code"]}
+    where = mq.where(base) + " AND type = {type:UInt8}"  # points of another type under the name are not mixed in
     group = ("[" + ", ".join(_label(g, f"g{i}", base) for i, g in enumerate(mq.group_by)) + "]"
              if mq.group_by else "emptyArrayString()")
     params: dict[str, Any] = {**base, "step": step, "rows": MAX_ROWS}

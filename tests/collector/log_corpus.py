@@ -82,6 +82,7 @@ def corner_requests() -> list[tuple[str, ExportLogsServiceRequest]]:
     _rec(sl, 51, "far future", time=2**64 - 1, observed=0)
     _rec(sl, 52, "empty ids", trace_id=b"", span_id=b"", flags=0xFFFFFFFF)
     _rec(sl, 53, "flags", flags=1)
+    _rec(sl, 54, "long severity text", severity_text="S" * 20_000)  # cut, counted as a severity text
     out.append(("severities, times, ids, flags", req))
 
     req, sl = _req(resource=[kv(f"r{n}", "x" * 150) for n in range(300)])

@@ -88,7 +88,7 @@ def test_both_decoders_store_the_same_log_rows(chdb_dir, tmp_path, monkeypatch, 
         assert _counters(metrics["python"]) == _counters(metrics["native"])
         assert set(_counters(metrics["python"])) >= {'what="attributes"', 'what="attribute values"',
                                                      'what="attribute keys"', 'what="log bodies"',
-                                                     'what="event names"'}
+                                                     'what="event names"', 'what="severity texts"'}
         if limits is TIGHT:
             assert 'what="snapshot bodies"' in _counters(metrics["python"])
         for name in ("python", "native"):

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from playwright.sync_api import expect
 
 from tests.collector.harness import run_collector
 from tests.support import oneshot
@@ -92,3 +94,62 @@ def test_a_trace_is_called_truncated_only_when_spans_were_left_out(chdb_store, m
     whole, cut = big_trace(chdb_store, time.time_ns(), 12), big_trace(chdb_store, time.time_ns(), 13)
     assert (qtr.trace(chdb_store, whole)["truncated"], qtr.trace(chdb_store, whole)["span_count"]) == (False, 12)
     assert (qtr.trace(chdb_store, cut)["truncated"], qtr.trace(chdb_store, cut)["span_count"]) == (True, 12)
+
+
+def _store_gauge(store, tmp_path, service: str, name: str, values: tuple[float, ...]) -> None:
+    """A gauge of ``values``, one a minute up to now, stored through a running collector."""
+    now = time.time_ns()
+    metrics = ExportMetricsServiceRequest()
+    rm = metrics.resource_metrics.add()
+    _resource(rm, service)
+    m = rm.scope_metrics.add().metrics.add(name=name)
+    for i, v in enumerate(values):
+        m.gauge.data_points.add(time_unix_nano=now - (len(values) - i) * 60 * NS, as_double=v)
+    running = run_collector(store, str(tmp_path / "buf"), max_batch_age=0.05)
+    try:
+        _send(running.url, "/v1/metrics", metrics)
+        _wait(store, f"SELECT count() FROM {store.t('metric_points')}", len(values))
+    finally:
+        running.stop()
+
+
+def test_an_alert_whose_value_is_infinite_shows_on_the_alerts_and_service_pages(chdb_store, tmp_path):
+    """OTLP doubles may be ±Inf, and a metric rule's ``max`` over such a gauge fires with value +Inf:
+    the alerts page and the service page (its firing-alert banner) answered 500 for every viewer."""
+    import yaml
+
+    from tracehouse.alerts import Engine, alerts_router, build_config
+
+    _store_gauge(chdb_store, tmp_path, "inf", "queue.depth", (1.0, float("inf"), float("-inf")))
+    rules = {"groups": [{"name": "g", "interval": "10s", "rules": [
+        {"alert": f"Depth{agg}", "kind": "metric", "metric": "queue.depth", "aggregation": agg, "window": "15m",
+         "op": op, "threshold": 0} for agg, op in (("max", ">"), ("min", "<"))]}]}
+    engine = Engine(chdb_store, build_config([("/etc/tracehouse/rules.yaml", yaml.safe_load(yaml.safe_dump(rules)))]))
+    engine.run_once(time.time_ns())
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store, alerts=engine,
+                     routers=[alerts_router(engine)])
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert {a["rule_id"] for a in c.get("/api/alerts").json()["alerts"]} == {"g/Depthmax", "g/Depthmin"}
+        for path in ("/alerts?since=1h", "/services/inf?since=1h", "/alerts/rules/g/Depthmax"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        page = c.get("/alerts?since=1h").text
+        assert "∞" in page and "-∞" in page
+
+
+@pytest.mark.browser
+def test_a_gauge_of_values_near_the_largest_double_is_charted_without_errors(chdb_store, tmp_path, page):
+    """OTLP doubles reach 1.8e308: a gauge of 0 and 1e308 made plotly.js draw NaN coordinates (two
+    console errors per chart and no line) on the explorer and the API-fed charts. Such values are
+    gaps in a chart now (the explorer's table still shows them)."""
+    from testkit.servers import serving
+    from tests.dashboard.browsing import open_page
+
+    _store_gauge(chdb_store, tmp_path, "huge", "huge.gauge", (0.0, 1e308, 2.0, -1.7e308, 3.0))
+    app = create_app(SimpleNamespace(users={}, api_tokens=[]), chdb_store)
+    with serving(app) as port:
+        for agg in ("avg", "max", "min", "last"):
+            open_page(page, f"http://127.0.0.1:{port}/explore?since=1h&metric=huge.gauge&agg={agg}")
+            expect(page.locator("[data-fig]:not([data-rendered])")).to_have_count(0, timeout=20_000)
+            assert page.locator("[data-fig] .main-svg").count() > 0
+            assert page.problems == [], (agg, page.problems)

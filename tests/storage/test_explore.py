@@ -247,3 +247,19 @@ def test_exemplars_of_a_service_latency_histogram(store):
              {"name": "tracehouse.probe.duration", "type": "gauge", "unit": "s"},
              {"name": "db.duration", "type": "histogram", "unit": "{thing}"}]
     assert qm.latency_metrics(names) == ["http.server.request.duration"]
+
+
+def test_points_of_another_type_under_the_same_name_are_not_mixed_in(store):
+    """A name sent as a gauge and as a histogram (two services disagreeing, or one that changed its
+    instrument): the explorer took ``any(type)`` and averaged the histogram points' empty value (0)
+    into the gauge's series. Now the type with the most points is shown, and only its points."""
+    now = time.time_ns() // (60 * NS) * (60 * NS)
+    t0 = now - 5 * MIN
+    cols = store.columns_for("metric_points")
+    for i in range(2):
+        point(cols, t0 + i * 10 * NS, "a", "mixed", {}, value=4.0)
+    point(cols, t0 + 5 * NS, "b", "mixed", {}, type=3, count=2, sum=1.0, bucket_counts=[1, 1], explicit_bounds=[1.0])
+    store.insert("metric_points", cols)
+    res = qm.explore(store, qm.MetricQuery("mixed", TimeRange(t0 - MIN, now), step_s=60))
+    assert res["type"] == "gauge" and res["info"]["points"] == 2
+    assert [p[1] for s in res["series"] for p in s["points"]] == [4.0]
