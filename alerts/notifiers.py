@@ -22,6 +22,7 @@ import httpx
 
 from . import deadline
 from .errors import DestinationRefused, NotifyError, RuleError
+from .notetext import email_body, slack_text
 from .ssrf import check_host, check_url, pinned
 
 TIMEOUT_S = 5.0
@@ -111,17 +112,6 @@ class WebhookNotifier:
         _post(self.url, message, self.allow_private, self.headers)
 
 
-def slack_text(message: dict[str, Any]) -> str:
-    status = message["status"].upper()
-    lines = [f"[{status}:{len(message['alerts'])}] " + ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())]
-    for a in message["alerts"][:20]:
-        ann = a.get("annotations", {})
-        text = ann.get("summary") or ann.get("description") or a["labels"].get("alertname", "")
-        link = ann.get("dashboard", "")
-        lines.append(f"• {a['status']}: {text}" + (f" <{link}|dashboard>" if link else ""))
-    return "\n".join(lines)
-
-
 class SlackNotifier:
     integration = "slack"
 
@@ -154,7 +144,7 @@ class EmailNotifier:
         # be refused by the email library, or be a header of its own; each is shown as a space
         msg["Subject"] = _one_line(f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}")[:200]
         msg["From"], msg["To"] = self.sender, ", ".join(self.to)
-        msg.set_content(slack_text(message) + "\n\n" + json.dumps(message, indent=2))
+        msg.set_content(email_body(message))
         # connect to the checked address, never to a second resolution of the name; STARTTLS checks
         # the certificate against the name (smtplib takes it from ``_host``)
         cut = None
