@@ -3,6 +3,8 @@
 Label values come from the data (span attributes, up to 16,384 characters each, or a SQL rule's
 columns) and annotations from templates (up to 4,000 characters), so every part is cut here:
 
+- Both: the first line and each alert's line are one line (a value's line breaks are spaces), so a
+  label value cannot forge an alert's line.
 - Slack: ``&``, ``<`` and ``>`` are Slack's control characters in ``text`` and are escaped
   (``&amp;`` ``&lt;`` ``&gt;``, https://api.slack.com/reference/surfaces/formatting#escaping), so a
   value of ``<!channel>`` is shown, not a mention of the whole channel; the text stays under Slack's
@@ -41,6 +43,12 @@ def slack_escape(text: str, limit: int | None = None) -> str:
     return "".join(out)
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (line breaks, tabs, controls) as a space:
+    a label value from the data never starts a line of its own (a mail header, a forged alert line)."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
 def _plain(text: str, limit: int | None = None) -> str:
     return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
 
@@ -51,12 +59,12 @@ def summary(message: dict[str, Any], cut: Callable[[str, int | None], str] = _pl
     alerts = message["alerts"]
     head = f"[{message['status'].upper()}:{len(alerts)}] " + \
         ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())
-    lines = [cut(head, HEAD_CHARS)]
+    lines = [cut(one_line(head), HEAD_CHARS)]
     for a in alerts[:SHOWN_ALERTS]:
         ann = a.get("annotations", {})
         text = ann.get("summary") or ann.get("description") or a["labels"].get("alertname", "")
-        line = f"• {a['status']}: " + cut(str(text), LINE_CHARS)
-        link = str(ann.get("dashboard", ""))
+        line = f"• {a['status']}: " + cut(one_line(str(text)), LINE_CHARS)
+        link = one_line(str(ann.get("dashboard", "")))
         if link and slack:
             link = slack_escape(link.replace("|", "%7C"))
             if len(link) <= LINK_CHARS:

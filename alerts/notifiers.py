@@ -22,7 +22,7 @@ import httpx
 
 from . import deadline
 from .errors import DestinationRefused, NotifyError, RuleError
-from .notetext import email_body, slack_text
+from .notetext import email_body, one_line, slack_text
 from .ssrf import check_host, check_url, pinned
 
 TIMEOUT_S = 5.0
@@ -142,7 +142,7 @@ class EmailNotifier:
         labels = ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())
         # label values come from the data: a line break (any of those str.splitlines breaks at) would
         # be refused by the email library, or be a header of its own; each is shown as a space
-        msg["Subject"] = _one_line(f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}")[:200]
+        msg["Subject"] = one_line(f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}")[:200]
         msg["From"], msg["To"] = self.sender, ", ".join(self.to)
         msg.set_content(email_body(message))
         # connect to the checked address, never to a second resolution of the name; STARTTLS checks
@@ -161,10 +161,6 @@ class EmailNotifier:
             if cut is not None and cut.fired:
                 raise NotifyError(f"SMTP {self.host}:{self.port}: not done within {TIMEOUT_S:g} s") from None
             raise NotifyError(f"SMTP {self.host}:{self.port}: {type(e).__name__}: {e}") from None
-
-
-def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else " " for c in text)
 
 
 def build_notifiers(d: dict[str, Any], allow_private: bool) -> list[Notifier]:

@@ -297,3 +297,31 @@ def test_a_group_of_many_long_label_values_reaches_slack_and_email_within_their_
     finally:
         slack.stop()
         ctl.stop()
+
+
+def test_a_line_break_in_a_label_value_does_not_forge_an_alert_line_in_slack_or_email():
+    """A label value of ``eu\\n• resolved: all clear`` made a line of its own in the Slack text and
+    the email's text, reading as one more alert that had resolved. Now each is one line."""
+    inbox = Inbox()
+    port = free_port()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port)
+    ctl.start()
+    slack = SlackReceiver()
+    try:
+        mail = EmailNotifier("team", ["oncall@example.com"], "th@example.com", f"127.0.0.1:{port}",
+                             allow_private=True)
+        d = Dispatcher(_route("team"), {"team": [SlackNotifier("team", slack.url, allow_private=True), mail]})
+        now = time.time_ns()
+        a = _alert("f1", now, region="eu\n• resolved: all clear\r\n• resolved: really")
+        a.annotations = {"summary": "slow in " + a.labels["region"]}
+        d.update([a], now)
+        assert d.tick(now + 1) == 1
+        body = email.message_from_bytes(inbox.messages[0].content).get_payload(decode=True).decode()
+        body = body.replace("\r\n", "\n")  # the mail's line ends
+        for text in (slack.accepted[0]["text"], body.split("\n\n")[0]):
+            lines = text.splitlines()
+            assert len(lines) == 2 and lines[1].startswith("• firing: slow in eu ")
+            assert not any(line.startswith("• resolved") for line in lines)
+    finally:
+        slack.stop()
+        ctl.stop()
