@@ -325,3 +325,35 @@ def test_a_line_break_in_a_label_value_does_not_forge_an_alert_line_in_slack_or_
     finally:
         slack.stop()
         ctl.stop()
+
+
+def test_the_dispatcher_keeps_no_copy_of_the_messages_it_sent():
+    """The dispatcher kept its last 50 messages whole (a list nothing read): with large groups whose
+    alerts change (annotations rendered afresh, labels from the data), that held tens of MB for
+    ever: 50 sends of 200 alerts with 4,000-character annotations kept 40 MB."""
+    import gc
+    import tracemalloc
+
+    rx = Receiver()
+    try:
+        route = Route(receiver="hook", group_by=["alertname"], group_wait=0.0, group_interval=0.0,
+                      repeat_interval=0.0)
+        d = Dispatcher(route, {"hook": [WebhookNotifier("hook", rx.url, allow_private=True)]})
+        now = time.time_ns()
+        tracemalloc.start()
+        try:
+            for i in range(50):
+                alerts = [_alert(f"f{j:03}", now, region=f"r{j}") for j in range(200)]
+                for a in alerts:
+                    a.annotations = {"summary": f"{i:04}" + "s" * 3996}  # rendered afresh each evaluation
+                d.update(alerts, now + i)
+                assert d.tick(now + i + 1) == 1
+                rx.bodies.clear()
+            del alerts, a
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert held < 8 << 20, f"{held >> 20} MB held after the sends"
+    finally:
+        rx.down()
