@@ -105,10 +105,16 @@ def _redact(url: str) -> str:
 class WebhookNotifier:
     integration = "webhook"
 
-    def __init__(self, name: str, url: str, allow_private: bool = False, headers: dict[str, str] | None = None):
+    def __init__(self, name: str, url: str, allow_private: bool = False, headers: dict[str, str] | None = None,
+                 max_alerts: int = 0):
         self.name, self.url, self.allow_private, self.headers = name, url, allow_private, headers or {}
+        self.max_alerts = max_alerts  # alerts in one payload at most, 0 = all (Alertmanager's max_alerts)
 
     def notify(self, message: dict[str, Any]) -> None:
+        alerts = message["alerts"]
+        if self.max_alerts and len(alerts) > self.max_alerts:  # the rest counted, as Alertmanager does
+            message = {**message, "alerts": alerts[:self.max_alerts],
+                       "truncatedAlerts": message.get("truncatedAlerts", 0) + len(alerts) - self.max_alerts}
         _post(self.url, message, self.allow_private, self.headers)
 
 
@@ -175,7 +181,8 @@ def build_notifiers(d: dict[str, Any], allow_private: bool) -> list[Notifier]:
             if not url.startswith(("http://", "https://")):
                 raise RuleError(f"receiver {name}: {key} url must be http(s)")
             if key == "webhook":
-                out.append(WebhookNotifier(name, url, allow_private, _headers(name, cfg.get("headers"))))
+                out.append(WebhookNotifier(name, url, allow_private, _headers(name, cfg.get("headers")),
+                                           _max_alerts(name, cfg.get("max_alerts"))))
             else:
                 out.append(SlackNotifier(name, url, allow_private, str(cfg.get("channel") or "")))
     for cfg in _list(d.get("email") or d.get("email_configs")):
@@ -215,6 +222,14 @@ def _headers(receiver: str, raw: Any) -> dict[str, str]:
                             "character in its value")
         out[k] = v
     return out
+
+
+def _max_alerts(receiver: str, raw: Any) -> int:
+    if raw is None:
+        return 0
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise RuleError(f"receiver {receiver}: webhook max_alerts must be a whole number (0 = all alerts)")
+    return raw
 
 
 def _list(v: Any) -> list[dict[str, Any]]:

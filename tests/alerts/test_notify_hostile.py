@@ -357,3 +357,29 @@ def test_the_dispatcher_keeps_no_copy_of_the_messages_it_sent():
         assert held < 8 << 20, f"{held >> 20} MB held after the sends"
     finally:
         rx.down()
+
+
+def test_a_webhook_max_alerts_cuts_the_payload_and_counts_the_rest():
+    """Alertmanager's webhook ``max_alerts`` was ignored: a rule over a label of many values sent
+    every alert of the group in one payload (1,000 alerts with labels of 16,384 characters made a
+    33 MB body) whatever the receiver's setting. Now the payload carries at most ``max_alerts``
+    and ``truncatedAlerts`` counts the rest, as Alertmanager's does; a bad value is refused."""
+    rx = Receiver()
+    try:
+        cfg = build_config([("rules.yaml", {
+            "receivers": [{"name": "hook", "webhook": {"url": rx.url, "max_alerts": 2}}],
+            "route": {"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s"},
+        })], allow_private=True)
+        d = Dispatcher(cfg.route, cfg.receivers)
+        now = time.time_ns()
+        d.update([_alert(f"f{i}", now, region=f"r{i}") for i in range(5)], now)
+        assert d.tick(now + 1) == 1
+        (body,) = rx.bodies
+        assert [a["labels"]["region"] for a in body["alerts"]] == ["r0", "r1"] and body["truncatedAlerts"] == 3
+        for bad in (-1, "2", True):
+            with pytest.raises(ValueError, match="max_alerts"):
+                build_config([("rules.yaml", {"receivers": [{"name": "hook", "webhook": {"url": rx.url,
+                                                                                         "max_alerts": bad}}],
+                                               "route": {"receiver": "hook"}})], allow_private=True)
+    finally:
+        rx.down()
