@@ -16,6 +16,7 @@ current.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -33,6 +34,7 @@ from .bounded import BoundedCalls
 from .config import AlertConfig
 from .errors import ReadOnlyRule
 from .expr import NS, QueryFunc, evaluate
+from .groupruns import GroupRuns
 from .lease import AlwaysHeld, Lease
 from .metrics import AlertMetrics
 from .notify import Dispatcher
@@ -106,6 +108,8 @@ class Engine:
         self._attach_unrecorded(state_dir)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._runs = GroupRuns()  # the background loop's group evaluations
+        self._missing: set[tuple[str, float]] = set()  # groups that missed a turn, logged
         for r in self.config.rules:
             self._add(r)
         self._replay_unsaved()
@@ -228,43 +232,88 @@ class Engine:
         return transitions
 
     def run_once(self, now_ns: int | None = None, force: bool = False) -> list[Transition]:
-        """Evaluate every group that is due at ``now_ns`` (all of them with ``force``), then notify."""
+        """Evaluate every group that is due at ``now_ns`` (all of them with ``force``), one after the
+        other, then notify. (The background loop evaluates each group on its own thread instead.)"""
         now = self.clock() if now_ns is None else now_ns
         out: list[Transition] = []
         with self._evaluating:  # one evaluation at a time; the engine's lock only around changes of state
-            groups: dict[tuple[str, float], list[AlertingRule]] = {}
             with self._lock:
-                for ar in self.rules.values():
-                    if ar.rule.enabled:
-                        groups.setdefault((ar.rule.group, ar.rule.interval), []).append(ar)
-                due_groups = []
-                for key, members in groups.items():
-                    due = clockstep.due(self._next_due.get(key, 0), now, int(key[1] * NS))
-                    if not force and now < due:
-                        continue
-                    self._next_due[key] = now + int(key[1] * NS)
-                    due_groups.append((key, members))
+                due_groups = [(key, members) for key, members in self._groups().items()
+                              if self._take_turn(key, now, force)]
             for key, members in due_groups:
-                with self._span(f"alerts group {key[0]}"):
-                    for ar in members:
-                        t0 = time.perf_counter()
-                        with self._span(f"alerts rule {ar.rule.id}") as span:
-                            try:
-                                out.extend(self.eval_rule(ar, now))
-                                failed = ar.health == "err"
-                            except Exception:  # persistence failure: keep evaluating the others
-                                log.exception("evaluating %s", ar.rule.id)
-                                failed = True
-                            if failed and span is not None:
-                                from opentelemetry.trace import Status, StatusCode
-
-                                span.set_status(Status(StatusCode.ERROR, ar.last_error[:200]))
-                        self.metrics.evaluated(ar.rule.group, time.perf_counter() - t0, failed)
+                out.extend(self._eval_group(key, members, now))
             out.extend(self._sweep_disabled(now))
             alerts = self.current_alerts() + self._resolve_orphans(now)
         self.dispatcher.update(alerts, now)
         self.dispatcher.tick(now)
         return out
+
+    def _groups(self) -> dict[tuple[str, float], list[AlertingRule]]:
+        """Under the lock: the enabled rules by (group, interval)."""
+        groups: dict[tuple[str, float], list[AlertingRule]] = {}
+        for ar in self.rules.values():
+            if ar.rule.enabled:
+                groups.setdefault((ar.rule.group, ar.rule.interval), []).append(ar)
+        return groups
+
+    def _take_turn(self, key: tuple[str, float], now: int, force: bool = False) -> bool:
+        """Under the lock: whether the group ``key`` is due at ``now`` (or ``force``); if so its next
+        turn is set."""
+        if not force and now < clockstep.due(self._next_due.get(key, 0), now, int(key[1] * NS)):
+            return False
+        self._next_due[key] = now + int(key[1] * NS)
+        return True
+
+    def _eval_group(self, key: tuple[str, float], members: list[AlertingRule], now: int) -> list[Transition]:
+        out: list[Transition] = []
+        with self._span(f"alerts group {key[0]}"):
+            for ar in members:
+                t0 = time.perf_counter()
+                with self._span(f"alerts rule {ar.rule.id}") as span:
+                    try:
+                        out.extend(self.eval_rule(ar, now))
+                        failed = ar.health == "err"
+                    except Exception:  # persistence failure: keep evaluating the others
+                        log.exception("evaluating %s", ar.rule.id)
+                        failed = True
+                    if failed and span is not None:
+                        from opentelemetry.trace import Status, StatusCode
+
+                        span.set_status(Status(StatusCode.ERROR, ar.last_error[:200]))
+                self.metrics.evaluated(ar.rule.group, time.perf_counter() - t0, failed)
+        return out
+
+    def _start_due(self) -> None:
+        """The background loop's turn: every due group starts on its own thread (``GroupRuns``), so
+        a slow one holds back only itself; one still running when due again misses that turn."""
+        now = self.clock()
+        with self._lock:
+            for key, members in self._groups().items():
+                step = int(key[1] * NS)
+                if now < clockstep.due(self._next_due.get(key, 0), now, step):
+                    continue
+                if self._runs.running(key):  # due again while its last evaluation runs on: a missed turn
+                    self._next_due[key] = now + step
+                    self.metrics.missed.labels(group=key[0]).inc()
+                    if key not in self._missing:  # a line when it starts missing, not one a turn
+                        self._missing.add(key)
+                        log.warning("rule group %s is still being evaluated at its next turn (interval %gs): "
+                                    "turns are skipped until it ends (counted in "
+                                    "tracehouse_alerts_rule_group_iterations_missed)", key[0], key[1])
+                    continue
+                if self._runs.start(key, functools.partial(self._run_group, key, members, now)):
+                    self._next_due[key] = now + step  # (every turn taken: it starts at a next pass)
+                    self._missing.discard(key)
+        with self._evaluating:
+            changed = self._sweep_disabled(now)
+            orphans = self._resolve_orphans(now)
+        if changed or orphans:
+            self.dispatcher.update(self.current_alerts() + orphans, now)
+
+    def _run_group(self, key: tuple[str, float], members: list[AlertingRule], now: int) -> None:
+        self._eval_group(key, members, now)
+        self.dispatcher.update(self.current_alerts(), self.clock())
+        self.dispatcher.tick(self.clock())
 
     def _sweep_disabled(self, now: int) -> list[Transition]:
         """Disabled rules are not evaluated, but their alerts do not stand still: one still firing or
@@ -340,6 +389,7 @@ class Engine:
         for t in self._threads:
             t.join(timeout=15)
         self._threads.clear()
+        self._runs.join(15)
         self.leading = False
         self.lease.stop()
 
@@ -401,7 +451,7 @@ class Engine:
                         self.reload_silences()
                     except StorageError as e:  # the last ones read stay in force; rules are evaluated all the same
                         log.warning("silences could not be read again, the last ones read stay in force: %s", e)
-                self.run_once()
+                self._start_due()
             except Exception:
                 log.exception("alert evaluation loop")
             wait = (self.next_due_ns() - self.clock()) / NS

@@ -39,6 +39,9 @@ class AlertMetrics:
         self.eval_failures = Counter("tracehouse_alerts_rule_evaluation_failures",
                                      "Rule evaluations that failed (query error or persistence), by rule group.",
                                      ["group"], registry=r)
+        self.missed = Counter("tracehouse_alerts_rule_group_iterations_missed",
+                              "Evaluations of a rule group skipped because its previous one still ran, by group.",
+                              ["group"], registry=r)
         self.notifications = Counter("tracehouse_alerts_notifications", "Notifications sent, by receiver and integration.",
                                      ["receiver", "integration"], registry=r)
         self.notifications_failed = Counter("tracehouse_alerts_notifications_failed",

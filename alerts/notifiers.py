@@ -22,6 +22,7 @@ import httpx
 
 from . import deadline
 from .errors import DestinationRefused, NotifyError, RuleError
+from .notetext import email_body, one_line, slack_text
 from .ssrf import check_host, check_url, pinned
 
 TIMEOUT_S = 5.0
@@ -104,22 +105,17 @@ def _redact(url: str) -> str:
 class WebhookNotifier:
     integration = "webhook"
 
-    def __init__(self, name: str, url: str, allow_private: bool = False, headers: dict[str, str] | None = None):
+    def __init__(self, name: str, url: str, allow_private: bool = False, headers: dict[str, str] | None = None,
+                 max_alerts: int = 0):
         self.name, self.url, self.allow_private, self.headers = name, url, allow_private, headers or {}
+        self.max_alerts = max_alerts  # alerts in one payload at most, 0 = all (Alertmanager's max_alerts)
 
     def notify(self, message: dict[str, Any]) -> None:
+        alerts = message["alerts"]
+        if self.max_alerts and len(alerts) > self.max_alerts:  # the rest counted, as Alertmanager does
+            message = {**message, "alerts": alerts[:self.max_alerts],
+                       "truncatedAlerts": message.get("truncatedAlerts", 0) + len(alerts) - self.max_alerts}
         _post(self.url, message, self.allow_private, self.headers)
-
-
-def slack_text(message: dict[str, Any]) -> str:
-    status = message["status"].upper()
-    lines = [f"[{status}:{len(message['alerts'])}] " + ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())]
-    for a in message["alerts"][:20]:
-        ann = a.get("annotations", {})
-        text = ann.get("summary") or ann.get("description") or a["labels"].get("alertname", "")
-        link = ann.get("dashboard", "")
-        lines.append(f"• {a['status']}: {text}" + (f" <{link}|dashboard>" if link else ""))
-    return "\n".join(lines)
 
 
 class SlackNotifier:
@@ -152,9 +148,9 @@ class EmailNotifier:
         labels = ", ".join(f"{k}={v}" for k, v in message["groupLabels"].items())
         # label values come from the data: a line break (any of those str.splitlines breaks at) would
         # be refused by the email library, or be a header of its own; each is shown as a space
-        msg["Subject"] = _one_line(f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}")[:200]
+        msg["Subject"] = one_line(f"[{message['status'].upper()}:{len(message['alerts'])}] {labels}")[:200]
         msg["From"], msg["To"] = self.sender, ", ".join(self.to)
-        msg.set_content(slack_text(message) + "\n\n" + json.dumps(message, indent=2))
+        msg.set_content(email_body(message))
         # connect to the checked address, never to a second resolution of the name; STARTTLS checks
         # the certificate against the name (smtplib takes it from ``_host``)
         cut = None
@@ -173,10 +169,6 @@ class EmailNotifier:
             raise NotifyError(f"SMTP {self.host}:{self.port}: {type(e).__name__}: {e}") from None
 
 
-def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else " " for c in text)
-
-
 def build_notifiers(d: dict[str, Any], allow_private: bool) -> list[Notifier]:
     """Notifiers for one ``receivers:`` entry."""
     name = str(d.get("name") or "")
@@ -189,7 +181,8 @@ def build_notifiers(d: dict[str, Any], allow_private: bool) -> list[Notifier]:
             if not url.startswith(("http://", "https://")):
                 raise RuleError(f"receiver {name}: {key} url must be http(s)")
             if key == "webhook":
-                out.append(WebhookNotifier(name, url, allow_private, _headers(name, cfg.get("headers"))))
+                out.append(WebhookNotifier(name, url, allow_private, _headers(name, cfg.get("headers")),
+                                           _max_alerts(name, cfg.get("max_alerts"))))
             else:
                 out.append(SlackNotifier(name, url, allow_private, str(cfg.get("channel") or "")))
     for cfg in _list(d.get("email") or d.get("email_configs")):
@@ -229,6 +222,14 @@ def _headers(receiver: str, raw: Any) -> dict[str, str]:
                             "character in its value")
         out[k] = v
     return out
+
+
+def _max_alerts(receiver: str, raw: Any) -> int:
+    if raw is None:
+        return 0
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise RuleError(f"receiver {receiver}: webhook max_alerts must be a whole number (0 = all alerts)")
+    return raw
 
 
 def _list(v: Any) -> list[dict[str, Any]]:

@@ -159,7 +159,6 @@ class Dispatcher:
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
         self.rng = rng or random.Random()
         self.groups: dict[str, Group] = {}
-        self.sent: list[dict[str, Any]] = []  # the last few messages, for the API
         self._lock = threading.RLock()
         self._sending = threading.Lock()
         #: group key → the record the store did not take after a send (None: the group ended, its
@@ -458,7 +457,6 @@ class Dispatcher:
                 log.error("notification to %s refused, not retried: %s", g.receiver, g.last_error)
             else:
                 g.last_error = ""
-                self.sent = (self.sent + [msg])[-50:]
         self._record(g, sent=record)  # outside the lock: a hung store holds neither status nor update
         return 0 if failures else 1
 

@@ -7,7 +7,7 @@ An editor writes these templates, so rendering one must stay cheap whatever it s
 - no loops, macros, call or filter blocks, includes or imports (an annotation is a line of text),
   and no ``set``, ``with`` or ``block`` (a name bound to a value lets ``{% set a = a ~ a %}``
   double it at every step);
-- ``*``, ``**``, ``+`` and ``//`` are checked before they run: no string or list longer than
+- ``*``, ``**``, ``+``, ``//`` and ``~`` are checked before they run: no string or list longer than
   :data:`MAX_VALUE_CHARS`, no integer past :data:`MAX_INT_BITS` bits; ``%`` on strings (printf
   widths) is refused;
 - padding and joining filters (``center``, ``indent``, ``wordwrap``, ``truncate``, ``replace``,
@@ -30,6 +30,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, nodes, pass_environment
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from tracehouse.pathtext import service_path
 
@@ -156,6 +157,24 @@ def _wrap_width(name: str):
     return plain
 
 
+def _concat(items: tuple) -> str:
+    """``a ~ b ~ ...``: Jinja's own join of the items' texts, its size checked first (``~`` is no
+    binary operator the sandbox intercepts: 440 of them over a label of 16,384 characters made a
+    value of 7 MB, 0.5 s of CPU, at every evaluation of every alert of the rule)."""
+    texts = [str(x) for x in items]
+    _checked(sum(map(len, texts)))
+    return "".join(texts)
+
+
+class _BoundedConcat(NodeTransformer):
+    """Every ``~`` (a Concat node) becomes the ``_concat`` filter over its items."""
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Filter:  # noqa: N802 (Jinja's visitor naming)
+        items = [self.visit(n) for n in node.nodes]
+        return nodes.Filter(nodes.Tuple(items, "load", lineno=node.lineno), "_concat", [], [], None, None,
+                            lineno=node.lineno)
+
+
 def _replace(value: Any, old: str, new: str, count: int | None = None) -> str:
     s, old, new = str(value), str(old), str(new)
     hits = s.count(old) if old else len(s) + 1
@@ -190,6 +209,7 @@ for _name in ("center", "indent", "wordwrap", "truncate", "slice", "batch"):
     _env.filters[_name] = _wrap_width(_name)
 _env.filters["replace"] = _replace
 _env.filters["join"] = _join
+_env.filters["_concat"] = _concat
 del _env.filters["format"]
 _env.filters = {name: _bounded_result(f) for name, f in _env.filters.items()}
 _env.globals["range"] = _bounded_range
@@ -204,7 +224,7 @@ def _compile(text: str):
     for kind in _BLOCKED_NODES:
         if next(tree.find_all(kind), None) is not None:
             raise TemplateError(f"{kind.__name__.lower()} blocks are not allowed in annotation templates")
-    return _env.from_string(tree)
+    return _env.from_string(_BoundedConcat().visit(tree))
 
 
 def check(text: str) -> None:

@@ -4,6 +4,7 @@ stops the other groups' notifications."""
 
 from __future__ import annotations
 
+import email
 import json
 import logging
 import threading
@@ -236,3 +237,149 @@ def test_a_resolver_that_never_answers_holds_a_notification_only_within_its_time
         assert e.value.retryable and "still waiting" in str(e.value)
     finally:
         release.set()
+
+
+def test_slack_control_characters_in_label_values_are_escaped_not_mentions():
+    """Slack reads ``<...>`` in ``text`` as a mention or a link and ``&`` as an escape: a label value
+    from the data of ``<!channel>`` paged the whole channel, and ``<https://evil|click>`` made a link
+    with text of the sender's choosing. Each of ``& < >`` now goes out as ``&amp; &lt; &gt;``."""
+    slack = SlackReceiver()
+    try:
+        d = Dispatcher(_route("chat"), {"chat": [SlackNotifier("chat", slack.url, allow_private=True)]})
+        now = time.time_ns()
+        hostile = "<!channel> <!here> <@U123> <https://evil.example|click> *bold* & co"
+        a = _alert("f1", now, region=hostile)
+        a.annotations = {"summary": f"slow in {hostile}", "dashboard": "http://127.0.0.1:8080/x?a=1&b=|2"}
+        d.update([a], now)
+        assert d.tick(now + 1) == 1
+        text = slack.accepted[0]["text"]
+        shown = "&lt;!channel&gt; &lt;!here&gt; &lt;@U123&gt; &lt;https://evil.example|click&gt; *bold* &amp; co"
+        assert text.count(shown) == 2  # the group labels and the alert's line
+        assert text.endswith(" <http://127.0.0.1:8080/x?a=1&amp;b=%7C2|dashboard>")  # the one real link
+        assert text.count("<") == 1 and text.count(">") == 1
+    finally:
+        slack.stop()
+
+
+def test_a_group_of_many_long_label_values_reaches_slack_and_email_within_their_limits():
+    """1,000 alerts in one group, each with a label of 16,384 characters (the collector's longest
+    attribute value, which a rule grouping by that attribute makes a label). Before: the Slack text
+    was 343,000 characters, which Slack refuses for good (400 msg_too_long: never retried, never
+    delivered), and the email 30 MB (the whole payload as JSON: past what relays take, 10 to 25 MB,
+    and at 33 MB, with longer annotations, refused by this SMTP server, 552). Now the Slack text stays under 40,000 characters and the email's JSON lists the alerts
+    that fit, counting the others in truncatedAlerts."""
+    inbox = Inbox()
+    port = free_port()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port)  # aiosmtpd's limit: 32 MiB
+    ctl.start()
+    slack = SlackReceiver()
+    try:
+        mail = EmailNotifier("team", ["oncall@example.com"], "th@example.com", f"127.0.0.1:{port}",
+                             allow_private=True)
+        route = Route(receiver="team", group_by=["alertname"], group_wait=0.0, group_interval=60.0,
+                      repeat_interval=3600.0)
+        d = Dispatcher(route, {"team": [mail, SlackNotifier("team", slack.url, allow_private=True)]})
+        now = time.time_ns()
+        alerts = [_alert(f"f{i:04}", now, region=f"{i}-" + "y" * 16_384) for i in range(1000)]
+        for a in alerts:
+            a.annotations = {"summary": "slow in " + a.labels["region"][:3990]}  # a template's longest output
+        d.update(alerts, now)
+        assert d.tick(now + 1) == 1, d.status()[0]["last_error"]
+        assert slack.refused == [] and len(slack.accepted) == 1
+        text = slack.accepted[0]["text"]
+        assert len(text) < 40_000 and text.endswith("… and 980 more")
+        assert len(inbox.messages) == 1 and len(inbox.messages[0].content) < 1 << 20
+        body = email.message_from_bytes(inbox.messages[0].content).get_payload(decode=True).decode()
+        payload = json.loads(body[body.index("\n{") + 1:])
+        listed = len(payload["alerts"])
+        assert 0 < listed < 1000 and payload["truncatedAlerts"] == 1000 - listed
+        assert f"{1000 - listed} of the 1000 alerts are not in the JSON below" in body
+    finally:
+        slack.stop()
+        ctl.stop()
+
+
+def test_a_line_break_in_a_label_value_does_not_forge_an_alert_line_in_slack_or_email():
+    """A label value of ``eu\\n• resolved: all clear`` made a line of its own in the Slack text and
+    the email's text, reading as one more alert that had resolved. Now each is one line."""
+    inbox = Inbox()
+    port = free_port()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port)
+    ctl.start()
+    slack = SlackReceiver()
+    try:
+        mail = EmailNotifier("team", ["oncall@example.com"], "th@example.com", f"127.0.0.1:{port}",
+                             allow_private=True)
+        d = Dispatcher(_route("team"), {"team": [SlackNotifier("team", slack.url, allow_private=True), mail]})
+        now = time.time_ns()
+        a = _alert("f1", now, region="eu\n• resolved: all clear\r\n• resolved: really")
+        a.annotations = {"summary": "slow in " + a.labels["region"]}
+        d.update([a], now)
+        assert d.tick(now + 1) == 1
+        body = email.message_from_bytes(inbox.messages[0].content).get_payload(decode=True).decode()
+        body = body.replace("\r\n", "\n")  # the mail's line ends
+        for text in (slack.accepted[0]["text"], body.split("\n\n")[0]):
+            lines = text.splitlines()
+            assert len(lines) == 2 and lines[1].startswith("• firing: slow in eu ")
+            assert not any(line.startswith("• resolved") for line in lines)
+    finally:
+        slack.stop()
+        ctl.stop()
+
+
+def test_the_dispatcher_keeps_no_copy_of_the_messages_it_sent():
+    """The dispatcher kept its last 50 messages whole (a list nothing read): with large groups whose
+    alerts change (annotations rendered afresh, labels from the data), that held tens of MB for
+    ever: 50 sends of 200 alerts with 4,000-character annotations kept 40 MB."""
+    import gc
+    import tracemalloc
+
+    rx = Receiver()
+    try:
+        route = Route(receiver="hook", group_by=["alertname"], group_wait=0.0, group_interval=0.0,
+                      repeat_interval=0.0)
+        d = Dispatcher(route, {"hook": [WebhookNotifier("hook", rx.url, allow_private=True)]})
+        now = time.time_ns()
+        tracemalloc.start()
+        try:
+            for i in range(50):
+                alerts = [_alert(f"f{j:03}", now, region=f"r{j}") for j in range(200)]
+                for a in alerts:
+                    a.annotations = {"summary": f"{i:04}" + "s" * 3996}  # rendered afresh each evaluation
+                d.update(alerts, now + i)
+                assert d.tick(now + i + 1) == 1
+                rx.bodies.clear()
+            del alerts, a
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert held < 8 << 20, f"{held >> 20} MB held after the sends"
+    finally:
+        rx.down()
+
+
+def test_a_webhook_max_alerts_cuts_the_payload_and_counts_the_rest():
+    """Alertmanager's webhook ``max_alerts`` was ignored: a rule over a label of many values sent
+    every alert of the group in one payload (1,000 alerts with labels of 16,384 characters made a
+    33 MB body) whatever the receiver's setting. Now the payload carries at most ``max_alerts``
+    and ``truncatedAlerts`` counts the rest, as Alertmanager's does; a bad value is refused."""
+    rx = Receiver()
+    try:
+        cfg = build_config([("rules.yaml", {
+            "receivers": [{"name": "hook", "webhook": {"url": rx.url, "max_alerts": 2}}],
+            "route": {"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s"},
+        })], allow_private=True)
+        d = Dispatcher(cfg.route, cfg.receivers)
+        now = time.time_ns()
+        d.update([_alert(f"f{i}", now, region=f"r{i}") for i in range(5)], now)
+        assert d.tick(now + 1) == 1
+        (body,) = rx.bodies
+        assert [a["labels"]["region"] for a in body["alerts"]] == ["r0", "r1"] and body["truncatedAlerts"] == 3
+        for bad in (-1, "2", True):
+            with pytest.raises(ValueError, match="max_alerts"):
+                build_config([("rules.yaml", {"receivers": [{"name": "hook", "webhook": {"url": rx.url,
+                                                                                         "max_alerts": bad}}],
+                                               "route": {"receiver": "hook"}})], allow_private=True)
+    finally:
+        rx.down()

@@ -351,6 +351,22 @@ def test_loops_macros_and_huge_templates_are_refused(text):
         parse_rule({"alert": "X", "kind": "red", "service": "s", "annotations": {"summary": text}})
 
 
+def test_concatenation_with_tilde_is_bounded_like_plus():
+    """``~`` is no binary operator the sandbox intercepts: ``(a ~ a)|length`` over a label of 6,000
+    characters gave 12000, past the 10,000 a value may have (``+`` refused it), and 440 ``~`` over a
+    label of 16,384 (the collector's longest attribute value) built a 7 MB value at every
+    evaluation of every alert of the rule. Now ``~`` is checked as ``+`` is; ordinary uses render."""
+    from tracehouse.alerts.templates import render
+
+    ctx = {"value": "3", "labels": {"r": "x" * 6000, "a": "eu"}}
+    for text in ("{{ (labels.r ~ labels.r)|length }}", "{{ " + "~".join(["labels.r"] * 440) + " }}",
+                 "{{ ('' ~ (labels.r ~ labels.r))|length }}"):
+        out = render(text, ctx)
+        assert out.startswith("<template error: a value longer than 10000 is not allowed"), out[:80]
+    assert render("{{ labels.a ~ ' at ' ~ value ~ (labels.a ~ 1)|upper }}", ctx) == "eu at 3EU1"
+    assert render("{{ (labels.r ~ 'y' * 4000)|length }}", ctx) == "10000"
+
+
 def test_templates_still_render_what_annotations_need():
     from tracehouse.alerts.templates import render_all
 
