@@ -204,17 +204,19 @@ def explore(store, mq: MetricQuery) -> dict[str, Any]:
            "argMin(start_ns, ts_ns) AS fstart, count() AS n, "
            f"any(temporality) AS temp, {_SELECT[kind]} FROM {table} WHERE {where}{busiest} "
            "GROUP BY grp, stream, t ORDER BY grp, stream, t LIMIT {rows:UInt32}")
-    rows = store.read(sql, params).dicts()
-    if len(rows) >= MAX_ROWS:
-        # more streams than fit at this step: the rows would be cut in stream order, leaving the
-        # last streams out of every step (an average of a subset). A coarser step that fits them
-        # all instead, as a chart's "max data points" does; cut only when not even one step fits
+    if info["points"] >= MAX_ROWS:
+        # More streams than fit at the step asked would have the rows cut in stream order, leaving
+        # the last streams out of every step (an average of a subset). With as many points as
+        # rows could be cut (the name's points in the range bound the rows), the streams are
+        # counted first and the series read once, at a coarser step that fits them all, as a
+        # chart's "max data points" does; cut only when not even one step fits. (Reading at the
+        # asked step, then again once it overflowed, read and converted MAX_ROWS rows for
+        # nothing: 3.3 of 8.9 s for 50k label sets of a histogram.)
         counted = {k: v for k, v in params.items() if k not in ("step", "rows")}
-        streams = int(store.read(f"SELECT uniqExact({_STREAM}) FROM {table} WHERE {where}{busiest}", counted).scalar())
-        coarser = fitting_step(mq.tr.seconds, streams, step)
-        if coarser > step:
-            step = out["step_s"] = params["step"] = coarser
-            rows = store.read(sql, params).dicts()
+        streams = int(store.read(f"SELECT uniqExact({_STREAM}) FROM {table} WHERE {where}{busiest}",
+                                 counted).scalar())
+        step = out["step_s"] = params["step"] = fitting_step(mq.tr.seconds, streams, step)
+    rows = store.read(sql, params).dicts()
     points: dict[tuple, int] = {}
     for r in rows:
         points[tuple(r["grp"])] = points.get(tuple(r["grp"]), 0) + int(r["n"])
